@@ -1,0 +1,12 @@
+"""The Celery app. Workers start with `celery -A config worker` (see inference/worker_signals.py
+for how each worker registers itself and listens on its own queue)."""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+app = Celery("atelier")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()

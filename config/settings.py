@@ -1,0 +1,211 @@
+"""Atelier settings: every knob is read from the environment, in this one module.
+
+Two ways to run, one code path:
+
+* **Embedded default** (no environment set): SQLite under ``DATA_DIR``, Celery over
+  kombu's file-system transport (a folder under ``DATA_DIR``), Channels' in-memory layer
+  in the web process, and job events relayed from worker processes to the web process
+  over loopback HTTP (see ``inference/events.py``). No server to install.
+* **Cluster** (``DATABASE_URL`` and ``REDIS_URL`` set): PostgreSQL, Redis as the Celery
+  broker, and Redis as the channel layer that workers publish job events to directly.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+env = environ.Env()
+
+DATA_DIR = Path(env.str("DATA_DIR", default=str(BASE_DIR / "data"))).resolve()
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _embedded_secret_key() -> str:
+    """A key generated once per DATA_DIR, so web and worker processes share it."""
+    key_file = DATA_DIR / "secret_key"
+    if not key_file.exists():
+        tmp = key_file.with_suffix(f".tmp{secrets.token_hex(4)}")
+        tmp.write_text(secrets.token_urlsafe(50))
+        tmp.chmod(0o600)
+        tmp.replace(key_file) if not key_file.exists() else tmp.unlink()
+    return key_file.read_text().strip()
+
+
+SECRET_KEY = env.str("SECRET_KEY", default="") or _embedded_secret_key()
+DEBUG = env.bool("DEBUG", default=False)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "tenants",
+    "inference",
+    "frontend",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- database -----------------------------------------------------------------------
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Web and worker processes share the file: WAL lets readers run beside the writer,
+    # IMMEDIATE transactions take the write lock up front instead of failing to upgrade.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+else:
+    DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/login/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+STORAGES = {
+    # Generated images and other user files. Keys are `users/<username>/outputs/...`,
+    # so switching this backend to django-storages' S3 (OSS, MinIO, AWS) keeps the layout.
+    "default": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(DATA_DIR)},
+    },
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+# The ASGI app serves static files itself unless a front proxy does (set to false then).
+SERVE_STATIC = env.bool("SERVE_STATIC", default=True)
+
+# --- broker, channel layer, job events ----------------------------------------------
+REDIS_URL = env.str("REDIS_URL", default="")
+BROKER_DIR = DATA_DIR / "broker"
+
+if REDIS_URL:
+    CELERY_BROKER_URL = REDIS_URL
+    # Redis redelivers an unacked message after this; keep it above any job's run time.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 4 * 3600}
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+    ATELIER_EVENT_TRANSPORT = "channel_layer"
+else:
+    BROKER_DIR.mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(BROKER_DIR),
+        "data_folder_out": str(BROKER_DIR),
+        "control_folder": str(BROKER_DIR / "control"),
+    }
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    # The in-memory layer lives in the web process only: workers POST events to it.
+    ATELIER_EVENT_TRANSPORT = "http"
+
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True  # the Job row is the result
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_CONCURRENCY = 1  # one GPU job at a time per worker process
+CELERY_WORKER_POOL = "solo"
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_DEFAULT_QUEUE = "atelier.default"
+CELERY_IMPORTS = ["inference.tasks"]
+
+# Where a worker POSTs job events in the embedded default (set by `manage.py serve`).
+ATELIER_EVENTS_URL = env.str("ATELIER_EVENTS_URL", default="")
+
+# --- models and working directories -------------------------------------------------
+ATELIER_MODEL_KINDS = ("Stable-diffusion", "Lora", "VAE", "embeddings", "hypernetworks", "ControlNet")
+_PUBLIC_MODELS = DATA_DIR / "public" / "models"
+# The equivalent of PAI's --ckpt-dir, --lora-dir, --vae-dir, --embeddings-dir, --hypernetwork-dir.
+ATELIER_PUBLIC_MODEL_DIRS: dict[str, Path] = {
+    "Stable-diffusion": Path(env.str("ATELIER_CKPT_DIR", default=str(_PUBLIC_MODELS / "Stable-diffusion"))),
+    "Lora": Path(env.str("ATELIER_LORA_DIR", default=str(_PUBLIC_MODELS / "Lora"))),
+    "VAE": Path(env.str("ATELIER_VAE_DIR", default=str(_PUBLIC_MODELS / "VAE"))),
+    "embeddings": Path(env.str("ATELIER_EMBEDDINGS_DIR", default=str(_PUBLIC_MODELS / "embeddings"))),
+    "hypernetworks": Path(env.str("ATELIER_HYPERNETWORK_DIR", default=str(_PUBLIC_MODELS / "hypernetworks"))),
+    "ControlNet": Path(env.str("ATELIER_CONTROLNET_DIR", default=str(_PUBLIC_MODELS / "ControlNet"))),
+}
+ATELIER_MODEL_CACHE_DIR = DATA_DIR / "cache"
+ATELIER_TINY_MODEL_NAME = "atelier-tiny.safetensors"
+
+# --- generation limits (a 400 names the field past them) ----------------------------
+ATELIER_MAX_STEPS = env.int("ATELIER_MAX_STEPS", default=150)
+ATELIER_MIN_SIZE = 64
+ATELIER_MAX_SIZE = env.int("ATELIER_MAX_SIZE", default=2048)
+ATELIER_MAX_BATCH_SIZE = env.int("ATELIER_MAX_BATCH_SIZE", default=8)
+ATELIER_MAX_N_ITER = env.int("ATELIER_MAX_N_ITER", default=16)
+ATELIER_MAX_PROMPT_CHARS = env.int("ATELIER_MAX_PROMPT_CHARS", default=10_000)
+
+# --- workers and dispatch -----------------------------------------------------------
+ATELIER_DEVICE = env.str("ATELIER_DEVICE", default="auto")  # auto, cpu, cuda, cuda:1, mps
+ATELIER_PIPELINE_CACHE_SIZE = env.int("ATELIER_PIPELINE_CACHE_SIZE", default=2)
+ATELIER_HEARTBEAT_SECONDS = env.float("ATELIER_HEARTBEAT_SECONDS", default=2.0)
+# A worker silent this long is dead: its jobs are requeued (or failed at the attempt cap).
+ATELIER_WORKER_DEAD_AFTER_SECONDS = env.float("ATELIER_WORKER_DEAD_AFTER_SECONDS", default=20.0)
+# A job handed to a live worker that has not started it by then goes back to the queue.
+ATELIER_DISPATCH_TIMEOUT_SECONDS = env.float("ATELIER_DISPATCH_TIMEOUT_SECONDS", default=120.0)
+ATELIER_JOB_MAX_ATTEMPTS = env.int("ATELIER_JOB_MAX_ATTEMPTS", default=3)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

@@ -1,0 +1,16 @@
+"""Test settings: the real settings, with a throw-away DATA_DIR and fast timings.
+
+DATABASE_URL / REDIS_URL decide, as in production, whether the suite runs on the
+embedded default (SQLite, file broker) or on PostgreSQL + Redis.
+"""
+
+import os
+import tempfile
+
+os.environ.setdefault("DATA_DIR", tempfile.mkdtemp(prefix="atelier-test-"))
+
+from config.settings import *  # noqa: E402,F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed only
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}  # noqa: F405

@@ -1,0 +1,11 @@
+"""Root URLs."""
+
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/v1/", include("inference.urls")),
+    path("internal/", include("inference.internal_urls")),
+    path("", include("frontend.urls")),
+]

@@ -1,0 +1,1 @@
+"""Jobs and their lifecycle, dispatch, the Celery tasks, the worker runtime and the APIs."""

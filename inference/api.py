@@ -1,0 +1,82 @@
+"""The native jobs API (`/api/v1/jobs`): thin adapters over the job services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.http import FileResponse, HttpRequest, JsonResponse
+
+from inference.events import job_event_payload
+from inference.generation import Limits, parse_generation_request
+from inference.http import api_view, error, json_body
+from inference.models import Job
+from inference.selectors import job_get_for_user, job_list_for_user
+from inference.services import job_cancel, job_submit
+
+
+def generation_limits() -> Limits:
+    return Limits(
+        max_steps=settings.ATELIER_MAX_STEPS,
+        min_size=settings.ATELIER_MIN_SIZE,
+        max_size=settings.ATELIER_MAX_SIZE,
+        max_batch_size=settings.ATELIER_MAX_BATCH_SIZE,
+        max_n_iter=settings.ATELIER_MAX_N_ITER,
+        max_prompt_chars=settings.ATELIER_MAX_PROMPT_CHARS,
+    )
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    return {
+        **job_event_payload(job),
+        "checkpoint": job.checkpoint_title,
+        "seeds": job.seeds,
+        "infotexts": job.infotexts,
+        "params": job.params,
+        "created_at": job.created_at.isoformat(),
+        "started_at": job.started_at.isoformat() if job.started_at else None,
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+        "gpu_seconds": round(job.gpu_seconds, 3),
+    }
+
+
+def _not_found() -> JsonResponse:
+    return error(404, "job not found")
+
+
+@api_view("GET", "POST")
+def jobs(request: HttpRequest, user) -> JsonResponse:
+    if request.method == "GET":
+        return JsonResponse({"jobs": [job_json(job) for job in job_list_for_user(user)]})
+    generation = parse_generation_request(json_body(request), limits=generation_limits())
+    job = job_submit(user=user, request=generation)
+    return JsonResponse({"id": job.public_id, "status": job.status}, status=201)
+
+
+@api_view("GET")
+def job_detail(request: HttpRequest, user, public_id: str) -> JsonResponse:
+    job = job_get_for_user(user, public_id)
+    return JsonResponse(job_json(job)) if job else _not_found()
+
+
+@api_view("POST")
+def job_cancel_view(request: HttpRequest, user, public_id: str) -> JsonResponse:
+    job = job_get_for_user(user, public_id)
+    if job is None:
+        return _not_found()
+    return JsonResponse(job_json(job_cancel(job=job)))
+
+
+@api_view("GET")
+def job_image(request: HttpRequest, user, public_id: str, index: int):
+    job = job_get_for_user(user, public_id)
+    if job is None:
+        return _not_found()
+    if index >= len(job.outputs):
+        return error(404, f"job {public_id} has {len(job.outputs)} image(s)")
+    key = job.outputs[index]
+    response = FileResponse(default_storage.open(key, "rb"), content_type="image/png")
+    response["Content-Disposition"] = f'inline; filename="{key.rsplit("/", 1)[-1]}"'
+    response["X-Content-Type-Options"] = "nosniff"
+    return response

@@ -1,0 +1,10 @@
+from django.apps import AppConfig
+
+
+class InferenceConfig(AppConfig):
+    name = "inference"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # Celery worker signals: registration, own queue, heartbeat (no-ops in the web process).
+        from inference import worker_signals  # noqa: F401

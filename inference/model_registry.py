@@ -1,0 +1,116 @@
+"""Which model files a user may use: their own, their tenant's and the public ones.
+
+Entries carry A1111's identity forms (title `name.safetensors [hash10]`, model name, hash), so
+every API resolves a checkpoint the way A1111 does. The SHA-256 of each file is computed
+once and remembered by (path, size, mtime) in `ModelFileHash`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.contrib.auth.models import AbstractUser
+
+from inference.hashing import file_sha256
+from inference.models import ModelFileHash
+from tenants.selectors import tenant_for_user
+from tenants.workdirs import public_model_dir, tenant_model_dir, user_model_dir
+
+MODEL_SUFFIXES = (".safetensors",)
+SCOPES = ("user", "tenant", "public")  # resolution precedence when names collide
+
+
+class ModelNotFound(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    kind: str
+    name: str  # path relative to its folder, e.g. "styles/anime.safetensors"
+    path: Path
+    sha256: str
+    scope: str
+
+    @property
+    def model_name(self) -> str:
+        return self.name.rsplit(".", 1)[0]
+
+    @property
+    def hash10(self) -> str:
+        return self.sha256[:10]
+
+    @property
+    def title(self) -> str:
+        return f"{self.name} [{self.hash10}]"
+
+    def matches(self, ident: str) -> bool:
+        ident = ident.strip()
+        return ident in (
+            self.title,
+            self.name,
+            self.model_name,
+            f"{self.model_name} [{self.hash10}]",
+            self.hash10,
+            self.sha256,
+            self.sha256[:8],
+        )
+
+
+def cached_sha256(path: Path) -> str:
+    stat = path.stat()
+    key = str(path.resolve())
+    row = ModelFileHash.objects.filter(path=key).first()
+    if row is not None and row.size == stat.st_size and row.mtime_ns == stat.st_mtime_ns:
+        return row.sha256
+    sha = file_sha256(path)
+    ModelFileHash.objects.update_or_create(
+        path=key, defaults={"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha}
+    )
+    return sha
+
+
+def _scan(folder: Path, kind: str, scope: str) -> list[ModelEntry]:
+    if not folder.is_dir():
+        return []
+    entries = []
+    root = folder.resolve()
+    for path in sorted(folder.rglob("*")):
+        if path.suffix.lower() not in MODEL_SUFFIXES or not path.is_file():
+            continue
+        resolved = path.resolve()
+        if not resolved.is_relative_to(root):  # a symlink out of the folder is ignored
+            continue
+        name = path.relative_to(folder).as_posix()
+        entries.append(ModelEntry(kind=kind, name=name, path=resolved, sha256=cached_sha256(resolved), scope=scope))
+    return entries
+
+
+def model_list_for_user(user: AbstractUser, kind: str = "Stable-diffusion") -> list[ModelEntry]:
+    """The user's own models first, then the tenant's, then the public ones."""
+    tenant = tenant_for_user(user)
+    folders: list[tuple[Path, str]] = [(user_model_dir(user.get_username(), kind), "user")]
+    if tenant is not None:
+        folders.append((tenant_model_dir(tenant.slug, kind), "tenant"))
+    folders.append((public_model_dir(kind), "public"))
+    entries: list[ModelEntry] = []
+    for folder, scope in folders:
+        entries.extend(_scan(folder, kind, scope))
+    return entries
+
+
+def checkpoint_resolve_for_user(user: AbstractUser, ident: str | None) -> ModelEntry:
+    """Find a checkpoint by any A1111 id form; None means the user's default (the first one)."""
+    entries = model_list_for_user(user, "Stable-diffusion")
+    if not entries:
+        raise ModelNotFound(
+            "no checkpoint is available: put a .safetensors file in your models/Stable-diffusion folder "
+            "or run `manage.py make_tiny_model`"
+        )
+    if ident is None or not ident.strip():
+        return entries[0]
+    for entry in entries:
+        if entry.matches(ident):
+            return entry
+    raise ModelNotFound(f"unknown checkpoint {ident!r}; GET /sdapi/v1/sd-models lists the ones you may use")

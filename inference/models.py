@@ -1,0 +1,115 @@
+"""Jobs, GPU workers and the model-hash cache.
+
+A Job's status moves only forward, by compare-and-set updates in `inference/services.py`:
+
+    queued → dispatched → running → succeeded | failed | cancelled
+       ↑_________|___________|  (requeued when its worker dies, up to the attempt cap)
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from django.conf import settings
+from django.db import models
+
+
+def new_job_id() -> str:
+    return "j_" + secrets.token_urlsafe(12)
+
+
+class Worker(models.Model):
+    class State(models.TextChoices):
+        ONLINE = "online", "Online"
+        DRAINING = "draining", "Draining (finishes its jobs, takes no new ones)"
+        DISABLED = "disabled", "Disabled by an operator"
+        OFFLINE = "offline", "Offline (stopped cleanly)"
+        DEAD = "dead", "Dead (missed its heartbeats)"
+
+    name = models.CharField(max_length=200, unique=True, help_text="Celery node name, e.g. gpu0@host")
+    queue = models.CharField(max_length=220, unique=True)
+    host = models.CharField(max_length=200, blank=True)
+    pid = models.IntegerField(null=True, blank=True)
+    device = models.CharField(max_length=100, blank=True)
+    device_memory_bytes = models.BigIntegerField(null=True, blank=True)
+    slots = models.PositiveSmallIntegerField(default=1, help_text="Jobs it runs at once.")
+    max_batch = models.PositiveSmallIntegerField(default=8)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.ONLINE)
+    loaded_models = models.JSONField(default=list, blank=True)
+    started_at = models.DateTimeField(auto_now_add=True)
+    last_heartbeat = models.DateTimeField()
+    jobs_done = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Job(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        DISPATCHED = "dispatched"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    class Kind(models.TextChoices):
+        TXT2IMG = "txt2img"
+
+    ACTIVE = (Status.QUEUED, Status.DISPATCHED, Status.RUNNING)
+    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+    public_id = models.CharField(max_length=32, unique=True, default=new_job_id, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.PROTECT, related_name="jobs")
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.TXT2IMG)
+    params = models.JSONField(help_text="The validated GenerationRequest, A1111 field names.")
+    checkpoint_title = models.CharField(max_length=500)
+    checkpoint_path = models.CharField(max_length=1000)
+    checkpoint_sha256 = models.CharField(max_length=64)
+    priority = models.SmallIntegerField(default=0)
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    progress = models.FloatField(default=0.0)
+    step = models.PositiveIntegerField(default=0)
+    total_steps = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    worker = models.ForeignKey(Worker, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
+    cancel_requested = models.BooleanField(default=False)
+    error = models.TextField(blank=True)
+    outputs = models.JSONField(default=list, blank=True, help_text="Storage keys of the images, in order.")
+    seeds = models.JSONField(default=list, blank=True)
+    infotexts = models.JSONField(default=list, blank=True)
+    gpu_seconds = models.FloatField(default=0.0)
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["status", "created_at"]),
+            models.Index(fields=["owner", "-created_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.public_id} ({self.kind}, {self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED
+
+
+class ModelFileHash(models.Model):
+    """SHA-256 of a model file, remembered by (path, size, mtime) so it is computed once."""
+
+    path = models.CharField(max_length=1000, unique=True)
+    size = models.BigIntegerField()
+    mtime_ns = models.BigIntegerField()
+    sha256 = models.CharField(max_length=64)

@@ -1,0 +1,137 @@
+"""A1111 sampler and schedule-type names, resolved onto diffusers schedulers (pure).
+
+`resolve_sampler("DPM++ 2M Karras", None)` → sampler "DPM++ 2M", schedule "Karras",
+`DPMSolverMultistepScheduler(use_karras_sigmas=True, …)`. Names and aliases match
+case-insensitively; a legacy "<sampler> <schedule>" name is split as A1111 1.9+ does.
+The mapping follows ../shared/reference/a1111.md §7.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class SamplerError(ValueError):
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field_name
+
+
+@dataclass(frozen=True)
+class Sampler:
+    name: str
+    aliases: tuple[str, ...]
+    scheduler_class: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    default_schedule: str = "automatic"  # what "Automatic" means for this sampler
+
+
+@dataclass(frozen=True)
+class Schedule:
+    name: str
+    label: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SamplerChoice:
+    name: str
+    schedule_label: str  # "Automatic" when the sampler's own default applies
+    effective_schedule_label: str  # what the infotext's "Schedule type" shows
+    scheduler_class: str
+    scheduler_kwargs: dict[str, Any]
+
+
+SAMPLERS: tuple[Sampler, ...] = (
+    Sampler("DPM++ 2M", ("k_dpmpp_2m",), "DPMSolverMultistepScheduler",
+            {"algorithm_type": "dpmsolver++", "solver_order": 2}, "karras"),
+    Sampler("DPM++ SDE", ("k_dpmpp_sde",), "DPMSolverSinglestepScheduler", {}, "karras"),
+    Sampler("DPM++ 2M SDE", ("k_dpmpp_2m_sde",), "DPMSolverMultistepScheduler",
+            {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}, "exponential"),
+    Sampler("DPM++ 2M SDE Heun", ("k_dpmpp_2m_sde_heun",), "DPMSolverMultistepScheduler",
+            {"algorithm_type": "sde-dpmsolver++", "solver_order": 2, "solver_type": "heun"}, "exponential"),
+    Sampler("DPM++ 3M SDE", ("k_dpmpp_3m_sde",), "DPMSolverMultistepScheduler",
+            {"algorithm_type": "dpmsolver++", "solver_order": 3}, "exponential"),
+    Sampler("Euler a", ("k_euler_a", "k_euler_ancestral"), "EulerAncestralDiscreteScheduler"),
+    Sampler("Euler", ("k_euler",), "EulerDiscreteScheduler"),
+    Sampler("LMS", ("k_lms",), "LMSDiscreteScheduler"),
+    Sampler("Heun", ("k_heun",), "HeunDiscreteScheduler"),
+    Sampler("DPM2", ("k_dpm_2",), "KDPM2DiscreteScheduler", {}, "karras"),
+    Sampler("DPM2 a", ("k_dpm_2_a",), "KDPM2AncestralDiscreteScheduler", {}, "karras"),
+    Sampler("DDIM", ("ddim",), "DDIMScheduler"),
+    Sampler("PLMS", ("plms",), "PNDMScheduler", {"skip_prk_steps": True}),
+    Sampler("UniPC", ("unipc",), "UniPCMultistepScheduler"),
+    Sampler("LCM", ("k_lcm",), "LCMScheduler"),
+)
+
+SCHEDULES: tuple[Schedule, ...] = (
+    Schedule("automatic", "Automatic"),
+    Schedule("uniform", "Uniform"),
+    Schedule("karras", "Karras", {"use_karras_sigmas": True}),
+    Schedule("exponential", "Exponential", {"timestep_spacing": "linspace", "use_exponential_sigmas": True}),
+    Schedule("sgm_uniform", "SGM Uniform", {"timestep_spacing": "trailing"}),
+    Schedule("simple", "Simple", {"timestep_spacing": "trailing"}),
+    Schedule("beta", "Beta", {"timestep_spacing": "linspace", "use_beta_sigmas": True}),
+    Schedule("normal", "Normal"),
+    Schedule("ddim", "DDIM"),
+)
+
+# Schedulers that accept the sigma-schedule keyword arguments above.
+_SIGMA_SCHEDULERS = {
+    "DPMSolverMultistepScheduler", "DPMSolverSinglestepScheduler", "EulerDiscreteScheduler",
+    "HeunDiscreteScheduler", "KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler",
+    "LMSDiscreteScheduler", "UniPCMultistepScheduler",
+}
+
+
+def _find_sampler(name: str) -> Sampler | None:
+    wanted = name.strip().lower()
+    for sampler in SAMPLERS:
+        if wanted == sampler.name.lower() or wanted in sampler.aliases:
+            return sampler
+    return None
+
+
+def _find_schedule(name: str) -> Schedule | None:
+    wanted = name.strip().lower()
+    for schedule in SCHEDULES:
+        if wanted in (schedule.name, schedule.label.lower()) or (wanted == "sgmuniform" and schedule.name == "sgm_uniform"):
+            return schedule
+    return None
+
+
+def resolve_sampler(sampler_name: str | None, scheduler: str | None = None) -> SamplerChoice:
+    name = (sampler_name or "Euler").strip()
+    schedule = _find_schedule(scheduler or "automatic")
+    if schedule is None:
+        labels = ", ".join(s.label for s in SCHEDULES)
+        raise SamplerError("scheduler", f"unknown scheduler {scheduler!r}; use one of: {labels}")
+
+    sampler = _find_sampler(name)
+    if sampler is None:  # legacy "DPM++ 2M Karras": strip a trailing schedule name
+        for candidate in SCHEDULES[1:]:
+            suffix = " " + candidate.label.lower()
+            if name.lower().endswith(suffix):
+                sampler = _find_sampler(name[: -len(suffix)])
+                if sampler is not None:
+                    schedule = candidate
+                    break
+    if sampler is None:
+        names = ", ".join(s.name for s in SAMPLERS)
+        raise SamplerError("sampler_name", f"unknown sampler {sampler_name!r}; use one of: {names}")
+
+    if schedule.name == sampler.default_schedule:
+        schedule = SCHEDULES[0]  # A1111 records the sampler's own default as "Automatic"
+    effective = schedule if schedule.name != "automatic" else _find_schedule(sampler.default_schedule)
+    assert effective is not None
+    kwargs = dict(sampler.kwargs)
+    if sampler.scheduler_class in _SIGMA_SCHEDULERS:
+        kwargs.update(effective.kwargs)
+    return SamplerChoice(
+        name=sampler.name,
+        schedule_label=schedule.label,
+        effective_schedule_label=effective.label,
+        scheduler_class=sampler.scheduler_class,
+        scheduler_kwargs=kwargs,
+    )

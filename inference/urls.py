@@ -1,0 +1,10 @@
+from django.urls import path
+
+from inference import api
+
+urlpatterns = [
+    path("jobs", api.jobs, name="api-jobs"),
+    path("jobs/<str:public_id>", api.job_detail, name="api-job"),
+    path("jobs/<str:public_id>/cancel", api.job_cancel_view, name="api-job-cancel"),
+    path("jobs/<str:public_id>/images/<int:index>", api.job_image, name="api-job-image"),
+]

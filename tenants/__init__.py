@@ -1,0 +1,1 @@
+"""Tenants (teams), their members and roles, API tokens and per-user working directories."""

@@ -1,0 +1,70 @@
+"""Django admin for tenants, members and API tokens (operators use it to manage the platform)."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.http import HttpRequest
+
+from tenants.models import ApiToken, Membership, Tenant
+from tenants.services import token_create, token_revoke
+from tenants.workdirs import workdir_ensure
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+    autocomplete_fields = ["user"]
+
+
+@admin.register(Tenant)
+class TenantAdmin(admin.ModelAdmin):
+    list_display = ["slug", "name", "member_count", "created_at"]
+    search_fields = ["slug", "name"]
+    inlines = [MembershipInline]
+
+    @admin.display(description="members")
+    def member_count(self, tenant: Tenant) -> int:
+        return tenant.memberships.count()
+
+    def save_formset(self, request, form, formset, change):
+        super().save_formset(request, form, formset, change)
+        for membership in Membership.objects.filter(tenant=form.instance).select_related("user"):
+            workdir_ensure(username=membership.user.username, tenant_slug=form.instance.slug)
+
+
+@admin.register(Membership)
+class MembershipAdmin(admin.ModelAdmin):
+    list_display = ["user", "tenant", "role", "created_at"]
+    list_filter = ["tenant", "role"]
+    search_fields = ["user__username", "tenant__slug"]
+    autocomplete_fields = ["user", "tenant"]
+
+    def save_model(self, request: HttpRequest, obj: Membership, form, change) -> None:
+        super().save_model(request, obj, form, change)
+        workdir_ensure(username=obj.user.username, tenant_slug=obj.tenant.slug)
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ["prefix", "name", "user", "created_at", "last_used_at", "revoked_at"]
+    list_filter = ["revoked_at"]
+    search_fields = ["user__username", "name", "prefix"]
+    readonly_fields = ["prefix", "created_at", "last_used_at"]
+    fields = ["user", "name", "prefix", "created_at", "last_used_at", "revoked_at"]
+    autocomplete_fields = ["user"]
+    actions = ["revoke"]
+
+    def save_model(self, request: HttpRequest, obj: ApiToken, form, change) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        token, raw = token_create(user=obj.user, name=obj.name)
+        obj.pk = token.pk
+        self.message_user(
+            request, f"Token for {obj.user}: {raw} — copy it now, it is not shown again.", messages.WARNING
+        )
+
+    @admin.action(description="Revoke selected tokens")
+    def revoke(self, request: HttpRequest, queryset) -> None:
+        for token in queryset:
+            token_revoke(token=token)

@@ -1,0 +1,43 @@
+"""Reads for tenants, members and API tokens."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.contrib.auth.models import AbstractUser
+from django.utils import timezone
+
+from tenants.models import ApiToken, Membership, Tenant
+from tenants.services import token_digest
+
+_LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def token_user(raw_token: str) -> AbstractUser | None:
+    """The active user an API token belongs to, or None for an unknown or revoked token."""
+    if not raw_token:
+        return None
+    token = (
+        ApiToken.objects.select_related("user")
+        .filter(digest=token_digest(raw_token), revoked_at__isnull=True, user__is_active=True)
+        .first()
+    )
+    if token is None:
+        return None
+    now = timezone.now()
+    if token.last_used_at is None or now - token.last_used_at > _LAST_USED_RESOLUTION:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    return token.user
+
+
+def membership_for_user(user: AbstractUser) -> Membership | None:
+    return Membership.objects.select_related("tenant").filter(user=user).first()
+
+
+def tenant_for_user(user: AbstractUser) -> Tenant | None:
+    membership = membership_for_user(user)
+    return membership.tenant if membership else None
+
+
+def is_tenant_admin(user: AbstractUser, tenant: Tenant) -> bool:
+    return Membership.objects.filter(user=user, tenant=tenant, role=Membership.Role.ADMIN).exists()

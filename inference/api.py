@@ -11,7 +11,7 @@ from django.http import FileResponse, HttpRequest, JsonResponse
 from inference.events import job_event_payload
 from inference.generation import Limits, parse_generation_request
 from inference.http import api_view, error, json_body
-from inference.models import Job
+from inference.models import Job, Worker
 from inference.selectors import job_get_for_user, job_list_for_user
 from inference.services import job_cancel, job_submit
 
@@ -27,9 +27,10 @@ def generation_limits() -> Limits:
     )
 
 
-def job_json(job: Job) -> dict[str, Any]:
-    return {
+def job_json(job: Job, *, viewer=None) -> dict[str, Any]:
+    data = {
         **job_event_payload(job),
+        "attempts": job.attempts,
         "checkpoint": job.checkpoint_title,
         "seeds": job.seeds,
         "infotexts": job.infotexts,
@@ -39,6 +40,9 @@ def job_json(job: Job) -> dict[str, Any]:
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
         "gpu_seconds": round(job.gpu_seconds, 3),
     }
+    if viewer is not None and viewer.is_staff:
+        data["worker"] = job.worker.name if job.worker else None
+    return data
 
 
 def _not_found() -> JsonResponse:
@@ -57,7 +61,7 @@ def jobs(request: HttpRequest, user) -> JsonResponse:
 @api_view("GET")
 def job_detail(request: HttpRequest, user, public_id: str) -> JsonResponse:
     job = job_get_for_user(user, public_id)
-    return JsonResponse(job_json(job)) if job else _not_found()
+    return JsonResponse(job_json(job, viewer=user)) if job else _not_found()
 
 
 @api_view("POST")
@@ -65,7 +69,7 @@ def job_cancel_view(request: HttpRequest, user, public_id: str) -> JsonResponse:
     job = job_get_for_user(user, public_id)
     if job is None:
         return _not_found()
-    return JsonResponse(job_json(job_cancel(job=job)))
+    return JsonResponse(job_json(job_cancel(job=job), viewer=user))
 
 
 @api_view("GET")
@@ -80,3 +84,27 @@ def job_image(request: HttpRequest, user, public_id: str, index: int):
     response["Content-Disposition"] = f'inline; filename="{key.rsplit("/", 1)[-1]}"'
     response["X-Content-Type-Options"] = "nosniff"
     return response
+
+
+@api_view("GET")
+def workers(request: HttpRequest, user) -> JsonResponse:
+    """Operators only: the worker pool and each worker's state."""
+    if not user.is_staff:
+        return error(403, "only platform operators may list workers")
+    return JsonResponse(
+        {
+            "workers": [
+                {
+                    "name": w.name,
+                    "state": w.state,
+                    "host": w.host,
+                    "pid": w.pid,
+                    "device": w.device,
+                    "last_heartbeat": w.last_heartbeat.isoformat(),
+                    "loaded_models": w.loaded_models,
+                    "jobs_done": w.jobs_done,
+                }
+                for w in Worker.objects.all()
+            ]
+        }
+    )

@@ -7,4 +7,5 @@ urlpatterns = [
     path("jobs/<str:public_id>", api.job_detail, name="api-job"),
     path("jobs/<str:public_id>/cancel", api.job_cancel_view, name="api-job-cancel"),
     path("jobs/<str:public_id>/images/<int:index>", api.job_image, name="api-job-image"),
+    path("workers", api.workers, name="api-workers"),
 ]

@@ -1,0 +1,61 @@
+"""Shared fixtures: the personas (alice and bob in studio-a, charlie in studio-b, operator admin),
+their API tokens, and the tiny checkpoint in the test DATA_DIR's public models folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint_path() -> Path:
+    from inference.worker.tiny_model import write_tiny_checkpoint
+
+    path = settings.ATELIER_PUBLIC_MODEL_DIRS["Stable-diffusion"] / settings.ATELIER_TINY_MODEL_NAME
+    if not path.exists():
+        write_tiny_checkpoint(path)
+    return path
+
+
+@pytest.fixture
+def personas(db):
+    from tenants.models import Membership
+    from tenants.services import member_create, operator_create, tenant_create
+
+    studio_a = tenant_create(slug="studio-a")
+    studio_b = tenant_create(slug="studio-b")
+    return {
+        "alice": member_create(tenant=studio_a, username="alice", password="pw-alice", role=Membership.Role.ADMIN),
+        "bob": member_create(tenant=studio_a, username="bob", password="pw-bob"),
+        "charlie": member_create(tenant=studio_b, username="charlie", password="pw-charlie"),
+        "admin": operator_create(username="admin", password="pw-admin"),
+    }
+
+
+@pytest.fixture
+def tokens(personas) -> dict[str, str]:
+    from tenants.services import token_create
+
+    return {name: token_create(user=user)[1] for name, user in personas.items()}
+
+
+@pytest.fixture
+def api(client, tokens):
+    """`api("alice").get(path)` / `.post(path, json_body)`: the Django test client with a token."""
+
+    class Caller:
+        def __init__(self, username: str | None) -> None:
+            self.headers = {"HTTP_AUTHORIZATION": f"Bearer {tokens[username]}"} if username else {}
+
+        def get(self, path: str):
+            return client.get(path, **self.headers)
+
+        def post(self, path: str, body=None):
+            import json
+
+            data = json.dumps(body) if body is not None and not isinstance(body, str) else body
+            return client.post(path, data=data or "", content_type="application/json", **self.headers)
+
+    return Caller

@@ -1,0 +1,213 @@
+"""Runs the whole platform as real processes for end-to-end tests and benchmarks.
+
+`Platform` prepares a fresh DATA_DIR and database (a new PostgreSQL database when
+DATABASE_URL is set, else SQLite in DATA_DIR), migrates, creates the demo accounts and the
+tiny model with the project's own management commands, then starts the web server and
+Celery workers with the same command lines `manage.py serve` uses. Everything talks over
+loopback; nothing here touches the test process's own database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from inference.processes import web_command, worker_command
+
+REPO = Path(__file__).resolve().parent.parent
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _pg_admin_url(database_url: str) -> str:
+    parts = urlsplit(database_url)
+    return urlunsplit((parts.scheme.replace("postgresql", "postgres"), parts.netloc, "/postgres", "", ""))
+
+
+def _with_database(database_url: str, name: str) -> str:
+    parts = urlsplit(database_url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
+
+
+@dataclass
+class Platform:
+    """A running platform. Use as a context manager, or call start() / stop()."""
+
+    env_overrides: dict[str, str] = field(default_factory=dict)
+    base_url: str = ""
+    data_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="atelier-e2e-")))
+    credentials: dict[str, dict[str, str]] = field(default_factory=dict)
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    _database: str | None = None
+
+    # --- set-up -------------------------------------------------------------------------
+    def env(self, *, worker: bool = False) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "ATELIER_EVENTS_URL")}
+        env.update(
+            DJANGO_SETTINGS_MODULE="config.settings",
+            DATA_DIR=str(self.data_dir),
+            PYTHONUNBUFFERED="1",
+            ATELIER_HEARTBEAT_SECONDS="1",
+            ATELIER_WORKER_DEAD_AFTER_SECONDS="4",
+        )
+        if self._database:
+            env["DATABASE_URL"] = self._database
+        if worker and not env.get("REDIS_URL"):  # embedded default: events relayed to the web process
+            env["ATELIER_EVENTS_URL"] = f"{self.base_url}/internal/events"
+        env.update(self.env_overrides)
+        return env
+
+    def _create_database(self) -> None:
+        database_url = os.environ.get("DATABASE_URL", "")
+        if not database_url.startswith(("postgres://", "postgresql://", "pgsql://")):
+            return
+        import psycopg
+
+        name = f"atelier_e2e_{self.run_id}"
+        with psycopg.connect(_pg_admin_url(database_url), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        self._database = _with_database(database_url, name)
+
+    def _drop_database(self) -> None:
+        if not self._database:
+            return
+        import psycopg
+
+        name = urlsplit(self._database).path.lstrip("/")
+        with psycopg.connect(_pg_admin_url(os.environ["DATABASE_URL"]), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def manage(self, *args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "manage.py", *args], cwd=REPO, env=self.env(), capture_output=True, text=True, timeout=300
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result.stdout
+
+    def start(self, workers: int = 1) -> Platform:
+        self._create_database()
+        port = free_port()
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.manage("migrate", "--noinput", "-v", "0")
+        self.manage("make_tiny_model")
+        self.credentials = json.loads(self.manage("bootstrap_demo", "--json"))
+        self._spawn("web", web_command("127.0.0.1", port))
+        for index in range(workers):
+            self.start_worker(f"w{index}")
+        self.wait_until(lambda: self._web_up(), timeout=60, what="the web server")
+        self.wait_for_workers(workers)
+        return self
+
+    def _spawn(self, role: str, command: list[str], *, worker: bool = False) -> subprocess.Popen:
+        log = open(self.data_dir / f"{role}.log", "ab")  # noqa: SIM115 - closed with the process
+        process = subprocess.Popen(
+            command, cwd=REPO, env=self.env(worker=worker), stdout=log, stderr=subprocess.STDOUT
+        )
+        self.processes[role] = process
+        return process
+
+    def worker_name(self, short: str) -> str:
+        return f"{short}-{self.run_id}@{socket.gethostname()}"
+
+    def start_worker(self, short: str) -> subprocess.Popen:
+        return self._spawn(short, worker_command(self.worker_name(short)), worker=True)
+
+    def kill(self, role: str) -> None:
+        process = self.processes.pop(role)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.processes.clear()
+        self._drop_database()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> Platform:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"===== {p.name} =====\n{p.read_text(errors='replace')[-4000:]}" for p in self.data_dir.glob("*.log"))
+
+    # --- waiting and calling ------------------------------------------------------------
+    @staticmethod
+    def wait_until(predicate, *, timeout: float, what: str, interval: float = 0.2) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(interval)
+        raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+    def _web_up(self) -> bool:
+        try:
+            return httpx.get(f"{self.base_url}/login/", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def wait_for_workers(self, count: int, timeout: float = 90) -> None:
+        def online() -> bool:
+            workers = self.get("admin", "/api/v1/workers").json()["workers"]
+            return sum(1 for w in workers if w["state"] == "online") >= count
+
+        self.wait_until(online, timeout=timeout, what=f"{count} worker(s) online")
+
+    def token(self, username: str) -> str:
+        return self.credentials[username]["token"]
+
+    def headers(self, username: str | None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(username)}"} if username else {}
+
+    def get(self, username: str | None, path: str) -> httpx.Response:
+        return httpx.get(self.base_url + path, headers=self.headers(username), timeout=30)
+
+    def post(self, username: str | None, path: str, body: Any = None) -> httpx.Response:
+        return httpx.post(self.base_url + path, headers=self.headers(username), json=body, timeout=30)
+
+    def submit(self, username: str, **params: Any) -> str:
+        response = self.post(username, "/api/v1/jobs", params)
+        assert response.status_code == 201, response.text
+        return response.json()["id"]
+
+    def wait_job(self, username: str, job_id: str, *, until=TERMINAL, timeout: float = 180) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            job = self.get(username, f"/api/v1/jobs/{job_id}").json()
+            return job if job["status"] in until else None
+
+        return self.wait_until(reached, timeout=timeout, what=f"job {job_id} to reach {sorted(until)}")
+
+    def outputs_of(self, username: str) -> list[Path]:
+        return sorted((self.data_dir / "users" / username / "outputs").rglob("*.png"))

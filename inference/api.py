@@ -10,6 +10,7 @@ from django.http import FileResponse, HttpRequest, JsonResponse
 
 from inference.events import job_event_payload
 from inference.generation import Limits, parse_generation_request
+from inference.model_registry import model_list_for_user
 from inference.http import api_view, error, json_body
 from inference.models import Job, Worker
 from inference.selectors import job_get_for_user, job_list_for_user
@@ -84,6 +85,19 @@ def job_image(request: HttpRequest, user, public_id: str, index: int):
     response["Content-Disposition"] = f'inline; filename="{key.rsplit("/", 1)[-1]}"'
     response["X-Content-Type-Options"] = "nosniff"
     return response
+
+
+@api_view("GET")
+def models(request: HttpRequest, user) -> JsonResponse:
+    """The checkpoints this user may use: their own, their team's, then the public ones."""
+    return JsonResponse(
+        {
+            "models": [
+                {"title": e.title, "model_name": e.model_name, "hash": e.hash10, "sha256": e.sha256, "scope": e.scope}
+                for e in model_list_for_user(user)
+            ]
+        }
+    )
 
 
 @api_view("GET")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 from datetime import timedelta
 
@@ -30,7 +31,8 @@ DISPATCH_BATCH = 200
 
 
 def worker_queue_name(worker_name: str) -> str:
-    return f"atelier.worker.{worker_name}"
+    """`gpu0@host-1` → `atelier.worker.gpu0.host-1` (every broker accepts these characters)."""
+    return "atelier.worker." + re.sub(r"[^A-Za-z0-9_-]", ".", worker_name)
 
 
 def _live_since():

@@ -139,7 +139,9 @@ def parse_generation_request(
     if kind not in SUPPORTED_KINDS:
         raise RequestValidationError("kind", f"must be one of {', '.join(SUPPORTED_KINDS)}, got {kind!r}")
 
-    override_settings = data.get("override_settings") or {}
+    override_settings = data.get("override_settings")
+    if override_settings is None:
+        override_settings = {}
     if not isinstance(override_settings, Mapping):
         raise RequestValidationError("override_settings", "must be an object")
     checkpoint = override_settings.get("sd_model_checkpoint")

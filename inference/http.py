@@ -54,7 +54,8 @@ def api_view(*methods: str) -> Callable:
             except RequestValidationError as exc:
                 return error(400, str(exc), field=exc.field)
             except ModelNotFound as exc:
-                return error(400, str(exc), field="override_settings.sd_model_checkpoint")
+                field = "override_settings.sd_model_checkpoint"
+                return error(400, f"{field}: {exc}", field=field)
             except NotAMember as exc:
                 return error(403, str(exc))
 

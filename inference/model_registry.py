@@ -113,4 +113,4 @@ def checkpoint_resolve_for_user(user: AbstractUser, ident: str | None) -> ModelE
     for entry in entries:
         if entry.matches(ident):
             return entry
-    raise ModelNotFound(f"unknown checkpoint {ident!r}; GET /sdapi/v1/sd-models lists the ones you may use")
+    raise ModelNotFound(f"unknown checkpoint {ident!r}; GET /api/v1/models lists the ones you may use")

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 import time
 
+from django.conf import settings
 from django.core.files.base import ContentFile
+from django.db import connection as db_connection
 from django.core.files.storage import default_storage
 from PIL import Image, PngImagePlugin
 
@@ -95,23 +98,77 @@ def job_execute(*, public_id: str, attempt: int, worker_name: str, runtime: Work
         dispatch_pending_safely()
 
 
+class ProgressReporter(threading.Thread):
+    """Records progress and publishes events off the denoising loop.
+
+    The loop only hands over its step number (no I/O between steps); this thread writes the
+    latest one at most every `interval` seconds (a progress bar needs no more, and on a small
+    machine each write costs the web process CPU the model could use), and raises the
+    `stopped` flag when the write finds the job cancelled or no longer ours. The loop checks
+    that flag at every step, so a cancel takes effect within one interval plus one step.
+    """
+
+    def __init__(self, job: Job, attempt: int, interval: float) -> None:
+        super().__init__(name=f"progress-{job.public_id}", daemon=True)
+        self.job, self.attempt = job, attempt
+        self.interval = interval
+        self.stopped = threading.Event()
+        self._latest = 0
+        self._reported = 0
+        self._closing = False
+        self._changed = threading.Condition()
+
+    def report(self, step: int) -> None:
+        if self.stopped.is_set():
+            raise JobStopped
+        with self._changed:
+            self._latest = step
+            self._changed.notify()
+
+    def close(self) -> None:
+        with self._changed:
+            self._closing = True
+            self._changed.notify()
+        self.join()
+
+    def run(self) -> None:
+        try:
+            while True:
+                with self._changed:
+                    self._changed.wait_for(lambda: self._latest != self._reported or self._closing)
+                    step, closing = self._latest, self._closing
+                if step != self._reported and not self.stopped.is_set():
+                    self._reported = step
+                    if not job_progress(job=self.job, attempt=self.attempt, step=step):
+                        self.stopped.set()
+                if closing:
+                    return
+                with self._changed:
+                    self._changed.wait_for(lambda: self._closing, timeout=self.interval)
+        finally:
+            db_connection.close()  # this thread's own connection
+
+
 def _run(job: Job, attempt: int, runtime: WorkerRuntime, started: float) -> None:
     request = GenerationRequest.from_json(job.params)
-
-    def on_step(step: int) -> None:
-        if not job_progress(job=job, attempt=attempt, step=step):
-            raise JobStopped
-
+    reporter = ProgressReporter(job, attempt, interval=settings.ATELIER_PROGRESS_INTERVAL_SECONDS)
+    reporter.start()
     try:
-        images = runtime.txt2img(_spec(job, request), on_step=on_step)
+        images = runtime.txt2img(_spec(job, request), on_step=reporter.report)
     except JobStopped:
+        reporter.close()
         job_mark_cancelled(job=job, attempt=attempt, gpu_seconds=time.perf_counter() - started)
         return
     except Exception as exc:  # noqa: BLE001 - a job's failure must never take the worker down
+        reporter.close()
         logger.exception("job %s failed", job.public_id)
         job_fail(job=job, attempt=attempt, error=f"generation failed: {exc}", gpu_seconds=time.perf_counter() - started)
         return
     gpu_seconds = time.perf_counter() - started
+    reporter.close()
+    if reporter.stopped.is_set():  # cancelled during the last step
+        job_mark_cancelled(job=job, attempt=attempt, gpu_seconds=gpu_seconds)
+        return
 
     infotexts = _infotexts(job, request)
     folder = f"{user_outputs_key(job.owner.get_username())}/{job.created_at:%Y-%m-%d}"

@@ -105,13 +105,18 @@ class Platform:
             raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
         return result.stdout
 
-    def start(self, workers: int = 1) -> Platform:
+    def prepare(self) -> int:
+        """Database, demo accounts and tiny model, as `make run` does; returns a free web port."""
         self._create_database()
         port = free_port()
         self.base_url = f"http://127.0.0.1:{port}"
         self.manage("migrate", "--noinput", "-v", "0")
         self.manage("make_tiny_model")
         self.credentials = json.loads(self.manage("bootstrap_demo", "--json"))
+        return port
+
+    def start(self, workers: int = 1) -> Platform:
+        port = self.prepare()
         self._spawn("web", web_command("127.0.0.1", port))
         for index in range(workers):
             self.start_worker(f"w{index}")
@@ -119,7 +124,16 @@ class Platform:
         self.wait_for_workers(workers)
         return self
 
+    def serve(self, workers: int = 1) -> subprocess.Popen:
+        """The one-command way: `manage.py serve`, which starts web, workers and sweeper itself."""
+        port = self.prepare()
+        process = self._spawn("serve", [sys.executable, "manage.py", "serve", "--port", str(port), "--workers", str(workers)])
+        self.wait_until(lambda: self._web_up(), timeout=60, what="the web server")
+        self.wait_for_workers(workers)
+        return process
+
     def _spawn(self, role: str, command: list[str], *, worker: bool = False) -> subprocess.Popen:
+        """Start a child process; its output goes to DATA_DIR/<role>.log."""
         log = open(self.data_dir / f"{role}.log", "ab")  # noqa: SIM115 - closed with the process
         process = subprocess.Popen(
             command, cwd=REPO, env=self.env(worker=worker), stdout=log, stderr=subprocess.STDOUT

@@ -106,7 +106,9 @@ class WorkerRuntime:
         scheduler_cls = getattr(diffusers, spec.scheduler_class)
         scheduler = scheduler_cls.from_config(cached.scheduler.config, **spec.scheduler_kwargs)
         # A new pipeline object over the cached modules: the cache is never mutated per job.
-        pipeline = diffusers.StableDiffusionPipeline(**{**cached.components, "scheduler": scheduler})
+        pipeline = diffusers.StableDiffusionPipeline(
+            **{**cached.components, "scheduler": scheduler}, requires_safety_checker=False
+        )
         pipeline.set_progress_bar_config(disable=True)
         return pipeline
 

@@ -203,6 +203,14 @@ ATELIER_WORKER_DEAD_AFTER_SECONDS = env.float("ATELIER_WORKER_DEAD_AFTER_SECONDS
 # A job handed to a live worker that has not started it by then goes back to the queue.
 ATELIER_DISPATCH_TIMEOUT_SECONDS = env.float("ATELIER_DISPATCH_TIMEOUT_SECONDS", default=120.0)
 ATELIER_JOB_MAX_ATTEMPTS = env.int("ATELIER_JOB_MAX_ATTEMPTS", default=3)
+# Scheduling (see inference/scheduler/types.py PolicyConfig for what each one does).
+ATELIER_WORKER_MAX_BATCH = env.int("ATELIER_WORKER_MAX_BATCH", default=8)  # images per pipeline call
+# At least the worker max batch, or one user's burst of single images can never fill a batch.
+ATELIER_MAX_RUNNING_PER_USER = env.int("ATELIER_MAX_RUNNING_PER_USER", default=8)
+ATELIER_MAX_RUNNING_PER_TENANT = env.int("ATELIER_MAX_RUNNING_PER_TENANT", default=16)
+ATELIER_AFFINITY_GRACE_SECONDS = env.float("ATELIER_AFFINITY_GRACE_SECONDS", default=5.0)
+ATELIER_MAX_REORDER_WAIT_SECONDS = env.float("ATELIER_MAX_REORDER_WAIT_SECONDS", default=60.0)
+ATELIER_SERVICE_HALF_LIFE_SECONDS = env.float("ATELIER_SERVICE_HALF_LIFE_SECONDS", default=300.0)
 # Progress is written and published at most this often while a job runs (and at its end).
 ATELIER_PROGRESS_INTERVAL_SECONDS = env.float("ATELIER_PROGRESS_INTERVAL_SECONDS", default=0.2)
 

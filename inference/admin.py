@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.contrib import admin
+from django.utils import timezone
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -12,13 +15,20 @@ from inference.services import job_cancel
 
 @admin.register(Worker)
 class WorkerAdmin(admin.ModelAdmin):
-    list_display = ["name", "state", "device", "host", "pid", "last_heartbeat", "jobs_done", "loaded_models"]
+    list_display = [
+        "name", "state", "device", "host", "pid", "last_heartbeat", "jobs_last_hour", "jobs_done", "loaded_models",
+    ]
     list_filter = ["state"]
     readonly_fields = [f.name for f in Worker._meta.fields if f.name != "state"]
     actions = ["drain", "disable", "enable"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # workers register themselves
+
+    @admin.display(description="jobs in the last hour")
+    def jobs_last_hour(self, worker: Worker) -> int:
+        since = timezone.now() - timedelta(hours=1)
+        return worker.jobs.filter(status=Job.Status.SUCCEEDED, finished_at__gte=since).count()
 
     @admin.action(description="Drain: finish current jobs, take no new ones")
     def drain(self, request: HttpRequest, queryset: QuerySet[Worker]) -> None:
@@ -35,7 +45,9 @@ class WorkerAdmin(admin.ModelAdmin):
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
-    list_display = ["public_id", "owner", "tenant", "kind", "status", "progress", "attempts", "worker", "created_at"]
+    list_display = [
+        "public_id", "owner", "tenant", "kind", "status", "progress", "attempts", "worker", "batch_id", "created_at",
+    ]
     list_filter = ["status", "kind", "tenant"]
     search_fields = ["public_id", "owner__username"]
     readonly_fields = [f.name for f in Job._meta.fields]

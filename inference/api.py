@@ -10,11 +10,12 @@ from django.http import FileResponse, HttpRequest, JsonResponse
 
 from inference.events import job_event_payload
 from inference.generation import Limits, parse_generation_request
-from inference.model_registry import model_list_for_user
 from inference.http import api_view, error, json_body
-from inference.models import Job, Worker
-from inference.selectors import job_get_for_user, job_list_for_user
+from inference.model_registry import model_list_for_user
+from inference.models import Job
+from inference.selectors import job_get_for_user, job_list_for_user, worker_list
 from inference.services import job_cancel, job_submit
+from tenants.selectors import usage_this_month
 
 
 def generation_limits() -> Limits:
@@ -43,6 +44,7 @@ def job_json(job: Job, *, viewer=None) -> dict[str, Any]:
     }
     if viewer is not None and viewer.is_staff:
         data["worker"] = job.worker.name if job.worker else None
+        data["batch_id"] = job.batch_id or None
     return data
 
 
@@ -53,7 +55,10 @@ def _not_found() -> JsonResponse:
 @api_view("GET", "POST")
 def jobs(request: HttpRequest, user) -> JsonResponse:
     if request.method == "GET":
-        return JsonResponse({"jobs": [job_json(job) for job in job_list_for_user(user)]})
+        limit = request.GET.get("limit", "50")
+        if not limit.isdigit() or not 1 <= int(limit) <= 500:
+            return error(400, "limit: must be an integer from 1 to 500", field="limit")
+        return JsonResponse({"jobs": [job_json(job) for job in job_list_for_user(user, limit=int(limit))]})
     generation = parse_generation_request(json_body(request), limits=generation_limits())
     job = job_submit(user=user, request=generation)
     return JsonResponse({"id": job.public_id, "status": job.status}, status=201)
@@ -101,6 +106,23 @@ def models(request: HttpRequest, user) -> JsonResponse:
 
 
 @api_view("GET")
+def usage(request: HttpRequest, user) -> JsonResponse:
+    """The caller's usage this month: one record per finished job, and the totals."""
+    records = usage_this_month(user)
+    return JsonResponse(
+        {
+            "gpu_seconds": round(sum(r.gpu_seconds for r in records), 3),
+            "images": sum(r.images for r in records),
+            "records": [
+                {"job": r.job.public_id, "gpu_seconds": round(r.gpu_seconds, 3), "images": r.images,
+                 "status": r.status, "created_at": r.created_at.isoformat()}
+                for r in records
+            ],
+        }
+    )
+
+
+@api_view("GET")
 def workers(request: HttpRequest, user) -> JsonResponse:
     """Operators only: the worker pool and each worker's state."""
     if not user.is_staff:
@@ -118,7 +140,7 @@ def workers(request: HttpRequest, user) -> JsonResponse:
                     "loaded_models": w.loaded_models,
                     "jobs_done": w.jobs_done,
                 }
-                for w in Worker.objects.all()
+                for w in worker_list()
             ]
         }
     )

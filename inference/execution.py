@@ -1,4 +1,9 @@
-"""Runs one dispatched job inside a worker process: claim, generate, store PNGs, finish.
+"""Runs one dispatched batch inside a worker process: claim, generate, store PNGs, finish.
+
+A batch is one or more jobs with the same batch key (possibly from different users) that
+run as one pipeline call. Each job keeps its own progress, cancel and outcome: a cancelled
+job is dropped from the batch (its images are discarded, the others carry on); only when
+every job of a chunk is gone is the chunk abandoned.
 
 Output files are named by job and image index and written atomically, so a job run twice
 (a redelivered message after a worker was wrongly declared dead) overwrites its own files
@@ -11,27 +16,24 @@ import io
 import logging
 import threading
 import time
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.db import connection as db_connection
 from django.core.files.storage import default_storage
+from django.db import connection as db_connection
 from PIL import Image, PngImagePlugin
 
-from inference.dispatch import dispatch_pending_safely
+from inference.dispatch import dispatch_pending_safely, worker_heartbeat
 from inference.generation import GenerationRequest
 from inference.infotext import txt2img_infotext
 from inference.models import Job
-from inference.samplers import resolve_sampler
+from inference.samplers import SamplerChoice, resolve_sampler
 from inference.services import job_claim, job_fail, job_mark_cancelled, job_progress, job_succeed
-from inference.worker.runtime import Txt2ImgSpec, WorkerRuntime
+from inference.worker.runtime import SkipChunk, Txt2ImgSpec, WorkerRuntime
 from tenants.workdirs import user_outputs_key
 
 logger = logging.getLogger(__name__)
-
-
-class JobStopped(Exception):
-    """Raised from the step callback: the job was cancelled or taken away from this worker."""
 
 
 def png_bytes(image: Image.Image, infotext: str) -> bytes:
@@ -48,64 +50,14 @@ def store_png(key: str, data: bytes) -> str:
     return default_storage.save(key, ContentFile(data))
 
 
-def _spec(job: Job, request: GenerationRequest) -> Txt2ImgSpec:
-    sampler = resolve_sampler(request.sampler_name, request.scheduler)
-    return Txt2ImgSpec(
-        checkpoint_path=job.checkpoint_path,
-        checkpoint_sha256=job.checkpoint_sha256,
-        prompt=request.prompt,
-        negative_prompt=request.negative_prompt,
-        steps=request.steps,
-        cfg_scale=request.cfg_scale,
-        width=request.width,
-        height=request.height,
-        seeds=list(job.seeds),
-        batch_size=request.batch_size,
-        scheduler_class=sampler.scheduler_class,
-        scheduler_kwargs=sampler.scheduler_kwargs,
-    )
-
-
-def _infotexts(job: Job, request: GenerationRequest) -> list[str]:
-    sampler = resolve_sampler(request.sampler_name, request.scheduler)
-    model_name, _, hash_part = job.checkpoint_title.rpartition(" [")
-    return [
-        txt2img_infotext(
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt,
-            steps=request.steps,
-            sampler_name=sampler.name,
-            schedule_label=sampler.schedule_label,
-            cfg_scale=request.cfg_scale,
-            seed=seed,
-            width=request.width,
-            height=request.height,
-            model_hash=hash_part.rstrip("]") or None,
-            model_name=model_name.rsplit(".", 1)[0] or None,
-        )
-        for seed in job.seeds
-    ]
-
-
-def job_execute(*, public_id: str, attempt: int, worker_name: str, runtime: WorkerRuntime) -> None:
-    job = job_claim(public_id=public_id, attempt=attempt, worker_name=worker_name)
-    if job is None:
-        return
-    started = time.perf_counter()
-    try:
-        _run(job, attempt, runtime, started)
-    finally:
-        dispatch_pending_safely()
-
-
 class ProgressReporter(threading.Thread):
-    """Records progress and publishes events off the denoising loop.
+    """Records one job's progress and publishes its events off the denoising loop.
 
-    The loop only hands over its step number (no I/O between steps); this thread writes the
+    The loop only hands over a step number (no I/O between steps); this thread writes the
     latest one at most every `interval` seconds (a progress bar needs no more, and on a small
-    machine each write costs the web process CPU the model could use), and raises the
-    `stopped` flag when the write finds the job cancelled or no longer ours. The loop checks
-    that flag at every step, so a cancel takes effect within one interval plus one step.
+    machine each write costs CPU the model could use), and raises the `stopped` flag when
+    the write finds the job cancelled or no longer ours. The loop checks that flag at every
+    step, so a cancel takes effect within one interval plus one step.
     """
 
     def __init__(self, job: Job, attempt: int, interval: float) -> None:
@@ -119,8 +71,6 @@ class ProgressReporter(threading.Thread):
         self._changed = threading.Condition()
 
     def report(self, step: int) -> None:
-        if self.stopped.is_set():
-            raise JobStopped
         with self._changed:
             self._latest = step
             self._changed.notify()
@@ -149,32 +99,125 @@ class ProgressReporter(threading.Thread):
             db_connection.close()  # this thread's own connection
 
 
-def _run(job: Job, attempt: int, runtime: WorkerRuntime, started: float) -> None:
-    request = GenerationRequest.from_json(job.params)
-    reporter = ProgressReporter(job, attempt, interval=settings.ATELIER_PROGRESS_INTERVAL_SECONDS)
-    reporter.start()
+@dataclass
+class BatchMember:
+    job: Job
+    attempt: int
+    request: GenerationRequest
+    images: range  # this job's positions in the batch's image list
+    chunks: range  # the chunks those images fall in
+    reporter: ProgressReporter
+
+    def step_in_job(self, chunk: int, step: int) -> int:
+        return (chunk - self.chunks.start) * self.request.steps + step
+
+
+def _infotexts(job: Job, request: GenerationRequest, sampler: SamplerChoice) -> list[str]:
+    model_name, _, hash_part = job.checkpoint_title.rpartition(" [")
+    return [
+        txt2img_infotext(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt,
+            steps=request.steps,
+            sampler_name=sampler.name,
+            schedule_label=sampler.effective_schedule_label,  # A1111 1.9+ writes the effective one
+            cfg_scale=request.cfg_scale,
+            seed=seed,
+            width=request.width,
+            height=request.height,
+            model_hash=hash_part.rstrip("]") or None,
+            model_name=model_name.rsplit(".", 1)[0] or None,
+        )
+        for seed in job.seeds
+    ]
+
+
+def batch_execute(*, jobs: list[tuple[str, int]], worker_name: str, runtime: WorkerRuntime) -> None:
+    """Run the (public id, attempt) pairs this worker was handed as one batch."""
     try:
-        images = runtime.txt2img(_spec(job, request), on_step=reporter.report)
-    except JobStopped:
-        reporter.close()
-        job_mark_cancelled(job=job, attempt=attempt, gpu_seconds=time.perf_counter() - started)
-        return
-    except Exception as exc:  # noqa: BLE001 - a job's failure must never take the worker down
-        reporter.close()
-        logger.exception("job %s failed", job.public_id)
-        job_fail(job=job, attempt=attempt, error=f"generation failed: {exc}", gpu_seconds=time.perf_counter() - started)
-        return
-    gpu_seconds = time.perf_counter() - started
-    reporter.close()
-    if reporter.stopped.is_set():  # cancelled during the last step
-        job_mark_cancelled(job=job, attempt=attempt, gpu_seconds=gpu_seconds)
+        _run_batch(jobs, worker_name, runtime)
+    finally:
+        # Tell the scheduler what is loaded now, before it places the next batch.
+        worker_heartbeat(name=worker_name, loaded_models=runtime.pipelines.loaded())
+        dispatch_pending_safely()
+
+
+def _run_batch(jobs: list[tuple[str, int]], worker_name: str, runtime: WorkerRuntime) -> None:
+    max_batch = settings.ATELIER_WORKER_MAX_BATCH
+    interval = settings.ATELIER_PROGRESS_INTERVAL_SECONDS
+    members: list[BatchMember] = []
+    position = 0
+    for public_id, attempt in jobs:
+        job = Job.objects.filter(public_id=public_id).first()
+        if job is None:
+            continue
+        request = GenerationRequest.from_json(job.params)
+        images = range(position, position + len(job.seeds))
+        chunks = range(images.start // max_batch, (images.stop - 1) // max_batch + 1)
+        job = job_claim(
+            public_id=public_id, attempt=attempt, worker_name=worker_name, total_steps=request.steps * len(chunks)
+        )
+        if job is None:  # not ours (any more): a stale or redelivered message
+            continue
+        members.append(BatchMember(job, attempt, request, images, chunks, ProgressReporter(job, attempt, interval)))
+        position = images.stop
+    if not members:
         return
 
-    infotexts = _infotexts(job, request)
-    folder = f"{user_outputs_key(job.owner.get_username())}/{job.created_at:%Y-%m-%d}"
-    outputs = [
-        store_png(f"{folder}/{job.public_id}-{index}.png", png_bytes(image, infotext))
-        for index, (image, infotext) in enumerate(zip(images, infotexts, strict=True))
-    ]
-    if not job_succeed(job=job, attempt=attempt, outputs=outputs, infotexts=infotexts, gpu_seconds=gpu_seconds):
-        logger.warning("job %s finished here but was no longer ours: result discarded", job.public_id)
+    lead = members[0].request  # every member shares the batch key: size, steps, sampler, cfg
+    sampler = resolve_sampler(lead.sampler_name, lead.scheduler)
+    spec = Txt2ImgSpec(
+        checkpoint_path=members[0].job.checkpoint_path,
+        checkpoint_sha256=members[0].job.checkpoint_sha256,
+        prompts=[m.request.prompt for m in members for _ in m.images],
+        negative_prompts=[m.request.negative_prompt for m in members for _ in m.images],
+        seeds=[seed for m in members for seed in m.job.seeds],
+        steps=lead.steps,
+        cfg_scale=lead.cfg_scale,
+        width=lead.width,
+        height=lead.height,
+        max_batch=max_batch,
+        scheduler_class=sampler.scheduler_class,
+        scheduler_kwargs=sampler.scheduler_kwargs,
+    )
+
+    def on_step(chunk: int, step: int) -> None:
+        in_chunk = [m for m in members if chunk in m.chunks]
+        live = [m for m in in_chunk if not m.reporter.stopped.is_set()]
+        if not live:
+            raise SkipChunk
+        for member in live:
+            member.reporter.report(member.step_in_job(chunk, step))
+
+    for member in members:
+        member.reporter.start()
+    started = time.perf_counter()
+    try:
+        images = runtime.txt2img(spec, on_step=on_step)
+        error = None
+    except Exception as exc:  # noqa: BLE001 - a batch's failure must never take the worker down
+        logger.exception("batch of %s failed", [m.job.public_id for m in members])
+        images, error = [], f"generation failed: {exc}"
+    elapsed = time.perf_counter() - started
+    for member in members:
+        member.reporter.close()
+
+    total_images = len(spec.seeds)
+    for member in members:
+        job, attempt = member.job, member.attempt
+        gpu_seconds = elapsed * len(member.images) / total_images  # the batch's time, shared by image
+        if error is not None:
+            job_fail(job=job, attempt=attempt, error=error, gpu_seconds=gpu_seconds)
+            continue
+        mine = [images[i] for i in member.images]
+        if member.reporter.stopped.is_set() or any(image is None for image in mine):
+            job_mark_cancelled(job=job, attempt=attempt, gpu_seconds=gpu_seconds)
+            continue
+        infotexts = _infotexts(job, member.request, sampler)
+        folder = f"{user_outputs_key(job.owner.get_username())}/{job.created_at:%Y-%m-%d}"
+        outputs = [
+            store_png(f"{folder}/{job.public_id}-{index}.png", png_bytes(image, infotext))
+            for index, (image, infotext) in enumerate(zip(mine, infotexts, strict=True))
+        ]
+        if not job_succeed(job=job, attempt=attempt, outputs=outputs, infotexts=infotexts, gpu_seconds=gpu_seconds):
+            logger.warning("job %s finished here but was no longer ours: result discarded", job.public_id)

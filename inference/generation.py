@@ -8,6 +8,7 @@ keys are ignored, as A1111 (pydantic's `extra=ignore`) does. A bad value raises
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from collections.abc import Mapping
@@ -76,38 +77,38 @@ class GenerationRequest:
 SUPPORTED_KINDS = ("txt2img",)
 
 
-def _int(data: Mapping[str, Any], name: str, default: int, lo: int | None = None, hi: int | None = None) -> int:
+def _number(data: Mapping[str, Any], name: str, default: float, what: str) -> float:
+    """A finite number from JSON (numbers, or numeric strings as pydantic coerces them)."""
     value = data.get(name, default)
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise RequestValidationError(name, f"must be an integer, got {type(value).__name__}")
+        raise RequestValidationError(name, f"must be {what}, got {type(value).__name__}")
     try:
         number = float(value)
     except ValueError:
-        raise RequestValidationError(name, f"must be an integer, got {value!r}") from None
-    if not math.isfinite(number) or number != int(number):
-        raise RequestValidationError(name, f"must be an integer, got {value!r}")
+        raise RequestValidationError(name, f"must be {what}, got {value!r}") from None
+    if not math.isfinite(number):
+        raise RequestValidationError(name, f"must be {what}, got {value!r}")
+    return number
+
+
+def _int(data: Mapping[str, Any], name: str, default: int, lo: int, hi: int) -> int:
+    number = _number(data, name, default, "an integer")
+    if number != int(number):
+        raise RequestValidationError(name, f"must be an integer, got {data.get(name)!r}")
     result = int(number)
-    if lo is not None and result < lo:
+    if result < lo:
         raise RequestValidationError(name, f"must be at least {lo}, got {result}")
-    if hi is not None and result > hi:
+    if result > hi:
         raise RequestValidationError(name, f"must be at most {hi}, got {result}")
     return result
 
 
 def _float(data: Mapping[str, Any], name: str, default: float, lo: float, hi: float) -> float:
-    value = data.get(name, default)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise RequestValidationError(name, f"must be a number, got {type(value).__name__}")
-    try:
-        number = float(value)
-    except ValueError:
-        raise RequestValidationError(name, f"must be a number, got {value!r}") from None
-    if not math.isfinite(number) or not lo <= number <= hi:
-        raise RequestValidationError(name, f"must be between {lo} and {hi}, got {value!r}")
+    number = _number(data, name, default, "a number")
+    if not lo <= number <= hi:
+        raise RequestValidationError(name, f"must be between {lo} and {hi}, got {data.get(name)!r}")
     return number
 
 
@@ -181,3 +182,16 @@ def parse_generation_request(
         checkpoint=checkpoint or None,
         override_settings=dict(override_settings),
     )
+
+
+def batch_key(request: GenerationRequest, *, model_key: str, lora_key: str) -> str:
+    """Jobs with equal keys can share one pipeline call: everything the UNet batch shares.
+
+    Prompts, seeds and image counts may differ (each image has its own generator); the model,
+    LoRA set, size, steps, sampler and guidance may not.
+    """
+    shared = (
+        request.kind, model_key, lora_key, request.width, request.height, request.steps,
+        request.sampler_name, request.scheduler, request.cfg_scale, request.subseed_strength,
+    )
+    return hashlib.sha256(repr(shared).encode()).hexdigest()[:32]

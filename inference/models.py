@@ -70,7 +70,15 @@ class Job(models.Model):
     checkpoint_title = models.CharField(max_length=500)
     checkpoint_path = models.CharField(max_length=1000)
     checkpoint_sha256 = models.CharField(max_length=64)
-    priority = models.SmallIntegerField(default=0)
+    # What the scheduler matches on: the model that must be loaded, the LoRA set, and the
+    # key of everything that must be equal for jobs to share one pipeline batch.
+    model_key = models.CharField(max_length=200)
+    lora_key = models.CharField(max_length=500, blank=True)
+    batch_key = models.CharField(max_length=64, db_index=True)
+    priority = models.SmallIntegerField(default=0, help_text="Orders only this owner's own jobs; higher first.")
+    batch_id = models.CharField(
+        max_length=32, blank=True, db_index=True, help_text="Jobs dispatched together as one pipeline batch."
+    )
 
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
     progress = models.FloatField(default=0.0)
@@ -88,7 +96,7 @@ class Job(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     dispatched_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib.auth.models import AbstractUser
 from django.db.models import QuerySet
 
-from inference.models import Job
+from inference.models import Job, Worker
 from tenants.models import Membership
 
 
@@ -26,3 +26,7 @@ def job_get_for_user(user: AbstractUser, public_id: str) -> Job | None:
 
 def job_list_for_user(user: AbstractUser, limit: int = 50) -> list[Job]:
     return list(Job.objects.filter(owner=user).order_by("-created_at")[:limit])
+
+
+def worker_list() -> list[Worker]:
+    return list(Worker.objects.order_by("name"))

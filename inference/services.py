@@ -15,10 +15,11 @@ from django.db.models import F
 from django.utils import timezone
 
 from inference.events import job_event_publish
-from inference.generation import GenerationRequest
+from inference.generation import GenerationRequest, batch_key
 from inference.model_registry import checkpoint_resolve_for_user
-from inference.models import Job
+from inference.models import Job, Worker
 from tenants.selectors import tenant_for_user
+from tenants.services import usage_record
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ def job_submit(*, user: AbstractUser, request: GenerationRequest) -> Job:
     if tenant is None:
         raise NotAMember(f"{user.get_username()} is not a member of any tenant, so cannot generate")
     checkpoint = checkpoint_resolve_for_user(user, request.checkpoint)
+    model_key, lora_key = checkpoint.sha256, ""  # VAE overrides and LoRAs join these keys
     job = Job.objects.create(
         owner=user,
         tenant=tenant,
@@ -47,6 +49,9 @@ def job_submit(*, user: AbstractUser, request: GenerationRequest) -> Job:
         checkpoint_title=checkpoint.title,
         checkpoint_path=str(checkpoint.path),
         checkpoint_sha256=checkpoint.sha256,
+        model_key=model_key,
+        lora_key=lora_key,
+        batch_key=batch_key(request, model_key=model_key, lora_key=lora_key),
         total_steps=request.steps * request.n_iter,
         seeds=request.all_seeds(),
     )
@@ -71,15 +76,19 @@ def job_cancel(*, job: Job) -> Job:
 # --- worker-side transitions ----------------------------------------------------------
 
 
-def job_claim(*, public_id: str, attempt: int, worker_name: str) -> Job | None:
-    """dispatched → running, only for the attempt this worker was handed. None: not ours (any more)."""
+def job_claim(*, public_id: str, attempt: int, worker_name: str, total_steps: int) -> Job | None:
+    """dispatched → running, only for the attempt this worker was handed. None: not ours (any more).
+
+    `total_steps` is the steps this job will report, as the worker will run it (its images
+    may span several pipeline calls).
+    """
     claimed = Job.objects.filter(
         public_id=public_id,
         status=Job.Status.DISPATCHED,
         attempts=attempt,
         worker__name=worker_name,
         cancel_requested=False,
-    ).update(status=Job.Status.RUNNING, started_at=timezone.now(), progress=0.0, step=0)
+    ).update(status=Job.Status.RUNNING, started_at=timezone.now(), progress=0.0, step=0, total_steps=total_steps)
     if not claimed:
         logger.info("job %s attempt %s is not ours to run on %s: skipped", public_id, attempt, worker_name)
         return None
@@ -107,10 +116,9 @@ def _finish(job: Job, attempt: int, status: str, **fields) -> bool:
     )
     if updated:
         job.refresh_from_db()
+        usage_record(job=job)
         job_event_publish(job)
         if job.worker_id:
-            from inference.models import Worker
-
             Worker.objects.filter(pk=job.worker_id).update(jobs_done=F("jobs_done") + 1)
     return bool(updated)
 

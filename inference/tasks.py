@@ -9,7 +9,7 @@ from __future__ import annotations
 from celery import Task, shared_task
 from django.conf import settings
 
-from inference.dispatch import RUN_JOB_TASK
+from inference.dispatch import RUN_BATCH_TASK
 from inference.worker.runtime import WorkerRuntime
 
 
@@ -27,8 +27,10 @@ class RuntimeTask(Task):
         return self._runtime
 
 
-@shared_task(bind=True, base=RuntimeTask, name=RUN_JOB_TASK, acks_late=True, reject_on_worker_lost=True)
-def run_job(self: RuntimeTask, public_id: str, attempt: int) -> None:
-    from inference.execution import job_execute
+@shared_task(bind=True, base=RuntimeTask, name=RUN_BATCH_TASK, acks_late=True, reject_on_worker_lost=True)
+def run_batch(self: RuntimeTask, jobs: list[list]) -> None:
+    """`jobs`: [[public id, attempt], …], one pipeline batch."""
+    from inference.execution import batch_execute
 
-    job_execute(public_id=public_id, attempt=attempt, worker_name=self.request.hostname, runtime=self.runtime)
+    batch = [(str(public_id), int(attempt)) for public_id, attempt in jobs]
+    batch_execute(jobs=batch, worker_name=self.request.hostname, runtime=self.runtime)

@@ -8,5 +8,6 @@ urlpatterns = [
     path("jobs/<str:public_id>/cancel", api.job_cancel_view, name="api-job-cancel"),
     path("jobs/<str:public_id>/images/<int:index>", api.job_image, name="api-job-image"),
     path("models", api.models, name="api-models"),
+    path("usage", api.usage, name="api-usage"),
     path("workers", api.workers, name="api-workers"),
 ]

@@ -27,12 +27,12 @@ class Heartbeat(threading.Thread):
 
     def run(self) -> None:
         from inference.dispatch import sweep, worker_heartbeat
-        from inference.tasks import run_job
+        from inference.tasks import run_batch
 
         while not self.stopping.wait(settings.ATELIER_HEARTBEAT_SECONDS):
             try:
                 close_old_connections()
-                worker_heartbeat(name=self.worker_name, loaded_models=run_job.runtime.pipelines.loaded())
+                worker_heartbeat(name=self.worker_name, loaded_models=run_batch.runtime.pipelines.loaded())
                 sweep()
             except Exception:  # noqa: BLE001 - keep beating through a database hiccup
                 logger.exception("heartbeat failed")
@@ -48,11 +48,13 @@ def listen_on_own_queue(sender: str, instance, **kwargs) -> None:
 @worker_ready.connect
 def register(sender, **kwargs) -> None:
     from inference.dispatch import sweep, worker_register
-    from inference.tasks import run_job
+    from inference.tasks import run_batch
 
     name = sender.hostname
-    device, memory = run_job.runtime.describe_device()
-    worker_register(name=name, device=device, device_memory_bytes=memory)
+    device, memory = run_batch.runtime.describe_device()
+    worker_register(
+        name=name, device=device, device_memory_bytes=memory, max_batch=settings.ATELIER_WORKER_MAX_BATCH
+    )
     heartbeat = Heartbeat(name)
     sender.controller.atelier_heartbeat = heartbeat
     heartbeat.start()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.http import HttpRequest
 
-from tenants.models import ApiToken, Membership, Tenant
+from tenants.models import ApiToken, Membership, Tenant, UsageRecord
 from tenants.services import token_create, token_revoke
 from tenants.workdirs import workdir_ensure
 
@@ -18,7 +18,7 @@ class MembershipInline(admin.TabularInline):
 
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
-    list_display = ["slug", "name", "member_count", "created_at"]
+    list_display = ["slug", "name", "share_weight", "member_count", "created_at"]
     search_fields = ["slug", "name"]
     inlines = [MembershipInline]
 
@@ -68,3 +68,17 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def revoke(self, request: HttpRequest, queryset) -> None:
         for token in queryset:
             token_revoke(token=token)
+
+
+@admin.register(UsageRecord)
+class UsageRecordAdmin(admin.ModelAdmin):
+    list_display = ["job", "user", "tenant", "gpu_seconds", "images", "status", "created_at"]
+    list_filter = ["tenant", "status"]
+    search_fields = ["user__username", "job__public_id"]
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # written by the job lifecycle only
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False

@@ -26,6 +26,9 @@ def new_public_id() -> str:
 class Tenant(models.Model):
     slug = models.SlugField(max_length=64, unique=True)
     name = models.CharField(max_length=200)
+    share_weight = models.FloatField(
+        default=1.0, help_text="The tenant's weight in fair share (its plan's share of the GPUs)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -73,3 +76,22 @@ class ApiToken(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+class UsageRecord(models.Model):
+    """GPU time one job used. Exactly one per job (the unique key makes recording idempotent);
+    bills are queries over these rows, never a separate counter."""
+
+    job = models.OneToOneField("inference.Job", on_delete=models.PROTECT, related_name="usage")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="usage_records")
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="usage_records")
+    gpu_seconds = models.FloatField()
+    images = models.PositiveIntegerField()
+    status = models.CharField(max_length=16)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.job_id}: {self.gpu_seconds:.1f} GPU-s"

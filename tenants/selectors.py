@@ -7,7 +7,7 @@ from datetime import timedelta
 from django.contrib.auth.models import AbstractUser
 from django.utils import timezone
 
-from tenants.models import ApiToken, Membership, Tenant
+from tenants.models import ApiToken, Membership, Tenant, UsageRecord
 from tenants.services import token_digest
 
 _LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -41,3 +41,8 @@ def tenant_for_user(user: AbstractUser) -> Tenant | None:
 
 def is_tenant_admin(user: AbstractUser, tenant: Tenant) -> bool:
     return Membership.objects.filter(user=user, tenant=tenant, role=Membership.Role.ADMIN).exists()
+
+
+def usage_this_month(user: AbstractUser) -> list[UsageRecord]:
+    start = timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return list(UsageRecord.objects.filter(user=user, created_at__gte=start).select_related("job"))

@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from tenants.models import ApiToken, Membership, Tenant, username_validator
+from tenants.models import ApiToken, Membership, Tenant, UsageRecord, username_validator
 from tenants.workdirs import workdir_ensure
 
 TOKEN_PREFIX = "atl_"
@@ -80,3 +80,18 @@ def token_revoke(*, token: ApiToken) -> None:
     if token.revoked_at is None:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
+
+
+def usage_record(*, job) -> UsageRecord:
+    """The one usage record of a finished job (idempotent: a second call returns the first)."""
+    record, _ = UsageRecord.objects.get_or_create(
+        job=job,
+        defaults={
+            "user_id": job.owner_id,
+            "tenant_id": job.tenant_id,
+            "gpu_seconds": job.gpu_seconds,
+            "images": len(job.outputs),
+            "status": job.status,
+        },
+    )
+    return record

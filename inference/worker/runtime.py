@@ -23,23 +23,37 @@ from inference.worker.checkpoints import load_pipeline
 
 logger = logging.getLogger(__name__)
 
-StepCallback = Callable[[int], None]  # called with the number of steps done so far, over all batches
-
-
 @dataclass(frozen=True)
 class Txt2ImgSpec:
+    """One pipeline batch: shared settings, and one prompt, negative prompt and seed per image.
+
+    The images may come from several jobs (cross-user batching): every image has its own
+    generator, so an image depends on its own seed and prompt, not on its neighbours.
+    """
+
     checkpoint_path: str
     checkpoint_sha256: str
-    prompt: str
-    negative_prompt: str
+    prompts: list[str]
+    negative_prompts: list[str]
+    seeds: list[int]
     steps: int
     cfg_scale: float
     width: int
     height: int
-    seeds: list[int]
-    batch_size: int
+    max_batch: int  # images per pipeline call; more images run as successive chunks
     scheduler_class: str
     scheduler_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def chunks(self) -> list[range]:
+        return [range(start, min(start + self.max_batch, len(self.seeds))) for start in range(0, len(self.seeds), self.max_batch)]
+
+
+class SkipChunk(Exception):
+    """Raised by a step callback: abandon the current chunk (all its images were cancelled)."""
+
+
+# Called with (chunk index, steps done in that chunk): 0 before the chunk starts, then after each step.
+StepCallback = Callable[[int, int], None]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -112,32 +126,37 @@ class WorkerRuntime:
         pipeline.set_progress_bar_config(disable=True)
         return pipeline
 
-    def txt2img(self, spec: Txt2ImgSpec, on_step: StepCallback | None = None) -> list[Image.Image]:
+    def txt2img(self, spec: Txt2ImgSpec, on_step: StepCallback | None = None) -> list[Image.Image | None]:
+        """Images in the order of `spec.seeds`; None for the images of a skipped chunk."""
         pipeline = self._pipeline_for(spec)
-        images: list[Image.Image] = []
-        for batch_start in range(0, len(spec.seeds), spec.batch_size):
-            seeds = spec.seeds[batch_start : batch_start + spec.batch_size]
-            steps_before = (batch_start // spec.batch_size) * spec.steps
+        images: list[Image.Image | None] = []
+        for chunk_index, chunk in enumerate(spec.chunks()):
 
-            def step_end(pipe, step_index, timestep, callback_kwargs, _before=steps_before):
+            def step_end(pipe, step_index, timestep, callback_kwargs, _chunk=chunk_index):
                 if on_step is not None:
-                    on_step(_before + step_index + 1)
+                    on_step(_chunk, step_index + 1)
                 return callback_kwargs
 
             # One generator per image, seeded with its own seed: an image does not depend on
             # its batch neighbours or its position (A1111's "seed + i" convention).
-            generators = [torch.Generator(device="cpu").manual_seed(seed) for seed in seeds]
-            with torch.inference_mode():
-                result = pipeline(
-                    prompt=[spec.prompt] * len(seeds),
-                    negative_prompt=[spec.negative_prompt] * len(seeds),
-                    num_inference_steps=spec.steps,
-                    guidance_scale=spec.cfg_scale,
-                    width=spec.width,
-                    height=spec.height,
-                    generator=generators,
-                    callback_on_step_end=step_end,
-                    output_type="pil",
-                )
+            generators = [torch.Generator(device="cpu").manual_seed(spec.seeds[i]) for i in chunk]
+            try:
+                if on_step is not None:
+                    on_step(chunk_index, 0)
+                with torch.inference_mode():
+                    result = pipeline(
+                        prompt=[spec.prompts[i] for i in chunk],
+                        negative_prompt=[spec.negative_prompts[i] for i in chunk],
+                        num_inference_steps=spec.steps,
+                        guidance_scale=spec.cfg_scale,
+                        width=spec.width,
+                        height=spec.height,
+                        generator=generators,
+                        callback_on_step_end=step_end,
+                        output_type="pil",
+                    )
+            except SkipChunk:
+                images.extend([None] * len(chunk))
+                continue
             images.extend(result.images)
         return images

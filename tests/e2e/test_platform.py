@@ -140,3 +140,5 @@ def test_a_worker_killed_mid_job_does_not_lose_it(platform: Platform) -> None:
     assert [p.name for p in platform.outputs_of("alice") if p.name.startswith(job_id)] == [f"{job_id}-0.png"]
     workers = {w["name"]: w["state"] for w in platform.get("admin", "/api/v1/workers").json()["workers"]}
     assert workers[platform.worker_name("w0")] == "dead"
+    usage = platform.get("alice", "/api/v1/usage").json()["records"]
+    assert [r["job"] for r in usage].count(job_id) == 1

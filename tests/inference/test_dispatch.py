@@ -48,23 +48,34 @@ def broker_messages(queue: str) -> list[dict]:
 
 
 def test_oldest_job_goes_to_the_free_worker_as_a_celery_message_on_its_own_queue(personas, worker) -> None:
-    first, second = new_job(personas["alice"]), new_job(personas["charlie"])
+    first, second = new_job(personas["alice"]), new_job(personas["charlie"], width=256)
     assert dispatch_pending() == 1
     first.refresh_from_db(), second.refresh_from_db()
     assert (first.status, first.worker, first.attempts) == ("dispatched", worker, 1)
-    assert second.status == "queued"  # one slot
+    assert second.status == "queued"  # another batch key: waits for the worker to be free
     assert dispatch_pending() == 0  # never handed out twice
-    assert broker_messages(worker.queue) == [{"task": "atelier.run_job", "args": [first.public_id, 1]}]
+    assert broker_messages(worker.queue) == [{"task": "atelier.run_batch", "args": [[[first.public_id, 1]]]}]
+
+
+def test_jobs_with_one_batch_key_from_different_users_go_out_as_one_batch(personas, worker) -> None:
+    alices, bobs = new_job(personas["alice"], seed=1), new_job(personas["bob"], seed=2, prompt="other words")
+    charlies = new_job(personas["charlie"], steps=5)  # another batch key
+    assert dispatch_pending() == 2
+    alices.refresh_from_db(), bobs.refresh_from_db(), charlies.refresh_from_db()
+    assert alices.batch_id and alices.batch_id == bobs.batch_id
+    assert charlies.status == "queued"
+    [message] = broker_messages(worker.queue)
+    assert sorted(message["args"][0]) == sorted([[alices.public_id, 1], [bobs.public_id, 1]])
 
 
 def test_claim_is_compare_and_set_so_a_redelivered_or_stale_message_does_nothing(personas, worker) -> None:
     job = new_job(personas["alice"])
     dispatch_pending()
-    assert job_claim(public_id=job.public_id, attempt=1, worker_name="someone-else") is None
-    assert job_claim(public_id=job.public_id, attempt=2, worker_name=worker.name) is None
-    claimed = job_claim(public_id=job.public_id, attempt=1, worker_name=worker.name)
+    assert job_claim(public_id=job.public_id, attempt=1, worker_name="someone-else", total_steps=4) is None
+    assert job_claim(public_id=job.public_id, attempt=2, worker_name=worker.name, total_steps=4) is None
+    claimed = job_claim(public_id=job.public_id, attempt=1, worker_name=worker.name, total_steps=4)
     assert claimed is not None and claimed.status == "running"
-    assert job_claim(public_id=job.public_id, attempt=1, worker_name=worker.name) is None  # redelivery
+    assert job_claim(public_id=job.public_id, attempt=1, worker_name=worker.name, total_steps=4) is None  # redelivery
 
     assert job_succeed(job=claimed, attempt=1, outputs=["a.png"], infotexts=["t"], gpu_seconds=1.0)
     assert not job_succeed(job=claimed, attempt=1, outputs=["b.png"], infotexts=["t"], gpu_seconds=1.0)
@@ -78,7 +89,7 @@ def test_claim_is_compare_and_set_so_a_redelivered_or_stale_message_does_nothing
 def test_cancel_of_a_running_job_is_seen_at_the_next_step(personas, worker) -> None:
     job = new_job(personas["alice"])
     dispatch_pending()
-    running = job_claim(public_id=job.public_id, attempt=1, worker_name=worker.name)
+    running = job_claim(public_id=job.public_id, attempt=1, worker_name=worker.name, total_steps=4)
     assert job_progress(job=running, attempt=1, step=1)
     job_cancel(job=running)
     assert not job_progress(job=running, attempt=1, step=2)
@@ -90,7 +101,7 @@ def test_a_silent_worker_is_declared_dead_and_its_job_requeued_then_failed_at_th
     for attempt in (1, 2):
         Worker.objects.filter(pk=worker.pk).update(state="online", last_heartbeat=timezone.now())
         assert dispatch_pending() == 1
-        assert job_claim(public_id=job.public_id, attempt=attempt, worker_name=worker.name)
+        assert job_claim(public_id=job.public_id, attempt=attempt, worker_name=worker.name, total_steps=4)
         Worker.objects.filter(pk=worker.pk).update(last_heartbeat=timezone.now() - timedelta(minutes=5))
         assert workers_reap() == 1
         worker.refresh_from_db()
@@ -106,7 +117,7 @@ def test_a_silent_worker_is_declared_dead_and_its_job_requeued_then_failed_at_th
 def test_a_restarting_worker_gives_back_what_its_previous_life_held(personas, worker) -> None:
     job = new_job(personas["alice"])
     dispatch_pending()
-    job_claim(public_id=job.public_id, attempt=1, worker_name=worker.name)
+    job_claim(public_id=job.public_id, attempt=1, worker_name=worker.name, total_steps=4)
     worker_register(name=worker.name, device="cpu", device_memory_bytes=None)
     job.refresh_from_db()
     assert (job.status, job.attempts) == ("queued", 1)
@@ -118,3 +129,28 @@ def test_drained_or_disabled_workers_get_no_jobs(personas, worker) -> None:
     for state in ("draining", "disabled"):
         Worker.objects.filter(pk=worker.pk).update(state=state)
         assert dispatch_pending() == 0
+
+
+def test_the_user_with_less_recent_service_goes_first(personas, worker) -> None:
+    served = new_job(personas["bob"])
+    Job.objects.filter(pk=served.pk).update(status="succeeded", gpu_seconds=120.0, finished_at=timezone.now())
+    bobs = [new_job(personas["bob"], width=64 + 8 * i) for i in range(5)]  # distinct batch keys
+    alices = new_job(personas["alice"], width=512)
+    assert dispatch_pending() == 1
+    alices.refresh_from_db()
+    assert alices.status == "dispatched"
+    assert all(Job.objects.get(pk=b.pk).status == "queued" for b in bobs)
+    broker_messages(worker.queue)
+
+
+def test_a_finished_job_has_exactly_one_usage_record(personas, worker) -> None:
+    from tenants.models import UsageRecord
+
+    job = new_job(personas["alice"])
+    dispatch_pending()
+    running = job_claim(public_id=job.public_id, attempt=1, worker_name=worker.name, total_steps=4)
+    assert job_succeed(job=running, attempt=1, outputs=["a.png"], infotexts=["t"], gpu_seconds=2.5)
+    assert not job_succeed(job=running, attempt=1, outputs=["a.png"], infotexts=["t"], gpu_seconds=2.5)
+    record = UsageRecord.objects.get(job=job)
+    assert (record.user, record.tenant.slug, record.gpu_seconds, record.images) == (personas["alice"], "studio-a", 2.5, 1)
+    broker_messages(worker.queue)

@@ -1,0 +1,110 @@
+"""The scheduler on real Celery worker processes: model affinity, cross-user batching, fair
+share under a flood, and nothing lost when the broker loses its contents."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime
+
+import pytest
+
+from tests.harness import Platform
+
+pytestmark = pytest.mark.e2e
+
+SMALL = {"width": 64, "height": 64, "steps": 4, "sampler_name": "Euler"}
+SECOND_MODEL = "tiny-b.safetensors"
+
+
+@pytest.fixture(scope="module")
+def platform():
+    platform = Platform(env_overrides={"ATELIER_DISPATCH_TIMEOUT_SECONDS": "8"})
+    try:
+        platform.prepare()
+        platform.manage(
+            "make_tiny_model", "--seed", "1",
+            "--output", str(platform.data_dir / "public/models/Stable-diffusion" / SECOND_MODEL),
+        )
+        platform.start(workers=2)
+        yield platform
+    except BaseException:
+        print(platform.logs())
+        raise
+    finally:
+        platform.stop()
+
+
+def as_admin(platform: Platform, job_id: str) -> dict:
+    return platform.get("admin", f"/api/v1/jobs/{job_id}").json()
+
+
+def run(platform: Platform, user: str, **params) -> dict:
+    job = platform.wait_job(user, platform.submit(user, **params))
+    assert job["status"] == "succeeded", job
+    return as_admin(platform, job["id"])
+
+
+def test_jobs_go_to_the_worker_that_already_holds_their_checkpoint(platform: Platform) -> None:
+    # Warm one worker with each model: submitted together, they land on different workers.
+    first_a = platform.submit("alice", **SMALL)
+    first_b = platform.submit("alice", **SMALL, override_settings={"sd_model_checkpoint": SECOND_MODEL})
+    warm_a = platform.wait_job("admin", first_a)["worker"]
+    warm_b = platform.wait_job("admin", first_b)["worker"]
+    assert warm_a != warm_b
+    for _ in range(3):
+        assert run(platform, "bob", **SMALL)["worker"] == warm_a
+        assert run(platform, "charlie", **SMALL, override_settings={"sd_model_checkpoint": "tiny-b"})["worker"] == warm_b
+
+
+def test_compatible_jobs_of_different_users_share_one_batch(platform: Platform) -> None:
+    # Keep both workers busy, so the next jobs queue up together.
+    blockers = [platform.submit("charlie", width=512, height=512, steps=30 + i) for i in range(2)]
+    platform.wait_until(
+        lambda: all(as_admin(platform, b)["status"] == "running" for b in blockers), timeout=60, what="blockers running"
+    )
+    alices = platform.submit("alice", **SMALL, seed=1, prompt="alice's idea")
+    bobs = platform.submit("bob", **SMALL, seed=2, prompt="bob's idea")
+    other = platform.submit("bob", **SMALL, seed=3, override_settings={"sd_model_checkpoint": SECOND_MODEL})
+    jobs = {job_id: platform.wait_job("admin", job_id) for job_id in (alices, bobs, other, *blockers)}
+    assert all(job["status"] == "succeeded" for job in jobs.values()), jobs
+    assert jobs[alices]["batch_id"] == jobs[bobs]["batch_id"]
+    assert jobs[other]["batch_id"] != jobs[alices]["batch_id"]
+    assert jobs[alices]["worker"] == jobs[bobs]["worker"]
+    assert jobs[alices]["started_at"] == jobs[bobs]["started_at"] or abs(
+        datetime.fromisoformat(jobs[alices]["started_at"]) - datetime.fromisoformat(jobs[bobs]["started_at"])
+    ).total_seconds() < 1
+
+
+def test_a_flood_from_bob_does_not_hold_up_alices_single_job(platform: Platform) -> None:
+    flood = [platform.submit("bob", **SMALL, seed=i) for i in range(100)]
+    time.sleep(1)
+    alices = platform.wait_job("alice", platform.submit("alice", **SMALL, prompt="just one"))
+    assert alices["status"] == "succeeded"
+    submitted, started = (datetime.fromisoformat(alices[k]) for k in ("created_at", "started_at"))
+    bobs = platform.get("bob", "/api/v1/jobs?limit=500").json()["jobs"]
+    started_meanwhile = [
+        j for j in bobs
+        if j["id"] in flood and j["started_at"] and submitted < datetime.fromisoformat(j["started_at"]) < started
+    ]
+    # Bob may start at most what was already on its way to a worker (his running limit, 8) meanwhile.
+    assert len(started_meanwhile) <= 8, len(started_meanwhile)
+    remaining = [j for j in bobs if j["id"] in flood and j["status"] not in ("succeeded",)]
+    assert remaining, "the flood should still be running when alice is served"
+    for job_id in flood:
+        platform.wait_job("bob", job_id, timeout=300)
+
+
+@pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="the broker is Redis only in cluster mode")
+def test_nothing_is_lost_when_the_broker_loses_its_messages(platform: Platform) -> None:
+    import redis
+
+    broker = redis.Redis.from_url(os.environ["REDIS_URL"])
+    jobs = [platform.submit(user, **SMALL, seed=i, steps=8) for i, user in enumerate(["alice", "bob", "charlie"] * 8)]
+    deadline = time.monotonic() + 4
+    while time.monotonic() < deadline:  # a broker restart without persistence: everything in it is gone
+        broker.flushdb()
+        time.sleep(0.3)
+    finished = [platform.wait_job("admin", job_id, timeout=240) for job_id in jobs]
+    assert [job["status"] for job in finished] == ["succeeded"] * len(jobs)
+    assert all(len(job["images"]) == 1 for job in finished)

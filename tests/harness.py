@@ -106,7 +106,9 @@ class Platform:
         return result.stdout
 
     def prepare(self) -> int:
-        """Database, demo accounts and tiny model, as `make run` does; returns a free web port."""
+        """Database, demo accounts and tiny model, as `make run` does; returns the web port (once)."""
+        if self.base_url:
+            return int(self.base_url.rsplit(":", 1)[1])
         self._create_database()
         port = free_port()
         self.base_url = f"http://127.0.0.1:{port}"

@@ -100,7 +100,7 @@ def test_nothing_is_lost_when_the_broker_loses_its_messages(platform: Platform) 
     import redis
 
     broker = redis.Redis.from_url(os.environ["REDIS_URL"])
-    jobs = [platform.submit(user, **SMALL, seed=i, steps=8) for i, user in enumerate(["alice", "bob", "charlie"] * 8)]
+    jobs = [platform.submit(user, **{**SMALL, "steps": 8}, seed=i) for i, user in enumerate(["alice", "bob", "charlie"] * 8)]
     deadline = time.monotonic() + 4
     while time.monotonic() < deadline:  # a broker restart without persistence: everything in it is gone
         broker.flushdb()

@@ -76,6 +76,26 @@ def test_compatible_jobs_of_different_users_share_one_batch(platform: Platform) 
     ).total_seconds() < 1
 
 
+def test_cancelling_a_batched_job_drops_it_without_disturbing_the_others(platform: Platform) -> None:
+    blockers = [platform.submit("charlie", width=512, height=512, steps=30 + i) for i in range(2)]
+    platform.wait_until(
+        lambda: all(as_admin(platform, b)["status"] == "running" for b in blockers), timeout=60, what="blockers running"
+    )
+    shared = {"width": 256, "height": 256, "steps": 40, "sampler_name": "Euler"}
+    alices, bobs = platform.submit("alice", **shared, seed=5), platform.submit("bob", **shared, seed=6)
+    platform.wait_until(
+        lambda: as_admin(platform, alices)["step"] >= 2, timeout=120, what="the shared batch to be running"
+    )
+    assert platform.post("alice", f"/api/v1/jobs/{alices}/cancel").status_code == 200
+    alice_job, bob_job = platform.wait_job("admin", alices), platform.wait_job("admin", bobs)
+    assert alice_job["batch_id"] == bob_job["batch_id"]
+    assert alice_job["status"] == "cancelled" and alice_job["images"] == []
+    assert bob_job["status"] == "succeeded" and len(bob_job["images"]) == 1
+    assert not [p for p in platform.outputs_of("alice") if p.name.startswith(alices)]
+    for blocker in blockers:
+        platform.wait_job("charlie", blocker)
+
+
 def test_a_flood_from_bob_does_not_hold_up_alices_single_job(platform: Platform) -> None:
     flood = [platform.submit("bob", **SMALL, seed=i) for i in range(100)]
     time.sleep(1)

@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import json
 import logging
+import urllib.request
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import async_to_sync
@@ -73,15 +74,18 @@ def job_event_publish(job: Job) -> None:
     group, event = job_group(job.public_id), job_event_payload(job)
     try:
         if settings.ATELIER_EVENT_TRANSPORT == "http" and settings.ATELIER_EVENTS_URL:
-            import httpx
-
             body = json.dumps({"group": group, "event": event}).encode()
-            httpx.post(
+            # urllib, not httpx: a plain-HTTP loopback call that builds no TLS context (httpx
+            # makes one per call, which showed up as 5% of a worker's CPU during a job).
+            request = urllib.request.Request(
                 settings.ATELIER_EVENTS_URL,
-                content=body,
+                data=body,
                 headers={SIGNATURE_HEADER: sign(body), "Content-Type": "application/json"},
-                timeout=2.0,
+                method="POST",
             )
+            loopback = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
+            with loopback.open(request, timeout=2.0) as response:
+                response.read()
         else:
             group_publish(group, event)
     except Exception:  # noqa: BLE001 - events are advisory; the job row is the truth

@@ -6,6 +6,7 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("inference.urls")),
+    path("sdapi/v1/", include("inference.a1111.urls")),
     path("internal/", include("inference.internal_urls")),
     path("", include("frontend.urls")),
 ]

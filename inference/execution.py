@@ -28,6 +28,7 @@ from inference.dispatch import dispatch_pending_safely, worker_heartbeat
 from inference.generation import GenerationRequest
 from inference.infotext import txt2img_infotext
 from inference.models import Job
+from inference.prompts import extract_extra_networks
 from inference.samplers import SamplerChoice, resolve_sampler
 from inference.services import job_claim, job_fail, job_mark_cancelled, job_progress, job_succeed
 from inference.worker.runtime import SkipChunk, Txt2ImgSpec, WorkerRuntime
@@ -169,8 +170,9 @@ def _run_batch(jobs: list[tuple[str, int]], worker_name: str, runtime: WorkerRun
     spec = Txt2ImgSpec(
         checkpoint_path=members[0].job.checkpoint_path,
         checkpoint_sha256=members[0].job.checkpoint_sha256,
-        prompts=[m.request.prompt for m in members for _ in m.images],
-        negative_prompts=[m.request.negative_prompt for m in members for _ in m.images],
+        # Extra-network tags (<lora:…>) are instructions, not words for the text encoder.
+        prompts=[extract_extra_networks(m.request.prompt)[0] for m in members for _ in m.images],
+        negative_prompts=[extract_extra_networks(m.request.negative_prompt)[0] for m in members for _ in m.images],
         seeds=[seed for m in members for seed in m.job.seeds],
         steps=lead.steps,
         cfg_scale=lead.cfg_scale,

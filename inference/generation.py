@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from inference.samplers import SamplerError, resolve_sampler
+from inference.samplers import SAMPLERS, SamplerError, resolve_sampler
 
 MAX_SEED = 4294967294  # A1111 draws random seeds from range(4294967294)
 
@@ -131,9 +131,13 @@ def _size(data: Mapping[str, Any], name: str, limits: Limits) -> int:
 
 
 def parse_generation_request(
-    data: Any, *, limits: Limits = Limits(), rng: random.Random | None = None
+    data: Any, *, limits: Limits = Limits(), rng: random.Random | None = None, lenient_sampler: bool = False
 ) -> GenerationRequest:
-    """Validate an API body into a GenerationRequest; a random seed (-1) is drawn here."""
+    """Validate an API body into a GenerationRequest; a random seed (-1) is drawn here.
+
+    `lenient_sampler`: an unknown sampler falls back to A1111's first sampler, as A1111's own
+    API does (the /sdapi/v1 adapter); otherwise it is a 400 naming the valid ones.
+    """
     if not isinstance(data, Mapping):
         raise RequestValidationError("body", "must be a JSON object")
     kind = _str(data, "kind", "txt2img", 32)
@@ -154,7 +158,9 @@ def parse_generation_request(
     try:
         sampler = resolve_sampler(sampler_name, scheduler)
     except SamplerError as exc:
-        raise RequestValidationError(exc.field, str(exc)) from None
+        if not (lenient_sampler and exc.field == "sampler_name"):
+            raise RequestValidationError(exc.field, str(exc)) from None
+        sampler = resolve_sampler(SAMPLERS[0].name, scheduler)
 
     seed = _int(data, "seed", -1, -1, MAX_SEED)
     subseed = _int(data, "subseed", -1, -1, MAX_SEED)

@@ -121,3 +121,14 @@ class ModelFileHash(models.Model):
     size = models.BigIntegerField()
     mtime_ns = models.BigIntegerField()
     sha256 = models.CharField(max_length=64)
+
+
+class UserOptions(models.Model):
+    """A member's own WebUI options (A1111's /sdapi/v1/options, never global)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="webui_options")
+    values = models.JSONField(default=dict, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"options of {self.user}"

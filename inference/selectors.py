@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib.auth.models import AbstractUser
 from django.db.models import QuerySet
 
-from inference.models import Job, Worker
+from inference.models import Job, UserOptions, Worker
 from tenants.models import Membership
 
 
@@ -30,3 +30,30 @@ def job_list_for_user(user: AbstractUser, limit: int = 50) -> list[Job]:
 
 def worker_list() -> list[Worker]:
     return list(Worker.objects.order_by("name"))
+
+
+# A1111 options a member may read and set; everything else in A1111's long list is global
+# WebUI configuration that has no meaning per user here (and is ignored on POST, as A1111 does).
+OPTION_DEFAULTS: dict[str, object] = {
+    "sd_model_checkpoint": None,  # filled with the user's default checkpoint title
+    "sd_vae": "Automatic",
+    "CLIP_stop_at_last_layers": 1,
+    "samples_format": "png",
+    "eta_noise_seed_delta": 0,
+    "sd_checkpoint_hash": None,
+}
+
+
+def user_options_get(user: AbstractUser) -> dict[str, object]:
+    """The member's options: A1111's defaults, overlaid with what they set."""
+    from inference.model_registry import ModelNotFound, checkpoint_resolve_for_user
+
+    stored = UserOptions.objects.filter(user=user).values_list("values", flat=True).first() or {}
+    options = {**OPTION_DEFAULTS, **stored}
+    try:
+        checkpoint = checkpoint_resolve_for_user(user, options["sd_model_checkpoint"])  # type: ignore[arg-type]
+    except ModelNotFound:  # their chosen model was removed, or none is installed
+        checkpoint = None
+    options["sd_model_checkpoint"] = checkpoint.title if checkpoint else None
+    options["sd_checkpoint_hash"] = checkpoint.sha256 if checkpoint else None
+    return options

@@ -15,9 +15,11 @@ from django.db.models import F
 from django.utils import timezone
 
 from inference.events import job_event_publish
-from inference.generation import GenerationRequest, batch_key
-from inference.model_registry import checkpoint_resolve_for_user
+from inference.generation import GenerationRequest, RequestValidationError, batch_key
+from inference.model_registry import checkpoint_resolve_for_user, model_list_for_user
 from inference.models import Job, Worker
+from inference.prompts import LORA_KINDS, ExtraNetwork, PromptError, parse_prompt
+from inference.prompts import lora_key as lora_key_of
 from tenants.selectors import tenant_for_user
 from tenants.services import usage_record
 
@@ -40,7 +42,9 @@ def job_submit(*, user: AbstractUser, request: GenerationRequest) -> Job:
     if tenant is None:
         raise NotAMember(f"{user.get_username()} is not a member of any tenant, so cannot generate")
     checkpoint = checkpoint_resolve_for_user(user, request.checkpoint)
-    model_key, lora_key = checkpoint.sha256, ""  # VAE overrides and LoRAs join these keys
+    networks = _extra_networks_for_user(user, request)
+    model_key = checkpoint.sha256  # a VAE override will join this key
+    lora_key = lora_key_of([n for n in networks if n.kind in LORA_KINDS])
     job = Job.objects.create(
         owner=user,
         tenant=tenant,
@@ -57,6 +61,27 @@ def job_submit(*, user: AbstractUser, request: GenerationRequest) -> Job:
     )
     transaction.on_commit(dispatch_pending_safely)
     return job
+
+
+def _extra_networks_for_user(user: AbstractUser, request: GenerationRequest) -> list[ExtraNetwork]:
+    """The prompts' `<lora:…>` / `<hypernet:…>` tags, each naming a file the user may use."""
+    networks: list[ExtraNetwork] = []
+    for field_name, text in (("prompt", request.prompt), ("negative_prompt", request.negative_prompt)):
+        try:
+            networks.extend(parse_prompt(text).extra_networks)
+        except PromptError as exc:
+            raise RequestValidationError(field_name, str(exc)) from None
+    folders = {"lora": "Lora", "lyco": "Lora", "hypernet": "hypernetworks"}
+    for kind, folder in folders.items():
+        wanted = {n.name for n in networks if n.kind == kind}
+        if wanted:
+            available = {entry.model_name for entry in model_list_for_user(user, folder)}
+            available |= {entry.model_name.rsplit("/", 1)[-1] for entry in model_list_for_user(user, folder)}
+            for name in sorted(wanted - available):
+                raise RequestValidationError(
+                    "prompt", f"unknown {kind} {name!r}: put it in your models/{folder} folder, or pick one you have"
+                )
+    return networks
 
 
 def job_cancel(*, job: Job) -> Job:
@@ -138,3 +163,18 @@ def job_fail(*, job: Job, attempt: int, error: str, gpu_seconds: float = 0.0) ->
 
 def job_mark_cancelled(*, job: Job, attempt: int, gpu_seconds: float = 0.0) -> bool:
     return _finish(job, attempt, Job.Status.CANCELLED, gpu_seconds=gpu_seconds)
+
+
+def user_options_update(*, user: AbstractUser, values: dict) -> dict:
+    """Set a member's own options. Unknown keys are ignored (as A1111 does); a checkpoint must
+    be one the member may use (`ModelNotFound` otherwise). Returns what was stored."""
+    from inference.models import UserOptions
+    from inference.selectors import OPTION_DEFAULTS
+
+    known = {key: value for key, value in values.items() if key in OPTION_DEFAULTS and key != "sd_checkpoint_hash"}
+    if known.get("sd_model_checkpoint") is not None:
+        known["sd_model_checkpoint"] = checkpoint_resolve_for_user(user, str(known["sd_model_checkpoint"])).title
+    options, _ = UserOptions.objects.get_or_create(user=user)
+    options.values = {**options.values, **known}
+    options.save(update_fields=["values", "updated_at"])
+    return options.values

@@ -142,3 +142,22 @@ def test_models_lists_what_the_caller_may_use(api) -> None:
     models = api("charlie").get("/api/v1/models").json()["models"]
     assert [m["title"].split(" [")[0] for m in models] == ["atelier-tiny.safetensors"]
     assert models[0]["scope"] == "public" and "path" not in models[0]
+
+
+def test_prompt_loras_must_be_ones_the_user_has(api, personas) -> None:
+    from django.conf import settings
+
+    lora = settings.DATA_DIR / "tenants" / "studio-a" / "models" / "Lora" / "inkwash.safetensors"
+    lora.write_bytes(b"placeholder")
+    try:
+        response = api("alice").post("/api/v1/jobs", {**BODY, "prompt": "a boat <lora:inkwash:0.7>"})
+        assert response.status_code == 201
+        job = Job.objects.get(public_id=response.json()["id"])
+        assert job.lora_key == "inkwash@te=0.7,unet=0.7"
+        response = api("charlie").post("/api/v1/jobs", {**BODY, "prompt": "a boat <lora:inkwash:0.7>"})
+        assert response.status_code == 400 and "unknown lora 'inkwash'" in response.json()["error"]
+        response = api("alice").post("/api/v1/jobs", {**BODY, "negative_prompt": "<lora:inkwash:abc>"})
+        assert response.status_code == 400 and response.json()["field"] == "negative_prompt"
+        assert "is not a number" in response.json()["error"]
+    finally:
+        lora.unlink()

@@ -1,0 +1,139 @@
+"""/sdapi/v1 routes through Django's full stack on the real database: auth, per-member scoping,
+options, progress and interrupt, and bad input in A1111's error shape. (Generation itself runs
+in tests/e2e/test_a1111_client.py, against real workers.)"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from django.conf import settings
+
+from inference.models import Job
+
+pytestmark = pytest.mark.django_db
+
+ROUTES_GET = [
+    "progress", "options", "cmd-flags", "samplers", "schedulers", "upscalers", "latent-upscale-modes", "sd-models",
+    "sd-vae", "loras", "hypernetworks", "embeddings", "face-restorers", "realesrgan-models", "prompt-styles",
+    "script-info", "extensions", "scripts", "memory",
+]
+ROUTES_POST = [
+    "txt2img", "interrupt", "skip", "options", "refresh-checkpoints", "refresh-loras", "refresh-vae",
+    "refresh-embeddings", "unload-checkpoint", "reload-checkpoint",
+]
+
+
+@pytest.fixture(autouse=True)
+def _model(tiny_checkpoint_path):
+    return tiny_checkpoint_path
+
+
+@pytest.fixture
+def alices_model(personas, tiny_checkpoint_path):
+    path = settings.DATA_DIR / "users" / "alice" / "models" / "Stable-diffusion" / "alice-style.safetensors"
+    shutil.copy(tiny_checkpoint_path, path)
+    with path.open("ab") as handle:  # another hash than the public one
+        handle.write(b"\0")
+    yield path
+    path.unlink()
+
+
+@pytest.mark.parametrize("route", ROUTES_GET)
+def test_every_get_route_needs_a_token_and_answers_json(api, route) -> None:
+    response = api(None).get(f"/sdapi/v1/{route}")
+    assert response.status_code == 401
+    assert set(response.json()) == {"error", "detail", "body", "errors"}
+    response = api("bob").get(f"/sdapi/v1/{route}")
+    assert response.status_code == 200, response.content
+    response.json()
+
+
+@pytest.mark.parametrize("route", ROUTES_POST)
+def test_every_post_route_needs_a_token(api, route) -> None:
+    assert api(None).post(f"/sdapi/v1/{route}", {}).status_code == 401
+
+
+def test_basic_auth_with_username_and_token_as_a1111_clients_send_it(client, tokens) -> None:
+    import base64
+
+    basic = base64.b64encode(f"alice:{tokens['alice']}".encode()).decode()
+    assert client.get("/sdapi/v1/sd-models", HTTP_AUTHORIZATION=f"Basic {basic}").status_code == 200
+    assert client.get("/sdapi/v1/sd-models", HTTP_AUTHORIZATION=tokens["alice"]).status_code == 200  # EAS style
+
+
+def test_models_are_scoped_to_the_member(api, alices_model) -> None:
+    alice = [m["title"].split(" [")[0] for m in api("alice").get("/sdapi/v1/sd-models").json()]
+    charlie = [m["title"].split(" [")[0] for m in api("charlie").get("/sdapi/v1/sd-models").json()]
+    assert alice == ["alice-style.safetensors", "atelier-tiny.safetensors"]
+    assert charlie == ["atelier-tiny.safetensors"]
+    model = api("alice").get("/sdapi/v1/sd-models").json()[0]
+    assert model["filename"] == "user/alice-style.safetensors" and str(settings.DATA_DIR) not in str(model)
+    assert len(model["hash"]) == 10 and model["sha256"].startswith(model["hash"])
+
+
+def test_options_are_per_member(api, alices_model) -> None:
+    public = next(m["title"] for m in api("bob").get("/sdapi/v1/sd-models").json())
+    mine = next(m for m in api("alice").get("/sdapi/v1/sd-models").json() if m["model_name"] == "alice-style")
+    assert api("alice").get("/sdapi/v1/options").json()["sd_model_checkpoint"] == mine["title"]  # own first
+    response = api("alice").post("/sdapi/v1/options", {"sd_model_checkpoint": public, "not_an_option": 1})
+    assert response.status_code == 200 and response.json() is None
+    options = api("alice").get("/sdapi/v1/options").json()
+    assert options["sd_model_checkpoint"] == public and "not_an_option" not in options
+    assert api("bob").get("/sdapi/v1/options").json()["sd_model_checkpoint"] == public  # untouched default
+    # webuiapi's util_set_model sends a title; any A1111 id form resolves.
+    assert api("alice").post("/sdapi/v1/options", {"sd_model_checkpoint": "alice-style"}).status_code == 200
+    assert api("alice").get("/sdapi/v1/options").json()["sd_model_checkpoint"] == mine["title"]
+    # charlie cannot name alice's model, even by its exact title.
+    response = api("charlie").post("/sdapi/v1/options", {"sd_model_checkpoint": mine["title"]})
+    assert response.status_code == 404 and "unknown checkpoint" in response.json()["detail"]
+
+
+def test_progress_and_interrupt_touch_only_the_callers_jobs(api, personas) -> None:
+    idle = api("alice").get("/sdapi/v1/progress").json()
+    assert idle["progress"] == 0 and idle["state"]["job_count"] == 0 and idle["current_image"] is None
+
+    job_id = api("alice").post("/api/v1/jobs", {"prompt": "x", "steps": 10}).json()["id"]
+    Job.objects.filter(public_id=job_id).update(status="running", step=5, total_steps=10, progress=0.5)
+    from django.utils import timezone
+
+    Job.objects.filter(public_id=job_id).update(started_at=timezone.now())
+    mine = api("alice").get("/sdapi/v1/progress").json()
+    assert mine["state"]["job_count"] == 1 and mine["state"]["sampling_step"] == 5 and mine["progress"] > 0.5
+    assert api("bob").get("/sdapi/v1/progress").json()["state"]["job_count"] == 0
+
+    assert api("bob").post("/sdapi/v1/interrupt").status_code == 200
+    assert not Job.objects.get(public_id=job_id).cancel_requested
+    assert api("alice").post("/sdapi/v1/interrupt").json() == {}
+    assert Job.objects.get(public_id=job_id).cancel_requested
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ("{broken", "not valid JSON"),
+        ("[1]", "JSON object"),
+        ({"steps": 0}, "steps"),
+        ({"width": -512}, "width"),
+        ({"width": 50000, "height": 50000}, "width"),
+        ({"cfg_scale": "much"}, "cfg_scale"),
+        ({"batch_size": 1000}, "batch_size"),
+    ],
+)
+def test_bad_txt2img_input_is_a_4xx_in_a1111s_error_shape(api, body, needle) -> None:
+    response = api("alice").post("/sdapi/v1/txt2img", body)
+    assert response.status_code == 422
+    payload = response.json()
+    assert set(payload) == {"error", "detail", "body", "errors"} and needle in payload["detail"]
+    assert not Job.objects.exists()
+
+
+def test_unknown_model_is_a_404_naming_it(api) -> None:
+    response = api("alice").post("/sdapi/v1/txt2img", {"override_settings": {"sd_model_checkpoint": "nope"}})
+    assert response.status_code == 404 and "nope" in response.json()["detail"]
+
+
+def test_unknown_sampler_falls_back_as_a1111_does() -> None:
+    from inference.generation import parse_generation_request
+
+    assert parse_generation_request({"sampler_name": "Warp drive"}, lenient_sampler=True).sampler_name == "DPM++ 2M"

@@ -193,6 +193,7 @@ ATELIER_MAX_SIZE = env.int("ATELIER_MAX_SIZE", default=2048)
 ATELIER_MAX_BATCH_SIZE = env.int("ATELIER_MAX_BATCH_SIZE", default=8)
 ATELIER_MAX_N_ITER = env.int("ATELIER_MAX_N_ITER", default=16)
 ATELIER_MAX_PROMPT_CHARS = env.int("ATELIER_MAX_PROMPT_CHARS", default=10_000)
+ATELIER_MAX_UPLOAD_BYTES = env.int("ATELIER_MAX_UPLOAD_BYTES", default=20 * 1024 * 1024)  # one input image
 
 # --- workers and dispatch -----------------------------------------------------------
 ATELIER_DEVICE = env.str("ATELIER_DEVICE", default="auto")  # auto, cpu, cuda, cuda:1, mps

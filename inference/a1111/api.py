@@ -26,6 +26,8 @@ from django.core.files.storage import default_storage
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from inference.a1111.images import ImageInputError, decode_image_bytes
+from inference.a1111.pnginfo import parse_generation_parameters, read_png_info
 from inference.api import generation_limits
 from inference.events import job_group
 from inference.generation import RequestValidationError, parse_generation_request
@@ -281,6 +283,22 @@ def skip(request: HttpRequest, user) -> None:
     stops the caller's running generation like interrupt."""
     _cancel_running(user)
     return None
+
+
+# --- png-info ------------------------------------------------------------------------------
+
+
+@sdapi("POST")
+def png_info(request: HttpRequest, user) -> dict:
+    """The infotext of a PNG (ours or A1111's; JPEG/WebP EXIF too), raw and parsed."""
+    image = _json_body(request).get("image")
+    if not isinstance(image, str) or not image:
+        raise SdapiError(422, "image: a base64 or data-URI image is required", "RequestValidationError")
+    try:
+        text, items = read_png_info(decode_image_bytes(image, max_bytes=settings.ATELIER_MAX_UPLOAD_BYTES))
+    except ImageInputError as exc:
+        raise SdapiError(422, f"image: {exc}", "ImageInputError") from None
+    return {"info": text or "", "items": items, "parameters": parse_generation_parameters(text) if text else {}}
 
 
 # --- txt2img -------------------------------------------------------------------------------

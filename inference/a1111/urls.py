@@ -6,6 +6,7 @@ from inference.a1111 import api
 
 urlpatterns = [
     path("txt2img", api.txt2img),
+    path("png-info", api.png_info),
     path("progress", api.progress),
     path("interrupt", api.interrupt),
     path("skip", api.skip),

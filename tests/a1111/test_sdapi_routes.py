@@ -137,3 +137,24 @@ def test_unknown_sampler_falls_back_as_a1111_does() -> None:
     from inference.generation import parse_generation_request
 
     assert parse_generation_request({"sampler_name": "Warp drive"}, lenient_sampler=True).sampler_name == "DPM++ 2M"
+
+
+def test_png_info_reads_an_a1111_png_and_refuses_bad_images(api) -> None:
+    import base64
+    import io
+
+    from PIL import Image, PngImagePlugin
+
+    text = 'cpc explosion, <lora:207:1>\nSteps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 966911465, Size: 512x512, Model hash: 15012c538f, Model: realisticVisionV51_v51VAE, Clip skip: 2'
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", text)
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, format="PNG", pnginfo=info)
+    payload = api("bob").post("/sdapi/v1/png-info", {"image": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()}).json()
+    assert payload["info"] == text
+    assert payload["parameters"]["Seed"] == "966911465" and payload["parameters"]["Size-1"] == "512"
+    assert payload["parameters"]["Clip skip"] == "2" and payload["parameters"]["Prompt"].startswith("cpc explosion")
+    for bad in ({"image": "not base64!!"}, {"image": ""}, {}, {"image": "http://127.0.0.1/x.png"}):
+        response = api("bob").post("/sdapi/v1/png-info", bad)
+        assert response.status_code == 422, bad
+        assert set(response.json()) == {"error", "detail", "body", "errors"}

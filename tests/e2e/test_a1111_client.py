@@ -49,6 +49,9 @@ def test_webuiapi_lists_switches_and_generates(platform: Platform) -> None:
     assert "Seed: 42" in infotext and result.info["infotexts"][1].count("Seed: 43") == 1
     assert result.parameters["prompt"] == "a lighthouse at dawn" and result.parameters["seed"] == 42
 
+    read_back = alice.png_info(result.image)  # the PNG's own text chunk, parsed server-side
+    assert read_back.info == infotext and read_back.json["parameters"]["Seed"] == "42"
+
     progress = alice.get_progress()
     assert progress["progress"] == 0 and progress["state"]["job_count"] == 0  # util_wait_for_ready's idea of idle
 

@@ -24,6 +24,11 @@ def job_get_for_user(user: AbstractUser, public_id: str) -> Job | None:
     return jobs_visible_to(user).select_related("owner", "worker").filter(public_id=public_id).first()
 
 
+def jobs_active_for_owner(user: AbstractUser) -> list[Job]:
+    """The user's own queued, dispatched and running jobs, oldest first."""
+    return list(Job.objects.filter(owner=user, status__in=Job.ACTIVE).order_by("created_at"))
+
+
 def job_list_for_user(user: AbstractUser, limit: int = 50) -> list[Job]:
     return list(Job.objects.filter(owner=user).order_by("-created_at")[:limit])
 

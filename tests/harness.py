@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 import shutil
 import signal
 import socket
@@ -227,3 +229,22 @@ class Platform:
 
     def outputs_of(self, username: str) -> list[Path]:
         return sorted((self.data_dir / "users" / username / "outputs").rglob("*.png"))
+
+
+@contextmanager
+def running_platform(
+    *, workers: int = 1, env_overrides: dict[str, str] | None = None, before_start: Callable[[Platform], None] | None = None
+) -> Iterator[Platform]:
+    """A started platform for a test module; its process logs are printed if anything fails."""
+    platform = Platform(env_overrides=env_overrides or {})
+    try:
+        if before_start is not None:
+            platform.prepare()
+            before_start(platform)
+        platform.start(workers=workers)
+        yield platform
+    except BaseException:
+        print(platform.logs())
+        raise
+    finally:
+        platform.stop()

@@ -36,7 +36,7 @@ from inference.model_registry import ModelNotFound, model_list_for_user
 from inference.models import Job
 from inference.prompts import parse_prompt
 from inference.samplers import SAMPLERS, SCHEDULES
-from inference.selectors import user_options_get
+from inference.selectors import jobs_active_for_owner, user_options_get
 from inference.services import NotAMember, job_cancel, job_submit, user_options_update
 from tenants.auth import request_user
 
@@ -229,15 +229,9 @@ def options(request: HttpRequest, user) -> dict | None:
 # --- progress, interrupt, skip: the caller's own jobs only ----------------------------------
 
 
-def _active_jobs(user) -> list[Job]:
-    return list(
-        Job.objects.filter(owner=user, status__in=Job.ACTIVE).order_by("created_at")
-    )
-
-
 @sdapi("GET")
 def progress(request: HttpRequest, user) -> dict:
-    active = _active_jobs(user)
+    active = jobs_active_for_owner(user)
     running = [job for job in active if job.status == Job.Status.RUNNING]
     current = running[0] if running else None
     fraction, eta = 0.0, 0.0
@@ -265,7 +259,7 @@ def progress(request: HttpRequest, user) -> dict:
 
 
 def _cancel_running(user) -> None:
-    for job in _active_jobs(user):
+    for job in jobs_active_for_owner(user):
         if job.status == Job.Status.RUNNING:
             job_cancel(job=job)
 

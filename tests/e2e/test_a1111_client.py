@@ -6,22 +6,15 @@ from __future__ import annotations
 import pytest
 import webuiapi
 
-from tests.harness import Platform
+from tests.harness import Platform, running_platform
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def platform():
-    platform = Platform()
-    try:
-        platform.start(workers=1)
+    with running_platform(workers=1) as platform:
         yield platform
-    except BaseException:
-        print(platform.logs())
-        raise
-    finally:
-        platform.stop()
 
 
 def client(platform: Platform, user: str) -> webuiapi.WebUIApi:

@@ -11,7 +11,7 @@ from PIL import Image
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from tests.harness import Platform
+from tests.harness import Platform, running_platform
 
 pytestmark = pytest.mark.e2e
 
@@ -22,15 +22,8 @@ LONG = {"prompt": "a long job", "width": 512, "height": 512, "steps": 60, "sampl
 
 @pytest.fixture(scope="module")
 def platform():
-    platform = Platform()
-    try:
-        platform.start(workers=1)
+    with running_platform(workers=1) as platform:
         yield platform
-    except BaseException:
-        print(platform.logs())
-        raise
-    finally:
-        platform.stop()
 
 
 def test_alice_txt2img_lands_in_her_outputs_as_png_with_infotext(platform: Platform) -> None:

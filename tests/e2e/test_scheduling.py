@@ -9,7 +9,7 @@ from datetime import datetime
 
 import pytest
 
-from tests.harness import Platform
+from tests.harness import Platform, running_platform
 
 pytestmark = pytest.mark.e2e
 
@@ -17,22 +17,16 @@ SMALL = {"width": 64, "height": 64, "steps": 4, "sampler_name": "Euler"}
 SECOND_MODEL = "tiny-b.safetensors"
 
 
+def _add_second_model(platform: Platform) -> None:
+    target = platform.data_dir / "public/models/Stable-diffusion" / SECOND_MODEL
+    platform.manage("make_tiny_model", "--seed", "1", "--output", str(target))
+
+
 @pytest.fixture(scope="module")
 def platform():
-    platform = Platform(env_overrides={"ATELIER_DISPATCH_TIMEOUT_SECONDS": "8"})
-    try:
-        platform.prepare()
-        platform.manage(
-            "make_tiny_model", "--seed", "1",
-            "--output", str(platform.data_dir / "public/models/Stable-diffusion" / SECOND_MODEL),
-        )
-        platform.start(workers=2)
+    overrides = {"ATELIER_DISPATCH_TIMEOUT_SECONDS": "8"}
+    with running_platform(workers=2, env_overrides=overrides, before_start=_add_second_model) as platform:
         yield platform
-    except BaseException:
-        print(platform.logs())
-        raise
-    finally:
-        platform.stop()
 
 
 def as_admin(platform: Platform, job_id: str) -> dict:

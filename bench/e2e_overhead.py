@@ -54,8 +54,8 @@ def main() -> None:
         runtime = WorkerRuntime(device="cpu", cache_size=1, config_cache_dir=platform.data_dir / "cache")
         sampler = resolve_sampler("Euler a")
         spec = Txt2ImgSpec(
-            checkpoint_path=str(checkpoint), checkpoint_sha256="bench", prompt=params["prompt"], negative_prompt="",
-            steps=args.steps, cfg_scale=7.0, width=args.size, height=args.size, seeds=[1234], batch_size=1,
+            checkpoint_path=str(checkpoint), checkpoint_sha256="bench", prompts=[params["prompt"]], negative_prompts=[""],
+            steps=args.steps, cfg_scale=7.0, width=args.size, height=args.size, seeds=[1234], max_batch=1,
             scheduler_class=sampler.scheduler_class, scheduler_kwargs=sampler.scheduler_kwargs,
         )
 

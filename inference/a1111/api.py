@@ -16,6 +16,7 @@ import base64
 import dataclasses
 import functools
 import json
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,6 +25,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from inference.a1111.images import ImageInputError, decode_image_bytes
@@ -198,8 +200,6 @@ def cmd_flags(request: HttpRequest, user) -> dict:
 
 @sdapi("GET")
 def memory(request: HttpRequest, user) -> dict:
-    import os
-
     pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
     available = os.sysconf("SC_AVPHYS_PAGES") * page_size
     total = pages * page_size
@@ -238,8 +238,6 @@ def progress(request: HttpRequest, user) -> dict:
     if current is not None and current.started_at:
         fraction = current.progress
         if fraction > 0:
-            from django.utils import timezone
-
             elapsed = (timezone.now() - current.started_at).total_seconds()
             eta = elapsed / fraction * (1 - fraction)
     job_count = len(active)

@@ -41,7 +41,7 @@ def main() -> None:
     from websockets.sync.client import connect
 
     from inference.samplers import resolve_sampler
-    from inference.worker.runtime import Txt2ImgSpec, WorkerRuntime
+    from inference.worker.runtime import GenerationSpec, WorkerRuntime
     from tests.harness import Platform
 
     params = {"prompt": "a lighthouse at dawn", "width": args.size, "height": args.size,
@@ -53,7 +53,7 @@ def main() -> None:
         checkpoint = next(platform.data_dir.glob("public/models/Stable-diffusion/*.safetensors"))
         runtime = WorkerRuntime(device="cpu", cache_size=1, config_cache_dir=platform.data_dir / "cache")
         sampler = resolve_sampler("Euler a")
-        spec = Txt2ImgSpec(
+        spec = GenerationSpec(
             checkpoint_path=str(checkpoint), checkpoint_sha256="bench", prompts=[params["prompt"]], negative_prompts=[""],
             steps=args.steps, cfg_scale=7.0, width=args.size, height=args.size, seeds=[1234], max_batch=1,
             scheduler_class=sampler.scheduler_class, scheduler_kwargs=sampler.scheduler_kwargs,
@@ -61,7 +61,7 @@ def main() -> None:
 
         def bare() -> float:
             started = time.perf_counter()
-            runtime.txt2img(spec)
+            runtime.generate(spec)
             return time.perf_counter() - started
 
         def through_platform() -> float:

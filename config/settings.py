@@ -193,7 +193,16 @@ ATELIER_MAX_SIZE = env.int("ATELIER_MAX_SIZE", default=2048)
 ATELIER_MAX_BATCH_SIZE = env.int("ATELIER_MAX_BATCH_SIZE", default=8)
 ATELIER_MAX_N_ITER = env.int("ATELIER_MAX_N_ITER", default=16)
 ATELIER_MAX_PROMPT_CHARS = env.int("ATELIER_MAX_PROMPT_CHARS", default=10_000)
-ATELIER_MAX_UPLOAD_BYTES = env.int("ATELIER_MAX_UPLOAD_BYTES", default=20 * 1024 * 1024)  # one input image
+ATELIER_MAX_UPLOAD_BYTES = env.int("ATELIER_MAX_UPLOAD_BYTES", default=10 * 1024 * 1024)  # one input image
+ATELIER_MAX_INPUT_PIXELS = env.int("ATELIER_MAX_INPUT_PIXELS", default=4096 * 4096)  # one input image
+# A whole JSON request body (base64 images included); bigger images go by URL, as PAI advises.
+ATELIER_MAX_REQUEST_BYTES = env.int("ATELIER_MAX_REQUEST_BYTES", default=24 * 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = ATELIER_MAX_REQUEST_BYTES
+# Image URLs (img2img `init_images`, PAI's `image_link`) are fetched with a deadline. Private,
+# loopback and link-local addresses are refused (SSRF); ALLOW_PRIVATE exists for tests and
+# single-machine demos only and must stay off wherever the platform can reach a private network.
+ATELIER_FETCH_TIMEOUT_SECONDS = env.float("ATELIER_FETCH_TIMEOUT_SECONDS", default=10.0)
+ATELIER_FETCH_ALLOW_PRIVATE = env.bool("ATELIER_FETCH_ALLOW_PRIVATE", default=False)
 
 # --- workers and dispatch -----------------------------------------------------------
 ATELIER_DEVICE = env.str("ATELIER_DEVICE", default="auto")  # auto, cpu, cuda, cuda:1, mps

@@ -11,6 +11,7 @@ from django.http import FileResponse, HttpRequest, JsonResponse
 from inference.events import job_event_payload
 from inference.generation import Limits, parse_generation_request
 from inference.http import api_view, error, json_body
+from inference.inputs import read_input_images
 from inference.model_registry import model_list_for_user
 from inference.models import Job
 from inference.selectors import job_get_for_user, job_list_for_user, worker_list
@@ -59,8 +60,12 @@ def jobs(request: HttpRequest, user) -> JsonResponse:
         if not limit.isdigit() or not 1 <= int(limit) <= 500:
             return error(400, "limit: must be an integer from 1 to 500", field="limit")
         return JsonResponse({"jobs": [job_json(job) for job in job_list_for_user(user, limit=int(limit))]})
-    generation = parse_generation_request(json_body(request), limits=generation_limits())
-    job = job_submit(user=user, request=generation)
+    body = json_body(request)
+    generation = parse_generation_request(body, limits=generation_limits())
+    inputs = None
+    if generation.kind == "img2img":  # base64 only here; /sdapi/v1/img2img also fetches URLs
+        inputs = read_input_images(body, max_images=generation.batch_size, fetcher_factory=None)
+    job = job_submit(user=user, request=generation, inputs=inputs)
     return JsonResponse({"id": job.public_id, "status": job.status}, status=201)
 
 

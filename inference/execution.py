@@ -26,13 +26,14 @@ from PIL import Image, PngImagePlugin
 
 from inference.dispatch import dispatch_pending_safely, worker_heartbeat
 from inference.generation import GenerationRequest
-from inference.infotext import txt2img_infotext
+from inference.infotext import generation_infotext, img2img_infotext_params
 from inference.models import Job
 from inference.prompts import extract_extra_networks
 from inference.samplers import SamplerChoice, resolve_sampler
 from inference.services import job_claim, job_fail, job_mark_cancelled, job_progress, job_succeed
-from inference.worker.runtime import SkipChunk, Txt2ImgSpec, WorkerRuntime
-from tenants.workdirs import user_outputs_key
+from inference.worker.img2img import InpaintSettings
+from inference.worker.runtime import GenerationSpec, Img2ImgInputs, SkipChunk, WorkerRuntime
+from tenants.workdirs import user_outputs_key, user_save_dir_key
 
 logger = logging.getLogger(__name__)
 
@@ -110,13 +111,18 @@ class BatchMember:
     reporter: ProgressReporter
 
     def step_in_job(self, chunk: int, step: int) -> int:
-        return (chunk - self.chunks.start) * self.request.steps + step
+        steps = self.request.sampling_steps
+        return (chunk - self.chunks.start) * steps + min(step, steps)  # PNDM reports one extra step
 
 
 def _infotexts(job: Job, request: GenerationRequest, sampler: SamplerChoice) -> list[str]:
     model_name, _, hash_part = job.checkpoint_title.rpartition(" [")
+    extra = img2img_infotext_params(request) if request.kind == "img2img" else {}
+    if job.vae_title:
+        vae_name, _, vae_hash = job.vae_title.rpartition(" [")
+        extra = {"VAE hash": vae_hash.rstrip("]"), "VAE": vae_name, **extra}
     return [
-        txt2img_infotext(
+        generation_infotext(
             prompt=request.prompt,
             negative_prompt=request.negative_prompt,
             steps=request.steps,
@@ -128,9 +134,51 @@ def _infotexts(job: Job, request: GenerationRequest, sampler: SamplerChoice) -> 
             height=request.height,
             model_hash=hash_part.rstrip("]") or None,
             model_name=model_name.rsplit(".", 1)[0] or None,
+            extra=extra,
         )
         for seed in job.seeds
     ]
+
+
+def _open_input(key: str) -> Image.Image:
+    with default_storage.open(key, "rb") as handle:
+        image = Image.open(handle)
+        image.load()
+    return image
+
+
+def _img2img_inputs(members: list[BatchMember]) -> Img2ImgInputs:
+    """Each image's init image (A1111: image i of a job uses init image i, cycling) and mask."""
+    lead = members[0].request
+    init_images: list[Image.Image] = []
+    masks: list[Image.Image | None] = []
+    for member in members:
+        sources = [_open_input(key) for key in member.request.init_images]
+        mask = _open_input(member.request.mask) if member.request.mask else None
+        for index in range(len(member.images)):
+            init_images.append(sources[index % member.request.batch_size % len(sources)])
+            masks.append(mask)
+    return Img2ImgInputs(
+        init_images=init_images,
+        masks=masks,
+        denoising_strength=lead.denoising_strength,
+        resize_mode=lead.resize_mode,
+        inpaint=InpaintSettings(
+            mask_blur_x=lead.mask_blur_x,
+            mask_blur_y=lead.mask_blur_y,
+            mask_round=lead.mask_round,
+            inpainting_fill=lead.inpainting_fill,
+            inpaint_full_res=lead.inpaint_full_res,
+            inpaint_full_res_padding=lead.inpaint_full_res_padding,
+            inpainting_mask_invert=lead.inpainting_mask_invert,
+        ),
+    )
+
+
+def _output_prefix(job: Job, request: GenerationRequest) -> str:
+    """outputs/, or the PAI `save_dir` the request named (validated at submit: inside the member's directory)."""
+    username = job.owner.get_username()
+    return user_save_dir_key(username, request.save_dir) if request.save_dir else user_outputs_key(username)
 
 
 def batch_execute(*, jobs: list[tuple[str, int]], worker_name: str, runtime: WorkerRuntime) -> None:
@@ -156,7 +204,7 @@ def _run_batch(jobs: list[tuple[str, int]], worker_name: str, runtime: WorkerRun
         images = range(position, position + len(job.seeds))
         chunks = range(images.start // max_batch, (images.stop - 1) // max_batch + 1)
         job = job_claim(
-            public_id=public_id, attempt=attempt, worker_name=worker_name, total_steps=request.steps * len(chunks)
+            public_id=public_id, attempt=attempt, worker_name=worker_name, total_steps=request.sampling_steps * len(chunks)
         )
         if job is None:  # not ours (any more): a stale or redelivered message
             continue
@@ -165,11 +213,13 @@ def _run_batch(jobs: list[tuple[str, int]], worker_name: str, runtime: WorkerRun
     if not members:
         return
 
-    lead = members[0].request  # every member shares the batch key: size, steps, sampler, cfg
+    lead = members[0].request  # every member shares the batch key: size, steps, sampler, cfg, …
     sampler = resolve_sampler(lead.sampler_name, lead.scheduler)
-    spec = Txt2ImgSpec(
+    spec = GenerationSpec(
         checkpoint_path=members[0].job.checkpoint_path,
         checkpoint_sha256=members[0].job.checkpoint_sha256,
+        vae_path=members[0].job.vae_path,
+        vae_sha256=members[0].job.vae_sha256,
         # Extra-network tags (<lora:…>) are instructions, not words for the text encoder.
         prompts=[extract_extra_networks(m.request.prompt)[0] for m in members for _ in m.images],
         negative_prompts=[extract_extra_networks(m.request.negative_prompt)[0] for m in members for _ in m.images],
@@ -181,6 +231,7 @@ def _run_batch(jobs: list[tuple[str, int]], worker_name: str, runtime: WorkerRun
         max_batch=max_batch,
         scheduler_class=sampler.scheduler_class,
         scheduler_kwargs=sampler.scheduler_kwargs,
+        img2img=_img2img_inputs(members) if lead.kind == "img2img" else None,
     )
 
     def on_step(chunk: int, step: int) -> None:
@@ -195,7 +246,7 @@ def _run_batch(jobs: list[tuple[str, int]], worker_name: str, runtime: WorkerRun
         member.reporter.start()
     started = time.perf_counter()
     try:
-        images = runtime.txt2img(spec, on_step=on_step)
+        images = runtime.generate(spec, on_step=on_step)
         error = None
     except Exception as exc:  # noqa: BLE001 - a batch's failure must never take the worker down
         logger.exception("batch of %s failed", [m.job.public_id for m in members])
@@ -216,7 +267,7 @@ def _run_batch(jobs: list[tuple[str, int]], worker_name: str, runtime: WorkerRun
             job_mark_cancelled(job=job, attempt=attempt, gpu_seconds=gpu_seconds)
             continue
         infotexts = _infotexts(job, member.request, sampler)
-        folder = f"{user_outputs_key(job.owner.get_username())}/{job.created_at:%Y-%m-%d}"
+        folder = f"{_output_prefix(job, member.request)}/{job.created_at:%Y-%m-%d}"
         outputs = [
             store_png(f"{folder}/{job.public_id}-{index}.png", png_bytes(image, infotext))
             for index, (image, infotext) in enumerate(zip(mine, infotexts, strict=True))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -54,11 +55,33 @@ class GenerationRequest:
     batch_size: int = 1
     n_iter: int = 1
     checkpoint: str | None = None  # override_settings.sd_model_checkpoint: any A1111 id form
+    vae: str | None = None  # override_settings.sd_vae; None: the checkpoint's own VAE
     override_settings: dict[str, Any] = field(default_factory=dict)
+    # img2img: storage keys of the stored input images (set by `job_submit`, never by clients)
+    init_images: list[str] = field(default_factory=list)
+    mask: str | None = None
+    denoising_strength: float = 0.75
+    resize_mode: int = 0  # 0 just resize, 1 crop and resize, 2 resize and fill, 3 latent upscale
+    mask_blur_x: int = 4
+    mask_blur_y: int = 4
+    mask_round: bool = True
+    inpainting_fill: int = 0  # 0 fill, 1 original, 2 latent noise, 3 latent nothing
+    inpaint_full_res: bool = True  # "Only masked"
+    inpaint_full_res_padding: int = 0
+    inpainting_mask_invert: bool = False
+    # PAI-EAS: a folder inside the member's working directory for the PNGs (instead of outputs/)
+    save_dir: str | None = None
 
     @property
     def image_count(self) -> int:
         return self.batch_size * self.n_iter
+
+    @property
+    def sampling_steps(self) -> int:
+        """Denoising steps actually run: img2img runs `steps × denoising_strength`, as A1111 does."""
+        if self.kind == "img2img":
+            return int(self.steps * self.denoising_strength)
+        return self.steps
 
     def all_seeds(self) -> list[int]:
         """One seed per image: seed, seed+1, … as A1111 does without variation strength."""
@@ -74,7 +97,9 @@ class GenerationRequest:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
-SUPPORTED_KINDS = ("txt2img",)
+SUPPORTED_KINDS = ("txt2img", "img2img")
+NO_VAE = ("", "Automatic", "None")  # A1111's names for "the checkpoint's own VAE"
+_SAVE_DIR_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.@+-]{0,99}$")
 
 
 def _number(data: Mapping[str, Any], name: str, default: float, what: str) -> float:
@@ -125,6 +150,54 @@ def _str(data: Mapping[str, Any], name: str, default: str, max_chars: int) -> st
     return value
 
 
+def _bool(data: Mapping[str, Any], name: str, default: bool) -> bool:
+    value = data.get(name, default)
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):  # A1111 sends inpainting_mask_invert as 0/1
+        return bool(value)
+    raise RequestValidationError(name, f"must be true or false, got {value!r}")
+
+
+def _optional_str(mapping: Mapping[str, Any], name: str, where: str) -> str | None:
+    value = mapping.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise RequestValidationError(f"{where}.{name}", "must be a string")
+    return value.strip() or None
+
+
+def parse_save_dir(value: Any) -> str | None:
+    """A PAI-EAS `save_dir`: a relative folder inside the member's working directory, normalised.
+
+    Absolute paths, `..`, backslashes and hidden segments are refused: the PNGs must land in
+    the caller's own directory and nowhere else.
+    """
+    if value is None or value == "":
+        return None
+    where = "alwayson_scripts.save_dir"
+    if not isinstance(value, str):
+        raise RequestValidationError(where, "must be a string")
+    if value.startswith(("/", "~")) or "\\" in value or ":" in value:
+        raise RequestValidationError(
+            where, f"{value!r} is not allowed: give a folder relative to your working directory, e.g. tmp/outputs"
+        )
+    parts = [part for part in value.split("/") if part not in ("", ".")]
+    for part in parts:
+        if part == ".." or not _SAVE_DIR_PART.match(part):
+            raise RequestValidationError(
+                where, f"{value!r} is not allowed: use plain folder names (letters, digits, _ . - @ +), no '..'"
+            )
+    if not parts:
+        raise RequestValidationError(where, "must name a folder, e.g. tmp/outputs")
+    if parts[0] == "models":
+        raise RequestValidationError(where, "must not point into your models folder")
+    return "/".join(parts)
+
+
 def _size(data: Mapping[str, Any], name: str, limits: Limits) -> int:
     # A1111 works on an 8× smaller latent, so sizes effectively snap down to a multiple of 8.
     return _int(data, name, 512, limits.min_size, limits.max_size) // 8 * 8
@@ -149,9 +222,18 @@ def parse_generation_request(
         override_settings = {}
     if not isinstance(override_settings, Mapping):
         raise RequestValidationError("override_settings", "must be an object")
-    checkpoint = override_settings.get("sd_model_checkpoint")
-    if checkpoint is not None and not isinstance(checkpoint, str):
-        raise RequestValidationError("override_settings.sd_model_checkpoint", "must be a string")
+    # PAI-EAS puts its extras straight into alwayson_scripts (next to the A1111 script entries).
+    alwayson = data.get("alwayson_scripts")
+    if alwayson is None:
+        alwayson = {}
+    if not isinstance(alwayson, Mapping):
+        raise RequestValidationError("alwayson_scripts", "must be an object")
+    checkpoint = _optional_str(override_settings, "sd_model_checkpoint", "override_settings") or _optional_str(
+        alwayson, "sd_model_checkpoint", "alwayson_scripts"
+    )
+    vae = _optional_str(override_settings, "sd_vae", "override_settings") or _optional_str(
+        alwayson, "sd_vae", "alwayson_scripts"
+    )
 
     sampler_name = _str(data, "sampler_name", "", 100) or _str(data, "sampler_index", "Euler", 100)
     scheduler = _str(data, "scheduler", "Automatic", 100)
@@ -185,19 +267,46 @@ def parse_generation_request(
         scheduler=sampler.schedule_label,
         batch_size=_int(data, "batch_size", 1, 1, limits.max_batch_size),
         n_iter=_int(data, "n_iter", 1, 1, limits.max_n_iter),
-        checkpoint=checkpoint or None,
+        checkpoint=checkpoint,
+        vae=vae,
         override_settings=dict(override_settings),
+        save_dir=parse_save_dir(alwayson.get("save_dir")),
+        **(_img2img_fields(data) if kind == "img2img" else {}),
     )
 
 
-def batch_key(request: GenerationRequest, *, model_key: str, lora_key: str) -> str:
+def _img2img_fields(data: Mapping[str, Any]) -> dict[str, Any]:
+    """img2img's own fields, with A1111's API defaults (`mask_blur` sets both directions)."""
+    blur = _int(data, "mask_blur", 4, 0, 64)
+    denoising_strength = _float(data, "denoising_strength", 0.75, 0.0, 1.0)
+    return {
+        "denoising_strength": denoising_strength,
+        "resize_mode": _int(data, "resize_mode", 0, 0, 3),
+        "mask_blur_x": _int(data, "mask_blur_x", blur, 0, 64),
+        "mask_blur_y": _int(data, "mask_blur_y", blur, 0, 64),
+        "mask_round": _bool(data, "mask_round", True),
+        "inpainting_fill": _int(data, "inpainting_fill", 0, 0, 3),
+        "inpaint_full_res": _bool(data, "inpaint_full_res", True),
+        "inpaint_full_res_padding": _int(data, "inpaint_full_res_padding", 0, 0, 1024),
+        "inpainting_mask_invert": _bool(data, "inpainting_mask_invert", False),
+    }
+
+
+def batch_key(request: GenerationRequest, *, model_key: str, lora_key: str, vae_key: str = "") -> str:
     """Jobs with equal keys can share one pipeline call: everything the UNet batch shares.
 
-    Prompts, seeds and image counts may differ (each image has its own generator); the model,
-    LoRA set, size, steps, sampler and guidance may not.
+    Prompts, seeds, image counts and init images may differ (each image has its own generator
+    and its own init image); the model, VAE, LoRA set, size, steps, sampler and guidance may
+    not, nor, for img2img, the strength and how images and masks are prepared.
     """
-    shared = (
-        request.kind, model_key, lora_key, request.width, request.height, request.steps,
+    shared: tuple[Any, ...] = (
+        request.kind, model_key, vae_key, lora_key, request.width, request.height, request.steps,
         request.sampler_name, request.scheduler, request.cfg_scale, request.subseed_strength,
     )
+    if request.kind == "img2img":
+        shared += (
+            request.denoising_strength, request.mask is not None, request.resize_mode, request.mask_blur_x,
+            request.mask_blur_y, request.mask_round, request.inpainting_fill, request.inpaint_full_res,
+            request.inpaint_full_res_padding, request.inpainting_mask_invert,
+        )
     return hashlib.sha256(repr(shared).encode()).hexdigest()[:32]

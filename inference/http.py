@@ -7,26 +7,44 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from inference.a1111.images import ImageInputError
 from inference.generation import RequestValidationError
 from inference.model_registry import ModelNotFound
 from inference.services import NotAMember
 from tenants.auth import request_user
 
-MAX_BODY_BYTES = 50 * 1024 * 1024
+
+
+class PayloadTooLarge(ValueError):
+    """The request body is over `ATELIER_MAX_REQUEST_BYTES` (a 413)."""
 
 
 def error(status: int, message: str, **extra: Any) -> JsonResponse:
     return JsonResponse({"error": message, **extra}, status=status)
 
 
+def body_bytes(request: HttpRequest) -> bytes:
+    """The raw body, or `PayloadTooLarge` past the configured limit (Django refuses to buffer it)."""
+    try:
+        return request.body
+    except RequestDataTooBig:
+        limit_mb = settings.ATELIER_MAX_REQUEST_BYTES / (1024 * 1024)
+        raise PayloadTooLarge(
+            f"the request body is over the {limit_mb:g} MB limit: send large images as http(s) URLs instead"
+        ) from None
+
+
 def json_body(request: HttpRequest) -> Any:
-    if not request.body:
+    body = body_bytes(request)
+    if not body:
         raise RequestValidationError("body", "a JSON object is required")
     try:
-        return json.loads(request.body)
+        return json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RequestValidationError("body", f"is not valid JSON ({exc})") from None
 
@@ -47,8 +65,6 @@ def api_view(*methods: str) -> Callable:
                 response = error(401, "authentication required: send 'Authorization: Bearer <your API token>'")
                 response["WWW-Authenticate"] = 'Bearer realm="atelier"'
                 return response
-            if int(request.headers.get("Content-Length") or 0) > MAX_BODY_BYTES:
-                return error(413, f"request body over {MAX_BODY_BYTES // (1024 * 1024)} MB")
             try:
                 return view(request, user, *args, **kwargs)
             except RequestValidationError as exc:
@@ -58,6 +74,10 @@ def api_view(*methods: str) -> Callable:
                 return error(400, f"{field}: {exc}", field=field)
             except NotAMember as exc:
                 return error(403, str(exc))
+            except ImageInputError as exc:
+                return error(400, exc.message)
+            except PayloadTooLarge as exc:
+                return error(413, str(exc))
 
         return wrapper
 

@@ -30,7 +30,7 @@ def format_infotext(prompt: str, negative_prompt: str, params: Mapping[str, Any]
     return "\n".join(lines)
 
 
-def txt2img_infotext(
+def generation_infotext(
     *,
     prompt: str,
     negative_prompt: str,
@@ -43,7 +43,9 @@ def txt2img_infotext(
     height: int,
     model_hash: str | None,
     model_name: str | None,
+    extra: Mapping[str, Any] | None = None,
 ) -> str:
+    """One image's infotext; `extra` adds entries after the model (VAE, img2img settings) in A1111's order."""
     return format_infotext(
         prompt,
         negative_prompt,
@@ -56,6 +58,28 @@ def txt2img_infotext(
             "Size": f"{width}x{height}",
             "Model hash": model_hash,
             "Model": model_name,
+            **(extra or {}),
             "Version": VERSION,
         },
     )
+
+
+INPAINT_AREAS = {True: "Only masked", False: "Whole picture"}
+MASKED_CONTENT = ("fill", "original", "latent noise", "latent nothing")
+
+
+def img2img_infotext_params(request: Any) -> dict[str, Any]:
+    """The entries A1111 adds for img2img (and inpainting, when there is a mask)."""
+    params: dict[str, Any] = {"Denoising strength": request.denoising_strength}
+    if request.mask:
+        blur = request.mask_blur_x if request.mask_blur_x == request.mask_blur_y else None
+        params.update({
+            "Mask blur": blur,
+            "Mask blur x": None if blur is not None else request.mask_blur_x,
+            "Mask blur y": None if blur is not None else request.mask_blur_y,
+            "Inpaint area": INPAINT_AREAS[bool(request.inpaint_full_res)],
+            "Masked area padding": request.inpaint_full_res_padding,
+            "Masked content": MASKED_CONTENT[request.inpainting_fill],
+            "Mask mode": "Inpaint not masked" if request.inpainting_mask_invert else None,
+        })
+    return params

@@ -114,3 +114,15 @@ def checkpoint_resolve_for_user(user: AbstractUser, ident: str | None) -> ModelE
         if entry.matches(ident):
             return entry
     raise ModelNotFound(f"unknown checkpoint {ident!r}; GET /api/v1/models lists the ones you may use")
+
+
+def vae_resolve_for_user(user: AbstractUser, ident: str | None) -> ModelEntry | None:
+    """A VAE file by any A1111 id form; None for the checkpoint's own VAE ("Automatic", "None")."""
+    from inference.generation import NO_VAE
+
+    if ident is None or ident.strip() in NO_VAE:
+        return None
+    for entry in model_list_for_user(user, "VAE"):
+        if entry.matches(ident):
+            return entry
+    raise ModelNotFound(f"unknown VAE {ident!r}; GET /sdapi/v1/sd-vae lists the ones you may use")

@@ -70,6 +70,9 @@ class Job(models.Model):
     checkpoint_title = models.CharField(max_length=500)
     checkpoint_path = models.CharField(max_length=1000)
     checkpoint_sha256 = models.CharField(max_length=64)
+    vae_title = models.CharField(max_length=500, blank=True, help_text="Empty: the checkpoint's own VAE.")
+    vae_path = models.CharField(max_length=1000, blank=True)
+    vae_sha256 = models.CharField(max_length=64, blank=True)
     # What the scheduler matches on: the model that must be loaded, the LoRA set, and the
     # key of everything that must be equal for jobs to share one pipeline batch.
     model_key = models.CharField(max_length=200)

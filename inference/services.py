@@ -7,21 +7,27 @@ never move a job twice or record two sets of images.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 
 from django.contrib.auth.models import AbstractUser
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
 from inference.events import job_event_publish
 from inference.generation import GenerationRequest, RequestValidationError, batch_key
-from inference.model_registry import checkpoint_resolve_for_user, model_list_for_user
+from inference.inputs import InputImages
+from inference.model_registry import checkpoint_resolve_for_user, model_list_for_user, vae_resolve_for_user
 from inference.models import Job, Worker
 from inference.prompts import LORA_KINDS, ExtraNetwork, PromptError, parse_prompt
 from inference.prompts import lora_key as lora_key_of
 from tenants.selectors import tenant_for_user
 from tenants.services import usage_record
+from tenants.workdirs import user_inputs_key
 
 logger = logging.getLogger(__name__)
 
@@ -30,11 +36,14 @@ class NotAMember(PermissionError):
     """Only members of a tenant submit jobs: their tenant is billed for them."""
 
 
-def job_submit(*, user: AbstractUser, request: GenerationRequest) -> Job:
+def job_submit(*, user: AbstractUser, request: GenerationRequest, inputs: InputImages | None = None) -> Job:
     """Store a validated request as a queued job and ask the scheduler to place it.
 
-    Raises `ModelNotFound` for a checkpoint the user may not use, `NotAMember` for a user
-    outside any tenant.
+    img2img needs `inputs` (decoded by the adapter, see `inference/inputs.py`); they are stored
+    in the member's own `inputs/` folder and the job refers to them by storage key.
+
+    Raises `ModelNotFound` for a checkpoint or VAE the user may not use, `NotAMember` for a
+    user outside any tenant, `RequestValidationError` for anything else wrong with it.
     """
     from inference.dispatch import dispatch_pending_safely
 
@@ -42,9 +51,13 @@ def job_submit(*, user: AbstractUser, request: GenerationRequest) -> Job:
     if tenant is None:
         raise NotAMember(f"{user.get_username()} is not a member of any tenant, so cannot generate")
     checkpoint = checkpoint_resolve_for_user(user, request.checkpoint)
+    vae = vae_resolve_for_user(user, request.vae)
     networks = _extra_networks_for_user(user, request)
-    model_key = checkpoint.sha256  # a VAE override will join this key
+    if request.kind == "img2img":
+        request = _with_stored_inputs(user, request, inputs)
+    model_key = checkpoint.sha256  # what a worker must have loaded; a VAE is a cheap swap
     lora_key = lora_key_of([n for n in networks if n.kind in LORA_KINDS])
+    vae_key = vae.sha256 if vae else ""
     job = Job.objects.create(
         owner=user,
         tenant=tenant,
@@ -53,14 +66,43 @@ def job_submit(*, user: AbstractUser, request: GenerationRequest) -> Job:
         checkpoint_title=checkpoint.title,
         checkpoint_path=str(checkpoint.path),
         checkpoint_sha256=checkpoint.sha256,
+        vae_title=vae.title if vae else "",
+        vae_path=str(vae.path) if vae else "",
+        vae_sha256=vae_key,
         model_key=model_key,
         lora_key=lora_key,
-        batch_key=batch_key(request, model_key=model_key, lora_key=lora_key),
-        total_steps=request.steps * request.n_iter,
+        batch_key=batch_key(request, model_key=model_key, lora_key=lora_key, vae_key=vae_key),
+        total_steps=request.sampling_steps * request.n_iter,
         seeds=request.all_seeds(),
     )
     transaction.on_commit(dispatch_pending_safely)
     return job
+
+
+def _with_stored_inputs(user: AbstractUser, request: GenerationRequest, inputs: InputImages | None) -> GenerationRequest:
+    """The request with its init images and mask stored in the member's `inputs/` folder.
+
+    Files are named by content, so the same picture sent a hundred times is stored once.
+    """
+    if inputs is None or not inputs.init_images:
+        raise RequestValidationError("init_images", "img2img needs at least one init image")
+    if len(inputs.init_images) > request.batch_size:
+        raise RequestValidationError(
+            "init_images", f"{len(inputs.init_images)} images for batch_size {request.batch_size}: send at most one per batch image"
+        )
+    folder = user_inputs_key(user.get_username())
+
+    def store(data: bytes) -> str:
+        key = f"{folder}/{hashlib.sha256(data).hexdigest()[:40]}.png"
+        if not default_storage.exists(key):
+            default_storage.save(key, ContentFile(data))
+        return key
+
+    return dataclasses.replace(
+        request,
+        init_images=[store(data) for data in inputs.init_images],
+        mask=store(inputs.mask) if inputs.mask is not None else None,
+    )
 
 
 def _extra_networks_for_user(user: AbstractUser, request: GenerationRequest) -> list[ExtraNetwork]:
@@ -166,14 +208,17 @@ def job_mark_cancelled(*, job: Job, attempt: int, gpu_seconds: float = 0.0) -> b
 
 
 def user_options_update(*, user: AbstractUser, values: dict) -> dict:
-    """Set a member's own options. Unknown keys are ignored (as A1111 does); a checkpoint must
-    be one the member may use (`ModelNotFound` otherwise). Returns what was stored."""
+    """Set a member's own options. Unknown keys are ignored (as A1111 does); a checkpoint or
+    VAE must be one the member may use (`ModelNotFound` otherwise). Returns what was stored."""
     from inference.models import UserOptions
     from inference.selectors import OPTION_DEFAULTS
 
     known = {key: value for key, value in values.items() if key in OPTION_DEFAULTS and key != "sd_checkpoint_hash"}
     if known.get("sd_model_checkpoint") is not None:
         known["sd_model_checkpoint"] = checkpoint_resolve_for_user(user, str(known["sd_model_checkpoint"])).title
+    if "sd_vae" in known:  # A1111 stores the file name, or "Automatic" / "None"
+        vae = vae_resolve_for_user(user, str(known["sd_vae"] or "None"))
+        known["sd_vae"] = vae.name if vae else (str(known["sd_vae"] or "None").strip() or "None")
     options, _ = UserOptions.objects.get_or_create(user=user)
     options.values = {**options.values, **known}
     options.save(update_fields=["values", "updated_at"])

@@ -4,6 +4,8 @@
     DATA_DIR/tenants/<tenant>/models/<kind>/ shared by one team
     DATA_DIR/users/<user>/models/<kind>/     private to one member
     DATA_DIR/users/<user>/outputs/           the member's generated images
+    DATA_DIR/users/<user>/inputs/            img2img init images and masks they sent
+    DATA_DIR/users/<user>/<save_dir>/        images of requests with PAI's `save_dir`
 """
 
 from __future__ import annotations
@@ -34,6 +36,16 @@ def user_model_dir(username: str, kind: str) -> Path:
 def user_outputs_key(username: str) -> str:
     """The storage key prefix of a user's outputs (relative to the default storage)."""
     return f"users/{_safe(username)}/outputs"
+
+
+def user_inputs_key(username: str) -> str:
+    """The storage key prefix of the init images and masks a user sent."""
+    return f"users/{_safe(username)}/inputs"
+
+
+def user_save_dir_key(username: str, save_dir: str) -> str:
+    """The storage key prefix of a validated (relative, normalised) PAI `save_dir`."""
+    return f"users/{_safe(username)}/{save_dir}"
 
 
 def tenant_model_dir(tenant_slug: str, kind: str) -> Path:

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 import io
+import ipaddress
 import re
 import socket
 import time

@@ -2,10 +2,11 @@
 
 from django.urls import path
 
-from inference.a1111 import api
+from inference.a1111 import api, generate
 
 urlpatterns = [
-    path("txt2img", api.txt2img),
+    path("txt2img", generate.txt2img),
+    path("img2img", generate.img2img),
     path("png-info", api.png_info),
     path("progress", api.progress),
     path("interrupt", api.interrupt),

@@ -1,7 +1,8 @@
 """The GPU worker runtime: a cache of loaded pipelines and txt2img on diffusers (no Django).
 
 One `WorkerRuntime` is owned by each worker process (see `inference/tasks.py`). It takes
-plain data (`Txt2ImgSpec`) and returns PIL images, calling `on_step` after every denoising
+plain data (`GenerationSpec`: txt2img, or img2img and inpainting when it carries init images)
+and returns PIL images, calling `on_step` after every denoising
 step; `on_step` raising stops generation there (that is how cancel works).
 """
 
@@ -20,15 +21,33 @@ import torch
 from PIL import Image
 
 from inference.worker.checkpoints import load_pipeline
+from inference.worker.img2img import InpaintSettings, PreparedImage, finish, prepare
+from inference.worker.vae import load_vae_file
 
 logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
-class Txt2ImgSpec:
+class Img2ImgInputs:
+    """What turns a batch into img2img: one init image (and mask) per image, and how to prepare them.
+
+    Images and masks arrive as the client sent them; `inference/worker/img2img.py` resizes,
+    crops and blurs them as A1111 does, and pastes the results back over the originals.
+    """
+
+    init_images: list[Image.Image]  # one per image of the batch
+    masks: list[Image.Image | None]  # one per image; None: plain img2img for that image
+    denoising_strength: float
+    resize_mode: int = 0
+    inpaint: InpaintSettings = field(default_factory=InpaintSettings)
+
+
+@dataclass(frozen=True)
+class GenerationSpec:
     """One pipeline batch: shared settings, and one prompt, negative prompt and seed per image.
 
     The images may come from several jobs (cross-user batching): every image has its own
-    generator, so an image depends on its own seed and prompt, not on its neighbours.
+    generator (and, for img2img, its own init image), so an image depends on its own seed and
+    prompt, not on its neighbours.
     """
 
     checkpoint_path: str
@@ -43,6 +62,9 @@ class Txt2ImgSpec:
     max_batch: int  # images per pipeline call; more images run as successive chunks
     scheduler_class: str
     scheduler_kwargs: dict[str, Any] = field(default_factory=dict)
+    vae_path: str = ""  # a VAE file instead of the checkpoint's own
+    vae_sha256: str = ""
+    img2img: Img2ImgInputs | None = None
 
     def chunks(self) -> list[range]:
         return [range(start, min(start + self.max_batch, len(self.seeds))) for start in range(0, len(self.seeds), self.max_batch)]
@@ -101,6 +123,31 @@ class PipelineCache:
         return list(self._pipelines)
 
 
+class VaeCache:
+    """Standalone VAE files loaded for a checkpoint, least recently used first out (they are small)."""
+
+    def __init__(self, *, capacity: int = 4) -> None:
+        self.capacity = capacity
+        self._vaes: OrderedDict[tuple[str, str], diffusers.AutoencoderKL] = OrderedDict()
+
+    def get(self, path: str, sha256: str, *, checkpoint_sha256: str, like: diffusers.AutoencoderKL) -> diffusers.AutoencoderKL:
+        key = (sha256, checkpoint_sha256)  # converted to the shape and dtype of that checkpoint's VAE
+        vae = self._vaes.get(key)
+        if vae is None:
+            vae = self._vaes[key] = load_vae_file(Path(path), like=like)
+            while len(self._vaes) > self.capacity:
+                self._vaes.popitem(last=False)
+        self._vaes.move_to_end(key)
+        return vae
+
+
+PIPELINE_CLASSES = {
+    "txt2img": diffusers.StableDiffusionPipeline,
+    "img2img": diffusers.StableDiffusionImg2ImgPipeline,
+    "inpaint": diffusers.StableDiffusionInpaintPipeline,
+}
+
+
 class WorkerRuntime:
     def __init__(self, *, device: str = "auto", cache_size: int = 2, config_cache_dir: Path) -> None:
         self.device = resolve_device(device)
@@ -108,6 +155,7 @@ class WorkerRuntime:
         self.pipelines = PipelineCache(
             capacity=cache_size, device=self.device, dtype=self.dtype, config_cache_dir=config_cache_dir
         )
+        self.vaes = VaeCache()
 
     def describe_device(self) -> tuple[str, int | None]:
         if self.device.type == "cuda":
@@ -115,20 +163,37 @@ class WorkerRuntime:
             return f"{self.device} ({props.name})", props.total_memory
         return str(self.device), None
 
-    def _pipeline_for(self, spec: Txt2ImgSpec) -> diffusers.StableDiffusionPipeline:
+    def _pipeline_for(self, spec: GenerationSpec, task: str) -> diffusers.DiffusionPipeline:
         cached = self.pipelines.get(spec.checkpoint_path, spec.checkpoint_sha256)
+        components = dict(cached.components)
+        if spec.vae_path:
+            components["vae"] = self.vaes.get(
+                spec.vae_path, spec.vae_sha256, checkpoint_sha256=spec.checkpoint_sha256, like=cached.vae
+            )
         scheduler_cls = getattr(diffusers, spec.scheduler_class)
-        scheduler = scheduler_cls.from_config(cached.scheduler.config, **spec.scheduler_kwargs)
+        components["scheduler"] = scheduler_cls.from_config(cached.scheduler.config, **spec.scheduler_kwargs)
         # A new pipeline object over the cached modules: the cache is never mutated per job.
-        pipeline = diffusers.StableDiffusionPipeline(
-            **{**cached.components, "scheduler": scheduler}, requires_safety_checker=False
-        )
+        pipeline = PIPELINE_CLASSES[task](**components, requires_safety_checker=False)
         pipeline.set_progress_bar_config(disable=True)
         return pipeline
 
-    def txt2img(self, spec: Txt2ImgSpec, on_step: StepCallback | None = None) -> list[Image.Image | None]:
+    def generate(self, spec: GenerationSpec, on_step: StepCallback | None = None) -> list[Image.Image | None]:
         """Images in the order of `spec.seeds`; None for the images of a skipped chunk."""
-        pipeline = self._pipeline_for(spec)
+        img2img = spec.img2img
+        prepared: list[PreparedImage] = []
+        if img2img is not None:
+            prepared = [
+                prepare(
+                    img2img.init_images[i], img2img.masks[i], width=spec.width, height=spec.height,
+                    resize_mode=img2img.resize_mode, settings=img2img.inpaint, seed=spec.seeds[i],
+                )
+                for i in range(len(spec.seeds))
+            ]
+        if img2img is None:
+            task = "txt2img"
+        else:
+            task = "inpaint" if any(p.mask is not None for p in prepared) else "img2img"
+        pipeline = self._pipeline_for(spec, task)
         images: list[Image.Image | None] = []
         for chunk_index, chunk in enumerate(spec.chunks()):
 
@@ -140,23 +205,35 @@ class WorkerRuntime:
             # One generator per image, seeded with its own seed: an image does not depend on
             # its batch neighbours or its position (A1111's "seed + i" convention).
             generators = [torch.Generator(device="cpu").manual_seed(spec.seeds[i]) for i in chunk]
+            kwargs: dict[str, Any] = {}
+            if img2img is not None:
+                kwargs = {"image": [prepared[i].image for i in chunk], "strength": img2img.denoising_strength}
+                if task == "inpaint":  # an all-black mask comes back as None: nothing to repaint
+                    kwargs["mask_image"] = [prepared[i].mask or Image.new("L", (spec.width, spec.height)) for i in chunk]
             try:
                 if on_step is not None:
                     on_step(chunk_index, 0)
-                with torch.inference_mode():
-                    result = pipeline(
-                        prompt=[spec.prompts[i] for i in chunk],
-                        negative_prompt=[spec.negative_prompts[i] for i in chunk],
-                        num_inference_steps=spec.steps,
-                        guidance_scale=spec.cfg_scale,
-                        width=spec.width,
-                        height=spec.height,
-                        generator=generators,
-                        callback_on_step_end=step_end,
-                        output_type="pil",
-                    )
+                if img2img is not None and int(spec.steps * img2img.denoising_strength) == 0:
+                    # No denoising step to run (A1111: strength 0 returns the init image).
+                    generated = [prepared[i].image for i in chunk]
+                else:
+                    with torch.inference_mode():
+                        generated = pipeline(
+                            prompt=[spec.prompts[i] for i in chunk],
+                            negative_prompt=[spec.negative_prompts[i] for i in chunk],
+                            num_inference_steps=spec.steps,
+                            guidance_scale=spec.cfg_scale,
+                            width=spec.width,
+                            height=spec.height,
+                            generator=generators,
+                            callback_on_step_end=step_end,
+                            output_type="pil",
+                            **kwargs,
+                        ).images
             except SkipChunk:
                 images.extend([None] * len(chunk))
                 continue
-            images.extend(result.images)
+            if img2img is not None:  # paste back over the original, keep unmasked pixels
+                generated = [finish(image, prepared[i]) for image, i in zip(generated, chunk, strict=True)]
+            images.extend(generated)
         return images

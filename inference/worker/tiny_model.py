@@ -7,9 +7,10 @@ factor 8, a CLIP text encoder over the real 49,408-token vocabulary) but very sm
 noise, but every code path of a real checkpoint is exercised.
 
 :func:`write_tiny_checkpoint` saves it as one A1111-style ``.safetensors`` file in the original LDM
-key layout. The ``*_to_ldm`` functions are the inverse of diffusers' single-file converters for
-SD1.x, so loading the file with :func:`inference.worker.checkpoints.load_pipeline` yields exactly
-the weights that were built.
+key layout; :func:`write_tiny_vae` saves a tiny-sd VAE alone, as A1111's ``models/VAE`` files are.
+The ``*_to_ldm`` functions are the inverse of diffusers' single-file converters for SD1.x, so
+loading the file with :func:`inference.worker.checkpoints.load_pipeline` yields exactly the weights
+that were built.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ __all__ = [
     "unet_to_ldm",
     "vae_to_ldm",
     "write_tiny_checkpoint",
+    "write_tiny_vae",
 ]
 
 _UNET_RESNET_RENAMES = (
@@ -200,6 +202,33 @@ def write_tiny_checkpoint(path: Path, *, seed: int = 0) -> Path:
         # One metadata key only: safetensors serialises metadata from a hash map, so several keys come
         # out in varying order and the same seed would give files with different hashes.
         save_file(tensors, tmp_name, metadata={"format": "pt"})
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_tiny_vae(path: Path, *, seed: int = 1) -> Path:
+    """Write a tiny-sd VAE (random weights from ``seed``) as an A1111-style standalone VAE file.
+
+    The file holds bare LDM keys (``encoder.down.0.block.0.conv1.weight``, ..., no
+    ``first_stage_model.`` prefix) as float16, like the ``models/VAE/*.safetensors`` files A1111 uses.
+    The default seed differs from :func:`write_tiny_checkpoint`'s, so the VAE decodes differently from
+    the checkpoint's own. Written atomically like :func:`write_tiny_checkpoint`; returns ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    vae = build_tiny_components(seed=seed)["vae"]
+    ldm = vae_to_ldm(vae.state_dict(), num_blocks=len(vae.config.block_out_channels))
+    tensors = {
+        k.removeprefix(VAE_PREFIX): v.detach().to("cpu", dtype=torch.float16, copy=True).contiguous()
+        for k, v in ldm.items()
+    }
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp_name, metadata={"format": "pt"})  # one key: see write_tiny_checkpoint
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

@@ -13,7 +13,7 @@ from PIL import Image, PngImagePlugin
 
 from inference.a1111.images import ImageInputError
 from inference.a1111.pnginfo import parse_generation_parameters, read_png_info
-from inference.infotext import txt2img_infotext
+from inference.infotext import generation_infotext
 
 A1111_EXAMPLE = (
     "cpc explosion, <lora:207:1>\n"
@@ -46,7 +46,7 @@ def with_user_comment(fmt: str, text: str) -> bytes:
     return buffer.getvalue()
 
 
-OUR_INFOTEXT = txt2img_infotext(
+OUR_INFOTEXT = generation_infotext(
     prompt="a lighthouse at dusk, (volumetric light:1.2)",
     negative_prompt="blurry, lowres",
     steps=25,

@@ -158,3 +158,145 @@ def test_png_info_reads_an_a1111_png_and_refuses_bad_images(api) -> None:
         response = api("bob").post("/sdapi/v1/png-info", bad)
         assert response.status_code == 422, bad
         assert set(response.json()) == {"error", "detail", "body", "errors"}
+
+
+# --- img2img and the PAI-EAS extras: bad input never makes a job, a file or a request ---------
+
+
+def _png_b64(size=(64, 64), color=(200, 30, 30)) -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _bomb_b64() -> str:
+    """A valid few-KB PNG that claims 50000 x 50000 pixels: decoding it would need 7.5 GB."""
+    import base64
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 50000, 50000, 8, 2, 0, 0, 0)
+    rows = zlib.compress(b"\0" * (1 + 3 * 50000) * 8)  # a few rows; the header is what matters
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+    return base64.b64encode(png).decode()
+
+
+@pytest.fixture
+def listener():
+    """A loopback HTTP server that records every request: SSRF tests assert it saw none."""
+    import http.server
+    import threading
+
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            seen.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    server.shutdown()
+
+
+def _assert_refused(response, status: int, needle: str) -> None:
+    assert response.status_code == status, response.content
+    payload = response.json()
+    assert set(payload) == {"error", "detail", "body", "errors"}
+    assert needle in payload["detail"], payload["detail"]
+    assert not Job.objects.exists()
+
+
+def test_img2img_without_an_init_image_is_a1111s_404(api) -> None:
+    _assert_refused(api("alice").post("/sdapi/v1/img2img", {"prompt": "x"}), 404, "Init image not found")
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        ({"init_images": ["not base64!!"]}, 422, "init_images[0]"),
+        ({"init_images": "abc"}, 422, "must be a list"),
+        ({"init_images": [_png_b64()], "denoising_strength": 1.5}, 422, "denoising_strength"),
+        ({"init_images": [_png_b64()], "resize_mode": 7}, 422, "resize_mode"),
+        ({"init_images": [_png_b64()], "inpainting_fill": -1}, 422, "inpainting_fill"),
+        ({"init_images": [_png_b64(), _png_b64()], "batch_size": 1}, 422, "at most 1"),
+        ({"init_images": [_png_b64()], "mask": _png_b64((32, 32))}, 422, "same size"),
+        ({"init_images": [_bomb_b64()]}, 422, "pixels"),
+        ({"init_images": [_png_b64()], "override_settings": {"sd_vae": "no-such-vae"}}, 404, "no-such-vae"),
+        ({"init_images": [_png_b64()], "alwayson_scripts": {"sd_model_checkpoint": "nope"}}, 404, "nope"),
+        ({"init_images": ["file:///etc/passwd"]}, 422, "only http and https"),
+    ],
+)
+def test_bad_img2img_input_is_a_4xx_naming_the_problem(api, body, status, needle) -> None:
+    _assert_refused(api("alice").post("/sdapi/v1/img2img", body), status, needle)
+
+
+def test_a_20_mb_image_is_refused_before_decoding(api) -> None:
+    import base64
+
+    huge = base64.b64encode(b"\x89PNG" + b"\0" * (15 * 1024 * 1024)).decode()  # 20 MB of base64
+    _assert_refused(api("alice").post("/sdapi/v1/img2img", {"init_images": [huge]}), 422, "limit")
+
+
+def test_a_body_over_the_request_limit_is_a_413(api, settings) -> None:
+    settings.ATELIER_MAX_REQUEST_BYTES = settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
+    body = {"init_images": ["A" * (2 * 1024 * 1024)]}
+    _assert_refused(api("alice").post("/sdapi/v1/img2img", body), 413, "send large images as http(s) URLs")
+
+
+@pytest.mark.parametrize("save_dir", ["../../etc", "/etc", "tmp/../../x", "~/x", "C:\\temp", "models/Lora", ".."])
+def test_save_dir_outside_the_members_directory_is_refused(api, settings, save_dir) -> None:
+    before = sorted(p for p in settings.DATA_DIR.rglob("*"))
+    body = {"prompt": "x", "alwayson_scripts": {"save_dir": save_dir}}
+    _assert_refused(api("alice").post("/sdapi/v1/txt2img", body), 422, "save_dir")
+    assert sorted(p for p in settings.DATA_DIR.rglob("*")) == before  # nothing written anywhere
+
+
+@pytest.mark.parametrize("path", ["/", "/admin", "/latest/meta-data"])
+def test_image_link_to_a_private_address_is_refused_unfetched(api, listener, path) -> None:
+    url, seen = listener
+    body = {"alwayson_scripts": {"image_link": url + path}}
+    _assert_refused(api("alice").post("/sdapi/v1/img2img", body), 422, "image_link")
+    for blocked in ("http://localhost/", "http://169.254.169.254/latest/meta-data", "http://[::1]/", "http://10.0.0.1/x.png"):
+        body = {"init_images": [blocked]}
+        _assert_refused(api("alice").post("/sdapi/v1/img2img", body), 422, "init_images[0]")
+    assert seen == []  # the platform never contacted the private address
+
+
+def test_image_link_must_be_a_url_string(api) -> None:
+    _assert_refused(api("alice").post("/sdapi/v1/img2img", {"alwayson_scripts": {"image_link": 5}}), 422, "image_link")
+    body = {"alwayson_scripts": {"image_link": "file:///etc/passwd"}}
+    _assert_refused(api("alice").post("/sdapi/v1/img2img", body), 422, "only http and https")
+
+
+def test_the_vae_option_is_per_member_and_must_be_one_they_may_use(api, settings) -> None:
+    from inference.worker.tiny_model import write_tiny_vae
+
+    vae = write_tiny_vae(settings.DATA_DIR / "users" / "alice" / "models" / "VAE" / "alices-vae.safetensors")
+    try:
+        assert [v["model_name"] for v in api("alice").get("/sdapi/v1/sd-vae").json()] == ["alices-vae"]
+        assert api("bob").get("/sdapi/v1/sd-vae").json() == []
+        assert api("alice").post("/sdapi/v1/options", {"sd_vae": "alices-vae"}).status_code == 200
+        assert api("alice").get("/sdapi/v1/options").json()["sd_vae"] == "alices-vae.safetensors"
+        assert api("bob").get("/sdapi/v1/options").json()["sd_vae"] == "Automatic"
+        response = api("bob").post("/sdapi/v1/options", {"sd_vae": "alices-vae.safetensors"})
+        assert response.status_code == 404 and "unknown VAE" in response.json()["detail"]
+        assert api("alice").post("/sdapi/v1/options", {"sd_vae": "None"}).status_code == 200
+        assert api("alice").get("/sdapi/v1/options").json()["sd_vae"] == "None"
+    finally:
+        vae.unlink()

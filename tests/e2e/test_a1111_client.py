@@ -1,20 +1,46 @@
 """A widely used third-party A1111 client (webuiapi, from PyPI, unmodified) against a running
-platform: list and switch models through options, txt2img, read `info` and the PNG infotext."""
+platform: list and switch models through options, txt2img, img2img and inpainting, read `info`
+and the PNG infotext; a VAE override; PAI-EAS's `save_dir`, `image_link` and `id_task`."""
 
 from __future__ import annotations
 
+import base64
+import http.server
+import io
+import threading
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
 import pytest
 import webuiapi
+from PIL import Image
 
+from inference.worker.tiny_model import write_tiny_vae
 from tests.harness import Platform, running_platform
 
 pytestmark = pytest.mark.e2e
 
 
+def _install_team_vae(platform: Platform) -> None:
+    write_tiny_vae(platform.data_dir / "public" / "models" / "VAE" / "tiny-vae.safetensors", seed=1)
+
+
 @pytest.fixture(scope="module")
 def platform():
-    with running_platform(workers=1) as platform:
+    # Fetching image URLs from 127.0.0.1 is allowed here only: the test's image server is local.
+    # (tests/a1111/test_sdapi_routes.py shows the default refuses private addresses.)
+    with running_platform(
+        workers=1, env_overrides={"ATELIER_FETCH_ALLOW_PRIVATE": "1"}, before_start=_install_team_vae
+    ) as platform:
         yield platform
+
+
+def pattern(size: int = 64) -> Image.Image:
+    """A picture with structure, so a changed pixel is visible."""
+    grid = np.indices((size, size)).sum(axis=0) % 16 < 8
+    array = np.stack([grid * 220, (~grid) * 180, np.full((size, size), 60)], axis=-1).astype(np.uint8)
+    return Image.fromarray(array)
 
 
 def client(platform: Platform, user: str) -> webuiapi.WebUIApi:
@@ -57,3 +83,103 @@ def test_another_member_sees_neither_alices_jobs_nor_her_options(platform: Platf
     intruder = webuiapi.WebUIApi(baseurl=f"{platform.base_url}/sdapi/v1", username="charlie", password="wrong")
     with pytest.raises(RuntimeError, match="401"):  # webuiapi raises on a non-200 generation answer
         intruder.txt2img(prompt="x", width=64, height=64)
+
+
+def test_webuiapi_img2img_and_inpainting(platform: Platform) -> None:
+    alice = client(platform, "alice")
+    init = pattern()
+    result = alice.img2img(images=[init], prompt="a tiled floor", seed=7, width=64, height=64, denoising_strength=0.5)
+    assert result.image.size == (64, 64)
+    assert result.info["denoising_strength"] == 0.5 and result.info["seed"] == 7
+    assert "Denoising strength: 0.5" in result.image.info["parameters"]
+    again = alice.img2img(images=[init], prompt="a tiled floor", seed=7, width=64, height=64, denoising_strength=0.5)
+    assert np.array_equal(np.asarray(again.image), np.asarray(result.image))  # same seed, same image
+
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    inpainted = alice.img2img(
+        images=[init], mask_image=mask, prompt="a red square", seed=7, width=64, height=64,
+        denoising_strength=1.0, mask_blur=0, inpainting_fill=1,
+    )
+    before, after = np.asarray(init).astype(int), np.asarray(inpainted.image.convert("RGB")).astype(int)
+    outside = np.asarray(mask) == 0
+    assert np.abs(after[outside] - before[outside]).max() <= 1  # unmasked pixels kept
+    assert np.abs(after[20:44, 20:44] - before[20:44, 20:44]).mean() > 10  # the masked square was repainted
+    infotext = inpainted.image.info["parameters"]
+    assert "Mask blur: 0" in infotext and "Inpaint area: Only masked" in infotext and "Masked content: original" in infotext
+
+
+def test_vae_override_per_request_and_per_member(platform: Platform) -> None:
+    bob = client(platform, "bob")
+    vaes = platform.get("bob", "/sdapi/v1/sd-vae").json()
+    assert [v["model_name"] for v in vaes] == ["tiny-vae"]
+    common = {"prompt": "a harbour", "seed": 11, "width": 64, "height": 64}
+    own = bob.txt2img(**common)
+    swapped = bob.txt2img(**common, override_settings={"sd_vae": "tiny-vae.safetensors"})
+    assert not np.array_equal(np.asarray(own.image), np.asarray(swapped.image))
+    assert swapped.info["sd_vae_name"] == "tiny-vae" and own.info["sd_vae_name"] is None
+    assert "VAE: tiny-vae" in swapped.image.info["parameters"]
+    bob.set_options({"sd_vae": "tiny-vae"})  # bob's own default from now on; alice's stays "Automatic"
+    by_option = bob.txt2img(**common)
+    assert np.array_equal(np.asarray(by_option.image), np.asarray(swapped.image))
+    assert client(platform, "alice").get_options()["sd_vae"] == "Automatic"
+
+
+@pytest.fixture
+def image_server() -> Iterator[str]:
+    buffer = io.BytesIO()
+    pattern().save(buffer, format="PNG")
+    payload = buffer.getvalue()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/input.png"
+    server.shutdown()
+
+
+def test_pai_eas_extras_save_dir_image_link_and_id_task(platform: Platform, image_server: str) -> None:
+    body = {
+        "prompt": "a lantern", "steps": 4, "width": 64, "height": 64, "seed": 5, "batch_size": 2,
+        "denoising_strength": 0.6,
+        "alwayson_scripts": {
+            "image_link": image_server, "save_dir": "tmp/outputs", "id_task": "14837", "uid": "123",
+            "sd_model_checkpoint": "atelier-tiny.safetensors", "sd_vae": "Automatic",
+        },
+    }
+    response = platform.post("alice", "/sdapi/v1/img2img", body)
+    assert response.status_code == 200, response.text
+    payload = response.json()
+    assert payload["images"] == []
+    parameters = payload["parameters"]
+    assert parameters["id_task"] == "14837" and parameters["status"] == 0 and parameters["error_msg"] == ""
+    assert parameters["seed"] == "5,6" and parameters["total_time"] > 0
+    urls = parameters["image_url"].split(",")
+    paths = parameters["image_path"].split(",")
+    assert len(urls) == 2 and all(path.startswith("tmp/outputs/") for path in paths)
+    for url, path in zip(urls, paths, strict=True):
+        saved = platform.data_dir / "users" / "alice" / path
+        assert saved.is_file()
+        downloaded = httpx.get(url, headers=platform.headers("alice"))
+        assert downloaded.status_code == 200 and downloaded.content == saved.read_bytes()
+        assert httpx.get(url, headers=platform.headers("charlie")).status_code == 404  # charlie: not his
+    assert not list((platform.data_dir / "users" / "alice" / "outputs").rglob(f"*{urls[0].split('/')[-3]}*"))
+
+    # txt2img takes save_dir too; without save_dir, id_task is still echoed.
+    response = platform.post("alice", "/sdapi/v1/txt2img", {
+        "prompt": "x", "steps": 2, "width": 64, "height": 64, "alwayson_scripts": {"id_task": "t-2"},
+    })
+    assert response.status_code == 200 and response.json()["parameters"]["id_task"] == "t-2"
+    assert len(response.json()["images"]) == 1
+    decoded = Image.open(io.BytesIO(base64.b64decode(response.json()["images"][0])))
+    assert decoded.size == (64, 64)

@@ -161,3 +161,41 @@ def test_prompt_loras_must_be_ones_the_user_has(api, personas) -> None:
         assert "is not a number" in response.json()["error"]
     finally:
         lora.unlink()
+
+
+def _png_b64(color=(10, 200, 30)) -> str:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), color).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_img2img_inputs_are_stored_once_in_the_members_own_folder(api, settings) -> None:
+    image = _png_b64()
+    first = submit(api, kind="img2img", init_images=[image], mask=_png_b64((255, 255, 255)), denoising_strength=0.5)
+    second = submit(api, kind="img2img", init_images=["data:image/png;base64," + image], steps=10)
+    a, b = Job.objects.get(public_id=first), Job.objects.get(public_id=second)
+    assert a.params["init_images"] == b.params["init_images"]  # same picture, one file
+    key = a.params["init_images"][0]
+    assert key.startswith("users/alice/inputs/") and (settings.DATA_DIR / key).is_file()
+    assert a.params["mask"].startswith("users/alice/inputs/") and b.params["mask"] is None
+    assert (a.total_steps, b.total_steps) == (5, 7)  # int(steps × denoising strength), as A1111 runs
+    assert a.batch_key != b.batch_key  # a mask and another strength: not one pipeline call
+
+
+@pytest.mark.parametrize(
+    ("fields", "needle"),
+    [
+        ({}, "init_images"),
+        ({"init_images": ["http://example.com/x.png"]}, "URLs are not accepted here"),
+        ({"init_images": ["!!"]}, "init_images[0]"),
+        ({"init_images": [_png_b64()], "alwayson_scripts": {"save_dir": "../x"}}, "save_dir"),
+    ],
+)
+def test_bad_img2img_input_is_a_400(api, fields, needle) -> None:
+    response = api("alice").post("/api/v1/jobs", {**BODY, "kind": "img2img", **fields})
+    assert response.status_code == 400 and needle in response.json()["error"], response.content
+    assert not Job.objects.exists()

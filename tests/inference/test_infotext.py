@@ -1,8 +1,8 @@
-from inference.infotext import format_infotext, txt2img_infotext
+from inference.infotext import format_infotext, generation_infotext
 
 
 def test_layout_matches_a1111() -> None:
-    text = txt2img_infotext(
+    text = generation_infotext(
         prompt="a cat", negative_prompt="blurry", steps=20, sampler_name="DPM++ 2M", schedule_label="Karras",
         cfg_scale=7.0, seed=1234, width=512, height=768, model_hash="6ce0161689", model_name="v1-5",
     )

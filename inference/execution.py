@@ -26,13 +26,13 @@ from PIL import Image, PngImagePlugin
 
 from inference.dispatch import dispatch_pending_safely, worker_heartbeat
 from inference.generation import GenerationRequest
-from inference.infotext import generation_infotext, img2img_infotext_params
+from inference.infotext import generation_infotext, hires_infotext_params, img2img_infotext_params
 from inference.models import Job
 from inference.prompts import extract_extra_networks
 from inference.samplers import SamplerChoice, resolve_sampler
 from inference.services import job_claim, job_fail, job_mark_cancelled, job_progress, job_succeed
 from inference.worker.img2img import InpaintSettings
-from inference.worker.runtime import GenerationSpec, Img2ImgInputs, SkipChunk, WorkerRuntime
+from inference.worker.runtime import GenerationSpec, HiresSpec, Img2ImgInputs, SkipChunk, WorkerRuntime
 from tenants.workdirs import user_outputs_key, user_save_dir_key
 
 logger = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ class BatchMember:
 
 def _infotexts(job: Job, request: GenerationRequest, sampler: SamplerChoice) -> list[str]:
     model_name, _, hash_part = job.checkpoint_title.rpartition(" [")
-    extra = img2img_infotext_params(request) if request.kind == "img2img" else {}
+    extra = img2img_infotext_params(request) if request.kind == "img2img" else hires_infotext_params(request)
     if job.vae_title:
         vae_name, _, vae_hash = job.vae_title.rpartition(" [")
         extra = {"VAE hash": vae_hash.rstrip("]"), "VAE": vae_name, **extra}
@@ -232,6 +232,12 @@ def _run_batch(jobs: list[tuple[str, int]], worker_name: str, runtime: WorkerRun
         scheduler_class=sampler.scheduler_class,
         scheduler_kwargs=sampler.scheduler_kwargs,
         img2img=_img2img_inputs(members) if lead.kind == "img2img" else None,
+        hires=HiresSpec(
+            width=lead.hr_width, height=lead.hr_height, upscaler=lead.hr_upscaler,
+            steps=lead.hr_second_pass_steps or lead.steps, denoising_strength=lead.denoising_strength,
+        ) if lead.hires else None,
+        subseeds=[subseed for m in members for subseed in m.request.all_subseeds()],
+        subseed_strength=lead.subseed_strength,
     )
 
     def on_step(chunk: int, step: int) -> None:

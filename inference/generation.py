@@ -71,6 +71,22 @@ class GenerationRequest:
     inpainting_mask_invert: bool = False
     # PAI-EAS: a folder inside the member's working directory for the PNGs (instead of outputs/)
     save_dir: str | None = None
+    # txt2img hires fix: a second, img2img pass at hr_width × hr_height (0 × 0: off)
+    hr_width: int = 0
+    hr_height: int = 0
+    hr_upscaler: str = "Latent"
+    hr_second_pass_steps: int = 0  # 0: as many as `steps`
+
+    @property
+    def hires(self) -> bool:
+        return self.kind == "txt2img" and self.hr_width > 0
+
+    @property
+    def hr_steps(self) -> int:
+        """Denoising steps the hires pass runs (`hr_second_pass_steps × denoising_strength`, as A1111)."""
+        if not self.hires:
+            return 0
+        return int((self.hr_second_pass_steps or self.steps) * self.denoising_strength)
 
     @property
     def image_count(self) -> int:
@@ -81,11 +97,16 @@ class GenerationRequest:
         """Denoising steps actually run: img2img runs `steps × denoising_strength`, as A1111 does."""
         if self.kind == "img2img":
             return int(self.steps * self.denoising_strength)
-        return self.steps
+        return self.steps + self.hr_steps
 
     def all_seeds(self) -> list[int]:
-        """One seed per image: seed, seed+1, … as A1111 does without variation strength."""
-        return [self.seed + i for i in range(self.image_count)]
+        """One seed per image: seed, seed+1, …; with a variation strength all images share the
+        seed and vary by subseed instead (A1111's rule)."""
+        step = 0 if self.subseed_strength > 0 else 1
+        return [self.seed + i * step for i in range(self.image_count)]
+
+    def all_subseeds(self) -> list[int]:
+        return [self.subseed + i for i in range(self.image_count)]
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -262,7 +283,8 @@ def parse_generation_request(
         height=_size(data, "height", limits),
         seed=seed,
         subseed=subseed,
-        subseed_strength=_float(data, "subseed_strength", 0.0, 0.0, 1.0),
+        # Variation seeds need the starting noise, which diffusers' img2img draws itself: txt2img only.
+        subseed_strength=_float(data, "subseed_strength", 0.0, 0.0, 1.0) if kind == "txt2img" else 0.0,
         sampler_name=sampler.name,
         scheduler=sampler.schedule_label,
         batch_size=_int(data, "batch_size", 1, 1, limits.max_batch_size),
@@ -271,8 +293,50 @@ def parse_generation_request(
         vae=vae,
         override_settings=dict(override_settings),
         save_dir=parse_save_dir(alwayson.get("save_dir")),
-        **(_img2img_fields(data) if kind == "img2img" else {}),
+        **(_img2img_fields(data) if kind == "img2img" else _hires_fields(data, limits)),
     )
+
+
+HIRES_UPSCALERS = (
+    "Latent", "Latent (antialiased)", "Latent (bicubic)", "Latent (bicubic antialiased)", "Latent (nearest)",
+    "Latent (nearest-exact)", "None", "Lanczos", "Nearest",
+)
+
+
+def _hires_fields(data: Mapping[str, Any], limits: Limits) -> dict[str, Any]:
+    """A1111's hires fix: target from hr_resize_x/y, else the first pass × hr_scale."""
+    if not _bool(data, "enable_hr", False):
+        return {}
+    width, height = _size(data, "width", limits), _size(data, "height", limits)
+    scale = _float(data, "hr_scale", 2.0, 1.0, 8.0)
+    resize_x = _int(data, "hr_resize_x", 0, 0, 100_000)
+    resize_y = _int(data, "hr_resize_y", 0, 0, 100_000)
+    if resize_x == 0 and resize_y == 0:
+        target_w, target_h = int(width * scale), int(height * scale)
+    elif resize_y == 0:  # one side given: keep the aspect ratio, as A1111 does
+        target_w, target_h = resize_x, resize_x * height // width
+    elif resize_x == 0:
+        target_w, target_h = resize_y * width // height, resize_y
+    else:
+        target_w, target_h = resize_x, resize_y
+    target_w, target_h = target_w // 8 * 8, target_h // 8 * 8
+    if max(target_w, target_h) > limits.max_size:
+        raise RequestValidationError(
+            "hr_scale", f"the hires-fix target {target_w}x{target_h} is over the {limits.max_size} px limit: lower hr_scale or hr_resize_x/y"
+        )
+    upscaler = _str(data, "hr_upscaler", "Latent", 100) or "Latent"
+    match = next((name for name in HIRES_UPSCALERS if name.lower() == upscaler.lower()), None)
+    if match is None:
+        raise RequestValidationError(
+            "hr_upscaler", f"{upscaler!r} is not installed; available: {', '.join(HIRES_UPSCALERS)}"
+        )
+    return {
+        "hr_width": max(target_w, width),
+        "hr_height": max(target_h, height),
+        "hr_upscaler": match,
+        "hr_second_pass_steps": _int(data, "hr_second_pass_steps", 0, 0, limits.max_steps),
+        "denoising_strength": _float(data, "denoising_strength", 0.75, 0.0, 1.0),
+    }
 
 
 def _img2img_fields(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -303,6 +367,8 @@ def batch_key(request: GenerationRequest, *, model_key: str, lora_key: str, vae_
         request.kind, model_key, vae_key, lora_key, request.width, request.height, request.steps,
         request.sampler_name, request.scheduler, request.cfg_scale, request.subseed_strength,
     )
+    if request.hires:
+        shared += (request.hr_width, request.hr_height, request.hr_upscaler, request.hr_steps, request.denoising_strength)
     if request.kind == "img2img":
         shared += (
             request.denoising_strength, request.mask is not None, request.resize_mode, request.mask_blur_x,

@@ -83,3 +83,18 @@ def img2img_infotext_params(request: Any) -> dict[str, Any]:
             "Mask mode": "Inpaint not masked" if request.inpainting_mask_invert else None,
         })
     return params
+
+
+def hires_infotext_params(request: Any) -> dict[str, Any]:
+    """The entries A1111 adds for txt2img's hires fix (and variation seeds)."""
+    params: dict[str, Any] = {}
+    if request.subseed_strength > 0:
+        params.update({"Variation seed": request.subseed, "Variation seed strength": request.subseed_strength})
+    if request.hires:
+        params.update({
+            "Denoising strength": request.denoising_strength,
+            "Hires resize": f"{request.hr_width}x{request.hr_height}",
+            "Hires steps": request.hr_second_pass_steps or None,
+            "Hires upscaler": request.hr_upscaler,
+        })
+    return params

@@ -69,7 +69,7 @@ IMG2IMG_ECHO_DEFAULTS: dict[str, Any] = {
 }
 
 NOT_YET = {  # accepted, answered with a note in `info` (the generation-features issue adds them)
-    "enable_hr": "hires fix", "restore_faces": "face restoration", "tiling": "tiling",
+    "restore_faces": "face restoration", "tiling": "tiling",
     "refiner_checkpoint": "SDXL refiner", "styles": "prompt styles", "script_name": "scripts",
 }
 
@@ -112,6 +112,8 @@ def _notes(body: dict[str, Any], generation: GenerationRequest) -> list[str]:
     if any(p.extra_networks for p in parsed):
         notes.append("LoRAs and hypernetworks are validated but not applied by the workers yet")
     notes += [f"{feature} is kept as plain text (not honoured yet)" for p in parsed for feature in p.unsupported]
+    if generation.kind == "img2img" and body.get("subseed_strength"):
+        notes.append("variation seeds (subseed_strength) apply to txt2img only and were not applied")
     if generation.kind == "img2img" and generation.mask and generation.inpainting_fill in (2, 3):
         notes.append("latent noise / latent nothing fills are approximated in pixel space")
     return notes

@@ -8,6 +8,7 @@ step; `on_step` raising stops generation there (that is how cancel works).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import OrderedDict
@@ -42,6 +43,17 @@ class Img2ImgInputs:
 
 
 @dataclass(frozen=True)
+class HiresSpec:
+    """txt2img's hires fix: upscale the first pass, then an img2img pass at the target size."""
+
+    width: int
+    height: int
+    upscaler: str  # "Latent…" modes resize latents; "None"/"Lanczos"/"Nearest" resize the image
+    steps: int  # the second pass's steps before `denoising_strength` (A1111's hr_second_pass_steps or steps)
+    denoising_strength: float
+
+
+@dataclass(frozen=True)
 class GenerationSpec:
     """One pipeline batch: shared settings, and one prompt, negative prompt and seed per image.
 
@@ -65,6 +77,9 @@ class GenerationSpec:
     vae_path: str = ""  # a VAE file instead of the checkpoint's own
     vae_sha256: str = ""
     img2img: Img2ImgInputs | None = None
+    hires: HiresSpec | None = None
+    subseeds: list[int] = field(default_factory=list)  # one per image; used when subseed_strength > 0
+    subseed_strength: float = 0.0
 
     def chunks(self) -> list[range]:
         return [range(start, min(start + self.max_batch, len(self.seeds))) for start in range(0, len(self.seeds), self.max_batch)]
@@ -210,6 +225,10 @@ class WorkerRuntime:
                 kwargs = {"image": [prepared[i].image for i in chunk], "strength": img2img.denoising_strength}
                 if task == "inpaint":  # an all-black mask comes back as None: nothing to repaint
                     kwargs["mask_image"] = [prepared[i].mask or Image.new("L", (spec.width, spec.height)) for i in chunk]
+            if spec.subseed_strength > 0 and img2img is None:
+                kwargs["latents"] = variation_noise(pipeline, spec, chunk)
+            if spec.hires is not None:
+                kwargs["output_type"] = "latent" if spec.hires.upscaler.startswith("Latent") else "pil"
             try:
                 if on_step is not None:
                     on_step(chunk_index, 0)
@@ -227,9 +246,10 @@ class WorkerRuntime:
                             height=spec.height,
                             generator=generators,
                             callback_on_step_end=step_end,
-                            output_type="pil",
-                            **kwargs,
+                            **{"output_type": "pil", **kwargs},
                         ).images
+                if spec.hires is not None:
+                    generated = self._hires_pass(spec, chunk_index, chunk, generated, on_step)
             except SkipChunk:
                 images.extend([None] * len(chunk))
                 continue
@@ -237,3 +257,85 @@ class WorkerRuntime:
                 generated = [finish(image, prepared[i]) for image, i in zip(generated, chunk, strict=True)]
             images.extend(generated)
         return images
+
+    def _hires_pass(
+        self, spec: GenerationSpec, chunk_index: int, chunk: range, first: Any, on_step: StepCallback | None
+    ) -> list[Image.Image]:
+        """A1111's hires fix: upscale the first pass (latents or pixels), then denoise it again as img2img."""
+        hires = spec.hires
+        assert hires is not None
+        pipeline = self._pipeline_for(spec, "img2img")
+        if hires.upscaler.startswith("Latent"):
+            image: Any = upscale_latents(first, hires.upscaler, width=hires.width, height=hires.height)
+        else:
+            resample = Image.Resampling.NEAREST if hires.upscaler == "Nearest" else Image.Resampling.LANCZOS
+            image = [picture.resize((hires.width, hires.height), resample) for picture in first]
+        if int(hires.steps * hires.denoising_strength) == 0:
+            if isinstance(image, list):
+                return image
+            hires = dataclasses.replace(hires, denoising_strength=1.0 / hires.steps)  # decode at least one step
+
+        def step_end(pipe, step_index, timestep, callback_kwargs):
+            if on_step is not None:
+                on_step(chunk_index, spec.steps + step_index + 1)
+            return callback_kwargs
+
+        generators = [torch.Generator(device="cpu").manual_seed(spec.seeds[i]) for i in chunk]
+        with torch.inference_mode():
+            return pipeline(
+                prompt=[spec.prompts[i] for i in chunk],
+                negative_prompt=[spec.negative_prompts[i] for i in chunk],
+                image=image,
+                strength=hires.denoising_strength,
+                num_inference_steps=hires.steps,
+                guidance_scale=spec.cfg_scale,
+                generator=generators,
+                callback_on_step_end=step_end,
+                output_type="pil",
+            ).images
+
+
+LATENT_MODES = {  # A1111's latent upscale modes → torch interpolate (mode, antialias)
+    "Latent": ("bilinear", False),
+    "Latent (antialiased)": ("bilinear", True),
+    "Latent (bicubic)": ("bicubic", False),
+    "Latent (bicubic antialiased)": ("bicubic", True),
+    "Latent (nearest)": ("nearest", False),
+    "Latent (nearest-exact)": ("nearest-exact", False),
+}
+
+
+def upscale_latents(latents: torch.Tensor, mode_name: str, *, width: int, height: int) -> torch.Tensor:
+    mode, antialias = LATENT_MODES[mode_name]
+    size = (height // 8, width // 8)
+    if mode in ("nearest", "nearest-exact"):
+        return torch.nn.functional.interpolate(latents, size=size, mode=mode)
+    return torch.nn.functional.interpolate(latents, size=size, mode=mode, antialias=antialias)
+
+
+def slerp(strength: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation from `low` (strength 0) to `high` (strength 1), row by row."""
+    low_norm = low / torch.norm(low, dim=1, keepdim=True)
+    high_norm = high / torch.norm(high, dim=1, keepdim=True)
+    dot = (low_norm * high_norm).sum(1)
+    if dot.mean() > 0.9995:
+        return low * (1 - strength) + high * strength
+    omega = torch.acos(dot)
+    so = torch.sin(omega)
+    return (torch.sin((1.0 - strength) * omega) / so).unsqueeze(1) * low + (torch.sin(strength * omega) / so).unsqueeze(1) * high
+
+
+def variation_noise(pipeline: diffusers.DiffusionPipeline, spec: GenerationSpec, chunk: range) -> torch.Tensor:
+    """Each image's starting noise: its seed's noise moved towards its subseed's by `subseed_strength`.
+
+    Drawn exactly as diffusers draws it from a per-image CPU generator, so strength 0 is the
+    plain seed's image.
+    """
+    shape = (1, pipeline.unet.config.in_channels, spec.height // pipeline.vae_scale_factor, spec.width // pipeline.vae_scale_factor)
+    noises = []
+    for i in chunk:
+        seed_noise = torch.randn(shape, generator=torch.Generator(device="cpu").manual_seed(spec.seeds[i]))
+        sub_noise = torch.randn(shape, generator=torch.Generator(device="cpu").manual_seed(spec.subseeds[i]))
+        # A1111: slerp(strength, noise, subnoise), i.e. strength 1 is the subseed's noise
+        noises.append(slerp(spec.subseed_strength, seed_noise.flatten(1), sub_noise.flatten(1)).reshape(shape))
+    return torch.cat(noises).to(device=pipeline.device, dtype=pipeline.unet.dtype)

@@ -86,3 +86,22 @@ def test_json_round_trip() -> None:
     request = parse(prompt="x", override_settings={"sd_model_checkpoint": "tiny"})
     assert GenerationRequest.from_json(request.to_json()) == request
     assert request.checkpoint == "tiny"
+
+
+def test_hires_fix_fields_and_limits() -> None:
+    request = parse(enable_hr=True, width=256, height=128, hr_scale=2, steps=20, hr_second_pass_steps=10)
+    assert (request.hr_width, request.hr_height, request.hr_upscaler) == (512, 256, "Latent")
+    assert request.sampling_steps == 20 + int(10 * 0.75) and request.hires
+    one_side = parse(enable_hr=True, width=256, height=128, hr_resize_x=1024)
+    assert (one_side.hr_width, one_side.hr_height) == (1024, 512)
+    assert not parse(width=256, hr_scale=2).hires  # enable_hr off: ignored
+    with pytest.raises(RequestValidationError, match="hires-fix target 4096x4096 is over"):
+        parse(enable_hr=True, width=1024, height=1024, hr_scale=4)
+    with pytest.raises(RequestValidationError, match="R-ESRGAN 4x\\+' is not installed"):
+        parse(enable_hr=True, width=256, height=256, hr_upscaler="R-ESRGAN 4x+")
+
+
+def test_variation_seeds_share_the_seed_and_count_up_subseeds() -> None:
+    request = parse(seed=5, subseed=100, subseed_strength=0.4, batch_size=3)
+    assert request.all_seeds() == [5, 5, 5] and request.all_subseeds() == [100, 101, 102]
+    assert parse(kind="img2img", subseed_strength=0.4).subseed_strength == 0.0  # txt2img only

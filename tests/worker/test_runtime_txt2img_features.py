@@ -1,0 +1,56 @@
+"""txt2img's hires fix and variation seeds in the worker runtime, on the tiny model."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inference.samplers import resolve_sampler
+from inference.worker.runtime import GenerationSpec, HiresSpec, WorkerRuntime
+from inference.worker.tiny_model import write_tiny_checkpoint
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> tuple[WorkerRuntime, GenerationSpec]:
+    folder = tmp_path_factory.mktemp("features")
+    checkpoint = write_tiny_checkpoint(folder / "tiny.safetensors")
+    choice = resolve_sampler("Euler")  # not ancestral: the starting noise is all the seed decides
+    spec = GenerationSpec(
+        checkpoint_path=str(checkpoint), checkpoint_sha256="tiny", prompts=["a"] * 2, negative_prompts=[""] * 2,
+        seeds=[1, 2], subseeds=[10, 11], steps=4, cfg_scale=7.0, width=64, height=64, max_batch=8,
+        scheduler_class=choice.scheduler_class, scheduler_kwargs=choice.scheduler_kwargs,
+    )
+    return WorkerRuntime(device="cpu", cache_size=1, config_cache_dir=folder / "cache"), spec
+
+
+def px(image) -> np.ndarray:
+    return np.asarray(image, dtype=np.int16)
+
+
+@pytest.mark.parametrize("upscaler", ["Latent", "Latent (nearest-exact)", "Latent (bicubic antialiased)", "Lanczos", "None"])
+def test_hires_fix_makes_a_bigger_image_in_a_second_pass(base, upscaler) -> None:
+    rt, spec = base
+    steps: list[int] = []
+    hires = HiresSpec(width=128, height=96, upscaler=upscaler, steps=4, denoising_strength=0.5)
+    images = rt.generate(dataclasses.replace(spec, hires=hires), on_step=lambda chunk, step: steps.append(step))
+    assert [image.size for image in images] == [(128, 96), (128, 96)]
+    assert steps == [0, 1, 2, 3, 4, 5, 6]  # 4 first-pass steps, then int(4 × 0.5) hires steps
+    again = rt.generate(dataclasses.replace(spec, hires=hires))
+    assert np.array_equal(px(again[0]), px(images[0]))
+    plain_upscale = rt.generate(spec)[0].resize((128, 96))
+    assert np.abs(px(images[0]) - px(plain_upscale)).mean() > 1  # the second pass really ran
+
+
+def test_variation_seeds_move_from_the_seed_towards_the_subseed(base) -> None:
+    rt, spec = base
+    plain = rt.generate(spec)
+    assert np.array_equal(px(rt.generate(dataclasses.replace(spec, subseed_strength=0.0))[0]), px(plain[0]))
+    varied = rt.generate(dataclasses.replace(spec, subseed_strength=0.3))
+    assert np.abs(px(varied[0]) - px(plain[0])).max() > 10
+    assert np.array_equal(px(rt.generate(dataclasses.replace(spec, subseed_strength=0.3))[0]), px(varied[0]))
+    # strength 1 is the subseed's own noise: seed 10 with subseed 1 gives seed 1's image
+    swapped = rt.generate(dataclasses.replace(spec, seeds=[10, 11], subseeds=[1, 2], subseed_strength=1.0))
+    assert np.abs(px(swapped[0]) - px(plain[0])).max() <= 1

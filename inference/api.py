@@ -37,7 +37,8 @@ def job_json(job: Job, *, viewer=None) -> dict[str, Any]:
         "checkpoint": job.checkpoint_title,
         "seeds": job.seeds,
         "infotexts": job.infotexts,
-        "params": job.params,
+        # resolved extra networks carry server paths: members see their prompt, not our disks
+        "params": {key: value for key, value in job.params.items() if key != "networks"},
         "created_at": job.created_at.isoformat(),
         "started_at": job.started_at.isoformat() if job.started_at else None,
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,

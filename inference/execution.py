@@ -32,6 +32,7 @@ from inference.prompts import extract_extra_networks
 from inference.samplers import SamplerChoice, resolve_sampler
 from inference.services import job_claim, job_fail, job_mark_cancelled, job_progress, job_succeed
 from inference.worker.img2img import InpaintSettings
+from inference.worker.lora import LoraSpec
 from inference.worker.runtime import GenerationSpec, HiresSpec, Img2ImgInputs, SkipChunk, WorkerRuntime
 from tenants.workdirs import user_outputs_key, user_save_dir_key
 
@@ -236,6 +237,11 @@ def _run_batch(jobs: list[tuple[str, int]], worker_name: str, runtime: WorkerRun
             width=lead.hr_width, height=lead.hr_height, upscaler=lead.hr_upscaler,
             steps=lead.hr_second_pass_steps or lead.steps, denoising_strength=lead.denoising_strength,
         ) if lead.hires else None,
+        loras=[
+            LoraSpec(path=n["path"], sha256=n["sha256"], te_weight=n["te_weight"], unet_weight=n["unet_weight"])
+            for n in lead.networks if n["kind"] == "lora"
+        ],
+        hypernetworks=[(n["path"], n["sha256"], n["unet_weight"]) for n in lead.networks if n["kind"] == "hypernet"],
         subseeds=[subseed for m in members for subseed in m.request.all_subseeds()],
         subseed_strength=lead.subseed_strength,
     )

@@ -57,6 +57,9 @@ class GenerationRequest:
     checkpoint: str | None = None  # override_settings.sd_model_checkpoint: any A1111 id form
     vae: str | None = None  # override_settings.sd_vae; None: the checkpoint's own VAE
     override_settings: dict[str, Any] = field(default_factory=dict)
+    # the prompts' <lora:…>/<hypernet:…> resolved to files (set by `job_submit`, never by clients):
+    # {"kind", "name", "path", "sha256", "te_weight", "unet_weight"} in order of appearance
+    networks: list[dict[str, Any]] = field(default_factory=list)
     # img2img: storage keys of the stored input images (set by `job_submit`, never by clients)
     init_images: list[str] = field(default_factory=list)
     mask: str | None = None

@@ -18,6 +18,9 @@ from tenants.selectors import tenant_for_user
 from tenants.workdirs import public_model_dir, tenant_model_dir, user_model_dir
 
 MODEL_SUFFIXES = (".safetensors",)
+# A1111 ships hypernetworks and embeddings as .pt; workers load those with torch's weights-only
+# unpickler, which refuses anything but tensors and plain containers.
+SUFFIXES_BY_KIND = {"hypernetworks": (".safetensors", ".pt"), "embeddings": (".safetensors", ".pt", ".bin")}
 SCOPES = ("user", "tenant", "public")  # resolution precedence when names collide
 
 
@@ -77,7 +80,7 @@ def _scan(folder: Path, kind: str, scope: str) -> list[ModelEntry]:
     entries = []
     root = folder.resolve()
     for path in sorted(folder.rglob("*")):
-        if path.suffix.lower() not in MODEL_SUFFIXES or not path.is_file():
+        if path.suffix.lower() not in SUFFIXES_BY_KIND.get(kind, MODEL_SUFFIXES) or not path.is_file():
             continue
         resolved = path.resolve()
         if not resolved.is_relative_to(root):  # a symlink out of the folder is ignored

@@ -23,7 +23,7 @@ from inference.generation import GenerationRequest, RequestValidationError, batc
 from inference.inputs import InputImages
 from inference.model_registry import checkpoint_resolve_for_user, model_list_for_user, vae_resolve_for_user
 from inference.models import Job, Worker
-from inference.prompts import LORA_KINDS, ExtraNetwork, PromptError, parse_prompt
+from inference.prompts import ExtraNetwork, PromptError, parse_prompt
 from inference.prompts import lora_key as lora_key_of
 from tenants.selectors import tenant_for_user
 from tenants.services import usage_record
@@ -52,11 +52,11 @@ def job_submit(*, user: AbstractUser, request: GenerationRequest, inputs: InputI
         raise NotAMember(f"{user.get_username()} is not a member of any tenant, so cannot generate")
     checkpoint = checkpoint_resolve_for_user(user, request.checkpoint)
     vae = vae_resolve_for_user(user, request.vae)
-    networks = _extra_networks_for_user(user, request)
+    request = dataclasses.replace(request, networks=_extra_networks_for_user(user, request))
     if request.kind == "img2img":
         request = _with_stored_inputs(user, request, inputs)
     model_key = checkpoint.sha256  # what a worker must have loaded; a VAE is a cheap swap
-    lora_key = lora_key_of([n for n in networks if n.kind in LORA_KINDS])
+    lora_key = network_key(request.networks)
     vae_key = vae.sha256 if vae else ""
     job = Job.objects.create(
         owner=user,
@@ -105,25 +105,48 @@ def _with_stored_inputs(user: AbstractUser, request: GenerationRequest, inputs: 
     )
 
 
-def _extra_networks_for_user(user: AbstractUser, request: GenerationRequest) -> list[ExtraNetwork]:
-    """The prompts' `<lora:…>` / `<hypernet:…>` tags, each naming a file the user may use."""
+NETWORK_FOLDERS = {"lora": "Lora", "lyco": "Lora", "hypernet": "hypernetworks"}
+
+
+def _extra_networks_for_user(user: AbstractUser, request: GenerationRequest) -> list[dict]:
+    """The prompts' `<lora:…>` / `<hypernet:…>` tags, each resolved to a file the user may use."""
     networks: list[ExtraNetwork] = []
     for field_name, text in (("prompt", request.prompt), ("negative_prompt", request.negative_prompt)):
         try:
             networks.extend(parse_prompt(text).extra_networks)
         except PromptError as exc:
             raise RequestValidationError(field_name, str(exc)) from None
-    folders = {"lora": "Lora", "lyco": "Lora", "hypernet": "hypernetworks"}
-    for kind, folder in folders.items():
-        wanted = {n.name for n in networks if n.kind == kind}
-        if wanted:
-            available = {entry.model_name for entry in model_list_for_user(user, folder)}
-            available |= {entry.model_name.rsplit("/", 1)[-1] for entry in model_list_for_user(user, folder)}
-            for name in sorted(wanted - available):
-                raise RequestValidationError(
-                    "prompt", f"unknown {kind} {name!r}: put it in your models/{folder} folder, or pick one you have"
-                )
-    return networks
+    entries = {folder: model_list_for_user(user, folder) for folder in set(NETWORK_FOLDERS.values())}
+    resolved = []
+    for network in networks:
+        folder = NETWORK_FOLDERS.get(network.kind)
+        if folder is None:
+            continue  # other extra networks (e.g. <textual_inversion:…>) are not files we load
+        # A1111 matches a tag by file stem; a name in a subfolder matches by its stem too.
+        entry = next(
+            (e for e in entries[folder] if network.name in (e.model_name, e.model_name.rsplit("/", 1)[-1])), None
+        )
+        if entry is None:
+            raise RequestValidationError(
+                "prompt", f"unknown {network.kind} {network.name!r}: put it in your models/{folder} folder, or pick one you have"
+            )
+        resolved.append({
+            "kind": "hypernet" if network.kind == "hypernet" else "lora", "name": network.name,
+            "path": str(entry.path), "sha256": entry.sha256,
+            "te_weight": network.te_weight, "unet_weight": network.unet_weight,
+        })
+    return resolved
+
+
+def network_key(networks: list[dict]) -> str:
+    """What a batch's extra networks must agree on: the LoRA set (any order) and the
+    hypernetworks in order (A1111 applies them in sequence)."""
+    loras = [
+        ExtraNetwork(kind="lora", name=n["sha256"], te_weight=n["te_weight"], unet_weight=n["unet_weight"])
+        for n in networks if n["kind"] == "lora"
+    ]
+    hypernets = ";".join(f"{n['sha256']}@{n['unet_weight']:.6g}" for n in networks if n["kind"] == "hypernet")
+    return lora_key_of(loras) + (f"|hypernet={hypernets}" if hypernets else "")
 
 
 def job_cancel(*, job: Job) -> Job:

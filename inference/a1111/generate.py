@@ -109,8 +109,6 @@ def _submit(user, generation: GenerationRequest, inputs: InputImages | None) -> 
 def _notes(body: dict[str, Any], generation: GenerationRequest) -> list[str]:
     notes = [f"{label} is not available yet and was not applied" for key, label in NOT_YET.items() if body.get(key)]
     parsed = [parse_prompt(generation.prompt), parse_prompt(generation.negative_prompt)]
-    if any(p.extra_networks for p in parsed):
-        notes.append("LoRAs and hypernetworks are validated but not applied by the workers yet")
     notes += [f"{feature} is kept as plain text (not honoured yet)" for p in parsed for feature in p.unsupported]
     if generation.kind == "img2img" and body.get("subseed_strength"):
         notes.append("variation seeds (subseed_strength) apply to txt2img only and were not applied")

@@ -21,8 +21,11 @@ import diffusers
 import torch
 from PIL import Image
 
+from inference.worker import hypernetwork
 from inference.worker.checkpoints import load_pipeline
+from inference.worker.hypernetwork import Hypernetwork, load_hypernetwork
 from inference.worker.img2img import InpaintSettings, PreparedImage, finish, prepare
+from inference.worker.lora import LoraSet, LoraSpec
 from inference.worker.vae import load_vae_file
 
 logger = logging.getLogger(__name__)
@@ -78,6 +81,8 @@ class GenerationSpec:
     vae_sha256: str = ""
     img2img: Img2ImgInputs | None = None
     hires: HiresSpec | None = None
+    loras: list[LoraSpec] = field(default_factory=list)
+    hypernetworks: list[tuple[str, str, float]] = field(default_factory=list)  # (path, sha256, strength), in order
     subseeds: list[int] = field(default_factory=list)  # one per image; used when subseed_strength > 0
     subseed_strength: float = 0.0
 
@@ -114,6 +119,7 @@ class PipelineCache:
         self.capacity = max(1, capacity)
         self.device, self.dtype, self.config_cache_dir = device, dtype, config_cache_dir
         self._pipelines: OrderedDict[str, diffusers.StableDiffusionPipeline] = OrderedDict()
+        self._loras: dict[str, LoraSet] = {}  # the LoRA adapters loaded into each cached pipeline
         self.loads = 0
 
     def get(self, path: str, sha256: str) -> diffusers.StableDiffusionPipeline:
@@ -129,6 +135,7 @@ class PipelineCache:
         self._pipelines[sha256] = pipeline
         while len(self._pipelines) > self.capacity:
             evicted, _ = self._pipelines.popitem(last=False)
+            self._loras.pop(evicted, None)
             logger.info("evicted %s from the pipeline cache", evicted)
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -136,6 +143,9 @@ class PipelineCache:
 
     def loaded(self) -> list[str]:
         return list(self._pipelines)
+
+    def loras_for(self, sha256: str) -> LoraSet:
+        return self._loras.setdefault(sha256, LoraSet())
 
 
 class VaeCache:
@@ -171,6 +181,7 @@ class WorkerRuntime:
             capacity=cache_size, device=self.device, dtype=self.dtype, config_cache_dir=config_cache_dir
         )
         self.vaes = VaeCache()
+        self._hypernetworks: OrderedDict[str, Hypernetwork] = OrderedDict()
 
     def describe_device(self) -> tuple[str, int | None]:
         if self.device.type == "cuda":
@@ -192,8 +203,28 @@ class WorkerRuntime:
         pipeline.set_progress_bar_config(disable=True)
         return pipeline
 
+    def _hypernetwork(self, path: str, sha256: str) -> Hypernetwork:
+        loaded = self._hypernetworks.get(sha256)
+        if loaded is None:
+            loaded = self._hypernetworks[sha256] = load_hypernetwork(Path(path), device=self.device)
+            while len(self._hypernetworks) > 8:
+                self._hypernetworks.popitem(last=False)
+        self._hypernetworks.move_to_end(sha256)
+        return loaded
+
     def generate(self, spec: GenerationSpec, on_step: StepCallback | None = None) -> list[Image.Image | None]:
-        """Images in the order of `spec.seeds`; None for the images of a skipped chunk."""
+        """Images in the order of `spec.seeds`; None for the images of a skipped chunk.
+
+        The batch's LoRAs and hypernetworks are applied to the cached modules for this call
+        only (every job of a batch shares them: they are part of the batch key).
+        """
+        hypernets = [(self._hypernetwork(path, sha), strength) for path, sha, strength in spec.hypernetworks]
+        pipeline = self._pipeline_for(spec, "txt2img")  # loads the checkpoint; the task's pipeline comes next
+        loras = self.pipelines.loras_for(spec.checkpoint_sha256)
+        with loras.applied(pipeline, spec.loras), hypernetwork.applied(pipeline.unet, hypernets):
+            return self._generate(spec, on_step)
+
+    def _generate(self, spec: GenerationSpec, on_step: StepCallback | None) -> list[Image.Image | None]:
         img2img = spec.img2img
         prepared: list[PreparedImage] = []
         if img2img is not None:

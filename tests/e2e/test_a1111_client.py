@@ -16,14 +16,19 @@ import pytest
 import webuiapi
 from PIL import Image
 
+from inference.worker.tiny_hypernetwork import write_tiny_hypernetwork
+from inference.worker.tiny_lora import write_tiny_lora
 from inference.worker.tiny_model import write_tiny_vae
 from tests.harness import Platform, running_platform
 
 pytestmark = pytest.mark.e2e
 
 
-def _install_team_vae(platform: Platform) -> None:
-    write_tiny_vae(platform.data_dir / "public" / "models" / "VAE" / "tiny-vae.safetensors", seed=1)
+def _install_public_models(platform: Platform) -> None:
+    models = platform.data_dir / "public" / "models"
+    write_tiny_vae(models / "VAE" / "tiny-vae.safetensors", seed=1)
+    write_tiny_lora(models / "Lora" / "tiny-style.safetensors", seed=2)
+    write_tiny_hypernetwork(models / "hypernetworks" / "tiny-hyper.pt", width=32, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +36,7 @@ def platform():
     # Fetching image URLs from 127.0.0.1 is allowed here only: the test's image server is local.
     # (tests/a1111/test_sdapi_routes.py shows the default refuses private addresses.)
     with running_platform(
-        workers=1, env_overrides={"ATELIER_FETCH_ALLOW_PRIVATE": "1"}, before_start=_install_team_vae
+        workers=1, env_overrides={"ATELIER_FETCH_ALLOW_PRIVATE": "1"}, before_start=_install_public_models
     ) as platform:
         yield platform
 
@@ -183,3 +188,23 @@ def test_pai_eas_extras_save_dir_image_link_and_id_task(platform: Platform, imag
     assert len(response.json()["images"]) == 1
     decoded = Image.open(io.BytesIO(base64.b64decode(response.json()["images"][0])))
     assert decoded.size == (64, 64)
+
+
+def test_loras_and_hypernetworks_from_the_prompt(platform: Platform) -> None:
+    bob = client(platform, "bob")
+    assert [lora["name"] for lora in bob.get_loras()] == ["tiny-style"]
+    common = {"seed": 21, "width": 64, "height": 64}
+    plain = px(bob.txt2img(prompt="a quiet street", **common).image)
+    zero = bob.txt2img(prompt="a quiet street <lora:tiny-style:0>", **common)
+    assert np.abs(px(zero.image) - plain).max() <= 1  # weight 0: the plain model
+    full = bob.txt2img(prompt="a quiet street <lora:tiny-style:1>", **common)
+    assert np.abs(px(full.image) - plain).max() > 10
+    assert "<lora:tiny-style:1>" in full.image.info["parameters"]  # the infotext keeps the tag, as A1111
+    hyper = bob.txt2img(prompt="a quiet street <hypernet:tiny-hyper:1>", **common)
+    assert np.abs(px(hyper.image) - plain).max() > 10
+    after = bob.txt2img(prompt="a quiet street", **common)  # nothing leaks into the next batch
+    assert np.abs(px(after.image) - plain).max() <= 1
+
+
+def px(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), dtype=np.int16)

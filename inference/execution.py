@@ -135,7 +135,7 @@ def _infotexts(job: Job, request: GenerationRequest, sampler: SamplerChoice) -> 
             height=request.height,
             model_hash=hash_part.rstrip("]") or None,
             model_name=model_name.rsplit(".", 1)[0] or None,
-            extra=extra,
+            extra={**extra, "Clip skip": request.clip_skip if request.clip_skip > 1 else None},
         )
         for seed in job.seeds
     ]
@@ -242,6 +242,8 @@ def _run_batch(jobs: list[tuple[str, int]], worker_name: str, runtime: WorkerRun
             for n in lead.networks if n["kind"] == "lora"
         ],
         hypernetworks=[(n["path"], n["sha256"], n["unet_weight"]) for n in lead.networks if n["kind"] == "hypernet"],
+        embeddings=[(n["name"], n["path"], n["sha256"]) for n in lead.networks if n["kind"] == "embedding"],
+        clip_skip=lead.clip_skip,
         subseeds=[subseed for m in members for subseed in m.request.all_subseeds()],
         subseed_strength=lead.subseed_strength,
     )

@@ -56,6 +56,7 @@ class GenerationRequest:
     n_iter: int = 1
     checkpoint: str | None = None  # override_settings.sd_model_checkpoint: any A1111 id form
     vae: str | None = None  # override_settings.sd_vae; None: the checkpoint's own VAE
+    clip_skip: int = 1  # A1111's CLIP_stop_at_last_layers (override_settings or the member's option)
     override_settings: dict[str, Any] = field(default_factory=dict)
     # the prompts' <lora:…>/<hypernet:…> resolved to files (set by `job_submit`, never by clients):
     # {"kind", "name", "path", "sha256", "te_weight", "unet_weight"} in order of appearance
@@ -294,6 +295,7 @@ def parse_generation_request(
         n_iter=_int(data, "n_iter", 1, 1, limits.max_n_iter),
         checkpoint=checkpoint,
         vae=vae,
+        clip_skip=_int(override_settings, "CLIP_stop_at_last_layers", 1, 1, 12),
         override_settings=dict(override_settings),
         save_dir=parse_save_dir(alwayson.get("save_dir")),
         **(_img2img_fields(data) if kind == "img2img" else _hires_fields(data, limits)),
@@ -367,7 +369,7 @@ def batch_key(request: GenerationRequest, *, model_key: str, lora_key: str, vae_
     not, nor, for img2img, the strength and how images and masks are prepared.
     """
     shared: tuple[Any, ...] = (
-        request.kind, model_key, vae_key, lora_key, request.width, request.height, request.steps,
+        request.kind, model_key, vae_key, lora_key, request.clip_skip, request.width, request.height, request.steps,
         request.sampler_name, request.scheduler, request.cfg_scale, request.subseed_strength,
     )
     if request.hires:

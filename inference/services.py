@@ -23,7 +23,7 @@ from inference.generation import GenerationRequest, RequestValidationError, batc
 from inference.inputs import InputImages
 from inference.model_registry import checkpoint_resolve_for_user, model_list_for_user, vae_resolve_for_user
 from inference.models import Job, Worker
-from inference.prompts import ExtraNetwork, PromptError, parse_prompt
+from inference.prompts import ExtraNetwork, PromptError, find_embeddings, parse_prompt
 from inference.prompts import lora_key as lora_key_of
 from tenants.selectors import tenant_for_user
 from tenants.services import usage_record
@@ -135,6 +135,16 @@ def _extra_networks_for_user(user: AbstractUser, request: GenerationRequest) -> 
             "path": str(entry.path), "sha256": entry.sha256,
             "te_weight": network.te_weight, "unet_weight": network.unet_weight,
         })
+    # Textual-inversion embeddings are named by their file stem anywhere in either prompt.
+    by_name = {e.model_name.rsplit("/", 1)[-1]: e for e in reversed(model_list_for_user(user, "embeddings"))}
+    for text in (request.prompt, request.negative_prompt):
+        for name in find_embeddings(text, by_name):
+            entry = by_name[name]
+            if not any(n["kind"] == "embedding" and n["name"] == name for n in resolved):
+                resolved.append({
+                    "kind": "embedding", "name": name, "path": str(entry.path), "sha256": entry.sha256,
+                    "te_weight": 1.0, "unet_weight": 1.0,
+                })
     return resolved
 
 
@@ -146,7 +156,12 @@ def network_key(networks: list[dict]) -> str:
         for n in networks if n["kind"] == "lora"
     ]
     hypernets = ";".join(f"{n['sha256']}@{n['unet_weight']:.6g}" for n in networks if n["kind"] == "hypernet")
-    return lora_key_of(loras) + (f"|hypernet={hypernets}" if hypernets else "")
+    embeddings = ";".join(sorted(f"{n['name']}@{n['sha256']}" for n in networks if n["kind"] == "embedding"))
+    return (
+        lora_key_of(loras)
+        + (f"|hypernet={hypernets}" if hypernets else "")
+        + (f"|embedding={embeddings}" if embeddings else "")
+    )
 
 
 def job_cancel(*, job: Job) -> Job:

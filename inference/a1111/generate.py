@@ -99,6 +99,9 @@ def _with_member_defaults(user, generation: GenerationRequest) -> GenerationRequ
         generation = dataclasses.replace(generation, checkpoint=str(options["sd_model_checkpoint"]))
     if generation.vae is None and options.get("sd_vae"):
         generation = dataclasses.replace(generation, vae=str(options["sd_vae"]))
+    clip_skip = options.get("CLIP_stop_at_last_layers")
+    if "CLIP_stop_at_last_layers" not in generation.override_settings and isinstance(clip_skip, int) and clip_skip > 1:
+        generation = dataclasses.replace(generation, clip_skip=min(clip_skip, 12))
     return generation
 
 
@@ -157,7 +160,7 @@ def _info(job: Job, notes: list[str]) -> str:
         "denoising_strength": request.denoising_strength if request.kind == "img2img" else None,
         "extra_generation_params": extra,
         "index_of_first_image": 0, "infotexts": list(job.infotexts), "styles": [],
-        "job_timestamp": f"{job.created_at:%Y%m%d%H%M%S}", "clip_skip": 1,
+        "job_timestamp": f"{job.created_at:%Y%m%d%H%M%S}", "clip_skip": request.clip_skip,
         "is_using_inpainting_conditioning": False, "version": VERSION,
         "id_task": job.public_id, "notes": notes,
     })

@@ -23,6 +23,7 @@ from PIL import Image
 
 from inference.worker import hypernetwork
 from inference.worker.checkpoints import load_pipeline
+from inference.worker.conditioning import Embedding, encode_pair, load_embedding_file
 from inference.worker.hypernetwork import Hypernetwork, load_hypernetwork
 from inference.worker.img2img import InpaintSettings, PreparedImage, finish, prepare
 from inference.worker.lora import LoraSet, LoraSpec
@@ -83,6 +84,8 @@ class GenerationSpec:
     hires: HiresSpec | None = None
     loras: list[LoraSpec] = field(default_factory=list)
     hypernetworks: list[tuple[str, str, float]] = field(default_factory=list)  # (path, sha256, strength), in order
+    embeddings: list[tuple[str, str, str]] = field(default_factory=list)  # (name, path, sha256)
+    clip_skip: int = 1  # A1111's numbering: 1 is the text encoder's last layer
     subseeds: list[int] = field(default_factory=list)  # one per image; used when subseed_strength > 0
     subseed_strength: float = 0.0
 
@@ -182,6 +185,7 @@ class WorkerRuntime:
         )
         self.vaes = VaeCache()
         self._hypernetworks: OrderedDict[str, Hypernetwork] = OrderedDict()
+        self._embeddings: OrderedDict[str, Embedding] = OrderedDict()
 
     def describe_device(self) -> tuple[str, int | None]:
         if self.device.type == "cuda":
@@ -211,6 +215,28 @@ class WorkerRuntime:
                 self._hypernetworks.popitem(last=False)
         self._hypernetworks.move_to_end(sha256)
         return loaded
+
+    def _embedding(self, name: str, path: str, sha256: str) -> Embedding:
+        loaded = self._embeddings.get(sha256)
+        if loaded is None:
+            loaded = self._embeddings[sha256] = load_embedding_file(Path(path))
+            while len(self._embeddings) > 64:
+                self._embeddings.popitem(last=False)
+        self._embeddings.move_to_end(sha256)
+        return dataclasses.replace(loaded, name=name) if loaded.name != name else loaded
+
+    def _conditioning(self, pipeline: diffusers.DiffusionPipeline, spec: GenerationSpec, chunk: range) -> dict[str, Any]:
+        """A1111's conditioning for a chunk: (word:1.2) weights, BREAK, 75-token chunks, clip skip,
+        embeddings (inference/worker/conditioning.py), as the pipeline's prompt_embeds."""
+        embeddings = {name: self._embedding(name, path, sha) for name, path, sha in spec.embeddings}
+        layers = pipeline.text_encoder.config.num_hidden_layers
+        positive, negative = encode_pair(
+            pipeline.tokenizer, pipeline.text_encoder,
+            [spec.prompts[i] for i in chunk], [spec.negative_prompts[i] for i in chunk],
+            clip_skip=min(max(spec.clip_skip, 1), layers), embeddings=embeddings,
+            device=pipeline._execution_device, dtype=pipeline.text_encoder.dtype,
+        )
+        return {"prompt_embeds": positive, "negative_prompt_embeds": negative}
 
     def generate(self, spec: GenerationSpec, on_step: StepCallback | None = None) -> list[Image.Image | None]:
         """Images in the order of `spec.seeds`; None for the images of a skipped chunk.
@@ -269,8 +295,7 @@ class WorkerRuntime:
                 else:
                     with torch.inference_mode():
                         generated = pipeline(
-                            prompt=[spec.prompts[i] for i in chunk],
-                            negative_prompt=[spec.negative_prompts[i] for i in chunk],
+                            **self._conditioning(pipeline, spec, chunk),
                             num_inference_steps=spec.steps,
                             guidance_scale=spec.cfg_scale,
                             width=spec.width,
@@ -314,8 +339,7 @@ class WorkerRuntime:
         generators = [torch.Generator(device="cpu").manual_seed(spec.seeds[i]) for i in chunk]
         with torch.inference_mode():
             return pipeline(
-                prompt=[spec.prompts[i] for i in chunk],
-                negative_prompt=[spec.negative_prompts[i] for i in chunk],
+                **self._conditioning(pipeline, spec, chunk),
                 image=image,
                 strength=hires.denoising_strength,
                 num_inference_steps=hires.steps,

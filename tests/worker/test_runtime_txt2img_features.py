@@ -54,3 +54,21 @@ def test_variation_seeds_move_from_the_seed_towards_the_subseed(base) -> None:
     # strength 1 is the subseed's own noise: seed 10 with subseed 1 gives seed 1's image
     swapped = rt.generate(dataclasses.replace(spec, seeds=[10, 11], subseeds=[1, 2], subseed_strength=1.0))
     assert np.abs(px(swapped[0]) - px(plain[0])).max() <= 1
+
+
+def test_prompt_weights_clip_skip_and_embeddings_reach_the_image(base, tmp_path) -> None:
+    from inference.worker.tiny_embedding import write_tiny_embedding
+
+    rt, spec = base
+    plain = dataclasses.replace(spec, prompts=["a cat on a mat"] * 2)
+    reference = px(rt.generate(plain)[0])
+    same_weight = dataclasses.replace(spec, prompts=["a (cat:1.0) on a mat"] * 2)
+    assert np.abs(px(rt.generate(same_weight)[0]) - reference).max() <= 1
+    weighted = dataclasses.replace(spec, prompts=["a (cat:1.6) on a mat"] * 2)
+    assert np.abs(px(rt.generate(weighted)[0]) - reference).max() > 5
+    assert np.abs(px(rt.generate(dataclasses.replace(plain, clip_skip=2))[0]) - reference).max() > 5
+    embedding = write_tiny_embedding(tmp_path / "felt-style.safetensors", width=32, seed=4)
+    named = dataclasses.replace(spec, prompts=["a cat on a mat, felt-style"] * 2)
+    without = px(rt.generate(named)[0])  # no embedding given: "felt-style" is plain words
+    with_embedding = dataclasses.replace(named, embeddings=[("felt-style", str(embedding), "e1")])
+    assert np.abs(px(rt.generate(with_embedding)[0]) - without).max() > 5

@@ -169,11 +169,20 @@ class VaeCache:
         return vae
 
 
-PIPELINE_CLASSES = {
+PIPELINE_CLASSES = {  # SD1.x and SD2.x
     "txt2img": diffusers.StableDiffusionPipeline,
     "img2img": diffusers.StableDiffusionImg2ImgPipeline,
     "inpaint": diffusers.StableDiffusionInpaintPipeline,
 }
+XL_PIPELINE_CLASSES = {
+    "txt2img": diffusers.StableDiffusionXLPipeline,
+    "img2img": diffusers.StableDiffusionXLImg2ImgPipeline,
+    "inpaint": diffusers.StableDiffusionXLInpaintPipeline,
+}
+
+
+def is_xl(pipeline: diffusers.DiffusionPipeline) -> bool:
+    return getattr(pipeline, "text_encoder_2", None) is not None
 
 
 class WorkerRuntime:
@@ -203,7 +212,10 @@ class WorkerRuntime:
         scheduler_cls = getattr(diffusers, spec.scheduler_class)
         components["scheduler"] = scheduler_cls.from_config(cached.scheduler.config, **spec.scheduler_kwargs)
         # A new pipeline object over the cached modules: the cache is never mutated per job.
-        pipeline = PIPELINE_CLASSES[task](**components, requires_safety_checker=False)
+        if is_xl(cached):
+            pipeline = XL_PIPELINE_CLASSES[task](**components)
+        else:
+            pipeline = PIPELINE_CLASSES[task](**components, requires_safety_checker=False)
         pipeline.set_progress_bar_config(disable=True)
         return pipeline
 
@@ -227,7 +239,16 @@ class WorkerRuntime:
 
     def _conditioning(self, pipeline: diffusers.DiffusionPipeline, spec: GenerationSpec, chunk: range) -> dict[str, Any]:
         """A1111's conditioning for a chunk: (word:1.2) weights, BREAK, 75-token chunks, clip skip,
-        embeddings (inference/worker/conditioning.py), as the pipeline's prompt_embeds."""
+        embeddings (inference/worker/conditioning.py), as the pipeline's prompt_embeds.
+
+        SDXL's two text encoders and pooled embeddings are left to diffusers' own encoder for
+        now: plain prompt text, without A1111's weighting syntax.
+        """
+        if is_xl(pipeline):
+            return {
+                "prompt": [spec.prompts[i] for i in chunk],
+                "negative_prompt": [spec.negative_prompts[i] for i in chunk],
+            }
         embeddings = {name: self._embedding(name, path, sha) for name, path, sha in spec.embeddings}
         layers = pipeline.text_encoder.config.num_hidden_layers
         positive, negative = encode_pair(

@@ -10,16 +10,14 @@ lllyasviel/A1111 layout (``control_model.*``) or the diffusers layout.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from safetensors.torch import save_file
 
 from .checkpoints import get_architecture
 from .controlnet import controlnet_to_ldm
+from .tiny_model import save_safetensors_atomically
 
 if TYPE_CHECKING:
     from diffusers import ControlNetModel
@@ -75,13 +73,4 @@ def write_tiny_controlnet(path: Path, *, seed: int = 0, layout: str = "ldm") -> 
     if layout == "ldm":
         state = controlnet_to_ldm(state)
     tensors = {k: v.detach().to("cpu", dtype=torch.float16, copy=True).contiguous() for k, v in state.items()}
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        # One metadata key only, so the same seed always gives a byte-identical file (see tiny_model).
-        save_file(tensors, tmp_name, metadata={"format": "pt"})
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
+    return save_safetensors_atomically(tensors, path)

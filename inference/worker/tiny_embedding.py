@@ -8,12 +8,11 @@ deterministic per seed. ``width`` must be the text encoder's hidden size (32 for
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+
+from .tiny_model import save_safetensors_atomically
 
 __all__ = ["write_tiny_embedding"]
 
@@ -31,12 +30,4 @@ def write_tiny_embedding(path: Path, *, width: int, n_vectors: int = 2, seed: in
     path.parent.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator(device="cpu").manual_seed(seed)
     vectors = torch.randn(n_vectors, width, generator=generator, dtype=torch.float32) * _TOKEN_EMBEDDING_STD
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({"emb_params": vectors.contiguous()}, tmp_name, metadata={"format": "pt"})
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
+    return save_safetensors_atomically({"emb_params": vectors.contiguous()}, path)

@@ -23,18 +23,15 @@ were built (every weight is rounded to a float16 value first, and the file store
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
 from .checkpoints import UNET_PREFIX, get_architecture
-from .tiny_model import vae_to_ldm
+from .tiny_model import save_safetensors_atomically, vae_to_ldm
 
 __all__ = [
     "SD2_TEXT_PREFIX",
@@ -348,29 +345,13 @@ def ldm_shapes_for_architecture(name: str) -> dict[str, tuple[int, ...]]:
 # --------------------------------------------------------------------------- writing
 
 
-def _save_atomically(tensors: dict[str, torch.Tensor], path: Path, metadata: Mapping[str, str] | None) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        # One metadata key by default: safetensors serialises metadata from a hash map, so several keys
-        # come out in varying order and the same seed would give files with different hashes.
-        save_file(tensors, tmp_name, metadata=dict(metadata) if metadata else {"format": "pt"})
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_tiny_sd2_checkpoint(path: Path, seed: int = 0, *, metadata: Mapping[str, str] | None = None) -> Path:
     """Write the tiny-sd2 model (random weights from ``seed``) as one SD 2.x LDM ``.safetensors`` file.
 
     float16, about 12 MB (mostly the 49,408-token embedding); written to a temporary name and renamed into place. ``metadata`` replaces the
     default header metadata (e.g. ``{"modelspec.prediction_type": "epsilon"}``). Returns ``path``.
     """
-    return _save_atomically(sd2_components_to_ldm(build_tiny_sd2_components(seed=seed)), path, metadata)
+    return save_safetensors_atomically(sd2_components_to_ldm(build_tiny_sd2_components(seed=seed)), path, metadata)
 
 
 def write_tiny_sdxl_checkpoint(path: Path, seed: int = 0, *, metadata: Mapping[str, str] | None = None) -> Path:
@@ -378,4 +359,4 @@ def write_tiny_sdxl_checkpoint(path: Path, seed: int = 0, *, metadata: Mapping[s
 
     float16, about 26 MB; written atomically like :func:`write_tiny_sd2_checkpoint`. Returns ``path``.
     """
-    return _save_atomically(sdxl_components_to_ldm(build_tiny_sdxl_components(seed=seed)), path, metadata)
+    return save_safetensors_atomically(sdxl_components_to_ldm(build_tiny_sdxl_components(seed=seed)), path, metadata)

@@ -13,14 +13,13 @@ weights for the same seed.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
 from .hypernetwork import HypernetworkModule, dropout_structure_for
+from .tiny_model import write_file_atomically
 
 __all__ = ["write_tiny_hypernetwork"]
 
@@ -78,18 +77,14 @@ def write_tiny_hypernetwork(path: Path, *, width: int, seed: int = 0, fmt: str =
         "sd_checkpoint": None,
         "sd_checkpoint_name": None,
     }
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    def write(name: str) -> None:
         if fmt == "pt":
-            torch.save({width: (state_k, state_v), **metadata}, tmp_name)
+            torch.save({width: (state_k, state_v), **metadata}, name)
         else:
             tensors = {f"{width}.0.{key}": t for key, t in state_k.items()}
             tensors.update({f"{width}.1.{key}": t for key, t in state_v.items()})
             header = {key: value if isinstance(value, str) else json.dumps(value) for key, value in metadata.items()}
-            save_file(tensors, tmp_name, metadata={"format": "pt", **header})
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+            save_file(tensors, name, metadata={"format": "pt", **header})
+
+    write_file_atomically(path, write)
     return path

@@ -21,15 +21,12 @@ text encoders, LDM-named UNet blocks, SDXL widths) that must be refused by an SD
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
-from .tiny_model import build_tiny_components
+from .tiny_model import build_tiny_components, save_safetensors_atomically
 
 __all__ = ["write_tiny_lora", "write_tiny_sdxl_style_lora"]
 
@@ -82,19 +79,8 @@ def _text_encoder_prefix(text_encoder: torch.nn.Module) -> str:
 
 def _save_atomically(tensors: dict[str, torch.Tensor], path: Path) -> Path:
     """Save ``tensors`` as float16 safetensors at ``path`` (parents created) via a temporary file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fp16 = {k: v.to(torch.float16).contiguous() for k, v in sorted(tensors.items())}
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        # One metadata key only, so the same seed always gives the same bytes (see write_tiny_checkpoint).
-        save_file(fp16, tmp_name, metadata={"format": "pt"})
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
+    return save_safetensors_atomically(fp16, path)
 
 
 def write_tiny_lora(

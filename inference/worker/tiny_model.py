@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -185,6 +185,36 @@ def components_to_ldm(
     return {k: v.detach().to("cpu", dtype=dtype, copy=True).contiguous() for k, v in tensors.items()}
 
 
+def write_file_atomically(path: Path, write: Callable[[str], None]) -> Path:
+    """Call ``write(temporary_name)`` beside ``path``, then rename it into place (parents created).
+
+    A crash or error never leaves a half-written file under ``path``. Returns ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp_name)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_safetensors_atomically(
+    tensors: Mapping[str, torch.Tensor], path: Path, metadata: Mapping[str, str] | None = None
+) -> Path:
+    """Save ``tensors`` as safetensors at ``path``, atomically.
+
+    One metadata key by default: safetensors serialises metadata from a hash map, so several keys
+    come out in varying order and the same seed would give files with different hashes.
+    """
+    header = dict(metadata) if metadata else {"format": "pt"}
+    return write_file_atomically(path, lambda name: save_file(dict(tensors), name, metadata=header))
+
+
 def write_tiny_checkpoint(path: Path, *, seed: int = 0) -> Path:
     """Write the tiny-sd demo model (random weights from ``seed``) as one LDM ``.safetensors`` file.
 
@@ -196,17 +226,7 @@ def write_tiny_checkpoint(path: Path, *, seed: int = 0) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = components_to_ldm(build_tiny_components(seed=seed))
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        # One metadata key only: safetensors serialises metadata from a hash map, so several keys come
-        # out in varying order and the same seed would give files with different hashes.
-        save_file(tensors, tmp_name, metadata={"format": "pt"})
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
+    return save_safetensors_atomically(tensors, path)
 
 
 def write_tiny_vae(path: Path, *, seed: int = 1) -> Path:
@@ -225,12 +245,4 @@ def write_tiny_vae(path: Path, *, seed: int = 1) -> Path:
         k.removeprefix(VAE_PREFIX): v.detach().to("cpu", dtype=torch.float16, copy=True).contiguous()
         for k, v in ldm.items()
     }
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp_name, metadata={"format": "pt"})  # one key: see write_tiny_checkpoint
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
+    return save_safetensors_atomically(tensors, path)

@@ -7,10 +7,13 @@ run the same prompts, alternating run by run so clock and thermal drift hit both
 
   * baseline: `StableDiffusionPipeline` in fp16 as diffusers sets it up (its default attention
               processor, SDPA on torch 2; no other changes);
-  * atelier:  the runtime settings Atelier's GPU worker uses: xformers attention when it imports,
-              else SDPA; the UNet in channels_last; VAE slicing for batches of 8 or more; and with
-              `--compile`, `torch.compile` of the UNet (mode max-autotune-no-cudagraphs, static
-              shapes, so each batch size compiles once during its warm-up).
+  * atelier:  Atelier's worker itself: the same weights written as a single-file LDM checkpoint,
+              loaded by `WorkerRuntime` (the object a Celery worker owns) with the acceleration
+              settings a GPU worker uses by default (`inference/worker/acceleration.py`: xformers
+              when it imports, else SDPA; contiguous UNet (channels_last with --channels-last on); VAE slicing from batch 8), and run
+              through `WorkerRuntime.generate` as a job batch: A1111 prompt conditioning, one CPU
+              generator per image, the worker's step callback. With `--compile MODE`, the
+              worker's `ATELIER_WORKER_COMPILE=MODE` (each batch size compiles during its warm-up).
 
 For each batch size it reports the denoising-loop rate (it/s, one iteration = one UNet call on
 2 x batch latents with classifier-free guidance) and the end-to-end rate (images/s: prompt encoding,
@@ -20,18 +23,18 @@ Usage (from the repository root):
 
     .venv/bin/python bench/gpu_pipeline.py [--batches 1,4,8,16] [--size 512] [--steps 20] [--runs 3]
                                            [--warmup 1] [--scheduler EulerAncestralDiscreteScheduler]
-                                           [--compile] [--no-xformers] [--json out.json]
+                                           [--compile MODE] [--attention auto|sdpa|xformers]
+                                           [--json out.json]
     .venv/bin/python bench/gpu_pipeline.py --smoke   # CPU, tiny-sd config, 64x64, 2 steps
 
 Without a CUDA device it says so, runs the smoke run instead and exits 0. With `--compile`, each
-batch size's warm-up includes max-autotune compilation (minutes per size on an H100); the warm-up
-times are printed.
+batch size's warm-up includes compilation (max-autotune modes take minutes per size on an H100);
+the warm-up times are printed.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import importlib.util
 import json
 import platform
@@ -154,41 +157,42 @@ def build_pipeline(arch_name: str, *, device: str, dtype, seed: int, cache_dir: 
     return pipe
 
 
-def atelier_copy(baseline, *, device: str, use_xformers: bool, compile_unet: bool) -> tuple[Any, dict[str, Any]]:
-    """A pipeline with the baseline's weights (own UNet and VAE copies) and Atelier's runtime settings."""
+def write_checkpoint(pipe, path: Path) -> Path:
+    """The pipeline's weights as one LDM-layout safetensors file (what users drop in), fp16."""
     import torch
-    from diffusers import StableDiffusionPipeline
-    from diffusers.models.attention_processor import AttnProcessor2_0
 
-    pipe = StableDiffusionPipeline(
-        vae=copy.deepcopy(baseline.vae),
-        text_encoder=baseline.text_encoder,  # unchanged by the settings: shared
-        tokenizer=baseline.tokenizer,
-        unet=copy.deepcopy(baseline.unet),
-        scheduler=type(baseline.scheduler).from_config(baseline.scheduler.config),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    settings: dict[str, Any] = {}
-    attention = "sdpa"
-    if use_xformers and device == "cuda" and importlib.util.find_spec("xformers") is not None:
-        try:
-            pipe.enable_xformers_memory_efficient_attention()
-            attention = "xformers"
-        except Exception as exc:  # noqa: BLE001 - an unusable xformers build falls back to SDPA
-            print(f"xformers is installed but unusable ({exc.__class__.__name__}: {exc}); using SDPA")
-    if attention == "sdpa":
-        pipe.unet.set_attn_processor(AttnProcessor2_0())
-    settings["attention"] = attention
-    pipe.unet.to(memory_format=torch.channels_last)
-    settings["unet_memory_format"] = "channels_last"
-    settings["vae_slicing_from_batch"] = VAE_SLICING_FROM_BATCH
-    if compile_unet:
-        pipe.unet = torch.compile(pipe.unet, mode=COMPILE_MODE, dynamic=False)
-        settings["compile"] = COMPILE_MODE
-    return pipe, settings
+    from inference.worker.tiny_families import components_to_single_file
+    from inference.worker.tiny_model import save_safetensors_atomically
+
+    components = {"unet": pipe.unet, "vae": pipe.vae, "text_encoder": pipe.text_encoder}
+    return save_safetensors_atomically(components_to_single_file(components, dtype=torch.float16), path)
+
+
+class AtelierRunner:
+    """`WorkerRuntime.generate` as a pipeline-like callable for the measuring loop."""
+
+    def __init__(self, checkpoint: Path, *, device: str, cache_dir: Path, scheduler_class: str, attention: str,
+                 compile_mode: str, channels_last: str, vae_slicing_from_batch: int) -> None:
+        from inference.worker.acceleration import Acceleration
+        from inference.worker.runtime import WorkerRuntime
+
+        self.runtime = WorkerRuntime(
+            device=device, cache_size=1, config_cache_dir=cache_dir,
+            acceleration=Acceleration(attention=attention, compile_mode=compile_mode, channels_last=channels_last,
+                                      vae_slicing_from_batch=vae_slicing_from_batch),
+        )
+        self.checkpoint, self.scheduler_class = checkpoint, scheduler_class
+        self.pipeline = self.runtime.pipelines.get(str(checkpoint), "bench")  # load (and set up) now
+
+    def __call__(self, *, batch: int, size: int, steps: int, seed: int, clock: "StepClock") -> None:
+        from inference.worker.runtime import GenerationSpec
+
+        spec = GenerationSpec(
+            checkpoint_path=str(self.checkpoint), checkpoint_sha256="bench", prompts=[PROMPT] * batch,
+            negative_prompts=[NEGATIVE_PROMPT] * batch, seeds=[seed + i for i in range(batch)], steps=steps,
+            cfg_scale=7.0, width=size, height=size, max_batch=batch, scheduler_class=self.scheduler_class,
+        )
+        self.runtime.generate(spec, on_step=lambda chunk, step: step and clock.callback(None, step, None, {}))
 
 
 def attention_processor_name(pipe) -> str:
@@ -197,33 +201,31 @@ def attention_processor_name(pipe) -> str:
     return "+".join(names)
 
 
-def generate(pipe, *, batch: int, size: int, steps: int, seed: int, device: str, vae_slicing: bool) -> tuple[float, float, float]:
-    """One pipeline call: (seconds, denoising it/s, peak extra GPU memory in GiB)."""
+def generate(pipe, *, batch: int, size: int, steps: int, seed: int, device: str) -> tuple[float, float, float]:
+    """One call (a diffusers pipeline or an `AtelierRunner`): (seconds, denoising it/s, peak extra GPU GiB)."""
     import torch
 
-    if vae_slicing:
-        pipe.vae.enable_slicing()
-    else:
-        pipe.vae.disable_slicing()
     clock = StepClock(device)
-    generator = torch.Generator(device).manual_seed(seed)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
         allocated_before = torch.cuda.memory_allocated()
     _synchronize(device)
     started = time.perf_counter()
-    with torch.inference_mode():
-        pipe(
-            prompt=[PROMPT] * batch,
-            negative_prompt=[NEGATIVE_PROMPT] * batch,
-            height=size,
-            width=size,
-            num_inference_steps=steps,
-            guidance_scale=7.0,
-            generator=generator,
-            callback_on_step_end=clock.callback,
-            output_type="pil",
-        )
+    if isinstance(pipe, AtelierRunner):
+        pipe(batch=batch, size=size, steps=steps, seed=seed, clock=clock)
+    else:
+        with torch.inference_mode():
+            pipe(
+                prompt=[PROMPT] * batch,
+                negative_prompt=[NEGATIVE_PROMPT] * batch,
+                height=size,
+                width=size,
+                num_inference_steps=steps,
+                guidance_scale=7.0,
+                generator=torch.Generator(device).manual_seed(seed),
+                callback_on_step_end=clock.callback,
+                output_type="pil",
+            )
     _synchronize(device)
     seconds = time.perf_counter() - started
     peak_extra = (torch.cuda.max_memory_allocated() - allocated_before) / 2**30 if device == "cuda" else 0.0
@@ -236,34 +238,43 @@ def run_benchmark(args: argparse.Namespace, *, device: str, arch_name: str) -> d
 
     dtype = torch.float16 if device == "cuda" else torch.float32
     batches = [int(b) for b in args.batches.split(",") if b.strip()]
-    with tempfile.TemporaryDirectory(prefix="gpu-bench-configs-") as cache:
-        built = time.perf_counter()
-        baseline = build_pipeline(arch_name, device=device, dtype=dtype, seed=args.seed, cache_dir=Path(cache),
-                                  scheduler_class=args.scheduler)
-        baseline_attention = attention_processor_name(baseline)
-        atelier, settings = atelier_copy(
-            baseline, device=device, use_xformers=not args.no_xformers, compile_unet=args.compile
-        )
-        built = time.perf_counter() - built
-    pipes = {"baseline": baseline, "atelier": atelier}
-    settings["attention_processor"] = attention_processor_name(atelier)
+    workdir = tempfile.TemporaryDirectory(prefix="gpu-bench-")
+    folder = Path(workdir.name)
+    built = time.perf_counter()
+    baseline = build_pipeline(arch_name, device=device, dtype=dtype, seed=args.seed, cache_dir=folder / "configs",
+                              scheduler_class=args.scheduler)
+    baseline_attention = attention_processor_name(baseline)
+    checkpoint = write_checkpoint(baseline, folder / f"random-{arch_name}.safetensors")
+    atelier = AtelierRunner(checkpoint, device=device, cache_dir=folder / "cache",
+                            scheduler_class=type(baseline.scheduler).__name__, attention=args.attention,
+                            compile_mode=args.compile or "", channels_last=args.channels_last,
+                            vae_slicing_from_batch=args.vae_slicing_from)
+    built = time.perf_counter() - built
+    pipes: dict[str, Any] = {"baseline": baseline, "atelier": atelier}
+    settings: dict[str, Any] = {
+        "path": "WorkerRuntime.generate",
+        "checkpoint_bytes": checkpoint.stat().st_size,
+        "attention_processor": attention_processor_name(atelier.pipeline),
+        "unet_memory_format": "channels_last" if atelier.pipeline.unet.conv_in.weight.is_contiguous(
+            memory_format=torch.channels_last) else "contiguous",
+        "vae_slicing_from_batch": args.vae_slicing_from,
+        **({"compile": args.compile} if args.compile else {}),
+    }
+    workdir.cleanup()  # the checkpoint is loaded
     results: dict[tuple[str, int], Measurement] = {}
     for batch in batches:
         for name, pipe in pipes.items():
-            vae_slicing = name == "atelier" and batch >= VAE_SLICING_FROM_BATCH
             warm = time.perf_counter()
             for _ in range(args.warmup):
-                generate(pipe, batch=batch, size=args.size, steps=args.steps, seed=args.seed, device=device,
-                         vae_slicing=vae_slicing)
+                generate(pipe, batch=batch, size=args.size, steps=args.steps, seed=args.seed, device=device)
             if args.warmup:
                 print(f"  warm-up {name} batch {batch}: {time.perf_counter() - warm:.1f} s", flush=True)
             results[(name, batch)] = Measurement(config=name, batch=batch)
         for run in range(args.runs):
             order = list(pipes.items()) if run % 2 == 0 else list(reversed(pipes.items()))
             for name, pipe in order:
-                vae_slicing = name == "atelier" and batch >= VAE_SLICING_FROM_BATCH
                 seconds, it_per_s, peak = generate(pipe, batch=batch, size=args.size, steps=args.steps,
-                                                   seed=args.seed + run, device=device, vae_slicing=vae_slicing)
+                                                   seed=args.seed + run, device=device)
                 m = results[(name, batch)]
                 m.seconds.append(seconds)
                 m.it_per_s.append(it_per_s)
@@ -298,7 +309,7 @@ def print_report(report: dict[str, Any]) -> None:
     results: dict[tuple[str, int], Measurement] = report["_measurements"]
     batches = sorted({batch for _, batch in results})
     atelier = report["atelier"]
-    extras = [f"attention {atelier['attention']} ({atelier['attention_processor']})", "channels_last UNet",
+    extras = [f"WorkerRuntime, attention {atelier['attention_processor']}", f"{atelier['unet_memory_format']} UNet",
               f"VAE slicing for batch >= {atelier['vae_slicing_from_batch']}"]
     if "compile" in atelier:
         extras.append(f"torch.compile({atelier['compile']})")
@@ -340,8 +351,14 @@ def main() -> int:
     parser.add_argument("--scheduler", default="EulerAncestralDiscreteScheduler",
                         help="diffusers scheduler class for both pipelines (A1111's 'Euler a' by default; "
                              "'' keeps the shipped PNDMScheduler, which runs one UNet call more than --steps)")
-    parser.add_argument("--compile", action="store_true", help=f"torch.compile the atelier UNet ({COMPILE_MODE})")
-    parser.add_argument("--no-xformers", action="store_true", help="use SDPA in the atelier pipeline even if xformers imports")
+    parser.add_argument("--compile", nargs="?", const=COMPILE_MODE, default="", metavar="MODE",
+                        help=f"torch.compile the atelier UNet (ATELIER_WORKER_COMPILE; {COMPILE_MODE} if no MODE)")
+    parser.add_argument("--attention", default="auto", choices=["auto", "sdpa", "xformers"],
+                        help="the atelier worker's ATELIER_WORKER_ATTENTION")
+    parser.add_argument("--channels-last", default="off", choices=["on", "off"],
+                        help="the atelier worker's ATELIER_WORKER_CHANNELS_LAST")
+    parser.add_argument("--vae-slicing-from", type=int, default=VAE_SLICING_FROM_BATCH, metavar="BATCH",
+                        help="the atelier worker's ATELIER_VAE_SLICING_FROM_BATCH (0: never)")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     parser.add_argument("--smoke", action="store_true", help="tiny CPU run: tiny-sd config, 64x64, 2 steps, batches 1,2")
     args = parser.parse_args()
@@ -362,7 +379,7 @@ def main() -> int:
     if smoke:
         if args.compile:
             print("--compile is ignored in the smoke run")
-        args.compile, args.size, args.steps = False, 64, 2
+        args.compile, args.size, args.steps = "", 64, 2
         args.batches, args.runs, args.warmup = "1,2", 1, 1
         report = run_benchmark(args, device="cpu", arch_name="tiny-sd")
         report["smoke"] = True

@@ -207,6 +207,17 @@ ATELIER_FETCH_ALLOW_PRIVATE = env.bool("ATELIER_FETCH_ALLOW_PRIVATE", default=Fa
 # --- workers and dispatch -----------------------------------------------------------
 ATELIER_DEVICE = env.str("ATELIER_DEVICE", default="auto")  # auto, cpu, cuda, cuda:1, mps
 ATELIER_PIPELINE_CACHE_SIZE = env.int("ATELIER_PIPELINE_CACHE_SIZE", default=2)
+# On a GPU, pipelines pushed off the device wait in host RAM (PAI's --sd-dynamic-cache), and
+# leave it first whenever less than this many GiB of RAM would stay free (--min-ram-reserved).
+ATELIER_HOST_CACHE_SIZE = env.int("ATELIER_HOST_CACHE_SIZE", default=4)
+ATELIER_MIN_RAM_RESERVED_GIB = env.float("ATELIER_MIN_RAM_RESERVED_GIB", default=4.0)
+# Speed switches (inference/worker/acceleration.py): PAI's --xformers / --blade.
+ATELIER_WORKER_ATTENTION = env.str("ATELIER_WORKER_ATTENTION", default="auto")  # auto, sdpa, xformers
+ATELIER_WORKER_CHANNELS_LAST = env.str("ATELIER_WORKER_CHANNELS_LAST", default="off")  # on, off
+# "" (off), default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs
+ATELIER_WORKER_COMPILE = env.str("ATELIER_WORKER_COMPILE", default="")
+ATELIER_VAE_SLICING_FROM_BATCH = env.int("ATELIER_VAE_SLICING_FROM_BATCH", default=8)
+ATELIER_VAE_TILING_FROM_PIXELS = env.int("ATELIER_VAE_TILING_FROM_PIXELS", default=1536 * 1536)
 ATELIER_HEARTBEAT_SECONDS = env.float("ATELIER_HEARTBEAT_SECONDS", default=2.0)
 # A worker silent this long is dead: its jobs are requeued (or failed at the attempt cap).
 ATELIER_WORKER_DEAD_AFTER_SECONDS = env.float("ATELIER_WORKER_DEAD_AFTER_SECONDS", default=20.0)

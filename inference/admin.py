@@ -16,7 +16,8 @@ from inference.services import job_cancel
 @admin.register(Worker)
 class WorkerAdmin(admin.ModelAdmin):
     list_display = [
-        "name", "state", "device", "host", "pid", "last_heartbeat", "jobs_last_hour", "jobs_done", "loaded_models",
+        "name", "state", "device", "host", "pid", "last_heartbeat", "jobs_last_hour", "jobs_done",
+        "loaded_models", "cached_models",
     ]
     list_filter = ["state"]
     readonly_fields = [f.name for f in Worker._meta.fields if f.name != "state"]

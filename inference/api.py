@@ -144,6 +144,7 @@ def workers(request: HttpRequest, user) -> JsonResponse:
                     "device": w.device,
                     "last_heartbeat": w.last_heartbeat.isoformat(),
                     "loaded_models": w.loaded_models,
+                    "cached_models": w.cached_models,
                     "jobs_done": w.jobs_done,
                 }
                 for w in worker_list()

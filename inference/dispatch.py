@@ -93,6 +93,7 @@ def _worker_state(worker: Worker, on_worker: list[Job], now: datetime) -> Worker
         free=not on_worker,
         max_batch=worker.max_batch,
         resident_models=tuple(worker.loaded_models),
+        cached_models=tuple(worker.cached_models),
         busy_until=busy_until,
         busy_model=on_worker[0].model_key if on_worker else None,
     )
@@ -255,6 +256,7 @@ def worker_register(*, name: str, device: str, device_memory_bytes: int | None, 
             "state": Worker.State.ONLINE,
             "last_heartbeat": now,
             "loaded_models": [],
+            "cached_models": [],
             "started_at": now,
         },
     )
@@ -265,9 +267,11 @@ def worker_register(*, name: str, device: str, device_memory_bytes: int | None, 
     return worker
 
 
-def worker_heartbeat(*, name: str, loaded_models: list[str]) -> None:
-    """Still alive. A worker wrongly declared dead (a long pause) comes back online."""
-    Worker.objects.filter(name=name).update(last_heartbeat=timezone.now(), loaded_models=loaded_models)
+def worker_heartbeat(*, name: str, loaded_models: list[str], cached_models: list[str] | None = None) -> None:
+    """Still alive, holding these checkpoints. A worker wrongly declared dead (a long pause) comes back online."""
+    Worker.objects.filter(name=name).update(
+        last_heartbeat=timezone.now(), loaded_models=loaded_models, cached_models=cached_models or []
+    )
     Worker.objects.filter(name=name, state=Worker.State.DEAD).update(state=Worker.State.ONLINE)
 
 

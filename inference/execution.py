@@ -188,7 +188,7 @@ def batch_execute(*, jobs: list[tuple[str, int]], worker_name: str, runtime: Wor
         _run_batch(jobs, worker_name, runtime)
     finally:
         # Tell the scheduler what is loaded now, before it places the next batch.
-        worker_heartbeat(name=worker_name, loaded_models=runtime.pipelines.loaded())
+        worker_heartbeat(name=worker_name, loaded_models=runtime.pipelines.loaded(), cached_models=runtime.pipelines.cached())
         dispatch_pending_safely()
 
 

@@ -35,7 +35,8 @@ class Worker(models.Model):
     slots = models.PositiveSmallIntegerField(default=1, help_text="Jobs it runs at once.")
     max_batch = models.PositiveSmallIntegerField(default=8)
     state = models.CharField(max_length=16, choices=State.choices, default=State.ONLINE)
-    loaded_models = models.JSONField(default=list, blank=True)
+    loaded_models = models.JSONField(default=list, blank=True)  # checkpoint hashes on the device
+    cached_models = models.JSONField(default=list, blank=True)  # in host RAM: a cheap load
     started_at = models.DateTimeField(auto_now_add=True)
     last_heartbeat = models.DateTimeField()
     jobs_done = models.PositiveIntegerField(default=0)

@@ -10,7 +10,19 @@ from celery import Task, shared_task
 from django.conf import settings
 
 from inference.dispatch import RUN_BATCH_TASK
+from inference.worker.acceleration import Acceleration
 from inference.worker.runtime import WorkerRuntime
+
+
+def acceleration_from_settings() -> Acceleration:
+    """The worker's speed switches; a bad value stops the worker at start with the setting's name."""
+    return Acceleration(
+        attention=settings.ATELIER_WORKER_ATTENTION,
+        channels_last=settings.ATELIER_WORKER_CHANNELS_LAST,
+        compile_mode=settings.ATELIER_WORKER_COMPILE,
+        vae_slicing_from_batch=settings.ATELIER_VAE_SLICING_FROM_BATCH,
+        vae_tiling_from_pixels=settings.ATELIER_VAE_TILING_FROM_PIXELS,
+    )
 
 
 class RuntimeTask(Task):
@@ -23,6 +35,9 @@ class RuntimeTask(Task):
                 device=settings.ATELIER_DEVICE,
                 cache_size=settings.ATELIER_PIPELINE_CACHE_SIZE,
                 config_cache_dir=settings.ATELIER_MODEL_CACHE_DIR,
+                acceleration=acceleration_from_settings(),
+                host_cache_size=settings.ATELIER_HOST_CACHE_SIZE,
+                min_ram_reserved=int(settings.ATELIER_MIN_RAM_RESERVED_GIB * 2**30),
             )
         return self._runtime
 

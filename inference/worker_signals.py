@@ -32,7 +32,8 @@ class Heartbeat(threading.Thread):
         while not self.stopping.wait(settings.ATELIER_HEARTBEAT_SECONDS):
             try:
                 close_old_connections()
-                worker_heartbeat(name=self.worker_name, loaded_models=run_batch.runtime.pipelines.loaded())
+                worker_heartbeat(name=self.worker_name, loaded_models=run_batch.runtime.pipelines.loaded(),
+                                 cached_models=run_batch.runtime.pipelines.cached())
                 sweep()
             except Exception:  # noqa: BLE001 - keep beating through a database hiccup
                 logger.exception("heartbeat failed")

@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from inference.worker import hypernetwork
+from inference.worker.acceleration import Acceleration, apply_to_pipeline, configure_vae
 from inference.worker.checkpoints import load_pipeline
 from inference.worker.conditioning import Embedding, encode_pair, load_embedding_file
 from inference.worker.hypernetwork import Hypernetwork, load_hypernetwork
@@ -116,14 +117,39 @@ def default_dtype(device: torch.device) -> torch.dtype:
 
 
 class PipelineCache:
-    """Least-recently-used pipelines, keyed by the checkpoint's content hash."""
+    """Least-recently-used pipelines in two tiers, keyed by the checkpoint's content hash.
 
-    def __init__(self, *, capacity: int, device: torch.device, dtype: torch.dtype, config_cache_dir: Path) -> None:
+    Up to `capacity` pipelines live on the device, ready to run. On a GPU, one pushed out of
+    the device moves to host RAM (up to `host_capacity` of them, PAI's `--sd-dynamic-cache`)
+    instead of being dropped, because moving it back takes a fraction of a load from disk; the
+    least recently used leave host RAM first, and any leave while less than `min_ram_reserved`
+    bytes of the machine's memory would stay available (PAI's `--min-ram-reserved`). What each
+    tier holds is reported to the scheduler (`loaded()`, `cached()`), which prefers a worker
+    holding a job's checkpoint. On a CPU device RAM is the device: `WorkerRuntime` then asks
+    for no host tier.
+    """
+
+    def __init__(
+        self,
+        *,
+        capacity: int,
+        device: torch.device,
+        dtype: torch.dtype,
+        config_cache_dir: Path,
+        acceleration: Acceleration | None = None,
+        host_capacity: int = 0,
+        min_ram_reserved: int = 0,
+    ) -> None:
         self.capacity = max(1, capacity)
+        self.host_capacity = max(0, host_capacity)
+        self.min_ram_reserved = min_ram_reserved
         self.device, self.dtype, self.config_cache_dir = device, dtype, config_cache_dir
-        self._pipelines: OrderedDict[str, diffusers.StableDiffusionPipeline] = OrderedDict()
+        self.acceleration = acceleration or Acceleration()
+        self._pipelines: OrderedDict[str, diffusers.StableDiffusionPipeline] = OrderedDict()  # on the device
+        self._host: OrderedDict[str, diffusers.StableDiffusionPipeline] = OrderedDict()  # in host RAM
         self._loras: dict[str, LoraSet] = {}  # the LoRA adapters loaded into each cached pipeline
-        self.loads = 0
+        self.loads = 0  # from disk
+        self.restores = 0  # from host RAM
 
     def get(self, path: str, sha256: str) -> diffusers.StableDiffusionPipeline:
         pipeline = self._pipelines.get(sha256)
@@ -131,24 +157,69 @@ class PipelineCache:
             self._pipelines.move_to_end(sha256)
             return pipeline
         started = time.perf_counter()
-        pipeline = load_pipeline(Path(path), cache_dir=self.config_cache_dir, device=str(self.device), dtype=self.dtype)
-        pipeline.set_progress_bar_config(disable=True)
-        self.loads += 1
-        logger.info("loaded %s in %.2fs", path, time.perf_counter() - started)
+        pipeline = self._host.pop(sha256, None)
+        if pipeline is not None:
+            pipeline.to(self.device)
+            self.restores += 1
+            logger.info("moved %s from host RAM to %s in %.2fs", path, self.device, time.perf_counter() - started)
+        else:
+            self._make_room_in_ram()
+            pipeline = load_pipeline(Path(path), cache_dir=self.config_cache_dir, device=str(self.device), dtype=self.dtype)
+            pipeline.set_progress_bar_config(disable=True)
+            applied = apply_to_pipeline(pipeline, self.acceleration, self.device)
+            self.loads += 1
+            logger.info("loaded %s in %.2fs (%s)", path, time.perf_counter() - started, applied)
         self._pipelines[sha256] = pipeline
         while len(self._pipelines) > self.capacity:
-            evicted, _ = self._pipelines.popitem(last=False)
-            self._loras.pop(evicted, None)
-            logger.info("evicted %s from the pipeline cache", evicted)
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
+            self._evict_from_device()
         return pipeline
 
+    def _evict_from_device(self) -> None:
+        evicted, pipeline = self._pipelines.popitem(last=False)
+        if self.host_capacity:
+            pipeline.to("cpu")
+            self._host[evicted] = pipeline
+            while len(self._host) > self.host_capacity:
+                self._drop_from_host()
+            logger.info("moved %s from %s to host RAM", evicted, self.device)
+        else:
+            self._loras.pop(evicted, None)
+            logger.info("evicted %s from the pipeline cache", evicted)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _drop_from_host(self) -> None:
+        dropped, _ = self._host.popitem(last=False)
+        self._loras.pop(dropped, None)
+        logger.info("dropped %s from host RAM", dropped)
+
+    def _make_room_in_ram(self) -> None:
+        """Before a load from disk: leave host RAM until `min_ram_reserved` bytes would stay available."""
+        while self._host and self.min_ram_reserved and (available_ram_bytes() or 0) < self.min_ram_reserved:
+            self._drop_from_host()
+
     def loaded(self) -> list[str]:
+        """Checkpoints on the device, least recently used first."""
         return list(self._pipelines)
+
+    def cached(self) -> list[str]:
+        """Checkpoints in host RAM, least recently used first."""
+        return list(self._host)
 
     def loras_for(self, sha256: str) -> LoraSet:
         return self._loras.setdefault(sha256, LoraSet())
+
+
+def available_ram_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux); None where it cannot be read."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
 
 
 class VaeCache:
@@ -186,11 +257,23 @@ def is_xl(pipeline: diffusers.DiffusionPipeline) -> bool:
 
 
 class WorkerRuntime:
-    def __init__(self, *, device: str = "auto", cache_size: int = 2, config_cache_dir: Path) -> None:
+    def __init__(
+        self,
+        *,
+        device: str = "auto",
+        cache_size: int = 2,
+        config_cache_dir: Path,
+        acceleration: Acceleration | None = None,
+        host_cache_size: int = 0,
+        min_ram_reserved: int = 0,
+    ) -> None:
         self.device = resolve_device(device)
         self.dtype = default_dtype(self.device)
+        self.acceleration = acceleration or Acceleration()
         self.pipelines = PipelineCache(
-            capacity=cache_size, device=self.device, dtype=self.dtype, config_cache_dir=config_cache_dir
+            capacity=cache_size, device=self.device, dtype=self.dtype, config_cache_dir=config_cache_dir,
+            acceleration=self.acceleration, min_ram_reserved=min_ram_reserved,
+            host_capacity=host_cache_size if self.device.type != "cpu" else 0,
         )
         self.vaes = VaeCache()
         self._hypernetworks: OrderedDict[str, Hypernetwork] = OrderedDict()
@@ -314,6 +397,7 @@ class WorkerRuntime:
                     # No denoising step to run (A1111: strength 0 returns the init image).
                     generated = [prepared[i].image for i in chunk]
                 else:
+                    configure_vae(pipeline.vae, self.acceleration, batch=len(chunk), width=spec.width, height=spec.height)
                     with torch.inference_mode():
                         generated = pipeline(
                             **self._conditioning(pipeline, spec, chunk),
@@ -358,6 +442,7 @@ class WorkerRuntime:
             return callback_kwargs
 
         generators = [torch.Generator(device="cpu").manual_seed(spec.seeds[i]) for i in chunk]
+        configure_vae(pipeline.vae, self.acceleration, batch=len(chunk), width=hires.width, height=hires.height)
         with torch.inference_mode():
             return pipeline(
                 **self._conditioning(pipeline, spec, chunk),

@@ -315,6 +315,17 @@ def sdxl_components_to_ldm(
     return _cast(tensors, dtype)
 
 
+def components_to_single_file(
+    components: Mapping[str, torch.nn.Module], *, dtype: torch.dtype | None = torch.float16
+) -> dict[str, torch.Tensor]:
+    """One SD 1.x LDM state dict from ``unet``, ``vae`` and ``text_encoder`` of any size (e.g. full SD 1.5)."""
+    from .tiny_model import text_encoder_to_ldm
+
+    tensors = _unet_vae_to_ldm(components)
+    tensors.update(text_encoder_to_ldm(components["text_encoder"].state_dict()))
+    return _cast(tensors, dtype)
+
+
 def ldm_shapes_for_architecture(name: str) -> dict[str, tuple[int, ...]]:
     """Tensor names and shapes of a single-file checkpoint of architecture ``name``, from its shipped configs.
 
@@ -335,10 +346,8 @@ def ldm_shapes_for_architecture(name: str) -> dict[str, tuple[int, ...]]:
             components["text_tower"] = CLIPTextModelWithProjection(_sd2_tower_config(config_dir))
             tensors = sd2_components_to_ldm(components, dtype=None)
         else:
-            from .tiny_model import text_encoder_to_ldm
-
-            tensors = _unet_vae_to_ldm(components)
-            tensors.update(text_encoder_to_ldm(CLIPTextModel(_text_config(config_dir, "text_encoder")).state_dict()))
+            components["text_encoder"] = CLIPTextModel(_text_config(config_dir, "text_encoder"))
+            tensors = components_to_single_file(components, dtype=None)
     return {k: tuple(v.shape) for k, v in tensors.items()}
 
 

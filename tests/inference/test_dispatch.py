@@ -154,3 +154,17 @@ def test_a_finished_job_has_exactly_one_usage_record(personas, worker) -> None:
     record = UsageRecord.objects.get(job=job)
     assert (record.user, record.tenant.slug, record.gpu_seconds, record.images) == (personas["alice"], "studio-a", 2.5, 1)
     broker_messages(worker.queue)
+
+
+def test_a_worker_holding_the_checkpoint_in_host_ram_is_preferred_over_a_cold_one(personas) -> None:
+    from inference.dispatch import worker_heartbeat
+
+    cold = worker_register(name=f"cold-{uuid.uuid4().hex[:8]}@host", device="cuda", device_memory_bytes=None)
+    warm = worker_register(name=f"warm-{uuid.uuid4().hex[:8]}@host", device="cuda", device_memory_bytes=None)
+    job = new_job(personas["alice"])
+    worker_heartbeat(name=cold.name, loaded_models=["some-other-checkpoint"])
+    worker_heartbeat(name=warm.name, loaded_models=["some-other-checkpoint"], cached_models=[job.model_key])
+    assert Worker.objects.get(pk=warm.pk).cached_models == [job.model_key]
+    assert dispatch_pending() == 1
+    job.refresh_from_db()
+    assert job.worker == warm  # a move from host RAM beats a load from disk

@@ -184,6 +184,10 @@ ATELIER_PUBLIC_MODEL_DIRS: dict[str, Path] = {
     "ControlNet": Path(env.str("ATELIER_CONTROLNET_DIR", default=str(_PUBLIC_MODELS / "ControlNet"))),
 }
 ATELIER_MODEL_CACHE_DIR = DATA_DIR / "cache"
+# PAI's --enable-nsfw-censor: workers run a safety checker (a StableDiffusionSafetyChecker folder
+# here) over every image and blur what it flags; with it on and no model there, jobs fail saying so.
+ATELIER_NSFW_CENSOR = env.bool("ATELIER_NSFW_CENSOR", default=False)
+ATELIER_SAFETY_CHECKER_DIR = Path(env.str("ATELIER_SAFETY_CHECKER_DIR", default=str(_PUBLIC_MODELS / "safety_checker")))
 ATELIER_TINY_MODEL_NAME = "atelier-tiny.safetensors"
 
 # --- generation limits (a 400 names the field past them) ----------------------------

@@ -51,6 +51,7 @@ def job_event_payload(job: Job) -> dict[str, Any]:
         "total_steps": job.total_steps,
         "error": job.error or None,
         "images": job_image_urls(job),
+        "censored": list(job.censored),  # images the NSFW censor flagged and blurred
     }
 
 

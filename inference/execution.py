@@ -135,7 +135,8 @@ def _infotexts(job: Job, request: GenerationRequest, sampler: SamplerChoice) -> 
             height=request.height,
             model_hash=hash_part.rstrip("]") or None,
             model_name=model_name.rsplit(".", 1)[0] or None,
-            extra={**extra, "Clip skip": request.clip_skip if request.clip_skip > 1 else None},
+            extra={**extra, "Clip skip": request.clip_skip if request.clip_skip > 1 else None,
+                   "Tiling": True if request.tiling else None},
         )
         for seed in job.seeds
     ]
@@ -246,6 +247,7 @@ def _run_batch(jobs: list[tuple[str, int]], worker_name: str, runtime: WorkerRun
         clip_skip=lead.clip_skip,
         subseeds=[subseed for m in members for subseed in m.request.all_subseeds()],
         subseed_strength=lead.subseed_strength,
+        tiling=lead.tiling,
     )
 
     def on_step(chunk: int, step: int) -> None:
@@ -260,11 +262,11 @@ def _run_batch(jobs: list[tuple[str, int]], worker_name: str, runtime: WorkerRun
         member.reporter.start()
     started = time.perf_counter()
     try:
-        images = runtime.generate(spec, on_step=on_step)
+        images, flagged = runtime.censor(runtime.generate(spec, on_step=on_step))
         error = None
     except Exception as exc:  # noqa: BLE001 - a batch's failure must never take the worker down
         logger.exception("batch of %s failed", [m.job.public_id for m in members])
-        images, error = [], f"generation failed: {exc}"
+        images, flagged, error = [], [], f"generation failed: {exc}"
     elapsed = time.perf_counter() - started
     for member in members:
         member.reporter.close()
@@ -286,5 +288,7 @@ def _run_batch(jobs: list[tuple[str, int]], worker_name: str, runtime: WorkerRun
             store_png(f"{folder}/{job.public_id}-{index}.png", png_bytes(image, infotext))
             for index, (image, infotext) in enumerate(zip(mine, infotexts, strict=True))
         ]
-        if not job_succeed(job=job, attempt=attempt, outputs=outputs, infotexts=infotexts, gpu_seconds=gpu_seconds):
+        censored = [index for index, position in enumerate(member.images) if flagged[position]]
+        if not job_succeed(job=job, attempt=attempt, outputs=outputs, infotexts=infotexts, censored=censored,
+                           gpu_seconds=gpu_seconds):
             logger.warning("job %s finished here but was no longer ours: result discarded", job.public_id)

@@ -80,6 +80,7 @@ class GenerationRequest:
     hr_height: int = 0
     hr_upscaler: str = "Latent"
     hr_second_pass_steps: int = 0  # 0: as many as `steps`
+    tiling: bool = False  # seamlessly repeating images (circular padding)
 
     @property
     def hires(self) -> bool:
@@ -298,8 +299,20 @@ def parse_generation_request(
         clip_skip=_int(override_settings, "CLIP_stop_at_last_layers", 1, 1, 12),
         override_settings=dict(override_settings),
         save_dir=parse_save_dir(alwayson.get("save_dir")),
+        tiling=_bool(data, "tiling", False),
+        **_refuse_not_installed(data),
         **(_img2img_fields(data) if kind == "img2img" else _hires_fields(data, limits)),
     )
+
+
+def _refuse_not_installed(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Features whose models this platform does not have: a 422 that says so, never a silent no-op."""
+    if _bool(data, "restore_faces", False):
+        raise RequestValidationError(
+            "restore_faces", "face restoration (GFPGAN, CodeFormer) is not installed on this platform: send "
+            "restore_faces: false, or ask your operator to install a face restorer",
+        )
+    return {}
 
 
 HIRES_UPSCALERS = (
@@ -370,7 +383,7 @@ def batch_key(request: GenerationRequest, *, model_key: str, lora_key: str, vae_
     """
     shared: tuple[Any, ...] = (
         request.kind, model_key, vae_key, lora_key, request.clip_skip, request.width, request.height, request.steps,
-        request.sampler_name, request.scheduler, request.cfg_scale, request.subseed_strength,
+        request.sampler_name, request.scheduler, request.cfg_scale, request.subseed_strength, request.tiling,
     )
     if request.hires:
         shared += (request.hr_width, request.hr_height, request.hr_upscaler, request.hr_steps, request.denoising_strength)

@@ -95,6 +95,9 @@ class Job(models.Model):
     outputs = models.JSONField(default=list, blank=True, help_text="Storage keys of the images, in order.")
     seeds = models.JSONField(default=list, blank=True)
     infotexts = models.JSONField(default=list, blank=True)
+    censored = models.JSONField(
+        default=list, blank=True, help_text="Positions in outputs the NSFW censor flagged; those images are blurred."
+    )
     gpu_seconds = models.FloatField(default=0.0)
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)

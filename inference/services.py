@@ -229,11 +229,13 @@ def _finish(job: Job, attempt: int, status: str, **fields) -> bool:
 
 
 def job_succeed(
-    *, job: Job, attempt: int, outputs: list[str], infotexts: list[str], gpu_seconds: float
+    *, job: Job, attempt: int, outputs: list[str], infotexts: list[str], gpu_seconds: float,
+    censored: list[int] | None = None,
 ) -> bool:
+    """`censored`: positions in `outputs` the NSFW censor flagged (and the worker blurred)."""
     return _finish(
-        job, attempt, Job.Status.SUCCEEDED,
-        outputs=outputs, infotexts=infotexts, gpu_seconds=gpu_seconds, progress=1.0, step=job.total_steps,
+        job, attempt, Job.Status.SUCCEEDED, outputs=outputs, infotexts=infotexts, censored=censored or [],
+        gpu_seconds=gpu_seconds, progress=1.0, step=job.total_steps,
     )
 
 

@@ -212,8 +212,8 @@ class Platform:
     def get(self, username: str | None, path: str) -> httpx.Response:
         return httpx.get(self.base_url + path, headers=self.headers(username), timeout=30)
 
-    def post(self, username: str | None, path: str, body: Any = None) -> httpx.Response:
-        return httpx.post(self.base_url + path, headers=self.headers(username), json=body, timeout=30)
+    def post(self, username: str | None, path: str, body: Any = None, *, timeout: float = 30) -> httpx.Response:
+        return httpx.post(self.base_url + path, headers=self.headers(username), json=body, timeout=timeout)
 
     def submit(self, username: str, **params: Any) -> str:
         response = self.post(username, "/api/v1/jobs", params)

@@ -68,8 +68,7 @@ IMG2IMG_ECHO_DEFAULTS: dict[str, Any] = {
     "include_init_images": False,
 }
 
-NOT_YET = {  # accepted, answered with a note in `info` (the generation-features issue adds them)
-    "restore_faces": "face restoration", "tiling": "tiling",
+NOT_YET = {  # accepted, answered with a note in `info`
     "refiner_checkpoint": "SDXL refiner", "styles": "prompt styles", "script_name": "scripts",
 }
 
@@ -138,6 +137,7 @@ def _title_parts(title: str) -> tuple[str | None, str | None]:
 
 def _info(job: Job, notes: list[str]) -> str:
     params = job.params
+    notes = notes + [f"image {index} was flagged by the NSFW censor and blurred" for index in job.censored]
     model_name, model_hash = _title_parts(job.checkpoint_title)
     vae_name, vae_hash = _title_parts(job.vae_title)
     seeds = list(job.seeds)
@@ -162,7 +162,7 @@ def _info(job: Job, notes: list[str]) -> str:
         "index_of_first_image": 0, "infotexts": list(job.infotexts), "styles": [],
         "job_timestamp": f"{job.created_at:%Y%m%d%H%M%S}", "clip_skip": request.clip_skip,
         "is_using_inpainting_conditioning": False, "version": VERSION,
-        "id_task": job.public_id, "notes": notes,
+        "id_task": job.public_id, "notes": notes, "nsfw_censored": list(job.censored),
     })
 
 

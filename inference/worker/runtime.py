@@ -28,6 +28,8 @@ from inference.worker.conditioning import Embedding, encode_pair, load_embedding
 from inference.worker.hypernetwork import Hypernetwork, load_hypernetwork
 from inference.worker.img2img import InpaintSettings, PreparedImage, finish, prepare
 from inference.worker.lora import LoraSet, LoraSpec
+from inference.worker.safety import SafetyChecker, censor_image
+from inference.worker.tiling import seamless
 from inference.worker.vae import load_vae_file
 
 logger = logging.getLogger(__name__)
@@ -89,6 +91,7 @@ class GenerationSpec:
     clip_skip: int = 1  # A1111's numbering: 1 is the text encoder's last layer
     subseeds: list[int] = field(default_factory=list)  # one per image; used when subseed_strength > 0
     subseed_strength: float = 0.0
+    tiling: bool = False  # A1111's "Tiling": seamlessly repeating images
 
     def chunks(self) -> list[range]:
         return [range(start, min(start + self.max_batch, len(self.seeds))) for start in range(0, len(self.seeds), self.max_batch)]
@@ -266,6 +269,7 @@ class WorkerRuntime:
         acceleration: Acceleration | None = None,
         host_cache_size: int = 0,
         min_ram_reserved: int = 0,
+        safety_checker_dir: Path | None = None,
     ) -> None:
         self.device = resolve_device(device)
         self.dtype = default_dtype(self.device)
@@ -276,6 +280,8 @@ class WorkerRuntime:
             host_capacity=host_cache_size if self.device.type != "cpu" else 0,
         )
         self.vaes = VaeCache()
+        self.safety_checker_dir = safety_checker_dir  # None: the NSFW censor is off
+        self._safety_checker: SafetyChecker | None = None
         self._hypernetworks: OrderedDict[str, Hypernetwork] = OrderedDict()
         self._embeddings: OrderedDict[str, Embedding] = OrderedDict()
 
@@ -351,8 +357,26 @@ class WorkerRuntime:
         hypernets = [(self._hypernetwork(path, sha), strength) for path, sha, strength in spec.hypernetworks]
         pipeline = self._pipeline_for(spec, "txt2img")  # loads the checkpoint; the task's pipeline comes next
         loras = self.pipelines.loras_for(spec.checkpoint_sha256)
-        with loras.applied(pipeline, spec.loras), hypernetwork.applied(pipeline.unet, hypernets):
+        with (
+            loras.applied(pipeline, spec.loras),
+            hypernetwork.applied(pipeline.unet, hypernets),
+            seamless(pipeline.unet, pipeline.vae, enabled=spec.tiling),
+        ):
             return self._generate(spec, on_step)
+
+    def censor(self, images: list[Image.Image | None]) -> tuple[list[Image.Image | None], list[bool]]:
+        """With the NSFW censor on: the images with flagged ones blurred, and which were flagged.
+
+        Raises `SafetyCheckerMissing` when the censor is on and no checker model is installed.
+        """
+        if self.safety_checker_dir is None:
+            return images, [False] * len(images)
+        if self._safety_checker is None:
+            self._safety_checker = SafetyChecker(self.safety_checker_dir, device=self.device, dtype=self.dtype)
+        present = [image for image in images if image is not None]
+        verdicts = iter(self._safety_checker.flagged(present))
+        flags = [next(verdicts) if image is not None else False for image in images]
+        return [censor_image(image) if flag else image for image, flag in zip(images, flags, strict=True)], flags
 
     def _generate(self, spec: GenerationSpec, on_step: StepCallback | None) -> list[Image.Image | None]:
         img2img = spec.img2img

@@ -1,0 +1,66 @@
+"""The NSFW censor, tiling and "not installed" features through the APIs of a running platform.
+
+The platform runs with `ATELIER_NSFW_CENSOR=1` and a tiny random-weight safety checker that flags
+every image (`inference/worker/safety.py`), so every image comes back blurred and every API says so.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from inference.worker.safety import write_tiny_safety_checker
+from tests.harness import Platform, running_platform
+
+pytestmark = pytest.mark.e2e
+
+
+def _install_checker(platform: Platform) -> None:
+    write_tiny_safety_checker(platform.data_dir / "public" / "models" / "safety_checker", flag_everything=True)
+
+
+@pytest.fixture(scope="module")
+def platform():
+    with running_platform(workers=1, env_overrides={"ATELIER_NSFW_CENSOR": "1"}, before_start=_install_checker) as platform:
+        yield platform
+
+
+def roughness(encoded: str) -> float:
+    pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(encoded))).convert("RGB"), dtype=np.float32)
+    return float(np.abs(np.diff(pixels, axis=1)).mean())
+
+
+def txt2img(platform: Platform, user: str, **fields) -> dict:
+    body = {"prompt": "a lighthouse", "steps": 3, "width": 64, "height": 64, "seed": 5, "sampler_name": "Euler", **fields}
+    response = platform.post(user, "/sdapi/v1/txt2img", body, timeout=120)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_flagged_images_come_back_blurred_and_every_api_says_so(platform: Platform) -> None:
+    result = txt2img(platform, "alice", batch_size=2)
+    info = json.loads(result["info"])
+    assert info["nsfw_censored"] == [0, 1]
+    assert "image 0 was flagged by the NSFW censor and blurred" in info["notes"]
+    assert all(roughness(image) < 2.0 for image in result["images"])  # the tiny model's images are noise
+    job = platform.get("alice", f"/api/v1/jobs/{info['id_task']}").json()
+    assert job["status"] == "succeeded" and job["censored"] == [0, 1]
+    assert platform.get("charlie", f"/api/v1/jobs/{info['id_task']}").status_code == 404
+
+
+def test_tiling_is_applied_and_recorded_in_the_infotext(platform: Platform) -> None:
+    result = txt2img(platform, "alice", tiling=True)
+    info = json.loads(result["info"])
+    assert "Tiling: True" in info["infotexts"][0]
+    assert not any("tiling" in note for note in info["notes"])
+
+
+def test_face_restoration_is_refused_as_not_installed(platform: Platform) -> None:
+    response = platform.post("alice", "/sdapi/v1/txt2img", {"prompt": "a face", "steps": 2, "restore_faces": True})
+    assert response.status_code == 422
+    assert "not installed" in response.text and "restore_faces" in response.text

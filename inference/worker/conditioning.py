@@ -388,13 +388,30 @@ def encode_prompts(
     ``dtype`` (default: the text encoder's).
     """
     _check_clip_skip(text_encoder, clip_skip)
+    return _encode_texts(tokenizer, text_encoder, prompts, clip_skip, embeddings, device, dtype)[0]
+
+
+def _encode_texts(
+    tokenizer: PreTrainedTokenizerBase,
+    text_encoder: PreTrainedModel,
+    prompts: Sequence[str],
+    clip_skip: int,
+    embeddings: Mapping[str, Embedding],
+    device: torch.device | str | None,
+    dtype: torch.dtype | None,
+    *,
+    final_norm: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`encode_prompts`, and each prompt's pooled output from its first chunk where the encoder has one."""
     special = _SpecialIds.of(tokenizer)
     index = _embedding_index(tokenizer, embeddings)
     by_text: dict[str, list[PromptChunk]] = {}
     for text in prompts:
         if text not in by_text:
             by_text[text] = _prompt_chunks(tokenizer, text, special, index)
-    return _encode_chunked(text_encoder, [by_text[text] for text in prompts], special, clip_skip, device, dtype)
+    return _encode_chunked(
+        text_encoder, [by_text[text] for text in prompts], special, clip_skip, device, dtype, final_norm=final_norm
+    )
 
 
 def encode_pair(
@@ -422,6 +439,60 @@ def encode_pair(
         dtype=dtype,
     )
     return both[: len(prompts)], both[len(prompts) :]
+
+
+@dataclass(frozen=True)
+class XLConditioning:
+    """What SDXL pipelines take: both encoders' hidden states side by side, and encoder 2's pooled output."""
+
+    prompt_embeds: torch.Tensor
+    negative_prompt_embeds: torch.Tensor
+    pooled_prompt_embeds: torch.Tensor
+    negative_pooled_prompt_embeds: torch.Tensor
+
+    def as_kwargs(self) -> dict[str, torch.Tensor]:
+        return dict(vars(self))
+
+
+def encode_pair_xl(
+    tokenizers: Sequence[PreTrainedTokenizerBase],
+    text_encoders: Sequence[PreTrainedModel],
+    prompts: Sequence[str],
+    negative_prompts: Sequence[str],
+    *,
+    embeddings: Mapping[str, Embedding] = _NO_EMBEDDINGS,
+    zero_empty_negative: bool = True,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> XLConditioning:
+    """SDXL conditioning as A1111 makes it: weights, BREAK and 75-token chunks through both text
+    encoders (each one's penultimate layer, without its final norm, with its own emphasis), the
+    two concatenated per token; the pooled output is text encoder 2's for each prompt's first chunk.
+
+    An empty negative prompt gives zeros (A1111 and diffusers both do so for SDXL, whose
+    `force_zeros_for_empty_prompt` is set). An unweighted prompt of up to 75 tokens encodes
+    exactly as diffusers' own `encode_prompt`.
+    """
+    if len(prompts) != len(negative_prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(negative_prompts)} negative prompts")
+    texts = [*prompts, *negative_prompts]
+    hidden_parts = []
+    pooled: torch.Tensor | None = None
+    for tokenizer, text_encoder in zip(tokenizers, text_encoders, strict=True):
+        hidden, pooled = _encode_texts(tokenizer, text_encoder, texts, 2, embeddings, device, dtype, final_norm=False)
+        hidden_parts.append(hidden)
+    if pooled is None:
+        raise ValueError("SDXL's second text encoder must have a projection (CLIPTextModelWithProjection)")
+    if len({part.shape[1] for part in hidden_parts}) != 1:
+        raise ValueError("the two SDXL tokenizers split the prompt into different chunk counts")
+    hidden = torch.cat(hidden_parts, dim=-1)
+    if zero_empty_negative:
+        for row, text in enumerate(texts[len(prompts):], start=len(prompts)):
+            if text == "":
+                hidden[row].zero_()
+                pooled[row].zero_()
+    count = len(prompts)
+    return XLConditioning(hidden[:count], hidden[count:], pooled[:count], pooled[count:])
 
 
 def _check_clip_skip(text_encoder: PreTrainedModel, clip_skip: int) -> None:
@@ -458,12 +529,14 @@ def _encode_chunked(
     clip_skip: int,
     device: torch.device | str | None,
     dtype: torch.dtype | None,
-) -> torch.Tensor:
+    *,
+    final_norm: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     width = int(text_encoder.get_input_embeddings().embedding_dim)
     device = text_encoder.device if device is None else device
     dtype = text_encoder.dtype if dtype is None else dtype
     if not per_prompt:
-        return torch.zeros(0, CHUNK_LENGTH + 2, width, device=device, dtype=dtype)
+        return torch.zeros(0, CHUNK_LENGTH + 2, width, device=device, dtype=dtype), None
     n_chunks = max(len(chunks) for chunks in per_prompt)
     empty = _empty_chunk(special)
     rows = [chunks[i] if i < len(chunks) else empty for chunks in per_prompt for i in range(n_chunks)]
@@ -471,19 +544,28 @@ def _encode_chunked(
 
     input_ids = _token_ids(rows, special, device)
     with torch.no_grad(), _embeddings_inserted(text_encoder, input_ids, [row.fixes for row in rows]):
-        hidden = _run_text_encoder(text_encoder, input_ids, clip_skip)
+        hidden, pooled = _run_text_encoder(text_encoder, input_ids, clip_skip, final_norm=final_norm)
     multipliers = torch.tensor([row.multipliers for row in rows], dtype=torch.float32, device=hidden.device)
     weighted = _emphasis_original(hidden.float(), multipliers)
-    return weighted.reshape(len(per_prompt), n_chunks * (CHUNK_LENGTH + 2), -1).to(device=device, dtype=dtype)
+    weighted = weighted.reshape(len(per_prompt), n_chunks * (CHUNK_LENGTH + 2), -1).to(device=device, dtype=dtype)
+    if pooled is not None:  # A1111 pools each prompt's first chunk
+        pooled = pooled[::n_chunks].to(device=device, dtype=dtype)
+    return weighted, pooled
 
 
-def _run_text_encoder(text_encoder: PreTrainedModel, input_ids: torch.Tensor, clip_skip: int) -> torch.Tensor:
+def _run_text_encoder(
+    text_encoder: PreTrainedModel, input_ids: torch.Tensor, clip_skip: int, *, final_norm: bool = True
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The hidden states `clip_skip` layers from the end, and the projected pooled output where the encoder has one."""
     if clip_skip == 1:
-        return text_encoder(input_ids)[0]  # last_hidden_state, exactly as diffusers' encode_prompt
+        outputs = text_encoder(input_ids)
+        return outputs[0], getattr(outputs, "text_embeds", None)  # last_hidden_state, as diffusers' encode_prompt
     outputs = text_encoder(input_ids, output_hidden_states=True)
-    # transformers 5's CLIPTextModel has final_layer_norm itself (no .text_model); older ones nest it.
-    final_layer_norm = getattr(text_encoder, "text_model", text_encoder).final_layer_norm
-    return final_layer_norm(outputs.hidden_states[-clip_skip])
+    hidden = outputs.hidden_states[-clip_skip]
+    if final_norm:
+        # transformers 5's CLIPTextModel has final_layer_norm itself (no .text_model); older ones nest it.
+        hidden = getattr(text_encoder, "text_model", text_encoder).final_layer_norm(hidden)
+    return hidden, getattr(outputs, "text_embeds", None)
 
 
 def _emphasis_original(hidden: torch.Tensor, multipliers: torch.Tensor) -> torch.Tensor:

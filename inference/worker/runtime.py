@@ -24,7 +24,7 @@ from PIL import Image
 from inference.worker import hypernetwork
 from inference.worker.acceleration import Acceleration, apply_to_pipeline, configure_vae
 from inference.worker.checkpoints import load_pipeline
-from inference.worker.conditioning import Embedding, encode_pair, load_embedding_file
+from inference.worker.conditioning import Embedding, encode_pair, encode_pair_xl, load_embedding_file
 from inference.worker.hypernetwork import Hypernetwork, load_hypernetwork
 from inference.worker.img2img import InpaintSettings, PreparedImage, finish, prepare
 from inference.worker.lora import LoraSet, LoraSpec
@@ -328,17 +328,17 @@ class WorkerRuntime:
 
     def _conditioning(self, pipeline: diffusers.DiffusionPipeline, spec: GenerationSpec, chunk: range) -> dict[str, Any]:
         """A1111's conditioning for a chunk: (word:1.2) weights, BREAK, 75-token chunks, clip skip,
-        embeddings (inference/worker/conditioning.py), as the pipeline's prompt_embeds.
-
-        SDXL's two text encoders and pooled embeddings are left to diffusers' own encoder for
-        now: plain prompt text, without A1111's weighting syntax.
+        embeddings (inference/worker/conditioning.py), as the pipeline's prompt_embeds (and, for
+        SDXL, both encoders side by side and the pooled embeddings; SDXL ignores clip skip, as A1111).
         """
-        if is_xl(pipeline):
-            return {
-                "prompt": [spec.prompts[i] for i in chunk],
-                "negative_prompt": [spec.negative_prompts[i] for i in chunk],
-            }
         embeddings = {name: self._embedding(name, path, sha) for name, path, sha in spec.embeddings}
+        if is_xl(pipeline):
+            return encode_pair_xl(
+                [pipeline.tokenizer, pipeline.tokenizer_2], [pipeline.text_encoder, pipeline.text_encoder_2],
+                [spec.prompts[i] for i in chunk], [spec.negative_prompts[i] for i in chunk], embeddings=embeddings,
+                zero_empty_negative=bool(pipeline.config.get("force_zeros_for_empty_prompt", True)),
+                device=pipeline._execution_device, dtype=pipeline.text_encoder_2.dtype,
+            ).as_kwargs()
         layers = pipeline.text_encoder.config.num_hidden_layers
         positive, negative = encode_pair(
             pipeline.tokenizer, pipeline.text_encoder,

@@ -1,0 +1,79 @@
+"""A1111-style conditioning for SDXL's two text encoders, on the tiny SDXL model."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from inference.samplers import resolve_sampler
+from inference.worker.checkpoints import load_pipeline
+from inference.worker.conditioning import encode_pair_xl
+from inference.worker.runtime import GenerationSpec, WorkerRuntime
+from inference.worker.tiny_families import write_tiny_sdxl_checkpoint
+
+
+@pytest.fixture(scope="module")
+def xl(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("xl")
+    checkpoint = write_tiny_sdxl_checkpoint(folder / "tiny-xl.safetensors")
+    pipeline = load_pipeline(checkpoint, cache_dir=folder / "cache", device="cpu", dtype=torch.float32)
+    return folder, checkpoint, pipeline
+
+
+def ours(pipeline, prompts, negatives):
+    return encode_pair_xl(
+        [pipeline.tokenizer, pipeline.tokenizer_2], [pipeline.text_encoder, pipeline.text_encoder_2], prompts, negatives
+    )
+
+
+def test_an_unweighted_short_prompt_encodes_exactly_as_diffusers_does(xl) -> None:
+    _, _, pipeline = xl
+    mine = ours(pipeline, ["a red house by the sea"], ["blurry, dark"])
+    theirs = pipeline.encode_prompt(
+        "a red house by the sea", negative_prompt="blurry, dark", device="cpu", do_classifier_free_guidance=True
+    )
+    for got, expected in zip(
+        (mine.prompt_embeds, mine.negative_prompt_embeds, mine.pooled_prompt_embeds, mine.negative_pooled_prompt_embeds),
+        theirs, strict=True,
+    ):
+        assert got.shape == expected.shape
+        assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_an_empty_negative_prompt_is_zeros_as_in_a1111_and_diffusers(xl) -> None:
+    _, _, pipeline = xl
+    mine = ours(pipeline, ["a house"], [""])
+    assert not mine.negative_prompt_embeds.any() and not mine.negative_pooled_prompt_embeds.any()
+    assert mine.prompt_embeds.any()
+
+
+def test_weights_break_and_long_prompts_reach_both_encoders(xl) -> None:
+    _, _, pipeline = xl
+    plain = ours(pipeline, ["a red house"], ["x"]).prompt_embeds
+    weighted = ours(pipeline, ["a (red:1.5) house"], ["x"]).prompt_embeds
+    width_1 = pipeline.text_encoder.config.hidden_size
+    assert not torch.allclose(plain[..., :width_1], weighted[..., :width_1])  # encoder 1's part
+    assert not torch.allclose(plain[..., width_1:], weighted[..., width_1:])  # encoder 2's part
+    long = ours(pipeline, [", ".join(["a red house"] * 25)], ["x"])  # 99 tokens: two chunks
+    assert long.prompt_embeds.shape[1] == 77 * 2 and long.negative_prompt_embeds.shape[1] == 77 * 2
+    broken = ours(pipeline, ["a red house BREAK a blue sky"], ["x"])
+    assert broken.prompt_embeds.shape[1] == 77 * 2
+
+
+def test_weights_change_sdxl_images_through_the_runtime(xl) -> None:
+    folder, checkpoint, _ = xl
+    euler = resolve_sampler("Euler")
+    spec = GenerationSpec(
+        checkpoint_path=str(checkpoint), checkpoint_sha256="xl", prompts=["a red house"], negative_prompts=[""],
+        seeds=[3], steps=3, cfg_scale=7.0, width=64, height=64, max_batch=8,
+        scheduler_class=euler.scheduler_class, scheduler_kwargs=euler.scheduler_kwargs,
+    )
+    runtime = WorkerRuntime(device="cpu", cache_size=1, config_cache_dir=folder / "cache")
+    plain = np.asarray(runtime.generate(spec)[0], dtype=np.float32)
+    again = np.asarray(runtime.generate(spec)[0], dtype=np.float32)
+    weighted = np.asarray(runtime.generate(dataclasses.replace(spec, prompts=["a (red:1.6) house"]))[0], dtype=np.float32)
+    assert np.array_equal(plain, again)
+    assert np.abs(weighted - plain).mean() > 0.5

@@ -172,7 +172,7 @@ CELERY_IMPORTS = ["inference.tasks"]
 ATELIER_EVENTS_URL = env.str("ATELIER_EVENTS_URL", default="")
 
 # --- models and working directories -------------------------------------------------
-ATELIER_MODEL_KINDS = ("Stable-diffusion", "Lora", "VAE", "embeddings", "hypernetworks", "ControlNet")
+ATELIER_MODEL_KINDS = ("Stable-diffusion", "Lora", "VAE", "embeddings", "hypernetworks", "ControlNet", "ESRGAN")
 _PUBLIC_MODELS = DATA_DIR / "public" / "models"
 # The equivalent of PAI's --ckpt-dir, --lora-dir, --vae-dir, --embeddings-dir, --hypernetwork-dir.
 ATELIER_PUBLIC_MODEL_DIRS: dict[str, Path] = {
@@ -182,6 +182,8 @@ ATELIER_PUBLIC_MODEL_DIRS: dict[str, Path] = {
     "embeddings": Path(env.str("ATELIER_EMBEDDINGS_DIR", default=str(_PUBLIC_MODELS / "embeddings"))),
     "hypernetworks": Path(env.str("ATELIER_HYPERNETWORK_DIR", default=str(_PUBLIC_MODELS / "hypernetworks"))),
     "ControlNet": Path(env.str("ATELIER_CONTROLNET_DIR", default=str(_PUBLIC_MODELS / "ControlNet"))),
+    # ESRGAN / Real-ESRGAN upscalers (.pth, .safetensors): hires-fix upscalers by name
+    "ESRGAN": Path(env.str("ATELIER_ESRGAN_DIR", default=str(_PUBLIC_MODELS / "ESRGAN"))),
 }
 ATELIER_MODEL_CACHE_DIR = DATA_DIR / "cache"
 # PAI's --enable-nsfw-censor: workers run a safety checker (a StableDiffusionSafetyChecker folder

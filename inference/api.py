@@ -30,6 +30,10 @@ def generation_limits() -> Limits:
     )
 
 
+# Resolved extra networks and upscaler files carry server paths: members see their request, not our disks.
+SERVER_SIDE_PARAMS = ("networks", "upscaler_model")
+
+
 def job_json(job: Job, *, viewer=None) -> dict[str, Any]:
     data = {
         **job_event_payload(job),
@@ -37,8 +41,7 @@ def job_json(job: Job, *, viewer=None) -> dict[str, Any]:
         "checkpoint": job.checkpoint_title,
         "seeds": job.seeds,
         "infotexts": job.infotexts,
-        # resolved extra networks carry server paths: members see their prompt, not our disks
-        "params": {key: value for key, value in job.params.items() if key != "networks"},
+        "params": {key: value for key, value in job.params.items() if key not in SERVER_SIDE_PARAMS},
         "created_at": job.created_at.isoformat(),
         "started_at": job.started_at.isoformat() if job.started_at else None,
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,

@@ -237,6 +237,8 @@ def _run_batch(jobs: list[tuple[str, int]], worker_name: str, runtime: WorkerRun
         hires=HiresSpec(
             width=lead.hr_width, height=lead.hr_height, upscaler=lead.hr_upscaler,
             steps=lead.hr_second_pass_steps or lead.steps, denoising_strength=lead.denoising_strength,
+            upscaler_path=lead.upscaler_model["path"] if lead.upscaler_model else "",
+            upscaler_sha256=lead.upscaler_model["sha256"] if lead.upscaler_model else "",
         ) if lead.hires else None,
         loras=[
             LoraSpec(path=n["path"], sha256=n["sha256"], te_weight=n["te_weight"], unet_weight=n["unet_weight"])

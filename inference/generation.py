@@ -81,6 +81,9 @@ class GenerationRequest:
     hr_upscaler: str = "Latent"
     hr_second_pass_steps: int = 0  # 0: as many as `steps`
     tiling: bool = False  # seamlessly repeating images (circular padding)
+    # a model upscaler named by hr_upscaler, resolved to its file by `job_submit` (never by clients):
+    # {"name", "path", "sha256"}; None for the built-in latent and pixel resizers
+    upscaler_model: dict[str, str] | None = None
 
     @property
     def hires(self) -> bool:
@@ -343,11 +346,8 @@ def _hires_fields(data: Mapping[str, Any], limits: Limits) -> dict[str, Any]:
             "hr_scale", f"the hires-fix target {target_w}x{target_h} is over the {limits.max_size} px limit: lower hr_scale or hr_resize_x/y"
         )
     upscaler = _str(data, "hr_upscaler", "Latent", 100) or "Latent"
-    match = next((name for name in HIRES_UPSCALERS if name.lower() == upscaler.lower()), None)
-    if match is None:
-        raise RequestValidationError(
-            "hr_upscaler", f"{upscaler!r} is not installed; available: {', '.join(HIRES_UPSCALERS)}"
-        )
+    # Any other name is a model upscaler (ESRGAN family), resolved against the member's folders at submit.
+    match = next((name for name in HIRES_UPSCALERS if name.lower() == upscaler.lower()), upscaler.strip())
     return {
         "hr_width": max(target_w, width),
         "hr_height": max(target_h, height),
@@ -387,6 +387,8 @@ def batch_key(request: GenerationRequest, *, model_key: str, lora_key: str, vae_
     )
     if request.hires:
         shared += (request.hr_width, request.hr_height, request.hr_upscaler, request.hr_steps, request.denoising_strength)
+        if request.upscaler_model:
+            shared += (request.upscaler_model["sha256"],)
     if request.kind == "img2img":
         shared += (
             request.denoising_strength, request.mask is not None, request.resize_mode, request.mask_blur_x,

@@ -20,7 +20,11 @@ from tenants.workdirs import public_model_dir, tenant_model_dir, user_model_dir
 MODEL_SUFFIXES = (".safetensors",)
 # A1111 ships hypernetworks and embeddings as .pt; workers load those with torch's weights-only
 # unpickler, which refuses anything but tensors and plain containers.
-SUFFIXES_BY_KIND = {"hypernetworks": (".safetensors", ".pt"), "embeddings": (".safetensors", ".pt", ".bin")}
+SUFFIXES_BY_KIND = {
+    "hypernetworks": (".safetensors", ".pt"),
+    "embeddings": (".safetensors", ".pt", ".bin"),
+    "ESRGAN": (".pth", ".safetensors"),  # Real-ESRGAN ships .pth (read weights-only by workers)
+}
 SCOPES = ("user", "tenant", "public")  # resolution precedence when names collide
 
 
@@ -129,3 +133,17 @@ def vae_resolve_for_user(user: AbstractUser, ident: str | None) -> ModelEntry | 
         if entry.matches(ident):
             return entry
     raise ModelNotFound(f"unknown VAE {ident!r}; GET /sdapi/v1/sd-vae lists the ones you may use")
+
+
+def upscaler_resolve_for_user(user: AbstractUser, ident: str) -> ModelEntry:
+    """An ESRGAN-family upscaler file by any id form, or by A1111's name for it ("R-ESRGAN 4x+")."""
+    from inference.worker.upscalers import A1111_ALIASES
+
+    wanted = A1111_ALIASES.get(ident.strip(), ident)
+    for entry in model_list_for_user(user, "ESRGAN"):
+        if entry.matches(wanted) or entry.matches(ident):
+            return entry
+    raise ModelNotFound(
+        f"upscaler {ident!r} is not installed: put its .pth file in a models/ESRGAN folder; "
+        "GET /sdapi/v1/upscalers lists the ones you may use"
+    )

@@ -19,9 +19,14 @@ from django.db.models import F
 from django.utils import timezone
 
 from inference.events import job_event_publish
-from inference.generation import GenerationRequest, RequestValidationError, batch_key
+from inference.generation import HIRES_UPSCALERS, GenerationRequest, RequestValidationError, batch_key
 from inference.inputs import InputImages
-from inference.model_registry import checkpoint_resolve_for_user, model_list_for_user, vae_resolve_for_user
+from inference.model_registry import (
+    checkpoint_resolve_for_user,
+    model_list_for_user,
+    upscaler_resolve_for_user,
+    vae_resolve_for_user,
+)
 from inference.models import Job, Worker
 from inference.prompts import ExtraNetwork, PromptError, find_embeddings, parse_prompt
 from inference.prompts import lora_key as lora_key_of
@@ -53,6 +58,11 @@ def job_submit(*, user: AbstractUser, request: GenerationRequest, inputs: InputI
     checkpoint = checkpoint_resolve_for_user(user, request.checkpoint)
     vae = vae_resolve_for_user(user, request.vae)
     request = dataclasses.replace(request, networks=_extra_networks_for_user(user, request))
+    if request.hires and request.hr_upscaler not in HIRES_UPSCALERS:
+        upscaler = upscaler_resolve_for_user(user, request.hr_upscaler)
+        request = dataclasses.replace(
+            request, upscaler_model={"name": upscaler.name, "path": str(upscaler.path), "sha256": upscaler.sha256}
+        )
     if request.kind == "img2img":
         request = _with_stored_inputs(user, request, inputs)
     model_key = checkpoint.sha256  # what a worker must have loaded; a VAE is a cheap swap

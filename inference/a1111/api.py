@@ -87,9 +87,18 @@ def refresh(request: HttpRequest, user) -> None:
 
 @sdapi("GET")
 def upscalers(request: HttpRequest, user) -> list[dict]:
-    return [
+    """The built-in resizers, then the ESRGAN-family files the member may use (by A1111's name where it has one)."""
+    from inference.worker.upscalers import A1111_ALIASES
+
+    alias_of = {file_name: alias for alias, file_name in A1111_ALIASES.items()}
+    builtin = [
         {"name": name, "model_name": None, "model_path": None, "model_url": None, "scale": 4.0}
         for name in ("None", "Lanczos", "Nearest")
+    ]
+    return builtin + [
+        {"name": alias_of.get(entry.model_name, entry.model_name), "model_name": "ESRGAN", "model_path": entry.name,
+         "model_url": None, "scale": 4.0}
+        for entry in model_list_for_user(user, "ESRGAN")
     ]
 
 

@@ -30,6 +30,7 @@ from inference.worker.img2img import InpaintSettings, PreparedImage, finish, pre
 from inference.worker.lora import LoraSet, LoraSpec
 from inference.worker.safety import SafetyChecker, censor_image
 from inference.worker.tiling import seamless
+from inference.worker.upscalers import RRDBNet, load_upscaler, upscale
 from inference.worker.vae import load_vae_file
 
 logger = logging.getLogger(__name__)
@@ -55,9 +56,11 @@ class HiresSpec:
 
     width: int
     height: int
-    upscaler: str  # "Latent…" modes resize latents; "None"/"Lanczos"/"Nearest" resize the image
+    upscaler: str  # "Latent…" modes resize latents; "None"/"Lanczos"/"Nearest" resize the image; else a model
     steps: int  # the second pass's steps before `denoising_strength` (A1111's hr_second_pass_steps or steps)
     denoising_strength: float
+    upscaler_path: str = ""  # an ESRGAN-family model file (inference/worker/upscalers.py)
+    upscaler_sha256: str = ""
 
 
 @dataclass(frozen=True)
@@ -283,6 +286,7 @@ class WorkerRuntime:
         self.safety_checker_dir = safety_checker_dir  # None: the NSFW censor is off
         self._safety_checker: SafetyChecker | None = None
         self._hypernetworks: OrderedDict[str, Hypernetwork] = OrderedDict()
+        self._upscalers: OrderedDict[str, RRDBNet] = OrderedDict()
         self._embeddings: OrderedDict[str, Embedding] = OrderedDict()
 
     def describe_device(self) -> tuple[str, int | None]:
@@ -315,6 +319,15 @@ class WorkerRuntime:
             while len(self._hypernetworks) > 8:
                 self._hypernetworks.popitem(last=False)
         self._hypernetworks.move_to_end(sha256)
+        return loaded
+
+    def _upscaler(self, path: str, sha256: str) -> RRDBNet:
+        loaded = self._upscalers.get(sha256)
+        if loaded is None:
+            loaded = self._upscalers[sha256] = load_upscaler(Path(path), device=self.device, dtype=self.dtype)
+            while len(self._upscalers) > 2:
+                self._upscalers.popitem(last=False)
+        self._upscalers.move_to_end(sha256)
         return loaded
 
     def _embedding(self, name: str, path: str, sha256: str) -> Embedding:
@@ -452,6 +465,9 @@ class WorkerRuntime:
         pipeline = self._pipeline_for(spec, "img2img")
         if hires.upscaler.startswith("Latent"):
             image: Any = upscale_latents(first, hires.upscaler, width=hires.width, height=hires.height)
+        elif hires.upscaler_path:
+            model = self._upscaler(hires.upscaler_path, hires.upscaler_sha256)
+            image = [upscale(model, picture, width=hires.width, height=hires.height) for picture in first]
         else:
             resample = Image.Resampling.NEAREST if hires.upscaler == "Nearest" else Image.Resampling.LANCZOS
             image = [picture.resize((hires.width, hires.height), resample) for picture in first]

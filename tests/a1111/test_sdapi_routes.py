@@ -300,3 +300,25 @@ def test_the_vae_option_is_per_member_and_must_be_one_they_may_use(api, settings
         assert api("alice").get("/sdapi/v1/options").json()["sd_vae"] == "None"
     finally:
         vae.unlink()
+
+
+def test_model_upscalers_are_listed_per_member_and_unknown_ones_are_not_installed(api, personas) -> None:
+    from inference.worker.upscalers import write_tiny_esrgan
+
+    path = write_tiny_esrgan(settings.DATA_DIR / "users" / "alice" / "models" / "ESRGAN" / "RealESRGAN_x4plus.pth")
+    try:
+        names = [u["name"] for u in api("alice").get("/sdapi/v1/upscalers").json()]
+        assert names[:3] == ["None", "Lanczos", "Nearest"] and "R-ESRGAN 4x+" in names  # A1111's name for the file
+        assert "R-ESRGAN 4x+" not in [u["name"] for u in api("charlie").get("/sdapi/v1/upscalers").json()]
+        body = {"prompt": "x", "steps": 2, "width": 64, "height": 64, "enable_hr": True, "hr_upscaler": "R-ESRGAN 4x+"}
+        refused = api("charlie").post("/sdapi/v1/txt2img", body)
+        assert refused.status_code == 404 and "not installed" in refused.json()["detail"]
+        assert not Job.objects.exists()
+        response = api("alice").post("/api/v1/jobs", body)
+        assert response.status_code == 201, response.content
+        job = Job.objects.get(public_id=response.json()["id"])
+        assert job.params["upscaler_model"]["sha256"]
+        shown = api("alice").get(f"/api/v1/jobs/{job.public_id}").json()
+        assert shown["params"]["hr_upscaler"] == "R-ESRGAN 4x+" and "upscaler_model" not in shown["params"]
+    finally:
+        path.unlink()

@@ -103,6 +103,18 @@ def upscalers(request: HttpRequest, user) -> list[dict]:
 
 
 @sdapi("GET")
+def realesrgan_models(request: HttpRequest, user) -> list[dict]:
+    """The member's ESRGAN-family files in A1111's RealESRGAN list shape."""
+    from inference.worker.upscalers import A1111_ALIASES
+
+    alias_of = {file_name: alias for alias, file_name in A1111_ALIASES.items()}
+    return [
+        {"name": alias_of.get(entry.model_name, entry.model_name), "path": entry.name, "scale": None}
+        for entry in model_list_for_user(user, "ESRGAN")
+    ]
+
+
+@sdapi("GET")
 def latent_upscale_modes(request: HttpRequest, user) -> list[dict]:
     return [{"name": name} for name in ("Latent", "Latent (antialiased)", "Latent (bicubic)",
                                         "Latent (bicubic antialiased)", "Latent (nearest)", "Latent (nearest-exact)")]
@@ -110,7 +122,7 @@ def latent_upscale_modes(request: HttpRequest, user) -> list[dict]:
 
 @sdapi("GET")
 def empty_list(request: HttpRequest, user) -> list:
-    """Features not installed on this platform yet: face restorers, styles, RealESRGAN, extensions, script info."""
+    """Features not installed on this platform: face restorers, styles, extensions, script info."""
     return []
 
 

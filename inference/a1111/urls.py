@@ -23,7 +23,7 @@ urlpatterns = [
     path("hypernetworks", api.hypernetworks),
     path("embeddings", api.embeddings),
     path("face-restorers", api.empty_list),
-    path("realesrgan-models", api.empty_list),
+    path("realesrgan-models", api.realesrgan_models),
     path("prompt-styles", api.empty_list),
     path("script-info", api.empty_list),
     path("extensions", api.empty_list),

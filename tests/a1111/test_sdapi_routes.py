@@ -310,6 +310,8 @@ def test_model_upscalers_are_listed_per_member_and_unknown_ones_are_not_installe
         names = [u["name"] for u in api("alice").get("/sdapi/v1/upscalers").json()]
         assert names[:3] == ["None", "Lanczos", "Nearest"] and "R-ESRGAN 4x+" in names  # A1111's name for the file
         assert "R-ESRGAN 4x+" not in [u["name"] for u in api("charlie").get("/sdapi/v1/upscalers").json()]
+        assert [m["name"] for m in api("alice").get("/sdapi/v1/realesrgan-models").json()] == ["R-ESRGAN 4x+"]
+        assert api("charlie").get("/sdapi/v1/realesrgan-models").json() == []
         body = {"prompt": "x", "steps": 2, "width": 64, "height": 64, "enable_hr": True, "hr_upscaler": "R-ESRGAN 4x+"}
         refused = api("charlie").post("/sdapi/v1/txt2img", body)
         assert refused.status_code == 404 and "not installed" in refused.json()["detail"]

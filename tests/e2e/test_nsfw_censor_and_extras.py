@@ -1,4 +1,4 @@
-"""The NSFW censor, tiling and "not installed" features through the APIs of a running platform.
+"""The NSFW censor, tiling, a model upscaler and "not installed" features through the APIs of a running platform.
 
 The platform runs with `ATELIER_NSFW_CENSOR=1` and a tiny random-weight safety checker that flags
 every image (`inference/worker/safety.py`), so every image comes back blurred and every API says so.
@@ -15,13 +15,16 @@ import pytest
 from PIL import Image
 
 from inference.worker.safety import write_tiny_safety_checker
+from inference.worker.upscalers import write_tiny_esrgan
 from tests.harness import Platform, running_platform
 
 pytestmark = pytest.mark.e2e
 
 
 def _install_checker(platform: Platform) -> None:
-    write_tiny_safety_checker(platform.data_dir / "public" / "models" / "safety_checker", flag_everything=True)
+    models = platform.data_dir / "public" / "models"
+    write_tiny_safety_checker(models / "safety_checker", flag_everything=True)
+    write_tiny_esrgan(models / "ESRGAN" / "RealESRGAN_x4plus.pth")
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +67,11 @@ def test_face_restoration_is_refused_as_not_installed(platform: Platform) -> Non
     response = platform.post("alice", "/sdapi/v1/txt2img", {"prompt": "a face", "steps": 2, "restore_faces": True})
     assert response.status_code == 422
     assert "not installed" in response.text and "restore_faces" in response.text
+
+
+def test_the_hires_fix_upscales_through_an_installed_esrgan_model(platform: Platform) -> None:
+    result = txt2img(platform, "bob", enable_hr=True, hr_scale=2, hr_upscaler="R-ESRGAN 4x+", denoising_strength=0.5)
+    image = Image.open(io.BytesIO(base64.b64decode(result["images"][0])))
+    assert image.size == (128, 128)
+    info = json.loads(result["info"])
+    assert "Hires upscaler: R-ESRGAN 4x+" in info["infotexts"][0]

@@ -212,6 +212,7 @@ ATELIER_FETCH_ALLOW_PRIVATE = env.bool("ATELIER_FETCH_ALLOW_PRIVATE", default=Fa
 
 # --- workers and dispatch -----------------------------------------------------------
 ATELIER_DEVICE = env.str("ATELIER_DEVICE", default="auto")  # auto, cpu, cuda, cuda:1, mps
+ATELIER_WORKER_DTYPE = env.str("ATELIER_WORKER_DTYPE", default="auto")  # auto (fp16 on GPUs), float16, bfloat16, float32
 ATELIER_PIPELINE_CACHE_SIZE = env.int("ATELIER_PIPELINE_CACHE_SIZE", default=2)
 # On a GPU, pipelines pushed off the device wait in host RAM (PAI's --sd-dynamic-cache), and
 # leave it first whenever less than this many GiB of RAM would stay free (--min-ram-reserved).

@@ -33,6 +33,7 @@ class RuntimeTask(Task):
         if self._runtime is None:
             self._runtime = WorkerRuntime(
                 device=settings.ATELIER_DEVICE,
+                dtype=settings.ATELIER_WORKER_DTYPE,
                 cache_size=settings.ATELIER_PIPELINE_CACHE_SIZE,
                 config_cache_dir=settings.ATELIER_MODEL_CACHE_DIR,
                 acceleration=acceleration_from_settings(),

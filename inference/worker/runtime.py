@@ -118,8 +118,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def default_dtype(device: torch.device) -> torch.dtype:
-    return torch.float16 if device.type in ("cuda", "mps") else torch.float32
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """`auto`: float16 on a GPU, float32 on a CPU; or one of DTYPES by name (bfloat16 avoids fp16's
+    overflow in some SDXL VAEs, at the same speed on recent GPUs)."""
+    if name == "auto":
+        return torch.float16 if device.type in ("cuda", "mps") else torch.float32
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be auto or one of {', '.join(DTYPES)}, not {name!r}")
+    return DTYPES[name]
 
 
 class PipelineCache:
@@ -267,6 +276,7 @@ class WorkerRuntime:
         self,
         *,
         device: str = "auto",
+        dtype: str = "auto",
         cache_size: int = 2,
         config_cache_dir: Path,
         acceleration: Acceleration | None = None,
@@ -275,7 +285,7 @@ class WorkerRuntime:
         safety_checker_dir: Path | None = None,
     ) -> None:
         self.device = resolve_device(device)
-        self.dtype = default_dtype(self.device)
+        self.dtype = resolve_dtype(dtype, self.device)
         self.acceleration = acceleration or Acceleration()
         self.pipelines = PipelineCache(
             capacity=cache_size, device=self.device, dtype=self.dtype, config_cache_dir=config_cache_dir,

@@ -119,3 +119,13 @@ def test_a_cpu_worker_has_one_tier(models) -> None:
     folder, _, _ = models
     runtime = WorkerRuntime(device="cpu", cache_size=1, host_cache_size=4, config_cache_dir=folder / "cache")
     assert runtime.pipelines.host_capacity == 0
+
+
+def test_the_weights_dtype_is_a_setting(models) -> None:
+    folder, _, spec = models
+    runtime = WorkerRuntime(device="cpu", dtype="bfloat16", cache_size=1, config_cache_dir=folder / "cache")
+    images = runtime.generate(spec)
+    assert runtime.pipelines.get(spec.checkpoint_path, spec.checkpoint_sha256).unet.dtype == torch.bfloat16
+    assert all(np.isfinite(px(image)).all() and px(image).std() > 0 for image in images)
+    with pytest.raises(ValueError, match="bfloat16"):
+        WorkerRuntime(device="cpu", dtype="half", config_cache_dir=folder / "cache")

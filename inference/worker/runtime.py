@@ -24,6 +24,7 @@ from PIL import Image
 from inference.worker import hypernetwork
 from inference.worker.checkpoints import load_pipeline
 from inference.worker.conditioning import Embedding, encode_pair, load_embedding_file
+from inference.worker.controlnet import ControlNetCache, ControlUnit, controlnet_pipeline
 from inference.worker.hypernetwork import Hypernetwork, load_hypernetwork
 from inference.worker.img2img import InpaintSettings, PreparedImage, finish, prepare
 from inference.worker.lora import LoraSet, LoraSpec
@@ -88,6 +89,7 @@ class GenerationSpec:
     clip_skip: int = 1  # A1111's numbering: 1 is the text encoder's last layer
     subseeds: list[int] = field(default_factory=list)  # one per image; used when subseed_strength > 0
     subseed_strength: float = 0.0
+    controlnet: list[ControlUnit] = field(default_factory=list)  # ControlNet units, shared by every image
 
     def chunks(self) -> list[range]:
         return [range(start, min(start + self.max_batch, len(self.seeds))) for start in range(0, len(self.seeds), self.max_batch)]
@@ -193,6 +195,7 @@ class WorkerRuntime:
             capacity=cache_size, device=self.device, dtype=self.dtype, config_cache_dir=config_cache_dir
         )
         self.vaes = VaeCache()
+        self.controlnets = ControlNetCache(device=self.device, dtype=self.dtype)
         self._hypernetworks: OrderedDict[str, Hypernetwork] = OrderedDict()
         self._embeddings: OrderedDict[str, Embedding] = OrderedDict()
 
@@ -287,6 +290,11 @@ class WorkerRuntime:
         else:
             task = "inpaint" if any(p.mask is not None for p in prepared) else "img2img"
         pipeline = self._pipeline_for(spec, task)
+        control: dict[str, Any] = {}
+        if spec.controlnet:  # the task's ControlNet pipeline over the same modules, and the control maps
+            pipeline, control = controlnet_pipeline(
+                pipeline, spec.controlnet, self.controlnets, task=task, width=spec.width, height=spec.height
+            )
         images: list[Image.Image | None] = []
         for chunk_index, chunk in enumerate(spec.chunks()):
 
@@ -303,6 +311,7 @@ class WorkerRuntime:
                 kwargs = {"image": [prepared[i].image for i in chunk], "strength": img2img.denoising_strength}
                 if task == "inpaint":  # an all-black mask comes back as None: nothing to repaint
                     kwargs["mask_image"] = [prepared[i].mask or Image.new("L", (spec.width, spec.height)) for i in chunk]
+            kwargs.update(control)
             if spec.subseed_strength > 0 and img2img is None:
                 kwargs["latents"] = variation_noise(pipeline, spec, chunk)
             if spec.hires is not None:

@@ -94,6 +94,9 @@ class Job(models.Model):
     outputs = models.JSONField(default=list, blank=True, help_text="Storage keys of the images, in order.")
     seeds = models.JSONField(default=list, blank=True)
     infotexts = models.JSONField(default=list, blank=True)
+    control_maps = models.JSONField(
+        default=list, blank=True, help_text="Storage keys of the ControlNet detect maps (preprocessed control images)."
+    )
     gpu_seconds = models.FloatField(default=0.0)
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)

@@ -21,7 +21,13 @@ from django.utils import timezone
 from inference.events import job_event_publish
 from inference.generation import GenerationRequest, RequestValidationError, batch_key
 from inference.inputs import InputImages
-from inference.model_registry import checkpoint_resolve_for_user, model_list_for_user, vae_resolve_for_user
+from inference.model_registry import (
+    ModelNotFound,
+    checkpoint_resolve_for_user,
+    controlnet_resolve_for_user,
+    model_list_for_user,
+    vae_resolve_for_user,
+)
 from inference.models import Job, Worker
 from inference.prompts import ExtraNetwork, PromptError, find_embeddings, parse_prompt
 from inference.prompts import lora_key as lora_key_of
@@ -40,7 +46,8 @@ def job_submit(*, user: AbstractUser, request: GenerationRequest, inputs: InputI
     """Store a validated request as a queued job and ask the scheduler to place it.
 
     img2img needs `inputs` (decoded by the adapter, see `inference/inputs.py`); they are stored
-    in the member's own `inputs/` folder and the job refers to them by storage key.
+    in the member's own `inputs/` folder and the job refers to them by storage key. So are the
+    ControlNet units' images (`inputs.controlnet_images`), whose models are resolved here too.
 
     Raises `ModelNotFound` for a checkpoint or VAE the user may not use, `NotAMember` for a
     user outside any tenant, `RequestValidationError` for anything else wrong with it.
@@ -55,6 +62,8 @@ def job_submit(*, user: AbstractUser, request: GenerationRequest, inputs: InputI
     request = dataclasses.replace(request, networks=_extra_networks_for_user(user, request))
     if request.kind == "img2img":
         request = _with_stored_inputs(user, request, inputs)
+    if request.controlnet_units:
+        request = _with_controlnet_units(user, request, inputs.controlnet_images if inputs else [])
     model_key = checkpoint.sha256  # what a worker must have loaded; a VAE is a cheap swap
     lora_key = network_key(request.networks)
     vae_key = vae.sha256 if vae else ""
@@ -90,19 +99,43 @@ def _with_stored_inputs(user: AbstractUser, request: GenerationRequest, inputs: 
         raise RequestValidationError(
             "init_images", f"{len(inputs.init_images)} images for batch_size {request.batch_size}: send at most one per batch image"
         )
-    folder = user_inputs_key(user.get_username())
-
-    def store(data: bytes) -> str:
-        key = f"{folder}/{hashlib.sha256(data).hexdigest()[:40]}.png"
-        if not default_storage.exists(key):
-            default_storage.save(key, ContentFile(data))
-        return key
-
     return dataclasses.replace(
         request,
-        init_images=[store(data) for data in inputs.init_images],
-        mask=store(inputs.mask) if inputs.mask is not None else None,
+        init_images=[_store_input(user, data) for data in inputs.init_images],
+        mask=_store_input(user, inputs.mask) if inputs.mask is not None else None,
     )
+
+
+def _store_input(user: AbstractUser, data: bytes) -> str:
+    """A PNG the member sent, stored in their `inputs/` folder under its content hash (once)."""
+    key = f"{user_inputs_key(user.get_username())}/{hashlib.sha256(data).hexdigest()[:40]}.png"
+    if not default_storage.exists(key):
+        default_storage.save(key, ContentFile(data))
+    return key
+
+
+def _with_controlnet_units(user: AbstractUser, request: GenerationRequest, images: list[bytes | None]) -> GenerationRequest:
+    """Each ControlNet unit with its model resolved to a file the member may use and its image
+    stored (a unit without an image, in img2img, uses the first init image)."""
+    if len(images) != len(request.controlnet_units):
+        raise RequestValidationError("alwayson_scripts.controlnet", "every enabled unit needs its image")
+    units = []
+    for unit, data in zip(request.controlnet_units, images, strict=True):
+        try:
+            entry = controlnet_resolve_for_user(user, unit.model, unit.model_hash)
+        except ModelNotFound as exc:
+            raise RequestValidationError(f"{unit.field}.model", str(exc)) from None
+        if data is not None:
+            image = _store_input(user, data)
+        elif request.init_images:
+            image = request.init_images[0]
+        else:
+            raise RequestValidationError(f"{unit.field}.image", "required (a base64 image, or image_link with a URL)")
+        units.append(dataclasses.replace(
+            unit, model=entry.model_name, model_hash=entry.sha256[:8], model_path=str(entry.path),
+            model_sha256=entry.sha256, image=image,
+        ))
+    return dataclasses.replace(request, controlnet_units=units)
 
 
 NETWORK_FOLDERS = {"lora": "Lora", "lyco": "Lora", "hypernet": "hypernetworks"}
@@ -229,11 +262,12 @@ def _finish(job: Job, attempt: int, status: str, **fields) -> bool:
 
 
 def job_succeed(
-    *, job: Job, attempt: int, outputs: list[str], infotexts: list[str], gpu_seconds: float
+    *, job: Job, attempt: int, outputs: list[str], infotexts: list[str], gpu_seconds: float,
+    control_maps: list[str] | None = None,
 ) -> bool:
     return _finish(
-        job, attempt, Job.Status.SUCCEEDED,
-        outputs=outputs, infotexts=infotexts, gpu_seconds=gpu_seconds, progress=1.0, step=job.total_steps,
+        job, attempt, Job.Status.SUCCEEDED, outputs=outputs, infotexts=infotexts, control_maps=control_maps or [],
+        gpu_seconds=gpu_seconds, progress=1.0, step=job.total_steps,
     )
 
 

@@ -123,6 +123,10 @@ def _notes(body: dict[str, Any], generation: GenerationRequest) -> list[str]:
         notes.append("variation seeds (subseed_strength) apply to txt2img only and were not applied")
     if generation.kind == "img2img" and generation.mask and generation.inpainting_fill in (2, 3):
         notes.append("latent noise / latent nothing fills are approximated in pixel space")
+    if generation.controlnet_units and generation.hires:
+        notes.append("ControlNet guides the first pass only; the hires-fix pass runs without it")
+    if any(unit.control_mode == 1 for unit in generation.controlnet_units):
+        notes.append("ControlNet control_mode 'My prompt is more important' runs as 'Balanced'")
     return notes
 
 

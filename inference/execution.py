@@ -186,7 +186,6 @@ def _control_units(request: GenerationRequest) -> list[ControlUnit]:
             dataclasses.asdict(unit), model_path=unit.model_path, model_sha256=unit.model_sha256, image=_open_input(unit.image)
         )
         for unit in request.controlnet_units
-        if unit.image
     ]
 
 

@@ -22,6 +22,7 @@ from inference.events import job_event_publish
 from inference.generation import GenerationRequest, RequestValidationError, batch_key
 from inference.inputs import InputImages
 from inference.model_registry import (
+    ModelEntry,
     ModelNotFound,
     checkpoint_resolve_for_user,
     controlnet_resolve_for_user,
@@ -60,10 +61,11 @@ def job_submit(*, user: AbstractUser, request: GenerationRequest, inputs: InputI
     checkpoint = checkpoint_resolve_for_user(user, request.checkpoint)
     vae = vae_resolve_for_user(user, request.vae)
     request = dataclasses.replace(request, networks=_extra_networks_for_user(user, request))
+    controlnets = _controlnet_models_for_user(user, request)  # before any file is stored
     if request.kind == "img2img":
         request = _with_stored_inputs(user, request, inputs)
-    if request.controlnet_units:
-        request = _with_controlnet_units(user, request, inputs.controlnet_images if inputs else [])
+    if controlnets:
+        request = _with_controlnet_units(user, request, controlnets, inputs.controlnet_images if inputs else [])
     model_key = checkpoint.sha256  # what a worker must have loaded; a VAE is a cheap swap
     lora_key = network_key(request.networks)
     vae_key = vae.sha256 if vae else ""
@@ -114,28 +116,35 @@ def _store_input(user: AbstractUser, data: bytes) -> str:
     return key
 
 
-def _with_controlnet_units(user: AbstractUser, request: GenerationRequest, images: list[bytes | None]) -> GenerationRequest:
-    """Each ControlNet unit with its model resolved to a file the member may use and its image
-    stored (a unit without an image, in img2img, uses the first init image)."""
-    if len(images) != len(request.controlnet_units):
-        raise RequestValidationError("alwayson_scripts.controlnet", "every enabled unit needs its image")
-    units = []
-    for unit, data in zip(request.controlnet_units, images, strict=True):
+def _controlnet_models_for_user(user: AbstractUser, request: GenerationRequest) -> list[ModelEntry]:
+    """The ControlNet file of each unit, among those the member may use (as for an unknown LoRA,
+    an unknown one is a `RequestValidationError` naming the unit's field)."""
+    entries = []
+    for unit in request.controlnet_units:
         try:
-            entry = controlnet_resolve_for_user(user, unit.model, unit.model_hash)
+            entries.append(controlnet_resolve_for_user(user, unit.model, unit.model_hash))
         except ModelNotFound as exc:
             raise RequestValidationError(f"{unit.field}.model", str(exc)) from None
-        if data is not None:
-            image = _store_input(user, data)
-        elif request.init_images:
-            image = request.init_images[0]
-        else:
-            raise RequestValidationError(f"{unit.field}.image", "required (a base64 image, or image_link with a URL)")
-        units.append(dataclasses.replace(
+    return entries
+
+
+def _with_controlnet_units(
+    user: AbstractUser, request: GenerationRequest, entries: list[ModelEntry], images: list[bytes | None]
+) -> GenerationRequest:
+    """Each ControlNet unit with its model file and its image stored like an init image (a unit
+    without an image, in img2img, uses the first init image)."""
+    units = request.controlnet_units
+    if len(images) != len(units) or any(data is None for data in images) and not request.init_images:
+        field_name = next((f"{u.field}.image" for u, d in zip(units, images) if d is None), "alwayson_scripts.controlnet")
+        raise RequestValidationError(field_name, "required (a base64 image, or image_link with a URL)")
+    resolved = [
+        dataclasses.replace(
             unit, model=entry.model_name, model_hash=entry.sha256[:8], model_path=str(entry.path),
-            model_sha256=entry.sha256, image=image,
-        ))
-    return dataclasses.replace(request, controlnet_units=units)
+            model_sha256=entry.sha256, image=_store_input(user, data) if data is not None else request.init_images[0],
+        )
+        for unit, entry, data in zip(units, entries, images, strict=True)
+    ]
+    return dataclasses.replace(request, controlnet_units=resolved)
 
 
 NETWORK_FOLDERS = {"lora": "Lora", "lyco": "Lora", "hypernet": "hypernetworks"}

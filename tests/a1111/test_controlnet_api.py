@@ -129,6 +129,15 @@ def test_another_members_controlnet_is_unknown_and_disabled_units_are_ignored(ap
 
 
 @pytest.mark.django_db
+def test_an_unknown_controlnet_stores_no_file(api, public_controlnet) -> None:
+    inputs = settings.DATA_DIR / "users" / "alice" / "inputs"
+    before = sorted(inputs.rglob("*")) if inputs.exists() else []
+    body = {**_body(_unit(), _unit(model="nope", image=_b64(_rectangle_png(box=(1, 1, 9, 9))))), "init_images": [_b64(_rectangle_png((72, 64)))]}
+    _assert_refused(api("alice").post("/sdapi/v1/img2img", body), 422, "args[1].model", "unknown ControlNet model 'nope'")
+    assert (sorted(inputs.rglob("*")) if inputs.exists() else []) == before
+
+
+@pytest.mark.django_db
 def test_native_api_refuses_bad_units_in_its_own_shape(api, public_controlnet) -> None:
     response = api("alice").post("/api/v1/jobs", _body(_unit(weight=3.5)))
     assert response.status_code == 400

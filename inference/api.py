@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.files.storage import default_storage
 from django.http import FileResponse, HttpRequest, JsonResponse
 
+from inference.controlnet_requests import with_controlnet_inputs
 from inference.events import job_event_payload
 from inference.generation import Limits, parse_generation_request
 from inference.http import api_view, error, json_body
@@ -41,7 +42,8 @@ def job_json(job: Job, *, viewer=None) -> dict[str, Any]:
         "checkpoint": job.checkpoint_title,
         "seeds": job.seeds,
         "infotexts": job.infotexts,
-        "params": {key: value for key, value in job.params.items() if key not in SERVER_SIDE_PARAMS},
+        "params": _public_params(job.params),
+        "control_maps": [f"/api/v1/jobs/{job.public_id}/control-maps/{i}" for i in range(len(job.control_maps))],
         "created_at": job.created_at.isoformat(),
         "started_at": job.started_at.isoformat() if job.started_at else None,
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
@@ -51,6 +53,15 @@ def job_json(job: Job, *, viewer=None) -> dict[str, Any]:
         data["worker"] = job.worker.name if job.worker else None
         data["batch_id"] = job.batch_id or None
     return data
+
+
+def _public_params(params: dict[str, Any]) -> dict[str, Any]:
+    public = {key: value for key, value in params.items() if key not in SERVER_SIDE_PARAMS}
+    if public.get("controlnet_units"):
+        public["controlnet_units"] = [
+            {k: v for k, v in unit.items() if k != "model_path"} for unit in public["controlnet_units"]
+        ]
+    return public
 
 
 def _not_found() -> JsonResponse:
@@ -69,6 +80,7 @@ def jobs(request: HttpRequest, user) -> JsonResponse:
     inputs = None
     if generation.kind == "img2img":  # base64 only here; /sdapi/v1/img2img also fetches URLs
         inputs = read_input_images(body, max_images=generation.batch_size, fetcher_factory=None)
+    generation, inputs = with_controlnet_inputs(body, generation, inputs, fetcher_factory=None)
     job = job_submit(user=user, request=generation, inputs=inputs)
     return JsonResponse({"id": job.public_id, "status": job.status}, status=201)
 
@@ -94,7 +106,21 @@ def job_image(request: HttpRequest, user, public_id: str, index: int):
         return _not_found()
     if index >= len(job.outputs):
         return error(404, f"job {public_id} has {len(job.outputs)} image(s)")
-    key = job.outputs[index]
+    return _png_response(job.outputs[index])
+
+
+@api_view("GET")
+def job_control_map(request: HttpRequest, user, public_id: str, index: int):
+    """A ControlNet detect map of the caller's own job (PAI's `image_mask_url`)."""
+    job = job_get_for_user(user, public_id)
+    if job is None:
+        return _not_found()
+    if index >= len(job.control_maps):
+        return error(404, f"job {public_id} has {len(job.control_maps)} ControlNet map(s)")
+    return _png_response(job.control_maps[index])
+
+
+def _png_response(key: str) -> FileResponse:
     response = FileResponse(default_storage.open(key, "rb"), content_type="image/png")
     response["Content-Disposition"] = f'inline; filename="{key.rsplit("/", 1)[-1]}"'
     response["X-Content-Type-Options"] = "nosniff"

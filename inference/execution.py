@@ -12,6 +12,7 @@ instead of adding a second set; only one run can record them (see `inference/ser
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import threading
@@ -25,12 +26,14 @@ from django.db import connection as db_connection
 from PIL import Image, PngImagePlugin
 
 from inference.dispatch import dispatch_pending_safely, worker_heartbeat
+from inference.controlnet_requests import controlnet_infotext_entries
 from inference.generation import GenerationRequest
 from inference.infotext import generation_infotext, hires_infotext_params, img2img_infotext_params
 from inference.models import Job
 from inference.prompts import extract_extra_networks
 from inference.samplers import SamplerChoice, resolve_sampler
 from inference.services import job_claim, job_fail, job_mark_cancelled, job_progress, job_succeed
+from inference.worker.controlnet import ControlUnit, prepare_control_image
 from inference.worker.img2img import InpaintSettings
 from inference.worker.lora import LoraSpec
 from inference.worker.runtime import GenerationSpec, HiresSpec, Img2ImgInputs, SkipChunk, WorkerRuntime
@@ -122,6 +125,7 @@ def _infotexts(job: Job, request: GenerationRequest, sampler: SamplerChoice) -> 
     if job.vae_title:
         vae_name, _, vae_hash = job.vae_title.rpartition(" [")
         extra = {"VAE hash": vae_hash.rstrip("]"), "VAE": vae_name, **extra}
+    extra = {**extra, **controlnet_infotext_entries(request.controlnet_units)}
     return [
         generation_infotext(
             prompt=request.prompt,
@@ -175,6 +179,26 @@ def _img2img_inputs(members: list[BatchMember]) -> Img2ImgInputs:
             inpainting_mask_invert=lead.inpainting_mask_invert,
         ),
     )
+
+
+def _control_units(request: GenerationRequest) -> list[ControlUnit]:
+    return [
+        ControlUnit.from_args(
+            dataclasses.asdict(unit), model_path=unit.model_path, model_sha256=unit.model_sha256, image=_open_input(unit.image)
+        )
+        for unit in request.controlnet_units
+    ]
+
+
+def _store_control_maps(folder: str, job: Job, request: GenerationRequest, maps: list[Image.Image]) -> list[str]:
+    """The detect maps the request asked for (the extension's `save_detected_map`), beside its images."""
+    keys = []
+    for index, (unit, control_map) in enumerate(zip(request.controlnet_units, maps, strict=True)):
+        if unit.save_detected_map:
+            buffer = io.BytesIO()
+            control_map.save(buffer, format="PNG")
+            keys.append(store_png(f"{folder}/{job.public_id}-controlnet-{index}.png", buffer.getvalue()))
+    return keys
 
 
 def _output_prefix(job: Job, request: GenerationRequest) -> str:
@@ -250,6 +274,7 @@ def _run_batch(jobs: list[tuple[str, int]], worker_name: str, runtime: WorkerRun
         subseeds=[subseed for m in members for subseed in m.request.all_subseeds()],
         subseed_strength=lead.subseed_strength,
         tiling=lead.tiling,
+        controlnet=_control_units(lead),  # part of the batch key: every member has the same units
     )
 
     def on_step(chunk: int, step: int) -> None:
@@ -265,10 +290,11 @@ def _run_batch(jobs: list[tuple[str, int]], worker_name: str, runtime: WorkerRun
     started = time.perf_counter()
     try:
         images, flagged = runtime.censor(runtime.generate(spec, on_step=on_step))
+        control_maps = [prepare_control_image(unit, width=spec.width, height=spec.height) for unit in spec.controlnet]
         error = None
     except Exception as exc:  # noqa: BLE001 - a batch's failure must never take the worker down
         logger.exception("batch of %s failed", [m.job.public_id for m in members])
-        images, flagged, error = [], [], f"generation failed: {exc}"
+        images, flagged, control_maps, error = [], [], [], f"generation failed: {exc}"
     elapsed = time.perf_counter() - started
     for member in members:
         member.reporter.close()
@@ -291,6 +317,9 @@ def _run_batch(jobs: list[tuple[str, int]], worker_name: str, runtime: WorkerRun
             for index, (image, infotext) in enumerate(zip(mine, infotexts, strict=True))
         ]
         censored = [index for index, position in enumerate(member.images) if flagged[position]]
-        if not job_succeed(job=job, attempt=attempt, outputs=outputs, infotexts=infotexts, censored=censored,
-                           gpu_seconds=gpu_seconds):
+        maps = _store_control_maps(folder, job, member.request, control_maps) if control_maps else []
+        if not job_succeed(
+            job=job, attempt=attempt, outputs=outputs, infotexts=infotexts, gpu_seconds=gpu_seconds,
+            censored=censored, control_maps=maps,
+        ):
             logger.warning("job %s finished here but was no longer ours: result discarded", job.public_id)

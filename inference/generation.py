@@ -8,6 +8,7 @@ keys are ignored, as A1111 (pydantic's `extra=ignore`) does. A bad value raises
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import random
@@ -36,6 +37,33 @@ class Limits:
     max_batch_size: int = 8
     max_n_iter: int = 16
     max_prompt_chars: int = 10_000
+
+
+@dataclass(frozen=True)
+class ControlNetUnitRequest:
+    """One enabled ControlNet unit (sd-webui-controlnet's API unit, validated).
+
+    Adapters fill the settings (`inference/controlnet_requests.py`); `job_submit` resolves the
+    model to a file the member may use and stores the image like an init image (storage key).
+    """
+
+    model: str  # the model's name (resolved by `job_submit` to the file's model name)
+    module: str = "none"
+    weight: float = 1.0
+    guidance_start: float = 0.0
+    guidance_end: float = 1.0
+    control_mode: int = 0  # 0 Balanced, 1 My prompt is more important, 2 ControlNet is more important
+    resize_mode: int = 1  # 0 Just Resize, 1 Crop and Resize, 2 Resize and Fill
+    processor_res: int = 512
+    threshold_a: float = 100.0
+    threshold_b: float = 200.0
+    pixel_perfect: bool = False
+    save_detected_map: bool = True
+    field: str = ""  # where the unit came from, e.g. "alwayson_scripts.controlnet.args[0]"
+    model_hash: str = ""  # as the client named it (A1111 "name [hash]"), then the file's sha256[:8]
+    image: str | None = None  # storage key (set by `job_submit`)
+    model_path: str = ""  # set by `job_submit`, never by clients
+    model_sha256: str = ""
 
 
 @dataclass(frozen=True)
@@ -84,6 +112,7 @@ class GenerationRequest:
     # a model upscaler named by hr_upscaler, resolved to its file by `job_submit` (never by clients):
     # {"name", "path", "sha256"}; None for the built-in latent and pixel resizers
     upscaler_model: dict[str, str] | None = None
+    controlnet_units: list[ControlNetUnitRequest] = field(default_factory=list)
 
     @property
     def hires(self) -> bool:
@@ -123,7 +152,10 @@ class GenerationRequest:
     def from_json(cls, data: Mapping[str, Any]) -> GenerationRequest:
         """Rebuild a request stored by `to_json` (already validated: no checks)."""
         names = cls.__dataclass_fields__.keys()
-        return cls(**{k: v for k, v in data.items() if k in names})
+        values = {k: v for k, v in data.items() if k in names}
+        if values.get("controlnet_units"):
+            values["controlnet_units"] = [ControlNetUnitRequest(**unit) for unit in values["controlnet_units"]]
+        return cls(**values)
 
 
 SUPPORTED_KINDS = ("txt2img", "img2img")
@@ -395,4 +427,6 @@ def batch_key(request: GenerationRequest, *, model_key: str, lora_key: str, vae_
             request.mask_blur_y, request.mask_round, request.inpainting_fill, request.inpaint_full_res,
             request.inpaint_full_res_padding, request.inpainting_mask_invert,
         )
+    if request.controlnet_units:  # the control images too: one set of maps per pipeline call
+        shared += tuple(dataclasses.astuple(unit) for unit in request.controlnet_units)
     return hashlib.sha256(repr(shared).encode()).hexdigest()[:32]

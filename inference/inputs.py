@@ -30,6 +30,8 @@ class InputImages:
     mask: bytes | None = None
     sizes: list[tuple[int, int]] = field(default_factory=list)  # (width, height) of each init image
     mask_size: tuple[int, int] | None = None
+    # one PNG per ControlNet unit (None: the unit uses the init image); see controlnet_requests.py
+    controlnet_images: list[bytes | None] = field(default_factory=list)
 
 
 def default_fetcher() -> Fetcher:

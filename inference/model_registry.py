@@ -147,3 +147,19 @@ def upscaler_resolve_for_user(user: AbstractUser, ident: str) -> ModelEntry:
         f"upscaler {ident!r} is not installed: put its .pth file in a models/ESRGAN folder; "
         "GET /sdapi/v1/upscalers lists the ones you may use"
     )
+
+
+def controlnet_resolve_for_user(user: AbstractUser, ident: str, model_hash: str = "") -> ModelEntry:
+    """A ControlNet file by name (any A1111 id form, or its stem in a subfolder); with the
+    extension's `[hash]` suffix (`model_hash`), the file with that hash is preferred."""
+    ident = ident.strip()
+    entries = model_list_for_user(user, "ControlNet")
+    named = [e for e in entries if e.matches(ident) or ident == e.model_name.rsplit("/", 1)[-1]]
+    if model_hash:
+        named = [e for e in named if e.sha256.startswith(model_hash.lower())] or named
+    if not named:
+        raise ModelNotFound(
+            f"unknown ControlNet model {ident!r}: put it in your models/ControlNet folder, "
+            "or pick one from GET /controlnet/model_list"
+        )
+    return named[0]

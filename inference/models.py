@@ -98,6 +98,9 @@ class Job(models.Model):
     censored = models.JSONField(
         default=list, blank=True, help_text="Positions in outputs the NSFW censor flagged; those images are blurred."
     )
+    control_maps = models.JSONField(
+        default=list, blank=True, help_text="Storage keys of the ControlNet detect maps (preprocessed control images)."
+    )
     gpu_seconds = models.FloatField(default=0.0)
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)

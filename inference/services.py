@@ -22,7 +22,10 @@ from inference.events import job_event_publish
 from inference.generation import HIRES_UPSCALERS, GenerationRequest, RequestValidationError, batch_key
 from inference.inputs import InputImages
 from inference.model_registry import (
+    ModelEntry,
+    ModelNotFound,
     checkpoint_resolve_for_user,
+    controlnet_resolve_for_user,
     model_list_for_user,
     upscaler_resolve_for_user,
     vae_resolve_for_user,
@@ -45,7 +48,8 @@ def job_submit(*, user: AbstractUser, request: GenerationRequest, inputs: InputI
     """Store a validated request as a queued job and ask the scheduler to place it.
 
     img2img needs `inputs` (decoded by the adapter, see `inference/inputs.py`); they are stored
-    in the member's own `inputs/` folder and the job refers to them by storage key.
+    in the member's own `inputs/` folder and the job refers to them by storage key. So are the
+    ControlNet units' images (`inputs.controlnet_images`), whose models are resolved here too.
 
     Raises `ModelNotFound` for a checkpoint or VAE the user may not use, `NotAMember` for a
     user outside any tenant, `RequestValidationError` for anything else wrong with it.
@@ -63,8 +67,11 @@ def job_submit(*, user: AbstractUser, request: GenerationRequest, inputs: InputI
         request = dataclasses.replace(
             request, upscaler_model={"name": upscaler.name, "path": str(upscaler.path), "sha256": upscaler.sha256}
         )
+    controlnets = _controlnet_models_for_user(user, request)  # before any file is stored
     if request.kind == "img2img":
         request = _with_stored_inputs(user, request, inputs)
+    if controlnets:
+        request = _with_controlnet_units(user, request, controlnets, inputs.controlnet_images if inputs else [])
     model_key = checkpoint.sha256  # what a worker must have loaded; a VAE is a cheap swap
     lora_key = network_key(request.networks)
     vae_key = vae.sha256 if vae else ""
@@ -100,19 +107,50 @@ def _with_stored_inputs(user: AbstractUser, request: GenerationRequest, inputs: 
         raise RequestValidationError(
             "init_images", f"{len(inputs.init_images)} images for batch_size {request.batch_size}: send at most one per batch image"
         )
-    folder = user_inputs_key(user.get_username())
-
-    def store(data: bytes) -> str:
-        key = f"{folder}/{hashlib.sha256(data).hexdigest()[:40]}.png"
-        if not default_storage.exists(key):
-            default_storage.save(key, ContentFile(data))
-        return key
-
     return dataclasses.replace(
         request,
-        init_images=[store(data) for data in inputs.init_images],
-        mask=store(inputs.mask) if inputs.mask is not None else None,
+        init_images=[_store_input(user, data) for data in inputs.init_images],
+        mask=_store_input(user, inputs.mask) if inputs.mask is not None else None,
     )
+
+
+def _store_input(user: AbstractUser, data: bytes) -> str:
+    """A PNG the member sent, stored in their `inputs/` folder under its content hash (once)."""
+    key = f"{user_inputs_key(user.get_username())}/{hashlib.sha256(data).hexdigest()[:40]}.png"
+    if not default_storage.exists(key):
+        default_storage.save(key, ContentFile(data))
+    return key
+
+
+def _controlnet_models_for_user(user: AbstractUser, request: GenerationRequest) -> list[ModelEntry]:
+    """The ControlNet file of each unit, among those the member may use (as for an unknown LoRA,
+    an unknown one is a `RequestValidationError` naming the unit's field)."""
+    entries = []
+    for unit in request.controlnet_units:
+        try:
+            entries.append(controlnet_resolve_for_user(user, unit.model, unit.model_hash))
+        except ModelNotFound as exc:
+            raise RequestValidationError(f"{unit.field}.model", str(exc)) from None
+    return entries
+
+
+def _with_controlnet_units(
+    user: AbstractUser, request: GenerationRequest, entries: list[ModelEntry], images: list[bytes | None]
+) -> GenerationRequest:
+    """Each ControlNet unit with its model file and its image stored like an init image (a unit
+    without an image, in img2img, uses the first init image)."""
+    units = request.controlnet_units
+    if len(images) != len(units) or any(data is None for data in images) and not request.init_images:
+        field_name = next((f"{u.field}.image" for u, d in zip(units, images) if d is None), "alwayson_scripts.controlnet")
+        raise RequestValidationError(field_name, "required (a base64 image, or image_link with a URL)")
+    resolved = [
+        dataclasses.replace(
+            unit, model=entry.model_name, model_hash=entry.sha256[:8], model_path=str(entry.path),
+            model_sha256=entry.sha256, image=_store_input(user, data) if data is not None else request.init_images[0],
+        )
+        for unit, entry, data in zip(units, entries, images, strict=True)
+    ]
+    return dataclasses.replace(request, controlnet_units=resolved)
 
 
 NETWORK_FOLDERS = {"lora": "Lora", "lyco": "Lora", "hypernet": "hypernetworks"}
@@ -241,10 +279,12 @@ def _finish(job: Job, attempt: int, status: str, **fields) -> bool:
 def job_succeed(
     *, job: Job, attempt: int, outputs: list[str], infotexts: list[str], gpu_seconds: float,
     censored: list[int] | None = None,
+    control_maps: list[str] | None = None,
 ) -> bool:
     """`censored`: positions in `outputs` the NSFW censor flagged (and the worker blurred)."""
     return _finish(
         job, attempt, Job.Status.SUCCEEDED, outputs=outputs, infotexts=infotexts, censored=censored or [],
+        control_maps=control_maps or [],
         gpu_seconds=gpu_seconds, progress=1.0, step=job.total_steps,
     )
 

@@ -126,8 +126,9 @@ def empty_list(request: HttpRequest, user) -> list:
 
 @sdapi("GET")
 def scripts(request: HttpRequest, user) -> dict:
-    # Advertise no ControlNet/ADetailer/AnimateDiff: clients then do not send their arguments.
-    return {"txt2img": [], "img2img": []}
+    # ControlNet's alwayson units are accepted; no "controlnet m2m" script, no ADetailer/AnimateDiff:
+    # webuiapi then sends none of their arguments by itself.
+    return {"txt2img": ["controlnet"], "img2img": ["controlnet"]}
 
 
 @sdapi("GET")

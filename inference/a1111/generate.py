@@ -10,7 +10,12 @@ model switch), `image_link` (img2img input by URL), `id_task` (echoed), `uid` (a
 the caller is comes from the token, never from the body) and `save_dir`. With `save_dir` the
 PNGs are written to that folder inside the caller's working directory and the response is
 PAI's: `images: []` and `parameters` with `id_task`, `status`, `image_url`, `seed`,
-`error_msg` and `total_time`.
+`error_msg`, `total_time` and `image_mask_url` (the ControlNet detect maps).
+
+ControlNet: `alwayson_scripts.controlnet.args` (sd-webui-controlnet's units, or PAI's with
+`image_link`), see `inference/controlnet_requests.py`. As the extension does, each unit's
+detect map is appended to `images` after the generated ones (unless the unit says
+`save_detected_map: false`).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from django.http import HttpRequest
 
 from inference.a1111.adapter import SdapiError, json_object, sdapi
 from inference.api import generation_limits
+from inference.controlnet_requests import controlnet_infotext_entries, with_controlnet_inputs
 from inference.events import job_group
 from inference.generation import GenerationRequest, parse_generation_request
 from inference.infotext import VERSION, img2img_infotext_params
@@ -116,12 +122,17 @@ def _notes(body: dict[str, Any], generation: GenerationRequest) -> list[str]:
         notes.append("variation seeds (subseed_strength) apply to txt2img only and were not applied")
     if generation.kind == "img2img" and generation.mask and generation.inpainting_fill in (2, 3):
         notes.append("latent noise / latent nothing fills are approximated in pixel space")
+    if generation.controlnet_units and generation.hires:
+        notes.append("ControlNet guides the first pass only; the hires-fix pass runs without it")
+    if any(unit.control_mode == 1 for unit in generation.controlnet_units):
+        notes.append("ControlNet control_mode 'My prompt is more important' runs as 'Balanced'")
     return notes
 
 
 def _read_images(job: Job) -> list[str]:
+    """The images, then the ControlNet detect maps (as the extension appends them)."""
     encoded = []
-    for key in job.outputs:
+    for key in [*job.outputs, *job.control_maps]:
         with default_storage.open(key, "rb") as handle:
             encoded.append(base64.b64encode(handle.read()).decode())
     return encoded
@@ -146,6 +157,7 @@ def _info(job: Job, notes: list[str]) -> str:
     extra = {"Schedule type": params["scheduler"]}
     if request.kind == "img2img":
         extra.update({k: v for k, v in img2img_infotext_params(request).items() if v is not None})
+    extra.update(controlnet_infotext_entries(request.controlnet_units))
     return json.dumps({
         "prompt": params["prompt"], "all_prompts": [params["prompt"]] * count,
         "negative_prompt": params["negative_prompt"], "all_negative_prompts": [params["negative_prompt"]] * count,
@@ -180,6 +192,11 @@ def _eas_parameters(request: HttpRequest, job: Job, body: dict[str, Any], elapse
             request.build_absolute_uri(f"/api/v1/jobs/{job.public_id}/images/{index}") for index in range(len(job.outputs))
         ),
         "image_path": ",".join(key.removeprefix(workdir_prefix) for key in job.outputs),
+        # ControlNet's preprocessed control images, downloadable by the owner only
+        "image_mask_url": ",".join(
+            request.build_absolute_uri(f"/api/v1/jobs/{job.public_id}/control-maps/{index}")
+            for index in range(len(job.control_maps))
+        ),
         "seed": ",".join(str(seed) for seed in job.seeds) if ok else "",
         "error_msg": "" if ok else (job.error or "interrupted before any image was finished"),
         "total_time": round(elapsed, 2),
@@ -198,6 +215,8 @@ async def _generate(request: HttpRequest, user, kind: str) -> dict[str, Any]:
             raise SdapiError(404, "Init image not found: send init_images (base64, data URI or URL) or alwayson_scripts.image_link")
         # URLs are fetched off the event loop and off Django's one sync thread (they may take seconds).
         inputs = await sync_to_async(read_input_images, thread_sensitive=False)(body, max_images=generation.batch_size)
+    # ControlNet units (alwayson_scripts.controlnet.args): validated, images decoded or fetched.
+    generation, inputs = await sync_to_async(with_controlnet_inputs, thread_sensitive=False)(body, generation, inputs)
     job = await sync_to_async(_submit)(user, generation, inputs)  # validates models and extra networks too
     notes = _notes(body, generation)
     job = await wait_for_job(job.public_id)

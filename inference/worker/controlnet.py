@@ -51,6 +51,7 @@ __all__ = [
     "ControlUnit",
     "controlnet_component",
     "controlnet_infotext",
+    "controlnet_pipeline",
     "controlnet_pipeline_class",
     "controlnet_pipeline_kwargs",
     "controlnet_to_ldm",
@@ -248,6 +249,7 @@ def _parse_unit(unit: Mapping[str, Any], field: str, allow_missing_image: bool) 
         "guidance_end": guidance_end,
         "pixel_perfect": _flag(unit, "pixel_perfect", field, False),
         "control_mode": control_mode,
+        "save_detected_map": _flag(unit, "save_detected_map", field, True),
     }
 
 
@@ -269,7 +271,8 @@ def parse_controlnet_args(
     (``"image"``, ``"input_image"`` or ``"image_link"``: a URL to fetch), and the numbers
     ``weight``, ``resize_mode`` (0-2), ``processor_res``, ``threshold_a``, ``threshold_b`` (with
     the extension's ``-1`` defaults resolved), ``guidance_start``, ``guidance_end``,
-    ``pixel_perfect`` and ``control_mode`` (0-2).
+    ``pixel_perfect``, ``control_mode`` (0-2) and ``save_detected_map`` (the extension's per-unit
+    switch for returning the preprocessed map; default true).
 
     Raises :class:`ControlNetArgumentError` (a ``ValueError``) naming the first bad field, e.g.
     ``alwayson_scripts.controlnet.args[1].weight: must be between 0 and 2``.
@@ -483,6 +486,33 @@ def controlnet_pipeline_kwargs(
         "guess_mode": any(unit.control_mode == 2 for unit in units),
     }
     return kwargs, images
+
+
+def controlnet_pipeline(
+    pipeline: DiffusionPipeline,
+    units: Sequence[ControlUnit],
+    cache: ControlNetCache,
+    *,
+    task: str,
+    width: int,
+    height: int,
+) -> tuple[DiffusionPipeline, dict[str, Any]]:
+    """The ControlNet variant of ``pipeline`` (same modules) for ``units``, and its call kwargs.
+
+    The runtime's entry point: loads each unit's model through ``cache`` for the pipeline's UNet
+    (a ControlNet for another architecture raises :class:`ControlNetError`), preprocesses the
+    control images and builds the pipeline of ``task`` over the same cached modules.
+    """
+    if getattr(pipeline, "text_encoder_2", None) is not None:
+        raise ControlNetError("ControlNet is not supported with SDXL checkpoints yet: use an SD1.x or SD2.x checkpoint")
+    controlnets = [cache.get(unit.model_path, unit.model_sha256, like_unet=pipeline.unet) for unit in units]
+    kwargs, _ = controlnet_pipeline_kwargs(units, controlnets, width=width, height=height, batch=1, task=task)
+    components = {name: module for name, module in pipeline.components.items() if name != "controlnet"}
+    controlled = controlnet_pipeline_class(task)(
+        **components, controlnet=controlnet_component(controlnets), requires_safety_checker=False
+    )
+    controlled.set_progress_bar_config(disable=True)
+    return controlled, kwargs
 
 
 # --------------------------------------------------------------------------- loading

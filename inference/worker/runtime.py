@@ -25,6 +25,7 @@ from inference.worker import hypernetwork
 from inference.worker.acceleration import Acceleration, apply_to_pipeline, configure_vae
 from inference.worker.checkpoints import load_pipeline
 from inference.worker.conditioning import Embedding, encode_pair, encode_pair_xl, load_embedding_file
+from inference.worker.controlnet import ControlNetCache, ControlUnit, controlnet_pipeline
 from inference.worker.hypernetwork import Hypernetwork, load_hypernetwork
 from inference.worker.img2img import InpaintSettings, PreparedImage, finish, prepare
 from inference.worker.lora import LoraSet, LoraSpec
@@ -95,6 +96,7 @@ class GenerationSpec:
     subseeds: list[int] = field(default_factory=list)  # one per image; used when subseed_strength > 0
     subseed_strength: float = 0.0
     tiling: bool = False  # A1111's "Tiling": seamlessly repeating images
+    controlnet: list[ControlUnit] = field(default_factory=list)  # ControlNet units, shared by every image
 
     def chunks(self) -> list[range]:
         return [range(start, min(start + self.max_batch, len(self.seeds))) for start in range(0, len(self.seeds), self.max_batch)]
@@ -295,6 +297,7 @@ class WorkerRuntime:
         self.vaes = VaeCache()
         self.safety_checker_dir = safety_checker_dir  # None: the NSFW censor is off
         self._safety_checker: SafetyChecker | None = None
+        self.controlnets = ControlNetCache(device=self.device, dtype=self.dtype)
         self._hypernetworks: OrderedDict[str, Hypernetwork] = OrderedDict()
         self._upscalers: OrderedDict[str, RRDBNet] = OrderedDict()
         self._embeddings: OrderedDict[str, Embedding] = OrderedDict()
@@ -417,6 +420,11 @@ class WorkerRuntime:
         else:
             task = "inpaint" if any(p.mask is not None for p in prepared) else "img2img"
         pipeline = self._pipeline_for(spec, task)
+        control: dict[str, Any] = {}
+        if spec.controlnet:  # the task's ControlNet pipeline over the same modules, and the control maps
+            pipeline, control = controlnet_pipeline(
+                pipeline, spec.controlnet, self.controlnets, task=task, width=spec.width, height=spec.height
+            )
         images: list[Image.Image | None] = []
         for chunk_index, chunk in enumerate(spec.chunks()):
 
@@ -433,6 +441,7 @@ class WorkerRuntime:
                 kwargs = {"image": [prepared[i].image for i in chunk], "strength": img2img.denoising_strength}
                 if task == "inpaint":  # an all-black mask comes back as None: nothing to repaint
                     kwargs["mask_image"] = [prepared[i].mask or Image.new("L", (spec.width, spec.height)) for i in chunk]
+            kwargs.update(control)
             if spec.subseed_strength > 0 and img2img is None:
                 kwargs["latents"] = variation_noise(pipeline, spec, chunk)
             if spec.hires is not None:

@@ -1,6 +1,7 @@
 """A widely used third-party A1111 client (webuiapi, from PyPI, unmodified) against a running
 platform: list and switch models through options, txt2img, img2img and inpainting, read `info`
-and the PNG infotext; a VAE override; PAI-EAS's `save_dir`, `image_link` and `id_task`."""
+and the PNG infotext; a VAE override; PAI-EAS's `save_dir`, `image_link` and `id_task`;
+`webuiapi.ControlNetUnit` and the ControlNet extension's list routes."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 import webuiapi
 from PIL import Image
 
+from inference.worker.tiny_controlnet import write_tiny_controlnet
 from inference.worker.tiny_hypernetwork import write_tiny_hypernetwork
 from inference.worker.tiny_lora import write_tiny_lora
 from inference.worker.tiny_model import write_tiny_vae
@@ -29,6 +31,7 @@ def _install_public_models(platform: Platform) -> None:
     write_tiny_vae(models / "VAE" / "tiny-vae.safetensors", seed=1)
     write_tiny_lora(models / "Lora" / "tiny-style.safetensors", seed=2)
     write_tiny_hypernetwork(models / "hypernetworks" / "tiny-hyper.pt", width=32, seed=3)
+    write_tiny_controlnet(models / "ControlNet" / "control_tiny_canny.safetensors", seed=4)
 
 
 @pytest.fixture(scope="module")
@@ -208,3 +211,29 @@ def test_loras_and_hypernetworks_from_the_prompt(platform: Platform) -> None:
 
 def px(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+def test_webuiapi_controlnet_unit(platform: Platform) -> None:
+    charlie = client(platform, "charlie")
+    [model] = charlie.controlnet_model_list()
+    assert model.startswith("control_tiny_canny [") and "canny" in charlie.controlnet_module_list()
+    edges = Image.new("RGB", (64, 64), "black")
+    edges.paste((255, 255, 255), (16, 16, 48, 48))
+    common = {"prompt": "a white box", "seed": 9, "width": 64, "height": 64, "steps": 3}
+    # alwayson_scripts={} each call: webuiapi's default dict is shared and keeps the units otherwise.
+    plain = charlie.txt2img(**common, alwayson_scripts={})
+    unit = webuiapi.ControlNetUnit(
+        image=edges, module="canny", model=model, weight=1.0, resize_mode="Crop and Resize", processor_res=64,
+        threshold_a=100, threshold_b=200, control_mode=0,
+    )
+    controlled = charlie.txt2img(**common, controlnet_units=[unit], alwayson_scripts={})
+    assert len(controlled.images) == 2  # the image, then the canny detect map (as the extension appends it)
+    assert np.abs(px(controlled.image) - px(plain.image)).mean() > 3
+    assert set(np.unique(np.asarray(controlled.images[1]))) == {0, 255}
+    assert 'ControlNet 0: "Module: canny, Model: control_tiny_canny [' in controlled.image.info["parameters"]
+    unit.weight = 0.0
+    zero = charlie.txt2img(**common, controlnet_units=[unit], alwayson_scripts={})
+    assert np.abs(px(zero.image) - px(plain.image)).max() <= 1
+    with pytest.raises(RuntimeError, match="weight"):  # webuiapi raises on a non-200 answer
+        unit.weight = 3.5
+        charlie.txt2img(**common, controlnet_units=[unit], alwayson_scripts={})

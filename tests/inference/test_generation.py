@@ -105,3 +105,23 @@ def test_variation_seeds_share_the_seed_and_count_up_subseeds() -> None:
     request = parse(seed=5, subseed=100, subseed_strength=0.4, batch_size=3)
     assert request.all_seeds() == [5, 5, 5] and request.all_subseeds() == [100, 101, 102]
     assert parse(kind="img2img", subseed_strength=0.4).subseed_strength == 0.0  # txt2img only
+
+
+def test_controlnet_units_round_trip_and_split_batches() -> None:
+    import dataclasses
+
+    from inference.generation import ControlNetUnitRequest, batch_key
+
+    unit = ControlNetUnitRequest(model="canny", module="canny", weight=0.8, image="users/a/inputs/1.png", model_sha256="f" * 64)
+    request = dataclasses.replace(parse_generation_request({"prompt": "x", "seed": 1}), controlnet_units=[unit])
+    again = GenerationRequest.from_json(request.to_json())
+    assert again == request and isinstance(again.controlnet_units[0], ControlNetUnitRequest)
+    assert GenerationRequest.from_json({"prompt": "old job"}).controlnet_units == []  # rows stored before ControlNet
+
+    def key(r: GenerationRequest) -> str:
+        return batch_key(r, model_key="m", lora_key="")
+
+    other_image = dataclasses.replace(request, controlnet_units=[dataclasses.replace(unit, image="users/a/inputs/2.png")])
+    other_prompt = dataclasses.replace(request, prompt="y", seed=7)
+    assert key(request) == key(other_prompt)  # prompts and seeds may differ within a batch
+    assert len({key(request), key(other_image), key(dataclasses.replace(request, controlnet_units=[]))}) == 3

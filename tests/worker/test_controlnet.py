@@ -426,3 +426,44 @@ def test_img2img_controlnet_uses_control_image(pipe: StableDiffusionPipeline, co
     result = _generate(_controlnet_pipeline(pipe, [controlnet], "img2img"), image=[_rectangle(SIZE, SIZE)], strength=0.7, **kwargs)
     assert result.shape == (1, SIZE, SIZE, 3)
 
+
+
+# --------------------------------------------------------------------------- through WorkerRuntime
+
+
+def test_worker_runtime_runs_controlnet_units_and_survives_a_mismatch(checkpoint: Path, ldm_file: Path, cn_dir: Path, tmp_path: Path) -> None:
+    import dataclasses
+
+    from inference.samplers import resolve_sampler
+    from inference.worker.runtime import GenerationSpec, Img2ImgInputs, WorkerRuntime
+
+    runtime = WorkerRuntime(device="cpu", cache_size=1, config_cache_dir=tmp_path / "cache")
+    choice = resolve_sampler("Euler")
+    spec = GenerationSpec(
+        checkpoint_path=str(checkpoint), checkpoint_sha256="tiny", prompts=[PROMPT], negative_prompts=[""], seeds=[5],
+        steps=STEPS, cfg_scale=7.0, width=SIZE, height=SIZE, max_batch=4,
+        scheduler_class=choice.scheduler_class, scheduler_kwargs=choice.scheduler_kwargs,
+    )
+    unit = ControlUnit(model_path=str(ldm_file), model_sha256="c" * 64, image=_rectangle(), module="canny")
+    plain = np.asarray(runtime.generate(spec)[0], dtype=np.int16)
+    zero = np.asarray(runtime.generate(dataclasses.replace(spec, controlnet=[dataclasses.replace(unit, weight=0.0)]))[0], dtype=np.int16)
+    assert np.abs(zero - plain).max() <= 1
+    full = np.asarray(runtime.generate(dataclasses.replace(spec, controlnet=[unit]))[0], dtype=np.int16)
+    assert np.abs(full - plain).mean() > 3
+    assert runtime.controlnets.loads == 1  # cached by the runtime, not reloaded per batch
+
+    init = Img2ImgInputs(init_images=[_rectangle(SIZE, SIZE)], masks=[None], denoising_strength=0.7)
+    mask = Image.new("L", (SIZE, SIZE), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    for inputs in (init, dataclasses.replace(init, masks=[mask])):  # img2img, then inpainting
+        images = runtime.generate(dataclasses.replace(spec, img2img=inputs, controlnet=[unit]))
+        assert images[0].size == (SIZE, SIZE)
+
+    config = dict(UNet2DConditionModel.load_config(get_architecture("tiny-sd").config_dir / "unet"))
+    config["cross_attention_dim"] = 48
+    other = _write_ldm(ControlNetModel.from_unet(UNet2DConditionModel.from_config(config)), cn_dir / "runtime_other.safetensors")
+    mismatched = dataclasses.replace(unit, model_path=str(other), model_sha256="d" * 64)
+    with pytest.raises(ControlNetError, match="cannot be used with this checkpoint: it is for another architecture"):
+        runtime.generate(dataclasses.replace(spec, controlnet=[mismatched]))
+    after = np.asarray(runtime.generate(spec)[0], dtype=np.int16)  # the runtime keeps working
+    assert np.abs(after - plain).max() <= 1

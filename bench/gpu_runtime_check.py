@@ -12,7 +12,9 @@ features through `WorkerRuntime` on CUDA and checks what must still hold there:
     unmasked pixels as they were;
   * the SD 2.x and SDXL families generate finite images in fp16;
   * the two-tier model cache moves a pipeline to host RAM and back, with the same images after;
-  * VAE tiling decodes a 1024x1024 image.
+  * VAE tiling decodes a 1024x1024 image;
+  * ControlNet (weight 0 is the plain image), seamless tiling, the NSFW censor, an ESRGAN
+    hires upscaler and A1111-weighted SDXL prompts run in fp16.
 
 Usage: `python bench/gpu_runtime_check.py [--json out.json] [--device cuda]`. Prints one line per
 check with its time, and exits 1 if any check failed. Without CUDA it runs on the CPU (slowly)
@@ -41,13 +43,17 @@ from PIL import Image  # noqa: E402
 
 from inference.samplers import resolve_sampler  # noqa: E402
 from inference.worker.acceleration import Acceleration  # noqa: E402
+from inference.worker.controlnet import ControlUnit  # noqa: E402
 from inference.worker.lora import LoraSpec  # noqa: E402
 from inference.worker.runtime import GenerationSpec, HiresSpec, Img2ImgInputs, WorkerRuntime  # noqa: E402
+from inference.worker.safety import write_tiny_safety_checker  # noqa: E402
+from inference.worker.tiny_controlnet import write_tiny_controlnet  # noqa: E402
 from inference.worker.tiny_embedding import write_tiny_embedding  # noqa: E402
 from inference.worker.tiny_families import write_tiny_sd2_checkpoint, write_tiny_sdxl_checkpoint  # noqa: E402
 from inference.worker.tiny_hypernetwork import write_tiny_hypernetwork  # noqa: E402
 from inference.worker.tiny_lora import write_tiny_lora  # noqa: E402
 from inference.worker.tiny_model import write_tiny_checkpoint, write_tiny_vae  # noqa: E402
+from inference.worker.upscalers import write_tiny_esrgan  # noqa: E402
 
 SIZE = 128
 STEPS = 6
@@ -231,6 +237,41 @@ def main() -> int:
         expect(tiled.size == (1024, 1024), f"size {tiled.size}")
         return f"1024x1024 tiled vs whole decode diff {diff(tiled, whole):.2f}"
 
+    def controlnet() -> str:
+        model = write_tiny_controlnet(folder / "tiny_canny.safetensors")
+        picture = Image.new("RGB", (SIZE, SIZE), "white")
+        picture.paste((0, 0, 0), (SIZE // 4, SIZE // 4, 3 * SIZE // 4, 3 * SIZE // 4))
+        unit = ControlUnit(model_path=str(model), model_sha256="c" * 64, image=picture, module="canny")
+        zero = rt.generate(dataclasses.replace(base, controlnet=[dataclasses.replace(unit, weight=0.0)]))
+        full = rt.generate(dataclasses.replace(base, controlnet=[unit]))
+        expect(diff(zero[0], plain[0]) < 0.5, f"weight 0 differs from no unit by {diff(zero[0], plain[0]):.3f}")
+        expect(diff(full[0], plain[0]) > 1.0, "a ControlNet unit changed nothing")
+        return f"weight 0 diff {diff(zero[0], plain[0]):.3f}, weight 1 diff {diff(full[0], plain[0]):.2f}"
+
+    def tiling_censor_upscaler() -> str:
+        tiled = rt.generate(dataclasses.replace(base, tiling=True))
+        expect(diff(tiled[0], plain[0]) > 1.0, "tiling changed nothing")
+        expect(diff(rt.generate(base)[0], plain[0]) == 0, "tiling stayed on after its batch")
+        censoring = WorkerRuntime(device=args.device, cache_size=1, config_cache_dir=folder / "cache",
+                                  safety_checker_dir=write_tiny_safety_checker(folder / "checker", flag_everything=True))
+        _, flags = censoring.censor(censoring.generate(base))
+        expect(flags == [True, True], f"censor flags {flags}")
+        upscaler = write_tiny_esrgan(folder / "RealESRGAN_x4plus.pth")
+        hires = HiresSpec(width=SIZE * 2, height=SIZE * 2, upscaler="R-ESRGAN 4x+", steps=STEPS, denoising_strength=0.4,
+                          upscaler_path=str(upscaler), upscaler_sha256="esrgan")
+        big = rt.generate(dataclasses.replace(base, hires=hires))
+        expect(big[0].size == (SIZE * 2, SIZE * 2) and np.isfinite(px(big[0])).all(), "ESRGAN hires failed")
+        return f"tiling diff {diff(tiled[0], plain[0]):.2f}, censor flags {flags}, ESRGAN hires {big[0].size}"
+
+    def sdxl_weighting() -> str:
+        path = write_tiny_sdxl_checkpoint(folder / "tiny-sdxl-weights.safetensors")
+        spec = dataclasses.replace(base, checkpoint_path=str(path), checkpoint_sha256="sdxl-w")
+        plain_xl = rt.generate(spec)
+        weighted = rt.generate(dataclasses.replace(spec, prompts=["a (red:1.6) house BREAK at night"] * 2))
+        expect(np.isfinite(px(weighted[0])).all(), "non-finite pixels")
+        expect(diff(weighted[0], plain_xl[0]) > 0.5, "weights changed nothing")
+        return f"weighted vs plain diff {diff(weighted[0], plain_xl[0]):.2f}"
+
     checks.run("same seed, same image; batch-independent", same_seed)
     checks.run("acceleration settings change pixels by noise only", settings_are_noise_only)
     checks.run("torch.compile", compiled)
@@ -242,6 +283,9 @@ def main() -> int:
     checks.run("SD 2.x and SDXL in fp16", families)
     checks.run("model cache: device and host-RAM tiers", cache_tiers)
     checks.run("VAE tiling", vae_tiling)
+    checks.run("ControlNet weight 0 / 1", controlnet)
+    checks.run("tiling, NSFW censor, ESRGAN hires upscaler", tiling_censor_upscaler)
+    checks.run("SDXL with A1111 prompt weighting", sdxl_weighting)
     failed = [r["check"] for r in checks.results if not r["ok"]]
     print(f"\n{len(checks.results) - len(failed)} of {len(checks.results)} checks passed on {rt.describe_device()[0]}")
     if args.json:

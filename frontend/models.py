@@ -35,3 +35,7 @@ class WorkspaceSession(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} workspace ({self.status}, pid {self.pid})"
+
+
+# The workspace's preferences and extensions live in their own module (frontend/preferences.py).
+from frontend.preferences import Extension, ExtensionChoice, WorkspacePreferences  # noqa: E402,F401

@@ -2,6 +2,7 @@
 
 from django.contrib import admin
 
+from frontend.models import WorkspaceSession
 from frontend.preferences import Extension, ExtensionChoice, WorkspacePreferences
 
 
@@ -34,3 +35,23 @@ class WorkspacePreferencesAdmin(admin.ModelAdmin):
     list_filter = ["language"]
     search_fields = ["user__username"]
     raw_id_fields = ["user"]
+
+
+# --- workspace sessions: read-only, the session manager owns them -----------------------
+@admin.register(WorkspaceSession)
+class WorkspaceSessionAdmin(admin.ModelAdmin):
+    """Each member's Gradio workspace process, as the web process's session manager last saw it."""
+
+    list_display = ["user", "status", "pid", "port", "started_at", "ready_at", "last_seen_at", "restarts", "stop_reason"]
+    list_filter = ["status"]
+    search_fields = ["user__username"]
+    ordering = ["-last_seen_at"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

@@ -80,9 +80,48 @@ STRINGS: dict[str, dict[str, str]] = {
         "en": "Something went wrong on our side; the operators have the details.",
         "ja": "サーバー側で問題が発生しました。詳細は運用者に記録されています。",
     },
+    # the home page and the team page
+    "home_title": {"en": "Home", "ja": "ホーム"},
+    "home_workspace": {"en": "Your workspace", "ja": "ワークスペース"},
+    "home_open_workspace": {"en": "Open my workspace", "ja": "ワークスペースを開く"},
+    "home_workspace_hint": {
+        "en": "txt2img, img2img and inpainting, your models, your gallery — in your own WebUI.",
+        "ja": "txt2img・img2img・インペイント、自分のモデルとギャラリーを自分専用の WebUI で。",
+    },
+    "home_team": {"en": "Team", "ja": "チーム"},
+    "home_operator": {"en": "You are a platform operator; you belong to no team.", "ja": "プラットフォーム運用者です (チームには属していません)。"},
+    "home_usage": {"en": "Usage this month", "ja": "今月の利用量"},
+    "home_images": {"en": "images", "ja": "枚"},
+    "home_gpu_seconds": {"en": "GPU-seconds", "ja": "GPU 秒"},
+    "home_jobs": {"en": "jobs", "ja": "ジョブ"},
+    "home_recent_images": {"en": "Recent images", "ja": "最近の画像"},
+    "home_no_images": {"en": "No images yet: open your workspace and generate one.", "ja": "まだ画像はありません。ワークスペースで生成してください。"},
+    "home_recent_jobs": {"en": "Recent jobs", "ja": "最近のジョブ"},
+    "home_no_jobs": {"en": "No jobs yet.", "ja": "ジョブはまだありません。"},
+    "home_checkpoints": {"en": "Checkpoints you can use", "ja": "使えるチェックポイント"},
+    "home_administration": {"en": "Administration", "ja": "管理"},
+    "home_admin_platform": {"en": "Platform administration (tenants, workers, extensions)", "ja": "プラットフォーム管理 (テナント・ワーカー・拡張機能)"},
+    "home_admin_team": {"en": "Your team: members and usage", "ja": "チームのメンバーと利用量"},
+    "home_api": {"en": "API", "ja": "API"},
+    "home_sign_out": {"en": "Sign out", "ja": "サインアウト"},
+    "home_save": {"en": "Save", "ja": "保存"},
+    "job": {"en": "Job", "ja": "ジョブ"},
+    "status": {"en": "Status", "ja": "状態"},
+    "images": {"en": "Images", "ja": "画像"},
+    "team_title": {"en": "Team", "ja": "チーム"},
+    "team_members": {"en": "Members", "ja": "メンバー"},
+    "team_member": {"en": "Member", "ja": "メンバー"},
+    "team_role": {"en": "Role", "ja": "役割"},
+    "team_models": {"en": "Team models", "ja": "チームのモデル"},
+    "team_no_models": {"en": "No team models yet.", "ja": "チームのモデルはまだありません。"},
 }
 
 
 def text(language: str, key: str) -> str:
     entry = STRINGS[key]
     return entry.get(language) or entry["en"]
+
+
+def strings(language: str) -> dict[str, str]:
+    """Every string in `language` (for templates: `{{ t.home_title }}`)."""
+    return {key: text(language, key) for key in STRINGS}

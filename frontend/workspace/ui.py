@@ -202,8 +202,10 @@ class Workspace:
         from html import escape
 
         return (
-            f'<div class="atelier-header"><strong>{escape(self.t("title"))}</strong>'
-            f'<span>{escape(self.user.get_username())}{escape(team)} · '
+            '<div class="atelier-header" style="display:flex;justify-content:space-between;align-items:baseline;'
+            'gap:1rem;padding:.25rem .25rem .5rem;border-bottom:1px solid #e5e7eb">'
+            f'<strong style="font-size:1.15rem">{escape(self.t("title"))}</strong>'
+            f'<span><span class="atelier-user">{escape(self.user.get_username())}</span>{escape(team)} · '
             f'<a href="/" target="_top">{escape(self.t("home"))}</a></span></div>'
         )
 

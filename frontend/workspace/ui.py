@@ -290,6 +290,7 @@ class Workspace:
                 c["job_id"] = gr.Textbox(value="", visible=False)
                 c["result"] = self.tr(gr.Gallery(
                     label=self.t("output"), columns=2, height=420, format="png", elem_id=f"atelier-{kind}-result",
+                    object_fit="contain",
                 ), "output")
                 c["result_refs"] = gr.State([])
                 c["selected"] = gr.State(None)
@@ -310,7 +311,8 @@ class Workspace:
         with gr.Row():
             self.my_gallery_refresh = self.tr(gr.Button(self.t("refresh_gallery"), scale=0), "refresh_gallery", "value")
         self.my_gallery = self.tr(gr.Gallery(
-            label=self.t("my_images"), columns=5, height=520, format="png", elem_id="atelier-my-gallery",
+            label=self.t("my_images"), columns=6, height=520, format="png", elem_id="atelier-my-gallery",
+            fit_columns=False, object_fit="contain", allow_preview=True,
         ), "my_images")
         self.my_gallery_refs = gr.State([])
         self.my_gallery_selected = gr.State(None)

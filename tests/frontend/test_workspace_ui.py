@@ -204,3 +204,27 @@ def test_language_switch_relabels_the_workspace_and_is_remembered(personas, tiny
     assert workspace_for(personas["charlie"]).txt2img["prompt"].label == "Prompt"
     with pytest.raises(gr.Error):
         alice.set_language("xx")
+
+
+def test_the_network_browser_lists_the_members_own_and_shared_models_only(personas, tiny_checkpoint_path) -> None:
+    from django.conf import settings
+
+    from tenants.workdirs import tenant_model_dir, user_model_dir
+
+    files = [user_model_dir("alice", "Lora") / "alice-style.safetensors",
+             tenant_model_dir("studio-a", "embeddings") / "team-neg.safetensors",
+             settings.ATELIER_PUBLIC_MODEL_DIRS["Lora"] / "public-detail.safetensors"]
+    for path in files:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"not loaded here, only listed")
+    try:
+        alice, charlie = workspace_for(personas["alice"]), workspace_for(personas["charlie"])
+        inserts = [insert for _label, insert in alice.network_choices()]
+        assert {"<lora:alice-style:1>", "team-neg", "<lora:public-detail:1>"} <= set(inserts)
+        assert "<lora:alice-style:1>" not in [insert for _label, insert in charlie.network_choices()]
+        assert "team-neg" not in [insert for _label, insert in charlie.network_choices()]
+    finally:
+        for path in files:
+            path.unlink()
+    assert alice.insert_network("a fox", "<lora:alice-style:1>") == "a fox, <lora:alice-style:1>"
+    assert alice.insert_network("", "team-neg") == "team-neg"

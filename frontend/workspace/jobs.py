@@ -53,18 +53,24 @@ _MEMBER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def as_workspace_error(exc: Exception, language: str = "en") -> WorkspaceError:
+    """The message a member sees for `exc`: the services' own wording for refusals they can
+    fix; for anything else a generic sentence (the exception is logged for operators)."""
+    if isinstance(exc, WorkspaceError):
+        return exc
+    if isinstance(exc, _MEMBER_ERRORS):
+        return WorkspaceError(str(exc) or type(exc).__name__)
+    logger.error("workspace callback failed", exc_info=exc)
+    return WorkspaceError(text(language, "unexpected_error"))
+
+
 @contextmanager
 def member_errors(language: str = "en") -> Iterator[None]:
-    """Turn the services' refusals into `WorkspaceError`; log anything unexpected."""
+    """Turn the services' refusals (and anything unexpected) into `WorkspaceError`."""
     try:
         yield
-    except WorkspaceError:
-        raise
-    except _MEMBER_ERRORS as exc:
-        raise WorkspaceError(str(exc) or type(exc).__name__) from None
-    except Exception:
-        logger.exception("workspace callback failed")
-        raise WorkspaceError(text(language, "unexpected_error")) from None
+    except Exception as exc:
+        raise as_workspace_error(exc, language) from None
 
 
 def _png_data_uri(image: Image.Image) -> str:

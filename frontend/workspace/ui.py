@@ -12,14 +12,10 @@ is followed by polling the member's Job row (see `frontend/workspace/jobs.py`).
 Gradio runs sync callbacks in worker threads; each callback is wrapped by `_callback`, which
 drops stale database connections the way Django does around a request, and turns a
 `WorkspaceError` into a `gr.Error` toast (never a traceback).
-
-Styling: `WORKSPACE_CSS` may be passed as `css=` to `gr.mount_gradio_app`; the workspace
-works without it.
 """
 
 import functools
 import inspect
-import logging
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -42,6 +38,7 @@ from frontend.workspace.extensions import PROMPT_STYLE_LIST, PROMPT_STYLES
 from frontend.workspace.i18n import LANGUAGE_NAMES, LANGUAGES, text
 from frontend.workspace.jobs import (
     WorkspaceError,
+    as_workspace_error,
     job_images,
     member_errors,
     own_job,
@@ -54,14 +51,7 @@ from inference.models import Job
 from inference.samplers import SAMPLERS, SCHEDULES
 from tenants.selectors import membership_for_user
 
-logger = logging.getLogger(__name__)
-
 POLL_SECONDS = 0.25
-WORKSPACE_CSS = """
-.atelier-header { display:flex; justify-content:space-between; align-items:baseline; }
-.atelier-header a { text-decoration:none; }
-#atelier-generate { min-height: 3rem; }
-"""
 
 # The form fields of each generation tab, in the order the callbacks receive them.
 COMMON_FIELDS = (
@@ -80,15 +70,23 @@ def _fresh_connections() -> None:
 
 
 def _callback(fn: Callable) -> Callable:
-    """Wrap a Gradio callback: fresh DB connections, and member errors as a gr.Error toast."""
+    """Wrap a Gradio callback method: fresh DB connections, and every error as a gr.Error
+    toast with a message for the member (never a traceback; unexpected ones are logged)."""
+
+    def as_gradio_error(exc: Exception, args: tuple) -> gr.Error:
+        language = getattr(args[0], "language", "en") if args else "en"
+        return gr.Error(as_workspace_error(exc, language).message, print_exception=False)
+
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def generator(*args: Any, **kwargs: Any) -> Iterator[Any]:
             _fresh_connections()
             try:
                 yield from fn(*args, **kwargs)
-            except WorkspaceError as exc:
-                raise gr.Error(exc.message, print_exception=False) from None
+            except gr.Error:
+                raise
+            except Exception as exc:
+                raise as_gradio_error(exc, args) from None
         return generator
 
     @functools.wraps(fn)
@@ -96,8 +94,10 @@ def _callback(fn: Callable) -> Callable:
         _fresh_connections()
         try:
             return fn(*args, **kwargs)
-        except WorkspaceError as exc:
-            raise gr.Error(exc.message, print_exception=False) from None
+        except gr.Error:
+            raise
+        except Exception as exc:
+            raise as_gradio_error(exc, args) from None
     return call
 
 

@@ -228,3 +228,17 @@ def test_the_network_browser_lists_the_members_own_and_shared_models_only(person
             path.unlink()
     assert alice.insert_network("a fox", "<lora:alice-style:1>") == "a fox, <lora:alice-style:1>"
     assert alice.insert_network("", "team-neg") == "team-neg"
+
+
+def test_an_unexpected_failure_shows_a_plain_message_and_is_logged(personas, tiny_checkpoint_path, caplog) -> None:
+    from django.core.files.storage import default_storage
+
+    alice = workspace_for(personas["alice"])
+    job = finish(alice.submit("txt2img", *args(form())))
+    default_storage.delete(job.outputs[0])  # e.g. an operator cleaned up the disk
+    items, refs = alice.refresh_gallery()
+    assert refs == [[job.public_id, 1]]  # the gallery skips the missing file
+    with pytest.raises(gr.Error) as raised:
+        alice.send_to_img2img([job.public_id, 0])
+    assert raised.value.message == "Something went wrong on our side; the operators have the details."
+    assert "workspace callback failed" in caplog.text and "FileNotFoundError" in caplog.text

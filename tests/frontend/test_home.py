@@ -19,12 +19,12 @@ def test_home_links_the_workspace_and_shows_own_images_and_usage(client, persona
     client.force_login(personas["alice"])
     page = client.get("/").content.decode()
     assert 'href="/ui/"' in page and image_url in page
-    assert '<span id="usage-images">2</span>' in page and '<span id="usage-gpu-seconds">0.5</span>' in page
+    assert 'id="usage-images">2<' in page and 'id="usage-gpu-seconds">0.5<' in page and 'id="usage-jobs">1<' in page
     assert client.get(image_url).status_code == 200  # the session cookie reads her own image
 
     client.force_login(personas["charlie"])
     page = client.get("/").content.decode()
-    assert job.public_id not in page and '<span id="usage-images">0</span>' in page
+    assert job.public_id not in page and 'id="usage-images">0<' in page
     assert client.get(image_url).status_code == 404
 
 
@@ -60,3 +60,29 @@ def test_language_switch_from_the_home_page_reaches_the_workspace(client, person
     client.post("/language/", {"language": "xx"})  # unknown: ignored
     assert language_for_user(personas["bob"]) == "ja"
     assert client.get("/language/").status_code == 405
+
+
+def test_operators_manage_extensions_in_admin_and_members_get_the_default(client, personas) -> None:
+    from frontend.member_selectors import extension_enabled_for_user
+    from frontend.member_services import extension_set_enabled
+    from frontend.preferences import Extension
+
+    client.force_login(personas["admin"])
+    for path in ("/admin/frontend/extension/", "/admin/frontend/workspacepreferences/"):
+        assert client.get(path).status_code == 200, path
+    extension = Extension.objects.get(name="prompt-styles")
+    page = client.get(f"/admin/frontend/extension/{extension.pk}/change/")
+    assert page.status_code == 200 and b"enabled_by_default" in page.content
+
+    assert not extension_enabled_for_user(personas["bob"], "prompt-styles")
+    Extension.objects.filter(pk=extension.pk).update(enabled_by_default=True)  # what the admin form saves
+    assert extension_enabled_for_user(personas["bob"], "prompt-styles")
+    extension_set_enabled(user=personas["bob"], name="prompt-styles", enabled=False)  # his own choice wins
+    assert not extension_enabled_for_user(personas["bob"], "prompt-styles")
+    assert extension_enabled_for_user(personas["charlie"], "prompt-styles")
+
+    # An extension with no shipped code is listed, but never "on".
+    Extension.objects.create(name="not-shipped", title="Not shipped", enabled_by_default=True)
+    assert not extension_enabled_for_user(personas["charlie"], "not-shipped")
+    table = build_workspace(personas["charlie"]).atelier_workspace.extensions_markdown()
+    assert "not-shipped" in table and "not available" in table

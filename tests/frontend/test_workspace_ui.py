@@ -145,6 +145,9 @@ def test_charlies_gallery_never_holds_alices_images(personas, tiny_checkpoint_pa
     # Nor can charlie's workspace fetch it by sending alice's ids from a doctored browser.
     with pytest.raises(gr.Error, match="not in your gallery"):
         charlie.send_to_img2img([job.public_id, 0])
+    # Picking an image in her gallery shows its parameters.
+    selected, info = alice.select_image(refs, gr.SelectData(None, {"index": 1, "value": None, "selected": True}))
+    assert selected == [job.public_id, 1] and "Seed: 1235" in info
     sent = alice.send_to_img2img([job.public_id, 1])
     assert isinstance(sent[0], Image.Image) and sent[1] == "a lighthouse at dawn" and sent[9] == 1235
 

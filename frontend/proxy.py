@@ -67,6 +67,14 @@ class BodyTooLarge(Exception):
     pass
 
 
+class UpstreamUnavailable(Exception):
+    """No response from the workspace process (it died, or a pooled connection was stale)."""
+
+    def __init__(self, *, body_sent: bool) -> None:
+        super().__init__("workspace unreachable")
+        self.body_sent = body_sent
+
+
 @dataclass(frozen=True)
 class Caller:
     user_id: int
@@ -252,8 +260,21 @@ class WorkspaceProxy:
             if not await self.manager.wait_ready(workspace):
                 await _respond(send, 503, b"Your workspace is not running; reload the page to start it.")
                 return
-        with workspace.activity(counts=not relative.startswith(HEARTBEAT_PREFIX)):
-            await self._forward(scope, receive, send, workspace, relative, is_file=is_file)
+        counts = not relative.startswith(HEARTBEAT_PREFIX)
+        for attempt in (1, 2):
+            try:
+                with workspace.activity(counts=counts):
+                    await self._forward(scope, receive, send, workspace, relative, is_file=is_file)
+                return
+            except UpstreamUnavailable as unavailable:
+                await self.manager.connection_failed(workspace)
+                if attempt == 2 or unavailable.body_sent:
+                    break
+                # Nothing was sent upstream that cannot be sent again: restart if it died, retry once.
+                workspace = await self.manager.workspace_for(user_id=caller.user_id, username=caller.username)
+                if not await self.manager.wait_ready(workspace):
+                    break
+        await _respond(send, 502, b"Your workspace stopped; reload the page to restart it.")
 
     async def _forward(self, scope, receive, send, workspace: Workspace, relative: str, *, is_file: bool) -> None:
         cap = self.upload_cap + MULTIPART_ALLOWANCE if relative.rstrip("/") in UPLOAD_ROUTES else self.request_cap
@@ -282,10 +303,8 @@ class WorkspaceProxy:
             await self._too_large(send, cap)
             return
         except httpx.TransportError as error:
-            await self.manager.connection_failed(workspace)
             logger.warning("workspace of %s unreachable: %r", workspace.username, error)
-            await _respond(send, 502, b"Your workspace stopped; reload the page to restart it.")
-            return
+            raise UpstreamUnavailable(body_sent=has_body) from error
         try:
             if is_file and response.status_code in (403, 404):
                 await _respond(send, 404, b"Not Found")

@@ -184,9 +184,16 @@ class WorkspaceManager:
         return workspace.status == RUNNING
 
     async def connection_failed(self, workspace: Workspace) -> None:
-        """The proxy could not reach the process: if it died, record the crash now."""
-        if workspace.process is not None and not workspace.process.alive() and workspace.status in (STARTING, RUNNING):
-            self._mark_crashed(workspace, "process exited")
+        """The proxy lost its connection to the process: if the process is dying, record the crash
+        now (a killed process resets its connections a moment before it can be reaped)."""
+        process = workspace.process
+        if process is None or workspace.status not in (STARTING, RUNNING):
+            return
+        deadline = time.monotonic() + 1.0
+        while process.alive() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if not process.alive() and workspace.process is process and workspace.status in (STARTING, RUNNING):
+            self._mark_crashed(workspace, f"process exited with {process.process.returncode}")
 
     def sessions(self) -> list[Workspace]:
         return list(self._sessions.values())

@@ -24,7 +24,7 @@ _WITHHELD_ENV = ("ATELIER_WORKSPACE_SECRET", "ATELIER_WORKSPACE_USER_ID", "ATELI
                  "ATELIER_WORKSPACE_SOCKET", "ATELIER_WORKSPACE_FD")
 
 
-@dataclass
+@dataclass(eq=False)  # identity: kept in sets while stopping
 class WorkspaceProcess:
     process: subprocess.Popen
     port: int

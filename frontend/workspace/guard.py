@@ -36,7 +36,7 @@ _BLOCKED = re.compile(
     r"""^/(?:
         gradio_api/proxy=            # reverse proxy to other Spaces (CVE-2026-28416 SSRF)
       | gradio_api/file=[a-z][a-z0-9+.-]*:   # file=http://… is fetched server-side (SSRF)
-      | gradio_api/file/[a-z][a-z0-9+.-]*:
+      | gradio_api/file/             # the deprecated spelling of file=; the frontend uses file=
       | gradio_api/custom_component/ # serves custom component files from disk
       | gradio_api/dev/              # hot reload
       | gradio_api/vibe-edit | gradio_api/undo-vibe-edit | gradio_api/vibe-code

@@ -92,6 +92,13 @@ def test_alice_generates_in_her_workspace_and_charlie_cannot_see_it(platform, br
     set_number(page, "atelier-txt2img-height", 128)
     set_number(page, "atelier-txt2img-steps", 40)
     set_number(page, "atelier-txt2img-seed", 4242)
+    # Record every state the progress bar shows (status:percent), as the member would see it.
+    page.evaluate("""() => { window.atelierSeen = []; setInterval(() => {
+        const bar = document.querySelector('#atelier-txt2img-progress .atelier-progress');
+        if (!bar || bar.dataset.status === 'idle') return;
+        const state = bar.dataset.status + ':' + bar.getAttribute('aria-valuenow');
+        if (window.atelierSeen[window.atelierSeen.length - 1] !== state) window.atelierSeen.push(state);
+    }, 25); }""")
     page.click("#atelier-txt2img-generate")
 
     # The progress bar appears as soon as the job is queued and moves while it runs.
@@ -113,6 +120,10 @@ def test_alice_generates_in_her_workspace_and_charlie_cannot_see_it(platform, br
     shot(page, "03_alice_progress")
     page.wait_for_selector('#atelier-txt2img-progress .atelier-progress[data-status="succeeded"]', timeout=GENERATION_MS)
     assert progress.get_attribute("aria-valuenow") == "100"
+    seen = page.evaluate("window.atelierSeen")
+    assert seen[-1] == "succeeded:100", seen
+    assert any(state.split(":")[0] in ("queued", "dispatched", "running") for state in seen), seen
+    print("progress bar states:", seen)
     page.wait_for_selector("#atelier-txt2img-result img", timeout=30_000)
     info = page.locator("#atelier-txt2img-info textarea").input_value()
     assert "alice-e2e" in info and "Seed: 4242" in info and "Size: 128x128" in info

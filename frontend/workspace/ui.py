@@ -371,7 +371,7 @@ class Workspace:
         return inputs
 
     def generation_outputs(self, c: dict[str, Any]) -> list[Any]:
-        return [c["progress"], c["result"], c["result_refs"], c["info"], c["job_id"]]
+        return [c["progress"], c["result"], c["result_refs"], c["info"], c["job_id"], c["selected"]]
 
     def send_outputs(self) -> list[Any]:
         i = self.img2img
@@ -387,7 +387,9 @@ class Workspace:
             ).then(self.refresh_gallery, outputs=[self.my_gallery, self.my_gallery_refs])
             c["cancel"].click(self.cancel, inputs=[c["job_id"]], outputs=[c["progress"]])
             c["result"].select(self.select_image, inputs=[c["result_refs"]], outputs=[c["selected"], c["info"]])
-            c["send_to_img2img"].click(self.send_to_img2img, inputs=[c["selected"]], outputs=self.send_outputs())
+            c["send_to_img2img"].click(
+                self.send_to_img2img, inputs=[c["selected"], c["result_refs"]], outputs=self.send_outputs()
+            )
             c["network_insert"].click(self.insert_network, inputs=[c["prompt"], c["network"]], outputs=[c["prompt"]])
         self.txt2img["save_defaults"].click(
             self.save_defaults, inputs=[self.checkpoint, self.vae] + [self.txt2img[n] for n in COMMON_FIELDS],
@@ -398,7 +400,9 @@ class Workspace:
         self.my_gallery_refresh.click(self.refresh_gallery, outputs=[self.my_gallery, self.my_gallery_refs])
         self.my_gallery.select(self.select_image, inputs=[self.my_gallery_refs],
                                outputs=[self.my_gallery_selected, self.my_gallery_info])
-        self.my_gallery_send.click(self.send_to_img2img, inputs=[self.my_gallery_selected], outputs=self.send_outputs())
+        self.my_gallery_send.click(
+            self.send_to_img2img, inputs=[self.my_gallery_selected, self.my_gallery_refs], outputs=self.send_outputs()
+        )
         self.png_source.change(self.read_pnginfo, inputs=[self.png_source], outputs=[self.png_text, self.png_fields])
         t = self.txt2img
         self.png_send.click(self.send_pnginfo_to_txt2img, inputs=[self.png_fields], outputs=[
@@ -443,7 +447,7 @@ class Workspace:
         yield from self.follow(self.submit("img2img", *args))
 
     def follow(self, job: Job, poll_seconds: float = POLL_SECONDS) -> Iterator[tuple]:
-        """Yield (progress, result images, refs, info, job id) as the job moves, until it ends."""
+        """Yield (progress, result images, refs, info, job id, selection) as the job moves, until it ends."""
         seen = None
         public_id = job.public_id
         while True:
@@ -453,7 +457,7 @@ class Workspace:
             if (current.status, current.step) != seen:
                 seen = (current.status, current.step)
                 if not current.is_finished:
-                    yield progress_html(current, self.language), gr.skip(), gr.skip(), gr.skip(), public_id
+                    yield progress_html(current, self.language), gr.skip(), gr.skip(), gr.skip(), public_id, gr.skip()
             if current.is_finished:
                 break
             time.sleep(poll_seconds)
@@ -465,13 +469,13 @@ class Workspace:
             items = [(image, f"seed {seed}" if seed is not None else "") for image, seed in zip(images, seeds)]
             refs = [(public_id, index) for index in range(len(images))]
             info = current.infotexts[0] if current.infotexts else ""
-            yield html, items, refs, info, ""
+            yield html, items, refs, info, "", None  # a new result: nothing picked in it yet
         elif current.status == Job.Status.FAILED:
-            yield html, gr.skip(), gr.skip(), gr.skip(), ""
+            yield html, gr.skip(), gr.skip(), gr.skip(), "", gr.skip()
             raise WorkspaceError(current.error or text(self.language, "status_failed"))
         else:
             gr.Warning(self.t("status_cancelled"))
-            yield html, gr.skip(), gr.skip(), gr.skip(), ""
+            yield html, gr.skip(), gr.skip(), gr.skip(), "", gr.skip()
 
     @_callback
     def cancel(self, public_id: str) -> str:
@@ -492,7 +496,9 @@ class Workspace:
         return list(ref), infotext
 
     @_callback
-    def send_to_img2img(self, ref: Any) -> tuple:
+    def send_to_img2img(self, ref: Any, refs: list | None = None) -> tuple:
+        """The picked image (else the first one shown) and its parameters, into img2img."""
+        ref = ref or (refs[0] if refs else None)
         if not ref:
             raise WorkspaceError(self.t("select_image_first"))
         with member_errors(self.language):

@@ -90,13 +90,15 @@ def test_submit_creates_alices_job_with_the_form_parameters(personas, tiny_check
 def test_generate_streams_progress_and_ends_with_the_images(personas, tiny_checkpoint_path) -> None:
     workspace = workspace_for(personas["alice"])
     stream = workspace.generate_txt2img(*args(form()))
-    progress, _gallery, _refs, _info, job_id = next(stream)
+    progress, _gallery, _refs, _info, job_id, _selected = next(stream)
     assert 'data-status="queued"' in progress and job_id.startswith("j_")
     finish(Job.objects.get(public_id=job_id))
-    progress, gallery, refs, info, job_id_after = list(stream)[-1]
+    progress, gallery, refs, info, job_id_after, selected = list(stream)[-1]
     assert 'data-status="succeeded"' in progress and 'aria-valuenow="100"' in progress
     assert len(gallery) == 2 and all(isinstance(image, Image.Image) for image, _caption in gallery)
-    assert refs == [(job_id, 0), (job_id, 1)] and "Seed: 1234" in info and job_id_after == ""
+    assert refs == [(job_id, 0), (job_id, 1)] and "Seed: 1234" in info and job_id_after == "" and selected is None
+    sent = workspace.send_to_img2img(None, refs)  # nothing picked: the first image goes
+    assert isinstance(sent[0], Image.Image) and sent[9] == 1234
 
 
 def test_errors_are_messages_not_tracebacks(personas, tiny_checkpoint_path) -> None:
@@ -116,7 +118,7 @@ def test_errors_are_messages_not_tracebacks(personas, tiny_checkpoint_path) -> N
 def test_cancel_stops_the_members_own_job_only(personas, tiny_checkpoint_path) -> None:
     alice, charlie = workspace_for(personas["alice"]), workspace_for(personas["charlie"])
     stream = alice.generate_txt2img(*args(form()))
-    job_id = next(stream)[-1]
+    job_id = next(stream)[4]
     charlie.cancel(job_id)  # charlie cannot cancel alice's job, even with its id
     assert Job.objects.get(public_id=job_id).status == Job.Status.QUEUED
     assert 'data-status="cancelled"' in alice.cancel(job_id)

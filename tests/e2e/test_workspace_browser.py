@@ -5,6 +5,8 @@ workspace session manager and `/ui/` proxy, one Celery worker with the tiny mode
 signs in, opens `/ui/`, generates an image, watches the progress bar and finds the image in
 her gallery. Charlie signs in next: alice's image is nowhere on his home page or in his
 workspace, and neither her job's image URL nor her workspace's file URL answers him.
+Then alice uploads a picture to img2img, paints over part of it with the brush, and the job
+she gets is an inpainting job with her painted mask.
 
 Screenshots of each step go to `artifacts/workspace_browser/` (ignored by git).
 Needs Playwright (the `test` extra) and Chromium at /usr/bin/chromium (or ATELIER_CHROMIUM).
@@ -165,3 +167,38 @@ def test_alice_generates_in_her_workspace_and_charlie_cannot_see_it(platform, br
         assert response.status == 404 or b"alice" not in response.body(), alice_file_url
         assert response.status != 200
     charlie.close()
+
+
+def test_alice_inpaints_an_area_she_paints_over(platform, browser, tmp_path) -> None:
+    from PIL import Image
+
+    source = tmp_path / "blue.png"
+    Image.new("RGB", (128, 128), (30, 90, 200)).save(source)
+    alice, page = sign_in(browser, platform, "alice")
+    open_workspace(page)
+    page.get_by_role("tab", name="img2img").click()
+    page.locator("#atelier-img2img-editor input[type=file]").set_input_files(str(source))
+    page.wait_for_timeout(1500)
+    page.locator("#atelier-img2img-editor button[aria-label='Brush']").first.click()
+    box = page.locator("#atelier-img2img-editor canvas").first.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x - 30, y)
+    page.mouse.down()
+    for i in range(20):
+        page.mouse.move(x - 30 + 3 * i, y + i, steps=2)
+    page.mouse.up()
+    page.locator("#atelier-img2img-prompt textarea").fill("a white cloud, alice-inpaint")
+    for name, value in (("width", 64), ("height", 64), ("steps", 8)):
+        set_number(page, f"atelier-img2img-{name}", value)
+    shot(page, "09_alice_inpaint_mask")
+    page.click("#atelier-img2img-generate")
+    page.wait_for_selector('#atelier-img2img-progress .atelier-progress[data-status="succeeded"]', timeout=GENERATION_MS)
+    page.wait_for_selector("#atelier-img2img-result img", timeout=30_000)
+    info = page.locator("#atelier-img2img-info textarea").input_value()
+    assert "alice-inpaint" in info and "Mask blur: 4" in info and "Denoising strength: 0.75" in info
+    shot(page, "10_alice_inpaint_result")
+
+    job_id = page.locator("#atelier-img2img-progress .atelier-progress").get_attribute("data-job")
+    job = platform.get("alice", f"/api/v1/jobs/{job_id}").json()
+    assert job["kind"] == "img2img" and job["params"]["mask"] and len(job["params"]["init_images"]) == 1
+    alice.close()

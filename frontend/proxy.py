@@ -216,6 +216,7 @@ class WorkspaceProxy:
         self.request_cap = settings.ATELIER_MAX_REQUEST_BYTES
 
     async def __call__(self, scope, receive, send) -> None:
+        self.manager.prewarm()
         if scope["type"] == "websocket":
             await self._websocket(scope, receive, send)
         else:

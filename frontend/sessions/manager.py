@@ -145,6 +145,11 @@ class WorkspaceManager:
             )
         return self._client
 
+    def prewarm(self) -> None:
+        """Start the monitor and boot the spares now (the proxy calls this on any /ui/ request,
+        anonymous ones included: a spare boots while the member signs in)."""
+        self._ensure_started()
+
     def session_of(self, user_id: int) -> Workspace | None:
         return self._sessions.get(user_id)
 

@@ -41,7 +41,8 @@ MOUNT_PATH = "/ui"
 
 
 def _import_heavy() -> None:
-    """Gradio first (2.7 s on this machine), then Django: both before a member is assigned."""
+    """Gradio first (2.7 s on this machine), then Django and the workspace's own modules: all
+    before a member is assigned, so a spare only has to build the member's Blocks."""
     import django
     import gradio  # noqa: F401
     import uvicorn  # noqa: F401
@@ -53,6 +54,7 @@ def _import_heavy() -> None:
     # This process serves with uvicorn and needs no ASGI server app.
     settings.INSTALLED_APPS = [app for app in settings.INSTALLED_APPS if app != "daphne"]
     django.setup()
+    import frontend.workspace.ui  # noqa: F401  (the member's app module: no per-member state at import)
 
 
 def uses_server_functions(blocks: Any) -> bool:
@@ -92,7 +94,7 @@ def build_app(blocks: Any, *, secret: str, allowed_paths: list[str], max_file_si
 
 def _listening_socket(config: dict[str, Any]) -> socket.socket:
     if config.get("fd") is not None:
-        sock = socket.socket(fileno=int(config["fd"]))
+        sock = socket.socket(fileno=int(config["fd"]))  # family, type and protocol read from the socket
     elif config.get("socket_path"):
         path = Path(config["socket_path"])
         path.unlink(missing_ok=True)
@@ -104,7 +106,9 @@ def _listening_socket(config: dict[str, Any]) -> socket.socket:
             os.umask(old_umask)
         sock.listen(128)
     else:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # proto must say TCP: asyncio sets TCP_NODELAY on accepted sockets only then, and
+        # without it every keep-alive response waits ~40 ms for a delayed ACK.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", int(config["port"])))
         sock.listen(128)
@@ -121,6 +125,7 @@ def serve(*, user_id: int, secret: str, sock: socket.socket) -> None:
 
     from frontend.sessions.paths import WorkspacePaths
 
+    assigned = time.monotonic()
     user = get_user_model().objects.get(pk=user_id, is_active=True)
     paths = WorkspacePaths.for_username(user.username)
     paths.ensure()
@@ -151,6 +156,7 @@ def serve(*, user_id: int, secret: str, sock: socket.socket) -> None:
         timeout_keep_alive=75,  # longer than the proxy's idle pool timeout
         timeout_graceful_shutdown=5,
     )
+    print(f"workspace: {user.get_username()}'s app built in {time.monotonic() - assigned:.2f}s", file=sys.stderr, flush=True)
     uvicorn.Server(config).run(sockets=[sock])
 
 
@@ -171,6 +177,7 @@ def main(argv: list[str]) -> None:
     started = time.monotonic()
     _import_heavy()
     if "--spare" in argv:
+        print(f"workspace: spare ready, imports took {time.monotonic() - started:.2f}s", file=sys.stderr, flush=True)
         line = sys.stdin.readline()
         if not line:
             return  # the manager stopped this spare before using it
@@ -189,7 +196,7 @@ def main(argv: list[str]) -> None:
         user_id = int(os.environ["ATELIER_WORKSPACE_USER_ID"])
         secret = os.environ["ATELIER_WORKSPACE_SECRET"]
         os.environ.pop("ATELIER_WORKSPACE_SECRET")
-    print(f"workspace: imports took {time.monotonic() - started:.2f}s", file=sys.stderr, flush=True)
+        print(f"workspace: imports took {time.monotonic() - started:.2f}s", file=sys.stderr, flush=True)
     serve(user_id=user_id, secret=secret, sock=_listening_socket(config))
 
 

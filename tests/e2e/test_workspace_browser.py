@@ -6,7 +6,9 @@ signs in, opens `/ui/`, generates an image, watches the progress bar and finds t
 her gallery. Charlie signs in next: alice's image is nowhere on his home page or in his
 workspace, and neither her job's image URL nor her workspace's file URL answers him.
 Then alice uploads a picture to img2img, paints over part of it with the brush, and the job
-she gets is an inpainting job with her painted mask.
+she gets is an inpainting job with her painted mask. Bob switches to Japanese on the home page
+(his workspace follows), turns on the prompt-styles extension (its picker appears) and
+switches back to English in the workspace's Settings tab.
 
 Screenshots of each step go to `artifacts/workspace_browser/` (ignored by git).
 Needs Playwright (the `test` extra) and Chromium at /usr/bin/chromium (or ATELIER_CHROMIUM).
@@ -202,3 +204,31 @@ def test_alice_inpaints_an_area_she_paints_over(platform, browser, tmp_path) -> 
     job = platform.get("alice", f"/api/v1/jobs/{job_id}").json()
     assert job["kind"] == "img2img" and job["params"]["mask"] and len(job["params"]["init_images"]) == 1
     alice.close()
+
+
+def test_bob_switches_language_on_the_home_page_and_turns_on_an_extension(platform, browser) -> None:
+    bob, page = sign_in(browser, platform, "bob")
+    page.select_option("#language", "ja")
+    page.locator("#team form button[type=submit]").click()
+    page.wait_for_url(re.compile(r"/$"))
+    assert page.locator("html").get_attribute("lang") == "ja"
+    assert page.locator("#workspace .button.primary").inner_text() == "ワークスペースを開く"
+
+    open_workspace(page)
+    page.wait_for_function(
+        "() => document.querySelector('#atelier-txt2img-generate').innerText.trim() === '生成'", timeout=30_000
+    )
+    assert page.locator("#atelier-txt2img-styles").count() == 0  # prompt-styles: off by default
+    page.get_by_role("tab", name="拡張機能").click()
+    page.get_by_label("Prompt styles").check()
+    page.click("#atelier-extensions-apply")
+    page.get_by_role("tab", name="txt2img").click()
+    page.wait_for_selector("#atelier-txt2img-styles", state="visible", timeout=30_000)
+    shot(page, "11_bob_japanese_with_styles")
+
+    page.get_by_role("tab", name="設定").click()
+    page.get_by_label("English").check()
+    page.wait_for_function(
+        "() => document.querySelector('#atelier-txt2img-generate').innerText.trim() === 'Generate'", timeout=30_000
+    )
+    bob.close()

@@ -28,6 +28,7 @@ from PIL import Image
 
 from frontend.workspace import compat  # noqa: F401  (before any component: see compat.py)
 from frontend.member_selectors import (
+    extension_enabled_for_user,
     extensions_for_user,
     generation_defaults_for_user,
     language_for_user,
@@ -157,9 +158,6 @@ class Workspace:
                 choices.append((f"{tag or 'embedding'}: {entry.model_name} ({entry.scope})", insert))
         return choices
 
-    def extension_enabled(self, name: str) -> bool:
-        return any(e.name == name and e.enabled and e.available for e in extensions_for_user(self.user))
-
     # --- layout ---------------------------------------------------------------------------
     def build(self) -> gr.Blocks:
         membership = membership_for_user(self.user)
@@ -230,7 +228,7 @@ class Workspace:
                 # The "prompt-styles" extension's panel: present only while the member has it on.
                 c["styles"] = self.tr(gr.Dropdown(
                     choices=[style.name for style in PROMPT_STYLE_LIST], value=d.get("styles") or [], multiselect=True,
-                    label=self.t("styles"), visible=self.extension_enabled(PROMPT_STYLES),
+                    label=self.t("styles"), visible=extension_enabled_for_user(self.user, PROMPT_STYLES),
                     elem_id=f"atelier-{kind}-styles",
                 ), "styles")
                 self.style_pickers.append(c["styles"])
@@ -564,7 +562,7 @@ class Workspace:
         return (self.extensions_markdown(), *self.style_picker_updates())
 
     def style_picker_updates(self) -> list[Any]:
-        visible = self.extension_enabled(PROMPT_STYLES)
+        visible = extension_enabled_for_user(self.user, PROMPT_STYLES)
         return [gr.Dropdown(visible=visible) for _ in self.style_pickers]
 
     @_callback

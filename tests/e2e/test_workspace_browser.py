@@ -8,7 +8,8 @@ workspace, and neither her job's image URL nor her workspace's file URL answers 
 Then alice uploads a picture to img2img, paints over part of it with the brush, and the job
 she gets is an inpainting job with her painted mask. Bob switches to Japanese on the home page
 (his workspace follows), turns on the prompt-styles extension (its picker appears) and
-switches back to English in the workspace's Settings tab.
+switches back to English in the workspace's Settings tab. Last, alice cancels a long job
+while it runs.
 
 Screenshots of each step go to `artifacts/workspace_browser/` (ignored by git).
 Needs Playwright (the `test` extra) and Chromium at /usr/bin/chromium (or ATELIER_CHROMIUM).
@@ -232,3 +233,20 @@ def test_bob_switches_language_on_the_home_page_and_turns_on_an_extension(platfo
         "() => document.querySelector('#atelier-txt2img-generate').innerText.trim() === 'Generate'", timeout=30_000
     )
     bob.close()
+
+
+def test_alice_cancels_a_running_job(platform, browser) -> None:
+    alice, page = sign_in(browser, platform, "alice")
+    open_workspace(page)
+    page.locator("#atelier-txt2img-prompt textarea").fill("a long one, alice-cancel")
+    for name, value in (("width", 512), ("height", 512), ("steps", 150)):
+        set_number(page, f"atelier-txt2img-{name}", value)
+    page.click("#atelier-txt2img-generate")
+    page.wait_for_selector('#atelier-txt2img-progress .atelier-progress[data-status="running"]', timeout=60_000)
+    job_id = page.locator("#atelier-txt2img-progress .atelier-progress").get_attribute("data-job")
+    page.click("#atelier-txt2img-cancel")
+    page.wait_for_selector('#atelier-txt2img-progress .atelier-progress[data-status="cancelled"]', timeout=60_000)
+    shot(page, "12_alice_cancelled")
+    job = platform.wait_job("alice", job_id)
+    assert job["status"] == "cancelled" and job["step"] < 150
+    alice.close()

@@ -48,6 +48,7 @@ logger = logging.getLogger(__name__)
 
 MOUNT = "/ui"
 STATUS_PATH = "/_atelier/status"
+SMALL_RESPONSE_BYTES = 256 * 1024  # read whole and sent at once; bigger or unsized ones stream
 MULTIPART_ALLOWANCE = 64 * 1024  # part headers and boundaries around one file of the upload cap
 UPLOAD_ROUTES = ("/gradio_api/upload", "/gradio_api/component_server")
 HEARTBEAT_PREFIX = "/gradio_api/heartbeat/"
@@ -310,8 +311,15 @@ class WorkspaceProxy:
             if is_file and response.status_code in (403, 404):
                 await _respond(send, 404, b"Not Found")
                 return
-            await send({"type": "http.response.start", "status": response.status_code,
-                        "headers": _response_headers(response)})
+            headers = _response_headers(response)
+            length = response.headers.get("content-length", "")
+            if length.isdigit() and int(length) <= SMALL_RESPONSE_BYTES:
+                # Most requests (config, info, assets, JSON): one read, one send, no watcher tasks.
+                body = b"".join([chunk async for chunk in response.aiter_raw()])  # as sent: no decoding
+                await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+            await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
             await _stream_back(response, receive, send, body_done)
         finally:
             await response.aclose()

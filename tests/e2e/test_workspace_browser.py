@@ -142,6 +142,7 @@ def test_alice_generates_in_her_workspace_and_charlie_cannot_see_it(platform, br
     page.wait_for_selector("#atelier-my-gallery img", timeout=30_000)
     assert page.locator("#atelier-my-gallery img").count() >= 1
     alice_file_url = page.locator("#atelier-my-gallery img").first.get_attribute("src")
+    assert alice.request.get(alice_file_url).status == 200  # her own workspace serves it to her
     shot(page, "05_alice_gallery")
 
     page.goto("/")
@@ -165,10 +166,9 @@ def test_alice_generates_in_her_workspace_and_charlie_cannot_see_it(platform, br
 
     # alice's image through the API and her workspace's file URL: not found for charlie
     assert charlie.request.get(image_url).status == 404
-    if alice_file_url:
-        response = charlie.request.get(alice_file_url)
-        assert response.status == 404 or b"alice" not in response.body(), alice_file_url
-        assert response.status != 200
+    assert alice_file_url and "/gradio_api/file=" in alice_file_url, alice_file_url
+    response = charlie.request.get(alice_file_url)
+    assert response.status == 404, (alice_file_url, response.status)
     charlie.close()
 
 

@@ -9,6 +9,8 @@ after that import every component construction fails with `AttributeError: __pro
 Shadowing the name with a plain `None` on Gradio's `ComponentBase` (which comes before
 `abc.ABC` in every component's MRO) keeps those lookups safe; nothing in Gradio uses
 zope.interface. Idempotent, whichever is imported first; applied on import by `ui.py`.
+The workspace server leaves `daphne` out of its INSTALLED_APPS anyway; this keeps the Blocks
+buildable wherever daphne is loaded too: the test suite, a shell, the web process.
 """
 
 from __future__ import annotations

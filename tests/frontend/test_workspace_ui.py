@@ -115,6 +115,7 @@ def test_errors_are_messages_not_tracebacks(personas, tiny_checkpoint_path) -> N
         next(operator.generate_txt2img(*args(form())))
 
 
+@pytest.mark.filterwarnings("ignore:Cancelled:UserWarning")  # gr.Warning outside a Gradio event
 def test_cancel_stops_the_members_own_job_only(personas, tiny_checkpoint_path) -> None:
     alice, charlie = workspace_for(personas["alice"]), workspace_for(personas["charlie"])
     stream = alice.generate_txt2img(*args(form()))

@@ -184,3 +184,24 @@ def test_the_guard_refuses_websockets_without_the_secret() -> None:
 def test_a_short_secret_is_refused_at_start() -> None:
     with pytest.raises(ValueError):
         SecretGuard(_inner, secret="short")
+
+
+def test_the_shared_upstream_pool_never_keeps_a_cookie() -> None:
+    """One pool reaches every member's process, all on 127.0.0.1 (cookies ignore ports)."""
+    import httpx
+
+    from frontend.sessions.manager import WorkspaceManager
+
+    async def check() -> list:
+        manager = WorkspaceManager.from_settings()
+        client = manager.client
+        set_by_alice = httpx.Response(
+            200, headers={"set-cookie": "gradio=alice-token; Path=/"},
+            request=httpx.Request("GET", "http://127.0.0.1:40001/ui/"),
+        )
+        client.cookies.extract_cookies(set_by_alice)
+        to_charlie = client.build_request("GET", "http://127.0.0.1:40002/ui/")
+        await client.aclose()
+        return [list(client.cookies.jar), to_charlie.headers.get("cookie")]
+
+    assert asyncio.run(check()) == [[], None]

@@ -136,6 +136,8 @@ class WorkspaceManager:
         self._monitor: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
         self._last_seen_written: dict[int, float] = {}
+        self._spare_failures = 0
+        self._spares_retry_at = 0.0
         self.records = SessionRecords()
         atexit.register(self.shutdown)
 
@@ -182,7 +184,9 @@ class WorkspaceManager:
                 workspace = self._sessions[user_id] = Workspace(user_id=user_id, username=username)
             if workspace.live():
                 return workspace
-            if workspace.status in (STARTING, RUNNING):
+            if workspace.status == STARTING:
+                self._start_failed(workspace, "exited while starting")
+            elif workspace.status == RUNNING:
                 self._mark_crashed(workspace, "process exited")
             if workspace.status == CRASHED and time.monotonic() < workspace.retry_at:
                 return workspace  # backing off after failed starts
@@ -276,6 +280,7 @@ class WorkspaceManager:
             if response.status_code == 200 and workspace.generation == generation:
                 workspace.status, workspace.ready_at = RUNNING, time.monotonic()
                 workspace.failed_starts = 0
+                self._spare_failures = 0
                 workspace.ready.set()
                 logger.info(
                     "workspace of %s running after %.2fs", workspace.username, workspace.ready_at - workspace.started_at
@@ -354,7 +359,8 @@ class WorkspaceManager:
     def _check(self) -> None:
         now = time.monotonic()
         for workspace in list(self._sessions.values()):
-            if workspace.status in (STARTING, RUNNING) and workspace.process and not workspace.process.alive():
+            # (A start is watched by _watch_start, which also counts failed starts for the backoff.)
+            if workspace.status == RUNNING and workspace.process and not workspace.process.alive():
                 self._mark_crashed(workspace, f"process exited with {workspace.process.process.returncode}")
             elif (
                 workspace.status == RUNNING
@@ -371,10 +377,15 @@ class WorkspaceManager:
         """Keep the configured number of spares, but never boot one beside a member's start:
         on two cores that would slow the start the member is waiting for."""
         for spare in [s for s in self._spares if not s.alive()]:
-            logger.warning("spare workspace process %s exited with %s", spare.pid, spare.process.returncode)
+            logger.warning(
+                "spare workspace process %s exited with %s (see %s)", spare.pid, spare.process.returncode, spare.log_path
+            )
             spare.close_stdin()
             self._spares.remove(spare)
-        if any(w.status == STARTING for w in self._sessions.values()):
+            # A spare that dies unassigned cannot even import the workspace: back off, don't spin.
+            self._spare_failures += 1
+            self._spares_retry_at = time.monotonic() + min(2**self._spare_failures, 300)
+        if any(w.status == STARTING for w in self._sessions.values()) or time.monotonic() < self._spares_retry_at:
             return
         while len(self._spares) < self.config.spares:
             self._spares.append(spawn_workspace_process(log_dir=self.config.log_dir))

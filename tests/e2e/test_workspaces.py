@@ -340,16 +340,49 @@ def test_a_secret_from_before_a_restart_is_refused(platform: Platform) -> None:
         second.wait(timeout=30)
 
 
-# --- idle reaping (its own platform: a short idle timeout) -------------------------------
-def test_an_idle_workspace_is_reaped_and_reopens_on_the_next_visit() -> None:
+# --- a second platform: a short idle timeout, no spares ------------------------------------
+@pytest.fixture(scope="module")
+def quick_platform(request) -> Iterator[Platform]:
+    failed_before = request.session.testsfailed
     env = {"ATELIER_WORKSPACE_IDLE_SECONDS": "3", "ATELIER_WORKSPACE_SPARES": "0"}
     with running_platform(workers=0, env_overrides=env) as platform:
-        alice, before = open_workspace(platform, "alice")
-        stopped = wait_recorded(platform, "alice", lambda s: s["status"] == "stopped", "idle reaping", timeout=60)
-        assert stopped["stop_reason"] == "idle for 3s"
-        Platform.wait_until(lambda: not pid_alive(before["pid"]), timeout=15, what="the idle process to exit")
-        assert alice.get("/ui/").status_code == 503  # the starting page again
-        wait_running(alice)
-        # (It may be idle-reaped again by the time the row is read: look at which process it was.)
-        after = wait_recorded(platform, "alice", lambda s: s["started_at"] != before["started_at"], "the new session")
-        assert after["pid"] != before["pid"] and after["restarts"] == before["restarts"]
+        yield platform
+        if request.session.testsfailed > failed_before:
+            print(platform.logs())
+
+
+def test_an_idle_workspace_is_reaped_and_reopens_on_the_next_visit(quick_platform: Platform) -> None:
+    platform = quick_platform
+    alice, before = open_workspace(platform, "alice")
+    stopped = wait_recorded(platform, "alice", lambda s: s["status"] == "stopped", "idle reaping", timeout=60)
+    assert stopped["stop_reason"] == "idle for 3s"
+    Platform.wait_until(lambda: not pid_alive(before["pid"]), timeout=15, what="the idle process to exit")
+    assert alice.get("/ui/").status_code == 503  # the starting page again
+    wait_running(alice)
+    # (It may be idle-reaped again by the time the row is read: look at which process it was.)
+    after = wait_recorded(platform, "alice", lambda s: s["started_at"] != before["started_at"], "the new session")
+    assert after["pid"] != before["pid"] and after["restarts"] == before["restarts"]
+
+
+def test_a_workspace_that_cannot_start_is_shown_as_crashed_and_retried(quick_platform: Platform) -> None:
+    platform = quick_platform
+    blocker = platform.data_dir / "users" / "bob" / ".workspace"
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("a file where the workspace folder goes: the process fails at start")
+    bob = login(platform, "bob")
+    assert bob.get("/ui/").status_code == 503
+
+    def crashed() -> bool:
+        return bob.get("/ui/_atelier/status").json()["status"] == "crashed"
+
+    Platform.wait_until(crashed, timeout=90, what="the failed start", interval=0.1)
+    page = bob.get("/ui/")
+    assert page.status_code == 503
+    assert 'data-workspace-state="crashed"' in page.text or 'data-workspace-state="starting"' in page.text
+    assert bob.get("/ui/gradio_api/info").status_code == 503  # no process to answer it
+
+    blocker.unlink()
+    wait_running(bob, timeout=120)  # retried after its backoff
+    assert bob.get("/ui/gradio_api/info").status_code == 200
+    session = wait_recorded(platform, "bob", lambda s: s["restarts"] >= 1, "the restart count")
+    assert session["restarts"] >= 1

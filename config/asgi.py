@@ -1,4 +1,5 @@
-"""ASGI entry point (daphne): HTTP through Django, websockets through Channels."""
+"""ASGI entry point (daphne): HTTP through Django, websockets through Channels, and `/ui/…`
+(HTTP and websockets) through the reverse proxy to each member's own Gradio workspace."""
 
 import os
 
@@ -13,6 +14,8 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import OriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from frontend.proxy import MOUNT, WorkspaceProxy  # noqa: E402
+from frontend.sessions.manager import WorkspaceManager  # noqa: E402
 from inference.routing import websocket_urlpatterns  # noqa: E402
 
 
@@ -35,11 +38,27 @@ def _http_app():
     return django_asgi_app
 
 
-application = ProtocolTypeRouter(
-    {
-        "http": _http_app(),
-        "websocket": BrowserOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns)), settings.ALLOWED_HOSTS
-        ),
-    }
-)
+class AtelierApplication:
+    """The platform's ASGI app. It owns the workspace session manager (and so its processes)."""
+
+    def __init__(self) -> None:
+        self.workspaces = WorkspaceManager.from_settings()
+        self.workspace_proxy = WorkspaceProxy(self.workspaces)
+        self.platform = ProtocolTypeRouter(
+            {
+                "http": _http_app(),
+                "websocket": BrowserOriginValidator(
+                    AuthMiddlewareStack(URLRouter(websocket_urlpatterns)), settings.ALLOWED_HOSTS
+                ),
+            }
+        )
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] in ("http", "websocket"):
+            path = scope["path"]
+            if path == MOUNT or path.startswith(MOUNT + "/"):
+                return await self.workspace_proxy(scope, receive, send)
+        return await self.platform(scope, receive, send)
+
+
+application = AtelierApplication()

@@ -242,11 +242,23 @@ ATELIER_SERVICE_HALF_LIFE_SECONDS = env.float("ATELIER_SERVICE_HALF_LIFE_SECONDS
 # Progress is written and published at most this often while a job runs (and at its end).
 ATELIER_PROGRESS_INTERVAL_SECONDS = env.float("ATELIER_PROGRESS_INTERVAL_SECONDS", default=0.2)
 
+# --- browser workspaces (one Gradio process per member, behind /ui/) -------------------
+# A workspace with no request for this long is stopped (an open but untouched tab does not count).
+ATELIER_WORKSPACE_IDLE_SECONDS = env.float("ATELIER_WORKSPACE_IDLE_SECONDS", default=1800.0)
+# Workspace processes running at once; a new one stops the session idle the longest.
+ATELIER_WORKSPACE_MAX_SESSIONS = env.int("ATELIER_WORKSPACE_MAX_SESSIONS", default=8)
+# Processes kept booted (Gradio imported, Django set up) and waiting to be handed to a member.
+ATELIER_WORKSPACE_SPARES = env.int("ATELIER_WORKSPACE_SPARES", default=1)
+ATELIER_WORKSPACE_START_TIMEOUT_SECONDS = env.float("ATELIER_WORKSPACE_START_TIMEOUT_SECONDS", default=60.0)
+# How long the proxy trusts a session cookie it has checked (a logout takes effect within this).
+ATELIER_WORKSPACE_AUTH_CACHE_SECONDS = env.float("ATELIER_WORKSPACE_AUTH_CACHE_SECONDS", default=2.0)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    # httpx logs every request at INFO: the workspace proxy makes dozens per page.
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
 }

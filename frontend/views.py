@@ -1,26 +1,81 @@
-"""Home page: the member's recent jobs and how to use the API."""
+"""Home page, team page and the language switch: plain Django views, no JS framework."""
 
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_POST
 
+from frontend.member_selectors import gallery_for_user, language_for_user
+from frontend.member_services import language_set
+from frontend.preferences import Language
+from frontend.workspace.i18n import strings
 from inference.model_registry import model_list_for_user
 from inference.selectors import job_list_for_user
-from tenants.selectors import membership_for_user, usage_this_month
+from tenants.models import Membership
+from tenants.selectors import membership_for_user, tenant_usage_this_month, usage_this_month
+
+RECENT_IMAGES = 12
 
 
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
+    """The member's workspace link, their recent images and jobs, usage, and admin links."""
     membership = membership_for_user(request.user)
     usage = usage_this_month(request.user)
+    language = language_for_user(request.user)
     return render(
         request,
         "frontend/home.html",
         {
+            "t": strings(language),
+            "language": language,
+            "languages": Language.choices,
             "membership": membership,
-            "jobs": job_list_for_user(request.user, limit=20),
+            "is_tenant_admin": membership is not None and membership.role == Membership.Role.ADMIN,
+            "images": gallery_for_user(request.user, limit=RECENT_IMAGES),
+            "jobs": job_list_for_user(request.user, limit=10),
             "checkpoints": model_list_for_user(request.user) if membership else [],
             "usage_gpu_seconds": sum(record.gpu_seconds for record in usage),
             "usage_images": sum(record.images for record in usage),
+            "usage_jobs": len(usage),
         },
     )
+
+
+@login_required
+def team(request: HttpRequest) -> HttpResponse:
+    """Tenant admins: their team's members, usage this month and shared models (read-only)."""
+    membership = membership_for_user(request.user)
+    if membership is None or membership.role != Membership.Role.ADMIN:
+        raise Http404("no team administration for you")
+    models = [
+        entry for kind in ("Stable-diffusion", "Lora", "VAE", "embeddings", "hypernetworks")
+        for entry in model_list_for_user(request.user, kind) if entry.scope == "tenant"
+    ]
+    usage = tenant_usage_this_month(membership.tenant)
+    return render(
+        request,
+        "frontend/team.html",
+        {
+            "t": strings(language_for_user(request.user)),
+            "tenant": membership.tenant,
+            "members": usage,
+            "total_images": sum(row["images"] for row in usage),
+            "total_gpu_seconds": sum(row["gpu_seconds"] for row in usage),
+            "models": models,
+        },
+    )
+
+
+@login_required
+@require_POST
+def set_language(request: HttpRequest) -> HttpResponse:
+    """The interface language, for the home page and the workspace (its next page load)."""
+    language = request.POST.get("language", "")
+    if language in Language.values:
+        language_set(user=request.user, language=language)
+    next_url = request.POST.get("next") or "/"
+    if not url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+        next_url = "/"
+    return redirect(next_url)

@@ -46,3 +46,26 @@ def is_tenant_admin(user: AbstractUser, tenant: Tenant) -> bool:
 def usage_this_month(user: AbstractUser) -> list[UsageRecord]:
     start = timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     return list(UsageRecord.objects.filter(user=user, created_at__gte=start).select_related("job"))
+
+
+def tenant_usage_this_month(tenant: Tenant) -> list[dict]:
+    """Per member of `tenant`: images, GPU-seconds and jobs billed this month (every member, zeros included)."""
+    from django.db.models import Count, Sum
+
+    start = timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    totals = {
+        row["user"]: row
+        for row in UsageRecord.objects.filter(tenant=tenant, created_at__gte=start)
+        .values("user")
+        .annotate(images=Sum("images"), gpu_seconds=Sum("gpu_seconds"), jobs=Count("id"))
+    }
+    return [
+        {
+            "username": m.user.get_username(),
+            "role": m.get_role_display(),
+            "images": totals.get(m.user_id, {}).get("images") or 0,
+            "gpu_seconds": totals.get(m.user_id, {}).get("gpu_seconds") or 0.0,
+            "jobs": totals.get(m.user_id, {}).get("jobs") or 0,
+        }
+        for m in Membership.objects.filter(tenant=tenant).select_related("user").order_by("user__username")
+    ]

@@ -12,7 +12,7 @@ def test_home_requires_sign_in_and_shows_the_members_team_and_models(client, per
     assert response.status_code == 302
     page = client.get("/").content.decode()
     assert "studio-a" in page.lower() and "atelier-tiny.safetensors [" in page
-    assert "This month: 0 images, 0.0 GPU-seconds." in page
+    assert 'id="usage-images">0<' in page and 'id="usage-gpu-seconds">0.0<' in page
 
 
 def test_wrong_password_shows_an_error(client, personas) -> None:

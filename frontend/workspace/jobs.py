@@ -1,0 +1,190 @@
+"""The workspace's path to the GPU: the same `job_submit` / `job_cancel` services every API uses.
+
+The workspace never runs a pipeline. It validates the form into a `GenerationRequest` with the
+API's own parser and limits, submits it as the logged-in member, and then follows the job the
+way any client can: by reading the member's own Job row (progress, step, status) a few times a
+second. Polling the row, rather than subscribing to `/ws/jobs/<id>`, works in every deployment:
+in the embedded default the channel layer is in-memory inside the web process, which the
+workspace (a separate process per member) cannot reach; the row is the source of truth anyway.
+
+Every error a member can cause (quota, a model they may not use, a bad value, a bad image)
+becomes `WorkspaceError` with a message fit to show; anything else is logged and shown as a
+generic message, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from html import escape
+from typing import Any
+
+from django.contrib.auth.models import AbstractUser
+from django.core.files.storage import default_storage
+from PIL import Image
+
+from frontend.member_selectors import extension_enabled_for_user
+from frontend.workspace.extensions import PROMPT_STYLES, apply_styles
+from frontend.workspace.i18n import text
+from inference.a1111.images import ImageInputError
+from inference.api import generation_limits
+from inference.generation import RequestValidationError, parse_generation_request
+from inference.inputs import read_input_images
+from inference.model_registry import ModelNotFound
+from inference.models import Job
+from inference.services import NotAMember, job_cancel, job_submit
+
+logger = logging.getLogger(__name__)
+
+class WorkspaceError(Exception):
+    """Something the member can fix; the message says what."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+# Exceptions whose message is written for the member (quota errors are PermissionErrors).
+_MEMBER_ERRORS: tuple[type[BaseException], ...] = (
+    ModelNotFound, RequestValidationError, NotAMember, ImageInputError, PermissionError,
+)
+
+
+def as_workspace_error(exc: Exception, language: str = "en") -> WorkspaceError:
+    """The message a member sees for `exc`: the services' own wording for refusals they can
+    fix; for anything else a generic sentence (the exception is logged for operators)."""
+    if isinstance(exc, WorkspaceError):
+        return exc
+    if isinstance(exc, _MEMBER_ERRORS):
+        return WorkspaceError(str(exc) or type(exc).__name__)
+    logger.error("workspace callback failed", exc_info=exc)
+    return WorkspaceError(text(language, "unexpected_error"))
+
+
+@contextmanager
+def member_errors(language: str = "en") -> Iterator[None]:
+    """Turn the services' refusals (and anything unexpected) into `WorkspaceError`."""
+    try:
+        yield
+    except Exception as exc:
+        raise as_workspace_error(exc, language) from None
+
+
+def _png_data_uri(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def request_body(kind: str, values: dict[str, Any]) -> dict[str, Any]:
+    """The workspace form as an A1111 API body (the shape every other client sends)."""
+    body: dict[str, Any] = {
+        "kind": kind,
+        "prompt": values.get("prompt") or "",
+        "negative_prompt": values.get("negative_prompt") or "",
+        "sampler_name": values.get("sampler_name") or "Euler a",
+        "scheduler": values.get("scheduler") or "Automatic",
+        "steps": values.get("steps"),
+        "cfg_scale": values.get("cfg_scale"),
+        "width": values.get("width"),
+        "height": values.get("height"),
+        "seed": values.get("seed") if values.get("seed") not in (None, "") else -1,
+        "n_iter": values.get("n_iter"),
+        "batch_size": values.get("batch_size"),
+        "override_settings": {
+            "sd_model_checkpoint": values.get("checkpoint") or None,
+            "sd_vae": values.get("vae") or "Automatic",
+        },
+    }
+    if kind == "img2img":
+        body.update({
+            "denoising_strength": values.get("denoising_strength"),
+            "mask_blur": values.get("mask_blur", 4),
+            "inpainting_fill": values.get("inpainting_fill", 1),
+            "inpaint_full_res": bool(values.get("inpaint_full_res", False)),
+        })
+    return {key: value for key, value in body.items() if value is not None}
+
+
+def _styled(user: AbstractUser, values: dict[str, Any]) -> dict[str, Any]:
+    """Merge the chosen prompt styles in, when the member has the extension on."""
+    styles = [name for name in values.get("styles") or [] if isinstance(name, str)]
+    if not styles or not extension_enabled_for_user(user, PROMPT_STYLES):
+        return values
+    prompt, negative = apply_styles(values.get("prompt") or "", values.get("negative_prompt") or "", styles)
+    return {**values, "prompt": prompt, "negative_prompt": negative}
+
+
+def workspace_submit(
+    *, user: AbstractUser, kind: str, values: dict[str, Any],
+    init_image: Image.Image | None = None, mask: Image.Image | None = None,
+) -> Job:
+    """Validate and submit one generation as `user`; raises `WorkspaceError`."""
+    with member_errors():
+        body = request_body(kind, _styled(user, values))
+        request = parse_generation_request(body, limits=generation_limits())
+        inputs = None
+        if kind == "img2img":
+            if init_image is None:
+                raise WorkspaceError("img2img needs an image: upload one, or send one from your gallery")
+            body["init_images"] = [_png_data_uri(init_image)]
+            if mask is not None:
+                body["mask"] = _png_data_uri(mask)
+            inputs = read_input_images(body, max_images=request.batch_size, fetcher_factory=None)
+        return job_submit(user=user, request=request, inputs=inputs)
+
+
+def own_job(user: AbstractUser, public_id: str) -> Job | None:
+    """The member's own job. Stricter than `job_get_for_user` (which lets a tenant admin see
+    the team's jobs): a workspace follows, cancels and shows only its member's own work."""
+    if not public_id:
+        return None
+    return Job.objects.filter(owner=user, public_id=public_id).first()
+
+
+def workspace_cancel(*, user: AbstractUser, public_id: str) -> Job | None:
+    job = own_job(user, public_id)
+    if job is None or job.is_finished:
+        return None
+    return job_cancel(job=job)
+
+
+def job_images(job: Job) -> list[Image.Image]:
+    """The job's PNGs, opened from storage with their `parameters` text kept."""
+    images = []
+    for key in job.outputs:
+        with default_storage.open(key, "rb") as handle:
+            image = Image.open(io.BytesIO(handle.read()))
+            image.load()
+        images.append(image)
+    return images
+
+
+def storage_image(key: str) -> Image.Image:
+    with default_storage.open(key, "rb") as handle:
+        image = Image.open(io.BytesIO(handle.read()))
+        image.load()
+    return image
+
+
+def progress_html(job: Job | None, language: str) -> str:
+    """A progress bar a browser (and a test) can read: `data-status`, `aria-valuenow`."""
+    if job is None:
+        return '<div class="atelier-progress" data-status="idle"></div>'
+    percent = 100 if job.status == Job.Status.SUCCEEDED else int(round(job.progress * 100))
+    label = text(language, f"status_{job.status}")
+    detail = f" · {job.step}/{job.total_steps}" if job.status == Job.Status.RUNNING and job.total_steps else ""
+    colour = {"failed": "#dc2626", "cancelled": "#9ca3af"}.get(job.status, "#f97316")
+    error = f'<div class="atelier-progress-error">{escape(job.error)}</div>' if job.error else ""
+    return (
+        f'<div class="atelier-progress" data-status="{job.status}" data-job="{escape(job.public_id)}" role="progressbar" '
+        f'aria-valuemin="0" aria-valuemax="100" aria-valuenow="{percent}">'
+        f'<div style="background:#e5e7eb;border-radius:6px;height:12px;overflow:hidden">'
+        f'<div class="atelier-progress-fill" style="width:{percent}%;height:100%;background:{colour};'
+        f'transition:width .2s"></div></div>'
+        f'<div style="font-size:.85rem;margin-top:.25rem">{escape(label)}{detail} · {percent}%</div>{error}</div>'
+    )
+

@@ -1,0 +1,253 @@
+"""THE browser test: a real Chromium drives the members' workspaces on the real platform.
+
+The platform runs as real processes over loopback (`tests/harness.py`: daphne with the
+workspace session manager and `/ui/` proxy, one Celery worker with the tiny model). Alice
+signs in, opens `/ui/`, generates an image, watches the progress bar and finds the image in
+her gallery. Charlie signs in next: alice's image is nowhere on his home page or in his
+workspace, and neither her job's image URL nor her workspace's file URL answers him.
+Then alice uploads a picture to img2img, paints over part of it with the brush, and the job
+she gets is an inpainting job with her painted mask. Bob switches to Japanese on the home page
+(his workspace follows), turns on the prompt-styles extension (its picker appears) and
+switches back to English in the workspace's Settings tab. Last, alice cancels a long job
+while it runs.
+
+Screenshots of each step go to `artifacts/workspace_browser/` (ignored by git).
+Needs Playwright (the `test` extra) and Chromium at /usr/bin/chromium (or ATELIER_CHROMIUM).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.harness import REPO, running_platform
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = os.environ.get("ATELIER_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = REPO / "artifacts" / "workspace_browser"
+WORKSPACE_BOOT_MS = 120_000
+GENERATION_MS = 180_000
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}"),
+]
+
+
+@pytest.fixture(scope="module")
+def platform():
+    with running_platform(workers=1, env_overrides={"ATELIER_WORKSPACE_SPARES": "1"}) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser():
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with playwright_api.sync_playwright() as pw:
+        chromium = pw.chromium.launch(
+            executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+        )
+        yield chromium
+        chromium.close()
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def sign_in(browser, platform, username: str):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, base_url=platform.base_url)
+    page = context.new_page()
+    page.goto("/login/")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", platform.credentials[username]["password"])
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/$"))
+    return context, page
+
+
+def open_workspace(page) -> None:
+    """/ui/ shows "starting your workspace" while the member's process boots, then the app."""
+    page.goto("/ui/")
+    page.wait_for_selector("#atelier-txt2img-generate", timeout=WORKSPACE_BOOT_MS)
+
+
+def set_number(page, elem_id: str, value: int) -> None:
+    field = page.locator(f"#{elem_id} input[type=number]")
+    field.fill(str(value))
+    field.press("Enter")
+
+
+def test_alice_generates_in_her_workspace_and_charlie_cannot_see_it(platform, browser) -> None:
+    # --- alice: home, workspace, generate ------------------------------------------------
+    alice, page = sign_in(browser, platform, "alice")
+    assert page.locator('a[href="/ui/"]').count() >= 1
+    shot(page, "01_alice_home")
+
+    open_workspace(page)
+    assert "alice" in page.locator(".atelier-user").inner_text()
+    shot(page, "02_alice_workspace")
+
+    page.locator("#atelier-txt2img-prompt textarea").fill("a lighthouse at dawn, alice-e2e")
+    set_number(page, "atelier-txt2img-width", 128)
+    set_number(page, "atelier-txt2img-height", 128)
+    set_number(page, "atelier-txt2img-steps", 40)
+    set_number(page, "atelier-txt2img-seed", 4242)
+    # Record every state the progress bar shows (status:percent), as the member would see it.
+    page.evaluate("""() => { window.atelierSeen = []; setInterval(() => {
+        const bar = document.querySelector('#atelier-txt2img-progress .atelier-progress');
+        if (!bar || bar.dataset.status === 'idle') return;
+        const state = bar.dataset.status + ':' + bar.getAttribute('aria-valuenow');
+        if (window.atelierSeen[window.atelierSeen.length - 1] !== state) window.atelierSeen.push(state);
+    }, 25); }""")
+    page.click("#atelier-txt2img-generate")
+
+    # The progress bar appears as soon as the job is queued and moves while it runs.
+    progress = page.locator("#atelier-txt2img-progress .atelier-progress")
+    page.wait_for_selector(
+        '#atelier-txt2img-progress .atelier-progress:is([data-status="queued"],[data-status="dispatched"],'
+        '[data-status="running"],[data-status="succeeded"])',
+        timeout=30_000,
+    )
+    job_id = progress.get_attribute("data-job")
+    try:  # a bar part-way through; on a fast machine the job may finish before one is seen
+        page.wait_for_function(
+            """() => { const bar = document.querySelector('#atelier-txt2img-progress .atelier-progress');
+                       return bar && bar.dataset.status === 'running' && +bar.getAttribute('aria-valuenow') > 0; }""",
+            timeout=30_000, polling=50,
+        )
+    except playwright_api.TimeoutError:
+        pass
+    shot(page, "03_alice_progress")
+    page.wait_for_selector('#atelier-txt2img-progress .atelier-progress[data-status="succeeded"]', timeout=GENERATION_MS)
+    assert progress.get_attribute("aria-valuenow") == "100"
+    seen = page.evaluate("window.atelierSeen")
+    assert seen[-1] == "succeeded:100", seen
+    assert any(state.split(":")[0] in ("queued", "dispatched", "running") for state in seen), seen
+    print("progress bar states:", seen)
+    page.wait_for_selector("#atelier-txt2img-result img", timeout=30_000)
+    info = page.locator("#atelier-txt2img-info textarea").input_value()
+    assert "alice-e2e" in info and "Seed: 4242" in info and "Size: 128x128" in info
+    shot(page, "04_alice_result")
+
+    job = platform.get("alice", f"/api/v1/jobs/{job_id}").json()
+    assert job["status"] == "succeeded" and job["params"]["prompt"] == "a lighthouse at dawn, alice-e2e"
+    assert job["params"]["steps"] == 40 and job["seeds"] == [4242]
+
+    page.get_by_role("tab", name="Gallery").click()
+    page.wait_for_selector("#atelier-my-gallery img", timeout=30_000)
+    assert page.locator("#atelier-my-gallery img").count() >= 1
+    alice_file_url = page.locator("#atelier-my-gallery img").first.get_attribute("src")
+    assert alice.request.get(alice_file_url).status == 200  # her own workspace serves it to her
+    shot(page, "05_alice_gallery")
+
+    page.goto("/")
+    image_url = f"/api/v1/jobs/{job_id}/images/0"
+    assert page.locator(f'img[src="{image_url}"]').count() == 1
+    shot(page, "06_alice_home_with_image")
+    alice.close()
+
+    # --- charlie: nothing of alice's ---------------------------------------------------------
+    charlie, page = sign_in(browser, platform, "charlie")
+    assert job_id not in page.content() and "alice-e2e" not in page.content()
+    shot(page, "07_charlie_home")
+
+    open_workspace(page)
+    assert "charlie" in page.locator(".atelier-user").inner_text()
+    page.get_by_role("tab", name="Gallery").click()
+    page.wait_for_timeout(1500)  # the gallery loads with the page; give it time to show anything
+    assert page.locator("#atelier-my-gallery img").count() == 0
+    assert "alice-e2e" not in page.content()
+    shot(page, "08_charlie_workspace_gallery")
+
+    # alice's image through the API and her workspace's file URL: not found for charlie
+    assert charlie.request.get(image_url).status == 404
+    assert alice_file_url and "/gradio_api/file=" in alice_file_url, alice_file_url
+    response = charlie.request.get(alice_file_url)
+    assert response.status == 404, (alice_file_url, response.status)
+    charlie.close()
+
+
+def test_alice_inpaints_an_area_she_paints_over(platform, browser, tmp_path) -> None:
+    from PIL import Image
+
+    source = tmp_path / "blue.png"
+    Image.new("RGB", (128, 128), (30, 90, 200)).save(source)
+    alice, page = sign_in(browser, platform, "alice")
+    open_workspace(page)
+    page.get_by_role("tab", name="img2img").click()
+    page.locator("#atelier-img2img-editor input[type=file]").set_input_files(str(source))
+    page.wait_for_timeout(1500)
+    page.locator("#atelier-img2img-editor button[aria-label='Brush']").first.click()
+    box = page.locator("#atelier-img2img-editor canvas").first.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x - 30, y)
+    page.mouse.down()
+    for i in range(20):
+        page.mouse.move(x - 30 + 3 * i, y + i, steps=2)
+    page.mouse.up()
+    page.locator("#atelier-img2img-prompt textarea").fill("a white cloud, alice-inpaint")
+    for name, value in (("width", 64), ("height", 64), ("steps", 8)):
+        set_number(page, f"atelier-img2img-{name}", value)
+    shot(page, "09_alice_inpaint_mask")
+    page.click("#atelier-img2img-generate")
+    page.wait_for_selector('#atelier-img2img-progress .atelier-progress[data-status="succeeded"]', timeout=GENERATION_MS)
+    page.wait_for_selector("#atelier-img2img-result img", timeout=30_000)
+    info = page.locator("#atelier-img2img-info textarea").input_value()
+    assert "alice-inpaint" in info and "Mask blur: 4" in info and "Denoising strength: 0.75" in info
+    shot(page, "10_alice_inpaint_result")
+
+    job_id = page.locator("#atelier-img2img-progress .atelier-progress").get_attribute("data-job")
+    job = platform.get("alice", f"/api/v1/jobs/{job_id}").json()
+    assert job["kind"] == "img2img" and job["params"]["mask"] and len(job["params"]["init_images"]) == 1
+    alice.close()
+
+
+def test_bob_switches_language_on_the_home_page_and_turns_on_an_extension(platform, browser) -> None:
+    bob, page = sign_in(browser, platform, "bob")
+    page.select_option("#language", "ja")
+    page.locator("#team form button[type=submit]").click()
+    page.wait_for_url(re.compile(r"/$"))
+    assert page.locator("html").get_attribute("lang") == "ja"
+    assert page.locator("#workspace .button.primary").inner_text() == "ワークスペースを開く"
+
+    open_workspace(page)
+    page.wait_for_function(
+        "() => document.querySelector('#atelier-txt2img-generate').innerText.trim() === '生成'", timeout=30_000
+    )
+    assert page.locator("#atelier-txt2img-styles").count() == 0  # prompt-styles: off by default
+    page.get_by_role("tab", name="拡張機能").click()
+    page.get_by_label("Prompt styles").check()
+    page.click("#atelier-extensions-apply")
+    page.get_by_role("tab", name="txt2img").click()
+    page.wait_for_selector("#atelier-txt2img-styles", state="visible", timeout=30_000)
+    shot(page, "11_bob_japanese_with_styles")
+
+    page.get_by_role("tab", name="設定").click()
+    page.get_by_label("English").check()
+    page.wait_for_function(
+        "() => document.querySelector('#atelier-txt2img-generate').innerText.trim() === 'Generate'", timeout=30_000
+    )
+    bob.close()
+
+
+def test_alice_cancels_a_running_job(platform, browser) -> None:
+    alice, page = sign_in(browser, platform, "alice")
+    open_workspace(page)
+    page.locator("#atelier-txt2img-prompt textarea").fill("a long one, alice-cancel")
+    for name, value in (("width", 512), ("height", 512), ("steps", 150)):
+        set_number(page, f"atelier-txt2img-{name}", value)
+    page.click("#atelier-txt2img-generate")
+    # Generous: on a loaded 2-core machine the worker may take a while to pick the job up.
+    page.wait_for_selector('#atelier-txt2img-progress .atelier-progress[data-status="running"]', timeout=GENERATION_MS)
+    job_id = page.locator("#atelier-txt2img-progress .atelier-progress").get_attribute("data-job")
+    page.click("#atelier-txt2img-cancel")
+    page.wait_for_selector('#atelier-txt2img-progress .atelier-progress[data-status="cancelled"]', timeout=GENERATION_MS)
+    shot(page, "12_alice_cancelled")
+    job = platform.wait_job("alice", job_id)
+    assert job["status"] == "cancelled" and job["step"] < 150
+    alice.close()

@@ -1,0 +1,88 @@
+"""The home page, the team page and the language switch."""
+
+from __future__ import annotations
+
+import pytest
+
+from frontend.member_selectors import language_for_user
+from frontend.workspace.ui import build_workspace
+from tests.frontend.test_workspace_ui import args, finish, form
+
+pytestmark = pytest.mark.django_db
+
+
+def test_home_links_the_workspace_and_shows_own_images_and_usage(client, personas, tiny_checkpoint_path) -> None:
+    alice = build_workspace(personas["alice"]).atelier_workspace
+    job = finish(alice.submit("txt2img", *args(form())))
+    image_url = f"/api/v1/jobs/{job.public_id}/images/0"
+
+    client.force_login(personas["alice"])
+    page = client.get("/").content.decode()
+    assert 'href="/ui/"' in page and image_url in page
+    assert 'id="usage-images">2<' in page and 'id="usage-gpu-seconds">0.5<' in page and 'id="usage-jobs">1<' in page
+    assert client.get(image_url).status_code == 200  # the session cookie reads her own image
+
+    client.force_login(personas["charlie"])
+    page = client.get("/").content.decode()
+    assert job.public_id not in page and 'id="usage-images">0<' in page
+    assert client.get(image_url).status_code == 404
+
+
+def test_administration_links_for_tenant_admins_and_operators_only(client, personas) -> None:
+    client.force_login(personas["alice"])  # tenant admin
+    page = client.get("/").content.decode()
+    assert 'href="/team/"' in page and 'href="/admin/"' not in page
+    client.force_login(personas["bob"])  # member
+    page = client.get("/").content.decode()
+    assert 'id="administration"' not in page and 'href="/team/"' not in page
+    client.force_login(personas["admin"])  # operator
+    page = client.get("/").content.decode()
+    assert 'href="/admin/"' in page and "belong to no team" in page
+
+
+def test_team_page_is_the_tenant_admins_own_team(client, personas, tiny_checkpoint_path) -> None:
+    finish(build_workspace(personas["bob"]).atelier_workspace.submit("txt2img", *args(form())))
+    client.force_login(personas["alice"])
+    page = client.get("/team/").content.decode()
+    assert "<td>bob</td><td>Member</td><td>2</td><td>0.5</td><td>1</td>" in page and "charlie" not in page
+    client.force_login(personas["bob"])
+    assert client.get("/team/").status_code == 404
+
+
+def test_language_switch_from_the_home_page_reaches_the_workspace(client, personas) -> None:
+    client.force_login(personas["bob"])
+    response = client.post("/language/", {"language": "ja", "next": "https://evil.example/"})
+    assert response.status_code == 302 and response["Location"] == "/"
+    assert language_for_user(personas["bob"]) == "ja"
+    page = client.get("/").content.decode()
+    assert '<html lang="ja">' in page and "ワークスペースを開く" in page
+    assert build_workspace(personas["bob"]).atelier_workspace.txt2img["generate"].value == "生成"
+    client.post("/language/", {"language": "xx"})  # unknown: ignored
+    assert language_for_user(personas["bob"]) == "ja"
+    assert client.get("/language/").status_code == 405
+
+
+def test_operators_manage_extensions_in_admin_and_members_get_the_default(client, personas) -> None:
+    from frontend.member_selectors import extension_enabled_for_user
+    from frontend.member_services import extension_set_enabled
+    from frontend.preferences import Extension
+
+    client.force_login(personas["admin"])
+    for path in ("/admin/frontend/extension/", "/admin/frontend/workspacepreferences/"):
+        assert client.get(path).status_code == 200, path
+    extension = Extension.objects.get(name="prompt-styles")
+    page = client.get(f"/admin/frontend/extension/{extension.pk}/change/")
+    assert page.status_code == 200 and b"enabled_by_default" in page.content
+
+    assert not extension_enabled_for_user(personas["bob"], "prompt-styles")
+    Extension.objects.filter(pk=extension.pk).update(enabled_by_default=True)  # what the admin form saves
+    assert extension_enabled_for_user(personas["bob"], "prompt-styles")
+    extension_set_enabled(user=personas["bob"], name="prompt-styles", enabled=False)  # his own choice wins
+    assert not extension_enabled_for_user(personas["bob"], "prompt-styles")
+    assert extension_enabled_for_user(personas["charlie"], "prompt-styles")
+
+    # An extension with no shipped code is listed, but never "on".
+    Extension.objects.create(name="not-shipped", title="Not shipped", enabled_by_default=True)
+    assert not extension_enabled_for_user(personas["charlie"], "not-shipped")
+    table = build_workspace(personas["charlie"]).atelier_workspace.extensions_markdown()
+    assert "not-shipped" in table and "not available" in table

@@ -30,6 +30,7 @@ GENERATION_DEFAULTS: dict[str, Any] = {
     "vae": "Automatic",
     "denoising_strength": 0.75,
     "styles": [],
+    "tiling": False,
 }
 
 

@@ -135,6 +135,14 @@ def vae_resolve_for_user(user: AbstractUser, ident: str | None) -> ModelEntry | 
     raise ModelNotFound(f"unknown VAE {ident!r}; GET /sdapi/v1/sd-vae lists the ones you may use")
 
 
+def upscalers_for_user(user: AbstractUser) -> list[tuple[str, ModelEntry]]:
+    """(the name A1111 shows, the file) for each ESRGAN-family upscaler the member may use."""
+    from inference.worker.upscalers import A1111_ALIASES
+
+    alias_of = {file_name: alias for alias, file_name in A1111_ALIASES.items()}
+    return [(alias_of.get(entry.model_name, entry.model_name), entry) for entry in model_list_for_user(user, "ESRGAN")]
+
+
 def upscaler_resolve_for_user(user: AbstractUser, ident: str) -> ModelEntry:
     """An ESRGAN-family upscaler file by any id form, or by A1111's name for it ("R-ESRGAN 4x+")."""
     from inference.worker.upscalers import A1111_ALIASES

@@ -94,11 +94,20 @@ def request_body(kind: str, values: dict[str, Any]) -> dict[str, Any]:
         "seed": values.get("seed") if values.get("seed") not in (None, "") else -1,
         "n_iter": values.get("n_iter"),
         "batch_size": values.get("batch_size"),
+        "tiling": bool(values.get("tiling", False)),
         "override_settings": {
             "sd_model_checkpoint": values.get("checkpoint") or None,
             "sd_vae": values.get("vae") or "Automatic",
         },
     }
+    if kind == "txt2img" and values.get("enable_hr"):
+        body.update({
+            "enable_hr": True,
+            "hr_upscaler": values.get("hr_upscaler") or "Latent",
+            "hr_scale": values.get("hr_scale", 2),
+            "hr_second_pass_steps": values.get("hr_second_pass_steps", 0),
+            "denoising_strength": values.get("hr_denoising_strength", 0.7),
+        })
     if kind == "img2img":
         body.update({
             "denoising_strength": values.get("denoising_strength"),

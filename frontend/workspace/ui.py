@@ -47,7 +47,8 @@ from frontend.workspace.jobs import (
     workspace_cancel,
     workspace_submit,
 )
-from inference.model_registry import model_list_for_user
+from inference.generation import HIRES_UPSCALERS
+from inference.model_registry import model_list_for_user, upscalers_for_user
 from inference.models import Job
 from inference.samplers import SAMPLERS, SCHEDULES
 from tenants.selectors import membership_for_user
@@ -57,8 +58,9 @@ POLL_SECONDS = 0.25
 # The form fields of each generation tab, in the order the callbacks receive them.
 COMMON_FIELDS = (
     "prompt", "negative_prompt", "styles", "sampler_name", "scheduler", "steps", "cfg_scale",
-    "width", "height", "seed", "n_iter", "batch_size",
+    "width", "height", "seed", "n_iter", "batch_size", "tiling",
 )
+TXT2IMG_FIELDS = ("enable_hr", "hr_upscaler", "hr_scale", "hr_second_pass_steps", "hr_denoising_strength")
 IMG2IMG_FIELDS = ("denoising_strength", "mask_blur", "inpainting_fill", "inpaint_full_res")
 MASKED_CONTENT_CHOICES = [("fill", 0), ("original", 1), ("latent noise", 2), ("latent nothing", 3)]
 
@@ -146,6 +148,10 @@ class Workspace:
 
     def vae_choices(self) -> list[str]:
         return ["Automatic", "None"] + [entry.title for entry in model_list_for_user(self.user, "VAE")]
+
+    def hires_upscaler_choices(self) -> list[str]:
+        """The built-in latent and pixel resizers, then the member's ESRGAN-family models."""
+        return [*HIRES_UPSCALERS, *(name for name, _entry in upscalers_for_user(self.user))]
 
     def network_choices(self) -> list[tuple[str, str]]:
         """(label, text to insert into the prompt) for every LoRA, hypernetwork and embedding
@@ -263,6 +269,25 @@ class Workspace:
                     c["n_iter"] = self.tr(gr.Slider(1, 16, value=d["n_iter"], step=1, label=self.t("n_iter")), "n_iter")
                     c["batch_size"] = self.tr(gr.Slider(1, 8, value=d["batch_size"], step=1,
                                                         label=self.t("batch_size")), "batch_size")
+                    c["tiling"] = self.tr(gr.Checkbox(value=bool(d.get("tiling")), label=self.t("tiling"),
+                                                      elem_id=f"atelier-{kind}-tiling"), "tiling")
+                if kind == "txt2img":
+                    with self.tr(gr.Accordion(self.t("hires_fix"), open=False), "hires_fix", "label"):
+                        with gr.Row():
+                            c["enable_hr"] = self.tr(gr.Checkbox(value=False, label=self.t("enable_hr"),
+                                                                 elem_id="atelier-enable-hr"), "enable_hr")
+                            c["hr_upscaler"] = self.tr(gr.Dropdown(
+                                choices=self.hires_upscaler_choices(), value="Latent", label=self.t("hr_upscaler"),
+                            ), "hr_upscaler")
+                        with gr.Row():
+                            c["hr_scale"] = self.tr(gr.Slider(1, 4, value=2, step=0.05, label=self.t("hr_scale")),
+                                                    "hr_scale")
+                            c["hr_second_pass_steps"] = self.tr(gr.Slider(
+                                0, 150, value=0, step=1, label=self.t("hr_second_pass_steps"),
+                            ), "hr_second_pass_steps")
+                            c["hr_denoising_strength"] = self.tr(gr.Slider(
+                                0, 1, value=0.7, step=0.01, label=self.t("denoising_strength"),
+                            ), "denoising_strength")
                 if kind == "img2img":
                     with gr.Row():
                         c["denoising_strength"] = self.tr(gr.Slider(
@@ -364,6 +389,8 @@ class Workspace:
     def generation_inputs(self, kind: str) -> list[Any]:
         c = self.txt2img if kind == "txt2img" else self.img2img
         inputs = [self.checkpoint, self.vae] + [c[name] for name in COMMON_FIELDS]
+        if kind == "txt2img":
+            inputs += [c[name] for name in TXT2IMG_FIELDS]
         if kind == "img2img":
             inputs += [c[name] for name in IMG2IMG_FIELDS] + [c["editor"]]
         return inputs
@@ -390,7 +417,7 @@ class Workspace:
             )
             c["network_insert"].click(self.insert_network, inputs=[c["prompt"], c["network"]], outputs=[c["prompt"]])
         self.txt2img["save_defaults"].click(
-            self.save_defaults, inputs=[self.checkpoint, self.vae] + [self.txt2img[n] for n in COMMON_FIELDS],
+            self.save_defaults, inputs=self.generation_inputs("txt2img"),
         )
         self.refresh_models.click(
             self.refresh_model_lists, outputs=[self.checkpoint, self.vae, self.txt2img["network"], self.img2img["network"]]
@@ -423,6 +450,8 @@ class Workspace:
     # --- callbacks ------------------------------------------------------------------------
     def _values(self, args: tuple[Any, ...], kind: str) -> tuple[dict[str, Any], dict | None]:
         names = ["checkpoint", "vae", *COMMON_FIELDS]
+        if kind == "txt2img":
+            names += TXT2IMG_FIELDS
         if kind == "img2img":
             names += [*IMG2IMG_FIELDS, "editor"]
         values = dict(zip(names, args, strict=True))

@@ -17,7 +17,7 @@ from django.utils import timezone
 from inference.a1111.adapter import SdapiError, json_object, sdapi
 from inference.a1111.images import ImageInputError, decode_image_bytes
 from inference.a1111.pnginfo import parse_generation_parameters, read_png_info
-from inference.model_registry import ModelEntry, model_list_for_user
+from inference.model_registry import model_list_for_user, upscalers_for_user
 from inference.models import Job
 from inference.samplers import SAMPLERS, SCHEDULES
 from inference.selectors import jobs_active_for_owner, user_options_get
@@ -94,22 +94,15 @@ def upscalers(request: HttpRequest, user) -> list[dict]:
     ]
     return builtin + [
         {"name": name, "model_name": "ESRGAN", "model_path": entry.name, "model_url": None, "scale": 4.0}
-        for name, entry in _model_upscalers(user)
+        for name, entry in upscalers_for_user(user)
     ]
 
-
-def _model_upscalers(user) -> list[tuple[str, ModelEntry]]:
-    """(the name A1111 shows, the file) for each ESRGAN-family upscaler the member may use."""
-    from inference.worker.upscalers import A1111_ALIASES
-
-    alias_of = {file_name: alias for alias, file_name in A1111_ALIASES.items()}
-    return [(alias_of.get(entry.model_name, entry.model_name), entry) for entry in model_list_for_user(user, "ESRGAN")]
 
 
 @sdapi("GET")
 def realesrgan_models(request: HttpRequest, user) -> list[dict]:
     """The member's ESRGAN-family files in A1111's RealESRGAN list shape."""
-    return [{"name": name, "path": entry.name, "scale": None} for name, entry in _model_upscalers(user)]
+    return [{"name": name, "path": entry.name, "scale": None} for name, entry in upscalers_for_user(user)]
 
 
 @sdapi("GET")

@@ -15,7 +15,7 @@ from PIL import Image, PngImagePlugin
 
 from frontend.member_selectors import generation_defaults_for_user, language_for_user
 from frontend.preferences import Extension, ExtensionChoice
-from frontend.workspace.ui import COMMON_FIELDS, Workspace, build_workspace
+from frontend.workspace.ui import COMMON_FIELDS, TXT2IMG_FIELDS, Workspace, build_workspace
 from inference.models import Job
 from inference.services import job_claim, job_succeed
 
@@ -26,14 +26,18 @@ def form(**overrides) -> dict:
     values = {
         "checkpoint": None, "vae": "Automatic", "prompt": "a lighthouse at dawn", "negative_prompt": "fog",
         "styles": [], "sampler_name": "Euler a", "scheduler": "Automatic", "steps": 8, "cfg_scale": 6.5,
-        "width": 64, "height": 96, "seed": 1234, "n_iter": 1, "batch_size": 2,
+        "width": 64, "height": 96, "seed": 1234, "n_iter": 1, "batch_size": 2, "tiling": False,
+        "enable_hr": False, "hr_upscaler": "Latent", "hr_scale": 2, "hr_second_pass_steps": 0,
+        "hr_denoising_strength": 0.7,
     }
     values.update(overrides)
     return values
 
 
-def args(values: dict, extra: tuple = ()) -> tuple:
-    return (values["checkpoint"], values["vae"], *(values[name] for name in COMMON_FIELDS), *extra)
+def args(values: dict, extra: tuple | None = None) -> tuple:
+    """The form as the callbacks receive it: txt2img's own fields, or img2img's `extra`."""
+    own = tuple(values[name] for name in TXT2IMG_FIELDS) if extra is None else extra
+    return (values["checkpoint"], values["vae"], *(values[name] for name in COMMON_FIELDS), *own)
 
 
 def workspace_for(user) -> Workspace:
@@ -85,6 +89,19 @@ def test_submit_creates_alices_job_with_the_form_parameters(personas, tiny_check
     assert (p["width"], p["height"], p["seed"], p["batch_size"], p["sampler_name"]) == (64, 96, 1234, 2, "Euler a")
     assert job.checkpoint_title.startswith("atelier-tiny.safetensors")
     assert job.seeds == [1234, 1235]
+
+
+def test_hires_fix_and_tiling_reach_the_job(personas, tiny_checkpoint_path) -> None:
+    workspace = workspace_for(personas["alice"])
+    assert workspace.hires_upscaler_choices()[:2] == ["Latent", "Latent (antialiased)"]
+    job = workspace.submit("txt2img", *args(form(enable_hr=True, hr_scale=2, hr_upscaler="Lanczos", tiling=True)))
+    p = job.params
+    assert (p["hr_width"], p["hr_height"], p["hr_upscaler"], p["tiling"]) == (128, 192, "Lanczos", True)
+    assert p["denoising_strength"] == 0.7
+    plain = workspace.submit("txt2img", *args(form()))
+    assert (plain.params["hr_width"], plain.params["tiling"]) == (0, False)
+    with pytest.raises(gr.Error, match="not installed"):
+        next(workspace.generate_txt2img(*args(form(enable_hr=True, hr_upscaler="R-ESRGAN 4x+"))))
 
 
 def test_generate_streams_progress_and_ends_with_the_images(personas, tiny_checkpoint_path) -> None:

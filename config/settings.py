@@ -241,6 +241,8 @@ ATELIER_MAX_REORDER_WAIT_SECONDS = env.float("ATELIER_MAX_REORDER_WAIT_SECONDS",
 ATELIER_SERVICE_HALF_LIFE_SECONDS = env.float("ATELIER_SERVICE_HALF_LIFE_SECONDS", default=300.0)
 # Progress is written and published at most this often while a job runs (and at its end).
 ATELIER_PROGRESS_INTERVAL_SECONDS = env.float("ATELIER_PROGRESS_INTERVAL_SECONDS", default=0.2)
+# A running job's live preview (a cheap latent-to-RGB picture) is refreshed every this many steps; 0: none.
+ATELIER_PREVIEW_EVERY_STEPS = env.int("ATELIER_PREVIEW_EVERY_STEPS", default=5)
 
 # --- browser workspaces (one Gradio process per member, behind /ui/) -------------------
 # A workspace with no request for this long is stopped (an open but untouched tab does not count).

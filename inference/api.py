@@ -44,6 +44,7 @@ def job_json(job: Job, *, viewer=None) -> dict[str, Any]:
         "infotexts": job.infotexts,
         "params": _public_params(job.params),
         "control_maps": [f"/api/v1/jobs/{job.public_id}/control-maps/{i}" for i in range(len(job.control_maps))],
+        "preview": f"data:image/jpeg;base64,{job.preview}" if job.preview else None,  # while running
         "created_at": job.created_at.isoformat(),
         "started_at": job.started_at.isoformat() if job.started_at else None,
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,

@@ -12,6 +12,7 @@ instead of adding a second set; only one run can record them (see `inference/ser
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import io
 import logging
@@ -73,12 +74,21 @@ class ProgressReporter(threading.Thread):
         self.stopped = threading.Event()
         self._latest = 0
         self._reported = 0
+        self._preview: str | None = None  # the newest live preview not yet written (base64 JPEG)
         self._closing = False
         self._changed = threading.Condition()
 
     def report(self, step: int) -> None:
         with self._changed:
             self._latest = step
+            self._changed.notify()
+
+    def preview(self, image: Image.Image) -> None:
+        """A live preview of the job's image, written with the next progress write."""
+        buffer = io.BytesIO()
+        image.convert("RGB").save(buffer, format="JPEG", quality=80)
+        with self._changed:
+            self._preview = base64.b64encode(buffer.getvalue()).decode()
             self._changed.notify()
 
     def close(self) -> None:
@@ -91,11 +101,14 @@ class ProgressReporter(threading.Thread):
         try:
             while True:
                 with self._changed:
-                    self._changed.wait_for(lambda: self._latest != self._reported or self._closing)
-                    step, closing = self._latest, self._closing
-                if step != self._reported and not self.stopped.is_set():
+                    self._changed.wait_for(
+                        lambda: self._latest != self._reported or self._preview is not None or self._closing
+                    )
+                    step, closing, preview = self._latest, self._closing, self._preview
+                    self._preview = None
+                if (step != self._reported or preview is not None) and not self.stopped.is_set():
                     self._reported = step
-                    if not job_progress(job=self.job, attempt=self.attempt, step=step):
+                    if not job_progress(job=self.job, attempt=self.attempt, step=step, preview=preview):
                         self.stopped.set()
                 if closing:
                     return
@@ -277,6 +290,11 @@ def _run_batch(jobs: list[tuple[str, int]], worker_name: str, runtime: WorkerRun
         controlnet=_control_units(lead),  # part of the batch key: every member has the same units
     )
 
+    def on_preview(chunk: int, image: Image.Image) -> None:
+        for member in members:
+            if chunk in member.chunks and not member.reporter.stopped.is_set():
+                member.reporter.preview(image)
+
     def on_step(chunk: int, step: int) -> None:
         in_chunk = [m for m in members if chunk in m.chunks]
         live = [m for m in in_chunk if not m.reporter.stopped.is_set()]
@@ -289,7 +307,7 @@ def _run_batch(jobs: list[tuple[str, int]], worker_name: str, runtime: WorkerRun
         member.reporter.start()
     started = time.perf_counter()
     try:
-        images, flagged = runtime.censor(runtime.generate(spec, on_step=on_step))
+        images, flagged = runtime.censor(runtime.generate(spec, on_step=on_step, on_preview=on_preview))
         control_maps = [prepare_control_image(unit, width=spec.width, height=spec.height) for unit in spec.controlnet]
         error = None
     except Exception as exc:  # noqa: BLE001 - a batch's failure must never take the worker down

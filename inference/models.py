@@ -95,6 +95,9 @@ class Job(models.Model):
     outputs = models.JSONField(default=list, blank=True, help_text="Storage keys of the images, in order.")
     seeds = models.JSONField(default=list, blank=True)
     infotexts = models.JSONField(default=list, blank=True)
+    preview = models.TextField(
+        blank=True, default="", help_text="While running: a live preview of the first image (base64 JPEG)."
+    )
     censored = models.JSONField(
         default=list, blank=True, help_text="Positions in outputs the NSFW censor flagged; those images are blurred."
     )

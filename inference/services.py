@@ -250,12 +250,16 @@ def job_claim(*, public_id: str, attempt: int, worker_name: str, total_steps: in
     return job
 
 
-def job_progress(*, job: Job, attempt: int, step: int) -> bool:
-    """Record progress; False when the job must stop (cancelled, or taken away from us)."""
+def job_progress(*, job: Job, attempt: int, step: int, preview: str | None = None) -> bool:
+    """Record progress (and a live preview, base64 JPEG); False when the job must stop
+    (cancelled, or taken away from us)."""
     total = max(job.total_steps, 1)
+    fields: dict = {"step": step, "progress": min(step / total, 1.0)}
+    if preview is not None:
+        fields["preview"] = preview
     updated = Job.objects.filter(
         pk=job.pk, status=Job.Status.RUNNING, attempts=attempt, cancel_requested=False
-    ).update(step=step, progress=min(step / total, 1.0))
+    ).update(**fields)
     if updated:
         job.step, job.progress = step, min(step / total, 1.0)
         job_event_publish(job)
@@ -265,7 +269,7 @@ def job_progress(*, job: Job, attempt: int, step: int) -> bool:
 def _finish(job: Job, attempt: int, status: str, **fields) -> bool:
     now = timezone.now()
     updated = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, attempts=attempt).update(
-        status=status, finished_at=now, **fields
+        status=status, finished_at=now, preview="", **fields  # the live preview is over
     )
     if updated:
         job.refresh_from_db()

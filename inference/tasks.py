@@ -40,6 +40,7 @@ class RuntimeTask(Task):
                 host_cache_size=settings.ATELIER_HOST_CACHE_SIZE,
                 min_ram_reserved=int(settings.ATELIER_MIN_RAM_RESERVED_GIB * 2**30),
                 safety_checker_dir=settings.ATELIER_SAFETY_CHECKER_DIR if settings.ATELIER_NSFW_CENSOR else None,
+                preview_every=settings.ATELIER_PREVIEW_EVERY_STEPS,
             )
         return self._runtime
 

@@ -39,6 +39,7 @@ STRINGS: dict[str, dict[str, str]] = {
     "batch_size": {"en": "Batch size", "ja": "バッチサイズ"},
     "denoising_strength": {"en": "Denoising strength", "ja": "ノイズ除去強度"},
     "tiling": {"en": "Tiling", "ja": "タイリング"},
+    "preview": {"en": "preview", "ja": "プレビュー"},
     "hires_fix": {"en": "Hires. fix", "ja": "高解像度補助 (Hires. fix)"},
     "enable_hr": {"en": "Upscale and refine (hires fix)", "ja": "アップスケールして仕上げる"},
     "hr_upscaler": {"en": "Upscaler", "ja": "アップスケーラー"},

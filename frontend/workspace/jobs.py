@@ -172,6 +172,13 @@ def job_images(job: Job) -> list[Image.Image]:
     return images
 
 
+def preview_image(encoded: str) -> Image.Image:
+    """A running job's live preview (base64 JPEG, written by the worker every few steps)."""
+    image = Image.open(io.BytesIO(base64.b64decode(encoded)))
+    image.load()
+    return image
+
+
 def storage_image(key: str) -> Image.Image:
     with default_storage.open(key, "rb") as handle:
         image = Image.open(io.BytesIO(handle.read()))

@@ -43,6 +43,7 @@ from frontend.workspace.jobs import (
     job_images,
     member_errors,
     own_job,
+    preview_image,
     progress_html,
     workspace_cancel,
     workspace_submit,
@@ -484,7 +485,9 @@ class Workspace:
             if (current.status, current.step) != seen:
                 seen = (current.status, current.step)
                 if not current.is_finished:
-                    yield progress_html(current, self.language), gr.skip(), gr.skip(), gr.skip(), public_id, gr.skip()
+                    # The worker's live preview of the first image, every few steps (no refs: not pickable).
+                    preview = [(preview_image(current.preview), self.t("preview"))] if current.preview else gr.skip()
+                    yield progress_html(current, self.language), preview, gr.skip(), gr.skip(), public_id, gr.skip()
             if current.is_finished:
                 break
             time.sleep(poll_seconds)

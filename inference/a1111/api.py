@@ -184,7 +184,7 @@ def progress(request: HttpRequest, user) -> dict:
             "job_no": 0, "sampling_step": current.step if current else 0,
             "sampling_steps": current.total_steps if current else 0,
         },
-        "current_image": None,
+        "current_image": (current.preview or None) if current else None,  # base64 JPEG, every few steps
         "textinfo": f"{job_count} job(s) queued or running" if job_count else None,
     }
 

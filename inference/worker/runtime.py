@@ -29,6 +29,7 @@ from inference.worker.controlnet import ControlNetCache, ControlUnit, controlnet
 from inference.worker.hypernetwork import Hypernetwork, load_hypernetwork
 from inference.worker.img2img import InpaintSettings, PreparedImage, finish, prepare
 from inference.worker.lora import LoraSet, LoraSpec
+from inference.worker.previews import latent_preview
 from inference.worker.safety import SafetyChecker, censor_image
 from inference.worker.tiling import seamless
 from inference.worker.upscalers import RRDBNet, load_upscaler, upscale
@@ -108,6 +109,8 @@ class SkipChunk(Exception):
 
 # Called with (chunk index, steps done in that chunk): 0 before the chunk starts, then after each step.
 StepCallback = Callable[[int, int], None]
+# Called with (chunk index, a cheap preview of the chunk's first image) every `preview_every` steps.
+PreviewCallback = Callable[[int, Image.Image], None]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -285,8 +288,10 @@ class WorkerRuntime:
         host_cache_size: int = 0,
         min_ram_reserved: int = 0,
         safety_checker_dir: Path | None = None,
+        preview_every: int = 0,
     ) -> None:
         self.device = resolve_device(device)
+        self.preview_every = preview_every  # steps between live previews; 0: none
         self.dtype = resolve_dtype(dtype, self.device)
         self.acceleration = acceleration or Acceleration()
         self.pipelines = PipelineCache(
@@ -374,8 +379,13 @@ class WorkerRuntime:
         )
         return {"prompt_embeds": positive, "negative_prompt_embeds": negative}
 
-    def generate(self, spec: GenerationSpec, on_step: StepCallback | None = None) -> list[Image.Image | None]:
+    def generate(
+        self, spec: GenerationSpec, on_step: StepCallback | None = None, on_preview: PreviewCallback | None = None
+    ) -> list[Image.Image | None]:
         """Images in the order of `spec.seeds`; None for the images of a skipped chunk.
+
+        With `on_preview` (and `preview_every` set), a cheap preview of each chunk's first image
+        is handed over every `preview_every` steps (inference/worker/previews.py).
 
         The batch's LoRAs and hypernetworks are applied to the cached modules for this call
         only (every job of a batch shares them: they are part of the batch key).
@@ -388,7 +398,7 @@ class WorkerRuntime:
             hypernetwork.applied(pipeline.unet, hypernets),
             seamless(pipeline.unet, pipeline.vae, enabled=spec.tiling),
         ):
-            return self._generate(spec, on_step)
+            return self._generate(spec, on_step, on_preview)
 
     def censor(self, images: list[Image.Image | None]) -> tuple[list[Image.Image | None], list[bool]]:
         """With the NSFW censor on: the images with flagged ones blurred, and which were flagged.
@@ -404,7 +414,13 @@ class WorkerRuntime:
         flags = [next(verdicts) if image is not None else False for image in images]
         return [censor_image(image) if flag else image for image, flag in zip(images, flags, strict=True)], flags
 
-    def _generate(self, spec: GenerationSpec, on_step: StepCallback | None) -> list[Image.Image | None]:
+    def _preview(self, pipeline: Any, on_preview: PreviewCallback | None, chunk: int, step: int, kwargs: dict) -> None:
+        if on_preview is not None and self.preview_every and step % self.preview_every == 0 and "latents" in kwargs:
+            on_preview(chunk, latent_preview(kwargs["latents"], xl=is_xl(pipeline)))
+
+    def _generate(
+        self, spec: GenerationSpec, on_step: StepCallback | None, on_preview: PreviewCallback | None = None
+    ) -> list[Image.Image | None]:
         img2img = spec.img2img
         prepared: list[PreparedImage] = []
         if img2img is not None:
@@ -431,6 +447,7 @@ class WorkerRuntime:
             def step_end(pipe, step_index, timestep, callback_kwargs, _chunk=chunk_index):
                 if on_step is not None:
                     on_step(_chunk, step_index + 1)
+                self._preview(pipe, on_preview, _chunk, step_index + 1, callback_kwargs)
                 return callback_kwargs
 
             # One generator per image, seeded with its own seed: an image does not depend on
@@ -466,7 +483,7 @@ class WorkerRuntime:
                             **{"output_type": "pil", **kwargs},
                         ).images
                 if spec.hires is not None:
-                    generated = self._hires_pass(spec, chunk_index, chunk, generated, on_step)
+                    generated = self._hires_pass(spec, chunk_index, chunk, generated, on_step, on_preview)
             except SkipChunk:
                 images.extend([None] * len(chunk))
                 continue
@@ -476,7 +493,8 @@ class WorkerRuntime:
         return images
 
     def _hires_pass(
-        self, spec: GenerationSpec, chunk_index: int, chunk: range, first: Any, on_step: StepCallback | None
+        self, spec: GenerationSpec, chunk_index: int, chunk: range, first: Any, on_step: StepCallback | None,
+        on_preview: PreviewCallback | None = None,
     ) -> list[Image.Image]:
         """A1111's hires fix: upscale the first pass (latents or pixels), then denoise it again as img2img."""
         hires = spec.hires
@@ -498,6 +516,7 @@ class WorkerRuntime:
         def step_end(pipe, step_index, timestep, callback_kwargs):
             if on_step is not None:
                 on_step(chunk_index, spec.steps + step_index + 1)
+            self._preview(pipe, on_preview, chunk_index, step_index + 1, callback_kwargs)
             return callback_kwargs
 
         generators = [torch.Generator(device="cpu").manual_seed(spec.seeds[i]) for i in chunk]

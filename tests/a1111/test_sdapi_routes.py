@@ -324,3 +324,24 @@ def test_model_upscalers_are_listed_per_member_and_unknown_ones_are_not_installe
         assert shown["params"]["hr_upscaler"] == "R-ESRGAN 4x+" and "upscaler_model" not in shown["params"]
     finally:
         path.unlink()
+
+
+def test_progress_carries_the_running_jobs_live_preview_and_only_to_its_owner(api, personas) -> None:
+    from inference.generation import parse_generation_request
+    from inference.services import job_claim, job_progress, job_submit, job_succeed
+
+    from django.utils import timezone
+
+    from inference.models import Worker
+
+    job = job_submit(user=personas["alice"], request=parse_generation_request({"prompt": "x", "steps": 10}))
+    worker, _ = Worker.objects.get_or_create(name="w@test", defaults={"queue": "q.test", "last_heartbeat": timezone.now()})
+    Job.objects.filter(pk=job.pk).update(status=Job.Status.DISPATCHED, worker=worker, attempts=1)
+    job = job_claim(public_id=job.public_id, attempt=1, worker_name=worker.name, total_steps=10)
+    assert job_progress(job=job, attempt=1, step=5, preview="cHJldmlldw==")
+    mine = api("alice").get("/sdapi/v1/progress").json()
+    assert mine["current_image"] == "cHJldmlldw==" and mine["state"]["sampling_step"] == 5
+    assert api("alice").get(f"/api/v1/jobs/{job.public_id}").json()["preview"] == "data:image/jpeg;base64,cHJldmlldw=="
+    assert api("charlie").get("/sdapi/v1/progress").json()["current_image"] is None
+    assert job_succeed(job=job, attempt=1, outputs=[], infotexts=[], gpu_seconds=0.1)
+    assert api("alice").get(f"/api/v1/jobs/{job.public_id}").json()["preview"] is None  # over with the job

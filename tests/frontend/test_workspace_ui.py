@@ -265,3 +265,29 @@ def test_an_unexpected_failure_shows_a_plain_message_and_is_logged(personas, tin
         alice.send_to_img2img([job.public_id, 0])
     assert raised.value.message == "Something went wrong on our side; the operators have the details."
     assert "workspace callback failed" in caplog.text and "FileNotFoundError" in caplog.text
+
+
+def test_a_running_job_shows_the_workers_live_preview(personas, tiny_checkpoint_path) -> None:
+    import base64
+
+    from django.utils import timezone
+
+    from inference.models import Worker
+    from inference.services import job_progress
+
+    workspace = workspace_for(personas["alice"])
+    stream = workspace.generate_txt2img(*args(form()))
+    _progress, gallery, *_rest = next(stream)  # queued: nothing to show yet
+    job = Job.objects.get(owner=personas["alice"])
+    worker, _ = Worker.objects.get_or_create(name="w@test", defaults={"queue": "q.test", "last_heartbeat": timezone.now()})
+    Job.objects.filter(pk=job.pk).update(status=Job.Status.DISPATCHED, worker=worker, attempts=1)
+    job = job_claim(public_id=job.public_id, attempt=1, worker_name=worker.name, total_steps=8)
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), (10, 200, 10)).save(buffer, format="JPEG")
+    assert job_progress(job=job, attempt=1, step=4, preview=base64.b64encode(buffer.getvalue()).decode())
+    progress, gallery, refs, *_rest = next(stream)
+    assert 'data-status="running"' in progress
+    (preview, caption), = gallery
+    assert preview.size == (32, 32) and caption == "preview"
+    assert refs == gr.skip()  # a preview cannot be picked or sent anywhere
+    stream.close()

@@ -9,8 +9,10 @@ loopback; nothing here touches the test process's own database.
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 import shutil
@@ -248,3 +250,30 @@ def running_platform(
         raise
     finally:
         platform.stop()
+
+
+@contextmanager
+def serving_png(payload: bytes, name: str = "image.png") -> Iterator[str]:
+    """A loopback HTTP server answering every GET with `payload` (a PNG); yields its URL.
+
+    For image-URL inputs (`image_link`, URL init images): the platform must be started with
+    ATELIER_FETCH_ALLOW_PRIVATE for its fetcher to reach 127.0.0.1.
+    """
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/{name}"
+    finally:
+        server.shutdown()

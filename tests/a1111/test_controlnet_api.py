@@ -10,9 +10,7 @@ model and a tiny random ControlNet, at 64x64 and 2-3 steps.
 from __future__ import annotations
 
 import base64
-import http.server
 import io
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from PIL import Image, ImageDraw
 
 from inference.models import Job
 from inference.worker.tiny_controlnet import write_tiny_controlnet
+from tests.harness import serving_png
 
 PUBLIC_CONTROLNET = "tiny-canny"
 
@@ -263,22 +262,8 @@ def test_two_units_at_once_and_a_unit_that_asks_for_no_map(platform) -> None:
 @pytest.fixture
 def image_server() -> Iterator[str]:
     payload = _rectangle_png((80, 64))
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            self.send_response(200)
-            self.send_header("Content-Type", "image/png")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/pixabay.png"
-    server.shutdown()
+    with serving_png(payload, "pixabay.png") as url:
+        yield url
 
 
 @pytest.mark.e2e

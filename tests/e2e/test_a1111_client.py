@@ -6,9 +6,7 @@ and the PNG infotext; a VAE override; PAI-EAS's `save_dir`, `image_link` and `id
 from __future__ import annotations
 
 import base64
-import http.server
 import io
-import threading
 from collections.abc import Iterator
 
 import httpx
@@ -21,7 +19,7 @@ from inference.worker.tiny_controlnet import write_tiny_controlnet
 from inference.worker.tiny_hypernetwork import write_tiny_hypernetwork
 from inference.worker.tiny_lora import write_tiny_lora
 from inference.worker.tiny_model import write_tiny_vae
-from tests.harness import Platform, running_platform
+from tests.harness import Platform, running_platform, serving_png
 
 pytestmark = pytest.mark.e2e
 
@@ -138,22 +136,8 @@ def image_server() -> Iterator[str]:
     buffer = io.BytesIO()
     pattern().save(buffer, format="PNG")
     payload = buffer.getvalue()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            self.send_response(200)
-            self.send_header("Content-Type", "image/png")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/input.png"
-    server.shutdown()
+    with serving_png(payload, "input.png") as url:
+        yield url
 
 
 def test_pai_eas_extras_save_dir_image_link_and_id_task(platform: Platform, image_server: str) -> None:

@@ -30,7 +30,8 @@ from typing import Any
 
 import torch
 
-from .checkpoints import UNET_PREFIX, get_architecture
+from .checkpoints import get_architecture
+from . import tiny_model
 from .tiny_model import save_safetensors_atomically, vae_to_ldm
 
 __all__ = [
@@ -53,23 +54,6 @@ SD2_TEXT_PREFIX = "cond_stage_model.model."
 SDXL_TEXT_PREFIX = "conditioner.embedders.0.transformer.text_model."
 SDXL_TEXT_2_PREFIX = "conditioner.embedders.1.model."
 
-_UNET_RESNET_RENAMES = (
-    ("norm1.", "in_layers.0."),
-    ("conv1.", "in_layers.2."),
-    ("norm2.", "out_layers.0."),
-    ("conv2.", "out_layers.3."),
-    ("time_emb_proj.", "emb_layers.1."),
-    ("conv_shortcut.", "skip_connection."),
-)
-_UNET_FIXED = (
-    ("time_embedding.linear_1.", "time_embed.0."),
-    ("time_embedding.linear_2.", "time_embed.2."),
-    ("add_embedding.linear_1.", "label_emb.0.0."),  # SDXL's size/crop/pooled-text conditioning MLP
-    ("add_embedding.linear_2.", "label_emb.0.2."),
-    ("conv_in.", "input_blocks.0.0."),
-    ("conv_norm_out.", "out.0."),
-    ("conv_out.", "out.2."),
-)
 _OPEN_CLIP_LAYER_RENAMES = (
     ("self_attn.out_proj.", "attn.out_proj."),
     ("layer_norm1.", "ln_1."),
@@ -82,39 +66,6 @@ _OPEN_CLIP_LAYER_RENAMES = (
 # --------------------------------------------------------------------------- UNet
 
 
-def _resnet_rest(rest: str) -> str:
-    for old, new in _UNET_RESNET_RENAMES:
-        if rest.startswith(old):
-            return new + rest[len(old) :]
-    return rest
-
-
-def _unet_key_to_ldm(key: str, *, layers_per_block: int, up_blocks_with_attention: frozenset[int]) -> str:
-    per = layers_per_block + 1  # LDM input/output block slots per diffusers block
-    for old, new in _UNET_FIXED:
-        if key.startswith(old):
-            return new + key[len(old) :]
-    if m := re.fullmatch(r"down_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", key):
-        return f"input_blocks.{per * int(m[1]) + int(m[2]) + 1}.0.{_resnet_rest(m[3])}"
-    if m := re.fullmatch(r"down_blocks\.(\d+)\.attentions\.(\d+)\.(.+)", key):
-        return f"input_blocks.{per * int(m[1]) + int(m[2]) + 1}.1.{m[3]}"
-    if m := re.fullmatch(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.+)", key):
-        return f"input_blocks.{per * (int(m[1]) + 1)}.0.op.{m[2]}"
-    if m := re.fullmatch(r"mid_block\.resnets\.(\d+)\.(.+)", key):
-        return f"middle_block.{2 * int(m[1])}.{_resnet_rest(m[2])}"
-    if m := re.fullmatch(r"mid_block\.attentions\.0\.(.+)", key):
-        return f"middle_block.1.{m[1]}"
-    if m := re.fullmatch(r"up_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", key):
-        return f"output_blocks.{per * int(m[1]) + int(m[2])}.0.{_resnet_rest(m[3])}"
-    if m := re.fullmatch(r"up_blocks\.(\d+)\.attentions\.(\d+)\.(.+)", key):
-        return f"output_blocks.{per * int(m[1]) + int(m[2])}.1.{m[3]}"
-    if m := re.fullmatch(r"up_blocks\.(\d+)\.upsamplers\.0\.(.+)", key):
-        i = int(m[1])
-        slot = 2 if i in up_blocks_with_attention else 1  # the upsampler follows the resnet (and attention)
-        return f"output_blocks.{per * i + per - 1}.{slot}.{m[2]}"
-    raise ValueError(f"no LDM name for UNet parameter {key!r}")
-
-
 def unet_to_ldm(state: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """A diffusers ``UNet2DConditionModel`` state dict under LDM names, for any SD 1.x/2.x/XL layout.
 
@@ -122,11 +73,9 @@ def unet_to_ldm(state: Mapping[str, torch.Tensor], config: Mapping[str, Any]) ->
     attention, which moves their upsampler from LDM slot 1 to slot 2.
     """
     with_attention = frozenset(i for i, t in enumerate(config["up_block_types"]) if "CrossAttn" in t)
-    return {
-        UNET_PREFIX
-        + _unet_key_to_ldm(k, layers_per_block=int(config["layers_per_block"]), up_blocks_with_attention=with_attention): v
-        for k, v in state.items()
-    }
+    return tiny_model.unet_to_ldm(
+        state, layers_per_block=int(config["layers_per_block"]), up_blocks_with_attention=with_attention
+    )
 
 
 # --------------------------------------------------------------------------- text encoders

@@ -44,13 +44,16 @@ _UNET_RESNET_RENAMES = (
     ("time_emb_proj.", "emb_layers.1."),
     ("conv_shortcut.", "skip_connection."),
 )
-_UNET_FIXED = {
-    "time_embedding.linear_1.": "time_embed.0.",
-    "time_embedding.linear_2.": "time_embed.2.",
-    "conv_in.": "input_blocks.0.0.",
-    "conv_norm_out.": "out.0.",
-    "conv_out.": "out.2.",
-}
+_UNET_FIXED = (
+    ("time_embedding.linear_1.", "time_embed.0."),
+    ("time_embedding.linear_2.", "time_embed.2."),
+    ("add_embedding.linear_1.", "label_emb.0.0."),  # SDXL's size/crop/pooled-text conditioning MLP
+    ("add_embedding.linear_2.", "label_emb.0.2."),
+    ("conv_in.", "input_blocks.0.0."),
+    ("conv_norm_out.", "out.0."),
+    ("conv_out.", "out.2."),
+)
+SD1_UP_BLOCKS_WITH_ATTENTION = frozenset({1, 2, 3})  # SD 1.x: every up block but the first
 _VAE_ATTN_RENAMES = (
     ("group_norm.", "norm."),
     ("to_q.", "q."),
@@ -67,40 +70,45 @@ def _resnet_rest(rest: str) -> str:
     return rest
 
 
-def _unet_key_to_ldm(key: str, layers_per_block: int) -> str:
+def _unet_key_to_ldm(key: str, *, layers_per_block: int, up_blocks_with_attention: frozenset[int]) -> str:
     per = layers_per_block + 1  # LDM input/output block slots per diffusers block
-    for old, new in _UNET_FIXED.items():
+    for old, new in _UNET_FIXED:
         if key.startswith(old):
             return new + key[len(old) :]
     if m := re.fullmatch(r"down_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", key):
-        i, j, rest = int(m[1]), int(m[2]), m[3]
-        return f"input_blocks.{per * i + j + 1}.0.{_resnet_rest(rest)}"
+        return f"input_blocks.{per * int(m[1]) + int(m[2]) + 1}.0.{_resnet_rest(m[3])}"
     if m := re.fullmatch(r"down_blocks\.(\d+)\.attentions\.(\d+)\.(.+)", key):
-        i, j, rest = int(m[1]), int(m[2]), m[3]
-        return f"input_blocks.{per * i + j + 1}.1.{rest}"
+        return f"input_blocks.{per * int(m[1]) + int(m[2]) + 1}.1.{m[3]}"
     if m := re.fullmatch(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.+)", key):
-        i, rest = int(m[1]), m[2]
-        return f"input_blocks.{per * (i + 1)}.0.op.{rest}"
+        return f"input_blocks.{per * (int(m[1]) + 1)}.0.op.{m[2]}"
     if m := re.fullmatch(r"mid_block\.resnets\.(\d+)\.(.+)", key):
         return f"middle_block.{2 * int(m[1])}.{_resnet_rest(m[2])}"
     if m := re.fullmatch(r"mid_block\.attentions\.0\.(.+)", key):
         return f"middle_block.1.{m[1]}"
     if m := re.fullmatch(r"up_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", key):
-        i, j, rest = int(m[1]), int(m[2]), m[3]
-        return f"output_blocks.{per * i + j}.0.{_resnet_rest(rest)}"
+        return f"output_blocks.{per * int(m[1]) + int(m[2])}.0.{_resnet_rest(m[3])}"
     if m := re.fullmatch(r"up_blocks\.(\d+)\.attentions\.(\d+)\.(.+)", key):
-        i, j, rest = int(m[1]), int(m[2]), m[3]
-        return f"output_blocks.{per * i + j}.1.{rest}"
+        return f"output_blocks.{per * int(m[1]) + int(m[2])}.1.{m[3]}"
     if m := re.fullmatch(r"up_blocks\.(\d+)\.upsamplers\.0\.(.+)", key):
-        i, rest = int(m[1]), m[2]
-        slot = 1 if i == 0 else 2  # block 0 has no attention, so its upsampler is the 2nd module
-        return f"output_blocks.{per * i + per - 1}.{slot}.{rest}"
+        i = int(m[1])
+        slot = 2 if i in up_blocks_with_attention else 1  # the upsampler follows the resnet (and attention)
+        return f"output_blocks.{per * i + per - 1}.{slot}.{m[2]}"
     raise ValueError(f"no LDM name for UNet parameter {key!r}")
 
 
-def unet_to_ldm(state: Mapping[str, torch.Tensor], *, layers_per_block: int = 2) -> dict[str, torch.Tensor]:
-    """A diffusers ``UNet2DConditionModel`` (SD1.x layout) state dict under LDM names."""
-    return {UNET_PREFIX + _unet_key_to_ldm(k, layers_per_block): v for k, v in state.items()}
+def unet_to_ldm(
+    state: Mapping[str, torch.Tensor],
+    *,
+    layers_per_block: int = 2,
+    up_blocks_with_attention: frozenset[int] = SD1_UP_BLOCKS_WITH_ATTENTION,
+) -> dict[str, torch.Tensor]:
+    """A diffusers ``UNet2DConditionModel`` state dict under LDM names (SD 1.x layout by default;
+    :func:`inference.worker.tiny_families.unet_to_ldm` reads the layout off any UNet's config)."""
+    return {
+        UNET_PREFIX
+        + _unet_key_to_ldm(k, layers_per_block=layers_per_block, up_blocks_with_attention=up_blocks_with_attention): v
+        for k, v in state.items()
+    }
 
 
 def _vae_key_to_ldm(key: str, num_blocks: int) -> str:

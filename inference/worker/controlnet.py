@@ -37,6 +37,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from inference.worker.weight_files import MAX_NAMED, few, require_safetensors
+
 if TYPE_CHECKING:
     import torch
     from diffusers import ControlNetModel, DiffusionPipeline, MultiControlNetModel, UNet2DConditionModel
@@ -68,7 +70,6 @@ LDM_CONTROL_PREFIX = "control_model."
 RESIZE_MODES: tuple[str, ...] = ("Just Resize", "Crop and Resize", "Resize and Fill")
 CONTROL_MODES: tuple[str, ...] = ("Balanced", "My prompt is more important", "ControlNet is more important")
 MAX_UNITS = 8
-_MAX_NAMED = 3
 _DEFAULT_PROCESSOR_RES = 512
 _PROCESSOR_RES_RANGE = (64, 2048)
 
@@ -561,12 +562,6 @@ def controlnet_to_ldm(state: Mapping[str, Any], *, prefix: str = LDM_CONTROL_PRE
     return {prefix + names[k]: v for k, v in state.items()}
 
 
-def _few(keys: Iterable[str]) -> str:
-    keys = sorted(keys)
-    shown = ", ".join(keys[:_MAX_NAMED])
-    return shown if len(keys) <= _MAX_NAMED else f"{shown} (and {len(keys) - _MAX_NAMED} more)"
-
-
 def _fail(name: str, reason: str) -> ControlNetError:
     return ControlNetError(f"ControlNet {name!r} cannot be used with this checkpoint: {reason}")
 
@@ -632,14 +627,7 @@ def load_controlnet(
     from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint
 
     path = Path(path)
-    if path.suffix.lower() != ".safetensors":
-        raise ControlNetError(
-            f"ControlNet {path.name!r} is not loaded: only .safetensors files are accepted "
-            f"({path.suffix or 'no extension'} files may be pickles, which can run arbitrary code; "
-            "convert it to .safetensors first)"
-        )
-    if not path.is_file():
-        raise FileNotFoundError(path)
+    require_safetensors(path, "ControlNet", ControlNetError)
     state = _read_tensors(path)
 
     with torch.device("meta"):  # shapes only: no random init of weights that are replaced
@@ -665,8 +653,8 @@ def load_controlnet(
             expected = set(ldm_names.values())
             unknown, missing = state.keys() - expected, expected - state.keys()
             if unknown or missing:
-                parts = [f"{len(missing)} weights missing ({_few(missing)})"] if missing else []
-                parts += [f"{len(unknown)} unknown weights ({_few(unknown)})"] if unknown else []
+                parts = [f"{len(missing)} weights missing ({few(missing)})"] if missing else []
+                parts += [f"{len(unknown)} unknown weights ({few(unknown)})"] if unknown else []
                 hint = _base_hint({k: tuple(v.shape) for k, v in state.items()})
                 raise _fail(path.name, "different structure: " + "; ".join(parts) + hint)
         converted = convert_controlnet_checkpoint(state, dict(model.config))
@@ -676,14 +664,14 @@ def load_controlnet(
     missing = model_state.keys() - converted.keys()
     unknown = converted.keys() - model_state.keys()
     if missing or unknown:
-        parts = [f"{len(missing)} weights missing ({_few(missing)})"] if missing else []
-        parts += [f"{len(unknown)} unknown weights ({_few(unknown)})"] if unknown else []
+        parts = [f"{len(missing)} weights missing ({few(missing)})"] if missing else []
+        parts += [f"{len(unknown)} unknown weights ({few(unknown)})"] if unknown else []
         raise _fail(path.name, "different structure: " + "; ".join(parts))
     wrong = {k: (tuple(converted[k].shape), tuple(model_state[k].shape)) for k in model_state if converted[k].shape != model_state[k].shape}
     if wrong:
         named = sorted(((names or {}).get(k, k), theirs, ours) for k, (theirs, ours) in wrong.items())
-        shown = "; ".join(f"{k} is {list(t)} in the file but {list(o)} here" for k, t, o in named[:_MAX_NAMED])
-        more = f" (and {len(wrong) - _MAX_NAMED} more)" if len(wrong) > _MAX_NAMED else ""
+        shown = "; ".join(f"{k} is {list(t)} in the file but {list(o)} here" for k, t, o in named[:MAX_NAMED])
+        more = f" (and {len(wrong) - MAX_NAMED} more)" if len(wrong) > MAX_NAMED else ""
         ldm_shapes = {(names or {}).get(k, k): tuple(v.shape) for k, v in converted.items()}
         raise _fail(path.name, f"it is for another architecture: {len(wrong)} weights have other shapes: {shown}{more}{_base_hint(ldm_shapes)}")
 

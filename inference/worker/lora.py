@@ -42,6 +42,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from inference.worker.weight_files import MAX_NAMED, few, require_safetensors
+
 if TYPE_CHECKING:
     import diffusers
 
@@ -54,7 +56,6 @@ TEXT_ENCODER = "text_encoder"
 # Which pipeline component each kohya key prefix addresses (SD1.x/2.x: one text encoder).
 _KOHYA_PREFIXES = {UNET: "lora_unet_", TEXT_ENCODER: "lora_te_"}
 _DOWN, _UP, _ALPHA = "lora_down.weight", "lora_up.weight", "alpha"
-_MAX_NAMED = 3
 
 
 @dataclass(frozen=True)
@@ -86,12 +87,6 @@ def adapter_name_for(sha256: str) -> str:
     if cleaned != sha256 or not cleaned:  # sanitising could merge two names: keep them apart
         cleaned += "_" + hashlib.sha256(sha256.encode()).hexdigest()[:12]
     return f"lora_{cleaned}"
-
-
-def _few(keys: Iterable[str]) -> str:
-    keys = sorted(keys)
-    shown = ", ".join(keys[:_MAX_NAMED])
-    return shown if len(keys) <= _MAX_NAMED else f"{shown} (and {len(keys) - _MAX_NAMED} more)"
 
 
 def _mismatch(spec: LoraSpec, reason: str) -> LoraMismatch:
@@ -147,14 +142,7 @@ def _read_lora_file(spec: LoraSpec) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     path = Path(spec.path)
-    if path.suffix.lower() != ".safetensors":
-        raise LoraMismatch(
-            f"LoRA {path.name!r} is not loaded: only .safetensors files are accepted "
-            f"({path.suffix or 'no extension'} files may be pickles, which can run arbitrary code; "
-            "convert it to .safetensors first)"
-        )
-    if not path.is_file():
-        raise FileNotFoundError(path)
+    require_safetensors(path, "LoRA", LoraMismatch)
     try:
         return load_file(str(path), device="cpu")
     except SafetensorError as exc:
@@ -192,7 +180,7 @@ def _check_against(
     if variant:
         raise _mismatch(
             spec,
-            f"it is not a plain LoRA: {len(variant)} weights of another kind ({_few(variant)}); "
+            f"it is not a plain LoRA: {len(variant)} weights of another kind ({few(variant)}); "
             "LyCORIS (LoHa, LoKr) and DoRA files are not supported",
         )
     unknown = parts.keys() - table.keys()
@@ -200,11 +188,11 @@ def _check_against(
         raise _mismatch(
             spec,
             f"{len(unknown)} of its {len(parts)} layers are not in this checkpoint{_family_hint(unknown)}: "
-            f"{_few(unknown)}",
+            f"{few(unknown)}",
         )
     incomplete = {n for n, suffixes in parts.items() if not {_DOWN, _UP} <= suffixes}
     if incomplete:
-        raise _mismatch(spec, f"{len(incomplete)} layers lack lora_down or lora_up weights: {_few(incomplete)}")
+        raise _mismatch(spec, f"{len(incomplete)} layers lack lora_down or lora_up weights: {few(incomplete)}")
     wrong: dict[str, str] = {}
     for name in parts:
         down, up = tensors[f"{name}.{_DOWN}"], tensors[f"{name}.{_UP}"]
@@ -214,8 +202,8 @@ def _check_against(
             found, expected = f"{list(down.shape)}/{list(up.shape)}", f"{list(want_down)}/{list(want_up)}"
             wrong[name] = f"{name} is {found} in the file, {expected} here"
     if wrong:
-        shown = "; ".join(wrong[n] for n in sorted(wrong)[:_MAX_NAMED])
-        more = f" (and {len(wrong) - _MAX_NAMED} more)" if len(wrong) > _MAX_NAMED else ""
+        shown = "; ".join(wrong[n] for n in sorted(wrong)[:MAX_NAMED])
+        more = f" (and {len(wrong) - MAX_NAMED} more)" if len(wrong) > MAX_NAMED else ""
         raise _mismatch(
             spec, f"{len(wrong)} layers have other shapes (made for another model family?): {shown}{more}"
         )

@@ -23,13 +23,14 @@ pipeline) has identical shapes and cannot be told apart here; it loads and gives
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
 from .checkpoints import VAE_PREFIX
+from .weight_files import MAX_NAMED, few, require_safetensors
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderKL
@@ -45,7 +46,6 @@ _OLD_ATTENTION_NAMES = (
     (".value.", ".to_v."),
     (".proj_attn.", ".to_out.0."),
 )
-_MAX_NAMED = 3
 
 
 class VaeMismatch(ValueError):
@@ -54,12 +54,6 @@ class VaeMismatch(ValueError):
 
 def _fail(name: str, reason: str) -> VaeMismatch:
     return VaeMismatch(f"VAE {name!r} does not fit this checkpoint: {reason}")
-
-
-def _few(keys: Iterable[str]) -> str:
-    keys = sorted(keys)
-    shown = ", ".join(keys[:_MAX_NAMED])
-    return shown if len(keys) <= _MAX_NAMED else f"{shown} (and {len(keys) - _MAX_NAMED} more)"
 
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -114,9 +108,9 @@ def _check(name: str, state: Mapping[str, torch.Tensor], model: Mapping[str, tor
     if missing or unexpected:
         parts = []
         if missing:
-            parts.append(f"{len(missing)} weights missing ({_few(missing)})")
+            parts.append(f"{len(missing)} weights missing ({few(missing)})")
         if unexpected:
-            parts.append(f"{len(unexpected)} unknown weights ({_few(unexpected)})")
+            parts.append(f"{len(unexpected)} unknown weights ({few(unexpected)})")
         raise _fail(name, "different structure: " + "; ".join(parts))
     wrong = {
         k: (tuple(state[k].shape), tuple(model[k].shape))
@@ -126,9 +120,9 @@ def _check(name: str, state: Mapping[str, torch.Tensor], model: Mapping[str, tor
     if wrong:
         shown = "; ".join(
             f"{k} is {list(theirs)} in the file but {list(ours)} in the checkpoint"
-            for k, (theirs, ours) in sorted(wrong.items())[:_MAX_NAMED]
+            for k, (theirs, ours) in sorted(wrong.items())[:MAX_NAMED]
         )
-        more = f" (and {len(wrong) - _MAX_NAMED} more)" if len(wrong) > _MAX_NAMED else ""
+        more = f" (and {len(wrong) - MAX_NAMED} more)" if len(wrong) > MAX_NAMED else ""
         raise _fail(name, f"{len(wrong)} weights have other shapes: {shown}{more}{_latent_hint(state, model)}")
 
 
@@ -145,14 +139,7 @@ def load_vae_file(path: Path, *, like: AutoencoderKL) -> AutoencoderKL:
     from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 
     path = Path(path)
-    if path.suffix.lower() != ".safetensors":
-        raise VaeMismatch(
-            f"VAE {path.name!r} is not loaded: only .safetensors files are accepted "
-            f"({path.suffix or 'no extension'} files may be pickles, which can run arbitrary code; "
-            "convert it to .safetensors first)"
-        )
-    if not path.is_file():
-        raise FileNotFoundError(path)
+    require_safetensors(path, "VAE", VaeMismatch)
 
     state = _read_tensors(path)
     if not any(k.startswith(("encoder.", "decoder.")) for k in state):
@@ -165,7 +152,7 @@ def load_vae_file(path: Path, *, like: AutoencoderKL) -> AutoencoderKL:
         # The converter drops every key it has no name for, so foreign keys are caught here.
         expected = _expected_ldm_keys(like)
         if expected is not None and (unknown := state.keys() - expected):
-            raise _fail(path.name, f"different structure: {len(unknown)} unknown weights ({_few(unknown)})")
+            raise _fail(path.name, f"different structure: {len(unknown)} unknown weights ({few(unknown)})")
         state = convert_ldm_vae_checkpoint(state, dict(like.config))
     _check(path.name, state, model_state)
 

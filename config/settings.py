@@ -172,7 +172,9 @@ CELERY_IMPORTS = ["inference.tasks"]
 ATELIER_EVENTS_URL = env.str("ATELIER_EVENTS_URL", default="")
 
 # --- models and working directories -------------------------------------------------
-ATELIER_MODEL_KINDS = ("Stable-diffusion", "Lora", "VAE", "embeddings", "hypernetworks", "ControlNet", "ESRGAN")
+ATELIER_MODEL_KINDS = (
+    "Stable-diffusion", "Lora", "VAE", "embeddings", "hypernetworks", "ControlNet", "ESRGAN", "GFPGAN", "Codeformer",
+)
 _PUBLIC_MODELS = DATA_DIR / "public" / "models"
 # The equivalent of PAI's --ckpt-dir, --lora-dir, --vae-dir, --embeddings-dir, --hypernetwork-dir.
 ATELIER_PUBLIC_MODEL_DIRS: dict[str, Path] = {
@@ -184,6 +186,10 @@ ATELIER_PUBLIC_MODEL_DIRS: dict[str, Path] = {
     "ControlNet": Path(env.str("ATELIER_CONTROLNET_DIR", default=str(_PUBLIC_MODELS / "ControlNet"))),
     # ESRGAN / Real-ESRGAN upscalers (.pth, .safetensors): hires-fix upscalers by name
     "ESRGAN": Path(env.str("ATELIER_ESRGAN_DIR", default=str(_PUBLIC_MODELS / "ESRGAN"))),
+    # Face restoration ("Restore faces"): GFPGANv1.4.pth / codeformer-v0.1.0.pth, and facexlib's
+    # RetinaFace detector (detection_Resnet50_Final.pth) in either folder, as A1111 keeps them
+    "GFPGAN": Path(env.str("ATELIER_GFPGAN_DIR", default=str(_PUBLIC_MODELS / "GFPGAN"))),
+    "Codeformer": Path(env.str("ATELIER_CODEFORMER_DIR", default=str(_PUBLIC_MODELS / "Codeformer"))),
 }
 ATELIER_MODEL_CACHE_DIR = DATA_DIR / "cache"
 # PAI's --enable-nsfw-censor: workers run a safety checker (a StableDiffusionSafetyChecker folder

@@ -62,6 +62,8 @@ def _public_params(params: dict[str, Any]) -> dict[str, Any]:
         public["controlnet_units"] = [
             {k: v for k, v in unit.items() if k != "model_path"} for unit in public["controlnet_units"]
         ]
+    if public.get("face_restorer"):  # which restorer and weight, not where its files are
+        public["face_restorer"] = {k: public["face_restorer"][k] for k in ("name", "weight")}
     return public
 
 

@@ -35,6 +35,7 @@ from inference.prompts import extract_extra_networks
 from inference.samplers import SamplerChoice, resolve_sampler
 from inference.services import job_claim, job_fail, job_mark_cancelled, job_progress, job_succeed
 from inference.worker.controlnet import ControlUnit, prepare_control_image
+from inference.worker.face_restoration import FaceRestorationSpec
 from inference.worker.img2img import InpaintSettings
 from inference.worker.lora import LoraSpec
 from inference.worker.runtime import GenerationSpec, HiresSpec, Img2ImgInputs, SkipChunk, WorkerRuntime
@@ -153,6 +154,7 @@ def _infotexts(job: Job, request: GenerationRequest, sampler: SamplerChoice) -> 
             model_hash=hash_part.rstrip("]") or None,
             model_name=model_name.rsplit(".", 1)[0] or None,
             extra={**extra, "Clip skip": request.clip_skip if request.clip_skip > 1 else None,
+                   "Face restoration": request.face_restorer["name"] if request.face_restorer else None,
                    "Tiling": True if request.tiling else None},
         )
         for seed in job.seeds
@@ -230,6 +232,17 @@ def batch_execute(*, jobs: list[tuple[str, int]], worker_name: str, runtime: Wor
         dispatch_pending_safely()
 
 
+def _face_restoration(request: GenerationRequest) -> FaceRestorationSpec | None:
+    restorer = request.face_restorer
+    if not restorer:
+        return None
+    return FaceRestorationSpec(
+        restorer=restorer["name"], model_path=restorer["path"], model_sha256=restorer["sha256"],
+        detector_path=restorer["detector_path"], detector_sha256=restorer["detector_sha256"],
+        fidelity=restorer["weight"],
+    )
+
+
 def _run_batch(jobs: list[tuple[str, int]], worker_name: str, runtime: WorkerRuntime) -> None:
     max_batch = settings.ATELIER_WORKER_MAX_BATCH
     interval = settings.ATELIER_PROGRESS_INTERVAL_SECONDS
@@ -288,6 +301,7 @@ def _run_batch(jobs: list[tuple[str, int]], worker_name: str, runtime: WorkerRun
         subseed_strength=lead.subseed_strength,
         tiling=lead.tiling,
         controlnet=_control_units(lead),  # part of the batch key: every member has the same units
+        face_restoration=_face_restoration(lead),  # part of the batch key too
     )
 
     def on_preview(chunk: int, image: Image.Image) -> None:

@@ -113,6 +113,14 @@ class GenerationRequest:
     # {"name", "path", "sha256"}; None for the built-in latent and pixel resizers
     upscaler_model: dict[str, str] | None = None
     controlnet_units: list[ControlNetUnitRequest] = field(default_factory=list)
+    # "Restore faces": the restorer A1111's `face_restoration_model` names (None: the member's
+    # option, else whichever is installed) and CodeFormer's weight (None: the member's option)
+    restore_faces: bool = False
+    face_restoration_model: str | None = None
+    code_former_weight: float | None = None
+    # resolved by `job_submit` (never by clients): {"name", "path", "sha256", "detector_path",
+    # "detector_sha256", "weight"}
+    face_restorer: dict[str, Any] | None = None
 
     @property
     def hires(self) -> bool:
@@ -335,19 +343,33 @@ def parse_generation_request(
         override_settings=dict(override_settings),
         save_dir=parse_save_dir(alwayson.get("save_dir")),
         tiling=_bool(data, "tiling", False),
-        **_refuse_not_installed(data),
+        **parse_face_restoration(data, override_settings),
         **(_img2img_fields(data) if kind == "img2img" else _hires_fields(data, limits)),
     )
 
 
-def _refuse_not_installed(data: Mapping[str, Any]) -> dict[str, Any]:
-    """Features whose models this platform does not have: a 422 that says so, never a silent no-op."""
-    if _bool(data, "restore_faces", False):
-        raise RequestValidationError(
-            "restore_faces", "face restoration (GFPGAN, CodeFormer) is not installed on this platform: send "
-            "restore_faces: false, or ask your operator to install a face restorer",
-        )
-    return {}
+FACE_RESTORERS = ("CodeFormer", "GFPGAN")  # A1111's face_restoration_model values
+
+
+def parse_face_restoration(data: Mapping[str, Any], override_settings: Mapping[str, Any]) -> dict[str, Any]:
+    """`restore_faces`, and the restorer and CodeFormer weight `override_settings` may choose."""
+    if not _bool(data, "restore_faces", False):
+        return {}
+    name = _optional_str(override_settings, "face_restoration_model", "override_settings")
+    if name is not None:
+        match = next((known for known in FACE_RESTORERS if known.lower() == name.strip().lower()), None)
+        if match is None:
+            raise RequestValidationError(
+                "override_settings.face_restoration_model", f"unknown face restorer {name!r}: use CodeFormer or GFPGAN"
+            )
+        name = match
+    weight = None
+    if override_settings.get("code_former_weight") is not None:
+        try:
+            weight = _float(override_settings, "code_former_weight", 0.5, 0.0, 1.0)
+        except RequestValidationError as exc:
+            raise RequestValidationError(f"override_settings.{exc.field}", exc.message) from None
+    return {"restore_faces": True, "face_restoration_model": name, "code_former_weight": weight}
 
 
 HIRES_UPSCALERS = (
@@ -429,4 +451,7 @@ def batch_key(request: GenerationRequest, *, model_key: str, lora_key: str, vae_
         )
     if request.controlnet_units:  # the control images too: one set of maps per pipeline call
         shared += tuple(dataclasses.astuple(unit) for unit in request.controlnet_units)
+    if request.face_restorer:
+        restorer = request.face_restorer
+        shared += (restorer["sha256"], restorer["detector_sha256"], restorer["weight"])
     return hashlib.sha256(repr(shared).encode()).hexdigest()[:32]

@@ -24,7 +24,13 @@ SUFFIXES_BY_KIND = {
     "hypernetworks": (".safetensors", ".pt"),
     "embeddings": (".safetensors", ".pt", ".bin"),
     "ESRGAN": (".pth", ".safetensors"),  # Real-ESRGAN ships .pth (read weights-only by workers)
+    "GFPGAN": (".pth", ".safetensors"),  # so do GFPGAN, CodeFormer and facexlib's detector
+    "Codeformer": (".pth", ".safetensors"),
 }
+# Face restorers by A1111's name (its `face_restoration_model` option) → their model folder.
+FACE_RESTORER_KINDS = {"CodeFormer": "Codeformer", "GFPGAN": "GFPGAN"}
+# facexlib's helper networks share those folders; they are never restorers themselves.
+_FACE_HELPER_PREFIXES = ("detection_", "parsing_")
 SCOPES = ("user", "tenant", "public")  # resolution precedence when names collide
 
 
@@ -171,3 +177,67 @@ def controlnet_resolve_for_user(user: AbstractUser, ident: str, model_hash: str 
             "or pick one from GET /controlnet/model_list"
         )
     return named[0]
+
+
+def _is_face_helper(entry: ModelEntry) -> bool:
+    return entry.model_name.rsplit("/", 1)[-1].lower().startswith(_FACE_HELPER_PREFIXES)
+
+
+def face_restorers_for_user(user: AbstractUser) -> dict[str, ModelEntry]:
+    """A1111's restorer name → the file it would use, for the restorers the member has.
+
+    The member's own file wins over the team's and the public one; within a folder the last
+    name in order wins, so `GFPGANv1.4.pth` is picked over `GFPGANv1.3.pth`.
+    """
+    found: dict[str, ModelEntry] = {}
+    for restorer, kind in FACE_RESTORER_KINDS.items():
+        entries = [entry for entry in model_list_for_user(user, kind) if not _is_face_helper(entry)]
+        for scope in SCOPES:
+            in_scope = [entry for entry in entries if entry.scope == scope]
+            if in_scope:
+                found[restorer] = max(in_scope, key=lambda entry: entry.name.lower())
+                break
+    return found
+
+
+def face_detector_for_user(user: AbstractUser) -> ModelEntry:
+    """facexlib's RetinaFace file (`detection_*.pth`) from a GFPGAN or Codeformer folder the member
+    may use; the ResNet-50 one is preferred over the small MobileNet one."""
+    candidates = [
+        entry
+        for kind in FACE_RESTORER_KINDS.values()
+        for entry in model_list_for_user(user, kind)
+        if entry.model_name.rsplit("/", 1)[-1].lower().startswith("detection_")
+    ]
+    if not candidates:
+        raise ModelNotFound(
+            "face restoration needs facexlib's face detector: put detection_Resnet50_Final.pth in a "
+            "models/GFPGAN or models/Codeformer folder"
+        )
+    return min(candidates, key=lambda entry: ("resnet50" not in entry.name.lower(), SCOPES.index(entry.scope)))
+
+
+def face_restorer_resolve_for_user(user: AbstractUser, name: str | None, *, preferred: str | None = None) -> tuple[str, ModelEntry]:
+    """(A1111's restorer name, its file) for a request.
+
+    `name` is the one the request asked for (`override_settings.face_restoration_model`): it
+    must be installed. Without one, `preferred` (the member's option) is used when installed,
+    else whichever is. `ModelNotFound` says what to install.
+    """
+    installed = face_restorers_for_user(user)
+    if name is not None:
+        if name in installed:
+            return name, installed[name]
+        others = f"; installed: {', '.join(installed)}" if installed else ""
+        raise ModelNotFound(
+            f"face restorer {name} is not installed: put its model in a models/{FACE_RESTORER_KINDS[name]} "
+            f"folder{others}"
+        )
+    for candidate in (preferred, *FACE_RESTORER_KINDS):
+        if candidate in installed:
+            return candidate, installed[candidate]
+    raise ModelNotFound(
+        "face restoration is not installed: put codeformer-v0.1.0.pth in a models/Codeformer folder or "
+        "GFPGANv1.4.pth in a models/GFPGAN folder (with facexlib's detection_Resnet50_Final.pth), "
+        "or send restore_faces: false"
+    )

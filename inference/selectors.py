@@ -46,6 +46,8 @@ OPTION_DEFAULTS: dict[str, object] = {
     "samples_format": "png",
     "eta_noise_seed_delta": 0,
     "sd_checkpoint_hash": None,
+    "face_restoration_model": "CodeFormer",  # used when installed, else the other restorer
+    "code_former_weight": 0.5,  # 0: most restoration, 1: closest to the generated face
 }
 
 

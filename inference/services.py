@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+from typing import Any
 
 from django.contrib.auth.models import AbstractUser
 from django.core.files.base import ContentFile
@@ -19,13 +20,21 @@ from django.db.models import F
 from django.utils import timezone
 
 from inference.events import job_event_publish
-from inference.generation import HIRES_UPSCALERS, GenerationRequest, RequestValidationError, batch_key
+from inference.generation import (
+    HIRES_UPSCALERS,
+    GenerationRequest,
+    RequestValidationError,
+    batch_key,
+    parse_face_restoration,
+)
 from inference.inputs import InputImages
 from inference.model_registry import (
     ModelEntry,
     ModelNotFound,
     checkpoint_resolve_for_user,
     controlnet_resolve_for_user,
+    face_detector_for_user,
+    face_restorer_resolve_for_user,
     model_list_for_user,
     upscaler_resolve_for_user,
     vae_resolve_for_user,
@@ -67,6 +76,8 @@ def job_submit(*, user: AbstractUser, request: GenerationRequest, inputs: InputI
         request = dataclasses.replace(
             request, upscaler_model={"name": upscaler.name, "path": str(upscaler.path), "sha256": upscaler.sha256}
         )
+    if request.restore_faces:
+        request = dataclasses.replace(request, face_restorer=_face_restorer_for_user(user, request))
     controlnets = _controlnet_models_for_user(user, request)  # before any file is stored
     if request.kind == "img2img":
         request = _with_stored_inputs(user, request, inputs)
@@ -94,6 +105,26 @@ def job_submit(*, user: AbstractUser, request: GenerationRequest, inputs: InputI
     )
     transaction.on_commit(dispatch_pending_safely)
     return job
+
+
+def _face_restorer_for_user(user: AbstractUser, request: GenerationRequest) -> dict[str, Any]:
+    """The restorer file, detector file and CodeFormer weight a "Restore faces" request runs with:
+    what it names, else the member's options (A1111's `face_restoration_model`, `code_former_weight`)."""
+    from inference.selectors import user_options_get
+
+    options = user_options_get(user)
+    name, entry = face_restorer_resolve_for_user(
+        user, request.face_restoration_model, preferred=str(options["face_restoration_model"] or "")
+    )
+    detector = face_detector_for_user(user)
+    weight = request.code_former_weight
+    if weight is None:
+        stored = options["code_former_weight"]
+        weight = float(stored) if isinstance(stored, (int, float)) else 0.5
+    return {
+        "name": name, "path": str(entry.path), "sha256": entry.sha256,
+        "detector_path": str(detector.path), "detector_sha256": detector.sha256, "weight": weight,
+    }
 
 
 def _with_stored_inputs(user: AbstractUser, request: GenerationRequest, inputs: InputImages | None) -> GenerationRequest:
@@ -313,6 +344,12 @@ def user_options_update(*, user: AbstractUser, values: dict) -> dict:
     if "sd_vae" in known:  # A1111 stores the file name, or "Automatic" / "None"
         vae = vae_resolve_for_user(user, str(known["sd_vae"] or "None"))
         known["sd_vae"] = vae.name if vae else (str(known["sd_vae"] or "None").strip() or "None")
+    if "face_restoration_model" in known or "code_former_weight" in known:
+        # the same checks as a request's override_settings
+        checked = parse_face_restoration({"restore_faces": True}, known)
+        known.update({
+            key: checked[key] for key in ("face_restoration_model", "code_former_weight") if key in known
+        })
     options, _ = UserOptions.objects.get_or_create(user=user)
     options.values = {**options.values, **known}
     options.save(update_fields=["values", "updated_at"])

@@ -17,7 +17,7 @@ from django.utils import timezone
 from inference.a1111.adapter import SdapiError, json_object, sdapi
 from inference.a1111.images import ImageInputError, decode_image_bytes
 from inference.a1111.pnginfo import parse_generation_parameters, read_png_info
-from inference.model_registry import model_list_for_user, upscalers_for_user
+from inference.model_registry import FACE_RESTORER_KINDS, face_restorers_for_user, model_list_for_user, upscalers_for_user
 from inference.models import Job
 from inference.samplers import SAMPLERS, SCHEDULES
 from inference.selectors import jobs_active_for_owner, user_options_get
@@ -106,6 +106,15 @@ def realesrgan_models(request: HttpRequest, user) -> list[dict]:
 
 
 @sdapi("GET")
+def face_restorers(request: HttpRequest, user) -> list[dict]:
+    """The face restorers the member has (A1111's shape; `cmd_dir` names the folder, not a server path)."""
+    return [
+        {"name": name, "cmd_dir": f"models/{FACE_RESTORER_KINDS[name]}/{entry.name}"}
+        for name, entry in face_restorers_for_user(user).items()
+    ]
+
+
+@sdapi("GET")
 def latent_upscale_modes(request: HttpRequest, user) -> list[dict]:
     return [{"name": name} for name in ("Latent", "Latent (antialiased)", "Latent (bicubic)",
                                         "Latent (bicubic antialiased)", "Latent (nearest)", "Latent (nearest-exact)")]
@@ -113,7 +122,7 @@ def latent_upscale_modes(request: HttpRequest, user) -> list[dict]:
 
 @sdapi("GET")
 def empty_list(request: HttpRequest, user) -> list:
-    """Features not installed on this platform: face restorers, styles, extensions, script info."""
+    """Features not on this platform: server-side prompt styles, A1111 extensions, script info."""
     return []
 
 

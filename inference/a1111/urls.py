@@ -22,7 +22,7 @@ urlpatterns = [
     path("loras", api.loras),
     path("hypernetworks", api.hypernetworks),
     path("embeddings", api.embeddings),
-    path("face-restorers", api.empty_list),
+    path("face-restorers", api.face_restorers),
     path("realesrgan-models", api.realesrgan_models),
     path("prompt-styles", api.empty_list),
     path("script-info", api.empty_list),

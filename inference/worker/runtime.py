@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import diffusers
 import torch
@@ -26,6 +26,8 @@ from inference.worker.acceleration import Acceleration, apply_to_pipeline, confi
 from inference.worker.checkpoints import load_pipeline
 from inference.worker.conditioning import Embedding, encode_pair, encode_pair_xl, load_embedding_file
 from inference.worker.controlnet import ControlNetCache, ControlUnit, controlnet_pipeline
+from inference.worker.face_detection import RetinaFace, load_face_detector
+from inference.worker.face_restoration import FaceNet, FaceRestorationSpec, load_face_net, restore_faces
 from inference.worker.hypernetwork import Hypernetwork, load_hypernetwork
 from inference.worker.img2img import InpaintSettings, PreparedImage, finish, prepare
 from inference.worker.lora import LoraSet, LoraSpec
@@ -35,7 +37,10 @@ from inference.worker.tiling import seamless
 from inference.worker.upscalers import RRDBNet, load_upscaler, upscale
 from inference.worker.vae import load_vae_file
 
+T = TypeVar("T")
+
 logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Img2ImgInputs:
@@ -98,6 +103,7 @@ class GenerationSpec:
     subseed_strength: float = 0.0
     tiling: bool = False  # A1111's "Tiling": seamlessly repeating images
     controlnet: list[ControlUnit] = field(default_factory=list)  # ControlNet units, shared by every image
+    face_restoration: FaceRestorationSpec | None = None  # "Restore faces", after decoding
 
     def chunks(self) -> list[range]:
         return [range(start, min(start + self.max_batch, len(self.seeds))) for start in range(0, len(self.seeds), self.max_batch)]
@@ -276,6 +282,22 @@ def is_xl(pipeline: diffusers.DiffusionPipeline) -> bool:
     return getattr(pipeline, "text_encoder_2", None) is not None
 
 
+class LruCache(Generic[T]):
+    """A few loaded models by key, the least recently used dropped first past `capacity`."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[str, T] = OrderedDict()
+
+    def get(self, key: str, load: Callable[[], T]) -> T:
+        if key not in self._items:
+            self._items[key] = load()
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+        self._items.move_to_end(key)
+        return self._items[key]
+
+
 class WorkerRuntime:
     def __init__(
         self,
@@ -303,9 +325,12 @@ class WorkerRuntime:
         self.safety_checker_dir = safety_checker_dir  # None: the NSFW censor is off
         self._safety_checker: SafetyChecker | None = None
         self.controlnets = ControlNetCache(device=self.device, dtype=self.dtype)
-        self._hypernetworks: OrderedDict[str, Hypernetwork] = OrderedDict()
-        self._upscalers: OrderedDict[str, RRDBNet] = OrderedDict()
-        self._embeddings: OrderedDict[str, Embedding] = OrderedDict()
+        # small models, by content hash, least recently used first out
+        self._hypernetworks: LruCache[Hypernetwork] = LruCache(8)
+        self._upscalers: LruCache[RRDBNet] = LruCache(2)
+        self._embeddings: LruCache[Embedding] = LruCache(64)
+        self._face_nets: LruCache[FaceNet] = LruCache(2)
+        self._face_detectors: LruCache[RetinaFace] = LruCache(1)
 
     def describe_device(self) -> tuple[str, int | None]:
         if self.device.type == "cuda":
@@ -331,31 +356,29 @@ class WorkerRuntime:
         return pipeline
 
     def _hypernetwork(self, path: str, sha256: str) -> Hypernetwork:
-        loaded = self._hypernetworks.get(sha256)
-        if loaded is None:
-            loaded = self._hypernetworks[sha256] = load_hypernetwork(Path(path), device=self.device)
-            while len(self._hypernetworks) > 8:
-                self._hypernetworks.popitem(last=False)
-        self._hypernetworks.move_to_end(sha256)
-        return loaded
+        return self._hypernetworks.get(sha256, lambda: load_hypernetwork(Path(path), device=self.device))
 
     def _upscaler(self, path: str, sha256: str) -> RRDBNet:
-        loaded = self._upscalers.get(sha256)
-        if loaded is None:
-            loaded = self._upscalers[sha256] = load_upscaler(Path(path), device=self.device, dtype=self.dtype)
-            while len(self._upscalers) > 2:
-                self._upscalers.popitem(last=False)
-        self._upscalers.move_to_end(sha256)
-        return loaded
+        return self._upscalers.get(sha256, lambda: load_upscaler(Path(path), device=self.device, dtype=self.dtype))
 
     def _embedding(self, name: str, path: str, sha256: str) -> Embedding:
-        loaded = self._embeddings.get(sha256)
-        if loaded is None:
-            loaded = self._embeddings[sha256] = load_embedding_file(Path(path))
-            while len(self._embeddings) > 64:
-                self._embeddings.popitem(last=False)
-        self._embeddings.move_to_end(sha256)
+        loaded = self._embeddings.get(sha256, lambda: load_embedding_file(Path(path)))
         return dataclasses.replace(loaded, name=name) if loaded.name != name else loaded
+
+    def restore_faces(self, images: list[Image.Image | None], spec: FaceRestorationSpec) -> list[Image.Image | None]:
+        """Each image with its faces restored (A1111's "Restore faces"); None stays None."""
+        detector = self._face_detectors.get(
+            spec.detector_sha256,
+            lambda: load_face_detector(Path(spec.detector_path), device=self.device, dtype=self.dtype),
+        )
+        net = self._face_nets.get(
+            spec.model_sha256,
+            lambda: load_face_net(spec.restorer, Path(spec.model_path), device=self.device, dtype=self.dtype),
+        )
+        return [
+            image if image is None else restore_faces(image, detector=detector, net=net, fidelity=spec.fidelity)[0]
+            for image in images
+        ]
 
     def _conditioning(self, pipeline: diffusers.DiffusionPipeline, spec: GenerationSpec, chunk: range) -> dict[str, Any]:
         """A1111's conditioning for a chunk: (word:1.2) weights, BREAK, 75-token chunks, clip skip,
@@ -398,7 +421,8 @@ class WorkerRuntime:
             hypernetwork.applied(pipeline.unet, hypernets),
             seamless(pipeline.unet, pipeline.vae, enabled=spec.tiling),
         ):
-            return self._generate(spec, on_step, on_preview)
+            images = self._generate(spec, on_step, on_preview)
+        return self.restore_faces(images, spec.face_restoration) if spec.face_restoration else images
 
     def censor(self, images: list[Image.Image | None]) -> tuple[list[Image.Image | None], list[bool]]:
         """With the NSFW censor on: the images with flagged ones blurred, and which were flagged.

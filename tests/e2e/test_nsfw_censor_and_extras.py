@@ -1,7 +1,8 @@
-"""The NSFW censor, tiling, a model upscaler and "not installed" features through the APIs of a running platform.
+"""The NSFW censor, tiling, a model upscaler and face restoration through the APIs of a running platform.
 
 The platform runs with `ATELIER_NSFW_CENSOR=1` and a tiny random-weight safety checker that flags
 every image (`inference/worker/safety.py`), so every image comes back blurred and every API says so.
+bob keeps a tiny GFPGAN and a tiny face detector that finds "faces" everywhere in his own folder.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from inference.worker.face_detection import write_tiny_face_detector
+from inference.worker.gfpgan import write_tiny_gfpgan
 from inference.worker.safety import write_tiny_safety_checker
 from inference.worker.upscalers import write_tiny_esrgan
 from tests.harness import Platform, running_platform
@@ -25,6 +28,9 @@ def _install_checker(platform: Platform) -> None:
     models = platform.data_dir / "public" / "models"
     write_tiny_safety_checker(models / "safety_checker", flag_everything=True)
     write_tiny_esrgan(models / "ESRGAN" / "RealESRGAN_x4plus.pth")
+    bobs = platform.data_dir / "users" / "bob" / "models" / "GFPGAN"
+    write_tiny_gfpgan(bobs / "GFPGANv1.4.pth")
+    write_tiny_face_detector(bobs / "detection_Resnet50_Final.pth", always_detect=True)
 
 
 @pytest.fixture(scope="module")
@@ -63,10 +69,20 @@ def test_tiling_is_applied_and_recorded_in_the_infotext(platform: Platform) -> N
     assert not any("tiling" in note for note in info["notes"])
 
 
-def test_face_restoration_is_refused_as_not_installed(platform: Platform) -> None:
-    response = platform.post("alice", "/sdapi/v1/txt2img", {"prompt": "a face", "steps": 2, "restore_faces": True})
-    assert response.status_code == 422
-    assert "not installed" in response.text and "restore_faces" in response.text
+def test_face_restoration_runs_where_installed_and_is_refused_where_not(platform: Platform) -> None:
+    plain = txt2img(platform, "bob")
+    restored = txt2img(platform, "bob", restore_faces=True)
+    assert restored["images"][0] != plain["images"][0]  # same seed: only the restorer differs
+    info = json.loads(restored["info"])
+    assert info["restore_faces"] is True and info["face_restoration_model"] == "GFPGAN"
+    assert "Face restoration: GFPGAN" in info["infotexts"][0]
+    assert platform.get("bob", "/sdapi/v1/face-restorers").json() == [
+        {"name": "GFPGAN", "cmd_dir": "models/GFPGAN/GFPGANv1.4.pth"}
+    ]
+    for member in ("alice", "charlie"):  # bob's restorer is his own
+        response = platform.post(member, "/sdapi/v1/txt2img", {"prompt": "a face", "steps": 2, "restore_faces": True})
+        assert response.status_code == 404
+        assert "not installed" in response.text and "restore_faces: false" in response.text
 
 
 def test_the_hires_fix_upscales_through_an_installed_esrgan_model(platform: Platform) -> None:

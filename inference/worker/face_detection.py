@@ -358,10 +358,11 @@ def detect_faces(
     return faces
 
 
-# Where the tiny model puts the five landmarks, in pixels from its anchor's centre (x right,
-# y down): eyes above, nose, mouth corners below. Within 16 pixels, the least distance from an
-# anchor centre of the coarsest level to the edge of an input whose sides are multiples of 32.
-_TINY_FACE = ((-7.0, -6.0), (7.0, -6.0), (0.0, 1.0), (-5.0, 8.0), (5.0, 8.0))
+# Where the tiny model puts the five landmarks, in anchor sizes from its anchor's centre (x right,
+# y down): eyes above, nose, mouth corners below; the eyes 0.16 anchors (82 px) apart. In
+# proportion to the anchor, so a face found on a picture enlarged for detection (as the face
+# restorer enlarges small pictures to 640 px) still has its eyes apart in the original.
+_TINY_FACE = ((-0.08, -0.06), (0.08, -0.06), (0.0, 0.01), (-0.05, 0.08), (0.05, 0.08))
 
 
 def write_tiny_face_detector(path: Path, *, seed: int = 0, always_detect: bool = True) -> Path:
@@ -372,7 +373,7 @@ def write_tiny_face_detector(path: Path, *, seed: int = 0, always_detect: bool =
     0.99995 and every other anchor 0.00005: smaller anchors would leave dozens of overlapping
     faces after suppression, these leave one on a small picture and a handful on a large one
     (ties go to the anchor nearest the top left). Boxes are the anchors themselves, and the five
-    landmarks a small face (16 pixels wide) at each anchor's centre. Without `always_detect`
+    landmarks a face 0.16 anchors (82 pixels) between the eyes, at each anchor's centre. Without `always_detect`
     nothing scores above 0.0001.
     """
     from inference.worker.tiny_model import save_safetensors_atomically, write_file_atomically
@@ -391,8 +392,8 @@ def write_tiny_face_detector(path: Path, *, seed: int = 0, always_detect: bool =
             largest = always_detect and level == len(STEPS) - 1
             class_head.conv1x1.bias.copy_(torch.tensor(background + (face if largest else background)))
             # a landmark lies at value * variance * anchor size from the anchor's centre
-            layout = torch.tensor(_TINY_FACE).flatten()
-            landmark_head.conv1x1.bias.copy_(torch.cat([layout / (VARIANCES[0] * s) for s in ANCHOR_SIZES[level]]))
+            layout = torch.tensor(_TINY_FACE).flatten() / VARIANCES[0]
+            landmark_head.conv1x1.bias.copy_(torch.cat([layout for _ in ANCHOR_SIZES[level]]))
     state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
     if path.suffix.lower() == ".safetensors":
         return save_safetensors_atomically(state, path)

@@ -122,9 +122,9 @@ def test_the_tiny_detector_finds_faces_inside_the_image(tmp_path, name) -> None:
             x1, y1, x2, y2 = face.box
             assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height
             assert len(face.landmarks) == 5
-            if width % 32 == 0 and height % 32 == 0:  # anchor centres lie 16 px or more inside
-                assert all(x1 <= x <= x2 and y1 <= y <= y2 for x, y in face.landmarks)
             (left_eye, right_eye, nose, mouth_left, mouth_right) = face.landmarks
+            assert x1 <= nose[0] <= x2 and y1 <= nose[1] <= y2  # at the anchor's centre, inside the image
+            assert right_eye[0] - left_eye[0] == pytest.approx(0.16 * 512, abs=0.1)  # in proportion to the anchor
             assert left_eye[0] < right_eye[0] and left_eye[1] < nose[1] < mouth_left[1] == mouth_right[1]
     assert len(detect_faces(model, Image.new("RGB", (512, 384)))) in range(2, 10)  # a handful after suppression
 

@@ -112,6 +112,10 @@ def face_models(tmp_path_factory) -> dict[str, Path]:
     }
 
 
+def _runtime(folder: Path) -> WorkerRuntime:
+    return WorkerRuntime(device="cpu", cache_size=1, config_cache_dir=folder / "cache")
+
+
 def _spec(models: dict[str, Path], restorer: str, *, detector: str = "detector", fidelity: float = 0.5) -> FaceRestorationSpec:
     return FaceRestorationSpec(
         restorer=restorer, model_path=str(models[restorer]), model_sha256=f"{restorer}-sha",
@@ -119,8 +123,8 @@ def _spec(models: dict[str, Path], restorer: str, *, detector: str = "detector",
     )
 
 
-def test_the_runtime_restores_faces_with_either_restorer(face_models) -> None:
-    runtime = WorkerRuntime(device="cpu")
+def test_the_runtime_restores_faces_with_either_restorer(face_models, tmp_path) -> None:
+    runtime = _runtime(tmp_path)
     image = _textured(96)
     for restorer in ("GFPGAN", "CodeFormer"):
         [first] = runtime.restore_faces([image], _spec(face_models, restorer))
@@ -131,16 +135,16 @@ def test_the_runtime_restores_faces_with_either_restorer(face_models) -> None:
     assert runtime.restore_faces([None], _spec(face_models, "GFPGAN")) == [None]
 
 
-def test_codeformer_fidelity_changes_the_result(face_models) -> None:
-    runtime = WorkerRuntime(device="cpu")
+def test_codeformer_fidelity_changes_the_result(face_models, tmp_path) -> None:
+    runtime = _runtime(tmp_path)
     image = _textured(96)
     [faithful] = runtime.restore_faces([image], _spec(face_models, "CodeFormer", fidelity=1.0))
     [restored] = runtime.restore_faces([image], _spec(face_models, "CodeFormer", fidelity=0.0))
     assert not np.array_equal(np.asarray(faithful), np.asarray(restored))
 
 
-def test_no_face_found_means_the_image_is_unchanged(face_models) -> None:
-    runtime = WorkerRuntime(device="cpu")
+def test_no_face_found_means_the_image_is_unchanged(face_models, tmp_path) -> None:
+    runtime = _runtime(tmp_path)
     image = _textured(96)
     [result] = runtime.restore_faces([image], _spec(face_models, "GFPGAN", detector="blind"))
     assert result is image

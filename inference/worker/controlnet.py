@@ -6,11 +6,16 @@ Three parts, used at three places:
   a client sends in ``alwayson_scripts.controlnet.args`` (A1111's form, and PAI-EAS's ``image_link``)
   into plain dicts; the API adapters call it and report its :class:`ControlNetArgumentError`.
 * :func:`load_controlnet` reads a ControlNet ``.safetensors`` file, offline, in the original
-  lllyasviel/A1111 layout (``control_model.input_blocks...``, ``zero_convs``, ``input_hint_block``,
-  ``middle_block_out``; with or without the ``control_model.`` prefix) or in the diffusers layout.
-  The model config is derived from the base checkpoint's UNet (``ControlNetModel.from_unet``), so no
-  config is downloaded; a ControlNet made for another base model is refused with the mismatching
-  keys named. :class:`ControlNetCache` keeps loaded ControlNets (one cache per worker runtime).
+  lllyasviel/A1111/SGM layout (``control_model.input_blocks...``, ``zero_convs``, ``input_hint_block``,
+  ``middle_block_out``, SDXL's ``label_emb``; with or without the ``control_model.`` prefix) or in
+  the diffusers layout, for SD 1.x, SD 2.x and SDXL checkpoints. The model config is derived from
+  the base checkpoint's UNet (``ControlNetModel.from_unet``), so no config is downloaded; for SDXL
+  the attention layout (transformer depth per block) is read off the weights, as SDXL ControlNets
+  are often shallower than the UNet. A ControlNet made for another base model is refused naming
+  both bases (SDXL vs SD 1.x/2.x) or the mismatching keys. :class:`ControlNetCache` keeps loaded
+  ControlNets (one cache per worker runtime).
+* :func:`controlnet_pipeline` builds diffusers' ControlNet pipeline for a task (the SDXL ones for
+  an SDXL checkpoint) over the cached pipeline's modules.
 * :func:`controlnet_pipeline_kwargs` runs each unit's preprocessor, fits the map to the generation
   size as the extension does, and returns the keyword arguments of diffusers' ControlNet pipelines
   plus the control maps (returned to users like PAI's ``image_mask_url``).
@@ -417,15 +422,22 @@ def prepare_control_image(unit: ControlUnit, *, width: int, height: int) -> Imag
 _CONTROL_IMAGE_KEYS = {"txt2img": "image", "img2img": "control_image", "inpaint": "control_image"}
 
 
-def controlnet_pipeline_class(task: str) -> type[DiffusionPipeline]:
-    """The diffusers ControlNet pipeline for ``task`` (``txt2img``, ``img2img`` or ``inpaint``)."""
+def controlnet_pipeline_class(task: str, *, xl: bool = False) -> type[DiffusionPipeline]:
+    """The diffusers ControlNet pipeline for ``task`` (``txt2img``, ``img2img`` or ``inpaint``); ``xl``: SDXL's."""
     import diffusers
 
-    classes = {
-        "txt2img": diffusers.StableDiffusionControlNetPipeline,
-        "img2img": diffusers.StableDiffusionControlNetImg2ImgPipeline,
-        "inpaint": diffusers.StableDiffusionControlNetInpaintPipeline,
-    }
+    if xl:
+        classes = {
+            "txt2img": diffusers.StableDiffusionXLControlNetPipeline,
+            "img2img": diffusers.StableDiffusionXLControlNetImg2ImgPipeline,
+            "inpaint": diffusers.StableDiffusionXLControlNetInpaintPipeline,
+        }
+    else:
+        classes = {
+            "txt2img": diffusers.StableDiffusionControlNetPipeline,
+            "img2img": diffusers.StableDiffusionControlNetImg2ImgPipeline,
+            "inpaint": diffusers.StableDiffusionControlNetInpaintPipeline,
+        }
     return classes[task]
 
 
@@ -501,16 +513,27 @@ def controlnet_pipeline(
     """The ControlNet variant of ``pipeline`` (same modules) for ``units``, and its call kwargs.
 
     The runtime's entry point: loads each unit's model through ``cache`` for the pipeline's UNet
-    (a ControlNet for another architecture raises :class:`ControlNetError`), preprocesses the
-    control images and builds the pipeline of ``task`` over the same cached modules.
+    (a ControlNet for another architecture or base model raises :class:`ControlNetError`),
+    preprocesses the control images and builds the pipeline of ``task`` over the same cached
+    modules: an SDXL pipeline (one with ``text_encoder_2``) gets diffusers' SDXL ControlNet
+    pipelines, with its own options (empty-prompt zeros, aesthetic score, watermark) carried over.
     """
-    if getattr(pipeline, "text_encoder_2", None) is not None:
-        raise ControlNetError("ControlNet is not supported with SDXL checkpoints yet: use an SD1.x or SD2.x checkpoint")
     controlnets = [cache.get(unit.model_path, unit.model_sha256, like_unet=pipeline.unet) for unit in units]
     kwargs, _ = controlnet_pipeline_kwargs(units, controlnets, width=width, height=height, batch=1, task=task)
     components = {name: module for name, module in pipeline.components.items() if name != "controlnet"}
-    controlled = controlnet_pipeline_class(task)(
-        **components, controlnet=controlnet_component(controlnets), requires_safety_checker=False
+    xl = getattr(pipeline, "text_encoder_2", None) is not None
+    options: dict[str, Any]
+    if xl:
+        options = {
+            "force_zeros_for_empty_prompt": bool(pipeline.config.get("force_zeros_for_empty_prompt", True)),
+            "add_watermarker": getattr(pipeline, "watermark", None) is not None,
+        }
+        if task != "txt2img":
+            options["requires_aesthetics_score"] = bool(pipeline.config.get("requires_aesthetics_score", False))
+    else:
+        options = {"requires_safety_checker": False}
+    controlled = controlnet_pipeline_class(task, xl=xl)(
+        **components, controlnet=controlnet_component(controlnets), **options
     )
     controlled.set_progress_bar_config(disable=True)
     return controlled, kwargs
@@ -551,10 +574,10 @@ def _ldm_names(keys: Iterable[str]) -> dict[str, str]:
 
 
 def controlnet_to_ldm(state: Mapping[str, Any], *, prefix: str = LDM_CONTROL_PREFIX) -> dict[str, Any]:
-    """A diffusers ``ControlNetModel`` state dict (SD1.x/SD2.x layout) under the original LDM names.
+    """A diffusers ``ControlNetModel`` state dict (SD 1.x/2.x/XL) under the original LDM/SGM names.
 
-    The inverse of diffusers' ``convert_controlnet_checkpoint``: the UNet-encoder part is named as
-    in an LDM UNet, ``controlnet_down_blocks.i`` -> ``zero_convs.i.0``, ``controlnet_mid_block`` ->
+    The inverse of diffusers' ``convert_controlnet_checkpoint`` (plus SDXL's ``add_embedding`` ->
+    ``label_emb.0``): the UNet-encoder part is named as in an LDM UNet, ``controlnet_down_blocks.i`` -> ``zero_convs.i.0``, ``controlnet_mid_block`` ->
     ``middle_block_out.0``, ``controlnet_cond_embedding`` -> ``input_hint_block`` (convs at 0, 2, 4,
     ...). Raises ``ValueError`` for a parameter with no LDM name.
     """
@@ -590,6 +613,11 @@ def _not_a_controlnet(keys: Iterable[str]) -> str:
 
 
 _BASE_BY_CONTEXT_DIM = {768: "Stable Diffusion 1.x", 1024: "Stable Diffusion 2.x", 2048: "SDXL"}
+_XL_EMBEDDING_PREFIXES = ("label_emb.", "add_embedding.")  # SDXL's size/crop/pooled-text MLP, in both layouts
+_ATTENTION_KEY = re.compile(
+    r"(?:down_blocks\.(?P<block>\d+)\.attentions\.\d+|input_blocks\.(?P<slot>\d+)\.1"
+    r"|(?P<mid>mid_block\.attentions\.0|middle_block\.1))\.(?:transformer_blocks\.(?P<layer>\d+)\.)?"
+)
 
 
 def _base_hint(ldm_shapes: Mapping[str, tuple[int, ...]]) -> str:
@@ -599,9 +627,102 @@ def _base_hint(ldm_shapes: Mapping[str, tuple[int, ...]]) -> str:
     return ""
 
 
+def _unet_is_xl(unet: UNet2DConditionModel) -> bool:
+    return unet.config.get("addition_embed_type") == "text_time"
+
+
+def _unet_base(unet: UNet2DConditionModel) -> str:
+    """The base model family of a UNet, by its conditioning: SDXL, else SD 1.x or SD 2.x."""
+    if _unet_is_xl(unet):
+        return "SDXL"
+    known = _BASE_BY_CONTEXT_DIM.get(int(unet.config.cross_attention_dim))
+    if known is not None:
+        return known
+    return "Stable Diffusion 2.x" if unet.config.use_linear_projection else "Stable Diffusion 1.x"  # small test models
+
+
+def _file_base(shapes: Mapping[str, tuple[int, ...]]) -> str:
+    """The base model family a ControlNet file (either layout) was made for, read off its weights.
+
+    SDXL ControlNets carry SDXL's ``label_emb``/``add_embedding``; otherwise the text width of the
+    cross-attention names SD 1.x (768) or SD 2.x (1024), and failing that (small test models) the
+    projection into attention: SD 1.x uses 1x1 convs, SD 2.x linear layers.
+    """
+    if any(k.startswith(_XL_EMBEDDING_PREFIXES) for k in shapes):
+        return "SDXL"
+    to_k = next((s for k, s in shapes.items() if k.endswith("attn2.to_k.weight") and len(s) == 2), None)
+    if to_k is not None and to_k[1] in _BASE_BY_CONTEXT_DIM:
+        return _BASE_BY_CONTEXT_DIM[to_k[1]]
+    proj_in = next((s for k, s in shapes.items() if k.endswith(".proj_in.weight")), None)
+    if proj_in is not None:
+        return "Stable Diffusion 1.x" if len(proj_in) == 4 else "Stable Diffusion 2.x"
+    return "Stable Diffusion 1.x/2.x"
+
+
+def _attention_depths(keys: Iterable[str], *, layers_per_block: int) -> tuple[dict[int, int], int | None]:
+    """The transformer depth of each down block with attention, and of the mid block (None: no attention).
+
+    Works on both layouts (``down_blocks.i.attentions...`` / ``input_blocks.n.1...``). An attention
+    without ``transformer_blocks`` (only ``norm``/``proj_in``/``proj_out``) has depth 0, as in
+    diffusers' small SDXL ControlNets.
+    """
+    down: dict[int, int] = {}
+    mid: int | None = None
+    for key in keys:
+        m = _ATTENTION_KEY.match(key)
+        if m is None:
+            continue
+        depth = int(m["layer"]) + 1 if m["layer"] is not None else 0
+        if m["mid"] is not None:
+            mid = max(mid or 0, depth)
+            continue
+        block = int(m["block"]) if m["block"] is not None else (int(m["slot"]) - 1) // (layers_per_block + 1)
+        down[block] = max(down.get(block, 0), depth)
+    return down, mid
+
+
+def _structure_from_weights(config: Mapping[str, Any], keys: Iterable[str]) -> dict[str, Any]:
+    """``config`` (a ControlNet config from an SDXL UNet) with the attention layout read off the weights.
+
+    SDXL ControlNets often have fewer transformer layers than the UNet (diffusers' "-mid" and
+    "-small" variants): which down blocks have attention, and how deep each is, come from the
+    file. ControlNetModel gives the mid block the last entry's depth.
+    """
+    down, mid = _attention_depths(keys, layers_per_block=int(config["layers_per_block"]))
+    count = len(config["block_out_channels"])
+    depths = config["transformer_layers_per_block"]
+    depths = [int(depths)] * count if isinstance(depths, int) else [int(d) for d in depths]
+    types = list(config["down_block_types"])
+    for block in range(count):
+        if block in down:
+            types[block], depths[block] = "CrossAttnDownBlock2D", down[block]
+        else:
+            types[block] = "DownBlock2D"
+    if mid is not None and count - 1 not in down:
+        depths[-1] = mid
+    return {**config, "down_block_types": types, "transformer_layers_per_block": depths}
+
+
 def _unet_fingerprint(unet: UNet2DConditionModel) -> str:
     config = json.dumps(dict(unet.config), sort_keys=True, default=str)
     return hashlib.sha256(config.encode()).hexdigest()[:16]
+
+
+def _empty_controlnet(like_unet: UNet2DConditionModel, keys: Iterable[str]) -> ControlNetModel:
+    """A ControlNetModel on the meta device shaped for ``like_unet`` (and, for SDXL, the file's attention layout)."""
+    import torch
+    from diffusers import ControlNetModel
+
+    with torch.device("meta"):  # shapes only: no random init of weights that are replaced
+        model = ControlNetModel.from_unet(like_unet, load_weights_from_unet=False)
+        config = dict(model.config)
+        # An inpainting UNet takes 9 channels, but its ControlNet sees only the 4-channel latents.
+        config["in_channels"] = like_unet.config.out_channels
+        if _unet_is_xl(like_unet):
+            config = _structure_from_weights(config, keys)
+        if config != dict(model.config):
+            model = ControlNetModel.from_config(config)
+    return model
 
 
 def load_controlnet(
@@ -613,52 +734,63 @@ def load_controlnet(
 ) -> ControlNetModel:
     """A ``ControlNetModel`` for ``like_unet``'s architecture with the weights in ``path``, offline.
 
-    ``path`` is a ``.safetensors`` file in the original LDM layout (keys under ``control_model.``, or
-    bare ``input_blocks...``/``zero_convs...``/``input_hint_block...``/``middle_block_out...``) or in
-    the diffusers layout. The config comes from ``like_unet`` (``ControlNetModel.from_unet``); the
-    result has ``dtype``, is on ``device`` and in eval mode. ``like_unet`` is not modified.
+    ``path`` is a ``.safetensors`` file in the original LDM/SGM layout (keys under ``control_model.``,
+    or bare ``input_blocks...``/``zero_convs...``/``input_hint_block...``/``middle_block_out...``)
+    or in the diffusers layout (e.g. a renamed ``diffusion_pytorch_model.safetensors``), for SD 1.x,
+    SD 2.x or SDXL. The config comes from ``like_unet`` (``ControlNetModel.from_unet``); for SDXL the
+    down blocks' attention and transformer depths are read off the weights, since SDXL ControlNets
+    may be shallower than the UNet. The result has ``dtype``, is on ``device`` and in eval mode.
+    ``like_unet`` is not modified.
 
     Raises :class:`ControlNetError` for other file types (pickles are never loaded), unreadable
-    files, files without ControlNet weights and ControlNets for another architecture (naming a few
-    mismatching keys); ``FileNotFoundError`` for a missing path.
+    files, files without ControlNet weights, ControlNets for another base model (SDXL vs SD 1.x/2.x,
+    naming both) and for another architecture (naming a few mismatching keys); ``FileNotFoundError``
+    for a missing path.
     """
-    import torch
-    from diffusers import ControlNetModel
-    from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint
+    from diffusers.loaders.single_file_utils import DIFFUSERS_TO_LDM_MAPPING, convert_controlnet_checkpoint
 
     path = Path(path)
     require_safetensors(path, "ControlNet", ControlNetError)
     state = _read_tensors(path)
 
-    with torch.device("meta"):  # shapes only: no random init of weights that are replaced
-        model = ControlNetModel.from_unet(like_unet, load_weights_from_unet=False)
-        latent_channels = like_unet.config.out_channels
-        if model.config.in_channels != latent_channels:
-            # An inpainting UNet takes 9 channels, but its ControlNet sees only the 4-channel latents.
-            model = ControlNetModel.from_config({**model.config, "in_channels": latent_channels})
+    diffusers_layout = any(k.startswith(("controlnet_cond_embedding.", "controlnet_down_blocks.")) for k in state)
+    if not diffusers_layout:
+        if any(k.startswith(LDM_CONTROL_PREFIX) for k in state):
+            state = {k[len(LDM_CONTROL_PREFIX) :]: v for k, v in state.items() if k.startswith(LDM_CONTROL_PREFIX)}
+        if not any(k.startswith(("input_hint_block.", "zero_convs.")) for k in state):
+            raise _fail(path.name, _not_a_controlnet(state))
+    file_shapes = {k: tuple(v.shape) for k, v in state.items()}
+    file_base, checkpoint_base = _file_base(file_shapes), _unet_base(like_unet)
+    if (file_base == "SDXL") != (checkpoint_base == "SDXL"):
+        raise _fail(
+            path.name,
+            f"it is a ControlNet for {file_base}, but this checkpoint is {checkpoint_base}: "
+            f"use a ControlNet made for {checkpoint_base}",
+        )
+
+    model = _empty_controlnet(like_unet, state)
     model_state = model.state_dict()
     try:  # diffusers name -> LDM name, for this architecture
         ldm_names: dict[str, str] | None = _ldm_names(model_state)
     except ValueError:  # a layout without LDM names: keys are then checked after conversion only
         ldm_names = None
 
-    if any(k.startswith(("controlnet_cond_embedding.", "controlnet_down_blocks.")) for k in state):
+    if diffusers_layout:
         converted = state
     else:
-        if any(k.startswith(LDM_CONTROL_PREFIX) for k in state):
-            state = {k[len(LDM_CONTROL_PREFIX) :]: v for k, v in state.items() if k.startswith(LDM_CONTROL_PREFIX)}
-        if not any(k.startswith(("input_hint_block.", "zero_convs.")) for k in state):
-            raise _fail(path.name, _not_a_controlnet(state))
         if ldm_names is not None:
             expected = set(ldm_names.values())
             unknown, missing = state.keys() - expected, expected - state.keys()
             if unknown or missing:
                 parts = [f"{len(missing)} weights missing ({few(missing)})"] if missing else []
                 parts += [f"{len(unknown)} unknown weights ({few(unknown)})"] if unknown else []
-                hint = _base_hint({k: tuple(v.shape) for k, v in state.items()})
-                raise _fail(path.name, "different structure: " + "; ".join(parts) + hint)
+                raise _fail(path.name, "different structure: " + "; ".join(parts) + _base_hint(file_shapes))
         converted = convert_controlnet_checkpoint(state, dict(model.config))
         converted = {k: v for k, v in converted.items() if v is not None}
+        if model.config.addition_embed_type is not None:  # SDXL's label_emb, which diffusers' converter skips
+            for new, old in DIFFUSERS_TO_LDM_MAPPING["controlnet"]["addition_embed_type"].items():
+                if old in state:
+                    converted[new] = state[old]
 
     names = ldm_names if converted is not state else None
     missing = model_state.keys() - converted.keys()

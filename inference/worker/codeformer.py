@@ -35,11 +35,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 from torch.nn import functional as F  # noqa: N812 - the usual name
 
-from .weight_files import few
+from inference.worker.weight_files import few, read_tensor_state
 
 N_HEAD = 8  # attention heads of every released CodeFormer (not recoverable from the weights)
 
@@ -291,27 +290,6 @@ _REQUIRED = ("encoder.blocks.0.weight", "quantize.embedding.weight", "generator.
              "feat_emb.weight", "ft_layers.0.linear1.weight", "idx_pred_layer.1.weight")
 
 
-def _read_state(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix.lower() == ".safetensors":
-        try:
-            state: object = load_file(str(path))
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-            raise FaceRestorerError(f"{path.name} cannot be read as safetensors ({type(exc).__name__})") from None
-    else:
-        try:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - a pickle with code in it, or not a torch file at all
-            raise FaceRestorerError(f"{path.name} cannot be read as weights only ({type(exc).__name__})") from None
-    if isinstance(state, Mapping):
-        for wrapper in ("params_ema", "params", "state_dict"):
-            if isinstance(state.get(wrapper), Mapping):
-                state = state[wrapper]
-                break
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise FaceRestorerError(f"{path.name} holds no tensors by name")
-    return dict(state)
-
-
 def _indices(state: Mapping[str, torch.Tensor], prefix: str) -> list[int]:
     pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
     return sorted({int(m.group(1)) for key in state if (m := pattern.match(key))})
@@ -341,7 +319,7 @@ def load_codeformer(
 ) -> CodeFormer:
     """A CodeFormer with the file's weights, every size read off the tensors; FaceRestorerError if it is not one."""
     path = Path(path)
-    state = _read_state(path)
+    state = read_tensor_state(path, FaceRestorerError)
     missing = [key for key in _REQUIRED if key not in state]
     if missing:
         kind = next((what for key, what in _FOREIGN_MARKERS.items() if key in state), None)

@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from safetensors.torch import load_file
 from torch import nn
 from torch.nn import functional as F  # noqa: N812 - the usual name
+
+from inference.worker.weight_files import read_tensor_state
 
 BGR_MEAN = (104.0, 117.0, 123.0)
 ANCHOR_SIZES = ((16, 32), (64, 128), (256, 512))  # per level, in detection-input pixels
@@ -257,24 +258,6 @@ def non_max_suppression(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold
     return torch.tensor(kept, dtype=torch.long)
 
 
-def _read_state(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix.lower() == ".safetensors":
-        try:
-            state: object = load_file(str(path))
-        except Exception as exc:  # noqa: BLE001 - a corrupt or foreign file
-            raise FaceDetectorError(f"{path.name} cannot be read as safetensors ({type(exc).__name__})") from None
-    else:
-        try:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - a pickle with code in it, or not a torch file at all
-            raise FaceDetectorError(f"{path.name} cannot be read as weights only ({type(exc).__name__})") from None
-    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
-        state = state["state_dict"]
-    if not isinstance(state, Mapping) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise FaceDetectorError(f"{path.name} holds no tensors by name")
-    return {str(key).removeprefix("module."): value for key, value in state.items()}
-
-
 def _model_for(name: str, state: Mapping[str, torch.Tensor]) -> RetinaFace:
     """A RetinaFace of the body and widths these tensors have (random weights)."""
     if "fpn.output1.0.weight" not in state or "ClassHead.0.conv1x1.weight" not in state:
@@ -303,7 +286,7 @@ def load_face_detector(
 ) -> RetinaFace:
     """A RetinaFace with the file's weights (ResNet or MobileNet body, read off the tensors), in eval mode."""
     path = Path(path)
-    state = _read_state(path)
+    state = read_tensor_state(path, FaceDetectorError, strip_prefix="module.")
     model = _model_for(path.name, state)
     try:
         model.load_state_dict(state, strict=True)

@@ -30,11 +30,10 @@ from pathlib import Path
 from typing import TypedDict
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 from torch.nn import functional as F  # noqa: N812 - the usual name
 
-from .weight_files import few
+from inference.worker.weight_files import few, read_tensor_state
 
 _SLOPE = 0.2  # every LeakyReLU in GFPGAN
 
@@ -302,26 +301,6 @@ _LOOKALIKES = (
 )
 
 
-def _read_state(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise FileNotFoundError(path)
-    try:
-        if path.suffix.lower() == ".safetensors":
-            state: object = load_file(str(path))
-        else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - a pickle with code in it, or not a weights file at all
-        raise FaceRestorerError(f"{path.name} cannot be read as weights only ({type(exc).__name__})") from None
-    if isinstance(state, Mapping):
-        for wrapper in ("params_ema", "params-ema", "params", "state_dict"):
-            if isinstance(state.get(wrapper), Mapping):
-                state = state[wrapper]
-                break
-    if not isinstance(state, Mapping) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise FaceRestorerError(f"{path.name} holds no tensors by name")
-    return {str(k): v for k, v in state.items()}
-
-
 def _identify(name: str, state: Mapping[str, torch.Tensor]) -> None:
     """Raise FaceRestorerError unless the keys are GFPGAN "clean" ones, naming what the file looks like."""
     if "conv_body_first.weight" in state and "stylegan_decoder.constant_input.weight" in state:
@@ -389,7 +368,7 @@ def load_gfpgan(path: Path, *, device: torch.device | str = "cpu", dtype: torch.
     what the file looks like when it can tell), FileNotFoundError when there is no file.
     """
     path = Path(path)
-    state = _read_state(path)
+    state = read_tensor_state(path, FaceRestorerError)
     _identify(path.name, state)
     config = _config(path.name, state)
     unfit = f"{path.name} does not fit the GFPGAN (clean) architecture"

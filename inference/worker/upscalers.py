@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from safetensors.torch import load_file
 from torch import nn
 from torch.nn import functional as F  # noqa: N812 - the usual name
+
+from inference.worker.weight_files import read_tensor_state
 
 # A1111's names for the Real-ESRGAN models it knows → the file names they ship as.
 A1111_ALIASES = {
@@ -111,27 +112,9 @@ def _from_old_layout(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
     return renamed
 
 
-def _read_state(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix.lower() == ".safetensors":
-        state: object = load_file(str(path))
-    else:
-        try:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - a pickle with code in it, or not a torch file at all
-            raise UpscalerError(f"{path.name} cannot be read as weights only ({type(exc).__name__})") from None
-    if isinstance(state, Mapping):
-        for wrapper in ("params_ema", "params", "state_dict"):
-            if isinstance(state.get(wrapper), Mapping):
-                state = state[wrapper]
-                break
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UpscalerError(f"{path.name} holds no tensors by name")
-    return dict(state)
-
-
 def load_upscaler(path: Path, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> RRDBNet:
     """An RRDBNet with the file's weights, its size and scale read off the tensors."""
-    state = _read_state(path)
+    state = read_tensor_state(path, UpscalerError)
     if "model.0.weight" in state:
         state = _from_old_layout(state)
     if "conv_first.weight" not in state or "body.0.rdb1.conv1.weight" not in state:

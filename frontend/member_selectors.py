@@ -31,6 +31,7 @@ GENERATION_DEFAULTS: dict[str, Any] = {
     "denoising_strength": 0.75,
     "styles": [],
     "tiling": False,
+    "restore_faces": False,
 }
 
 

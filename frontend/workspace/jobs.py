@@ -7,6 +7,9 @@ second. Polling the row, rather than subscribing to `/ws/jobs/<id>`, works in ev
 in the embedded default the channel layer is in-memory inside the web process, which the
 workspace (a separate process per member) cannot reach; the row is the source of truth anyway.
 
+ControlNet units from the panel (`frontend/workspace/controlnet.py`) travel the same way: as
+`alwayson_scripts.controlnet.args` in the body, read by the APIs' own `with_controlnet_inputs`.
+
 Every error a member can cause (quota, a model they may not use, a bad value, a bad image)
 becomes `WorkspaceError` with a message fit to show; anything else is logged and shown as a
 generic message, never as a traceback.
@@ -17,6 +20,7 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from html import escape
@@ -27,10 +31,12 @@ from django.core.files.storage import default_storage
 from PIL import Image
 
 from frontend.member_selectors import extension_enabled_for_user
+from frontend.workspace.controlnet import enabled_units, threshold_sliders
 from frontend.workspace.extensions import PROMPT_STYLES, apply_styles
 from frontend.workspace.i18n import text
 from inference.a1111.images import ImageInputError
 from inference.api import generation_limits
+from inference.controlnet_requests import with_controlnet_inputs
 from inference.generation import RequestValidationError, parse_generation_request
 from inference.inputs import read_input_images
 from inference.model_registry import ModelNotFound
@@ -95,6 +101,7 @@ def request_body(kind: str, values: dict[str, Any]) -> dict[str, Any]:
         "n_iter": values.get("n_iter"),
         "batch_size": values.get("batch_size"),
         "tiling": bool(values.get("tiling", False)),
+        "restore_faces": bool(values.get("restore_faces", False)),
         "override_settings": {
             "sd_model_checkpoint": values.get("checkpoint") or None,
             "sd_vae": values.get("vae") or "Automatic",
@@ -115,7 +122,49 @@ def request_body(kind: str, values: dict[str, Any]) -> dict[str, Any]:
             "inpainting_fill": values.get("inpainting_fill", 1),
             "inpaint_full_res": bool(values.get("inpaint_full_res", False)),
         })
+    units = [_controlnet_unit(unit) for _number, unit in enabled_units(values.get("controlnet_units"))]
+    if units:
+        body["alwayson_scripts"] = {"controlnet": {"args": units}}
     return {key: value for key, value in body.items() if value is not None}
+
+
+def _controlnet_unit(unit: dict[str, Any]) -> dict[str, Any]:
+    """One enabled unit of the panel as an sd-webui-controlnet API unit. No image: none is sent
+    (img2img then uses its init image, as the extension does; txt2img is refused by the parser)."""
+    module = unit.get("module") or "none"
+    slider_a, slider_b = threshold_sliders(module)
+    api_unit: dict[str, Any] = {
+        "enabled": True,
+        "module": module,
+        "model": unit.get("model") or "None",
+        "weight": unit.get("weight", 1.0),
+        "guidance_start": unit.get("guidance_start", 0.0),
+        "guidance_end": unit.get("guidance_end", 1.0),
+        "control_mode": int(unit.get("control_mode") or 0),
+        "resize_mode": 1 if unit.get("resize_mode") is None else int(unit["resize_mode"]),  # Crop and Resize
+        "pixel_perfect": bool(unit.get("pixel_perfect", False)),
+        # -1: the preprocessor's defaults (the extension's API convention), for sliders not shown
+        "processor_res": int(unit.get("processor_res") or -1) if module != "none" else -1,
+        "threshold_a": unit.get("threshold_a", -1) if slider_a else -1,
+        "threshold_b": unit.get("threshold_b", -1) if slider_b else -1,
+    }
+    if unit.get("image") is not None:
+        api_unit["image"] = _png_data_uri(unit["image"])
+    return api_unit
+
+
+_UNIT_FIELD = re.compile(r"alwayson_scripts\.controlnet\.args\[(\d+)\]")
+
+
+def _named_units(message: str, numbers: list[int]) -> str:
+    """An API message about `alwayson_scripts.controlnet.args[i]` naming the unit as the tabs do
+    (only enabled units are sent, so `args[0]` may be "ControlNet Unit 2")."""
+
+    def name(match: re.Match) -> str:
+        index = int(match[1])
+        return f"ControlNet Unit {numbers[index]}" if index < len(numbers) else match[0]
+
+    return _UNIT_FIELD.sub(name, message)
 
 
 def _styled(user: AbstractUser, values: dict[str, Any]) -> dict[str, Any]:
@@ -132,18 +181,24 @@ def workspace_submit(
     init_image: Image.Image | None = None, mask: Image.Image | None = None,
 ) -> Job:
     """Validate and submit one generation as `user`; raises `WorkspaceError`."""
+    numbers = [number for number, _unit in enabled_units(values.get("controlnet_units"))]
     with member_errors():
-        body = request_body(kind, _styled(user, values))
-        request = parse_generation_request(body, limits=generation_limits())
-        inputs = None
-        if kind == "img2img":
-            if init_image is None:
-                raise WorkspaceError("img2img needs an image: upload one, or send one from your gallery")
-            body["init_images"] = [_png_data_uri(init_image)]
-            if mask is not None:
-                body["mask"] = _png_data_uri(mask)
-            inputs = read_input_images(body, max_images=request.batch_size, fetcher_factory=None)
-        return job_submit(user=user, request=request, inputs=inputs)
+        try:
+            body = request_body(kind, _styled(user, values))
+            request = parse_generation_request(body, limits=generation_limits())
+            inputs = None
+            if kind == "img2img":
+                if init_image is None:
+                    raise WorkspaceError("img2img needs an image: upload one, or send one from your gallery")
+                body["init_images"] = [_png_data_uri(init_image)]
+                if mask is not None:
+                    body["mask"] = _png_data_uri(mask)
+                inputs = read_input_images(body, max_images=request.batch_size, fetcher_factory=None)
+            # The ControlNet units: validated and decoded as the APIs do (no URLs: the images are uploads).
+            request, inputs = with_controlnet_inputs(body, request, inputs, fetcher_factory=None)
+            return job_submit(user=user, request=request, inputs=inputs)
+        except (RequestValidationError, ImageInputError) as exc:
+            raise WorkspaceError(_named_units(str(exc), numbers)) from None
 
 
 def own_job(user: AbstractUser, public_id: str) -> Job | None:

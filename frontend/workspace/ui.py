@@ -4,10 +4,11 @@ The session manager (`frontend/workspace/server.py`) calls this once per member 
 Django configured, and mounts the Blocks at `/ui` behind its guard; one process serves one
 member, so every callback acts as `user` and reads only through owner-scoped selectors.
 
-Tabs: txt2img, img2img (with an inpainting mask painted on the image), Gallery (the member's
-own images), PNG Info, Extensions (per-member on/off of the platform's extensions) and
-Settings (interface language). Generation goes through `inference.services.job_submit` and
-is followed by polling the member's Job row (see `frontend/workspace/jobs.py`).
+Tabs: txt2img, img2img (with an inpainting mask painted on the image), both with a ControlNet
+panel (`frontend/workspace/controlnet.py`), Gallery (the member's own images), PNG Info,
+Extensions (per-member on/off of the platform's extensions) and Settings (interface language).
+Generation goes through `inference.services.job_submit` and is followed by polling the
+member's Job row (see `frontend/workspace/jobs.py`).
 
 Gradio runs sync callbacks in worker threads; each callback is wrapped by `_callback`, which
 drops stale database connections the way Django does around a request, and turns a
@@ -34,7 +35,7 @@ from frontend.member_selectors import (
     language_for_user,
 )
 from frontend.member_services import extensions_set_enabled, generation_defaults_save, language_set
-from frontend.workspace import gallery
+from frontend.workspace import controlnet, gallery
 from frontend.workspace.extensions import PROMPT_STYLE_LIST, PROMPT_STYLES
 from frontend.workspace.i18n import LANGUAGE_NAMES, LANGUAGES, text
 from frontend.workspace.jobs import (
@@ -45,6 +46,7 @@ from frontend.workspace.jobs import (
     own_job,
     preview_image,
     progress_html,
+    storage_image,
     workspace_cancel,
     workspace_submit,
 )
@@ -59,7 +61,7 @@ POLL_SECONDS = 0.25
 # The form fields of each generation tab, in the order the callbacks receive them.
 COMMON_FIELDS = (
     "prompt", "negative_prompt", "styles", "sampler_name", "scheduler", "steps", "cfg_scale",
-    "width", "height", "seed", "n_iter", "batch_size", "tiling",
+    "width", "height", "seed", "n_iter", "batch_size", "tiling", "restore_faces",
 )
 TXT2IMG_FIELDS = ("enable_hr", "hr_upscaler", "hr_scale", "hr_second_pass_steps", "hr_denoising_strength")
 IMG2IMG_FIELDS = ("denoising_strength", "mask_blur", "inpainting_fill", "inpaint_full_res")
@@ -131,17 +133,25 @@ class Workspace:
         self.user = user
         self.language = language_for_user(user)
         self.defaults = generation_defaults_for_user(user)
-        self.i18n: list[tuple[gr.components.Component | gr.blocks.BlockContext, str, str]] = []
+        # (component, string key, attribute, format parameters): relabelled when the language changes
+        self.i18n: list[tuple[gr.components.Component | gr.blocks.BlockContext, str, str, dict[str, Any]]] = []
+        self.i18n_choices: dict[int, tuple[tuple[str, Any], ...]] = {}  # id(component) -> (key, value) choices
         self.style_pickers: list[gr.Dropdown] = []
+        self.controlnet_module_choices = controlnet.preprocessor_choices()
         self.blocks: gr.Blocks | None = None
 
     # --- helpers --------------------------------------------------------------------------
     def t(self, key: str) -> str:
         return text(self.language, key)
 
-    def tr(self, component: Any, key: str, attr: str = "label") -> Any:
-        """Register a component whose `attr` is the translation of `key`."""
-        self.i18n.append((component, key, attr))
+    def tr(self, component: Any, key: str, attr: str = "label", **params: Any) -> Any:
+        """Register a component whose `attr` is the translation of `key` (formatted with `params`)."""
+        self.i18n.append((component, key, attr, params))
+        return component
+
+    def tr_choices(self, component: Any, choices: tuple[tuple[str, Any], ...]) -> Any:
+        """Register a component (already registered with `tr`) whose choices are (string key, value)."""
+        self.i18n_choices[id(component)] = tuple(choices)
         return component
 
     def checkpoint_choices(self) -> list[str]:
@@ -153,6 +163,9 @@ class Workspace:
     def hires_upscaler_choices(self) -> list[str]:
         """The built-in latent and pixel resizers, then the member's ESRGAN-family models."""
         return [*HIRES_UPSCALERS, *(name for name, _entry in upscalers_for_user(self.user))]
+
+    def controlnet_model_choices(self) -> list[str]:
+        return controlnet.model_choices(self.user)
 
     def network_choices(self) -> list[tuple[str, str]]:
         """(label, text to insert into the prompt) for every LoRA, hypernetwork and embedding
@@ -270,8 +283,13 @@ class Workspace:
                     c["n_iter"] = self.tr(gr.Slider(1, 16, value=d["n_iter"], step=1, label=self.t("n_iter")), "n_iter")
                     c["batch_size"] = self.tr(gr.Slider(1, 8, value=d["batch_size"], step=1,
                                                         label=self.t("batch_size")), "batch_size")
-                    c["tiling"] = self.tr(gr.Checkbox(value=bool(d.get("tiling")), label=self.t("tiling"),
-                                                      elem_id=f"atelier-{kind}-tiling"), "tiling")
+                    with gr.Column(min_width=120):
+                        c["tiling"] = self.tr(gr.Checkbox(value=bool(d.get("tiling")), label=self.t("tiling"),
+                                                          elem_id=f"atelier-{kind}-tiling"), "tiling")
+                        c["restore_faces"] = self.tr(gr.Checkbox(
+                            value=bool(d.get("restore_faces")), label=self.t("restore_faces"),
+                            elem_id=f"atelier-{kind}-restore-faces",
+                        ), "restore_faces")
                 if kind == "txt2img":
                     with self.tr(gr.Accordion(self.t("hires_fix"), open=False), "hires_fix", "label"):
                         with gr.Row():
@@ -302,6 +320,9 @@ class Workspace:
                         c["inpaint_full_res"] = self.tr(
                             gr.Checkbox(value=False, label=self.t("inpaint_area")), "inpaint_area"
                         )
+                c["controlnet"] = controlnet.build_panel(
+                    self, kind, self.controlnet_model_choices(), self.controlnet_module_choices
+                )
             with gr.Column(scale=2):
                 with gr.Row():
                     c["generate"] = self.tr(gr.Button(
@@ -387,14 +408,21 @@ class Workspace:
         ), "language")
 
     # --- wiring ---------------------------------------------------------------------------
-    def generation_inputs(self, kind: str) -> list[Any]:
+    def generation_inputs(self, kind: str, with_controlnet: bool = True) -> list[Any]:
+        """The form's components in the order `_values` reads them: the fields, img2img's image,
+        then each ControlNet unit's `controlnet.UNIT_FIELDS`."""
         c = self.txt2img if kind == "txt2img" else self.img2img
         inputs = [self.checkpoint, self.vae] + [c[name] for name in COMMON_FIELDS]
         if kind == "txt2img":
             inputs += [c[name] for name in TXT2IMG_FIELDS]
         if kind == "img2img":
             inputs += [c[name] for name in IMG2IMG_FIELDS] + [c["editor"]]
+        if with_controlnet:
+            inputs += [unit[name] for unit in c["controlnet"] for name in controlnet.UNIT_FIELDS]
         return inputs
+
+    def controlnet_model_dropdowns(self) -> list[gr.Dropdown]:
+        return [unit["model"] for c in (self.txt2img, self.img2img) for unit in c["controlnet"]]
 
     def generation_outputs(self, c: dict[str, Any]) -> list[Any]:
         return [c["progress"], c["result"], c["result_refs"], c["info"], c["job_id"], c["selected"]]
@@ -417,11 +445,18 @@ class Workspace:
                 self.send_to_img2img, inputs=[c["selected"], c["result_refs"]], outputs=self.send_outputs()
             )
             c["network_insert"].click(self.insert_network, inputs=[c["prompt"], c["network"]], outputs=[c["prompt"]])
+            for unit in c["controlnet"]:
+                unit["module"].change(self.controlnet_module_changed, inputs=[unit["module"]],
+                                      outputs=[unit["processor_res"], unit["threshold_a"], unit["threshold_b"]])
+                unit["image"].upload(self.controlnet_image_uploaded, outputs=[unit["enabled"]])  # as the extension
+                unit["refresh"].click(self.refresh_controlnet_models, inputs=[unit["model"]], outputs=[unit["model"]])
         self.txt2img["save_defaults"].click(
-            self.save_defaults, inputs=self.generation_inputs("txt2img"),
+            self.save_defaults, inputs=self.generation_inputs("txt2img", with_controlnet=False),
         )
         self.refresh_models.click(
-            self.refresh_model_lists, outputs=[self.checkpoint, self.vae, self.txt2img["network"], self.img2img["network"]]
+            self.refresh_model_lists, inputs=self.controlnet_model_dropdowns(),
+            outputs=[self.checkpoint, self.vae, self.txt2img["network"], self.img2img["network"],
+                     *self.controlnet_model_dropdowns()],
         )
         self.my_gallery_refresh.click(self.refresh_gallery, outputs=[self.my_gallery, self.my_gallery_refs])
         self.my_gallery.select(self.select_image, inputs=[self.my_gallery_refs],
@@ -446,16 +481,24 @@ class Workspace:
                                           self.extensions_enabled, *self.style_pickers, *self.i18n_outputs()])
 
     def i18n_outputs(self) -> list[Any]:
-        return [component for component, _key, _attr in self.i18n] + [self.header]
+        return [component for component, _key, _attr, _params in self.i18n] + [self.header]
 
     # --- callbacks ------------------------------------------------------------------------
-    def _values(self, args: tuple[Any, ...], kind: str) -> tuple[dict[str, Any], dict | None]:
+    def _values(
+        self, args: tuple[Any, ...], kind: str, with_controlnet: bool = True
+    ) -> tuple[dict[str, Any], dict | None]:
+        """The form's values by field name (ControlNet units as a list under "controlnet_units"),
+        and img2img's editor value."""
         names = ["checkpoint", "vae", *COMMON_FIELDS]
         if kind == "txt2img":
             names += TXT2IMG_FIELDS
         if kind == "img2img":
             names += [*IMG2IMG_FIELDS, "editor"]
-        values = dict(zip(names, args, strict=True))
+        if with_controlnet:
+            values = dict(zip(names, args[:len(names)], strict=True))
+            values["controlnet_units"] = controlnet.units_from_args(args[len(names):])
+        else:
+            values = dict(zip(names, args, strict=True))
         return values, values.pop("editor", None)
 
     def submit(self, kind: str, *args: Any) -> Job:
@@ -464,6 +507,11 @@ class Workspace:
         init_image, mask = _mask_from_editor(editor) if kind == "img2img" else (None, None)
         if kind == "img2img" and init_image is None:
             raise WorkspaceError(self.t("need_init_image"))
+        for number, unit in controlnet.enabled_units(values["controlnet_units"]):
+            if unit.get("image") is None and kind == "txt2img":  # img2img: the unit uses the init image
+                raise WorkspaceError(self.t("controlnet_need_image").format(index=number))
+            if not unit.get("model"):
+                raise WorkspaceError(self.t("controlnet_need_model").format(index=number))
         return workspace_submit(user=self.user, kind=kind, values=values, init_image=init_image, mask=mask)
 
     @_callback
@@ -495,8 +543,12 @@ class Workspace:
         if current.status == Job.Status.SUCCEEDED:
             with member_errors(self.language):
                 images = job_images(current)
+                # This job's ControlNet detect maps, after its images, as the extension shows them
+                # (not pickable: `refs` covers the images only).
+                maps = [storage_image(key) for key in current.control_maps]
             seeds = current.seeds or [None] * len(images)
             items = [(image, f"seed {seed}" if seed is not None else "") for image, seed in zip(images, seeds)]
+            items += [(image, self.t("controlnet_detected_map")) for image in maps]
             refs = [(public_id, index) for index in range(len(images))]
             info = current.infotexts[0] if current.infotexts else ""
             yield html, items, refs, info, "", None  # a new result: nothing picked in it yet
@@ -548,19 +600,50 @@ class Workspace:
 
     @_callback
     def save_defaults(self, *args: Any) -> None:
-        values, _editor = self._values(args, "txt2img")
+        values, _editor = self._values(args, "txt2img", with_controlnet=False)  # units hold images: not kept
         with member_errors(self.language):
             generation_defaults_save(user=self.user, values=values)
         gr.Info(self.t("defaults_saved"))
 
     @_callback
-    def refresh_model_lists(self) -> tuple:
+    def refresh_model_lists(self, *controlnet_models: str | None) -> tuple:
+        """Every model list re-read from the member's, team's and public folders; `controlnet_models`:
+        each ControlNet unit's current pick, kept when still there."""
         checkpoints = self.checkpoint_choices()
         networks = self.network_choices()
+        controlnets = self.controlnet_model_choices()
         return (
             gr.Dropdown(choices=checkpoints), gr.Dropdown(choices=self.vae_choices()),
             gr.Dropdown(choices=networks), gr.Dropdown(choices=networks),
+            *(self._controlnet_dropdown(controlnets, current) for current in controlnet_models),
         )
+
+    @staticmethod
+    def _controlnet_dropdown(choices: list[str], current: str | None) -> gr.Dropdown:
+        return gr.Dropdown(choices=choices, value=current if current in choices else None)
+
+    @_callback
+    def refresh_controlnet_models(self, current: str | None) -> gr.Dropdown:
+        return self._controlnet_dropdown(self.controlnet_model_choices(), current)
+
+    @_callback
+    def controlnet_module_changed(self, module: str | None) -> tuple:
+        """The preprocessor's resolution and threshold sliders, with the extension's labels,
+        ranges and defaults; hidden where it has none."""
+        sliders = []
+        for spec in controlnet.threshold_sliders(module):
+            if spec is None:
+                sliders.append(gr.Slider(visible=False))
+            else:
+                sliders.append(gr.Slider(
+                    minimum=spec.minimum, maximum=spec.maximum, value=spec.value, step=spec.step,
+                    label=self.t(spec.label_key), visible=True,
+                ))
+        return (gr.Slider(visible=(module or "none") != "none"), *sliders)
+
+    @_callback
+    def controlnet_image_uploaded(self) -> bool:
+        return True
 
     @_callback
     def refresh_gallery(self) -> tuple[list, list]:
@@ -606,7 +689,12 @@ class Workspace:
         return self.language_updates()
 
     def language_updates(self) -> list[Any]:
-        updates = [gr.update(**{attr: self.t(key)}) for _component, key, attr in self.i18n]
+        updates = []
+        for component, key, attr, params in self.i18n:
+            update = {attr: self.t(key).format(**params) if params else self.t(key)}
+            if choices := self.i18n_choices.get(id(component)):
+                update["choices"] = [(self.t(choice), value) for choice, value in choices]
+            updates.append(gr.update(**update))
         membership = membership_for_user(self.user)
         return updates + [self.header_html(f" · {membership.tenant.name}" if membership else "")]
 

@@ -220,6 +220,15 @@ def test_bob_switches_language_on_the_home_page_and_turns_on_an_extension(platfo
         "() => document.querySelector('#atelier-txt2img-generate').innerText.trim() === '生成'", timeout=30_000
     )
     assert page.locator("#atelier-txt2img-styles").count() == 0  # prompt-styles: off by default
+    # The ControlNet panel: closed, three units; canny shows its two threshold sliders.
+    assert not page.locator("#atelier-txt2img-cn0-weight").is_visible()
+    page.locator("#atelier-txt2img-controlnet").get_by_text("ControlNet", exact=True).first.click()
+    page.wait_for_selector("#atelier-txt2img-cn0-weight", state="visible", timeout=30_000)
+    assert page.get_by_role("tab", name="ControlNet ユニット 2").count() == 1
+    page.locator("#atelier-txt2img-cn0-module input").click()
+    page.get_by_role("option", name="canny", exact=True).click()
+    page.get_by_text("Canny 下限しきい値").first.wait_for(state="visible", timeout=30_000)
+    shot(page, "10_bob_japanese_controlnet")
     page.get_by_role("tab", name="拡張機能").click()
     page.get_by_label("Prompt styles").check()
     page.click("#atelier-extensions-apply")

@@ -2,7 +2,8 @@
 
 Each test builds alice's (or charlie's) Blocks with `build_workspace` and drives the callbacks
 wired to its buttons: submission creates her Job through `job_submit`, the gallery is hers
-only, defaults, extensions and language are stored per member.
+only, defaults, extensions and language are stored per member. ControlNet units go to the Job
+as the APIs' `alwayson_scripts.controlnet.args`, with models from the member's own folders.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from PIL import Image, PngImagePlugin
 
 from frontend.member_selectors import generation_defaults_for_user, language_for_user
 from frontend.preferences import Extension, ExtensionChoice
+from frontend.workspace.controlnet import UNIT_COUNT, UNIT_FIELDS
 from frontend.workspace.ui import COMMON_FIELDS, TXT2IMG_FIELDS, Workspace, build_workspace
 from inference.models import Job
 from inference.services import job_claim, job_succeed
@@ -26,7 +28,7 @@ def form(**overrides) -> dict:
     values = {
         "checkpoint": None, "vae": "Automatic", "prompt": "a lighthouse at dawn", "negative_prompt": "fog",
         "styles": [], "sampler_name": "Euler a", "scheduler": "Automatic", "steps": 8, "cfg_scale": 6.5,
-        "width": 64, "height": 96, "seed": 1234, "n_iter": 1, "batch_size": 2, "tiling": False,
+        "width": 64, "height": 96, "seed": 1234, "n_iter": 1, "batch_size": 2, "tiling": False, "restore_faces": False,
         "enable_hr": False, "hr_upscaler": "Latent", "hr_scale": 2, "hr_second_pass_steps": 0,
         "hr_denoising_strength": 0.7,
     }
@@ -34,18 +36,35 @@ def form(**overrides) -> dict:
     return values
 
 
-def args(values: dict, extra: tuple | None = None) -> tuple:
-    """The form as the callbacks receive it: txt2img's own fields, or img2img's `extra`."""
+def unit(**overrides) -> dict:
+    """One ControlNet unit's panel values (the panel's defaults: off, no image, no model)."""
+    values = {
+        "enabled": False, "image": None, "module": "none", "model": None, "weight": 1.0, "guidance_start": 0.0,
+        "guidance_end": 1.0, "control_mode": 0, "resize_mode": 1, "pixel_perfect": False, "processor_res": 512,
+        "threshold_a": 100, "threshold_b": 200,
+    }
+    values.update(overrides)
+    return values
+
+
+def args(values: dict, extra: tuple | None = None, units: list[dict] | None = ()) -> tuple:
+    """The form as the callbacks receive it: txt2img's own fields, or img2img's `extra`, then the
+    ControlNet units (`units` first, the rest off; None: no unit values, as "save defaults" gets)."""
     own = tuple(values[name] for name in TXT2IMG_FIELDS) if extra is None else extra
-    return (values["checkpoint"], values["vae"], *(values[name] for name in COMMON_FIELDS), *own)
+    form_values = (values["checkpoint"], values["vae"], *(values[name] for name in COMMON_FIELDS), *own)
+    if units is None:
+        return form_values
+    units = [*units, *(unit() for _ in range(UNIT_COUNT - len(units)))]
+    return (*form_values, *(u[name] for u in units for name in UNIT_FIELDS))
 
 
 def workspace_for(user) -> Workspace:
     return build_workspace(user).atelier_workspace
 
 
-def finish(job: Job, color=(200, 40, 40)) -> Job:
-    """Play the worker's part: claim the job and store one PNG per image, as a worker does."""
+def finish(job: Job, color=(200, 40, 40), control_maps: int = 0) -> Job:
+    """Play the worker's part: claim the job and store one PNG per image (and `control_maps`
+    ControlNet detect maps), as a worker does."""
     from django.core.files.base import ContentFile
     from django.core.files.storage import default_storage
 
@@ -65,7 +84,13 @@ def finish(job: Job, color=(200, 40, 40)) -> Job:
         keys.append(default_storage.save(f"users/{job.owner.username}/outputs/{job.public_id}-{index}.png",
                                          ContentFile(buffer.getvalue())))
         infotexts.append(info)
-    assert job_succeed(job=claimed, attempt=1, outputs=keys, infotexts=infotexts, gpu_seconds=0.5)
+    maps = []
+    for index in range(control_maps):
+        buffer = io.BytesIO()
+        Image.new("RGB", (64, 96), "white").save(buffer, format="PNG")
+        maps.append(default_storage.save(f"users/{job.owner.username}/outputs/{job.public_id}-map-{index}.png",
+                                         ContentFile(buffer.getvalue())))
+    assert job_succeed(job=claimed, attempt=1, outputs=keys, infotexts=infotexts, gpu_seconds=0.5, control_maps=maps)
     job.refresh_from_db()
     return job
 
@@ -188,10 +213,12 @@ def test_png_info_reads_the_parameters_and_sends_them_to_txt2img(personas, tmp_p
 
 def test_defaults_persist_per_member(personas, tiny_checkpoint_path) -> None:
     alice = workspace_for(personas["alice"])
-    alice.save_defaults(*args(form(prompt="my usual", steps=33, sampler_name="DDIM", width=768)))
+    alice.save_defaults(*args(form(prompt="my usual", steps=33, sampler_name="DDIM", width=768, restore_faces=True),
+                              units=None))
     assert generation_defaults_for_user(personas["alice"])["steps"] == 33
     reopened = workspace_for(personas["alice"])
     assert (reopened.txt2img["prompt"].value, reopened.txt2img["steps"].value) == ("my usual", 33)
+    assert reopened.txt2img["restore_faces"].value is True and reopened.img2img["restore_faces"].value is True
     assert (reopened.txt2img["sampler_name"].value, reopened.txt2img["width"].value) == ("DDIM", 768)
     assert workspace_for(personas["bob"]).txt2img["steps"].value == 20  # bob keeps the built-in defaults
 
@@ -291,3 +318,203 @@ def test_a_running_job_shows_the_workers_live_preview(personas, tiny_checkpoint_
     assert preview.size == (32, 32) and caption == "preview"
     assert refs == gr.skip()  # a preview cannot be picked or sent anywhere
     stream.close()
+
+
+# --- ControlNet and restore faces ---------------------------------------------------------------
+
+
+def control_image(box=(16, 20, 47, 43)) -> Image.Image:
+    from PIL import ImageDraw
+
+    image = Image.new("RGB", (64, 64), "black")
+    ImageDraw.Draw(image).rectangle(box, fill="white")
+    return image
+
+
+@pytest.fixture
+def controlnets(personas, tiny_checkpoint_path):
+    """A tiny ControlNet of alice's own, one of her team's, and a public one (as the API tests)."""
+    from django.conf import settings
+
+    from inference.worker.tiny_controlnet import write_tiny_controlnet
+    from tenants.workdirs import tenant_model_dir, user_model_dir
+
+    public = settings.ATELIER_PUBLIC_MODEL_DIRS["ControlNet"] / "tiny-canny.safetensors"
+    if not public.exists():
+        write_tiny_controlnet(public, seed=0)
+    own = write_tiny_controlnet(user_model_dir("alice", "ControlNet") / "alice-lines.safetensors", seed=5)
+    team = tenant_model_dir("studio-a", "ControlNet") / "team-depth.safetensors"
+    team.write_bytes(own.read_bytes())  # listed and resolvable; never loaded here
+    yield {"own": own, "team": team, "public": public}
+    own.unlink()
+    team.unlink()
+
+
+def test_the_controlnet_panel_has_three_closed_units_and_lists_the_members_models_only(personas, controlnets) -> None:
+    alice, bob, charlie = (workspace_for(personas[name]) for name in ("alice", "bob", "charlie"))
+    for c in (alice.txt2img, alice.img2img):
+        assert len(c["controlnet"]) == 3
+        assert c["controlnet"][0]["module"].choices[0][0] == "none"
+        assert {"canny", "scribble", "lineart_standard"} <= {value for value, _ in c["controlnet"][0]["module"].choices}
+    accordions = [b for b in alice.blocks.blocks.values() if isinstance(b, gr.Accordion) and b.label == "ControlNet"]
+    assert len(accordions) == 2 and not any(a.open for a in accordions)
+    tabs = {b.label for b in alice.blocks.blocks.values() if isinstance(b, gr.Tab)}
+    assert {"ControlNet Unit 0", "ControlNet Unit 1", "ControlNet Unit 2"} <= tabs
+
+    def names(workspace: Workspace) -> list[str]:
+        return [choice.split(" [")[0] for choice in workspace.controlnet_model_choices()]
+
+    assert names(alice) == ["alice-lines", "team-depth", "tiny-canny"]  # own, team, public
+    assert names(bob) == ["team-depth", "tiny-canny"]
+    assert names(charlie) == ["tiny-canny"]
+    shown = [value for value, _ in alice.txt2img["controlnet"][1]["model"].choices]
+    assert shown == alice.controlnet_model_choices() and all(len(v.split(" [")[1]) == 9 for v in shown)
+
+    # A model added later appears on refresh (a unit's own button, or "Refresh models"); picks are kept.
+    from tenants.workdirs import user_model_dir
+
+    later = user_model_dir("charlie", "ControlNet") / "charlie-new.safetensors"
+    later.write_bytes(controlnets["public"].read_bytes())
+    try:
+        public_pick = charlie.controlnet_model_choices()[0]
+        refreshed = charlie.refresh_controlnet_models(public_pick)
+        assert refreshed.choices[0][0].startswith("charlie-new [") and refreshed.value == public_pick
+        updates = charlie.refresh_model_lists(*[None] * 6)
+        assert len(updates) == 4 + 6 and updates[-1].choices[0][0].startswith("charlie-new [")
+        assert not any(v.startswith("alice-lines") for v, _ in updates[-1].choices)
+    finally:
+        later.unlink()
+
+
+def test_an_enabled_unit_becomes_the_api_unit_and_reaches_alices_job(personas, controlnets) -> None:
+    from frontend.workspace.jobs import request_body
+
+    alice = workspace_for(personas["alice"])
+    own_model = next(choice for choice in alice.controlnet_model_choices() if choice.startswith("alice-lines"))
+    first = unit(image=control_image())  # present but off: not sent
+    second = unit(enabled=True, image=control_image(), module="canny", model=own_model, weight=0.6,
+                  guidance_start=0.1, guidance_end=0.8, control_mode=2, resize_mode=0, pixel_perfect=True,
+                  processor_res=256, threshold_a=50, threshold_b=150)
+    values, _editor = alice._values(args(form(batch_size=1), units=[first, second]), "txt2img")
+    (sent,) = request_body("txt2img", values)["alwayson_scripts"]["controlnet"]["args"]
+    image = sent.pop("image")
+    assert image.startswith("data:image/png;base64,")
+    assert sent == {
+        "enabled": True, "module": "canny", "model": own_model, "weight": 0.6, "guidance_start": 0.1,
+        "guidance_end": 0.8, "control_mode": 2, "resize_mode": 0, "pixel_perfect": True, "processor_res": 256,
+        "threshold_a": 50, "threshold_b": 150,
+    }
+
+    job = alice.submit("txt2img", *args(form(batch_size=1), units=[first, second]))
+    (stored,) = job.params["controlnet_units"]
+    assert (stored["model"], stored["model_path"]) == ("alice-lines", str(controlnets["own"].resolve()))
+    assert (stored["module"], stored["weight"], stored["guidance_start"], stored["guidance_end"]) == ("canny", 0.6, 0.1, 0.8)
+    assert (stored["control_mode"], stored["resize_mode"], stored["threshold_a"], stored["threshold_b"]) == (2, 0, 50, 150)
+    assert stored["field"] == "alwayson_scripts.controlnet.args[0]" and stored["image"].startswith("users/alice/inputs/")
+
+    # A preprocessor without sliders sends the API's "-1: its defaults"; "none" no resolution either.
+    values, _editor = alice._values(args(form(), units=[unit(enabled=True, image=control_image(), model=own_model,
+                                                             module="invert", threshold_a=3)]), "txt2img")
+    (sent,) = request_body("txt2img", values)["alwayson_scripts"]["controlnet"]["args"]
+    assert (sent["threshold_a"], sent["threshold_b"], sent["processor_res"]) == (-1, -1, 512)
+    values, _editor = alice._values(args(form(), units=[unit(enabled=True, image=control_image(), model=own_model)]),
+                                    "txt2img")
+    assert request_body("txt2img", values)["alwayson_scripts"]["controlnet"]["args"][0]["processor_res"] == -1
+
+
+def test_disabled_units_send_nothing(personas, controlnets) -> None:
+    from frontend.workspace.jobs import request_body
+
+    alice = workspace_for(personas["alice"])
+    model = alice.controlnet_model_choices()[0]
+    off = [unit(image=control_image(), model=model, module="canny") for _ in range(UNIT_COUNT)]
+    values, _editor = alice._values(args(form(), units=off), "txt2img")
+    assert "alwayson_scripts" not in request_body("txt2img", values)
+    job = alice.submit("txt2img", *args(form(), units=off))
+    assert job.params["controlnet_units"] == []
+
+
+def test_a_unit_without_image_or_model_is_a_clear_error_and_img2img_falls_back_to_its_image(personas, controlnets) -> None:
+    alice = workspace_for(personas["alice"])
+    model = alice.controlnet_model_choices()[0]
+    with pytest.raises(gr.Error) as raised:
+        next(alice.generate_txt2img(*args(form(), units=[unit(), unit(enabled=True, model=model)])))
+    assert raised.value.message == (
+        "ControlNet Unit 1 is enabled but has no control image: upload one, or turn the unit off."
+    )
+    with pytest.raises(gr.Error, match="ControlNet Unit 0 is enabled but has no model"):
+        next(alice.generate_txt2img(*args(form(), units=[unit(enabled=True, image=control_image())])))
+    # A model gone since the list was shown: the API's refusal, naming the unit as the tabs do.
+    gone = unit(enabled=True, image=control_image(), model="deleted-since [0123abcd]")
+    with pytest.raises(gr.Error) as raised:
+        next(alice.generate_txt2img(*args(form(), units=[unit(), unit(), gone])))
+    assert raised.value.message.startswith("ControlNet Unit 2.model: unknown ControlNet model 'deleted-since'")
+    alice.set_language("ja")
+    with pytest.raises(gr.Error, match="ControlNet ユニット 0 が有効ですが、コントロール画像がありません"):
+        next(alice.generate_txt2img(*args(form(), units=[unit(enabled=True, model=model)])))
+    assert not Job.objects.exists()
+
+    # img2img: an enabled unit without an image uses the init image, as the extension does.
+    editor = {"background": Image.new("RGBA", (64, 96), (10, 120, 200, 255)), "layers": [], "composite": None}
+    job = alice.submit("img2img", *args(form(batch_size=1), (0.5, 4, 1, False, editor),
+                                        units=[unit(enabled=True, model=model, module="canny")]))
+    (stored,) = job.params["controlnet_units"]
+    assert stored["image"] == job.params["init_images"][0] and stored["module"] == "canny"
+
+
+def test_the_detect_maps_follow_the_images_of_the_members_own_job(personas, controlnets) -> None:
+    alice, charlie = workspace_for(personas["alice"]), workspace_for(personas["charlie"])
+    model = alice.controlnet_model_choices()[0]
+    stream = alice.generate_txt2img(*args(form(batch_size=1), units=[unit(enabled=True, image=control_image(),
+                                                                          model=model, module="canny")]))
+    job_id = next(stream)[4]
+    job = finish(Job.objects.get(public_id=job_id), control_maps=1)
+    _progress, gallery, refs, *_rest = list(stream)[-1]
+    assert [caption for _image, caption in gallery] == ["seed 1234", "ControlNet detected map"]
+    assert refs == [(job_id, 0)]  # the map is shown, not pickable (as the extension's)
+    assert gallery[1][0].getpixel((0, 0)) == (255, 255, 255)
+    from frontend.workspace.jobs import WorkspaceError
+
+    with pytest.raises(WorkspaceError, match="This job is gone"):  # charlie cannot follow alice's job
+        next(charlie.follow(job))
+
+
+def test_restore_faces_is_sent_and_the_apis_refusal_is_the_members_message(personas, tiny_checkpoint_path) -> None:
+    from frontend.workspace.jobs import request_body
+
+    alice = workspace_for(personas["alice"])
+    assert alice.txt2img["restore_faces"].value is False and alice.img2img["restore_faces"].label == "Restore faces"
+    values, _editor = alice._values(args(form(restore_faces=True)), "txt2img")
+    assert request_body("txt2img", values)["restore_faces"] is True
+    assert request_body("txt2img", alice._values(args(form()), "txt2img")[0])["restore_faces"] is False
+    # Until a face restorer is installed, the API answers a 422 saying so; the workspace shows it.
+    with pytest.raises(gr.Error, match="face restoration .* is not installed"):
+        next(alice.generate_txt2img(*args(form(restore_faces=True))))
+    assert not Job.objects.exists()
+
+
+def test_every_string_has_both_languages_and_the_controlnet_panel_relabels(personas, tiny_checkpoint_path) -> None:
+    from frontend.workspace.i18n import LANGUAGES, STRINGS
+
+    assert [key for key, entry in STRINGS.items() if set(entry) != set(LANGUAGES) or not all(entry.values())] == []
+    alice = workspace_for(personas["alice"])
+    updates = alice.set_language("ja")
+    labels = [update.get("label") for update in updates[:-1]]
+    assert {"ControlNet ユニット 2", "コントロールの重み", "プリプロセッサ", "顔の修復"} <= set(labels)
+    modes = next(u for u in updates[:-1] if u.get("label") == "コントロールモード")
+    assert modes["choices"] == [("バランス", 0), ("プロンプトを優先", 1), ("ControlNet を優先", 2)]
+    reopened = workspace_for(personas["alice"])
+    assert reopened.txt2img["controlnet"][0]["weight"].label == "コントロールの重み"
+    assert [label for label, _value in reopened.img2img["controlnet"][0]["resize_mode"].choices][1] == "切り抜いてリサイズ"
+
+
+def test_the_preprocessor_picks_its_sliders_and_an_upload_enables_the_unit(personas, tiny_checkpoint_path) -> None:
+    alice = workspace_for(personas["alice"])
+    resolution, low, high = alice.controlnet_module_changed("canny")
+    assert resolution.visible is True and (low.label, low.value, low.maximum) == ("Canny Low Threshold", 100, 255)
+    assert (high.label, high.value, high.visible) == ("Canny High Threshold", 200, True)
+    resolution, sigma, second = alice.controlnet_module_changed("blur_gaussian")
+    assert (sigma.label, sigma.value, sigma.step) == ("Sigma", 9, 0.01) and second.visible is False
+    resolution, first, second = alice.controlnet_module_changed("none")
+    assert (resolution.visible, first.visible, second.visible) == (False, False, False)
+    assert alice.controlnet_image_uploaded() is True

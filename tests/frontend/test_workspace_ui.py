@@ -12,6 +12,7 @@ import io
 
 import gradio as gr
 import pytest
+from django.conf import settings
 from PIL import Image, PngImagePlugin
 
 from frontend.member_selectors import generation_defaults_for_user, language_for_user
@@ -479,7 +480,7 @@ def test_the_detect_maps_follow_the_images_of_the_members_own_job(personas, cont
         next(charlie.follow(job))
 
 
-def test_restore_faces_is_sent_and_the_apis_refusal_is_the_members_message(personas, tiny_checkpoint_path) -> None:
+def test_restore_faces_is_sent_and_a_missing_restorer_is_the_members_message(personas, tiny_checkpoint_path) -> None:
     from frontend.workspace.jobs import request_body
 
     alice = workspace_for(personas["alice"])
@@ -487,10 +488,24 @@ def test_restore_faces_is_sent_and_the_apis_refusal_is_the_members_message(perso
     values, _editor = alice._values(args(form(restore_faces=True)), "txt2img")
     assert request_body("txt2img", values)["restore_faces"] is True
     assert request_body("txt2img", alice._values(args(form()), "txt2img")[0])["restore_faces"] is False
-    # Until a face restorer is installed, the API answers a 422 saying so; the workspace shows it.
-    with pytest.raises(gr.Error, match="face restoration .* is not installed"):
+    # With no face restorer installed, the refusal that says what to install is the member's message.
+    with pytest.raises(gr.Error, match="face restoration is not installed: put codeformer-v0.1.0.pth"):
         next(alice.generate_txt2img(*args(form(restore_faces=True))))
     assert not Job.objects.exists()
+
+    # With one in her own folder, her job runs with it.
+    from inference.worker.face_detection import write_tiny_face_detector
+    from inference.worker.gfpgan import write_tiny_gfpgan
+
+    folder = settings.DATA_DIR / "users" / "alice" / "models" / "GFPGAN"
+    written = [write_tiny_gfpgan(folder / "GFPGANv1.4.pth"), write_tiny_face_detector(folder / "detection_Resnet50_Final.pth")]
+    try:
+        next(alice.generate_txt2img(*args(form(restore_faces=True))))
+        job = Job.objects.get()
+        assert job.params["restore_faces"] is True and job.params["face_restorer"]["name"] == "GFPGAN"
+    finally:
+        for path in written:
+            path.unlink()
 
 
 def test_every_string_has_both_languages_and_the_controlnet_panel_relabels(personas, tiny_checkpoint_path) -> None:

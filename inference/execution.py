@@ -26,19 +26,35 @@ from django.core.files.storage import default_storage
 from django.db import connection as db_connection
 from PIL import Image, PngImagePlugin
 
-from inference.dispatch import dispatch_pending_safely, worker_heartbeat
 from inference.controlnet_requests import controlnet_infotext_entries
+from inference.dispatch import dispatch_pending_safely, worker_heartbeat
 from inference.generation import GenerationRequest
-from inference.infotext import generation_infotext, hires_infotext_params, img2img_infotext_params
+from inference.infotext import (
+    generation_infotext,
+    hires_infotext_params,
+    img2img_infotext_params,
+)
 from inference.models import Job
 from inference.prompts import extract_extra_networks
 from inference.samplers import SamplerChoice, resolve_sampler
-from inference.services import job_claim, job_fail, job_mark_cancelled, job_progress, job_succeed
+from inference.services import (
+    job_claim,
+    job_fail,
+    job_mark_cancelled,
+    job_progress,
+    job_succeed,
+)
 from inference.worker.controlnet import ControlUnit, prepare_control_image
-from inference.worker.face_restoration import FaceRestorationSpec
+from inference.worker.faces.restoration import FaceRestorationSpec
 from inference.worker.img2img import InpaintSettings
 from inference.worker.lora import LoraSpec
-from inference.worker.runtime import GenerationSpec, HiresSpec, Img2ImgInputs, SkipChunk, WorkerRuntime
+from inference.worker.runtime import (
+    GenerationSpec,
+    HiresSpec,
+    Img2ImgInputs,
+    SkipChunk,
+    WorkerRuntime,
+)
 from tenants.workdirs import user_outputs_key, user_save_dir_key
 
 logger = logging.getLogger(__name__)

@@ -24,10 +24,24 @@ from PIL import Image
 from inference.worker import hypernetwork
 from inference.worker.acceleration import Acceleration, apply_to_pipeline, configure_vae
 from inference.worker.checkpoints import load_pipeline
-from inference.worker.conditioning import Embedding, encode_pair, encode_pair_xl, load_embedding_file
-from inference.worker.controlnet import ControlNetCache, ControlUnit, controlnet_pipeline
-from inference.worker.face_detection import RetinaFace, load_face_detector
-from inference.worker.face_restoration import FaceNet, FaceRestorationSpec, load_face_net, restore_faces
+from inference.worker.conditioning import (
+    Embedding,
+    encode_pair,
+    encode_pair_xl,
+    load_embedding_file,
+)
+from inference.worker.controlnet import (
+    ControlNetCache,
+    ControlUnit,
+    controlnet_pipeline,
+)
+from inference.worker.faces.detection import RetinaFace, load_face_detector
+from inference.worker.faces.restoration import (
+    FaceNet,
+    FaceRestorationSpec,
+    load_face_net,
+    restore_faces,
+)
 from inference.worker.hypernetwork import Hypernetwork, load_hypernetwork
 from inference.worker.img2img import InpaintSettings, PreparedImage, finish, prepare
 from inference.worker.lora import LoraSet, LoraSpec

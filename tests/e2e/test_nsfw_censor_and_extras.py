@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inference.worker.face_detection import write_tiny_face_detector
-from inference.worker.gfpgan import write_tiny_gfpgan
+from inference.worker.faces.detection import write_tiny_face_detector
+from inference.worker.faces.gfpgan import write_tiny_gfpgan
 from inference.worker.safety import write_tiny_safety_checker
 from inference.worker.upscalers import write_tiny_esrgan
 from tests.harness import Platform, running_platform

@@ -494,8 +494,8 @@ def test_restore_faces_is_sent_and_a_missing_restorer_is_the_members_message(per
     assert not Job.objects.exists()
 
     # With one in her own folder, her job runs with it.
-    from inference.worker.face_detection import write_tiny_face_detector
-    from inference.worker.gfpgan import write_tiny_gfpgan
+    from inference.worker.faces.detection import write_tiny_face_detector
+    from inference.worker.faces.gfpgan import write_tiny_gfpgan
 
     folder = settings.DATA_DIR / "users" / "alice" / "models" / "GFPGAN"
     written = [write_tiny_gfpgan(folder / "GFPGANv1.4.pth"), write_tiny_face_detector(folder / "detection_Resnet50_Final.pth")]

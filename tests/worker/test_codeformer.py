@@ -8,7 +8,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from inference.worker.codeformer import CodeFormer, FaceRestorerError, load_codeformer, write_tiny_codeformer
+from inference.worker.faces.codeformer import (
+    CodeFormer,
+    FaceRestorerError,
+    load_codeformer,
+    write_tiny_codeformer,
+)
 from inference.worker.upscalers import write_tiny_esrgan
 
 # The parameter count of CodeFormer(dim_embd=512, n_head=8, n_layers=9, codebook_size=1024,

@@ -15,16 +15,17 @@ import pytest
 import torch
 from PIL import Image
 
-from inference.worker.codeformer import write_tiny_codeformer
-from inference.worker.face_detection import DetectedFace, write_tiny_face_detector
-from inference.worker.face_restoration import (
+from inference.worker.faces import FaceRestorerError
+from inference.worker.faces.codeformer import write_tiny_codeformer
+from inference.worker.faces.detection import DetectedFace, write_tiny_face_detector
+from inference.worker.faces.gfpgan import write_tiny_gfpgan
+from inference.worker.faces.restoration import (
     FFHQ_TEMPLATE_512,
     FaceNet,
     FaceRestorationSpec,
     load_face_net,
     restore_detected,
 )
-from inference.worker.gfpgan import write_tiny_gfpgan
 from inference.worker.runtime import WorkerRuntime
 
 
@@ -151,5 +152,5 @@ def test_no_face_found_means_the_image_is_unchanged(face_models, tmp_path) -> No
 
 
 def test_a_file_of_the_wrong_kind_is_refused_with_its_name(face_models) -> None:
-    with pytest.raises(ValueError, match="codeformer-v0.1.0.pth"):
+    with pytest.raises(FaceRestorerError, match="codeformer-v0.1.0.pth"):
         load_face_net("GFPGAN", face_models["CodeFormer"], device="cpu", dtype=torch.float32)

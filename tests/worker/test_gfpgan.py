@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from inference.worker.gfpgan import (
+from inference.worker.faces.gfpgan import (
     GFPGAN,
     FaceRestorerError,
     _config,

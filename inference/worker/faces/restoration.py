@@ -3,7 +3,7 @@
 A1111 does this with facexlib's FaceRestoreHelper; this is the same procedure, written here
 because facexlib needs torchvision:
 
-1. RetinaFace (`face_detection.py`) finds the faces and their five landmarks. Images whose
+1. RetinaFace (`detection.py`) finds the faces and their five landmarks. Images whose
    short side is under 640 px are enlarged for detection, as A1111 asks facexlib to do.
 2. Each face is aligned onto the FFHQ five-point template (a similarity transform, estimated
    robustly from the landmarks) and cropped to the restorer's square size.
@@ -19,12 +19,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
 import cv2
 import numpy as np
 import torch
 from PIL import Image
 
-from inference.worker.face_detection import DetectedFace, RetinaFace, detect_faces
+from inference.worker.faces.detection import DetectedFace, RetinaFace, detect_faces
 
 # The five landmarks (eyes, nose, mouth corners) of an aligned FFHQ face in a 512 px crop.
 FFHQ_TEMPLATE_512 = np.array(
@@ -70,13 +71,13 @@ class FaceNet:
 
 
 def load_face_net(restorer: str, path: Path, *, device: torch.device | str, dtype: torch.dtype) -> FaceNet:
-    """The restorer network of a file (its module's `FaceRestorerError` when it is not one)."""
+    """The restorer network of a file (`FaceRestorerError` when it is not one)."""
     if restorer == "GFPGAN":
-        from inference.worker.gfpgan import load_gfpgan
+        from inference.worker.faces.gfpgan import load_gfpgan
 
         return FaceNet(restorer, load_gfpgan(path, device=device, dtype=dtype))
     if restorer == "CodeFormer":
-        from inference.worker.codeformer import load_codeformer
+        from inference.worker.faces.codeformer import load_codeformer
 
         return FaceNet(restorer, load_codeformer(path, device=device, dtype=dtype))
     raise ValueError(f"unknown face restorer {restorer!r}: use one of {', '.join(RESTORERS)}")

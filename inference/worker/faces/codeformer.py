@@ -38,13 +38,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812 - the usual name
 
+from inference.worker.faces import FaceRestorerError
 from inference.worker.weight_files import few, read_tensor_state
 
 N_HEAD = 8  # attention heads of every released CodeFormer (not recoverable from the weights)
-
-
-class FaceRestorerError(ValueError):
-    """The file is not a CodeFormer model this platform can run (the message says why)."""
 
 
 def _group_norm(channels: int) -> nn.GroupNorm:
@@ -370,7 +367,7 @@ def write_tiny_codeformer(path: Path, *, face_size: int = 64, seed: int = 0) -> 
     model. `.safetensors` by suffix, else a `.pth` with the weights under `params_ema`, as
     `codeformer-v0.1.0.pth` ships. `face_size` must be a multiple of 32.
     """
-    from .tiny_model import save_safetensors_atomically, write_file_atomically
+    from inference.worker.tiny_model import save_safetensors_atomically, write_file_atomically
 
     if face_size % 32 or face_size < 32:
         raise ValueError(f"face_size must be a positive multiple of 32, got {face_size}")

@@ -33,13 +33,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812 - the usual name
 
+from inference.worker.faces import FaceRestorerError
 from inference.worker.weight_files import few, read_tensor_state
 
 _SLOPE = 0.2  # every LeakyReLU in GFPGAN
-
-
-class FaceRestorerError(ValueError):
-    """The file is not a face restoration model this platform can run (the message says why)."""
 
 
 def _leaky(x: torch.Tensor) -> torch.Tensor:
@@ -393,7 +390,10 @@ def write_tiny_gfpgan(path: Path, *, face_size: int = 64, seed: int = 0) -> Path
     A `.pth` is wrapped in `params_ema`, as GFPGAN ships. Noise strengths are made non-zero so the
     stored noise maps matter, as they do in trained models. A 64x64 model is about 250 KB.
     """
-    from inference.worker.tiny_model import save_safetensors_atomically, write_file_atomically
+    from inference.worker.tiny_model import (
+        save_safetensors_atomically,
+        write_file_atomically,
+    )
 
     if face_size < 8 or face_size & (face_size - 1):
         raise ValueError(f"face_size must be a power of two ≥ 8, not {face_size}")

@@ -359,7 +359,10 @@ def write_tiny_face_detector(path: Path, *, seed: int = 0, always_detect: bool =
     landmarks a face 0.16 anchors (82 pixels) between the eyes, at each anchor's centre. Without `always_detect`
     nothing scores above 0.0001.
     """
-    from inference.worker.tiny_model import save_safetensors_atomically, write_file_atomically
+    from inference.worker.tiny_model import (
+        save_safetensors_atomically,
+        write_file_atomically,
+    )
 
     path = Path(path)
     background, face = [5.0, -5.0], [-5.0, 5.0]

@@ -115,6 +115,13 @@ STRINGS: dict[str, dict[str, str]] = {
     "no_extensions": {"en": "No extensions are installed.", "ja": "拡張機能は導入されていません。"},
     "language": {"en": "Interface language", "ja": "表示言語"},
     "language_saved": {"en": "Language saved.", "ja": "表示言語を保存しました。"},
+    "face_restoration_model": {"en": "Face restoration model", "ja": "顔の修復モデル"},
+    "code_former_weight": {
+        "en": "CodeFormer weight (0 = maximum effect, 1 = minimum effect)",
+        "ja": "CodeFormer の重み (0 = 効果最大、1 = 効果最小)",
+    },
+    "save_face_settings": {"en": "Save face restoration settings", "ja": "顔の修復設定を保存"},
+    "face_settings_saved": {"en": "Face restoration settings saved.", "ja": "顔の修復設定を保存しました。"},
     "status_queued": {"en": "Queued", "ja": "待機中"},
     "status_dispatched": {"en": "Starting", "ja": "開始中"},
     "status_running": {"en": "Generating", "ja": "生成中"},

@@ -50,10 +50,12 @@ from frontend.workspace.jobs import (
     workspace_cancel,
     workspace_submit,
 )
-from inference.generation import HIRES_UPSCALERS
+from inference.generation import FACE_RESTORERS, HIRES_UPSCALERS
 from inference.model_registry import model_list_for_user, upscalers_for_user
 from inference.models import Job
 from inference.samplers import SAMPLERS, SCHEDULES
+from inference.selectors import user_options_get
+from inference.services import user_options_update
 from tenants.selectors import membership_for_user
 
 POLL_SECONDS = 0.25
@@ -406,6 +408,18 @@ class Workspace:
             choices=[(LANGUAGE_NAMES[code], code) for code in LANGUAGES], value=self.language,
             label=self.t("language"), elem_id="atelier-language",
         ), "language")
+        # A1111's Settings > Face restoration: the defaults "Restore faces" runs with (the
+        # member's own /sdapi/v1/options, so their API calls use them too)
+        options = user_options_get(self.user)
+        with gr.Group():
+            self.face_model = self.tr(gr.Radio(
+                choices=list(FACE_RESTORERS), value=options["face_restoration_model"],
+                label=self.t("face_restoration_model"), elem_id="atelier-face-model",
+            ), "face_restoration_model")
+            self.code_former_weight = self.tr(gr.Slider(
+                0, 1, step=0.01, value=options["code_former_weight"], label=self.t("code_former_weight"),
+            ), "code_former_weight")
+            self.face_settings_save = self.tr(gr.Button(self.t("save_face_settings")), "save_face_settings", "value")
 
     # --- wiring ---------------------------------------------------------------------------
     def generation_inputs(self, kind: str, with_controlnet: bool = True) -> list[Any]:
@@ -475,6 +489,7 @@ class Workspace:
             outputs=[self.extensions_table, *self.style_pickers],
         )
         self.language_radio.change(self.set_language, inputs=[self.language_radio], outputs=self.i18n_outputs())
+        self.face_settings_save.click(self.save_face_settings, inputs=[self.face_model, self.code_former_weight])
         # On each page load: the member's gallery, and their current language and extensions
         # (they may have changed them from the home page since this process started).
         self.blocks.load(self.on_load, outputs=[self.my_gallery, self.my_gallery_refs, self.extensions_table,
@@ -679,6 +694,12 @@ class Workspace:
     def style_picker_updates(self) -> list[Any]:
         visible = extension_enabled_for_user(self.user, PROMPT_STYLES)
         return [gr.Dropdown(visible=visible) for _ in self.style_pickers]
+
+    @_callback
+    def save_face_settings(self, model: str, weight: float) -> None:
+        with member_errors(self.language):
+            user_options_update(user=self.user, values={"face_restoration_model": model, "code_former_weight": weight})
+        gr.Info(self.t("face_settings_saved"))
 
     @_callback
     def set_language(self, language: str) -> list[Any]:

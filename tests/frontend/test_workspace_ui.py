@@ -533,3 +533,20 @@ def test_the_preprocessor_picks_its_sliders_and_an_upload_enables_the_unit(perso
     resolution, first, second = alice.controlnet_module_changed("none")
     assert (resolution.visible, first.visible, second.visible) == (False, False, False)
     assert alice.controlnet_image_uploaded() is True
+
+
+def test_face_restoration_settings_are_the_members_own_options(personas, tiny_checkpoint_path) -> None:
+    from inference.selectors import user_options_get
+
+    bob = workspace_for(personas["bob"])
+    assert bob.face_model.value == "CodeFormer" and bob.code_former_weight.value == 0.5  # A1111's defaults
+    bob.save_face_settings("GFPGAN", 0.7)
+    assert {k: user_options_get(personas["bob"])[k] for k in ("face_restoration_model", "code_former_weight")} == {
+        "face_restoration_model": "GFPGAN", "code_former_weight": 0.7,
+    }
+    assert user_options_get(personas["alice"])["face_restoration_model"] == "CodeFormer"  # not alice's
+    reopened = workspace_for(personas["bob"])
+    assert reopened.face_model.value == "GFPGAN" and reopened.code_former_weight.value == 0.7
+    with pytest.raises(gr.Error, match="code_former_weight"):
+        bob.save_face_settings("GFPGAN", 1.5)
+    assert {"顔の修復モデル", "顔の修復設定を保存"} <= {u.get("label") or u.get("value") for u in bob.set_language("ja")[:-1]}

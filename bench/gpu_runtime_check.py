@@ -13,10 +13,11 @@ features through `WorkerRuntime` on CUDA and checks what must still hold there:
   * the SD 2.x and SDXL families generate finite images in fp16;
   * the two-tier model cache moves a pipeline to host RAM and back, with the same images after;
   * VAE tiling decodes a 1024x1024 image;
-  * ControlNet (weight 0 is the plain image), seamless tiling, the NSFW censor, an ESRGAN
-    hires upscaler and A1111-weighted SDXL prompts run in fp16.
+  * ControlNet (weight 0 is the plain image, on SD 1.x and SDXL), seamless tiling, the NSFW
+    censor, an ESRGAN hires upscaler and A1111-weighted SDXL prompts run in fp16;
+  * face restoration (RetinaFace + GFPGAN and CodeFormer) runs in fp16 and is deterministic.
 
-Usage: `python bench/gpu_runtime_check.py [--json out.json] [--device cuda]`. Prints one line per
+Usage: `python bench/gpu_runtime_check.py [--json out.json] [--device cuda] [--only face]`. Prints one line per
 check with its time, and exits 1 if any check failed. Without CUDA it runs on the CPU (slowly)
 so the script itself can be checked anywhere.
 """
@@ -44,6 +45,10 @@ from PIL import Image  # noqa: E402
 from inference.samplers import resolve_sampler  # noqa: E402
 from inference.worker.acceleration import Acceleration  # noqa: E402
 from inference.worker.controlnet import ControlUnit  # noqa: E402
+from inference.worker.faces.codeformer import write_tiny_codeformer  # noqa: E402
+from inference.worker.faces.detection import write_tiny_face_detector  # noqa: E402
+from inference.worker.faces.gfpgan import write_tiny_gfpgan  # noqa: E402
+from inference.worker.faces.restoration import FaceRestorationSpec  # noqa: E402
 from inference.worker.lora import LoraSpec  # noqa: E402
 from inference.worker.runtime import GenerationSpec, HiresSpec, Img2ImgInputs, WorkerRuntime  # noqa: E402
 from inference.worker.safety import write_tiny_safety_checker  # noqa: E402
@@ -69,10 +74,13 @@ def diff(a: Image.Image, b: Image.Image) -> float:
 
 
 class Checklist:
-    def __init__(self) -> None:
+    def __init__(self, only: str = "") -> None:
         self.results: list[dict[str, Any]] = []
+        self.only = only.lower()  # run only the checks whose name holds this (the first always runs)
 
     def run(self, name: str, check: Callable[[], str]) -> None:
+        if self.only and self.results and self.only not in name.lower():
+            return
         started = time.perf_counter()
         try:
             detail, ok = check(), True
@@ -93,6 +101,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--only", default="", help="run only the checks whose name contains this (and the first)")
     parser.add_argument("--compile-mode", default="default", help="torch.compile mode for the compile check ('' skips it)")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="gpu-runtime-check-"))
@@ -112,7 +121,7 @@ def main() -> int:
 
     rt = runtime()  # the defaults a GPU worker runs with
     plain: list[Image.Image] = []
-    checks = Checklist()
+    checks = Checklist(args.only)
     print(f"device {rt.describe_device()[0]}, dtype {rt.dtype}, torch {torch.__version__}")
 
     def same_seed() -> str:
@@ -248,6 +257,36 @@ def main() -> int:
         expect(diff(full[0], plain[0]) > 1.0, "a ControlNet unit changed nothing")
         return f"weight 0 diff {diff(zero[0], plain[0]):.3f}, weight 1 diff {diff(full[0], plain[0]):.2f}"
 
+    def controlnet_xl() -> str:
+        path = write_tiny_sdxl_checkpoint(folder / "tiny-sdxl-cn.safetensors")
+        model = write_tiny_controlnet(folder / "tiny_canny_xl.safetensors", base="sdxl")
+        spec = dataclasses.replace(base, checkpoint_path=str(path), checkpoint_sha256="sdxl-cn")
+        picture = Image.new("RGB", (SIZE, SIZE), "white")
+        picture.paste((0, 0, 0), (SIZE // 4, SIZE // 4, 3 * SIZE // 4, 3 * SIZE // 4))
+        unit = ControlUnit(model_path=str(model), model_sha256="x" * 64, image=picture, module="canny")
+        plain_xl = rt.generate(spec)
+        zero = rt.generate(dataclasses.replace(spec, controlnet=[dataclasses.replace(unit, weight=0.0)]))
+        full = rt.generate(dataclasses.replace(spec, controlnet=[unit]))
+        expect(np.isfinite(px(full[0])).all(), "non-finite pixels")
+        expect(diff(zero[0], plain_xl[0]) < 0.5, f"weight 0 differs from no unit by {diff(zero[0], plain_xl[0]):.3f}")
+        expect(diff(full[0], plain_xl[0]) > 1.0, "an SDXL ControlNet unit changed nothing")
+        return f"weight 0 diff {diff(zero[0], plain_xl[0]):.3f}, weight 1 diff {diff(full[0], plain_xl[0]):.2f}"
+
+    def face_restoration() -> str:
+        detector = write_tiny_face_detector(folder / "detection_Resnet50_Final.pth")
+        nets = {"GFPGAN": write_tiny_gfpgan(folder / "GFPGANv1.4.pth"),
+                "CodeFormer": write_tiny_codeformer(folder / "codeformer-v0.1.0.pth")}
+        detail = []
+        for name, path in nets.items():
+            face = FaceRestorationSpec(restorer=name, model_path=str(path), model_sha256=name,
+                                       detector_path=str(detector), detector_sha256="det")
+            restored = rt.restore_faces(list(plain), face)
+            again = rt.restore_faces(list(plain), face)
+            expect(diff(restored[0], plain[0]) > 0.5, f"{name} changed nothing")
+            expect(diff(restored[0], again[0]) == 0, f"{name} is not deterministic")
+            detail.append(f"{name} diff {diff(restored[0], plain[0]):.2f}")
+        return ", ".join(detail)
+
     def tiling_censor_upscaler() -> str:
         tiled = rt.generate(dataclasses.replace(base, tiling=True))
         expect(diff(tiled[0], plain[0]) > 1.0, "tiling changed nothing")
@@ -284,6 +323,8 @@ def main() -> int:
     checks.run("model cache: device and host-RAM tiers", cache_tiers)
     checks.run("VAE tiling", vae_tiling)
     checks.run("ControlNet weight 0 / 1", controlnet)
+    checks.run("SDXL ControlNet weight 0 / 1", controlnet_xl)
+    checks.run("face restoration: GFPGAN, CodeFormer", face_restoration)
     checks.run("tiling, NSFW censor, ESRGAN hires upscaler", tiling_censor_upscaler)
     checks.run("SDXL with A1111 prompt weighting", sdxl_weighting)
     failed = [r["check"] for r in checks.results if not r["ok"]]

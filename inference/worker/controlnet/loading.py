@@ -197,7 +197,7 @@ def _image(unit: Mapping[str, Any], field: str, allow_missing: bool) -> tuple[st
 
 
 def _parse_unit(unit: Mapping[str, Any], field: str, allow_missing_image: bool) -> dict[str, Any]:
-    from .preprocessors import canonical_module, default_thresholds
+    from ..preprocessors import canonical_module, default_thresholds
 
     module_value = unit.get("module", "none")
     if module_value is not None and not isinstance(module_value, str):
@@ -383,7 +383,7 @@ def fit_control_image(image: Image.Image, *, width: int, height: int, resize_mod
     0 "Just Resize" stretches; 1 "Crop and Resize" scales to cover and crops the centre; 2 "Resize
     and Fill" scales to fit and fills the border with the median colour of the map's edge.
     """
-    from .preprocessors import to_rgb_array
+    from ..preprocessors import to_rgb_array
 
     arr = to_rgb_array(image)
     raw_h, raw_w = arr.shape[:2]
@@ -408,7 +408,7 @@ def fit_control_image(image: Image.Image, *, width: int, height: int, resize_mod
 
 def prepare_control_image(unit: ControlUnit, *, width: int, height: int) -> Image.Image:
     """The unit's preprocessed control map, fitted to the generation size (an RGB image)."""
-    from .preprocessors import preprocess
+    from ..preprocessors import preprocess
 
     resolution = unit.processor_res
     if unit.pixel_perfect:
@@ -544,8 +544,8 @@ def controlnet_pipeline(
 
 def _ldm_names(keys: Iterable[str]) -> dict[str, str]:
     """Each diffusers ``ControlNetModel`` parameter name -> its original LDM name (without prefix)."""
-    from .checkpoints import UNET_PREFIX
-    from .tiny_model import unet_to_ldm
+    from ..checkpoints import UNET_PREFIX
+    from ..tiny_model import unet_to_ldm
 
     keys = list(keys)
     num_hint_blocks = len({k.split(".")[2] for k in keys if k.startswith("controlnet_cond_embedding.blocks.")})

@@ -11,7 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from diffusers import ControlNetModel, StableDiffusionControlNetPipeline, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import (
+    ControlNetModel,
+    StableDiffusionControlNetPipeline,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
 from PIL import Image, ImageDraw
 from safetensors.torch import load_file, save_file
 
@@ -31,8 +36,16 @@ from inference.worker.controlnet import (
     parse_controlnet_args,
     pixel_perfect_resolution,
 )
-from inference.worker.preprocessors import PREPROCESSORS, available_preprocessors, canonical_module, preprocess
-from inference.worker.tiny_controlnet import build_tiny_controlnet, write_tiny_controlnet
+from inference.worker.preprocessors import (
+    PREPROCESSORS,
+    available_preprocessors,
+    canonical_module,
+    preprocess,
+)
+from inference.worker.tiny_controlnet import (
+    build_tiny_controlnet,
+    write_tiny_controlnet,
+)
 from inference.worker.tiny_model import write_tiny_checkpoint
 
 SIZE = 64

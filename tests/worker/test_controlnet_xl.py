@@ -22,7 +22,11 @@ from inference.worker.checkpoints import get_architecture
 from inference.worker.controlnet import ControlNetError, ControlUnit, load_controlnet
 from inference.worker.img2img import InpaintSettings
 from inference.worker.runtime import GenerationSpec, Img2ImgInputs, WorkerRuntime
-from inference.worker.tiny_controlnet import TINY_SDXL_CONTROLNET_DEPTHS, build_tiny_controlnet, write_tiny_controlnet
+from inference.worker.tiny_controlnet import (
+    TINY_SDXL_CONTROLNET_DEPTHS,
+    build_tiny_controlnet,
+    write_tiny_controlnet,
+)
 from inference.worker.tiny_families import write_tiny_sdxl_checkpoint
 
 SIZE = 64

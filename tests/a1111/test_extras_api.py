@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from PIL import Image
+from PIL import Image, ImageColor
 
 from inference.extras import (
     ExtrasRequest,
@@ -177,3 +177,72 @@ def test_infotext_is_a1111s_postprocessing_text() -> None:
     assert extras_infotext(to, 64, 64) == (
         "Postprocess upscale to: 96x80, Postprocess crop to: 96x80, Postprocess upscaler: Lanczos"
     )
+
+
+# --- the worker side, in this process: dispatch, run, store, cancel -----------------------------
+
+
+@pytest.fixture
+def worker_and_runtime(tmp_path):
+    import uuid
+
+    from inference.dispatch import worker_register
+    from inference.worker.runtime import WorkerRuntime
+
+    worker = worker_register(name=f"extras-{uuid.uuid4().hex[:8]}@host", device="cpu", device_memory_bytes=None)
+    return worker, WorkerRuntime(device="cpu", cache_size=1, config_cache_dir=tmp_path / "cache")
+
+
+def _dispatched_extras(api, user: str, **fields) -> Job:
+    from inference.dispatch import dispatch_pending
+
+    body = {"kind": "extras", "upscaler_1": "Lanczos", "upscaling_resize": 2,
+            "imageList": [{"data": _png_b64(color=color), "name": color} for color in ("red", "blue")], **fields}
+    response = api(user).post("/api/v1/jobs", body)
+    assert response.status_code == 201, response.content
+    assert dispatch_pending() == 1  # no checkpoint needed: the free worker takes it at once
+    return Job.objects.get(public_id=response.json()["id"])
+
+
+@pytest.mark.django_db
+def test_a_worker_runs_it_into_the_owners_outputs_and_bills_it(api, personas, worker_and_runtime) -> None:
+    from inference.extras_execution import extras_execute
+    from tenants.models import UsageRecord
+
+    worker, runtime = worker_and_runtime
+    job = _dispatched_extras(api, "bob")
+    assert (job.status, job.worker) == ("dispatched", worker)
+    extras_execute(job=job, attempt=1, worker_name=worker.name, runtime=runtime)
+    job.refresh_from_db()
+    assert (job.status, job.step, job.total_steps) == ("succeeded", 2, 2)
+    assert [key.rsplit("/", 1)[-1] for key in job.outputs] == [f"{job.public_id}-0.png", f"{job.public_id}-1.png"]
+    for key, color in zip(job.outputs, ("red", "blue"), strict=True):
+        assert key.startswith("users/bob/outputs/")
+        with Image.open(settings.DATA_DIR / key) as image:
+            assert image.size == (128, 128) and image.convert("RGB").getpixel((64, 64)) == ImageColor.getrgb(color)
+            assert image.info["postprocessing"] == "Postprocess upscale by: 2, Postprocess upscaler: Lanczos"
+    assert UsageRecord.objects.get(job=job).images == 2
+    extras_execute(job=job, attempt=1, worker_name=worker.name, runtime=runtime)  # a redelivery does nothing
+    job.refresh_from_db()
+    assert job.status == "succeeded" and UsageRecord.objects.filter(job=job).count() == 1
+
+
+@pytest.mark.django_db
+def test_a_cancel_stops_it_between_images_and_leaves_no_images(api, personas, worker_and_runtime) -> None:
+    from inference.extras_execution import extras_execute
+    from inference.services import job_cancel
+    from inference.worker.runtime import WorkerRuntime
+
+    worker, _ = worker_and_runtime
+    job = _dispatched_extras(api, "alice")
+
+    class CancelledAfterTheFirstImage(WorkerRuntime):
+        def postprocess(self, image, spec):
+            job_cancel(job=Job.objects.get(pk=job.pk))  # the owner presses interrupt while it runs
+            return super().postprocess(image, spec)
+
+    runtime = CancelledAfterTheFirstImage(device="cpu", cache_size=1, config_cache_dir=settings.DATA_DIR / "cache")
+    extras_execute(job=job, attempt=1, worker_name=worker.name, runtime=runtime)
+    job.refresh_from_db()
+    assert (job.status, job.outputs) == ("cancelled", [])
+    assert not list((settings.DATA_DIR / "users" / "alice" / "outputs").rglob(f"{job.public_id}-*.png"))

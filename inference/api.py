@@ -81,7 +81,7 @@ def jobs(request: HttpRequest, user) -> JsonResponse:
             return error(400, "limit: must be an integer from 1 to 500", field="limit")
         return JsonResponse({"jobs": [job_json(job) for job in job_list_for_user(user, limit=int(limit))]})
     body = json_body(request)
-    if isinstance(body, dict) and body.get("kind") == EXTRAS_KIND:  # A1111's Extras fields, with `image` or `imageList` (base64 only)
+    if isinstance(body, dict) and body.get("kind") == EXTRAS_KIND:  # `image` or `imageList`, base64 only
         extras = parse_extras_request(body)
         inputs = read_extras_images(body, batch="imageList" in body, fetcher_factory=None)
         job = extras_submit(user=user, request=extras, inputs=inputs)

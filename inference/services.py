@@ -132,7 +132,7 @@ def extras_submit(*, user: AbstractUser, request: ExtrasRequest, inputs: ExtrasI
         raise NotAMember(f"{user.get_username()} is not a member of any tenant, so cannot run extras")
     check_output_sizes(request, inputs.sizes, max_pixels=settings.ATELIER_MAX_INPUT_PIXELS)
     resolved: dict[str, dict[str, str]] = {}
-    for slot in ("upscaler_1", "upscaler_2"):
+    for slot in ("upscaler_1", "upscaler_2") if request.upscales else ():  # A1111 ignores both without upscaler_1
         name = getattr(request, slot)
         if name not in BUILTIN_RESIZERS:  # "None", "Lanczos", "Nearest" need no file
             entry = upscaler_resolve_for_user(user, name)

@@ -1,10 +1,10 @@
 """Runs one dispatched batch inside a worker process: claim, generate, store PNGs, finish.
 
 A batch is one or more jobs with the same batch key (possibly from different users) that
-run as one pipeline call. An Extras job (upscale, restore faces) has a batch key of its own
-and runs without a pipeline (`inference/extras_execution.py`). Each job keeps its own progress, cancel and outcome: a cancelled
+run as one pipeline call. Each job keeps its own progress, cancel and outcome: a cancelled
 job is dropped from the batch (its images are discarded, the others carry on); only when
-every job of a chunk is gone is the chunk abandoned.
+every job of a chunk is gone is the chunk abandoned. An Extras job (upscale, restore faces)
+has a batch key of its own and runs without a pipeline (`inference/extras_execution.py`).
 
 Output files are named by job and image index and written atomically, so a job run twice
 (a redelivered message after a worker was wrongly declared dead) overwrites its own files

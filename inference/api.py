@@ -10,13 +10,14 @@ from django.http import FileResponse, HttpRequest, JsonResponse
 
 from inference.controlnet_requests import with_controlnet_inputs
 from inference.events import job_event_payload
+from inference.extras import EXTRAS_KIND, parse_extras_request
 from inference.generation import Limits, parse_generation_request
 from inference.http import api_view, error, json_body
-from inference.inputs import read_input_images
+from inference.inputs import read_extras_images, read_input_images
 from inference.model_registry import model_list_for_user
 from inference.models import Job
 from inference.selectors import job_get_for_user, job_list_for_user, worker_list
-from inference.services import job_cancel, job_submit
+from inference.services import extras_submit, job_cancel, job_submit
 from tenants.selectors import usage_this_month
 
 
@@ -31,8 +32,9 @@ def generation_limits() -> Limits:
     )
 
 
-# Resolved extra networks and upscaler files carry server paths: members see their request, not our disks.
-SERVER_SIDE_PARAMS = ("networks", "upscaler_model")
+# Resolved extra networks, upscaler, restorer and detector files carry server paths: members see
+# their request, not our disks.
+SERVER_SIDE_PARAMS = ("networks", "upscaler_model", "resolved_models")
 
 
 def job_json(job: Job, *, viewer=None) -> dict[str, Any]:
@@ -79,6 +81,11 @@ def jobs(request: HttpRequest, user) -> JsonResponse:
             return error(400, "limit: must be an integer from 1 to 500", field="limit")
         return JsonResponse({"jobs": [job_json(job) for job in job_list_for_user(user, limit=int(limit))]})
     body = json_body(request)
+    if isinstance(body, dict) and body.get("kind") == EXTRAS_KIND:  # `image` or `imageList`, base64 only
+        extras = parse_extras_request(body)
+        inputs = read_extras_images(body, batch="imageList" in body, fetcher_factory=None)
+        job = extras_submit(user=user, request=extras, inputs=inputs)
+        return JsonResponse({"id": job.public_id, "status": job.status}, status=201)
     generation = parse_generation_request(body, limits=generation_limits())
     inputs = None
     if generation.kind == "img2img":  # base64 only here; /sdapi/v1/img2img also fetches URLs

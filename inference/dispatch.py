@@ -100,6 +100,14 @@ def _worker_state(worker: Worker, on_worker: list[Job], now: datetime) -> Worker
 
 
 def _pending(job: Job) -> PendingJob:
+    if job.kind == Job.Kind.EXTRAS:
+        # No denoising: counted as one step per image at the input's size, a rough guess of an
+        # upscaler pass (what the job really costs is charged when it finishes).
+        sizes = job.params.get("sizes") or [[512, 512]]
+        images, steps, pixels = len(sizes), 1, max(width * height for width, height in sizes)
+    else:
+        images, steps = len(job.seeds), job.params.get("steps", 20)
+        pixels = job.params.get("width", 512) * job.params.get("height", 512)
     return PendingJob(
         job_id=job.pk,
         owner_id=job.owner_id,
@@ -108,9 +116,9 @@ def _pending(job: Job) -> PendingJob:
         model_key=job.model_key,
         lora_key=job.lora_key,
         batch_key=job.batch_key,
-        images=len(job.seeds),
-        steps=job.params.get("steps", 20),
-        pixels=job.params.get("width", 512) * job.params.get("height", 512),
+        images=images,
+        steps=steps,
+        pixels=pixels,
         priority=job.priority,
         tenant_weight=job.tenant.share_weight,
     )

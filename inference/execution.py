@@ -3,7 +3,8 @@
 A batch is one or more jobs with the same batch key (possibly from different users) that
 run as one pipeline call. Each job keeps its own progress, cancel and outcome: a cancelled
 job is dropped from the batch (its images are discarded, the others carry on); only when
-every job of a chunk is gone is the chunk abandoned.
+every job of a chunk is gone is the chunk abandoned. An Extras job (upscale, restore faces)
+has a batch key of its own and runs without a pipeline (`inference/extras_execution.py`).
 
 Output files are named by job and image index and written atomically, so a job run twice
 (a redelivered message after a worker was wrongly declared dead) overwrites its own files
@@ -60,9 +61,10 @@ from tenants.workdirs import user_outputs_key, user_save_dir_key
 logger = logging.getLogger(__name__)
 
 
-def png_bytes(image: Image.Image, infotext: str) -> bytes:
+def png_bytes(image: Image.Image, infotext: str, key: str = "parameters") -> bytes:
+    """A PNG with the infotext in a text chunk: `parameters` for generations (A1111's key)."""
     info = PngImagePlugin.PngInfo()
-    info.add_text("parameters", infotext)  # tEXt, or iTXt for non-Latin-1 prompts
+    info.add_text(key, infotext)  # tEXt, or iTXt for non-Latin-1 prompts
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", pnginfo=info)
     return buffer.getvalue()
@@ -267,6 +269,12 @@ def _run_batch(jobs: list[tuple[str, int]], worker_name: str, runtime: WorkerRun
     for public_id, attempt in jobs:
         job = Job.objects.filter(public_id=public_id).first()
         if job is None:
+            continue
+        if job.kind == Job.Kind.EXTRAS:  # no pipeline: its own path (and never batched with others)
+            # imported here: that module imports this one's PNG helpers
+            from inference.extras_execution import extras_execute
+
+            extras_execute(job=job, attempt=attempt, worker_name=worker_name, runtime=runtime)
             continue
         request = GenerationRequest.from_json(job.params)
         images = range(position, position + len(job.seeds))

@@ -1,6 +1,8 @@
-"""img2img input images from an API body: decoded, checked and normalised before any job exists.
+"""Input images from an API body: decoded, checked and normalised before any job exists.
 
-Adapters (`/sdapi/v1/img2img`, the native jobs API) call `read_input_images(body)`: it reads
+Adapters (`/sdapi/v1/img2img`, the native jobs API) call `read_input_images(body)`; the Extras
+ones (`/sdapi/v1/extra-*`, native `kind: "extras"`) call `read_extras_images(body, batch=…)`
+for `image` / `imageList`. `read_input_images` reads
 `init_images` (raw base64, data URIs or http(s) URLs), PAI-EAS's `alwayson_scripts.image_link`
 (one URL, in place of `init_images`) and `mask`, and returns them re-encoded as plain PNGs. What
 a client sent is never stored as sent: re-encoding drops metadata and anything that merely
@@ -104,3 +106,55 @@ def read_input_images(
         sizes=[image.size for image in images],
         mask_size=mask.size if mask is not None else None,
     )
+
+
+@dataclass(frozen=True)
+class ExtrasInputs:
+    """The images of an Extras request as PNG bytes, with their names and (width, height)."""
+
+    images: list[bytes]
+    names: list[str]
+    sizes: list[tuple[int, int]]
+
+
+def read_extras_images(
+    body: Mapping[str, Any],
+    *,
+    batch: bool,
+    fetcher_factory: Callable[[], Fetcher] | None = default_fetcher,
+) -> ExtrasInputs:
+    """`image` (`/extra-single-image`) or `imageList: [{"data", "name"}]` (`/extra-batch-images`),
+    decoded with the same byte and pixel limits as init images. Alpha is dropped: every
+    postprocessing step works on RGB, as A1111's upscalers and restorers do. A batch may hold
+    as many images as one generation request may make (batch size × n_iter limits)."""
+    max_images = settings.ATELIER_MAX_BATCH_SIZE * settings.ATELIER_MAX_N_ITER
+    if batch:
+        entries = body.get("imageList")
+        if not isinstance(entries, list) or not entries:
+            raise ImageInputError('imageList: send a list of {"data": base64 image, "name": str}')
+        if len(entries) > max_images:
+            raise ImageInputError(f"imageList: {len(entries)} images sent; at most {max_images} per request")
+        sources, names, labels = [], [], []
+        for index, entry in enumerate(entries):
+            if not isinstance(entry, Mapping):
+                raise ImageInputError(f'imageList[{index}]: must be {{"data": base64 image, "name": str}}')
+            sources.append(entry.get("data"))
+            name = entry.get("name")
+            names.append(name[:200] if isinstance(name, str) and name else f"image{index:05d}")
+            labels.append(f"imageList[{index}].data")
+    else:
+        sources, names, labels = [body.get("image")], ["image"], ["image"]
+        if sources[0] in (None, ""):
+            raise ImageInputError("image: send an image (base64, data URI or URL)")
+    fetcher = fetcher_factory() if fetcher_factory is not None else None
+    images = []
+    for value, label in zip(sources, labels, strict=True):
+        try:
+            image = decode_image(
+                value, max_bytes=settings.ATELIER_MAX_UPLOAD_BYTES, max_pixels=settings.ATELIER_MAX_INPUT_PIXELS,
+                fetch=fetcher,
+            )
+        except ImageInputError as exc:
+            raise ImageInputError(f"{label}: {exc.message}") from None
+        images.append(image.convert("RGB"))
+    return ExtrasInputs(images=[_png(image) for image in images], names=names, sizes=[image.size for image in images])

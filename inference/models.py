@@ -59,6 +59,8 @@ class Job(models.Model):
 
     class Kind(models.TextChoices):
         TXT2IMG = "txt2img"
+        IMG2IMG = "img2img"
+        EXTRAS = "extras", "Extras (upscale, restore faces; no checkpoint)"
 
     ACTIVE = (Status.QUEUED, Status.DISPATCHED, Status.RUNNING)
     FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
@@ -67,15 +69,18 @@ class Job(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.PROTECT, related_name="jobs")
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.TXT2IMG)
-    params = models.JSONField(help_text="The validated GenerationRequest, A1111 field names.")
+    params = models.JSONField(
+        help_text="The validated request, A1111 field names: a GenerationRequest, or an ExtrasRequest for extras."
+    )
     checkpoint_title = models.CharField(max_length=500)
     checkpoint_path = models.CharField(max_length=1000)
     checkpoint_sha256 = models.CharField(max_length=64)
     vae_title = models.CharField(max_length=500, blank=True, help_text="Empty: the checkpoint's own VAE.")
     vae_path = models.CharField(max_length=1000, blank=True)
     vae_sha256 = models.CharField(max_length=64, blank=True)
-    # What the scheduler matches on: the model that must be loaded, the LoRA set, and the
-    # key of everything that must be equal for jobs to share one pipeline batch.
+    # What the scheduler matches on: the model that must be loaded ("" for extras: none, any
+    # worker will do), the LoRA set, and the key of everything that must be equal for jobs to
+    # share one pipeline batch. Extras jobs have no checkpoint_* either.
     model_key = models.CharField(max_length=200)
     lora_key = models.CharField(max_length=500, blank=True)
     batch_key = models.CharField(max_length=64, db_index=True)

@@ -12,6 +12,7 @@ import hashlib
 import logging
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
@@ -20,6 +21,13 @@ from django.db.models import F
 from django.utils import timezone
 
 from inference.events import job_event_publish
+from inference.extras import (
+    BUILTIN_RESIZERS,
+    EXTRAS_KIND,
+    ExtrasRequest,
+    check_output_sizes,
+    with_inputs,
+)
 from inference.generation import (
     HIRES_UPSCALERS,
     GenerationRequest,
@@ -27,7 +35,7 @@ from inference.generation import (
     batch_key,
     parse_face_restoration,
 )
-from inference.inputs import InputImages
+from inference.inputs import ExtrasInputs, InputImages
 from inference.model_registry import (
     ModelEntry,
     ModelNotFound,
@@ -39,7 +47,7 @@ from inference.model_registry import (
     upscaler_resolve_for_user,
     vae_resolve_for_user,
 )
-from inference.models import Job, Worker
+from inference.models import Job, Worker, new_job_id
 from inference.prompts import ExtraNetwork, PromptError, find_embeddings, parse_prompt
 from inference.prompts import lora_key as lora_key_of
 from tenants.selectors import tenant_for_user
@@ -102,6 +110,47 @@ def job_submit(*, user: AbstractUser, request: GenerationRequest, inputs: InputI
         batch_key=batch_key(request, model_key=model_key, lora_key=lora_key, vae_key=vae_key),
         total_steps=request.sampling_steps * request.n_iter,
         seeds=request.all_seeds(),
+    )
+    transaction.on_commit(dispatch_pending_safely)
+    return job
+
+
+def extras_submit(*, user: AbstractUser, request: ExtrasRequest, inputs: ExtrasInputs) -> Job:
+    """Queue A1111's Extras (upscale, restore faces) over the member's images as one job.
+
+    The member's own, team or public files are resolved here (`ModelNotFound` for a model
+    upscaler, or a restorer with a visibility over 0, they do not have); each output must fit
+    `ATELIER_MAX_INPUT_PIXELS` (`RequestValidationError` naming the size field). The images are
+    stored in the member's `inputs/` folder by content. The job needs no checkpoint (an empty
+    `model_key`: any worker may run it) and its own batch key (it is never batched with another:
+    its images run one after another anyway); it is billed and scheduled like any other.
+    """
+    from inference.dispatch import dispatch_pending_safely
+
+    tenant = tenant_for_user(user)
+    if tenant is None:
+        raise NotAMember(f"{user.get_username()} is not a member of any tenant, so cannot run extras")
+    check_output_sizes(request, inputs.sizes, max_pixels=settings.ATELIER_MAX_INPUT_PIXELS)
+    resolved: dict[str, dict[str, str]] = {}
+    for slot in ("upscaler_1", "upscaler_2") if request.upscales else ():  # A1111 ignores both without upscaler_1
+        name = getattr(request, slot)
+        if name not in BUILTIN_RESIZERS:  # "None", "Lanczos", "Nearest" need no file
+            entry = upscaler_resolve_for_user(user, name)
+            resolved[slot] = {"name": name, "path": str(entry.path), "sha256": entry.sha256}
+    for restorer in request.restorers:
+        _, entry = face_restorer_resolve_for_user(user, restorer)
+        resolved[restorer] = {"name": restorer, "path": str(entry.path), "sha256": entry.sha256}
+    if request.restorers:
+        detector = face_detector_for_user(user)
+        resolved["detector"] = {"name": detector.name, "path": str(detector.path), "sha256": detector.sha256}
+    keys = [_store_input(user, data) for data in inputs.images]
+    request = with_inputs(request, keys=keys, names=inputs.names, sizes=inputs.sizes)
+    request = dataclasses.replace(request, resolved_models=resolved)
+    public_id = new_job_id()
+    job = Job.objects.create(
+        public_id=public_id, owner=user, tenant=tenant, kind=EXTRAS_KIND, params=request.to_json(),
+        checkpoint_title="", checkpoint_path="", checkpoint_sha256="", model_key="", lora_key="",
+        batch_key=f"extras:{public_id}", total_steps=len(keys),  # one step per image
     )
     transaction.on_commit(dispatch_pending_safely)
     return job

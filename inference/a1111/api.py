@@ -3,7 +3,8 @@
 Every route needs a member's token (Bearer, bare EAS-style, or HTTP Basic `username:token`
 as A1111 clients send for --api-auth). Everything is scoped to the caller: the models they
 may use, their own options, their own progress and interrupt. Generation (`txt2img`,
-`img2img`) lives in `inference/a1111/generate.py`.
+`img2img`) lives in `inference/a1111/generate.py`, Extras (`extra-single-image`,
+`extra-batch-images`) in `inference/a1111/extras.py`.
 """
 
 from __future__ import annotations

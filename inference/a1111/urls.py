@@ -2,11 +2,13 @@
 
 from django.urls import path
 
-from inference.a1111 import api, generate
+from inference.a1111 import api, extras, generate
 
 urlpatterns = [
     path("txt2img", generate.txt2img),
     path("img2img", generate.img2img),
+    path("extra-single-image", extras.extra_single_image),
+    path("extra-batch-images", extras.extra_batch_images),
     path("png-info", api.png_info),
     path("progress", api.progress),
     path("interrupt", api.interrupt),

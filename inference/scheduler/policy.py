@@ -19,7 +19,8 @@ One call runs in three phases.
    tenant with least weighted service, in it the user with least service, that user's next job;
    users and tenants at their running limit are skipped), looking at most `LOOKAHEAD_JOBS` ahead:
    - the first job whose model is already in a free worker's device memory ("warm") is placed
-     there, if no job before it needs a model load;
+     there, if no job before it needs a model load; a job that needs no model (`model_key` "",
+     e.g. extras) is warm on every free worker and takes the one whose models are least wanted;
    - a job whose model is warm on a *busy* worker that finishes within `affinity_grace_s` is held
      for that worker (up to what that worker can take in one batch) instead of loading its model
      on another worker;
@@ -88,7 +89,7 @@ def plan_assignments(
             Assignment(
                 worker_id=choice.worker.worker_id,
                 job_ids=tuple(job.job_id for job in batch),
-                load_model=choice.job.model_key not in choice.worker.resident_models,
+                load_model=bool(choice.job.model_key) and choice.job.model_key not in choice.worker.resident_models,
             )
         )
     return plan
@@ -315,7 +316,9 @@ def _choose(book: _Book, pool: _WorkerPool, *, now: float, config: PolicyConfig)
         if rank == LOOKAHEAD_JOBS:
             break
         must_place = now - job.submitted_at >= config.max_reorder_wait_s
-        worker = pool.warm_worker(job)
+        # A job that needs no model (extras) is warm on every free worker: it goes where the
+        # device models are least wanted, so warm workers stay free for their own work.
+        worker = pool.warm_worker(job) if job.model_key else pool.load_worker(job, book.model_demand)
         if worker is not None:
             if not cold:
                 return _Choice(job, worker)  # the fair-share head (past held jobs) is warm

@@ -16,7 +16,7 @@ class PendingJob:
     owner_id: int
     tenant_id: int
     submitted_at: float  # seconds on the caller's clock (epoch, or simulated time)
-    model_key: str  # what must be in device memory: checkpoint sha256 (+ "|" + VAE sha256)
+    model_key: str  # what must be in device memory: checkpoint sha256 (+ "|" + VAE sha256); "" for none
     lora_key: str  # the canonical LoRA set with weights; "" for none
     batch_key: str  # jobs with equal batch keys may share one pipeline (UNet) batch
     images: int  # images the job produces (batch_size × n_iter)

@@ -1,8 +1,8 @@
 """The GPU worker runtime: a cache of loaded pipelines and txt2img on diffusers (no Django).
 
 One `WorkerRuntime` is owned by each worker process (see `inference/tasks.py`). It takes
-plain data (`GenerationSpec`: txt2img, or img2img and inpainting when it carries init images)
-and returns PIL images, calling `on_step` after every denoising
+plain data (`GenerationSpec`: txt2img, or img2img and inpainting when it carries init images;
+`PostprocessSpec`: A1111's Extras on an existing image, with no pipeline) and returns PIL images, calling `on_step` after every denoising
 step; `on_step` raising stops generation there (that is how cancel works).
 """
 
@@ -35,6 +35,7 @@ from inference.worker.controlnet import (
     ControlUnit,
     controlnet_pipeline,
 )
+from inference.worker.extras import PostprocessSpec, RestoreStep, postprocess
 from inference.worker.faces.detection import RetinaFace, load_face_detector
 from inference.worker.faces.restoration import (
     FaceNet,
@@ -379,20 +380,36 @@ class WorkerRuntime:
         loaded = self._embeddings.get(sha256, lambda: load_embedding_file(Path(path)))
         return dataclasses.replace(loaded, name=name) if loaded.name != name else loaded
 
+    def _face_detector(self, path: str, sha256: str) -> RetinaFace:
+        return self._face_detectors.get(
+            sha256, lambda: load_face_detector(Path(path), device=self.device, dtype=self.dtype)
+        )
+
+    def _face_net(self, restorer: str, path: str, sha256: str) -> FaceNet:
+        return self._face_nets.get(
+            sha256, lambda: load_face_net(restorer, Path(path), device=self.device, dtype=self.dtype)
+        )
+
     def restore_faces(self, images: list[Image.Image | None], spec: FaceRestorationSpec) -> list[Image.Image | None]:
         """Each image with its faces restored (A1111's "Restore faces"); None stays None."""
-        detector = self._face_detectors.get(
-            spec.detector_sha256,
-            lambda: load_face_detector(Path(spec.detector_path), device=self.device, dtype=self.dtype),
-        )
-        net = self._face_nets.get(
-            spec.model_sha256,
-            lambda: load_face_net(spec.restorer, Path(spec.model_path), device=self.device, dtype=self.dtype),
-        )
+        detector = self._face_detector(spec.detector_path, spec.detector_sha256)
+        net = self._face_net(spec.restorer, spec.model_path, spec.model_sha256)
         return [
             image if image is None else restore_faces(image, detector=detector, net=net, fidelity=spec.fidelity)[0]
             for image in images
         ]
+
+    def postprocess(self, image: Image.Image, spec: PostprocessSpec) -> Image.Image:
+        """A1111's Extras on one image (`inference/worker/extras.py`): no pipeline is loaded; the
+        upscaler, restorer and detector models come from this runtime's caches."""
+        def restore(picture: Image.Image, step: RestoreStep) -> Image.Image:
+            detector = self._face_detector(spec.detector_path, spec.detector_sha256)
+            net = self._face_net(step.restorer, step.model_path, step.model_sha256)
+            return restore_faces(picture, detector=detector, net=net, fidelity=step.fidelity)[0]
+
+        return postprocess(
+            image, spec, load_upscaler=lambda resizer: self._upscaler(resizer.path, resizer.sha256), restore_faces=restore
+        )
 
     def _conditioning(self, pipeline: diffusers.DiffusionPipeline, spec: GenerationSpec, chunk: range) -> dict[str, Any]:
         """A1111's conditioning for a chunk: (word:1.2) weights, BREAK, 75-token chunks, clip skip,

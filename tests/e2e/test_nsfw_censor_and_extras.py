@@ -1,7 +1,9 @@
-"""The NSFW censor, tiling, a model upscaler and face restoration through the APIs of a running platform.
+"""The NSFW censor, tiling, a model upscaler, face restoration and A1111's Extras through the APIs of a
+running platform.
 
 The platform runs with `ATELIER_NSFW_CENSOR=1` and a tiny random-weight safety checker that flags
-every image (`inference/worker/safety.py`), so every image comes back blurred and every API says so.
+every image (`inference/worker/safety.py`), so every generated image comes back blurred and every
+API says so; Extras outputs are not censored (as in A1111), which the exact Lanczos check proves.
 bob keeps a tiny GFPGAN and a tiny face detector that finds "faces" everywhere in his own folder.
 """
 
@@ -91,3 +93,74 @@ def test_the_hires_fix_upscales_through_an_installed_esrgan_model(platform: Plat
     assert image.size == (128, 128)
     info = json.loads(result["info"])
     assert "Hires upscaler: R-ESRGAN 4x+" in info["infotexts"][0]
+
+
+# --- A1111's Extras: /sdapi/v1/extra-single-image and extra-batch-images -------------------------
+# Extras are not censored (as in A1111: they are the member's own pictures, not generated), so
+# with this platform's flag-everything checker an exact Lanczos result also proves that.
+
+
+def _noise_png(seed: int) -> tuple[Image.Image, str]:
+    picture = Image.fromarray(np.random.default_rng(seed).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return picture, "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()  # as webuiapi sends
+
+
+def _decoded(encoded: str) -> Image.Image:
+    return Image.open(io.BytesIO(base64.b64decode(encoded)))
+
+
+def extras(platform: Platform, user: str, path: str = "extra-single-image", **fields) -> dict:
+    body = {"resize_mode": 0, "upscaling_resize": 2, "upscaler_1": "Lanczos", **fields}
+    response = platform.post(user, f"/sdapi/v1/{path}", body, timeout=120)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_extras_upscale_with_lanczos_or_a_model_and_only_the_owner_sees_the_job(platform: Platform) -> None:
+    picture, encoded = _noise_png(1)
+    lanczos = extras(platform, "alice", image=encoded)
+    image = _decoded(lanczos["image"])
+    assert image.size == (128, 128)
+    expected = picture.resize((128, 128), Image.Resampling.LANCZOS)
+    assert np.array_equal(np.asarray(image.convert("RGB")), np.asarray(expected))  # not blurred by the censor
+    assert "Postprocess upscale by: 2, Postprocess upscaler: Lanczos" in lanczos["html_info"]
+    assert image.info["postprocessing"] == "Postprocess upscale by: 2, Postprocess upscaler: Lanczos"
+
+    [job] = platform.get("alice", "/api/v1/jobs?limit=1").json()["jobs"]
+    assert (job["kind"], job["status"], job["censored"]) == ("extras", "succeeded", [])
+    usage = platform.get("alice", "/api/v1/usage").json()["records"]
+    assert any(record["job"] == job["id"] and record["images"] == 1 for record in usage)  # billed like any job
+    assert platform.get("charlie", f"/api/v1/jobs/{job['id']}").status_code == 404
+    assert platform.get("charlie", f"/api/v1/jobs/{job['id']}/images/0").status_code == 404
+
+    model = extras(platform, "alice", image=encoded, upscaler_1="R-ESRGAN 4x+")
+    upscaled = _decoded(model["image"])
+    assert upscaled.size == (128, 128) and upscaled.tobytes() != image.tobytes()
+    assert "Postprocess upscaler: R-ESRGAN 4x+" in model["html_info"]
+
+
+def test_extras_batch_returns_one_image_per_input_in_order(platform: Platform) -> None:
+    pictures = [_noise_png(seed) for seed in (2, 3)]
+    result = extras(platform, "alice", "extra-batch-images", resize_mode=1, upscaling_resize_w=96,
+                    upscaling_resize_h=80, imageList=[{"data": data, "name": f"n{i}"} for i, (_, data) in enumerate(pictures)])
+    assert len(result["images"]) == 2
+    for (picture, _), encoded in zip(pictures, result["images"], strict=True):
+        image = _decoded(encoded).convert("RGB")
+        assert image.size == (96, 80)  # scaled to cover 96×80 (1.5×), then center-cropped
+        expected = picture.resize((96, 96), Image.Resampling.LANCZOS).crop((0, 8, 96, 88))
+        assert np.array_equal(np.asarray(image), np.asarray(expected))
+
+
+def test_extras_gfpgan_visibility_and_another_members_restorer(platform: Platform) -> None:
+    _, encoded = _noise_png(4)
+    alone = extras(platform, "bob", image=encoded)
+    invisible = extras(platform, "bob", image=encoded, gfpgan_visibility=0)
+    restored = extras(platform, "bob", image=encoded, gfpgan_visibility=1)
+    assert invisible["image"] == alone["image"]  # visibility 0: the upscale alone, pixel for pixel
+    assert _decoded(restored["image"]).tobytes() != _decoded(alone["image"]).tobytes()
+    assert "GFPGAN visibility: 1" in restored["html_info"]
+    response = platform.post("alice", "/sdapi/v1/extra-single-image", {"image": encoded, "gfpgan_visibility": 1},
+                             timeout=120)
+    assert response.status_code == 404 and "GFPGAN is not installed" in response.text  # bob's is his own

@@ -417,3 +417,22 @@ def test_the_simulator_runs_and_ends_with_one_json_line() -> None:
             "busy",
         }
         assert figures["images_per_s"] > 0
+
+
+# --- Jobs that need no model (extras) ----------------------------------------------------------
+
+
+def test_a_job_that_needs_no_model_runs_at_once_on_the_least_wanted_worker() -> None:
+    # a cold model's job waits behind warm work; a model-less one is warm everywhere
+    pending = [job(1, owner=1, model="cold", waited=10.0), job(2, owner=2, model="", waited=1.0)]
+    warm_work = job(3, owner=3, model="m1", waited=0.5)
+    assignments = plan([*pending, warm_work], [worker(1, "m1"), worker(2, "m2")])
+    by_job = {a.job_ids[0]: a for a in assignments}
+    assert by_job[2] == Assignment(worker_id=2, job_ids=(2,), load_model=False)  # m2: nobody wants it
+    assert by_job[3].worker_id == 1  # m1's worker is kept for m1's job
+    assert 1 not in by_job  # the cold model still waits for a free worker
+
+
+def test_a_lone_worker_takes_a_model_less_job_first_in_fair_share_order() -> None:
+    pending = [job(1, owner=1, model="", waited=1.0), job(2, owner=2, model="m1", waited=0.5)]
+    assert plan(pending, [worker(1, "m1")]) == [Assignment(worker_id=1, job_ids=(1,), load_model=False)]

@@ -32,15 +32,6 @@ POSITIONS = CHUNK_LENGTH + 2  # 77
 COMMA = 267  # ",</w>" in CLIP's vocabulary
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # On a busy 2-core machine, torch's spinning intra-op threads made the pipeline test 50x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def pipe(tmp_path_factory: pytest.TempPathFactory):
     checkpoint = write_tiny_checkpoint(tmp_path_factory.mktemp("models") / "tiny.safetensors")

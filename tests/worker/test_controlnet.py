@@ -62,15 +62,6 @@ def _rectangle(width: int = 128, height: int = 128, box: tuple[int, int, int, in
 # --------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The tiny model is too small to gain from threads; on a busy CPU, OpenMP threads slow it 10x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_checkpoint(tmp_path_factory.mktemp("models") / "tiny.safetensors")

@@ -34,8 +34,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from inference.generation import RequestValidationError, _bool, _float, _int, _str
-from inference.infotext import _quote
+from inference.fields import (
+    RequestValidationError,
+    read_bool,
+    read_float,
+    read_int,
+    read_str,
+)
+from inference.infotext import quote_value
 
 EXTRAS_KIND = "extras"
 # Upscalers built into A1111's list that need no file.
@@ -94,27 +100,27 @@ class ExtrasRequest:
 
 def _upscaler_name(data: Mapping[str, Any], name: str) -> str:
     """A built-in resizer in its canonical spelling, else the name as given (a model, resolved at submit)."""
-    value = (_str(data, name, "None", 200) or "None").strip()
+    value = (read_str(data, name, "None", 200) or "None").strip()
     return next((builtin for builtin in BUILTIN_RESIZERS if builtin.lower() == value.lower()), value)
 
 
 def parse_extras_request(data: Mapping[str, Any]) -> ExtrasRequest:
     """The body's extras settings (the images are read separately, see `inference/inputs.py`)."""
     return ExtrasRequest(
-        resize_mode=_int(data, "resize_mode", 0, 0, 1),
-        show_extras_results=_bool(data, "show_extras_results", True),
-        gfpgan_visibility=_float(data, "gfpgan_visibility", 0.0, 0.0, 1.0),
-        codeformer_visibility=_float(data, "codeformer_visibility", 0.0, 0.0, 1.0),
-        codeformer_weight=_float(data, "codeformer_weight", 0.0, 0.0, 1.0),
-        upscaling_resize=_float(data, "upscaling_resize", 2.0, 1.0, 8.0),
+        resize_mode=read_int(data, "resize_mode", 0, 0, 1),
+        show_extras_results=read_bool(data, "show_extras_results", True),
+        gfpgan_visibility=read_float(data, "gfpgan_visibility", 0.0, 0.0, 1.0),
+        codeformer_visibility=read_float(data, "codeformer_visibility", 0.0, 0.0, 1.0),
+        codeformer_weight=read_float(data, "codeformer_weight", 0.0, 0.0, 1.0),
+        upscaling_resize=read_float(data, "upscaling_resize", 2.0, 1.0, 8.0),
         # no upper bound here: past the pixel limit, `check_output_sizes` names the field
-        upscaling_resize_w=_int(data, "upscaling_resize_w", 512, 1, 1_000_000),
-        upscaling_resize_h=_int(data, "upscaling_resize_h", 512, 1, 1_000_000),
-        upscaling_crop=_bool(data, "upscaling_crop", True),
+        upscaling_resize_w=read_int(data, "upscaling_resize_w", 512, 1, 1_000_000),
+        upscaling_resize_h=read_int(data, "upscaling_resize_h", 512, 1, 1_000_000),
+        upscaling_crop=read_bool(data, "upscaling_crop", True),
         upscaler_1=_upscaler_name(data, "upscaler_1"),
         upscaler_2=_upscaler_name(data, "upscaler_2"),
-        extras_upscaler_2_visibility=_float(data, "extras_upscaler_2_visibility", 0.0, 0.0, 1.0),
-        upscale_first=_bool(data, "upscale_first", False),
+        extras_upscaler_2_visibility=read_float(data, "extras_upscaler_2_visibility", 0.0, 0.0, 1.0),
+        upscale_first=read_bool(data, "upscale_first", False),
     )
 
 
@@ -198,7 +204,7 @@ def extras_infotext(request: ExtrasRequest, width: int, height: int) -> str:
     if request.codeformer_visibility > 0:
         entries["CodeFormer visibility"] = _number(round(request.codeformer_visibility, 3))
         entries["CodeFormer weight"] = _number(round(request.codeformer_weight, 3))
-    return ", ".join(f"{key}: {_quote(value)}" for key, value in entries.items())
+    return ", ".join(f"{key}: {quote_value(value)}" for key, value in entries.items())
 
 
 def plaintext_to_html(text: str) -> str:

@@ -10,23 +10,23 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
 import random
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from inference.fields import (
+    RequestValidationError,
+    read_bool,
+    read_float,
+    read_int,
+    read_optional_str,
+    read_str,
+)
 from inference.samplers import SAMPLERS, SamplerError, resolve_sampler
 
 MAX_SEED = 4294967294  # A1111 draws random seeds from range(4294967294)
-
-
-class RequestValidationError(ValueError):
-    def __init__(self, field_name: str, message: str) -> None:
-        super().__init__(f"{field_name}: {message}")
-        self.field = field_name
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -171,74 +171,6 @@ NO_VAE = ("", "Automatic", "None")  # A1111's names for "the checkpoint's own VA
 _SAVE_DIR_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.@+-]{0,99}$")
 
 
-def _number(data: Mapping[str, Any], name: str, default: float, what: str) -> float:
-    """A finite number from JSON (numbers, or numeric strings as pydantic coerces them)."""
-    value = data.get(name, default)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise RequestValidationError(name, f"must be {what}, got {type(value).__name__}")
-    try:
-        number = float(value)
-    except ValueError:
-        raise RequestValidationError(name, f"must be {what}, got {value!r}") from None
-    if not math.isfinite(number):
-        raise RequestValidationError(name, f"must be {what}, got {value!r}")
-    return number
-
-
-def _int(data: Mapping[str, Any], name: str, default: int, lo: int, hi: int) -> int:
-    number = _number(data, name, default, "an integer")
-    if number != int(number):
-        raise RequestValidationError(name, f"must be an integer, got {data.get(name)!r}")
-    result = int(number)
-    if result < lo:
-        raise RequestValidationError(name, f"must be at least {lo}, got {result}")
-    if result > hi:
-        raise RequestValidationError(name, f"must be at most {hi}, got {result}")
-    return result
-
-
-def _float(data: Mapping[str, Any], name: str, default: float, lo: float, hi: float) -> float:
-    number = _number(data, name, default, "a number")
-    if not lo <= number <= hi:
-        raise RequestValidationError(name, f"must be between {lo} and {hi}, got {data.get(name)!r}")
-    return number
-
-
-def _str(data: Mapping[str, Any], name: str, default: str, max_chars: int) -> str:
-    value = data.get(name, default)
-    if value is None:
-        return default
-    if not isinstance(value, str):
-        raise RequestValidationError(name, f"must be a string, got {type(value).__name__}")
-    if len(value) > max_chars:
-        raise RequestValidationError(name, f"must be at most {max_chars} characters, got {len(value)}")
-    if "\x00" in value:
-        raise RequestValidationError(name, "must not contain NUL characters")
-    return value
-
-
-def _bool(data: Mapping[str, Any], name: str, default: bool) -> bool:
-    value = data.get(name, default)
-    if value is None:
-        return default
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):  # A1111 sends inpainting_mask_invert as 0/1
-        return bool(value)
-    raise RequestValidationError(name, f"must be true or false, got {value!r}")
-
-
-def _optional_str(mapping: Mapping[str, Any], name: str, where: str) -> str | None:
-    value = mapping.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise RequestValidationError(f"{where}.{name}", "must be a string")
-    return value.strip() or None
-
-
 def parse_save_dir(value: Any) -> str | None:
     """A PAI-EAS `save_dir`: a relative folder inside the member's working directory, normalised.
 
@@ -269,7 +201,7 @@ def parse_save_dir(value: Any) -> str | None:
 
 def _size(data: Mapping[str, Any], name: str, limits: Limits) -> int:
     # A1111 works on an 8× smaller latent, so sizes effectively snap down to a multiple of 8.
-    return _int(data, name, 512, limits.min_size, limits.max_size) // 8 * 8
+    return read_int(data, name, 512, limits.min_size, limits.max_size) // 8 * 8
 
 
 def parse_generation_request(
@@ -282,7 +214,7 @@ def parse_generation_request(
     """
     if not isinstance(data, Mapping):
         raise RequestValidationError("body", "must be a JSON object")
-    kind = _str(data, "kind", "txt2img", 32)
+    kind = read_str(data, "kind", "txt2img", 32)
     if kind not in SUPPORTED_KINDS:
         raise RequestValidationError("kind", f"must be one of {', '.join(SUPPORTED_KINDS)}, got {kind!r}")
 
@@ -297,15 +229,15 @@ def parse_generation_request(
         alwayson = {}
     if not isinstance(alwayson, Mapping):
         raise RequestValidationError("alwayson_scripts", "must be an object")
-    checkpoint = _optional_str(override_settings, "sd_model_checkpoint", "override_settings") or _optional_str(
+    checkpoint = read_optional_str(override_settings, "sd_model_checkpoint", "override_settings") or read_optional_str(
         alwayson, "sd_model_checkpoint", "alwayson_scripts"
     )
-    vae = _optional_str(override_settings, "sd_vae", "override_settings") or _optional_str(
+    vae = read_optional_str(override_settings, "sd_vae", "override_settings") or read_optional_str(
         alwayson, "sd_vae", "alwayson_scripts"
     )
 
-    sampler_name = _str(data, "sampler_name", "", 100) or _str(data, "sampler_index", "Euler", 100)
-    scheduler = _str(data, "scheduler", "Automatic", 100)
+    sampler_name = read_str(data, "sampler_name", "", 100) or read_str(data, "sampler_index", "Euler", 100)
+    scheduler = read_str(data, "scheduler", "Automatic", 100)
     try:
         sampler = resolve_sampler(sampler_name, scheduler)
     except SamplerError as exc:
@@ -313,8 +245,8 @@ def parse_generation_request(
             raise RequestValidationError(exc.field, str(exc)) from None
         sampler = resolve_sampler(SAMPLERS[0].name, scheduler)
 
-    seed = _int(data, "seed", -1, -1, MAX_SEED)
-    subseed = _int(data, "subseed", -1, -1, MAX_SEED)
+    seed = read_int(data, "seed", -1, -1, MAX_SEED)
+    subseed = read_int(data, "subseed", -1, -1, MAX_SEED)
     rng = rng or random.SystemRandom()
     if seed == -1:
         seed = rng.randrange(MAX_SEED)
@@ -323,26 +255,26 @@ def parse_generation_request(
 
     return GenerationRequest(
         kind=kind,
-        prompt=_str(data, "prompt", "", limits.max_prompt_chars),
-        negative_prompt=_str(data, "negative_prompt", "", limits.max_prompt_chars),
-        steps=_int(data, "steps", 50, 1, limits.max_steps),
-        cfg_scale=_float(data, "cfg_scale", 7.0, 0.0, 30.0),
+        prompt=read_str(data, "prompt", "", limits.max_prompt_chars),
+        negative_prompt=read_str(data, "negative_prompt", "", limits.max_prompt_chars),
+        steps=read_int(data, "steps", 50, 1, limits.max_steps),
+        cfg_scale=read_float(data, "cfg_scale", 7.0, 0.0, 30.0),
         width=_size(data, "width", limits),
         height=_size(data, "height", limits),
         seed=seed,
         subseed=subseed,
         # Variation seeds need the starting noise, which diffusers' img2img draws itself: txt2img only.
-        subseed_strength=_float(data, "subseed_strength", 0.0, 0.0, 1.0) if kind == "txt2img" else 0.0,
+        subseed_strength=read_float(data, "subseed_strength", 0.0, 0.0, 1.0) if kind == "txt2img" else 0.0,
         sampler_name=sampler.name,
         scheduler=sampler.schedule_label,
-        batch_size=_int(data, "batch_size", 1, 1, limits.max_batch_size),
-        n_iter=_int(data, "n_iter", 1, 1, limits.max_n_iter),
+        batch_size=read_int(data, "batch_size", 1, 1, limits.max_batch_size),
+        n_iter=read_int(data, "n_iter", 1, 1, limits.max_n_iter),
         checkpoint=checkpoint,
         vae=vae,
-        clip_skip=_int(override_settings, "CLIP_stop_at_last_layers", 1, 1, 12),
+        clip_skip=read_int(override_settings, "CLIP_stop_at_last_layers", 1, 1, 12),
         override_settings=dict(override_settings),
         save_dir=parse_save_dir(alwayson.get("save_dir")),
-        tiling=_bool(data, "tiling", False),
+        tiling=read_bool(data, "tiling", False),
         **parse_face_restoration(data, override_settings),
         **(_img2img_fields(data) if kind == "img2img" else _hires_fields(data, limits)),
     )
@@ -353,9 +285,9 @@ FACE_RESTORERS = ("CodeFormer", "GFPGAN")  # A1111's face_restoration_model valu
 
 def parse_face_restoration(data: Mapping[str, Any], override_settings: Mapping[str, Any]) -> dict[str, Any]:
     """`restore_faces`, and the restorer and CodeFormer weight `override_settings` may choose."""
-    if not _bool(data, "restore_faces", False):
+    if not read_bool(data, "restore_faces", False):
         return {}
-    name = _optional_str(override_settings, "face_restoration_model", "override_settings")
+    name = read_optional_str(override_settings, "face_restoration_model", "override_settings")
     if name is not None:
         match = next((known for known in FACE_RESTORERS if known.lower() == name.strip().lower()), None)
         if match is None:
@@ -366,7 +298,7 @@ def parse_face_restoration(data: Mapping[str, Any], override_settings: Mapping[s
     weight = None
     if override_settings.get("code_former_weight") is not None:
         try:
-            weight = _float(override_settings, "code_former_weight", 0.5, 0.0, 1.0)
+            weight = read_float(override_settings, "code_former_weight", 0.5, 0.0, 1.0)
         except RequestValidationError as exc:
             raise RequestValidationError(f"override_settings.{exc.field}", exc.message) from None
     return {"restore_faces": True, "face_restoration_model": name, "code_former_weight": weight}
@@ -380,12 +312,12 @@ HIRES_UPSCALERS = (
 
 def _hires_fields(data: Mapping[str, Any], limits: Limits) -> dict[str, Any]:
     """A1111's hires fix: target from hr_resize_x/y, else the first pass × hr_scale."""
-    if not _bool(data, "enable_hr", False):
+    if not read_bool(data, "enable_hr", False):
         return {}
     width, height = _size(data, "width", limits), _size(data, "height", limits)
-    scale = _float(data, "hr_scale", 2.0, 1.0, 8.0)
-    resize_x = _int(data, "hr_resize_x", 0, 0, 100_000)
-    resize_y = _int(data, "hr_resize_y", 0, 0, 100_000)
+    scale = read_float(data, "hr_scale", 2.0, 1.0, 8.0)
+    resize_x = read_int(data, "hr_resize_x", 0, 0, 100_000)
+    resize_y = read_int(data, "hr_resize_y", 0, 0, 100_000)
     if resize_x == 0 and resize_y == 0:
         target_w, target_h = int(width * scale), int(height * scale)
     elif resize_y == 0:  # one side given: keep the aspect ratio, as A1111 does
@@ -399,32 +331,32 @@ def _hires_fields(data: Mapping[str, Any], limits: Limits) -> dict[str, Any]:
         raise RequestValidationError(
             "hr_scale", f"the hires-fix target {target_w}x{target_h} is over the {limits.max_size} px limit: lower hr_scale or hr_resize_x/y"
         )
-    upscaler = _str(data, "hr_upscaler", "Latent", 100) or "Latent"
+    upscaler = read_str(data, "hr_upscaler", "Latent", 100) or "Latent"
     # Any other name is a model upscaler (ESRGAN family), resolved against the member's folders at submit.
     match = next((name for name in HIRES_UPSCALERS if name.lower() == upscaler.lower()), upscaler.strip())
     return {
         "hr_width": max(target_w, width),
         "hr_height": max(target_h, height),
         "hr_upscaler": match,
-        "hr_second_pass_steps": _int(data, "hr_second_pass_steps", 0, 0, limits.max_steps),
-        "denoising_strength": _float(data, "denoising_strength", 0.75, 0.0, 1.0),
+        "hr_second_pass_steps": read_int(data, "hr_second_pass_steps", 0, 0, limits.max_steps),
+        "denoising_strength": read_float(data, "denoising_strength", 0.75, 0.0, 1.0),
     }
 
 
 def _img2img_fields(data: Mapping[str, Any]) -> dict[str, Any]:
     """img2img's own fields, with A1111's API defaults (`mask_blur` sets both directions)."""
-    blur = _int(data, "mask_blur", 4, 0, 64)
-    denoising_strength = _float(data, "denoising_strength", 0.75, 0.0, 1.0)
+    blur = read_int(data, "mask_blur", 4, 0, 64)
+    denoising_strength = read_float(data, "denoising_strength", 0.75, 0.0, 1.0)
     return {
         "denoising_strength": denoising_strength,
-        "resize_mode": _int(data, "resize_mode", 0, 0, 3),
-        "mask_blur_x": _int(data, "mask_blur_x", blur, 0, 64),
-        "mask_blur_y": _int(data, "mask_blur_y", blur, 0, 64),
-        "mask_round": _bool(data, "mask_round", True),
-        "inpainting_fill": _int(data, "inpainting_fill", 0, 0, 3),
-        "inpaint_full_res": _bool(data, "inpaint_full_res", True),
-        "inpaint_full_res_padding": _int(data, "inpaint_full_res_padding", 0, 0, 1024),
-        "inpainting_mask_invert": _bool(data, "inpainting_mask_invert", False),
+        "resize_mode": read_int(data, "resize_mode", 0, 0, 3),
+        "mask_blur_x": read_int(data, "mask_blur_x", blur, 0, 64),
+        "mask_blur_y": read_int(data, "mask_blur_y", blur, 0, 64),
+        "mask_round": read_bool(data, "mask_round", True),
+        "inpainting_fill": read_int(data, "inpainting_fill", 0, 0, 3),
+        "inpaint_full_res": read_bool(data, "inpaint_full_res", True),
+        "inpaint_full_res_padding": read_int(data, "inpaint_full_res_padding", 0, 0, 1024),
+        "inpainting_mask_invert": read_bool(data, "inpainting_mask_invert", False),
     }
 
 

@@ -14,7 +14,8 @@ from typing import Any
 VERSION = "atelier-0.1"
 
 
-def _quote(value: Any) -> str:
+def quote_value(value: Any) -> str:
+    """An infotext value, JSON-quoted when it holds a comma, colon or newline (as A1111 does)."""
     text = str(value)
     if "," in text or ":" in text or "\n" in text:
         return json.dumps(text, ensure_ascii=False)
@@ -26,7 +27,7 @@ def format_infotext(prompt: str, negative_prompt: str, params: Mapping[str, Any]
     lines = [prompt]
     if negative_prompt:
         lines.append(f"Negative prompt: {negative_prompt}")
-    lines.append(", ".join(f"{key}: {_quote(value)}" for key, value in params.items() if value is not None))
+    lines.append(", ".join(f"{key}: {quote_value(value)}" for key, value in params.items() if value is not None))
     return "\n".join(lines)
 
 

@@ -251,10 +251,8 @@ def test_oversize_encoded_input_is_refused_before_decoding(monkeypatch: pytest.M
     monkeypatch.setattr(images.base64, "b64decode", no_decode)
     with pytest.raises(ImageInputError, match="too large.*the limit is 1000 bytes"):
         decode_image("A" * 5000, max_bytes=1000)
-    started = time.monotonic()
     with pytest.raises(ImageInputError, match="too large"):
-        decode_image("A" * (30 * 1024 * 1024))  # default 20 MB cap
-    assert time.monotonic() - started < 1.0
+        decode_image("A" * (30 * 1024 * 1024))  # default 20 MB cap (b64decode would raise)
 
 
 def test_decoded_size_limit_applies_to_bytes() -> None:
@@ -263,13 +261,15 @@ def test_decoded_size_limit_applies_to_bytes() -> None:
         decode_image(b64(SAMPLE_PNG), max_bytes=limit)
 
 
-def test_decompression_bomb_is_refused_from_the_header_quickly() -> None:
+def test_decompression_bomb_is_refused_from_the_header_without_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_load(self: Image.Image) -> None:
+        raise AssertionError("decoded the pixels of a decompression bomb")
+
+    monkeypatch.setattr(Image.Image, "load", no_load)
     data = png_claiming(50000, 50000)
     assert len(data) < 200
-    started = time.monotonic()
     with pytest.raises(ImageInputError) as error:
         decode_image(b64(data))
-    assert time.monotonic() - started < 0.5
     assert str(error.value) == "image is 50000×50000 pixels; the limit is 16777216 pixels"
 
 
@@ -469,10 +469,8 @@ def test_endless_body_is_cut_at_max_bytes(serve: Callable[[Handler], Server]) ->
             request.wfile.write(chunk)
 
     server = serve(endless)
-    started = time.monotonic()
-    with pytest.raises(ImageInputError, match="larger than the limit of 1048576 bytes"):
+    with pytest.raises(ImageInputError, match="larger than the limit of 1048576 bytes"):  # not 6.5 GB later
         Fetcher(allow_private=True, max_bytes=1024 * 1024).fetch(server.url)
-    assert time.monotonic() - started < 5
 
 
 def test_declared_oversize_body_is_refused_before_reading(serve: Callable[[Handler], Server]) -> None:
@@ -492,7 +490,7 @@ def test_slow_loris_body_hits_the_overall_deadline(serve: Callable[[Handler], Se
         request.send_response(200)
         request.send_header("Content-Length", "100000")
         request.end_headers()
-        for _ in range(200):
+        for _ in range(1200):  # a byte every 50 ms: each read is quick, the whole body takes 60 s
             request.wfile.write(b"\0")
             request.wfile.flush()
             time.sleep(0.05)
@@ -501,12 +499,13 @@ def test_slow_loris_body_hits_the_overall_deadline(serve: Callable[[Handler], Se
     started = time.monotonic()
     with pytest.raises(ImageInputError, match="timed out"):
         Fetcher(allow_private=True, timeout_s=0.6).fetch(server.url)
-    assert time.monotonic() - started < 1.5
+    # The overall deadline, not the end of the body: a margin no machine load can eat.
+    assert time.monotonic() - started < 30
 
 
 def test_silent_server_times_out(serve: Callable[[Handler], Server]) -> None:
-    server = serve(lambda request: time.sleep(3))
+    server = serve(lambda request: time.sleep(60))
     started = time.monotonic()
     with pytest.raises(ImageInputError, match="timed out"):
         Fetcher(allow_private=True, timeout_s=0.5).fetch(server.url)
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 30  # the deadline, not the server's 60 s

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import struct
-import time
 import zlib
 
 import pytest
@@ -135,27 +134,29 @@ def test_not_an_image() -> None:
         read_png_info(b"definitely not an image")
 
 
-def test_bomb_header_is_not_decoded() -> None:
+def _no_load(self: Image.Image) -> None:
+    raise AssertionError("decoded pixels of an image over the limit")
+
+
+def test_bomb_header_is_not_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Image.Image, "load", _no_load)
     ihdr = struct.pack(">IIBBBBB", 50000, 50000, 8, 2, 0, 0, 0)
     data = (
         b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"tEXt", b"parameters\0x")
         + png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) + png_chunk(b"IEND", b"")
     )  # fmt: skip
-    started = time.monotonic()
     with pytest.raises(ImageInputError):
         read_png_info(data)
-    assert time.monotonic() - started < 0.5
 
 
-def test_metadata_is_read_without_decoding_pixels_over_the_limit() -> None:
+def test_metadata_is_read_without_decoding_pixels_over_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Image.Image, "load", _no_load)
     ihdr = struct.pack(">IIBBBBB", 5000, 5000, 8, 2, 0, 0, 0)  # under Pillow's bomb limit
     data = (
         b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"tEXt", b"parameters\0early")
         + png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) + png_chunk(b"IEND", b"")
     )  # fmt: skip
-    started = time.monotonic()
     assert read_png_info(data, max_pixels=1_000_000)[0] == "early"
-    assert time.monotonic() - started < 0.5
 
 
 # ---------------------------------------------------------------------------------------------

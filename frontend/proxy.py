@@ -7,12 +7,17 @@ workspace: the caller's own process is the only upstream. Before forwarding, the
 * refuses Gradio routes the workspace does not use and that have had vulnerabilities
   (`frontend.workspace.guard.blocked_route`), paths with `..` segments, and file URLs outside
   the caller's own servable folders (all 404, so nothing says whether a file exists);
-* refuses cross-site writes (an `Origin` that is not this site: 403);
+* refuses a Host that is not in ALLOWED_HOSTS (400), and cross-site writes (an `Origin` whose
+  scheme, host or port is not this site's: 403);
+* reads request bodies other than uploads whole and refuses one that names a file outside the
+  caller's own folders (`frontend.workspace.file_policy`: 403), as the workspace process does again;
 * strips the client's `X-Atelier-*`, forwarding and identity headers, the Django session and
   CSRF cookies, and injects the workspace's secret;
 * caps request bodies (uploads at ATELIER_MAX_UPLOAD_BYTES, anything else at
   ATELIER_MAX_REQUEST_BYTES) while streaming them: 413 with a message.
 
+Responses lose every internal header (the workspace secret, forwarding headers, CORS) and gain
+the platform's security headers (nosniff, Referrer-Policy, a Content-Security-Policy).
 Responses stream back as they come (Gradio's server-sent events), and a client that goes away
 closes the upstream request, so Gradio sees the disconnect. While the member's process boots,
 a page load gets the "starting your workspace" page and other requests wait for it.
@@ -37,12 +42,14 @@ import websockets
 from django.conf import settings
 from django.contrib.auth import aget_user
 from django.http.cookie import parse_cookie
+from django.http.request import split_domain_port, validate_host
 from django.template.loader import render_to_string
 from django.utils.module_loading import import_string
 
 from frontend.sessions.manager import CRASHED, RUNNING, STARTING, CapacityFull, Workspace, WorkspaceManager
 from frontend.sessions.paths import WorkspacePaths
-from frontend.workspace.guard import SECRET_HEADER, blocked_route, normalise
+from frontend.workspace.file_policy import BodyRefused, FilePolicy, check_body
+from frontend.workspace.guard import BODY_METHODS, SECRET_HEADER, blocked_route, normalise
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +68,24 @@ HOP_BY_HOP = {
 _STRIPPED_PREFIXES = (b"x-atelier-", b"x-forwarded-", b"x-remote-", b"x-user", b"remote-")
 _STRIPPED = {b"authorization", b"proxy-authorization", b"forwarded", b"x-real-ip", b"cookie", b"sec-websocket-key",
              b"sec-websocket-version", b"sec-websocket-extensions", b"sec-websocket-protocol"}
-_RESPONSE_STRIPPED_PREFIXES = (b"access-control-",)  # CORS is the platform's: default deny
+# CORS is the platform's (default deny); internal and forwarding headers never go back out
+# (Gradio copies request headers, the workspace secret among them, into ranged responses).
+_RESPONSE_STRIPPED_PREFIXES = (b"access-control-", b"x-atelier-", b"x-forwarded-", b"x-real-ip", b"x-remote-")
+_RESPONSE_STRIPPED = {b"server", b"forwarded", SECRET_HEADER.encode()}
+# The workspace page is Gradio's: it needs inline and eval'd script, but nothing from elsewhere,
+# no framing by other sites, no plugins and no form posts away from the site.
+WORKSPACE_CSP = (
+    b"default-src 'self'; script-src 'self' 'unsafe-inline' 'unsafe-eval'; style-src 'self' 'unsafe-inline'; "
+    b"img-src 'self' data: blob:; media-src 'self' data: blob:; font-src 'self' data:; "
+    b"connect-src 'self'; worker-src 'self' blob:; frame-ancestors 'self'; object-src 'none'; "
+    b"base-uri 'self'; form-action 'self'"
+)
+_SECURITY_HEADER_NAMES = {b"x-content-type-options", b"referrer-policy", b"content-security-policy"}
+SECURITY_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+    (b"content-security-policy", WORKSPACE_CSP),
+)
 
 
 class BodyTooLarge(Exception):
@@ -182,7 +206,22 @@ def same_origin(scope: dict[str, Any]) -> bool:
         return True
     host = _header(scope, b"host")
     parsed = urlsplit(origin)
-    return bool(host) and parsed.netloc == host and parsed.scheme in ("http", "https")
+    return bool(host) and parsed.netloc == host and parsed.scheme == _scheme(scope)
+
+
+def host_allowed(scope: dict[str, Any]) -> bool:
+    """The Host header names this site (ALLOWED_HOSTS), as Django checks for its own pages.
+
+    Gradio builds its page's `root` URL from Host, so a forged one must never reach it.
+    """
+    host = _header(scope, b"host")
+    if not host:
+        return False
+    domain, _port = split_domain_port(host)
+    allowed = list(settings.ALLOWED_HOSTS)
+    if settings.DEBUG and not allowed:
+        allowed = [".localhost", "127.0.0.1", "[::1]"]
+    return bool(domain) and validate_host(domain, allowed)
 
 
 def _has_dotdot(text: str) -> bool:
@@ -226,6 +265,9 @@ class WorkspaceProxy:
     # --- HTTP ---------------------------------------------------------------------------
     async def _http(self, scope, receive, send) -> None:
         path: str = scope["path"]
+        if not host_allowed(scope):
+            await _respond(send, 400, b"Bad Request: this Host is not served here.")
+            return
         if path == MOUNT:
             query = scope.get("query_string", b"").decode("latin-1")
             await _respond(send, 301, b"", location=MOUNT + "/" + (f"?{query}" if query else ""))
@@ -246,6 +288,28 @@ class WorkspaceProxy:
         if is_file and not file_route_allowed(relative, WorkspacePaths.for_username(caller.username)):
             await _respond(send, 404, b"Not Found")
             return
+        body: bytes | None = None
+        if scope["method"] in BODY_METHODS and not _is_multipart(scope):
+            # Read whole (small: JSON), and refused here if it names a file that is not the
+            # caller's; the workspace process checks again (frontend.workspace.guard).
+            cap = self._cap(relative)
+            declared = _header(scope, b"content-length")
+            if declared is not None and declared.isdigit() and int(declared) > cap:
+                await self._too_large(send, cap)
+                return
+            try:
+                body = await _read_body(receive, cap)
+                paths = WorkspacePaths.for_username(caller.username)
+                check_body(body, _header(scope, b"content-type"), FilePolicy.for_roots(paths.servable_roots()))
+            except BodyTooLarge:
+                await self._too_large(send, cap)
+                return
+            except BodyRefused as refused:
+                payload = json.dumps({"error": str(refused), "detail": str(refused)}).encode()
+                await _respond(send, refused.status, payload, content_type=b"application/json")
+                return
+            except ClientGone:
+                return
         try:
             workspace = await self.manager.workspace_for(user_id=caller.user_id, username=caller.username)
         except CapacityFull:
@@ -266,7 +330,7 @@ class WorkspaceProxy:
         for attempt in (1, 2):
             try:
                 with workspace.activity(counts=counts):
-                    await self._forward(scope, receive, send, workspace, relative, is_file=is_file)
+                    await self._forward(scope, receive, send, workspace, relative, is_file=is_file, body=body)
                 return
             except UpstreamUnavailable as unavailable:
                 await self.manager.connection_failed(workspace)
@@ -278,13 +342,19 @@ class WorkspaceProxy:
                     break
         await _respond(send, 502, b"Your workspace stopped; reload the page to restart it.")
 
-    async def _forward(self, scope, receive, send, workspace: Workspace, relative: str, *, is_file: bool) -> None:
-        cap = self.upload_cap + MULTIPART_ALLOWANCE if relative.rstrip("/") in UPLOAD_ROUTES else self.request_cap
+    async def _forward(
+        self, scope, receive, send, workspace: Workspace, relative: str, *, is_file: bool, body: bytes | None
+    ) -> None:
+        cap = self._cap(relative)
         declared = _header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > cap:
             await self._too_large(send, cap)
             return
-        has_body = declared not in (None, "0") or _header(scope, b"transfer-encoding") is not None
+        if body is not None:  # read and checked already
+            declared = str(len(body))
+            has_body = bool(body)
+        else:
+            has_body = declared not in (None, "0") or _header(scope, b"transfer-encoding") is not None
         url = workspace.base_url + quote(MOUNT + relative, safe="/=:@!$&'()*+,;~")
         query = scope.get("query_string", b"")
         if query:
@@ -293,12 +363,14 @@ class WorkspaceProxy:
         if declared is not None and has_body:
             headers.append(("content-length", declared))
         body_done = asyncio.Event()
-        request = self.manager.client.build_request(
-            scope["method"], url, headers=headers,
-            content=_body(receive, cap, body_done) if has_body else None,
-        )
-        if not has_body:
+        if body is not None:
+            content = body if has_body else None
             body_done.set()
+        else:
+            content = _body(receive, cap, body_done) if has_body else None
+            if not has_body:
+                body_done.set()
+        request = self.manager.client.build_request(scope["method"], url, headers=headers, content=content)
         try:
             response = await self.manager.client.send(request, stream=True)
         except BodyTooLarge:
@@ -324,6 +396,10 @@ class WorkspaceProxy:
         finally:
             await response.aclose()
 
+    def _cap(self, relative: str) -> int:
+        """The most bytes a request body to this route may have."""
+        return self.upload_cap + MULTIPART_ALLOWANCE if relative.rstrip("/") in UPLOAD_ROUTES else self.request_cap
+
     async def _too_large(self, send, cap: int) -> None:
         limit = cap - MULTIPART_ALLOWANCE if cap > self.upload_cap else cap
         message = f"Request too large: uploads are limited to {limit / 1024 / 1024:.1f} MB ({limit} bytes)."
@@ -345,7 +421,8 @@ class WorkspaceProxy:
         caller = await self.auth.caller(scope)
         relative = normalise(scope["path"][len(MOUNT):])
         if (
-            caller is None
+            not host_allowed(scope)
+            or caller is None
             or not same_origin(scope)
             or _has_dotdot(relative)
             or blocked_route(relative, component_server_allowed=True)
@@ -378,6 +455,32 @@ class WorkspaceProxy:
             await _relay_websocket(upstream, receive, send)
 
 
+class ClientGone(Exception):
+    pass
+
+
+def _is_multipart(scope: dict[str, Any]) -> bool:
+    content_type = _header(scope, b"content-type") or ""
+    return content_type.split(";")[0].strip().lower() == "multipart/form-data"
+
+
+async def _read_body(receive, cap: int) -> bytes:
+    """The client's whole request body, refusing it past `cap` bytes."""
+    chunks: list[bytes] = []
+    received = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        chunk = message.get("body", b"")
+        received += len(chunk)
+        if received > cap:
+            raise BodyTooLarge()
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
 async def _body(receive, cap: int, done: asyncio.Event):
     """The client's request body as it arrives, refusing it past `cap` bytes."""
     received = 0
@@ -405,13 +508,16 @@ def _response_headers(response: httpx.Response) -> list[tuple[bytes, bytes]]:
         lower = name.lower()
         if lower in HOP_BY_HOP and lower != b"content-length":
             continue
-        if lower.startswith(_RESPONSE_STRIPPED_PREFIXES):
+        if lower.startswith(_RESPONSE_STRIPPED_PREFIXES) or lower in _RESPONSE_STRIPPED:
             continue
+        if lower in _SECURITY_HEADER_NAMES:
+            continue  # the platform's own, below
         if lower == b"set-cookie" and value.lstrip().startswith(private):
             continue
         headers.append((lower, value))
     if not any(name == b"x-frame-options" for name, _ in headers):
         headers.append((b"x-frame-options", b"SAMEORIGIN"))
+    headers.extend(SECURITY_HEADERS)
     return headers
 
 
@@ -476,7 +582,7 @@ async def _respond(
     send, status: int, body: bytes, *, content_type: bytes = b"text/plain; charset=utf-8",
     location: str | None = None, extra: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
-    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *SECURITY_HEADERS]
     if location is not None:
         headers.append((b"location", location.encode("latin-1")))
     headers.extend(extra or [])

@@ -8,15 +8,22 @@ local user, a replayed secret from before a restart) is refused.
 
 `blocked_route` names the Gradio routes that have had vulnerabilities and that the workspace
 does not use. The proxy refuses them before they reach the process, and the guard refuses them
-again inside it. This module imports nothing heavy: the proxy in the web process imports it too.
+again inside it.
+
+`FileInputGuard` reads every request body before Gradio does and refuses one that names a file
+outside the member's own folders (`frontend.workspace.file_policy`); the proxy applies the same
+check in the web process. This module imports nothing heavy: the proxy imports it too.
 """
 
 from __future__ import annotations
 
 import hmac
+import json
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+from frontend.workspace.file_policy import BodyRefused, FilePolicy, check_body
 
 SECRET_HEADER = "x-atelier-workspace-secret"
 SECRET_HEADER_BYTES = SECRET_HEADER.encode("latin-1")
@@ -121,6 +128,77 @@ class SecretGuard:
             await _refuse(scope, send, 404, "Not Found")
             return
         await self.app(scope, receive, send)
+
+
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class FileInputGuard:
+    """Read each request body whole (up to `max_body_bytes`), check its file references
+    against the member's `FilePolicy`, then hand Gradio the same bytes.
+
+    Gradio never sees a body naming another member's file, the database or `/proc`, so it
+    never copies one into the upload cache, whatever its own checks do in a given release.
+    """
+
+    def __init__(self, app: ASGIApp, *, policy: FilePolicy, max_body_bytes: int, cwd: str | None = None) -> None:
+        self.app = app
+        self.policy = policy
+        self.max_body_bytes = max_body_bytes
+        self.cwd = cwd
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method", "GET") not in BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        content_type = header_value(scope, b"content-type")
+        kind = (content_type or b"").split(b";")[0].strip().lower()
+        if kind == b"multipart/form-data":
+            await self.app(scope, receive, send)  # uploads: file contents, never server paths
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                await _refuse(scope, send, 413, "Request body too large.")
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        try:
+            check_body(body, content_type.decode("latin-1") if content_type else None, self.policy, cwd=self.cwd)
+        except BodyRefused as refused:
+            await _refuse_json(send, refused.status, str(refused))
+            return
+
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # what follows is the client going away
+
+        await self.app(scope, replay, send)
+
+
+async def _refuse_json(send: Send, status: int, message: str) -> None:
+    body = json.dumps({"error": message, "detail": message}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def normalise(path: str) -> str:

@@ -16,7 +16,8 @@ only through its reverse proxy (`frontend/proxy.py`). Two ways to start:
 Either way the process serves the Blocks of `frontend.workspace.ui.build_workspace(user)`
 mounted at `/ui` behind `SecretGuard`: every request needs the secret. Gradio's temp folder,
 examples cache and current directory are inside the member's working directory, Gradio may
-serve files only from the member's outputs (plus what it created itself), uploads are capped
+serve files only from the member's outputs (plus what it created itself), request bodies may
+name files only in the member's own folders (`FileInputGuard`), uploads are capped
 at ATELIER_MAX_UPLOAD_BYTES, analytics are off and nothing is ever shared publicly.
 """
 
@@ -62,13 +63,23 @@ def uses_server_functions(blocks: Any) -> bool:
     return any(getattr(block, "server_fns", None) for block in blocks.blocks.values())
 
 
-def build_app(blocks: Any, *, secret: str, allowed_paths: list[str], max_file_size: int) -> Any:
-    """The member's Blocks mounted at /ui on a FastAPI app, behind the secret guard."""
+def build_app(
+    blocks: Any,
+    *,
+    secret: str,
+    allowed_paths: list[str],
+    max_file_size: int,
+    readable_roots: list[Path] | tuple[Path, ...] = (),
+    max_body_bytes: int = 24 * 1024 * 1024,
+) -> Any:
+    """The member's Blocks mounted at /ui on a FastAPI app, behind the secret guard and the
+    file-input guard (request bodies may name files under `readable_roots` only)."""
     import gradio as gr
     from fastapi import FastAPI
     from starlette.middleware.cors import CORSMiddleware
 
-    from frontend.workspace.guard import SecretGuard
+    from frontend.workspace.file_policy import FilePolicy
+    from frontend.workspace.guard import FileInputGuard, SecretGuard
 
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
     # A parent app that configures CORS stops Gradio adding its own (which lets localhost
@@ -87,8 +98,11 @@ def build_app(blocks: Any, *, secret: str, allowed_paths: list[str], max_file_si
         pwa=False,
         run_history=False,
     )
+    guarded = FileInputGuard(
+        app, policy=FilePolicy.for_roots(readable_roots), max_body_bytes=max_body_bytes, cwd=os.getcwd()
+    )
     return SecretGuard(
-        app, secret=secret, mount_path=MOUNT_PATH, component_server_allowed=uses_server_functions(blocks)
+        guarded, secret=secret, mount_path=MOUNT_PATH, component_server_allowed=uses_server_functions(blocks)
     )
 
 
@@ -144,6 +158,8 @@ def serve(*, user_id: int, secret: str, sock: socket.socket) -> None:
         secret=secret,
         allowed_paths=[str(paths.outputs)],
         max_file_size=settings.ATELIER_MAX_UPLOAD_BYTES,
+        readable_roots=paths.servable_roots(),
+        max_body_bytes=settings.ATELIER_MAX_REQUEST_BYTES,
     )
     connections.close_all()  # Gradio's worker threads open their own
     config = uvicorn.Config(

@@ -386,3 +386,80 @@ def test_a_workspace_that_cannot_start_is_shown_as_crashed_and_retried(quick_pla
     assert bob.get("/ui/gradio_api/info").status_code == 200
     session = wait_recorded(platform, "bob", lambda s: s["restarts"] >= 1, "the restart count")
     assert session["restarts"] >= 1
+
+
+# --- what a member's workspace may read (issue #13) ---------------------------------------
+FILE_CAPABLE = {"image", "imageeditor", "file", "gallery", "json", "video", "audio", "model3d", "uploadbutton"}
+
+
+def test_a_workspace_input_naming_another_member_s_file_is_refused(platform: Platform) -> None:
+    """Every function with a file-capable input, called through the proxy with a FileData naming
+    a canary in charlie's outputs, the database or /proc: refused, nothing copied, nothing served."""
+    alice, _ = open_workspace(platform, "alice")
+    charlie_outputs = (platform.data_dir / "users" / "charlie" / "outputs").resolve()
+    charlie_outputs.mkdir(parents=True, exist_ok=True)
+    canary = charlie_outputs / "canary.png"
+    canary.write_bytes(b"\x89PNG charlie's canary")
+    config = alice.get("/ui/config").json()
+    types = {component["id"]: component["type"] for component in config["components"]}
+    targets = [str(canary), str(platform.data_dir.resolve() / "secret_key"), "/proc/self/environ"]
+    database = platform.data_dir.resolve() / "db.sqlite3"
+    if database.exists():
+        targets.append(str(database))
+    checked = 0
+    for fn_index, dependency in enumerate(config["dependencies"]):
+        inputs = dependency["inputs"]
+        positions = [i for i, component_id in enumerate(inputs) if types.get(component_id) in FILE_CAPABLE]
+        if not positions:
+            continue
+        for target in targets:
+            data: list = [None] * len(inputs)
+            for position in positions:
+                data[position] = {"path": target, "meta": {"_type": "gradio.FileData"}, "orig_name": "x.png"}
+            response = alice.post(
+                "/ui/gradio_api/queue/join",
+                json={"data": data, "fn_index": dependency.get("id", fn_index), "session_hash": "attack"},
+            )
+            assert response.status_code == 403, (fn_index, target, response.status_code, response.text[:300])
+            assert target not in response.text
+            assert "upload" in response.json()["error"]
+        checked += 1
+    assert checked >= 3
+    alice_dir = platform.data_dir / "users" / "alice"
+    copies = [p for p in alice_dir.rglob("*") if p.is_file() and p.read_bytes() == canary.read_bytes()]
+    assert copies == []
+    assert alice.get(f"/ui/gradio_api/file={canary}").status_code == 404
+
+
+def test_workspace_responses_carry_no_internal_header_and_the_security_headers(platform: Platform) -> None:
+    alice, _ = open_workspace(platform, "alice")
+    [stored] = alice.post("/ui/gradio_api/upload", files={"files": ("r.png", b"\x89PNG" + b"1" * 5000, "image/png")}).json()
+    # Gradio copies request headers into ranged responses: the secret must not come back.
+    ranged = alice.get(f"/ui/gradio_api/file={stored}", headers={"Range": "bytes=0-99"})
+    assert ranged.status_code == 206, ranged.status_code
+    for response in (ranged, alice.get("/ui/"), alice.get("/ui/config")):
+        names = {name.lower() for name in response.headers}
+        assert not any(name.startswith("x-atelier") for name in names), names
+        assert "x-forwarded-for" not in names and "x-forwarded-proto" not in names
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["referrer-policy"] == "same-origin"
+        assert "frame-ancestors 'self'" in response.headers["content-security-policy"]
+
+
+def test_a_forged_host_never_reaches_the_workspace(platform: Platform) -> None:
+    alice, _ = open_workspace(platform, "alice")
+    forged = alice.get("/ui/config", headers={"Host": "evil.example"})
+    assert forged.status_code == 400
+    assert "evil.example" not in forged.text
+    # An origin on another port (or scheme) of the same host is another site.
+    host = platform.base_url.removeprefix("http://").split(":")[0]
+    other_port = alice.post(
+        "/ui/gradio_api/queue/join", json={"data": [], "fn_index": 0, "session_hash": "x"},
+        headers={"Origin": f"http://{host}:1"},
+    )
+    assert other_port.status_code == 403
+    other_scheme = alice.post(
+        "/ui/gradio_api/queue/join", json={"data": [], "fn_index": 0, "session_hash": "x"},
+        headers={"Origin": platform.base_url.replace("http://", "https://")},
+    )
+    assert other_scheme.status_code == 403

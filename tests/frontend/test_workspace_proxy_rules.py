@@ -125,9 +125,48 @@ def test_identity_headers_and_platform_cookies_never_reach_the_workspace() -> No
 
 def test_cross_site_origins_are_told_apart() -> None:
     assert same_origin(_scope({"Host": "atelier.example"}))
-    assert same_origin(_scope({"Host": "atelier.example", "Origin": "https://atelier.example"}))
-    assert not same_origin(_scope({"Host": "atelier.example", "Origin": "https://evil.example"}))
+    assert same_origin(_scope({"Host": "atelier.example", "Origin": "https://atelier.example"}, scheme="https"))
+    assert same_origin(_scope({"Host": "atelier.example", "Origin": "http://atelier.example"}, scheme="http"))
+    assert not same_origin(_scope({"Host": "atelier.example", "Origin": "https://evil.example"}, scheme="https"))
     assert not same_origin(_scope({"Host": "atelier.example", "Origin": "null"}))
+    # The scheme is part of the origin: a page on plain http is another site for an https one.
+    assert not same_origin(_scope({"Host": "atelier.example", "Origin": "http://atelier.example"}, scheme="https"))
+    assert not same_origin(_scope({"Host": "atelier.example", "Origin": "https://atelier.example"}, scheme="http"))
+    # And so is the port.
+    assert not same_origin(_scope({"Host": "atelier.example:8000", "Origin": "http://atelier.example:9999"}, scheme="http"))
+
+
+def test_only_allowed_hosts_reach_the_workspace(settings) -> None:
+    from frontend.proxy import host_allowed
+
+    settings.ALLOWED_HOSTS = ["atelier.example", "127.0.0.1"]
+    assert host_allowed(_scope({"Host": "atelier.example"}))
+    assert host_allowed(_scope({"Host": "127.0.0.1:8000"}))
+    for forged in ("evil.example", "atelier.example.evil.example", "atelier.example@evil.example", ""):
+        assert not host_allowed(_scope({"Host": forged})), forged
+    assert not host_allowed(_scope({}))
+    # A websocket scope is checked the same way.
+    assert not host_allowed({"type": "websocket", "headers": [(b"host", b"evil.example")]})
+
+
+def test_internal_headers_never_go_back_to_the_browser() -> None:
+    import httpx
+
+    from frontend.proxy import _response_headers
+
+    upstream = httpx.Response(
+        206,
+        headers=[
+            ("X-Atelier-Workspace-Secret", SECRET), ("x-forwarded-for", "127.0.0.1"), ("server", "uvicorn"),
+            ("content-type", "image/png"), ("access-control-allow-origin", "*"), ("content-security-policy", "none"),
+        ],
+    )
+    headers = dict(_response_headers(upstream))
+    assert b"x-atelier-workspace-secret" not in headers and SECRET.encode() not in b"".join(headers.values())
+    assert b"x-forwarded-for" not in headers and b"server" not in headers and b"access-control-allow-origin" not in headers
+    assert headers[b"content-type"] == b"image/png"
+    assert headers[b"x-content-type-options"] == b"nosniff"
+    assert b"frame-ancestors 'self'" in headers[b"content-security-policy"]
 
 
 def _call(app, scope: dict) -> list[dict]:

@@ -12,16 +12,58 @@ Two ways to run, one code path:
 
 from __future__ import annotations
 
+import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 
+# Owner-only permissions: the database, the secret key and every member's files live under
+# DATA_DIR. Modes are set explicitly here (not with a umask) because every process imports
+# this module -- daphne, Celery workers, `manage.py`, containers -- whoever started it, and a
+# umask would also change the modes of files other components create on purpose.
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+
+
+def _make_private(path: Path, mode: int) -> None:
+    """Narrow ``path`` to ``mode`` if it is ours (a volume owned by someone else is left as is)."""
+    try:
+        if path.stat().st_uid == os.geteuid() and path.stat().st_mode & 0o777 != mode:
+            path.chmod(mode)
+    except FileNotFoundError:
+        pass
+
+
+def _strict_bool(name: str, default: bool) -> bool:
+    """A yes/no variable; anything but true/false/1/0/yes/no/on/off is a configuration error.
+
+    (django-environ's ``env.bool`` reads every unknown word, a typo included, as false.)
+    """
+    raw = env.str(name, default="").strip().lower()
+    if not raw:
+        return default
+    if raw in ("true", "1", "yes", "on"):
+        return True
+    if raw in ("false", "0", "no", "off"):
+        return False
+    raise ImproperlyConfigured(f"{name}={raw!r}: expected true or false")
+
+
+def _at_least(name: str, value: float, minimum: float) -> float:
+    if value < minimum:
+        raise ImproperlyConfigured(f"{name}={value}: must be at least {minimum}")
+    return value
+
+
 DATA_DIR = Path(env.str("DATA_DIR", default=str(BASE_DIR / "data"))).resolve()
-DATA_DIR.mkdir(parents=True, exist_ok=True)
+DATA_DIR.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+_make_private(DATA_DIR, PRIVATE_DIR_MODE)
 
 
 def _embedded_secret_key() -> str:
@@ -29,9 +71,11 @@ def _embedded_secret_key() -> str:
     key_file = DATA_DIR / "secret_key"
     if not key_file.exists():
         tmp = key_file.with_suffix(f".tmp{secrets.token_hex(4)}")
-        tmp.write_text(secrets.token_urlsafe(50))
-        tmp.chmod(0o600)
+        descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_urlsafe(50))
         tmp.replace(key_file) if not key_file.exists() else tmp.unlink()
+    _make_private(key_file, PRIVATE_FILE_MODE)
     return key_file.read_text().strip()
 
 
@@ -48,6 +92,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "axes",
     "channels",
     "tenants",
     "inference",
@@ -56,12 +101,15 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "config.security.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a refused login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -92,6 +140,16 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+    _sqlite_file = DATABASES["default"].get("NAME") or ""
+    if _sqlite_file and _sqlite_file != ":memory:" and not _sqlite_file.startswith("file:"):
+        # Create the file before SQLite does, owner-only; SQLite gives its -wal and -shm
+        # files the database file's own mode. An existing file is narrowed on start.
+        try:
+            os.close(os.open(_sqlite_file, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE_MODE))
+        except FileNotFoundError:
+            pass  # its folder does not exist (yet): SQLite will say so when it connects
+        for _suffix in ("", "-wal", "-shm", "-journal"):
+            _make_private(Path(_sqlite_file + _suffix), PRIVATE_FILE_MODE)
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
@@ -103,6 +161,107 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/login/"
+
+# --- login throttling (django-axes: /login/ and /admin/login/) -------------------------
+# API tokens are not passwords and never go through authenticate(): they are not throttled here.
+AUTHENTICATION_BACKENDS = [
+    "config.security.LoginThrottleBackend",  # refuses locked-out logins before any password check
+    "django.contrib.auth.backends.ModelBackend",
+]
+ATELIER_LOGIN_FAILURE_LIMIT = int(_at_least(
+    "ATELIER_LOGIN_FAILURE_LIMIT", env.int("ATELIER_LOGIN_FAILURE_LIMIT", default=10), 1
+))
+# 0: no cool-off, a locked-out account or address stays locked until an operator unlocks it.
+ATELIER_LOGIN_COOLOFF_MINUTES = _at_least(
+    "ATELIER_LOGIN_COOLOFF_MINUTES", env.float("ATELIER_LOGIN_COOLOFF_MINUTES", default=15.0), 0
+)
+AXES_FAILURE_LIMIT = ATELIER_LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=ATELIER_LOGIN_COOLOFF_MINUTES) if ATELIER_LOGIN_COOLOFF_MINUTES else None
+
+
+def _lockout_parameters(raw: str) -> list[str | list[str]]:
+    """`username,ip_address` (each counted on its own) or `username+ip_address` (the pair)."""
+    known = {"username", "ip_address", "user_agent"}
+    parameters: list[str | list[str]] = []
+    for item in (part.strip() for part in raw.split(",")):
+        names = [name.strip() for name in item.split("+")]
+        if not item or not set(names) <= known:
+            raise ImproperlyConfigured(
+                f"ATELIER_LOGIN_LOCKOUT_PARAMETERS={raw!r}: expected a comma-separated list of "
+                "username, ip_address or combinations such as username+ip_address"
+            )
+        parameters.append(names[0] if len(names) == 1 else names)
+    return parameters
+
+
+# Default: an account is locked after the limit of failures from anywhere (a spread-out guess
+# at one password), and an address after the limit of failures against any accounts.
+AXES_LOCKOUT_PARAMETERS = _lockout_parameters(
+    env.str("ATELIER_LOGIN_LOCKOUT_PARAMETERS", default="username,ip_address")
+)
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "frontend.views.login_locked_out"
+# The client address is the connection's own (REMOTE_ADDR), never a header a client can forge.
+AXES_IPWARE_META_PRECEDENCE_ORDER = ("REMOTE_ADDR",)
+AXES_ENABLE_ADMIN = True  # operators see and delete lockouts in Django admin ("Axes")
+
+# --- HTTPS and security headers ----------------------------------------------------------
+# ATELIER_HTTPS=true is the production profile: redirect to HTTPS, secure cookies, HSTS for a
+# year on subdomains too. Each of those can still be set on its own.
+ATELIER_HTTPS = _strict_bool("ATELIER_HTTPS", default=False)
+SECURE_SSL_REDIRECT = _strict_bool("SECURE_SSL_REDIRECT", default=ATELIER_HTTPS)
+# Workers relay job events to the web process over loopback HTTP (inference/events.py).
+SECURE_REDIRECT_EXEMPT = [r"^internal/"]
+SESSION_COOKIE_SECURE = _strict_bool("SESSION_COOKIE_SECURE", default=ATELIER_HTTPS)
+CSRF_COOKIE_SECURE = _strict_bool("CSRF_COOKIE_SECURE", default=ATELIER_HTTPS)
+SECURE_HSTS_SECONDS = int(_at_least(
+    "SECURE_HSTS_SECONDS", env.int("SECURE_HSTS_SECONDS", default=31_536_000 if ATELIER_HTTPS else 0), 0
+))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _strict_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=ATELIER_HTTPS)
+# Preloading is a promise to browsers' built-in lists; opt in explicitly.
+SECURE_HSTS_PRELOAD = _strict_bool("SECURE_HSTS_PRELOAD", default=False)
+
+
+def _proxy_ssl_header(raw: str) -> tuple[str, str] | None:
+    """`HTTP_X_FORWARDED_PROTO,https`: the header (as Django's META names it) and its value."""
+    if not raw.strip():
+        return None
+    parts = [part.strip() for part in raw.split(",")]
+    if len(parts) != 2 or not parts[0].startswith("HTTP_") or not parts[1]:
+        raise ImproperlyConfigured(
+            f"SECURE_PROXY_SSL_HEADER={raw!r}: expected HEADER,value such as HTTP_X_FORWARDED_PROTO,https"
+        )
+    return parts[0], parts[1]
+
+
+# Only behind a proxy that sets (and strips from clients) this header. frontend/proxy.py reads it too.
+SECURE_PROXY_SSL_HEADER = _proxy_ssl_header(env.str("SECURE_PROXY_SSL_HEADER", default=""))
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = env.str("SECURE_REFERRER_POLICY", default="same-origin")
+X_FRAME_OPTIONS = "DENY"
+# Sent on every Django response (config/security.py); the platform's pages and the admin load
+# scripts and styles from /static/ only. Empty: no header. The /ui/ workspace sets its own.
+ATELIER_CONTENT_SECURITY_POLICY = env.str(
+    "ATELIER_CONTENT_SECURITY_POLICY",
+    default=(
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+        "font-src 'self'; connect-src 'self'; media-src 'self' blob:; object-src 'none'; "
+        "base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+    ),
+)
+
+# --- web server (daphne, see config/webserver.py) ----------------------------------------
+# A connection that sends nothing for this long while its request is still arriving (or while
+# idle between keep-alive requests) is closed. Not applied once the request has arrived, so
+# long responses (Gradio's event streams) are not cut.
+ATELIER_HTTP_IDLE_TIMEOUT_SECONDS = _at_least(
+    "ATELIER_HTTP_IDLE_TIMEOUT_SECONDS", env.float("ATELIER_HTTP_IDLE_TIMEOUT_SECONDS", default=60.0), 0.1
+)
+# A request line and headers that have not all arrived this long after their first byte are
+# refused by closing the connection, however slowly they trickle in (slowloris).
+ATELIER_HTTP_HEADER_TIMEOUT_SECONDS = _at_least(
+    "ATELIER_HTTP_HEADER_TIMEOUT_SECONDS", env.float("ATELIER_HTTP_HEADER_TIMEOUT_SECONDS", default=30.0), 0.1
+)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

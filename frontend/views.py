@@ -1,5 +1,12 @@
-"""Home page, team page and the language switch: plain Django views, no JS framework."""
+"""Home page, team page, the language switch and the login lockout page: plain Django views."""
 
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from axes.helpers import get_cool_off
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -79,3 +86,19 @@ def set_language(request: HttpRequest) -> HttpResponse:
     if not url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
         next_url = "/"
     return redirect(next_url)
+
+
+def login_locked_out(request: HttpRequest, original_response: HttpResponse | None = None,
+                     credentials: dict[str, Any] | None = None) -> HttpResponse:
+    """django-axes' lockout response (AXES_LOCKOUT_CALLABLE): 429, when to retry, who can unlock."""
+    cool_off = get_cool_off(request)
+    minutes = math.ceil(cool_off.total_seconds() / 60) if cool_off else None
+    response = render(
+        request,
+        "frontend/login_locked_out.html",
+        {"cooloff_minutes": minutes, "failure_limit": settings.AXES_FAILURE_LIMIT},
+        status=429,
+    )
+    if cool_off:
+        response["Retry-After"] = str(math.ceil(cool_off.total_seconds()))
+    return response

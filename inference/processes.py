@@ -13,7 +13,8 @@ from django.conf import settings
 
 
 def web_command(host: str, port: int) -> list[str]:
-    return [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "config.asgi:application"]
+    """daphne, through config/webserver.py: it adds timeouts for half-sent requests."""
+    return [sys.executable, "-m", "config.webserver", "-b", host, "-p", str(port), "config.asgi:application"]
 
 
 def worker_command(name: str, loglevel: str = "INFO") -> list[str]:

@@ -64,7 +64,8 @@ class Entry:
 
     `methods` are the HTTP methods the view serves (owner-scoped routes are swept with exactly
     these as outsiders: each must be a 404). `tests` are "tests/path.py::test_name" ids, without
-    parametrisation brackets.
+    parametrisation brackets. `extra["served_when_setting"]` names a setting that turns the
+    route off (its entry is then not stale).
     """
 
     access: Access
@@ -303,7 +304,8 @@ ROUTES: dict[str, Entry] = {
         "tests/frontend/test_workspace_proxy_rules.py::test_file_urls_resolve_inside_the_members_own_folders_only",
     ), note="no id in the URL: the caller's own workspace process is the only upstream"),
     "asgi /static/<path>": Entry(_A.PUBLIC, (f"{S}test_surface_asgi.py::test_static_files_are_public_and_only_static",),
-                                 note="collected static assets (admin CSS/JS), no user content"),
+                                 note="collected static assets (admin CSS/JS), no user content",
+                                 extra={"served_when_setting": "SERVE_STATIC"}),
 }
 
 # Every route of the admin site's own URLconf (`admin.site.urls`): staff only, checked by AdminSite.

@@ -25,6 +25,7 @@ from tests.security.surface import Access, Entry, Route, concrete_path, entry_fo
 pytestmark = pytest.mark.django_db
 
 REFUSALS = {401, 403, 404, 405}
+NO_SUCH_JOB = "j_NoSuchJob000000"
 
 # Holes the sweep found and that are not fixed yet: route key → reason (xfail, strict: it flips
 # to a failure the day the hole is closed, so the entry is removed then).
@@ -102,12 +103,17 @@ def test_outsiders_get_404_for_alices_objects(
     """bob (alice's tenant), charlie (tenant B) and dana (tenant B's admin) get 404 on every method
     the route serves, with a token and with a session cookie; never a 403 that says it exists."""
     path = _path(route, alices_things)
+    nowhere = _path(route, AlicesThings(job_id=NO_SUCH_JOB, values={**alices_things.values, "public_id": NO_SUCH_JOB}))
     for name, user in outsiders.items():
         for method in ("GET", "POST"):
             expected = {404} if method in entry.methods else {404, 405}
             response = _call(client, method, path, all_tokens[name])
             assert response.status_code in expected, f"{name} (token): {_describe(method, path, response)}"
-            assert alices_things.job_id.encode() not in response.content or response.status_code == 404
+            # No existence oracle: alice's job answers exactly as a job that does not exist.
+            absent = _call(client, method, nowhere, all_tokens[name])
+            assert (response.status_code, response.content.replace(alices_things.job_id.encode(), b"?")) == (
+                absent.status_code, absent.content.replace(NO_SUCH_JOB.encode(), b"?")
+            ), f"{name}: {method} {path} answers unlike a job that does not exist"
         client.force_login(user)
         for method in entry.methods:
             if method == "GET":  # a session cookie may read; writes need a token

@@ -1,0 +1,83 @@
+"""Fixtures of the surface sweep: alice's things that outsiders must not reach, and the values that
+fill a route's path parameters.
+
+Jobs are submitted through the real API and stay queued (no worker is registered), as in
+tests/inference/test_api.py; the image and ControlNet map are real PNGs in the storage, so a
+route that forgot its ownership check would answer 200 with alice's pixels, not a 404 of its own.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import pytest
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from PIL import Image
+
+from inference.models import Job
+
+JOB_BODY = {"prompt": "a red bicycle", "steps": 10, "width": 128, "height": 128, "seed": 42}
+
+
+@dataclass(frozen=True)
+class AlicesThings:
+    """Alice's job, with one output image and one ControlNet map stored, and the path values."""
+
+    job_id: str
+    values: dict[str, str]
+
+
+@pytest.fixture
+def outsiders(personas) -> dict[str, object]:
+    """Who must get 404 for alice's things: bob (her tenant, a member), charlie (tenant B, a member)
+    and dana (tenant B's admin: a tenant admin sees her own tenant's jobs, never another's)."""
+    from tenants.models import Membership, Tenant
+    from tenants.services import member_create
+
+    dana = member_create(tenant=Tenant.objects.get(slug="studio-b"), username="dana", password="pw-dana",
+                         role=Membership.Role.ADMIN)
+    return {"bob": personas["bob"], "charlie": personas["charlie"], "dana": dana}
+
+
+@pytest.fixture
+def all_tokens(tokens, outsiders) -> dict[str, str]:
+    from tenants.services import token_create
+
+    return {**tokens, "dana": token_create(user=outsiders["dana"])[1]}
+
+
+def _png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def alices_things(api, personas, tiny_checkpoint_path) -> AlicesThings:
+    response = api("alice").post("/api/v1/jobs", JOB_BODY)
+    assert response.status_code == 201, response.content
+    job_id = response.json()["id"]
+    image = default_storage.save(f"users/alice/outputs/surface/{job_id}-0.png", ContentFile(_png()))
+    control_map = default_storage.save(f"users/alice/outputs/surface/{job_id}-controlnet-0.png", ContentFile(_png()))
+    Job.objects.filter(public_id=job_id).update(outputs=[image], control_maps=[control_map])
+    values = {
+        "public_id": job_id,
+        "index": "0",
+        "object_id": str(personas["alice"].pk),
+        "content_type_id": "1",
+        "url": "no-such-page/",
+    }
+    yield AlicesThings(job_id=job_id, values=values)
+    for key in (image, control_map):
+        default_storage.delete(key)
+
+
+@pytest.fixture
+def login_urls() -> tuple[str, ...]:
+    """Where a refused browser request may be sent: our sign-in page, or admin's."""
+    from django.urls import reverse
+
+    return (settings.LOGIN_URL, reverse("admin:login"))

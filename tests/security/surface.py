@@ -1,0 +1,516 @@
+"""The platform's attack surface: every route it serves, what guards it, and the tests that prove it.
+
+`enumerate_routes()` walks what the ASGI application really serves:
+
+* every HTTP URL pattern of `config.urls`, included URLconfs and Django admin among them;
+* every websocket route of the Channels router inside `config.asgi.application`;
+* the mounts `config.asgi.AtelierApplication` handles before Django sees a request: the workspace
+  proxy at `/ui` and `/ui/…`, and static files when `SERVE_STATIC` is on.
+
+`ROUTES` says, for each of them, who may call it (`Access`) and which tests prove that. The
+surface tests (`tests/security/test_surface_*.py`) fail when a served route is missing from
+`ROUTES`, when `ROUTES` names a route that is gone, or when a named test does not exist, and
+they sweep every entry with anonymous callers and outsiders (see `README.md` here).
+
+Django admin is one *family*: every route inside the admin site's own URLconf (`admin.site.urls`,
+which grows with each `ModelAdmin`) is covered by `ADMIN_FAMILY`, and swept route by route.
+
+`ATTACKS` maps each known attack class (`/work/shared/reference/aesthetics_security.md`, the
+advisories of SD web UIs) to the tests that cover it, or to `None` with the reason it is out of
+scope. Deleting a named test fails the security suite.
+"""
+
+from __future__ import annotations
+
+import ast
+import enum
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+REGISTRY_FILE = "tests/security/surface.py"
+
+
+class Access(enum.Enum):
+    """Who may call a route."""
+
+    PUBLIC = "public"  # anyone: the sign-in page, static files
+    AUTHENTICATED = "authenticated"  # a session cookie or an API token; data is the caller's own
+    OWNER_SCOPED = "owner_scoped"  # names a user-owned object by id: 404 to anyone not allowed to see it
+    OPERATOR = "operator"  # platform operators (is_staff) only
+    INTERNAL = "internal"  # worker-to-web: refused without the internal credential
+
+
+@dataclass(frozen=True)
+class Route:
+    """One served route. `key` is how `ROUTES` names it: `<protocol> /<pattern>`."""
+
+    protocol: str  # "http", "websocket", or "asgi" (a mount handled before Django and Channels)
+    pattern: str  # the URL pattern as Django writes it, with a leading slash
+    view: str  # dotted path of the callback, for messages
+    family: str | None = None  # "admin" for routes of the admin site's own URLconf
+
+    @property
+    def key(self) -> str:
+        return f"{self.protocol} {self.pattern}"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What the registry promises for one route.
+
+    `methods` are the HTTP methods the view serves (owner-scoped routes are swept with exactly
+    these as outsiders: each must be a 404). `tests` are "tests/path.py::test_name" ids, without
+    parametrisation brackets. `extra["served_when_setting"]` names a setting that turns the
+    route off (its entry is then not stale).
+    """
+
+    access: Access
+    tests: tuple[str, ...]
+    methods: tuple[str, ...] = ("GET",)
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# --- enumeration ----------------------------------------------------------------------------------
+
+def _walk_urlconf(patterns: list, prefix: str = "", family: str | None = None) -> Iterator[Route]:
+    from django.urls import URLPattern, URLResolver
+
+    for pattern in patterns:
+        if isinstance(pattern, URLResolver):
+            inner_family = family or ("admin" if pattern.app_name == "admin" else None)
+            yield from _walk_urlconf(pattern.url_patterns, prefix + str(pattern.pattern), inner_family)
+        elif isinstance(pattern, URLPattern):
+            yield Route("http", "/" + prefix + str(pattern.pattern), pattern.lookup_str, family)
+        else:  # pragma: no cover - Django has no third kind today
+            raise TypeError(f"unknown URL pattern type {type(pattern)!r} under {prefix!r}")
+
+
+def _find_url_router(app: Any, depth: int = 0) -> Any:
+    """The Channels `URLRouter` inside the websocket middleware stack (validators, auth, sessions)."""
+    from channels.routing import URLRouter
+
+    if isinstance(app, URLRouter):
+        return app
+    if depth > 10:
+        raise LookupError("no URLRouter inside the websocket application")
+    for attribute in ("application", "inner", "app"):
+        inner = getattr(app, attribute, None)
+        if inner is not None:
+            return _find_url_router(inner, depth + 1)
+    raise LookupError(f"no URLRouter inside {type(app).__name__}")
+
+
+def _walk_channels(routes: list, prefix: str = "") -> Iterator[Route]:
+    from channels.routing import URLRouter
+
+    for route in routes:
+        pattern = prefix + str(route.pattern)
+        callback = route.callback
+        if isinstance(callback, URLRouter):
+            yield from _walk_channels(callback.routes, pattern)
+            continue
+        consumer = getattr(callback, "consumer_class", callback)
+        yield Route("websocket", "/" + pattern.lstrip("/"), f"{consumer.__module__}.{consumer.__qualname__}")
+
+
+def enumerate_routes() -> list[Route]:
+    """Every route the ASGI application serves, HTTP, websocket and pre-Django mounts."""
+    from django.conf import settings
+    from django.urls import get_resolver
+
+    from config import asgi
+
+    routes = list(_walk_urlconf(get_resolver().url_patterns))
+    websocket_app = asgi.application.platform.application_mapping["websocket"]
+    routes += list(_walk_channels(_find_url_router(websocket_app).routes))
+
+    from frontend.proxy import MOUNT
+
+    proxy = f"{type(asgi.application.workspace_proxy).__module__}.{type(asgi.application.workspace_proxy).__name__}"
+    routes.append(Route("asgi", MOUNT, proxy))  # `path == MOUNT or path.startswith(MOUNT + "/")`
+    routes.append(Route("asgi", MOUNT + "/<path>", proxy))
+    if settings.SERVE_STATIC:
+        static = "/" + settings.STATIC_URL.strip("/") + "/<path>"
+        routes.append(Route("asgi", static, "django.contrib.staticfiles.handlers.ASGIStaticFilesHandler"))
+    return routes
+
+
+# --- concrete paths for a pattern ---------------------------------------------------------------
+
+_CONVERTER = re.compile(r"<(?:(?P<converter>[^>:]+):)?(?P<name>[^>]+)>")
+_REGEX_GROUP = re.compile(r"\(\?P<(?P<name>\w+)>(?P<body>[^()]*)\)")
+
+
+def concrete_path(pattern: str, values: dict[str, str]) -> str:
+    """A real URL for `pattern`, its parameters filled from `values` (regex groups included).
+
+    A regex group with alternatives (`auth|tenants|…`) takes its first one when `values` has
+    no entry; callers check with `django.urls.resolve` that the result is the same route.
+    """
+
+    def group(match: re.Match[str]) -> str:
+        name = match["name"]
+        if name in values:
+            return values[name]
+        return match["body"].split("|")[0] if "|" in match["body"] else "x"
+
+    path = _REGEX_GROUP.sub(group, pattern)
+    path = path.replace("^", "").replace("$", "")
+    return _CONVERTER.sub(lambda m: values.get(m["name"], "x"), path)
+
+
+# --- the registry -------------------------------------------------------------------------------
+
+S = "tests/security/"
+HTTP_SWEEP = (
+    f"{S}test_surface_http.py::test_anonymous_callers_never_get_a_2xx",
+)
+OWNER_SWEEP = (
+    *HTTP_SWEEP,
+    f"{S}test_surface_http.py::test_outsiders_get_404_for_alices_objects",
+    f"{S}test_surface_http.py::test_the_owner_reaches_her_own_objects",
+)
+OPERATOR_SWEEP = (*HTTP_SWEEP, f"{S}test_surface_http.py::test_members_never_get_a_2xx_from_operator_routes")
+SDAPI_GET = "tests/a1111/test_sdapi_routes.py::test_every_get_route_needs_a_token_and_answers_json"
+SDAPI_POST = "tests/a1111/test_sdapi_routes.py::test_every_post_route_needs_a_token"
+JOBS_404 = "tests/inference/test_api.py::test_alices_job_is_404_to_other_members_on_every_endpoint"
+E2E_404 = "tests/e2e/test_platform.py::test_other_users_get_404_for_every_job_endpoint"
+
+_A = Access
+ROUTES: dict[str, Entry] = {
+    # --- the native jobs API (token; a session cookie may read) ---
+    "http /api/v1/jobs": Entry(_A.AUTHENTICATED, (
+        *HTTP_SWEEP,
+        "tests/inference/test_api.py::test_no_token_or_a_wrong_or_revoked_token_is_401",
+        "tests/inference/test_api.py::test_a_session_cookie_may_read_but_not_write",
+        JOBS_404,  # the list holds only the caller's own jobs
+    ), methods=("GET", "POST")),
+    "http /api/v1/jobs/<str:public_id>": Entry(_A.OWNER_SCOPED, (
+        *OWNER_SWEEP, JOBS_404, E2E_404,
+        "tests/inference/test_api.py::test_tenant_admins_and_operators_may_see_their_members_jobs",
+    )),
+    "http /api/v1/jobs/<str:public_id>/cancel": Entry(_A.OWNER_SCOPED, (*OWNER_SWEEP, JOBS_404, E2E_404),
+                                                      methods=("POST",)),
+    "http /api/v1/jobs/<str:public_id>/images/<int:index>": Entry(_A.OWNER_SCOPED, (*OWNER_SWEEP, JOBS_404, E2E_404)),
+    "http /api/v1/jobs/<str:public_id>/control-maps/<int:index>": Entry(_A.OWNER_SCOPED, (
+        *OWNER_SWEEP,
+        "tests/a1111/test_controlnet_api.py::test_pai_image_link_form_returns_an_image_mask_url_only_the_owner_can_fetch",
+    )),
+    "http /api/v1/models": Entry(_A.AUTHENTICATED, (
+        *HTTP_SWEEP, "tests/inference/test_api.py::test_models_lists_what_the_caller_may_use")),
+    "http /api/v1/usage": Entry(_A.AUTHENTICATED, HTTP_SWEEP, note="the caller's own usage records only"),
+    "http /api/v1/workers": Entry(_A.OPERATOR, (
+        *OPERATOR_SWEEP, "tests/inference/test_api.py::test_operators_without_a_tenant_cannot_submit_but_may_list_workers")),
+    # --- /sdapi/v1 (A1111-compatible; token or Basic username:token) ---
+    "http /sdapi/v1/txt2img": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_POST), methods=("POST",)),
+    "http /sdapi/v1/img2img": Entry(_A.AUTHENTICATED, (
+        *HTTP_SWEEP, "tests/a1111/test_sdapi_routes.py::test_img2img_without_an_init_image_is_a1111s_404"),
+        methods=("POST",)),
+    "http /sdapi/v1/extra-single-image": Entry(_A.AUTHENTICATED, (
+        *HTTP_SWEEP, "tests/a1111/test_extras_api.py::test_a_job_is_stored_with_its_inputs_in_the_owners_folder"),
+        methods=("POST",)),
+    "http /sdapi/v1/extra-batch-images": Entry(_A.AUTHENTICATED, (
+        *HTTP_SWEEP, "tests/a1111/test_extras_api.py::test_batch_refusals_name_the_image"), methods=("POST",)),
+    "http /sdapi/v1/png-info": Entry(_A.AUTHENTICATED, (
+        *HTTP_SWEEP, "tests/a1111/test_sdapi_routes.py::test_png_info_reads_an_a1111_png_and_refuses_bad_images"),
+        methods=("POST",)),
+    "http /sdapi/v1/progress": Entry(_A.AUTHENTICATED, (
+        *HTTP_SWEEP, SDAPI_GET, "tests/a1111/test_sdapi_routes.py::test_progress_and_interrupt_touch_only_the_callers_jobs",
+        "tests/a1111/test_sdapi_routes.py::test_progress_carries_the_running_jobs_live_preview_and_only_to_its_owner")),
+    "http /sdapi/v1/interrupt": Entry(_A.AUTHENTICATED, (
+        *HTTP_SWEEP, SDAPI_POST, "tests/a1111/test_sdapi_routes.py::test_progress_and_interrupt_touch_only_the_callers_jobs"),
+        methods=("POST",)),
+    "http /sdapi/v1/skip": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_POST), methods=("POST",)),
+    "http /sdapi/v1/options": Entry(_A.AUTHENTICATED, (
+        *HTTP_SWEEP, SDAPI_GET, SDAPI_POST, "tests/a1111/test_sdapi_routes.py::test_options_are_per_member"),
+        methods=("GET", "POST")),
+    "http /sdapi/v1/cmd-flags": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_GET),
+                                      note="fixed, harmless flags only (A1111 #17411)"),
+    "http /sdapi/v1/samplers": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_GET)),
+    "http /sdapi/v1/schedulers": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_GET)),
+    "http /sdapi/v1/upscalers": Entry(_A.AUTHENTICATED, (
+        *HTTP_SWEEP, SDAPI_GET,
+        "tests/a1111/test_sdapi_routes.py::test_model_upscalers_are_listed_per_member_and_unknown_ones_are_not_installed")),
+    "http /sdapi/v1/latent-upscale-modes": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_GET)),
+    "http /sdapi/v1/sd-models": Entry(_A.AUTHENTICATED, (
+        *HTTP_SWEEP, SDAPI_GET, "tests/a1111/test_sdapi_routes.py::test_models_are_scoped_to_the_member")),
+    "http /sdapi/v1/sd-vae": Entry(_A.AUTHENTICATED, (
+        *HTTP_SWEEP, SDAPI_GET, "tests/a1111/test_sdapi_routes.py::test_the_vae_option_is_per_member_and_must_be_one_they_may_use")),
+    "http /sdapi/v1/loras": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_GET)),
+    "http /sdapi/v1/hypernetworks": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_GET)),
+    "http /sdapi/v1/embeddings": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_GET)),
+    "http /sdapi/v1/face-restorers": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_GET)),
+    "http /sdapi/v1/realesrgan-models": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_GET)),
+    "http /sdapi/v1/prompt-styles": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_GET)),
+    "http /sdapi/v1/script-info": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_GET)),
+    "http /sdapi/v1/extensions": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_GET)),
+    "http /sdapi/v1/scripts": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_GET)),
+    "http /sdapi/v1/memory": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_GET)),
+    "http /sdapi/v1/refresh-checkpoints": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_POST), methods=("POST",)),
+    "http /sdapi/v1/refresh-loras": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_POST), methods=("POST",)),
+    "http /sdapi/v1/refresh-vae": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_POST), methods=("POST",)),
+    "http /sdapi/v1/refresh-embeddings": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_POST), methods=("POST",)),
+    "http /sdapi/v1/unload-checkpoint": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_POST), methods=("POST",)),
+    "http /sdapi/v1/reload-checkpoint": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_POST), methods=("POST",)),
+    # --- /controlnet (the sd-webui-controlnet extension's routes) ---
+    "http /controlnet/model_list": Entry(_A.AUTHENTICATED, (
+        *HTTP_SWEEP,
+        "tests/a1111/test_controlnet_api.py::test_model_and_module_lists_are_the_extensions_and_scoped_to_the_member")),
+    "http /controlnet/module_list": Entry(_A.AUTHENTICATED, (
+        *HTTP_SWEEP,
+        "tests/a1111/test_controlnet_api.py::test_model_and_module_lists_are_the_extensions_and_scoped_to_the_member")),
+    "http /controlnet/version": Entry(_A.AUTHENTICATED, HTTP_SWEEP),
+    # --- worker to web ---
+    "http /internal/events": Entry(_A.INTERNAL, (
+        *HTTP_SWEEP, f"{S}test_surface_http.py::test_internal_routes_refuse_requests_without_the_worker_signature"),
+        methods=("POST",), note="HMAC-SHA256 of the body with SECRET_KEY in X-Atelier-Signature"),
+    # --- pages ---
+    "http /": Entry(_A.AUTHENTICATED, (
+        *HTTP_SWEEP, "tests/test_frontend.py::test_home_requires_sign_in_and_shows_the_members_team_and_models",
+        "tests/frontend/test_home.py::test_home_links_the_workspace_and_shows_own_images_and_usage")),
+    "http /team/": Entry(_A.AUTHENTICATED, (
+        *HTTP_SWEEP, "tests/frontend/test_home.py::test_team_page_is_the_tenant_admins_own_team"),
+        note="tenant admins only: members get 404; shows the admin's own tenant"),
+    "http /language/": Entry(_A.AUTHENTICATED, (
+        *HTTP_SWEEP, "tests/frontend/test_home.py::test_language_switch_from_the_home_page_reaches_the_workspace"),
+        methods=("POST",)),
+    "http /login/": Entry(_A.PUBLIC, (
+        "tests/test_frontend.py::test_home_requires_sign_in_and_shows_the_members_team_and_models",
+        "tests/test_frontend.py::test_wrong_password_shows_an_error")),
+    "http /logout/": Entry(_A.PUBLIC, (f"{S}test_surface_http.py::test_public_routes_answer_anonymous_callers",),
+                           note="POST only; signs out whoever is signed in"),
+    # --- websockets ---
+    "websocket /ws/jobs/<str:public_id>": Entry(_A.OWNER_SCOPED, (
+        f"{S}test_surface_websocket.py::test_anonymous_job_sockets_are_closed_unauthenticated",
+        f"{S}test_surface_websocket.py::test_outsiders_cannot_subscribe_to_alices_job_events",
+        f"{S}test_surface_websocket.py::test_cross_site_browser_sockets_are_refused",
+        f"{S}test_surface_websocket.py::test_the_owner_gets_her_jobs_events",
+        "tests/e2e/test_platform.py::test_websocket_streams_progress_to_the_owner_only",
+    )),
+    # --- mounts in front of Django ---
+    "asgi /ui": Entry(_A.PUBLIC, (f"{S}test_surface_asgi.py::test_the_workspace_mount_sends_anonymous_callers_to_sign_in",),
+                      note="a 301 to /ui/ and nothing else"),
+    "asgi /ui/<path>": Entry(_A.AUTHENTICATED, (
+        f"{S}test_surface_asgi.py::test_the_workspace_mount_sends_anonymous_callers_to_sign_in",
+        f"{S}test_surface_asgi.py::test_anonymous_workspace_websockets_are_closed",
+        "tests/e2e/test_workspaces.py::test_anonymous_ui_redirects_to_login_and_anonymous_websocket_is_closed",
+        "tests/e2e/test_workspaces.py::test_each_member_gets_a_process_of_their_own",
+        "tests/e2e/test_workspaces.py::test_members_fetch_their_own_files_and_nobody_else_s",
+        "tests/frontend/test_workspace_proxy_rules.py::test_file_urls_resolve_inside_the_members_own_folders_only",
+    ), note="no id in the URL: the caller's own workspace process is the only upstream"),
+    "asgi /static/<path>": Entry(_A.PUBLIC, (f"{S}test_surface_asgi.py::test_static_files_are_public_and_only_static",),
+                                 note="collected static assets (admin CSS/JS), no user content",
+                                 extra={"served_when_setting": "SERVE_STATIC"}),
+}
+
+# Every route of the admin site's own URLconf (`admin.site.urls`): staff only, checked by AdminSite.
+ADMIN_FAMILY = Entry(_A.OPERATOR, (
+    *OPERATOR_SWEEP,
+    "tests/test_frontend.py::test_admin_is_for_operators",
+), note="the admin login page and the catch-all answer anonymous callers with a redirect to it")
+
+# Public routes inside the admin family: its sign-in page, and sign-out (anonymous: a redirect).
+ADMIN_PUBLIC = {"/admin/login/", "/admin/logout/"}
+
+
+def entry_for(route: Route) -> Entry | None:
+    """The registry's entry for a served route (admin routes through their family)."""
+    if route.key in ROUTES:
+        return ROUTES[route.key]
+    if route.family == "admin":
+        if route.pattern in ADMIN_PUBLIC:
+            return Entry(_A.PUBLIC, (f"{S}test_surface_http.py::test_public_routes_answer_anonymous_callers",),
+                         note="the admin sign-in and sign-out pages")
+        return ADMIN_FAMILY
+    return None
+
+
+# --- attack classes and their tests ----------------------------------------------------------------
+
+W = "tests/worker/"
+IMAGES = "tests/a1111/test_images.py::"
+ATTACKS: dict[str, tuple[str, ...] | None] = {
+    # SSRF through URL-valued image inputs (A1111 verify_url TOCTOU; Gradio CVE-2024-4325; B.5 #3-#6)
+    "ssrf: private, loopback and link-local addresses in image URLs": (
+        f"{IMAGES}test_non_public_addresses",
+        f"{IMAGES}test_loopback_in_any_spelling_is_refused_and_never_contacted",
+        f"{IMAGES}test_private_addresses_are_refused",
+        f"{IMAGES}test_every_resolved_address_must_be_allowed",
+        "tests/a1111/test_sdapi_routes.py::test_image_link_to_a_private_address_is_refused_unfetched",
+    ),
+    "ssrf: check-then-fetch (DNS rebinding) and redirects to private hosts": (
+        f"{IMAGES}test_connection_goes_to_the_checked_address_with_the_original_host",
+        f"{IMAGES}test_redirect_to_a_private_address_is_refused_at_the_hop",
+        f"{IMAGES}test_redirect_to_a_refused_scheme",
+        f"{IMAGES}test_redirects_are_followed_and_capped",
+    ),
+    "ssrf: file://, gopher:// and other schemes": (
+        f"{IMAGES}test_only_http_and_https_schemes",
+        f"{IMAGES}test_file_url_is_refused_even_with_a_fetcher",
+        f"{IMAGES}test_urls_are_refused_without_a_fetcher",
+        "tests/a1111/test_sdapi_routes.py::test_image_link_must_be_a_url_string",
+    ),
+    "fetch: endless, oversize, compressed or slow bodies": (
+        f"{IMAGES}test_endless_body_is_cut_at_max_bytes",
+        f"{IMAGES}test_declared_oversize_body_is_refused_before_reading",
+        f"{IMAGES}test_compressed_responses_are_refused",
+        f"{IMAGES}test_slow_loris_body_hits_the_overall_deadline",
+        f"{IMAGES}test_silent_server_times_out",
+    ),
+    "decompression bomb in an uploaded image (Pillow MAX_IMAGE_PIXELS)": (
+        f"{IMAGES}test_decompression_bomb_is_refused_from_the_header_without_decoding",
+        f"{IMAGES}test_header_over_max_pixels_is_refused_before_decoding",
+        f"{IMAGES}test_pillows_bomb_warning_is_a_refusal_even_with_a_generous_limit",
+        "tests/a1111/test_pnginfo.py::test_bomb_header_is_not_decoded",
+        "tests/a1111/test_pnginfo.py::test_metadata_is_read_without_decoding_pixels_over_the_limit",
+    ),
+    "oversize request bodies and images": (
+        f"{IMAGES}test_oversize_encoded_input_is_refused_before_decoding",
+        f"{IMAGES}test_decoded_size_limit_applies_to_bytes",
+        "tests/a1111/test_sdapi_routes.py::test_a_body_over_the_request_limit_is_a_413",
+        "tests/a1111/test_sdapi_routes.py::test_a_20_mb_image_is_refused_before_decoding",
+        "tests/a1111/test_extras_api.py::test_the_output_cap_follows_the_input_pixel_limit",
+        "tests/e2e/test_workspaces.py::test_uploads_are_capped_with_a_message",
+    ),
+    "resource exhaustion through generation parameters (size, steps, batch, prompt length)": (
+        "tests/inference/test_api.py::test_bad_input_is_a_400_naming_the_field",
+        "tests/inference/test_generation.py::test_limits_are_configurable",
+        "tests/inference/test_generation.py::test_hires_fix_fields_and_limits",
+        "tests/inference/test_prompts.py::test_length_limit",
+        "tests/inference/test_prompts.py::test_bracket_depth_limit_guards_against_quadratic_prompts",
+    ),
+    "pickle code execution in model files (.ckpt/.pt; InvokeAI CVE-2024-12029, A1111 safe.py)": (
+        f"{W}test_checkpoints.py::test_pickle_checkpoint_is_refused_without_unpickling",
+        f"{W}test_hypernetwork.py::test_malicious_pickle_is_refused_and_never_runs",
+        f"{W}test_gfpgan.py::test_unreadable_files_and_pickles_with_code_are_refused",
+    ),
+    "path traversal in file routes and save paths (Gradio /file=, ComfyUI /view, B.5 #1-#2)": (
+        "tests/frontend/test_workspace_proxy_rules.py::test_file_urls_resolve_inside_the_members_own_folders_only",
+        "tests/frontend/test_workspace_proxy_rules.py::test_normalise_collapses_slashes_and_dots_but_keeps_dotdot",
+        "tests/a1111/test_sdapi_routes.py::test_save_dir_outside_the_members_directory_is_refused",
+        "tests/tenants/test_tenants.py::test_usernames_that_are_not_folder_names_are_refused",
+        "tests/e2e/test_workspaces.py::test_members_fetch_their_own_files_and_nobody_else_s",
+    ),
+    "vulnerable Gradio internal routes (component_server CVE-2024-1561/34511, /proxy=, /queue/join URLs)": (
+        "tests/frontend/test_workspace_proxy_rules.py::test_risky_gradio_routes_are_blocked",
+        "tests/frontend/test_workspace_proxy_rules.py::test_the_component_server_is_open_only_when_allowed",
+        "tests/frontend/test_workspace_proxy_rules.py::test_the_guard_lets_the_secret_through_but_not_to_blocked_routes",
+    ),
+    "the Gradio port reached directly, around the proxy": (
+        "tests/frontend/test_workspace_proxy_rules.py::test_the_guard_refuses_requests_without_the_secret",
+        "tests/frontend/test_workspace_proxy_rules.py::test_the_guard_refuses_a_repeated_secret_header",
+        "tests/frontend/test_workspace_proxy_rules.py::test_the_guard_refuses_websockets_without_the_secret",
+        "tests/frontend/test_workspace_proxy_rules.py::test_a_short_secret_is_refused_at_start",
+        "tests/e2e/test_workspaces.py::test_the_gradio_port_refuses_requests_without_the_secret",
+        "tests/e2e/test_workspaces.py::test_a_secret_from_before_a_restart_is_refused",
+    ),
+    "forged identity headers through the proxy (X-Forwarded-User, X-Atelier-*; B.5 #13)": (
+        "tests/frontend/test_workspace_proxy_rules.py::test_identity_headers_and_platform_cookies_never_reach_the_workspace",
+        "tests/frontend/test_workspace_proxy_rules.py::test_the_shared_upstream_pool_never_keeps_a_cookie",
+        "tests/e2e/test_workspaces.py::test_client_supplied_secret_and_identity_headers_do_not_reach_the_workspace",
+    ),
+    "cross-site requests and websockets riding the session cookie (CSRF, CSWSH)": (
+        "tests/inference/test_api.py::test_a_session_cookie_may_read_but_not_write",
+        "tests/frontend/test_workspace_proxy_rules.py::test_cross_site_origins_are_told_apart",
+        "tests/e2e/test_workspaces.py::test_cross_site_posts_are_refused",
+        f"{S}test_surface_websocket.py::test_cross_site_browser_sockets_are_refused",
+    ),
+    "cross-tenant and cross-member object access by id (IDOR; Langflow GHSA-7grx-3xcx-2xv5; B.5 #10)": (
+        f"{S}test_surface_http.py::test_outsiders_get_404_for_alices_objects",
+        f"{S}test_surface_websocket.py::test_outsiders_cannot_subscribe_to_alices_job_events",
+        JOBS_404, E2E_404,
+        "tests/e2e/test_a1111_client.py::test_another_member_sees_neither_alices_jobs_nor_her_options",
+        "tests/e2e/test_workspace_browser.py::test_alice_generates_in_her_workspace_and_charlie_cannot_see_it",
+    ),
+    "routes without authentication (InvokeAI scan_folder #9365; every route declares auth)": (
+        f"{S}test_surface_registry.py::test_every_served_route_is_in_the_registry",
+        f"{S}test_surface_http.py::test_anonymous_callers_never_get_a_2xx",
+    ),
+    "process-global state: one user's interrupt or options reach another (A1111 shared.state/opts)": (
+        "tests/a1111/test_sdapi_routes.py::test_progress_and_interrupt_touch_only_the_callers_jobs",
+        "tests/a1111/test_sdapi_routes.py::test_options_are_per_member",
+        "tests/a1111/test_sdapi_routes.py::test_the_vae_option_is_per_member_and_must_be_one_they_may_use",
+    ),
+    "config dump leaking secrets (A1111 /sdapi/v1/cmd-flags #17411)": (
+        f"{S}test_surface_http.py::test_cmd_flags_dumps_no_configuration",
+    ),
+    "other members' private models, LoRAs and ControlNets by name": (
+        "tests/a1111/test_sdapi_routes.py::test_models_are_scoped_to_the_member",
+        "tests/inference/test_api.py::test_prompt_loras_must_be_ones_the_user_has",
+        "tests/a1111/test_controlnet_api.py::test_another_members_controlnet_is_unknown_and_disabled_units_are_ignored",
+    ),
+    "server paths leaked in job JSON": (
+        f"{S}test_surface_http.py::test_job_json_names_no_server_paths",
+    ),
+    "redelivered or stale task messages run a job twice (B.5 #16)": (
+        "tests/inference/test_dispatch.py::test_claim_is_compare_and_set_so_a_redelivered_or_stale_message_does_nothing",
+        "tests/scheduler/test_policy.py::test_a_job_listed_twice_is_handed_out_once",
+    ),
+    "worker killed mid-job (B.5 #14)": (
+        "tests/inference/test_dispatch.py::test_a_silent_worker_is_declared_dead_and_its_job_requeued_then_failed_at_the_cap",
+        "tests/e2e/test_platform.py::test_a_worker_killed_mid_job_does_not_lose_it",
+    ),
+    "open redirect after sign-in or language switch (Gradio CVE-2024-4940 class)": (
+        f"{S}test_surface_http.py::test_redirects_stay_on_this_site",
+    ),
+    "user-installed extensions and custom nodes (code execution; ComfyUI-Manager #1125)": None,
+    "model upload through the web (InvokeAI /models/install)": None,
+    "Gradio share=True tunnels (CVE-2024-47871)": None,
+    "idempotency keys for retried submits (B.5 #17)": None,
+}
+
+ATTACKS_OUT_OF_SCOPE_REASONS: dict[str, str] = {
+    "user-installed extensions and custom nodes (code execution; ComfyUI-Manager #1125)":
+        "no route installs code: extensions are an operator-managed allow-list in Django admin (operator routes above)",
+    "model upload through the web (InvokeAI /models/install)":
+        "no upload route exists; models are files an operator places in DATA_DIR, and loaders refuse pickles (above)",
+    "Gradio share=True tunnels (CVE-2024-47871)":
+        "workspaces bind loopback behind the proxy; no code path calls launch(share=True)",
+    "idempotency keys for retried submits (B.5 #17)":
+        "not a feature yet: POST /api/v1/jobs has no Idempotency-Key support, so a retried submit is a second job",
+}
+
+
+# --- test ids ---------------------------------------------------------------------------------
+
+def split_test_id(test_id: str) -> tuple[str, str]:
+    """("tests/a.py", "test_x") for "tests/a.py::test_x[param]" (brackets dropped)."""
+    path, separator, name = test_id.partition("::")
+    if not separator or not path.endswith(".py") or not name:
+        raise ValueError(f"{test_id!r} is not 'tests/path.py::test_name'")
+    return path, name.split("[", 1)[0]
+
+
+def functions_defined_in(path: str) -> set[str]:
+    """Names of the module-level test functions (and `Class::test_method` ids) a test file defines.
+
+    Read by parsing, not importing, so GPU-only and e2e modules can be checked everywhere.
+    """
+    source = (REPO_ROOT / path).read_text()
+    names: set[str] = set()
+    for node in ast.parse(source, filename=path).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test"):
+            names.add(node.name)
+        elif isinstance(node, ast.ClassDef) and node.name.startswith("Test"):
+            for item in node.body:
+                if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and item.name.startswith("test"):
+                    names.add(f"{node.name}::{item.name}")
+    return names
+
+
+def missing_tests(test_ids: tuple[str, ...] | list[str]) -> list[str]:
+    """The ids among `test_ids` whose file or function does not exist."""
+    missing = []
+    cache: dict[str, set[str]] = {}
+    for test_id in test_ids:
+        path, name = split_test_id(test_id)
+        if path not in cache:
+            cache[path] = functions_defined_in(path) if (REPO_ROOT / path).is_file() else set()
+        if name not in cache[path]:
+            missing.append(test_id)
+    return missing

@@ -92,8 +92,20 @@ class BrowserOriginValidator:
 def _http_app():
     if settings.SERVE_STATIC:
         from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+        from django.core.exceptions import SuspiciousFileOperation
+        from django.http import HttpResponseNotFound
 
-        return ASGIStaticFilesHandler(django_asgi_app)
+        class StaticFilesHandler(ASGIStaticFilesHandler):
+            """Django's, with a `..` path that escapes the static folder answered 404, not 500
+            (Django's handler turns only Http404 into a response)."""
+
+            async def get_response_async(self, request):
+                try:
+                    return await super().get_response_async(request)
+                except SuspiciousFileOperation:
+                    return HttpResponseNotFound(b"Not Found", content_type="text/plain")
+
+        return StaticFilesHandler(django_asgi_app)
     return django_asgi_app
 
 

@@ -292,6 +292,9 @@ ROUTES: dict[str, Entry] = {
         f"{S}test_surface_websocket.py::test_the_owner_gets_her_jobs_events",
         "tests/e2e/test_platform.py::test_websocket_streams_progress_to_the_owner_only",
     )),
+    "websocket /": Entry(_A.PUBLIC, (
+        "tests/security/test_platform_server.py::test_websocket_to_an_unknown_path_is_refused_without_a_traceback",
+    ), note="the catch-all after every websocket route: refuses the handshake (403), serves nothing"),
     # --- mounts in front of Django ---
     "asgi /ui": Entry(_A.PUBLIC, (f"{S}test_surface_asgi.py::test_the_workspace_mount_sends_anonymous_callers_to_sign_in",),
                       note="a 301 to /ui/ and nothing else"),

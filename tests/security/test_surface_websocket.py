@@ -111,9 +111,12 @@ def test_cross_site_browser_sockets_are_refused(personas, alices_things, route: 
     cookie = _session_cookie(personas["alice"])
 
     async def attempts() -> None:
-        communicator, connected, _ = await _open(path, [cookie, (b"origin", b"https://evil.example")])
+        communicator, connected, _ = await _open(path, [cookie, (b"host", b"localhost"), (b"origin", b"https://evil.example")])
         assert not connected
-        communicator, connected, _ = await _open(path, [cookie, (b"origin", b"http://localhost")])
+        # Same host, another port: another site.
+        communicator, connected, _ = await _open(path, [cookie, (b"host", b"localhost"), (b"origin", b"http://localhost:1")])
+        assert not connected
+        communicator, connected, _ = await _open(path, [cookie, (b"host", b"localhost"), (b"origin", b"http://localhost")])
         assert connected
         snapshot = await communicator.receive_json_from(timeout=10)
         assert snapshot["id"] == alices_things.job_id

@@ -525,3 +525,34 @@ def missing_tests(test_ids: tuple[str, ...] | list[str]) -> list[str]:
         if name not in cache[path]:
             missing.append(test_id)
     return missing
+
+
+# --- the workspace's Gradio functions ----------------------------------------------------------
+# Each function wired in a member's workspace Blocks (`frontend.workspace.ui.build_workspace`),
+# by name, with the tests that prove it reads and writes the caller's own things only. Every one
+# of them is also called with another member's file in each file-capable input by
+# `test_workspace_files.py::test_no_workspace_function_takes_another_member_s_file`; the list
+# makes a new function fail until its author names what proves its ownership.
+_UI = "tests/frontend/test_workspace_ui.py::"
+WORKSPACE_FUNCTIONS: dict[str, tuple[str, ...]] = {
+    "on_load": (f"{_UI}test_defaults_persist_per_member", f"{_UI}test_language_switch_relabels_the_workspace_and_is_remembered"),
+    "generate_txt2img": (f"{_UI}test_submit_creates_alices_job_with_the_form_parameters",
+                         "tests/e2e/test_workspace_browser.py::test_alice_generates_in_her_workspace_and_charlie_cannot_see_it"),
+    "generate_img2img": (f"{_UI}test_img2img_with_a_painted_mask_submits_image_and_mask",),
+    "cancel": (f"{_UI}test_cancel_stops_the_members_own_job_only",),
+    "refresh_gallery": (f"{_UI}test_charlies_gallery_never_holds_alices_images",),
+    "select_image": (f"{_UI}test_charlies_gallery_never_holds_alices_images",),
+    "send_to_img2img": (f"{S}test_workspace_files.py::test_no_workspace_function_takes_another_member_s_file",),
+    "read_pnginfo": (f"{_UI}test_png_info_reads_the_parameters_and_sends_them_to_txt2img",
+                     f"{S}test_workspace_files.py::test_a_function_still_takes_the_member_s_own_upload"),
+    "send_pnginfo_to_txt2img": (f"{_UI}test_png_info_reads_the_parameters_and_sends_them_to_txt2img",),
+    "save_defaults": (f"{_UI}test_defaults_persist_per_member",),
+    "save_face_settings": (f"{_UI}test_face_restoration_settings_are_the_members_own_options",),
+    "set_language": (f"{_UI}test_language_switch_relabels_the_workspace_and_is_remembered",),
+    "apply_extensions": (f"{_UI}test_the_prompt_styles_extension_shows_its_panel_and_merges_styles_only_when_enabled",),
+    "insert_network": (f"{_UI}test_the_network_browser_lists_the_members_own_and_shared_models_only",),
+    "refresh_model_lists": (f"{_UI}test_the_network_browser_lists_the_members_own_and_shared_models_only",),
+    "refresh_controlnet_models": (f"{_UI}test_the_controlnet_panel_has_three_closed_units_and_lists_the_members_models_only",),
+    "controlnet_image_uploaded": (f"{_UI}test_the_preprocessor_picks_its_sliders_and_an_upload_enables_the_unit",),
+    "controlnet_module_changed": (f"{_UI}test_the_preprocessor_picks_its_sliders_and_an_upload_enables_the_unit",),
+}

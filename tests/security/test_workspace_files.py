@@ -226,3 +226,19 @@ def test_a_function_still_takes_the_member_s_own_upload(alice_workspace: dict[st
     )
     assert response.status_code == 200, response.text
     assert "event_id" in response.json()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_every_workspace_function_is_registered_with_its_ownership_tests(alice_workspace: dict[str, Any]) -> None:
+    """A new Gradio function in the workspace fails here until `surface.WORKSPACE_FUNCTIONS`
+    names the tests that prove it touches the caller's own things only."""
+    from tests.security.surface import WORKSPACE_FUNCTIONS, missing_tests
+
+    wired = {fn.name for fn in alice_workspace["blocks"].fns.values() if fn.fn is not None}
+    unregistered = sorted(wired - WORKSPACE_FUNCTIONS.keys())
+    assert not unregistered, (
+        f"new workspace functions {unregistered} have no ownership test: add them to "
+        "tests/security/surface.py WORKSPACE_FUNCTIONS with the tests that prove them"
+    )
+    assert not sorted(WORKSPACE_FUNCTIONS.keys() - wired), "registry names functions the workspace no longer has"
+    assert missing_tests([test for tests in WORKSPACE_FUNCTIONS.values() for test in tests]) == []

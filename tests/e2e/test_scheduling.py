@@ -26,7 +26,8 @@ def _add_second_model(platform: Platform) -> None:
 
 @pytest.fixture(scope="module")
 def platform():
-    overrides = {"ATELIER_DISPATCH_TIMEOUT_SECONDS": "8"}
+    # The flood is 100 queued jobs of bob's: above the per-member queue cap's default.
+    overrides = {"ATELIER_DISPATCH_TIMEOUT_SECONDS": "8", "ATELIER_MAX_QUEUED_JOBS_PER_USER": "200"}
     with running_platform(workers=2, env_overrides=overrides, before_start=_add_second_model) as platform:
         yield platform
 
@@ -82,6 +83,15 @@ def test_cancelling_a_batched_job_drops_it_without_disturbing_the_others(platfor
     platform.wait_until(
         lambda: as_admin(platform, alices)["step"] >= 2, timeout=120, what="the shared batch to be running"
     )
+    # Each job's live preview is its own image, never the batch's first (issue #13: bob saw alice's).
+    previews = platform.wait_until(
+        lambda: (lambda a, b: (a, b) if a and b else None)(
+            platform.get("alice", f"/api/v1/jobs/{alices}").json().get("preview"),
+            platform.get("bob", f"/api/v1/jobs/{bobs}").json().get("preview"),
+        ),
+        timeout=120, what="both jobs of the shared batch to have a live preview", interval=0.05,
+    )
+    assert previews[0] != previews[1]
     assert platform.post("alice", f"/api/v1/jobs/{alices}/cancel").status_code == 200
     alice_job, bob_job = platform.wait_job("admin", alices), platform.wait_job("admin", bobs)
     assert alice_job["batch_id"] == bob_job["batch_id"]

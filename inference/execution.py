@@ -151,6 +151,16 @@ class BatchMember:
         return (chunk - self.chunks.start) * steps + min(step, steps)  # PNDM reports one extra step
 
 
+def preview_positions(members: list[BatchMember], max_batch: int) -> tuple[int, ...]:
+    """The images that get live previews: each job's first image in each chunk it spans, so
+    every job of a shared batch is previewed from its own images and never from another's."""
+    positions = set()
+    for member in members:
+        for chunk in member.chunks:
+            positions.add(max(member.images.start, chunk * max_batch))
+    return tuple(sorted(positions))
+
+
 def _infotexts(job: Job, request: GenerationRequest, sampler: SamplerChoice) -> list[str]:
     model_name, _, hash_part = job.checkpoint_title.rpartition(" [")
     extra = img2img_infotext_params(request) if request.kind == "img2img" else hires_infotext_params(request)
@@ -326,11 +336,13 @@ def _run_batch(jobs: list[tuple[str, int]], worker_name: str, runtime: WorkerRun
         tiling=lead.tiling,
         controlnet=_control_units(lead),  # part of the batch key: every member has the same units
         face_restoration=_face_restoration(lead),  # part of the batch key too
+        preview_images=preview_positions(members, max_batch),
     )
 
-    def on_preview(chunk: int, image: Image.Image) -> None:
+    def on_preview(chunk: int, position: int, image: Image.Image) -> None:
+        # `image` is the preview of the image at `position` only: it goes to the job it belongs to.
         for member in members:
-            if chunk in member.chunks and not member.reporter.stopped.is_set():
+            if position in member.images and not member.reporter.stopped.is_set():
                 member.reporter.preview(image)
 
     def on_step(chunk: int, step: int) -> None:

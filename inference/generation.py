@@ -18,6 +18,7 @@ from typing import Any
 
 from inference.fields import (
     RequestValidationError,
+    fields_of,
     read_bool,
     read_float,
     read_int,
@@ -253,6 +254,8 @@ def parse_generation_request(
     if subseed == -1:
         subseed = rng.randrange(MAX_SEED)
 
+    with fields_of("override_settings"):
+        clip_skip = read_int(override_settings, "CLIP_stop_at_last_layers", 1, 1, 12)
     return GenerationRequest(
         kind=kind,
         prompt=read_str(data, "prompt", "", limits.max_prompt_chars),
@@ -271,7 +274,7 @@ def parse_generation_request(
         n_iter=read_int(data, "n_iter", 1, 1, limits.max_n_iter),
         checkpoint=checkpoint,
         vae=vae,
-        clip_skip=read_int(override_settings, "CLIP_stop_at_last_layers", 1, 1, 12),
+        clip_skip=clip_skip,
         override_settings=dict(override_settings),
         save_dir=parse_save_dir(alwayson.get("save_dir")),
         tiling=read_bool(data, "tiling", False),
@@ -297,10 +300,8 @@ def parse_face_restoration(data: Mapping[str, Any], override_settings: Mapping[s
         name = match
     weight = None
     if override_settings.get("code_former_weight") is not None:
-        try:
+        with fields_of("override_settings"):
             weight = read_float(override_settings, "code_former_weight", 0.5, 0.0, 1.0)
-        except RequestValidationError as exc:
-            raise RequestValidationError(f"override_settings.{exc.field}", exc.message) from None
     return {"restore_faces": True, "face_restoration_model": name, "code_former_weight": weight}
 
 

@@ -118,8 +118,7 @@ def api_view(*methods: str) -> Callable:
             except RequestValidationError as exc:
                 return error(400, str(exc), field=exc.field)
             except ModelNotFound as exc:
-                field = "override_settings.sd_model_checkpoint"
-                return error(400, f"{field}: {exc}", field=field)
+                return error(400, f"{exc.field}: {exc}", field=exc.field)
             except NotAMember as exc:
                 return error(403, str(exc))
             except ImageInputError as exc:

@@ -135,10 +135,10 @@ def extras_submit(*, user: AbstractUser, request: ExtrasRequest, inputs: ExtrasI
     for slot in ("upscaler_1", "upscaler_2") if request.upscales else ():  # A1111 ignores both without upscaler_1
         name = getattr(request, slot)
         if name not in BUILTIN_RESIZERS:  # "None", "Lanczos", "Nearest" need no file
-            entry = upscaler_resolve_for_user(user, name)
+            entry = upscaler_resolve_for_user(user, name, field=slot)
             resolved[slot] = {"name": name, "path": str(entry.path), "sha256": entry.sha256}
     for restorer in request.restorers:
-        _, entry = face_restorer_resolve_for_user(user, restorer)
+        _, entry = face_restorer_resolve_for_user(user, restorer, field=f"{restorer.lower()}_visibility")
         resolved[restorer] = {"name": restorer, "path": str(entry.path), "sha256": entry.sha256}
     if request.restorers:
         detector = face_detector_for_user(user)

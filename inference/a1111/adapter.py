@@ -40,7 +40,7 @@ def _error_for(exc: Exception) -> JsonResponse | None:
     if isinstance(exc, ImageInputError):
         return error_response(422, exc.message, "ImageInputError")
     if isinstance(exc, ModelNotFound):
-        return error_response(404, str(exc), "ModelNotFound")
+        return error_response(404, f"{exc.field}: {exc}", "ModelNotFound", body=exc.field)
     if isinstance(exc, NotAMember):
         return error_response(403, str(exc), "PermissionDenied")
     if isinstance(exc, PayloadTooLarge):

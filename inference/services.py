@@ -20,6 +20,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from inference.errors import member_error
 from inference.events import job_event_publish
 from inference.extras import (
     BUILTIN_RESIZERS,
@@ -374,7 +375,8 @@ def job_succeed(
 
 
 def job_fail(*, job: Job, attempt: int, error: str, gpu_seconds: float = 0.0) -> bool:
-    return _finish(job, attempt, Job.Status.FAILED, error=error[:2000], gpu_seconds=gpu_seconds)
+    """Record a failure; the error as the member sees it, without server paths (`member_error`)."""
+    return _finish(job, attempt, Job.Status.FAILED, error=member_error(error)[:2000], gpu_seconds=gpu_seconds)
 
 
 def job_mark_cancelled(*, job: Job, attempt: int, gpu_seconds: float = 0.0) -> bool:

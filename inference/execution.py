@@ -22,7 +22,6 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import connection as db_connection
 from PIL import Image, PngImagePlugin
@@ -45,6 +44,7 @@ from inference.services import (
     job_progress,
     job_succeed,
 )
+from inference.storage import UnsafeOutputPath, member_file_save
 from inference.worker.controlnet import ControlUnit, prepare_control_image
 from inference.worker.faces.restoration import FaceRestorationSpec
 from inference.worker.img2img import InpaintSettings
@@ -71,9 +71,8 @@ def png_bytes(image: Image.Image, infotext: str, key: str = "parameters") -> byt
 
 
 def store_png(key: str, data: bytes) -> str:
-    if default_storage.exists(key):
-        default_storage.delete(key)
-    return default_storage.save(key, ContentFile(data))
+    """Write a PNG into the member's working directory (`UnsafeOutputPath` if a link leads out)."""
+    return member_file_save(key, data)
 
 
 class ProgressReporter(threading.Thread):
@@ -380,12 +379,16 @@ def _run_batch(jobs: list[tuple[str, int]], worker_name: str, runtime: WorkerRun
             continue
         infotexts = _infotexts(job, member.request, sampler)
         folder = f"{_output_prefix(job, member.request)}/{job.created_at:%Y-%m-%d}"
-        outputs = [
-            store_png(f"{folder}/{job.public_id}-{index}.png", png_bytes(image, infotext))
-            for index, (image, infotext) in enumerate(zip(mine, infotexts, strict=True))
-        ]
+        try:
+            outputs = [
+                store_png(f"{folder}/{job.public_id}-{index}.png", png_bytes(image, infotext))
+                for index, (image, infotext) in enumerate(zip(mine, infotexts, strict=True))
+            ]
+            maps = _store_control_maps(folder, job, member.request, control_maps) if control_maps else []
+        except UnsafeOutputPath as exc:  # nothing is written outside the member's directory
+            job_fail(job=job, attempt=attempt, error=str(exc), gpu_seconds=gpu_seconds)
+            continue
         censored = [index for index, position in enumerate(member.images) if flagged[position]]
-        maps = _store_control_maps(folder, job, member.request, control_maps) if control_maps else []
         if not job_succeed(
             job=job, attempt=attempt, outputs=outputs, infotexts=infotexts, gpu_seconds=gpu_seconds,
             censored=censored, control_maps=maps,

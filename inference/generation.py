@@ -169,7 +169,8 @@ class GenerationRequest:
 
 SUPPORTED_KINDS = ("txt2img", "img2img")
 NO_VAE = ("", "Automatic", "None")  # A1111's names for "the checkpoint's own VAE"
-_SAVE_DIR_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.@+-]{0,99}$")
+_SAVE_DIR_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.@+-]{0,99}")
+RESERVED_WORKDIR_FOLDERS = ("models",)  # the platform reads models from there: no PNGs in it
 
 
 def parse_save_dir(value: Any) -> str | None:
@@ -189,14 +190,17 @@ def parse_save_dir(value: Any) -> str | None:
         )
     parts = [part for part in value.split("/") if part not in ("", ".")]
     for part in parts:
-        if part == ".." or not _SAVE_DIR_PART.match(part):
+        # fullmatch: `$` would accept a trailing newline ("tmp\n" is another folder than "tmp")
+        if part == ".." or not _SAVE_DIR_PART.fullmatch(part):
             raise RequestValidationError(
                 where, f"{value!r} is not allowed: use plain folder names (letters, digits, _ . - @ +), no '..'"
             )
+        if part != part.rstrip(" ."):  # "models " and "models." look like "models" on some systems
+            raise RequestValidationError(where, f"{value!r} is not allowed: a folder name must not end in a space or a dot")
     if not parts:
         raise RequestValidationError(where, "must name a folder, e.g. tmp/outputs")
-    if parts[0] == "models":
-        raise RequestValidationError(where, "must not point into your models folder")
+    if parts[0].lower() in RESERVED_WORKDIR_FOLDERS:  # case-insensitive file systems (macOS, SMB mounts)
+        raise RequestValidationError(where, f"must not point into your {parts[0]!r} folder: it holds your models")
     return "/".join(parts)
 
 

@@ -14,7 +14,6 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
-from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import F
@@ -51,6 +50,7 @@ from inference.model_registry import (
 from inference.models import Job, Worker, new_job_id
 from inference.prompts import ExtraNetwork, PromptError, find_embeddings, parse_prompt
 from inference.prompts import lora_key as lora_key_of
+from inference.storage import UnsafeOutputPath, member_file_save
 from tenants.selectors import tenant_for_user
 from tenants.services import usage_record
 from tenants.workdirs import user_inputs_key
@@ -198,8 +198,12 @@ def _with_stored_inputs(user: AbstractUser, request: GenerationRequest, inputs: 
 def _store_input(user: AbstractUser, data: bytes) -> str:
     """A PNG the member sent, stored in their `inputs/` folder under its content hash (once)."""
     key = f"{user_inputs_key(user.get_username())}/{hashlib.sha256(data).hexdigest()[:40]}.png"
-    if not default_storage.exists(key):
-        default_storage.save(key, ContentFile(data))
+    try:
+        member_file_save(key, data, skip_if_stored=True)
+    except UnsafeOutputPath:
+        raise RequestValidationError(
+            "init_images", "your inputs folder leads outside your working directory (a symbolic link?): remove the link"
+        ) from None
     return key
 
 

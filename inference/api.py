@@ -29,6 +29,7 @@ def generation_limits() -> Limits:
         max_batch_size=settings.ATELIER_MAX_BATCH_SIZE,
         max_n_iter=settings.ATELIER_MAX_N_ITER,
         max_prompt_chars=settings.ATELIER_MAX_PROMPT_CHARS,
+        max_prompt_chunks=settings.ATELIER_MAX_PROMPT_CHUNKS,
     )
 
 

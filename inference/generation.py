@@ -25,6 +25,7 @@ from inference.fields import (
     read_optional_str,
     read_str,
 )
+from inference.prompts import PromptError, extract_extra_networks, prompt_chunk_count
 from inference.samplers import SAMPLERS, SamplerError, resolve_sampler
 
 MAX_SEED = 4294967294  # A1111 draws random seeds from range(4294967294)
@@ -38,6 +39,9 @@ class Limits:
     max_batch_size: int = 8
     max_n_iter: int = 16
     max_prompt_chars: int = 10_000
+    # 75-token chunks per prompt (BREAK starts one): each costs a text-encoder pass per image and
+    # lengthens every cross-attention; A1111 prompts rarely need more than 8 (600 tokens).
+    max_prompt_chunks: int = 16
 
 
 @dataclass(frozen=True)
@@ -204,6 +208,23 @@ def parse_save_dir(value: Any) -> str | None:
     return "/".join(parts)
 
 
+def _read_prompt(data: Mapping[str, Any], name: str, limits: Limits) -> str:
+    """A prompt within the character limit and `limits.max_prompt_chunks` chunks (a lower bound
+    counted without the tokenizer: `inference/prompts.py` `prompt_chunk_count`)."""
+    text = read_str(data, name, "", limits.max_prompt_chars)
+    try:
+        chunks = prompt_chunk_count(extract_extra_networks(text)[0])  # tags are not encoded
+    except PromptError:
+        return text  # reported with its own message when the job is submitted
+    if chunks > limits.max_prompt_chunks:
+        raise RequestValidationError(
+            name,
+            f"makes at least {chunks} chunks of 75 tokens (BREAK starts a new one); at most "
+            f"{limits.max_prompt_chunks} are allowed: shorten it or use fewer BREAKs",
+        )
+    return text
+
+
 def _size(data: Mapping[str, Any], name: str, limits: Limits) -> int:
     # A1111 works on an 8× smaller latent, so sizes effectively snap down to a multiple of 8.
     return read_int(data, name, 512, limits.min_size, limits.max_size) // 8 * 8
@@ -262,8 +283,8 @@ def parse_generation_request(
         clip_skip = read_int(override_settings, "CLIP_stop_at_last_layers", 1, 1, 12)
     return GenerationRequest(
         kind=kind,
-        prompt=read_str(data, "prompt", "", limits.max_prompt_chars),
-        negative_prompt=read_str(data, "negative_prompt", "", limits.max_prompt_chars),
+        prompt=_read_prompt(data, "prompt", limits),
+        negative_prompt=_read_prompt(data, "negative_prompt", limits),
         steps=read_int(data, "steps", 50, 1, limits.max_steps),
         cfg_scale=read_float(data, "cfg_scale", 7.0, 0.0, 30.0),
         width=_size(data, "width", limits),

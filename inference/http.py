@@ -21,7 +21,7 @@ from django.views.decorators.csrf import csrf_exempt
 from inference.a1111.images import ImageInputError
 from inference.generation import RequestValidationError
 from inference.model_registry import ModelNotFound
-from inference.services import NotAMember
+from inference.services import NotAMember, TooManyQueuedJobs
 from tenants.auth import request_user
 
 
@@ -119,6 +119,8 @@ def api_view(*methods: str) -> Callable:
                 return error(400, str(exc), field=exc.field)
             except ModelNotFound as exc:
                 return error(400, f"{exc.field}: {exc}", field=exc.field)
+            except TooManyQueuedJobs as exc:
+                return error(429, str(exc))
             except NotAMember as exc:
                 return error(403, str(exc))
             except ImageInputError as exc:

@@ -62,6 +62,26 @@ class NotAMember(PermissionError):
     """Only members of a tenant submit jobs: their tenant is billed for them."""
 
 
+class TooManyQueuedJobs(PermissionError):
+    """The member already has `ATELIER_MAX_QUEUED_JOBS_PER_USER` jobs waiting (adapters: a 429)."""
+
+
+def _check_queue_room(user: AbstractUser) -> None:
+    """Refuse a new job while the member has the most jobs allowed waiting (queued or dispatched).
+
+    Running jobs are capped by the scheduler; this caps what waits, so one member cannot fill
+    the queue (and the database) with thousands of jobs. Checked before the job is stored: a
+    burst of simultaneous submissions may pass it by the number submitted at the same instant.
+    """
+    limit = settings.ATELIER_MAX_QUEUED_JOBS_PER_USER
+    waiting = Job.objects.filter(owner=user, status__in=[Job.Status.QUEUED, Job.Status.DISPATCHED]).count()
+    if waiting >= limit:
+        raise TooManyQueuedJobs(
+            f"you already have {waiting} jobs waiting, the most allowed (ATELIER_MAX_QUEUED_JOBS_PER_USER={limit}): "
+            "wait for some to finish or cancel them"
+        )
+
+
 def job_submit(*, user: AbstractUser, request: GenerationRequest, inputs: InputImages | None = None) -> Job:
     """Store a validated request as a queued job and ask the scheduler to place it.
 
@@ -77,6 +97,7 @@ def job_submit(*, user: AbstractUser, request: GenerationRequest, inputs: InputI
     tenant = tenant_for_user(user)
     if tenant is None:
         raise NotAMember(f"{user.get_username()} is not a member of any tenant, so cannot generate")
+    _check_queue_room(user)
     checkpoint = checkpoint_resolve_for_user(user, request.checkpoint)
     vae = vae_resolve_for_user(user, request.vae)
     request = dataclasses.replace(request, networks=_extra_networks_for_user(user, request))
@@ -131,6 +152,7 @@ def extras_submit(*, user: AbstractUser, request: ExtrasRequest, inputs: ExtrasI
     tenant = tenant_for_user(user)
     if tenant is None:
         raise NotAMember(f"{user.get_username()} is not a member of any tenant, so cannot run extras")
+    _check_queue_room(user)
     check_output_sizes(request, inputs.sizes, max_pixels=settings.ATELIER_MAX_INPUT_PIXELS)
     resolved: dict[str, dict[str, str]] = {}
     for slot in ("upscaler_1", "upscaler_2") if request.upscales else ():  # A1111 ignores both without upscaler_1

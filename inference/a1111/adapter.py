@@ -20,7 +20,7 @@ from inference.a1111.images import ImageInputError
 from inference.generation import RequestValidationError
 from inference.http import JsonBodyError, PayloadTooLarge, body_bytes, parse_json
 from inference.model_registry import ModelNotFound
-from inference.services import NotAMember
+from inference.services import NotAMember, TooManyQueuedJobs
 from tenants.auth import request_user
 
 
@@ -41,6 +41,8 @@ def _error_for(exc: Exception) -> JsonResponse | None:
         return error_response(422, exc.message, "ImageInputError")
     if isinstance(exc, ModelNotFound):
         return error_response(404, f"{exc.field}: {exc}", "ModelNotFound", body=exc.field)
+    if isinstance(exc, TooManyQueuedJobs):
+        return error_response(429, str(exc), "TooManyRequests")
     if isinstance(exc, NotAMember):
         return error_response(403, str(exc), "PermissionDenied")
     if isinstance(exc, PayloadTooLarge):

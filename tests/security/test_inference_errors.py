@@ -30,6 +30,19 @@ def test_member_error_scrubs_the_data_and_model_folders() -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_a_truncated_checkpoint_fails_the_job_without_naming_where_it_lives(personas, tiny_checkpoint_path) -> None:
+    from tenants.workdirs import user_model_dir
+
+    folder = user_model_dir("alice", "Stable-diffusion")
+    folder.mkdir(parents=True, exist_ok=True)
+    broken = folder / "broken.safetensors"
+    broken.write_bytes(tiny_checkpoint_path.read_bytes()[:-4096])  # data cut short: the header still parses
+    try:
+        _run_and_check(personas)
+    finally:
+        broken.unlink()  # it would be alice's default checkpoint in later tests
+
+
+def _run_and_check(personas) -> None:
     from django.utils import timezone
 
     from inference.execution import batch_execute
@@ -37,11 +50,7 @@ def test_a_truncated_checkpoint_fails_the_job_without_naming_where_it_lives(pers
     from inference.models import Job, Worker
     from inference.services import job_submit
     from inference.worker.runtime import WorkerRuntime
-    from tenants.workdirs import user_model_dir
 
-    folder = user_model_dir("alice", "Stable-diffusion")
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "broken.safetensors").write_bytes(tiny_checkpoint_path.read_bytes()[:-4096])  # data cut short: the header still parses
     request = parse_generation_request({"prompt": "x", "steps": 2, "width": 64, "height": 64,
                                         "override_settings": {"sd_model_checkpoint": "broken"}})
     job = job_submit(user=personas["alice"], request=request)

@@ -364,6 +364,7 @@ ATELIER_MAX_SIZE = env.int("ATELIER_MAX_SIZE", default=2048)
 ATELIER_MAX_BATCH_SIZE = env.int("ATELIER_MAX_BATCH_SIZE", default=8)
 ATELIER_MAX_N_ITER = env.int("ATELIER_MAX_N_ITER", default=16)
 ATELIER_MAX_PROMPT_CHARS = env.int("ATELIER_MAX_PROMPT_CHARS", default=10_000)
+ATELIER_MAX_PROMPT_CHUNKS = env.int("ATELIER_MAX_PROMPT_CHUNKS", default=16)  # 75-token chunks (BREAK starts one)
 ATELIER_MAX_UPLOAD_BYTES = env.int("ATELIER_MAX_UPLOAD_BYTES", default=10 * 1024 * 1024)  # one input image
 ATELIER_MAX_INPUT_PIXELS = env.int("ATELIER_MAX_INPUT_PIXELS", default=4096 * 4096)  # one input image
 # A whole JSON request body (base64 images included); bigger images go by URL, as PAI advises.
@@ -401,6 +402,7 @@ ATELIER_WORKER_MAX_BATCH = env.int("ATELIER_WORKER_MAX_BATCH", default=8)  # ima
 # At least the worker max batch, or one user's burst of single images can never fill a batch.
 ATELIER_MAX_RUNNING_PER_USER = env.int("ATELIER_MAX_RUNNING_PER_USER", default=8)
 ATELIER_MAX_RUNNING_PER_TENANT = env.int("ATELIER_MAX_RUNNING_PER_TENANT", default=16)
+ATELIER_MAX_QUEUED_JOBS_PER_USER = env.int("ATELIER_MAX_QUEUED_JOBS_PER_USER", default=100)  # waiting, not yet running
 ATELIER_AFFINITY_GRACE_SECONDS = env.float("ATELIER_AFFINITY_GRACE_SECONDS", default=5.0)
 ATELIER_MAX_REORDER_WAIT_SECONDS = env.float("ATELIER_MAX_REORDER_WAIT_SECONDS", default=60.0)
 ATELIER_SERVICE_HALF_LIFE_SECONDS = env.float("ATELIER_SERVICE_HALF_LIFE_SECONDS", default=300.0)

@@ -29,6 +29,7 @@ def generation_limits() -> Limits:
         max_batch_size=settings.ATELIER_MAX_BATCH_SIZE,
         max_n_iter=settings.ATELIER_MAX_N_ITER,
         max_prompt_chars=settings.ATELIER_MAX_PROMPT_CHARS,
+        max_prompt_chunks=settings.ATELIER_MAX_PROMPT_CHUNKS,
     )
 
 
@@ -116,7 +117,7 @@ def job_image(request: HttpRequest, user, public_id: str, index: int):
         return _not_found()
     if index >= len(job.outputs):
         return error(404, f"job {public_id} has {len(job.outputs)} image(s)")
-    return _png_response(job.outputs[index])
+    return _png_response(job.outputs[index], what=f"image {index} of job {public_id}")
 
 
 @api_view("GET")
@@ -127,11 +128,19 @@ def job_control_map(request: HttpRequest, user, public_id: str, index: int):
         return _not_found()
     if index >= len(job.control_maps):
         return error(404, f"job {public_id} has {len(job.control_maps)} ControlNet map(s)")
-    return _png_response(job.control_maps[index])
+    return _png_response(job.control_maps[index], what=f"ControlNet map {index} of job {public_id}")
 
 
-def _png_response(key: str) -> FileResponse:
-    response = FileResponse(default_storage.open(key, "rb"), content_type="image/png")
+def _png_response(key: str, *, what: str) -> FileResponse | JsonResponse:
+    """The stored PNG, or a 404 when its file is gone (cleaned up, or removed by its owner)."""
+    gone = error(404, f"{what} is no longer stored (its file was removed): generate it again")
+    try:
+        if not default_storage.exists(key):
+            return gone
+        handle = default_storage.open(key, "rb")
+    except FileNotFoundError:
+        return gone
+    response = FileResponse(handle, content_type="image/png")
     response["Content-Disposition"] = f'inline; filename="{key.rsplit("/", 1)[-1]}"'
     response["X-Content-Type-Options"] = "nosniff"
     return response

@@ -22,7 +22,6 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import connection as db_connection
 from PIL import Image, PngImagePlugin
@@ -45,6 +44,7 @@ from inference.services import (
     job_progress,
     job_succeed,
 )
+from inference.storage import UnsafeOutputPath, member_file_save
 from inference.worker.controlnet import ControlUnit, prepare_control_image
 from inference.worker.faces.restoration import FaceRestorationSpec
 from inference.worker.img2img import InpaintSettings
@@ -71,9 +71,8 @@ def png_bytes(image: Image.Image, infotext: str, key: str = "parameters") -> byt
 
 
 def store_png(key: str, data: bytes) -> str:
-    if default_storage.exists(key):
-        default_storage.delete(key)
-    return default_storage.save(key, ContentFile(data))
+    """Write a PNG into the member's working directory (`UnsafeOutputPath` if a link leads out)."""
+    return member_file_save(key, data)
 
 
 class ProgressReporter(threading.Thread):
@@ -149,6 +148,16 @@ class BatchMember:
     def step_in_job(self, chunk: int, step: int) -> int:
         steps = self.request.sampling_steps
         return (chunk - self.chunks.start) * steps + min(step, steps)  # PNDM reports one extra step
+
+
+def preview_positions(members: list[BatchMember], max_batch: int) -> tuple[int, ...]:
+    """The images that get live previews: each job's first image in each chunk it spans, so
+    every job of a shared batch is previewed from its own images and never from another's."""
+    positions = set()
+    for member in members:
+        for chunk in member.chunks:
+            positions.add(max(member.images.start, chunk * max_batch))
+    return tuple(sorted(positions))
 
 
 def _infotexts(job: Job, request: GenerationRequest, sampler: SamplerChoice) -> list[str]:
@@ -326,11 +335,13 @@ def _run_batch(jobs: list[tuple[str, int]], worker_name: str, runtime: WorkerRun
         tiling=lead.tiling,
         controlnet=_control_units(lead),  # part of the batch key: every member has the same units
         face_restoration=_face_restoration(lead),  # part of the batch key too
+        preview_images=preview_positions(members, max_batch),
     )
 
-    def on_preview(chunk: int, image: Image.Image) -> None:
+    def on_preview(chunk: int, position: int, image: Image.Image) -> None:
+        # `image` is the preview of the image at `position` only: it goes to the job it belongs to.
         for member in members:
-            if chunk in member.chunks and not member.reporter.stopped.is_set():
+            if position in member.images and not member.reporter.stopped.is_set():
                 member.reporter.preview(image)
 
     def on_step(chunk: int, step: int) -> None:
@@ -368,12 +379,16 @@ def _run_batch(jobs: list[tuple[str, int]], worker_name: str, runtime: WorkerRun
             continue
         infotexts = _infotexts(job, member.request, sampler)
         folder = f"{_output_prefix(job, member.request)}/{job.created_at:%Y-%m-%d}"
-        outputs = [
-            store_png(f"{folder}/{job.public_id}-{index}.png", png_bytes(image, infotext))
-            for index, (image, infotext) in enumerate(zip(mine, infotexts, strict=True))
-        ]
+        try:
+            outputs = [
+                store_png(f"{folder}/{job.public_id}-{index}.png", png_bytes(image, infotext))
+                for index, (image, infotext) in enumerate(zip(mine, infotexts, strict=True))
+            ]
+            maps = _store_control_maps(folder, job, member.request, control_maps) if control_maps else []
+        except UnsafeOutputPath as exc:  # nothing is written outside the member's directory
+            job_fail(job=job, attempt=attempt, error=str(exc), gpu_seconds=gpu_seconds)
+            continue
         censored = [index for index, position in enumerate(member.images) if flagged[position]]
-        maps = _store_control_maps(folder, job, member.request, control_maps) if control_maps else []
         if not job_succeed(
             job=job, attempt=attempt, outputs=outputs, infotexts=infotexts, gpu_seconds=gpu_seconds,
             censored=censored, control_maps=maps,

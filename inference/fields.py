@@ -7,7 +7,8 @@ value is always a `RequestValidationError` naming the field, which adapters turn
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -75,6 +76,15 @@ def read_bool(data: Mapping[str, Any], name: str, default: bool) -> bool:
     if isinstance(value, int) and value in (0, 1):  # A1111 sends inpainting_mask_invert as 0/1
         return bool(value)
     raise RequestValidationError(name, f"must be true or false, got {value!r}")
+
+
+@contextmanager
+def fields_of(where: str) -> Iterator[None]:
+    """Read fields of a nested object (`override_settings`): errors name `where.<field>`."""
+    try:
+        yield
+    except RequestValidationError as exc:
+        raise RequestValidationError(f"{where}.{exc.field}", exc.message) from None
 
 
 def read_optional_str(mapping: Mapping[str, Any], name: str, where: str) -> str | None:

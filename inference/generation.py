@@ -18,12 +18,14 @@ from typing import Any
 
 from inference.fields import (
     RequestValidationError,
+    fields_of,
     read_bool,
     read_float,
     read_int,
     read_optional_str,
     read_str,
 )
+from inference.prompts import PromptError, extract_extra_networks, prompt_chunk_count
 from inference.samplers import SAMPLERS, SamplerError, resolve_sampler
 
 MAX_SEED = 4294967294  # A1111 draws random seeds from range(4294967294)
@@ -37,6 +39,9 @@ class Limits:
     max_batch_size: int = 8
     max_n_iter: int = 16
     max_prompt_chars: int = 10_000
+    # 75-token chunks per prompt (BREAK starts one): each costs a text-encoder pass per image and
+    # lengthens every cross-attention; A1111 prompts rarely need more than 8 (600 tokens).
+    max_prompt_chunks: int = 16
 
 
 @dataclass(frozen=True)
@@ -168,7 +173,8 @@ class GenerationRequest:
 
 SUPPORTED_KINDS = ("txt2img", "img2img")
 NO_VAE = ("", "Automatic", "None")  # A1111's names for "the checkpoint's own VAE"
-_SAVE_DIR_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.@+-]{0,99}$")
+_SAVE_DIR_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.@+-]{0,99}")
+RESERVED_WORKDIR_FOLDERS = ("models",)  # the platform reads models from there: no PNGs in it
 
 
 def parse_save_dir(value: Any) -> str | None:
@@ -188,15 +194,35 @@ def parse_save_dir(value: Any) -> str | None:
         )
     parts = [part for part in value.split("/") if part not in ("", ".")]
     for part in parts:
-        if part == ".." or not _SAVE_DIR_PART.match(part):
+        # fullmatch: `$` would accept a trailing newline ("tmp\n" is another folder than "tmp")
+        if part == ".." or not _SAVE_DIR_PART.fullmatch(part):
             raise RequestValidationError(
                 where, f"{value!r} is not allowed: use plain folder names (letters, digits, _ . - @ +), no '..'"
             )
+        if part != part.rstrip(" ."):  # "models " and "models." look like "models" on some systems
+            raise RequestValidationError(where, f"{value!r} is not allowed: a folder name must not end in a space or a dot")
     if not parts:
         raise RequestValidationError(where, "must name a folder, e.g. tmp/outputs")
-    if parts[0] == "models":
-        raise RequestValidationError(where, "must not point into your models folder")
+    if parts[0].lower() in RESERVED_WORKDIR_FOLDERS:  # case-insensitive file systems (macOS, SMB mounts)
+        raise RequestValidationError(where, f"must not point into your {parts[0]!r} folder: it holds your models")
     return "/".join(parts)
+
+
+def _read_prompt(data: Mapping[str, Any], name: str, limits: Limits) -> str:
+    """A prompt within the character limit and `limits.max_prompt_chunks` chunks (a lower bound
+    counted without the tokenizer: `inference/prompts.py` `prompt_chunk_count`)."""
+    text = read_str(data, name, "", limits.max_prompt_chars)
+    try:
+        chunks = prompt_chunk_count(extract_extra_networks(text)[0])  # tags are not encoded
+    except PromptError:
+        return text  # reported with its own message when the job is submitted
+    if chunks > limits.max_prompt_chunks:
+        raise RequestValidationError(
+            name,
+            f"makes at least {chunks} chunks of 75 tokens (BREAK starts a new one); at most "
+            f"{limits.max_prompt_chunks} are allowed: shorten it or use fewer BREAKs",
+        )
+    return text
 
 
 def _size(data: Mapping[str, Any], name: str, limits: Limits) -> int:
@@ -253,10 +279,12 @@ def parse_generation_request(
     if subseed == -1:
         subseed = rng.randrange(MAX_SEED)
 
+    with fields_of("override_settings"):
+        clip_skip = read_int(override_settings, "CLIP_stop_at_last_layers", 1, 1, 12)
     return GenerationRequest(
         kind=kind,
-        prompt=read_str(data, "prompt", "", limits.max_prompt_chars),
-        negative_prompt=read_str(data, "negative_prompt", "", limits.max_prompt_chars),
+        prompt=_read_prompt(data, "prompt", limits),
+        negative_prompt=_read_prompt(data, "negative_prompt", limits),
         steps=read_int(data, "steps", 50, 1, limits.max_steps),
         cfg_scale=read_float(data, "cfg_scale", 7.0, 0.0, 30.0),
         width=_size(data, "width", limits),
@@ -271,7 +299,7 @@ def parse_generation_request(
         n_iter=read_int(data, "n_iter", 1, 1, limits.max_n_iter),
         checkpoint=checkpoint,
         vae=vae,
-        clip_skip=read_int(override_settings, "CLIP_stop_at_last_layers", 1, 1, 12),
+        clip_skip=clip_skip,
         override_settings=dict(override_settings),
         save_dir=parse_save_dir(alwayson.get("save_dir")),
         tiling=read_bool(data, "tiling", False),
@@ -297,10 +325,8 @@ def parse_face_restoration(data: Mapping[str, Any], override_settings: Mapping[s
         name = match
     weight = None
     if override_settings.get("code_former_weight") is not None:
-        try:
+        with fields_of("override_settings"):
             weight = read_float(override_settings, "code_former_weight", 0.5, 0.0, 1.0)
-        except RequestValidationError as exc:
-            raise RequestValidationError(f"override_settings.{exc.field}", exc.message) from None
     return {"restore_faces": True, "face_restoration_model": name, "code_former_weight": weight}
 
 

@@ -34,8 +34,16 @@ _FACE_HELPER_PREFIXES = ("detection_", "parsing_")
 SCOPES = ("user", "tenant", "public")  # resolution precedence when names collide
 
 
+CHECKPOINT_FIELD = "override_settings.sd_model_checkpoint"
+
+
 class ModelNotFound(LookupError):
-    pass
+    """A model the member may not use; `field` is the request field that named it (adapters
+    answer with it, so the member knows which setting to fix)."""
+
+    def __init__(self, message: str, *, field: str = CHECKPOINT_FIELD) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -138,7 +146,9 @@ def vae_resolve_for_user(user: AbstractUser, ident: str | None) -> ModelEntry | 
     for entry in model_list_for_user(user, "VAE"):
         if entry.matches(ident):
             return entry
-    raise ModelNotFound(f"unknown VAE {ident!r}; GET /sdapi/v1/sd-vae lists the ones you may use")
+    raise ModelNotFound(
+        f"unknown VAE {ident!r}; GET /sdapi/v1/sd-vae lists the ones you may use", field="override_settings.sd_vae"
+    )
 
 
 def upscalers_for_user(user: AbstractUser) -> list[tuple[str, ModelEntry]]:
@@ -149,7 +159,7 @@ def upscalers_for_user(user: AbstractUser) -> list[tuple[str, ModelEntry]]:
     return [(alias_of.get(entry.model_name, entry.model_name), entry) for entry in model_list_for_user(user, "ESRGAN")]
 
 
-def upscaler_resolve_for_user(user: AbstractUser, ident: str) -> ModelEntry:
+def upscaler_resolve_for_user(user: AbstractUser, ident: str, *, field: str = "hr_upscaler") -> ModelEntry:
     """An ESRGAN-family upscaler file by any id form, or by A1111's name for it ("R-ESRGAN 4x+")."""
     from inference.worker.upscalers import A1111_ALIASES
 
@@ -159,7 +169,8 @@ def upscaler_resolve_for_user(user: AbstractUser, ident: str) -> ModelEntry:
             return entry
     raise ModelNotFound(
         f"upscaler {ident!r} is not installed: put its .pth file in a models/ESRGAN folder; "
-        "GET /sdapi/v1/upscalers lists the ones you may use"
+        "GET /sdapi/v1/upscalers lists the ones you may use",
+        field=field,
     )
 
 
@@ -174,7 +185,8 @@ def controlnet_resolve_for_user(user: AbstractUser, ident: str, model_hash: str 
     if not named:
         raise ModelNotFound(
             f"unknown ControlNet model {ident!r}: put it in your models/ControlNet folder, "
-            "or pick one from GET /controlnet/model_list"
+            "or pick one from GET /controlnet/model_list",
+            field="alwayson_scripts.controlnet",
         )
     return named[0]
 
@@ -212,12 +224,16 @@ def face_detector_for_user(user: AbstractUser) -> ModelEntry:
     if not candidates:
         raise ModelNotFound(
             "face restoration needs facexlib's face detector: put detection_Resnet50_Final.pth in a "
-            "models/GFPGAN or models/Codeformer folder"
+            "models/GFPGAN or models/Codeformer folder",
+            field="restore_faces",
         )
     return min(candidates, key=lambda entry: ("resnet50" not in entry.name.lower(), SCOPES.index(entry.scope)))
 
 
-def face_restorer_resolve_for_user(user: AbstractUser, name: str | None, *, preferred: str | None = None) -> tuple[str, ModelEntry]:
+def face_restorer_resolve_for_user(
+    user: AbstractUser, name: str | None, *, preferred: str | None = None,
+    field: str = "override_settings.face_restoration_model",
+) -> tuple[str, ModelEntry]:
     """(A1111's restorer name, its file) for a request.
 
     `name` is the one the request asked for (`override_settings.face_restoration_model`): it
@@ -231,7 +247,8 @@ def face_restorer_resolve_for_user(user: AbstractUser, name: str | None, *, pref
         others = f"; installed: {', '.join(installed)}" if installed else ""
         raise ModelNotFound(
             f"face restorer {name} is not installed: put its model in a models/{FACE_RESTORER_KINDS[name]} "
-            f"folder{others}"
+            f"folder{others}",
+            field=field,
         )
     for candidate in (preferred, *FACE_RESTORER_KINDS):
         if candidate in installed:
@@ -239,5 +256,6 @@ def face_restorer_resolve_for_user(user: AbstractUser, name: str | None, *, pref
     raise ModelNotFound(
         "face restoration is not installed: put codeformer-v0.1.0.pth in a models/Codeformer folder or "
         "GFPGANv1.4.pth in a models/GFPGAN folder (with facexlib's detection_Resnet50_Final.pth), "
-        "or send restore_faces: false"
+        "or send restore_faces: false",
+        field="restore_faces",
     )

@@ -38,6 +38,8 @@ __all__ = [
     "find_embeddings",
     "find_unsupported",
     "lora_key",
+    "CHUNK_TOKENS",
+    "prompt_chunk_count",
 ]
 
 MAX_PROMPT_CHARS = 100_000
@@ -290,6 +292,40 @@ def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
         else:
             merged.append(([str(item_text)], float(item_weight)))
     return [("".join(parts), weight) for parts, weight in merged]
+
+
+# --------------------------------------------------------------------------- chunk count
+
+CHUNK_TOKENS = 75  # CLIP tokens per A1111 prompt chunk (BOS + 75 + EOS = 77 positions)
+# CLIP's pre-tokenizer (`open_clip`'s simple_tokenizer pattern, with `re` classes for \p{L}/\p{N}):
+# every match becomes at least one BPE token.
+RE_CLIP_PRETOKEN = re.compile(r"'s|'t|'re|'ve|'m|'ll|'d|[^\W\d_]+|\d|(?:[^\s\w]|_)+", re.IGNORECASE)
+
+
+def prompt_chunk_count(text: str) -> int:
+    """How many 75-token chunks A1111 makes of `text` at least (pure: no tokenizer, no torch).
+
+    Mirrors the chunk builder of `inference/worker/conditioning.py`: a BREAK closes the chunk being
+    filled (so "BREAK BREAK" makes empty chunks), a full chunk starts the next. Tokens are counted
+    as CLIP's pre-tokenizer matches (a word, one digit, a run of punctuation), each of which the
+    BPE turns into one token or more, and comma back-tracking (which only adds chunks) is left
+    out: the count is a lower bound, so a prompt that fits is never refused. English prompts
+    tokenize to about 1.1-1.3 tokens per match, so the true count is seldom higher by more than
+    a third; extra-network tags should be removed first (they are not encoded).
+    Raises PromptError as `parse_prompt_attention` does.
+    """
+    chunks, filled = 0, 0
+    for segment, weight in parse_prompt_attention(text):
+        if (segment, weight) == BREAK_SEGMENT:
+            chunks, filled = chunks + 1, 0
+            continue
+        tokens = len(RE_CLIP_PRETOKEN.findall(segment.lower()))
+        while tokens:
+            if filled == CHUNK_TOKENS:
+                chunks, filled = chunks + 1, 0
+            taken = min(tokens, CHUNK_TOKENS - filled)
+            filled, tokens = filled + taken, tokens - taken
+    return chunks + 1 if filled or not chunks else chunks
 
 
 # --------------------------------------------------------------------------- embeddings

@@ -14,12 +14,11 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
-from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from inference.errors import member_error
 from inference.events import job_event_publish
 from inference.extras import (
     BUILTIN_RESIZERS,
@@ -50,6 +49,7 @@ from inference.model_registry import (
 from inference.models import Job, Worker, new_job_id
 from inference.prompts import ExtraNetwork, PromptError, find_embeddings, parse_prompt
 from inference.prompts import lora_key as lora_key_of
+from inference.storage import UnsafeOutputPath, member_file_save
 from tenants.selectors import tenant_for_user
 from tenants.services import usage_record
 from tenants.workdirs import user_inputs_key
@@ -59,6 +59,26 @@ logger = logging.getLogger(__name__)
 
 class NotAMember(PermissionError):
     """Only members of a tenant submit jobs: their tenant is billed for them."""
+
+
+class TooManyQueuedJobs(PermissionError):
+    """The member already has `ATELIER_MAX_QUEUED_JOBS_PER_USER` jobs waiting (adapters: a 429)."""
+
+
+def _check_queue_room(user: AbstractUser) -> None:
+    """Refuse a new job while the member has the most jobs allowed waiting (queued or dispatched).
+
+    Running jobs are capped by the scheduler; this caps what waits, so one member cannot fill
+    the queue (and the database) with thousands of jobs. Checked before the job is stored: a
+    burst of simultaneous submissions may pass it by the number submitted at the same instant.
+    """
+    limit = settings.ATELIER_MAX_QUEUED_JOBS_PER_USER
+    waiting = Job.objects.filter(owner=user, status__in=[Job.Status.QUEUED, Job.Status.DISPATCHED]).count()
+    if waiting >= limit:
+        raise TooManyQueuedJobs(
+            f"you already have {waiting} jobs waiting, the most allowed (ATELIER_MAX_QUEUED_JOBS_PER_USER={limit}): "
+            "wait for some to finish or cancel them"
+        )
 
 
 def job_submit(*, user: AbstractUser, request: GenerationRequest, inputs: InputImages | None = None) -> Job:
@@ -76,6 +96,7 @@ def job_submit(*, user: AbstractUser, request: GenerationRequest, inputs: InputI
     tenant = tenant_for_user(user)
     if tenant is None:
         raise NotAMember(f"{user.get_username()} is not a member of any tenant, so cannot generate")
+    _check_queue_room(user)
     checkpoint = checkpoint_resolve_for_user(user, request.checkpoint)
     vae = vae_resolve_for_user(user, request.vae)
     request = dataclasses.replace(request, networks=_extra_networks_for_user(user, request))
@@ -130,15 +151,16 @@ def extras_submit(*, user: AbstractUser, request: ExtrasRequest, inputs: ExtrasI
     tenant = tenant_for_user(user)
     if tenant is None:
         raise NotAMember(f"{user.get_username()} is not a member of any tenant, so cannot run extras")
+    _check_queue_room(user)
     check_output_sizes(request, inputs.sizes, max_pixels=settings.ATELIER_MAX_INPUT_PIXELS)
     resolved: dict[str, dict[str, str]] = {}
     for slot in ("upscaler_1", "upscaler_2") if request.upscales else ():  # A1111 ignores both without upscaler_1
         name = getattr(request, slot)
         if name not in BUILTIN_RESIZERS:  # "None", "Lanczos", "Nearest" need no file
-            entry = upscaler_resolve_for_user(user, name)
+            entry = upscaler_resolve_for_user(user, name, field=slot)
             resolved[slot] = {"name": name, "path": str(entry.path), "sha256": entry.sha256}
     for restorer in request.restorers:
-        _, entry = face_restorer_resolve_for_user(user, restorer)
+        _, entry = face_restorer_resolve_for_user(user, restorer, field=f"{restorer.lower()}_visibility")
         resolved[restorer] = {"name": restorer, "path": str(entry.path), "sha256": entry.sha256}
     if request.restorers:
         detector = face_detector_for_user(user)
@@ -197,8 +219,12 @@ def _with_stored_inputs(user: AbstractUser, request: GenerationRequest, inputs: 
 def _store_input(user: AbstractUser, data: bytes) -> str:
     """A PNG the member sent, stored in their `inputs/` folder under its content hash (once)."""
     key = f"{user_inputs_key(user.get_username())}/{hashlib.sha256(data).hexdigest()[:40]}.png"
-    if not default_storage.exists(key):
-        default_storage.save(key, ContentFile(data))
+    try:
+        member_file_save(key, data, skip_if_stored=True)
+    except UnsafeOutputPath:
+        raise RequestValidationError(
+            "init_images", "your inputs folder leads outside your working directory (a symbolic link?): remove the link"
+        ) from None
     return key
 
 
@@ -374,7 +400,8 @@ def job_succeed(
 
 
 def job_fail(*, job: Job, attempt: int, error: str, gpu_seconds: float = 0.0) -> bool:
-    return _finish(job, attempt, Job.Status.FAILED, error=error[:2000], gpu_seconds=gpu_seconds)
+    """Record a failure; the error as the member sees it, without server paths (`member_error`)."""
+    return _finish(job, attempt, Job.Status.FAILED, error=member_error(error)[:2000], gpu_seconds=gpu_seconds)
 
 
 def job_mark_cancelled(*, job: Job, attempt: int, gpu_seconds: float = 0.0) -> bool:

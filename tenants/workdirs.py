@@ -56,12 +56,30 @@ def public_model_dir(kind: str) -> Path:
     return settings.ATELIER_PUBLIC_MODEL_DIRS[kind]
 
 
+PRIVATE_FOLDER_MODE = 0o700  # a member's working directory: owner only
+
+
+def _private_mkdir(root: Path, folder: Path) -> None:
+    """Create `folder` and any missing parents below `root` owner-only (`mkdir -p -m 700` for each)."""
+    root.mkdir(mode=PRIVATE_FOLDER_MODE, parents=True, exist_ok=True)
+    current = root
+    for part in folder.relative_to(root).parts:
+        current = current / part
+        current.mkdir(mode=PRIVATE_FOLDER_MODE, exist_ok=True)
+
+
 def workdir_ensure(*, username: str, tenant_slug: str | None) -> Path:
-    """Create a member's working directory (idempotent) and return it."""
+    """Create a member's working directory (idempotent, owner-only: 0700) and return it.
+
+    The directory itself is set to 0700 even when it exists (made before this rule), so no other
+    account on the host can enter it; the folders in it are created 0700 too.
+    """
+    workdir = user_workdir(username)
     for kind in settings.ATELIER_MODEL_KINDS:
-        user_model_dir(username, kind).mkdir(parents=True, exist_ok=True)
+        _private_mkdir(workdir, user_model_dir(username, kind))
         if tenant_slug:
             tenant_model_dir(tenant_slug, kind).mkdir(parents=True, exist_ok=True)
         public_model_dir(kind).mkdir(parents=True, exist_ok=True)
-    (user_workdir(username) / "outputs").mkdir(parents=True, exist_ok=True)
-    return user_workdir(username)
+    _private_mkdir(workdir, workdir / "outputs")
+    workdir.chmod(PRIVATE_FOLDER_MODE)
+    return workdir

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,9 +18,9 @@ from django.views.decorators.csrf import csrf_exempt
 
 from inference.a1111.images import ImageInputError
 from inference.generation import RequestValidationError
-from inference.http import PayloadTooLarge, body_bytes
+from inference.http import JsonBodyError, PayloadTooLarge, body_bytes, parse_json
 from inference.model_registry import ModelNotFound
-from inference.services import NotAMember
+from inference.services import NotAMember, TooManyQueuedJobs
 from tenants.auth import request_user
 
 
@@ -41,7 +40,9 @@ def _error_for(exc: Exception) -> JsonResponse | None:
     if isinstance(exc, ImageInputError):
         return error_response(422, exc.message, "ImageInputError")
     if isinstance(exc, ModelNotFound):
-        return error_response(404, str(exc), "ModelNotFound")
+        return error_response(404, f"{exc.field}: {exc}", "ModelNotFound", body=exc.field)
+    if isinstance(exc, TooManyQueuedJobs):
+        return error_response(429, str(exc), "TooManyRequests")
     if isinstance(exc, NotAMember):
         return error_response(403, str(exc), "PermissionDenied")
     if isinstance(exc, PayloadTooLarge):
@@ -91,9 +92,11 @@ def sdapi(*methods: str) -> Callable:
 def json_object(request: HttpRequest) -> dict[str, Any]:
     """The body as a JSON object, or an A1111-shaped 422/413."""
     try:
-        body = json.loads(body_bytes(request) or b"{}")
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SdapiError(422, f"the body is not valid JSON: {exc}", "JSONDecodeError") from None
+        body = parse_json(body_bytes(request) or b"{}")
+    except JsonBodyError as exc:
+        if exc.too_deep:
+            raise SdapiError(400, exc.message, "RequestValidationError") from None
+        raise SdapiError(422, f"the body {exc.message}", "JSONDecodeError") from None
     if not isinstance(body, dict):
         raise SdapiError(422, "the body must be a JSON object", "RequestValidationError")
     return body

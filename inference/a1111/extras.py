@@ -30,8 +30,11 @@ INTERRUPTED = "interrupted before every image was finished"
 def _read_outputs(job: Job) -> list[str]:
     encoded = []
     for key in job.outputs:
-        with default_storage.open(key, "rb") as handle:
-            encoded.append(base64.b64encode(handle.read()).decode())
+        try:
+            with default_storage.open(key, "rb") as handle:
+                encoded.append(base64.b64encode(handle.read()).decode())
+        except FileNotFoundError:
+            raise SdapiError(404, f"an image of job {job.public_id} is no longer stored (its file was removed)") from None
     return encoded
 
 

@@ -133,8 +133,11 @@ def _read_images(job: Job) -> list[str]:
     """The images, then the ControlNet detect maps (as the extension appends them)."""
     encoded = []
     for key in [*job.outputs, *job.control_maps]:
-        with default_storage.open(key, "rb") as handle:
-            encoded.append(base64.b64encode(handle.read()).decode())
+        try:
+            with default_storage.open(key, "rb") as handle:
+                encoded.append(base64.b64encode(handle.read()).decode())
+        except FileNotFoundError:
+            raise SdapiError(404, f"an image of job {job.public_id} is no longer stored (its file was removed)") from None
     return encoded
 
 

@@ -20,10 +20,13 @@ SDXL_COEFFICIENTS = (
 PREVIEW_SCALE = 4  # preview pixels per latent pixel (the image has 8)
 
 
-def latent_preview(latents: torch.Tensor, *, xl: bool = False) -> Image.Image:
-    """The first latent of a batch (`[batch, 4, h, w]`) as an RGB picture of `4w x 4h` pixels."""
+def latent_preview(latents: torch.Tensor, *, index: int = 0, xl: bool = False) -> Image.Image:
+    """Latent `index` of a batch (`[batch, 4, h, w]`) as an RGB picture of `4w x 4h` pixels.
+
+    A batch may hold several users' images: a preview is made from one image's latent only.
+    """
     coefficients = torch.tensor(SDXL_COEFFICIENTS if xl else SD_COEFFICIENTS, dtype=torch.float32)
-    rgb = torch.einsum("chw,cr->hwr", latents[0, :4].detach().float().cpu(), coefficients)
+    rgb = torch.einsum("chw,cr->hwr", latents[index, :4].detach().float().cpu(), coefficients)
     pixels = ((rgb.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
     image = Image.fromarray(np.ascontiguousarray(pixels))
     return image.resize((image.width * PREVIEW_SCALE, image.height * PREVIEW_SCALE), Image.Resampling.BILINEAR)

@@ -119,6 +119,9 @@ class GenerationSpec:
     tiling: bool = False  # A1111's "Tiling": seamlessly repeating images
     controlnet: list[ControlUnit] = field(default_factory=list)  # ControlNet units, shared by every image
     face_restoration: FaceRestorationSpec | None = None  # "Restore faces", after decoding
+    # Positions (in `seeds` order) that get live previews; empty: each chunk's first image. A batch
+    # of several jobs names each job's own first image, so no job is shown another job's picture.
+    preview_images: tuple[int, ...] = ()
 
     def chunks(self) -> list[range]:
         return [range(start, min(start + self.max_batch, len(self.seeds))) for start in range(0, len(self.seeds), self.max_batch)]
@@ -130,8 +133,9 @@ class SkipChunk(Exception):
 
 # Called with (chunk index, steps done in that chunk): 0 before the chunk starts, then after each step.
 StepCallback = Callable[[int, int], None]
-# Called with (chunk index, a cheap preview of the chunk's first image) every `preview_every` steps.
-PreviewCallback = Callable[[int, Image.Image], None]
+# Called with (chunk index, the image's position in `seeds` order, a cheap preview of that very
+# image) every `preview_every` steps, once for each of the chunk's images in `preview_images`.
+PreviewCallback = Callable[[int, int, Image.Image], None]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -438,8 +442,9 @@ class WorkerRuntime:
     ) -> list[Image.Image | None]:
         """Images in the order of `spec.seeds`; None for the images of a skipped chunk.
 
-        With `on_preview` (and `preview_every` set), a cheap preview of each chunk's first image
-        is handed over every `preview_every` steps (inference/worker/previews.py).
+        With `on_preview` (and `preview_every` set), a cheap preview of each image named by
+        `spec.preview_images` (default: each chunk's first image), made from that image's own
+        latent, is handed over every `preview_every` steps (inference/worker/previews.py).
 
         The batch's LoRAs and hypernetworks are applied to the cached modules for this call
         only (every job of a batch shares them: they are part of the batch key).
@@ -469,9 +474,18 @@ class WorkerRuntime:
         flags = [next(verdicts) if image is not None else False for image in images]
         return [censor_image(image) if flag else image for image, flag in zip(images, flags, strict=True)], flags
 
-    def _preview(self, pipeline: Any, on_preview: PreviewCallback | None, chunk: int, step: int, kwargs: dict) -> None:
-        if on_preview is not None and self.preview_every and step % self.preview_every == 0 and "latents" in kwargs:
-            on_preview(chunk, latent_preview(kwargs["latents"], xl=is_xl(pipeline)))
+    def _preview(
+        self, pipeline: Any, on_preview: PreviewCallback | None, spec: GenerationSpec, chunk_index: int, chunk: range,
+        step: int, kwargs: dict,
+    ) -> None:
+        if on_preview is None or not self.preview_every or step % self.preview_every or "latents" not in kwargs:
+            return
+        latents = kwargs["latents"]  # [len(chunk), 4, h, w], in the chunk's image order
+        wanted = [p for p in spec.preview_images if p in chunk] if spec.preview_images else [chunk.start]
+        for position in wanted:
+            index = position - chunk.start
+            if index < latents.shape[0]:
+                on_preview(chunk_index, position, latent_preview(latents, index=index, xl=is_xl(pipeline)))
 
     def _generate(
         self, spec: GenerationSpec, on_step: StepCallback | None, on_preview: PreviewCallback | None = None
@@ -499,10 +513,10 @@ class WorkerRuntime:
         images: list[Image.Image | None] = []
         for chunk_index, chunk in enumerate(spec.chunks()):
 
-            def step_end(pipe, step_index, timestep, callback_kwargs, _chunk=chunk_index):
+            def step_end(pipe, step_index, timestep, callback_kwargs, _chunk=chunk_index, _images=chunk):
                 if on_step is not None:
                     on_step(_chunk, step_index + 1)
-                self._preview(pipe, on_preview, _chunk, step_index + 1, callback_kwargs)
+                self._preview(pipe, on_preview, spec, _chunk, _images, step_index + 1, callback_kwargs)
                 return callback_kwargs
 
             # One generator per image, seeded with its own seed: an image does not depend on
@@ -571,7 +585,7 @@ class WorkerRuntime:
         def step_end(pipe, step_index, timestep, callback_kwargs):
             if on_step is not None:
                 on_step(chunk_index, spec.steps + step_index + 1)
-            self._preview(pipe, on_preview, chunk_index, step_index + 1, callback_kwargs)
+            self._preview(pipe, on_preview, spec, chunk_index, chunk, step_index + 1, callback_kwargs)
             return callback_kwargs
 
         generators = [torch.Generator(device="cpu").manual_seed(spec.seeds[i]) for i in chunk]

@@ -30,13 +30,13 @@ def test_the_runtime_hands_over_previews_every_n_steps(tmp_path) -> None:
     )
     runtime = WorkerRuntime(device="cpu", cache_size=1, config_cache_dir=tmp_path / "cache", preview_every=2)
     previews: list[tuple[int, tuple[int, int]]] = []
-    runtime.generate(spec, on_preview=lambda chunk, image: previews.append((chunk, image.size)))
+    runtime.generate(spec, on_preview=lambda chunk, position, image: previews.append((chunk, image.size)))
     assert previews == [(0, (32, 32))] * 3 + [(1, (32, 32))] * 3  # steps 2, 4, 6 of each chunk
     previews.clear()
     hires = HiresSpec(width=128, height=128, upscaler="Latent", steps=4, denoising_strength=0.5)
     runtime.generate(GenerationSpec(**{**spec.__dict__, "hires": hires, "seeds": [1], "prompts": ["a"],
-                                       "negative_prompts": [""]}), on_preview=lambda c, i: previews.append((c, i.size)))
+                                       "negative_prompts": [""]}), on_preview=lambda c, p, i: previews.append((c, i.size)))
     assert previews[-1] == (0, (64, 64))  # the hires pass previews at its own size
     silent = WorkerRuntime(device="cpu", cache_size=1, config_cache_dir=tmp_path / "cache")
-    silent.generate(spec, on_preview=lambda chunk, image: previews.append((chunk, image.size)))
+    silent.generate(spec, on_preview=lambda chunk, position, image: previews.append((chunk, image.size)))
     assert len(previews) == 4  # preview_every 0: none

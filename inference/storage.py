@@ -1,0 +1,110 @@
+"""The one way files are written into a member's working directory (`users/<name>/…` keys).
+
+A member owns their working directory and may put symbolic links in it (a workspace shell, a
+synced folder). A write that followed such a link could land outside the directory: in
+another member's `outputs/`, or anywhere the server may write. So on local storage every write
+
+- resolves the key's final path and refuses it (`UnsafeOutputPath`) unless it is still inside
+  the member's own directory (as model folders ignore links that point out, `model_registry`);
+- then walks that resolved path from the member's directory one folder at a time with
+  `O_NOFOLLOW` file descriptors, creating missing folders owner-only (0700), and writes the file
+  owner-only (0600) under a temporary name renamed over the final one: a link swapped in after
+  the check is refused by the kernel, not followed, and a half-written file is never seen.
+
+Object storage (S3, OSS, MinIO) has no links: keys are written as they are.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+
+FOLDER_MODE = 0o700
+FILE_MODE = 0o600
+
+
+class UnsafeOutputPath(ValueError):
+    """The key leads outside the member's working directory (through a symbolic link); the
+    message says so without naming any server path."""
+
+
+def _local_path(key: str) -> Path | None:
+    try:
+        return Path(default_storage.path(key))
+    except NotImplementedError:  # object storage
+        return None
+
+
+def _member_root(key: str) -> str:
+    parts = key.split("/")
+    if len(parts) < 3 or parts[0] != "users" or not parts[1]:
+        raise ValueError(f"{key!r} is not a key inside a member's working directory")
+    return f"users/{parts[1]}"
+
+
+def member_file_save(key: str, data: bytes, *, skip_if_stored: bool = False) -> str:
+    """Write `data` at `key` (`users/<name>/…`), replacing any file there; returns the key.
+
+    `skip_if_stored` (content-named keys): object storage skips the upload when the key exists.
+    Local storage always writes, since what is there may be a link the member put in its place.
+    """
+    root_key = _member_root(key)
+    path = _local_path(key)
+    if path is None:
+        if default_storage.exists(key):
+            if skip_if_stored:
+                return key
+            default_storage.delete(key)
+        return default_storage.save(key, ContentFile(data))
+    root_path = _local_path(root_key)
+    assert root_path is not None
+    root_path.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
+    root = root_path.resolve()
+    resolved = path.resolve()  # follows every link that exists now
+    if not resolved.is_relative_to(root) or resolved == root:
+        where = key[len(root_key) + 1:].rsplit("/", 1)[0]
+        raise UnsafeOutputPath(
+            f"the folder {where!r} leads outside your working directory (a symbolic link?): "
+            "remove the link or choose another alwayson_scripts.save_dir"
+        )
+    _write_beneath(root, resolved.relative_to(root).parts, data)
+    return key
+
+
+def _write_beneath(root: Path, parts: tuple[str, ...], data: bytes) -> None:
+    """Create `root/parts…` without following any link below `root` (see the module docstring)."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    folder = os.open(root, flags)
+    try:
+        for name in parts[:-1]:
+            try:
+                os.mkdir(name, FOLDER_MODE, dir_fd=folder)
+            except FileExistsError:
+                pass
+            try:
+                inner = os.open(name, flags, dir_fd=folder)
+            except OSError:  # a link (or a file) where a folder should be: swapped in after the check
+                raise UnsafeOutputPath(
+                    "a folder of this job's output path was replaced by a link or a file while writing: "
+                    "remove it or choose another alwayson_scripts.save_dir"
+                ) from None
+            os.close(folder)
+            folder = inner
+        temporary = f".{parts[-1]}.{secrets.token_hex(6)}.tmp"
+        handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE, dir_fd=folder)
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                stream.write(data)
+            os.replace(temporary, parts[-1], src_dir_fd=folder, dst_dir_fd=folder)  # replaces a link, never follows it
+        except BaseException:
+            try:
+                os.unlink(temporary, dir_fd=folder)
+            except FileNotFoundError:
+                pass
+            raise
+    finally:
+        os.close(folder)

@@ -1,0 +1,54 @@
+"""Issue #13 (LOW): each refused model or setting names its own request field."""
+
+from __future__ import annotations
+
+import pytest
+
+from inference.models import Job
+
+pytestmark = pytest.mark.django_db
+
+BODY = {"prompt": "a red bicycle", "steps": 4, "width": 64, "height": 64}
+
+
+@pytest.fixture(autouse=True)
+def _model(tiny_checkpoint_path):
+    return tiny_checkpoint_path
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"override_settings": {"sd_vae": "nope.safetensors"}}, "override_settings.sd_vae"),
+        ({"enable_hr": True, "hr_upscaler": "No Such Upscaler"}, "hr_upscaler"),
+        ({"restore_faces": True, "override_settings": {"face_restoration_model": "GFPGAN"}},
+         "override_settings.face_restoration_model"),
+        ({"override_settings": {"CLIP_stop_at_last_layers": 99}}, "override_settings.CLIP_stop_at_last_layers"),
+        ({"override_settings": {"sd_model_checkpoint": "nope.safetensors"}}, "override_settings.sd_model_checkpoint"),
+    ],
+)
+def test_the_native_api_names_the_field_that_is_wrong(api, fields, field) -> None:
+    response = api("alice").post("/api/v1/jobs", {**BODY, **fields})
+    assert response.status_code == 400, response.content
+    assert response.json()["field"] == field
+    assert response.json()["error"].startswith(f"{field}: ")
+    assert not Job.objects.exists()
+
+
+def test_an_extras_upscaler_that_is_not_installed_names_its_slot(api) -> None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, format="PNG")
+    image = base64.b64encode(buffer.getvalue()).decode()
+    response = api("alice").post("/api/v1/jobs", {"kind": "extras", "image": image, "upscaler_1": "No Such Upscaler"})
+    assert response.status_code == 400 and response.json()["field"] == "upscaler_1"
+
+
+def test_sdapi_names_the_field_of_an_unknown_vae(api) -> None:
+    response = api("alice").post("/sdapi/v1/txt2img", {**BODY, "override_settings": {"sd_vae": "nope.safetensors"}})
+    assert response.status_code == 404
+    assert response.json()["body"] == "override_settings.sd_vae" and "nope" in response.json()["detail"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.core.files.storage import default_storage
 from django.http import FileResponse, HttpRequest, JsonResponse
 
 from inference.controlnet_requests import with_controlnet_inputs
@@ -18,6 +17,7 @@ from inference.model_registry import model_list_for_user
 from inference.models import Job
 from inference.selectors import job_get_for_user, job_list_for_user, worker_list
 from inference.services import extras_submit, job_cancel, job_submit
+from inference.storage import member_file_open
 from tenants.selectors import usage_this_month
 
 
@@ -135,9 +135,7 @@ def _png_response(key: str, *, what: str) -> FileResponse | JsonResponse:
     """The stored PNG, or a 404 when its file is gone (cleaned up, or removed by its owner)."""
     gone = error(404, f"{what} is no longer stored (its file was removed): generate it again")
     try:
-        if not default_storage.exists(key):
-            return gone
-        handle = default_storage.open(key, "rb")
+        handle = member_file_open(key)
     except FileNotFoundError:
         return gone
     response = FileResponse(handle, content_type="image/png")

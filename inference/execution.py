@@ -22,7 +22,6 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.core.files.storage import default_storage
 from django.db import connection as db_connection
 from PIL import Image, PngImagePlugin
 
@@ -44,7 +43,7 @@ from inference.services import (
     job_progress,
     job_succeed,
 )
-from inference.storage import UnsafeOutputPath, member_file_save
+from inference.storage import UnsafeOutputPath, member_file_open, member_file_save
 from inference.worker.controlnet import ControlUnit, prepare_control_image
 from inference.worker.faces.restoration import FaceRestorationSpec
 from inference.worker.img2img import InpaintSettings
@@ -189,7 +188,7 @@ def _infotexts(job: Job, request: GenerationRequest, sampler: SamplerChoice) -> 
 
 
 def _open_input(key: str) -> Image.Image:
-    with default_storage.open(key, "rb") as handle:
+    with member_file_open(key) as handle:
         image = Image.open(handle)
         image.load()
     return image

@@ -37,6 +37,7 @@ from inference.services import (
 )
 from inference.worker.extras import PostprocessSpec, Resizer, RestoreStep, UpscaleStep
 from inference.worker.runtime import WorkerRuntime
+from inference.storage import member_file_open
 from tenants.workdirs import user_outputs_key
 
 logger = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ def postprocess_spec(request: ExtrasRequest, width: int, height: int) -> Postpro
 
 
 def _open(key: str) -> Image.Image:
-    with default_storage.open(key, "rb") as handle:
+    with member_file_open(key) as handle:
         image = Image.open(handle)
         image.load()
     return image

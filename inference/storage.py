@@ -1,4 +1,5 @@
-"""The one way files are written into a member's working directory (`users/<name>/…` keys).
+"""The one way files are written into, and read from, a member's working directory
+(`users/<name>/…` keys).
 
 A member owns their working directory and may put symbolic links in it (a workspace shell, a
 synced folder). A write that followed such a link could land outside the directory: in
@@ -11,7 +12,10 @@ another member's `outputs/`, or anywhere the server may write. So on local stora
   owner-only (0600) under a temporary name renamed over the final one: a link swapped in after
   the check is refused by the kernel, not followed, and a half-written file is never seen.
 
-Object storage (S3, OSS, MinIO) has no links: keys are written as they are.
+Reads (`member_file_open`) are held to the same rule: a key whose file resolves outside the
+member's directory (an output replaced by a link to another member's render) reads as missing.
+
+Object storage (S3, OSS, MinIO) has no links: keys are written and read as they are.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+
+from typing import IO
 
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
@@ -108,3 +114,18 @@ def _write_beneath(root: Path, parts: tuple[str, ...], data: bytes) -> None:
             raise
     finally:
         os.close(folder)
+
+
+def member_file_open(key: str) -> IO[bytes]:
+    """Open the file at `key` (`users/<name>/…`) for reading; FileNotFoundError when it is gone,
+    or when it resolves (through a link) outside the member's working directory."""
+    root_key = _member_root(key)
+    path = _local_path(key)
+    if path is None:
+        return default_storage.open(key, "rb")
+    root_path = _local_path(root_key)
+    assert root_path is not None
+    resolved = path.resolve()
+    if not resolved.is_relative_to(root_path.resolve()) or not resolved.is_file():
+        raise FileNotFoundError(key)
+    return open(resolved, "rb")  # noqa: SIM115 (the caller closes it)

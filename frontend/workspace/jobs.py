@@ -27,7 +27,6 @@ from html import escape
 from typing import Any
 
 from django.contrib.auth.models import AbstractUser
-from django.core.files.storage import default_storage
 from PIL import Image
 
 from frontend.member_selectors import extension_enabled_for_user
@@ -42,6 +41,7 @@ from inference.inputs import read_input_images
 from inference.model_registry import ModelNotFound
 from inference.models import Job
 from inference.services import NotAMember, job_cancel, job_submit
+from inference.storage import member_file_open
 
 logger = logging.getLogger(__name__)
 
@@ -220,7 +220,7 @@ def job_images(job: Job) -> list[Image.Image]:
     """The job's PNGs, opened from storage with their `parameters` text kept."""
     images = []
     for key in job.outputs:
-        with default_storage.open(key, "rb") as handle:
+        with member_file_open(key) as handle:
             image = Image.open(io.BytesIO(handle.read()))
             image.load()
         images.append(image)
@@ -235,7 +235,7 @@ def preview_image(encoded: str) -> Image.Image:
 
 
 def storage_image(key: str) -> Image.Image:
-    with default_storage.open(key, "rb") as handle:
+    with member_file_open(key) as handle:
         image = Image.open(io.BytesIO(handle.read()))
         image.load()
     return image

@@ -14,7 +14,6 @@ import base64
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.core.files.storage import default_storage
 from django.http import HttpRequest
 
 from inference.a1111.adapter import SdapiError, json_object, sdapi
@@ -23,6 +22,7 @@ from inference.extras import parse_extras_request, plaintext_to_html
 from inference.inputs import read_extras_images
 from inference.models import Job
 from inference.services import extras_submit
+from inference.storage import member_file_open
 
 INTERRUPTED = "interrupted before every image was finished"
 
@@ -31,7 +31,7 @@ def _read_outputs(job: Job) -> list[str]:
     encoded = []
     for key in job.outputs:
         try:
-            with default_storage.open(key, "rb") as handle:
+            with member_file_open(key) as handle:
                 encoded.append(base64.b64encode(handle.read()).decode())
         except FileNotFoundError:
             raise SdapiError(404, f"an image of job {job.public_id} is no longer stored (its file was removed)") from None

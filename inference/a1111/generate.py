@@ -29,7 +29,6 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
-from django.core.files.storage import default_storage
 from django.http import HttpRequest
 
 from inference.a1111.adapter import SdapiError, json_object, sdapi
@@ -43,6 +42,7 @@ from inference.models import Job
 from inference.prompts import parse_prompt
 from inference.selectors import user_options_get
 from inference.services import job_submit
+from inference.storage import member_file_open
 from tenants.workdirs import user_save_dir_key
 
 # How often a waiting call re-reads its job if no event arrives (events can be lost).
@@ -134,7 +134,7 @@ def _read_images(job: Job) -> list[str]:
     encoded = []
     for key in [*job.outputs, *job.control_maps]:
         try:
-            with default_storage.open(key, "rb") as handle:
+            with member_file_open(key) as handle:
                 encoded.append(base64.b64encode(handle.read()).decode())
         except FileNotFoundError:
             raise SdapiError(404, f"an image of job {job.public_id} is no longer stored (its file was removed)") from None

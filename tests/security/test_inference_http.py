@@ -65,3 +65,36 @@ def test_an_output_file_removed_after_the_job_finished_is_a_404_with_a_message(a
         assert response.status_code == 404
         assert "no longer stored" in response.json()["error"]
     assert api("charlie").get(f"/api/v1/jobs/{job.public_id}/images/0").status_code == 404  # still scoped
+
+
+def test_an_output_replaced_by_a_link_to_another_member_s_file_reads_as_missing(api, personas) -> None:
+    """A member may put links in their own folder; reading through one must not reach another's."""
+    from pathlib import Path
+
+    from django.core.files.storage import default_storage
+
+    from inference.generation import parse_generation_request
+    from inference.services import job_submit
+
+    data = Path(default_storage.path(""))
+    charlie_render = data / "users" / "charlie" / "outputs" / "2000-01-01" / "secret-0.png"
+    charlie_render.parent.mkdir(parents=True, exist_ok=True)
+    charlie_render.write_bytes(b"\x89PNG charlie's secret render")
+    alice_output = data / "users" / "alice" / "outputs" / "2000-01-01" / "mine-0.png"
+    alice_output.parent.mkdir(parents=True, exist_ok=True)
+    alice_output.unlink(missing_ok=True)
+    alice_output.symlink_to(charlie_render)
+    job = job_submit(user=personas["alice"], request=parse_generation_request({"prompt": "x"}))
+    Job.objects.filter(pk=job.pk).update(status=Job.Status.SUCCEEDED, outputs=["users/alice/outputs/2000-01-01/mine-0.png"])
+    response = api("alice").get(f"/api/v1/jobs/{job.public_id}/images/0")
+    assert response.status_code == 404
+    assert b"charlie" not in b"".join(response.streaming_content) if response.streaming else b"charlie" not in response.content
+    # A link that stays inside her own folder still reads.
+    own = alice_output.parent / "own-0.png"
+    own.write_bytes(b"\x89PNG alice's")
+    (alice_output.parent / "alias-0.png").unlink(missing_ok=True)
+    (alice_output.parent / "alias-0.png").symlink_to(own)
+    Job.objects.filter(pk=job.pk).update(outputs=["users/alice/outputs/2000-01-01/alias-0.png"])
+    response = api("alice").get(f"/api/v1/jobs/{job.public_id}/images/0")
+    assert response.status_code == 200
+    assert b"".join(response.streaming_content) == b"\x89PNG alice's"

@@ -8,7 +8,6 @@ import os
 import select
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator

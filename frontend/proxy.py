@@ -35,17 +35,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote
 
 import httpx
 import websockets
 from django.conf import settings
 from django.contrib.auth import aget_user
 from django.http.cookie import parse_cookie
-from django.http.request import split_domain_port, validate_host
 from django.template.loader import render_to_string
 from django.utils.module_loading import import_string
 
+from frontend.origins import host_allowed, origin_allowed, request_scheme
 from frontend.sessions.manager import CRASHED, RUNNING, STARTING, CapacityFull, Workspace, WorkspaceManager
 from frontend.sessions.paths import WorkspacePaths
 from frontend.workspace.file_policy import BodyRefused, FilePolicy, check_body
@@ -166,17 +166,6 @@ def _forwarded_cookie(scope: dict[str, Any]) -> str | None:
     return "; ".join(kept) or None
 
 
-def _scheme(scope: dict[str, Any]) -> str:
-    proxy_header = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
-    if proxy_header:
-        name, expected = proxy_header
-        wanted = name.lower().removeprefix("http_").replace("_", "-").encode()
-        for key, value in scope.get("headers", ()):
-            if key == wanted and value.decode("latin-1").split(",")[0].strip() == expected:
-                return "https"
-    return "https" if scope.get("scheme") in ("https", "wss") else "http"
-
-
 def upstream_headers(scope: dict[str, Any], secret: str) -> list[tuple[str, str]]:
     headers: list[tuple[str, str]] = []
     for name, value in _headers_in(scope):
@@ -192,36 +181,9 @@ def upstream_headers(scope: dict[str, Any], secret: str) -> list[tuple[str, str]
     client = scope.get("client")
     if client:
         headers.append(("x-forwarded-for", str(client[0])))
-    headers.append(("x-forwarded-proto", _scheme(scope)))
+    headers.append(("x-forwarded-proto", request_scheme(scope)))
     headers.append((SECRET_HEADER, secret))
     return headers
-
-
-def same_origin(scope: dict[str, Any]) -> bool:
-    """A browser's Origin, when present, must be this site (or a CSRF-trusted origin)."""
-    origin = _header(scope, b"origin")
-    if origin is None:
-        return True
-    if origin in settings.CSRF_TRUSTED_ORIGINS:
-        return True
-    host = _header(scope, b"host")
-    parsed = urlsplit(origin)
-    return bool(host) and parsed.netloc == host and parsed.scheme == _scheme(scope)
-
-
-def host_allowed(scope: dict[str, Any]) -> bool:
-    """The Host header names this site (ALLOWED_HOSTS), as Django checks for its own pages.
-
-    Gradio builds its page's `root` URL from Host, so a forged one must never reach it.
-    """
-    host = _header(scope, b"host")
-    if not host:
-        return False
-    domain, _port = split_domain_port(host)
-    allowed = list(settings.ALLOWED_HOSTS)
-    if settings.DEBUG and not allowed:
-        allowed = [".localhost", "127.0.0.1", "[::1]"]
-    return bool(domain) and validate_host(domain, allowed)
 
 
 def _has_dotdot(text: str) -> bool:
@@ -281,7 +243,7 @@ class WorkspaceProxy:
             # The component server is refused inside the process unless its Blocks use it.
             await _respond(send, 404, b"Not Found")
             return
-        if scope["method"] not in ("GET", "HEAD", "OPTIONS") and not same_origin(scope):
+        if scope["method"] not in ("GET", "HEAD", "OPTIONS") and not origin_allowed(scope):
             await _respond(send, 403, b"Cross-site request refused.")
             return
         is_file = relative.startswith(FILE_PREFIX)
@@ -423,7 +385,7 @@ class WorkspaceProxy:
         if (
             not host_allowed(scope)
             or caller is None
-            or not same_origin(scope)
+            or not origin_allowed(scope)
             or _has_dotdot(relative)
             or blocked_route(relative, component_server_allowed=True)
         ):

@@ -9,7 +9,8 @@ import asyncio
 import pytest
 from django.conf import settings
 
-from frontend.proxy import file_route_allowed, same_origin, upstream_headers
+from frontend.origins import origin_allowed as same_origin
+from frontend.proxy import file_route_allowed, upstream_headers
 from frontend.sessions.paths import WorkspacePaths
 from frontend.workspace.guard import HEALTH_PATH, SecretGuard, blocked_route, normalise
 
@@ -123,7 +124,8 @@ def test_identity_headers_and_platform_cookies_never_reach_the_workspace() -> No
     assert dict(headers)["accept"] == "text/html"
 
 
-def test_cross_site_origins_are_told_apart() -> None:
+def test_cross_site_origins_are_told_apart(settings) -> None:
+    settings.ALLOWED_HOSTS = ["atelier.example"]
     assert same_origin(_scope({"Host": "atelier.example"}))
     assert same_origin(_scope({"Host": "atelier.example", "Origin": "https://atelier.example"}, scheme="https"))
     assert same_origin(_scope({"Host": "atelier.example", "Origin": "http://atelier.example"}, scheme="http"))
@@ -137,7 +139,7 @@ def test_cross_site_origins_are_told_apart() -> None:
 
 
 def test_only_allowed_hosts_reach_the_workspace(settings) -> None:
-    from frontend.proxy import host_allowed
+    from frontend.origins import host_allowed
 
     settings.ALLOWED_HOSTS = ["atelier.example", "127.0.0.1"]
     assert host_allowed(_scope({"Host": "atelier.example"}))

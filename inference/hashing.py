@@ -1,4 +1,4 @@
-"""File hashing shared by the model registry and the worker (pure; imports no torch)."""
+"""Hashing shared by the model registry, the job services and the worker (pure; imports no torch)."""
 
 from __future__ import annotations
 
@@ -15,3 +15,15 @@ def file_sha256(path: Path) -> str:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def bounded_key(key: str, limit: int) -> str:
+    """`key` itself when it fits in `limit` characters, else a fixed-length digest of it.
+
+    Derived keys (the set of extra networks a batch shares) are compared for equality only, so a
+    digest keeps their meaning; short ones stay readable. Stored in columns of `limit`, they can
+    then never overflow them, whatever a prompt names (PostgreSQL refuses an overlong value).
+    """
+    if len(key) <= limit:
+        return key
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()

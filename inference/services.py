@@ -34,6 +34,7 @@ from inference.generation import (
     batch_key,
     parse_face_restoration,
 )
+from inference.hashing import bounded_key
 from inference.inputs import ExtrasInputs, InputImages
 from inference.model_registry import (
     ModelEntry,
@@ -302,6 +303,10 @@ def _extra_networks_for_user(user: AbstractUser, request: GenerationRequest) -> 
     return resolved
 
 
+# Job.lora_key's column is 500 characters; seven LoRA tags already make a longer key.
+NETWORK_KEY_LENGTH = 200
+
+
 def network_key(networks: list[dict]) -> str:
     """What a batch's extra networks must agree on: the LoRA set (any order) and the
     hypernetworks in order (A1111 applies them in sequence)."""
@@ -311,11 +316,12 @@ def network_key(networks: list[dict]) -> str:
     ]
     hypernets = ";".join(f"{n['sha256']}@{n['unet_weight']:.6g}" for n in networks if n["kind"] == "hypernet")
     embeddings = ";".join(sorted(f"{n['name']}@{n['sha256']}" for n in networks if n["kind"] == "embedding"))
-    return (
+    key = (
         lora_key_of(loras)
         + (f"|hypernet={hypernets}" if hypernets else "")
         + (f"|embedding={embeddings}" if embeddings else "")
     )
+    return bounded_key(key, NETWORK_KEY_LENGTH)
 
 
 def job_cancel(*, job: Job) -> Job:

@@ -75,3 +75,28 @@ def test_the_chunk_count_never_exceeds_what_the_clip_tokenizer_makes(tmp_path) -
     ]
     for prompt in prompts:
         assert prompt_chunk_count(prompt) <= len(prompt_chunks(tokenizer, prompt)), prompt[:40]
+
+
+def test_many_lora_tags_make_a_bounded_network_key_not_a_500(api, personas) -> None:
+    """Seven LoRA tags made a 566-character key, over its 500-character column: PostgreSQL
+    refused the row and the API answered 500 (SQLite hid it). Long keys are now digests, and
+    two jobs with the same networks still share one key (so they still batch)."""
+    from django.conf import settings
+
+    from inference.models import Job
+
+    folder = settings.DATA_DIR / "users" / "alice" / "models" / "Lora"
+    folder.mkdir(parents=True, exist_ok=True)
+    names = [f"style{index}" for index in range(9)]
+    for name in names:
+        (folder / f"{name}.safetensors").write_bytes(f"placeholder {name}".encode())
+    prompt = "a boat " + " ".join(f"<lora:{name}:0.{index + 1}>" for index, name in enumerate(names))
+    body = {"prompt": prompt, "steps": 2, "width": 64, "height": 64}
+    first, second = (api("alice").post("/api/v1/jobs", body) for _ in range(2))
+    assert first.status_code == 201, first.content
+    assert second.status_code == 201, second.content
+    keys = {job.lora_key for job in Job.objects.filter(public_id__in=[first.json()["id"], second.json()["id"]])}
+    [key] = keys
+    assert key.startswith("sha256:") and len(key) <= Job._meta.get_field("lora_key").max_length
+    shorter = api("alice").post("/api/v1/jobs", {**body, "prompt": "a boat <lora:style0:0.5>"})
+    assert Job.objects.get(public_id=shorter.json()["id"]).lora_key.endswith("@te=0.5,unet=0.5")  # short: readable

@@ -418,10 +418,12 @@ class WorkspaceProxy:
 
 
 class ClientGone(Exception):
-    pass
+    """The client went away before its request body had arrived."""
 
 
 def _is_multipart(scope: dict[str, Any]) -> bool:
+    """Uploads: their parts are file contents (and, for the image editor's blobs, plain fields),
+    never server paths, so they stream through unread."""
     content_type = _header(scope, b"content-type") or ""
     return content_type.split(";")[0].strip().lower() == "multipart/form-data"
 

@@ -81,3 +81,22 @@ def login_urls() -> tuple[str, ...]:
     from django.urls import reverse
 
     return (settings.LOGIN_URL, reverse("admin:login"))
+
+
+def run_on_a_worker(jobs: list[Job], *, name: str, runtime=None) -> None:
+    """Run queued `jobs` as one batch, as a worker process does: a registered Worker row, the
+    jobs dispatched to it, then `batch_execute` on a CPU `WorkerRuntime` (or `runtime`).
+    The jobs are refreshed from the database afterwards."""
+    from django.utils import timezone
+
+    from inference.execution import batch_execute
+    from inference.models import Worker
+    from inference.worker.runtime import WorkerRuntime
+
+    worker = Worker.objects.create(name=f"w@{name}", queue=f"q.{name}", last_heartbeat=timezone.now())
+    Job.objects.filter(pk__in=[job.pk for job in jobs]).update(status=Job.Status.DISPATCHED, worker=worker, attempts=1)
+    if runtime is None:
+        runtime = WorkerRuntime(device="cpu", cache_size=1, config_cache_dir=settings.ATELIER_MODEL_CACHE_DIR)
+    batch_execute(jobs=[(job.public_id, 1) for job in jobs], worker_name=worker.name, runtime=runtime)
+    for job in jobs:
+        job.refresh_from_db()

@@ -43,22 +43,14 @@ def test_a_truncated_checkpoint_fails_the_job_without_naming_where_it_lives(pers
 
 
 def _run_and_check(personas) -> None:
-    from django.utils import timezone
-
-    from inference.execution import batch_execute
     from inference.generation import parse_generation_request
-    from inference.models import Job, Worker
     from inference.services import job_submit
-    from inference.worker.runtime import WorkerRuntime
+    from tests.security.conftest import run_on_a_worker
 
     request = parse_generation_request({"prompt": "x", "steps": 2, "width": 64, "height": 64,
                                         "override_settings": {"sd_model_checkpoint": "broken"}})
     job = job_submit(user=personas["alice"], request=request)
-    worker = Worker.objects.create(name="w@errors", queue="q.errors", last_heartbeat=timezone.now())
-    Job.objects.filter(pk=job.pk).update(status=Job.Status.DISPATCHED, worker=worker, attempts=1)
-    runtime = WorkerRuntime(device="cpu", cache_size=1, config_cache_dir=settings.ATELIER_MODEL_CACHE_DIR)
-    batch_execute(jobs=[(job.public_id, 1)], worker_name=worker.name, runtime=runtime)
-    job.refresh_from_db()
+    run_on_a_worker([job], name="errors")
     assert job.status == "failed" and "broken.safetensors" in job.error, job.error
     assert str(settings.DATA_DIR) not in job.error and str(settings.DATA_DIR.resolve()) not in job.error
     assert "/users/" not in job.error and "/models/" not in job.error

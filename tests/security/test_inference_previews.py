@@ -75,12 +75,10 @@ def _decode(preview: str) -> Image.Image:
 
 @pytest.mark.django_db(transaction=True)  # the progress reporter threads write through their own connections
 def test_the_preview_stored_for_each_job_of_a_shared_batch_comes_from_its_own_image(personas, tiny_checkpoint_path) -> None:
-    from django.utils import timezone
-
-    from inference.execution import batch_execute
     from inference.generation import parse_generation_request
-    from inference.models import Job, Worker
+    from inference.models import Job
     from inference.services import job_submit
+    from tests.security.conftest import run_on_a_worker
 
     def submit(user: str, prompt: str, seed: int) -> Job:
         request = parse_generation_request({"prompt": prompt, "seed": seed, "steps": STEPS, "width": 64, "height": 64})
@@ -88,8 +86,6 @@ def test_the_preview_stored_for_each_job_of_a_shared_batch_comes_from_its_own_im
 
     alices, charlies = submit("alice", "alice's secret", 111), submit("charlie", "charlie's cat", 222)
     assert alices.batch_key == charlies.batch_key  # the scheduler may put them in one pipeline call
-    worker = Worker.objects.create(name="w@preview", queue="q.preview", last_heartbeat=timezone.now())
-    Job.objects.filter(pk__in=[alices.pk, charlies.pk]).update(status=Job.Status.DISPATCHED, worker=worker, attempts=1)
     stored: dict[str, str] = {}
 
     class SnapshotsPreviews(WorkerRuntime):
@@ -107,7 +103,7 @@ def test_the_preview_stored_for_each_job_of_a_shared_batch_comes_from_its_own_im
 
     runtime = SnapshotsPreviews(device="cpu", cache_size=1, config_cache_dir=settings.ATELIER_MODEL_CACHE_DIR,
                                 preview_every=STEPS)  # one preview per image: the last step's
-    batch_execute(jobs=[(alices.public_id, 1), (charlies.public_id, 1)], worker_name=worker.name, runtime=runtime)
+    run_on_a_worker([alices, charlies], name="preview", runtime=runtime)
     assert set(Job.objects.values_list("status", flat=True)) == {"succeeded"}
     assert set(stored) == {alices.public_id, charlies.public_id}, "no preview was recorded"
 

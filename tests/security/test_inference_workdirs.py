@@ -74,13 +74,9 @@ def test_working_directories_and_written_files_are_owner_only(personas) -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_a_job_whose_save_dir_links_into_another_members_outputs_fails_and_writes_nothing_there(personas) -> None:
-    from django.utils import timezone
-
-    from inference.execution import batch_execute
     from inference.generation import parse_generation_request
-    from inference.models import Job, Worker
     from inference.services import job_submit
-    from inference.worker.runtime import WorkerRuntime
+    from tests.security.conftest import run_on_a_worker
 
     alice, bob = user_workdir("alice"), user_workdir("bob")
     (alice / "tmp").symlink_to(bob / "outputs", target_is_directory=True)
@@ -88,11 +84,7 @@ def test_a_job_whose_save_dir_links_into_another_members_outputs_fails_and_write
     request = parse_generation_request({"prompt": "x", "steps": 2, "width": 64, "height": 64,
                                         "alwayson_scripts": {"save_dir": "tmp"}})
     job = job_submit(user=personas["alice"], request=request)
-    worker = Worker.objects.create(name="w@workdirs", queue="q.workdirs", last_heartbeat=timezone.now())
-    Job.objects.filter(pk=job.pk).update(status=Job.Status.DISPATCHED, worker=worker, attempts=1)
-    runtime = WorkerRuntime(device="cpu", cache_size=1, config_cache_dir=settings.ATELIER_MODEL_CACHE_DIR)
-    batch_execute(jobs=[(job.public_id, 1)], worker_name=worker.name, runtime=runtime)
-    job.refresh_from_db()
+    run_on_a_worker([job], name="workdirs")
     assert job.status == "failed" and "outside your working directory" in job.error
     assert str(settings.DATA_DIR) not in job.error
     assert set(bob.rglob("*")) == bobs_files_before

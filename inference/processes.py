@@ -17,9 +17,10 @@ def web_command(host: str, port: int) -> list[str]:
     return [sys.executable, "-m", "config.webserver", "-b", host, "-p", str(port), "config.asgi:application"]
 
 
-def worker_command(name: str, loglevel: str = "INFO") -> list[str]:
+def worker_command(name: str, loglevel: str = "INFO", *, app: str = "config") -> list[str]:
+    """A Celery worker of `app` (the end-to-end tests pass their own, which wraps this one)."""
     return [
-        sys.executable, "-m", "celery", "-A", "config", "worker",
+        sys.executable, "-m", "celery", "-A", app, "worker",
         "-n", name, "--loglevel", loglevel, "--without-mingle", "--without-gossip",
     ]
 

@@ -151,7 +151,14 @@ class Platform:
         return f"{short}-{self.run_id}@{socket.gethostname()}"
 
     def start_worker(self, short: str) -> subprocess.Popen:
-        return self._spawn(short, worker_command(self.worker_name(short)), worker=True)
+        # The platform's worker, through tests/e2e/holding.py: a prompt with `hold:<name>` waits for release(name).
+        return self._spawn(short, worker_command(self.worker_name(short), app="tests.e2e.holding"), worker=True)
+
+    def release(self, name: str) -> None:
+        """Let the jobs whose prompt says `hold:<name>` go on (see tests/e2e/holding.py)."""
+        holds = self.data_dir / "holds"
+        holds.mkdir(exist_ok=True)
+        (holds / name).touch()
 
     def kill(self, role: str) -> None:
         process = self.processes.pop(role)

@@ -17,7 +17,9 @@ pytestmark = pytest.mark.e2e
 
 SMALL = {"prompt": "a lighthouse at dawn", "width": 128, "height": 128, "steps": 6, "sampler_name": "Euler a"}
 # Long enough on the tiny model (several seconds) to be caught while running.
-LONG = {"prompt": "a long job", "width": 512, "height": 512, "steps": 60, "sampler_name": "Euler"}
+# Held at its first step until the test releases it (tests/e2e/holding.py): running for as long as a
+# test needs, whatever the machine's speed. Enough steps after the hold that a cancel lands mid-job.
+HELD = {"width": 128, "height": 128, "steps": 150, "sampler_name": "Euler"}
 
 
 @pytest.fixture(scope="module")
@@ -104,12 +106,13 @@ def test_websocket_streams_progress_to_the_owner_only(platform: Platform) -> Non
 
 
 def test_cancel_stops_a_running_job_at_the_next_step(platform: Platform) -> None:
-    job_id = platform.submit("alice", **LONG)
+    job_id = platform.submit("alice", **HELD, prompt="hold:cancelled a held job")
     platform.wait_until(
-        lambda: platform.get("alice", f"/api/v1/jobs/{job_id}").json()["step"] >= 2, timeout=120, what="job running"
+        lambda: platform.get("alice", f"/api/v1/jobs/{job_id}").json()["step"] >= 1, timeout=120, what="job running"
     )
     response = platform.post("alice", f"/api/v1/jobs/{job_id}/cancel")
     assert response.status_code == 200
+    platform.release("cancelled")  # the worker sees the cancel when it next reports a step
     job = platform.wait_job("alice", job_id, timeout=60)
     assert job["status"] == "cancelled"
     assert job["step"] < job["total_steps"]
@@ -118,13 +121,14 @@ def test_cancel_stops_a_running_job_at_the_next_step(platform: Platform) -> None
 
 def test_a_worker_killed_mid_job_does_not_lose_it(platform: Platform) -> None:
     """Runs last in this module: it kills the module's worker."""
-    job_id = platform.submit("alice", **LONG)
+    job_id = platform.submit("alice", **{**HELD, "steps": 8}, prompt="hold:killed a job its worker dies in")
     platform.wait_until(
         lambda: platform.get("alice", f"/api/v1/jobs/{job_id}").json()["step"] >= 1, timeout=120, what="job running"
     )
     platform.start_worker("w1")
     platform.wait_for_workers(2)
-    platform.kill("w0")
+    platform.kill("w0")  # mid-job: held at its first step
+    platform.release("killed")  # the second attempt, on w1, runs through
 
     job = platform.wait_job("admin", job_id, timeout=240)
     assert job["status"] == "succeeded", job

@@ -32,6 +32,16 @@ def platform():
         yield platform
 
 
+def hold_both_workers(platform: Platform, name: str) -> list[str]:
+    """Two of charlie's jobs held on the two workers (tests/e2e/holding.py) until release(name)."""
+    # Different step counts: two batch keys, so they cannot share one worker's batch.
+    blockers = [platform.submit("charlie", **{**SMALL, "steps": 4 + i}, prompt=f"hold:{name}") for i in range(2)]
+    platform.wait_until(
+        lambda: all(as_admin(platform, b)["status"] == "running" for b in blockers), timeout=60, what="blockers running"
+    )
+    return blockers
+
+
 def as_admin(platform: Platform, job_id: str) -> dict:
     return platform.get("admin", f"/api/v1/jobs/{job_id}").json()
 
@@ -56,13 +66,11 @@ def test_jobs_go_to_the_worker_that_already_holds_their_checkpoint(platform: Pla
 
 def test_compatible_jobs_of_different_users_share_one_batch(platform: Platform) -> None:
     # Keep both workers busy, so the next jobs queue up together.
-    blockers = [platform.submit("charlie", width=512, height=512, steps=30 + i) for i in range(2)]
-    platform.wait_until(
-        lambda: all(as_admin(platform, b)["status"] == "running" for b in blockers), timeout=60, what="blockers running"
-    )
+    blockers = hold_both_workers(platform, "blockers-batch")
     alices = platform.submit("alice", **SMALL, seed=1, prompt="alice's idea")
     bobs = platform.submit("bob", **SMALL, seed=2, prompt="bob's idea")
     other = platform.submit("bob", **SMALL, seed=3, override_settings={"sd_model_checkpoint": SECOND_MODEL})
+    platform.release("blockers-batch")
     jobs = {job_id: platform.wait_job("admin", job_id) for job_id in (alices, bobs, other, *blockers)}
     assert all(job["status"] == "succeeded" for job in jobs.values()), jobs
     assert jobs[alices]["batch_id"] == jobs[bobs]["batch_id"]
@@ -74,12 +82,12 @@ def test_compatible_jobs_of_different_users_share_one_batch(platform: Platform) 
 
 
 def test_cancelling_a_batched_job_drops_it_without_disturbing_the_others(platform: Platform) -> None:
-    blockers = [platform.submit("charlie", width=512, height=512, steps=30 + i) for i in range(2)]
-    platform.wait_until(
-        lambda: all(as_admin(platform, b)["status"] == "running" for b in blockers), timeout=60, what="blockers running"
-    )
-    shared = {"width": 256, "height": 256, "steps": 40, "sampler_name": "Euler"}
+    blockers = hold_both_workers(platform, "blockers-cancel")
+    # Held after its first live preview (every 5 steps) until both are seen and alice has cancelled:
+    # the batch then sees her cancel at its next step, whatever the speed of the machine.
+    shared = {"width": 128, "height": 128, "steps": 24, "sampler_name": "Euler", "prompt": "hold:shared@6 an idea"}
     alices, bobs = platform.submit("alice", **shared, seed=5), platform.submit("bob", **shared, seed=6)
+    platform.release("blockers-cancel")
     platform.wait_until(
         lambda: as_admin(platform, alices)["step"] >= 2, timeout=120, what="the shared batch to be running"
     )
@@ -93,13 +101,14 @@ def test_cancelling_a_batched_job_drops_it_without_disturbing_the_others(platfor
     )
     assert previews[0] != previews[1]
     assert platform.post("alice", f"/api/v1/jobs/{alices}/cancel").status_code == 200
+    platform.release("shared")
     alice_job, bob_job = platform.wait_job("admin", alices), platform.wait_job("admin", bobs)
     assert alice_job["batch_id"] == bob_job["batch_id"]
     assert alice_job["status"] == "cancelled" and alice_job["images"] == []
     assert bob_job["status"] == "succeeded" and len(bob_job["images"]) == 1
     assert not [p for p in platform.outputs_of("alice") if p.name.startswith(alices)]
     for blocker in blockers:
-        platform.wait_job("charlie", blocker)
+        assert platform.wait_job("charlie", blocker)["status"] == "succeeded"
 
 
 def test_a_flood_from_bob_does_not_hold_up_alices_single_job(platform: Platform) -> None:

@@ -1,4 +1,4 @@
-"""The Celery app. Workers start with `celery -A config worker` (see inference/worker_signals.py
+"""The Celery app. Workers start with `celery -A config worker` (see inference/runner/lifecycle.py
 for how each worker registers itself and listens on its own queue)."""
 
 import os

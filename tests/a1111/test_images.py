@@ -1,4 +1,4 @@
-"""inference.a1111.images: decoding client images safely and fetching image URLs without SSRF.
+"""a1111.images: decoding client images safely and fetching image URLs without SSRF.
 
 Every network test talks only to servers this module starts on 127.0.0.1; an autouse fixture
 makes any other connection attempt fail loudly."""
@@ -19,8 +19,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from PIL import Image
 
-from inference.a1111 import images
-from inference.a1111.images import Fetcher, ImageInputError, decode_image, decode_image_bytes, is_public_address
+from a1111 import images
+from inference.inputs.fetch import Fetcher, is_public_address
+from a1111.images import ImageInputError, decode_image, decode_image_bytes
 
 # ---------------------------------------------------------------------------------------------
 # helpers

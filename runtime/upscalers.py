@@ -23,14 +23,8 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F  # noqa: N812 - the usual name
 
+from a1111.upscalers import A1111_ALIASES  # noqa: F401 - re-exported: the name table lives in a1111
 from runtime.weight_files import read_tensor_state
-
-# A1111's names for the Real-ESRGAN models it knows → the file names they ship as.
-A1111_ALIASES = {
-    "R-ESRGAN 4x+": "RealESRGAN_x4plus",
-    "R-ESRGAN 4x+ Anime6B": "RealESRGAN_x4plus_anime_6B",
-    "R-ESRGAN 2x+": "RealESRGAN_x2plus",
-}
 
 
 class UpscalerError(ValueError):

@@ -4,34 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
 from django.http import FileResponse, HttpRequest, JsonResponse
 
-from inference.inputs.controlnet import with_controlnet_inputs
-from inference.events import job_event_payload
 from a1111.extras import EXTRAS_KIND, parse_extras_request
-from a1111.generation import Limits, parse_generation_request
+from a1111.generation import parse_generation_request
 from inference.api.errors import api_view, error, json_body
+from inference.events import job_event_payload
+from inference.inputs.controlnet import with_controlnet_inputs
 from inference.inputs.images import read_extras_images, read_input_images
+from inference.limits import generation_limits
 from inference.model_registry import model_list_for_user
 from inference.models import Job
 from inference.selectors import job_get_for_user, job_list_for_user, worker_list
 from inference.services import extras_submit, job_cancel, job_submit
 from inference.storage import member_file_open
 from tenants.selectors import usage_this_month
-
-
-def generation_limits() -> Limits:
-    return Limits(
-        max_steps=settings.ATELIER_MAX_STEPS,
-        min_size=settings.ATELIER_MIN_SIZE,
-        max_size=settings.ATELIER_MAX_SIZE,
-        max_batch_size=settings.ATELIER_MAX_BATCH_SIZE,
-        max_n_iter=settings.ATELIER_MAX_N_ITER,
-        max_prompt_chars=settings.ATELIER_MAX_PROMPT_CHARS,
-        max_prompt_chunks=settings.ATELIER_MAX_PROMPT_CHUNKS,
-    )
-
 
 # Resolved extra networks, upscaler, restorer and detector files carry server paths: members see
 # their request, not our disks.

@@ -74,7 +74,7 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 def _expected_ldm_keys(like: AutoencoderKL) -> set[str] | None:
     """The LDM names of ``like``'s parameters, or None where that layout has no LDM equivalent."""
-    from runtime.tiny.model import vae_to_ldm
+    from runtime.checkpoints.ldm_keys import vae_to_ldm
 
     try:
         ldm = vae_to_ldm(like.state_dict(), num_blocks=len(like.config.block_out_channels))

@@ -24,9 +24,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runtime.weight_files import MAX_NAMED, few, require_safetensors
-
 from a1111.controlnet import ControlNetError
+from runtime.weight_files import MAX_NAMED, few, require_safetensors
 
 if TYPE_CHECKING:
     import torch
@@ -41,8 +40,8 @@ LDM_CONTROL_PREFIX = "control_model."
 
 def _ldm_names(keys: Iterable[str]) -> dict[str, str]:
     """Each diffusers ``ControlNetModel`` parameter name -> its original LDM name (without prefix)."""
+    from runtime.checkpoints.ldm_keys import unet_to_ldm
     from runtime.checkpoints.loading import UNET_PREFIX
-    from runtime.tiny.model import unet_to_ldm
 
     keys = list(keys)
     num_hint_blocks = len({k.split(".")[2] for k in keys if k.startswith("controlnet_cond_embedding.blocks.")})

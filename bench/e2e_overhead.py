@@ -40,8 +40,8 @@ def main() -> None:
     import torch
     from websockets.sync.client import connect
 
-    from inference.samplers import resolve_sampler
-    from inference.worker.runtime import GenerationSpec, WorkerRuntime
+    from a1111.samplers import resolve_sampler
+    from runtime.engine import GenerationSpec, WorkerRuntime
     from tests.harness import Platform
 
     params = {"prompt": "a lighthouse at dawn", "width": args.size, "height": args.size,

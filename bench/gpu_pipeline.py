@@ -1,7 +1,7 @@
 """GPU throughput of SD1.5-sized txt2img: plain diffusers fp16 versus Atelier's runtime settings.
 
 Builds Stable Diffusion 1.5's full-size architecture from the shipped config folder
-(`inference/worker/model_configs/sd15`, tokenizer included) with random weights: nothing is
+(`runtime/checkpoints/model_configs/sd15`, tokenizer included) with random weights: nothing is
 downloaded, and speed does not depend on the weights' values. Two pipelines with identical weights
 run the same prompts, alternating run by run so clock and thermal drift hit both alike:
 
@@ -9,7 +9,7 @@ run the same prompts, alternating run by run so clock and thermal drift hit both
               processor, SDPA on torch 2; no other changes);
   * atelier:  Atelier's worker itself: the same weights written as a single-file LDM checkpoint,
               loaded by `WorkerRuntime` (the object a Celery worker owns) with the acceleration
-              settings a GPU worker uses by default (`inference/worker/acceleration.py`: xformers
+              settings a GPU worker uses by default (`runtime/acceleration.py`: xformers
               when it imports, else SDPA; contiguous UNet (channels_last with --channels-last on); VAE slicing from batch 8), and run
               through `WorkerRuntime.generate` as a job batch: A1111 prompt conditioning, one CPU
               generator per image, the worker's step callback. With `--compile MODE`, the
@@ -131,7 +131,7 @@ def build_pipeline(arch_name: str, *, device: str, dtype, seed: int, cache_dir: 
     from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from inference.worker.checkpoints import get_architecture, materialize_config
+    from runtime.checkpoints.loading import get_architecture, materialize_config
 
     arch = get_architecture(arch_name)
     folder = materialize_config(arch, cache_dir)  # configs + CLIP tokenizer files, written locally
@@ -161,8 +161,8 @@ def write_checkpoint(pipe, path: Path) -> Path:
     """The pipeline's weights as one LDM-layout safetensors file (what users drop in), fp16."""
     import torch
 
-    from inference.worker.tiny_families import components_to_single_file
-    from inference.worker.tiny_model import save_safetensors_atomically
+    from runtime.tiny.families import components_to_single_file
+    from runtime.tiny.model import save_safetensors_atomically
 
     components = {"unet": pipe.unet, "vae": pipe.vae, "text_encoder": pipe.text_encoder}
     return save_safetensors_atomically(components_to_single_file(components, dtype=torch.float16), path)
@@ -173,8 +173,8 @@ class AtelierRunner:
 
     def __init__(self, checkpoint: Path, *, device: str, cache_dir: Path, scheduler_class: str, attention: str,
                  compile_mode: str, channels_last: str, vae_slicing_from_batch: int) -> None:
-        from inference.worker.acceleration import Acceleration
-        from inference.worker.runtime import WorkerRuntime
+        from runtime.acceleration import Acceleration
+        from runtime.engine import WorkerRuntime
 
         self.runtime = WorkerRuntime(
             device=device, cache_size=1, config_cache_dir=cache_dir,
@@ -185,7 +185,7 @@ class AtelierRunner:
         self.pipeline = self.runtime.pipelines.get(str(checkpoint), "bench")  # load (and set up) now
 
     def __call__(self, *, batch: int, size: int, steps: int, seed: int, clock: "StepClock") -> None:
-        from inference.worker.runtime import GenerationSpec
+        from runtime.engine import GenerationSpec
 
         spec = GenerationSpec(
             checkpoint_path=str(self.checkpoint), checkpoint_sha256="bench", prompts=[PROMPT] * batch,

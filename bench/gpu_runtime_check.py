@@ -42,23 +42,23 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from inference.samplers import resolve_sampler  # noqa: E402
-from inference.worker.acceleration import Acceleration  # noqa: E402
-from inference.worker.controlnet import ControlUnit  # noqa: E402
-from inference.worker.faces.codeformer import write_tiny_codeformer  # noqa: E402
-from inference.worker.faces.detection import write_tiny_face_detector  # noqa: E402
-from inference.worker.faces.gfpgan import write_tiny_gfpgan  # noqa: E402
-from inference.worker.faces.restoration import FaceRestorationSpec  # noqa: E402
-from inference.worker.lora import LoraSpec  # noqa: E402
-from inference.worker.runtime import GenerationSpec, HiresSpec, Img2ImgInputs, WorkerRuntime  # noqa: E402
-from inference.worker.safety import write_tiny_safety_checker  # noqa: E402
-from inference.worker.tiny_controlnet import write_tiny_controlnet  # noqa: E402
-from inference.worker.tiny_embedding import write_tiny_embedding  # noqa: E402
-from inference.worker.tiny_families import write_tiny_sd2_checkpoint, write_tiny_sdxl_checkpoint  # noqa: E402
-from inference.worker.tiny_hypernetwork import write_tiny_hypernetwork  # noqa: E402
-from inference.worker.tiny_lora import write_tiny_lora  # noqa: E402
-from inference.worker.tiny_model import write_tiny_checkpoint, write_tiny_vae  # noqa: E402
-from inference.worker.upscalers import write_tiny_esrgan  # noqa: E402
+from a1111.samplers import resolve_sampler  # noqa: E402
+from runtime.acceleration import Acceleration  # noqa: E402
+from a1111.controlnet import ControlUnit  # noqa: E402
+from runtime.faces.codeformer import write_tiny_codeformer  # noqa: E402
+from runtime.faces.detection import write_tiny_face_detector  # noqa: E402
+from runtime.faces.gfpgan import write_tiny_gfpgan  # noqa: E402
+from runtime.faces.restoration import FaceRestorationSpec  # noqa: E402
+from runtime.networks.lora import LoraSpec  # noqa: E402
+from runtime.engine import GenerationSpec, HiresSpec, Img2ImgInputs, WorkerRuntime  # noqa: E402
+from runtime.safety import write_tiny_safety_checker  # noqa: E402
+from runtime.tiny.controlnet import write_tiny_controlnet  # noqa: E402
+from runtime.tiny.embedding import write_tiny_embedding  # noqa: E402
+from runtime.tiny.families import write_tiny_sd2_checkpoint, write_tiny_sdxl_checkpoint  # noqa: E402
+from runtime.tiny.hypernetwork import write_tiny_hypernetwork  # noqa: E402
+from runtime.tiny.lora import write_tiny_lora  # noqa: E402
+from runtime.tiny.model import write_tiny_checkpoint, write_tiny_vae  # noqa: E402
+from runtime.upscalers import write_tiny_esrgan  # noqa: E402
 
 SIZE = 128
 STEPS = 6

@@ -1,4 +1,4 @@
-"""The Celery app. Workers start with `celery -A config worker` (see inference/worker_signals.py
+"""The Celery app. Workers start with `celery -A config worker` (see inference/runner/lifecycle.py
 for how each worker registers itself and listens on its own queue)."""
 
 import os
@@ -10,3 +10,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 app = Celery("atelier")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# The run_batch task lives in inference/runner/tasks.py, not <app>/tasks.py: name the package
+# (settings.CELERY_IMPORTS imports it too). Its name, "atelier.run_batch", is explicit
+# (inference.dispatch.RUN_BATCH_TASK), so queued messages survive module moves.
+app.autodiscover_tasks(["inference.runner"])

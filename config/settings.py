@@ -325,7 +325,7 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = "atelier.default"
-CELERY_IMPORTS = ["inference.tasks"]
+CELERY_IMPORTS = ["inference.runner.tasks"]
 
 # Where a worker POSTs job events in the embedded default (set by `manage.py serve`).
 ATELIER_EVENTS_URL = env.str("ATELIER_EVENTS_URL", default="")
@@ -384,7 +384,7 @@ ATELIER_PIPELINE_CACHE_SIZE = env.int("ATELIER_PIPELINE_CACHE_SIZE", default=2)
 # leave it first whenever less than this many GiB of RAM would stay free (--min-ram-reserved).
 ATELIER_HOST_CACHE_SIZE = env.int("ATELIER_HOST_CACHE_SIZE", default=4)
 ATELIER_MIN_RAM_RESERVED_GIB = env.float("ATELIER_MIN_RAM_RESERVED_GIB", default=4.0)
-# Speed switches (inference/worker/acceleration.py): PAI's --xformers / --blade.
+# Speed switches (runtime/acceleration.py): PAI's --xformers / --blade.
 ATELIER_WORKER_ATTENTION = env.str("ATELIER_WORKER_ATTENTION", default="auto")  # auto, sdpa, xformers
 ATELIER_WORKER_CHANNELS_LAST = env.str("ATELIER_WORKER_CHANNELS_LAST", default="off")  # on, off
 # "" (off), default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs

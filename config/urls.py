@@ -5,9 +5,9 @@ from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("api/v1/", include("inference.urls")),
-    path("sdapi/v1/", include("inference.a1111.urls")),
-    path("controlnet/", include("inference.a1111.controlnet_urls")),  # where the extension serves them
-    path("internal/", include("inference.internal_urls")),
+    path("api/v1/", include("inference.api.urls")),
+    path("sdapi/v1/", include("inference.sdapi.urls")),
+    path("controlnet/", include("inference.sdapi.controlnet_urls")),  # where the extension serves them
+    path("internal/", include("inference.api.internal_urls")),
     path("", include("frontend.urls")),
 ]

@@ -7,4 +7,4 @@ class InferenceConfig(AppConfig):
 
     def ready(self) -> None:
         # Celery worker signals: registration, own queue, heartbeat (no-ops in the web process).
-        from inference import worker_signals  # noqa: F401
+        from inference.runner import lifecycle  # noqa: F401 - connects the Celery worker signals

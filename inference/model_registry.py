@@ -139,7 +139,7 @@ def checkpoint_resolve_for_user(user: AbstractUser, ident: str | None) -> ModelE
 
 def vae_resolve_for_user(user: AbstractUser, ident: str | None) -> ModelEntry | None:
     """A VAE file by any A1111 id form; None for the checkpoint's own VAE ("Automatic", "None")."""
-    from inference.generation import NO_VAE
+    from a1111.generation import NO_VAE
 
     if ident is None or ident.strip() in NO_VAE:
         return None
@@ -153,7 +153,7 @@ def vae_resolve_for_user(user: AbstractUser, ident: str | None) -> ModelEntry | 
 
 def upscalers_for_user(user: AbstractUser) -> list[tuple[str, ModelEntry]]:
     """(the name A1111 shows, the file) for each ESRGAN-family upscaler the member may use."""
-    from inference.worker.upscalers import A1111_ALIASES
+    from a1111.upscalers import A1111_ALIASES
 
     alias_of = {file_name: alias for alias, file_name in A1111_ALIASES.items()}
     return [(alias_of.get(entry.model_name, entry.model_name), entry) for entry in model_list_for_user(user, "ESRGAN")]
@@ -161,7 +161,7 @@ def upscalers_for_user(user: AbstractUser) -> list[tuple[str, ModelEntry]]:
 
 def upscaler_resolve_for_user(user: AbstractUser, ident: str, *, field: str = "hr_upscaler") -> ModelEntry:
     """An ESRGAN-family upscaler file by any id form, or by A1111's name for it ("R-ESRGAN 4x+")."""
-    from inference.worker.upscalers import A1111_ALIASES
+    from a1111.upscalers import A1111_ALIASES
 
     wanted = A1111_ALIASES.get(ident.strip(), ident)
     for entry in model_list_for_user(user, "ESRGAN"):

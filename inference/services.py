@@ -20,14 +20,14 @@ from django.utils import timezone
 
 from inference.errors import member_error
 from inference.events import job_event_publish
-from inference.extras import (
+from a1111.extras import (
     BUILTIN_RESIZERS,
     EXTRAS_KIND,
     ExtrasRequest,
     check_output_sizes,
     with_inputs,
 )
-from inference.generation import (
+from a1111.generation import (
     HIRES_UPSCALERS,
     GenerationRequest,
     RequestValidationError,
@@ -35,7 +35,7 @@ from inference.generation import (
     parse_face_restoration,
 )
 from inference.hashing import bounded_key
-from inference.inputs import ExtrasInputs, InputImages
+from inference.inputs.images import ExtrasInputs, InputImages
 from inference.model_registry import (
     ModelEntry,
     ModelNotFound,
@@ -48,8 +48,8 @@ from inference.model_registry import (
     vae_resolve_for_user,
 )
 from inference.models import Job, Worker, new_job_id
-from inference.prompts import ExtraNetwork, PromptError, find_embeddings, parse_prompt
-from inference.prompts import lora_key as lora_key_of
+from a1111.prompts import ExtraNetwork, PromptError, find_embeddings, parse_prompt
+from a1111.prompts import lora_key as lora_key_of
 from inference.storage import UnsafeOutputPath, member_file_save
 from tenants.selectors import tenant_for_user
 from tenants.services import usage_record
@@ -85,7 +85,7 @@ def _check_queue_room(user: AbstractUser) -> None:
 def job_submit(*, user: AbstractUser, request: GenerationRequest, inputs: InputImages | None = None) -> Job:
     """Store a validated request as a queued job and ask the scheduler to place it.
 
-    img2img needs `inputs` (decoded by the adapter, see `inference/inputs.py`); they are stored
+    img2img needs `inputs` (decoded by the adapter, see `inference/inputs/images.py`); they are stored
     in the member's own `inputs/` folder and the job refers to them by storage key. So are the
     ControlNet units' images (`inputs.controlnet_images`), whose models are resolved here too.
 

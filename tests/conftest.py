@@ -11,7 +11,7 @@ from django.conf import settings
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint_path() -> Path:
-    from inference.worker.tiny_model import write_tiny_checkpoint
+    from runtime.tiny.model import write_tiny_checkpoint
 
     path = settings.ATELIER_PUBLIC_MODEL_DIRS["Stable-diffusion"] / settings.ATELIER_TINY_MODEL_NAME
     if not path.exists():

@@ -7,7 +7,7 @@ back into one dict per unit. `frontend/workspace/jobs.py` turns the enabled ones
 sends, so the API's own parser validates them and `job_submit` resolves each model among the
 member's own, team and public ControlNets.
 
-The preprocessors offered are the ones the workers run (`inference.worker.preprocessors`), with
+The preprocessors offered are the ones the workers run (`runtime.controlnet.preprocessors`), with
 the extension's threshold sliders (labels, ranges, defaults) where a preprocessor has any
 (`THRESHOLD_SLIDERS`). The layout is built here; its callbacks are `Workspace` methods (ui.py),
 so they share its error handling.
@@ -65,7 +65,7 @@ def threshold_sliders(module: str | None) -> tuple[ThresholdSlider | None, Thres
 def preprocessor_choices() -> list[str]:
     """The preprocessors the workers run, "none" first (as `/controlnet/module_list`)."""
     # numpy/OpenCV (no torch): imported when a workspace is built, not when this module is
-    from inference.worker.preprocessors import available_preprocessors
+    from a1111.preprocessors import available_preprocessors
 
     modules = available_preprocessors()
     return ["none", *(name for name in modules if name != "none")]

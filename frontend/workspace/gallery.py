@@ -13,7 +13,7 @@ from PIL import Image
 
 from frontend.member_selectors import gallery_for_user
 from frontend.workspace.jobs import WorkspaceError, own_job, storage_image
-from inference.a1111.pnginfo import parse_generation_parameters, read_png_info
+from a1111.pnginfo import parse_generation_parameters, read_png_info
 
 GalleryRef = tuple[str, int]  # (job public id, image index)
 

@@ -33,11 +33,11 @@ from frontend.member_selectors import extension_enabled_for_user
 from frontend.workspace.controlnet import enabled_units, threshold_sliders
 from frontend.workspace.extensions import PROMPT_STYLES, apply_styles
 from frontend.workspace.i18n import text
-from inference.a1111.images import ImageInputError
-from inference.api import generation_limits
-from inference.controlnet_requests import with_controlnet_inputs
-from inference.generation import RequestValidationError, parse_generation_request
-from inference.inputs import read_input_images
+from a1111.images import ImageInputError
+from inference.limits import generation_limits
+from inference.inputs.controlnet import with_controlnet_inputs
+from a1111.generation import RequestValidationError, parse_generation_request
+from inference.inputs.images import read_input_images
 from inference.model_registry import ModelNotFound
 from inference.models import Job
 from inference.services import NotAMember, job_cancel, job_submit

@@ -50,10 +50,10 @@ from frontend.workspace.jobs import (
     workspace_cancel,
     workspace_submit,
 )
-from inference.generation import FACE_RESTORERS, HIRES_UPSCALERS
+from a1111.generation import FACE_RESTORERS, HIRES_UPSCALERS
 from inference.model_registry import model_list_for_user, upscalers_for_user
 from inference.models import Job
-from inference.samplers import SAMPLERS, SCHEDULES
+from a1111.samplers import SAMPLERS, SCHEDULES
 from inference.selectors import user_options_get
 from inference.services import user_options_update
 from tenants.selectors import membership_for_user

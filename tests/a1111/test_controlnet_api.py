@@ -20,7 +20,7 @@ from django.conf import settings
 from PIL import Image, ImageDraw
 
 from inference.models import Job
-from inference.worker.tiny_controlnet import write_tiny_controlnet
+from runtime.tiny.controlnet import write_tiny_controlnet
 from tests.harness import serving_png
 
 PUBLIC_CONTROLNET = "tiny-canny"
@@ -189,8 +189,8 @@ def _install_controlnets(platform) -> None:
     from diffusers import ControlNetModel, UNet2DConditionModel
     from safetensors.torch import save_file
 
-    from inference.worker.checkpoints import get_architecture
-    from inference.worker.controlnet import controlnet_to_ldm
+    from runtime.checkpoints.loading import get_architecture
+    from runtime.controlnet import controlnet_to_ldm
 
     folder = platform.data_dir / "public" / "models" / "ControlNet"
     write_tiny_controlnet(folder / f"{PUBLIC_CONTROLNET}.safetensors", seed=0)

@@ -18,7 +18,7 @@ import pytest
 from django.conf import settings
 from PIL import Image, ImageColor
 
-from inference.extras import (
+from a1111.extras import (
     ExtrasRequest,
     extras_infotext,
     output_size,
@@ -26,9 +26,9 @@ from inference.extras import (
     scaled_size,
 )
 from inference.models import Job
-from inference.worker.faces.detection import write_tiny_face_detector
-from inference.worker.faces.gfpgan import write_tiny_gfpgan
-from inference.worker.upscalers import write_tiny_esrgan
+from runtime.faces.detection import write_tiny_face_detector
+from runtime.faces.gfpgan import write_tiny_gfpgan
+from runtime.upscalers import write_tiny_esrgan
 
 
 def _png_b64(size: tuple[int, int] = (64, 64), color: str = "teal") -> str:
@@ -187,7 +187,7 @@ def worker_and_runtime(tmp_path):
     import uuid
 
     from inference.dispatch import worker_register
-    from inference.worker.runtime import WorkerRuntime
+    from runtime.engine import WorkerRuntime
 
     worker = worker_register(name=f"extras-{uuid.uuid4().hex[:8]}@host", device="cpu", device_memory_bytes=None)
     return worker, WorkerRuntime(device="cpu", cache_size=1, config_cache_dir=tmp_path / "cache")
@@ -206,7 +206,7 @@ def _dispatched_extras(api, user: str, **fields) -> Job:
 
 @pytest.mark.django_db
 def test_a_worker_runs_it_into_the_owners_outputs_and_bills_it(api, personas, worker_and_runtime) -> None:
-    from inference.extras_execution import extras_execute
+    from inference.runner.extras import extras_execute
     from tenants.models import UsageRecord
 
     worker, runtime = worker_and_runtime
@@ -229,9 +229,9 @@ def test_a_worker_runs_it_into_the_owners_outputs_and_bills_it(api, personas, wo
 
 @pytest.mark.django_db
 def test_a_cancel_stops_it_between_images_and_leaves_no_images(api, personas, worker_and_runtime) -> None:
-    from inference.extras_execution import extras_execute
+    from inference.runner.extras import extras_execute
     from inference.services import job_cancel
-    from inference.worker.runtime import WorkerRuntime
+    from runtime.engine import WorkerRuntime
 
     worker, _ = worker_and_runtime
     job = _dispatched_extras(api, "alice")

@@ -15,9 +15,9 @@ import pytest
 from django.conf import settings
 
 from inference.models import Job
-from inference.worker.faces.codeformer import write_tiny_codeformer
-from inference.worker.faces.detection import write_tiny_face_detector
-from inference.worker.faces.gfpgan import write_tiny_gfpgan
+from runtime.faces.codeformer import write_tiny_codeformer
+from runtime.faces.detection import write_tiny_face_detector
+from runtime.faces.gfpgan import write_tiny_gfpgan
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""inference.a1111.images: decoding client images safely and fetching image URLs without SSRF.
+"""a1111.images: decoding client images safely and fetching image URLs without SSRF.
 
 Every network test talks only to servers this module starts on 127.0.0.1; an autouse fixture
 makes any other connection attempt fail loudly."""
@@ -19,8 +19,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from PIL import Image
 
-from inference.a1111 import images
-from inference.a1111.images import Fetcher, ImageInputError, decode_image, decode_image_bytes, is_public_address
+from a1111 import images
+from a1111.images import ImageInputError, decode_image, decode_image_bytes
+from inference.inputs import fetch as fetching
+from inference.inputs.fetch import Fetcher, is_public_address
 
 # ---------------------------------------------------------------------------------------------
 # helpers
@@ -177,7 +179,7 @@ class AllowFirstHop:
     def __init__(self) -> None:
         self.calls = 0
 
-    def __call__(self, address: images.IPAddress) -> bool:
+    def __call__(self, address: fetching.IPAddress) -> bool:
         self.calls += 1
         return self.calls == 1 or is_public_address(address)
 
@@ -405,11 +407,11 @@ def test_connection_goes_to_the_checked_address_with_the_original_host(
     answers = iter([[ipaddress.ip_address("127.0.0.1")]])
     lookups: list[str] = []
 
-    def rebinding_resolver(host: str, port: int) -> list[images.IPAddress]:
+    def rebinding_resolver(host: str, port: int) -> list[fetching.IPAddress]:
         lookups.append(host)
         return next(answers, [ipaddress.ip_address("10.0.0.1")])
 
-    monkeypatch.setattr(images, "resolve_host", rebinding_resolver)
+    monkeypatch.setattr(fetching, "resolve_host", rebinding_resolver)
     fetcher = Fetcher(is_allowed_address=lambda address: str(address) == "127.0.0.1")
     assert fetcher.fetch(f"http://images.rebind.test:{server.port}/a.png") == SAMPLE_PNG
     assert lookups == ["images.rebind.test"]
@@ -418,7 +420,7 @@ def test_connection_goes_to_the_checked_address_with_the_original_host(
 
 def test_every_resolved_address_must_be_allowed(listener: Listener, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
-        images, "resolve_host", lambda host, port: [ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("10.1.1.1")]
+        fetching, "resolve_host", lambda host, port: [ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("10.1.1.1")]
     )
     fetcher = Fetcher(is_allowed_address=lambda address: str(address) == "127.0.0.1")
     with pytest.raises(ImageInputError, match="URL not allowed"):

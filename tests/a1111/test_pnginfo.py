@@ -1,4 +1,4 @@
-"""inference.a1111.pnginfo: reading the A1111 ``parameters`` infotext out of images and parsing it
+"""a1111.pnginfo: reading the A1111 ``parameters`` infotext out of images and parsing it
 the way A1111's ``parse_generation_parameters`` does."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import zlib
 import pytest
 from PIL import Image, PngImagePlugin
 
-from inference.a1111.images import ImageInputError
-from inference.a1111.pnginfo import parse_generation_parameters, read_png_info
-from inference.infotext import generation_infotext
+from a1111.images import ImageInputError
+from a1111.pnginfo import parse_generation_parameters, read_png_info
+from a1111.infotext import generation_infotext
 
 A1111_EXAMPLE = (
     "cpc explosion, <lora:207:1>\n"

@@ -134,7 +134,7 @@ def test_unknown_model_is_a_404_naming_it(api) -> None:
 
 
 def test_unknown_sampler_falls_back_as_a1111_does() -> None:
-    from inference.generation import parse_generation_request
+    from a1111.generation import parse_generation_request
 
     assert parse_generation_request({"sampler_name": "Warp drive"}, lenient_sampler=True).sampler_name == "DPM++ 2M"
 
@@ -285,7 +285,7 @@ def test_image_link_must_be_a_url_string(api) -> None:
 
 
 def test_the_vae_option_is_per_member_and_must_be_one_they_may_use(api, settings) -> None:
-    from inference.worker.tiny_model import write_tiny_vae
+    from runtime.tiny.model import write_tiny_vae
 
     vae = write_tiny_vae(settings.DATA_DIR / "users" / "alice" / "models" / "VAE" / "alices-vae.safetensors")
     try:
@@ -303,7 +303,7 @@ def test_the_vae_option_is_per_member_and_must_be_one_they_may_use(api, settings
 
 
 def test_model_upscalers_are_listed_per_member_and_unknown_ones_are_not_installed(api, personas) -> None:
-    from inference.worker.upscalers import write_tiny_esrgan
+    from runtime.upscalers import write_tiny_esrgan
 
     path = write_tiny_esrgan(settings.DATA_DIR / "users" / "alice" / "models" / "ESRGAN" / "RealESRGAN_x4plus.pth")
     try:
@@ -327,7 +327,7 @@ def test_model_upscalers_are_listed_per_member_and_unknown_ones_are_not_installe
 
 
 def test_progress_carries_the_running_jobs_live_preview_and_only_to_its_owner(api, personas) -> None:
-    from inference.generation import parse_generation_request
+    from a1111.generation import parse_generation_request
     from inference.services import job_claim, job_progress, job_submit, job_succeed
 
     from django.utils import timezone

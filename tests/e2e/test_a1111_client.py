@@ -15,10 +15,10 @@ import pytest
 import webuiapi
 from PIL import Image
 
-from inference.worker.tiny_controlnet import write_tiny_controlnet
-from inference.worker.tiny_hypernetwork import write_tiny_hypernetwork
-from inference.worker.tiny_lora import write_tiny_lora
-from inference.worker.tiny_model import write_tiny_vae
+from runtime.tiny.controlnet import write_tiny_controlnet
+from runtime.tiny.hypernetwork import write_tiny_hypernetwork
+from runtime.tiny.lora import write_tiny_lora
+from runtime.tiny.model import write_tiny_vae
 from tests.harness import Platform, running_platform, serving_png
 
 pytestmark = pytest.mark.e2e

@@ -2,7 +2,7 @@
 running platform.
 
 The platform runs with `ATELIER_NSFW_CENSOR=1` and a tiny random-weight safety checker that flags
-every image (`inference/worker/safety.py`), so every generated image comes back blurred and every
+every image (`runtime/safety.py`), so every generated image comes back blurred and every
 API says so; Extras outputs are not censored (as in A1111), which the exact Lanczos check proves.
 bob keeps a tiny GFPGAN and a tiny face detector that finds "faces" everywhere in his own folder.
 """
@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inference.worker.faces.detection import write_tiny_face_detector
-from inference.worker.faces.gfpgan import write_tiny_gfpgan
-from inference.worker.safety import write_tiny_safety_checker
-from inference.worker.upscalers import write_tiny_esrgan
+from runtime.faces.detection import write_tiny_face_detector
+from runtime.faces.gfpgan import write_tiny_gfpgan
+from runtime.safety import write_tiny_safety_checker
+from runtime.upscalers import write_tiny_esrgan
 from tests.harness import Platform, running_platform
 
 pytestmark = pytest.mark.e2e

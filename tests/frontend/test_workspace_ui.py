@@ -337,7 +337,7 @@ def controlnets(personas, tiny_checkpoint_path):
     """A tiny ControlNet of alice's own, one of her team's, and a public one (as the API tests)."""
     from django.conf import settings
 
-    from inference.worker.tiny_controlnet import write_tiny_controlnet
+    from runtime.tiny.controlnet import write_tiny_controlnet
     from tenants.workdirs import tenant_model_dir, user_model_dir
 
     public = settings.ATELIER_PUBLIC_MODEL_DIRS["ControlNet"] / "tiny-canny.safetensors"
@@ -494,8 +494,8 @@ def test_restore_faces_is_sent_and_a_missing_restorer_is_the_members_message(per
     assert not Job.objects.exists()
 
     # With one in her own folder, her job runs with it.
-    from inference.worker.faces.detection import write_tiny_face_detector
-    from inference.worker.faces.gfpgan import write_tiny_gfpgan
+    from runtime.faces.detection import write_tiny_face_detector
+    from runtime.faces.gfpgan import write_tiny_gfpgan
 
     folder = settings.DATA_DIR / "users" / "alice" / "models" / "GFPGAN"
     written = [write_tiny_gfpgan(folder / "GFPGANv1.4.pth"), write_tiny_face_detector(folder / "detection_Resnet50_Final.pth")]

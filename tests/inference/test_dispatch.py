@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from config.celery import app as celery_app
 from inference.dispatch import dispatch_pending, worker_register, workers_reap
-from inference.generation import parse_generation_request
+from a1111.generation import parse_generation_request
 from inference.models import Job, Worker
 from inference.services import job_cancel, job_claim, job_fail, job_progress, job_submit, job_succeed
 

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from inference.generation import GenerationRequest, Limits, RequestValidationError, parse_generation_request
+from a1111.generation import GenerationRequest, Limits, RequestValidationError, parse_generation_request
 
 
 def parse(**fields):
@@ -110,7 +110,7 @@ def test_variation_seeds_share_the_seed_and_count_up_subseeds() -> None:
 def test_controlnet_units_round_trip_and_split_batches() -> None:
     import dataclasses
 
-    from inference.generation import ControlNetUnitRequest, batch_key
+    from a1111.generation import ControlNetUnitRequest, batch_key
 
     unit = ControlNetUnitRequest(model="canny", module="canny", weight=0.8, image="users/a/inputs/1.png", model_sha256="f" * 64)
     request = dataclasses.replace(parse_generation_request({"prompt": "x", "seed": 1}), controlnet_units=[unit])

@@ -1,4 +1,4 @@
-from inference.infotext import format_infotext, generation_infotext
+from a1111.infotext import format_infotext, generation_infotext
 
 
 def test_layout_matches_a1111() -> None:

@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from inference.prompts import (
+from a1111.prompts import (
     MAX_BRACKET_DEPTH,
     MAX_PROMPT_CHARS,
     ExtraNetwork,

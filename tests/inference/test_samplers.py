@@ -3,7 +3,7 @@
 import diffusers
 import pytest
 
-from inference.samplers import SAMPLERS, SamplerError, resolve_sampler
+from a1111.samplers import SAMPLERS, SamplerError, resolve_sampler
 
 
 def test_dpmpp_2m_automatic_means_karras() -> None:

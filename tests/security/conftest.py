@@ -89,9 +89,9 @@ def run_on_a_worker(jobs: list[Job], *, name: str, runtime=None) -> None:
     The jobs are refreshed from the database afterwards."""
     from django.utils import timezone
 
-    from inference.execution import batch_execute
+    from inference.runner.batch import batch_execute
     from inference.models import Worker
-    from inference.worker.runtime import WorkerRuntime
+    from runtime.engine import WorkerRuntime
 
     worker = Worker.objects.create(name=f"w@{name}", queue=f"q.{name}", last_heartbeat=timezone.now())
     Job.objects.filter(pk__in=[job.pk for job in jobs]).update(status=Job.Status.DISPATCHED, worker=worker, attempts=1)

@@ -43,7 +43,7 @@ def test_a_truncated_checkpoint_fails_the_job_without_naming_where_it_lives(pers
 
 
 def _run_and_check(personas) -> None:
-    from inference.generation import parse_generation_request
+    from a1111.generation import parse_generation_request
     from inference.services import job_submit
     from tests.security.conftest import run_on_a_worker
 

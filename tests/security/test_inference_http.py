@@ -40,7 +40,7 @@ def test_json_nested_within_the_limit_is_still_accepted(api) -> None:
 
 
 def test_the_one_json_reader_refuses_depth_without_recursing() -> None:
-    from inference.http import JsonBodyError, parse_json
+    from inference.api.errors import JsonBodyError, parse_json
 
     assert parse_json(b'{"a": [[1]]}') == {"a": [[1]]}
     assert parse_json("[" * 64 + "]" * 64) is not None
@@ -52,7 +52,7 @@ def test_the_one_json_reader_refuses_depth_without_recursing() -> None:
 
 
 def test_an_output_file_removed_after_the_job_finished_is_a_404_with_a_message(api, personas) -> None:
-    from inference.generation import parse_generation_request
+    from a1111.generation import parse_generation_request
     from inference.services import job_submit
 
     job = job_submit(user=personas["alice"], request=parse_generation_request({"prompt": "x"}))
@@ -73,7 +73,7 @@ def test_an_output_replaced_by_a_link_to_another_member_s_file_reads_as_missing(
 
     from django.core.files.storage import default_storage
 
-    from inference.generation import parse_generation_request
+    from a1111.generation import parse_generation_request
     from inference.services import job_submit
 
     data = Path(default_storage.path(""))

@@ -46,7 +46,7 @@ def test_a_prompt_of_too_many_chunks_is_refused_naming_its_field(api, field) -> 
 
 
 def test_the_chunk_count_follows_a1111s_chunking() -> None:
-    from inference.prompts import prompt_chunk_count
+    from a1111.prompts import prompt_chunk_count
 
     assert prompt_chunk_count("") == 1
     assert prompt_chunk_count("a cat") == 1
@@ -58,10 +58,10 @@ def test_the_chunk_count_follows_a1111s_chunking() -> None:
 
 def test_the_chunk_count_never_exceeds_what_the_clip_tokenizer_makes(tmp_path) -> None:
     """A lower bound: a prompt that fits is never refused (checked against the real tokenizer)."""
-    from inference.prompts import prompt_chunk_count
-    from inference.worker.conditioning import prompt_chunks
-    from inference.worker.runtime import WorkerRuntime
-    from inference.worker.tiny_model import write_tiny_checkpoint
+    from a1111.prompts import prompt_chunk_count
+    from runtime.conditioning import prompt_chunks
+    from runtime.engine import WorkerRuntime
+    from runtime.tiny.model import write_tiny_checkpoint
 
     checkpoint = write_tiny_checkpoint(tmp_path / "tiny.safetensors")
     runtime = WorkerRuntime(device="cpu", cache_size=1, config_cache_dir=tmp_path / "cache")

@@ -16,9 +16,9 @@ import pytest
 from django.conf import settings
 from PIL import Image
 
-from inference.samplers import resolve_sampler
-from inference.worker.runtime import GenerationSpec, WorkerRuntime
-from inference.worker.tiny_model import write_tiny_checkpoint
+from a1111.samplers import resolve_sampler
+from runtime.engine import GenerationSpec, WorkerRuntime
+from runtime.tiny.model import write_tiny_checkpoint
 
 STEPS = 4
 
@@ -75,7 +75,7 @@ def _decode(preview: str) -> Image.Image:
 
 @pytest.mark.django_db(transaction=True)  # the progress reporter threads write through their own connections
 def test_the_preview_stored_for_each_job_of_a_shared_batch_comes_from_its_own_image(personas, tiny_checkpoint_path) -> None:
-    from inference.generation import parse_generation_request
+    from a1111.generation import parse_generation_request
     from inference.models import Job
     from inference.services import job_submit
     from tests.security.conftest import run_on_a_worker

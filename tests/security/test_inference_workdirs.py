@@ -74,7 +74,7 @@ def test_working_directories_and_written_files_are_owner_only(personas) -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_a_job_whose_save_dir_links_into_another_members_outputs_fails_and_writes_nothing_there(personas) -> None:
-    from inference.generation import parse_generation_request
+    from a1111.generation import parse_generation_request
     from inference.services import job_submit
     from tests.security.conftest import run_on_a_worker
 

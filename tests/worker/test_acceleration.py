@@ -12,10 +12,10 @@ import pytest
 import torch
 from diffusers.models.attention_processor import AttnProcessor2_0
 
-from inference.samplers import resolve_sampler
-from inference.worker.acceleration import Acceleration, AccelerationSettingError, apply_to_pipeline, configure_vae
-from inference.worker.runtime import GenerationSpec, PipelineCache, WorkerRuntime
-from inference.worker.tiny_model import write_tiny_checkpoint
+from a1111.samplers import resolve_sampler
+from runtime.acceleration import Acceleration, AccelerationSettingError, apply_to_pipeline, configure_vae
+from runtime.engine import GenerationSpec, PipelineCache, WorkerRuntime
+from runtime.tiny.model import write_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")

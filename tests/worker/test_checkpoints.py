@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import save_file
 
 from inference.hashing import file_sha256
-from inference.worker.checkpoints import (
+from runtime.checkpoints.loading import (
     ARCHITECTURES,
     UnsupportedCheckpoint,
     clip_vocab_and_merges,
@@ -26,7 +26,7 @@ from inference.worker.checkpoints import (
     materialize_config,
     read_safetensors_shapes,
 )
-from inference.worker.tiny_model import (
+from runtime.tiny.model import (
     build_tiny_components,
     components_to_ldm,
     write_tiny_checkpoint,
@@ -122,7 +122,7 @@ def test_signature_matches_shipped_config(arch_name: str) -> None:
     """The LDM shapes implied by each config folder (built on the meta device) match its signature only."""
     from diffusers import AutoencoderKL
 
-    from inference.worker.tiny_families import ldm_shapes_for_architecture
+    from runtime.tiny.families import ldm_shapes_for_architecture
 
     arch = ARCHITECTURES[arch_name]
     shapes = ldm_shapes_for_architecture(arch_name)

@@ -8,13 +8,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from inference.worker.faces.codeformer import (
+from runtime.faces.codeformer import (
     CodeFormer,
     FaceRestorerError,
     load_codeformer,
     write_tiny_codeformer,
 )
-from inference.worker.upscalers import write_tiny_esrgan
+from runtime.upscalers import write_tiny_esrgan
 
 # The parameter count of CodeFormer(dim_embd=512, n_head=8, n_layers=9, codebook_size=1024,
 # connect_list=['32','64','128','256']) as sczhou/CodeFormer's own basicsr/archs/codeformer_arch.py

@@ -1,4 +1,4 @@
-"""Tests for A1111-style text conditioning (inference.worker.conditioning) on the tiny SD1.x model.
+"""Tests for A1111-style text conditioning (runtime.conditioning) on the tiny SD1.x model.
 
 Plain pytest, no database: ``.venv/bin/python -m pytest tests/worker/test_conditioning.py -q -p no:cacheprovider``.
 """
@@ -14,9 +14,9 @@ import torch
 from diffusers import StableDiffusionPipeline
 from safetensors.torch import save_file
 
-from inference.prompts import PromptError
-from inference.worker.checkpoints import load_pipeline
-from inference.worker.conditioning import (
+from a1111.prompts import PromptError
+from runtime.checkpoints.loading import load_pipeline
+from runtime.conditioning import (
     CHUNK_LENGTH,
     Embedding,
     EmbeddingError,
@@ -25,8 +25,8 @@ from inference.worker.conditioning import (
     load_embedding_file,
     prompt_chunks,
 )
-from inference.worker.tiny_embedding import write_tiny_embedding
-from inference.worker.tiny_model import write_tiny_checkpoint
+from runtime.tiny.embedding import write_tiny_embedding
+from runtime.tiny.model import write_tiny_checkpoint
 
 POSITIONS = CHUNK_LENGTH + 2  # 77
 COMMA = 267  # ",</w>" in CLIP's vocabulary

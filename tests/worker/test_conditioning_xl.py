@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from inference.samplers import resolve_sampler
-from inference.worker.checkpoints import load_pipeline
-from inference.worker.conditioning import encode_pair_xl
-from inference.worker.runtime import GenerationSpec, WorkerRuntime
-from inference.worker.tiny_families import write_tiny_sdxl_checkpoint
+from a1111.samplers import resolve_sampler
+from runtime.checkpoints.loading import load_pipeline
+from runtime.conditioning import encode_pair_xl
+from runtime.engine import GenerationSpec, WorkerRuntime
+from runtime.tiny.families import write_tiny_sdxl_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -20,33 +20,16 @@ from diffusers import (
 from PIL import Image, ImageDraw
 from safetensors.torch import load_file, save_file
 
-from inference.worker.checkpoints import get_architecture, load_pipeline
-from inference.worker.controlnet import (
-    ControlNetArgumentError,
-    ControlNetCache,
-    ControlNetError,
-    ControlUnit,
-    controlnet_component,
-    controlnet_infotext,
-    controlnet_pipeline_class,
-    controlnet_pipeline_kwargs,
-    controlnet_to_ldm,
-    fit_control_image,
-    load_controlnet,
-    parse_controlnet_args,
-    pixel_perfect_resolution,
-)
-from inference.worker.preprocessors import (
-    PREPROCESSORS,
-    available_preprocessors,
-    canonical_module,
-    preprocess,
-)
-from inference.worker.tiny_controlnet import (
+from runtime.checkpoints.loading import get_architecture, load_pipeline
+from a1111.controlnet import ControlNetArgumentError, ControlNetError, ControlUnit, controlnet_infotext, parse_controlnet_args
+from runtime.controlnet import ControlNetCache, controlnet_component, controlnet_pipeline_class, controlnet_pipeline_kwargs, controlnet_to_ldm, fit_control_image, load_controlnet, pixel_perfect_resolution
+from runtime.controlnet.preprocessors import PREPROCESSORS, preprocess
+from a1111.preprocessors import available_preprocessors, canonical_module
+from runtime.tiny.controlnet import (
     build_tiny_controlnet,
     write_tiny_controlnet,
 )
-from inference.worker.tiny_model import write_tiny_checkpoint
+from runtime.tiny.model import write_tiny_checkpoint
 
 SIZE = 64
 STEPS = 3
@@ -438,8 +421,8 @@ def test_img2img_controlnet_uses_control_image(pipe: StableDiffusionPipeline, co
 def test_worker_runtime_runs_controlnet_units_and_survives_a_mismatch(checkpoint: Path, ldm_file: Path, cn_dir: Path, tmp_path: Path) -> None:
     import dataclasses
 
-    from inference.samplers import resolve_sampler
-    from inference.worker.runtime import GenerationSpec, Img2ImgInputs, WorkerRuntime
+    from a1111.samplers import resolve_sampler
+    from runtime.engine import GenerationSpec, Img2ImgInputs, WorkerRuntime
 
     runtime = WorkerRuntime(device="cpu", cache_size=1, config_cache_dir=tmp_path / "cache")
     choice = resolve_sampler("Euler")

@@ -17,17 +17,18 @@ from diffusers import ControlNetModel, UNet2DConditionModel
 from PIL import Image, ImageDraw
 from safetensors.torch import load_file, save_file
 
-from inference.samplers import resolve_sampler
-from inference.worker.checkpoints import get_architecture
-from inference.worker.controlnet import ControlNetError, ControlUnit, load_controlnet
-from inference.worker.img2img import InpaintSettings
-from inference.worker.runtime import GenerationSpec, Img2ImgInputs, WorkerRuntime
-from inference.worker.tiny_controlnet import (
+from a1111.samplers import resolve_sampler
+from runtime.checkpoints.loading import get_architecture
+from a1111.controlnet import ControlNetError, ControlUnit
+from runtime.controlnet import load_controlnet
+from runtime.img2img import InpaintSettings
+from runtime.engine import GenerationSpec, Img2ImgInputs, WorkerRuntime
+from runtime.tiny.controlnet import (
     TINY_SDXL_CONTROLNET_DEPTHS,
     build_tiny_controlnet,
     write_tiny_controlnet,
 )
-from inference.worker.tiny_families import write_tiny_sdxl_checkpoint
+from runtime.tiny.families import write_tiny_sdxl_checkpoint
 
 SIZE = 64
 STEPS = 3

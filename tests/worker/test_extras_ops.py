@@ -1,4 +1,4 @@
-"""A1111's Extras on one image (`inference/worker/extras.py`) through `WorkerRuntime.postprocess`:
+"""A1111's Extras on one image (`runtime/extras.py`) through `WorkerRuntime.postprocess`:
 built-in resizers, a model upscaler, a second upscaler blended in, the crop, and GFPGAN blended by
 its visibility. Tiny random-weight models, 64×64 pictures, no Django."""
 
@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inference.worker.extras import PostprocessSpec, Resizer, RestoreStep, UpscaleStep
-from inference.worker.faces.detection import write_tiny_face_detector
-from inference.worker.faces.gfpgan import write_tiny_gfpgan
-from inference.worker.runtime import WorkerRuntime
-from inference.worker.upscalers import write_tiny_esrgan
+from runtime.extras import PostprocessSpec, Resizer, RestoreStep, UpscaleStep
+from runtime.faces.detection import write_tiny_face_detector
+from runtime.faces.gfpgan import write_tiny_gfpgan
+from runtime.engine import WorkerRuntime
+from runtime.upscalers import write_tiny_esrgan
 
 
 @pytest.fixture(scope="module")

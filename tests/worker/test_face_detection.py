@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from inference.worker.faces.detection import (
+from runtime.faces.detection import (
     DetectedFace,
     FaceDetectorError,
     RetinaFace,

@@ -15,18 +15,18 @@ import pytest
 import torch
 from PIL import Image
 
-from inference.worker.faces import FaceRestorerError
-from inference.worker.faces.codeformer import write_tiny_codeformer
-from inference.worker.faces.detection import DetectedFace, write_tiny_face_detector
-from inference.worker.faces.gfpgan import write_tiny_gfpgan
-from inference.worker.faces.restoration import (
+from runtime.faces import FaceRestorerError
+from runtime.faces.codeformer import write_tiny_codeformer
+from runtime.faces.detection import DetectedFace, write_tiny_face_detector
+from runtime.faces.gfpgan import write_tiny_gfpgan
+from runtime.faces.restoration import (
     FFHQ_TEMPLATE_512,
     FaceNet,
     FaceRestorationSpec,
     load_face_net,
     restore_detected,
 )
-from inference.worker.runtime import WorkerRuntime
+from runtime.engine import WorkerRuntime
 
 
 class _Identity(torch.nn.Module):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from inference.worker.faces.gfpgan import (
+from runtime.faces.gfpgan import (
     GFPGAN,
     FaceRestorerError,
     _config,
@@ -16,7 +16,7 @@ from inference.worker.faces.gfpgan import (
     standard_widths,
     write_tiny_gfpgan,
 )
-from inference.worker.upscalers import write_tiny_esrgan
+from runtime.upscalers import write_tiny_esrgan
 
 # GFPGANv1Clean(out_size=512, channel_multiplier=2, narrow=1, num_style_feat=512, num_mlp=8, different_w=True,
 # sft_half=True), counted layer by layer from upstream's channel tables (U-Net 256…32 wide, decoder 512…64):

@@ -19,8 +19,8 @@ from diffusers import StableDiffusionPipeline
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from safetensors.torch import load_file, save_file
 
-from inference.worker.checkpoints import load_pipeline
-from inference.worker.hypernetwork import (
+from runtime.checkpoints.loading import load_pipeline
+from runtime.networks.hypernetwork import (
     Hypernetwork,
     HypernetworkAttnProcessor,
     HypernetworkError,
@@ -29,10 +29,10 @@ from inference.worker.hypernetwork import (
     dropout_structure_for,
     load_hypernetwork,
 )
-from inference.worker.tiny_hypernetwork import write_tiny_hypernetwork
-from inference.worker.tiny_model import write_tiny_checkpoint
+from runtime.tiny.hypernetwork import write_tiny_hypernetwork
+from runtime.tiny.model import write_tiny_checkpoint
 
-CONTEXT_WIDTH = 32  # inference/worker/model_configs/tiny-sd/unet/config.json: cross_attention_dim
+CONTEXT_WIDTH = 32  # runtime/checkpoints/model_configs/tiny-sd/unet/config.json: cross_attention_dim
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from inference.worker.img2img import (
+from runtime.img2img import (
     FILL,
     LATENT_NOISE,
     LATENT_NOTHING,

@@ -1,4 +1,4 @@
-"""Tests for applying A1111-style LoRA files to a cached pipeline per batch (inference.worker.lora).
+"""Tests for applying A1111-style LoRA files to a cached pipeline per batch (runtime.networks.lora).
 
 Plain pytest, no database: ``.venv/bin/python -m pytest tests/worker/test_lora.py -q``. Images come
 from the tiny random-weight model at 64x64, 4 steps, fixed seed, through a fresh
@@ -17,10 +17,10 @@ from diffusers import DiffusionPipeline, StableDiffusionPipeline
 from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file, save_file
 
-from inference.worker.checkpoints import load_pipeline
-from inference.worker.lora import LoraMismatch, LoraSet, LoraSpec, adapter_name_for
-from inference.worker.tiny_lora import write_tiny_lora, write_tiny_sdxl_style_lora
-from inference.worker.tiny_model import write_tiny_checkpoint
+from runtime.checkpoints.loading import load_pipeline
+from runtime.networks.lora import LoraMismatch, LoraSet, LoraSpec, adapter_name_for
+from runtime.tiny.lora import write_tiny_lora, write_tiny_sdxl_style_lora
+from runtime.tiny.model import write_tiny_checkpoint
 
 CLEARLY_DIFFERENT = 2.0  # mean absolute difference, in 0..255 levels
 

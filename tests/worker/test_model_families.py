@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import save_file
 
 from inference.hashing import file_sha256
-from inference.worker.checkpoints import (
+from runtime.checkpoints.loading import (
     ARCHITECTURES,
     UnsupportedCheckpoint,
     declared_prediction_type,
@@ -29,7 +29,7 @@ from inference.worker.checkpoints import (
     read_safetensors_header,
     unet_predicts_v,
 )
-from inference.worker.tiny_families import (
+from runtime.tiny.families import (
     build_tiny_sd2_components,
     build_tiny_sdxl_components,
     ldm_shapes_for_architecture,
@@ -422,9 +422,9 @@ def test_the_worker_runtime_generates_with_each_family(tmp_path, family) -> None
     import numpy as np
     from PIL import Image
 
-    from inference.samplers import resolve_sampler
-    from inference.worker import tiny_families
-    from inference.worker.runtime import GenerationSpec, Img2ImgInputs, WorkerRuntime
+    from a1111.samplers import resolve_sampler
+    from runtime.tiny import families as tiny_families
+    from runtime.engine import GenerationSpec, Img2ImgInputs, WorkerRuntime
 
     writer = {"sd2": tiny_families.write_tiny_sd2_checkpoint, "sdxl": tiny_families.write_tiny_sdxl_checkpoint}[family]
     checkpoint = writer(tmp_path / f"{family}.safetensors")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from inference.samplers import resolve_sampler
-from inference.worker.previews import latent_preview
-from inference.worker.runtime import GenerationSpec, HiresSpec, WorkerRuntime
-from inference.worker.tiny_model import write_tiny_checkpoint
+from a1111.samplers import resolve_sampler
+from runtime.previews import latent_preview
+from runtime.engine import GenerationSpec, HiresSpec, WorkerRuntime
+from runtime.tiny.model import write_tiny_checkpoint
 
 
 def test_a_latent_becomes_a_small_rgb_picture_with_a1111s_coefficients() -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inference.samplers import resolve_sampler
-from inference.worker.runtime import GenerationSpec, SkipChunk, WorkerRuntime
-from inference.worker.tiny_model import write_tiny_checkpoint
+from a1111.samplers import resolve_sampler
+from runtime.engine import GenerationSpec, SkipChunk, WorkerRuntime
+from runtime.tiny.model import write_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")

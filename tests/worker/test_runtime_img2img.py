@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inference.samplers import resolve_sampler
-from inference.worker.img2img import InpaintSettings
-from inference.worker.runtime import GenerationSpec, Img2ImgInputs, WorkerRuntime
-from inference.worker.tiny_model import write_tiny_checkpoint, write_tiny_vae
+from a1111.samplers import resolve_sampler
+from runtime.img2img import InpaintSettings
+from runtime.engine import GenerationSpec, Img2ImgInputs, WorkerRuntime
+from runtime.tiny.model import write_tiny_checkpoint, write_tiny_vae
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from inference.samplers import resolve_sampler
-from inference.worker.runtime import GenerationSpec, HiresSpec, WorkerRuntime
-from inference.worker.tiny_model import write_tiny_checkpoint
+from a1111.samplers import resolve_sampler
+from runtime.engine import GenerationSpec, HiresSpec, WorkerRuntime
+from runtime.tiny.model import write_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_variation_seeds_move_from_the_seed_towards_the_subseed(base) -> None:
 
 
 def test_prompt_weights_clip_skip_and_embeddings_reach_the_image(base, tmp_path) -> None:
-    from inference.worker.tiny_embedding import write_tiny_embedding
+    from runtime.tiny.embedding import write_tiny_embedding
 
     rt, spec = base
     plain = dataclasses.replace(spec, prompts=["a cat on a mat"] * 2)

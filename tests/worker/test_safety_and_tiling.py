@@ -9,11 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from inference.samplers import resolve_sampler
-from inference.worker.runtime import GenerationSpec, WorkerRuntime
-from inference.worker.safety import SafetyChecker, SafetyCheckerMissing, censor_image, write_tiny_safety_checker
-from inference.worker.tiling import seamless
-from inference.worker.tiny_model import write_tiny_checkpoint
+from a1111.samplers import resolve_sampler
+from runtime.engine import GenerationSpec, WorkerRuntime
+from runtime.safety import SafetyChecker, SafetyCheckerMissing, censor_image, write_tiny_safety_checker
+from runtime.tiling import seamless
+from runtime.tiny.model import write_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")

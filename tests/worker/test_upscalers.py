@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from inference.samplers import resolve_sampler
-from inference.worker.runtime import GenerationSpec, HiresSpec, WorkerRuntime
-from inference.worker.tiny_model import write_tiny_checkpoint
-from inference.worker.upscalers import UpscalerError, load_upscaler, upscale, write_tiny_esrgan
+from a1111.samplers import resolve_sampler
+from runtime.engine import GenerationSpec, HiresSpec, WorkerRuntime
+from runtime.tiny.model import write_tiny_checkpoint
+from runtime.upscalers import UpscalerError, load_upscaler, upscale, write_tiny_esrgan
 
 
 @pytest.mark.parametrize(("name", "scale", "layout"), [

@@ -1,4 +1,4 @@
-"""Tests for swapping a standalone VAE file into a loaded pipeline (inference.worker.vae).
+"""Tests for swapping a standalone VAE file into a loaded pipeline (runtime.checkpoints.vae).
 
 Plain pytest, no database: ``.venv/bin/python -m pytest tests/worker/test_vae.py -q``.
 """
@@ -14,9 +14,9 @@ import torch
 from diffusers import StableDiffusionPipeline
 from safetensors.torch import load_file, save_file
 
-from inference.worker.checkpoints import VAE_PREFIX, load_pipeline
-from inference.worker.tiny_model import build_tiny_components, write_tiny_checkpoint, write_tiny_vae
-from inference.worker.vae import VaeMismatch, load_vae_file
+from runtime.checkpoints.loading import VAE_PREFIX, load_pipeline
+from runtime.tiny.model import build_tiny_components, write_tiny_checkpoint, write_tiny_vae
+from runtime.checkpoints.vae import VaeMismatch, load_vae_file
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=0)
 
     def handle(self, *args, output: Path | None, force: bool, seed: int, **options):
-        from inference.worker.tiny_model import write_tiny_checkpoint
+        from runtime.tiny.model import write_tiny_checkpoint
 
         target = output or settings.ATELIER_PUBLIC_MODEL_DIRS["Stable-diffusion"] / settings.ATELIER_TINY_MODEL_NAME
         if target.exists() and not force:

@@ -1,0 +1,415 @@
+"""The one typed request every API validates into: `GenerationRequest` (pure, no Django).
+
+Field names and defaults are AUTOMATIC1111's API ones (`StableDiffusionProcessingTxt2Img`),
+so the native API, `/sdapi/v1`, the EAS queue and the workspace share one schema. Unknown
+keys are ignored, as A1111 (pydantic's `extra=ignore`) does. A bad value raises
+`RequestValidationError` naming the field, which adapters turn into a 400.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import random
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from a1111.fields import (
+    RequestValidationError,
+    fields_of,
+    read_bool,
+    read_float,
+    read_int,
+    read_optional_str,
+    read_str,
+)
+from a1111.prompts import PromptError, extract_extra_networks, prompt_chunk_count
+from a1111.samplers import SAMPLERS, SamplerError, resolve_sampler
+
+MAX_SEED = 4294967294  # A1111 draws random seeds from range(4294967294)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_steps: int = 150
+    min_size: int = 64
+    max_size: int = 2048
+    max_batch_size: int = 8
+    max_n_iter: int = 16
+    max_prompt_chars: int = 10_000
+    # 75-token chunks per prompt (BREAK starts one): each costs a text-encoder pass per image and
+    # lengthens every cross-attention; A1111 prompts rarely need more than 8 (600 tokens).
+    max_prompt_chunks: int = 16
+
+
+@dataclass(frozen=True)
+class ControlNetUnitRequest:
+    """One enabled ControlNet unit (sd-webui-controlnet's API unit, validated).
+
+    Adapters fill the settings (`inference/inputs/controlnet.py`); `job_submit` resolves the
+    model to a file the member may use and stores the image like an init image (storage key).
+    """
+
+    model: str  # the model's name (resolved by `job_submit` to the file's model name)
+    module: str = "none"
+    weight: float = 1.0
+    guidance_start: float = 0.0
+    guidance_end: float = 1.0
+    control_mode: int = 0  # 0 Balanced, 1 My prompt is more important, 2 ControlNet is more important
+    resize_mode: int = 1  # 0 Just Resize, 1 Crop and Resize, 2 Resize and Fill
+    processor_res: int = 512
+    threshold_a: float = 100.0
+    threshold_b: float = 200.0
+    pixel_perfect: bool = False
+    save_detected_map: bool = True
+    field: str = ""  # where the unit came from, e.g. "alwayson_scripts.controlnet.args[0]"
+    model_hash: str = ""  # as the client named it (A1111 "name [hash]"), then the file's sha256[:8]
+    image: str | None = None  # storage key (set by `job_submit`)
+    model_path: str = ""  # set by `job_submit`, never by clients
+    model_sha256: str = ""
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    kind: str = "txt2img"
+    prompt: str = ""
+    negative_prompt: str = ""
+    steps: int = 50
+    cfg_scale: float = 7.0
+    width: int = 512
+    height: int = 512
+    seed: int = -1
+    subseed: int = -1
+    subseed_strength: float = 0.0
+    sampler_name: str = "Euler"
+    scheduler: str = "Automatic"
+    batch_size: int = 1
+    n_iter: int = 1
+    checkpoint: str | None = None  # override_settings.sd_model_checkpoint: any A1111 id form
+    vae: str | None = None  # override_settings.sd_vae; None: the checkpoint's own VAE
+    clip_skip: int = 1  # A1111's CLIP_stop_at_last_layers (override_settings or the member's option)
+    override_settings: dict[str, Any] = field(default_factory=dict)
+    # the prompts' <lora:…>/<hypernet:…> resolved to files (set by `job_submit`, never by clients):
+    # {"kind", "name", "path", "sha256", "te_weight", "unet_weight"} in order of appearance
+    networks: list[dict[str, Any]] = field(default_factory=list)
+    # img2img: storage keys of the stored input images (set by `job_submit`, never by clients)
+    init_images: list[str] = field(default_factory=list)
+    mask: str | None = None
+    denoising_strength: float = 0.75
+    resize_mode: int = 0  # 0 just resize, 1 crop and resize, 2 resize and fill, 3 latent upscale
+    mask_blur_x: int = 4
+    mask_blur_y: int = 4
+    mask_round: bool = True
+    inpainting_fill: int = 0  # 0 fill, 1 original, 2 latent noise, 3 latent nothing
+    inpaint_full_res: bool = True  # "Only masked"
+    inpaint_full_res_padding: int = 0
+    inpainting_mask_invert: bool = False
+    # PAI-EAS: a folder inside the member's working directory for the PNGs (instead of outputs/)
+    save_dir: str | None = None
+    # txt2img hires fix: a second, img2img pass at hr_width × hr_height (0 × 0: off)
+    hr_width: int = 0
+    hr_height: int = 0
+    hr_upscaler: str = "Latent"
+    hr_second_pass_steps: int = 0  # 0: as many as `steps`
+    tiling: bool = False  # seamlessly repeating images (circular padding)
+    # a model upscaler named by hr_upscaler, resolved to its file by `job_submit` (never by clients):
+    # {"name", "path", "sha256"}; None for the built-in latent and pixel resizers
+    upscaler_model: dict[str, str] | None = None
+    controlnet_units: list[ControlNetUnitRequest] = field(default_factory=list)
+    # "Restore faces": the restorer A1111's `face_restoration_model` names (None: the member's
+    # option, else whichever is installed) and CodeFormer's weight (None: the member's option)
+    restore_faces: bool = False
+    face_restoration_model: str | None = None
+    code_former_weight: float | None = None
+    # resolved by `job_submit` (never by clients): {"name", "path", "sha256", "detector_path",
+    # "detector_sha256", "weight"}
+    face_restorer: dict[str, Any] | None = None
+
+    @property
+    def hires(self) -> bool:
+        return self.kind == "txt2img" and self.hr_width > 0
+
+    @property
+    def hr_steps(self) -> int:
+        """Denoising steps the hires pass runs (`hr_second_pass_steps × denoising_strength`, as A1111)."""
+        if not self.hires:
+            return 0
+        return int((self.hr_second_pass_steps or self.steps) * self.denoising_strength)
+
+    @property
+    def image_count(self) -> int:
+        return self.batch_size * self.n_iter
+
+    @property
+    def sampling_steps(self) -> int:
+        """Denoising steps actually run: img2img runs `steps × denoising_strength`, as A1111 does."""
+        if self.kind == "img2img":
+            return int(self.steps * self.denoising_strength)
+        return self.steps + self.hr_steps
+
+    def all_seeds(self) -> list[int]:
+        """One seed per image: seed, seed+1, …; with a variation strength all images share the
+        seed and vary by subseed instead (A1111's rule)."""
+        step = 0 if self.subseed_strength > 0 else 1
+        return [self.seed + i * step for i in range(self.image_count)]
+
+    def all_subseeds(self) -> list[int]:
+        return [self.subseed + i for i in range(self.image_count)]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> GenerationRequest:
+        """Rebuild a request stored by `to_json` (already validated: no checks)."""
+        names = cls.__dataclass_fields__.keys()
+        values = {k: v for k, v in data.items() if k in names}
+        if values.get("controlnet_units"):
+            values["controlnet_units"] = [ControlNetUnitRequest(**unit) for unit in values["controlnet_units"]]
+        return cls(**values)
+
+
+SUPPORTED_KINDS = ("txt2img", "img2img")
+NO_VAE = ("", "Automatic", "None")  # A1111's names for "the checkpoint's own VAE"
+_SAVE_DIR_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.@+-]{0,99}")
+RESERVED_WORKDIR_FOLDERS = ("models",)  # the platform reads models from there: no PNGs in it
+
+
+def parse_save_dir(value: Any) -> str | None:
+    """A PAI-EAS `save_dir`: a relative folder inside the member's working directory, normalised.
+
+    Absolute paths, `..`, backslashes and hidden segments are refused: the PNGs must land in
+    the caller's own directory and nowhere else.
+    """
+    if value is None or value == "":
+        return None
+    where = "alwayson_scripts.save_dir"
+    if not isinstance(value, str):
+        raise RequestValidationError(where, "must be a string")
+    if value.startswith(("/", "~")) or "\\" in value or ":" in value:
+        raise RequestValidationError(
+            where, f"{value!r} is not allowed: give a folder relative to your working directory, e.g. tmp/outputs"
+        )
+    parts = [part for part in value.split("/") if part not in ("", ".")]
+    for part in parts:
+        # fullmatch: `$` would accept a trailing newline ("tmp\n" is another folder than "tmp")
+        if part == ".." or not _SAVE_DIR_PART.fullmatch(part):
+            raise RequestValidationError(
+                where, f"{value!r} is not allowed: use plain folder names (letters, digits, _ . - @ +), no '..'"
+            )
+        if part != part.rstrip(" ."):  # "models " and "models." look like "models" on some systems
+            raise RequestValidationError(where, f"{value!r} is not allowed: a folder name must not end in a space or a dot")
+    if not parts:
+        raise RequestValidationError(where, "must name a folder, e.g. tmp/outputs")
+    if parts[0].lower() in RESERVED_WORKDIR_FOLDERS:  # case-insensitive file systems (macOS, SMB mounts)
+        raise RequestValidationError(where, f"must not point into your {parts[0]!r} folder: it holds your models")
+    return "/".join(parts)
+
+
+def _read_prompt(data: Mapping[str, Any], name: str, limits: Limits) -> str:
+    """A prompt within the character limit and `limits.max_prompt_chunks` chunks (a lower bound
+    counted without the tokenizer: `a1111/prompts.py` `prompt_chunk_count`)."""
+    text = read_str(data, name, "", limits.max_prompt_chars)
+    try:
+        chunks = prompt_chunk_count(extract_extra_networks(text)[0])  # tags are not encoded
+    except PromptError:
+        return text  # reported with its own message when the job is submitted
+    if chunks > limits.max_prompt_chunks:
+        raise RequestValidationError(
+            name,
+            f"makes at least {chunks} chunks of 75 tokens (BREAK starts a new one); at most "
+            f"{limits.max_prompt_chunks} are allowed: shorten it or use fewer BREAKs",
+        )
+    return text
+
+
+def _size(data: Mapping[str, Any], name: str, limits: Limits) -> int:
+    # A1111 works on an 8× smaller latent, so sizes effectively snap down to a multiple of 8.
+    return read_int(data, name, 512, limits.min_size, limits.max_size) // 8 * 8
+
+
+def parse_generation_request(
+    data: Any, *, limits: Limits = Limits(), rng: random.Random | None = None, lenient_sampler: bool = False
+) -> GenerationRequest:
+    """Validate an API body into a GenerationRequest; a random seed (-1) is drawn here.
+
+    `lenient_sampler`: an unknown sampler falls back to A1111's first sampler, as A1111's own
+    API does (the /sdapi/v1 adapter); otherwise it is a 400 naming the valid ones.
+    """
+    if not isinstance(data, Mapping):
+        raise RequestValidationError("body", "must be a JSON object")
+    kind = read_str(data, "kind", "txt2img", 32)
+    if kind not in SUPPORTED_KINDS:
+        raise RequestValidationError("kind", f"must be one of {', '.join(SUPPORTED_KINDS)}, got {kind!r}")
+
+    override_settings = data.get("override_settings")
+    if override_settings is None:
+        override_settings = {}
+    if not isinstance(override_settings, Mapping):
+        raise RequestValidationError("override_settings", "must be an object")
+    # PAI-EAS puts its extras straight into alwayson_scripts (next to the A1111 script entries).
+    alwayson = data.get("alwayson_scripts")
+    if alwayson is None:
+        alwayson = {}
+    if not isinstance(alwayson, Mapping):
+        raise RequestValidationError("alwayson_scripts", "must be an object")
+    checkpoint = read_optional_str(override_settings, "sd_model_checkpoint", "override_settings") or read_optional_str(
+        alwayson, "sd_model_checkpoint", "alwayson_scripts"
+    )
+    vae = read_optional_str(override_settings, "sd_vae", "override_settings") or read_optional_str(
+        alwayson, "sd_vae", "alwayson_scripts"
+    )
+
+    sampler_name = read_str(data, "sampler_name", "", 100) or read_str(data, "sampler_index", "Euler", 100)
+    scheduler = read_str(data, "scheduler", "Automatic", 100)
+    try:
+        sampler = resolve_sampler(sampler_name, scheduler)
+    except SamplerError as exc:
+        if not (lenient_sampler and exc.field == "sampler_name"):
+            raise RequestValidationError(exc.field, str(exc)) from None
+        sampler = resolve_sampler(SAMPLERS[0].name, scheduler)
+
+    seed = read_int(data, "seed", -1, -1, MAX_SEED)
+    subseed = read_int(data, "subseed", -1, -1, MAX_SEED)
+    rng = rng or random.SystemRandom()
+    if seed == -1:
+        seed = rng.randrange(MAX_SEED)
+    if subseed == -1:
+        subseed = rng.randrange(MAX_SEED)
+
+    with fields_of("override_settings"):
+        clip_skip = read_int(override_settings, "CLIP_stop_at_last_layers", 1, 1, 12)
+    return GenerationRequest(
+        kind=kind,
+        prompt=_read_prompt(data, "prompt", limits),
+        negative_prompt=_read_prompt(data, "negative_prompt", limits),
+        steps=read_int(data, "steps", 50, 1, limits.max_steps),
+        cfg_scale=read_float(data, "cfg_scale", 7.0, 0.0, 30.0),
+        width=_size(data, "width", limits),
+        height=_size(data, "height", limits),
+        seed=seed,
+        subseed=subseed,
+        # Variation seeds need the starting noise, which diffusers' img2img draws itself: txt2img only.
+        subseed_strength=read_float(data, "subseed_strength", 0.0, 0.0, 1.0) if kind == "txt2img" else 0.0,
+        sampler_name=sampler.name,
+        scheduler=sampler.schedule_label,
+        batch_size=read_int(data, "batch_size", 1, 1, limits.max_batch_size),
+        n_iter=read_int(data, "n_iter", 1, 1, limits.max_n_iter),
+        checkpoint=checkpoint,
+        vae=vae,
+        clip_skip=clip_skip,
+        override_settings=dict(override_settings),
+        save_dir=parse_save_dir(alwayson.get("save_dir")),
+        tiling=read_bool(data, "tiling", False),
+        **parse_face_restoration(data, override_settings),
+        **(_img2img_fields(data) if kind == "img2img" else _hires_fields(data, limits)),
+    )
+
+
+FACE_RESTORERS = ("CodeFormer", "GFPGAN")  # A1111's face_restoration_model values
+
+
+def parse_face_restoration(data: Mapping[str, Any], override_settings: Mapping[str, Any]) -> dict[str, Any]:
+    """`restore_faces`, and the restorer and CodeFormer weight `override_settings` may choose."""
+    if not read_bool(data, "restore_faces", False):
+        return {}
+    name = read_optional_str(override_settings, "face_restoration_model", "override_settings")
+    if name is not None:
+        match = next((known for known in FACE_RESTORERS if known.lower() == name.strip().lower()), None)
+        if match is None:
+            raise RequestValidationError(
+                "override_settings.face_restoration_model", f"unknown face restorer {name!r}: use CodeFormer or GFPGAN"
+            )
+        name = match
+    weight = None
+    if override_settings.get("code_former_weight") is not None:
+        with fields_of("override_settings"):
+            weight = read_float(override_settings, "code_former_weight", 0.5, 0.0, 1.0)
+    return {"restore_faces": True, "face_restoration_model": name, "code_former_weight": weight}
+
+
+HIRES_UPSCALERS = (
+    "Latent", "Latent (antialiased)", "Latent (bicubic)", "Latent (bicubic antialiased)", "Latent (nearest)",
+    "Latent (nearest-exact)", "None", "Lanczos", "Nearest",
+)
+
+
+def _hires_fields(data: Mapping[str, Any], limits: Limits) -> dict[str, Any]:
+    """A1111's hires fix: target from hr_resize_x/y, else the first pass × hr_scale."""
+    if not read_bool(data, "enable_hr", False):
+        return {}
+    width, height = _size(data, "width", limits), _size(data, "height", limits)
+    scale = read_float(data, "hr_scale", 2.0, 1.0, 8.0)
+    resize_x = read_int(data, "hr_resize_x", 0, 0, 100_000)
+    resize_y = read_int(data, "hr_resize_y", 0, 0, 100_000)
+    if resize_x == 0 and resize_y == 0:
+        target_w, target_h = int(width * scale), int(height * scale)
+    elif resize_y == 0:  # one side given: keep the aspect ratio, as A1111 does
+        target_w, target_h = resize_x, resize_x * height // width
+    elif resize_x == 0:
+        target_w, target_h = resize_y * width // height, resize_y
+    else:
+        target_w, target_h = resize_x, resize_y
+    target_w, target_h = target_w // 8 * 8, target_h // 8 * 8
+    if max(target_w, target_h) > limits.max_size:
+        raise RequestValidationError(
+            "hr_scale", f"the hires-fix target {target_w}x{target_h} is over the {limits.max_size} px limit: lower hr_scale or hr_resize_x/y"
+        )
+    upscaler = read_str(data, "hr_upscaler", "Latent", 100) or "Latent"
+    # Any other name is a model upscaler (ESRGAN family), resolved against the member's folders at submit.
+    match = next((name for name in HIRES_UPSCALERS if name.lower() == upscaler.lower()), upscaler.strip())
+    return {
+        "hr_width": max(target_w, width),
+        "hr_height": max(target_h, height),
+        "hr_upscaler": match,
+        "hr_second_pass_steps": read_int(data, "hr_second_pass_steps", 0, 0, limits.max_steps),
+        "denoising_strength": read_float(data, "denoising_strength", 0.75, 0.0, 1.0),
+    }
+
+
+def _img2img_fields(data: Mapping[str, Any]) -> dict[str, Any]:
+    """img2img's own fields, with A1111's API defaults (`mask_blur` sets both directions)."""
+    blur = read_int(data, "mask_blur", 4, 0, 64)
+    denoising_strength = read_float(data, "denoising_strength", 0.75, 0.0, 1.0)
+    return {
+        "denoising_strength": denoising_strength,
+        "resize_mode": read_int(data, "resize_mode", 0, 0, 3),
+        "mask_blur_x": read_int(data, "mask_blur_x", blur, 0, 64),
+        "mask_blur_y": read_int(data, "mask_blur_y", blur, 0, 64),
+        "mask_round": read_bool(data, "mask_round", True),
+        "inpainting_fill": read_int(data, "inpainting_fill", 0, 0, 3),
+        "inpaint_full_res": read_bool(data, "inpaint_full_res", True),
+        "inpaint_full_res_padding": read_int(data, "inpaint_full_res_padding", 0, 0, 1024),
+        "inpainting_mask_invert": read_bool(data, "inpainting_mask_invert", False),
+    }
+
+
+def batch_key(request: GenerationRequest, *, model_key: str, lora_key: str, vae_key: str = "") -> str:
+    """Jobs with equal keys can share one pipeline call: everything the UNet batch shares.
+
+    Prompts, seeds, image counts and init images may differ (each image has its own generator
+    and its own init image); the model, VAE, LoRA set, size, steps, sampler and guidance may
+    not, nor, for img2img, the strength and how images and masks are prepared.
+    """
+    shared: tuple[Any, ...] = (
+        request.kind, model_key, vae_key, lora_key, request.clip_skip, request.width, request.height, request.steps,
+        request.sampler_name, request.scheduler, request.cfg_scale, request.subseed_strength, request.tiling,
+    )
+    if request.hires:
+        shared += (request.hr_width, request.hr_height, request.hr_upscaler, request.hr_steps, request.denoising_strength)
+        if request.upscaler_model:
+            shared += (request.upscaler_model["sha256"],)
+    if request.kind == "img2img":
+        shared += (
+            request.denoising_strength, request.mask is not None, request.resize_mode, request.mask_blur_x,
+            request.mask_blur_y, request.mask_round, request.inpainting_fill, request.inpaint_full_res,
+            request.inpaint_full_res_padding, request.inpainting_mask_invert,
+        )
+    if request.controlnet_units:  # the control images too: one set of maps per pipeline call
+        shared += tuple(dataclasses.astuple(unit) for unit in request.controlnet_units)
+    if request.face_restorer:
+        restorer = request.face_restorer
+        shared += (restorer["sha256"], restorer["detector_sha256"], restorer["weight"])
+    return hashlib.sha256(repr(shared).encode()).hexdigest()[:32]

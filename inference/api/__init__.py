@@ -1,0 +1,1 @@
+"""The native HTTP API: views, the error mapping, the internal API and their URLs."""

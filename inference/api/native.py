@@ -1,0 +1,186 @@
+"""The native jobs API (`/api/v1/jobs`): thin adapters over the job services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import FileResponse, HttpRequest, JsonResponse
+
+from a1111.extras import EXTRAS_KIND, parse_extras_request
+from a1111.generation import parse_generation_request
+from inference.api.errors import api_view, error, json_body
+from inference.events import job_event_payload
+from inference.inputs.controlnet import with_controlnet_inputs
+from inference.inputs.images import read_extras_images, read_input_images
+from inference.limits import generation_limits
+from inference.model_registry import model_list_for_user
+from inference.models import Job
+from inference.selectors import job_get_for_user, job_list_for_user, worker_list
+from inference.services import extras_submit, job_cancel, job_submit
+from inference.storage import member_file_open
+from tenants.selectors import usage_this_month
+
+# Resolved extra networks, upscaler, restorer and detector files carry server paths: members see
+# their request, not our disks.
+SERVER_SIDE_PARAMS = ("networks", "upscaler_model", "resolved_models")
+
+
+def job_json(job: Job, *, viewer=None) -> dict[str, Any]:
+    data = {
+        **job_event_payload(job),
+        "attempts": job.attempts,
+        "checkpoint": job.checkpoint_title,
+        "seeds": job.seeds,
+        "infotexts": job.infotexts,
+        "params": _public_params(job.params),
+        "control_maps": [f"/api/v1/jobs/{job.public_id}/control-maps/{i}" for i in range(len(job.control_maps))],
+        "preview": f"data:image/jpeg;base64,{job.preview}" if job.preview else None,  # while running
+        "created_at": job.created_at.isoformat(),
+        "started_at": job.started_at.isoformat() if job.started_at else None,
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+        "gpu_seconds": round(job.gpu_seconds, 3),
+    }
+    if viewer is not None and viewer.is_staff:
+        data["worker"] = job.worker.name if job.worker else None
+        data["batch_id"] = job.batch_id or None
+    return data
+
+
+def _public_params(params: dict[str, Any]) -> dict[str, Any]:
+    public = {key: value for key, value in params.items() if key not in SERVER_SIDE_PARAMS}
+    if public.get("controlnet_units"):
+        public["controlnet_units"] = [
+            {k: v for k, v in unit.items() if k != "model_path"} for unit in public["controlnet_units"]
+        ]
+    if public.get("face_restorer"):  # which restorer and weight, not where its files are
+        public["face_restorer"] = {k: public["face_restorer"][k] for k in ("name", "weight")}
+    return public
+
+
+def _not_found() -> JsonResponse:
+    return error(404, "job not found")
+
+
+@api_view("GET", "POST")
+def jobs(request: HttpRequest, user) -> JsonResponse:
+    if request.method == "GET":
+        limit = request.GET.get("limit", "50")
+        if not limit.isdigit() or not 1 <= int(limit) <= 500:
+            return error(400, "limit: must be an integer from 1 to 500", field="limit")
+        return JsonResponse({"jobs": [job_json(job) for job in job_list_for_user(user, limit=int(limit))]})
+    body = json_body(request)
+    if isinstance(body, dict) and body.get("kind") == EXTRAS_KIND:  # `image` or `imageList`, base64 only
+        extras = parse_extras_request(body)
+        inputs = read_extras_images(body, batch="imageList" in body, fetcher_factory=None)
+        job = extras_submit(user=user, request=extras, inputs=inputs)
+        return JsonResponse({"id": job.public_id, "status": job.status}, status=201)
+    generation = parse_generation_request(body, limits=generation_limits())
+    inputs = None
+    if generation.kind == "img2img":  # base64 only here; /sdapi/v1/img2img also fetches URLs
+        inputs = read_input_images(body, max_images=generation.batch_size, fetcher_factory=None)
+    generation, inputs = with_controlnet_inputs(body, generation, inputs, fetcher_factory=None)
+    job = job_submit(user=user, request=generation, inputs=inputs)
+    return JsonResponse({"id": job.public_id, "status": job.status}, status=201)
+
+
+@api_view("GET")
+def job_detail(request: HttpRequest, user, public_id: str) -> JsonResponse:
+    job = job_get_for_user(user, public_id)
+    return JsonResponse(job_json(job, viewer=user)) if job else _not_found()
+
+
+@api_view("POST")
+def job_cancel_view(request: HttpRequest, user, public_id: str) -> JsonResponse:
+    job = job_get_for_user(user, public_id)
+    if job is None:
+        return _not_found()
+    return JsonResponse(job_json(job_cancel(job=job), viewer=user))
+
+
+@api_view("GET")
+def job_image(request: HttpRequest, user, public_id: str, index: int):
+    job = job_get_for_user(user, public_id)
+    if job is None:
+        return _not_found()
+    if index >= len(job.outputs):
+        return error(404, f"job {public_id} has {len(job.outputs)} image(s)")
+    return _png_response(job.outputs[index], what=f"image {index} of job {public_id}")
+
+
+@api_view("GET")
+def job_control_map(request: HttpRequest, user, public_id: str, index: int):
+    """A ControlNet detect map of the caller's own job (PAI's `image_mask_url`)."""
+    job = job_get_for_user(user, public_id)
+    if job is None:
+        return _not_found()
+    if index >= len(job.control_maps):
+        return error(404, f"job {public_id} has {len(job.control_maps)} ControlNet map(s)")
+    return _png_response(job.control_maps[index], what=f"ControlNet map {index} of job {public_id}")
+
+
+def _png_response(key: str, *, what: str) -> FileResponse | JsonResponse:
+    """The stored PNG, or a 404 when its file is gone (cleaned up, or removed by its owner)."""
+    gone = error(404, f"{what} is no longer stored (its file was removed): generate it again")
+    try:
+        handle = member_file_open(key)
+    except FileNotFoundError:
+        return gone
+    response = FileResponse(handle, content_type="image/png")
+    response["Content-Disposition"] = f'inline; filename="{key.rsplit("/", 1)[-1]}"'
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@api_view("GET")
+def models(request: HttpRequest, user) -> JsonResponse:
+    """The checkpoints this user may use: their own, their team's, then the public ones."""
+    return JsonResponse(
+        {
+            "models": [
+                {"title": e.title, "model_name": e.model_name, "hash": e.hash10, "sha256": e.sha256, "scope": e.scope}
+                for e in model_list_for_user(user)
+            ]
+        }
+    )
+
+
+@api_view("GET")
+def usage(request: HttpRequest, user) -> JsonResponse:
+    """The caller's usage this month: one record per finished job, and the totals."""
+    records = usage_this_month(user)
+    return JsonResponse(
+        {
+            "gpu_seconds": round(sum(r.gpu_seconds for r in records), 3),
+            "images": sum(r.images for r in records),
+            "records": [
+                {"job": r.job.public_id, "gpu_seconds": round(r.gpu_seconds, 3), "images": r.images,
+                 "status": r.status, "created_at": r.created_at.isoformat()}
+                for r in records
+            ],
+        }
+    )
+
+
+@api_view("GET")
+def workers(request: HttpRequest, user) -> JsonResponse:
+    """Operators only: the worker pool and each worker's state."""
+    if not user.is_staff:
+        return error(403, "only platform operators may list workers")
+    return JsonResponse(
+        {
+            "workers": [
+                {
+                    "name": w.name,
+                    "state": w.state,
+                    "host": w.host,
+                    "pid": w.pid,
+                    "device": w.device,
+                    "last_heartbeat": w.last_heartbeat.isoformat(),
+                    "loaded_models": w.loaded_models,
+                    "cached_models": w.cached_models,
+                    "jobs_done": w.jobs_done,
+                }
+                for w in worker_list()
+            ]
+        }
+    )

@@ -1,0 +1,14 @@
+from django.urls import path
+
+from inference.api import native as api
+
+urlpatterns = [
+    path("jobs", api.jobs, name="api-jobs"),
+    path("jobs/<str:public_id>", api.job_detail, name="api-job"),
+    path("jobs/<str:public_id>/cancel", api.job_cancel_view, name="api-job-cancel"),
+    path("jobs/<str:public_id>/images/<int:index>", api.job_image, name="api-job-image"),
+    path("jobs/<str:public_id>/control-maps/<int:index>", api.job_control_map, name="api-job-control-map"),
+    path("models", api.models, name="api-models"),
+    path("usage", api.usage, name="api-usage"),
+    path("workers", api.workers, name="api-workers"),
+]

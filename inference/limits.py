@@ -1,0 +1,23 @@
+"""The request limits of this deployment (settings → :class:`a1111.generation.Limits`).
+
+Every adapter that parses a generation request (the native API, /sdapi, the workspace) reads its
+limits here, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+from a1111.generation import Limits
+
+
+def generation_limits() -> Limits:
+    return Limits(
+        max_steps=settings.ATELIER_MAX_STEPS,
+        min_size=settings.ATELIER_MIN_SIZE,
+        max_size=settings.ATELIER_MAX_SIZE,
+        max_batch_size=settings.ATELIER_MAX_BATCH_SIZE,
+        max_n_iter=settings.ATELIER_MAX_N_ITER,
+        max_prompt_chars=settings.ATELIER_MAX_PROMPT_CHARS,
+        max_prompt_chunks=settings.ATELIER_MAX_PROMPT_CHUNKS,
+    )

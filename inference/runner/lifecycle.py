@@ -1,0 +1,76 @@
+"""Worker process lifecycle, hooked on Celery's signals (inactive in web processes).
+
+* after setup: listen on this worker's own queue, `atelier.worker.<node name>`;
+* when ready: register in the `Worker` table and start the heartbeat thread, which every
+  few seconds reports the loaded checkpoints and runs one scheduler sweep (reap dead
+  workers, dispatch queued jobs), so a cluster needs no separate beat process;
+* on shutdown: stop the heartbeat, mark the worker offline and requeue what it held.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from celery.signals import celeryd_after_setup, worker_ready, worker_shutdown
+from django.conf import settings
+from django.db import close_old_connections
+
+logger = logging.getLogger(__name__)
+
+
+class Heartbeat(threading.Thread):
+    def __init__(self, worker_name: str) -> None:
+        super().__init__(name="atelier-heartbeat", daemon=True)
+        self.worker_name = worker_name
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        from inference.dispatch import sweep, worker_heartbeat
+        from inference.runner.tasks import run_batch
+
+        while not self.stopping.wait(settings.ATELIER_HEARTBEAT_SECONDS):
+            try:
+                close_old_connections()
+                worker_heartbeat(name=self.worker_name, loaded_models=run_batch.runtime.pipelines.loaded(),
+                                 cached_models=run_batch.runtime.pipelines.cached())
+                sweep()
+            except Exception:  # noqa: BLE001 - keep beating through a database hiccup
+                logger.exception("heartbeat failed")
+
+
+@celeryd_after_setup.connect
+def listen_on_own_queue(sender: str, instance, **kwargs) -> None:
+    from inference.dispatch import worker_queue_name
+
+    instance.app.amqp.queues.select_add(worker_queue_name(sender))
+
+
+@worker_ready.connect
+def register(sender, **kwargs) -> None:
+    from inference.dispatch import sweep, worker_register
+    from inference.runner.tasks import run_batch
+
+    name = sender.hostname
+    device, memory = run_batch.runtime.describe_device()
+    worker_register(
+        name=name, device=device, device_memory_bytes=memory, max_batch=settings.ATELIER_WORKER_MAX_BATCH
+    )
+    heartbeat = Heartbeat(name)
+    sender.controller.atelier_heartbeat = heartbeat
+    heartbeat.start()
+    logger.info("worker %s ready on %s", name, device)
+    sweep()
+
+
+@worker_shutdown.connect
+def unregister(sender, **kwargs) -> None:
+    from inference.dispatch import worker_stopped
+
+    heartbeat = getattr(sender, "atelier_heartbeat", None)
+    if heartbeat is None:
+        return
+    heartbeat.stopping.set()
+    heartbeat.join(timeout=10)
+    close_old_connections()
+    worker_stopped(name=heartbeat.worker_name)

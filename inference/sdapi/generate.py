@@ -1,0 +1,253 @@
+"""`/sdapi/v1/txt2img` and `/sdapi/v1/img2img`, with PAI-EAS's extras, over `job_submit`.
+
+Each call becomes a `Job` like every other client's and holds the request open until that job
+is finished (an async view: waiting costs no thread). A client that disconnects does not
+cancel, as in A1111. Responses have A1111's shape: `images` (base64 PNGs with the infotext),
+`parameters` (the request echoed with defaults filled in) and `info` (a JSON string).
+
+PAI-EAS extras, read from `alwayson_scripts`: `sd_model_checkpoint` and `sd_vae` (per-request
+model switch), `image_link` (img2img input by URL), `id_task` (echoed), `uid` (accepted; who
+the caller is comes from the token, never from the body) and `save_dir`. With `save_dir` the
+PNGs are written to that folder inside the caller's working directory and the response is
+PAI's: `images: []` and `parameters` with `id_task`, `status`, `image_url`, `seed`,
+`error_msg`, `total_time` and `image_mask_url` (the ControlNet detect maps).
+
+ControlNet: `alwayson_scripts.controlnet.args` (sd-webui-controlnet's units, or PAI's with
+`image_link`), see `inference/inputs/controlnet.py`. As the extension does, each unit's
+detect map is appended to `images` after the generated ones (unless the unit says
+`save_detected_map: false`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import json
+import time
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.http import HttpRequest
+
+from inference.sdapi.adapter import SdapiError, json_object, sdapi
+from inference.limits import generation_limits
+from inference.inputs.controlnet import controlnet_infotext_entries, with_controlnet_inputs
+from inference.events import job_group
+from a1111.generation import GenerationRequest, parse_generation_request
+from a1111.infotext import VERSION, img2img_infotext_params
+from inference.inputs.images import InputImages, read_input_images
+from inference.models import Job
+from a1111.prompts import parse_prompt
+from inference.selectors import user_options_get
+from inference.services import job_submit
+from inference.storage import member_file_open
+from tenants.workdirs import user_save_dir_key
+
+# How often a waiting call re-reads its job if no event arrives (events can be lost).
+WAIT_POLL_SECONDS = 1.0
+
+COMMON_ECHO_DEFAULTS: dict[str, Any] = {
+    "prompt": "", "negative_prompt": "", "styles": None, "seed": -1, "subseed": -1, "subseed_strength": 0,
+    "seed_resize_from_h": -1, "seed_resize_from_w": -1, "sampler_name": None, "scheduler": None,
+    "batch_size": 1, "n_iter": 1, "steps": 50, "cfg_scale": 7.0, "width": 512, "height": 512,
+    "restore_faces": None, "tiling": None, "do_not_save_samples": False, "do_not_save_grid": False,
+    "eta": None, "s_min_uncond": None, "s_churn": None, "s_tmax": None,
+    "s_tmin": None, "s_noise": None, "override_settings": None, "override_settings_restore_afterwards": True,
+    "refiner_checkpoint": None, "refiner_switch_at": None, "disable_extra_networks": False,
+    "firstpass_image": None, "comments": None, "force_task_id": None,
+    "sampler_index": "Euler", "script_name": None, "script_args": [], "send_images": True,
+    "save_images": False, "alwayson_scripts": {}, "infotext": None,
+}
+TXT2IMG_ECHO_DEFAULTS: dict[str, Any] = {
+    **COMMON_ECHO_DEFAULTS, "denoising_strength": None, "enable_hr": False, "firstphase_width": 0,
+    "firstphase_height": 0, "hr_scale": 2.0, "hr_upscaler": None, "hr_second_pass_steps": 0,
+    "hr_resize_x": 0, "hr_resize_y": 0, "hr_checkpoint_name": None, "hr_sampler_name": None,
+    "hr_scheduler": None, "hr_prompt": "", "hr_negative_prompt": "",
+}
+IMG2IMG_ECHO_DEFAULTS: dict[str, Any] = {
+    **COMMON_ECHO_DEFAULTS, "init_images": None, "resize_mode": 0, "image_cfg_scale": None, "mask": None,
+    "mask_blur_x": 4, "mask_blur_y": 4, "mask_blur": None, "mask_round": True, "inpainting_fill": 0,
+    "inpaint_full_res": True, "inpaint_full_res_padding": 0, "inpainting_mask_invert": 0,
+    "initial_noise_multiplier": None, "latent_mask": None, "denoising_strength": 0.75,
+    "include_init_images": False,
+}
+
+NOT_YET = {  # accepted, answered with a note in `info`
+    "refiner_checkpoint": "SDXL refiner", "styles": "prompt styles", "script_name": "scripts",
+}
+
+
+async def wait_for_job(public_id: str) -> Job:
+    """Until the job is finished: woken by its events, re-reading the row at least every second."""
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(job_group(public_id), channel)
+    try:
+        while True:
+            job = await Job.objects.aget(public_id=public_id)
+            if job.is_finished:
+                return job
+            try:
+                await asyncio.wait_for(layer.receive(channel), timeout=WAIT_POLL_SECONDS)
+            except asyncio.TimeoutError:
+                pass
+    finally:
+        await layer.group_discard(job_group(public_id), channel)
+
+
+def _with_member_defaults(user, generation: GenerationRequest) -> GenerationRequest:
+    """No model or VAE named: the member's own options, as A1111's loaded model and VAE."""
+    options = user_options_get(user)
+    if generation.checkpoint is None and options["sd_model_checkpoint"]:
+        generation = dataclasses.replace(generation, checkpoint=str(options["sd_model_checkpoint"]))
+    if generation.vae is None and options.get("sd_vae"):
+        generation = dataclasses.replace(generation, vae=str(options["sd_vae"]))
+    clip_skip = options.get("CLIP_stop_at_last_layers")
+    if "CLIP_stop_at_last_layers" not in generation.override_settings and isinstance(clip_skip, int) and clip_skip > 1:
+        generation = dataclasses.replace(generation, clip_skip=min(clip_skip, 12))
+    return generation
+
+
+def _submit(user, generation: GenerationRequest, inputs: InputImages | None) -> Job:
+    return job_submit(user=user, request=_with_member_defaults(user, generation), inputs=inputs)
+
+
+def _notes(body: dict[str, Any], generation: GenerationRequest) -> list[str]:
+    notes = [f"{label} is not available yet and was not applied" for key, label in NOT_YET.items() if body.get(key)]
+    parsed = [parse_prompt(generation.prompt), parse_prompt(generation.negative_prompt)]
+    notes += [f"{feature} is kept as plain text (not honoured yet)" for p in parsed for feature in p.unsupported]
+    if generation.kind == "img2img" and body.get("subseed_strength"):
+        notes.append("variation seeds (subseed_strength) apply to txt2img only and were not applied")
+    if generation.kind == "img2img" and generation.mask and generation.inpainting_fill in (2, 3):
+        notes.append("latent noise / latent nothing fills are approximated in pixel space")
+    if generation.controlnet_units and generation.hires:
+        notes.append("ControlNet guides the first pass only; the hires-fix pass runs without it")
+    if any(unit.control_mode == 1 for unit in generation.controlnet_units):
+        notes.append("ControlNet control_mode 'My prompt is more important' runs as 'Balanced'")
+    return notes
+
+
+def _read_images(job: Job) -> list[str]:
+    """The images, then the ControlNet detect maps (as the extension appends them)."""
+    encoded = []
+    for key in [*job.outputs, *job.control_maps]:
+        try:
+            with member_file_open(key) as handle:
+                encoded.append(base64.b64encode(handle.read()).decode())
+        except FileNotFoundError:
+            raise SdapiError(404, f"an image of job {job.public_id} is no longer stored (its file was removed)") from None
+    return encoded
+
+
+def _title_parts(title: str) -> tuple[str | None, str | None]:
+    """("name", "hash10") from an A1111 title "name.safetensors [hash10]"."""
+    if not title:
+        return None, None
+    name, _, hash_part = title.rpartition(" [")
+    return name.rsplit(".", 1)[0], hash_part.rstrip("]")
+
+
+def _info(job: Job, notes: list[str]) -> str:
+    params = job.params
+    notes = notes + [f"image {index} was flagged by the NSFW censor and blurred" for index in job.censored]
+    model_name, model_hash = _title_parts(job.checkpoint_title)
+    vae_name, vae_hash = _title_parts(job.vae_title)
+    seeds = list(job.seeds)
+    count = len(seeds)
+    request = GenerationRequest.from_json(params)
+    extra = {"Schedule type": params["scheduler"]}
+    if request.kind == "img2img":
+        extra.update({k: v for k, v in img2img_infotext_params(request).items() if v is not None})
+    extra.update(controlnet_infotext_entries(request.controlnet_units))
+    return json.dumps({
+        "prompt": params["prompt"], "all_prompts": [params["prompt"]] * count,
+        "negative_prompt": params["negative_prompt"], "all_negative_prompts": [params["negative_prompt"]] * count,
+        "seed": seeds[0] if seeds else params["seed"], "all_seeds": seeds,
+        "subseed": params["subseed"], "all_subseeds": [params["subseed"] + i for i in range(count)],
+        "subseed_strength": params["subseed_strength"],
+        "width": params["width"], "height": params["height"], "sampler_name": params["sampler_name"],
+        "cfg_scale": params["cfg_scale"], "steps": params["steps"], "batch_size": params["batch_size"],
+        "restore_faces": request.restore_faces,
+        "face_restoration_model": request.face_restorer["name"] if request.face_restorer else None,
+        "sd_model_name": model_name, "sd_model_hash": model_hash,
+        "sd_vae_name": vae_name, "sd_vae_hash": vae_hash, "seed_resize_from_w": -1, "seed_resize_from_h": -1,
+        "denoising_strength": request.denoising_strength if request.kind == "img2img" else None,
+        "extra_generation_params": extra,
+        "index_of_first_image": 0, "infotexts": list(job.infotexts), "styles": [],
+        "job_timestamp": f"{job.created_at:%Y%m%d%H%M%S}", "clip_skip": request.clip_skip,
+        "is_using_inpainting_conditioning": False, "version": VERSION,
+        "id_task": job.public_id, "notes": notes, "nsfw_censored": list(job.censored),
+    })
+
+
+def _eas_parameters(request: HttpRequest, job: Job, body: dict[str, Any], elapsed: float) -> dict[str, Any]:
+    """PAI-EAS's `parameters` for a `save_dir` call (see the seed document's examples)."""
+    alwayson = body.get("alwayson_scripts") or {}
+    workdir_prefix = user_save_dir_key(job.owner.get_username(), "")
+    ok = job.status == Job.Status.SUCCEEDED
+    return {
+        "id_task": str(alwayson.get("id_task", job.public_id)),
+        "status": 0 if ok else 1,
+        # PAI answers paths on its mount; ours are URLs the same token can download, plus the
+        # paths relative to the member's working directory (the folder they mount or sync).
+        "image_url": ",".join(
+            request.build_absolute_uri(f"/api/v1/jobs/{job.public_id}/images/{index}") for index in range(len(job.outputs))
+        ),
+        "image_path": ",".join(key.removeprefix(workdir_prefix) for key in job.outputs),
+        # ControlNet's preprocessed control images, downloadable by the owner only
+        "image_mask_url": ",".join(
+            request.build_absolute_uri(f"/api/v1/jobs/{job.public_id}/control-maps/{index}")
+            for index in range(len(job.control_maps))
+        ),
+        "seed": ",".join(str(seed) for seed in job.seeds) if ok else "",
+        "error_msg": "" if ok else (job.error or "interrupted before any image was finished"),
+        "total_time": round(elapsed, 2),
+    }
+
+
+async def _generate(request: HttpRequest, user, kind: str) -> dict[str, Any]:
+    started = time.perf_counter()
+    body = json_object(request)
+    generation = parse_generation_request({**body, "kind": kind}, limits=generation_limits(), lenient_sampler=True)
+    inputs = None
+    if kind == "img2img":
+        alwayson = body.get("alwayson_scripts")
+        has_link = isinstance(alwayson, dict) and alwayson.get("image_link")
+        if body.get("init_images") is None and not has_link:
+            raise SdapiError(404, "Init image not found: send init_images (base64, data URI or URL) or alwayson_scripts.image_link")
+        # URLs are fetched off the event loop and off Django's one sync thread (they may take seconds).
+        inputs = await sync_to_async(read_input_images, thread_sensitive=False)(body, max_images=generation.batch_size)
+    # ControlNet units (alwayson_scripts.controlnet.args): validated, images decoded or fetched.
+    generation, inputs = await sync_to_async(with_controlnet_inputs, thread_sensitive=False)(body, generation, inputs)
+    job = await sync_to_async(_submit)(user, generation, inputs)  # validates models and extra networks too
+    notes = _notes(body, generation)
+    job = await wait_for_job(job.public_id)
+    if generation.save_dir:
+        parameters = await sync_to_async(_eas_parameters)(request, job, body, time.perf_counter() - started)
+        return {"images": [], "parameters": parameters, "info": ""}
+    if job.status == Job.Status.FAILED:  # the worker could not generate: A1111 answers 500 too
+        raise SdapiError(500, f"job {job.public_id} failed: {job.error}", "GenerationFailed")
+    if job.status == Job.Status.CANCELLED:  # interrupted: A1111 returns 200 with what it has
+        notes.append("interrupted before any image was finished")
+    send_images = body.get("send_images", True) is not False
+    images = await sync_to_async(_read_images)(job) if send_images else []
+    defaults = IMG2IMG_ECHO_DEFAULTS if kind == "img2img" else TXT2IMG_ECHO_DEFAULTS
+    echo = {**defaults, **{k: v for k, v in body.items() if k in defaults}}
+    if kind == "img2img" and not body.get("include_init_images"):
+        echo["init_images"], echo["mask"] = None, None  # A1111 leaves them out of the echo
+    alwayson = body.get("alwayson_scripts")
+    if isinstance(alwayson, dict) and "id_task" in alwayson:
+        echo["id_task"] = str(alwayson["id_task"])
+    return {"images": images, "parameters": echo, "info": _info(job, notes)}
+
+
+@sdapi("POST")
+async def txt2img(request: HttpRequest, user) -> dict:
+    return await _generate(request, user, "txt2img")
+
+
+@sdapi("POST")
+async def img2img(request: HttpRequest, user) -> dict:
+    return await _generate(request, user, "img2img")

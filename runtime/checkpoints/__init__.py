@@ -1,0 +1,1 @@
+"""Checkpoints: loading single-file models, VAEs, the bundled model configs."""

@@ -1,0 +1,1 @@
+"""Extra networks applied to a loaded pipeline: LoRA/LyCORIS and hypernetworks."""

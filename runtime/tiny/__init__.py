@@ -1,0 +1,1 @@
+"""Random-weight test models (tiny checkpoints, LoRAs, embeddings, ControlNets)."""

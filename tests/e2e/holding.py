@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from config.celery import app
-from inference.worker.runtime import WorkerRuntime
+from runtime.engine import WorkerRuntime
 
 __all__ = ["app"]
 

@@ -25,7 +25,7 @@ from django.conf import settings
 from PIL import Image
 
 from inference.a1111.images import Fetcher, ImageInputError, decode_image
-from inference.generation import ControlNetUnitRequest, GenerationRequest, RequestValidationError
+from inference.generation import ControlNetUnitRequest, GenerationRequest
 from inference.inputs import InputImages, default_fetcher
 
 _SETTINGS = (
@@ -41,14 +41,12 @@ def _png(image: Image.Image) -> bytes:
 
 
 def controlnet_units_parse(body: Mapping[str, Any], *, kind: str) -> list[dict[str, Any]]:
-    """The enabled units of the body, validated (no I/O); `RequestValidationError` naming the field."""
-    from inference.worker.controlnet import ControlNetArgumentError, parse_controlnet_args
+    """The enabled units of the body, validated (no I/O); a `RequestValidationError` naming the
+    field (`parse_controlnet_args` raises `ControlNetArgumentError`, one of those)."""
+    from inference.worker.controlnet import parse_controlnet_args
 
     alwayson = body.get("alwayson_scripts")
-    try:
-        return parse_controlnet_args(alwayson if isinstance(alwayson, Mapping) else None, allow_missing_image=kind == "img2img")
-    except ControlNetArgumentError as exc:
-        raise RequestValidationError(exc.field, str(exc).removeprefix(f"{exc.field}: ")) from None
+    return parse_controlnet_args(alwayson if isinstance(alwayson, Mapping) else None, allow_missing_image=kind == "img2img")
 
 
 def with_controlnet_inputs(

@@ -32,6 +32,8 @@ from urllib.parse import urljoin
 import httpx
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from inference.request_errors import InvalidField
+
 __all__ = [
     "ALLOWED_FORMATS",
     "DEFAULT_MAX_BYTES",
@@ -71,12 +73,12 @@ _OTHER_FORMATS: tuple[tuple[bytes, str], ...] = (
 )
 
 
-class ImageInputError(ValueError):
-    """A client-supplied image (or image URL) was refused; ``str(error)`` is safe to show them."""
+class ImageInputError(InvalidField):
+    """A client-supplied image (or image URL) was refused; ``str(error)`` is safe to show them.
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+    An :class:`~inference.request_errors.InvalidField` (a ``ValueError``): ``ImageInputError(message)``,
+    with ``field=`` where the caller knows which one.
+    """
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,6 +18,8 @@ from typing import Any
 
 from PIL import Image
 
+from a1111.fields import RequestValidationError, shown_value, fields_of, read_bool, read_float, read_number
+
 __all__ = [
     "CONTROL_MODES",
     "MAX_UNITS",
@@ -40,12 +42,12 @@ class ControlNetError(ValueError):
     """A ControlNet request or file that cannot be used. The message is safe to show to users."""
 
 
-class ControlNetArgumentError(ControlNetError):
-    """A bad field in ``alwayson_scripts.controlnet.args``; ``field`` is its path, e.g. ``...args[1].weight``."""
+class ControlNetArgumentError(RequestValidationError, ControlNetError):
+    """A bad field in ``alwayson_scripts.controlnet.args``; ``field`` is its path, e.g. ``...args[1].weight``.
 
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
+    A :class:`~a1111.errors.RequestValidationError`: every adapter maps it as any
+    other bad field (``ControlNetArgumentError(field, problem)``).
+    """
 
 
 # --------------------------------------------------------------------------- units
@@ -96,43 +98,34 @@ _CONTROL_NAMES = {
 _MODEL_WITH_HASH = re.compile(r"^(?P<name>.*?)\s*\[(?P<hash>[0-9a-fA-F]{8,64})\]$")
 
 
-def _fmt(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else str(value)
-
-
 def _number(unit: Mapping[str, Any], key: str, field: str, default: float, low: float, high: float) -> float:
-    value = unit.get(key)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ControlNetArgumentError(f"{field}.{key}", f"must be a number, got {value!r}")
-    if not low <= value <= high:
-        raise ControlNetArgumentError(f"{field}.{key}", f"must be between {_fmt(low)} and {_fmt(high)}")
-    return float(value)
+    """A number or numeric string (the shared reader, as for every other numeric field) in [low, high]."""
+    with fields_of(field, ControlNetArgumentError):
+        return read_float(unit, key, default, low, high)
 
 
 def _flag(unit: Mapping[str, Any], key: str, field: str, default: bool) -> bool:
-    value = unit.get(key)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise ControlNetArgumentError(f"{field}.{key}", f"must be true or false, got {value!r}")
-    return value
+    with fields_of(field, ControlNetArgumentError):
+        return read_bool(unit, key, default)
 
 
 def _choice(value: Any, key: str, field: str, names: Mapping[str, int], labels: Sequence[str], *, extra_ints: Mapping[int, int]) -> int:
-    if isinstance(value, bool):
-        pass
-    elif isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
-        index = int(value)
-        if 0 <= index < len(labels):
-            return index
-        if index in extra_ints:
-            return extra_ints[index]
-    elif isinstance(value, str) and value.strip().lower() in names:
+    """An index into `labels`: by one of `names` (any case), or a whole number (numeric strings too)."""
+    if isinstance(value, str) and value.strip().lower() in names:
         return names[value.strip().lower()]
+    if not isinstance(value, bool) and isinstance(value, (int, float, str)):
+        try:
+            number = read_number({key: value}, key, 0, "a number")
+        except RequestValidationError:
+            number = math.nan  # neither a name nor a number: the message below lists both
+        if number.is_integer():
+            index = int(number)
+            if 0 <= index < len(labels):
+                return index
+            if index in extra_ints:
+                return extra_ints[index]
     allowed = ", ".join(f"{i} or {label!r}" for i, label in enumerate(labels))
-    raise ControlNetArgumentError(f"{field}.{key}", f"must be one of {allowed}; got {value!r}")
+    raise ControlNetArgumentError(f"{field}.{key}", f"must be one of {allowed}; got {shown_value(value)}")
 
 
 def _image(unit: Mapping[str, Any], field: str, allow_missing: bool) -> tuple[str | None, str | None]:
@@ -179,7 +172,8 @@ def _parse_unit(unit: Mapping[str, Any], field: str, allow_missing_image: bool) 
     else:  # the extension's legacy boolean
         control_mode = 2 if _flag(unit, "guess_mode", field, False) else 0
 
-    processor_res_value = _number(unit, "processor_res", field, -1, -math.inf, math.inf)
+    with fields_of(field, ControlNetArgumentError):
+        processor_res_value = read_number(unit, "processor_res", -1, "a number")
     low, high = _PROCESSOR_RES_RANGE
     if processor_res_value < 0:  # the extension's -1: the preprocessor's default
         processor_res = _DEFAULT_PROCESSOR_RES
@@ -189,10 +183,10 @@ def _parse_unit(unit: Mapping[str, Any], field: str, allow_missing_image: bool) 
         processor_res = int(processor_res_value)
 
     default_a, default_b = default_thresholds(module)
-    threshold_a = _number(unit, "threshold_a", field, -1, -1, 1e4)
-    threshold_b = _number(unit, "threshold_b", field, -1, -1, 1e4)
-    guidance_start = _number(unit, "guidance_start", field, 0.0, 0.0, 1.0)
-    guidance_end = _number(unit, "guidance_end", field, 1.0, 0.0, 1.0)
+    threshold_a = _number(unit, "threshold_a", field, -1, -1, 10_000)
+    threshold_b = _number(unit, "threshold_b", field, -1, -1, 10_000)
+    guidance_start = _number(unit, "guidance_start", field, 0.0, 0, 1)
+    guidance_end = _number(unit, "guidance_end", field, 1.0, 0, 1)
     if guidance_start > guidance_end:
         raise ControlNetArgumentError(f"{field}.guidance_start", "must not be greater than guidance_end")
 
@@ -203,7 +197,7 @@ def _parse_unit(unit: Mapping[str, Any], field: str, allow_missing_image: bool) 
         "model_hash": model_hash,
         "image": image,
         "image_field": image_field,
-        "weight": _number(unit, "weight", field, 1.0, 0.0, 2.0),
+        "weight": _number(unit, "weight", field, 1.0, 0, 2),
         "resize_mode": resize_mode,
         "processor_res": processor_res,
         "threshold_a": default_a if threshold_a < 0 else threshold_a,

@@ -26,6 +26,8 @@ from typing import Protocol
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from a1111.errors import InvalidField
+
 __all__ = [
     "ALLOWED_FORMATS",
     "DEFAULT_MAX_BYTES",
@@ -65,12 +67,12 @@ class UrlFetcher(Protocol):
     def fetch(self, url: str) -> bytes: ...
 
 
-class ImageInputError(ValueError):
-    """A client-supplied image (or image URL) was refused; ``str(error)`` is safe to show them."""
+class ImageInputError(InvalidField):
+    """A client-supplied image (or image URL) was refused; ``str(error)`` is safe to show them.
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+    An :class:`~a1111.errors.InvalidField` (a ``ValueError``): ``ImageInputError(message)``,
+    with ``field=`` where the caller knows which one.
+    """
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from django.contrib.auth.models import AbstractUser
 
 from inference.hashing import file_sha256
 from inference.models import ModelFileHash
+from a1111.errors import NotFound
 from tenants.selectors import tenant_for_user
 from tenants.workdirs import public_model_dir, tenant_model_dir, user_model_dir
 
@@ -37,13 +38,12 @@ SCOPES = ("user", "tenant", "public")  # resolution precedence when names collid
 CHECKPOINT_FIELD = "override_settings.sd_model_checkpoint"
 
 
-class ModelNotFound(LookupError):
+class ModelNotFound(NotFound):
     """A model the member may not use; `field` is the request field that named it (adapters
-    answer with it, so the member knows which setting to fix)."""
+    answer with it, so the member knows which setting to fix). `str()` is `"<field>: <message>"`."""
 
     def __init__(self, message: str, *, field: str = CHECKPOINT_FIELD) -> None:
-        super().__init__(message)
-        self.field = field
+        super().__init__(message, field=field)
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,7 @@ from inference.model_registry import (
 from inference.models import Job, Worker, new_job_id
 from a1111.prompts import ExtraNetwork, PromptError, find_embeddings, parse_prompt
 from a1111.prompts import lora_key as lora_key_of
+from a1111.errors import Forbidden, TooMany
 from inference.storage import UnsafeOutputPath, member_file_save
 from tenants.selectors import tenant_for_user
 from tenants.services import usage_record
@@ -58,11 +59,11 @@ from tenants.workdirs import user_inputs_key
 logger = logging.getLogger(__name__)
 
 
-class NotAMember(PermissionError):
+class NotAMember(Forbidden):
     """Only members of a tenant submit jobs: their tenant is billed for them."""
 
 
-class TooManyQueuedJobs(PermissionError):
+class TooManyQueuedJobs(TooMany):
     """The member already has `ATELIER_MAX_QUEUED_JOBS_PER_USER` jobs waiting (adapters: a 429)."""
 
 
@@ -237,7 +238,7 @@ def _controlnet_models_for_user(user: AbstractUser, request: GenerationRequest) 
         try:
             entries.append(controlnet_resolve_for_user(user, unit.model, unit.model_hash))
         except ModelNotFound as exc:
-            raise RequestValidationError(f"{unit.field}.model", str(exc)) from None
+            raise RequestValidationError(f"{unit.field}.model", exc.message) from None
     return entries
 
 

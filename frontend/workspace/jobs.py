@@ -10,8 +10,10 @@ workspace (a separate process per member) cannot reach; the row is the source of
 ControlNet units from the panel (`frontend/workspace/controlnet.py`) travel the same way: as
 `alwayson_scripts.controlnet.args` in the body, read by the APIs' own `with_controlnet_inputs`.
 
-Every error a member can cause (quota, a model they may not use, a bad value, a bad image)
-becomes `WorkspaceError` with a message fit to show; anything else is logged and shown as a
+Every error a member can cause (quota, a model they may not use, a bad value, a bad image) is a
+`RequestError` (`a1111/errors.py`, the hierarchy the APIs map through one table)
+and becomes `WorkspaceError` with its message naming the field to fix (`cfg_scale: must be a
+number…`; a ControlNet unit named as its tab is); anything else is logged and shown as a
 generic message, never as a traceback.
 """
 
@@ -33,14 +35,13 @@ from frontend.member_selectors import extension_enabled_for_user
 from frontend.workspace.controlnet import enabled_units, threshold_sliders
 from frontend.workspace.extensions import PROMPT_STYLES, apply_styles
 from frontend.workspace.i18n import text
-from a1111.images import ImageInputError
 from inference.limits import generation_limits
 from inference.inputs.controlnet import with_controlnet_inputs
-from a1111.generation import RequestValidationError, parse_generation_request
+from a1111.generation import parse_generation_request
 from inference.inputs.images import read_input_images
-from inference.model_registry import ModelNotFound
 from inference.models import Job
-from inference.services import NotAMember, job_cancel, job_submit
+from a1111.errors import RequestError
+from inference.services import job_cancel, job_submit
 from inference.storage import member_file_open
 
 logger = logging.getLogger(__name__)
@@ -53,10 +54,9 @@ class WorkspaceError(Exception):
         self.message = message
 
 
-# Exceptions whose message is written for the member (quota errors are PermissionErrors).
-_MEMBER_ERRORS: tuple[type[BaseException], ...] = (
-    ModelNotFound, RequestValidationError, NotAMember, ImageInputError, PermissionError,
-)
+# Exceptions whose message is written for the member: every client error (its `str()` names
+# the field), and PermissionErrors of other services.
+_MEMBER_ERRORS: tuple[type[BaseException], ...] = (RequestError, PermissionError)
 
 
 def as_workspace_error(exc: Exception, language: str = "en") -> WorkspaceError:
@@ -197,7 +197,7 @@ def workspace_submit(
             # The ControlNet units: validated and decoded as the APIs do (no URLs: the images are uploads).
             request, inputs = with_controlnet_inputs(body, request, inputs, fetcher_factory=None)
             return job_submit(user=user, request=request, inputs=inputs)
-        except (RequestValidationError, ImageInputError) as exc:
+        except RequestError as exc:
             raise WorkspaceError(_named_units(str(exc), numbers)) from None
 
 

@@ -1,5 +1,10 @@
 """Small helpers for the JSON APIs: authentication, method checks, errors as 4xx JSON.
 
+`ERROR_TABLE` is the one mapping of the client errors (`a1111/errors.py`) to HTTP,
+for every adapter: its status on the native API, its status and name on `/sdapi/v1` (whose
+A1111-shaped body `inference/sdapi/adapter.py` writes), and the field each reports (the
+native API as `field`, `/sdapi/v1` as `body`; both say it in the message too).
+
 `parse_json` is the one reader of JSON request bodies (the native API, `/sdapi/v1` and the
 internal event route use it): it refuses bodies nested deeper than `MAX_JSON_DEPTH`, which no
 real request needs and which would otherwise end in a RecursionError (a 500) in the decoder
@@ -11,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -18,15 +24,53 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from a1111.images import ImageInputError
-from a1111.generation import RequestValidationError
-from inference.model_registry import ModelNotFound
-from inference.services import NotAMember, TooManyQueuedJobs
+from a1111.errors import (
+    Conflict,
+    Forbidden,
+    InvalidField,
+    NotFound,
+    RequestError,
+    RequestValidationError,
+    TooLarge,
+    TooMany,
+)
 from tenants.auth import request_user
 
 
+@dataclass(frozen=True)
+class ErrorAnswer:
+    """How the APIs answer one kind of `RequestError`."""
 
-class PayloadTooLarge(ValueError):
+    status: int  # the native API's status
+    sdapi_status: int  # /sdapi/v1's: the same, except where A1111 itself answers otherwise
+    sdapi_error: str  # the `error` name in /sdapi/v1's body
+
+
+# Most specific first (the first class the error is an instance of wins).
+ERROR_TABLE: tuple[tuple[type[RequestError], ErrorAnswer], ...] = (
+    # A1111 (FastAPI) answers a failed validation with 422; the native API with 400.
+    (InvalidField, ErrorAnswer(400, 422, "RequestValidationError")),
+    (NotFound, ErrorAnswer(404, 404, "NotFound")),
+    (Forbidden, ErrorAnswer(403, 403, "PermissionDenied")),
+    (TooLarge, ErrorAnswer(413, 413, "PayloadTooLarge")),
+    (TooMany, ErrorAnswer(429, 429, "TooManyRequests")),
+    (Conflict, ErrorAnswer(409, 409, "Conflict")),
+    (RequestError, ErrorAnswer(400, 422, "RequestError")),
+)
+
+
+def error_answer(exc: RequestError) -> ErrorAnswer:
+    """The row of `ERROR_TABLE` for `exc`."""
+    return next(answer for kind, answer in ERROR_TABLE if isinstance(exc, kind))
+
+
+def request_error_response(exc: RequestError) -> JsonResponse:
+    """The native API's answer: `{"error": "<field>: <message>", "field": "<field>"}` (no `field` without one)."""
+    extra = {"field": exc.field} if exc.field else {}
+    return error(error_answer(exc).status, str(exc), **extra)
+
+
+class PayloadTooLarge(TooLarge):
     """The request body is over `ATELIER_MAX_REQUEST_BYTES` (a 413)."""
 
 
@@ -67,6 +111,8 @@ def parse_json(raw: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
         raise _too_deep_error(max_depth) from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise JsonBodyError(f"is not valid JSON ({exc})") from None
+    except ValueError:  # Python's limit on integer digits (4300): no request needs such a number
+        raise JsonBodyError("is not valid JSON for this API (a number has thousands of digits)") from None
     if isinstance(value, (dict, list)) and _deeper_than(value, max_depth):
         raise _too_deep_error(max_depth)
     return value
@@ -115,18 +161,8 @@ def api_view(*methods: str) -> Callable:
                 return response
             try:
                 return view(request, user, *args, **kwargs)
-            except RequestValidationError as exc:
-                return error(400, str(exc), field=exc.field)
-            except ModelNotFound as exc:
-                return error(400, f"{exc.field}: {exc}", field=exc.field)
-            except TooManyQueuedJobs as exc:
-                return error(429, str(exc))
-            except NotAMember as exc:
-                return error(403, str(exc))
-            except ImageInputError as exc:
-                return error(400, exc.message)
-            except PayloadTooLarge as exc:
-                return error(413, str(exc))
+            except RequestError as exc:
+                return request_error_response(exc)
 
         return wrapper
 

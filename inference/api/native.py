@@ -15,6 +15,7 @@ from inference.inputs.images import read_extras_images, read_input_images
 from inference.limits import generation_limits
 from inference.model_registry import model_list_for_user
 from inference.models import Job
+from a1111.errors import RequestValidationError
 from inference.selectors import job_get_for_user, job_list_for_user, worker_list
 from inference.services import extras_submit, job_cancel, job_submit
 from inference.storage import member_file_open
@@ -66,7 +67,7 @@ def jobs(request: HttpRequest, user) -> JsonResponse:
     if request.method == "GET":
         limit = request.GET.get("limit", "50")
         if not limit.isdigit() or not 1 <= int(limit) <= 500:
-            return error(400, "limit: must be an integer from 1 to 500", field="limit")
+            raise RequestValidationError("limit", "must be an integer from 1 to 500")
         return JsonResponse({"jobs": [job_json(job) for job in job_list_for_user(user, limit=int(limit))]})
     body = json_body(request)
     if isinstance(body, dict) and body.get("kind") == EXTRAS_KIND:  # `image` or `imageList`, base64 only

@@ -26,7 +26,7 @@ from PIL import Image
 
 from inference.inputs.fetch import Fetcher
 from a1111.images import ImageInputError, decode_image
-from a1111.generation import ControlNetUnitRequest, GenerationRequest, RequestValidationError
+from a1111.generation import ControlNetUnitRequest, GenerationRequest
 from inference.inputs.images import InputImages, default_fetcher
 
 _SETTINGS = (
@@ -42,14 +42,12 @@ def _png(image: Image.Image) -> bytes:
 
 
 def controlnet_units_parse(body: Mapping[str, Any], *, kind: str) -> list[dict[str, Any]]:
-    """The enabled units of the body, validated (no I/O); `RequestValidationError` naming the field."""
-    from a1111.controlnet import ControlNetArgumentError, parse_controlnet_args
+    """The enabled units of the body, validated (no I/O); a `RequestValidationError` naming the
+    field (`parse_controlnet_args` raises `ControlNetArgumentError`, one of those)."""
+    from a1111.controlnet import parse_controlnet_args
 
     alwayson = body.get("alwayson_scripts")
-    try:
-        return parse_controlnet_args(alwayson if isinstance(alwayson, Mapping) else None, allow_missing_image=kind == "img2img")
-    except ControlNetArgumentError as exc:
-        raise RequestValidationError(exc.field, str(exc).removeprefix(f"{exc.field}: ")) from None
+    return parse_controlnet_args(alwayson if isinstance(alwayson, Mapping) else None, allow_missing_image=kind == "img2img")
 
 
 def with_controlnet_inputs(

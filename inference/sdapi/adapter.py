@@ -1,8 +1,10 @@
 """The plumbing every `/sdapi/v1` route shares: token auth, method checks, A1111's error shape.
 
 A1111 (FastAPI) answers errors as `{"error", "detail", "body", "errors"}`; clients such as
-webuiapi print `detail`, so it always says what to fix. Validation failures are 422 as in
-A1111, a body over the size limit 413, an unknown model 404.
+webuiapi print `detail`, so it always says what to fix. Which status and `error` name a
+client error (`a1111/errors.py`) gets comes from the one table every adapter uses,
+`inference/api/errors.py`'s `ERROR_TABLE` (validation failures 422 as in A1111, a body over the size
+limit 413, an unknown model 404); `body` names the field at fault.
 """
 
 from __future__ import annotations
@@ -16,15 +18,14 @@ from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from a1111.images import ImageInputError
-from a1111.generation import RequestValidationError
-from inference.api.errors import JsonBodyError, PayloadTooLarge, body_bytes, parse_json
-from inference.model_registry import ModelNotFound
-from inference.services import NotAMember, TooManyQueuedJobs
+from inference.api.errors import JsonBodyError, body_bytes, error_answer, parse_json
+from a1111.errors import RequestError
 from tenants.auth import request_user
 
 
 class SdapiError(Exception):
+    """An answer only `/sdapi/v1` gives, with its own status (a failed job's 500, A1111's exact 404s)."""
+
     def __init__(self, status: int, detail: str, error: str = "HTTPException") -> None:
         super().__init__(detail)
         self.status, self.detail, self.error = status, detail, error
@@ -35,18 +36,9 @@ def error_response(status: int, detail: str, error: str = "HTTPException", body:
 
 
 def _error_for(exc: Exception) -> JsonResponse | None:
-    if isinstance(exc, RequestValidationError):
-        return error_response(422, str(exc), "RequestValidationError", body=exc.field)
-    if isinstance(exc, ImageInputError):
-        return error_response(422, exc.message, "ImageInputError")
-    if isinstance(exc, ModelNotFound):
-        return error_response(404, f"{exc.field}: {exc}", "ModelNotFound", body=exc.field)
-    if isinstance(exc, TooManyQueuedJobs):
-        return error_response(429, str(exc), "TooManyRequests")
-    if isinstance(exc, NotAMember):
-        return error_response(403, str(exc), "PermissionDenied")
-    if isinstance(exc, PayloadTooLarge):
-        return error_response(413, str(exc), "PayloadTooLarge")
+    if isinstance(exc, RequestError):
+        answer = error_answer(exc)
+        return error_response(answer.sdapi_status, str(exc), answer.sdapi_error, body=exc.field)
     if isinstance(exc, SdapiError):
         return error_response(exc.status, exc.detail, exc.error)
     return None

@@ -15,11 +15,12 @@ from django.conf import settings
 from django.http import HttpRequest
 from django.utils import timezone
 
-from inference.sdapi.adapter import SdapiError, json_object, sdapi
+from inference.sdapi.adapter import json_object, sdapi
 from a1111.images import ImageInputError, decode_image_bytes
 from a1111.pnginfo import parse_generation_parameters, read_png_info
 from inference.model_registry import FACE_RESTORER_KINDS, face_restorers_for_user, model_list_for_user, upscalers_for_user
 from inference.models import Job
+from a1111.errors import RequestValidationError
 from a1111.samplers import SAMPLERS, SCHEDULES
 from inference.selectors import jobs_active_for_owner, user_options_get
 from inference.services import job_cancel, user_options_update
@@ -228,9 +229,9 @@ def png_info(request: HttpRequest, user) -> dict:
     """The infotext of a PNG (ours or A1111's; JPEG/WebP EXIF too), raw and parsed."""
     image = json_object(request).get("image")
     if not isinstance(image, str) or not image:
-        raise SdapiError(422, "image: a base64 or data-URI image is required", "RequestValidationError")
+        raise RequestValidationError("image", "a base64 or data-URI image is required")
     try:
         text, items = read_png_info(decode_image_bytes(image, max_bytes=settings.ATELIER_MAX_UPLOAD_BYTES))
     except ImageInputError as exc:
-        raise SdapiError(422, f"image: {exc}", "ImageInputError") from None
+        raise ImageInputError(exc.message, field="image") from None
     return {"info": text or "", "items": items, "parameters": parse_generation_parameters(text) if text else {}}

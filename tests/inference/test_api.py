@@ -50,7 +50,6 @@ def test_submit_returns_201_with_a_random_id_and_stores_a_queued_job(api, person
         ({"height": 4096}, "height"),
         ({"batch_size": 64}, "batch_size"),
         ({"cfg_scale": "lots"}, "cfg_scale"),
-        ({"override_settings": {"sd_model_checkpoint": "nope.safetensors"}}, "override_settings.sd_model_checkpoint"),
     ],
 )
 def test_bad_input_is_a_400_naming_the_field(api, fields, field) -> None:
@@ -58,6 +57,14 @@ def test_bad_input_is_a_400_naming_the_field(api, fields, field) -> None:
     assert response.status_code == 400
     assert response.json()["field"] == field
     assert field.split(".")[-1] in response.json()["error"]
+    assert not Job.objects.exists()
+
+
+def test_an_unknown_checkpoint_is_a_404_naming_the_field(api) -> None:
+    response = api("alice").post("/api/v1/jobs", {**BODY, "override_settings": {"sd_model_checkpoint": "nope.safetensors"}})
+    assert response.status_code == 404  # as on /sdapi/v1: a model the member may not use is not found
+    assert response.json()["field"] == "override_settings.sd_model_checkpoint"
+    assert response.json()["error"].startswith("override_settings.sd_model_checkpoint: unknown checkpoint 'nope")
     assert not Job.objects.exists()
 
 

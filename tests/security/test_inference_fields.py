@@ -1,4 +1,4 @@
-"""Issue #13 (LOW): each refused model or setting names its own request field."""
+"""Issue #13 (LOW): each refused model or setting names its own request field (issue #14: ControlNet units too)."""
 
 from __future__ import annotations
 
@@ -17,19 +17,19 @@ def _model(tiny_checkpoint_path):
 
 
 @pytest.mark.parametrize(
-    ("fields", "field"),
-    [
-        ({"override_settings": {"sd_vae": "nope.safetensors"}}, "override_settings.sd_vae"),
-        ({"enable_hr": True, "hr_upscaler": "No Such Upscaler"}, "hr_upscaler"),
+    ("fields", "field", "status"),
+    [  # a model the member may not use is a 404 (as on /sdapi/v1), a bad value a 400
+        ({"override_settings": {"sd_vae": "nope.safetensors"}}, "override_settings.sd_vae", 404),
+        ({"enable_hr": True, "hr_upscaler": "No Such Upscaler"}, "hr_upscaler", 404),
         ({"restore_faces": True, "override_settings": {"face_restoration_model": "GFPGAN"}},
-         "override_settings.face_restoration_model"),
-        ({"override_settings": {"CLIP_stop_at_last_layers": 99}}, "override_settings.CLIP_stop_at_last_layers"),
-        ({"override_settings": {"sd_model_checkpoint": "nope.safetensors"}}, "override_settings.sd_model_checkpoint"),
+         "override_settings.face_restoration_model", 404),
+        ({"override_settings": {"CLIP_stop_at_last_layers": 99}}, "override_settings.CLIP_stop_at_last_layers", 400),
+        ({"override_settings": {"sd_model_checkpoint": "nope.safetensors"}}, "override_settings.sd_model_checkpoint", 404),
     ],
 )
-def test_the_native_api_names_the_field_that_is_wrong(api, fields, field) -> None:
+def test_the_native_api_names_the_field_that_is_wrong(api, fields, field, status) -> None:
     response = api("alice").post("/api/v1/jobs", {**BODY, **fields})
-    assert response.status_code == 400, response.content
+    assert response.status_code == status, response.content
     assert response.json()["field"] == field
     assert response.json()["error"].startswith(f"{field}: ")
     assert not Job.objects.exists()
@@ -45,10 +45,26 @@ def test_an_extras_upscaler_that_is_not_installed_names_its_slot(api) -> None:
     Image.new("RGB", (8, 8)).save(buffer, format="PNG")
     image = base64.b64encode(buffer.getvalue()).decode()
     response = api("alice").post("/api/v1/jobs", {"kind": "extras", "image": image, "upscaler_1": "No Such Upscaler"})
-    assert response.status_code == 400 and response.json()["field"] == "upscaler_1"
+    assert response.status_code == 404 and response.json()["field"] == "upscaler_1"
 
 
 def test_sdapi_names_the_field_of_an_unknown_vae(api) -> None:
     response = api("alice").post("/sdapi/v1/txt2img", {**BODY, "override_settings": {"sd_vae": "nope.safetensors"}})
     assert response.status_code == 404
     assert response.json()["body"] == "override_settings.sd_vae" and "nope" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("weight", "heavy"), ("guidance_start", "nan"), ("guidance_end", False), ("processor_res", "Infinity"),
+     ("threshold_a", {"x": 1}), ("threshold_b", "1e999"), ("control_mode", "louder"), ("resize_mode", "1.5")],
+)
+def test_every_controlnet_number_is_refused_naming_its_unit_and_field(api, key, value) -> None:
+    unit = {"enabled": True, "image": "aGVsbG8=", "module": "canny", "model": "any", key: value}
+    body = {**BODY, "alwayson_scripts": {"controlnet": {"args": [unit]}}}
+    field = f"alwayson_scripts.controlnet.args[0].{key}"
+    native = api("alice").post("/api/v1/jobs", body)
+    assert native.status_code == 400 and native.json()["field"] == field, native.content
+    sdapi = api("alice").post("/sdapi/v1/txt2img", body)
+    assert sdapi.status_code == 422 and sdapi.json()["body"] == field, sdapi.content
+    assert not Job.objects.exists()

@@ -297,8 +297,11 @@ def test_parse_accepts_pai_image_link() -> None:
     ("change", "message"),
     [
         ({"weight": 3}, "alwayson_scripts.controlnet.args[1].weight: must be between 0 and 2"),
-        ({"weight": "1"}, "args[1].weight: must be a number"),
+        ({"weight": "heavy"}, "args[1].weight: must be a number"),  # "1" is read as 1, as for every numeric field
         ({"weight": True}, "args[1].weight: must be a number"),
+        ({"weight": "nan"}, "args[1].weight: must be a number"),
+        ({"threshold_a": float("inf")}, "args[1].threshold_a: must be a number"),
+        ({"control_mode": "7"}, "args[1].control_mode: must be one of"),
         ({"resize_mode": "Stretch"}, "args[1].resize_mode: must be one of 0 or 'Just Resize'"),
         ({"resize_mode": 7}, "args[1].resize_mode: must be one of"),
         ({"control_mode": "Whatever"}, "args[1].control_mode: must be one of"),

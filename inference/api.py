@@ -15,7 +15,12 @@ from inference.http import api_view, error, json_body
 from inference.inputs import read_extras_images, read_input_images
 from inference.model_registry import model_list_for_user
 from inference.models import Job
-from inference.selectors import job_get_for_user, job_list_for_user, worker_list
+from inference.selectors import (
+    job_get_for_user,
+    job_list_for_user,
+    job_member_params,
+    worker_list,
+)
 from inference.services import extras_submit, job_cancel, job_submit
 from inference.storage import member_file_open
 from tenants.selectors import usage_this_month
@@ -33,11 +38,6 @@ def generation_limits() -> Limits:
     )
 
 
-# Resolved extra networks, upscaler, restorer and detector files carry server paths: members see
-# their request, not our disks.
-SERVER_SIDE_PARAMS = ("networks", "upscaler_model", "resolved_models")
-
-
 def job_json(job: Job, *, viewer=None) -> dict[str, Any]:
     data = {
         **job_event_payload(job),
@@ -45,7 +45,7 @@ def job_json(job: Job, *, viewer=None) -> dict[str, Any]:
         "checkpoint": job.checkpoint_title,
         "seeds": job.seeds,
         "infotexts": job.infotexts,
-        "params": _public_params(job.params),
+        "params": job_member_params(job),
         "control_maps": [f"/api/v1/jobs/{job.public_id}/control-maps/{i}" for i in range(len(job.control_maps))],
         "preview": f"data:image/jpeg;base64,{job.preview}" if job.preview else None,  # while running
         "created_at": job.created_at.isoformat(),
@@ -57,17 +57,6 @@ def job_json(job: Job, *, viewer=None) -> dict[str, Any]:
         data["worker"] = job.worker.name if job.worker else None
         data["batch_id"] = job.batch_id or None
     return data
-
-
-def _public_params(params: dict[str, Any]) -> dict[str, Any]:
-    public = {key: value for key, value in params.items() if key not in SERVER_SIDE_PARAMS}
-    if public.get("controlnet_units"):
-        public["controlnet_units"] = [
-            {k: v for k, v in unit.items() if k != "model_path"} for unit in public["controlnet_units"]
-        ]
-    if public.get("face_restorer"):  # which restorer and weight, not where its files are
-        public["face_restorer"] = {k: public["face_restorer"][k] for k in ("name", "weight")}
-    return public
 
 
 def _not_found() -> JsonResponse:

@@ -296,7 +296,8 @@ def member_params_from_json(data: Mapping[str, Any]) -> dict[str, Any]:
         view["controlnet_units"] = [
             {name: unit.get(name) for name in MEMBER_CONTROLNET_FIELDS} for unit in units if isinstance(unit, Mapping)
         ]
-    restorer = data.get("face_restorer")
+    models = data.get("models")
+    restorer = data.get("face_restorer") or (models.get("face_restorer") if isinstance(models, Mapping) else None)
     if isinstance(restorer, Mapping):
         view["face_restorer"] = {"name": restorer.get("name"), "weight": restorer.get("weight")}
     return view

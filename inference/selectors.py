@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib.auth.models import AbstractUser
 from django.db.models import QuerySet
 
@@ -22,6 +24,20 @@ def jobs_visible_to(user: AbstractUser) -> QuerySet[Job]:
 def job_get_for_user(user: AbstractUser, public_id: str) -> Job | None:
     """The job, or None for a job that does not exist or is not the user's to see (→ 404)."""
     return jobs_visible_to(user).select_related("owner", "worker").filter(public_id=public_id).first()
+
+
+def job_member_params(job: Job) -> dict[str, Any]:
+    """What a member may see of their own job's parameters (native API, workspace gallery): built
+    by allow-list from the stored spec (`inference/jobspec.py`), so no server path, storage key or
+    hash of a resolved model file reaches them, whatever the spec's version."""
+    from a1111.extras import ExtrasRequest
+    from inference.jobspec import member_params_from_json
+
+    params = job.params if isinstance(job.params, dict) else {}
+    if job.kind == Job.Kind.EXTRAS:
+        shown = [name for name in ExtrasRequest.__dataclass_fields__ if name != "resolved_models"]
+        return {name: params[name] for name in shown if name in params}
+    return member_params_from_json(params)
 
 
 def jobs_active_for_owner(user: AbstractUser) -> list[Job]:

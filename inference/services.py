@@ -36,6 +36,7 @@ from a1111.generation import (
 )
 from inference.hashing import bounded_key
 from inference.inputs.images import ExtrasInputs, InputImages
+from inference.jobspec import ModelRef, request_to_spec
 from inference.model_registry import (
     ModelEntry,
     ModelNotFound,
@@ -50,8 +51,8 @@ from inference.model_registry import (
 from inference.models import Job, Worker, new_job_id
 from a1111.prompts import ExtraNetwork, PromptError, find_embeddings, parse_prompt
 from a1111.prompts import lora_key as lora_key_of
+from inference.storage import UnsafeOutputPath, member_file_save, model_file_key
 from a1111.errors import Forbidden, TooMany
-from inference.storage import UnsafeOutputPath, member_file_save
 from tenants.selectors import tenant_for_user
 from tenants.services import usage_record
 from tenants.workdirs import user_inputs_key
@@ -117,16 +118,25 @@ def job_submit(*, user: AbstractUser, request: GenerationRequest, inputs: InputI
     model_key = checkpoint.sha256  # what a worker must have loaded; a VAE is a cheap swap
     lora_key = network_key(request.networks)
     vae_key = vae.sha256 if vae else ""
+    # What the worker gets: model files by storage key, not by this machine's paths.
+    spec = request_to_spec(
+        request,
+        checkpoint=ModelRef(model_file_key(checkpoint.path), checkpoint.sha256),
+        vae=ModelRef(model_file_key(vae.path), vae.sha256) if vae else None,
+        key_of=model_file_key,
+    )
     job = Job.objects.create(
         owner=user,
         tenant=tenant,
         kind=request.kind,
-        params=request.to_json(),
+        params=spec.to_json(),
         checkpoint_title=checkpoint.title,
-        checkpoint_path=str(checkpoint.path),
+        # The *_path columns hold the same storage keys as the spec (kept for admin and old rows;
+        # no migration: a key is a shorter path). The spec in `params` is what a worker reads.
+        checkpoint_path=spec.checkpoint.key,
         checkpoint_sha256=checkpoint.sha256,
         vae_title=vae.title if vae else "",
-        vae_path=str(vae.path) if vae else "",
+        vae_path=spec.vae.key if spec.vae else "",
         vae_sha256=vae_key,
         model_key=model_key,
         lora_key=lora_key,
@@ -160,13 +170,13 @@ def extras_submit(*, user: AbstractUser, request: ExtrasRequest, inputs: ExtrasI
         name = getattr(request, slot)
         if name not in BUILTIN_RESIZERS:  # "None", "Lanczos", "Nearest" need no file
             entry = upscaler_resolve_for_user(user, name, field=slot)
-            resolved[slot] = {"name": name, "path": str(entry.path), "sha256": entry.sha256}
+            resolved[slot] = {"name": name, "key": model_file_key(entry.path), "sha256": entry.sha256}
     for restorer in request.restorers:
         _, entry = face_restorer_resolve_for_user(user, restorer, field=f"{restorer.lower()}_visibility")
-        resolved[restorer] = {"name": restorer, "path": str(entry.path), "sha256": entry.sha256}
+        resolved[restorer] = {"name": restorer, "key": model_file_key(entry.path), "sha256": entry.sha256}
     if request.restorers:
         detector = face_detector_for_user(user)
-        resolved["detector"] = {"name": detector.name, "path": str(detector.path), "sha256": detector.sha256}
+        resolved["detector"] = {"name": detector.name, "key": model_file_key(detector.path), "sha256": detector.sha256}
     keys = [_store_input(user, data) for data in inputs.images]
     request = with_inputs(request, keys=keys, names=inputs.names, sizes=inputs.sizes)
     request = dataclasses.replace(request, resolved_models=resolved)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-
 from typing import IO
 
 from django.core.files.base import ContentFile
@@ -129,3 +128,56 @@ def member_file_open(key: str) -> IO[bytes]:
     if not resolved.is_relative_to(root_path.resolve()) or not resolved.is_file():
         raise FileNotFoundError(key)
     return open(resolved, "rb")  # noqa: SIM115 (the caller closes it)
+
+
+# --- model files: storage-relative keys ----------------------------------------------------------
+#
+# A job names its model files by key (`inference/jobspec.py`), not by path: a worker on another
+# machine mounts DATA_DIR (and the public model folders) somewhere else. `public/models/<kind>/…`
+# maps to this machine's public folder of that kind (`ATELIER_PUBLIC_MODEL_DIRS`, each
+# overridable like A1111's --lora-dir); any other key lives under DATA_DIR. As for members'
+# files above, a key whose file resolves (through `..` or a link) outside its root is refused.
+
+
+class UnsafeModelKey(ValueError):
+    """A model key that is malformed or leads outside DATA_DIR / its public model folder."""
+
+
+def _model_roots() -> list[tuple[str, Path]]:
+    """(key prefix, folder on this machine), most specific first: the public folders, then DATA_DIR."""
+    from django.conf import settings
+
+    roots = [(f"public/models/{kind}", Path(folder)) for kind, folder in settings.ATELIER_PUBLIC_MODEL_DIRS.items()]
+    return [*roots, ("", Path(settings.DATA_DIR))]
+
+
+def model_file_key(path: str | Path) -> str:
+    """The storage-relative key of a model file on this machine (`UnsafeModelKey` if it lies
+    outside DATA_DIR and every public model folder)."""
+    resolved = Path(path).resolve()
+    for prefix, folder in _model_roots():
+        root = folder.resolve()
+        if resolved.is_relative_to(root) and resolved != root:
+            relative = resolved.relative_to(root).as_posix()
+            return f"{prefix}/{relative}" if prefix else relative
+    raise UnsafeModelKey(f"the model file {Path(path).name!r} lies outside the data and model folders")
+
+
+def model_file_path(key: str) -> Path:
+    """The file a model key names on this machine; `UnsafeModelKey` for a key that is not a plain
+    relative key or whose file resolves outside its folder (DATA_DIR, or the public one of its kind)."""
+    from inference.jobspec import JobSpecError, check_model_key
+
+    try:
+        check_model_key(key)
+    except JobSpecError as exc:
+        raise UnsafeModelKey(str(exc)) from None
+    for prefix, folder in _model_roots():
+        if prefix and not key.startswith(prefix + "/"):
+            continue
+        root = folder.resolve()
+        resolved = (root / key.removeprefix(prefix + "/" if prefix else "")).resolve()
+        if not resolved.is_relative_to(root) or resolved == root:
+            raise UnsafeModelKey(f"the model key {key!r} leads outside its folder")
+        return resolved
+    raise UnsafeModelKey(f"the model key {key!r} names no model folder")  # unreachable: DATA_DIR takes any key

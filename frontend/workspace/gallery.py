@@ -14,6 +14,7 @@ from PIL import Image
 from frontend.member_selectors import gallery_for_user
 from frontend.workspace.jobs import WorkspaceError, own_job, storage_image
 from a1111.pnginfo import parse_generation_parameters, read_png_info
+from inference.selectors import job_member_params
 
 GalleryRef = tuple[str, int]  # (job public id, image index)
 
@@ -42,7 +43,7 @@ def image_and_params(user: AbstractUser, ref: Any) -> tuple[Image.Image, dict[st
     if job is None or not 0 <= index < len(job.outputs):
         raise WorkspaceError("That image is not in your gallery.")
     infotext = job.infotexts[index] if index < len(job.infotexts) else ""
-    params = {key: value for key, value in job.params.items() if key != "networks"}
+    params = job_member_params(job)
     if index < len(job.seeds):
         params["seed"] = job.seeds[index]
     params["checkpoint"] = job.checkpoint_title

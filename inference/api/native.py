@@ -16,14 +16,16 @@ from inference.limits import generation_limits
 from inference.model_registry import model_list_for_user
 from inference.models import Job
 from a1111.errors import RequestValidationError
-from inference.selectors import job_get_for_user, job_list_for_user, worker_list
+from inference.selectors import (
+    job_get_for_user,
+    job_list_for_user,
+    job_member_params,
+    worker_list,
+)
 from inference.services import extras_submit, job_cancel, job_submit
 from inference.storage import member_file_open
 from tenants.selectors import usage_this_month
 
-# Resolved extra networks, upscaler, restorer and detector files carry server paths: members see
-# their request, not our disks.
-SERVER_SIDE_PARAMS = ("networks", "upscaler_model", "resolved_models")
 
 
 def job_json(job: Job, *, viewer=None) -> dict[str, Any]:
@@ -33,7 +35,7 @@ def job_json(job: Job, *, viewer=None) -> dict[str, Any]:
         "checkpoint": job.checkpoint_title,
         "seeds": job.seeds,
         "infotexts": job.infotexts,
-        "params": _public_params(job.params),
+        "params": job_member_params(job),
         "control_maps": [f"/api/v1/jobs/{job.public_id}/control-maps/{i}" for i in range(len(job.control_maps))],
         "preview": f"data:image/jpeg;base64,{job.preview}" if job.preview else None,  # while running
         "created_at": job.created_at.isoformat(),
@@ -45,17 +47,6 @@ def job_json(job: Job, *, viewer=None) -> dict[str, Any]:
         data["worker"] = job.worker.name if job.worker else None
         data["batch_id"] = job.batch_id or None
     return data
-
-
-def _public_params(params: dict[str, Any]) -> dict[str, Any]:
-    public = {key: value for key, value in params.items() if key not in SERVER_SIDE_PARAMS}
-    if public.get("controlnet_units"):
-        public["controlnet_units"] = [
-            {k: v for k, v in unit.items() if k != "model_path"} for unit in public["controlnet_units"]
-        ]
-    if public.get("face_restorer"):  # which restorer and weight, not where its files are
-        public["face_restorer"] = {k: public["face_restorer"][k] for k in ("name", "weight")}
-    return public
 
 
 def _not_found() -> JsonResponse:

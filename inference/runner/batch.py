@@ -1,4 +1,7 @@
-"""Runs one dispatched batch inside a worker process: claim, generate, store PNGs, finish.
+"""Runs one dispatched batch inside a worker process, in numbered stages (`_run_batch`):
+1. claim the jobs, 2. build the runtime's spec from their typed `JobSpec`s (a pure mapping, model
+keys resolved on this machine), 3. generate with progress and previews routed per job,
+4. store each job's PNGs and finish it.
 
 A batch is one or more jobs with the same batch key (possibly from different users) that
 run as one pipeline call. Each job keeps its own progress, cancel and outcome: a cancelled
@@ -19,6 +22,7 @@ import io
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -33,9 +37,10 @@ from a1111.infotext import (
     hires_infotext_params,
     img2img_infotext_params,
 )
+from inference.jobspec import JobSpec, JobSpecError, ModelRef
 from inference.models import Job
 from a1111.prompts import extract_extra_networks
-from a1111.samplers import SamplerChoice, resolve_sampler
+from a1111.samplers import resolve_sampler
 from inference.services import (
     job_claim,
     job_fail,
@@ -43,7 +48,14 @@ from inference.services import (
     job_progress,
     job_succeed,
 )
-from inference.storage import UnsafeOutputPath, member_file_open, member_file_save
+from inference.storage import (
+    UnsafeModelKey,
+    UnsafeOutputPath,
+    member_file_open,
+    member_file_save,
+    model_file_key,
+    model_file_path,
+)
 from a1111.controlnet import ControlUnit
 from runtime.controlnet import prepare_control_image
 from runtime.faces.restoration import FaceRestorationSpec
@@ -136,56 +148,150 @@ class ProgressReporter(threading.Thread):
             db_connection.close()  # this thread's own connection
 
 
+def batch_execute(*, jobs: list[tuple[str, int]], worker_name: str, runtime: WorkerRuntime) -> None:
+    """Run the (public id, attempt) pairs this worker was handed as one batch."""
+    try:
+        _run_batch(jobs, worker_name, runtime)
+    finally:
+        # Tell the scheduler what is loaded now, before it places the next batch.
+        worker_heartbeat(name=worker_name, loaded_models=runtime.pipelines.loaded(), cached_models=runtime.pipelines.cached())
+        dispatch_pending_safely()
+
+
+def _run_batch(jobs: list[tuple[str, int]], worker_name: str, runtime: WorkerRuntime) -> None:
+    """The stages of one batch, in order (each below, under its number)."""
+    max_batch = settings.ATELIER_WORKER_MAX_BATCH
+    # 1. Claim the jobs that are still ours, each with its typed spec and its images' positions.
+    members = claim_members(jobs, worker_name=worker_name, runtime=runtime, max_batch=max_batch)
+    if not members:
+        return
+    # 2. Build the runtime's spec: the members' inputs read from storage, then a pure mapping.
+    try:
+        spec = build_generation_spec(
+            [member.part for member in members], max_batch=max_batch,
+            inputs=[load_member_inputs(member.spec) for member in members], local_path=local_model_path,
+        )
+    except Exception as exc:  # noqa: BLE001 - a missing input or model key fails the batch, not the worker
+        logger.exception("batch of %s could not be prepared", [m.job.public_id for m in members])
+        finish_members(members, GenerationOutcome.failed(f"generation failed: {exc}"))
+        return
+    # 3. Generate, routing each step and preview to the job it belongs to.
+    outcome = generate(spec, members, runtime)
+    # 4. Store each job's images and finish it (succeeded, cancelled or failed), one by one.
+    finish_members(members, outcome)
+
+
+# --- 1. claim ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MemberPart:
+    """One job's share of a batch, as the pure spec builder sees it."""
+
+    spec: JobSpec
+    seeds: tuple[int, ...]
+    images: range  # this job's positions in the batch's image list
+    chunks: range  # the chunks those images fall in
+
+
 @dataclass
 class BatchMember:
     job: Job
     attempt: int
-    request: GenerationRequest
-    images: range  # this job's positions in the batch's image list
-    chunks: range  # the chunks those images fall in
+    part: MemberPart
     reporter: ProgressReporter
+
+    @property
+    def spec(self) -> JobSpec:
+        return self.part.spec
+
+    @property
+    def request(self) -> GenerationRequest:
+        return self.part.spec.request
+
+    @property
+    def images(self) -> range:
+        return self.part.images
+
+    @property
+    def chunks(self) -> range:
+        return self.part.chunks
 
     def step_in_job(self, chunk: int, step: int) -> int:
         steps = self.request.sampling_steps
         return (chunk - self.chunks.start) * steps + min(step, steps)  # PNDM reports one extra step
 
 
-def preview_positions(members: list[BatchMember], max_batch: int) -> tuple[int, ...]:
-    """The images that get live previews: each job's first image in each chunk it spans, so
-    every job of a shared batch is previewed from its own images and never from another's."""
-    positions = set()
-    for member in members:
-        for chunk in member.chunks:
-            positions.add(max(member.images.start, chunk * max_batch))
-    return tuple(sorted(positions))
+def job_spec_of(job: Job) -> JobSpec:
+    """The job's spec as this worker runs it: version 1 as stored; version 0 (queued before specs
+    were versioned: absolute paths) mapped to keys on this machine. `JobSpecError` otherwise."""
+    params = job.params
+    if isinstance(params, dict) and "version" not in params:
+        try:
+            return JobSpec.from_legacy(
+                params,
+                checkpoint=ModelRef(model_file_key(job.checkpoint_path), job.checkpoint_sha256),
+                vae=ModelRef(model_file_key(job.vae_path), job.vae_sha256) if job.vae_path else None,
+                key_of=model_file_key,
+            )
+        except (UnsafeModelKey, JobSpecError, KeyError, TypeError) as exc:
+            raise JobSpecError(
+                f"this job was queued before job specs were versioned and names a model this worker cannot find "
+                f"({exc}): submit it again"
+            ) from None
+    return JobSpec.from_json(params)
 
 
-def _infotexts(job: Job, request: GenerationRequest, sampler: SamplerChoice) -> list[str]:
-    model_name, _, hash_part = job.checkpoint_title.rpartition(" [")
-    extra = img2img_infotext_params(request) if request.kind == "img2img" else hires_infotext_params(request)
-    if job.vae_title:
-        vae_name, _, vae_hash = job.vae_title.rpartition(" [")
-        extra = {"VAE hash": vae_hash.rstrip("]"), "VAE": vae_name, **extra}
-    extra = {**extra, **controlnet_infotext_entries(request.controlnet_units)}
-    return [
-        generation_infotext(
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt,
-            steps=request.steps,
-            sampler_name=sampler.name,
-            schedule_label=sampler.effective_schedule_label,  # A1111 1.9+ writes the effective one
-            cfg_scale=request.cfg_scale,
-            seed=seed,
-            width=request.width,
-            height=request.height,
-            model_hash=hash_part.rstrip("]") or None,
-            model_name=model_name.rsplit(".", 1)[0] or None,
-            extra={**extra, "Clip skip": request.clip_skip if request.clip_skip > 1 else None,
-                   "Face restoration": request.face_restorer["name"] if request.face_restorer else None,
-                   "Tiling": True if request.tiling else None},
+def claim_members(
+    jobs: list[tuple[str, int]], *, worker_name: str, runtime: WorkerRuntime, max_batch: int
+) -> list[BatchMember]:
+    """Claim each (public id, attempt) still ours, in order; an extras job runs here on its own
+    path, a job whose spec this worker cannot read is failed with the reason."""
+    interval = settings.ATELIER_PROGRESS_INTERVAL_SECONDS
+    members: list[BatchMember] = []
+    position = 0
+    for public_id, attempt in jobs:
+        job = Job.objects.filter(public_id=public_id).first()
+        if job is None:
+            continue
+        if job.kind == Job.Kind.EXTRAS:  # no pipeline: its own path (and never batched with others)
+            # imported here: that module imports this one's PNG helpers
+            from inference.runner.extras import extras_execute
+
+            extras_execute(job=job, attempt=attempt, worker_name=worker_name, runtime=runtime)
+            continue
+        try:
+            spec = job_spec_of(job)
+        except JobSpecError as exc:
+            claimed = job_claim(public_id=public_id, attempt=attempt, worker_name=worker_name, total_steps=0)
+            if claimed is not None:
+                job_fail(job=claimed, attempt=attempt, error=str(exc))
+            continue
+        images = range(position, position + len(job.seeds))
+        chunks = range(images.start // max_batch, (images.stop - 1) // max_batch + 1)
+        claimed = job_claim(
+            public_id=public_id, attempt=attempt, worker_name=worker_name,
+            total_steps=spec.request.sampling_steps * len(chunks),
         )
-        for seed in job.seeds
-    ]
+        if claimed is None:  # not ours (any more): a stale or redelivered message
+            continue
+        part = MemberPart(spec=spec, seeds=tuple(claimed.seeds), images=images, chunks=chunks)
+        members.append(BatchMember(claimed, attempt, part, ProgressReporter(claimed, attempt, interval)))
+        position = images.stop
+    return members
+
+
+# --- 2. the runtime's spec -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MemberInputs:
+    """A member's pictures, read from its owner's storage: init images and mask (img2img), and
+    the ControlNet units' images."""
+
+    init_images: tuple[Image.Image, ...] = ()
+    mask: Image.Image | None = None
+    control_images: tuple[Image.Image, ...] = ()
 
 
 def _open_input(key: str) -> Image.Image:
@@ -195,17 +301,92 @@ def _open_input(key: str) -> Image.Image:
     return image
 
 
-def _img2img_inputs(members: list[BatchMember]) -> Img2ImgInputs:
+def load_member_inputs(spec: JobSpec) -> MemberInputs:
+    request = spec.request
+    return MemberInputs(
+        init_images=tuple(_open_input(key) for key in request.init_images),
+        mask=_open_input(request.mask) if request.mask else None,
+        control_images=tuple(_open_input(unit.image) for unit in request.controlnet_units),
+    )
+
+
+def local_model_path(key: str) -> str:
+    """A model key resolved on this machine (refused if it leads outside its folder)."""
+    return str(model_file_path(key))
+
+
+def preview_positions(parts: list[MemberPart], max_batch: int) -> tuple[int, ...]:
+    """The images that get live previews: each job's first image in each chunk it spans, so
+    every job of a shared batch is previewed from its own images and never from another's."""
+    positions = set()
+    for part in parts:
+        for chunk in part.chunks:
+            positions.add(max(part.images.start, chunk * max_batch))
+    return tuple(sorted(positions))
+
+
+def build_generation_spec(
+    parts: list[MemberPart], *, max_batch: int, inputs: list[MemberInputs], local_path: Callable[[str], str]
+) -> GenerationSpec:
+    """The runtime's `GenerationSpec` for a batch of job specs (pure: `inputs` are already read,
+    `local_path` maps a model key to this machine's file).
+
+    Every member shares the batch key (size, steps, sampler, guidance, models, ControlNet units,
+    face restoration), so those come from the first; prompts, seeds and init images are per image.
+    """
+    lead = parts[0].spec
+    request = lead.request
+    sampler = resolve_sampler(request.sampler_name, request.scheduler)
+    upscaler = lead.upscaler
+    return GenerationSpec(
+        checkpoint_path=local_path(lead.checkpoint.key),
+        checkpoint_sha256=lead.checkpoint.sha256,
+        vae_path=local_path(lead.vae.key) if lead.vae else "",
+        vae_sha256=lead.vae.sha256 if lead.vae else "",
+        # Extra-network tags (<lora:…>) are instructions, not words for the text encoder.
+        prompts=[extract_extra_networks(p.spec.request.prompt)[0] for p in parts for _ in p.images],
+        negative_prompts=[extract_extra_networks(p.spec.request.negative_prompt)[0] for p in parts for _ in p.images],
+        seeds=[seed for p in parts for seed in p.seeds],
+        steps=request.steps,
+        cfg_scale=request.cfg_scale,
+        width=request.width,
+        height=request.height,
+        max_batch=max_batch,
+        scheduler_class=sampler.scheduler_class,
+        scheduler_kwargs=sampler.scheduler_kwargs,
+        img2img=_img2img_inputs(parts, inputs) if request.kind == "img2img" else None,
+        hires=HiresSpec(
+            width=request.hr_width, height=request.hr_height, upscaler=request.hr_upscaler,
+            steps=request.hr_second_pass_steps or request.steps, denoising_strength=request.denoising_strength,
+            upscaler_path=local_path(upscaler.model.key) if upscaler else "",
+            upscaler_sha256=upscaler.model.sha256 if upscaler else "",
+        ) if request.hires else None,
+        loras=[
+            LoraSpec(path=local_path(n.model.key), sha256=n.model.sha256, te_weight=n.te_weight, unet_weight=n.unet_weight)
+            for n in lead.networks if n.kind == "lora"
+        ],
+        hypernetworks=[(local_path(n.model.key), n.model.sha256, n.unet_weight) for n in lead.networks if n.kind == "hypernet"],
+        embeddings=[(n.name, local_path(n.model.key), n.model.sha256) for n in lead.networks if n.kind == "embedding"],
+        clip_skip=request.clip_skip,
+        subseeds=[subseed for p in parts for subseed in p.spec.request.all_subseeds()],
+        subseed_strength=request.subseed_strength,
+        tiling=request.tiling,
+        controlnet=_control_units(lead, inputs[0].control_images, local_path),
+        face_restoration=_face_restoration(lead, local_path),
+        preview_images=preview_positions(parts, max_batch),
+    )
+
+
+def _img2img_inputs(parts: list[MemberPart], inputs: list[MemberInputs]) -> Img2ImgInputs:
     """Each image's init image (A1111: image i of a job uses init image i, cycling) and mask."""
-    lead = members[0].request
+    lead = parts[0].spec.request
     init_images: list[Image.Image] = []
     masks: list[Image.Image | None] = []
-    for member in members:
-        sources = [_open_input(key) for key in member.request.init_images]
-        mask = _open_input(member.request.mask) if member.request.mask else None
-        for index in range(len(member.images)):
-            init_images.append(sources[index % member.request.batch_size % len(sources)])
-            masks.append(mask)
+    for part, member_inputs in zip(parts, inputs, strict=True):
+        sources = member_inputs.init_images
+        for index in range(len(part.images)):
+            init_images.append(sources[index % part.spec.request.batch_size % len(sources)])
+            masks.append(member_inputs.mask)
     return Img2ImgInputs(
         init_images=init_images,
         masks=masks,
@@ -223,120 +404,50 @@ def _img2img_inputs(members: list[BatchMember]) -> Img2ImgInputs:
     )
 
 
-def _control_units(request: GenerationRequest) -> list[ControlUnit]:
+def _control_units(
+    spec: JobSpec, images: tuple[Image.Image, ...], local_path: Callable[[str], str]
+) -> list[ControlUnit]:
+    """The ControlNet units (part of the batch key: every member has the same ones)."""
     return [
         ControlUnit.from_args(
-            dataclasses.asdict(unit), model_path=unit.model_path, model_sha256=unit.model_sha256, image=_open_input(unit.image)
+            dataclasses.asdict(unit), model_path=local_path(model.key), model_sha256=model.sha256, image=image
         )
-        for unit in request.controlnet_units
+        for unit, model, image in zip(spec.request.controlnet_units, spec.controlnet_models, images, strict=True)
     ]
 
 
-def _store_control_maps(folder: str, job: Job, request: GenerationRequest, maps: list[Image.Image]) -> list[str]:
-    """The detect maps the request asked for (the extension's `save_detected_map`), beside its images."""
-    keys = []
-    for index, (unit, control_map) in enumerate(zip(request.controlnet_units, maps, strict=True)):
-        if unit.save_detected_map:
-            buffer = io.BytesIO()
-            control_map.save(buffer, format="PNG")
-            keys.append(store_png(f"{folder}/{job.public_id}-controlnet-{index}.png", buffer.getvalue()))
-    return keys
-
-
-def _output_prefix(job: Job, request: GenerationRequest) -> str:
-    """outputs/, or the PAI `save_dir` the request named (validated at submit: inside the member's directory)."""
-    username = job.owner.get_username()
-    return user_save_dir_key(username, request.save_dir) if request.save_dir else user_outputs_key(username)
-
-
-def batch_execute(*, jobs: list[tuple[str, int]], worker_name: str, runtime: WorkerRuntime) -> None:
-    """Run the (public id, attempt) pairs this worker was handed as one batch."""
-    try:
-        _run_batch(jobs, worker_name, runtime)
-    finally:
-        # Tell the scheduler what is loaded now, before it places the next batch.
-        worker_heartbeat(name=worker_name, loaded_models=runtime.pipelines.loaded(), cached_models=runtime.pipelines.cached())
-        dispatch_pending_safely()
-
-
-def _face_restoration(request: GenerationRequest) -> FaceRestorationSpec | None:
-    restorer = request.face_restorer
-    if not restorer:
+def _face_restoration(spec: JobSpec, local_path: Callable[[str], str]) -> FaceRestorationSpec | None:
+    restorer = spec.face_restorer  # part of the batch key too
+    if restorer is None:
         return None
     return FaceRestorationSpec(
-        restorer=restorer["name"], model_path=restorer["path"], model_sha256=restorer["sha256"],
-        detector_path=restorer["detector_path"], detector_sha256=restorer["detector_sha256"],
-        fidelity=restorer["weight"],
+        restorer=restorer.name, model_path=local_path(restorer.model.key), model_sha256=restorer.model.sha256,
+        detector_path=local_path(restorer.detector.key), detector_sha256=restorer.detector.sha256,
+        fidelity=restorer.weight,
     )
 
 
-def _run_batch(jobs: list[tuple[str, int]], worker_name: str, runtime: WorkerRuntime) -> None:
-    max_batch = settings.ATELIER_WORKER_MAX_BATCH
-    interval = settings.ATELIER_PROGRESS_INTERVAL_SECONDS
-    members: list[BatchMember] = []
-    position = 0
-    for public_id, attempt in jobs:
-        job = Job.objects.filter(public_id=public_id).first()
-        if job is None:
-            continue
-        if job.kind == Job.Kind.EXTRAS:  # no pipeline: its own path (and never batched with others)
-            # imported here: that module imports this one's PNG helpers
-            from inference.runner.extras import extras_execute
+# --- 3. generate ---------------------------------------------------------------------------------
 
-            extras_execute(job=job, attempt=attempt, worker_name=worker_name, runtime=runtime)
-            continue
-        request = GenerationRequest.from_json(job.params)
-        images = range(position, position + len(job.seeds))
-        chunks = range(images.start // max_batch, (images.stop - 1) // max_batch + 1)
-        job = job_claim(
-            public_id=public_id, attempt=attempt, worker_name=worker_name, total_steps=request.sampling_steps * len(chunks)
-        )
-        if job is None:  # not ours (any more): a stale or redelivered message
-            continue
-        members.append(BatchMember(job, attempt, request, images, chunks, ProgressReporter(job, attempt, interval)))
-        position = images.stop
-    if not members:
-        return
 
-    lead = members[0].request  # every member shares the batch key: size, steps, sampler, cfg, …
-    sampler = resolve_sampler(lead.sampler_name, lead.scheduler)
-    spec = GenerationSpec(
-        checkpoint_path=members[0].job.checkpoint_path,
-        checkpoint_sha256=members[0].job.checkpoint_sha256,
-        vae_path=members[0].job.vae_path,
-        vae_sha256=members[0].job.vae_sha256,
-        # Extra-network tags (<lora:…>) are instructions, not words for the text encoder.
-        prompts=[extract_extra_networks(m.request.prompt)[0] for m in members for _ in m.images],
-        negative_prompts=[extract_extra_networks(m.request.negative_prompt)[0] for m in members for _ in m.images],
-        seeds=[seed for m in members for seed in m.job.seeds],
-        steps=lead.steps,
-        cfg_scale=lead.cfg_scale,
-        width=lead.width,
-        height=lead.height,
-        max_batch=max_batch,
-        scheduler_class=sampler.scheduler_class,
-        scheduler_kwargs=sampler.scheduler_kwargs,
-        img2img=_img2img_inputs(members) if lead.kind == "img2img" else None,
-        hires=HiresSpec(
-            width=lead.hr_width, height=lead.hr_height, upscaler=lead.hr_upscaler,
-            steps=lead.hr_second_pass_steps or lead.steps, denoising_strength=lead.denoising_strength,
-            upscaler_path=lead.upscaler_model["path"] if lead.upscaler_model else "",
-            upscaler_sha256=lead.upscaler_model["sha256"] if lead.upscaler_model else "",
-        ) if lead.hires else None,
-        loras=[
-            LoraSpec(path=n["path"], sha256=n["sha256"], te_weight=n["te_weight"], unet_weight=n["unet_weight"])
-            for n in lead.networks if n["kind"] == "lora"
-        ],
-        hypernetworks=[(n["path"], n["sha256"], n["unet_weight"]) for n in lead.networks if n["kind"] == "hypernet"],
-        embeddings=[(n["name"], n["path"], n["sha256"]) for n in lead.networks if n["kind"] == "embedding"],
-        clip_skip=lead.clip_skip,
-        subseeds=[subseed for m in members for subseed in m.request.all_subseeds()],
-        subseed_strength=lead.subseed_strength,
-        tiling=lead.tiling,
-        controlnet=_control_units(lead),  # part of the batch key: every member has the same units
-        face_restoration=_face_restoration(lead),  # part of the batch key too
-        preview_images=preview_positions(members, max_batch),
-    )
+@dataclass(frozen=True)
+class GenerationOutcome:
+    """What the pipeline produced for the whole batch (None where an image was dropped), or why it failed."""
+
+    images: list[Image.Image | None]
+    flagged: list[bool]
+    control_maps: list[Image.Image]
+    elapsed: float
+    error: str | None = None
+
+    @classmethod
+    def failed(cls, error: str, elapsed: float = 0.0) -> GenerationOutcome:
+        return cls(images=[], flagged=[], control_maps=[], elapsed=elapsed, error=error)
+
+
+def generate(spec: GenerationSpec, members: list[BatchMember], runtime: WorkerRuntime) -> GenerationOutcome:
+    """Run the batch; each step and preview goes to the jobs whose images it concerns, and a chunk
+    whose jobs were all cancelled is skipped. A failure is the batch's outcome, never an exception."""
 
     def on_preview(chunk: int, position: int, image: Image.Image) -> None:
         # `image` is the preview of the image at `position` only: it goes to the job it belongs to.
@@ -358,39 +469,93 @@ def _run_batch(jobs: list[tuple[str, int]], worker_name: str, runtime: WorkerRun
     try:
         images, flagged = runtime.censor(runtime.generate(spec, on_step=on_step, on_preview=on_preview))
         control_maps = [prepare_control_image(unit, width=spec.width, height=spec.height) for unit in spec.controlnet]
-        error = None
+        outcome = GenerationOutcome(images, flagged, control_maps, elapsed=time.perf_counter() - started)
     except Exception as exc:  # noqa: BLE001 - a batch's failure must never take the worker down
         logger.exception("batch of %s failed", [m.job.public_id for m in members])
-        images, flagged, control_maps, error = [], [], [], f"generation failed: {exc}"
-    elapsed = time.perf_counter() - started
-    for member in members:
-        member.reporter.close()
+        outcome = GenerationOutcome.failed(f"generation failed: {exc}", elapsed=time.perf_counter() - started)
+    finally:
+        for member in members:
+            member.reporter.close()
+    return outcome
 
-    total_images = len(spec.seeds)
+
+# --- 4. store and finish -------------------------------------------------------------------------
+
+
+def finish_members(members: list[BatchMember], outcome: GenerationOutcome) -> None:
+    """Each job's own images stored and the job finished; `job_fail` scrubs server paths from errors."""
+    total_images = sum(len(member.images) for member in members)
     for member in members:
         job, attempt = member.job, member.attempt
-        gpu_seconds = elapsed * len(member.images) / total_images  # the batch's time, shared by image
-        if error is not None:
-            job_fail(job=job, attempt=attempt, error=error, gpu_seconds=gpu_seconds)
+        gpu_seconds = outcome.elapsed * len(member.images) / total_images  # the batch's time, shared by image
+        if outcome.error is not None:
+            job_fail(job=job, attempt=attempt, error=outcome.error, gpu_seconds=gpu_seconds)
             continue
-        mine = [images[i] for i in member.images]
+        mine = [outcome.images[i] for i in member.images]
         if member.reporter.stopped.is_set() or any(image is None for image in mine):
             job_mark_cancelled(job=job, attempt=attempt, gpu_seconds=gpu_seconds)
             continue
-        infotexts = _infotexts(job, member.request, sampler)
+        infotexts = _infotexts(job, member.spec)
         folder = f"{_output_prefix(job, member.request)}/{job.created_at:%Y-%m-%d}"
         try:
             outputs = [
                 store_png(f"{folder}/{job.public_id}-{index}.png", png_bytes(image, infotext))
                 for index, (image, infotext) in enumerate(zip(mine, infotexts, strict=True))
             ]
-            maps = _store_control_maps(folder, job, member.request, control_maps) if control_maps else []
+            maps = _store_control_maps(folder, job, member.request, outcome.control_maps)
         except UnsafeOutputPath as exc:  # nothing is written outside the member's directory
             job_fail(job=job, attempt=attempt, error=str(exc), gpu_seconds=gpu_seconds)
             continue
-        censored = [index for index, position in enumerate(member.images) if flagged[position]]
+        censored = [index for index, position in enumerate(member.images) if outcome.flagged[position]]
         if not job_succeed(
             job=job, attempt=attempt, outputs=outputs, infotexts=infotexts, gpu_seconds=gpu_seconds,
             censored=censored, control_maps=maps,
         ):
             logger.warning("job %s finished here but was no longer ours: result discarded", job.public_id)
+
+
+def _infotexts(job: Job, spec: JobSpec) -> list[str]:
+    request = spec.request
+    sampler = resolve_sampler(request.sampler_name, request.scheduler)
+    model_name, _, hash_part = job.checkpoint_title.rpartition(" [")
+    extra = img2img_infotext_params(request) if request.kind == "img2img" else hires_infotext_params(request)
+    if job.vae_title:
+        vae_name, _, vae_hash = job.vae_title.rpartition(" [")
+        extra = {"VAE hash": vae_hash.rstrip("]"), "VAE": vae_name, **extra}
+    extra = {**extra, **controlnet_infotext_entries(request.controlnet_units)}
+    return [
+        generation_infotext(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt,
+            steps=request.steps,
+            sampler_name=sampler.name,
+            schedule_label=sampler.effective_schedule_label,  # A1111 1.9+ writes the effective one
+            cfg_scale=request.cfg_scale,
+            seed=seed,
+            width=request.width,
+            height=request.height,
+            model_hash=hash_part.rstrip("]") or None,
+            model_name=model_name.rsplit(".", 1)[0] or None,
+            extra={**extra, "Clip skip": request.clip_skip if request.clip_skip > 1 else None,
+                   "Face restoration": spec.face_restorer.name if spec.face_restorer else None,
+                   "Tiling": True if request.tiling else None},
+        )
+        for seed in job.seeds
+    ]
+
+
+def _store_control_maps(folder: str, job: Job, request: GenerationRequest, maps: list[Image.Image]) -> list[str]:
+    """The detect maps the request asked for (the extension's `save_detected_map`), beside its images."""
+    keys = []
+    for index, (unit, control_map) in enumerate(zip(request.controlnet_units, maps, strict=True)):
+        if unit.save_detected_map:
+            buffer = io.BytesIO()
+            control_map.save(buffer, format="PNG")
+            keys.append(store_png(f"{folder}/{job.public_id}-controlnet-{index}.png", buffer.getvalue()))
+    return keys
+
+
+def _output_prefix(job: Job, request: GenerationRequest) -> str:
+    """outputs/, or the PAI `save_dir` the request named (validated at submit: inside the member's directory)."""
+    username = job.owner.get_username()
+    return user_save_dir_key(username, request.save_dir) if request.save_dir else user_outputs_key(username)

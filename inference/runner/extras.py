@@ -35,9 +35,9 @@ from inference.services import (
     job_progress,
     job_succeed,
 )
+from inference.storage import member_file_open, model_file_path
 from runtime.extras import PostprocessSpec, Resizer, RestoreStep, UpscaleStep
 from runtime.engine import WorkerRuntime
-from inference.storage import member_file_open
 from tenants.workdirs import user_outputs_key
 
 logger = logging.getLogger(__name__)
@@ -45,10 +45,16 @@ logger = logging.getLogger(__name__)
 INFOTEXT_CHUNK = "postprocessing"  # A1111's key for the extras infotext in a PNG
 
 
+def _local_path(model: dict[str, str]) -> str:
+    """A resolved model's file on this machine: its storage key resolved here (jobs queued before
+    keys were stored carry the submitting machine's path)."""
+    return str(model_file_path(model["key"])) if "key" in model else model.get("path", "")
+
+
 def _resizer(request: ExtrasRequest, slot: str) -> Resizer:
     model = request.resolved_models.get(slot)
     name = getattr(request, slot)
-    return Resizer(name, model["path"], model["sha256"]) if model else Resizer(name)
+    return Resizer(name, _local_path(model), model["sha256"]) if model else Resizer(name)
 
 
 def postprocess_spec(request: ExtrasRequest, width: int, height: int) -> PostprocessSpec:
@@ -69,11 +75,11 @@ def postprocess_spec(request: ExtrasRequest, width: int, height: int) -> Postpro
     return PostprocessSpec(
         upscale=upscale,
         restore=tuple(
-            RestoreStep(name, models[name]["path"], models[name]["sha256"], request.visibility(name),
+            RestoreStep(name, _local_path(models[name]), models[name]["sha256"], request.visibility(name),
                         request.codeformer_weight)
             for name in request.restorers
         ),
-        detector_path=detector.get("path", ""),
+        detector_path=_local_path(detector) if detector else "",
         detector_sha256=detector.get("sha256", ""),
     )
 

@@ -38,6 +38,7 @@ from inference.events import job_group
 from a1111.generation import GenerationRequest, parse_generation_request
 from a1111.infotext import VERSION, img2img_infotext_params
 from inference.inputs.images import InputImages, read_input_images
+from inference.jobspec import member_params_from_json
 from inference.models import Job
 from a1111.prompts import parse_prompt
 from inference.selectors import user_options_get
@@ -157,6 +158,7 @@ def _info(job: Job, notes: list[str]) -> str:
     seeds = list(job.seeds)
     count = len(seeds)
     request = GenerationRequest.from_json(params)
+    restorer = member_params_from_json(params).get("face_restorer")
     extra = {"Schedule type": params["scheduler"]}
     if request.kind == "img2img":
         extra.update({k: v for k, v in img2img_infotext_params(request).items() if v is not None})
@@ -170,7 +172,7 @@ def _info(job: Job, notes: list[str]) -> str:
         "width": params["width"], "height": params["height"], "sampler_name": params["sampler_name"],
         "cfg_scale": params["cfg_scale"], "steps": params["steps"], "batch_size": params["batch_size"],
         "restore_faces": request.restore_faces,
-        "face_restoration_model": request.face_restorer["name"] if request.face_restorer else None,
+        "face_restoration_model": restorer["name"] if restorer else None,
         "sd_model_name": model_name, "sd_model_hash": model_hash,
         "sd_vae_name": vae_name, "sd_vae_hash": vae_hash, "seed_resize_from_w": -1, "seed_resize_from_h": -1,
         "denoising_strength": request.denoising_strength if request.kind == "img2img" else None,

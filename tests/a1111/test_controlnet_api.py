@@ -19,6 +19,7 @@ import pytest
 from django.conf import settings
 from PIL import Image, ImageDraw
 
+from inference.jobspec import JobSpec
 from inference.models import Job
 from runtime.tiny.controlnet import write_tiny_controlnet
 from tests.harness import serving_png
@@ -155,12 +156,14 @@ def test_units_are_resolved_stored_and_part_of_the_batch_key(api, alices_control
     assert response.status_code == 201, response.content
     job = Job.objects.get(public_id=response.json()["id"])
     first, second = job.params["controlnet_units"]
-    assert (first["model"], first["model_path"]) == ("alice-lines", str(alices_controlnet.resolve()))
+    alices_model, _public = JobSpec.from_json(job.params).controlnet_models
+    assert (first["model"], alices_model.key) == ("alice-lines", "users/alice/models/ControlNet/" + alices_controlnet.name)
     assert second["model"] == PUBLIC_CONTROLNET and second["module"] == "invert" and second["weight"] == 0.5
     assert first["image"] == second["image"]  # the same picture is stored once, by content
     assert first["image"].startswith("users/alice/inputs/") and (settings.DATA_DIR / first["image"]).is_file()
     shown = api("alice").get(f"/api/v1/jobs/{job.public_id}").json()
     assert "model_path" not in str(shown["params"]) and str(settings.DATA_DIR) not in str(shown)
+    assert alices_model.sha256 not in str(shown) and "model_sha256" not in str(shown)
 
     same = Job.objects.get(public_id=api("alice").post("/api/v1/jobs", _body(webuiapi_style, _unit(module="invert", weight=0.5))).json()["id"])
     other_image = _unit(image=_b64(_rectangle_png(box=(2, 2, 30, 30))), module="invert", weight=0.5)

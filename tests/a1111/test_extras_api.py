@@ -26,6 +26,7 @@ from a1111.extras import (
     scaled_size,
 )
 from inference.models import Job
+from inference.storage import model_file_path
 from runtime.faces.detection import write_tiny_face_detector
 from runtime.faces.gfpgan import write_tiny_gfpgan
 from runtime.upscalers import write_tiny_esrgan
@@ -133,9 +134,10 @@ def test_a_job_is_stored_with_its_inputs_in_the_owners_folder(api, bobs_models) 
     assert request.names == ["one", "two"] and request.sizes == [[64, 64], [32, 48]]
     assert all(key.startswith("users/bob/inputs/") and (settings.DATA_DIR / key).is_file() for key in request.images)
     models = request.resolved_models
-    assert models["upscaler_1"]["path"] == str(bobs_models["esrgan"].resolve())
-    assert models["GFPGAN"]["path"] == str(bobs_models["gfpgan"].resolve())
-    assert models["detector"]["path"] == str(bobs_models["detector"].resolve())
+    # storage keys (a worker resolves them on its own machine), not this machine's paths
+    assert models["upscaler_1"]["key"].startswith("users/bob/models/ESRGAN/")
+    for slot, name in (("upscaler_1", "esrgan"), ("GFPGAN", "gfpgan"), ("detector", "detector")):
+        assert model_file_path(models[slot]["key"]) == bobs_models[name].resolve()
     assert "CodeFormer" not in models  # visibility 0: not needed, not resolved
 
     shown = api("bob").get(f"/api/v1/jobs/{job.public_id}").json()

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+from inference.jobspec import JobSpec
 from inference.models import Job
+from inference.storage import model_file_path
 from runtime.faces.codeformer import write_tiny_codeformer
 from runtime.faces.detection import write_tiny_face_detector
 from runtime.faces.gfpgan import write_tiny_gfpgan
@@ -52,10 +54,11 @@ def test_face_restorers_lists_what_each_member_has(api, face_models) -> None:
 @pytest.mark.django_db
 def test_a_request_runs_with_the_named_restorer_or_the_members_option(api, face_models) -> None:
     job = _submit_native(api, "bob", _body(override_settings={"face_restoration_model": "gfpgan"}))
-    restorer = job.params["face_restorer"]
-    assert restorer["name"] == "GFPGAN" and restorer["path"] == str(face_models["bob_gfpgan"].resolve())
-    assert restorer["detector_path"] == str(face_models["bob_detector"].resolve())
-    assert restorer["weight"] == 0.5
+    restorer = JobSpec.from_json(job.params).face_restorer
+    assert restorer.name == "GFPGAN" and model_file_path(restorer.model.key) == face_models["bob_gfpgan"].resolve()
+    assert restorer.model.key.startswith("users/bob/models/GFPGAN/")  # a storage key, not this machine's path
+    assert model_file_path(restorer.detector.key) == face_models["bob_detector"].resolve()
+    assert restorer.weight == 0.5
     shown = api("bob").get(f"/api/v1/jobs/{job.public_id}").json()["params"]
     assert shown["face_restorer"] == {"name": "GFPGAN", "weight": 0.5}  # no server paths
     assert str(settings.DATA_DIR) not in str(shown)
@@ -63,11 +66,12 @@ def test_a_request_runs_with_the_named_restorer_or_the_members_option(api, face_
     # no name: the member's option (CodeFormer by default, as A1111), with its weight
     assert api("bob").post("/sdapi/v1/options", {"code_former_weight": 0.8}).status_code == 200
     job = _submit_native(api, "bob", _body())
-    assert job.params["face_restorer"]["name"] == "CodeFormer" and job.params["face_restorer"]["weight"] == 0.8
+    restorer = JobSpec.from_json(job.params).face_restorer
+    assert restorer.name == "CodeFormer" and restorer.weight == 0.8
     other = _submit_native(api, "bob", _body(override_settings={"face_restoration_model": "GFPGAN"}))
     assert other.batch_key != job.batch_key  # different restorers never share a pipeline call
     plain = _submit_native(api, "bob", {**_body(), "restore_faces": False})
-    assert plain.params["face_restorer"] is None and plain.batch_key != job.batch_key
+    assert JobSpec.from_json(plain.params).face_restorer is None and plain.batch_key != job.batch_key
 
 
 def _submit_native(api, user: str, body: dict) -> Job:

@@ -9,6 +9,7 @@ import shutil
 import pytest
 from django.conf import settings
 
+from inference.jobspec import JobSpec
 from inference.models import Job
 
 pytestmark = pytest.mark.django_db
@@ -319,7 +320,8 @@ def test_model_upscalers_are_listed_per_member_and_unknown_ones_are_not_installe
         response = api("alice").post("/api/v1/jobs", body)
         assert response.status_code == 201, response.content
         job = Job.objects.get(public_id=response.json()["id"])
-        assert job.params["upscaler_model"]["sha256"]
+        upscaler = JobSpec.from_json(job.params).upscaler
+        assert upscaler.model.sha256 and upscaler.model.key == "users/alice/models/ESRGAN/RealESRGAN_x4plus.pth"
         shown = api("alice").get(f"/api/v1/jobs/{job.public_id}").json()
         assert shown["params"]["hr_upscaler"] == "R-ESRGAN 4x+" and "upscaler_model" not in shown["params"]
     finally:

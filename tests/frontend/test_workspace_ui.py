@@ -19,6 +19,7 @@ from frontend.member_selectors import generation_defaults_for_user, language_for
 from frontend.preferences import Extension, ExtensionChoice
 from frontend.workspace.controlnet import UNIT_COUNT, UNIT_FIELDS
 from frontend.workspace.ui import COMMON_FIELDS, TXT2IMG_FIELDS, Workspace, build_workspace
+from inference.jobspec import JobSpec
 from inference.models import Job
 from inference.services import job_claim, job_succeed
 
@@ -408,7 +409,8 @@ def test_an_enabled_unit_becomes_the_api_unit_and_reaches_alices_job(personas, c
 
     job = alice.submit("txt2img", *args(form(batch_size=1), units=[first, second]))
     (stored,) = job.params["controlnet_units"]
-    assert (stored["model"], stored["model_path"]) == ("alice-lines", str(controlnets["own"].resolve()))
+    (model,) = JobSpec.from_json(job.params).controlnet_models
+    assert (stored["model"], model.key) == ("alice-lines", "users/alice/models/ControlNet/" + controlnets["own"].name)
     assert (stored["module"], stored["weight"], stored["guidance_start"], stored["guidance_end"]) == ("canny", 0.6, 0.1, 0.8)
     assert (stored["control_mode"], stored["resize_mode"], stored["threshold_a"], stored["threshold_b"]) == (2, 0, 50, 150)
     assert stored["field"] == "alwayson_scripts.controlnet.args[0]" and stored["image"].startswith("users/alice/inputs/")
@@ -502,7 +504,7 @@ def test_restore_faces_is_sent_and_a_missing_restorer_is_the_members_message(per
     try:
         next(alice.generate_txt2img(*args(form(restore_faces=True))))
         job = Job.objects.get()
-        assert job.params["restore_faces"] is True and job.params["face_restorer"]["name"] == "GFPGAN"
+        assert job.params["restore_faces"] is True and JobSpec.from_json(job.params).face_restorer.name == "GFPGAN"
     finally:
         for path in written:
             path.unlink()

@@ -9,6 +9,7 @@ import base64
 
 import pytest
 
+from inference.jobspec import JobSpec
 from inference.models import Job
 
 pytestmark = pytest.mark.django_db
@@ -164,9 +165,10 @@ def test_prompt_loras_must_be_ones_the_user_has(api, personas) -> None:
 
         sha = hashlib.sha256(b"placeholder").hexdigest()
         assert job.lora_key == f"{sha}@te=0.7,unet=0.7"  # by content: two files named alike never batch
-        assert job.params["networks"][0]["name"] == "inkwash"
+        (network,) = JobSpec.from_json(job.params).networks
+        assert (network.name, network.model.key) == ("inkwash", "tenants/studio-a/models/Lora/inkwash.safetensors")
         shown = api("alice").get(f"/api/v1/jobs/{job.public_id}").json()["params"]
-        assert "networks" not in shown and str(settings.DATA_DIR) not in str(shown)
+        assert "networks" not in shown and str(settings.DATA_DIR) not in str(shown) and sha not in str(shown)
         response = api("charlie").post("/api/v1/jobs", {**BODY, "prompt": "a boat <lora:inkwash:0.7>"})
         assert response.status_code == 400 and "unknown lora 'inkwash'" in response.json()["error"]
         response = api("alice").post("/api/v1/jobs", {**BODY, "negative_prompt": "<lora:inkwash:abc>"})

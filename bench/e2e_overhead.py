@@ -41,7 +41,8 @@ def main() -> None:
     from websockets.sync.client import connect
 
     from inference.samplers import resolve_sampler
-    from inference.worker.runtime import GenerationSpec, WorkerRuntime
+    from inference.worker.runtime import WorkerRuntime
+    from inference.worker.specs import GenerationSpec
     from tests.harness import Platform
 
     params = {"prompt": "a lighthouse at dawn", "width": args.size, "height": args.size,

@@ -48,10 +48,9 @@ from inference.worker.controlnet import ControlUnit  # noqa: E402
 from inference.worker.faces.codeformer import write_tiny_codeformer  # noqa: E402
 from inference.worker.faces.detection import write_tiny_face_detector  # noqa: E402
 from inference.worker.faces.gfpgan import write_tiny_gfpgan  # noqa: E402
-from inference.worker.faces.restoration import FaceRestorationSpec  # noqa: E402
-from inference.worker.lora import LoraSpec  # noqa: E402
-from inference.worker.runtime import GenerationSpec, HiresSpec, Img2ImgInputs, WorkerRuntime  # noqa: E402
+from inference.worker.runtime import WorkerRuntime  # noqa: E402
 from inference.worker.safety import write_tiny_safety_checker  # noqa: E402
+from inference.worker.specs import FaceRestorationSpec, GenerationSpec, HiresSpec, Img2ImgInputs, LoraSpec  # noqa: E402
 from inference.worker.tiny_controlnet import write_tiny_controlnet  # noqa: E402
 from inference.worker.tiny_embedding import write_tiny_embedding  # noqa: E402
 from inference.worker.tiny_families import write_tiny_sd2_checkpoint, write_tiny_sdxl_checkpoint  # noqa: E402

@@ -45,15 +45,14 @@ from inference.services import (
 )
 from inference.storage import UnsafeOutputPath, member_file_open, member_file_save
 from inference.worker.controlnet import ControlUnit, prepare_control_image
-from inference.worker.faces.restoration import FaceRestorationSpec
 from inference.worker.img2img import InpaintSettings
-from inference.worker.lora import LoraSpec
-from inference.worker.runtime import (
+from inference.worker.runtime import SkipChunk, WorkerRuntime
+from inference.worker.specs import (
+    FaceRestorationSpec,
     GenerationSpec,
     HiresSpec,
     Img2ImgInputs,
-    SkipChunk,
-    WorkerRuntime,
+    LoraSpec,
 )
 from tenants.workdirs import user_outputs_key, user_save_dir_key
 

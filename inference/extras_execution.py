@@ -35,9 +35,9 @@ from inference.services import (
     job_progress,
     job_succeed,
 )
-from inference.worker.extras import PostprocessSpec, Resizer, RestoreStep, UpscaleStep
-from inference.worker.runtime import WorkerRuntime
 from inference.storage import member_file_open
+from inference.worker.runtime import WorkerRuntime
+from inference.worker.specs import PostprocessSpec, Resizer, RestoreStep, UpscaleStep
 from tenants.workdirs import user_outputs_key
 
 logger = logging.getLogger(__name__)

@@ -17,7 +17,8 @@ from django.conf import settings
 from PIL import Image
 
 from inference.samplers import resolve_sampler
-from inference.worker.runtime import GenerationSpec, WorkerRuntime
+from inference.worker.runtime import WorkerRuntime
+from inference.worker.specs import GenerationSpec
 from inference.worker.tiny_model import write_tiny_checkpoint
 
 STEPS = 4

@@ -13,8 +13,15 @@ import torch
 from diffusers.models.attention_processor import AttnProcessor2_0
 
 from inference.samplers import resolve_sampler
-from inference.worker.acceleration import Acceleration, AccelerationSettingError, apply_to_pipeline, configure_vae
-from inference.worker.runtime import GenerationSpec, PipelineCache, WorkerRuntime
+from inference.worker.acceleration import (
+    Acceleration,
+    AccelerationSettingError,
+    apply_to_pipeline,
+    configure_vae,
+)
+from inference.worker.caches import PipelineCache
+from inference.worker.runtime import WorkerRuntime
+from inference.worker.specs import GenerationSpec
 from inference.worker.tiny_model import write_tiny_checkpoint
 
 

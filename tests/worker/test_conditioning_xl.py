@@ -11,7 +11,8 @@ import torch
 from inference.samplers import resolve_sampler
 from inference.worker.checkpoints import load_pipeline
 from inference.worker.conditioning import encode_pair_xl
-from inference.worker.runtime import GenerationSpec, WorkerRuntime
+from inference.worker.runtime import WorkerRuntime
+from inference.worker.specs import GenerationSpec
 from inference.worker.tiny_families import write_tiny_sdxl_checkpoint
 
 

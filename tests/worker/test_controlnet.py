@@ -439,7 +439,8 @@ def test_worker_runtime_runs_controlnet_units_and_survives_a_mismatch(checkpoint
     import dataclasses
 
     from inference.samplers import resolve_sampler
-    from inference.worker.runtime import GenerationSpec, Img2ImgInputs, WorkerRuntime
+    from inference.worker.runtime import WorkerRuntime
+    from inference.worker.specs import GenerationSpec, Img2ImgInputs
 
     runtime = WorkerRuntime(device="cpu", cache_size=1, config_cache_dir=tmp_path / "cache")
     choice = resolve_sampler("Euler")

@@ -21,7 +21,8 @@ from inference.samplers import resolve_sampler
 from inference.worker.checkpoints import get_architecture
 from inference.worker.controlnet import ControlNetError, ControlUnit, load_controlnet
 from inference.worker.img2img import InpaintSettings
-from inference.worker.runtime import GenerationSpec, Img2ImgInputs, WorkerRuntime
+from inference.worker.runtime import WorkerRuntime
+from inference.worker.specs import GenerationSpec, Img2ImgInputs
 from inference.worker.tiny_controlnet import (
     TINY_SDXL_CONTROLNET_DEPTHS,
     build_tiny_controlnet,

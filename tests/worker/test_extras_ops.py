@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inference.worker.extras import PostprocessSpec, Resizer, RestoreStep, UpscaleStep
 from inference.worker.faces.detection import write_tiny_face_detector
 from inference.worker.faces.gfpgan import write_tiny_gfpgan
 from inference.worker.runtime import WorkerRuntime
+from inference.worker.specs import PostprocessSpec, Resizer, RestoreStep, UpscaleStep
 from inference.worker.upscalers import write_tiny_esrgan
 
 

@@ -22,11 +22,11 @@ from inference.worker.faces.gfpgan import write_tiny_gfpgan
 from inference.worker.faces.restoration import (
     FFHQ_TEMPLATE_512,
     FaceNet,
-    FaceRestorationSpec,
     load_face_net,
     restore_detected,
 )
 from inference.worker.runtime import WorkerRuntime
+from inference.worker.specs import FaceRestorationSpec
 
 
 class _Identity(torch.nn.Module):

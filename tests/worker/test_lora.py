@@ -18,7 +18,8 @@ from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file, save_file
 
 from inference.worker.checkpoints import load_pipeline
-from inference.worker.lora import LoraMismatch, LoraSet, LoraSpec, adapter_name_for
+from inference.worker.lora import LoraMismatch, LoraSet, adapter_name_for
+from inference.worker.specs import LoraSpec
 from inference.worker.tiny_lora import write_tiny_lora, write_tiny_sdxl_style_lora
 from inference.worker.tiny_model import write_tiny_checkpoint
 

@@ -424,7 +424,8 @@ def test_the_worker_runtime_generates_with_each_family(tmp_path, family) -> None
 
     from inference.samplers import resolve_sampler
     from inference.worker import tiny_families
-    from inference.worker.runtime import GenerationSpec, Img2ImgInputs, WorkerRuntime
+    from inference.worker.runtime import WorkerRuntime
+    from inference.worker.specs import GenerationSpec, Img2ImgInputs
 
     writer = {"sd2": tiny_families.write_tiny_sd2_checkpoint, "sdxl": tiny_families.write_tiny_sdxl_checkpoint}[family]
     checkpoint = writer(tmp_path / f"{family}.safetensors")

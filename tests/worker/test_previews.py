@@ -7,7 +7,8 @@ import torch
 
 from inference.samplers import resolve_sampler
 from inference.worker.previews import latent_preview
-from inference.worker.runtime import GenerationSpec, HiresSpec, WorkerRuntime
+from inference.worker.runtime import WorkerRuntime
+from inference.worker.specs import GenerationSpec, HiresSpec
 from inference.worker.tiny_model import write_tiny_checkpoint
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from inference.samplers import resolve_sampler
-from inference.worker.runtime import GenerationSpec, SkipChunk, WorkerRuntime
+from inference.worker.runtime import SkipChunk, WorkerRuntime
+from inference.worker.specs import GenerationSpec
 from inference.worker.tiny_model import write_tiny_checkpoint
 
 

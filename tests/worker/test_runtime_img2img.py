@@ -12,7 +12,8 @@ from PIL import Image
 
 from inference.samplers import resolve_sampler
 from inference.worker.img2img import InpaintSettings
-from inference.worker.runtime import GenerationSpec, Img2ImgInputs, WorkerRuntime
+from inference.worker.runtime import WorkerRuntime
+from inference.worker.specs import GenerationSpec, Img2ImgInputs
 from inference.worker.tiny_model import write_tiny_checkpoint, write_tiny_vae
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from inference.samplers import resolve_sampler
-from inference.worker.runtime import GenerationSpec, HiresSpec, WorkerRuntime
+from inference.worker.runtime import WorkerRuntime
+from inference.worker.specs import GenerationSpec, HiresSpec
 from inference.worker.tiny_model import write_tiny_checkpoint
 
 

@@ -10,8 +10,14 @@ import torch
 from PIL import Image
 
 from inference.samplers import resolve_sampler
-from inference.worker.runtime import GenerationSpec, WorkerRuntime
-from inference.worker.safety import SafetyChecker, SafetyCheckerMissing, censor_image, write_tiny_safety_checker
+from inference.worker.runtime import WorkerRuntime
+from inference.worker.safety import (
+    SafetyChecker,
+    SafetyCheckerMissing,
+    censor_image,
+    write_tiny_safety_checker,
+)
+from inference.worker.specs import GenerationSpec
 from inference.worker.tiling import seamless
 from inference.worker.tiny_model import write_tiny_checkpoint
 

@@ -12,9 +12,15 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from inference.samplers import resolve_sampler
-from inference.worker.runtime import GenerationSpec, HiresSpec, WorkerRuntime
+from inference.worker.runtime import WorkerRuntime
+from inference.worker.specs import GenerationSpec, HiresSpec
 from inference.worker.tiny_model import write_tiny_checkpoint
-from inference.worker.upscalers import UpscalerError, load_upscaler, upscale, write_tiny_esrgan
+from inference.worker.upscalers import (
+    UpscalerError,
+    load_upscaler,
+    upscale,
+    write_tiny_esrgan,
+)
 
 
 @pytest.mark.parametrize(("name", "scale", "layout"), [

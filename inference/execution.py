@@ -43,7 +43,7 @@ from inference.services import (
     job_progress,
     job_succeed,
 )
-from inference.storage import UnsafeOutputPath, member_file_open, member_file_save
+from inference.storage import UnsafeOutputPath, member_file_save, member_image_open
 from inference.worker.controlnet import ControlUnit, prepare_control_image
 from inference.worker.img2img import InpaintSettings
 from inference.worker.runtime import SkipChunk, WorkerRuntime
@@ -186,21 +186,14 @@ def _infotexts(job: Job, request: GenerationRequest, sampler: SamplerChoice) -> 
     ]
 
 
-def _open_input(key: str) -> Image.Image:
-    with member_file_open(key) as handle:
-        image = Image.open(handle)
-        image.load()
-    return image
-
-
 def _img2img_inputs(members: list[BatchMember]) -> Img2ImgInputs:
     """Each image's init image (A1111: image i of a job uses init image i, cycling) and mask."""
     lead = members[0].request
     init_images: list[Image.Image] = []
     masks: list[Image.Image | None] = []
     for member in members:
-        sources = [_open_input(key) for key in member.request.init_images]
-        mask = _open_input(member.request.mask) if member.request.mask else None
+        sources = [member_image_open(key) for key in member.request.init_images]
+        mask = member_image_open(member.request.mask) if member.request.mask else None
         for index in range(len(member.images)):
             init_images.append(sources[index % member.request.batch_size % len(sources)])
             masks.append(mask)
@@ -224,7 +217,7 @@ def _img2img_inputs(members: list[BatchMember]) -> Img2ImgInputs:
 def _control_units(request: GenerationRequest) -> list[ControlUnit]:
     return [
         ControlUnit.from_args(
-            dataclasses.asdict(unit), model_path=unit.model_path, model_sha256=unit.model_sha256, image=_open_input(unit.image)
+            dataclasses.asdict(unit), model_path=unit.model_path, model_sha256=unit.model_sha256, image=member_image_open(unit.image)
         )
         for unit in request.controlnet_units
     ]

@@ -17,7 +17,6 @@ import logging
 import time
 
 from django.core.files.storage import default_storage
-from PIL import Image
 
 from inference.execution import png_bytes, store_png
 from inference.extras import (
@@ -35,7 +34,7 @@ from inference.services import (
     job_progress,
     job_succeed,
 )
-from inference.storage import member_file_open
+from inference.storage import member_image_open
 from inference.worker.runtime import WorkerRuntime
 from inference.worker.specs import PostprocessSpec, Resizer, RestoreStep, UpscaleStep
 from tenants.workdirs import user_outputs_key
@@ -78,13 +77,6 @@ def postprocess_spec(request: ExtrasRequest, width: int, height: int) -> Postpro
     )
 
 
-def _open(key: str) -> Image.Image:
-    with member_file_open(key) as handle:
-        image = Image.open(handle)
-        image.load()
-    return image
-
-
 def extras_execute(*, job: Job, attempt: int, worker_name: str, runtime: WorkerRuntime) -> None:
     """Run one dispatched extras job (a stale or redelivered message for it does nothing)."""
     request = ExtrasRequest.from_json(job.params)
@@ -98,7 +90,7 @@ def extras_execute(*, job: Job, attempt: int, worker_name: str, runtime: WorkerR
     started = time.perf_counter()
     try:
         for index, key in enumerate(request.images):
-            image = _open(key)
+            image = member_image_open(key)
             result = runtime.postprocess(image, postprocess_spec(request, *image.size))
             infotext = extras_infotext(request, *image.size)
             outputs.append(store_png(f"{folder}/{job.public_id}-{index}.png", png_bytes(result, infotext, INFOTEXT_CHUNK)))

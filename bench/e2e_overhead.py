@@ -41,7 +41,8 @@ def main() -> None:
     from websockets.sync.client import connect
 
     from a1111.samplers import resolve_sampler
-    from runtime.engine import GenerationSpec, WorkerRuntime
+    from runtime.engine import WorkerRuntime
+    from runtime.specs import GenerationSpec
     from tests.harness import Platform
 
     params = {"prompt": "a lighthouse at dawn", "width": args.size, "height": args.size,

@@ -185,7 +185,7 @@ class AtelierRunner:
         self.pipeline = self.runtime.pipelines.get(str(checkpoint), "bench")  # load (and set up) now
 
     def __call__(self, *, batch: int, size: int, steps: int, seed: int, clock: "StepClock") -> None:
-        from runtime.engine import GenerationSpec
+        from runtime.specs import GenerationSpec
 
         spec = GenerationSpec(
             checkpoint_path=str(self.checkpoint), checkpoint_sha256="bench", prompts=[PROMPT] * batch,

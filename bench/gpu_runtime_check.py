@@ -48,10 +48,9 @@ from a1111.controlnet import ControlUnit  # noqa: E402
 from runtime.faces.codeformer import write_tiny_codeformer  # noqa: E402
 from runtime.faces.detection import write_tiny_face_detector  # noqa: E402
 from runtime.faces.gfpgan import write_tiny_gfpgan  # noqa: E402
-from runtime.faces.restoration import FaceRestorationSpec  # noqa: E402
-from runtime.networks.lora import LoraSpec  # noqa: E402
-from runtime.engine import GenerationSpec, HiresSpec, Img2ImgInputs, WorkerRuntime  # noqa: E402
+from runtime.engine import WorkerRuntime  # noqa: E402
 from runtime.safety import write_tiny_safety_checker  # noqa: E402
+from runtime.specs import FaceRestorationSpec, GenerationSpec, HiresSpec, Img2ImgInputs, LoraSpec  # noqa: E402
 from runtime.tiny.controlnet import write_tiny_controlnet  # noqa: E402
 from runtime.tiny.embedding import write_tiny_embedding  # noqa: E402
 from runtime.tiny.families import write_tiny_sd2_checkpoint, write_tiny_sdxl_checkpoint  # noqa: E402

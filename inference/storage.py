@@ -12,7 +12,7 @@ another member's `outputs/`, or anywhere the server may write. So on local stora
   owner-only (0600) under a temporary name renamed over the final one: a link swapped in after
   the check is refused by the kernel, not followed, and a half-written file is never seen.
 
-Reads (`member_file_open`) are held to the same rule: a key whose file resolves outside the
+Reads (`member_file_open`, and `member_file_read` / `member_image_open` on top of it) are held to the same rule: a key whose file resolves outside the
 member's directory (an output replaced by a link to another member's render) reads as missing.
 
 Object storage (S3, OSS, MinIO) has no links: keys are written and read as they are.
@@ -20,6 +20,7 @@ Object storage (S3, OSS, MinIO) has no links: keys are written and read as they 
 
 from __future__ import annotations
 
+import io
 import os
 import secrets
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import IO
 
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+from PIL import Image
 
 FOLDER_MODE = 0o700
 FILE_MODE = 0o600
@@ -128,6 +130,20 @@ def member_file_open(key: str) -> IO[bytes]:
     if not resolved.is_relative_to(root_path.resolve()) or not resolved.is_file():
         raise FileNotFoundError(key)
     return open(resolved, "rb")  # noqa: SIM115 (the caller closes it)
+
+
+def member_file_read(key: str) -> bytes:
+    """The bytes of the file at `key`; FileNotFoundError as `member_file_open`."""
+    with member_file_open(key) as handle:
+        return handle.read()
+
+
+def member_image_open(key: str) -> Image.Image:
+    """The image at `key`, fully loaded (a PNG's text chunks kept), its file closed;
+    FileNotFoundError as `member_file_open`."""
+    image = Image.open(io.BytesIO(member_file_read(key)))
+    image.load()
+    return image
 
 
 # --- model files: storage-relative keys ----------------------------------------------------------

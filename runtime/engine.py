@@ -1,29 +1,31 @@
-"""The GPU worker runtime: a cache of loaded pipelines and txt2img on diffusers (no Django).
+"""The GPU worker runtime: runs one batch of frozen specs on diffusers and returns PIL images (no Django).
 
 One `WorkerRuntime` is owned by each worker process (see `inference/runner/tasks.py`). It takes
-plain data (`GenerationSpec`: txt2img, or img2img and inpainting when it carries init images;
-`PostprocessSpec`: A1111's Extras on an existing image, with no pipeline) and returns PIL images, calling `on_step` after every denoising
-step; `on_step` raising stops generation there (that is how cancel works).
+plain data (`runtime/specs.py`: a `GenerationSpec` for txt2img, or img2img and
+inpainting when it carries init images; a `PostprocessSpec` for A1111's Extras on an existing
+image, with no pipeline) and returns PIL images, calling `on_step` after every denoising step;
+`on_step` raising stops generation there (that is how cancel works).
+
+This module is the orchestration: which pipeline a batch runs on, in which chunks, with which
+conditioning, then the hires fix, face restoration and the censor. What stays loaded between
+batches lives in `caches.py`; seeds, variation noise and latent resizing in `noise.py`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import time
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import diffusers
 import torch
 from PIL import Image
 
 from runtime.networks import hypernetwork
-from runtime.acceleration import Acceleration, apply_to_pipeline, configure_vae
-from runtime.checkpoints.loading import load_pipeline
+from runtime.acceleration import Acceleration, configure_vae
+from runtime.caches import LruCache, PipelineCache, VaeCache
 from runtime.conditioning import (
     Embedding,
     encode_pair,
@@ -31,97 +33,26 @@ from runtime.conditioning import (
     load_embedding_file,
 )
 from runtime.controlnet import ControlNetCache, controlnet_pipeline
-from a1111.controlnet import ControlUnit
-from runtime.extras import PostprocessSpec, RestoreStep, postprocess
+from runtime.extras import postprocess
 from runtime.faces.detection import RetinaFace, load_face_detector
-from runtime.faces.restoration import (
-    FaceNet,
-    FaceRestorationSpec,
-    load_face_net,
-    restore_faces,
-)
+from runtime.faces.restoration import FaceNet, load_face_net, restore_faces
 from runtime.networks.hypernetwork import Hypernetwork, load_hypernetwork
-from runtime.img2img import InpaintSettings, PreparedImage, finish, prepare
-from runtime.networks.lora import LoraSet, LoraSpec
+from runtime.img2img import PreparedImage, finish, prepare
+from runtime.noise import image_generators, upscale_latents, variation_noise
 from runtime.previews import latent_preview
 from runtime.safety import SafetyChecker, censor_image
+from runtime.specs import (
+    FaceRestorationSpec,
+    GenerationSpec,
+    HiresSpec,
+    Img2ImgInputs,
+    PostprocessSpec,
+    RestoreStep,
+)
 from runtime.tiling import seamless
 from runtime.upscalers import RRDBNet, load_upscaler, upscale
-from runtime.checkpoints.vae import load_vae_file
-
-T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Img2ImgInputs:
-    """What turns a batch into img2img: one init image (and mask) per image, and how to prepare them.
-
-    Images and masks arrive as the client sent them; `runtime/img2img.py` resizes,
-    crops and blurs them as A1111 does, and pastes the results back over the originals.
-    """
-
-    init_images: list[Image.Image]  # one per image of the batch
-    masks: list[Image.Image | None]  # one per image; None: plain img2img for that image
-    denoising_strength: float
-    resize_mode: int = 0
-    inpaint: InpaintSettings = field(default_factory=InpaintSettings)
-
-
-@dataclass(frozen=True)
-class HiresSpec:
-    """txt2img's hires fix: upscale the first pass, then an img2img pass at the target size."""
-
-    width: int
-    height: int
-    upscaler: str  # "Latent…" modes resize latents; "None"/"Lanczos"/"Nearest" resize the image; else a model
-    steps: int  # the second pass's steps before `denoising_strength` (A1111's hr_second_pass_steps or steps)
-    denoising_strength: float
-    upscaler_path: str = ""  # an ESRGAN-family model file (runtime/upscalers.py)
-    upscaler_sha256: str = ""
-
-
-@dataclass(frozen=True)
-class GenerationSpec:
-    """One pipeline batch: shared settings, and one prompt, negative prompt and seed per image.
-
-    The images may come from several jobs (cross-user batching): every image has its own
-    generator (and, for img2img, its own init image), so an image depends on its own seed and
-    prompt, not on its neighbours.
-    """
-
-    checkpoint_path: str
-    checkpoint_sha256: str
-    prompts: list[str]
-    negative_prompts: list[str]
-    seeds: list[int]
-    steps: int
-    cfg_scale: float
-    width: int
-    height: int
-    max_batch: int  # images per pipeline call; more images run as successive chunks
-    scheduler_class: str
-    scheduler_kwargs: dict[str, Any] = field(default_factory=dict)
-    vae_path: str = ""  # a VAE file instead of the checkpoint's own
-    vae_sha256: str = ""
-    img2img: Img2ImgInputs | None = None
-    hires: HiresSpec | None = None
-    loras: list[LoraSpec] = field(default_factory=list)
-    hypernetworks: list[tuple[str, str, float]] = field(default_factory=list)  # (path, sha256, strength), in order
-    embeddings: list[tuple[str, str, str]] = field(default_factory=list)  # (name, path, sha256)
-    clip_skip: int = 1  # A1111's numbering: 1 is the text encoder's last layer
-    subseeds: list[int] = field(default_factory=list)  # one per image; used when subseed_strength > 0
-    subseed_strength: float = 0.0
-    tiling: bool = False  # A1111's "Tiling": seamlessly repeating images
-    controlnet: list[ControlUnit] = field(default_factory=list)  # ControlNet units, shared by every image
-    face_restoration: FaceRestorationSpec | None = None  # "Restore faces", after decoding
-    # Positions (in `seeds` order) that get live previews; empty: each chunk's first image. A batch
-    # of several jobs names each job's own first image, so no job is shown another job's picture.
-    preview_images: tuple[int, ...] = ()
-
-    def chunks(self) -> list[range]:
-        return [range(start, min(start + self.max_batch, len(self.seeds))) for start in range(0, len(self.seeds), self.max_batch)]
 
 
 class SkipChunk(Exception):
@@ -158,130 +89,6 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return DTYPES[name]
 
 
-class PipelineCache:
-    """Least-recently-used pipelines in two tiers, keyed by the checkpoint's content hash.
-
-    Up to `capacity` pipelines live on the device, ready to run. On a GPU, one pushed out of
-    the device moves to host RAM (up to `host_capacity` of them, PAI's `--sd-dynamic-cache`)
-    instead of being dropped, because moving it back takes a fraction of a load from disk; the
-    least recently used leave host RAM first, and any leave while less than `min_ram_reserved`
-    bytes of the machine's memory would stay available (PAI's `--min-ram-reserved`). What each
-    tier holds is reported to the scheduler (`loaded()`, `cached()`), which prefers a worker
-    holding a job's checkpoint. On a CPU device RAM is the device: `WorkerRuntime` then asks
-    for no host tier.
-    """
-
-    def __init__(
-        self,
-        *,
-        capacity: int,
-        device: torch.device,
-        dtype: torch.dtype,
-        config_cache_dir: Path,
-        acceleration: Acceleration | None = None,
-        host_capacity: int = 0,
-        min_ram_reserved: int = 0,
-    ) -> None:
-        self.capacity = max(1, capacity)
-        self.host_capacity = max(0, host_capacity)
-        self.min_ram_reserved = min_ram_reserved
-        self.device, self.dtype, self.config_cache_dir = device, dtype, config_cache_dir
-        self.acceleration = acceleration or Acceleration()
-        self._pipelines: OrderedDict[str, diffusers.StableDiffusionPipeline] = OrderedDict()  # on the device
-        self._host: OrderedDict[str, diffusers.StableDiffusionPipeline] = OrderedDict()  # in host RAM
-        self._loras: dict[str, LoraSet] = {}  # the LoRA adapters loaded into each cached pipeline
-        self.loads = 0  # from disk
-        self.restores = 0  # from host RAM
-
-    def get(self, path: str, sha256: str) -> diffusers.StableDiffusionPipeline:
-        pipeline = self._pipelines.get(sha256)
-        if pipeline is not None:
-            self._pipelines.move_to_end(sha256)
-            return pipeline
-        started = time.perf_counter()
-        pipeline = self._host.pop(sha256, None)
-        if pipeline is not None:
-            pipeline.to(self.device)
-            self.restores += 1
-            logger.info("moved %s from host RAM to %s in %.2fs", path, self.device, time.perf_counter() - started)
-        else:
-            self._make_room_in_ram()
-            pipeline = load_pipeline(Path(path), cache_dir=self.config_cache_dir, device=str(self.device), dtype=self.dtype)
-            pipeline.set_progress_bar_config(disable=True)
-            applied = apply_to_pipeline(pipeline, self.acceleration, self.device)
-            self.loads += 1
-            logger.info("loaded %s in %.2fs (%s)", path, time.perf_counter() - started, applied)
-        self._pipelines[sha256] = pipeline
-        while len(self._pipelines) > self.capacity:
-            self._evict_from_device()
-        return pipeline
-
-    def _evict_from_device(self) -> None:
-        evicted, pipeline = self._pipelines.popitem(last=False)
-        if self.host_capacity:
-            pipeline.to("cpu")
-            self._host[evicted] = pipeline
-            while len(self._host) > self.host_capacity:
-                self._drop_from_host()
-            logger.info("moved %s from %s to host RAM", evicted, self.device)
-        else:
-            self._loras.pop(evicted, None)
-            logger.info("evicted %s from the pipeline cache", evicted)
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-
-    def _drop_from_host(self) -> None:
-        dropped, _ = self._host.popitem(last=False)
-        self._loras.pop(dropped, None)
-        logger.info("dropped %s from host RAM", dropped)
-
-    def _make_room_in_ram(self) -> None:
-        """Before a load from disk: leave host RAM until `min_ram_reserved` bytes would stay available."""
-        while self._host and self.min_ram_reserved and (available_ram_bytes() or 0) < self.min_ram_reserved:
-            self._drop_from_host()
-
-    def loaded(self) -> list[str]:
-        """Checkpoints on the device, least recently used first."""
-        return list(self._pipelines)
-
-    def cached(self) -> list[str]:
-        """Checkpoints in host RAM, least recently used first."""
-        return list(self._host)
-
-    def loras_for(self, sha256: str) -> LoraSet:
-        return self._loras.setdefault(sha256, LoraSet())
-
-
-def available_ram_bytes() -> int | None:
-    """MemAvailable from /proc/meminfo (Linux); None where it cannot be read."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
-class VaeCache:
-    """Standalone VAE files loaded for a checkpoint, least recently used first out (they are small)."""
-
-    def __init__(self, *, capacity: int = 4) -> None:
-        self.capacity = capacity
-        self._vaes: OrderedDict[tuple[str, str], diffusers.AutoencoderKL] = OrderedDict()
-
-    def get(self, path: str, sha256: str, *, checkpoint_sha256: str, like: diffusers.AutoencoderKL) -> diffusers.AutoencoderKL:
-        key = (sha256, checkpoint_sha256)  # converted to the shape and dtype of that checkpoint's VAE
-        vae = self._vaes.get(key)
-        if vae is None:
-            vae = self._vaes[key] = load_vae_file(Path(path), like=like)
-            while len(self._vaes) > self.capacity:
-                self._vaes.popitem(last=False)
-        self._vaes.move_to_end(key)
-        return vae
-
-
 PIPELINE_CLASSES = {  # SD1.x and SD2.x
     "txt2img": diffusers.StableDiffusionPipeline,
     "img2img": diffusers.StableDiffusionImg2ImgPipeline,
@@ -296,22 +103,6 @@ XL_PIPELINE_CLASSES = {
 
 def is_xl(pipeline: diffusers.DiffusionPipeline) -> bool:
     return getattr(pipeline, "text_encoder_2", None) is not None
-
-
-class LruCache(Generic[T]):
-    """A few loaded models by key, the least recently used dropped first past `capacity`."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._items: OrderedDict[str, T] = OrderedDict()
-
-    def get(self, key: str, load: Callable[[], T]) -> T:
-        if key not in self._items:
-            self._items[key] = load()
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
-        self._items.move_to_end(key)
-        return self._items[key]
 
 
 class WorkerRuntime:
@@ -471,6 +262,21 @@ class WorkerRuntime:
         flags = [next(verdicts) if image is not None else False for image in images]
         return [censor_image(image) if flag else image for image, flag in zip(images, flags, strict=True)], flags
 
+    def _step_callback(
+        self, spec: GenerationSpec, chunk_index: int, chunk: range, on_step: StepCallback | None,
+        on_preview: PreviewCallback | None, *, steps_before: int = 0,
+    ) -> Callable[..., dict[str, Any]]:
+        """A pipeline's `callback_on_step_end` for one chunk: progress to `on_step` (counting the
+        `steps_before` of an earlier pass, as the hires fix's second pass does), previews to `on_preview`."""
+
+        def step_end(pipe: Any, step_index: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
+            if on_step is not None:
+                on_step(chunk_index, steps_before + step_index + 1)
+            self._preview(pipe, on_preview, spec, chunk_index, chunk, step_index + 1, callback_kwargs)
+            return callback_kwargs
+
+        return step_end
+
     def _preview(
         self, pipeline: Any, on_preview: PreviewCallback | None, spec: GenerationSpec, chunk_index: int, chunk: range,
         step: int, kwargs: dict,
@@ -487,85 +293,82 @@ class WorkerRuntime:
     def _generate(
         self, spec: GenerationSpec, on_step: StepCallback | None, on_preview: PreviewCallback | None = None
     ) -> list[Image.Image | None]:
-        img2img = spec.img2img
-        prepared: list[PreparedImage] = []
-        if img2img is not None:
-            prepared = [
-                prepare(
-                    img2img.init_images[i], img2img.masks[i], width=spec.width, height=spec.height,
-                    resize_mode=img2img.resize_mode, settings=img2img.inpaint, seed=spec.seeds[i],
-                )
-                for i in range(len(spec.seeds))
-            ]
-        if img2img is None:
+        # 1. img2img: each init image (and mask) resized, cropped and blurred as A1111 does.
+        prepared = _prepare_init_images(spec, spec.img2img) if spec.img2img is not None else []
+        # 2. The task, and its pipeline over the cached modules (ControlNet's, with the control maps).
+        if spec.img2img is None:
             task = "txt2img"
         else:
             task = "inpaint" if any(p.mask is not None for p in prepared) else "img2img"
         pipeline = self._pipeline_for(spec, task)
         control: dict[str, Any] = {}
-        if spec.controlnet:  # the task's ControlNet pipeline over the same modules, and the control maps
+        if spec.controlnet:
             pipeline, control = controlnet_pipeline(
                 pipeline, spec.controlnet, self.controlnets, task=task, width=spec.width, height=spec.height
             )
+        # 3. Each chunk through the pipeline; a chunk whose images were all cancelled comes back as Nones.
         images: list[Image.Image | None] = []
         for chunk_index, chunk in enumerate(spec.chunks()):
-
-            def step_end(pipe, step_index, timestep, callback_kwargs, _chunk=chunk_index, _images=chunk):
-                if on_step is not None:
-                    on_step(_chunk, step_index + 1)
-                self._preview(pipe, on_preview, spec, _chunk, _images, step_index + 1, callback_kwargs)
-                return callback_kwargs
-
-            # One generator per image, seeded with its own seed: an image does not depend on
-            # its batch neighbours or its position (A1111's "seed + i" convention).
-            generators = [torch.Generator(device="cpu").manual_seed(spec.seeds[i]) for i in chunk]
-            kwargs: dict[str, Any] = {}
-            if img2img is not None:
-                kwargs = {"image": [prepared[i].image for i in chunk], "strength": img2img.denoising_strength}
-                if task == "inpaint":  # an all-black mask comes back as None: nothing to repaint
-                    kwargs["mask_image"] = [prepared[i].mask or Image.new("L", (spec.width, spec.height)) for i in chunk]
-            kwargs.update(control)
-            if spec.subseed_strength > 0 and img2img is None:
-                kwargs["latents"] = variation_noise(pipeline, spec, chunk)
-            if spec.hires is not None:
-                kwargs["output_type"] = "latent" if spec.hires.upscaler.startswith("Latent") else "pil"
             try:
-                if on_step is not None:
-                    on_step(chunk_index, 0)
-                if img2img is not None and int(spec.steps * img2img.denoising_strength) == 0:
-                    # No denoising step to run (A1111: strength 0 returns the init image).
-                    generated = [prepared[i].image for i in chunk]
-                else:
-                    configure_vae(pipeline.vae, self.acceleration, batch=len(chunk), width=spec.width, height=spec.height)
-                    with torch.inference_mode():
-                        generated = pipeline(
-                            **self._conditioning(pipeline, spec, chunk),
-                            num_inference_steps=spec.steps,
-                            guidance_scale=spec.cfg_scale,
-                            width=spec.width,
-                            height=spec.height,
-                            generator=generators,
-                            callback_on_step_end=step_end,
-                            **{"output_type": "pil", **kwargs},
-                        ).images
-                if spec.hires is not None:
-                    generated = self._hires_pass(spec, chunk_index, chunk, generated, on_step, on_preview)
+                images.extend(self._run_chunk(pipeline, task, spec, chunk_index, chunk, prepared, control, on_step, on_preview))
             except SkipChunk:
                 images.extend([None] * len(chunk))
-                continue
-            if img2img is not None:  # paste back over the original, keep unmasked pixels
-                generated = [finish(image, prepared[i]) for image, i in zip(generated, chunk, strict=True)]
-            images.extend(generated)
         return images
 
+    def _run_chunk(
+        self, pipeline: diffusers.DiffusionPipeline, task: str, spec: GenerationSpec, chunk_index: int, chunk: range,
+        prepared: list[PreparedImage], control: dict[str, Any], on_step: StepCallback | None,
+        on_preview: PreviewCallback | None,
+    ) -> list[Image.Image]:
+        """One pipeline call for the images of `chunk` (then the hires fix); raises `SkipChunk` from `on_step`."""
+        img2img = spec.img2img
+        # 1. The task's inputs: init images and masks, the control maps, variation noise.
+        kwargs: dict[str, Any] = {}
+        if img2img is not None:
+            kwargs = {"image": [prepared[i].image for i in chunk], "strength": img2img.denoising_strength}
+            if task == "inpaint":  # an all-black mask comes back as None: nothing to repaint
+                kwargs["mask_image"] = [prepared[i].mask or Image.new("L", (spec.width, spec.height)) for i in chunk]
+        kwargs.update(control)
+        if spec.subseed_strength > 0 and img2img is None:
+            shape = (1, pipeline.unet.config.in_channels, spec.height // pipeline.vae_scale_factor, spec.width // pipeline.vae_scale_factor)
+            noise = variation_noise(shape, spec.seeds, spec.subseeds, spec.subseed_strength, chunk)
+            kwargs["latents"] = noise.to(device=pipeline.device, dtype=pipeline.unet.dtype)
+        if spec.hires is not None:
+            kwargs["output_type"] = "latent" if spec.hires.upscaler.startswith("Latent") else "pil"
+        if on_step is not None:
+            on_step(chunk_index, 0)
+        # 2. Denoise: each image from its own generator (it does not depend on its batch neighbours).
+        if img2img is not None and int(spec.steps * img2img.denoising_strength) == 0:
+            # No denoising step to run (A1111: strength 0 returns the init image).
+            generated = [prepared[i].image for i in chunk]
+        else:
+            configure_vae(pipeline.vae, self.acceleration, batch=len(chunk), width=spec.width, height=spec.height)
+            with torch.inference_mode():
+                generated = pipeline(
+                    **self._conditioning(pipeline, spec, chunk),
+                    num_inference_steps=spec.steps,
+                    guidance_scale=spec.cfg_scale,
+                    width=spec.width,
+                    height=spec.height,
+                    generator=image_generators(spec.seeds, chunk),
+                    callback_on_step_end=self._step_callback(spec, chunk_index, chunk, on_step, on_preview),
+                    **{"output_type": "pil", **kwargs},
+                ).images
+        # 3. The hires fix: upscale, then a second, img2img pass.
+        if spec.hires is not None:
+            generated = self._hires_pass(spec, spec.hires, chunk_index, chunk, generated, on_step, on_preview)
+        # 4. img2img: pasted back over the original, unmasked pixels kept.
+        if img2img is not None:
+            generated = [finish(image, prepared[i]) for image, i in zip(generated, chunk, strict=True)]
+        return generated
+
     def _hires_pass(
-        self, spec: GenerationSpec, chunk_index: int, chunk: range, first: Any, on_step: StepCallback | None,
-        on_preview: PreviewCallback | None = None,
+        self, spec: GenerationSpec, hires: HiresSpec, chunk_index: int, chunk: range, first: Any,
+        on_step: StepCallback | None, on_preview: PreviewCallback | None,
     ) -> list[Image.Image]:
         """A1111's hires fix: upscale the first pass (latents or pixels), then denoise it again as img2img."""
-        hires = spec.hires
-        assert hires is not None
         pipeline = self._pipeline_for(spec, "img2img")
+        # 1. Upscale: latents, with a model (ESRGAN family), or a plain resize.
         if hires.upscaler.startswith("Latent"):
             image: Any = upscale_latents(first, hires.upscaler, width=hires.width, height=hires.height)
         elif hires.upscaler_path:
@@ -578,14 +381,7 @@ class WorkerRuntime:
             if isinstance(image, list):
                 return image
             hires = dataclasses.replace(hires, denoising_strength=1.0 / hires.steps)  # decode at least one step
-
-        def step_end(pipe, step_index, timestep, callback_kwargs):
-            if on_step is not None:
-                on_step(chunk_index, spec.steps + step_index + 1)
-            self._preview(pipe, on_preview, spec, chunk_index, chunk, step_index + 1, callback_kwargs)
-            return callback_kwargs
-
-        generators = [torch.Generator(device="cpu").manual_seed(spec.seeds[i]) for i in chunk]
+        # 2. Denoise again at the target size, the steps counted after the first pass's.
         configure_vae(pipeline.vae, self.acceleration, batch=len(chunk), width=hires.width, height=hires.height)
         with torch.inference_mode():
             return pipeline(
@@ -594,53 +390,20 @@ class WorkerRuntime:
                 strength=hires.denoising_strength,
                 num_inference_steps=hires.steps,
                 guidance_scale=spec.cfg_scale,
-                generator=generators,
-                callback_on_step_end=step_end,
+                generator=image_generators(spec.seeds, chunk),
+                callback_on_step_end=self._step_callback(
+                    spec, chunk_index, chunk, on_step, on_preview, steps_before=spec.steps
+                ),
                 output_type="pil",
             ).images
 
 
-LATENT_MODES = {  # A1111's latent upscale modes → torch interpolate (mode, antialias)
-    "Latent": ("bilinear", False),
-    "Latent (antialiased)": ("bilinear", True),
-    "Latent (bicubic)": ("bicubic", False),
-    "Latent (bicubic antialiased)": ("bicubic", True),
-    "Latent (nearest)": ("nearest", False),
-    "Latent (nearest-exact)": ("nearest-exact", False),
-}
-
-
-def upscale_latents(latents: torch.Tensor, mode_name: str, *, width: int, height: int) -> torch.Tensor:
-    mode, antialias = LATENT_MODES[mode_name]
-    size = (height // 8, width // 8)
-    if mode in ("nearest", "nearest-exact"):
-        return torch.nn.functional.interpolate(latents, size=size, mode=mode)
-    return torch.nn.functional.interpolate(latents, size=size, mode=mode, antialias=antialias)
-
-
-def slerp(strength: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-    """Spherical interpolation from `low` (strength 0) to `high` (strength 1), row by row."""
-    low_norm = low / torch.norm(low, dim=1, keepdim=True)
-    high_norm = high / torch.norm(high, dim=1, keepdim=True)
-    dot = (low_norm * high_norm).sum(1)
-    if dot.mean() > 0.9995:
-        return low * (1 - strength) + high * strength
-    omega = torch.acos(dot)
-    so = torch.sin(omega)
-    return (torch.sin((1.0 - strength) * omega) / so).unsqueeze(1) * low + (torch.sin(strength * omega) / so).unsqueeze(1) * high
-
-
-def variation_noise(pipeline: diffusers.DiffusionPipeline, spec: GenerationSpec, chunk: range) -> torch.Tensor:
-    """Each image's starting noise: its seed's noise moved towards its subseed's by `subseed_strength`.
-
-    Drawn exactly as diffusers draws it from a per-image CPU generator, so strength 0 is the
-    plain seed's image.
-    """
-    shape = (1, pipeline.unet.config.in_channels, spec.height // pipeline.vae_scale_factor, spec.width // pipeline.vae_scale_factor)
-    noises = []
-    for i in chunk:
-        seed_noise = torch.randn(shape, generator=torch.Generator(device="cpu").manual_seed(spec.seeds[i]))
-        sub_noise = torch.randn(shape, generator=torch.Generator(device="cpu").manual_seed(spec.subseeds[i]))
-        # A1111: slerp(strength, noise, subnoise), i.e. strength 1 is the subseed's noise
-        noises.append(slerp(spec.subseed_strength, seed_noise.flatten(1), sub_noise.flatten(1)).reshape(shape))
-    return torch.cat(noises).to(device=pipeline.device, dtype=pipeline.unet.dtype)
+def _prepare_init_images(spec: GenerationSpec, img2img: Img2ImgInputs) -> list[PreparedImage]:
+    """Each image's init image and mask as the pipeline takes them (runtime/img2img.py)."""
+    return [
+        prepare(
+            img2img.init_images[i], img2img.masks[i], width=spec.width, height=spec.height,
+            resize_mode=img2img.resize_mode, settings=img2img.inpaint, seed=spec.seeds[i],
+        )
+        for i in range(len(spec.seeds))
+    ]

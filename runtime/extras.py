@@ -19,53 +19,13 @@ The models come through callables, so the worker runtime keeps them in its own c
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from PIL import Image
 
+from runtime.specs import PostprocessSpec, Resizer, RestoreStep, UpscaleStep
 from runtime.upscalers import RRDBNet, upscale
 
 BUILTIN_RESAMPLING = {"Lanczos": Image.Resampling.LANCZOS, "Nearest": Image.Resampling.NEAREST}
-
-
-@dataclass(frozen=True)
-class Resizer:
-    """`Lanczos`, `Nearest`, or a model upscaler file (name as the request gave it, path, sha256)."""
-
-    name: str
-    path: str = ""
-    sha256: str = ""
-
-
-@dataclass(frozen=True)
-class UpscaleStep:
-    factor: float  # what a built-in resizer scales by first (A1111's `scale`)
-    width: int  # the exact upscaled size
-    height: int
-    upscaler: Resizer
-    second: Resizer | None = None  # blended over the first by `second_visibility`
-    second_visibility: float = 0.0
-    crop: tuple[int, int] | None = None  # center-crop to (width, height) afterwards
-
-
-@dataclass(frozen=True)
-class RestoreStep:
-    restorer: str  # "GFPGAN" or "CodeFormer"
-    model_path: str
-    model_sha256: str
-    visibility: float  # 0 < v ≤ 1: how much of the restored image is kept
-    fidelity: float = 0.5  # CodeFormer's weight
-
-
-@dataclass(frozen=True)
-class PostprocessSpec:
-    """What happens to one image (the sizes are that image's own)."""
-
-    upscale: UpscaleStep | None = None
-    restore: tuple[RestoreStep, ...] = ()
-    detector_path: str = ""
-    detector_sha256: str = ""
-
 
 UpscalerLoader = Callable[[Resizer], RRDBNet]
 FaceRestorer = Callable[[Image.Image, RestoreStep], Image.Image]

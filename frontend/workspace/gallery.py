@@ -12,9 +12,10 @@ from django.contrib.auth.models import AbstractUser
 from PIL import Image
 
 from frontend.member_selectors import gallery_for_user
-from frontend.workspace.jobs import WorkspaceError, own_job, storage_image
+from frontend.workspace.jobs import WorkspaceError, own_job
 from a1111.pnginfo import parse_generation_parameters, read_png_info
 from inference.selectors import job_member_params
+from inference.storage import member_image_open
 
 GalleryRef = tuple[str, int]  # (job public id, image index)
 
@@ -24,7 +25,7 @@ def gallery_items(user: AbstractUser, limit: int = 60) -> tuple[list[tuple[Image
     items, refs = [], []
     for entry in gallery_for_user(user, limit=limit):
         try:
-            image = storage_image(entry.storage_key)
+            image = member_image_open(entry.storage_key)
         except OSError:  # a file removed from storage: skip it rather than fail the whole gallery
             continue
         caption = entry.prompt if len(entry.prompt) <= 60 else entry.prompt[:59] + "…"
@@ -47,7 +48,7 @@ def image_and_params(user: AbstractUser, ref: Any) -> tuple[Image.Image, dict[st
     if index < len(job.seeds):
         params["seed"] = job.seeds[index]
     params["checkpoint"] = job.checkpoint_title
-    return storage_image(job.outputs[index]), params, infotext
+    return member_image_open(job.outputs[index]), params, infotext
 
 
 def png_info(data: bytes) -> tuple[str | None, dict[str, str]]:

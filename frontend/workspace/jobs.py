@@ -42,7 +42,6 @@ from inference.inputs.images import read_input_images
 from inference.models import Job
 from a1111.errors import RequestError
 from inference.services import job_cancel, job_submit
-from inference.storage import member_file_open
 
 logger = logging.getLogger(__name__)
 
@@ -216,28 +215,10 @@ def workspace_cancel(*, user: AbstractUser, public_id: str) -> Job | None:
     return job_cancel(job=job)
 
 
-def job_images(job: Job) -> list[Image.Image]:
-    """The job's PNGs, opened from storage with their `parameters` text kept."""
-    images = []
-    for key in job.outputs:
-        with member_file_open(key) as handle:
-            image = Image.open(io.BytesIO(handle.read()))
-            image.load()
-        images.append(image)
-    return images
-
-
 def preview_image(encoded: str) -> Image.Image:
     """A running job's live preview (base64 JPEG, written by the worker every few steps)."""
     image = Image.open(io.BytesIO(base64.b64decode(encoded)))
     image.load()
-    return image
-
-
-def storage_image(key: str) -> Image.Image:
-    with member_file_open(key) as handle:
-        image = Image.open(io.BytesIO(handle.read()))
-        image.load()
     return image
 
 

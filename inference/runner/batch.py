@@ -51,22 +51,21 @@ from inference.services import (
 from inference.storage import (
     UnsafeModelKey,
     UnsafeOutputPath,
-    member_file_open,
     member_file_save,
+    member_image_open,
     model_file_key,
     model_file_path,
 )
 from a1111.controlnet import ControlUnit
 from runtime.controlnet import prepare_control_image
-from runtime.faces.restoration import FaceRestorationSpec
 from runtime.img2img import InpaintSettings
-from runtime.networks.lora import LoraSpec
-from runtime.engine import (
+from runtime.engine import SkipChunk, WorkerRuntime
+from runtime.specs import (
+    FaceRestorationSpec,
     GenerationSpec,
     HiresSpec,
     Img2ImgInputs,
-    SkipChunk,
-    WorkerRuntime,
+    LoraSpec,
 )
 from tenants.workdirs import user_outputs_key, user_save_dir_key
 
@@ -294,19 +293,12 @@ class MemberInputs:
     control_images: tuple[Image.Image, ...] = ()
 
 
-def _open_input(key: str) -> Image.Image:
-    with member_file_open(key) as handle:
-        image = Image.open(handle)
-        image.load()
-    return image
-
-
 def load_member_inputs(spec: JobSpec) -> MemberInputs:
     request = spec.request
     return MemberInputs(
-        init_images=tuple(_open_input(key) for key in request.init_images),
-        mask=_open_input(request.mask) if request.mask else None,
-        control_images=tuple(_open_input(unit.image) for unit in request.controlnet_units),
+        init_images=tuple(member_image_open(key) for key in request.init_images),
+        mask=member_image_open(request.mask) if request.mask else None,
+        control_images=tuple(member_image_open(unit.image) for unit in request.controlnet_units),
     )
 
 

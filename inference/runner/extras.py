@@ -17,7 +17,6 @@ import logging
 import time
 
 from django.core.files.storage import default_storage
-from PIL import Image
 
 from inference.runner.batch import png_bytes, store_png
 from a1111.extras import (
@@ -35,9 +34,9 @@ from inference.services import (
     job_progress,
     job_succeed,
 )
-from inference.storage import member_file_open, model_file_path
-from runtime.extras import PostprocessSpec, Resizer, RestoreStep, UpscaleStep
+from inference.storage import member_image_open, model_file_path
 from runtime.engine import WorkerRuntime
+from runtime.specs import PostprocessSpec, Resizer, RestoreStep, UpscaleStep
 from tenants.workdirs import user_outputs_key
 
 logger = logging.getLogger(__name__)
@@ -84,13 +83,6 @@ def postprocess_spec(request: ExtrasRequest, width: int, height: int) -> Postpro
     )
 
 
-def _open(key: str) -> Image.Image:
-    with member_file_open(key) as handle:
-        image = Image.open(handle)
-        image.load()
-    return image
-
-
 def extras_execute(*, job: Job, attempt: int, worker_name: str, runtime: WorkerRuntime) -> None:
     """Run one dispatched extras job (a stale or redelivered message for it does nothing)."""
     request = ExtrasRequest.from_json(job.params)
@@ -104,7 +96,7 @@ def extras_execute(*, job: Job, attempt: int, worker_name: str, runtime: WorkerR
     started = time.perf_counter()
     try:
         for index, key in enumerate(request.images):
-            image = _open(key)
+            image = member_image_open(key)
             result = runtime.postprocess(image, postprocess_spec(request, *image.size))
             infotext = extras_infotext(request, *image.size)
             outputs.append(store_png(f"{folder}/{job.public_id}-{index}.png", png_bytes(result, infotext, INFOTEXT_CHUNK)))

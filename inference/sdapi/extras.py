@@ -10,32 +10,19 @@ URI or http(s) URL, fetched off the event loop by the SSRF-safe fetcher) or
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest
 
 from inference.sdapi.adapter import SdapiError, json_object, sdapi
-from inference.sdapi.generate import wait_for_job
+from inference.sdapi.generate import read_job_images, wait_for_job
 from a1111.extras import parse_extras_request, plaintext_to_html
 from inference.inputs.images import read_extras_images
 from inference.models import Job
 from inference.services import extras_submit
-from inference.storage import member_file_open
 
 INTERRUPTED = "interrupted before every image was finished"
-
-
-def _read_outputs(job: Job) -> list[str]:
-    encoded = []
-    for key in job.outputs:
-        try:
-            with member_file_open(key) as handle:
-                encoded.append(base64.b64encode(handle.read()).decode())
-        except FileNotFoundError:
-            raise SdapiError(404, f"an image of job {job.public_id} is no longer stored (its file was removed)") from None
-    return encoded
 
 
 async def _run(request: HttpRequest, user, *, batch: bool) -> tuple[list[str], str]:
@@ -49,7 +36,7 @@ async def _run(request: HttpRequest, user, *, batch: bool) -> tuple[list[str], s
         raise SdapiError(500, f"job {job.public_id} failed: {job.error}", "ExtrasFailed")
     if job.status == Job.Status.CANCELLED:  # interrupted: nothing comes back, as for txt2img
         return [], plaintext_to_html(INTERRUPTED)
-    images = await sync_to_async(_read_outputs)(job)
+    images = await sync_to_async(read_job_images)(job, job.outputs)
     # A1111 shows the last image's infotext (every image has the same settings)
     return images, plaintext_to_html(job.infotexts[-1] if job.infotexts else "")
 

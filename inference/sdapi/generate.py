@@ -43,7 +43,7 @@ from inference.models import Job
 from a1111.prompts import parse_prompt
 from inference.selectors import user_options_get
 from inference.services import job_submit
-from inference.storage import member_file_open
+from inference.storage import member_file_read
 from tenants.workdirs import user_save_dir_key
 
 # How often a waiting call re-reads its job if no event arrives (events can be lost).
@@ -130,16 +130,13 @@ def _notes(body: dict[str, Any], generation: GenerationRequest) -> list[str]:
     return notes
 
 
-def _read_images(job: Job) -> list[str]:
-    """The images, then the ControlNet detect maps (as the extension appends them)."""
-    encoded = []
-    for key in [*job.outputs, *job.control_maps]:
-        try:
-            with member_file_open(key) as handle:
-                encoded.append(base64.b64encode(handle.read()).decode())
-        except FileNotFoundError:
-            raise SdapiError(404, f"an image of job {job.public_id} is no longer stored (its file was removed)") from None
-    return encoded
+def read_job_images(job: Job, keys: list[str]) -> list[str]:
+    """The stored images of `job` at `keys`, base64 as the sdapi answers carry them; a 404 when one
+    of them was removed."""
+    try:
+        return [base64.b64encode(member_file_read(key)).decode() for key in keys]
+    except FileNotFoundError:
+        raise SdapiError(404, f"an image of job {job.public_id} is no longer stored (its file was removed)") from None
 
 
 def _title_parts(title: str) -> tuple[str | None, str | None]:
@@ -234,7 +231,8 @@ async def _generate(request: HttpRequest, user, kind: str) -> dict[str, Any]:
     if job.status == Job.Status.CANCELLED:  # interrupted: A1111 returns 200 with what it has
         notes.append("interrupted before any image was finished")
     send_images = body.get("send_images", True) is not False
-    images = await sync_to_async(_read_images)(job) if send_images else []
+    # The images, then the ControlNet detect maps (as the extension appends them).
+    images = await sync_to_async(read_job_images)(job, [*job.outputs, *job.control_maps]) if send_images else []
     defaults = IMG2IMG_ECHO_DEFAULTS if kind == "img2img" else TXT2IMG_ECHO_DEFAULTS
     echo = {**defaults, **{k: v for k, v in body.items() if k in defaults}}
     if kind == "img2img" and not body.get("include_init_images"):

@@ -42,18 +42,6 @@ RESTORERS = ("CodeFormer", "GFPGAN")  # A1111's face_restoration_model names, it
 
 
 @dataclass(frozen=True)
-class FaceRestorationSpec:
-    """One face restoration setting for a whole batch (part of the batch key)."""
-
-    restorer: str  # "CodeFormer" or "GFPGAN"
-    model_path: str
-    model_sha256: str
-    detector_path: str
-    detector_sha256: str
-    fidelity: float = 0.5  # CodeFormer's weight (A1111's code_former_weight); GFPGAN ignores it
-
-
-@dataclass(frozen=True)
 class FaceNet:
     """A loaded restorer: GFPGAN or CodeFormer, which both redraw square RGB crops in [-1, 1]."""
 

@@ -42,12 +42,13 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from runtime.specs import LoraSpec
 from runtime.weight_files import MAX_NAMED, few, require_safetensors
 
 if TYPE_CHECKING:
     import diffusers
 
-__all__ = ["LoraMismatch", "LoraSet", "LoraSpec"]
+__all__ = ["LoraMismatch", "LoraSet"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,19 +57,6 @@ TEXT_ENCODER = "text_encoder"
 # Which pipeline component each kohya key prefix addresses (SD1.x/2.x: one text encoder).
 _KOHYA_PREFIXES = {UNET: "lora_unet_", TEXT_ENCODER: "lora_te_"}
 _DOWN, _UP, _ALPHA = "lora_down.weight", "lora_up.weight", "alpha"
-
-
-@dataclass(frozen=True)
-class LoraSpec:
-    """One LoRA to apply to a batch: its file, its identity and its weights per component."""
-
-    path: str
-    sha256: str  # identity of the file's content; the adapter name is derived from it
-    te_weight: float = 1.0
-    unet_weight: float = 1.0
-
-    def weight_for(self, component: str) -> float:
-        return self.unet_weight if component == UNET else self.te_weight
 
 
 class LoraMismatch(ValueError):

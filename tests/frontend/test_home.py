@@ -13,7 +13,7 @@ pytestmark = pytest.mark.django_db
 
 def test_home_links_the_workspace_and_shows_own_images_and_usage(client, personas, tiny_checkpoint_path) -> None:
     alice = build_workspace(personas["alice"]).atelier_workspace
-    job = finish(alice.submit("txt2img", *args(form())))
+    job = finish(alice.txt2img.submit(*args(form())))
     image_url = f"/api/v1/jobs/{job.public_id}/images/0"
 
     client.force_login(personas["alice"])
@@ -41,7 +41,7 @@ def test_administration_links_for_tenant_admins_and_operators_only(client, perso
 
 
 def test_team_page_is_the_tenant_admins_own_team(client, personas, tiny_checkpoint_path) -> None:
-    finish(build_workspace(personas["bob"]).atelier_workspace.submit("txt2img", *args(form())))
+    finish(build_workspace(personas["bob"]).atelier_workspace.txt2img.submit(*args(form())))
     client.force_login(personas["alice"])
     page = client.get("/team/").content.decode()
     assert "<td>bob</td><td>Member</td><td>2</td><td>0.5</td><td>1</td>" in page and "charlie" not in page
@@ -84,5 +84,5 @@ def test_operators_manage_extensions_in_admin_and_members_get_the_default(client
     # An extension with no shipped code is listed, but never "on".
     Extension.objects.create(name="not-shipped", title="Not shipped", enabled_by_default=True)
     assert not extension_enabled_for_user(personas["charlie"], "not-shipped")
-    table = build_workspace(personas["charlie"]).atelier_workspace.extensions_markdown()
+    table = build_workspace(personas["charlie"]).atelier_workspace.extensions.extensions_markdown()
     assert "not-shipped" in table and "not available" in table

@@ -18,7 +18,9 @@ from PIL import Image, PngImagePlugin
 from frontend.member_selectors import generation_defaults_for_user, language_for_user
 from frontend.preferences import Extension, ExtensionChoice
 from frontend.workspace.controlnet import UNIT_COUNT, UNIT_FIELDS
-from frontend.workspace.ui import COMMON_FIELDS, TXT2IMG_FIELDS, Workspace, build_workspace
+from frontend.workspace.tabs.generation import COMMON_FIELDS
+from frontend.workspace.tabs.txt2img import TXT2IMG_FIELDS
+from frontend.workspace.ui import Workspace, build_workspace
 from inference.jobspec import JobSpec
 from inference.models import Job
 from inference.services import job_claim, job_succeed
@@ -108,7 +110,7 @@ def test_the_blocks_build_for_a_member(personas, tiny_checkpoint_path) -> None:
 
 def test_submit_creates_alices_job_with_the_form_parameters(personas, tiny_checkpoint_path) -> None:
     workspace = workspace_for(personas["alice"])
-    job = workspace.submit("txt2img", *args(form()))
+    job = workspace.txt2img.submit(*args(form()))
     job.refresh_from_db()
     assert job.owner == personas["alice"] and job.status == Job.Status.QUEUED and job.kind == "txt2img"
     p = job.params
@@ -121,19 +123,19 @@ def test_submit_creates_alices_job_with_the_form_parameters(personas, tiny_check
 def test_hires_fix_and_tiling_reach_the_job(personas, tiny_checkpoint_path) -> None:
     workspace = workspace_for(personas["alice"])
     assert workspace.hires_upscaler_choices()[:2] == ["Latent", "Latent (antialiased)"]
-    job = workspace.submit("txt2img", *args(form(enable_hr=True, hr_scale=2, hr_upscaler="Lanczos", tiling=True)))
+    job = workspace.txt2img.submit(*args(form(enable_hr=True, hr_scale=2, hr_upscaler="Lanczos", tiling=True)))
     p = job.params
     assert (p["hr_width"], p["hr_height"], p["hr_upscaler"], p["tiling"]) == (128, 192, "Lanczos", True)
     assert p["denoising_strength"] == 0.7
-    plain = workspace.submit("txt2img", *args(form()))
+    plain = workspace.txt2img.submit(*args(form()))
     assert (plain.params["hr_width"], plain.params["tiling"]) == (0, False)
     with pytest.raises(gr.Error, match="not installed"):
-        next(workspace.generate_txt2img(*args(form(enable_hr=True, hr_upscaler="R-ESRGAN 4x+"))))
+        next(workspace.txt2img.generate_txt2img(*args(form(enable_hr=True, hr_upscaler="R-ESRGAN 4x+"))))
 
 
 def test_generate_streams_progress_and_ends_with_the_images(personas, tiny_checkpoint_path) -> None:
     workspace = workspace_for(personas["alice"])
-    stream = workspace.generate_txt2img(*args(form()))
+    stream = workspace.txt2img.generate_txt2img(*args(form()))
     progress, _gallery, _refs, _info, job_id, _selected = next(stream)
     assert 'data-status="queued"' in progress and job_id.startswith("j_")
     finish(Job.objects.get(public_id=job_id))
@@ -141,32 +143,32 @@ def test_generate_streams_progress_and_ends_with_the_images(personas, tiny_check
     assert 'data-status="succeeded"' in progress and 'aria-valuenow="100"' in progress
     assert len(gallery) == 2 and all(isinstance(image, Image.Image) for image, _caption in gallery)
     assert refs == [(job_id, 0), (job_id, 1)] and "Seed: 1234" in info and job_id_after == "" and selected is None
-    sent = workspace.send_to_img2img(None, refs)  # nothing picked: the first image goes
+    sent = workspace.gallery.send_to_img2img(None, refs)  # nothing picked: the first image goes
     assert isinstance(sent[0], Image.Image) and sent[9] == 1234
 
 
 def test_errors_are_messages_not_tracebacks(personas, tiny_checkpoint_path) -> None:
     workspace = workspace_for(personas["alice"])
     with pytest.raises(gr.Error, match="unknown checkpoint"):
-        next(workspace.generate_txt2img(*args(form(checkpoint="nope.safetensors"))))
+        next(workspace.txt2img.generate_txt2img(*args(form(checkpoint="nope.safetensors"))))
     with pytest.raises(gr.Error, match="steps: must be at most"):
-        next(workspace.generate_txt2img(*args(form(steps=100_000))))
+        next(workspace.txt2img.generate_txt2img(*args(form(steps=100_000))))
     with pytest.raises(gr.Error, match="Upload an image"):
-        next(workspace.generate_img2img(*args(form(), (0.6, 4, 1, False, None))))
+        next(workspace.img2img.generate_img2img(*args(form(), (0.6, 4, 1, False, None))))
     assert not Job.objects.exists()
     operator = workspace_for(personas["admin"])  # staff without a team: refused, with the reason
     with pytest.raises(gr.Error, match="not a member"):
-        next(operator.generate_txt2img(*args(form())))
+        next(operator.txt2img.generate_txt2img(*args(form())))
 
 
 @pytest.mark.filterwarnings("ignore:Cancelled:UserWarning")  # gr.Warning outside a Gradio event
 def test_cancel_stops_the_members_own_job_only(personas, tiny_checkpoint_path) -> None:
     alice, charlie = workspace_for(personas["alice"]), workspace_for(personas["charlie"])
-    stream = alice.generate_txt2img(*args(form()))
+    stream = alice.txt2img.generate_txt2img(*args(form()))
     job_id = next(stream)[4]
-    charlie.cancel(job_id)  # charlie cannot cancel alice's job, even with its id
+    charlie.txt2img.cancel(job_id)  # charlie cannot cancel alice's job, even with its id
     assert Job.objects.get(public_id=job_id).status == Job.Status.QUEUED
-    assert 'data-status="cancelled"' in alice.cancel(job_id)
+    assert 'data-status="cancelled"' in alice.txt2img.cancel(job_id)
     assert Job.objects.get(public_id=job_id).status == Job.Status.CANCELLED
     assert 'data-status="cancelled"' in list(stream)[-1][0]
 
@@ -177,7 +179,7 @@ def test_img2img_with_a_painted_mask_submits_image_and_mask(personas, tiny_check
     layer = Image.new("RGBA", (64, 96), (0, 0, 0, 0))
     layer.paste((255, 255, 255, 255), (10, 10, 30, 30))
     editor = {"background": background, "layers": [layer], "composite": background}
-    job = workspace.submit("img2img", *args(form(batch_size=1), (0.55, 4, 1, True, editor)))
+    job = workspace.img2img.submit(*args(form(batch_size=1), (0.55, 4, 1, True, editor)))
     p = job.params
     assert job.kind == "img2img" and p["denoising_strength"] == 0.55 and p["inpaint_full_res"] is True
     assert len(p["init_images"]) == 1 and p["mask"] and p["init_images"][0].startswith("users/alice/inputs/")
@@ -185,17 +187,17 @@ def test_img2img_with_a_painted_mask_submits_image_and_mask(personas, tiny_check
 
 def test_charlies_gallery_never_holds_alices_images(personas, tiny_checkpoint_path) -> None:
     alice, charlie = workspace_for(personas["alice"]), workspace_for(personas["charlie"])
-    job = finish(alice.submit("txt2img", *args(form())))
-    items, refs = alice.refresh_gallery()
+    job = finish(alice.txt2img.submit(*args(form())))
+    items, refs = alice.gallery.refresh_gallery()
     assert len(items) == 2 and refs == [[job.public_id, 0], [job.public_id, 1]]
-    assert charlie.refresh_gallery() == ([], [])
+    assert charlie.gallery.refresh_gallery() == ([], [])
     # Nor can charlie's workspace fetch it by sending alice's ids from a doctored browser.
     with pytest.raises(gr.Error, match="not in your gallery"):
-        charlie.send_to_img2img([job.public_id, 0])
+        charlie.gallery.send_to_img2img([job.public_id, 0])
     # Picking an image in her gallery shows its parameters.
-    selected, info = alice.select_image(refs, gr.SelectData(None, {"index": 1, "value": None, "selected": True}))
+    selected, info = alice.gallery.select_image(refs, gr.SelectData(None, {"index": 1, "value": None, "selected": True}))
     assert selected == [job.public_id, 1] and "Seed: 1235" in info
-    sent = alice.send_to_img2img([job.public_id, 1])
+    sent = alice.gallery.send_to_img2img([job.public_id, 1])
     assert isinstance(sent[0], Image.Image) and sent[1] == "a lighthouse at dawn" and sent[9] == 1235
 
 
@@ -205,17 +207,17 @@ def test_png_info_reads_the_parameters_and_sends_them_to_txt2img(personas, tmp_p
     meta.add_text("parameters", "a red fox\nNegative prompt: blurry\nSteps: 12, Sampler: DPM++ 2M, CFG scale: 5, Seed: 7, Size: 64x128")
     path = tmp_path / "fox.png"
     Image.new("RGB", (64, 128)).save(path, pnginfo=meta)
-    infotext, fields = workspace.read_pnginfo(str(path))
+    infotext, fields = workspace.pnginfo.read_pnginfo(str(path))
     assert infotext.startswith("a red fox") and fields["Steps"] == "12"
-    sent = workspace.send_pnginfo_to_txt2img(fields)
+    sent = workspace.pnginfo.send_pnginfo_to_txt2img(fields)
     assert sent[:9] == ("a red fox", "blurry", "DPM++ 2M", "Automatic", 12, 5.0, 64, 128, 7)
     Image.new("RGB", (8, 8)).save(tmp_path / "plain.png")
-    assert workspace.read_pnginfo(str(tmp_path / "plain.png")) == ("This image has no generation parameters.", {})
+    assert workspace.pnginfo.read_pnginfo(str(tmp_path / "plain.png")) == ("This image has no generation parameters.", {})
 
 
 def test_defaults_persist_per_member(personas, tiny_checkpoint_path) -> None:
     alice = workspace_for(personas["alice"])
-    alice.save_defaults(*args(form(prompt="my usual", steps=33, sampler_name="DDIM", width=768, restore_faces=True),
+    alice.txt2img.save_defaults(*args(form(prompt="my usual", steps=33, sampler_name="DDIM", width=768, restore_faces=True),
                               units=None))
     assert generation_defaults_for_user(personas["alice"])["steps"] == 33
     reopened = workspace_for(personas["alice"])
@@ -229,25 +231,25 @@ def test_the_prompt_styles_extension_shows_its_panel_and_merges_styles_only_when
     assert Extension.objects.filter(name="prompt-styles", enabled_by_default=False).exists()  # the migration installed it
     alice = workspace_for(personas["alice"])
     assert alice.txt2img["styles"].visible is False
-    job = alice.submit("txt2img", *args(form(styles=["Watercolor"])))
+    job = alice.txt2img.submit(*args(form(styles=["Watercolor"])))
     assert job.params["prompt"] == "a lighthouse at dawn"  # off: ignored
 
-    table, *pickers = alice.apply_extensions(["prompt-styles"])
+    table, *pickers = alice.extensions.apply_extensions(["prompt-styles"])
     assert "✅" in table and all(picker.visible is True for picker in pickers)
     assert ExtensionChoice.objects.get(user=personas["alice"]).enabled is True
     assert workspace_for(personas["alice"]).txt2img["styles"].visible is True
-    job = alice.submit("txt2img", *args(form(styles=["Watercolor"])))
+    job = alice.txt2img.submit(*args(form(styles=["Watercolor"])))
     assert job.params["prompt"] == "watercolor painting of a lighthouse at dawn, soft edges, paper texture"
     assert job.params["negative_prompt"] == "fog, photo, 3d render"
 
     assert workspace_for(personas["bob"]).txt2img["styles"].visible is False  # bob's choice is his own
-    alice.apply_extensions([])
+    alice.extensions.apply_extensions([])
     assert workspace_for(personas["alice"]).txt2img["styles"].visible is False
 
 
 def test_language_switch_relabels_the_workspace_and_is_remembered(personas, tiny_checkpoint_path) -> None:
     alice = workspace_for(personas["alice"])
-    updates = alice.set_language("ja")
+    updates = alice.settings.set_language("ja")
     assert language_for_user(personas["alice"]) == "ja"
     labels = [update.get("label") or update.get("value") for update in updates[:-1]]
     assert "プロンプト" in labels and "生成" in labels and "ワークスペース" in updates[-1]
@@ -255,7 +257,7 @@ def test_language_switch_relabels_the_workspace_and_is_remembered(personas, tiny
     assert reopened.txt2img["prompt"].label == "プロンプト" and reopened.txt2img["generate"].value == "生成"
     assert workspace_for(personas["charlie"]).txt2img["prompt"].label == "Prompt"
     with pytest.raises(gr.Error):
-        alice.set_language("xx")
+        alice.settings.set_language("xx")
 
 
 def test_the_network_browser_lists_the_members_own_and_shared_models_only(personas, tiny_checkpoint_path) -> None:
@@ -278,20 +280,20 @@ def test_the_network_browser_lists_the_members_own_and_shared_models_only(person
     finally:
         for path in files:
             path.unlink()
-    assert alice.insert_network("a fox", "<lora:alice-style:1>") == "a fox, <lora:alice-style:1>"
-    assert alice.insert_network("", "team-neg") == "team-neg"
+    assert alice.txt2img.insert_network("a fox", "<lora:alice-style:1>") == "a fox, <lora:alice-style:1>"
+    assert alice.txt2img.insert_network("", "team-neg") == "team-neg"
 
 
 def test_an_unexpected_failure_shows_a_plain_message_and_is_logged(personas, tiny_checkpoint_path, caplog) -> None:
     from django.core.files.storage import default_storage
 
     alice = workspace_for(personas["alice"])
-    job = finish(alice.submit("txt2img", *args(form())))
+    job = finish(alice.txt2img.submit(*args(form())))
     default_storage.delete(job.outputs[0])  # e.g. an operator cleaned up the disk
-    items, refs = alice.refresh_gallery()
+    items, refs = alice.gallery.refresh_gallery()
     assert refs == [[job.public_id, 1]]  # the gallery skips the missing file
     with pytest.raises(gr.Error) as raised:
-        alice.send_to_img2img([job.public_id, 0])
+        alice.gallery.send_to_img2img([job.public_id, 0])
     assert raised.value.message == "Something went wrong on our side; the operators have the details."
     assert "workspace callback failed" in caplog.text and "FileNotFoundError" in caplog.text
 
@@ -305,7 +307,7 @@ def test_a_running_job_shows_the_workers_live_preview(personas, tiny_checkpoint_
     from inference.services import job_progress
 
     workspace = workspace_for(personas["alice"])
-    stream = workspace.generate_txt2img(*args(form()))
+    stream = workspace.txt2img.generate_txt2img(*args(form()))
     _progress, gallery, *_rest = next(stream)  # queued: nothing to show yet
     job = Job.objects.get(owner=personas["alice"])
     worker, _ = Worker.objects.get_or_create(name="w@test", defaults={"queue": "q.test", "last_heartbeat": timezone.now()})
@@ -379,7 +381,7 @@ def test_the_controlnet_panel_has_three_closed_units_and_lists_the_members_model
     later.write_bytes(controlnets["public"].read_bytes())
     try:
         public_pick = charlie.controlnet_model_choices()[0]
-        refreshed = charlie.refresh_controlnet_models(public_pick)
+        refreshed = charlie.txt2img.refresh_controlnet_models(public_pick)
         assert refreshed.choices[0][0].startswith("charlie-new [") and refreshed.value == public_pick
         updates = charlie.refresh_model_lists(*[None] * 6)
         assert len(updates) == 4 + 6 and updates[-1].choices[0][0].startswith("charlie-new [")
@@ -397,7 +399,7 @@ def test_an_enabled_unit_becomes_the_api_unit_and_reaches_alices_job(personas, c
     second = unit(enabled=True, image=control_image(), module="canny", model=own_model, weight=0.6,
                   guidance_start=0.1, guidance_end=0.8, control_mode=2, resize_mode=0, pixel_perfect=True,
                   processor_res=256, threshold_a=50, threshold_b=150)
-    values, _editor = alice._values(args(form(batch_size=1), units=[first, second]), "txt2img")
+    values, _editor = alice.txt2img._values(args(form(batch_size=1), units=[first, second]))
     (sent,) = request_body("txt2img", values)["alwayson_scripts"]["controlnet"]["args"]
     image = sent.pop("image")
     assert image.startswith("data:image/png;base64,")
@@ -407,7 +409,7 @@ def test_an_enabled_unit_becomes_the_api_unit_and_reaches_alices_job(personas, c
         "threshold_a": 50, "threshold_b": 150,
     }
 
-    job = alice.submit("txt2img", *args(form(batch_size=1), units=[first, second]))
+    job = alice.txt2img.submit(*args(form(batch_size=1), units=[first, second]))
     (stored,) = job.params["controlnet_units"]
     (model,) = JobSpec.from_json(job.params).controlnet_models
     assert (stored["model"], model.key) == ("alice-lines", "users/alice/models/ControlNet/" + controlnets["own"].name)
@@ -416,12 +418,11 @@ def test_an_enabled_unit_becomes_the_api_unit_and_reaches_alices_job(personas, c
     assert stored["field"] == "alwayson_scripts.controlnet.args[0]" and stored["image"].startswith("users/alice/inputs/")
 
     # A preprocessor without sliders sends the API's "-1: its defaults"; "none" no resolution either.
-    values, _editor = alice._values(args(form(), units=[unit(enabled=True, image=control_image(), model=own_model,
-                                                             module="invert", threshold_a=3)]), "txt2img")
+    values, _editor = alice.txt2img._values(args(form(), units=[unit(enabled=True, image=control_image(), model=own_model,
+                                                             module="invert", threshold_a=3)]))
     (sent,) = request_body("txt2img", values)["alwayson_scripts"]["controlnet"]["args"]
     assert (sent["threshold_a"], sent["threshold_b"], sent["processor_res"]) == (-1, -1, 512)
-    values, _editor = alice._values(args(form(), units=[unit(enabled=True, image=control_image(), model=own_model)]),
-                                    "txt2img")
+    values, _editor = alice.txt2img._values(args(form(), units=[unit(enabled=True, image=control_image(), model=own_model)]))
     assert request_body("txt2img", values)["alwayson_scripts"]["controlnet"]["args"][0]["processor_res"] == -1
 
 
@@ -431,9 +432,9 @@ def test_disabled_units_send_nothing(personas, controlnets) -> None:
     alice = workspace_for(personas["alice"])
     model = alice.controlnet_model_choices()[0]
     off = [unit(image=control_image(), model=model, module="canny") for _ in range(UNIT_COUNT)]
-    values, _editor = alice._values(args(form(), units=off), "txt2img")
+    values, _editor = alice.txt2img._values(args(form(), units=off))
     assert "alwayson_scripts" not in request_body("txt2img", values)
-    job = alice.submit("txt2img", *args(form(), units=off))
+    job = alice.txt2img.submit(*args(form(), units=off))
     assert job.params["controlnet_units"] == []
 
 
@@ -441,25 +442,25 @@ def test_a_unit_without_image_or_model_is_a_clear_error_and_img2img_falls_back_t
     alice = workspace_for(personas["alice"])
     model = alice.controlnet_model_choices()[0]
     with pytest.raises(gr.Error) as raised:
-        next(alice.generate_txt2img(*args(form(), units=[unit(), unit(enabled=True, model=model)])))
+        next(alice.txt2img.generate_txt2img(*args(form(), units=[unit(), unit(enabled=True, model=model)])))
     assert raised.value.message == (
         "ControlNet Unit 1 is enabled but has no control image: upload one, or turn the unit off."
     )
     with pytest.raises(gr.Error, match="ControlNet Unit 0 is enabled but has no model"):
-        next(alice.generate_txt2img(*args(form(), units=[unit(enabled=True, image=control_image())])))
+        next(alice.txt2img.generate_txt2img(*args(form(), units=[unit(enabled=True, image=control_image())])))
     # A model gone since the list was shown: the API's refusal, naming the unit as the tabs do.
     gone = unit(enabled=True, image=control_image(), model="deleted-since [0123abcd]")
     with pytest.raises(gr.Error) as raised:
-        next(alice.generate_txt2img(*args(form(), units=[unit(), unit(), gone])))
+        next(alice.txt2img.generate_txt2img(*args(form(), units=[unit(), unit(), gone])))
     assert raised.value.message.startswith("ControlNet Unit 2.model: unknown ControlNet model 'deleted-since'")
-    alice.set_language("ja")
+    alice.settings.set_language("ja")
     with pytest.raises(gr.Error, match="ControlNet ユニット 0 が有効ですが、コントロール画像がありません"):
-        next(alice.generate_txt2img(*args(form(), units=[unit(enabled=True, model=model)])))
+        next(alice.txt2img.generate_txt2img(*args(form(), units=[unit(enabled=True, model=model)])))
     assert not Job.objects.exists()
 
     # img2img: an enabled unit without an image uses the init image, as the extension does.
     editor = {"background": Image.new("RGBA", (64, 96), (10, 120, 200, 255)), "layers": [], "composite": None}
-    job = alice.submit("img2img", *args(form(batch_size=1), (0.5, 4, 1, False, editor),
+    job = alice.img2img.submit(*args(form(batch_size=1), (0.5, 4, 1, False, editor),
                                         units=[unit(enabled=True, model=model, module="canny")]))
     (stored,) = job.params["controlnet_units"]
     assert stored["image"] == job.params["init_images"][0] and stored["module"] == "canny"
@@ -468,7 +469,7 @@ def test_a_unit_without_image_or_model_is_a_clear_error_and_img2img_falls_back_t
 def test_the_detect_maps_follow_the_images_of_the_members_own_job(personas, controlnets) -> None:
     alice, charlie = workspace_for(personas["alice"]), workspace_for(personas["charlie"])
     model = alice.controlnet_model_choices()[0]
-    stream = alice.generate_txt2img(*args(form(batch_size=1), units=[unit(enabled=True, image=control_image(),
+    stream = alice.txt2img.generate_txt2img(*args(form(batch_size=1), units=[unit(enabled=True, image=control_image(),
                                                                           model=model, module="canny")]))
     job_id = next(stream)[4]
     job = finish(Job.objects.get(public_id=job_id), control_maps=1)
@@ -479,7 +480,7 @@ def test_the_detect_maps_follow_the_images_of_the_members_own_job(personas, cont
     from frontend.workspace.jobs import WorkspaceError
 
     with pytest.raises(WorkspaceError, match="This job is gone"):  # charlie cannot follow alice's job
-        next(charlie.follow(job))
+        next(charlie.txt2img.follow(job))
 
 
 def test_restore_faces_is_sent_and_a_missing_restorer_is_the_members_message(personas, tiny_checkpoint_path) -> None:
@@ -487,12 +488,12 @@ def test_restore_faces_is_sent_and_a_missing_restorer_is_the_members_message(per
 
     alice = workspace_for(personas["alice"])
     assert alice.txt2img["restore_faces"].value is False and alice.img2img["restore_faces"].label == "Restore faces"
-    values, _editor = alice._values(args(form(restore_faces=True)), "txt2img")
+    values, _editor = alice.txt2img._values(args(form(restore_faces=True)))
     assert request_body("txt2img", values)["restore_faces"] is True
-    assert request_body("txt2img", alice._values(args(form()), "txt2img")[0])["restore_faces"] is False
+    assert request_body("txt2img", alice.txt2img._values(args(form()))[0])["restore_faces"] is False
     # With no face restorer installed, the refusal that says what to install is the member's message.
     with pytest.raises(gr.Error, match="face restoration is not installed: put codeformer-v0.1.0.pth"):
-        next(alice.generate_txt2img(*args(form(restore_faces=True))))
+        next(alice.txt2img.generate_txt2img(*args(form(restore_faces=True))))
     assert not Job.objects.exists()
 
     # With one in her own folder, her job runs with it.
@@ -502,7 +503,7 @@ def test_restore_faces_is_sent_and_a_missing_restorer_is_the_members_message(per
     folder = settings.DATA_DIR / "users" / "alice" / "models" / "GFPGAN"
     written = [write_tiny_gfpgan(folder / "GFPGANv1.4.pth"), write_tiny_face_detector(folder / "detection_Resnet50_Final.pth")]
     try:
-        next(alice.generate_txt2img(*args(form(restore_faces=True))))
+        next(alice.txt2img.generate_txt2img(*args(form(restore_faces=True))))
         job = Job.objects.get()
         assert job.params["restore_faces"] is True and JobSpec.from_json(job.params).face_restorer.name == "GFPGAN"
     finally:
@@ -515,7 +516,7 @@ def test_every_string_has_both_languages_and_the_controlnet_panel_relabels(perso
 
     assert [key for key, entry in STRINGS.items() if set(entry) != set(LANGUAGES) or not all(entry.values())] == []
     alice = workspace_for(personas["alice"])
-    updates = alice.set_language("ja")
+    updates = alice.settings.set_language("ja")
     labels = [update.get("label") for update in updates[:-1]]
     assert {"ControlNet ユニット 2", "コントロールの重み", "プリプロセッサ", "顔の修復"} <= set(labels)
     modes = next(u for u in updates[:-1] if u.get("label") == "コントロールモード")
@@ -527,28 +528,28 @@ def test_every_string_has_both_languages_and_the_controlnet_panel_relabels(perso
 
 def test_the_preprocessor_picks_its_sliders_and_an_upload_enables_the_unit(personas, tiny_checkpoint_path) -> None:
     alice = workspace_for(personas["alice"])
-    resolution, low, high = alice.controlnet_module_changed("canny")
+    resolution, low, high = alice.txt2img.controlnet_module_changed("canny")
     assert resolution.visible is True and (low.label, low.value, low.maximum) == ("Canny Low Threshold", 100, 255)
     assert (high.label, high.value, high.visible) == ("Canny High Threshold", 200, True)
-    resolution, sigma, second = alice.controlnet_module_changed("blur_gaussian")
+    resolution, sigma, second = alice.txt2img.controlnet_module_changed("blur_gaussian")
     assert (sigma.label, sigma.value, sigma.step) == ("Sigma", 9, 0.01) and second.visible is False
-    resolution, first, second = alice.controlnet_module_changed("none")
+    resolution, first, second = alice.txt2img.controlnet_module_changed("none")
     assert (resolution.visible, first.visible, second.visible) == (False, False, False)
-    assert alice.controlnet_image_uploaded() is True
+    assert alice.txt2img.controlnet_image_uploaded() is True
 
 
 def test_face_restoration_settings_are_the_members_own_options(personas, tiny_checkpoint_path) -> None:
     from inference.selectors import user_options_get
 
     bob = workspace_for(personas["bob"])
-    assert bob.face_model.value == "CodeFormer" and bob.code_former_weight.value == 0.5  # A1111's defaults
-    bob.save_face_settings("GFPGAN", 0.7)
+    assert bob.settings.face_model.value == "CodeFormer" and bob.settings.code_former_weight.value == 0.5  # A1111's defaults
+    bob.settings.save_face_settings("GFPGAN", 0.7)
     assert {k: user_options_get(personas["bob"])[k] for k in ("face_restoration_model", "code_former_weight")} == {
         "face_restoration_model": "GFPGAN", "code_former_weight": 0.7,
     }
     assert user_options_get(personas["alice"])["face_restoration_model"] == "CodeFormer"  # not alice's
     reopened = workspace_for(personas["bob"])
-    assert reopened.face_model.value == "GFPGAN" and reopened.code_former_weight.value == 0.7
+    assert reopened.settings.face_model.value == "GFPGAN" and reopened.settings.code_former_weight.value == 0.7
     with pytest.raises(gr.Error, match="code_former_weight"):
-        bob.save_face_settings("GFPGAN", 1.5)
-    assert {"顔の修復モデル", "顔の修復設定を保存"} <= {u.get("label") or u.get("value") for u in bob.set_language("ja")[:-1]}
+        bob.settings.save_face_settings("GFPGAN", 1.5)
+    assert {"顔の修復モデル", "顔の修復設定を保存"} <= {u.get("label") or u.get("value") for u in bob.settings.set_language("ja")[:-1]}

@@ -17,7 +17,8 @@ from django.conf import settings
 from PIL import Image
 
 from a1111.samplers import resolve_sampler
-from runtime.engine import GenerationSpec, WorkerRuntime
+from runtime.engine import WorkerRuntime
+from runtime.specs import GenerationSpec
 from runtime.tiny.model import write_tiny_checkpoint
 
 STEPS = 4

@@ -13,8 +13,15 @@ import torch
 from diffusers.models.attention_processor import AttnProcessor2_0
 
 from a1111.samplers import resolve_sampler
-from runtime.acceleration import Acceleration, AccelerationSettingError, apply_to_pipeline, configure_vae
-from runtime.engine import GenerationSpec, PipelineCache, WorkerRuntime
+from runtime.acceleration import (
+    Acceleration,
+    AccelerationSettingError,
+    apply_to_pipeline,
+    configure_vae,
+)
+from runtime.caches import PipelineCache
+from runtime.engine import WorkerRuntime
+from runtime.specs import GenerationSpec
 from runtime.tiny.model import write_tiny_checkpoint
 
 

@@ -11,7 +11,8 @@ import torch
 from a1111.samplers import resolve_sampler
 from runtime.checkpoints.loading import load_pipeline
 from runtime.conditioning import encode_pair_xl
-from runtime.engine import GenerationSpec, WorkerRuntime
+from runtime.engine import WorkerRuntime
+from runtime.specs import GenerationSpec
 from runtime.tiny.families import write_tiny_sdxl_checkpoint
 
 

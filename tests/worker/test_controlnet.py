@@ -425,7 +425,8 @@ def test_worker_runtime_runs_controlnet_units_and_survives_a_mismatch(checkpoint
     import dataclasses
 
     from a1111.samplers import resolve_sampler
-    from runtime.engine import GenerationSpec, Img2ImgInputs, WorkerRuntime
+    from runtime.engine import WorkerRuntime
+    from runtime.specs import GenerationSpec, Img2ImgInputs
 
     runtime = WorkerRuntime(device="cpu", cache_size=1, config_cache_dir=tmp_path / "cache")
     choice = resolve_sampler("Euler")

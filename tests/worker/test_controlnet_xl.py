@@ -22,7 +22,8 @@ from runtime.checkpoints.loading import get_architecture
 from a1111.controlnet import ControlNetError, ControlUnit
 from runtime.controlnet import load_controlnet
 from runtime.img2img import InpaintSettings
-from runtime.engine import GenerationSpec, Img2ImgInputs, WorkerRuntime
+from runtime.engine import WorkerRuntime
+from runtime.specs import GenerationSpec, Img2ImgInputs
 from runtime.tiny.controlnet import (
     TINY_SDXL_CONTROLNET_DEPTHS,
     build_tiny_controlnet,

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runtime.extras import PostprocessSpec, Resizer, RestoreStep, UpscaleStep
 from runtime.faces.detection import write_tiny_face_detector
 from runtime.faces.gfpgan import write_tiny_gfpgan
 from runtime.engine import WorkerRuntime
+from runtime.specs import PostprocessSpec, Resizer, RestoreStep, UpscaleStep
 from runtime.upscalers import write_tiny_esrgan
 
 

@@ -22,11 +22,11 @@ from runtime.faces.gfpgan import write_tiny_gfpgan
 from runtime.faces.restoration import (
     FFHQ_TEMPLATE_512,
     FaceNet,
-    FaceRestorationSpec,
     load_face_net,
     restore_detected,
 )
 from runtime.engine import WorkerRuntime
+from runtime.specs import FaceRestorationSpec
 
 
 class _Identity(torch.nn.Module):

@@ -18,7 +18,8 @@ from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file, save_file
 
 from runtime.checkpoints.loading import load_pipeline
-from runtime.networks.lora import LoraMismatch, LoraSet, LoraSpec, adapter_name_for
+from runtime.networks.lora import LoraMismatch, LoraSet, adapter_name_for
+from runtime.specs import LoraSpec
 from runtime.tiny.lora import write_tiny_lora, write_tiny_sdxl_style_lora
 from runtime.tiny.model import write_tiny_checkpoint
 

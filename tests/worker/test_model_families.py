@@ -424,7 +424,8 @@ def test_the_worker_runtime_generates_with_each_family(tmp_path, family) -> None
 
     from a1111.samplers import resolve_sampler
     from runtime.tiny import families as tiny_families
-    from runtime.engine import GenerationSpec, Img2ImgInputs, WorkerRuntime
+    from runtime.engine import WorkerRuntime
+    from runtime.specs import GenerationSpec, Img2ImgInputs
 
     writer = {"sd2": tiny_families.write_tiny_sd2_checkpoint, "sdxl": tiny_families.write_tiny_sdxl_checkpoint}[family]
     checkpoint = writer(tmp_path / f"{family}.safetensors")

@@ -7,7 +7,8 @@ import torch
 
 from a1111.samplers import resolve_sampler
 from runtime.previews import latent_preview
-from runtime.engine import GenerationSpec, HiresSpec, WorkerRuntime
+from runtime.engine import WorkerRuntime
+from runtime.specs import GenerationSpec, HiresSpec
 from runtime.tiny.model import write_tiny_checkpoint
 
 

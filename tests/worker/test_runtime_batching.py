@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from a1111.samplers import resolve_sampler
-from runtime.engine import GenerationSpec, SkipChunk, WorkerRuntime
+from runtime.engine import SkipChunk, WorkerRuntime
+from runtime.specs import GenerationSpec
 from runtime.tiny.model import write_tiny_checkpoint
 
 

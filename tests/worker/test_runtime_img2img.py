@@ -12,7 +12,8 @@ from PIL import Image
 
 from a1111.samplers import resolve_sampler
 from runtime.img2img import InpaintSettings
-from runtime.engine import GenerationSpec, Img2ImgInputs, WorkerRuntime
+from runtime.engine import WorkerRuntime
+from runtime.specs import GenerationSpec, Img2ImgInputs
 from runtime.tiny.model import write_tiny_checkpoint, write_tiny_vae
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from a1111.samplers import resolve_sampler
-from runtime.engine import GenerationSpec, HiresSpec, WorkerRuntime
+from runtime.engine import WorkerRuntime
+from runtime.specs import GenerationSpec, HiresSpec
 from runtime.tiny.model import write_tiny_checkpoint
 
 

@@ -10,8 +10,14 @@ import torch
 from PIL import Image
 
 from a1111.samplers import resolve_sampler
-from runtime.engine import GenerationSpec, WorkerRuntime
-from runtime.safety import SafetyChecker, SafetyCheckerMissing, censor_image, write_tiny_safety_checker
+from runtime.engine import WorkerRuntime
+from runtime.safety import (
+    SafetyChecker,
+    SafetyCheckerMissing,
+    censor_image,
+    write_tiny_safety_checker,
+)
+from runtime.specs import GenerationSpec
 from runtime.tiling import seamless
 from runtime.tiny.model import write_tiny_checkpoint
 

@@ -12,9 +12,15 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from a1111.samplers import resolve_sampler
-from runtime.engine import GenerationSpec, HiresSpec, WorkerRuntime
+from runtime.engine import WorkerRuntime
+from runtime.specs import GenerationSpec, HiresSpec
 from runtime.tiny.model import write_tiny_checkpoint
-from runtime.upscalers import UpscalerError, load_upscaler, upscale, write_tiny_esrgan
+from runtime.upscalers import (
+    UpscalerError,
+    load_upscaler,
+    upscale,
+    write_tiny_esrgan,
+)
 
 
 @pytest.mark.parametrize(("name", "scale", "layout"), [

@@ -1,0 +1,67 @@
+"""Seeds, noise and latents: what makes an image depend on its own seed alone (no Django).
+
+Every image of a batch draws its noise from its own CPU generator seeded with its own seed
+(`image_generators`), so it does not depend on its batch neighbours, its position or the
+device; variation seeds move that noise towards a subseed's (`variation_noise`, A1111's
+"Variation seed"); the hires fix's latent modes resize latents (`upscale_latents`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def image_generators(seeds: Sequence[int], images: range) -> list[torch.Generator]:
+    """One CPU generator per image of `images`, seeded with that image's seed (A1111's "seed + i")."""
+    return [torch.Generator(device="cpu").manual_seed(seeds[i]) for i in images]
+
+
+def slerp(strength: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation from `low` (strength 0) to `high` (strength 1), row by row."""
+    low_norm = low / torch.norm(low, dim=1, keepdim=True)
+    high_norm = high / torch.norm(high, dim=1, keepdim=True)
+    dot = (low_norm * high_norm).sum(1)
+    if dot.mean() > 0.9995:
+        return low * (1 - strength) + high * strength
+    omega = torch.acos(dot)
+    so = torch.sin(omega)
+    return (torch.sin((1.0 - strength) * omega) / so).unsqueeze(1) * low + (torch.sin(strength * omega) / so).unsqueeze(1) * high
+
+
+def variation_noise(
+    shape: tuple[int, int, int, int], seeds: Sequence[int], subseeds: Sequence[int], strength: float, images: range
+) -> torch.Tensor:
+    """Each image's starting noise (on the CPU, float32): its seed's noise moved towards its
+    subseed's by `strength`.
+
+    Drawn exactly as diffusers draws it from a per-image CPU generator, so strength 0 is the
+    plain seed's image. `shape` is one image's latent shape, (1, channels, height, width).
+    """
+    noises = []
+    for i in images:
+        seed_noise = torch.randn(shape, generator=torch.Generator(device="cpu").manual_seed(seeds[i]))
+        sub_noise = torch.randn(shape, generator=torch.Generator(device="cpu").manual_seed(subseeds[i]))
+        # A1111: slerp(strength, noise, subnoise), i.e. strength 1 is the subseed's noise
+        noises.append(slerp(strength, seed_noise.flatten(1), sub_noise.flatten(1)).reshape(shape))
+    return torch.cat(noises)
+
+
+LATENT_MODES = {  # A1111's latent upscale modes → torch interpolate (mode, antialias)
+    "Latent": ("bilinear", False),
+    "Latent (antialiased)": ("bilinear", True),
+    "Latent (bicubic)": ("bicubic", False),
+    "Latent (bicubic antialiased)": ("bicubic", True),
+    "Latent (nearest)": ("nearest", False),
+    "Latent (nearest-exact)": ("nearest-exact", False),
+}
+
+
+def upscale_latents(latents: torch.Tensor, mode_name: str, *, width: int, height: int) -> torch.Tensor:
+    """The hires fix's "Latent…" upscalers: latents resized to (`width`, `height`) / 8."""
+    mode, antialias = LATENT_MODES[mode_name]
+    size = (height // 8, width // 8)
+    if mode in ("nearest", "nearest-exact"):
+        return torch.nn.functional.interpolate(latents, size=size, mode=mode)
+    return torch.nn.functional.interpolate(latents, size=size, mode=mode, antialias=antialias)

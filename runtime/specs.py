@@ -1,0 +1,168 @@
+"""The frozen specs the worker runtime takes: plain data, filled by the batch runner (no Django).
+
+Everything `WorkerRuntime` needs to run a batch arrives as one of these: `GenerationSpec`
+(txt2img; img2img and inpainting with `Img2ImgInputs`; the hires fix with `HiresSpec`; its
+LoRAs as `LoraSpec`s and "Restore faces" as `FaceRestorationSpec`) or `PostprocessSpec`
+(A1111's Extras on one image). Model files are named by path and identified by content hash,
+so the runtime's caches can key on the hash. This module itself needs no torch (importing
+`a1111.controlnet` still loads it through that package's `__init__`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+
+from a1111.controlnet import ControlUnit
+from runtime.img2img import InpaintSettings
+
+# ---------------------------------------------------------------------------------------------
+# Networks and face restoration (parts of a generation batch's key)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """One LoRA to apply to a batch: its file, its identity and its weights per component."""
+
+    path: str
+    sha256: str  # identity of the file's content; the adapter name is derived from it
+    te_weight: float = 1.0
+    unet_weight: float = 1.0
+
+    def weight_for(self, component: str) -> float:
+        """The weight for a pipeline component: "unet" or a text encoder (runtime/networks/lora.py)."""
+        return self.unet_weight if component == "unet" else self.te_weight
+
+
+@dataclass(frozen=True)
+class FaceRestorationSpec:
+    """One face restoration setting for a whole batch (part of the batch key)."""
+
+    restorer: str  # "CodeFormer" or "GFPGAN"
+    model_path: str
+    model_sha256: str
+    detector_path: str
+    detector_sha256: str
+    fidelity: float = 0.5  # CodeFormer's weight (A1111's code_former_weight); GFPGAN ignores it
+
+
+# ---------------------------------------------------------------------------------------------
+# Generation: txt2img, img2img/inpainting, the hires fix
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Img2ImgInputs:
+    """What turns a batch into img2img: one init image (and mask) per image, and how to prepare them.
+
+    Images and masks arrive as the client sent them; `runtime/img2img.py` resizes,
+    crops and blurs them as A1111 does, and pastes the results back over the originals.
+    """
+
+    init_images: list[Image.Image]  # one per image of the batch
+    masks: list[Image.Image | None]  # one per image; None: plain img2img for that image
+    denoising_strength: float
+    resize_mode: int = 0
+    inpaint: InpaintSettings = field(default_factory=InpaintSettings)
+
+
+@dataclass(frozen=True)
+class HiresSpec:
+    """txt2img's hires fix: upscale the first pass, then an img2img pass at the target size."""
+
+    width: int
+    height: int
+    upscaler: str  # "Latent…" modes resize latents; "None"/"Lanczos"/"Nearest" resize the image; else a model
+    steps: int  # the second pass's steps before `denoising_strength` (A1111's hr_second_pass_steps or steps)
+    denoising_strength: float
+    upscaler_path: str = ""  # an ESRGAN-family model file (runtime/upscalers.py)
+    upscaler_sha256: str = ""
+
+
+@dataclass(frozen=True)
+class GenerationSpec:
+    """One pipeline batch: shared settings, and one prompt, negative prompt and seed per image.
+
+    The images may come from several jobs (cross-user batching): every image has its own
+    generator (and, for img2img, its own init image), so an image depends on its own seed and
+    prompt, not on its neighbours.
+    """
+
+    checkpoint_path: str
+    checkpoint_sha256: str
+    prompts: list[str]
+    negative_prompts: list[str]
+    seeds: list[int]
+    steps: int
+    cfg_scale: float
+    width: int
+    height: int
+    max_batch: int  # images per pipeline call; more images run as successive chunks
+    scheduler_class: str
+    scheduler_kwargs: dict[str, Any] = field(default_factory=dict)
+    vae_path: str = ""  # a VAE file instead of the checkpoint's own
+    vae_sha256: str = ""
+    img2img: Img2ImgInputs | None = None
+    hires: HiresSpec | None = None
+    loras: list[LoraSpec] = field(default_factory=list)
+    hypernetworks: list[tuple[str, str, float]] = field(default_factory=list)  # (path, sha256, strength), in order
+    embeddings: list[tuple[str, str, str]] = field(default_factory=list)  # (name, path, sha256)
+    clip_skip: int = 1  # A1111's numbering: 1 is the text encoder's last layer
+    subseeds: list[int] = field(default_factory=list)  # one per image; used when subseed_strength > 0
+    subseed_strength: float = 0.0
+    tiling: bool = False  # A1111's "Tiling": seamlessly repeating images
+    controlnet: list[ControlUnit] = field(default_factory=list)  # ControlNet units, shared by every image
+    face_restoration: FaceRestorationSpec | None = None  # "Restore faces", after decoding
+    # Positions (in `seeds` order) that get live previews; empty: each chunk's first image. A batch
+    # of several jobs names each job's own first image, so no job is shown another job's picture.
+    preview_images: tuple[int, ...] = ()
+
+    def chunks(self) -> list[range]:
+        return [range(start, min(start + self.max_batch, len(self.seeds))) for start in range(0, len(self.seeds), self.max_batch)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Extras: postprocessing one existing image (runtime/extras.py)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Resizer:
+    """`Lanczos`, `Nearest`, or a model upscaler file (name as the request gave it, path, sha256)."""
+
+    name: str
+    path: str = ""
+    sha256: str = ""
+
+
+@dataclass(frozen=True)
+class UpscaleStep:
+    factor: float  # what a built-in resizer scales by first (A1111's `scale`)
+    width: int  # the exact upscaled size
+    height: int
+    upscaler: Resizer
+    second: Resizer | None = None  # blended over the first by `second_visibility`
+    second_visibility: float = 0.0
+    crop: tuple[int, int] | None = None  # center-crop to (width, height) afterwards
+
+
+@dataclass(frozen=True)
+class RestoreStep:
+    restorer: str  # "GFPGAN" or "CodeFormer"
+    model_path: str
+    model_sha256: str
+    visibility: float  # 0 < v ≤ 1: how much of the restored image is kept
+    fidelity: float = 0.5  # CodeFormer's weight
+
+
+@dataclass(frozen=True)
+class PostprocessSpec:
+    """What happens to one image (the sizes are that image's own)."""
+
+    upscale: UpscaleStep | None = None
+    restore: tuple[RestoreStep, ...] = ()
+    detector_path: str = ""
+    detector_sha256: str = ""

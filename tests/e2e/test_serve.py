@@ -30,7 +30,7 @@ def test_serve_runs_a_512px_job_and_stops_cleanly_on_ctrl_c() -> None:
     platform = Platform()
     try:
         serve = platform.serve(workers=1)
-        job_id = platform.submit("alice", prompt="a curl-style request", width=512, height=512, steps=20)
+        job_id = platform.submit("alice", prompt="a curl-style request", width=512, height=512, steps=4)
         job = platform.wait_job("alice", job_id)
         assert job["status"] == "succeeded", job
         assert (platform.outputs_of("alice")[0]).name == f"{job_id}-0.png"

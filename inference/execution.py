@@ -26,7 +26,6 @@ from django.db import connection as db_connection
 from PIL import Image, PngImagePlugin
 
 from inference.controlnet_requests import controlnet_infotext_entries
-from inference.dispatch import dispatch_pending_safely, worker_heartbeat
 from inference.generation import GenerationRequest
 from inference.infotext import (
     generation_infotext,
@@ -36,14 +35,15 @@ from inference.infotext import (
 from inference.models import Job
 from inference.prompts import extract_extra_networks
 from inference.samplers import SamplerChoice, resolve_sampler
-from inference.services import (
+from inference.storage import UnsafeOutputPath, member_file_open, member_file_save
+from inference.transitions import (
     job_claim,
     job_fail,
     job_mark_cancelled,
     job_progress,
     job_succeed,
+    worker_batch_done,
 )
-from inference.storage import UnsafeOutputPath, member_file_open, member_file_save
 from inference.worker.controlnet import ControlUnit, prepare_control_image
 from inference.worker.faces.restoration import FaceRestorationSpec
 from inference.worker.img2img import InpaintSettings
@@ -253,9 +253,11 @@ def batch_execute(*, jobs: list[tuple[str, int]], worker_name: str, runtime: Wor
     try:
         _run_batch(jobs, worker_name, runtime)
     finally:
-        # Tell the scheduler what is loaded now, before it places the next batch.
-        worker_heartbeat(name=worker_name, loaded_models=runtime.pipelines.loaded(), cached_models=runtime.pipelines.cached())
-        dispatch_pending_safely()
+        # Tell the scheduler what is loaded now, and take the next batch for this worker.
+        worker_batch_done(
+            name=worker_name, loaded_models=runtime.pipelines.loaded(), cached_models=runtime.pipelines.cached(),
+            active_networks=runtime.held_network_key(),
+        )
 
 
 def _face_restoration(request: GenerationRequest) -> FaceRestorationSpec | None:
@@ -335,6 +337,7 @@ def _run_batch(jobs: list[tuple[str, int]], worker_name: str, runtime: WorkerRun
         controlnet=_control_units(lead),  # part of the batch key: every member has the same units
         face_restoration=_face_restoration(lead),  # part of the batch key too
         preview_images=preview_positions(members, max_batch),
+        network_key=members[0].job.network_key,  # every member shares it (part of the batch key)
     )
 
     def on_preview(chunk: int, position: int, image: Image.Image) -> None:

@@ -28,7 +28,7 @@ from inference.extras import (
     upscale_factor,
 )
 from inference.models import Job
-from inference.services import (
+from inference.transitions import (
     job_claim,
     job_fail,
     job_mark_cancelled,

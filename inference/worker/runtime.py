@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -122,6 +122,9 @@ class GenerationSpec:
     # Positions (in `seeds` order) that get live previews; empty: each chunk's first image. A batch
     # of several jobs names each job's own first image, so no job is shown another job's picture.
     preview_images: tuple[int, ...] = ()
+    # The control plane's key for loras + hypernetworks + embeddings (Job.network_key), carried
+    # through only to be reported back (`WorkerRuntime.held_network_key`); never recomputed here.
+    network_key: str = ""
 
     def chunks(self) -> list[range]:
         return [range(start, min(start + self.max_batch, len(self.seeds))) for start in range(0, len(self.seeds), self.max_batch)]
@@ -254,6 +257,11 @@ class PipelineCache:
     def loras_for(self, sha256: str) -> LoraSet:
         return self._loras.setdefault(sha256, LoraSet())
 
+    def holds_loras(self, sha256: str, lora_sha256s: Iterable[str]) -> bool:
+        """Whether checkpoint `sha256`'s cached pipeline still has all these LoRA adapters loaded."""
+        loras = self._loras.get(sha256)
+        return loras is not None and all(lora in loras for lora in lora_sha256s)
+
 
 def available_ram_bytes() -> int | None:
     """MemAvailable from /proc/meminfo (Linux); None where it cannot be read."""
@@ -316,6 +324,9 @@ class LruCache(Generic[T]):
         self._items.move_to_end(key)
         return self._items[key]
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
 
 class WorkerRuntime:
     def __init__(
@@ -350,6 +361,7 @@ class WorkerRuntime:
         self._embeddings: LruCache[Embedding] = LruCache(64)
         self._face_nets: LruCache[FaceNet] = LruCache(2)
         self._face_detectors: LruCache[RetinaFace] = LruCache(1)
+        self._last_networks: GenerationSpec | None = None  # the spec whose networks were applied last
 
     def describe_device(self) -> tuple[str, int | None]:
         if self.device.type == "cuda":
@@ -458,7 +470,27 @@ class WorkerRuntime:
             seamless(pipeline.unet, pipeline.vae, enabled=spec.tiling),
         ):
             images = self._generate(spec, on_step, on_preview)
+        self._last_networks = spec
         return self.restore_faces(images, spec.face_restoration) if spec.face_restoration else images
+
+    def held_network_key(self) -> str:
+        """The network key of the last batch that ran, while all its networks are still loaded.
+
+        A batch's LoRAs are active only inside `generate` (inference/worker/lora.py deactivates
+        them on exit), but their adapters stay loaded in the checkpoint's cached pipeline, as do
+        its hypernetworks and embeddings in their caches, so the next batch with the same set
+        skips every file read. This reports that set, the scheduler's `active_networks`; "" once
+        any of them (or the checkpoint's pipeline) has been evicted, or before any batch.
+        """
+        spec = self._last_networks
+        if spec is None:
+            return ""
+        held = (
+            self.pipelines.holds_loras(spec.checkpoint_sha256, (lora.sha256 for lora in spec.loras))
+            and all(sha in self._hypernetworks for _, sha, _ in spec.hypernetworks)
+            and all(sha in self._embeddings for _, _, sha in spec.embeddings)
+        )
+        return spec.network_key if held else ""
 
     def censor(self, images: list[Image.Image | None]) -> tuple[list[Image.Image | None], list[bool]]:
         """With the NSFW censor on: the images with flagged ones blurred, and which were flagged.

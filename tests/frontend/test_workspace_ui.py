@@ -20,7 +20,7 @@ from frontend.preferences import Extension, ExtensionChoice
 from frontend.workspace.controlnet import UNIT_COUNT, UNIT_FIELDS
 from frontend.workspace.ui import COMMON_FIELDS, TXT2IMG_FIELDS, Workspace, build_workspace
 from inference.models import Job
-from inference.services import job_claim, job_succeed
+from inference.transitions import job_claim, job_succeed
 
 pytestmark = pytest.mark.django_db
 
@@ -301,7 +301,7 @@ def test_a_running_job_shows_the_workers_live_preview(personas, tiny_checkpoint_
     from django.utils import timezone
 
     from inference.models import Worker
-    from inference.services import job_progress
+    from inference.transitions import job_progress
 
     workspace = workspace_for(personas["alice"])
     stream = workspace.generate_txt2img(*args(form()))

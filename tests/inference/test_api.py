@@ -156,7 +156,7 @@ def test_prompt_loras_must_be_ones_the_user_has(api, personas) -> None:
         import hashlib
 
         sha = hashlib.sha256(b"placeholder").hexdigest()
-        assert job.lora_key == f"{sha}@te=0.7,unet=0.7"  # by content: two files named alike never batch
+        assert job.network_key == f"{sha}@te=0.7,unet=0.7"  # by content: two files named alike never batch
         assert job.params["networks"][0]["name"] == "inkwash"
         shown = api("alice").get(f"/api/v1/jobs/{job.public_id}").json()["params"]
         assert "networks" not in shown and str(settings.DATA_DIR) not in str(shown)

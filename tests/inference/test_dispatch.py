@@ -9,10 +9,11 @@ import pytest
 from django.utils import timezone
 
 from config.celery import app as celery_app
-from inference.dispatch import dispatch_pending, worker_register, workers_reap
+from inference.dispatch import dispatch_pending, workers_reap
 from inference.generation import parse_generation_request
 from inference.models import Job, Worker
-from inference.services import job_cancel, job_claim, job_fail, job_progress, job_submit, job_succeed
+from inference.services import job_cancel, job_submit
+from inference.transitions import job_claim, job_fail, job_progress, job_succeed, worker_register
 
 pytestmark = pytest.mark.django_db
 
@@ -157,7 +158,7 @@ def test_a_finished_job_has_exactly_one_usage_record(personas, worker) -> None:
 
 
 def test_a_worker_holding_the_checkpoint_in_host_ram_is_preferred_over_a_cold_one(personas) -> None:
-    from inference.dispatch import worker_heartbeat
+    from inference.transitions import worker_heartbeat
 
     cold = worker_register(name=f"cold-{uuid.uuid4().hex[:8]}@host", device="cuda", device_memory_bytes=None)
     warm = worker_register(name=f"warm-{uuid.uuid4().hex[:8]}@host", device="cuda", device_memory_bytes=None)

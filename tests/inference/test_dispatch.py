@@ -169,3 +169,37 @@ def test_a_worker_holding_the_checkpoint_in_host_ram_is_preferred_over_a_cold_on
     assert dispatch_pending() == 1
     job.refresh_from_db()
     assert job.worker == warm  # a move from host RAM beats a load from disk
+
+
+def test_a_worker_reports_the_networks_it_ran_and_the_next_job_with_them_goes_there(personas, settings) -> None:
+    """After a batch with a LoRA, the worker's runtime still holds the adapter; it reports the
+    batch's network key (Worker.active_networks), and of two otherwise equal workers holding the
+    checkpoint, the next job with that LoRA goes to the one that holds it (not the lower id)."""
+    from inference.execution import batch_execute
+    from inference.transitions import worker_heartbeat
+    from inference.worker.runtime import WorkerRuntime
+    from inference.worker.tiny_lora import write_tiny_lora
+
+    folder = settings.DATA_DIR / "users" / "alice" / "models" / "Lora"
+    folder.mkdir(parents=True, exist_ok=True)
+    write_tiny_lora(folder / "ink.safetensors")
+    other = worker_register(name=f"other-{uuid.uuid4().hex[:8]}@host", device="cpu", device_memory_bytes=None)
+    holder = worker_register(name=f"holder-{uuid.uuid4().hex[:8]}@host", device="cpu", device_memory_bytes=None)
+    assert other.pk < holder.pk  # without the networks, the tie goes to `other`
+    Worker.objects.filter(pk=other.pk).update(state=Worker.State.DRAINING)  # the first job must go to `holder`
+    body = {"prompt": "a boat <lora:ink:0.8>", "width": 64, "height": 64, "steps": 2}
+    first = new_job(personas["alice"], **body)
+    assert dispatch_pending() == 1
+    runtime = WorkerRuntime(device="cpu", cache_size=1, config_cache_dir=settings.ATELIER_MODEL_CACHE_DIR)
+    batch_execute(jobs=[(first.public_id, 1)], worker_name=holder.name, runtime=runtime)
+    first.refresh_from_db(), holder.refresh_from_db()
+    assert first.status == "succeeded", first.error
+    assert holder.active_networks == first.network_key != ""  # what the control plane computed for the job
+    assert runtime.held_network_key() == first.network_key
+
+    Worker.objects.filter(pk=other.pk).update(state=Worker.State.ONLINE)
+    worker_heartbeat(name=other.name, loaded_models=list(holder.loaded_models))  # equal, but no networks
+    second = new_job(personas["alice"], **body, seed=7)
+    assert dispatch_pending() == 1
+    second.refresh_from_db()
+    assert second.worker_id == holder.pk

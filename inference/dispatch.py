@@ -169,7 +169,12 @@ def dispatch_pending(*, only_worker: str | None = None) -> int:
         if not any(state.free for state in states):
             return 0
         queued = Job.objects.filter(status=Job.Status.QUEUED).select_related("tenant").order_by("created_at", "pk")
-        if connection.features.has_select_for_update_skip_locked:
+        if only_worker is not None and connection.features.has_select_for_update:
+            # Workers finishing together wait for each other here (each locks the window in the same
+            # order: no deadlock) and then see what is still queued; skipping would let the first
+            # one's lock hide the whole queue from the others until the next sweep.
+            queued = queued.select_for_update(of=("self",))
+        elif connection.features.has_select_for_update_skip_locked:
             queued = queued.select_for_update(skip_locked=True, of=("self",))
         pending = [_pending(job) for job in queued[:QUEUED_WINDOW]]
         if not pending:

@@ -84,6 +84,7 @@ from inference.scheduler import (  # noqa: E402
     decayed_service,
     plan_assignments,
 )
+from inference.scheduler.keys import model_key, network_key  # noqa: E402 - the keys production stamps on jobs
 
 PIXELS_512 = 512 * 512
 BURST_SHAPES: tuple[tuple[int, ...], ...] = ((1,) * 50, (2,) * 25, (5,) * 10, (8,) * 6 + (2,))
@@ -111,7 +112,9 @@ def make_workload(args: argparse.Namespace, *, backlog: int = 0) -> list[SimJob]
     rng = random.Random(args.seed)
     checkpoints = [f"ckpt-{index}" for index in range(args.checkpoints)]
     checkpoint_weights = _zipf_weights(args.checkpoints, args.zipf)
-    loras = [f"lora-{index}:0.8" for index in range(8)]
+    # Each LoRA as the control plane resolves a <lora:name:0.8> tag (the name stands in for its sha256).
+    loras = [network_key([{"kind": "lora", "name": f"lora-{index}", "sha256": f"lora-{index}", "te_weight": 0.8,
+                           "unet_weight": 0.8}]) for index in range(8)]
     lora_weights = _zipf_weights(len(loras), args.zipf)
     horizon = args.minutes * 60.0
     step_choices = (args.steps, args.steps + 5, args.steps + 10)
@@ -153,8 +156,8 @@ def make_workload(args: argparse.Namespace, *, backlog: int = 0) -> list[SimJob]
             owner_id=user,
             tenant_id=tenant,
             submitted_at=at,
-            model_key=checkpoint,
-            lora_key=lora,
+            model_key=model_key(checkpoint),  # the name stands in for its sha256
+            network_key=lora,
             batch_key=f"{checkpoint}|{lora}|{steps}|{pixels}",
             images=images,
             steps=steps,
@@ -174,7 +177,7 @@ class SimWorker:
     max_batch: int
     resident: str | None = None  # the checkpoint in device memory
     host_cache: list[str] = field(default_factory=list)  # checkpoints in host RAM, least recently used first
-    active_lora: str = ""
+    active_networks: str = ""
     busy_until: float | None = None
     busy_model: str | None = None
     released_at: float = 0.0
@@ -187,7 +190,7 @@ class SimWorker:
             max_batch=self.max_batch,
             resident_models=(self.resident,) if self.resident else (),
             cached_models=tuple(self.host_cache),
-            active_lora=self.active_lora,
+            active_networks=self.active_networks,
             busy_until=self.busy_until,
             busy_model=self.busy_model,
         )
@@ -248,10 +251,10 @@ class Cluster:
                 worker.host_cache.remove(first.model_key)
             worker.host_cache.append(first.model_key)
             del worker.host_cache[: max(0, len(worker.host_cache) - self.cost.host_cache)]
-            worker.active_lora = ""
-        if worker.active_lora != first.lora_key:
+            worker.active_networks = ""
+        if worker.active_networks != first.network_key:
             seconds += self.cost.lora_s
-            worker.active_lora = first.lora_key
+            worker.active_networks = first.network_key
         images = sum(job.spec.images for job in jobs)
         seconds += self.cost.compute_seconds(first.steps, first.pixels, images, worker.max_batch)
         finish = now + seconds
@@ -341,7 +344,7 @@ class AffinityPolicy:
             if not by_model[model]:
                 del by_model[model]
             warm = [worker for worker in free if worker.resident == model]
-            worker = next((w for w in warm if w.active_lora == job.spec.lora_key), warm[0])
+            worker = next((w for w in warm if w.active_networks == job.spec.network_key), warm[0])
             free.remove(worker)
             plan.append((worker, [job]))
         while free and by_model:  # loads, by pressure

@@ -1,18 +1,32 @@
-"""Applies the scheduler's decisions, registers workers and reaps the dead ones.
+"""Applies the scheduler's decisions, and reaps dead workers: the dispatcher side of the job lifecycle.
 
-`dispatch_pending` runs on submit, when a job finishes, and on every sweep (each worker's
-heartbeat, and `manage.py serve`'s / `manage.py sweeper`'s loop). Any number may run at once:
-worker rows are locked while a plan is applied, and each job moves queued → dispatched by
-compare-and-set, so a job is never handed out twice.
+Where dispatch runs, and why there. A full pass (`dispatch_pending()`) reads every live worker,
+locks their rows and the queued window, and runs the policy once over all of them. It runs:
+
+* on submit, in the web process (`job_submit`), so a job meets a free worker at once;
+* in ONE dispatcher loop, `manage.py sweeper` (started by `manage.py serve` and by the
+  end-to-end harness), every `ATELIER_HEARTBEAT_SECONDS`: reap dead workers, then dispatch.
+  That loop holds a PostgreSQL advisory lock for its pass (`sweep`), so a second sweeper
+  replica (kept for availability) skips its pass instead of repeating it.
+
+A GPU worker runs no full pass: its heartbeat only writes its own row (`inference/transitions.py`).
+When it finishes a batch it must not wait up to a sweep period for the next one, so its
+post-batch report asks for a *cheap* pass, `dispatch_pending(only_worker=name)`: the policy
+sees every worker (busy ones for affinity), but only that worker is free in it and only its row
+is locked, so N workers finishing batches no longer lock N×N rows. Before this, every worker
+swept on every 2 s heartbeat and after every batch, i.e. N full passes every 2 s (see
+`bench/dispatch_load.py` for the figures).
+
+Any number of passes may still overlap (a submit, the sweeper, workers finishing): worker rows
+are locked while a plan is applied, queued jobs are locked with SKIP LOCKED, and each job moves
+queued → dispatched by compare-and-set, so a job is never handed out twice.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 import secrets
-import socket
 from collections import Counter
 from datetime import datetime, timedelta
 
@@ -79,7 +93,7 @@ def fair_share_state(now: datetime, config: PolicyConfig) -> FairShareState:
     )
 
 
-def _worker_state(worker: Worker, on_worker: list[Job], now: datetime) -> WorkerState:
+def _worker_state(worker: Worker, on_worker: list[Job], now: datetime, *, may_take: bool = True) -> WorkerState:
     busy_until = None
     running = [job for job in on_worker if job.status == Job.Status.RUNNING and job.started_at]
     if on_worker:
@@ -90,10 +104,11 @@ def _worker_state(worker: Worker, on_worker: list[Job], now: datetime) -> Worker
         busy_until = now.timestamp() + remaining
     return WorkerState(
         worker_id=worker.pk,
-        free=not on_worker,
+        free=may_take and not on_worker,
         max_batch=worker.max_batch,
         resident_models=tuple(worker.loaded_models),
         cached_models=tuple(worker.cached_models),
+        active_networks=worker.active_networks,
         busy_until=busy_until,
         busy_model=on_worker[0].model_key if on_worker else None,
     )
@@ -114,7 +129,7 @@ def _pending(job: Job) -> PendingJob:
         tenant_id=job.tenant_id,
         submitted_at=job.created_at.timestamp(),
         model_key=job.model_key,
-        lora_key=job.lora_key,
+        network_key=job.network_key,
         batch_key=job.batch_key,
         images=images,
         steps=steps,
@@ -124,22 +139,42 @@ def _pending(job: Job) -> PendingJob:
     )
 
 
-def dispatch_pending() -> int:
-    """Place queued jobs on free live workers, as batches; returns how many jobs were dispatched."""
+def _live_workers():
+    return Worker.objects.filter(state=Worker.State.ONLINE, last_heartbeat__gte=_live_since())
+
+
+def dispatch_pending(*, only_worker: str | None = None) -> int:
+    """Place queued jobs on free live workers, as batches; returns how many jobs were dispatched.
+
+    `only_worker`: the cheap pass a worker asks for when it finishes a batch: only that worker
+    may be given work and only its row is locked (the others are read, for affinity).
+    """
     now = timezone.now()
     batches: list[tuple[Worker, list[int]]] = []
     with transaction.atomic():
-        workers = list(
-            Worker.objects.select_for_update().filter(state=Worker.State.ONLINE, last_heartbeat__gte=_live_since())
-        )
+        if only_worker is None:
+            workers = list(_live_workers().select_for_update())
+        else:
+            workers = list(_live_workers().select_for_update().filter(name=only_worker))
+            if not workers:
+                return 0
+            workers += list(_live_workers().exclude(name=only_worker))
         on_worker: dict[int, list[Job]] = {w.pk: [] for w in workers}
         for job in Job.objects.filter(worker__in=workers, status__in=ON_WORKER).order_by("started_at"):
             on_worker[job.worker_id].append(job)
-        states = [_worker_state(w, on_worker[w.pk], now) for w in workers]
+        states = [
+            _worker_state(w, on_worker[w.pk], now, may_take=only_worker is None or w.name == only_worker)
+            for w in workers
+        ]
         if not any(state.free for state in states):
             return 0
         queued = Job.objects.filter(status=Job.Status.QUEUED).select_related("tenant").order_by("created_at", "pk")
-        if connection.features.has_select_for_update_skip_locked:
+        if only_worker is not None and connection.features.has_select_for_update:
+            # Workers finishing together wait for each other here (each locks the window in the same
+            # order: no deadlock) and then see what is still queued; skipping would let the first
+            # one's lock hide the whole queue from the others until the next sweep.
+            queued = queued.select_for_update(of=("self",))
+        elif connection.features.has_select_for_update_skip_locked:
             queued = queued.select_for_update(skip_locked=True, of=("self",))
         pending = [_pending(job) for job in queued[:QUEUED_WINDOW]]
         if not pending:
@@ -189,15 +224,15 @@ def _send(worker: Worker, job_ids: list[int]) -> None:
         job_event_publish(job)
 
 
-def dispatch_pending_safely() -> None:
+def dispatch_pending_safely(*, only_worker: str | None = None) -> None:
     """For callers that must not fail because of scheduling (a submit: the job is stored, a sweep will place it)."""
     try:
-        dispatch_pending()
+        dispatch_pending(only_worker=only_worker)
     except Exception:  # noqa: BLE001
         logger.exception("dispatch failed; the next sweep will retry")
 
 
-def _requeue_or_fail(jobs, reason: str) -> int:
+def requeue_or_fail(jobs, reason: str) -> int:
     """Send interrupted jobs back to the queue, or fail them at the attempt cap."""
     changed = 0
     for job in jobs:
@@ -228,7 +263,7 @@ def workers_reap() -> int:
     ):
         if Worker.objects.filter(pk=worker.pk, last_heartbeat=worker.last_heartbeat).update(state=Worker.State.DEAD):
             logger.warning("worker %s missed its heartbeats: declared dead", worker.name)
-            reaped += _requeue_or_fail(
+            reaped += requeue_or_fail(
                 Job.objects.filter(worker=worker, status__in=[Job.Status.DISPATCHED, Job.Status.RUNNING]),
                 f"worker {worker.name} was lost",
             )
@@ -239,53 +274,30 @@ def workers_reap() -> int:
         | Q(worker__state__in=[Worker.State.DEAD, Worker.State.OFFLINE])
         | Q(status=Job.Status.DISPATCHED, dispatched_at__lt=stale_dispatch)
     )
-    reaped += _requeue_or_fail(orphans, "its worker stopped before finishing it")
+    reaped += requeue_or_fail(orphans, "its worker stopped before finishing it")
     return reaped
 
 
-def sweep() -> None:
-    """The periodic pass: reap, then dispatch."""
-    workers_reap()
-    dispatch_pending()
+# The advisory lock a dispatcher holds for its pass ("atelier" in ASCII, as a bigint).
+DISPATCHER_LOCK = 0x61_74_65_6C_69_65_72
 
 
-def worker_register(*, name: str, device: str, device_memory_bytes: int | None, max_batch: int = 8) -> Worker:
-    """A worker process starting up. Jobs its previous life held cannot be running any more."""
-    now = timezone.now()
-    worker, _ = Worker.objects.update_or_create(
-        name=name,
-        defaults={
-            "queue": worker_queue_name(name),
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "device": device,
-            "device_memory_bytes": device_memory_bytes,
-            "max_batch": max_batch,
-            "state": Worker.State.ONLINE,
-            "last_heartbeat": now,
-            "loaded_models": [],
-            "cached_models": [],
-            "started_at": now,
-        },
-    )
-    _requeue_or_fail(
-        Job.objects.filter(worker=worker, status__in=[Job.Status.DISPATCHED, Job.Status.RUNNING]),
-        f"worker {name} restarted",
-    )
-    return worker
-
-
-def worker_heartbeat(*, name: str, loaded_models: list[str], cached_models: list[str] | None = None) -> None:
-    """Still alive, holding these checkpoints. A worker wrongly declared dead (a long pause) comes back online."""
-    Worker.objects.filter(name=name).update(
-        last_heartbeat=timezone.now(), loaded_models=loaded_models, cached_models=cached_models or []
-    )
-    Worker.objects.filter(name=name, state=Worker.State.DEAD).update(state=Worker.State.ONLINE)
-
-
-def worker_stopped(*, name: str) -> None:
-    Worker.objects.filter(name=name).exclude(state=Worker.State.DISABLED).update(state=Worker.State.OFFLINE)
-    _requeue_or_fail(
-        Job.objects.filter(worker__name=name, status__in=[Job.Status.DISPATCHED, Job.Status.RUNNING]),
-        f"worker {name} stopped",
-    )
+def sweep() -> bool:
+    """The dispatcher's periodic pass: reap, then dispatch. False (nothing done) while another
+    dispatcher is in its pass: on PostgreSQL the pass holds a session advisory lock. (It is not
+    one transaction: a batch's message must leave only after its jobs are committed.)"""
+    if connection.vendor != "postgresql":  # SQLite: the embedded default runs one sweeper
+        workers_reap()
+        dispatch_pending()
+        return True
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [DISPATCHER_LOCK])
+        if not cursor.fetchone()[0]:
+            return False
+    try:
+        workers_reap()
+        dispatch_pending()
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [DISPATCHER_LOCK])
+    return True

@@ -37,6 +37,9 @@ class Worker(models.Model):
     state = models.CharField(max_length=16, choices=State.choices, default=State.ONLINE)
     loaded_models = models.JSONField(default=list, blank=True)  # checkpoint hashes on the device
     cached_models = models.JSONField(default=list, blank=True)  # in host RAM: a cheap load
+    # The network key (Job.network_key) of the last batch it ran, while those networks are still
+    # loaded in its cached pipeline: a job with the same key runs there without reading a file.
+    active_networks = models.CharField(max_length=500, blank=True, default="")
     started_at = models.DateTimeField(auto_now_add=True)
     last_heartbeat = models.DateTimeField()
     jobs_done = models.PositiveIntegerField(default=0)
@@ -78,11 +81,12 @@ class Job(models.Model):
     vae_title = models.CharField(max_length=500, blank=True, help_text="Empty: the checkpoint's own VAE.")
     vae_path = models.CharField(max_length=1000, blank=True)
     vae_sha256 = models.CharField(max_length=64, blank=True)
-    # What the scheduler matches on: the model that must be loaded ("" for extras: none, any
-    # worker will do), the LoRA set, and the key of everything that must be equal for jobs to
-    # share one pipeline batch. Extras jobs have no checkpoint_* either.
+    # What the scheduler matches on (inference/scheduler/keys.py): the model that must be loaded
+    # ("" for extras: none, any worker will do), the extra networks (LoRAs, hypernetworks,
+    # embeddings), and the key of everything that must be equal for jobs to share one pipeline
+    # batch. Extras jobs have no checkpoint_* either.
     model_key = models.CharField(max_length=200)
-    lora_key = models.CharField(max_length=500, blank=True)
+    network_key = models.CharField(max_length=500, blank=True)
     batch_key = models.CharField(max_length=64, db_index=True)
     priority = models.SmallIntegerField(default=0, help_text="Orders only this owner's own jobs; higher first.")
     batch_id = models.CharField(

@@ -1,8 +1,9 @@
-"""Writes for jobs: submit, cancel, and the worker-side transitions.
+"""Writes for jobs on the control plane: submit and cancel (and a member's options).
 
-Every transition is a compare-and-set UPDATE on (status, attempts): a stale or redelivered
-Celery message, a worker declared dead that comes back, or a cancel racing a completion can
-never move a job twice or record two sets of images.
+The worker's side of a job's life (claim, progress, succeed, fail, cancelled) lives in
+`inference/transitions.py`. Every transition is a compare-and-set UPDATE on (status, attempts):
+a stale or redelivered Celery message, a worker declared dead that comes back, or a cancel
+racing a completion can never move a job twice or record two sets of images.
 """
 
 from __future__ import annotations
@@ -15,10 +16,8 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
-from inference.errors import member_error
 from inference.events import job_event_publish
 from a1111.extras import (
     BUILTIN_RESIZERS,
@@ -34,7 +33,6 @@ from a1111.generation import (
     batch_key,
     parse_face_restoration,
 )
-from inference.hashing import bounded_key
 from inference.inputs.images import ExtrasInputs, InputImages
 from inference.jobspec import ModelRef, request_to_spec
 from inference.model_registry import (
@@ -48,13 +46,12 @@ from inference.model_registry import (
     upscaler_resolve_for_user,
     vae_resolve_for_user,
 )
-from inference.models import Job, Worker, new_job_id
+from inference.models import Job, new_job_id
 from a1111.prompts import ExtraNetwork, PromptError, find_embeddings, parse_prompt
-from a1111.prompts import lora_key as lora_key_of
+from inference.scheduler.keys import model_key, network_key
 from inference.storage import UnsafeOutputPath, member_file_save, model_file_key
 from a1111.errors import Forbidden, TooMany
 from tenants.selectors import tenant_for_user
-from tenants.services import usage_record
 from tenants.workdirs import user_inputs_key
 
 logger = logging.getLogger(__name__)
@@ -115,8 +112,8 @@ def job_submit(*, user: AbstractUser, request: GenerationRequest, inputs: InputI
         request = _with_stored_inputs(user, request, inputs)
     if controlnets:
         request = _with_controlnet_units(user, request, controlnets, inputs.controlnet_images if inputs else [])
-    model_key = checkpoint.sha256  # what a worker must have loaded; a VAE is a cheap swap
-    lora_key = network_key(request.networks)
+    model = model_key(checkpoint.sha256)  # what a worker must have loaded (not the VAE: see scheduler/keys.py)
+    networks = network_key(request.networks)
     vae_key = vae.sha256 if vae else ""
     # What the worker gets: model files by storage key, not by this machine's paths.
     spec = request_to_spec(
@@ -138,9 +135,9 @@ def job_submit(*, user: AbstractUser, request: GenerationRequest, inputs: InputI
         vae_title=vae.title if vae else "",
         vae_path=spec.vae.key if spec.vae else "",
         vae_sha256=vae_key,
-        model_key=model_key,
-        lora_key=lora_key,
-        batch_key=batch_key(request, model_key=model_key, lora_key=lora_key, vae_key=vae_key),
+        model_key=model,
+        network_key=networks,
+        batch_key=batch_key(request, model_key=model, lora_key=networks, vae_key=vae_key),
         total_steps=request.sampling_steps * request.n_iter,
         seeds=request.all_seeds(),
     )
@@ -183,7 +180,7 @@ def extras_submit(*, user: AbstractUser, request: ExtrasRequest, inputs: ExtrasI
     public_id = new_job_id()
     job = Job.objects.create(
         public_id=public_id, owner=user, tenant=tenant, kind=EXTRAS_KIND, params=request.to_json(),
-        checkpoint_title="", checkpoint_path="", checkpoint_sha256="", model_key="", lora_key="",
+        checkpoint_title="", checkpoint_path="", checkpoint_sha256="", model_key="", network_key="",
         batch_key=f"extras:{public_id}", total_steps=len(keys),  # one step per image
     )
     transaction.on_commit(dispatch_pending_safely)
@@ -314,27 +311,6 @@ def _extra_networks_for_user(user: AbstractUser, request: GenerationRequest) -> 
     return resolved
 
 
-# Job.lora_key's column is 500 characters; seven LoRA tags already make a longer key.
-NETWORK_KEY_LENGTH = 200
-
-
-def network_key(networks: list[dict]) -> str:
-    """What a batch's extra networks must agree on: the LoRA set (any order) and the
-    hypernetworks in order (A1111 applies them in sequence)."""
-    loras = [
-        ExtraNetwork(kind="lora", name=n["sha256"], te_weight=n["te_weight"], unet_weight=n["unet_weight"])
-        for n in networks if n["kind"] == "lora"
-    ]
-    hypernets = ";".join(f"{n['sha256']}@{n['unet_weight']:.6g}" for n in networks if n["kind"] == "hypernet")
-    embeddings = ";".join(sorted(f"{n['name']}@{n['sha256']}" for n in networks if n["kind"] == "embedding"))
-    key = (
-        lora_key_of(loras)
-        + (f"|hypernet={hypernets}" if hypernets else "")
-        + (f"|embedding={embeddings}" if embeddings else "")
-    )
-    return bounded_key(key, NETWORK_KEY_LENGTH)
-
-
 def job_cancel(*, job: Job) -> Job:
     """Cancel: a queued or dispatched job never starts; a running one stops at its next step."""
     now = timezone.now()
@@ -347,82 +323,6 @@ def job_cancel(*, job: Job) -> Job:
     if stopped:
         job_event_publish(job)
     return job
-
-
-# --- worker-side transitions ----------------------------------------------------------
-
-
-def job_claim(*, public_id: str, attempt: int, worker_name: str, total_steps: int) -> Job | None:
-    """dispatched → running, only for the attempt this worker was handed. None: not ours (any more).
-
-    `total_steps` is the steps this job will report, as the worker will run it (its images
-    may span several pipeline calls).
-    """
-    claimed = Job.objects.filter(
-        public_id=public_id,
-        status=Job.Status.DISPATCHED,
-        attempts=attempt,
-        worker__name=worker_name,
-        cancel_requested=False,
-    ).update(status=Job.Status.RUNNING, started_at=timezone.now(), progress=0.0, step=0, total_steps=total_steps)
-    if not claimed:
-        logger.info("job %s attempt %s is not ours to run on %s: skipped", public_id, attempt, worker_name)
-        return None
-    job = Job.objects.select_related("owner").get(public_id=public_id)
-    job_event_publish(job)
-    return job
-
-
-def job_progress(*, job: Job, attempt: int, step: int, preview: str | None = None) -> bool:
-    """Record progress (and a live preview, base64 JPEG); False when the job must stop
-    (cancelled, or taken away from us)."""
-    total = max(job.total_steps, 1)
-    fields: dict = {"step": step, "progress": min(step / total, 1.0)}
-    if preview is not None:
-        fields["preview"] = preview
-    updated = Job.objects.filter(
-        pk=job.pk, status=Job.Status.RUNNING, attempts=attempt, cancel_requested=False
-    ).update(**fields)
-    if updated:
-        job.step, job.progress = step, min(step / total, 1.0)
-        job_event_publish(job)
-    return bool(updated)
-
-
-def _finish(job: Job, attempt: int, status: str, **fields) -> bool:
-    now = timezone.now()
-    updated = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, attempts=attempt).update(
-        status=status, finished_at=now, preview="", **fields  # the live preview is over
-    )
-    if updated:
-        job.refresh_from_db()
-        usage_record(job=job)
-        job_event_publish(job)
-        if job.worker_id:
-            Worker.objects.filter(pk=job.worker_id).update(jobs_done=F("jobs_done") + 1)
-    return bool(updated)
-
-
-def job_succeed(
-    *, job: Job, attempt: int, outputs: list[str], infotexts: list[str], gpu_seconds: float,
-    censored: list[int] | None = None,
-    control_maps: list[str] | None = None,
-) -> bool:
-    """`censored`: positions in `outputs` the NSFW censor flagged (and the worker blurred)."""
-    return _finish(
-        job, attempt, Job.Status.SUCCEEDED, outputs=outputs, infotexts=infotexts, censored=censored or [],
-        control_maps=control_maps or [],
-        gpu_seconds=gpu_seconds, progress=1.0, step=job.total_steps,
-    )
-
-
-def job_fail(*, job: Job, attempt: int, error: str, gpu_seconds: float = 0.0) -> bool:
-    """Record a failure; the error as the member sees it, without server paths (`member_error`)."""
-    return _finish(job, attempt, Job.Status.FAILED, error=member_error(error)[:2000], gpu_seconds=gpu_seconds)
-
-
-def job_mark_cancelled(*, job: Job, attempt: int, gpu_seconds: float = 0.0) -> bool:
-    return _finish(job, attempt, Job.Status.CANCELLED, gpu_seconds=gpu_seconds)
 
 
 def user_options_update(*, user: AbstractUser, values: dict) -> dict:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -121,6 +121,11 @@ class PipelineCache:
     def loras_for(self, sha256: str) -> LoraSet:
         return self._loras.setdefault(sha256, LoraSet())
 
+    def holds_loras(self, sha256: str, lora_sha256s: Iterable[str]) -> bool:
+        """Whether checkpoint `sha256`'s cached pipeline still has all these LoRA adapters loaded."""
+        loras = self._loras.get(sha256)
+        return loras is not None and all(lora in loras for lora in lora_sha256s)
+
 
 def available_ram_bytes() -> int | None:
     """MemAvailable from /proc/meminfo (Linux); None where it cannot be read."""
@@ -148,6 +153,9 @@ class LruCache(Generic[T]):
                 self._items.popitem(last=False)
         self._items.move_to_end(key)
         return self._items[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
 
 
 class VaeCache:

@@ -138,6 +138,7 @@ class WorkerRuntime:
         self._embeddings: LruCache[Embedding] = LruCache(64)
         self._face_nets: LruCache[FaceNet] = LruCache(2)
         self._face_detectors: LruCache[RetinaFace] = LruCache(1)
+        self._last_networks: GenerationSpec | None = None  # the spec whose networks were applied last
 
     def describe_device(self) -> tuple[str, int | None]:
         if self.device.type == "cuda":
@@ -246,7 +247,27 @@ class WorkerRuntime:
             seamless(pipeline.unet, pipeline.vae, enabled=spec.tiling),
         ):
             images = self._generate(spec, on_step, on_preview)
+        self._last_networks = spec
         return self.restore_faces(images, spec.face_restoration) if spec.face_restoration else images
+
+    def held_network_key(self) -> str:
+        """The network key of the last batch that ran, while all its networks are still loaded.
+
+        A batch's LoRAs are active only inside `generate` (runtime/networks/lora.py deactivates
+        them on exit), but their adapters stay loaded in the checkpoint's cached pipeline, as do
+        its hypernetworks and embeddings in their caches, so the next batch with the same set
+        skips every file read. This reports that set, the scheduler's `active_networks`; "" once
+        any of them (or the checkpoint's pipeline) has been evicted, or before any batch.
+        """
+        spec = self._last_networks
+        if spec is None:
+            return ""
+        held = (
+            self.pipelines.holds_loras(spec.checkpoint_sha256, (lora.sha256 for lora in spec.loras))
+            and all(sha in self._hypernetworks for _, sha, _ in spec.hypernetworks)
+            and all(sha in self._embeddings for _, _, sha in spec.embeddings)
+        )
+        return spec.network_key if held else ""
 
     def censor(self, images: list[Image.Image | None]) -> tuple[list[Image.Image | None], list[bool]]:
         """With the NSFW censor on: the images with flagged ones blurred, and which were flagged.

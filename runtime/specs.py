@@ -119,6 +119,9 @@ class GenerationSpec:
     # Positions (in `seeds` order) that get live previews; empty: each chunk's first image. A batch
     # of several jobs names each job's own first image, so no job is shown another job's picture.
     preview_images: tuple[int, ...] = ()
+    # The control plane's key for loras + hypernetworks + embeddings (Job.network_key), carried
+    # through only to be reported back (`WorkerRuntime.held_network_key`); never recomputed here.
+    network_key: str = ""
 
     def chunks(self) -> list[range]:
         return [range(start, min(start + self.max_batch, len(self.seeds))) for start in range(0, len(self.seeds), self.max_batch)]

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from inference.processes import web_command, worker_command
+from inference.processes import sweeper_command, web_command, worker_command
 
 REPO = Path(__file__).resolve().parent.parent
 TERMINAL = {"succeeded", "failed", "cancelled"}
@@ -124,6 +124,7 @@ class Platform:
     def start(self, workers: int = 1) -> Platform:
         port = self.prepare()
         self._spawn("web", web_command("127.0.0.1", port))
+        self._spawn("sweeper", sweeper_command(), worker=True)  # the dispatcher; worker=True: it relays events too
         for index in range(workers):
             self.start_worker(f"w{index}")
         self.wait_until(lambda: self._web_up(), timeout=60, what="the web server")

@@ -30,7 +30,6 @@ from django.db import connection as db_connection
 from PIL import Image, PngImagePlugin
 
 from inference.inputs.controlnet import controlnet_infotext_entries
-from inference.dispatch import dispatch_pending_safely, worker_heartbeat
 from a1111.generation import GenerationRequest
 from a1111.infotext import (
     generation_infotext,
@@ -40,13 +39,14 @@ from a1111.infotext import (
 from inference.jobspec import JobSpec, JobSpecError, ModelRef
 from inference.models import Job
 from a1111.prompts import extract_extra_networks
-from a1111.samplers import resolve_sampler
-from inference.services import (
+from a1111.samplers import SamplerChoice, resolve_sampler
+from inference.transitions import (
     job_claim,
     job_fail,
     job_mark_cancelled,
     job_progress,
     job_succeed,
+    worker_batch_done,
 )
 from inference.storage import (
     UnsafeModelKey,
@@ -152,9 +152,11 @@ def batch_execute(*, jobs: list[tuple[str, int]], worker_name: str, runtime: Wor
     try:
         _run_batch(jobs, worker_name, runtime)
     finally:
-        # Tell the scheduler what is loaded now, before it places the next batch.
-        worker_heartbeat(name=worker_name, loaded_models=runtime.pipelines.loaded(), cached_models=runtime.pipelines.cached())
-        dispatch_pending_safely()
+        # Tell the scheduler what is loaded now, and take the next batch for this worker.
+        worker_batch_done(
+            name=worker_name, loaded_models=runtime.pipelines.loaded(), cached_models=runtime.pipelines.cached(),
+            active_networks=runtime.held_network_key(),
+        )
 
 
 def _run_batch(jobs: list[tuple[str, int]], worker_name: str, runtime: WorkerRuntime) -> None:
@@ -191,6 +193,7 @@ class MemberPart:
     seeds: tuple[int, ...]
     images: range  # this job's positions in the batch's image list
     chunks: range  # the chunks those images fall in
+    network_key: str = ""  # the Job row's: reported back as what the worker holds, never recomputed
 
 
 @dataclass
@@ -274,7 +277,9 @@ def claim_members(
         )
         if claimed is None:  # not ours (any more): a stale or redelivered message
             continue
-        part = MemberPart(spec=spec, seeds=tuple(claimed.seeds), images=images, chunks=chunks)
+        part = MemberPart(
+            spec=spec, seeds=tuple(claimed.seeds), images=images, chunks=chunks, network_key=claimed.network_key
+        )
         members.append(BatchMember(claimed, attempt, part, ProgressReporter(claimed, attempt, interval)))
         position = images.stop
     return members
@@ -366,6 +371,7 @@ def build_generation_spec(
         controlnet=_control_units(lead, inputs[0].control_images, local_path),
         face_restoration=_face_restoration(lead, local_path),
         preview_images=preview_positions(parts, max_batch),
+        network_key=parts[0].network_key,  # every member shares it (part of the batch key)
     )
 
 

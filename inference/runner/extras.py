@@ -27,7 +27,7 @@ from a1111.extras import (
     upscale_factor,
 )
 from inference.models import Job
-from inference.services import (
+from inference.transitions import (
     job_claim,
     job_fail,
     job_mark_cancelled,

@@ -1,9 +1,10 @@
 """Worker process lifecycle, hooked on Celery's signals (inactive in web processes).
 
 * after setup: listen on this worker's own queue, `atelier.worker.<node name>`;
-* when ready: register in the `Worker` table and start the heartbeat thread, which every
-  few seconds reports the loaded checkpoints and runs one scheduler sweep (reap dead
-  workers, dispatch queued jobs), so a cluster needs no separate beat process;
+* when ready: register in the `Worker` table, ask for work for itself, and start the heartbeat
+  thread, which every few seconds reports the loaded checkpoints and held networks (one UPDATE
+  of its own row: the scheduler's passes run in the dispatcher, `manage.py sweeper`, see
+  `inference/dispatch.py`);
 * on shutdown: stop the heartbeat, mark the worker offline and requeue what it held.
 """
 
@@ -26,15 +27,15 @@ class Heartbeat(threading.Thread):
         self.stopping = threading.Event()
 
     def run(self) -> None:
-        from inference.dispatch import sweep, worker_heartbeat
         from inference.runner.tasks import run_batch
+        from inference.transitions import worker_heartbeat
 
         while not self.stopping.wait(settings.ATELIER_HEARTBEAT_SECONDS):
             try:
                 close_old_connections()
-                worker_heartbeat(name=self.worker_name, loaded_models=run_batch.runtime.pipelines.loaded(),
-                                 cached_models=run_batch.runtime.pipelines.cached())
-                sweep()
+                runtime = run_batch.runtime
+                worker_heartbeat(name=self.worker_name, loaded_models=runtime.pipelines.loaded(),
+                                 cached_models=runtime.pipelines.cached(), active_networks=runtime.held_network_key())
             except Exception:  # noqa: BLE001 - keep beating through a database hiccup
                 logger.exception("heartbeat failed")
 
@@ -48,8 +49,9 @@ def listen_on_own_queue(sender: str, instance, **kwargs) -> None:
 
 @worker_ready.connect
 def register(sender, **kwargs) -> None:
-    from inference.dispatch import sweep, worker_register
+    from inference.dispatch import dispatch_pending_safely
     from inference.runner.tasks import run_batch
+    from inference.transitions import worker_register
 
     name = sender.hostname
     device, memory = run_batch.runtime.describe_device()
@@ -60,12 +62,12 @@ def register(sender, **kwargs) -> None:
     sender.controller.atelier_heartbeat = heartbeat
     heartbeat.start()
     logger.info("worker %s ready on %s", name, device)
-    sweep()
+    dispatch_pending_safely(only_worker=name)  # what waits in the queue need not wait for the sweeper
 
 
 @worker_shutdown.connect
 def unregister(sender, **kwargs) -> None:
-    from inference.dispatch import worker_stopped
+    from inference.transitions import worker_stopped
 
     heartbeat = getattr(sender, "atelier_heartbeat", None)
     if heartbeat is None:

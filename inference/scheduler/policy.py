@@ -259,18 +259,18 @@ class _WorkerPool:
                 self.grace_capacity[model] = self.grace_capacity.get(model, 0) + worker.max_batch
 
     def warm_worker(self, job: PendingJob) -> WorkerState | None:
-        """A free worker holding the job's model, one with its LoRA set active first."""
+        """A free worker holding the job's model, one still holding its network set (LoRAs…) first."""
         candidates = self.warm.get(job.model_key)
         if not candidates:
             return None
         for worker in candidates:
-            if worker.active_lora == job.lora_key:
+            if worker.active_networks == job.network_key:
                 return worker
         return candidates[0]
 
     def load_worker(self, job: PendingJob, model_demand: dict[str, int]) -> WorkerState:
         """Where to load the job's model: the free worker whose device models are least wanted,
-        then one holding the model in host RAM (a cheap load), then one with the job's LoRA set."""
+        then one holding the model in host RAM (a cheap load), then one holding the job's networks."""
 
         def cost(worker: WorkerState) -> tuple[bool, bool, int, bool, int]:
             evicted_demand = sum(model_demand.get(model, 0) for model in worker.resident_models)
@@ -278,7 +278,7 @@ class _WorkerPool:
                 evicted_demand > 0,
                 job.model_key not in worker.cached_models,
                 evicted_demand,
-                worker.active_lora != job.lora_key,
+                worker.active_networks != job.network_key,
                 worker.worker_id,
             )
 

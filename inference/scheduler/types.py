@@ -16,8 +16,8 @@ class PendingJob:
     owner_id: int
     tenant_id: int
     submitted_at: float  # seconds on the caller's clock (epoch, or simulated time)
-    model_key: str  # what must be in device memory: checkpoint sha256 (+ "|" + VAE sha256); "" for none
-    lora_key: str  # the canonical LoRA set with weights; "" for none
+    model_key: str  # what must be in device memory: `keys.model_key`, the checkpoint sha256 (no VAE); "" for none
+    network_key: str  # `keys.network_key`: the extra networks (LoRAs with weights, hypernetworks, embeddings); "" for none
     batch_key: str  # jobs with equal batch keys may share one pipeline (UNet) batch
     images: int  # images the job produces (batch_size × n_iter)
     steps: int
@@ -33,7 +33,7 @@ class WorkerState:
     max_batch: int  # images per pipeline call
     resident_models: tuple[str, ...] = ()  # model keys in device memory, least recently used first
     cached_models: tuple[str, ...] = ()  # model keys in host RAM (a cheap load)
-    active_lora: str = ""
+    active_networks: str = ""  # network key of the set still loaded from its last batch; "" for none
     busy_until: float | None = None  # expected end of its current batch; None when idle
     busy_model: str | None = None  # model key of the batch it is running
 

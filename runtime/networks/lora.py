@@ -318,6 +318,10 @@ class LoraSet:
     def loaded(self) -> list[str]:
         return list(self._loaded)
 
+    def __contains__(self, sha256: object) -> bool:
+        """Whether the LoRA with this sha256 is loaded (safe to ask from another thread)."""
+        return sha256 in self._loaded
+
     @contextmanager
     def applied(self, pipeline: diffusers.DiffusionPipeline, loras: Sequence[LoraSpec]) -> Iterator[None]:
         """Run the ``with`` body with exactly ``loras`` active; no adapter is active afterwards.

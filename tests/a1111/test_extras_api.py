@@ -188,7 +188,7 @@ def test_infotext_is_a1111s_postprocessing_text() -> None:
 def worker_and_runtime(tmp_path):
     import uuid
 
-    from inference.dispatch import worker_register
+    from inference.transitions import worker_register
     from runtime.engine import WorkerRuntime
 
     worker = worker_register(name=f"extras-{uuid.uuid4().hex[:8]}@host", device="cpu", device_memory_bytes=None)

@@ -330,7 +330,8 @@ def test_model_upscalers_are_listed_per_member_and_unknown_ones_are_not_installe
 
 def test_progress_carries_the_running_jobs_live_preview_and_only_to_its_owner(api, personas) -> None:
     from a1111.generation import parse_generation_request
-    from inference.services import job_claim, job_progress, job_submit, job_succeed
+    from inference.services import job_submit
+    from inference.transitions import job_claim, job_progress, job_succeed
 
     from django.utils import timezone
 

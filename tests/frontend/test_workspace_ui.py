@@ -23,7 +23,7 @@ from frontend.workspace.tabs.txt2img import TXT2IMG_FIELDS
 from frontend.workspace.ui import Workspace, build_workspace
 from inference.jobspec import JobSpec
 from inference.models import Job
-from inference.services import job_claim, job_succeed
+from inference.transitions import job_claim, job_succeed
 
 pytestmark = pytest.mark.django_db
 
@@ -304,7 +304,7 @@ def test_a_running_job_shows_the_workers_live_preview(personas, tiny_checkpoint_
     from django.utils import timezone
 
     from inference.models import Worker
-    from inference.services import job_progress
+    from inference.transitions import job_progress
 
     workspace = workspace_for(personas["alice"])
     stream = workspace.txt2img.generate_txt2img(*args(form()))

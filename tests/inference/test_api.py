@@ -164,7 +164,7 @@ def test_prompt_loras_must_be_ones_the_user_has(api, personas) -> None:
         import hashlib
 
         sha = hashlib.sha256(b"placeholder").hexdigest()
-        assert job.lora_key == f"{sha}@te=0.7,unet=0.7"  # by content: two files named alike never batch
+        assert job.network_key == f"{sha}@te=0.7,unet=0.7"  # by content: two files named alike never batch
         (network,) = JobSpec.from_json(job.params).networks
         assert (network.name, network.model.key) == ("inkwash", "tenants/studio-a/models/Lora/inkwash.safetensors")
         shown = api("alice").get(f"/api/v1/jobs/{job.public_id}").json()["params"]

@@ -9,10 +9,11 @@ import pytest
 from django.utils import timezone
 
 from config.celery import app as celery_app
-from inference.dispatch import dispatch_pending, worker_register, workers_reap
+from inference.dispatch import dispatch_pending, workers_reap
 from a1111.generation import parse_generation_request
 from inference.models import Job, Worker
-from inference.services import job_cancel, job_claim, job_fail, job_progress, job_submit, job_succeed
+from inference.services import job_cancel, job_submit
+from inference.transitions import job_claim, job_fail, job_progress, job_succeed, worker_register
 
 pytestmark = pytest.mark.django_db
 
@@ -157,7 +158,7 @@ def test_a_finished_job_has_exactly_one_usage_record(personas, worker) -> None:
 
 
 def test_a_worker_holding_the_checkpoint_in_host_ram_is_preferred_over_a_cold_one(personas) -> None:
-    from inference.dispatch import worker_heartbeat
+    from inference.transitions import worker_heartbeat
 
     cold = worker_register(name=f"cold-{uuid.uuid4().hex[:8]}@host", device="cuda", device_memory_bytes=None)
     warm = worker_register(name=f"warm-{uuid.uuid4().hex[:8]}@host", device="cuda", device_memory_bytes=None)
@@ -168,3 +169,40 @@ def test_a_worker_holding_the_checkpoint_in_host_ram_is_preferred_over_a_cold_on
     assert dispatch_pending() == 1
     job.refresh_from_db()
     assert job.worker == warm  # a move from host RAM beats a load from disk
+
+
+@pytest.mark.django_db(transaction=True)  # the progress reporter thread writes through its own connection
+def test_a_worker_reports_the_networks_it_ran_and_the_next_job_with_them_goes_there(personas, settings) -> None:
+    """After a batch with a LoRA, the worker's runtime still holds the adapter; it reports the
+    batch's network key (Worker.active_networks), and of two otherwise equal workers holding the
+    checkpoint, the next job with that LoRA goes to the one that holds it (not the lower id)."""
+    from inference.runner.batch import batch_execute
+    from inference.transitions import worker_heartbeat
+    from runtime.engine import WorkerRuntime
+    from runtime.tiny.lora import write_tiny_lora
+
+    folder = settings.DATA_DIR / "users" / "alice" / "models" / "Lora"
+    folder.mkdir(parents=True, exist_ok=True)
+    write_tiny_lora(folder / "ink.safetensors")
+    other = worker_register(name=f"other-{uuid.uuid4().hex[:8]}@host", device="cpu", device_memory_bytes=None)
+    holder = worker_register(name=f"holder-{uuid.uuid4().hex[:8]}@host", device="cpu", device_memory_bytes=None)
+    assert other.pk < holder.pk  # without the networks, the tie goes to `other`
+    Worker.objects.filter(pk=other.pk).update(state=Worker.State.DRAINING)  # the first job must go to `holder`
+    body = {"prompt": "a boat <lora:ink:0.8>", "width": 64, "height": 64, "steps": 2}
+    first = new_job(personas["alice"], **body)
+    dispatch_pending()  # (already done by the submit itself: it commits at once here)
+    first.refresh_from_db()
+    assert first.worker_id == holder.pk
+    runtime = WorkerRuntime(device="cpu", cache_size=1, config_cache_dir=settings.ATELIER_MODEL_CACHE_DIR)
+    batch_execute(jobs=[(first.public_id, 1)], worker_name=holder.name, runtime=runtime)
+    first.refresh_from_db(), holder.refresh_from_db()
+    assert first.status == "succeeded", first.error
+    assert holder.active_networks == first.network_key != ""  # what the control plane computed for the job
+    assert runtime.held_network_key() == first.network_key
+
+    Worker.objects.filter(pk=other.pk).update(state=Worker.State.ONLINE)
+    worker_heartbeat(name=other.name, loaded_models=list(holder.loaded_models))  # equal, but no networks
+    second = new_job(personas["alice"], **body, seed=7)
+    dispatch_pending()
+    second.refresh_from_db()
+    assert second.worker_id == holder.pk

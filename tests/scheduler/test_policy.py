@@ -38,7 +38,7 @@ def job(
         tenant_id=tenant,
         submitted_at=NOW - waited,
         model_key=model,
-        lora_key=lora,
+        network_key=lora,
         batch_key=key if key is not None else f"{model}|{lora}|{job_id}",  # unique unless given
         images=images,
         steps=20,
@@ -63,7 +63,7 @@ def worker(
         max_batch=max_batch,
         resident_models=models,
         cached_models=cached,
-        active_lora=lora,
+        active_networks=lora,
         busy_until=busy_until,
         busy_model=models[-1] if models and not free else None,
     )

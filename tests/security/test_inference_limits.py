@@ -95,8 +95,8 @@ def test_many_lora_tags_make_a_bounded_network_key_not_a_500(api, personas) -> N
     first, second = (api("alice").post("/api/v1/jobs", body) for _ in range(2))
     assert first.status_code == 201, first.content
     assert second.status_code == 201, second.content
-    keys = {job.lora_key for job in Job.objects.filter(public_id__in=[first.json()["id"], second.json()["id"]])}
+    keys = {job.network_key for job in Job.objects.filter(public_id__in=[first.json()["id"], second.json()["id"]])}
     [key] = keys
-    assert key.startswith("sha256:") and len(key) <= Job._meta.get_field("lora_key").max_length
+    assert key.startswith("sha256:") and len(key) <= Job._meta.get_field("network_key").max_length
     shorter = api("alice").post("/api/v1/jobs", {**body, "prompt": "a boat <lora:style0:0.5>"})
-    assert Job.objects.get(public_id=shorter.json()["id"]).lora_key.endswith("@te=0.5,unet=0.5")  # short: readable
+    assert Job.objects.get(public_id=shorter.json()["id"]).network_key.endswith("@te=0.5,unet=0.5")  # short: readable

@@ -1,7 +1,8 @@
-"""`manage.py sweeper`: the periodic scheduler pass, for clusters that want one outside the workers.
+"""`manage.py sweeper`: the dispatcher, the one place the periodic scheduler pass runs.
 
-Every worker already sweeps on its heartbeat; run this too so that jobs held by dead
-workers are reaped even while no worker is alive.
+Every `ATELIER_HEARTBEAT_SECONDS` it reaps dead workers (requeueing their jobs) and places
+queued jobs (`inference.dispatch.sweep`). Workers do not sweep (see `inference/dispatch.py`
+for why); `manage.py serve` and the end-to-end harness start this process beside them.
 """
 
 import time

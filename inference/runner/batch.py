@@ -39,7 +39,7 @@ from a1111.infotext import (
 from inference.jobspec import JobSpec, JobSpecError, ModelRef
 from inference.models import Job
 from a1111.prompts import extract_extra_networks
-from a1111.samplers import SamplerChoice, resolve_sampler
+from a1111.samplers import resolve_sampler
 from inference.transitions import (
     job_claim,
     job_fail,

@@ -44,7 +44,6 @@ def test_a_plain_save_dir_is_still_accepted(api) -> None:
 def test_a_write_through_a_link_to_another_members_folder_is_refused(personas, tmp_path) -> None:
     alice, bob = user_workdir("alice"), user_workdir("bob")
     (alice / "tmp").symlink_to(bob / "outputs", target_is_directory=True)
-    bobs_files_before = set(bob.rglob("*"))  # other tests of the session may have left bob's images
     (alice / "away").symlink_to(tmp_path, target_is_directory=True)
     for key in ("users/alice/tmp/x.png", "users/alice/tmp/new/x.png", "users/alice/away/x.png"):
         with pytest.raises(UnsafeOutputPath) as refused:
@@ -80,12 +79,12 @@ def test_a_job_whose_save_dir_links_into_another_members_outputs_fails_and_write
 
     alice, bob = user_workdir("alice"), user_workdir("bob")
     (alice / "tmp").symlink_to(bob / "outputs", target_is_directory=True)
-    bobs_files_before = set(bob.rglob("*"))  # other tests of the session may have left bob's images
     request = parse_generation_request({"prompt": "x", "steps": 2, "width": 64, "height": 64,
                                         "alwayson_scripts": {"save_dir": "tmp"}})
     job = job_submit(user=personas["alice"], request=request)
     run_on_a_worker([job], name="workdirs")
     assert job.status == "failed" and "outside your working directory" in job.error
     assert str(settings.DATA_DIR) not in job.error
-    assert set(bob.rglob("*")) == bobs_files_before
+    # Every file a job writes (images, control maps) is named after it. Bob's folder is not compared
+    # whole: a job of another test may still be finishing there on a loaded machine.
     assert not [path for path in bob.rglob("*") if path.name.startswith(job.public_id)]

@@ -231,3 +231,28 @@ def test_wrong_token_and_oversized_payload_are_refused(platform: Platform, sdk: 
     # nothing of the above reached the queues
     [attrs] = run_client(sdk, "calls", service.config(queue="", calls=[["attributes"]]))
     assert attrs["result"]["stream.length"] == "0", attrs
+
+
+def test_a_full_sink_holds_new_requests_until_results_are_committed(platform: Platform, sdk: Path) -> None:
+    service = Service(platform, "--max-sink-uncommitted", "1")
+    [first] = put(sdk, service, "sdapi/v1/txt2img", [(request("first"), {"task_id": "bp_0"})])
+
+    def sink_holds_one() -> bool:
+        [line] = run_client(sdk, "calls", service.config(queue="sink", calls=[["attributes"]]))
+        return line["result"].get("stream.length", "") == "1"
+
+    platform.wait_until(sink_holds_one, timeout=120, what="the first result in the sink", interval=0.5)
+    # The sink holds its maximum: the next request waits instead of running.
+    [second] = put(sdk, service, "sdapi/v1/txt2img", [(request("second"), {"task_id": "bp_1"})])
+    [attributes, position] = run_client(sdk, "calls", service.config(
+        queue="", calls=[["attributes"], ["search", int(second["index"])]],
+    ))
+    assert attributes["result"]["stream.waiting"] == "1", attributes
+    assert position["result"].get("IsPending") is False, position
+
+    # Committing the first result lets the second run; the subscriber receives both.
+    lines = run_client(sdk, "watch", service.config(window=5, auto_commit=False, commit=True, stop_after=2))
+    results = results_by_task(lines)
+    assert {task: frame["tags"]["requestId"] for task, frame in results.items()} == {
+        "bp_0": first["request_id"], "bp_1": second["request_id"],
+    }

@@ -12,9 +12,11 @@ here instead of depending on the `protobuf` package (whose 3.x generated code th
 which newer protobuf releases refuse to import). Pure: the standard library only.
 
 Encoding follows what protobuf's own serializer writes: fields in number order, proto3 zero/empty
-scalars omitted, one length-delimited entry (key = 1, value = 2) per map item in the mapping's
-order, an empty key or value left out of its entry. Decoding accepts anything a conforming encoder
-may write: fields in any order, unknown fields skipped, a repeated map key keeping its last value.
+scalars omitted, one length-delimited entry per map item in the mapping's order, holding both its
+key (1) and its value (2) even when empty (protobuf 3.20.3 writes them so). Decoding accepts
+anything a conforming encoder may write: fields in any order, unknown fields skipped, a repeated
+map key keeping its last value. `tests/inference/eas_protobuf_crosscheck.py` checks both directions
+against protobuf 3.20.3 itself.
 """
 
 from __future__ import annotations
@@ -62,12 +64,8 @@ def _string_map(field: int, mapping: Mapping[str, str]) -> bytes:
     for key, value in mapping.items():
         if not isinstance(key, str) or not isinstance(value, str):
             raise TypeError(f"map entries must be str -> str, got {type(key).__name__} -> {type(value).__name__}")
-        entry = bytearray()
-        if key:
-            entry += _length_delimited(1, key.encode("utf-8"))
-        if value:
-            entry += _length_delimited(2, value.encode("utf-8"))
-        out += _length_delimited(field, bytes(entry))
+        entry = _length_delimited(1, key.encode("utf-8")) + _length_delimited(2, value.encode("utf-8"))
+        out += _length_delimited(field, entry)
     return bytes(out)
 
 

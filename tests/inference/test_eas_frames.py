@@ -40,8 +40,10 @@ def test_zero_and_empty_fields_are_omitted():
     assert decode_frame(b"") == (0, {}, b"", "")
     # An index-only frame (`_index_only_=true`): no data field at all.
     assert encode_frame(7, {"a": "b"}, b"") == bytes.fromhex("0807") + bytes.fromhex("1206 0a01") + b"a" + bytes.fromhex("1201") + b"b"
-    # An empty tag value (or key) is left out of its map entry, as protobuf's serializer does.
-    assert encode_frame(1, {"k": ""}, b"") == bytes.fromhex("0801 1203 0a01") + b"k"
+    # A map entry holds its key and value even when empty, as protobuf 3.20.3's serializer writes it;
+    # an entry with either left out (as other encoders may write it) decodes to "".
+    assert encode_frame(1, {"k": ""}, b"") == bytes.fromhex("0801 1205 0a01") + b"k" + bytes.fromhex("1200")
+    assert encode_frame(1, {"": "v"}, b"") == bytes.fromhex("0801 1205 0a00 1201") + b"v"
     assert decode_frame(bytes.fromhex("0801 1203 0a01") + b"k") == (1, {"k": ""}, b"", "")
     assert decode_frame(bytes.fromhex("1200")) == (0, {"": ""}, b"", "")
 

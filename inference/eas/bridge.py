@@ -107,7 +107,7 @@ def eas_job_finished(job: Job) -> bool:
         status, result = finished_job_response(
             job, body, job.kind, absolute=lambda path: base_url + path, elapsed=_elapsed(item)
         )
-    except Exception as exc:  # noqa: BLE001 - e.g. an image file removed meanwhile: still a result
+    except Exception as exc:
         logger.exception("EAS result of job %s", job.public_id)
         status, result = 500, _failure_body(body, f"the result could not be read: {exc}", _elapsed(item))
     # No pump here: a result takes the sink room its submitted item held (see `_sink_room`);
@@ -120,7 +120,7 @@ def eas_job_finished_safely(job: Job) -> None:
     sweeper's pass writes a missed result later, see `eas_sweep`)."""
     try:
         eas_job_finished(job)
-    except Exception:  # noqa: BLE001
+    except Exception:
         logger.exception("could not write the EAS result of job %s; the sweeper will retry", job.public_id)
 
 
@@ -202,7 +202,7 @@ def eas_pump_safely(*, service_id: int | None = None) -> None:
     comes by later)."""
     try:
         eas_pump(service_id=service_id)
-    except Exception:  # noqa: BLE001
+    except Exception:
         logger.exception("EAS pump failed; the next sweep will retry")
 
 
@@ -224,5 +224,5 @@ def eas_sweep() -> None:
 def eas_sweep_safely() -> None:
     try:
         eas_sweep()
-    except Exception:  # noqa: BLE001
+    except Exception:
         logger.exception("EAS sweep failed; the next sweep will retry")

@@ -183,12 +183,13 @@ def test_a_consumer_that_drops_mid_stream_loses_no_result(platform: Platform, sd
 
     # A consumer with window 2 that never commits: it holds two results, then vanishes (SIGKILL:
     # no close frame, the way a crashed client leaves).
-    with SdkProcess(sdk, "watch", service.config(window=2, auto_commit=False, commit=False)) as first:
-        held = first.take(2, timeout=120)
-        assert all(frame["tags"]["task_id"] in request_ids for frame in held), held
-        first.kill()
-
-    platform.release(hold)
+    try:
+        with SdkProcess(sdk, "watch", service.config(window=2, auto_commit=False, commit=False)) as first:
+            held = first.take(2, timeout=120)
+            assert all(frame["tags"]["task_id"] in request_ids for frame in held), held
+            first.kill()
+    finally:
+        platform.release(hold)  # also when the above failed: the module's later tests need the worker
     # A new consumer (another uid) gets everything: the two uncommitted results again, the others new.
     lines = run_client(sdk, "watch", service.config(window=5, auto_commit=False, commit=True, stop_after=4, attributes=True))
     results = results_by_task(lines)

@@ -118,6 +118,37 @@ def test_the_handshake_is_refused_without_the_services_token(service, token, per
     async_to_sync(attempts)()
 
 
+def test_a_services_token_cannot_watch_another_services_sink(service, token, personas):
+    """Ownership: alice's service token reaches alice's service only. Nor do members' own API
+    tokens (alice's included) open a sink: only a service token does. Nothing is claimed."""
+    from tenants.services import token_create
+
+    bobs = service_create(name="bobs.service", owner=personas["bob"])
+    charlies = service_create(name="charlies", owner=personas["charlie"])
+    _put(bobs, 2)
+    _put(charlies, 2)
+    member_tokens = {name: token_create(user=personas[name])[1] for name in ("alice", "bob", "charlie")}
+
+    async def attempts() -> None:
+        for target in ("bobs.service", "charlies"):
+            for what, authorization in [
+                ("alice's service token", token),
+                ("alice's service token as Bearer", f"Bearer {token}"),
+                *[(f"{name}'s member token", f"Bearer {raw}") for name, raw in member_tokens.items()],
+            ]:
+                headers = [h for h in _headers(token) if h[0] != b"authorization"]
+                _communicator, connected = await _open(_path(service=target), [*headers, (b"authorization", authorization.encode())])
+                assert not connected, (target, what)
+        # A page on another site cannot open it either, even holding the token.
+        cross_site = [h for h in _headers(token) if h[0] != b"origin"] + [(b"origin", b"https://evil.example")]
+        _communicator, connected = await _open(_path(), cross_site)
+        assert not connected
+
+    async_to_sync(attempts)()
+    assert not EasItem.objects.exclude(consumer="").exists()
+    assert not EasConsumer.objects.exists()
+
+
 @pytest.mark.parametrize(
     "params",
     [

@@ -304,6 +304,14 @@ ROUTES: dict[str, Entry] = {
         f"{S}test_surface_websocket.py::test_the_owner_gets_her_jobs_events",
         "tests/e2e/test_platform.py::test_websocket_streams_progress_to_the_owner_only",
     )),
+    "websocket /^api/predict/(?P<service>[^/]+)(?:/(?P<rest>.*))?$": Entry(_A.AUTHENTICATED, (
+        "tests/inference/test_eas_watch.py::test_the_handshake_is_refused_without_the_services_token",
+        "tests/inference/test_eas_watch.py::test_a_services_token_cannot_watch_another_services_sink",
+        "tests/inference/test_eas_watch.py::test_nonsense_parameters_refuse_the_handshake",
+        "tests/inference/test_eas_watch.py::test_the_input_queue_cannot_be_watched",
+        "tests/inference/test_eas_watch.py::test_the_server_answers_pings_and_redelivers_after_a_tcp_abort",
+    ), note="the EAS sink's watch: a token of that service in the handshake's Authorization, else the "
+            "handshake is refused (403); the service is named in the path, its token reaches it alone"),
     "websocket /": Entry(_A.PUBLIC, (
         "tests/security/test_platform_server.py::test_websocket_to_an_unknown_path_is_refused_without_a_traceback",
     ), note="the catch-all after every websocket route: refuses the handshake (403), serves nothing"),

@@ -145,3 +145,29 @@ def test_watch_over_plain_http_is_refused_with_a_message(client, services):
     _, token = services["alice"]
     response = _call(client, "GET", "/api/predict/sd_async/sink?_watch_=true&_index_=0&_window_=5", token)
     assert response.status_code == 400 and b"websocket" in response.content
+
+
+def test_operators_list_services_with_endpoint_and_depth_and_issue_and_revoke_tokens(client, services, personas):
+    from inference.eas.models import EasService, EasServiceToken
+    from inference.eas.queues import EasAuthError, service_authenticate
+
+    alices, _ = services["alice"]
+    queue_put(service=alices, queue=SINK, data=b"r")
+    client.force_login(personas["admin"])
+    listing = client.get("/admin/inference/easservice/")
+    assert listing.status_code == 200 and b"/api/predict/sd_async" in listing.content
+    added = client.post("/admin/inference/easservice/add/", {
+        "name": "from-admin", "owner": personas["bob"].pk, "default_checkpoint": "", "max_payload_bytes": 8192,
+        "max_queue_length": 100, "max_sink_uncommitted": 10, "result_retention_hours": 24,
+        "tokens-TOTAL_FORMS": 0, "tokens-INITIAL_FORMS": 0,
+    }, follow=True)
+    service = EasService.objects.get(name="from-admin")
+    assert service.owner == personas["bob"] and service.tenant.slug == "studio-a"
+    raw = next(m.message for m in added.context["messages"] if "Token for from-admin" in m.message).split(": ")[1].split()[0]
+    assert service_authenticate(name="from-admin", authorization=raw) == service
+    token = EasServiceToken.objects.get(service=service)
+    client.post("/admin/inference/easservicetoken/", {"action": "revoke", "_selected_action": [token.pk]})
+    with pytest.raises(EasAuthError):
+        service_authenticate(name="from-admin", authorization=raw)
+    client.force_login(personas["alice"])  # a member, not an operator
+    assert client.get("/admin/inference/easservice/").status_code in (302, 403)

@@ -242,9 +242,12 @@ def test_a_put_request_runs_as_the_owners_job_and_its_result_lands_in_the_sink(s
 
 
 @pytest.mark.django_db(transaction=True)
-def test_save_dir_results_carry_urls_and_no_images(service, tiny_checkpoint_path):
-    item = _put(service, {**TINY_BODY, "alwayson_scripts": {"save_dir": "tmp/outputs"}})
-    run_on_a_worker([_item(item).job], name="eas-save-dir")
+def test_save_dir_results_carry_urls_and_no_images(service, tiny_checkpoint_path, settings):
+    item = _put(service, {**TINY_BODY, "alwayson_scripts": {"save_dir": "eas-test/outputs"}})
+    try:
+        run_on_a_worker([_item(item).job], name="eas-save-dir")
+    finally:
+        shutil.rmtree(settings.DATA_DIR / "users" / "alice" / "eas-test", ignore_errors=True)
     [(_, result)] = _results(service)
     assert result["images"] == [] and result["parameters"]["status"] == 0
     assert result["parameters"]["image_url"].startswith("http://testserver/api/v1/jobs/")

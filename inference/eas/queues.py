@@ -176,10 +176,25 @@ def queue_put(
             f"the payload is {len(data)} bytes, over this service's limit of {service.max_payload_bytes} bytes: "
             "send images as URLs (image_link) and ask for save_dir results"
         )
-    request_id = str(uuid.uuid4())
+    return _append(
+        service=service, queue=queue, data=data, tags=tags, route=route, priority=priority, base_url=base_url,
+        request_id=str(uuid.uuid4()), check_length=True,
+    )
+
+
+def result_append(*, service: EasService, data: bytes, tags: Mapping[str, str], request_id: str) -> EasItem:
+    """A result of the platform itself into the sink: never refused (its size is the bridge's
+    concern, its room was reserved by back-pressure), `tags` kept as given (with `requestId`)."""
+    return _append(service=service, queue=SINK, data=data, tags=tags, request_id=request_id, check_length=False)
+
+
+def _append(
+    *, service: EasService, queue: str, data: bytes, tags: Mapping[str, str] | None, request_id: str,
+    check_length: bool, route: str = "", priority: int = 0, base_url: str = "",
+) -> EasItem:
     with transaction.atomic():
         locked = EasService.objects.select_for_update().get(pk=service.pk)
-        if _live_items(locked, queue).count() >= locked.max_queue_length:
+        if check_length and _live_items(locked, queue).count() >= locked.max_queue_length:
             raise EasQueueFull(
                 f"the {queue} queue of {locked.name} holds {locked.max_queue_length} items, its maximum: "
                 "commit or delete results, or wait for requests to finish"

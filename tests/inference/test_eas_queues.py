@@ -1,15 +1,20 @@
-"""The EAS queue services (inference/eas/queues.py) over the real database: index sequences,
-delivery with windows, auto-commit, release and redelivery, commit/delete/truncate, search,
-attributes, and the command that creates a service."""
+"""The EAS queue services (inference/eas/queues.py) and the job bridge (inference/eas/bridge.py)
+over the real database: index sequences, delivery with windows, auto-commit, release and
+redelivery, commit/delete/truncate, search, attributes, the command that creates a service; input
+items run as the owner's jobs (really, in-process), results for successes, failures and bad
+bodies, back-pressure, the queued-jobs cap and priority."""
 
 from __future__ import annotations
 
 import io
+import json
+import shutil
 
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
 
+from inference.eas.bridge import eas_pump, eas_sweep
 from inference.eas.models import EasItem, EasService
 from inference.eas.queues import (
     INPUT,
@@ -34,6 +39,10 @@ from inference.eas.queues import (
     service_token_create,
     service_token_revoke,
 )
+from inference.models import Job
+from inference.services import job_cancel
+from tenants.models import UsageRecord
+from tests.security.conftest import run_on_a_worker
 
 
 @pytest.fixture
@@ -191,3 +200,154 @@ def test_create_eas_service_command_prints_endpoint_and_a_working_token(personas
     lines = dict(line.split(": ", 1) for line in out.getvalue().splitlines())
     assert lines["endpoint"] and lines["sink queue"] == "cmd_svc/sink"
     assert service_authenticate(name="cmd_svc", authorization=lines["token"]).owner == personas["alice"]
+
+
+# --- the job bridge: input items → jobs → sink results ----------------------------------------------
+
+TINY_BODY = {"prompt": "a lighthouse", "steps": 2, "width": 64, "height": 64, "seed": 7}
+
+
+def _put(service: EasService, body, route: str = "sdapi/v1/txt2img", **tags: str) -> EasItem:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return queue_put(service=service, queue=INPUT, data=data, tags=tags, route=route, base_url="http://testserver/")
+
+
+def _results(service: EasService) -> list[tuple[dict, dict]]:
+    """(tags, JSON data) of every sink item, in index order."""
+    return [(f.tags, json.loads(f.data)) for f in queue_get(service=service, queue=SINK, length=100, auto_delete=False)]
+
+
+def _item(item: EasItem) -> EasItem | None:
+    return EasItem.objects.filter(pk=item.pk).select_related("job").first()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_put_request_runs_as_the_owners_job_and_its_result_lands_in_the_sink(service, tiny_checkpoint_path):
+    body = {**TINY_BODY, "alwayson_scripts": {"id_task": "14837"}}
+    item = _put(service, body, task_id="job_001")  # the put's own pump submits it (after commit)
+    job = _item(item).job
+    assert job is not None and job.owner == service.owner and _item(item).status == "submitted"
+    assert _results(service) == []
+    run_on_a_worker([job], name="eas-ok")
+    assert job.status == "succeeded"
+    [(tags, result)] = _results(service)
+    assert tags == {"task_id": "job_001", "requestId": item.request_id}
+    params = result["parameters"]
+    assert params["status"] == 0 and params["error_msg"] == "" and params["id_task"] == "14837"
+    assert params["seed"] == "7" and params["total_time"] >= 0
+    assert params["image_url"] == f"http://testserver/api/v1/jobs/{job.public_id}/images/0"
+    assert len(result["images"]) == 1 and json.loads(result["info"])["seed"] == 7
+    assert _item(item) is None  # the request left the input queue with its result
+    assert UsageRecord.objects.filter(job=job, user=service.owner).exists()  # billed to the owner
+
+
+@pytest.mark.django_db(transaction=True)
+def test_save_dir_results_carry_urls_and_no_images(service, tiny_checkpoint_path, settings):
+    item = _put(service, {**TINY_BODY, "alwayson_scripts": {"save_dir": "eas-test/outputs"}})
+    try:
+        run_on_a_worker([_item(item).job], name="eas-save-dir")
+    finally:
+        shutil.rmtree(settings.DATA_DIR / "users" / "alice" / "eas-test", ignore_errors=True)
+    [(_, result)] = _results(service)
+    assert result["images"] == [] and result["parameters"]["status"] == 0
+    assert result["parameters"]["image_url"].startswith("http://testserver/api/v1/jobs/")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_that_fails_on_the_worker_gives_a_failed_result(service, tiny_checkpoint_path):
+    doomed = tiny_checkpoint_path.parent / "doomed-eas.safetensors"
+    shutil.copyfile(tiny_checkpoint_path, doomed)
+    try:
+        item = _put(service, {**TINY_BODY, "override_settings": {"sd_model_checkpoint": "doomed-eas"}}, task_id="t")
+        job = _item(item).job
+    finally:
+        doomed.unlink()
+    run_on_a_worker([job], name="eas-fail")
+    assert job.status == "failed"
+    [(tags, result)] = _results(service)
+    assert tags["lastCode"] == "500" and tags["task_id"] == "t"
+    assert result["parameters"]["status"] == 1 and result["parameters"]["error_msg"].startswith("generation failed")
+
+
+@pytest.mark.parametrize(("body", "route", "code", "says"), [
+    (b"{not json", "sdapi/v1/txt2img", "422", "body: is not valid JSON"),
+    (b"[1, 2]", "sdapi/v1/txt2img", "422", "a JSON object is required"),
+    ({**TINY_BODY, "steps": "many"}, "sdapi/v1/txt2img", "422", "steps"),
+    ({**TINY_BODY, "override_settings": {"sd_model_checkpoint": "nope"}}, "sdapi/v1/txt2img", "404", "nope"),
+    (TINY_BODY, "sdapi/v1/img2img", "404", "Init image not found"),
+    (TINY_BODY, "sdapi/v1/options", "404", "route 'sdapi/v1/options' is not served"),
+])
+def test_bad_bodies_are_answered_by_a_failed_result_never_dropped(service, tiny_checkpoint_path, body, route, code, says):
+    item = _put(service, body, route=route, task_id="bad")
+    eas_pump()
+    [(tags, result)] = _results(service)
+    assert tags == {"task_id": "bad", "requestId": item.request_id, "lastCode": code}
+    assert result["parameters"]["status"] == 1 and says in result["parameters"]["error_msg"]
+    assert result["images"] == [] and _item(item) is None
+    assert not Job.objects.exists()
+
+
+def test_the_services_default_checkpoint_applies_when_the_body_names_none(personas, tiny_checkpoint_path):
+    service = service_create(name="pinned", owner=personas["alice"], default_checkpoint="no-such-model")
+    _put(service, TINY_BODY)
+    named = _put(service, {**TINY_BODY, "alwayson_scripts": {"sd_model_checkpoint": tiny_checkpoint_path.name}})
+    eas_pump()
+    [(_, result)] = _results(service)  # the default was used, and it does not exist
+    assert "no-such-model" in result["parameters"]["error_msg"]
+    assert _item(named).job.checkpoint_title.startswith(tiny_checkpoint_path.stem)
+
+
+def test_back_pressure_holds_input_items_until_results_are_committed(personas, tiny_checkpoint_path,
+                                                                    django_capture_on_commit_callbacks):
+    service = service_create(name="tight", owner=personas["alice"], max_sink_uncommitted=1)
+    first, second = _put(service, TINY_BODY), _put(service, TINY_BODY)
+    eas_pump()
+    assert _item(first).status == "submitted" and _item(second).status == "waiting"
+    job_cancel(job=_item(first).job)  # ends: its result takes the sink's one place
+    [(_, result)] = _results(service)
+    assert result["parameters"]["status"] == 1
+    eas_pump()
+    assert _item(second).status == "waiting"  # nobody collected the result yet
+    assert queue_attributes(service=service, queue=INPUT)["stream.waiting"] == "1"
+    [frame] = queue_deliver(service=service, queue=SINK, consumer="eas.u1", window=1, start_index=0, auto_commit=False)
+    with django_capture_on_commit_callbacks(execute=True):
+        queue_commit(service=service, queue=SINK, indexes=[frame.index])
+    assert _item(second).status == "submitted"
+
+
+def test_the_owners_queued_jobs_cap_makes_items_wait_and_priority_goes_first(service, tiny_checkpoint_path, settings):
+    settings.ATELIER_MAX_QUEUED_JOBS_PER_USER = 1
+    first = _put(service, TINY_BODY)
+    eas_pump()
+    plain = _put(service, TINY_BODY)
+    urgent = queue_put(service=service, queue=INPUT, data=json.dumps(TINY_BODY).encode(), priority=1,
+                       route="sdapi/v1/txt2img")
+    eas_pump()
+    assert [_item(i).status for i in (first, plain, urgent)] == ["submitted", "waiting", "waiting"]
+    assert _results(service) == []  # waiting, not failed
+    job_cancel(job=_item(first).job)
+    eas_sweep()  # the sweeper's pass pumps
+    assert _item(urgent).status == "submitted" and _item(urgent).job.priority == 1
+    assert _item(plain).status == "waiting"
+
+
+def test_search_on_the_input_queue_counts_the_requests_ahead(service, tiny_checkpoint_path, settings):
+    settings.ATELIER_MAX_QUEUED_JOBS_PER_USER = 0
+    items = [_put(service, TINY_BODY) for _ in range(3)]
+    eas_pump()
+    assert queue_search(service=service, queue=INPUT, index=items[2].index) == {
+        "IsPending": False, "WaitHeadCount": 2, "Status": "waiting",
+    }
+    assert queue_search(service=service, queue=INPUT, index=999) == {}
+    assert queue_delete(service=service, queue=INPUT, indexes=[items[0].index]) == 1  # not started: withdrawn
+
+
+def test_the_sweeper_writes_a_result_missed_when_the_job_ended(service, tiny_checkpoint_path):
+    item = _put(service, TINY_BODY, task_id="late")
+    eas_pump()
+    job = _item(item).job
+    Job.objects.filter(pk=job.pk).update(status="cancelled")  # ended without the hook (a crash)
+    assert _results(service) == []
+    eas_sweep()
+    [(tags, _)] = _results(service)
+    assert tags["task_id"] == "late"

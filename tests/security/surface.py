@@ -206,6 +206,18 @@ ROUTES: dict[str, Entry] = {
     "http /api/v1/usage": Entry(_A.AUTHENTICATED, HTTP_SWEEP, note="the caller's own usage records only"),
     "http /api/v1/workers": Entry(_A.OPERATOR, (
         *OPERATOR_SWEEP, "tests/inference/test_api.py::test_operators_without_a_tenant_cannot_submit_but_may_list_workers")),
+    # --- the EAS async queue (PAI-EAS API Edition; a token of the named service, raw or Bearer) ---
+    "http /api/predict/<path:target>": Entry(_A.AUTHENTICATED, (
+        *HTTP_SWEEP,
+        f"{S}test_eas_http.py::test_wrong_tokens_and_unknown_services_are_401_and_reach_nothing",
+        f"{S}test_eas_http.py::test_charlie_cannot_read_alices_sink_with_his_own_services_token",
+        f"{S}test_eas_http.py::test_a_missing_index_is_an_empty_answer_not_an_error",
+        f"{S}test_eas_http.py::test_bad_parameters_are_a_400_naming_them",
+        f"{S}test_eas_http.py::test_oversized_payloads_are_413_with_a_message",
+        "tests/inference/test_eas_queues.py::test_authenticate_accepts_raw_and_bearer_tokens_of_its_own_service_only",
+    ), methods=("GET", "POST", "PUT", "DELETE"),
+        note="a service's token reaches only that service's queues; members' own API tokens reach none; "
+             "a wrong token and an unknown service answer the same 401"),
     # --- /sdapi/v1 (A1111-compatible; token or Basic username:token) ---
     "http /sdapi/v1/txt2img": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_POST), methods=("POST",)),
     "http /sdapi/v1/img2img": Entry(_A.AUTHENTICATED, (

@@ -293,7 +293,10 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            # redis-py 8 reads with a 5 s socket timeout by default, as long as channels_redis's
+            # blocking BZPOPMIN waits: every websocket idle for 5 s crashed and was closed
+            # (django/channels_redis#422). The read timeout must exceed that wait.
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}]},
         }
     }
     ATELIER_EVENT_TRANSPORT = "channel_layer"

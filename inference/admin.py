@@ -61,3 +61,6 @@ class JobAdmin(admin.ModelAdmin):
     def cancel(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
         for job in queryset:
             job_cancel(job=job)
+
+
+import inference.eas.admin  # noqa: F401  (the EAS services' pages)

@@ -252,6 +252,10 @@ def requeue_or_fail(jobs, reason: str) -> int:
             logger.warning("job %s: %s (attempt %s)", job.public_id, reason, job.attempts)
             job.refresh_from_db()
             job_event_publish(job)
+            if job.status == Job.Status.FAILED:
+                from inference.eas.bridge import eas_job_finished_safely
+
+                eas_job_finished_safely(job)  # an EAS queue item's result, if the job ran one
     return changed
 
 
@@ -286,8 +290,11 @@ def sweep() -> bool:
     """The dispatcher's periodic pass: reap, then dispatch. False (nothing done) while another
     dispatcher is in its pass: on PostgreSQL the pass holds a session advisory lock. (It is not
     one transaction: a batch's message must leave only after its jobs are committed.)"""
+    from inference.eas.bridge import eas_sweep_safely
+
     if connection.vendor != "postgresql":  # SQLite: the embedded default runs one sweeper
         workers_reap()
+        eas_sweep_safely()  # EAS input items that may run now become queued jobs
         dispatch_pending()
         return True
     with connection.cursor() as cursor:
@@ -296,6 +303,7 @@ def sweep() -> bool:
             return False
     try:
         workers_reap()
+        eas_sweep_safely()
         dispatch_pending()
     finally:
         with connection.cursor() as cursor:

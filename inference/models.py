@@ -154,3 +154,7 @@ class UserOptions(models.Model):
 
     def __str__(self) -> str:
         return f"options of {self.user}"
+
+
+# The EAS queue service's rows live in their own module; imported here so the app registers them.
+from inference.eas.models import EasConsumer, EasItem, EasService, EasServiceToken  # noqa: F401

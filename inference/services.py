@@ -81,7 +81,9 @@ def _check_queue_room(user: AbstractUser) -> None:
         )
 
 
-def job_submit(*, user: AbstractUser, request: GenerationRequest, inputs: InputImages | None = None) -> Job:
+def job_submit(
+    *, user: AbstractUser, request: GenerationRequest, inputs: InputImages | None = None, priority: int = 0
+) -> Job:
     """Store a validated request as a queued job and ask the scheduler to place it.
 
     img2img needs `inputs` (decoded by the adapter, see `inference/inputs/images.py`); they are stored
@@ -90,6 +92,8 @@ def job_submit(*, user: AbstractUser, request: GenerationRequest, inputs: InputI
 
     Raises `ModelNotFound` for a checkpoint or VAE the user may not use, `NotAMember` for a
     user outside any tenant, `RequestValidationError` for anything else wrong with it.
+    `priority` orders only this member's own jobs (higher first; the scheduler never lets it
+    pass another member's fair share): the EAS queue's `_priority_=1`.
     """
     from inference.dispatch import dispatch_pending_safely
 
@@ -140,6 +144,7 @@ def job_submit(*, user: AbstractUser, request: GenerationRequest, inputs: InputI
         batch_key=batch_key(request, model_key=model, lora_key=networks, vae_key=vae_key),
         total_steps=request.sampling_steps * request.n_iter,
         seeds=request.all_seeds(),
+        priority=priority,
     )
     transaction.on_commit(dispatch_pending_safely)
     return job
@@ -322,6 +327,9 @@ def job_cancel(*, job: Job) -> Job:
     job.refresh_from_db()
     if stopped:
         job_event_publish(job)
+        from inference.eas.bridge import eas_job_finished_safely
+
+        eas_job_finished_safely(job)  # an EAS queue item's result, if the job ran one
     return job
 
 

@@ -27,6 +27,7 @@ from inference.dispatch import (
     requeue_or_fail,
     worker_queue_name,
 )
+from inference.eas.bridge import eas_job_finished_safely
 from inference.errors import member_error
 from inference.events import job_event_publish
 from inference.models import Job, Worker
@@ -84,6 +85,7 @@ def _finish(job: Job, attempt: int, status: str, **fields) -> bool:
         job.refresh_from_db()
         usage_record(job=job)
         job_event_publish(job)
+        eas_job_finished_safely(job)  # an EAS queue item's result, if the job ran one
         if job.worker_id:
             Worker.objects.filter(pk=job.worker_id).update(jobs_done=F("jobs_done") + 1)
     return bool(updated)

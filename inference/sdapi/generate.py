@@ -25,6 +25,7 @@ import base64
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -111,8 +112,55 @@ def _with_member_defaults(user, generation: GenerationRequest) -> GenerationRequ
     return generation
 
 
-def _submit(user, generation: GenerationRequest, inputs: InputImages | None) -> Job:
-    return job_submit(user=user, request=_with_member_defaults(user, generation), inputs=inputs)
+def _submit(user, generation: GenerationRequest, inputs: InputImages | None, priority: int = 0) -> Job:
+    return job_submit(user=user, request=_with_member_defaults(user, generation), inputs=inputs, priority=priority)
+
+
+def parse_generation_body(body: dict[str, Any], kind: str) -> tuple[GenerationRequest, InputImages | None]:
+    """A txt2img/img2img body as a request and its images (decoded, or fetched: blocking, run it
+    off the event loop). Raises `RequestError` naming the field, or `SdapiError` (A1111's 404 for
+    an img2img call without an image)."""
+    generation = parse_generation_request({**body, "kind": kind}, limits=generation_limits(), lenient_sampler=True)
+    inputs = None
+    if kind == "img2img":
+        alwayson = body.get("alwayson_scripts")
+        has_link = isinstance(alwayson, dict) and alwayson.get("image_link")
+        if body.get("init_images") is None and not has_link:
+            raise SdapiError(404, "Init image not found: send init_images (base64, data URI or URL) or alwayson_scripts.image_link")
+        inputs = read_input_images(body, max_images=generation.batch_size)
+    # ControlNet units (alwayson_scripts.controlnet.args): validated, images decoded or fetched.
+    return with_controlnet_inputs(body, generation, inputs)
+
+
+def submit_generation(user, generation: GenerationRequest, inputs: InputImages | None, *, priority: int = 0) -> Job:
+    """`job_submit` as /sdapi does it: the member's own default model, VAE and clip skip filled in."""
+    return _submit(user, generation, inputs, priority)
+
+
+def finished_job_response(
+    job: Job, body: dict[str, Any], kind: str, *, absolute: Callable[[str], str], elapsed: float
+) -> tuple[int, dict[str, Any]]:
+    """The answer to a txt2img/img2img call whose job is finished, as PAI-EAS's asynchronous
+    results carry it: the HTTP status the sync call would have had, and the JSON body, whose
+    `parameters` always hold PAI's `id_task`, `status`, `image_url`, `seed`, `error_msg` and
+    `total_time` (also for a failure: then `status` is 1 and `error_msg` says why).
+    `absolute(path)` makes a URL of a path of this site."""
+    eas = _eas_parameters(absolute, job, body, elapsed)
+    alwayson = body.get("alwayson_scripts")
+    if isinstance(alwayson, dict) and alwayson.get("save_dir"):
+        return (500 if job.status == Job.Status.FAILED else 200), {"images": [], "parameters": eas, "info": ""}
+    defaults = IMG2IMG_ECHO_DEFAULTS if kind == "img2img" else TXT2IMG_ECHO_DEFAULTS
+    echo = {**defaults, **{k: v for k, v in body.items() if k in defaults}}
+    if kind == "img2img" and not body.get("include_init_images"):
+        echo["init_images"], echo["mask"] = None, None
+    if job.status == Job.Status.FAILED:
+        return 500, {"images": [], "parameters": {**echo, **eas}, "info": ""}
+    notes = _notes(body, GenerationRequest.from_json(job.params))
+    if job.status == Job.Status.CANCELLED:
+        notes.append("interrupted before any image was finished")
+    send_images = body.get("send_images", True) is not False
+    images = read_job_images(job, [*job.outputs, *job.control_maps]) if send_images else []
+    return 200, {"images": images, "parameters": {**echo, **eas}, "info": _info(job, notes)}
 
 
 def _notes(body: dict[str, Any], generation: GenerationRequest) -> list[str]:
@@ -181,7 +229,7 @@ def _info(job: Job, notes: list[str]) -> str:
     })
 
 
-def _eas_parameters(request: HttpRequest, job: Job, body: dict[str, Any], elapsed: float) -> dict[str, Any]:
+def _eas_parameters(absolute: Callable[[str], str], job: Job, body: dict[str, Any], elapsed: float) -> dict[str, Any]:
     """PAI-EAS's `parameters` for a `save_dir` call (see the seed document's examples)."""
     alwayson = body.get("alwayson_scripts") or {}
     workdir_prefix = user_save_dir_key(job.owner.get_username(), "")
@@ -192,12 +240,12 @@ def _eas_parameters(request: HttpRequest, job: Job, body: dict[str, Any], elapse
         # PAI answers paths on its mount; ours are URLs the same token can download, plus the
         # paths relative to the member's working directory (the folder they mount or sync).
         "image_url": ",".join(
-            request.build_absolute_uri(f"/api/v1/jobs/{job.public_id}/images/{index}") for index in range(len(job.outputs))
+            absolute(f"/api/v1/jobs/{job.public_id}/images/{index}") for index in range(len(job.outputs))
         ),
         "image_path": ",".join(key.removeprefix(workdir_prefix) for key in job.outputs),
         # ControlNet's preprocessed control images, downloadable by the owner only
         "image_mask_url": ",".join(
-            request.build_absolute_uri(f"/api/v1/jobs/{job.public_id}/control-maps/{index}")
+            absolute(f"/api/v1/jobs/{job.public_id}/control-maps/{index}")
             for index in range(len(job.control_maps))
         ),
         "seed": ",".join(str(seed) for seed in job.seeds) if ok else "",
@@ -209,22 +257,15 @@ def _eas_parameters(request: HttpRequest, job: Job, body: dict[str, Any], elapse
 async def _generate(request: HttpRequest, user, kind: str) -> dict[str, Any]:
     started = time.perf_counter()
     body = json_object(request)
-    generation = parse_generation_request({**body, "kind": kind}, limits=generation_limits(), lenient_sampler=True)
-    inputs = None
-    if kind == "img2img":
-        alwayson = body.get("alwayson_scripts")
-        has_link = isinstance(alwayson, dict) and alwayson.get("image_link")
-        if body.get("init_images") is None and not has_link:
-            raise SdapiError(404, "Init image not found: send init_images (base64, data URI or URL) or alwayson_scripts.image_link")
-        # URLs are fetched off the event loop and off Django's one sync thread (they may take seconds).
-        inputs = await sync_to_async(read_input_images, thread_sensitive=False)(body, max_images=generation.batch_size)
-    # ControlNet units (alwayson_scripts.controlnet.args): validated, images decoded or fetched.
-    generation, inputs = await sync_to_async(with_controlnet_inputs, thread_sensitive=False)(body, generation, inputs)
+    # URLs are fetched off the event loop and off Django's one sync thread (they may take seconds).
+    generation, inputs = await sync_to_async(parse_generation_body, thread_sensitive=False)(body, kind)
     job = await sync_to_async(_submit)(user, generation, inputs)  # validates models and extra networks too
     notes = _notes(body, generation)
     job = await wait_for_job(job.public_id)
     if generation.save_dir:
-        parameters = await sync_to_async(_eas_parameters)(request, job, body, time.perf_counter() - started)
+        parameters = await sync_to_async(_eas_parameters)(
+            request.build_absolute_uri, job, body, time.perf_counter() - started
+        )
         return {"images": [], "parameters": parameters, "info": ""}
     if job.status == Job.Status.FAILED:  # the worker could not generate: A1111 answers 500 too
         raise SdapiError(500, f"job {job.public_id} failed: {job.error}", "GenerationFailed")

@@ -206,6 +206,18 @@ ROUTES: dict[str, Entry] = {
     "http /api/v1/usage": Entry(_A.AUTHENTICATED, HTTP_SWEEP, note="the caller's own usage records only"),
     "http /api/v1/workers": Entry(_A.OPERATOR, (
         *OPERATOR_SWEEP, "tests/inference/test_api.py::test_operators_without_a_tenant_cannot_submit_but_may_list_workers")),
+    # --- the EAS async queue (PAI-EAS API Edition; a token of the named service, raw or Bearer) ---
+    "http /api/predict/<path:target>": Entry(_A.AUTHENTICATED, (
+        *HTTP_SWEEP,
+        f"{S}test_eas_http.py::test_wrong_tokens_and_unknown_services_are_401_and_reach_nothing",
+        f"{S}test_eas_http.py::test_charlie_cannot_read_alices_sink_with_his_own_services_token",
+        f"{S}test_eas_http.py::test_a_missing_index_is_an_empty_answer_not_an_error",
+        f"{S}test_eas_http.py::test_bad_parameters_are_a_400_naming_them",
+        f"{S}test_eas_http.py::test_oversized_payloads_are_413_with_a_message",
+        "tests/inference/test_eas_queues.py::test_authenticate_accepts_raw_and_bearer_tokens_of_its_own_service_only",
+    ), methods=("GET", "POST", "PUT", "DELETE"),
+        note="a service's token reaches only that service's queues; members' own API tokens reach none; "
+             "a wrong token and an unknown service answer the same 401"),
     # --- /sdapi/v1 (A1111-compatible; token or Basic username:token) ---
     "http /sdapi/v1/txt2img": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_POST), methods=("POST",)),
     "http /sdapi/v1/img2img": Entry(_A.AUTHENTICATED, (
@@ -292,6 +304,14 @@ ROUTES: dict[str, Entry] = {
         f"{S}test_surface_websocket.py::test_the_owner_gets_her_jobs_events",
         "tests/e2e/test_platform.py::test_websocket_streams_progress_to_the_owner_only",
     )),
+    "websocket /^api/predict/(?P<service>[^/]+)(?:/(?P<rest>.*))?$": Entry(_A.AUTHENTICATED, (
+        "tests/inference/test_eas_watch.py::test_the_handshake_is_refused_without_the_services_token",
+        "tests/inference/test_eas_watch.py::test_a_services_token_cannot_watch_another_services_sink",
+        "tests/inference/test_eas_watch.py::test_nonsense_parameters_refuse_the_handshake",
+        "tests/inference/test_eas_watch.py::test_the_input_queue_cannot_be_watched",
+        "tests/inference/test_eas_watch.py::test_the_server_answers_pings_and_redelivers_after_a_tcp_abort",
+    ), note="the EAS sink's watch: a token of that service in the handshake's Authorization, else the "
+            "handshake is refused (403); the service is named in the path, its token reaches it alone"),
     "websocket /": Entry(_A.PUBLIC, (
         "tests/security/test_platform_server.py::test_websocket_to_an_unknown_path_is_refused_without_a_traceback",
     ), note="the catch-all after every websocket route: refuses the handshake (403), serves nothing"),

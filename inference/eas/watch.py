@@ -128,6 +128,10 @@ def parse_watch_request(scope: dict) -> WatchRequest:
 class QueueWatchConsumer(AsyncWebsocketConsumer):
     """One watcher of one service's sink queue (see the module docstring)."""
 
+    # It polls the database and is sent nothing over the channel layer: no Redis channel (and no
+    # receive loop) per watcher.
+    channel_layer_alias = None
+
     async def connect(self) -> None:
         self.service = None
         self.pump: asyncio.Task | None = None

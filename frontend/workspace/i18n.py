@@ -171,6 +171,64 @@ STRINGS: dict[str, dict[str, str]] = {
     "team_role": {"en": "Role", "ja": "役割"},
     "team_models": {"en": "Team models", "ja": "チームのモデル"},
     "team_no_models": {"en": "No team models yet.", "ja": "チームのモデルはまだありません。"},
+    # the services page (/services/: EAS async services)
+    "home_services": {"en": "Async services (PAI-EAS queue API)", "ja": "非同期サービス (PAI-EAS キュー API)"},
+    "services_title": {"en": "Async services", "ja": "非同期サービス"},
+    "services_hint": {
+        "en": "Scripts put requests into a service's input queue with the official eas-prediction SDK "
+              "(endpoint and token below) and collect the results from its sink queue. "
+              "Requests run as the service's owner and are billed to them.",
+        "ja": "スクリプトは公式の eas-prediction SDK でサービスの入力キューにリクエストを入れ "
+              "(エンドポイントとトークンは下記)、結果をシンクキューから受け取ります。"
+              "リクエストはサービスのオーナーとして実行され、オーナーに課金されます。",
+    },
+    "services_none": {"en": "No services yet.", "ja": "サービスはまだありません。"},
+    "services_name": {"en": "Name", "ja": "名前"},
+    "services_name_hint": {
+        "en": "1–64 letters, digits, '.', '_' or '-' (the SDK's queue name)",
+        "ja": "英数字と '.' '_' '-' で 1〜64 文字 (SDK のキュー名)",
+    },
+    "services_owner": {"en": "Owner (runs and pays)", "ja": "オーナー (実行・課金)"},
+    "services_endpoint": {"en": "SDK endpoint", "ja": "SDK エンドポイント"},
+    "services_url": {"en": "HTTP URL", "ja": "HTTP URL"},
+    "services_queues": {"en": "Queues", "ja": "キュー"},
+    "services_default_checkpoint": {"en": "Default checkpoint", "ja": "既定のチェックポイント"},
+    "services_owners_default": {"en": "(the owner's default)", "ja": "(オーナーの既定)"},
+    "services_payload_limit": {"en": "Payload limit (bytes)", "ja": "ペイロード上限 (バイト)"},
+    "services_retention": {"en": "Result retention (hours)", "ja": "結果の保持期間 (時間)"},
+    "services_at_most": {"en": "at most", "ja": "最大"},
+    "services_depth": {"en": "Queue depth", "ja": "キューの深さ"},
+    "services_input_waiting": {"en": "input waiting", "ja": "入力 待機中"},
+    "services_input_running": {"en": "input queued or running", "ja": "入力 キュー投入・実行中"},
+    "services_sink_uncommitted": {"en": "results not committed", "ja": "未コミットの結果"},
+    "services_tokens": {"en": "Tokens", "ja": "トークン"},
+    "services_no_tokens": {"en": "No active token: create one to call the service.", "ja": "有効なトークンがありません。作成してください。"},
+    "services_token": {"en": "Token", "ja": "トークン"},
+    "services_token_name": {"en": "Token name", "ja": "トークン名"},
+    "services_created": {"en": "Created", "ja": "作成日時"},
+    "services_last_used": {"en": "Last used", "ja": "最終使用"},
+    "services_never": {"en": "never", "ja": "未使用"},
+    "services_revoke": {"en": "Revoke", "ja": "無効化"},
+    "services_new_token": {"en": "New token", "ja": "新しいトークン"},
+    "services_token_once": {
+        "en": "Copy this token now: it is not shown again (only its hash is stored).",
+        "ja": "今すぐコピーしてください。このトークンは二度と表示されません (ハッシュのみ保存)。",
+    },
+    "services_create": {"en": "Create a service", "ja": "サービスを作成"},
+    "services_create_button": {"en": "Create", "ja": "作成"},
+    "services_delete": {"en": "Delete…", "ja": "削除…"},
+    "services_delete_title": {"en": "Delete this service?", "ja": "このサービスを削除しますか?"},
+    "services_delete_warning": {
+        "en": "Its tokens stop working, the items of its queues are dropped and its requests still running are cancelled:",
+        "ja": "トークンは使えなくなり、キューの項目は破棄され、実行中のリクエストは中止されます:",
+    },
+    "services_delete_confirm": {"en": "Delete the service", "ja": "サービスを削除"},
+    "services_cancel": {"en": "Cancel", "ja": "キャンセル"},
+    "services_token_revoked": {"en": "Token {token} of {service} revoked.", "ja": "{service} のトークン {token} を無効化しました。"},
+    "services_deleted": {
+        "en": "Service {service} deleted ({items} queued items dropped).",
+        "ja": "サービス {service} を削除しました (キューの項目 {items} 件を破棄)。",
+    },
 }
 
 

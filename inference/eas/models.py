@@ -73,6 +73,9 @@ class EasServiceToken(models.Model):
     prefix = models.CharField(max_length=16, editable=False, help_text="First characters, to recognise a token.")
     digest = models.CharField(max_length=64, unique=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a call last authenticated with it (to the minute)."
+    )
     revoked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

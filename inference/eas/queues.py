@@ -48,6 +48,8 @@ PRIORITY_HEADER = "X-EAS-QueueService-Priority"
 # A consumer not seen for this long (a web process that died mid-watch, an HTTP `get` without
 # auto-delete whose caller never commits) has its uncommitted items released to the others.
 CONSUMER_EXPIRY = timedelta(minutes=5)
+# A token's `last_used_at` is written at most this often.
+TOKEN_LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,9 @@ def service_authenticate(*, name: str, authorization: str) -> EasService:
     )
     if token is None:
         raise EasAuthError("unauthorized")
+    now = timezone.now()
+    if token.last_used_at is None or now - token.last_used_at >= TOKEN_LAST_USED_RESOLUTION:
+        EasServiceToken.objects.filter(pk=token.pk).update(last_used_at=now)  # not one write per call
     return token.service
 
 

@@ -8,8 +8,9 @@ workspace, and neither her job's image URL nor her workspace's file URL answers 
 Then alice uploads a picture to img2img, paints over part of it with the brush, and the job
 she gets is an inpainting job with her painted mask. Bob switches to Japanese on the home page
 (his workspace follows), turns on the prompt-styles extension (its picker appears) and
-switches back to English in the workspace's Settings tab. Last, alice cancels a long job
-while it runs.
+switches back to English in the workspace's Settings tab. Alice cancels a long job while it
+runs. Last, alice creates an async service on `/services/`, gets a token shown once and
+revokes it.
 
 Screenshots of each step go to `artifacts/workspace_browser/` (ignored by git).
 Needs Playwright (the `test` extra) and Chromium at /usr/bin/chromium (or ATELIER_CHROMIUM).
@@ -259,4 +260,42 @@ def test_alice_cancels_a_running_job(platform, browser) -> None:
     shot(page, "12_alice_cancelled")
     job = platform.wait_job("alice", job_id)
     assert job["status"] == "cancelled" and job["step"] < 150
+    alice.close()
+
+
+def test_alice_creates_an_async_service_and_a_token_shown_once(platform, browser) -> None:
+    """/services/: alice creates a service, reads its SDK endpoint, issues a token (shown once,
+    and it opens the service's queue API) and revokes it (it no longer does)."""
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    def attributes_status(token: str) -> int:
+        request = urllib.request.Request(f"{platform.base_url}/api/predict/browser-svc?_attrs_=true",
+                                         headers={"Authorization": token})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    alice, page = sign_in(browser, platform, "alice")
+    page.click("#services-link")
+    page.wait_for_url(re.compile(r"/services/$"))
+    page.fill("#create-service input[name=name]", "browser-svc")
+    page.click("#create-service-button")
+    service = page.locator("section.service", has=page.locator("code.service-name", has_text="browser-svc"))
+    service.wait_for()
+    host = urlsplit(platform.base_url).netloc
+    assert service.locator("code.service-endpoint").inner_text() == host
+    assert service.locator("code.service-url").inner_text() == f"http://{host}/api/predict/browser-svc"
+    service.locator("button.create-token").click()
+    token = page.locator("#new-token").inner_text()
+    assert token.startswith("eas_") and attributes_status(token) == 200
+    shot(page, "20_alice_service_token_once")
+    page.goto("/services/")
+    assert page.locator("#new-token").count() == 0 and token not in page.content()  # shown once
+    service.locator("tr.token-row button.revoke").click()
+    page.locator("#services-message").wait_for()
+    assert service.locator("tr.token-row").count() == 0 and attributes_status(token) == 401
     alice.close()

@@ -63,8 +63,14 @@ def alices_things(api, personas, tiny_checkpoint_path) -> AlicesThings:
     image = default_storage.save(f"users/alice/outputs/surface/{job_id}-0.png", ContentFile(_png()))
     control_map = default_storage.save(f"users/alice/outputs/surface/{job_id}-controlnet-0.png", ContentFile(_png()))
     Job.objects.filter(public_id=job_id).update(outputs=[image], control_maps=[control_map])
+    from inference.eas.queues import service_create, service_token_create
+
+    service = service_create(name="alices-service", owner=personas["alice"])
+    token, _ = service_token_create(service=service)
     values = {
         "public_id": job_id,
+        "service_id": service.public_id,
+        "token_id": str(token.pk),
         "index": "0",
         "object_id": str(personas["alice"].pk),
         "content_type_id": "1",

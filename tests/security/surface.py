@@ -288,6 +288,26 @@ ROUTES: dict[str, Entry] = {
     "http /team/": Entry(_A.AUTHENTICATED, (
         *HTTP_SWEEP, "tests/frontend/test_home.py::test_team_page_is_the_tenant_admins_own_team"),
         note="tenant admins only: members get 404; shows the admin's own tenant"),
+    "http /services/": Entry(_A.AUTHENTICATED, (
+        *HTTP_SWEEP, "tests/frontend/test_eas_services_page.py::test_alice_creates_a_service_and_a_token_shown_once_that_works_until_revoked",
+        "tests/frontend/test_eas_services_page.py::test_bob_does_not_see_alices_service_and_charlie_gets_404_on_every_url",
+        "tests/frontend/test_eas_services_page.py::test_bad_input_re_renders_the_form_naming_the_field",
+        "tests/frontend/test_eas_services_page.py::test_sign_in_csrf_and_api_tokens"),
+        methods=("GET", "POST"),
+        note="lists the caller's own services (a tenant admin: the tenant's); creates one for the caller "
+             "(a tenant admin: for a member of the tenant)"),
+    "http /services/<str:service_id>/tokens/": Entry(_A.OWNER_SCOPED, (
+        *OWNER_SWEEP, "tests/frontend/test_eas_services_page.py::test_bob_does_not_see_alices_service_and_charlie_gets_404_on_every_url",
+        "tests/frontend/test_eas_services_page.py::test_a_tenant_admin_manages_a_members_service", "tests/frontend/test_eas_services_page.py::test_sign_in_csrf_and_api_tokens"),
+        methods=("POST",), note="the owner or the tenant's admin; the raw token is in this answer only"),
+    "http /services/<str:service_id>/tokens/<int:token_id>/revoke/": Entry(_A.OWNER_SCOPED, (
+        *OWNER_SWEEP, "tests/frontend/test_eas_services_page.py::test_bob_does_not_see_alices_service_and_charlie_gets_404_on_every_url",
+        "tests/frontend/test_eas_services_page.py::test_alice_creates_a_service_and_a_token_shown_once_that_works_until_revoked"),
+        methods=("POST",), note="a token of a service the caller may manage; any other token is 404"),
+    "http /services/<str:service_id>/delete/": Entry(_A.OWNER_SCOPED, (
+        *OWNER_SWEEP, "tests/frontend/test_eas_services_page.py::test_bob_does_not_see_alices_service_and_charlie_gets_404_on_every_url",
+        "tests/frontend/test_eas_services_page.py::test_deleting_a_service_drops_its_items_and_cancels_its_jobs"),
+        methods=("GET", "POST"), note="GET: the confirmation page; POST: delete"),
     "http /language/": Entry(_A.AUTHENTICATED, (
         *HTTP_SWEEP, "tests/frontend/test_home.py::test_language_switch_from_the_home_page_reaches_the_workspace"),
         methods=("POST",)),

@@ -8,8 +8,8 @@ from typing import Any
 from axes.helpers import get_cool_off
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
@@ -83,9 +83,12 @@ def set_language(request: HttpRequest) -> HttpResponse:
     if language in Language.values:
         language_set(user=request.user, language=language)
     next_url = request.POST.get("next") or "/"
-    if not url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
-        next_url = "/"
-    return redirect(next_url)
+    # Only a path on this site, redirected to as a URL: `redirect()` would try to reverse a
+    # string such as ";env;" as a view name and fail with a 500.
+    local = next_url.startswith("/") and url_has_allowed_host_and_scheme(
+        next_url, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    )
+    return HttpResponseRedirect(next_url if local else "/")
 
 
 def login_locked_out(request: HttpRequest, original_response: HttpResponse | None = None,

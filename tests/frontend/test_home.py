@@ -62,6 +62,14 @@ def test_language_switch_from_the_home_page_reaches_the_workspace(client, person
     assert client.get("/language/").status_code == 405
 
 
+@pytest.mark.parametrize("next_url", [";env;", "1'", "home", "//evil.example/", "javascript:alert(1)", "\\evil"])
+def test_a_next_that_is_not_a_path_on_this_site_goes_home_not_to_a_500(client, personas, next_url) -> None:
+    # Issue #23: a third-party scan found ";env;" and "1'" made `redirect()` reverse them as view names.
+    client.force_login(personas["bob"])
+    response = client.post("/language/", {"language": "ja", "next": next_url})
+    assert response.status_code == 302 and response["Location"] == "/"
+
+
 def test_operators_manage_extensions_in_admin_and_members_get_the_default(client, personas) -> None:
     from frontend.member_selectors import extension_enabled_for_user
     from frontend.member_services import extension_set_enabled

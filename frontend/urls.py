@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from frontend import eas_views, views
+from frontend import eas_views, token_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -10,6 +10,8 @@ urlpatterns = [
     path("services/<str:service_id>/tokens/", eas_views.token_create, name="eas-token-create"),
     path("services/<str:service_id>/tokens/<int:token_id>/revoke/", eas_views.token_revoke, name="eas-token-revoke"),
     path("services/<str:service_id>/delete/", eas_views.service_delete, name="eas-service-delete"),
+    path("tokens/", token_views.tokens_page, name="api-tokens"),
+    path("tokens/<str:api_token_id>/revoke/", token_views.token_revoke_page, name="api-token-revoke"),
     path("language/", views.set_language, name="set-language"),
     path("login/", auth_views.LoginView.as_view(template_name="frontend/login.html"), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),

@@ -77,8 +77,15 @@ class UsageRecordAdmin(admin.ModelAdmin):
     search_fields = ["user__username", "job__public_id"]
     date_hierarchy = "created_at"
 
+    # Append-only for everyone, superusers included: records are written by the job lifecycle only
+    # (a correction is a new adjusting record, never an edit). The admin shows them read-only.
+    actions = None  # no "delete selected" either
+
     def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # written by the job lifecycle only
+        return False
 
     def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.contrib.auth.models import AbstractUser
+from django.http import Http404
 from django.utils import timezone
 
 from tenants.models import ApiToken, Membership, Tenant, UsageRecord
@@ -28,6 +29,19 @@ def token_user(raw_token: str) -> AbstractUser | None:
     if token.last_used_at is None or now - token.last_used_at > _LAST_USED_RESOLUTION:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
     return token.user
+
+
+def api_tokens_for_user(user: AbstractUser) -> list[ApiToken]:
+    """The caller's own API tokens, newest first, revoked ones included (the tokens page lists them)."""
+    return list(ApiToken.objects.filter(user=user).order_by("-created_at", "-pk"))
+
+
+def api_token_get_for_user(user: AbstractUser, public_id: str) -> ApiToken:
+    """`user`'s own token `public_id`; `Http404` for anyone else's (a tenant admin's included) or none."""
+    token = ApiToken.objects.filter(user=user, public_id=public_id).first()
+    if token is None:
+        raise Http404("no such token")
+    return token
 
 
 def membership_for_user(user: AbstractUser) -> Membership | None:

@@ -15,6 +15,7 @@ from tenants.models import ApiToken, Membership, Tenant, UsageRecord, username_v
 from tenants.workdirs import workdir_ensure
 
 TOKEN_PREFIX = "atl_"
+TOKEN_NAME_MAX = ApiToken._meta.get_field("name").max_length
 
 
 def token_digest(raw_token: str) -> str:
@@ -70,7 +71,15 @@ def operator_create(*, username: str, password: str, email: str = "") -> Abstrac
 
 
 def token_create(*, user: AbstractUser, name: str = "default") -> tuple[ApiToken, str]:
-    """Issue a token. The raw token is returned once and never stored."""
+    """Issue a token. The raw token is returned once and never stored.
+
+    `name` (stripped) must be 1 to `TOKEN_NAME_MAX` characters: `ValidationError` on "name" otherwise.
+    """
+    name = name.strip()
+    if not name:
+        raise ValidationError({"name": "give the token a name (what it is for, e.g. 'laptop' or 'ci')"})
+    if len(name) > TOKEN_NAME_MAX:
+        raise ValidationError({"name": f"use at most {TOKEN_NAME_MAX} characters"})
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken.objects.create(user=user, name=name, prefix=raw[:12], digest=token_digest(raw))
     return token, raw

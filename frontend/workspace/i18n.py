@@ -171,6 +171,36 @@ STRINGS: dict[str, dict[str, str]] = {
     "team_role": {"en": "Role", "ja": "役割"},
     "team_models": {"en": "Team models", "ja": "チームのモデル"},
     "team_no_models": {"en": "No team models yet.", "ja": "チームのモデルはまだありません。"},
+    # the API tokens page (/tokens/)
+    "home_tokens": {"en": "Your API tokens", "ja": "API トークン"},
+    "home_tokens_hint": {
+        "en": "Create a token on the API tokens page, then:",
+        "ja": "API トークンのページでトークンを作成してから:",
+    },
+    "tokens_title": {"en": "API tokens", "ja": "API トークン"},
+    "tokens_hint": {
+        "en": "Scripts and A1111 clients call the API with a token: Authorization: Bearer <token>. "
+              "A token acts as you; revoke one you no longer use.",
+        "ja": "スクリプトや A1111 クライアントはトークンで API を呼びます: Authorization: Bearer <token>。"
+              "トークンはあなたとして動作します。使わなくなったものは無効化してください。",
+    },
+    "tokens_none": {"en": "No tokens yet.", "ja": "トークンはまだありません。"},
+    "tokens_name": {"en": "Name", "ja": "名前"},
+    "tokens_name_hint": {"en": "what it is for, e.g. laptop or ci", "ja": "用途 (例: laptop, ci)"},
+    "tokens_token": {"en": "Token", "ja": "トークン"},
+    "tokens_created": {"en": "Created", "ja": "作成日時"},
+    "tokens_last_used": {"en": "Last used", "ja": "最終使用"},
+    "tokens_revoked_at": {"en": "Revoked", "ja": "無効化日時"},
+    "tokens_never": {"en": "never", "ja": "未使用"},
+    "tokens_active": {"en": "active", "ja": "有効"},
+    "tokens_revoke": {"en": "Revoke", "ja": "無効化"},
+    "tokens_create": {"en": "Create a token", "ja": "トークンを作成"},
+    "tokens_new": {"en": "New token", "ja": "新しいトークン"},
+    "tokens_once": {
+        "en": "Copy this token now: it is not shown again (only its hash is stored).",
+        "ja": "今すぐコピーしてください。このトークンは二度と表示されません (ハッシュのみ保存)。",
+    },
+    "tokens_revoked": {"en": "Token {token} ({name}) revoked.", "ja": "トークン {token} ({name}) を無効化しました。"},
     # the services page (/services/: EAS async services)
     "home_services": {"en": "Async services (PAI-EAS queue API)", "ja": "非同期サービス (PAI-EAS キュー API)"},
     "services_title": {"en": "Async services", "ja": "非同期サービス"},

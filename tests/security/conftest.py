@@ -67,10 +67,14 @@ def alices_things(api, personas, tiny_checkpoint_path) -> AlicesThings:
 
     service = service_create(name="alices-service", owner=personas["alice"])
     token, _ = service_token_create(service=service)
+    from tenants.services import token_create
+
+    api_token, _ = token_create(user=personas["alice"], name="surface")  # not the one `api` calls with
     values = {
         "public_id": job_id,
         "service_id": service.public_id,
         "token_id": str(token.pk),
+        "api_token_id": api_token.public_id,
         "index": "0",
         "object_id": str(personas["alice"].pk),
         "content_type_id": "1",

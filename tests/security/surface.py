@@ -308,6 +308,18 @@ ROUTES: dict[str, Entry] = {
         *OWNER_SWEEP, "tests/frontend/test_eas_services_page.py::test_bob_does_not_see_alices_service_and_charlie_gets_404_on_every_url",
         "tests/frontend/test_eas_services_page.py::test_deleting_a_service_drops_its_items_and_cancels_its_jobs"),
         methods=("GET", "POST"), note="GET: the confirmation page; POST: delete"),
+    "http /tokens/": Entry(_A.AUTHENTICATED, (
+        *HTTP_SWEEP, "tests/frontend/test_tokens_page.py::test_alice_creates_a_token_shown_once_that_works_until_revoked",
+        "tests/frontend/test_tokens_page.py::test_bob_and_charlie_cannot_see_or_revoke_alices_token",
+        "tests/frontend/test_tokens_page.py::test_bad_names_re_render_the_form_naming_the_field",
+        "tests/frontend/test_tokens_page.py::test_sign_in_csrf_and_api_tokens"),
+        methods=("GET", "POST"),
+        note="lists the caller's own API tokens; creates one for the caller (the raw token is in that answer only)"),
+    "http /tokens/<str:api_token_id>/revoke/": Entry(_A.OWNER_SCOPED, (
+        *OWNER_SWEEP, "tests/frontend/test_tokens_page.py::test_bob_and_charlie_cannot_see_or_revoke_alices_token",
+        "tests/frontend/test_tokens_page.py::test_alice_creates_a_token_shown_once_that_works_until_revoked",
+        "tests/frontend/test_tokens_page.py::test_sign_in_csrf_and_api_tokens"),
+        methods=("POST",), note="the caller's own token only; anyone else's (a tenant admin's members' too) is 404"),
     "http /language/": Entry(_A.AUTHENTICATED, (
         *HTTP_SWEEP, "tests/frontend/test_home.py::test_language_switch_from_the_home_page_reaches_the_workspace"),
         methods=("POST",)),

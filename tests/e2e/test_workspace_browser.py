@@ -13,7 +13,9 @@ runs. Last, alice creates an async service on `/services/`, gets a token shown o
 revokes it.
 
 Screenshots of each step go to `artifacts/workspace_browser/` (ignored by git).
-Needs Playwright (the `test` extra) and Chromium at /usr/bin/chromium (or ATELIER_CHROMIUM).
+Needs Playwright (the `test` extra) and Chromium at /usr/bin/chromium (or ATELIER_CHROMIUM):
+without them the tests skip, saying why, except in CI (CI=true, as `.ci/run` sets), where a
+missing browser is a failure: CI must never pass without opening one.
 """
 
 from __future__ import annotations
@@ -26,7 +28,13 @@ import pytest
 
 from tests.harness import REPO, running_platform
 
-playwright_api = pytest.importorskip("playwright.sync_api")
+IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+if IN_CI:  # a missing Playwright is an import error here, not a skip
+    import playwright.sync_api as playwright_api
+else:
+    playwright_api = pytest.importorskip(
+        "playwright.sync_api", reason="no Playwright (install the `test` extra); in CI this fails"
+    )
 
 CHROMIUM = os.environ.get("ATELIER_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = REPO / "artifacts" / "workspace_browser"
@@ -35,8 +43,19 @@ GENERATION_MS = 180_000
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}"),
+    pytest.mark.skipif(
+        not IN_CI and not Path(CHROMIUM).exists(),
+        reason=f"no Chromium at {CHROMIUM} (apt-get install chromium, or set ATELIER_CHROMIUM); in CI this fails",
+    ),
 ]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def chromium_present() -> None:
+    """In CI, fail before the platform starts when there is no browser (outside CI: skipped above)."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"CI=true and no Chromium at {CHROMIUM}: .ci/run installs Debian's chromium "
+                    "(apt-get update; apt-get install chromium) or set ATELIER_CHROMIUM", pytrace=False)
 
 
 @pytest.fixture(scope="module")

@@ -160,8 +160,9 @@ class Workspace:
         )
         for tab in (self.gallery, self.pnginfo, self.extensions, self.settings):
             tab.wire()
-        # On each page load: the member's gallery, and their current language and extensions
-        # (they may have changed them from the home page since this process started).
+        # On each page load: the member's gallery, and their current language, extensions, saved
+        # defaults and options (they may have changed them, here or on the home page, since this
+        # process started: the Blocks' initial values are those of its start).
         self.blocks.load(self.on_load, outputs=[self.gallery.images, self.gallery.refs, self.extensions.table,
                                                 self.extensions.enabled, *self.style_pickers, *self.i18n_outputs()])
 
@@ -179,24 +180,43 @@ class Workspace:
             *(controlnet_dropdown(controlnets, current) for current in controlnet_models),
         )
 
-    def language_updates(self) -> list[Any]:
-        """Every registered component relabelled in the current language, then the header."""
+    def language_updates(self, stored: dict[int, dict[str, Any]] | None = None) -> list[Any]:
+        """Every registered component relabelled in the current language, then the header;
+        `stored`: more properties by id(component) (the member's settings, from `stored_settings`)."""
         updates = []
         for component, key, attr, params in self.i18n:
             update = {attr: self.t(key).format(**params) if params else self.t(key)}
             if choices := self.i18n_choices.get(id(component)):
                 update["choices"] = [(self.t(choice), value) for choice, value in choices]
+            update.update((stored or {}).get(id(component), {}))
             updates.append(gr.update(**update))
         membership = membership_for_user(self.user)
         return updates + [self.header_html(f" · {membership.tenant.name}" if membership else "")]
 
+    def stored_settings(self) -> dict[int, dict[str, Any]]:
+        """What each control that shows a member's setting shows, by id(component), read from
+        the database now (the Blocks' own values are those of when this process started):
+        the language, the saved generation defaults, the checkpoint and VAE, the face options."""
+        self.language = language_for_user(self.user)
+        self.defaults = generation_defaults_for_user(self.user)
+        checkpoints, vaes = self.checkpoint_choices(), self.vae_choices()
+        checkpoint, vae = self.defaults.get("checkpoint"), self.defaults.get("vae")
+        stored = {
+            id(self.checkpoint): {"choices": checkpoints, "value": checkpoint if checkpoint in checkpoints
+                                  else (checkpoints[0] if checkpoints else None)},
+            id(self.vae): {"choices": vaes, "value": vae if vae in vaes else "Automatic"},
+        }
+        for tab in (self.txt2img, self.img2img, self.settings):
+            stored.update(tab.stored_settings())
+        return stored
+
     @callback
     def on_load(self) -> tuple:
-        self.language = language_for_user(self.user)
+        stored = self.stored_settings()
         items, refs = self.gallery.items()
         return (
             items, refs, self.extensions.extensions_markdown(), self.extensions.enabled_names(),
-            *self.extensions.style_picker_updates(), *self.language_updates(),
+            *self.extensions.style_picker_updates(), *self.language_updates(stored),
         )
 
 

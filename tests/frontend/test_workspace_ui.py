@@ -227,6 +227,32 @@ def test_defaults_persist_per_member(personas, tiny_checkpoint_path) -> None:
     assert workspace_for(personas["bob"]).txt2img["steps"].value == 20  # bob keeps the built-in defaults
 
 
+def test_each_page_load_shows_the_stored_settings_not_those_of_the_process_start(personas, tiny_checkpoint_path) -> None:
+    """The Blocks are built once per process: what the member saves afterwards (defaults,
+    language, face options; here or from another page) reaches the controls on the next load."""
+    from frontend.member_services import language_set
+    from inference.services import user_options_update
+
+    alice = workspace_for(personas["alice"])
+    assert alice.settings.language_radio.value == "en" and alice.txt2img["steps"].value == 20
+    alice.txt2img.save_defaults(*args(form(prompt="my usual", steps=33, width=768), units=None))
+    language_set(user=personas["alice"], language="ja")  # as the home page does
+    user_options_update(user=personas["alice"], values={"face_restoration_model": "GFPGAN"})
+
+    *_, header = loaded = alice.on_load()
+    updates = dict(zip((id(component) for component, *_rest in alice.i18n), loaded[-len(alice.i18n) - 1:-1]))
+    for component, value in ((alice.txt2img["prompt"], "my usual"), (alice.txt2img["steps"], 33),
+                             (alice.img2img["width"], 768), (alice.settings.language_radio, "ja"),
+                             (alice.settings.face_model, "GFPGAN"), (alice.vae, "Automatic")):
+        assert updates[id(component)]["value"] == value
+    assert updates[id(alice.txt2img["prompt"])]["label"] == "プロンプト" and "ワークスペース" in header
+    # Choosing English again is a change the stored language sees (the radio showed "ja").
+    alice.settings.set_language("en")
+    assert language_for_user(personas["alice"]) == "en"
+    updates = dict(zip((id(component) for component, *_rest in alice.i18n), alice.on_load()[-len(alice.i18n) - 1:-1]))
+    assert updates[id(alice.settings.language_radio)]["value"] == "en"
+
+
 def test_the_prompt_styles_extension_shows_its_panel_and_merges_styles_only_when_enabled(personas, tiny_checkpoint_path) -> None:
     assert Extension.objects.filter(name="prompt-styles", enabled_by_default=False).exists()  # the migration installed it
     alice = workspace_for(personas["alice"])

@@ -15,7 +15,7 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from frontend.member_selectors import extension_enabled_for_user
+from frontend.member_selectors import GENERATION_DEFAULTS, extension_enabled_for_user
 from frontend.workspace import controlnet
 from frontend.workspace.extensions import PROMPT_STYLE_LIST, PROMPT_STYLES
 from frontend.workspace.i18n import text
@@ -147,6 +147,11 @@ class GenerationTab(PicksImages):
                         "send_to_img2img", "value",
                     )
                     self.build_actions()
+
+    def stored_settings(self) -> dict[int, dict[str, Any]]:
+        """The member's saved defaults (`workspace.defaults`, just re-read) for the fields they cover."""
+        d, c = self.workspace.defaults, self.components
+        return {id(c[name]): {"value": d[name]} for name in GENERATION_DEFAULTS if name in c}
 
     def build_source(self) -> None:
         """Components above the prompt (img2img's image)."""

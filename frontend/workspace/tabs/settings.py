@@ -36,8 +36,18 @@ class SettingsTab(Tab):
             ), "code_former_weight")
             self.face_settings_save = self.tr(gr.Button(self.t("save_face_settings")), "save_face_settings", "value")
 
+    def stored_settings(self) -> dict[int, dict[str, Any]]:
+        """The member's language (`workspace.language`, just re-read) and face options, as stored."""
+        options = user_options_get(self.user)
+        return {
+            id(self.language_radio): {"value": self.language},
+            id(self.face_model): {"value": options["face_restoration_model"]},
+            id(self.code_former_weight): {"value": options["code_former_weight"]},
+        }
+
     def wire(self) -> None:
-        self.language_radio.change(self.set_language, inputs=[self.language_radio],
+        # `input`, not `change`: the page load sets the stored language, which is no new choice.
+        self.language_radio.input(self.set_language, inputs=[self.language_radio],
                                    outputs=self.workspace.i18n_outputs())
         self.face_settings_save.click(self.save_face_settings, inputs=[self.face_model, self.code_former_weight])
 

@@ -553,3 +553,39 @@ def test_face_restoration_settings_are_the_members_own_options(personas, tiny_ch
     with pytest.raises(gr.Error, match="code_former_weight"):
         bob.settings.save_face_settings("GFPGAN", 1.5)
     assert {"顔の修復モデル", "顔の修復設定を保存"} <= {u.get("label") or u.get("value") for u in bob.settings.set_language("ja")[:-1]}
+
+
+def test_a_reloaded_page_reattaches_to_the_members_own_running_job_only(personas, tiny_checkpoint_path) -> None:
+    """A reload (a fresh page load: `reattach`) follows the member's running job of the tab's kind
+    read from the Job rows, and Cancel stops it without the page knowing its id; bob, alice's
+    teammate (she is the team's admin), never reattaches to or cancels hers, nor she his."""
+    alice, bob = workspace_for(personas["alice"]), workspace_for(personas["bob"])
+    bobs = bob.txt2img.submit(*args(form(prompt="bob's own")))
+    job = alice.txt2img.submit(*args(form()))
+    first = next(workspace_for(personas["alice"]).txt2img.reattach())  # the page reloaded
+    assert first[4] == job.public_id and f'data-job="{job.public_id}"' in first[0] and 'data-status="queued"' in first[0]
+    assert next(bob.txt2img.reattach())[4] == bobs.public_id
+    assert next(alice.img2img.reattach())[0] == '<div class="atelier-progress" data-status="idle"></div>'
+    charlie = workspace_for(personas["charlie"])  # another team: nothing to reattach to, nothing to cancel
+    assert next(charlie.txt2img.reattach())[4] == "" and "data-job" not in str(charlie.txt2img.cancel(""))
+    # Cancel with no job id on the page (it was lost with the reload): alice's own running job.
+    assert f'data-job="{job.public_id}"' in alice.txt2img.cancel("")
+    assert Job.objects.get(public_id=job.public_id).status == Job.Status.CANCELLED
+    assert Job.objects.get(public_id=bobs.public_id).status == Job.Status.QUEUED
+    # The cancelled job is the tab's last result after a reload: its bar, no image of an earlier job.
+    progress, items, refs, info, job_id, _selected = next(workspace_for(personas["alice"]).txt2img.reattach())
+    assert 'data-status="cancelled"' in progress and (items, refs, info, job_id) == ([], [], "", "")
+
+
+def test_a_reloaded_page_shows_the_last_finished_result_of_each_tab(personas, tiny_checkpoint_path) -> None:
+    alice = workspace_for(personas["alice"])
+    done = finish(alice.txt2img.submit(*args(form())))
+    progress, items, refs, info, job_id, _selected = next(workspace_for(personas["alice"]).txt2img.reattach())
+    assert 'data-status="succeeded"' in progress and len(items) == 2 and job_id == ""
+    assert refs == [(done.public_id, 0), (done.public_id, 1)] and "Seed: 1234" in info
+    # A job then refused at submission replaces the bar with its reason, not the earlier "Done".
+    stream = alice.txt2img.generate_txt2img(*args(form(), units=[unit(enabled=True)]))
+    refused = next(stream)
+    assert 'data-status="error"' in refused[0] and done.public_id not in refused[0] and refused[4] == ""
+    with pytest.raises(gr.Error, match="ControlNet"):
+        next(stream)

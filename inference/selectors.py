@@ -45,6 +45,22 @@ def jobs_active_for_owner(user: AbstractUser) -> list[Job]:
     return list(Job.objects.filter(owner=user, status__in=Job.ACTIVE).order_by("created_at"))
 
 
+def job_newest_active_for_owner(user: AbstractUser, kind: str) -> Job | None:
+    """The user's own newest queued, dispatched or running job of `kind`: the one a workspace
+    tab reattaches to after a reload, and the one its Cancel stops. Never another user's."""
+    if not user.is_authenticated:
+        return None
+    return Job.objects.filter(owner=user, kind=kind, status__in=Job.ACTIVE).order_by("-created_at").first()
+
+
+def job_newest_finished_for_owner(user: AbstractUser, kind: str) -> Job | None:
+    """The user's own newest finished (succeeded, failed or cancelled) job of `kind`: the last
+    result a workspace tab shows. Never another user's."""
+    if not user.is_authenticated:
+        return None
+    return Job.objects.filter(owner=user, kind=kind, status__in=Job.FINISHED).order_by("-created_at").first()
+
+
 def job_list_for_user(user: AbstractUser, limit: int = 50) -> list[Job]:
     return list(Job.objects.filter(owner=user).order_by("-created_at")[:limit])
 

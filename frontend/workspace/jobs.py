@@ -40,6 +40,7 @@ from inference.inputs.controlnet import with_controlnet_inputs
 from a1111.generation import parse_generation_request
 from inference.inputs.images import read_input_images
 from inference.models import Job
+from inference.selectors import job_newest_active_for_owner
 from a1111.errors import RequestError
 from inference.services import job_cancel, job_submit
 
@@ -208,8 +209,13 @@ def own_job(user: AbstractUser, public_id: str) -> Job | None:
     return Job.objects.filter(owner=user, public_id=public_id).first()
 
 
-def workspace_cancel(*, user: AbstractUser, public_id: str) -> Job | None:
+def workspace_cancel(*, user: AbstractUser, public_id: str, kind: str | None = None) -> Job | None:
+    """Cancel the member's job `public_id` while it runs; without one (a reloaded page, a second
+    browser tab), the member's newest running or queued job of `kind`, found in the database.
+    None when nothing of theirs runs: another member's job is never found."""
     job = own_job(user, public_id)
+    if (job is None or job.is_finished) and kind:
+        job = job_newest_active_for_owner(user, kind)
     if job is None or job.is_finished:
         return None
     return job_cancel(job=job)
@@ -220,6 +226,14 @@ def preview_image(encoded: str) -> Image.Image:
     image = Image.open(io.BytesIO(base64.b64decode(encoded)))
     image.load()
     return image
+
+
+def progress_error_html(message: str) -> str:
+    """The bar when a job could not even be submitted: the reason, in place of the previous job's state."""
+    return (
+        '<div class="atelier-progress" data-status="error" data-job="">'
+        f'<div class="atelier-progress-error">{escape(message)}</div></div>'
+    )
 
 
 def progress_html(job: Job | None, language: str) -> str:

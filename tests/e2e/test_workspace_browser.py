@@ -9,8 +9,10 @@ Then alice uploads a picture to img2img, paints over part of it with the brush, 
 she gets is an inpainting job with her painted mask. Bob switches to Japanese on the home page
 (his workspace follows), turns on the prompt-styles extension (its picker appears) and
 switches back to English in the workspace's Settings tab. Alice cancels a long job while it
-runs. Last, alice creates an async service on `/services/`, gets a token shown once and
-revokes it.
+runs. Alice creates an async service on `/services/`, gets a token shown once and
+revokes it. Last, a reload mid-job (a job held at its first step, `tests/e2e/holding.py`): bob's
+reloaded page and a second tab show the running job, then its images; charlie cancels his
+after a reload, and a refused Generate then replaces the cancelled job's bar with its reason.
 
 Screenshots of each step go to `artifacts/workspace_browser/` (ignored by git).
 Needs Playwright (the `test` extra) and Chromium at /usr/bin/chromium (or ATELIER_CHROMIUM):
@@ -384,3 +386,80 @@ def test_alice_creates_an_async_service_and_a_token_shown_once(platform, browser
     page.locator("#services-message").wait_for()
     assert service.locator("tr.token-row").count() == 0 and attributes_status(token) == 401
     alice.close()
+
+
+def hold_a_job_and_reload(platform, page, hold: str) -> str:
+    """Generate a tiny job held at its first step (tests/e2e/holding.py), reload the page while it
+    runs, and wait until the reloaded page shows that job running again. Returns its id."""
+    page.locator("#atelier-txt2img-prompt textarea").fill(f"a red kite, hold:{hold}")
+    for name, value in (("width", 64), ("height", 64), ("steps", 4)):
+        set_number(page, f"atelier-txt2img-{name}", value)
+    page.click("#atelier-txt2img-generate")
+    page.wait_for_selector('#atelier-txt2img-progress .atelier-progress[data-status="running"]', timeout=GENERATION_MS)
+    job_id = page.locator("#atelier-txt2img-progress .atelier-progress").get_attribute("data-job")
+    page.reload()
+    page.wait_for_selector("#atelier-txt2img-generate", timeout=WORKSPACE_BOOT_MS)
+    page.wait_for_selector(
+        f'#atelier-txt2img-progress .atelier-progress[data-status="running"][data-job="{job_id}"]', timeout=60_000
+    )
+    return job_id
+
+
+def test_a_reload_mid_job_shows_its_progress_then_its_images(platform, browser) -> None:
+    """Issue 20, bug 1: a reload (or a second browser tab) while a job runs follows that job."""
+    bob, page = sign_in(browser, platform, "bob")
+    try:
+        open_workspace(page)
+        job_id = hold_a_job_and_reload(platform, page, "reload-bob")
+        shot(page, "30_bob_reloaded_mid_job")
+        second = bob.new_page()  # the workspace opened in a second tab shows the same job
+        open_workspace(second)
+        second.wait_for_selector(
+            f'#atelier-txt2img-progress .atelier-progress[data-status="running"][data-job="{job_id}"]', timeout=60_000
+        )
+        platform.release("reload-bob")
+        for tab in (page, second):
+            tab.wait_for_selector(
+                f'#atelier-txt2img-progress .atelier-progress[data-status="succeeded"][data-job="{job_id}"]',
+                timeout=GENERATION_MS,
+            )
+            tab.wait_for_selector("#atelier-txt2img-result img", timeout=30_000)
+            assert "hold:reload-bob" in tab.locator("#atelier-txt2img-info textarea").input_value()
+        shot(page, "31_bob_reloaded_job_done")
+        # The last finished result stays shown after the next reload.
+        page.reload()
+        page.wait_for_selector(
+            f'#atelier-txt2img-progress .atelier-progress[data-status="succeeded"][data-job="{job_id}"]', timeout=60_000
+        )
+        page.wait_for_selector("#atelier-txt2img-result img", timeout=30_000)
+        assert platform.wait_job("bob", job_id)["status"] == "succeeded"
+    finally:
+        platform.release("reload-bob")
+        bob.close()
+
+
+def test_cancel_after_a_reload_stops_the_job_and_an_error_replaces_its_status(platform, browser) -> None:
+    """Issue 20, bugs 1 and 5: Cancel on a reloaded page stops the running job (not "Nothing is
+    running."); then a refused Generate replaces the cancelled job's bar with its reason."""
+    charlie, page = sign_in(browser, platform, "charlie")
+    try:
+        open_workspace(page)
+        job_id = hold_a_job_and_reload(platform, page, "reload-charlie")
+        page.click("#atelier-txt2img-cancel")
+        page.wait_for_selector(
+            f'#atelier-txt2img-progress .atelier-progress[data-status="cancelled"][data-job="{job_id}"]',
+            timeout=GENERATION_MS,
+        )
+        assert platform.wait_job("charlie", job_id)["status"] == "cancelled"
+        shot(page, "32_charlie_cancelled_after_reload")
+        # A ControlNet unit on without an image: refused at submission, and the bar says so.
+        page.locator("#atelier-txt2img-controlnet").get_by_text("ControlNet", exact=True).first.click()
+        page.locator("#atelier-txt2img-cn0-enabled input").check()
+        page.click("#atelier-txt2img-generate")
+        page.wait_for_selector('#atelier-txt2img-progress .atelier-progress[data-status="error"]', timeout=30_000)
+        assert "ControlNet" in page.locator("#atelier-txt2img-progress").inner_text()
+        assert page.locator(f'#atelier-txt2img-progress [data-job="{job_id}"]').count() == 0
+        shot(page, "33_charlie_refused_replaces_cancelled")
+    finally:
+        platform.release("reload-charlie")
+        charlie.close()

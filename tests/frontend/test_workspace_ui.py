@@ -130,7 +130,7 @@ def test_hires_fix_and_tiling_reach_the_job(personas, tiny_checkpoint_path) -> N
     plain = workspace.txt2img.submit(*args(form()))
     assert (plain.params["hr_width"], plain.params["tiling"]) == (0, False)
     with pytest.raises(gr.Error, match="not installed"):
-        next(workspace.txt2img.generate_txt2img(*args(form(enable_hr=True, hr_upscaler="R-ESRGAN 4x+"))))
+        list(workspace.txt2img.generate_txt2img(*args(form(enable_hr=True, hr_upscaler="R-ESRGAN 4x+"))))
 
 
 def test_generate_streams_progress_and_ends_with_the_images(personas, tiny_checkpoint_path) -> None:
@@ -150,15 +150,15 @@ def test_generate_streams_progress_and_ends_with_the_images(personas, tiny_check
 def test_errors_are_messages_not_tracebacks(personas, tiny_checkpoint_path) -> None:
     workspace = workspace_for(personas["alice"])
     with pytest.raises(gr.Error, match="unknown checkpoint"):
-        next(workspace.txt2img.generate_txt2img(*args(form(checkpoint="nope.safetensors"))))
+        list(workspace.txt2img.generate_txt2img(*args(form(checkpoint="nope.safetensors"))))
     with pytest.raises(gr.Error, match="steps: must be at most"):
-        next(workspace.txt2img.generate_txt2img(*args(form(steps=100_000))))
+        list(workspace.txt2img.generate_txt2img(*args(form(steps=100_000))))
     with pytest.raises(gr.Error, match="Upload an image"):
-        next(workspace.img2img.generate_img2img(*args(form(), (0.6, 4, 1, False, None))))
+        list(workspace.img2img.generate_img2img(*args(form(), (0.6, 4, 1, False, None))))
     assert not Job.objects.exists()
     operator = workspace_for(personas["admin"])  # staff without a team: refused, with the reason
     with pytest.raises(gr.Error, match="not a member"):
-        next(operator.txt2img.generate_txt2img(*args(form())))
+        list(operator.txt2img.generate_txt2img(*args(form())))
 
 
 @pytest.mark.filterwarnings("ignore:Cancelled:UserWarning")  # gr.Warning outside a Gradio event
@@ -468,20 +468,20 @@ def test_a_unit_without_image_or_model_is_a_clear_error_and_img2img_falls_back_t
     alice = workspace_for(personas["alice"])
     model = alice.controlnet_model_choices()[0]
     with pytest.raises(gr.Error) as raised:
-        next(alice.txt2img.generate_txt2img(*args(form(), units=[unit(), unit(enabled=True, model=model)])))
+        list(alice.txt2img.generate_txt2img(*args(form(), units=[unit(), unit(enabled=True, model=model)])))
     assert raised.value.message == (
         "ControlNet Unit 1 is enabled but has no control image: upload one, or turn the unit off."
     )
     with pytest.raises(gr.Error, match="ControlNet Unit 0 is enabled but has no model"):
-        next(alice.txt2img.generate_txt2img(*args(form(), units=[unit(enabled=True, image=control_image())])))
+        list(alice.txt2img.generate_txt2img(*args(form(), units=[unit(enabled=True, image=control_image())])))
     # A model gone since the list was shown: the API's refusal, naming the unit as the tabs do.
     gone = unit(enabled=True, image=control_image(), model="deleted-since [0123abcd]")
     with pytest.raises(gr.Error) as raised:
-        next(alice.txt2img.generate_txt2img(*args(form(), units=[unit(), unit(), gone])))
+        list(alice.txt2img.generate_txt2img(*args(form(), units=[unit(), unit(), gone])))
     assert raised.value.message.startswith("ControlNet Unit 2.model: unknown ControlNet model 'deleted-since'")
     alice.settings.set_language("ja")
     with pytest.raises(gr.Error, match="ControlNet ユニット 0 が有効ですが、コントロール画像がありません"):
-        next(alice.txt2img.generate_txt2img(*args(form(), units=[unit(enabled=True, model=model)])))
+        list(alice.txt2img.generate_txt2img(*args(form(), units=[unit(enabled=True, model=model)])))
     assert not Job.objects.exists()
 
     # img2img: an enabled unit without an image uses the init image, as the extension does.
@@ -519,7 +519,7 @@ def test_restore_faces_is_sent_and_a_missing_restorer_is_the_members_message(per
     assert request_body("txt2img", alice.txt2img._values(args(form()))[0])["restore_faces"] is False
     # With no face restorer installed, the refusal that says what to install is the member's message.
     with pytest.raises(gr.Error, match="face restoration is not installed: put codeformer-v0.1.0.pth"):
-        next(alice.txt2img.generate_txt2img(*args(form(restore_faces=True))))
+        list(alice.txt2img.generate_txt2img(*args(form(restore_faces=True))))
     assert not Job.objects.exists()
 
     # With one in her own folder, her job runs with it.
@@ -579,3 +579,39 @@ def test_face_restoration_settings_are_the_members_own_options(personas, tiny_ch
     with pytest.raises(gr.Error, match="code_former_weight"):
         bob.settings.save_face_settings("GFPGAN", 1.5)
     assert {"顔の修復モデル", "顔の修復設定を保存"} <= {u.get("label") or u.get("value") for u in bob.settings.set_language("ja")[:-1]}
+
+
+def test_a_reloaded_page_reattaches_to_the_members_own_running_job_only(personas, tiny_checkpoint_path) -> None:
+    """A reload (a fresh page load: `reattach`) follows the member's running job of the tab's kind
+    read from the Job rows, and Cancel stops it without the page knowing its id; bob, alice's
+    teammate (she is the team's admin), never reattaches to or cancels hers, nor she his."""
+    alice, bob = workspace_for(personas["alice"]), workspace_for(personas["bob"])
+    bobs = bob.txt2img.submit(*args(form(prompt="bob's own")))
+    job = alice.txt2img.submit(*args(form()))
+    first = next(workspace_for(personas["alice"]).txt2img.reattach())  # the page reloaded
+    assert first[4] == job.public_id and f'data-job="{job.public_id}"' in first[0] and 'data-status="queued"' in first[0]
+    assert next(bob.txt2img.reattach())[4] == bobs.public_id
+    assert next(alice.img2img.reattach())[0] == '<div class="atelier-progress" data-status="idle"></div>'
+    charlie = workspace_for(personas["charlie"])  # another team: nothing to reattach to, nothing to cancel
+    assert next(charlie.txt2img.reattach())[4] == "" and "data-job" not in str(charlie.txt2img.cancel(""))
+    # Cancel with no job id on the page (it was lost with the reload): alice's own running job.
+    assert f'data-job="{job.public_id}"' in alice.txt2img.cancel("")
+    assert Job.objects.get(public_id=job.public_id).status == Job.Status.CANCELLED
+    assert Job.objects.get(public_id=bobs.public_id).status == Job.Status.QUEUED
+    # The cancelled job is the tab's last result after a reload: its bar, no image of an earlier job.
+    progress, items, refs, info, job_id, _selected = next(workspace_for(personas["alice"]).txt2img.reattach())
+    assert 'data-status="cancelled"' in progress and (items, refs, info, job_id) == ([], [], "", "")
+
+
+def test_a_reloaded_page_shows_the_last_finished_result_of_each_tab(personas, tiny_checkpoint_path) -> None:
+    alice = workspace_for(personas["alice"])
+    done = finish(alice.txt2img.submit(*args(form())))
+    progress, items, refs, info, job_id, _selected = next(workspace_for(personas["alice"]).txt2img.reattach())
+    assert 'data-status="succeeded"' in progress and len(items) == 2 and job_id == ""
+    assert refs == [(done.public_id, 0), (done.public_id, 1)] and "Seed: 1234" in info
+    # A job then refused at submission replaces the bar with its reason, not the earlier "Done".
+    stream = alice.txt2img.generate_txt2img(*args(form(), units=[unit(enabled=True)]))
+    refused = next(stream)
+    assert 'data-status="error"' in refused[0] and done.public_id not in refused[0] and refused[4] == ""
+    with pytest.raises(gr.Error, match="ControlNet"):
+        next(stream)

@@ -4,6 +4,12 @@ and the callbacks that submit a job as the member and follow it to its images.
 Generation goes through `inference.services.job_submit` (`frontend/workspace/jobs.py`) and
 is followed by polling the member's Job row. `txt2img.py` and `img2img.py` add their own
 fields and their generate callback.
+
+The Job rows, not this process's memory, are what a tab shows: on every page load (a reload,
+a second browser tab) `reattach` follows the member's newest running or queued job of the
+tab's kind, or shows the newest finished one, and Cancel finds the running job the same way.
+A job that could not be submitted, failed or was cancelled replaces the previous job's bar and
+preview: nothing of an earlier job stays on screen as if it were the current one.
 """
 
 from __future__ import annotations
@@ -21,15 +27,18 @@ from frontend.workspace.extensions import PROMPT_STYLE_LIST, PROMPT_STYLES
 from frontend.workspace.i18n import text
 from frontend.workspace.jobs import (
     WorkspaceError,
+    as_workspace_error,
     member_errors,
     own_job,
     preview_image,
+    progress_error_html,
     progress_html,
     workspace_cancel,
     workspace_submit,
 )
 from frontend.workspace.tabs.base import PicksImages, callback
 from inference.models import Job
+from inference.selectors import job_newest_active_for_owner, job_newest_finished_for_owner
 from a1111.samplers import SAMPLERS, SCHEDULES
 from inference.storage import member_image_open
 
@@ -186,6 +195,9 @@ class GenerationTab(PicksImages):
             self.generate_callback(), inputs=self.inputs(), outputs=self.outputs(), show_progress_on=[c["result"]],
         ).then(gallery.refresh_gallery, outputs=[gallery.images, gallery.refs])
         c["cancel"].click(self.cancel, inputs=[c["job_id"]], outputs=[c["progress"]])
+        # Each page load follows the member's running job of this tab (or shows the last result);
+        # one stream per browser tab, so no concurrency limit (each only polls a row).
+        self.workspace.blocks.load(self.reattach, outputs=self.outputs(), concurrency_limit=None, show_progress="hidden")
         c["result"].select(self.select_image, inputs=[c["result_refs"]], outputs=[c["selected"], c["info"]])
         c["send_to_img2img"].click(
             self.send_to_img2img, inputs=[c["selected"], c["result_refs"]], outputs=self.workspace.send_outputs()
@@ -224,6 +236,52 @@ class GenerationTab(PicksImages):
         """The job's init image and inpainting mask (txt2img: none)."""
         return None, None
 
+    def submit_and_follow(self, *args: Any) -> Iterator[tuple]:
+        """Submit the form and follow the job; a refusal replaces the previous job's bar with its
+        reason (and a toast), so the earlier job's state does not stay on screen."""
+        try:
+            job = self.submit(*args)
+        except Exception as exc:
+            error = as_workspace_error(exc, self.language)
+            yield progress_error_html(error.message), gr.skip(), gr.skip(), gr.skip(), "", gr.skip()
+            raise error from None
+        yield from self.follow(job)
+
+    def finished_outputs(self, job: Job) -> tuple:
+        """(progress, result images, refs, info, job id, selection) of a finished job: its images
+        when it succeeded; when it failed or was cancelled, its bar and nothing else (no preview
+        of it, no image of an earlier job under its bar)."""
+        html = progress_html(job, self.language)
+        if job.status != Job.Status.SUCCEEDED:
+            return html, [], [], "", "", None
+        with member_errors(self.language):
+            images = [member_image_open(key) for key in job.outputs]  # their infotext kept
+            # This job's ControlNet detect maps, after its images, as the extension shows them
+            # (not pickable: `refs` covers the images only).
+            maps = [member_image_open(key) for key in job.control_maps]
+        seeds = job.seeds or [None] * len(images)
+        items = [(image, f"seed {seed}" if seed is not None else "") for image, seed in zip(images, seeds)]
+        items += [(image, self.t("controlnet_detected_map")) for image in maps]
+        refs = [(job.public_id, index) for index in range(len(images))]
+        info = job.infotexts[0] if job.infotexts else ""
+        return html, items, refs, info, "", None  # a new result: nothing picked in it yet
+
+    @callback
+    def reattach(self) -> Iterator[tuple]:
+        """On each page load: the member's newest running or queued job of this tab's kind,
+        followed to its images, else the newest finished one's result (read from the Job rows)."""
+        active = job_newest_active_for_owner(self.user, self.kind)
+        finished = job_newest_finished_for_owner(self.user, self.kind)
+        if active is None:
+            yield self.finished_outputs(finished) if finished else (
+                progress_html(None, self.language), [], [], "", "", None
+            )
+            return
+        if finished is not None and finished.status == Job.Status.SUCCEEDED:
+            # the last result stays under the running job's bar until its preview comes
+            yield (progress_html(active, self.language), *self.finished_outputs(finished)[1:4], active.public_id, None)
+        yield from self.follow(active)
+
     def follow(self, job: Job, poll_seconds: float = POLL_SECONDS) -> Iterator[tuple]:
         """Yield (progress, result images, refs, info, job id, selection) as the job moves, until it ends."""
         seen = None
@@ -241,29 +299,15 @@ class GenerationTab(PicksImages):
             if current.is_finished:
                 break
             time.sleep(poll_seconds)
-        html = progress_html(current, self.language)
-        if current.status == Job.Status.SUCCEEDED:
-            with member_errors(self.language):
-                images = [member_image_open(key) for key in current.outputs]  # their infotext kept
-                # This job's ControlNet detect maps, after its images, as the extension shows them
-                # (not pickable: `refs` covers the images only).
-                maps = [member_image_open(key) for key in current.control_maps]
-            seeds = current.seeds or [None] * len(images)
-            items = [(image, f"seed {seed}" if seed is not None else "") for image, seed in zip(images, seeds)]
-            items += [(image, self.t("controlnet_detected_map")) for image in maps]
-            refs = [(public_id, index) for index in range(len(images))]
-            info = current.infotexts[0] if current.infotexts else ""
-            yield html, items, refs, info, "", None  # a new result: nothing picked in it yet
-        elif current.status == Job.Status.FAILED:
-            yield html, gr.skip(), gr.skip(), gr.skip(), "", gr.skip()
+        yield self.finished_outputs(current)
+        if current.status == Job.Status.FAILED:
             raise WorkspaceError(current.error or text(self.language, "status_failed"))
-        else:
+        if current.status == Job.Status.CANCELLED:
             gr.Warning(self.t("status_cancelled"))
-            yield html, gr.skip(), gr.skip(), gr.skip(), "", gr.skip()
 
     @callback
     def cancel(self, public_id: str) -> str:
-        job = workspace_cancel(user=self.user, public_id=public_id or "")
+        job = workspace_cancel(user=self.user, public_id=public_id or "", kind=self.kind)
         if job is None:
             gr.Info(self.t("nothing_to_cancel"))
             return gr.skip()

@@ -77,4 +77,4 @@ class Img2ImgTab(GenerationTab):
 
     @callback
     def generate_img2img(self, *args: Any) -> Iterator[tuple]:
-        yield from self.follow(self.submit(*args))
+        yield from self.submit_and_follow(*args)

@@ -51,7 +51,7 @@ class Txt2ImgTab(GenerationTab):
 
     @callback
     def generate_txt2img(self, *args: Any) -> Iterator[tuple]:
-        yield from self.follow(self.submit(*args))
+        yield from self.submit_and_follow(*args)
 
     @callback
     def save_defaults(self, *args: Any) -> None:

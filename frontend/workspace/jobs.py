@@ -241,12 +241,16 @@ def progress_html(job: Job | None, language: str) -> str:
     if job is None:
         return '<div class="atelier-progress" data-status="idle"></div>'
     percent = 100 if job.status == Job.Status.SUCCEEDED else int(round(job.progress * 100))
-    label = text(language, f"status_{job.status}")
+    # A cancel the worker has not acted on yet (it stops at its next step) says so.
+    cancelling = job.cancel_requested and not job.is_finished
+    cancelling_attr = ' data-cancelling="1"' if cancelling else ""
+    label = text(language, "cancel_requested" if cancelling else f"status_{job.status}")
     detail = f" · {job.step}/{job.total_steps}" if job.status == Job.Status.RUNNING and job.total_steps else ""
     colour = {"failed": "#dc2626", "cancelled": "#9ca3af"}.get(job.status, "#f97316")
     error = f'<div class="atelier-progress-error">{escape(job.error)}</div>' if job.error else ""
     return (
-        f'<div class="atelier-progress" data-status="{job.status}" data-job="{escape(job.public_id)}" role="progressbar" '
+        f'<div class="atelier-progress" data-status="{job.status}" data-job="{escape(job.public_id)}"'
+        f'{cancelling_attr} role="progressbar" '
         f'aria-valuemin="0" aria-valuemax="100" aria-valuenow="{percent}">'
         f'<div style="background:#e5e7eb;border-radius:6px;height:12px;overflow:hidden">'
         f'<div class="atelier-progress-fill" style="width:{percent}%;height:100%;background:{colour};'

@@ -130,9 +130,13 @@ class Workspace:
             "extensions": self.extensions, "settings": self.settings,
         }
 
-    def header_html(self, team: str) -> str:
+    def header_html(self, team: str, *, loaded: bool = False) -> str:
+        """The page header; `loaded`: drawn by a page load's `on_load` (or later), so the controls
+        show the member's stored settings (the browser tests wait for `data-loaded` before they type:
+        a load's updates arriving after typing would replace what was typed)."""
+        marker = ' data-loaded="1"' if loaded else ""
         return (
-            '<div class="atelier-header" style="display:flex;justify-content:space-between;align-items:baseline;'
+            f'<div class="atelier-header"{marker} style="display:flex;justify-content:space-between;align-items:baseline;'
             'gap:1rem;padding:.25rem .25rem .5rem;border-bottom:1px solid #e5e7eb">'
             f'<strong style="font-size:1.15rem">{escape(self.t("title"))}</strong>'
             f'<span><span class="atelier-user">{escape(self.user.get_username())}</span>{escape(team)} · '
@@ -191,7 +195,7 @@ class Workspace:
             update.update((stored or {}).get(id(component), {}))
             updates.append(gr.update(**update))
         membership = membership_for_user(self.user)
-        return updates + [self.header_html(f" · {membership.tenant.name}" if membership else "")]
+        return updates + [self.header_html(f" · {membership.tenant.name}" if membership else "", loaded=True)]
 
     def stored_settings(self) -> dict[int, dict[str, Any]]:
         """What each control that shows a member's setting shows, by id(component), read from

@@ -96,6 +96,9 @@ def open_workspace(page) -> None:
     """/ui/ shows "starting your workspace" while the member's process boots, then the app."""
     page.goto("/ui/")
     page.wait_for_selector("#atelier-txt2img-generate", timeout=WORKSPACE_BOOT_MS)
+    # The page load's update (stored defaults, language) lands before anything is typed: after, it
+    # would replace what the test typed.
+    page.wait_for_selector(".atelier-header[data-loaded]", timeout=60_000)
 
 
 def set_number(page, elem_id: str, value: int) -> None:
@@ -388,17 +391,18 @@ def test_alice_creates_an_async_service_and_a_token_shown_once(platform, browser
     alice.close()
 
 
-def hold_a_job_and_reload(platform, page, hold: str) -> str:
+def hold_a_job_and_reload(platform, page, hold: str, steps: int = 4) -> str:
     """Generate a tiny job held at its first step (tests/e2e/holding.py), reload the page while it
     runs, and wait until the reloaded page shows that job running again. Returns its id."""
     page.locator("#atelier-txt2img-prompt textarea").fill(f"a red kite, hold:{hold}")
-    for name, value in (("width", 64), ("height", 64), ("steps", 4)):
+    for name, value in (("width", 64), ("height", 64), ("steps", steps)):
         set_number(page, f"atelier-txt2img-{name}", value)
     page.click("#atelier-txt2img-generate")
     page.wait_for_selector('#atelier-txt2img-progress .atelier-progress[data-status="running"]', timeout=GENERATION_MS)
     job_id = page.locator("#atelier-txt2img-progress .atelier-progress").get_attribute("data-job")
     page.reload()
     page.wait_for_selector("#atelier-txt2img-generate", timeout=WORKSPACE_BOOT_MS)
+    page.wait_for_selector(".atelier-header[data-loaded]", timeout=60_000)
     page.wait_for_selector(
         f'#atelier-txt2img-progress .atelier-progress[data-status="running"][data-job="{job_id}"]', timeout=60_000
     )
@@ -444,8 +448,13 @@ def test_cancel_after_a_reload_stops_the_job_and_an_error_replaces_its_status(pl
     charlie, page = sign_in(browser, platform, "charlie")
     try:
         open_workspace(page)
-        job_id = hold_a_job_and_reload(platform, page, "reload-charlie")
+        # Enough steps after the hold that the cancel lands mid-job whatever the machine's speed.
+        job_id = hold_a_job_and_reload(platform, page, "reload-charlie", steps=150)
         page.click("#atelier-txt2img-cancel")
+        # The bar says the cancel is recorded; a held job reports no new step, so the worker sees the
+        # cancel at its next one: let it go on.
+        page.wait_for_selector(f'#atelier-txt2img-progress [data-job="{job_id}"][data-cancelling]', timeout=60_000)
+        platform.release("reload-charlie")
         page.wait_for_selector(
             f'#atelier-txt2img-progress .atelier-progress[data-status="cancelled"][data-job="{job_id}"]',
             timeout=GENERATION_MS,

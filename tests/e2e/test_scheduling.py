@@ -33,9 +33,15 @@ def platform():
 
 
 def hold_both_workers(platform: Platform, name: str) -> list[str]:
-    """Two of charlie's jobs held on the two workers (tests/e2e/holding.py) until release(name)."""
-    # Different step counts: two batch keys, so they cannot share one worker's batch.
-    blockers = [platform.submit("charlie", **{**SMALL, "steps": 4 + i}, prompt=f"hold:{name}") for i in range(2)]
+    """Two of charlie's jobs held on the two workers (tests/e2e/holding.py) until release(name).
+
+    One per model, and the first test warmed one worker with each: affinity puts one on each worker.
+    (Two jobs of one model would both prefer the worker that holds it, and the second could wait
+    for that worker, which a held job never frees.)"""
+    blockers = [
+        platform.submit("charlie", **SMALL, prompt=f"hold:{name}"),
+        platform.submit("charlie", **SMALL, prompt=f"hold:{name}", override_settings={"sd_model_checkpoint": SECOND_MODEL}),
+    ]
     platform.wait_until(
         lambda: all(as_admin(platform, b)["status"] == "running" for b in blockers), timeout=60, what="blockers running"
     )

@@ -15,7 +15,6 @@ parse, authenticate and call these. Semantics follow the official SDK
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import uuid
 from collections.abc import Iterable, Mapping
@@ -36,6 +35,7 @@ from inference.eas.models import (
     service_name_validator,
 )
 from tenants.selectors import tenant_for_user
+from tenants.services import token_digest
 
 INPUT = EasItem.Queue.INPUT
 SINK = EasItem.Queue.SINK
@@ -85,10 +85,6 @@ class EasQueueFull(EasError):
 
 
 # --- services and tokens ------------------------------------------------------------------------
-
-
-def token_digest(raw_token: str) -> str:
-    return hashlib.sha256(raw_token.encode()).hexdigest()
 
 
 def service_create(

@@ -225,9 +225,16 @@ def _read_prompt(data: Mapping[str, Any], name: str, limits: Limits) -> str:
     return text
 
 
+def _within(default: int, lo: int, hi: int) -> int:
+    """A1111's default, or the nearest value this deployment allows (a request that leaves the
+    field out is never refused for it: A1111's 50 steps become 30 under a 30-step limit)."""
+    return min(max(default, lo), hi)
+
+
 def _size(data: Mapping[str, Any], name: str, limits: Limits) -> int:
     # A1111 works on an 8× smaller latent, so sizes effectively snap down to a multiple of 8.
-    return read_int(data, name, 512, limits.min_size, limits.max_size) // 8 * 8
+    default = _within(512, limits.min_size, limits.max_size)
+    return read_int(data, name, default, limits.min_size, limits.max_size) // 8 * 8
 
 
 def parse_generation_request(
@@ -285,7 +292,7 @@ def parse_generation_request(
         kind=kind,
         prompt=_read_prompt(data, "prompt", limits),
         negative_prompt=_read_prompt(data, "negative_prompt", limits),
-        steps=read_int(data, "steps", 50, 1, limits.max_steps),
+        steps=read_int(data, "steps", _within(50, 1, limits.max_steps), 1, limits.max_steps),
         cfg_scale=read_float(data, "cfg_scale", 7.0, 0.0, 30.0),
         width=_size(data, "width", limits),
         height=_size(data, "height", limits),
@@ -342,8 +349,8 @@ def _hires_fields(data: Mapping[str, Any], limits: Limits) -> dict[str, Any]:
         return {}
     width, height = _size(data, "width", limits), _size(data, "height", limits)
     scale = read_float(data, "hr_scale", 2.0, 1.0, 8.0)
-    resize_x = read_int(data, "hr_resize_x", 0, 0, 100_000)
-    resize_y = read_int(data, "hr_resize_y", 0, 0, 100_000)
+    resize_x = read_int(data, "hr_resize_x", 0, 0, limits.max_size)
+    resize_y = read_int(data, "hr_resize_y", 0, 0, limits.max_size)
     if resize_x == 0 and resize_y == 0:
         target_w, target_h = int(width * scale), int(height * scale)
     elif resize_y == 0:  # one side given: keep the aspect ratio, as A1111 does

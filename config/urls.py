@@ -3,12 +3,17 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from frontend.views import api_docs
+from inference.openapi.views import openapi_json
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("inference.api.urls")),
     path("api/predict/", include("inference.eas.urls")),  # PAI-EAS's async queue service
     path("sdapi/v1/", include("inference.sdapi.urls")),
     path("controlnet/", include("inference.sdapi.controlnet_urls")),  # where the extension serves them
+    path("openapi.json", openapi_json, name="openapi"),  # where A1111 (FastAPI) serves its schema
+    path("docs", api_docs, name="api-docs"),  # and its interactive page
     path("internal/", include("inference.api.internal_urls")),
     path("", include("frontend.urls")),
 ]

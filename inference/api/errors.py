@@ -164,6 +164,7 @@ def api_view(*methods: str) -> Callable:
             except RequestError as exc:
                 return request_error_response(exc)
 
+        wrapper.allowed_methods = methods  # type: ignore[attr-defined]  # read by the OpenAPI tests
         return wrapper
 
     return decorator

@@ -345,12 +345,17 @@ HIRES_UPSCALERS = (
 
 def _hires_fields(data: Mapping[str, Any], limits: Limits) -> dict[str, Any]:
     """A1111's hires fix: target from hr_resize_x/y, else the first pass × hr_scale."""
-    if not read_bool(data, "enable_hr", False):
-        return {}
+    # Read (and so checked) whether or not hires fix is on: a bad value is refused either way.
+    enabled = read_bool(data, "enable_hr", False)
     width, height = _size(data, "width", limits), _size(data, "height", limits)
     scale = read_float(data, "hr_scale", 2.0, 1.0, 8.0)
     resize_x = read_int(data, "hr_resize_x", 0, 0, limits.max_size)
     resize_y = read_int(data, "hr_resize_y", 0, 0, limits.max_size)
+    upscaler = read_str(data, "hr_upscaler", "Latent", 100) or "Latent"
+    second_pass_steps = read_int(data, "hr_second_pass_steps", 0, 0, limits.max_steps)
+    denoising_strength = read_float(data, "denoising_strength", 0.75, 0.0, 1.0)
+    if not enabled:
+        return {}
     if resize_x == 0 and resize_y == 0:
         target_w, target_h = int(width * scale), int(height * scale)
     elif resize_y == 0:  # one side given: keep the aspect ratio, as A1111 does
@@ -364,15 +369,14 @@ def _hires_fields(data: Mapping[str, Any], limits: Limits) -> dict[str, Any]:
         raise RequestValidationError(
             "hr_scale", f"the hires-fix target {target_w}x{target_h} is over the {limits.max_size} px limit: lower hr_scale or hr_resize_x/y"
         )
-    upscaler = read_str(data, "hr_upscaler", "Latent", 100) or "Latent"
     # Any other name is a model upscaler (ESRGAN family), resolved against the member's folders at submit.
     match = next((name for name in HIRES_UPSCALERS if name.lower() == upscaler.lower()), upscaler.strip())
     return {
         "hr_width": max(target_w, width),
         "hr_height": max(target_h, height),
         "hr_upscaler": match,
-        "hr_second_pass_steps": read_int(data, "hr_second_pass_steps", 0, 0, limits.max_steps),
-        "denoising_strength": read_float(data, "denoising_strength", 0.75, 0.0, 1.0),
+        "hr_second_pass_steps": second_pass_steps,
+        "denoising_strength": denoising_strength,
     }
 
 

@@ -17,3 +17,5 @@ urlpatterns = [
     path("internal/", include("inference.api.internal_urls")),
     path("", include("frontend.urls")),
 ]
+
+handler404 = "inference.api.errors.page_not_found"  # JSON under the API prefixes

@@ -100,7 +100,8 @@ def _operation(op: Operation) -> dict[str, Any]:
     if op.description:
         body["description"] = op.description
     if op.request is not None:
-        body["requestBody"] = {"required": True, "content": {"application/json": {"schema": _body_schema(op.request)}}}
+        # /sdapi/v1 reads a missing body as `{}` (A1111 clients post some routes without one)
+        body["requestBody"] = {"required": op.tag == NATIVE, "content": {"application/json": {"schema": _body_schema(op.request)}}}
     body.update(op.extra)
     return body
 

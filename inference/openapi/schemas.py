@@ -57,6 +57,9 @@ Size = Annotated[
     Field(ge=0, json_schema_extra={LIMIT_KEY: {"minimum": "min_size", "maximum": "max_size"}},
           description="Pixels; snapped down to a multiple of 8."),
 ]
+Ignored = Annotated[
+    Any, Field(description="Accepted for A1111 compatibility and not applied (`info` says so where it matters).")
+]
 Base64Image = Annotated[str, Field(description="Raw base64, a data: URI, or an http(s) URL (fetched by the server).")]
 
 
@@ -89,11 +92,11 @@ class _ProcessingAPI(Request):
 
     prompt: Prompt = ""
     negative_prompt: Prompt = ""
-    styles: list[str] | None = None
+    styles: Ignored = None
     seed: Seed = -1
     subseed: Seed = -1
-    seed_resize_from_h: int | None = -1
-    seed_resize_from_w: int | None = -1
+    seed_resize_from_h: Ignored = None
+    seed_resize_from_w: Ignored = None
     sampler_name: ShortText = Field(None, description="A name or alias from /sdapi/v1/samplers.")
     sampler_index: ShortText = "Euler"
     scheduler: ShortText = Field(None, description="A name or label from /sdapi/v1/schedulers.")
@@ -105,49 +108,49 @@ class _ProcessingAPI(Request):
     height: Size = 512
     restore_faces: bool | None = None
     tiling: bool | None = None
-    do_not_save_samples: bool | None = False
-    do_not_save_grid: bool | None = False
-    eta: float | None = None
+    do_not_save_samples: Ignored = None
+    do_not_save_grid: Ignored = None
+    eta: Ignored = None
     denoising_strength: float | None = _float(0.75, 0.0, 1.0)
     override_settings: OverrideSettings | None = None
-    override_settings_restore_afterwards: bool | None = True
-    refiner_checkpoint: str | None = None
-    refiner_switch_at: float | None = None
-    disable_extra_networks: bool | None = False
-    comments: dict[str, Any] | None = None
-    script_name: str | None = None
-    script_args: list[Any] | None = None
-    send_images: bool | None = True
-    save_images: bool | None = False
+    override_settings_restore_afterwards: Ignored = None
+    refiner_checkpoint: Ignored = None
+    refiner_switch_at: Ignored = None
+    disable_extra_networks: Ignored = None
+    comments: Ignored = None
+    script_name: Ignored = None
+    script_args: Ignored = None
+    send_images: Any = Field(True, description="Only `false` leaves the images out of the response.")
+    save_images: Ignored = None
     alwayson_scripts: AlwaysonScripts | None = None
-    infotext: str | None = None
+    infotext: Ignored = None
 
 
 class StableDiffusionTxt2ImgProcessingAPI(_ProcessingAPI):
     subseed_strength: float | None = _float(0.0, 0.0, 1.0, "Variation strength.")
     enable_hr: bool | None = False
-    firstphase_width: int | None = 0
-    firstphase_height: int | None = 0
+    firstphase_width: Ignored = None
+    firstphase_height: Ignored = None
     hr_scale: float | None = _float(2.0, 1.0, 8.0)
     hr_upscaler: str | None = Field(None, max_length=100, description="A latent mode or an upscaler name.")
     hr_second_pass_steps: int | None = _int(0, 0, lim="max_steps", doc="0: as many as steps.")
     hr_resize_x: int | None = _int(0, 0, lim="max_size", doc="0: width × hr_scale.")
     hr_resize_y: int | None = _int(0, 0, lim="max_size", doc="0: height × hr_scale.")
-    hr_checkpoint_name: str | None = None
-    hr_sampler_name: str | None = None
-    hr_scheduler: str | None = None
-    hr_prompt: str | None = ""
-    hr_negative_prompt: str | None = ""
-    force_task_id: str | None = None
+    hr_checkpoint_name: Ignored = None
+    hr_sampler_name: Ignored = None
+    hr_scheduler: Ignored = None
+    hr_prompt: Ignored = None
+    hr_negative_prompt: Ignored = None
+    force_task_id: Ignored = None
 
 
 class StableDiffusionImg2ImgProcessingAPI(_ProcessingAPI):
-    subseed_strength: float | None = Field(None, description="Not applied to img2img yet (ignored).")
+    subseed_strength: Ignored = None  # variation seeds apply to txt2img only (`info` says so)
     init_images: list[Base64Image] | None = Field(
         None, description="Required (at least one image); one per image of the batch, or one for all."
     )
     resize_mode: int | None = _int(0, 0, 3, doc="0 just resize, 1 crop and resize, 2 resize and fill, 3 latent.")
-    image_cfg_scale: float | None = None
+    image_cfg_scale: Ignored = None
     mask: Base64Image | None = None
     mask_blur: int | None = _int(4, 0, 64)
     mask_blur_x: int | None = _int(4, 0, 64)
@@ -157,10 +160,10 @@ class StableDiffusionImg2ImgProcessingAPI(_ProcessingAPI):
     inpaint_full_res: bool | None = True
     inpaint_full_res_padding: int | None = _int(0, 0, 1024)
     inpainting_mask_invert: int | None = _int(0, 0, 1)
-    initial_noise_multiplier: float | None = None
-    latent_mask: str | None = None
-    include_init_images: bool | None = False
-    force_task_id: str | None = None
+    initial_noise_multiplier: Ignored = None
+    latent_mask: Ignored = None
+    include_init_images: Any = Field(False, description="Truthy: `parameters` echoes init_images and mask.")
+    force_task_id: Ignored = None
 
 
 class TextToImageResponse(Response):
@@ -251,8 +254,14 @@ class ProgressResponse(Response):
 class Options(Request):
     """The member's own options (A1111's option keys); unknown keys are ignored on a write."""
 
-    sd_model_checkpoint: str | None = None
-    sd_vae: str | None = None
+    sd_model_checkpoint: str | None = Field(None, description="A checkpoint title, name or hash from sd-models.")
+    sd_vae: str | None = Field(None, description="A VAE from sd-vae, or Automatic / None.")
+    CLIP_stop_at_last_layers: int | None = Field(None, ge=1, le=12)
+    samples_format: str | None = Field(None, max_length=10)
+    eta_noise_seed_delta: int | None = Field(None, ge=0, le=MAX_SEED)
+    sd_checkpoint_hash: Ignored = None  # read-only: follows sd_model_checkpoint
+    face_restoration_model: Literal["CodeFormer", "GFPGAN"] | None = None
+    code_former_weight: float | None = Field(None, ge=0.0, le=1.0)
 
 
 class SamplerItem(Response):
@@ -419,12 +428,16 @@ class NativeError(Response):
 # --- /api/v1 ----------------------------------------------------------------------------------
 
 
-class NativeGenerationJob(StableDiffusionImg2ImgProcessingAPI, StableDiffusionTxt2ImgProcessingAPI):
-    """A txt2img or img2img job: A1111's fields (img2img's images as base64 or data URIs only)."""
+class NativeTxt2ImgJob(StableDiffusionTxt2ImgProcessingAPI):
+    """A txt2img job: A1111's txt2img fields."""
 
-    kind: Literal["txt2img", "img2img"] | None = "txt2img"
-    subseed_strength: float | None = _float(0.0, 0.0, 1.0, "Variation strength (txt2img only).")
-    priority: int | None = Field(None, description="Orders only your own queued jobs; higher first.")
+    kind: Literal["txt2img"] | None = "txt2img"
+
+
+class NativeImg2ImgJob(StableDiffusionImg2ImgProcessingAPI):
+    """An img2img job: A1111's img2img fields (images as base64 or data URIs; no URLs here)."""
+
+    kind: Literal["img2img"]
 
 
 class NativeExtrasJob(ExtrasBaseRequest):

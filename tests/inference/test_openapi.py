@@ -232,3 +232,38 @@ def test_the_docs_page_is_for_signed_in_members_and_loads_only_local_files(clien
     assert 'href="/tokens/"' in html
     home = client.get("/")
     assert 'id="api-docs-link" href="/docs"' in home.content.decode()
+
+
+# --- what the fuzz runs found, kept fixed -----------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_unknown_paths_under_the_apis_are_json_404s_in_each_apis_shape(client, personas, tokens) -> None:
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {tokens['alice']}"}
+    native = client.get("/api/v1/jobs/x/images/-1", **auth)
+    assert native.status_code == 404 and "no such API route" in native.json()["error"]
+    sdapi = client.get("/sdapi/v1/no-such-route", **auth)
+    assert sdapi.status_code == 404 and set(sdapi.json()) == {"error", "detail", "body", "errors"}
+    assert client.get("/no-such-page/").status_code == 404  # HTML elsewhere, as before
+    assert "html" in client.get("/no-such-page/")["Content-Type"]
+
+
+@pytest.mark.django_db
+def test_options_keep_their_types(api) -> None:
+    for body, field in (({"sd_vae": {}}, "sd_vae"), ({"sd_model_checkpoint": 3}, "sd_model_checkpoint"),
+                        ({"CLIP_stop_at_last_layers": 13}, "CLIP_stop_at_last_layers"),
+                        ({"samples_format": ["png"]}, "samples_format")):
+        response = api("alice").post("/sdapi/v1/options", body)
+        assert response.status_code == 422 and response.json()["body"] == field, response.content
+    assert api("alice").post("/sdapi/v1/options", {"CLIP_stop_at_last_layers": 2}).status_code == 200
+    assert api("alice").get("/sdapi/v1/options").json()["CLIP_stop_at_last_layers"] == 2
+
+
+@pytest.mark.django_db
+def test_progress_checks_its_query_and_hires_fields_are_checked_with_hires_off(api) -> None:
+    refused = api("alice").get("/sdapi/v1/progress?skip_current_image=null")
+    assert refused.status_code == 422 and refused.json()["body"] == "skip_current_image"
+    assert api("alice").get("/sdapi/v1/progress?skip_current_image=true").status_code == 200
+    with pytest.raises(RequestValidationError) as hires:
+        parse_generation_request({"enable_hr": False, "hr_resize_y": 10**6})
+    assert hires.value.field == "hr_resize_y"

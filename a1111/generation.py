@@ -319,9 +319,9 @@ FACE_RESTORERS = ("CodeFormer", "GFPGAN")  # A1111's face_restoration_model valu
 
 
 def parse_face_restoration(data: Mapping[str, Any], override_settings: Mapping[str, Any]) -> dict[str, Any]:
-    """`restore_faces`, and the restorer and CodeFormer weight `override_settings` may choose."""
-    if not read_bool(data, "restore_faces", False):
-        return {}
+    """`restore_faces`, and the restorer and CodeFormer weight `override_settings` may choose
+    (checked whether or not faces are restored: a bad value is refused either way)."""
+    enabled = read_bool(data, "restore_faces", False)
     name = read_optional_str(override_settings, "face_restoration_model", "override_settings")
     if name is not None:
         match = next((known for known in FACE_RESTORERS if known.lower() == name.strip().lower()), None)
@@ -334,6 +334,8 @@ def parse_face_restoration(data: Mapping[str, Any], override_settings: Mapping[s
     if override_settings.get("code_former_weight") is not None:
         with fields_of("override_settings"):
             weight = read_float(override_settings, "code_former_weight", 0.5, 0.0, 1.0)
+    if not enabled:
+        return {}
     return {"restore_faces": True, "face_restoration_model": name, "code_former_weight": weight}
 
 

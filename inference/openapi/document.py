@@ -21,7 +21,7 @@ REF = "#/components/schemas/{model}"
 TITLE = "Atelier"
 ERROR_TEXT = {
     400: "The request is malformed or a value is refused; the body says which field and why.",
-    401: "No valid token: send `Authorization: Bearer <your API token>` (or Basic `username:token`).",
+    401: "No valid token (the EAS queue: not one of the service's tokens, or no such service): send `Authorization: Bearer <your API token>` (or Basic `username:token`).",
     403: "You may not do this (not a member of a team, or an operator-only route).",
     404: "Not found, or not yours: objects of other members are never shown to you.",
     409: "Conflicts with the current state.",
@@ -33,6 +33,8 @@ ERROR_TEXT = {
 SECURITY_SCHEMES = {
     "bearerAuth": {"type": "http", "scheme": "bearer", "description": "An API token from your Tokens page."},
     "basicAuth": {"type": "http", "scheme": "basic", "description": "`username:token`, as A1111 clients send for --api-auth."},
+    "easToken": {"type": "apiKey", "in": "header", "name": "Authorization",
+                 "description": "One of the EAS service's tokens (raw, as the SDK sends it, or `Bearer <token>`)."},
     "sessionCookie": {"type": "apiKey", "in": "cookie", "name": "sessionid",
                       "description": "Your browser session; reads (GET) only: writes need a token."},
 }
@@ -75,17 +77,22 @@ def _path_parameters(path: str) -> list[dict[str, Any]]:
 
 def _operation(op: Operation) -> dict[str, Any]:
     error_model = NativeError if op.tag == NATIVE else HTTPError
-    responses: dict[str, Any] = {
-        str(op.status): {
-            "description": "OK",
-            "content": {op.content_type: {"schema": _response_schema(op.response)}
-                        if op.content_type == "application/json"
-                        else {"schema": {"type": "string", "format": "binary"}}},
-        }
-    }
+    if op.content_type == "application/json":
+        ok_schema = _response_schema(op.response) if op.tag != EAS else {}
+    elif op.content_type == "text/plain":
+        ok_schema = {"type": "string"}
+    else:
+        ok_schema = {"type": "string", "format": "binary"}
+    content = {op.content_type: {"schema": ok_schema}}
+    if op.tag == EAS and op.method == "GET":  # the SDK asks for protobuf; JSON otherwise
+        content["application/vnd.google.protobuf"] = {"schema": {"type": "string", "format": "binary"}}
+    responses: dict[str, Any] = {str(op.status): {"description": "OK", "content": content}}
+    for status in op.also:
+        responses[str(status)] = {"description": "Nothing came within the timeout."}
+    error_schema = _ref(error_model) if op.error_content_type == "application/json" else {"type": "string", "minLength": 1}
     for status in sorted({*op.errors, 405}):
         text = ERROR_TEXT.get(status, "Method not allowed.")
-        responses[str(status)] = {"description": text, "content": {"application/json": {"schema": _ref(error_model)}}}
+        responses[str(status)] = {"description": text, "content": {op.error_content_type: {"schema": error_schema}}}
     if op.long_running and op.tag == SDAPI:
         responses["500"] = {"description": ERROR_TEXT[500], "content": {"application/json": {"schema": _ref(error_model)}}}
     body: dict[str, Any] = {
@@ -103,6 +110,8 @@ def _operation(op: Operation) -> dict[str, Any]:
         # /sdapi/v1 reads a missing body as `{}` (A1111 clients post some routes without one)
         body["requestBody"] = {"required": op.tag == NATIVE, "content": {"application/json": {"schema": _body_schema(op.request)}}}
     body.update(op.extra)
+    if op.tag == EAS:
+        body["security"] = [{"easToken": []}]
     return body
 
 

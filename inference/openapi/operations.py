@@ -32,6 +32,8 @@ class Operation:
     long_running: bool = False  # holds the request open until a worker has finished the job
     status: int = 200
     extra: dict = field(default_factory=dict)
+    error_content_type: str = "application/json"  # the EAS queue answers errors as plain text
+    also: tuple[int, ...] = ()  # other success statuses without a body (the queue's 204)
 
     @property
     def operation_id(self) -> str:
@@ -44,6 +46,42 @@ def _list(model: type[BaseModel]) -> tuple[type[BaseModel], ...]:
 
 
 JOB_ID = "public_id"
+_FLAG = {"type": "string", "enum": ["true", "false", "1", "0", ""]}
+_INT = {"type": "string", "pattern": "^-?[0-9]{1,19}$"}
+_EAS_TEXT = "text/plain"
+
+
+def _eas(path: str, what: str, *, route: bool = False) -> tuple[Operation, ...]:
+    """The queue protocol of one queue (input or sink) as PAI-EAS SDK 0.36 calls it."""
+    common = dict(error_content_type=_EAS_TEXT)
+    put = Operation(
+        "POST", path, f"Put a request into the {what} (the body is the raw request); answers its index", EAS,
+        None, query=(("_priority_", _INT, "1 (or more): ahead of the owner's own 0s."),
+                     ("_eos_", _FLAG, "End of stream: answered OK, nothing else happens.")),
+        errors=(400, 401, 413, 429), content_type=_EAS_TEXT, error_content_type=_EAS_TEXT,
+        description="Any other query parameter is a tag of the item. Authorization: one of the service's tokens.",
+        extra={"requestBody": {"required": False, "content": {"application/json": {"schema": {}},
+                                                               "application/octet-stream": {"schema": {}}}}},
+    )
+    if route:
+        return (put,)
+    return (
+        put,
+        Operation("GET", path, f"Read the {what}: attributes, one item, or the next items (long poll)", EAS, None,
+                  query=(("_attrs_", _FLAG, "The queue's attributes."), ("_search_", _FLAG, "Find one item by _index_."),
+                         ("_index_", _INT, "Start at this index."), ("_length_", _INT, "How many (at least 1)."),
+                         ("_timeout_", {"type": "string"}, "Wait up to this long (5s, 500ms; at most 4.5 s)."),
+                         ("_auto_delete_", _FLAG, "Delete what is read (default true)."),
+                         ("requestId", {"type": "string"}, "Only this request's item.")),
+                  errors=(400, 401), also=(204,), **common),
+        Operation("PUT", path, f"Commit items of the {what}", EAS, None, content_type=_EAS_TEXT,
+                  query=(("_indexes_", {"type": "string"}, "Comma-separated indexes (required)."),),
+                  errors=(400, 401), **common),
+        Operation("DELETE", path, f"Delete items of the {what}, or truncate it", EAS, None, content_type=_EAS_TEXT,
+                  query=(("_indexes_", {"type": "string"}, "Comma-separated indexes."),
+                         ("_trunc_", _FLAG, "Delete everything up to _index_."), ("_index_", _INT, "With _trunc_.")),
+                  errors=(400, 401), **common),
+    )
 _READ = (401,)
 _WRITE = (400, 401, 403, 404, 413, 429)
 
@@ -130,4 +168,9 @@ OPERATIONS: tuple[Operation, ...] = (
               errors=_READ),
     Operation("GET", "/controlnet/version", "The extension API version", CONTROLNET, s.ControlNetVersion,
               errors=_READ),
+    # --- the EAS queue service (inference/eas/views.py) ---------------------------------------
+    *_eas("/api/predict/{service}", "input queue"),
+    *_eas("/api/predict/{service}/sink", "sink queue (the results)"),
+    *_eas("/api/predict/{service}/sdapi/v1/txt2img", "input queue, as a txt2img request", route=True),
+    *_eas("/api/predict/{service}/sdapi/v1/img2img", "input queue, as an img2img request", route=True),
 )

@@ -57,6 +57,7 @@ Size = Annotated[
     Field(ge=0, json_schema_extra={LIMIT_KEY: {"minimum": "min_size", "maximum": "max_size"}},
           description="Pixels; snapped down to a multiple of 8."),
 ]
+Flag = Annotated[bool | Literal[0, 1] | None, Field(description="true or false (1 or 0 too, as A1111 clients send)")]
 Ignored = Annotated[
     Any, Field(description="Accepted for A1111 compatibility and not applied (`info` says so where it matters).")
 ]
@@ -106,8 +107,8 @@ class _ProcessingAPI(Request):
     cfg_scale: float | None = _float(7.0, 0.0, 30.0)
     width: Size = 512
     height: Size = 512
-    restore_faces: bool | None = None
-    tiling: bool | None = None
+    restore_faces: Flag = None
+    tiling: Flag = None
     do_not_save_samples: Ignored = None
     do_not_save_grid: Ignored = None
     eta: Ignored = None
@@ -128,7 +129,7 @@ class _ProcessingAPI(Request):
 
 class StableDiffusionTxt2ImgProcessingAPI(_ProcessingAPI):
     subseed_strength: float | None = _float(0.0, 0.0, 1.0, "Variation strength.")
-    enable_hr: bool | None = False
+    enable_hr: Flag = False
     firstphase_width: Ignored = None
     firstphase_height: Ignored = None
     hr_scale: float | None = _float(2.0, 1.0, 8.0)
@@ -155,9 +156,9 @@ class StableDiffusionImg2ImgProcessingAPI(_ProcessingAPI):
     mask_blur: int | None = _int(4, 0, 64)
     mask_blur_x: int | None = _int(4, 0, 64)
     mask_blur_y: int | None = _int(4, 0, 64)
-    mask_round: bool | None = True
+    mask_round: Flag = True
     inpainting_fill: int | None = _int(0, 0, 3, doc="0 fill, 1 original, 2 latent noise, 3 latent nothing.")
-    inpaint_full_res: bool | None = True
+    inpaint_full_res: Flag = True
     inpaint_full_res_padding: int | None = _int(0, 0, 1024)
     inpainting_mask_invert: int | None = _int(0, 0, 1)
     initial_noise_multiplier: Ignored = None
@@ -181,18 +182,18 @@ class ImageToImageResponse(TextToImageResponse):
 
 class ExtrasBaseRequest(Request):
     resize_mode: int | None = _int(0, 0, 1, doc="0: scale by upscaling_resize, 1: to upscaling_resize_w × _h.")
-    show_extras_results: bool | None = True
+    show_extras_results: Flag = True
     gfpgan_visibility: float | None = _float(0.0, 0.0, 1.0)
     codeformer_visibility: float | None = _float(0.0, 0.0, 1.0)
     codeformer_weight: float | None = _float(0.0, 0.0, 1.0)
     upscaling_resize: float | None = _float(2.0, 1.0, 8.0)
     upscaling_resize_w: int | None = _int(512, 1, 1_000_000)
     upscaling_resize_h: int | None = _int(512, 1, 1_000_000)
-    upscaling_crop: bool | None = True
+    upscaling_crop: Flag = True
     upscaler_1: str | None = Field("None", max_length=200)
     upscaler_2: str | None = Field("None", max_length=200)
     extras_upscaler_2_visibility: float | None = _float(0.0, 0.0, 1.0)
-    upscale_first: bool | None = False
+    upscale_first: Flag = False
 
 
 class ExtrasSingleImageRequest(ExtrasBaseRequest):

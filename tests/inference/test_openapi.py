@@ -69,6 +69,16 @@ def test_every_api_route_and_method_is_in_the_document_and_nothing_else() -> Non
     assert not stale, f"documented but not served: {stale}"
 
 
+def test_the_eas_catch_all_route_is_documented_for_each_queue_and_method() -> None:
+    from inference.eas.views import predict
+
+    documented = {(op.path, op.method) for op in OPERATIONS}
+    for path in ("/api/predict/{service}", "/api/predict/{service}/sink"):
+        assert {(path, method) for method in predict.allowed_methods} <= documented
+    for route in ("txt2img", "img2img"):
+        assert (f"/api/predict/{{service}}/sdapi/v1/{route}", "POST") in documented
+
+
 def test_each_operation_has_an_id_a_tag_and_an_error_model() -> None:
     document = build_document(Limits())
     ids = [op["operationId"] for ops in document["paths"].values() for op in ops.values()]

@@ -62,7 +62,7 @@ REQUEST_ID_HEADER = "X-Eas-Queueservice-Request-Id"
 MAX_POLL_SECONDS = 4.5
 POLL_INTERVAL_SECONDS = 0.2
 MAX_INDEXES = 1000
-INTEGER = re.compile(r"-?[0-9]{1,19}")  # what /openapi.json states for the integer parameters (under 2**63)
+INTEGER = re.compile(r"-?[0-9]{1,19}")  # what /openapi.json states for the integer parameters (under 2**63; empty: the default)
 
 
 class BadParameter(EasError):
@@ -123,8 +123,22 @@ def _timeout(query: QueryDict) -> float:
     return min(max(seconds, 0.0), MAX_POLL_SECONDS)
 
 
+MAX_TAGS, MAX_TAG_CHARS = 64, 1024
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _tags(query: QueryDict, *, skip: tuple[str, ...] = ()) -> dict[str, str]:
-    return {key: query.get(key, "") for key in query if not key.startswith("_") and key not in skip}
+    """The item's tags: every query parameter that is not a `_control_` one, as printable text
+    (a NUL cannot be stored by PostgreSQL, and no SDK tag needs control characters)."""
+    tags = {key: query.get(key, "") for key in query if not key.startswith("_") and key not in skip}
+    if len(tags) > MAX_TAGS:
+        raise BadParameter(f"an item may have at most {MAX_TAGS} tags (query parameters), not {len(tags)}")
+    for key, value in tags.items():
+        if _CONTROL.search(key) or _CONTROL.search(value):
+            raise BadParameter(f"tag {key[:40]!r}: names and values must be printable text (no control characters)")
+        if len(key) > MAX_TAG_CHARS or len(value) > MAX_TAG_CHARS:
+            raise BadParameter(f"tag {key[:40]!r}: names and values are limited to {MAX_TAG_CHARS} characters")
+    return tags
 
 
 def _consumer(request: HttpRequest) -> str:
@@ -198,14 +212,15 @@ def _dispatch(request: HttpRequest, service, queue: str, route: str) -> HttpResp
         response = _text(405, f"method {method} is not allowed: use GET, POST, PUT or DELETE")
         response["Allow"] = "GET, POST, PUT, DELETE"
         return response
-    if _flag(query, "_watch_"):
+    watch, attrs, search = _flag(query, "_watch_"), _flag(query, "_attrs_"), _flag(query, "_search_")  # all checked
+    if watch:
         return _text(400, "_watch_=true needs a websocket connection (ws:// or wss://)")
-    if _flag(query, "_attrs_"):
+    if attrs:
         attributes = queue_attributes(service=service, queue=queue)
         if PROTOBUF in request.headers.get("Accept", ""):
             return HttpResponse(frames.encode_attributes(attributes), content_type=PROTOBUF)
         return JsonResponse(attributes)
-    if _flag(query, "_search_"):
+    if search:
         return JsonResponse(queue_search(service=service, queue=queue, index=_int(query, "_index_")))
     index, length = _int(query, "_index_", 0), _int(query, "_length_", 1)
     if length < 1:

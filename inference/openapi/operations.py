@@ -47,7 +47,7 @@ def _list(model: type[BaseModel]) -> tuple[type[BaseModel], ...]:
 
 JOB_ID = "public_id"
 _FLAG = {"type": "string", "enum": ["true", "false", "1", "0", ""]}
-_INT = {"type": "string", "pattern": "^-?[0-9]{1,19}$"}
+_INT = {"type": "string", "pattern": "^(-?[0-9]{1,19})?$"}  # empty: the default
 _EAS_TEXT = "text/plain"
 
 

@@ -37,7 +37,7 @@ CHECKS = ",".join((
 ))
 LIMITS = {  # a tiny platform: every generation the fuzzer asks for is a few tiny steps
     "ATELIER_MAX_STEPS": "2", "ATELIER_MAX_SIZE": "128", "ATELIER_MAX_BATCH_SIZE": "2", "ATELIER_MAX_N_ITER": "2",
-    "ATELIER_MAX_PROMPT_CHARS": "400", "ATELIER_MAX_QUEUED_JOBS_PER_USER": "1000",
+    "ATELIER_MAX_PROMPT_CHARS": "400", "ATELIER_MAX_QUEUED_JOBS_PER_USER": "4",  # a sync call never waits behind a long queue of her own
 }
 
 

@@ -95,3 +95,44 @@ def test_the_eas_queue_is_fuzzed_with_a_service_token(platform: Platform, tmp_pa
         platform, "alice", tmp_path / "eas.xml", "--include-path-regex", "^/api/predict/", config=config, token=token,
     )
     print(output[-3000:])
+
+
+# --- /docs in a real browser ---------------------------------------------------------------------
+
+
+def test_alice_opens_the_api_docs_from_home_authorizes_with_her_token_and_tries_a_call(platform: Platform) -> None:
+    """Swagger UI renders under the site's CSP (no inline script, files from /static/ only), lists
+    the operations, and a call made with "Try it out" after "Authorize" carries her token."""
+    from tests.e2e.test_workspace_browser import CHROMIUM, playwright_api, sign_in
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"no Chromium at {CHROMIUM}: .ci/run installs it (apt-get install chromium)", pytrace=False)
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
+        try:
+            context, page = sign_in(browser, platform, "alice")
+            problems: list[str] = []
+            page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+            sent: list[dict[str, str]] = []
+            page.on("request", lambda request: sent.append(request.headers) if "/api/v1/usage" in request.url else None)
+            page.click("#api-docs-link")
+            page.wait_for_selector("#swagger-ui[data-loaded]", timeout=60_000)
+            page.locator(".opblock-summary-path", has_text="/sdapi/v1/txt2img").first.wait_for(timeout=30_000)
+            assert page.locator(".opblock").count() >= 45
+            assert not [p for p in problems if "Content Security Policy" in p], problems
+
+            page.click("button.authorize")
+            page.locator(".auth-container input[type=text]").first.fill(platform.token("alice"))
+            page.locator(".auth-container button.authorize").first.click()
+            page.click("button.close-modal")
+            operation = page.locator(".opblock", has=page.locator(".opblock-summary-path", has_text="/api/v1/usage")).first
+            operation.locator(".opblock-summary").click()
+            # "Try it out" is on from the start (tryItOutEnabled in frontend/static/frontend/api_docs.js)
+            operation.locator("button.execute").click()
+            status = operation.locator(".live-responses-table tr.response .response-col_status").first
+            status.wait_for(timeout=30_000)
+            assert status.inner_text().strip() == "200"
+            assert any(headers.get("authorization") == f"Bearer {platform.token('alice')}" for headers in sent), sent
+            context.close()
+        finally:
+            browser.close()

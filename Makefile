@@ -14,7 +14,7 @@ EXTRAS  ?= test
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.atelier-installed
 
-.PHONY: run test install demo clean-data
+.PHONY: run test install demo clean-data fuzz
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,3 +35,9 @@ run: demo
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The Schemathesis run of tests/e2e/test_api_fuzz.py at length: every phase (the coverage phase's
+# boundary values and the stateful phase too), 200 examples per operation. CI runs a short one.
+fuzz: $(STAMP)
+	ATELIER_FUZZ_PHASES=examples,coverage,fuzzing,stateful ATELIER_FUZZ_EXAMPLES=$${ATELIER_FUZZ_EXAMPLES:-200} \
+		$(PY) -m pytest tests/e2e/test_api_fuzz.py -p no:randomly -k "not docs" $(PYTEST_ARGS)

@@ -432,6 +432,20 @@ ATELIER_WORKSPACE_START_TIMEOUT_SECONDS = env.float("ATELIER_WORKSPACE_START_TIM
 # How long the proxy trusts a session cookie it has checked (a logout takes effect within this).
 ATELIER_WORKSPACE_AUTH_CACHE_SECONDS = env.float("ATELIER_WORKSPACE_AUTH_CACHE_SECONDS", default=2.0)
 
+
+def _hidden_tabs(raw: str) -> tuple[str, ...]:
+    from frontend.workspace.tab_ids import UnknownTab, parse_hidden_tabs  # pure: no Django, no Gradio
+
+    try:
+        return parse_hidden_tabs(raw)
+    except UnknownTab as exc:
+        raise ImproperlyConfigured(f"ATELIER_HIDDEN_TABS={raw!r}: {exc}") from None
+
+
+# Workspace tabs hidden for every member (PAI's --always-hide-tabs), comma-separated tab ids
+# (`frontend/workspace/tab_ids.py`); a tenant hides more with `Tenant.hidden_workspace_tabs`.
+ATELIER_HIDDEN_TABS = _hidden_tabs(env.str("ATELIER_HIDDEN_TABS", default=""))
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -22,6 +22,11 @@ STRINGS: dict[str, dict[str, str]] = {
     "tab_pnginfo": {"en": "PNG Info", "ja": "PNG 情報"},
     "tab_extensions": {"en": "Extensions", "ja": "拡張機能"},
     "tab_settings": {"en": "Settings", "ja": "設定"},
+    "tab_beautiful-prompt": {"en": "BeautifulPrompt", "ja": "BeautifulPrompt"},
+    "tab_hidden": {
+        "en": "The {tab} tab is turned off on this platform by its operators.",
+        "ja": "{tab} タブはこのプラットフォームの運用者によって無効にされています。",
+    },
     "prompt": {"en": "Prompt", "ja": "プロンプト"},
     "negative_prompt": {"en": "Negative prompt", "ja": "ネガティブプロンプト"},
     "styles": {"en": "Styles", "ja": "スタイル"},

@@ -587,7 +587,8 @@ def missing_tests(test_ids: tuple[str, ...] | list[str]) -> list[str]:
 # makes a new function fail until its author names what proves its ownership.
 _UI = "tests/frontend/test_workspace_ui.py::"
 WORKSPACE_FUNCTIONS: dict[str, tuple[str, ...]] = {
-    "on_load": (f"{_UI}test_defaults_persist_per_member", f"{_UI}test_language_switch_relabels_the_workspace_and_is_remembered"),
+    "on_load": (f"{_UI}test_defaults_persist_per_member", f"{_UI}test_language_switch_relabels_the_workspace_and_is_remembered",
+                f"{S}test_workspace_tabs.py::test_the_page_load_hides_a_tab_hidden_after_the_process_started"),
     "generate_txt2img": (f"{_UI}test_submit_creates_alices_job_with_the_form_parameters",
                          "tests/e2e/test_workspace_browser.py::test_alice_generates_in_her_workspace_and_charlie_cannot_see_it"),
     "generate_img2img": (f"{_UI}test_img2img_with_a_painted_mask_submits_image_and_mask",),
@@ -599,6 +600,7 @@ WORKSPACE_FUNCTIONS: dict[str, tuple[str, ...]] = {
     "select_image": (f"{_UI}test_charlies_gallery_never_holds_alices_images",),
     "send_to_img2img": (f"{S}test_workspace_files.py::test_no_workspace_function_takes_another_member_s_file",),
     "read_pnginfo": (f"{_UI}test_png_info_reads_the_parameters_and_sends_them_to_txt2img",
+                     f"{S}test_workspace_tabs.py::test_a_hidden_tab_s_function_is_refused_by_fn_index_and_by_api_name",
                      f"{S}test_workspace_files.py::test_a_function_still_takes_the_member_s_own_upload"),
     "send_pnginfo_to_txt2img": (f"{_UI}test_png_info_reads_the_parameters_and_sends_them_to_txt2img",),
     "save_defaults": (f"{_UI}test_defaults_persist_per_member",),

@@ -14,6 +14,8 @@ from frontend.workspace.tabs.base import Tab, callback
 
 
 class ExtensionsTab(Tab):
+    tab_id = "extensions"
+
     def build(self) -> None:
         self.intro = self.tr(gr.Markdown(self.t("extensions_intro")), "extensions_intro", "value")
         self.table = gr.Markdown(self.extensions_markdown())

@@ -100,6 +100,7 @@ def usage_record(*, job) -> UsageRecord:
             "tenant_id": job.tenant_id,
             "gpu_seconds": job.gpu_seconds,
             "images": len(job.outputs),
+            "texts": len(job.texts),
             "status": job.status,
         },
     )

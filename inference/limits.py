@@ -9,6 +9,7 @@ from __future__ import annotations
 from django.conf import settings
 
 from a1111.generation import Limits
+from a1111.promptgen import MAX_PROMPT_CHARS, PromptgenLimits
 
 
 def generation_limits() -> Limits:
@@ -21,3 +22,8 @@ def generation_limits() -> Limits:
         max_prompt_chars=settings.ATELIER_MAX_PROMPT_CHARS,
         max_prompt_chunks=settings.ATELIER_MAX_PROMPT_CHUNKS,
     )
+
+
+def promptgen_limits() -> PromptgenLimits:
+    """Prompt expansion's limits: its own bounds, the prompt no longer than generation allows."""
+    return PromptgenLimits(max_prompt_chars=min(settings.ATELIER_MAX_PROMPT_CHARS, MAX_PROMPT_CHARS))

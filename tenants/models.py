@@ -105,6 +105,7 @@ class UsageRecord(models.Model):
     tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="usage_records")
     gpu_seconds = models.FloatField()
     images = models.PositiveIntegerField()
+    texts = models.PositiveIntegerField(default=0, help_text="Prompts a promptgen job generated.")
     status = models.CharField(max_length=16)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 

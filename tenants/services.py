@@ -113,6 +113,7 @@ def usage_record(*, job) -> UsageRecord:
             "tenant_id": job.tenant_id,
             "gpu_seconds": job.gpu_seconds,
             "images": len(job.outputs),
+            "texts": len(job.texts),
             "status": job.status,
         },
     )

@@ -203,6 +203,17 @@ ROUTES: dict[str, Entry] = {
     )),
     "http /api/v1/models": Entry(_A.AUTHENTICATED, (
         *HTTP_SWEEP, "tests/inference/test_api.py::test_models_lists_what_the_caller_may_use")),
+    "http /api/v1/promptgen": Entry(_A.AUTHENTICATED, (
+        *HTTP_SWEEP,
+        "tests/inference/test_promptgen_api.py::test_anonymous_callers_are_401",
+        "tests/inference/test_promptgen_api.py::test_another_tenants_model_is_a_404_and_never_listed",
+        "tests/inference/test_promptgen_api.py::test_outsiders_get_404_on_alices_promptgen_job",
+    ), methods=("POST",), note="submits as the caller; models resolved among the caller's own, team and public ones"),
+    "http /api/v1/promptgen/models": Entry(_A.AUTHENTICATED, (
+        *HTTP_SWEEP,
+        "tests/inference/test_promptgen_api.py::test_anonymous_callers_are_401",
+        "tests/inference/test_promptgen_api.py::test_another_tenants_model_is_a_404_and_never_listed",
+    )),
     "http /api/v1/usage": Entry(_A.AUTHENTICATED, HTTP_SWEEP, note="the caller's own usage records only"),
     "http /api/v1/workers": Entry(_A.OPERATOR, (
         *OPERATOR_SWEEP, "tests/inference/test_api.py::test_operators_without_a_tenant_cannot_submit_but_may_list_workers")),

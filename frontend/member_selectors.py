@@ -89,6 +89,13 @@ def extension_enabled_for_user(user: AbstractUser, name: str) -> bool:
     return any(e.name == name and e.enabled and e.available for e in extensions_for_user(user))
 
 
+def promptgen_history_for_user(user: AbstractUser, limit: int = 20) -> list[Job]:
+    """The member's own finished prompt expansions with results, newest first (never a teammate's:
+    a tenant admin's history is their own too)."""
+    jobs = Job.objects.filter(owner=user, kind=Job.Kind.PROMPTGEN, status=Job.Status.SUCCEEDED)
+    return list(jobs.order_by("-created_at").only("public_id", "params", "texts", "created_at", "kind")[:limit])
+
+
 @dataclass(frozen=True)
 class GalleryImage:
     job_id: str

@@ -28,7 +28,9 @@ from frontend.workspace import compat  # noqa: F401  (before any component: see 
 from frontend.member_selectors import generation_defaults_for_user, hidden_tabs_for_user, language_for_user
 from frontend.workspace import controlnet
 from frontend.workspace.i18n import text
+from frontend.workspace.tab_ids import BEAUTIFUL_PROMPT_TAB
 from frontend.workspace.tabs.base import callback
+from frontend.workspace.tabs.beautiful_prompt import BeautifulPromptTab
 from frontend.workspace.tabs.extensions import ExtensionsTab
 from frontend.workspace.tabs.gallery import GalleryTab
 from frontend.workspace.tabs.generation import controlnet_dropdown
@@ -57,6 +59,7 @@ class Workspace:
         self.blocks: gr.Blocks | None = None
         self.txt2img = Txt2ImgTab(self)
         self.img2img = Img2ImgTab(self)
+        self.beautiful_prompt = BeautifulPromptTab(self)
         self.gallery = GalleryTab(self)
         self.pnginfo = PngInfoTab(self)
         self.extensions = ExtensionsTab(self)
@@ -127,8 +130,8 @@ class Workspace:
                 self.refresh_models = self.tr(gr.Button(self.t("refresh"), scale=0), "refresh", "value")
             with gr.Tabs() as self.tabs:
                 for tab_id, tab in self.built_tabs().items():
-                    tab.block = self.tr(gr.Tab(self.t(f"tab_{tab_id}"), id=tab_id, elem_id=f"atelier-tab-{tab_id}"),
-                                        f"tab_{tab_id}")
+                    tab.block = self.tr(gr.Tab(self.t(f"tab_{tab_id}"), id=tab_id, elem_id=f"atelier-tab-{tab_id}",
+                                               visible=tab.initially_visible()), f"tab_{tab_id}")
                     with tab.block:
                         tab.build()
             self.wire()
@@ -138,9 +141,14 @@ class Workspace:
     def tabs_by_id(self) -> dict[str, Any]:
         """The tabs in their order on the page, by their Gradio tab id."""
         return {
-            "txt2img": self.txt2img, "img2img": self.img2img, "gallery": self.gallery, "pnginfo": self.pnginfo,
+            "txt2img": self.txt2img, "img2img": self.img2img, BEAUTIFUL_PROMPT_TAB: self.beautiful_prompt,
+            "gallery": self.gallery, "pnginfo": self.pnginfo,
             "extensions": self.extensions, "settings": self.settings,
         }
+
+    def extension_tabs(self) -> list[Any]:
+        """The built tabs an extension brings (shown while the member has it on)."""
+        return [tab for tab_id, tab in self.built_tabs().items() if tab_id == BEAUTIFUL_PROMPT_TAB]
 
     def built_tabs(self) -> dict[str, Any]:
         """The tabs this process builds: every tab but those the operators hid at its start."""
@@ -238,8 +246,9 @@ class Workspace:
         for tab in (self.txt2img, self.img2img, self.settings):
             if self.shows(tab.tab_id):
                 stored.update(tab.stored_settings())
+        hidden = hidden_tabs_for_user(self.user)
         for tab in self.built_tabs().values():  # a tab hidden since this process started goes
-            stored.setdefault(id(tab.block), {})["visible"] = tab.shown_now()
+            stored.setdefault(id(tab.block), {})["visible"] = tab.visibility_now(hidden)
         return stored
 
     @callback

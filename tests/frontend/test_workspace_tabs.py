@@ -121,8 +121,8 @@ def test_a_tab_hidden_after_the_process_started_is_hidden_on_load_and_refuses_it
     tenant_hidden_tabs_set(tenant=studio_a, tabs=["pnginfo", "img2img"])
 
     stored = workspace.stored_settings()
-    assert stored[id(workspace.pnginfo.block)]["visible"] is False
-    assert stored[id(workspace.img2img.block)]["visible"] is False
+    assert stored[id(workspace.pnginfo.block)]["visible"] == "hidden"
+    assert stored[id(workspace.img2img.block)]["visible"] == "hidden"
     assert stored[id(workspace.gallery.block)]["visible"] is True
 
     with pytest.raises(gr.Error, match="PNG Info tab is turned off"):

@@ -597,6 +597,7 @@ def missing_tests(test_ids: tuple[str, ...] | list[str]) -> list[str]:
 # `test_workspace_files.py::test_no_workspace_function_takes_another_member_s_file`; the list
 # makes a new function fail until its author names what proves its ownership.
 _UI = "tests/frontend/test_workspace_ui.py::"
+_BP = "tests/frontend/test_workspace_beautiful_prompt.py::"
 WORKSPACE_FUNCTIONS: dict[str, tuple[str, ...]] = {
     "on_load": (f"{_UI}test_defaults_persist_per_member", f"{_UI}test_language_switch_relabels_the_workspace_and_is_remembered",
                 f"{S}test_workspace_tabs.py::test_the_page_load_hides_a_tab_hidden_after_the_process_started"),
@@ -623,4 +624,16 @@ WORKSPACE_FUNCTIONS: dict[str, tuple[str, ...]] = {
     "refresh_controlnet_models": (f"{_UI}test_the_controlnet_panel_has_three_closed_units_and_lists_the_members_models_only",),
     "controlnet_image_uploaded": (f"{_UI}test_the_preprocessor_picks_its_sliders_and_an_upload_enables_the_unit",),
     "controlnet_module_changed": (f"{_UI}test_the_preprocessor_picks_its_sliders_and_an_upload_enables_the_unit",),
+    # the BeautifulPrompt tab (issue 22): the member's own promptgen jobs and models only
+    "generate_prompts": (f"{_BP}test_generate_queues_alices_promptgen_job_and_follows_it_to_its_results",
+                         f"{_BP}test_the_model_list_is_the_member_s_own_team_s_and_public_models",
+                         f"{_BP}test_the_extension_is_installed_and_its_tab_shows_only_while_the_member_has_it_on",
+                         "tests/e2e/test_promptgen_and_tabs_browser.py::test_alice_expands_a_prompt_and_sends_it_to_txt2img"),
+    "cancel_prompts": (f"{_BP}test_history_reload_and_cancel_reach_the_member_s_own_expansions_only",),
+    "reattach_prompts": (f"{_BP}test_history_reload_and_cancel_reach_the_member_s_own_expansions_only",
+                         f"{_BP}test_a_running_expansion_is_followed_after_a_reload"),
+    "show_expansion": (f"{_BP}test_history_reload_and_cancel_reach_the_member_s_own_expansions_only",),
+    "refresh_promptgen_models": (f"{_BP}test_the_model_list_is_the_member_s_own_team_s_and_public_models",),
+    "send_prompt_to_txt2img": (f"{_BP}test_a_result_goes_to_txt2img_or_img2img_appended_or_in_place_of_the_prompt",),
+    "send_prompt_to_img2img": (f"{_BP}test_a_result_goes_to_txt2img_or_img2img_appended_or_in_place_of_the_prompt",),
 }

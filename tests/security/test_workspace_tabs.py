@@ -121,5 +121,5 @@ def test_the_page_load_hides_a_tab_hidden_after_the_process_started(served) -> N
     outputs = workspace.on_load_outputs()
     updates = loaded["output"]["data"]
     tab_update = updates[outputs.index(workspace.pnginfo.block)]
-    assert tab_update.get("visible") is False, tab_update
+    assert tab_update.get("visible") == "hidden", tab_update
     assert updates[outputs.index(workspace.gallery.block)].get("visible") is True

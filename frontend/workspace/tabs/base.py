@@ -106,19 +106,29 @@ class Tab:
         self.workspace = workspace
         self.block: gr.Tab | None = None
 
-    def refusal(self, needs: tuple[str, ...] = ()) -> str | None:
+    def refusal(self, needs: tuple[str, ...] = (), hidden: frozenset[str] | None = None) -> str | None:
         """Why this tab's functions may not run now (None: they may): the operators hid it, or a
         tab it fills (`needs`), for the member's tenant or the whole platform. Read from the
-        database at each call, not from what the process was built with."""
-        hidden = hidden_tabs_for_user(self.user)
+        database at each call (`hidden`: the hidden tabs, when the caller just read them), not
+        from what the process was built with."""
+        hidden = hidden_tabs_for_user(self.user) if hidden is None else hidden
         for tab_id in (self.tab_id, *needs):
             if tab_id in hidden:
                 return self.t("tab_hidden").format(tab=self.t(f"tab_{tab_id}"))
         return None
 
-    def shown_now(self) -> bool:
+    def initially_visible(self) -> bool:
+        """Whether the tab shows when built (an extension's tab: while the member has it on)."""
+        return True
+
+    def shown_now(self, hidden: frozenset[str] | None = None) -> bool:
         """Whether the tab is to be shown on a page load now (an operator may have hidden it since)."""
-        return self.refusal() is None
+        return self.refusal(hidden=hidden) is None
+
+    def visibility_now(self, hidden: frozenset[str] | None = None) -> bool | str:
+        """The tab's `visible` for an update: True, or "hidden" (Gradio 6.31's tab bar ignores an
+        update to False that arrives with the page load; "hidden" removes the tab's button)."""
+        return True if self.shown_now(hidden) else "hidden"
 
     @property
     def user(self) -> AbstractUser:

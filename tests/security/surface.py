@@ -271,7 +271,11 @@ ROUTES: dict[str, Entry] = {
     "http /sdapi/v1/realesrgan-models": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_GET)),
     "http /sdapi/v1/prompt-styles": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_GET)),
     "http /sdapi/v1/script-info": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_GET)),
-    "http /sdapi/v1/extensions": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_GET)),
+    "http /sdapi/v1/extensions": Entry(_A.AUTHENTICATED, (
+        *HTTP_SWEEP, SDAPI_GET,
+        "tests/frontend/test_sdapi_extensions.py::test_extensions_are_listed_in_a1111s_shape_with_the_callers_own_switch",
+        "tests/frontend/test_sdapi_extensions.py::test_anonymous_callers_are_refused",
+    ), note="each installed extension with the caller's own on/off"),
     "http /sdapi/v1/scripts": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_GET)),
     "http /sdapi/v1/memory": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_GET)),
     "http /sdapi/v1/refresh-checkpoints": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_POST), methods=("POST",)),

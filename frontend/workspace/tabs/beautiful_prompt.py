@@ -38,6 +38,7 @@ from a1111.promptgen import (
     parse_promptgen_request,
 )
 from frontend.member_selectors import extension_enabled_for_user, promptgen_history_for_user
+from frontend.workspace.extensions import BEAUTIFUL_PROMPT
 from frontend.workspace.jobs import (
     WorkspaceError,
     as_workspace_error,
@@ -56,7 +57,6 @@ from inference.services import promptgen_submit
 from tenants.selectors import tenant_for_user
 from tenants.workdirs import public_model_dir, tenant_model_dir, user_model_dir
 
-BEAUTIFUL_PROMPT_EXTENSION = "beautiful-prompt"
 POLL_SECONDS = 0.25
 RESULT_SLOTS = 8  # result rows built (the form asks for at most this many; the API allows up to 16)
 HISTORY_LENGTH = 20
@@ -114,12 +114,12 @@ class BeautifulPromptTab(Tab):
     # --- what the member may do -----------------------------------------------------------
     def refusal(self, needs: tuple[str, ...] = (), hidden: frozenset[str] | None = None) -> str | None:
         refused = super().refusal(needs, hidden)
-        if refused is None and not extension_enabled_for_user(self.user, BEAUTIFUL_PROMPT_EXTENSION):
+        if refused is None and not extension_enabled_for_user(self.user, BEAUTIFUL_PROMPT):
             return self.t("bp_extension_off")
         return refused
 
     def initially_visible(self) -> bool:
-        return extension_enabled_for_user(self.user, BEAUTIFUL_PROMPT_EXTENSION)
+        return extension_enabled_for_user(self.user, BEAUTIFUL_PROMPT)
 
     def model_choices(self) -> list[tuple[str, str]]:
         return [(f"{entry.title} ({entry.scope})", entry.title) for entry in promptgen_models_for_user(self.user)]

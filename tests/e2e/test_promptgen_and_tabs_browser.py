@@ -105,8 +105,7 @@ def test_a_tab_hidden_for_one_tenant_is_not_there_and_its_function_is_refused(pl
     alice.close()
 
 
-def test_alice_expands_a_prompt_and_sends_it_to_txt2img(platform, browser) -> None:
-    # (bob does it: alice's tenant is left as the test above left it, and bob is her teammate)
+def test_bob_expands_a_prompt_and_sends_it_to_txt2img(platform, browser) -> None:
     bob, page = sign_in(browser, platform, "bob")
     open_workspace(page)
     assert "BeautifulPrompt" not in workspace_tabs(page)  # off until he turns it on

@@ -632,7 +632,7 @@ WORKSPACE_FUNCTIONS: dict[str, tuple[str, ...]] = {
     "generate_prompts": (f"{_BP}test_generate_queues_alices_promptgen_job_and_follows_it_to_its_results",
                          f"{_BP}test_the_model_list_is_the_member_s_own_team_s_and_public_models",
                          f"{_BP}test_the_extension_is_installed_and_its_tab_shows_only_while_the_member_has_it_on",
-                         "tests/e2e/test_promptgen_and_tabs_browser.py::test_alice_expands_a_prompt_and_sends_it_to_txt2img"),
+                         "tests/e2e/test_promptgen_and_tabs_browser.py::test_bob_expands_a_prompt_and_sends_it_to_txt2img"),
     "cancel_prompts": (f"{_BP}test_history_reload_and_cancel_reach_the_member_s_own_expansions_only",),
     "reattach_prompts": (f"{_BP}test_history_reload_and_cancel_reach_the_member_s_own_expansions_only",
                          f"{_BP}test_a_running_expansion_is_followed_after_a_reload"),

@@ -225,9 +225,16 @@ def _read_prompt(data: Mapping[str, Any], name: str, limits: Limits) -> str:
     return text
 
 
+def _within(default: int, lo: int, hi: int) -> int:
+    """A1111's default, or the nearest value this deployment allows (a request that leaves the
+    field out is never refused for it: A1111's 50 steps become 30 under a 30-step limit)."""
+    return min(max(default, lo), hi)
+
+
 def _size(data: Mapping[str, Any], name: str, limits: Limits) -> int:
     # A1111 works on an 8× smaller latent, so sizes effectively snap down to a multiple of 8.
-    return read_int(data, name, 512, limits.min_size, limits.max_size) // 8 * 8
+    default = _within(512, limits.min_size, limits.max_size)
+    return read_int(data, name, default, limits.min_size, limits.max_size) // 8 * 8
 
 
 def parse_generation_request(
@@ -285,7 +292,7 @@ def parse_generation_request(
         kind=kind,
         prompt=_read_prompt(data, "prompt", limits),
         negative_prompt=_read_prompt(data, "negative_prompt", limits),
-        steps=read_int(data, "steps", 50, 1, limits.max_steps),
+        steps=read_int(data, "steps", _within(50, 1, limits.max_steps), 1, limits.max_steps),
         cfg_scale=read_float(data, "cfg_scale", 7.0, 0.0, 30.0),
         width=_size(data, "width", limits),
         height=_size(data, "height", limits),
@@ -312,9 +319,9 @@ FACE_RESTORERS = ("CodeFormer", "GFPGAN")  # A1111's face_restoration_model valu
 
 
 def parse_face_restoration(data: Mapping[str, Any], override_settings: Mapping[str, Any]) -> dict[str, Any]:
-    """`restore_faces`, and the restorer and CodeFormer weight `override_settings` may choose."""
-    if not read_bool(data, "restore_faces", False):
-        return {}
+    """`restore_faces`, and the restorer and CodeFormer weight `override_settings` may choose
+    (checked whether or not faces are restored: a bad value is refused either way)."""
+    enabled = read_bool(data, "restore_faces", False)
     name = read_optional_str(override_settings, "face_restoration_model", "override_settings")
     if name is not None:
         match = next((known for known in FACE_RESTORERS if known.lower() == name.strip().lower()), None)
@@ -327,6 +334,8 @@ def parse_face_restoration(data: Mapping[str, Any], override_settings: Mapping[s
     if override_settings.get("code_former_weight") is not None:
         with fields_of("override_settings"):
             weight = read_float(override_settings, "code_former_weight", 0.5, 0.0, 1.0)
+    if not enabled:
+        return {}
     return {"restore_faces": True, "face_restoration_model": name, "code_former_weight": weight}
 
 
@@ -338,12 +347,17 @@ HIRES_UPSCALERS = (
 
 def _hires_fields(data: Mapping[str, Any], limits: Limits) -> dict[str, Any]:
     """A1111's hires fix: target from hr_resize_x/y, else the first pass × hr_scale."""
-    if not read_bool(data, "enable_hr", False):
-        return {}
+    # Read (and so checked) whether or not hires fix is on: a bad value is refused either way.
+    enabled = read_bool(data, "enable_hr", False)
     width, height = _size(data, "width", limits), _size(data, "height", limits)
     scale = read_float(data, "hr_scale", 2.0, 1.0, 8.0)
-    resize_x = read_int(data, "hr_resize_x", 0, 0, 100_000)
-    resize_y = read_int(data, "hr_resize_y", 0, 0, 100_000)
+    resize_x = read_int(data, "hr_resize_x", 0, 0, limits.max_size)
+    resize_y = read_int(data, "hr_resize_y", 0, 0, limits.max_size)
+    upscaler = read_str(data, "hr_upscaler", "Latent", 100) or "Latent"
+    second_pass_steps = read_int(data, "hr_second_pass_steps", 0, 0, limits.max_steps)
+    denoising_strength = read_float(data, "denoising_strength", 0.75, 0.0, 1.0)
+    if not enabled:
+        return {}
     if resize_x == 0 and resize_y == 0:
         target_w, target_h = int(width * scale), int(height * scale)
     elif resize_y == 0:  # one side given: keep the aspect ratio, as A1111 does
@@ -357,15 +371,14 @@ def _hires_fields(data: Mapping[str, Any], limits: Limits) -> dict[str, Any]:
         raise RequestValidationError(
             "hr_scale", f"the hires-fix target {target_w}x{target_h} is over the {limits.max_size} px limit: lower hr_scale or hr_resize_x/y"
         )
-    upscaler = read_str(data, "hr_upscaler", "Latent", 100) or "Latent"
     # Any other name is a model upscaler (ESRGAN family), resolved against the member's folders at submit.
     match = next((name for name in HIRES_UPSCALERS if name.lower() == upscaler.lower()), upscaler.strip())
     return {
         "hr_width": max(target_w, width),
         "hr_height": max(target_h, height),
         "hr_upscaler": match,
-        "hr_second_pass_steps": read_int(data, "hr_second_pass_steps", 0, 0, limits.max_steps),
-        "denoising_strength": read_float(data, "denoising_strength", 0.75, 0.0, 1.0),
+        "hr_second_pass_steps": second_pass_steps,
+        "denoising_strength": denoising_strength,
     }
 
 

@@ -97,6 +97,7 @@ INSTALLED_APPS = [
     "tenants",
     "inference",
     "frontend",
+    "drf_spectacular_sidecar",  # static files only: Swagger UI for /docs, served from this site
 ]
 
 MIDDLEWARE = [

@@ -4,6 +4,8 @@ from django.contrib import admin
 from django.urls import include, path
 
 from frontend.extensions_api import sdapi_extensions
+from frontend.views import api_docs
+from inference.openapi.views import openapi_json
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -13,6 +15,10 @@ urlpatterns = [
     path("sdapi/v1/extensions", sdapi_extensions),
     path("sdapi/v1/", include("inference.sdapi.urls")),
     path("controlnet/", include("inference.sdapi.controlnet_urls")),  # where the extension serves them
+    path("openapi.json", openapi_json, name="openapi"),  # where A1111 (FastAPI) serves its schema
+    path("docs", api_docs, name="api-docs"),  # and its interactive page
     path("internal/", include("inference.api.internal_urls")),
     path("", include("frontend.urls")),
 ]
+
+handler404 = "inference.api.errors.page_not_found"  # JSON under the API prefixes

@@ -6,7 +6,13 @@ idle timeout that it lifts once a request has fully arrived, so a response can t
 it needs. This module sets that idle timeout from ``ATELIER_HTTP_IDLE_TIMEOUT_SECONDS`` and
 adds a deadline for the request line and headers, ``ATELIER_HTTP_HEADER_TIMEOUT_SECONDS``,
 counted from their first byte, so a client trickling a byte at a time cannot hold a
-connection forever either. Run as ``python -m config.webserver <daphne arguments>``.
+connection forever either.
+
+It also leaves request bodies to Django: twisted parses a POST's form body into arguments
+daphne never reads, and answers a malformed ``multipart/form-data`` body with a bare 400 and a
+dropped connection before the application sees it. With that parse off, the APIs answer such a
+request like any other body they cannot read, with a message that says what to send.
+Run as ``python -m config.webserver <daphne arguments>``.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from typing import Any
 
 from daphne import server as daphne_server
 from daphne.cli import CommandLineInterface
-from daphne.http_protocol import HTTPFactory
+from daphne.http_protocol import HTTPFactory, WebRequest
 from twisted.web import http
 
 
@@ -58,6 +64,14 @@ class HeaderDeadlineChannel(http.HTTPChannel):
         self._head_deadline = None
 
 
+class WholeBodyRequest(WebRequest):
+    """Daphne's request, without twisted's own parse of form bodies (Django parses them)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._parsePOSTFormSubmission = False  # twisted's switch (an instance attribute it sets itself)
+
+
 class AtelierHTTPFactory(HTTPFactory):
     """Daphne's HTTP factory with the idle timeout and the header deadline from settings."""
 
@@ -67,6 +81,11 @@ class AtelierHTTPFactory(HTTPFactory):
         super().__init__(server)
         self.timeOut = settings.ATELIER_HTTP_IDLE_TIMEOUT_SECONDS
         self.header_timeout = settings.ATELIER_HTTP_HEADER_TIMEOUT_SECONDS
+
+    def buildProtocol(self, addr: Any) -> http._GenericHTTPChannelProtocol:
+        protocol = super().buildProtocol(addr)
+        protocol.requestFactory = WholeBodyRequest
+        return protocol
 
     def protocol(self) -> http._GenericHTTPChannelProtocol:  # twisted calls self.protocol()
         return http._GenericHTTPChannelProtocol(HeaderDeadlineChannel(self.header_timeout))

@@ -91,6 +91,16 @@ def set_language(request: HttpRequest) -> HttpResponse:
     return HttpResponseRedirect(next_url if local else "/")
 
 
+@login_required
+def api_docs(request: HttpRequest) -> HttpResponse:
+    """The interactive API page (Swagger UI over `/openapi.json`, served from this site only).
+
+    Reads work with the member's session; to try a write they paste one of their API tokens
+    into "Authorize" (the page links to their Tokens page), as the APIs refuse cookie writes.
+    """
+    return render(request, "frontend/api_docs.html", {"t": strings(language_for_user(request.user))})
+
+
 def login_locked_out(request: HttpRequest, original_response: HttpResponse | None = None,
                      credentials: dict[str, Any] | None = None) -> HttpResponse:
     """django-axes' lockout response (AXES_LOCKOUT_CALLABLE): 429, when to retry, who can unlock."""

@@ -25,5 +25,6 @@ def generation_limits() -> Limits:
 
 
 def promptgen_limits() -> PromptgenLimits:
-    """Prompt expansion's limits: its own bounds, the prompt no longer than generation allows."""
-    return PromptgenLimits(max_prompt_chars=min(settings.ATELIER_MAX_PROMPT_CHARS, MAX_PROMPT_CHARS))
+    """Prompt expansion's limits: its own bounds (`a1111/promptgen.py`), stated as they are in
+    `/openapi.json`; a short prompt to expand is far below generation's prompt limit."""
+    return PromptgenLimits(max_prompt_chars=MAX_PROMPT_CHARS)

@@ -28,6 +28,7 @@ from a1111.extras import (
 )
 from a1111.generation import (
     HIRES_UPSCALERS,
+    MAX_SEED,
     GenerationRequest,
     RequestValidationError,
     batch_key,
@@ -372,6 +373,21 @@ def job_cancel(*, job: Job) -> Job:
     return job
 
 
+def _check_option_types(values: dict[str, Any]) -> None:
+    """Each option keeps its type: a checkpoint or VAE name is a string, a number a number."""
+    from a1111.fields import read_int, read_str
+
+    for name in ("sd_model_checkpoint", "sd_vae"):
+        if values.get(name) is not None and not isinstance(values[name], str):
+            raise RequestValidationError(name, "must be a name (a string) from /sdapi/v1/sd-models or /sdapi/v1/sd-vae")
+    if "CLIP_stop_at_last_layers" in values:
+        values["CLIP_stop_at_last_layers"] = read_int(values, "CLIP_stop_at_last_layers", 1, 1, 12)
+    if "eta_noise_seed_delta" in values:
+        values["eta_noise_seed_delta"] = read_int(values, "eta_noise_seed_delta", 0, 0, MAX_SEED)
+    if "samples_format" in values:
+        values["samples_format"] = read_str(values, "samples_format", "png", 10)
+
+
 def user_options_update(*, user: AbstractUser, values: dict) -> dict:
     """Set a member's own options. Unknown keys are ignored (as A1111 does); a checkpoint or
     VAE must be one the member may use (`ModelNotFound` otherwise). Returns what was stored."""
@@ -379,6 +395,7 @@ def user_options_update(*, user: AbstractUser, values: dict) -> dict:
     from inference.selectors import OPTION_DEFAULTS
 
     known = {key: value for key, value in values.items() if key in OPTION_DEFAULTS and key != "sd_checkpoint_hash"}
+    _check_option_types(known)
     if known.get("sd_model_checkpoint") is not None:
         known["sd_model_checkpoint"] = checkpoint_resolve_for_user(user, str(known["sd_model_checkpoint"])).title
     if "sd_vae" in known:  # A1111 stores the file name, or "Automatic" / "None"

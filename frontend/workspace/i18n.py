@@ -219,6 +219,7 @@ STRINGS: dict[str, dict[str, str]] = {
     "team_no_models": {"en": "No team models yet.", "ja": "チームのモデルはまだありません。"},
     # the API tokens page (/tokens/)
     "home_tokens": {"en": "Your API tokens", "ja": "API トークン"},
+    "home_api_docs": {"en": "API documentation (try it with your token)", "ja": "API ドキュメント（トークンで試せます）"},
     "home_tokens_hint": {
         "en": "Create a token on the API tokens page, then:",
         "ja": "API トークンのページでトークンを作成してから:",

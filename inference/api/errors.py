@@ -171,6 +171,7 @@ def api_view(*methods: str) -> Callable:
             except RequestError as exc:
                 return request_error_response(exc)
 
+        wrapper.allowed_methods = methods  # type: ignore[attr-defined]  # read by the OpenAPI tests
         return wrapper
 
     return decorator
@@ -197,4 +198,25 @@ def _async_api_view(view: Callable[..., Any], methods: tuple[str, ...]) -> Calla
             return request_error_response(exc)
 
     wrapper.csrf_exempt = True  # type: ignore[attr-defined]
+    wrapper.allowed_methods = methods  # type: ignore[attr-defined]  # read by the OpenAPI tests
     return wrapper
+
+
+API_PREFIXES = ("/api/", "/sdapi/", "/controlnet/")
+
+
+def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """Django's 404 handler: JSON under the API prefixes (in each API's error shape), HTML elsewhere.
+
+    A path no route matches (`/api/v1/jobs/x/images/-1`) answers as the API's own 404s do,
+    so a client parses one error shape whatever the cause.
+    """
+    from django.views.defaults import page_not_found as html_page_not_found
+
+    path = request.path
+    if path.startswith("/api/v1/"):
+        return error(404, f"no such API route: {path} (see /openapi.json)")
+    if path.startswith(API_PREFIXES):
+        detail = f"Not Found: no such route {path} (see /openapi.json)"
+        return JsonResponse({"error": "NotFound", "detail": detail, "body": "", "errors": detail}, status=404)
+    return html_page_not_found(request, exception)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -61,6 +62,7 @@ REQUEST_ID_HEADER = "X-Eas-Queueservice-Request-Id"
 MAX_POLL_SECONDS = 4.5
 POLL_INTERVAL_SECONDS = 0.2
 MAX_INDEXES = 1000
+INTEGER = re.compile(r"-?[0-9]{1,19}")  # what /openapi.json states for the integer parameters (under 2**63)
 
 
 class BadParameter(EasError):
@@ -88,13 +90,9 @@ def _int(query: QueryDict, name: str, default: int | None = None) -> int:
         if default is None:
             raise BadParameter(f"{name} is required")
         return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise BadParameter(f"{name} must be an integer, not {value!r}") from None
-    if abs(number) >= 2**64:
-        raise BadParameter(f"{name} is out of range")
-    return number
+    if not INTEGER.fullmatch(value):  # int() would also take "+1", " 1", "1_0" and other scripts' digits
+        raise BadParameter(f"{name} must be an integer (digits, optionally after a minus), not {value[:40]!r}")
+    return int(value)
 
 
 def _indexes(query: QueryDict) -> list[int]:
@@ -169,10 +167,9 @@ def _put(request: HttpRequest, service, queue: str, route: str) -> HttpResponse:
         return _text(200, "OK")
     data = _body(request, service.max_payload_bytes)
     priority_text = query.get("_priority_") or request.headers.get(PRIORITY_HEADER, "") or "0"
-    try:
-        priority = 1 if int(priority_text) > 0 else 0
-    except ValueError:
-        raise BadParameter(f"_priority_ must be 0 or 1, not {priority_text!r}") from None
+    if not INTEGER.fullmatch(priority_text):
+        raise BadParameter(f"_priority_ must be 0 or 1, not {priority_text[:40]!r}")
+    priority = 1 if int(priority_text) > 0 else 0
     item = queue_put(
         service=service, queue=queue, data=data, tags=_tags(query), route=route if queue == INPUT else "",
         priority=priority, base_url=request.build_absolute_uri("/"),
@@ -256,3 +253,5 @@ async def predict(request: HttpRequest, target: str) -> HttpResponse:
     except EasError as exc:
         return _text(exc.status, exc.message)
 
+
+predict.allowed_methods = ("GET", "POST", "PUT", "DELETE")  # type: ignore[attr-defined]  # read by the OpenAPI tests

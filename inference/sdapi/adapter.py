@@ -76,6 +76,7 @@ def sdapi(*methods: str) -> Callable:
             return result if isinstance(result, HttpResponse) else JsonResponse(result, safe=False)
 
         wrapper.csrf_exempt = True  # type: ignore[attr-defined]
+        wrapper.allowed_methods = methods  # type: ignore[attr-defined]  # read by the OpenAPI tests
         return wrapper
 
     return decorator

@@ -176,6 +176,9 @@ def options(request: HttpRequest, user) -> dict | None:
 
 @sdapi("GET")
 def progress(request: HttpRequest, user) -> dict:
+    skip = request.GET.getlist("skip_current_image")
+    if any(value.lower() not in ("true", "false", "1", "0") for value in skip):
+        raise RequestValidationError("skip_current_image", "must be true or false")
     active = jobs_active_for_owner(user)
     running = [job for job in active if job.status == Job.Status.RUNNING]
     current = running[0] if running else None

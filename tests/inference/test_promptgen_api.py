@@ -168,3 +168,11 @@ def test_anonymous_callers_are_401(client) -> None:
 def test_a_non_member_cannot_expand(api) -> None:
     response = submit(api, "admin")
     assert response.status_code == 403
+
+
+def test_waiting_past_the_timeout_answers_202_with_the_job_to_poll(api, settings) -> None:
+    settings.ATELIER_PROMPTGEN_WAIT_SECONDS = 0.2  # no worker here: the job stays queued
+    response = submit(api, wait=True)
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert body["status"] == "queued" and body["poll"] == f"/api/v1/jobs/{body['id']}" and body["texts"] == []

@@ -338,6 +338,13 @@ ROUTES: dict[str, Entry] = {
     "http /language/": Entry(_A.AUTHENTICATED, (
         *HTTP_SWEEP, "tests/frontend/test_home.py::test_language_switch_from_the_home_page_reaches_the_workspace"),
         methods=("POST",)),
+    "http /openapi.json": Entry(_A.PUBLIC, (
+        f"{S}test_surface_http.py::test_public_routes_answer_anonymous_callers",
+        "tests/inference/test_openapi.py::test_the_schema_is_public_and_names_no_ones_data"),
+        note="the OpenAPI document: routes and this deployment's limits, never anyone's data (A1111 serves it openly)"),
+    "http /docs": Entry(_A.AUTHENTICATED, (
+        *HTTP_SWEEP, "tests/inference/test_openapi.py::test_the_docs_page_is_for_signed_in_members_and_loads_only_local_files"),
+        note="Swagger UI over /openapi.json; a member's token works in it (Authorize)"),
     "http /login/": Entry(_A.PUBLIC, (
         "tests/test_frontend.py::test_home_requires_sign_in_and_shows_the_members_team_and_models",
         "tests/test_frontend.py::test_wrong_password_shows_an_error")),

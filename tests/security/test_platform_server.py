@@ -134,3 +134,16 @@ def test_a_complete_request_is_still_answered(server):
     with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
         sock.sendall(b"GET /login/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         assert sock.recv(64).startswith(b"HTTP/1.1 ")
+
+
+def test_a_malformed_multipart_body_reaches_the_api_and_gets_its_message(server):
+    """twisted used to parse form bodies itself and drop the connection after an empty 400."""
+    import httpx
+
+    for path in ("/sdapi/v1/png-info", "/api/v1/jobs"):
+        response = httpx.post(
+            f"http://127.0.0.1:{server.port}{path}", content=b'{"image": "0"}',
+            headers={"Content-Type": "multipart/form-data"}, timeout=20,
+        )
+        assert response.status_code == 401, (path, response.status_code, response.text)  # the API's own answer
+        assert response.json()["error"]

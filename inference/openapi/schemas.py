@@ -1,0 +1,566 @@
+"""Request and response bodies of the JSON APIs, as pydantic models (documentation types).
+
+The `/sdapi/v1` models carry AUTOMATIC1111 1.10's names (`StableDiffusionTxt2ImgProcessingAPI`,
+`TextToImageResponse`, …) and field names, with A1111's convention that every request field
+is optional and may be `null` (null means the default). Unknown keys are ignored, as A1111's
+pydantic v1 models ignore them, so request models allow additional properties.
+
+A bound that depends on this deployment's settings is written as `limit("max_steps")`: the
+document builder (`document.py`) replaces it with the live value of `inference/limits.py`'s
+`Limits`, so `/openapi.json` states the limits a request will really meet. Bounds that do not
+depend on settings are the parsers' own constants (`a1111/generation.py`, `a1111/extras.py`);
+`tests/inference/test_openapi.py` probes the parser at every bound stated here.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from a1111 import promptgen as pg
+from a1111.generation import MAX_SEED
+
+LIMIT_KEY = "x-atelier-limit"  # replaced by document.py: {"maximum" | "maxLength": <Limits field>}
+
+
+def limit(field: str, *, keyword: str = "maximum") -> dict[str, Any]:
+    """A schema bound taken from this deployment's `Limits.<field>` when the document is built."""
+    return {LIMIT_KEY: {keyword: field}}
+
+
+class Request(BaseModel):
+    """A request body: unknown keys are accepted and ignored (A1111's behaviour)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class Response(BaseModel):
+    """A response body: the fields listed are always present; more may be added later."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+def _int(default: int, lo: int, hi: int | None = None, *, lim: str | None = None, doc: str = "") -> Any:
+    extra = limit(lim) if lim else None
+    return Field(default, ge=lo, le=hi, description=doc or None, json_schema_extra=extra)
+
+
+def _float(default: float, lo: float, hi: float, doc: str = "") -> Any:
+    return Field(default, ge=lo, le=hi, description=doc or None)
+
+
+Prompt = Annotated[str | None, Field(json_schema_extra=limit("max_prompt_chars", keyword="maxLength"))]
+ShortText = Annotated[str | None, Field(max_length=100)]
+Seed = Annotated[int | None, Field(ge=-1, le=MAX_SEED, description="-1: a random seed")]
+Size = Annotated[
+    int | None,
+    Field(ge=0, json_schema_extra={LIMIT_KEY: {"minimum": "min_size", "maximum": "max_size"}},
+          description="Pixels; snapped down to a multiple of 8."),
+]
+Flag = Annotated[bool | Literal[0, 1] | None, Field(description="true or false (1 or 0 too, as A1111 clients send)")]
+Ignored = Annotated[
+    Any, Field(description="Accepted for A1111 compatibility and not applied (`info` says so where it matters).")
+]
+Base64Image = Annotated[str, Field(description="Raw base64, a data: URI, or an http(s) URL (fetched by the server).")]
+
+
+# --- /sdapi/v1: generation ---------------------------------------------------------------------
+
+
+class ControlNetScript(Request):
+    args: list[dict[str, Any]] | None = Field(
+        None, description="sd-webui-controlnet API units: {enabled, module, model, weight, image, …}."
+    )
+
+
+class AlwaysonScripts(Request):
+    controlnet: ControlNetScript | None = None
+    save_dir: str | None = Field(None, description="PAI-EAS: a folder of your working directory for the outputs.")
+    sd_model_checkpoint: str | None = Field(None, description="PAI-EAS: the checkpoint (as override_settings).")
+    sd_vae: str | None = None
+
+
+class OverrideSettings(Request):
+    sd_model_checkpoint: str | None = Field(None, description="A checkpoint title, name or hash from sd-models.")
+    sd_vae: str | None = None
+    CLIP_stop_at_last_layers: int | None = Field(None, ge=1, le=12)
+    face_restoration_model: Literal["CodeFormer", "GFPGAN"] | None = None
+    code_former_weight: float | None = Field(None, ge=0.0, le=1.0)
+
+
+class _ProcessingAPI(Request):
+    """The fields txt2img and img2img share (`StableDiffusionProcessing`)."""
+
+    prompt: Prompt = ""
+    negative_prompt: Prompt = ""
+    styles: Ignored = None
+    seed: Seed = -1
+    subseed: Seed = -1
+    seed_resize_from_h: Ignored = None
+    seed_resize_from_w: Ignored = None
+    sampler_name: ShortText = Field(None, description="A name or alias from /sdapi/v1/samplers.")
+    sampler_index: ShortText = "Euler"
+    scheduler: ShortText = Field(None, description="A name or label from /sdapi/v1/schedulers.")
+    batch_size: int | None = _int(1, 1, lim="max_batch_size")
+    n_iter: int | None = _int(1, 1, lim="max_n_iter")
+    steps: int | None = _int(50, 1, lim="max_steps")
+    cfg_scale: float | None = _float(7.0, 0.0, 30.0)
+    width: Size = 512
+    height: Size = 512
+    restore_faces: Flag = None
+    tiling: Flag = None
+    do_not_save_samples: Ignored = None
+    do_not_save_grid: Ignored = None
+    eta: Ignored = None
+    denoising_strength: float | None = _float(0.75, 0.0, 1.0)
+    override_settings: OverrideSettings | None = None
+    override_settings_restore_afterwards: Ignored = None
+    refiner_checkpoint: Ignored = None
+    refiner_switch_at: Ignored = None
+    disable_extra_networks: Ignored = None
+    comments: Ignored = None
+    script_name: Ignored = None
+    script_args: Ignored = None
+    send_images: Any = Field(True, description="Only `false` leaves the images out of the response.")
+    save_images: Ignored = None
+    alwayson_scripts: AlwaysonScripts | None = None
+    infotext: Ignored = None
+
+
+class StableDiffusionTxt2ImgProcessingAPI(_ProcessingAPI):
+    subseed_strength: float | None = _float(0.0, 0.0, 1.0, "Variation strength.")
+    enable_hr: Flag = False
+    firstphase_width: Ignored = None
+    firstphase_height: Ignored = None
+    hr_scale: float | None = _float(2.0, 1.0, 8.0)
+    hr_upscaler: str | None = Field(None, max_length=100, description="A latent mode or an upscaler name.")
+    hr_second_pass_steps: int | None = _int(0, 0, lim="max_steps", doc="0: as many as steps.")
+    hr_resize_x: int | None = _int(0, 0, lim="max_size", doc="0: width × hr_scale.")
+    hr_resize_y: int | None = _int(0, 0, lim="max_size", doc="0: height × hr_scale.")
+    hr_checkpoint_name: Ignored = None
+    hr_sampler_name: Ignored = None
+    hr_scheduler: Ignored = None
+    hr_prompt: Ignored = None
+    hr_negative_prompt: Ignored = None
+    force_task_id: Ignored = None
+
+
+class StableDiffusionImg2ImgProcessingAPI(_ProcessingAPI):
+    subseed_strength: Ignored = None  # variation seeds apply to txt2img only (`info` says so)
+    init_images: list[Base64Image] | None = Field(
+        None, description="Required (at least one image); one per image of the batch, or one for all."
+    )
+    resize_mode: int | None = _int(0, 0, 3, doc="0 just resize, 1 crop and resize, 2 resize and fill, 3 latent.")
+    image_cfg_scale: Ignored = None
+    mask: Base64Image | None = None
+    mask_blur: int | None = _int(4, 0, 64)
+    mask_blur_x: int | None = _int(4, 0, 64)
+    mask_blur_y: int | None = _int(4, 0, 64)
+    mask_round: Flag = True
+    inpainting_fill: int | None = _int(0, 0, 3, doc="0 fill, 1 original, 2 latent noise, 3 latent nothing.")
+    inpaint_full_res: Flag = True
+    inpaint_full_res_padding: int | None = _int(0, 0, 1024)
+    inpainting_mask_invert: int | None = _int(0, 0, 1)
+    initial_noise_multiplier: Ignored = None
+    latent_mask: Ignored = None
+    include_init_images: Any = Field(False, description="Truthy: `parameters` echoes init_images and mask.")
+    force_task_id: Ignored = None
+
+
+class TextToImageResponse(Response):
+    images: list[str] | None = Field(description="Base64 PNGs (no data: prefix), each with its infotext.")
+    parameters: dict[str, Any] = Field(description="The request as understood.")
+    info: str = Field(description="A JSON string: seeds, infotexts, job id, and notes.")
+
+
+class ImageToImageResponse(TextToImageResponse):
+    pass
+
+
+# --- /sdapi/v1: extras, png-info --------------------------------------------------------------
+
+
+class ExtrasBaseRequest(Request):
+    resize_mode: int | None = _int(0, 0, 1, doc="0: scale by upscaling_resize, 1: to upscaling_resize_w × _h.")
+    show_extras_results: Flag = True
+    gfpgan_visibility: float | None = _float(0.0, 0.0, 1.0)
+    codeformer_visibility: float | None = _float(0.0, 0.0, 1.0)
+    codeformer_weight: float | None = _float(0.0, 0.0, 1.0)
+    upscaling_resize: float | None = _float(2.0, 1.0, 8.0)
+    upscaling_resize_w: int | None = _int(512, 1, 1_000_000)
+    upscaling_resize_h: int | None = _int(512, 1, 1_000_000)
+    upscaling_crop: Flag = True
+    upscaler_1: str | None = Field("None", max_length=200)
+    upscaler_2: str | None = Field("None", max_length=200)
+    extras_upscaler_2_visibility: float | None = _float(0.0, 0.0, 1.0)
+    upscale_first: Flag = False
+
+
+class ExtrasSingleImageRequest(ExtrasBaseRequest):
+    image: Base64Image = Field(description="The image to process.")
+
+
+class FileData(Request):
+    data: Base64Image
+    name: str | None = None
+
+
+class ExtrasBatchImagesRequest(ExtrasBaseRequest):
+    imageList: list[FileData] = Field(min_length=1)
+
+
+class ExtrasSingleImageResponse(Response):
+    html_info: str
+    image: str = Field(description="A base64 PNG; empty when the job was interrupted.")
+
+
+class ExtrasBatchImagesResponse(Response):
+    html_info: str
+    images: list[str]
+
+
+class PNGInfoRequest(Request):
+    image: Base64Image = Field(min_length=1)
+
+
+class PNGInfoResponse(Response):
+    info: str
+    items: dict[str, Any]
+    parameters: dict[str, Any]
+
+
+# --- /sdapi/v1: state and lists ----------------------------------------------------------------
+
+
+class ProgressState(Response):
+    skipped: bool
+    interrupted: bool
+    stopping_generation: bool
+    job: str
+    job_count: int
+    job_timestamp: str
+    job_no: int
+    sampling_step: int
+    sampling_steps: int
+
+
+class ProgressResponse(Response):
+    progress: float = Field(ge=0, le=1)
+    eta_relative: float
+    state: ProgressState
+    current_image: str | None
+    textinfo: str | None
+
+
+class Options(Request):
+    """The member's own options (A1111's option keys); unknown keys are ignored on a write."""
+
+    sd_model_checkpoint: str | None = Field(None, description="A checkpoint title, name or hash from sd-models.")
+    sd_vae: str | None = Field(None, description="A VAE from sd-vae, or Automatic / None.")
+    CLIP_stop_at_last_layers: int | None = Field(None, ge=1, le=12)
+    samples_format: str | None = Field(None, max_length=10)
+    eta_noise_seed_delta: int | None = Field(None, ge=0, le=MAX_SEED)
+    sd_checkpoint_hash: Ignored = None  # read-only: follows sd_model_checkpoint
+    face_restoration_model: Literal["CodeFormer", "GFPGAN"] | None = None
+    code_former_weight: float | None = Field(None, ge=0.0, le=1.0)
+
+
+class SamplerItem(Response):
+    name: str
+    aliases: list[str]
+    options: dict[str, str]
+
+
+class SchedulerItem(Response):
+    name: str
+    label: str
+    aliases: list[str] | None
+    default_rho: float
+    need_inner_model: bool | None
+
+
+class UpscalerItem(Response):
+    name: str
+    model_name: str | None
+    model_path: str | None
+    model_url: str | None
+    scale: float | None
+
+
+class LatentUpscalerModeItem(Response):
+    name: str
+
+
+class SDModelItem(Response):
+    title: str
+    model_name: str
+    hash: str | None
+    sha256: str | None
+    filename: str = Field(description="`<scope>/<file>`: user, tenant or public; never a server path.")
+    config: str | None
+
+
+class SDVaeItem(Response):
+    model_name: str
+    filename: str
+
+
+class LoraItem(Response):
+    name: str
+    alias: str
+    path: str
+    metadata: dict[str, Any]
+
+
+class HypernetworkItem(Response):
+    name: str
+    path: str | None
+
+
+class EmbeddingItem(Response):
+    step: int | None
+    sd_checkpoint: str | None
+    sd_checkpoint_name: str | None
+    shape: int | None
+    vectors: int | None
+
+
+class EmbeddingsResponse(Response):
+    loaded: dict[str, EmbeddingItem]
+    skipped: dict[str, EmbeddingItem]
+
+
+class FaceRestorerItem(Response):
+    name: str
+    cmd_dir: str | None
+
+
+class RealesrganItem(Response):
+    name: str
+    path: str | None
+    scale: int | None
+
+
+class PromptStyleItem(Response):
+    name: str
+    prompt: str | None
+    negative_prompt: str | None
+
+
+class ScriptArg(Response):
+    label: str | None = None
+    value: Any = None
+    minimum: Any = None
+    maximum: Any = None
+    step: Any = None
+    choices: list[str] | None = None
+
+
+class ScriptInfo(Response):
+    name: str | None
+    is_alwayson: bool | None
+    is_img2img: bool | None
+    args: list[ScriptArg]
+
+
+class ExtensionItem(Response):
+    name: str
+    remote: str
+    branch: str
+    commit_hash: str
+    version: str
+    commit_date: int | str
+    enabled: bool
+
+
+class ScriptsList(Response):
+    txt2img: list[str]
+    img2img: list[str]
+
+
+class Flags(Response):
+    """The harmless subset of A1111's command-line flags (A1111 leaks every one, secrets included)."""
+
+
+class MemoryResponse(Response):
+    ram: dict[str, Any]
+    cuda: dict[str, Any]
+
+
+class Empty(Response):
+    """`{}`."""
+
+
+# --- /controlnet --------------------------------------------------------------------------------
+
+
+class ControlNetModelList(Response):
+    model_list: list[str]
+
+
+class ControlNetModuleList(Response):
+    module_list: list[str]
+    module_detail: dict[str, Any] | None = None
+
+
+class ControlNetVersion(Response):
+    version: int
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+class HTTPError(Response):
+    """`/sdapi/v1` and `/controlnet` errors, in A1111's shape; `detail` says what to fix."""
+
+    error: str = Field(description="The kind of error, e.g. RequestValidationError, NotFound.")
+    detail: str
+    body: str = Field(description="The request field at fault, when one is.")
+    errors: str
+
+
+class NativeError(Response):
+    """`/api/v1` errors: `error` says what to fix; `field` names the request field at fault."""
+
+    error: str
+    field: str | None = None
+
+
+# --- /api/v1 ----------------------------------------------------------------------------------
+
+
+class NativeTxt2ImgJob(StableDiffusionTxt2ImgProcessingAPI):
+    """A txt2img job: A1111's txt2img fields."""
+
+    kind: Literal["txt2img"] | None = "txt2img"
+
+
+class NativeImg2ImgJob(StableDiffusionImg2ImgProcessingAPI):
+    """An img2img job: A1111's img2img fields (images as base64 or data URIs; no URLs here)."""
+
+    kind: Literal["img2img"]
+
+
+class NativeExtrasJob(ExtrasBaseRequest):
+    """An Extras job (upscale, restore faces): `image`, or `imageList` for several."""
+
+    kind: Literal["extras"]
+    image: Base64Image | None = None
+    imageList: list[FileData] | None = None
+
+
+class JobCreated(Response):
+    id: str
+    status: str
+
+
+class Job(Response):
+    type: Literal["job"]
+    id: str
+    kind: str
+    status: Literal["queued", "dispatched", "running", "succeeded", "failed", "cancelled"]
+    progress: float
+    step: int
+    total_steps: int
+    error: str | None
+    images: list[str] = Field(description="URLs of the images (/api/v1/jobs/<id>/images/<n>).")
+    censored: list[int]
+    attempts: int
+    checkpoint: str
+    seeds: list[int]
+    infotexts: list[str]
+    params: dict[str, Any]
+    control_maps: list[str]
+    preview: str | None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    gpu_seconds: float
+    worker: str | None = Field(None, description="Operators only.")
+    batch_id: str | None = Field(None, description="Operators only.")
+    texts: list[str] | None = Field(None, description="Prompt expansions (kind promptgen) only: the prompts, in order.")
+
+
+class PromptgenJob(Job):
+    """The expansion's job; `poll` while it is not finished (201 without waiting, 202 past the wait)."""
+
+    poll: str | None = Field(None, description="Where to poll the job: /api/v1/jobs/<id>.")
+
+
+class PromptgenModelEntry(Response):
+    name: str
+    title: str
+    hash: str
+    sha256: str
+    scope: Literal["user", "tenant", "public"]
+    model_type: str
+
+
+class PromptgenModelList(Response):
+    models: list[PromptgenModelEntry]
+
+
+class PromptgenRequest(Request):
+    """Expand a short prompt with a prompt-generation model (PAI's BeautifulPrompt); `a1111/promptgen.py`."""
+
+    prompt: str = Field(min_length=1, max_length=pg.MAX_PROMPT_CHARS, description="The short prompt, e.g. 'a cat'.")
+    model: str = Field(min_length=1, max_length=pg.MAX_MODEL_NAME_CHARS,
+                       description="A name, title or hash from GET /api/v1/promptgen/models.")
+    temperature: float | None = _float(1.0, pg.MIN_TEMPERATURE, pg.MAX_TEMPERATURE)
+    top_k: int | None = _int(12, pg.MIN_TOP_K, pg.MAX_TOP_K, doc="0: off.")
+    top_p: float | None = _float(1.0, pg.MIN_TOP_P, pg.MAX_TOP_P, doc="1: off.")
+    repetition_penalty: float | None = _float(1.0, pg.MIN_REPETITION_PENALTY, pg.MAX_REPETITION_PENALTY, doc="1: off.")
+    max_length: int | None = _int(150, pg.MIN_MAX_LENGTH, pg.MAX_MAX_LENGTH, doc="New tokens per prompt.")
+    num_results: int | None = _int(4, pg.MIN_RESULTS, pg.MAX_RESULTS, doc="Prompts to generate.")
+    seed: int | None = Field(-1, ge=-1, le=pg.MAX_SEED, description="-1: a random seed, drawn at submit and kept.")
+    wait: bool | None = Field(True, description="Wait for the texts (up to ATELIER_PROMPTGEN_WAIT_SECONDS).")
+
+
+class JobList(Response):
+    jobs: list[Job]
+
+
+class ModelEntry(Response):
+    title: str
+    model_name: str
+    hash: str | None
+    sha256: str | None
+    scope: Literal["user", "tenant", "public"]
+
+
+class ModelList(Response):
+    models: list[ModelEntry]
+
+
+class UsageRecord(Response):
+    job: str
+    kind: str
+    gpu_seconds: float
+    images: int
+    texts: int = Field(description="Prompts a prompt expansion generated.")
+    status: str
+    created_at: str
+
+
+class Usage(Response):
+    gpu_seconds: float
+    images: int
+    texts: int
+    records: list[UsageRecord]
+
+
+class WorkerItem(Response):
+    name: str
+    state: str
+    host: str
+    pid: int | None
+    device: str
+    last_heartbeat: str
+    loaded_models: list[Any]
+    cached_models: list[Any]
+    jobs_done: int
+
+
+class WorkerList(Response):
+    workers: list[WorkerItem]

@@ -338,6 +338,7 @@ ATELIER_EVENTS_URL = env.str("ATELIER_EVENTS_URL", default="")
 # --- models and working directories -------------------------------------------------
 ATELIER_MODEL_KINDS = (
     "Stable-diffusion", "Lora", "VAE", "embeddings", "hypernetworks", "ControlNet", "ESRGAN", "GFPGAN", "Codeformer",
+    "promptgen",
 )
 _PUBLIC_MODELS = DATA_DIR / "public" / "models"
 # The equivalent of PAI's --ckpt-dir, --lora-dir, --vae-dir, --embeddings-dir, --hypernetwork-dir.
@@ -354,7 +355,13 @@ ATELIER_PUBLIC_MODEL_DIRS: dict[str, Path] = {
     # RetinaFace detector (detection_Resnet50_Final.pth) in either folder, as A1111 keeps them
     "GFPGAN": Path(env.str("ATELIER_GFPGAN_DIR", default=str(_PUBLIC_MODELS / "GFPGAN"))),
     "Codeformer": Path(env.str("ATELIER_CODEFORMER_DIR", default=str(_PUBLIC_MODELS / "Codeformer"))),
+    # Prompt-generation models (BeautifulPrompt, promptgen): causal language models, one folder each
+    # in the transformers layout (config.json, tokenizer files, model.safetensors)
+    "promptgen": Path(env.str("ATELIER_PROMPTGEN_DIR", default=str(_PUBLIC_MODELS / "promptgen"))),
 }
+# Pickled weights (a promptgen folder's pytorch_model.bin) can run code when read: refused unless
+# the operator allows them, and then read with torch's weights-only unpickler.
+ATELIER_ALLOW_PICKLED_MODELS = env.bool("ATELIER_ALLOW_PICKLED_MODELS", default=False)
 ATELIER_MODEL_CACHE_DIR = DATA_DIR / "cache"
 # PAI's --enable-nsfw-censor: workers run a safety checker (a StableDiffusionSafetyChecker folder
 # here) over every image and blur what it flags; with it on and no model there, jobs fail saying so.
@@ -370,6 +377,9 @@ ATELIER_MAX_BATCH_SIZE = env.int("ATELIER_MAX_BATCH_SIZE", default=8)
 ATELIER_MAX_N_ITER = env.int("ATELIER_MAX_N_ITER", default=16)
 ATELIER_MAX_PROMPT_CHARS = env.int("ATELIER_MAX_PROMPT_CHARS", default=10_000)
 ATELIER_MAX_PROMPT_CHUNKS = env.int("ATELIER_MAX_PROMPT_CHUNKS", default=16)  # 75-token chunks (BREAK starts one)
+# Prompt expansion: how long `POST /api/v1/promptgen` with "wait": true waits for the texts
+# before answering with the job to poll instead.
+ATELIER_PROMPTGEN_WAIT_SECONDS = env.float("ATELIER_PROMPTGEN_WAIT_SECONDS", default=60.0)
 ATELIER_MAX_UPLOAD_BYTES = env.int("ATELIER_MAX_UPLOAD_BYTES", default=10 * 1024 * 1024)  # one input image
 ATELIER_MAX_INPUT_PIXELS = env.int("ATELIER_MAX_INPUT_PIXELS", default=4096 * 4096)  # one input image
 # A whole JSON request body (base64 images included); bigger images go by URL, as PAI advises.
@@ -433,6 +443,20 @@ ATELIER_WORKSPACE_SPARES = env.int("ATELIER_WORKSPACE_SPARES", default=1)
 ATELIER_WORKSPACE_START_TIMEOUT_SECONDS = env.float("ATELIER_WORKSPACE_START_TIMEOUT_SECONDS", default=60.0)
 # How long the proxy trusts a session cookie it has checked (a logout takes effect within this).
 ATELIER_WORKSPACE_AUTH_CACHE_SECONDS = env.float("ATELIER_WORKSPACE_AUTH_CACHE_SECONDS", default=2.0)
+
+
+def _hidden_tabs(raw: str) -> tuple[str, ...]:
+    from frontend.workspace.tab_ids import UnknownTab, parse_hidden_tabs  # pure: no Django, no Gradio
+
+    try:
+        return parse_hidden_tabs(raw)
+    except UnknownTab as exc:
+        raise ImproperlyConfigured(f"ATELIER_HIDDEN_TABS={raw!r}: {exc}") from None
+
+
+# Workspace tabs hidden for every member (PAI's --always-hide-tabs), comma-separated tab ids
+# (`frontend/workspace/tab_ids.py`); a tenant hides more with `Tenant.hidden_workspace_tabs`.
+ATELIER_HIDDEN_TABS = _hidden_tabs(env.str("ATELIER_HIDDEN_TABS", default=""))
 
 LOGGING = {
     "version": 1,

@@ -8,10 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 
 from frontend.preferences import Extension, ExtensionChoice, Language, WorkspacePreferences
+from frontend.workspace.tab_ids import HIDEABLE_TABS
 from inference.models import Job
+from tenants.models import Tenant
 
 # What the workspace opens with when the member saved nothing (A1111's UI defaults, not its API's).
 GENERATION_DEFAULTS: dict[str, Any] = {
@@ -46,6 +49,17 @@ def generation_defaults_for_user(user: AbstractUser) -> dict[str, Any]:
     return {**GENERATION_DEFAULTS, **{k: v for k, v in stored.items() if k in GENERATION_DEFAULTS}}
 
 
+def hidden_tabs_for_user(user: AbstractUser) -> frozenset[str]:
+    """The workspace tabs this member does not get: the platform's `ATELIER_HIDDEN_TABS` and
+    their tenant's `hidden_workspace_tabs`. Read on every call (a workspace checks it before each
+    of a tab's functions runs), so an operator's change applies to workspaces already running."""
+    hidden = set(settings.ATELIER_HIDDEN_TABS)
+    stored = Tenant.objects.filter(memberships__user=user).values_list("hidden_workspace_tabs", flat=True).first()
+    if isinstance(stored, list):
+        hidden.update(tab for tab in stored if tab in HIDEABLE_TABS)  # an id a later version dropped: ignored
+    return frozenset(hidden)
+
+
 @dataclass(frozen=True)
 class ExtensionState:
     name: str
@@ -73,6 +87,13 @@ def extensions_for_user(user: AbstractUser) -> list[ExtensionState]:
 
 def extension_enabled_for_user(user: AbstractUser, name: str) -> bool:
     return any(e.name == name and e.enabled and e.available for e in extensions_for_user(user))
+
+
+def promptgen_history_for_user(user: AbstractUser, limit: int = 20) -> list[Job]:
+    """The member's own finished prompt expansions with results, newest first (never a teammate's:
+    a tenant admin's history is their own too)."""
+    jobs = Job.objects.filter(owner=user, kind=Job.Kind.PROMPTGEN, status=Job.Status.SUCCEEDED)
+    return list(jobs.order_by("-created_at").only("public_id", "params", "texts", "created_at", "kind")[:limit])
 
 
 @dataclass(frozen=True)

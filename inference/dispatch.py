@@ -120,6 +120,10 @@ def _pending(job: Job) -> PendingJob:
         # upscaler pass (what the job really costs is charged when it finishes).
         sizes = job.params.get("sizes") or [[512, 512]]
         images, steps, pixels = len(sizes), 1, max(width * height for width, height in sizes)
+    elif job.kind == Job.Kind.PROMPTGEN:
+        # One batch row per job (the runtime samples its results side by side), one step per new
+        # token; a token step of a small language model costs about what a 64×64 UNet step does.
+        images, steps, pixels = 1, max(job.total_steps, 1), 64 * 64
     else:
         images, steps = len(job.seeds), job.params.get("steps", 20)
         pixels = job.params.get("width", 512) * job.params.get("height", 512)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from django.conf import settings
 
 from a1111.generation import Limits
+from a1111.promptgen import MAX_PROMPT_CHARS, PromptgenLimits
 
 
 def generation_limits() -> Limits:
@@ -21,3 +22,9 @@ def generation_limits() -> Limits:
         max_prompt_chars=settings.ATELIER_MAX_PROMPT_CHARS,
         max_prompt_chunks=settings.ATELIER_MAX_PROMPT_CHUNKS,
     )
+
+
+def promptgen_limits() -> PromptgenLimits:
+    """Prompt expansion's limits: its own bounds (`a1111/promptgen.py`), stated as they are in
+    `/openapi.json`; a short prompt to expand is far below generation's prompt limit."""
+    return PromptgenLimits(max_prompt_chars=MAX_PROMPT_CHARS)

@@ -259,3 +259,142 @@ def face_restorer_resolve_for_user(
         "or send restore_faces: false",
         field="restore_faces",
     )
+
+
+# --- prompt-generation models (BeautifulPrompt / promptgen) -----------------------------------
+
+PROMPTGEN_KIND = "promptgen"
+PROMPTGEN_FIELD = "model"
+SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")  # one file, or a sharded index
+PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+@dataclass(frozen=True)
+class PromptgenModelEntry:
+    """A causal language model folder (transformers layout) in a promptgen models folder.
+
+    `name` is the folder's path relative to its models folder (e.g. "pai-bloom-1b1-text2prompt-sd"),
+    `path` the folder, `weights` the file its identity is hashed from (`model.safetensors`, a
+    sharded model's index, or a pickled `pytorch_model.bin`), `problem` why it cannot run ("" if it can).
+    """
+
+    name: str
+    path: Path
+    weights: Path
+    sha256: str
+    scope: str
+    model_type: str = ""
+    pickled: bool = False
+    problem: str = ""
+
+    kind = PROMPTGEN_KIND
+
+    @property
+    def model_name(self) -> str:
+        return self.name
+
+    @property
+    def hash10(self) -> str:
+        return self.sha256[:10]
+
+    @property
+    def title(self) -> str:
+        return f"{self.name} [{self.hash10}]"
+
+    def matches(self, ident: str) -> bool:
+        ident = ident.strip()
+        return ident in (self.title, self.name, self.name.rsplit("/", 1)[-1], self.hash10, self.sha256)
+
+
+def _promptgen_entry(folder: Path, base: Path, scope: str) -> PromptgenModelEntry | None:
+    """The entry of one model folder (one holding config.json), or None when it holds no weights."""
+    import json
+
+    from django.conf import settings
+
+    from a1111.promptgen import causal_lm_problem
+
+    root = base.resolve()
+    weights = next((folder / name for name in SAFE_WEIGHTS if (folder / name).is_file()), None)
+    pickled = weights is None
+    if weights is None:
+        weights = next((folder / name for name in PICKLED_WEIGHTS if (folder / name).is_file()), None)
+    if weights is None or not weights.resolve().is_relative_to(root):
+        return None
+    problem = ""
+    model_type = ""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        config = None
+        problem = f"its config.json cannot be read ({type(exc).__name__})"
+    if config is not None:
+        problem = causal_lm_problem(config)
+        model_type = str(config.get("model_type", "")) if isinstance(config, dict) else ""
+    if not problem and pickled and not settings.ATELIER_ALLOW_PICKLED_MODELS:
+        problem = (
+            f"it holds pickled weights ({weights.name}), which can run code when read, and this platform "
+            "does not allow them (ATELIER_ALLOW_PICKLED_MODELS): convert them to model.safetensors"
+        )
+    name = folder.relative_to(base).as_posix()
+    return PromptgenModelEntry(
+        name=name, path=folder.resolve(), weights=weights.resolve(), sha256=cached_sha256(weights.resolve()),
+        scope=scope, model_type=model_type, pickled=pickled, problem=problem,
+    )
+
+
+def _scan_promptgen(folder: Path, scope: str) -> list[PromptgenModelEntry]:
+    if not folder.is_dir():
+        return []
+    root = folder.resolve()
+    entries = []
+    for config in sorted(folder.rglob("config.json")):
+        model_folder = config.parent
+        if not model_folder.resolve().is_relative_to(root) or model_folder.resolve() == root:
+            continue  # a symlink out of the folder, or weights dropped in the folder itself
+        entry = _promptgen_entry(model_folder, folder, scope)
+        if entry is not None:
+            entries.append(entry)
+    return entries
+
+
+def promptgen_entries_for_user(user: AbstractUser) -> list[PromptgenModelEntry]:
+    """Every promptgen model folder the user may see (own, team, public), usable or not."""
+    tenant = tenant_for_user(user)
+    folders: list[tuple[Path, str]] = [(user_model_dir(user.get_username(), PROMPTGEN_KIND), "user")]
+    if tenant is not None:
+        folders.append((tenant_model_dir(tenant.slug, PROMPTGEN_KIND), "tenant"))
+    folders.append((public_model_dir(PROMPTGEN_KIND), "public"))
+    entries: list[PromptgenModelEntry] = []
+    for folder, scope in folders:
+        entries.extend(_scan_promptgen(folder, scope))
+    return entries
+
+
+def promptgen_models_for_user(user: AbstractUser) -> list[PromptgenModelEntry]:
+    """The prompt-generation models the user may run: own first, then the team's, then public."""
+    return [entry for entry in promptgen_entries_for_user(user) if not entry.problem]
+
+
+def promptgen_resolve_for_user(user: AbstractUser, ident: str) -> PromptgenModelEntry:
+    """A promptgen model by name, title or hash; `ModelNotFound` (field `model`) for one the user may
+    not use, `InvalidField` for one that is there but cannot run (not a causal LM, pickled weights)."""
+    from a1111.errors import InvalidField
+
+    entries = promptgen_entries_for_user(user)
+    for entry in entries:
+        if entry.matches(ident):
+            if entry.problem:
+                raise InvalidField(f"prompt-generation model {entry.name!r} cannot be used: {entry.problem}", field=PROMPTGEN_FIELD)
+            return entry
+    if not entries:
+        raise ModelNotFound(
+            "no prompt-generation model is installed: put a causal language model folder (config.json, tokenizer "
+            "files, model.safetensors; e.g. pai-bloom-1b1-text2prompt-sd) in your models/promptgen folder, or ask "
+            "an operator to put one in the public one",
+            field=PROMPTGEN_FIELD,
+        )
+    raise ModelNotFound(
+        f"unknown prompt-generation model {ident!r}; GET /api/v1/promptgen/models lists the ones you may use",
+        field=PROMPTGEN_FIELD,
+    )

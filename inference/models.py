@@ -64,6 +64,7 @@ class Job(models.Model):
         TXT2IMG = "txt2img"
         IMG2IMG = "img2img"
         EXTRAS = "extras", "Extras (upscale, restore faces; no checkpoint)"
+        PROMPTGEN = "promptgen", "Prompt expansion (BeautifulPrompt; a causal language model, no checkpoint)"
 
     ACTIVE = (Status.QUEUED, Status.DISPATCHED, Status.RUNNING)
     FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
@@ -112,6 +113,9 @@ class Job(models.Model):
     )
     control_maps = models.JSONField(
         default=list, blank=True, help_text="Storage keys of the ControlNet detect maps (preprocessed control images)."
+    )
+    texts = models.JSONField(
+        default=list, blank=True, help_text="Promptgen jobs: the expanded prompts, in the order generated."
     )
     gpu_seconds = models.FloatField(default=0.0)
 

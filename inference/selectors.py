@@ -7,6 +7,8 @@ from typing import Any
 from django.contrib.auth.models import AbstractUser
 from django.db.models import QuerySet
 
+from inference.model_registry import PromptgenModelEntry
+from inference.model_registry import promptgen_models_for_user as _promptgen_models_for_user
 from inference.models import Job, UserOptions, Worker
 from tenants.models import Membership
 
@@ -34,10 +36,24 @@ def job_member_params(job: Job) -> dict[str, Any]:
     from inference.jobspec import member_params_from_json
 
     params = job.params if isinstance(job.params, dict) else {}
+    if job.kind == Job.Kind.PROMPTGEN:
+        from a1111.promptgen import PromptgenRequest
+
+        shown = {name: params[name] for name in PromptgenRequest.__dataclass_fields__ if name in params}
+        resolved = params.get("resolved_model")
+        if isinstance(resolved, dict) and "title" in resolved:
+            shown["model_title"] = resolved["title"]  # the title only: no key, no path
+        return shown
     if job.kind == Job.Kind.EXTRAS:
         shown = [name for name in ExtrasRequest.__dataclass_fields__ if name != "resolved_models"]
         return {name: params[name] for name in shown if name in params}
     return member_params_from_json(params)
+
+
+def promptgen_models_for_user(user: AbstractUser) -> list[PromptgenModelEntry]:
+    """The prompt-generation models the member may run (`.name`, `.title`, `.scope`, `.sha256`):
+    their own first, then their team's, then the public ones; folders that cannot run are left out."""
+    return _promptgen_models_for_user(user)
 
 
 def jobs_active_for_owner(user: AbstractUser) -> list[Job]:

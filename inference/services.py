@@ -34,6 +34,7 @@ from a1111.generation import (
     batch_key,
     parse_face_restoration,
 )
+from a1111.promptgen import PROMPTGEN_KIND, PromptgenRequest
 from inference.inputs.images import ExtrasInputs, InputImages
 from inference.jobspec import ModelRef, request_to_spec
 from inference.model_registry import (
@@ -44,12 +45,13 @@ from inference.model_registry import (
     face_detector_for_user,
     face_restorer_resolve_for_user,
     model_list_for_user,
+    promptgen_resolve_for_user,
     upscaler_resolve_for_user,
     vae_resolve_for_user,
 )
 from inference.models import Job, new_job_id
 from a1111.prompts import ExtraNetwork, PromptError, find_embeddings, parse_prompt
-from inference.scheduler.keys import model_key, network_key
+from inference.scheduler.keys import model_key, network_key, promptgen_batch_key, promptgen_model_key
 from inference.storage import UnsafeOutputPath, member_file_save, model_file_key
 from a1111.errors import Forbidden, TooMany
 from tenants.selectors import tenant_for_user
@@ -188,6 +190,43 @@ def extras_submit(*, user: AbstractUser, request: ExtrasRequest, inputs: ExtrasI
         public_id=public_id, owner=user, tenant=tenant, kind=EXTRAS_KIND, params=request.to_json(),
         checkpoint_title="", checkpoint_path="", checkpoint_sha256="", model_key="", network_key="",
         batch_key=f"extras:{public_id}", total_steps=len(keys),  # one step per image
+    )
+    transaction.on_commit(dispatch_pending_safely)
+    return job
+
+
+def promptgen_submit(*, user: AbstractUser, request: PromptgenRequest, priority: int = 0) -> Job:
+    """Queue one prompt expansion (BeautifulPrompt) on the workers: `request.num_results` prompts.
+
+    The model is resolved among the member's own, team and public promptgen folders
+    (`ModelNotFound` naming `model` for one they may not use, `InvalidField` for one that is not
+    a causal language model or holds pickled weights the platform refuses); the job stores its
+    storage key and the weights' sha256, never this machine's path. A seed of -1 is drawn here, so
+    the job records the seed it ran with. Its model key is the language model's (affinity to a
+    worker holding it) and its batch key is the model's alone: the runtime samples each row with
+    its own settings and seed, so any expansions on one model share a batch, from any member.
+    """
+    from inference.dispatch import dispatch_pending_safely
+
+    tenant = tenant_for_user(user)
+    if tenant is None:
+        raise NotAMember(f"{user.get_username()} is not a member of any tenant, so cannot expand prompts")
+    _check_queue_room(user)
+    entry = promptgen_resolve_for_user(user, request.model)
+    request = request.with_seed()
+    params = {
+        **request.to_dict(),
+        "resolved_model": {
+            "name": entry.name, "title": entry.title, "key": model_file_key(entry.path), "sha256": entry.sha256,
+            "model_type": entry.model_type, "pickled": entry.pickled,
+        },
+    }
+    job = Job.objects.create(
+        owner=user, tenant=tenant, kind=PROMPTGEN_KIND, params=params,
+        checkpoint_title="", checkpoint_path="", checkpoint_sha256="",
+        model_key=promptgen_model_key(entry.sha256), network_key="",
+        batch_key=promptgen_batch_key(entry.sha256),
+        total_steps=request.max_length, seeds=[request.seed], priority=priority,
     )
     transaction.on_commit(dispatch_pending_safely)
     return job

@@ -19,6 +19,7 @@ import logging
 import os
 import socket
 
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -77,13 +78,16 @@ def job_progress(*, job: Job, attempt: int, step: int, preview: str | None = Non
 
 
 def _finish(job: Job, attempt: int, status: str, **fields) -> bool:
+    """running → `status`, and the job's usage record, in one transaction (never one without the other)."""
     now = timezone.now()
-    updated = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, attempts=attempt).update(
-        status=status, finished_at=now, preview="", **fields  # the live preview is over
-    )
+    with transaction.atomic():
+        updated = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, attempts=attempt).update(
+            status=status, finished_at=now, preview="", **fields  # the live preview is over
+        )
+        if updated:
+            job.refresh_from_db()
+            usage_record(job=job)
     if updated:
-        job.refresh_from_db()
-        usage_record(job=job)
         job_event_publish(job)
         eas_job_finished_safely(job)  # an EAS queue item's result, if the job ran one
         if job.worker_id:
@@ -95,11 +99,13 @@ def job_succeed(
     *, job: Job, attempt: int, outputs: list[str], infotexts: list[str], gpu_seconds: float,
     censored: list[int] | None = None,
     control_maps: list[str] | None = None,
+    texts: list[str] | None = None,
 ) -> bool:
-    """`censored`: positions in `outputs` the NSFW censor flagged (and the worker blurred)."""
+    """`censored`: positions in `outputs` the NSFW censor flagged (and the worker blurred);
+    `texts`: a promptgen job's expanded prompts."""
     return _finish(
         job, attempt, Job.Status.SUCCEEDED, outputs=outputs, infotexts=infotexts, censored=censored or [],
-        control_maps=control_maps or [],
+        control_maps=control_maps or [], texts=texts or [],
         gpu_seconds=gpu_seconds, progress=1.0, step=job.total_steps,
     )
 

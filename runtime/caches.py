@@ -157,6 +157,10 @@ class LruCache(Generic[T]):
     def __contains__(self, key: object) -> bool:
         return key in self._items
 
+    def keys(self) -> list[Hashable]:
+        """The keys held, least recently used first."""
+        return list(self._items)
+
 
 class VaeCache:
     """Standalone VAE files loaded for a checkpoint, least recently used first out (they are small)."""

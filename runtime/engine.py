@@ -40,6 +40,7 @@ from runtime.networks.hypernetwork import Hypernetwork, load_hypernetwork
 from runtime.img2img import PreparedImage, finish, prepare
 from runtime.noise import image_generators, upscale_latents, variation_noise
 from runtime.previews import latent_preview
+from runtime.promptgen import PromptgenRuntime
 from runtime.safety import SafetyChecker, censor_image
 from runtime.specs import (
     FaceRestorationSpec,
@@ -138,6 +139,8 @@ class WorkerRuntime:
         self._embeddings: LruCache[Embedding] = LruCache(64)
         self._face_nets: LruCache[FaceNet] = LruCache(2)
         self._face_detectors: LruCache[RetinaFace] = LruCache(1)
+        # prompt-generation language models (BeautifulPrompt), by weights hash
+        self.promptgen = PromptgenRuntime(device=self.device, dtype=self.dtype)
         self._last_networks: GenerationSpec | None = None  # the spec whose networks were applied last
 
     def describe_device(self) -> tuple[str, int | None]:

@@ -2,8 +2,8 @@
 
 Everything `WorkerRuntime` needs to run a batch arrives as one of these: `GenerationSpec`
 (txt2img; img2img and inpainting with `Img2ImgInputs`; the hires fix with `HiresSpec`; its
-LoRAs as `LoraSpec`s and "Restore faces" as `FaceRestorationSpec`) or `PostprocessSpec`
-(A1111's Extras on one image). Model files are named by path and identified by content hash,
+LoRAs as `LoraSpec`s and "Restore faces" as `FaceRestorationSpec`), `PostprocessSpec`
+(A1111's Extras on one image) or `PromptgenSpec` (prompt expansions on a language model). Model files are named by path and identified by content hash,
 so the runtime's caches can key on the hash. This module itself needs no torch (importing
 `a1111.controlnet` still loads it through that package's `__init__`).
 """
@@ -169,3 +169,27 @@ class PostprocessSpec:
     restore: tuple[RestoreStep, ...] = ()
     detector_path: str = ""
     detector_sha256: str = ""
+
+
+@dataclass(frozen=True)
+class ExpansionRequest:
+    """One prompt expansion (one job) in a promptgen batch: its own sampling settings and seed."""
+
+    prompt: str  # the model's input, already formatted (`a1111.promptgen.model_input`)
+    num_results: int = 4
+    max_new_tokens: int = 150
+    temperature: float = 1.0
+    top_k: int = 12  # 0: off
+    top_p: float = 1.0  # 1: off
+    repetition_penalty: float = 1.0  # 1: off
+    seed: int = 0  # result i samples with its own generator seeded `seed + i`
+
+
+@dataclass(frozen=True)
+class PromptgenSpec:
+    """A batch of expansions on one causal language model folder (`runtime/promptgen.py`)."""
+
+    model_path: str  # the transformers folder on this machine
+    model_sha256: str  # its weights' hash: the cache key
+    requests: tuple[ExpansionRequest, ...]
+    allow_pickled: bool = False  # may read pytorch_model.bin (weights-only unpickling)

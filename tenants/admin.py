@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
 from django.http import HttpRequest
 
+from frontend.workspace.tab_ids import HIDEABLE_TABS, hidden_tab_ids
 from tenants.models import ApiToken, Membership, Tenant, UsageRecord
 from tenants.services import token_create, token_revoke
 from tenants.workdirs import workdir_ensure
@@ -16,11 +18,32 @@ class MembershipInline(admin.TabularInline):
     autocomplete_fields = ["user"]
 
 
+class TenantForm(forms.ModelForm):
+    """The tenant, with its hidden workspace tabs as checkboxes (stored as a list of tab ids)."""
+
+    hidden_workspace_tabs = forms.MultipleChoiceField(
+        choices=[(tab, tab) for tab in HIDEABLE_TABS], required=False, widget=forms.CheckboxSelectMultiple,
+        help_text=Tenant._meta.get_field("hidden_workspace_tabs").help_text,
+    )
+
+    class Meta:
+        model = Tenant
+        fields = "__all__"
+
+    def clean_hidden_workspace_tabs(self) -> list[str]:
+        return list(hidden_tab_ids(self.cleaned_data.get("hidden_workspace_tabs") or []))
+
+
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
-    list_display = ["slug", "name", "share_weight", "member_count", "created_at"]
+    form = TenantForm
+    list_display = ["slug", "name", "share_weight", "hidden_tabs", "member_count", "created_at"]
     search_fields = ["slug", "name"]
     inlines = [MembershipInline]
+
+    @admin.display(description="hidden workspace tabs")
+    def hidden_tabs(self, tenant: Tenant) -> str:
+        return ", ".join(tenant.hidden_workspace_tabs or []) or "—"
 
     @admin.display(description="members")
     def member_count(self, tenant: Tenant) -> int:

@@ -9,8 +9,11 @@ from __future__ import annotations
 import secrets
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
+
+from frontend.workspace.tab_ids import UnknownTab, hidden_tab_ids
 
 # Usernames become folder names under DATA_DIR/users: keep them path-safe.
 username_validator = RegexValidator(
@@ -23,11 +26,26 @@ def new_public_id() -> str:
     return secrets.token_urlsafe(12)
 
 
+def validate_hidden_tabs(value: object) -> None:
+    """A list of workspace tab ids that may be hidden (`frontend/workspace/tab_ids.py`)."""
+    if not isinstance(value, list):
+        raise ValidationError("expected a list of workspace tab ids")
+    try:
+        hidden_tab_ids(value)
+    except UnknownTab as exc:
+        raise ValidationError(str(exc)) from None
+
+
 class Tenant(models.Model):
     slug = models.SlugField(max_length=64, unique=True)
     name = models.CharField(max_length=200)
     share_weight = models.FloatField(
         default=1.0, help_text="The tenant's weight in fair share (its plan's share of the GPUs)."
+    )
+    hidden_workspace_tabs = models.JSONField(
+        default=list, blank=True, validators=[validate_hidden_tabs],
+        help_text="Workspace tabs this tenant's members do not get (besides the platform's ATELIER_HIDDEN_TABS): "
+        "they are not built and their functions are refused.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -87,6 +105,7 @@ class UsageRecord(models.Model):
     tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="usage_records")
     gpu_seconds = models.FloatField()
     images = models.PositiveIntegerField()
+    texts = models.PositiveIntegerField(default=0, help_text="Prompts a promptgen job generated.")
     status = models.CharField(max_length=16)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 

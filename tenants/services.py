@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Iterable
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractUser
@@ -11,6 +12,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from frontend.workspace.tab_ids import UnknownTab, hidden_tab_ids
 from tenants.models import ApiToken, Membership, Tenant, UsageRecord, username_validator
 from tenants.workdirs import workdir_ensure
 
@@ -29,6 +31,17 @@ def tenant_create(*, slug: str, name: str = "") -> Tenant:
 
 
 @transaction.atomic
+def tenant_hidden_tabs_set(*, tenant: Tenant, tabs: Iterable[str]) -> Tenant:
+    """Hide these workspace tabs for the tenant's members (replacing the list; empty: none).
+    `ValidationError` naming the unknown tab (`frontend/workspace/tab_ids.py` has the ids)."""
+    try:
+        tenant.hidden_workspace_tabs = list(hidden_tab_ids(tabs))
+    except UnknownTab as exc:
+        raise ValidationError({"hidden_workspace_tabs": str(exc)}) from None
+    tenant.save(update_fields=["hidden_workspace_tabs"])
+    return tenant
+
+
 def member_create(
     *,
     tenant: Tenant,
@@ -100,6 +113,7 @@ def usage_record(*, job) -> UsageRecord:
             "tenant_id": job.tenant_id,
             "gpu_seconds": job.gpu_seconds,
             "images": len(job.outputs),
+            "texts": len(job.texts),
             "status": job.status,
         },
     )

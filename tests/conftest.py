@@ -59,3 +59,17 @@ def api(client, tokens):
             return client.post(path, data=data or "", content_type="application/json", **self.headers)
 
     return Caller
+
+
+@pytest.fixture(scope="session")
+def tiny_promptgen_models() -> dict[str, Path]:
+    """Tiny random-weight GPT-2 and BLOOM prompt-generation models in the public promptgen folder,
+    placed as an operator would (`manage.py make_tiny_model --promptgen all` writes the same)."""
+    from runtime.tiny.promptgen import write_tiny_promptgen
+
+    folder = settings.ATELIER_PUBLIC_MODEL_DIRS["promptgen"]
+    models = {"gpt2": folder / "atelier-tiny-gpt2", "bloom": folder / "atelier-tiny-bloom"}
+    for family, path in models.items():
+        if not (path / "model.safetensors").exists():
+            write_tiny_promptgen(path, family)
+    return models

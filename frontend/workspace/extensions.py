@@ -12,6 +12,10 @@ Shipped:
   ``{prompt}`` marks where the member's prompt goes; otherwise the style is appended with
   ", "), so the image and its infotext show the merged prompts. Off: the picker is hidden
   and nothing is merged.
+* ``beautiful-prompt`` — PAI's BeautifulPrompt: a tab that expands a short prompt into several
+  detailed ones with a prompt-generation language model (BLOOM, GPT-2) from the member's
+  ``models/promptgen`` folders. Each expansion is a job of its own kind on the GPU workers
+  (``inference.services.promptgen_submit``); the workspace never loads the model itself.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ class BuiltinExtension:
 
 
 PROMPT_STYLES = "prompt-styles"
+BEAUTIFUL_PROMPT = "beautiful-prompt"
 
 BUILTIN_EXTENSIONS: dict[str, BuiltinExtension] = {
     PROMPT_STYLES: BuiltinExtension(
@@ -34,6 +39,12 @@ BUILTIN_EXTENSIONS: dict[str, BuiltinExtension] = {
         "Prompt styles",
         "Adds a style picker under the prompts; the chosen styles are merged into the prompt and "
         "negative prompt at generation (A1111's Styles).",
+    ),
+    BEAUTIFUL_PROMPT: BuiltinExtension(
+        BEAUTIFUL_PROMPT,
+        "BeautifulPrompt",
+        "Adds a tab that expands a short prompt into detailed ones with a prompt-generation model "
+        "(PAI's BeautifulPrompt), with buttons that send a result to txt2img or img2img.",
     ),
 }
 

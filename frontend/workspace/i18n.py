@@ -22,6 +22,52 @@ STRINGS: dict[str, dict[str, str]] = {
     "tab_pnginfo": {"en": "PNG Info", "ja": "PNG 情報"},
     "tab_extensions": {"en": "Extensions", "ja": "拡張機能"},
     "tab_settings": {"en": "Settings", "ja": "設定"},
+    "tab_beautiful-prompt": {"en": "BeautifulPrompt", "ja": "BeautifulPrompt"},
+    # the BeautifulPrompt tab (the beautiful-prompt extension)
+    "bp_intro": {
+        "en": "Type a short prompt, pick a prompt-generation model and get detailed prompts back; send the one you "
+              "like to txt2img or img2img. The expansion runs on the platform's GPU workers.",
+        "ja": "短いプロンプトを入力し、プロンプト生成モデルを選ぶと、詳しいプロンプトが返ってきます。"
+              "気に入ったものを txt2img や img2img に送れます。展開はプラットフォームの GPU ワーカーで実行されます。",
+    },
+    "bp_prompt": {"en": "Short prompt", "ja": "短いプロンプト"},
+    "bp_model": {"en": "Prompt-generation model", "ja": "プロンプト生成モデル"},
+    "bp_no_models": {
+        "en": "No prompt-generation model is installed for you yet. A model is a causal language model folder in the "
+              "transformers layout (`config.json`, the tokenizer files, `model.safetensors`), for example "
+              "`pai-bloom-1b1-text2prompt-sd` or `AUTOMATIC/promptgen-lexart`. Put one in your own folder "
+              "`{user_folder}`, ask your team admin for the team's `{team_folder}`, or an operator for the public "
+              "`{public_folder}`; then click Refresh.",
+        "ja": "使えるプロンプト生成モデルがまだありません。モデルは transformers 形式の因果言語モデルのフォルダ "
+              "(`config.json`、トークナイザーのファイル、`model.safetensors`) です (例: `pai-bloom-1b1-text2prompt-sd`、"
+              "`AUTOMATIC/promptgen-lexart`)。自分のフォルダ `{user_folder}` に置くか、チームの `{team_folder}` を"
+              "チーム管理者に、公開フォルダ `{public_folder}` を運用者に依頼し、再読み込みしてください。",
+    },
+    "bp_sampling": {"en": "Sampling settings", "ja": "サンプリング設定"},
+    "bp_temperature": {"en": "Temperature", "ja": "温度 (temperature)"},
+    "bp_top_k": {"en": "Top-k (0: off)", "ja": "Top-k (0: 無効)"},
+    "bp_top_p": {"en": "Top-p (1: off)", "ja": "Top-p (1: 無効)"},
+    "bp_repetition_penalty": {"en": "Repetition penalty", "ja": "繰り返しペナルティ"},
+    "bp_max_length": {"en": "Maximum length (new tokens)", "ja": "最大長 (新しいトークン数)"},
+    "bp_num_results": {"en": "Number of results", "ja": "結果の数"},
+    "bp_send_mode": {"en": "Sending a result to a prompt", "ja": "結果をプロンプトに送るとき"},
+    "bp_append": {"en": "Append to the prompt", "ja": "プロンプトに追加"},
+    "bp_replace": {"en": "Replace the prompt", "ja": "プロンプトを置き換え"},
+    "bp_result": {"en": "Result {index}", "ja": "結果 {index}"},
+    "bp_to_txt2img": {"en": "to txt2img", "ja": "txt2img へ"},
+    "bp_to_img2img": {"en": "to img2img", "ja": "img2img へ"},
+    "bp_history": {"en": "My last expansions", "ja": "最近の展開"},
+    "bp_no_results": {"en": "The model returned no text: try a longer maximum length.",
+                      "ja": "モデルがテキストを返しませんでした。最大長を長くしてみてください。"},
+    "bp_extension_off": {
+        "en": "BeautifulPrompt is off for you: turn it on in the Extensions tab.",
+        "ja": "BeautifulPrompt は無効です。拡張機能タブで有効にしてください。",
+    },
+    "bp_empty_result": {"en": "This result is empty.", "ja": "この結果は空です。"},
+    "tab_hidden": {
+        "en": "The {tab} tab is turned off on this platform by its operators.",
+        "ja": "{tab} タブはこのプラットフォームの運用者によって無効にされています。",
+    },
     "prompt": {"en": "Prompt", "ja": "プロンプト"},
     "negative_prompt": {"en": "Negative prompt", "ja": "ネガティブプロンプト"},
     "styles": {"en": "Styles", "ja": "スタイル"},

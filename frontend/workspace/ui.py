@@ -11,6 +11,11 @@ the image), both with a ControlNet panel (`frontend/workspace/controlnet.py`), G
 member's own images), PNG Info, Extensions (per-member on/off of the platform's extensions)
 and Settings (interface language). Each tab builds its own components and wires its own
 callbacks (wrapped by `tabs.base.callback`).
+
+Operators hide tabs (`ATELIER_HIDDEN_TABS`, `Tenant.hidden_workspace_tabs`; ids in
+`frontend/workspace/tab_ids.py`): a tab hidden when the member's process starts is not built
+(nor are the buttons of other tabs that send to it); one hidden later is hidden by the next
+page load, and its functions are refused at each call (`Tab.refusal`).
 """
 
 from html import escape
@@ -20,10 +25,12 @@ import gradio as gr
 from django.contrib.auth.models import AbstractUser
 
 from frontend.workspace import compat  # noqa: F401  (before any component: see compat.py)
-from frontend.member_selectors import generation_defaults_for_user, language_for_user
+from frontend.member_selectors import generation_defaults_for_user, hidden_tabs_for_user, language_for_user
 from frontend.workspace import controlnet
 from frontend.workspace.i18n import text
+from frontend.workspace.tab_ids import BEAUTIFUL_PROMPT_TAB
 from frontend.workspace.tabs.base import callback
+from frontend.workspace.tabs.beautiful_prompt import BeautifulPromptTab
 from frontend.workspace.tabs.extensions import ExtensionsTab
 from frontend.workspace.tabs.gallery import GalleryTab
 from frontend.workspace.tabs.generation import controlnet_dropdown
@@ -41,6 +48,7 @@ class Workspace:
 
     def __init__(self, user: AbstractUser) -> None:
         self.user = user
+        self.hidden_tabs = hidden_tabs_for_user(user)  # at build: these tabs are not built at all
         self.language = language_for_user(user)
         self.defaults = generation_defaults_for_user(user)
         # (component, string key, attribute, format parameters): relabelled when the language changes
@@ -51,6 +59,7 @@ class Workspace:
         self.blocks: gr.Blocks | None = None
         self.txt2img = Txt2ImgTab(self)
         self.img2img = Img2ImgTab(self)
+        self.beautiful_prompt = BeautifulPromptTab(self)
         self.gallery = GalleryTab(self)
         self.pnginfo = PngInfoTab(self)
         self.extensions = ExtensionsTab(self)
@@ -59,6 +68,10 @@ class Workspace:
     # --- helpers --------------------------------------------------------------------------
     def t(self, key: str) -> str:
         return text(self.language, key)
+
+    def shows(self, tab_id: str) -> bool:
+        """Whether the tab `tab_id` is built in this process (not hidden by the operators at its start)."""
+        return tab_id not in self.hidden_tabs
 
     def tr(self, component: Any, key: str, attr: str = "label", **params: Any) -> Any:
         """Register a component whose `attr` is the translation of `key` (formatted with `params`)."""
@@ -116,8 +129,10 @@ class Workspace:
                 ), "vae")
                 self.refresh_models = self.tr(gr.Button(self.t("refresh"), scale=0), "refresh", "value")
             with gr.Tabs() as self.tabs:
-                for tab_id, tab in self.tabs_by_id().items():
-                    with self.tr(gr.Tab(self.t(f"tab_{tab_id}"), id=tab_id), f"tab_{tab_id}"):
+                for tab_id, tab in self.built_tabs().items():
+                    tab.block = self.tr(gr.Tab(self.t(f"tab_{tab_id}"), id=tab_id, elem_id=f"atelier-tab-{tab_id}",
+                                               visible=tab.initially_visible()), f"tab_{tab_id}")
+                    with tab.block:
                         tab.build()
             self.wire()
         demo.atelier_workspace = self  # for tests and debugging: the callbacks behind the Blocks
@@ -126,9 +141,18 @@ class Workspace:
     def tabs_by_id(self) -> dict[str, Any]:
         """The tabs in their order on the page, by their Gradio tab id."""
         return {
-            "txt2img": self.txt2img, "img2img": self.img2img, "gallery": self.gallery, "pnginfo": self.pnginfo,
+            "txt2img": self.txt2img, "img2img": self.img2img, BEAUTIFUL_PROMPT_TAB: self.beautiful_prompt,
+            "gallery": self.gallery, "pnginfo": self.pnginfo,
             "extensions": self.extensions, "settings": self.settings,
         }
+
+    def extension_tabs(self) -> list[Any]:
+        """The built tabs an extension brings (shown while the member has it on)."""
+        return [tab for tab_id, tab in self.built_tabs().items() if tab_id == BEAUTIFUL_PROMPT_TAB]
+
+    def built_tabs(self) -> dict[str, Any]:
+        """The tabs this process builds: every tab but those the operators hid at its start."""
+        return {tab_id: tab for tab_id, tab in self.tabs_by_id().items() if self.shows(tab_id)}
 
     def header_html(self, team: str, *, loaded: bool = False) -> str:
         """The page header; `loaded`: drawn by a page load's `on_load` (or later), so the controls
@@ -144,8 +168,11 @@ class Workspace:
         )
 
     # --- wiring ---------------------------------------------------------------------------
+    def generation_tabs(self) -> list[Any]:
+        return [tab for tab in (self.txt2img, self.img2img) if self.shows(tab.tab_id)]
+
     def controlnet_model_dropdowns(self) -> list[gr.Dropdown]:
-        return [unit["model"] for tab in (self.txt2img, self.img2img) for unit in tab["controlnet"]]
+        return [unit["model"] for tab in self.generation_tabs() for unit in tab["controlnet"]]
 
     def send_outputs(self) -> list[Any]:
         """What "Send to img2img" fills, from any tab: img2img's image and fields, and the tab switch."""
@@ -155,20 +182,26 @@ class Workspace:
         return [component for component, _key, _attr, _params in self.i18n] + [self.header]
 
     def wire(self) -> None:
-        self.txt2img.wire()
-        self.img2img.wire()
+        for tab in self.built_tabs().values():
+            tab.wire()
         self.refresh_models.click(
             self.refresh_model_lists, inputs=self.controlnet_model_dropdowns(),
-            outputs=[self.checkpoint, self.vae, self.txt2img["network"], self.img2img["network"],
+            outputs=[self.checkpoint, self.vae, *(tab["network"] for tab in self.generation_tabs()),
                      *self.controlnet_model_dropdowns()],
         )
-        for tab in (self.gallery, self.pnginfo, self.extensions, self.settings):
-            tab.wire()
         # On each page load: the member's gallery, and their current language, extensions, saved
-        # defaults and options (they may have changed them, here or on the home page, since this
-        # process started: the Blocks' initial values are those of its start).
-        self.blocks.load(self.on_load, outputs=[self.gallery.images, self.gallery.refs, self.extensions.table,
-                                                self.extensions.enabled, *self.style_pickers, *self.i18n_outputs()])
+        # defaults, options and tabs (they may have changed them, here or on the home page, and the
+        # operators may have hidden a tab, since this process started: the Blocks' initial values
+        # are those of its start).
+        self.blocks.load(self.on_load, outputs=self.on_load_outputs())
+
+    def on_load_outputs(self) -> list[Any]:
+        outputs: list[Any] = []
+        if self.shows("gallery"):
+            outputs += [self.gallery.images, self.gallery.refs]
+        if self.shows("extensions"):
+            outputs += [self.extensions.table, self.extensions.enabled]
+        return outputs + [*self.style_pickers, *self.i18n_outputs()]
 
     # --- callbacks ------------------------------------------------------------------------
     @callback
@@ -180,7 +213,7 @@ class Workspace:
         controlnets = self.controlnet_model_choices()
         return (
             gr.Dropdown(choices=checkpoints), gr.Dropdown(choices=self.vae_choices()),
-            gr.Dropdown(choices=networks), gr.Dropdown(choices=networks),
+            *(gr.Dropdown(choices=networks) for _tab in self.generation_tabs()),
             *(controlnet_dropdown(controlnets, current) for current in controlnet_models),
         )
 
@@ -211,17 +244,22 @@ class Workspace:
             id(self.vae): {"choices": vaes, "value": vae if vae in vaes else "Automatic"},
         }
         for tab in (self.txt2img, self.img2img, self.settings):
-            stored.update(tab.stored_settings())
+            if self.shows(tab.tab_id):
+                stored.update(tab.stored_settings())
+        hidden = hidden_tabs_for_user(self.user)
+        for tab in self.built_tabs().values():  # a tab hidden since this process started goes
+            stored.setdefault(id(tab.block), {})["visible"] = tab.visibility_now(hidden)
         return stored
 
     @callback
     def on_load(self) -> tuple:
         stored = self.stored_settings()
-        items, refs = self.gallery.items()
-        return (
-            items, refs, self.extensions.extensions_markdown(), self.extensions.enabled_names(),
-            *self.extensions.style_picker_updates(), *self.language_updates(stored),
-        )
+        updates: list[Any] = []
+        if self.shows("gallery"):
+            updates += self.gallery.items() if self.gallery.shown_now() else [[], []]
+        if self.shows("extensions"):
+            updates += [self.extensions.extensions_markdown(), self.extensions.enabled_names()]
+        return (*updates, *self.extensions.style_picker_updates(), *self.language_updates(stored))
 
 
 def build_workspace(user: AbstractUser) -> gr.Blocks:

@@ -13,6 +13,7 @@ or in any code that walks the value.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 from collections.abc import Callable
@@ -144,9 +145,15 @@ def json_body(request: HttpRequest) -> Any:
 
 
 def api_view(*methods: str) -> Callable:
-    """Token-authenticated JSON endpoint. The view receives (request, user, *args)."""
+    """Token-authenticated JSON endpoint. The view receives (request, user, *args).
+
+    An async view (one that waits for a job, e.g. `POST /api/v1/promptgen`) gets an async wrapper
+    with the same checks: waiting then holds no thread."""
 
     def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        if asyncio.iscoroutinefunction(view):
+            return _async_api_view(view, methods)
+
         @csrf_exempt
         @functools.wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
@@ -168,6 +175,31 @@ def api_view(*methods: str) -> Callable:
         return wrapper
 
     return decorator
+
+
+def _async_api_view(view: Callable[..., Any], methods: tuple[str, ...]) -> Callable[..., Any]:
+    from asgiref.sync import sync_to_async
+
+    @csrf_exempt
+    @functools.wraps(view)
+    async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if request.method not in methods:
+            response = error(405, f"method {request.method} not allowed; use {', '.join(methods)}")
+            response["Allow"] = ", ".join(methods)
+            return response
+        user = await sync_to_async(request_user)(request)
+        if user is None:
+            response = error(401, "authentication required: send 'Authorization: Bearer <your API token>'")
+            response["WWW-Authenticate"] = 'Bearer realm="atelier"'
+            return response
+        try:
+            return await view(request, user, *args, **kwargs)
+        except RequestError as exc:
+            return request_error_response(exc)
+
+    wrapper.csrf_exempt = True  # type: ignore[attr-defined]
+    wrapper.allowed_methods = methods  # type: ignore[attr-defined]  # read by the OpenAPI tests
+    return wrapper
 
 
 API_PREFIXES = ("/api/", "/sdapi/", "/controlnet/")

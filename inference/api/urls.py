@@ -1,6 +1,7 @@
 from django.urls import path
 
 from inference.api import native as api
+from inference.api import promptgen
 
 urlpatterns = [
     path("jobs", api.jobs, name="api-jobs"),
@@ -9,6 +10,8 @@ urlpatterns = [
     path("jobs/<str:public_id>/images/<int:index>", api.job_image, name="api-job-image"),
     path("jobs/<str:public_id>/control-maps/<int:index>", api.job_control_map, name="api-job-control-map"),
     path("models", api.models, name="api-models"),
+    path("promptgen", promptgen.promptgen, name="api-promptgen"),
+    path("promptgen/models", promptgen.promptgen_models, name="api-promptgen-models"),
     path("usage", api.usage, name="api-usage"),
     path("workers", api.workers, name="api-workers"),
 ]

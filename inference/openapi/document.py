@@ -89,6 +89,8 @@ def _operation(op: Operation) -> dict[str, Any]:
     responses: dict[str, Any] = {str(op.status): {"description": "OK", "content": content}}
     for status in op.also:
         responses[str(status)] = {"description": "Nothing came within the timeout."}
+    for status, when in op.also_with_body:
+        responses[str(status)] = {"description": when, "content": content}
     error_schema = _ref(error_model) if op.error_content_type == "application/json" else {"type": "string", "minLength": 1}
     for status in sorted({*op.errors, 405}):
         text = ERROR_TEXT.get(status, "Method not allowed.")

@@ -34,6 +34,7 @@ class Operation:
     extra: dict = field(default_factory=dict)
     error_content_type: str = "application/json"  # the EAS queue answers errors as plain text
     also: tuple[int, ...] = ()  # other success statuses without a body (the queue's 204)
+    also_with_body: tuple[tuple[int, str], ...] = ()  # other success statuses with the same body: (status, when)
 
     @property
     def operation_id(self) -> str:
@@ -102,6 +103,13 @@ OPERATIONS: tuple[Operation, ...] = (
               NATIVE, None, errors=(401, 404), content_type="image/png"),
     Operation("GET", "/api/v1/models", "The checkpoints you may use: yours, your team's, the public ones",
               NATIVE, s.ModelList, errors=_READ),
+    Operation("POST", "/api/v1/promptgen", "Expand a short prompt into detailed ones (BeautifulPrompt)", NATIVE,
+              s.PromptgenJob, request=s.PromptgenRequest, errors=_WRITE, long_running=True,
+              also_with_body=((201, "Queued, not waited for (wait: false): poll the job."),
+                              (202, "Not finished within ATELIER_PROMPTGEN_WAIT_SECONDS: poll the job.")),
+              description="A job of kind promptgen on the GPU workers; 200 when it finished while the call waited."),
+    Operation("GET", "/api/v1/promptgen/models", "The prompt-generation models you may use", NATIVE,
+              s.PromptgenModelList, errors=_READ),
     Operation("GET", "/api/v1/usage", "Your usage this month", NATIVE, s.Usage, errors=_READ),
     Operation("GET", "/api/v1/workers", "The worker pool (operators only)", NATIVE, s.WorkerList,
               errors=(401, 403)),

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from a1111 import promptgen as pg
 from a1111.generation import MAX_SEED
 
 LIMIT_KEY = "x-atelier-limit"  # replaced by document.py: {"maximum" | "maxLength": <Limits field>}
@@ -478,6 +479,42 @@ class Job(Response):
     gpu_seconds: float
     worker: str | None = Field(None, description="Operators only.")
     batch_id: str | None = Field(None, description="Operators only.")
+    texts: list[str] | None = Field(None, description="Prompt expansions (kind promptgen) only: the prompts, in order.")
+
+
+class PromptgenJob(Job):
+    """The expansion's job; `poll` while it is not finished (201 without waiting, 202 past the wait)."""
+
+    poll: str | None = Field(None, description="Where to poll the job: /api/v1/jobs/<id>.")
+
+
+class PromptgenModelEntry(Response):
+    name: str
+    title: str
+    hash: str
+    sha256: str
+    scope: Literal["user", "tenant", "public"]
+    model_type: str
+
+
+class PromptgenModelList(Response):
+    models: list[PromptgenModelEntry]
+
+
+class PromptgenRequest(Request):
+    """Expand a short prompt with a prompt-generation model (PAI's BeautifulPrompt); `a1111/promptgen.py`."""
+
+    prompt: str = Field(min_length=1, max_length=pg.MAX_PROMPT_CHARS, description="The short prompt, e.g. 'a cat'.")
+    model: str = Field(min_length=1, max_length=pg.MAX_MODEL_NAME_CHARS,
+                       description="A name, title or hash from GET /api/v1/promptgen/models.")
+    temperature: float | None = _float(1.0, pg.MIN_TEMPERATURE, pg.MAX_TEMPERATURE)
+    top_k: int | None = _int(12, pg.MIN_TOP_K, pg.MAX_TOP_K, doc="0: off.")
+    top_p: float | None = _float(1.0, pg.MIN_TOP_P, pg.MAX_TOP_P, doc="1: off.")
+    repetition_penalty: float | None = _float(1.0, pg.MIN_REPETITION_PENALTY, pg.MAX_REPETITION_PENALTY, doc="1: off.")
+    max_length: int | None = _int(150, pg.MIN_MAX_LENGTH, pg.MAX_MAX_LENGTH, doc="New tokens per prompt.")
+    num_results: int | None = _int(4, pg.MIN_RESULTS, pg.MAX_RESULTS, doc="Prompts to generate.")
+    seed: int | None = Field(-1, ge=-1, le=pg.MAX_SEED, description="-1: a random seed, drawn at submit and kept.")
+    wait: bool | None = Field(True, description="Wait for the texts (up to ATELIER_PROMPTGEN_WAIT_SECONDS).")
 
 
 class JobList(Response):
@@ -498,8 +535,10 @@ class ModelList(Response):
 
 class UsageRecord(Response):
     job: str
+    kind: str
     gpu_seconds: float
     images: int
+    texts: int = Field(description="Prompts a prompt expansion generated.")
     status: str
     created_at: str
 
@@ -507,6 +546,7 @@ class UsageRecord(Response):
 class Usage(Response):
     gpu_seconds: float
     images: int
+    texts: int
     records: list[UsageRecord]
 
 

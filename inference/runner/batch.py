@@ -7,7 +7,8 @@ A batch is one or more jobs with the same batch key (possibly from different use
 run as one pipeline call. Each job keeps its own progress, cancel and outcome: a cancelled
 job is dropped from the batch (its images are discarded, the others carry on); only when
 every job of a chunk is gone is the chunk abandoned. An Extras job (upscale, restore faces)
-has a batch key of its own and runs without a pipeline (`inference/runner/extras.py`).
+has a batch key of its own and runs without a pipeline (`inference/runner/extras.py`); a batch
+of prompt expansions runs on a language model (`inference/runner/promptgen.py`).
 
 Output files are named by job and image index and written atomically, so a job run twice
 (a redelivered message after a worker was wrongly declared dead) overwrites its own files
@@ -38,6 +39,7 @@ from a1111.infotext import (
 )
 from inference.jobspec import JobSpec, JobSpecError, ModelRef
 from inference.models import Job
+from inference.scheduler.keys import promptgen_model_key
 from a1111.prompts import extract_extra_networks
 from a1111.samplers import resolve_sampler
 from inference.transitions import (
@@ -147,14 +149,28 @@ class ProgressReporter(threading.Thread):
             db_connection.close()  # this thread's own connection
 
 
+def held_models(runtime: WorkerRuntime) -> list[str]:
+    """The model keys on this worker's device (`inference/scheduler/keys.py`): its checkpoints, then
+    its prompt-generation language models."""
+    return runtime.pipelines.loaded() + [promptgen_model_key(sha256) for sha256 in runtime.promptgen.loaded()]
+
+
 def batch_execute(*, jobs: list[tuple[str, int]], worker_name: str, runtime: WorkerRuntime) -> None:
     """Run the (public id, attempt) pairs this worker was handed as one batch."""
     try:
-        _run_batch(jobs, worker_name, runtime)
+        kinds = dict(Job.objects.filter(public_id__in=[public_id for public_id, _ in jobs]).values_list("public_id", "kind"))
+        expansions = [pair for pair in jobs if kinds.get(pair[0]) == Job.Kind.PROMPTGEN]
+        if expansions:  # a language model's batch: its own runner (imported here: it imports this module)
+            from inference.runner.promptgen import promptgen_execute
+
+            promptgen_execute(jobs=expansions, worker_name=worker_name, runtime=runtime)
+        others = [pair for pair in jobs if kinds.get(pair[0]) != Job.Kind.PROMPTGEN]
+        if others:
+            _run_batch(others, worker_name, runtime)
     finally:
         # Tell the scheduler what is loaded now, and take the next batch for this worker.
         worker_batch_done(
-            name=worker_name, loaded_models=runtime.pipelines.loaded(), cached_models=runtime.pipelines.cached(),
+            name=worker_name, loaded_models=held_models(runtime), cached_models=runtime.pipelines.cached(),
             active_networks=runtime.held_network_key(),
         )
 

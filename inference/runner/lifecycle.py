@@ -27,6 +27,7 @@ class Heartbeat(threading.Thread):
         self.stopping = threading.Event()
 
     def run(self) -> None:
+        from inference.runner.batch import held_models
         from inference.runner.tasks import run_batch
         from inference.transitions import worker_heartbeat
 
@@ -34,7 +35,7 @@ class Heartbeat(threading.Thread):
             try:
                 close_old_connections()
                 runtime = run_batch.runtime
-                worker_heartbeat(name=self.worker_name, loaded_models=runtime.pipelines.loaded(),
+                worker_heartbeat(name=self.worker_name, loaded_models=held_models(runtime),
                                  cached_models=runtime.pipelines.cached(), active_networks=runtime.held_network_key())
             except Exception:  # noqa: BLE001 - keep beating through a database hiccup
                 logger.exception("heartbeat failed")

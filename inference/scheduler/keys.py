@@ -33,6 +33,21 @@ def model_key(checkpoint_sha256: str) -> str:
     return checkpoint_sha256
 
 
+PROMPTGEN_KEY_PREFIX = "promptgen:"
+
+
+def promptgen_model_key(weights_sha256: str) -> str:
+    """The model a worker must hold for a prompt expansion: its language model, by the weights' sha256
+    (prefixed, so it never equals a checkpoint's key)."""
+    return PROMPTGEN_KEY_PREFIX + weights_sha256
+
+
+def promptgen_batch_key(weights_sha256: str) -> str:
+    """Expansions on one language model share a batch whatever their settings (the runtime samples
+    each row with its own); it fits `Job.batch_key`'s 64 characters."""
+    return PROMPTGEN_KEY_PREFIX + weights_sha256[:48]
+
+
 def network_key(networks: Iterable[Mapping[str, Any]]) -> str:
     """What a batch's extra networks must agree on: the LoRA set (any order) and the
     hypernetworks in order (A1111 applies them in sequence), and the embeddings.

@@ -124,7 +124,8 @@ def latent_upscale_modes(request: HttpRequest, user) -> list[dict]:
 
 @sdapi("GET")
 def empty_list(request: HttpRequest, user) -> list:
-    """Features not on this platform: server-side prompt styles, A1111 extensions, script info."""
+    """Features not on this platform: server-side prompt styles, script info. (The installed
+    extensions are listed by `frontend/extensions_api.py`.)"""
     return []
 
 

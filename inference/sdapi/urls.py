@@ -28,7 +28,6 @@ urlpatterns = [
     path("realesrgan-models", api.realesrgan_models),
     path("prompt-styles", api.empty_list),
     path("script-info", api.empty_list),
-    path("extensions", api.empty_list),
     path("scripts", api.scripts),
     path("memory", api.memory),
     path("refresh-checkpoints", api.refresh),

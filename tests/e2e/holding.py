@@ -1,6 +1,7 @@
 """The Celery app the end-to-end workers run: the platform's own app and runtime, plus holds.
 
-A job whose prompt contains `hold:<name>` pauses at its first denoising step (`hold:<name>@<step>`:
+A job whose prompt contains `hold:<name>` pauses at its first denoising step (a prompt expansion:
+at its first token) (`hold:<name>@<step>`:
 at that step) until the test releases it (`Platform.release(name)` creates `DATA_DIR/holds/<name>`). Tests use it to keep a
 worker busy, or a job running, for exactly as long as they need, whatever the machine's speed:
 "hold a job with an event, not with a long generation". While held, the step is re-reported
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from config.celery import app
 from runtime.engine import WorkerRuntime
+from runtime.promptgen import PromptgenRuntime
 
 __all__ = ["app"]
 
@@ -54,3 +56,27 @@ def _generate_with_holds(self, spec, on_step=None, on_preview=None):
 
 
 WorkerRuntime.generate = _generate_with_holds
+
+
+_expand = PromptgenRuntime.expand
+
+
+def _expand_with_holds(self, spec, on_step=None):
+    """Prompt expansions hold at a token step alike; the hold ends early once every request of the
+    batch was dropped (cancelled), so `hold:a@1 hold:b@2` lets a test cancel at token 1, release `a`,
+    and see the cancel take effect at token 2 whatever the machine's speed."""
+    holds = holds_in([request.prompt for request in spec.requests])
+    if not holds or on_step is None:
+        return _expand(self, spec, on_step=on_step)
+
+    def held_step(step: int) -> set[int]:
+        dropped = set(on_step(step))
+        while len(dropped) < len(spec.requests) and not all(_released(name) for name, at in holds.items() if step >= at):
+            time.sleep(POLL_SECONDS)
+            dropped |= set(on_step(step))
+        return dropped
+
+    return _expand(self, spec, on_step=held_step)
+
+
+PromptgenRuntime.expand = _expand_with_holds

@@ -260,9 +260,9 @@ def test_the_prompt_styles_extension_shows_its_panel_and_merges_styles_only_when
     job = alice.txt2img.submit(*args(form(styles=["Watercolor"])))
     assert job.params["prompt"] == "a lighthouse at dawn"  # off: ignored
 
-    table, *pickers = alice.extensions.apply_extensions(["prompt-styles"])
+    table, *pickers = alice.extensions.apply_extensions(["prompt-styles"])[:3]  # then the extensions' tabs
     assert "✅" in table and all(picker.visible is True for picker in pickers)
-    assert ExtensionChoice.objects.get(user=personas["alice"]).enabled is True
+    assert ExtensionChoice.objects.get(user=personas["alice"], extension__name="prompt-styles").enabled is True
     assert workspace_for(personas["alice"]).txt2img["styles"].visible is True
     job = alice.txt2img.submit(*args(form(styles=["Watercolor"])))
     assert job.params["prompt"] == "watercolor painting of a lighthouse at dawn, soft edges, paper texture"

@@ -21,6 +21,7 @@ from openapi_spec_validator import validate
 
 from a1111.errors import RequestValidationError
 from a1111.extras import parse_extras_request
+from a1111.promptgen import parse_promptgen_request
 from a1111.generation import Limits, parse_generation_request
 from inference.openapi.document import build_document
 from inference.openapi.operations import OPERATIONS
@@ -136,6 +137,7 @@ PARSERS: dict[str, tuple[Callable[[Mapping[str, Any], Limits], Any], dict[str, A
         lambda body, limits: parse_generation_request(body, limits=limits), {"kind": "img2img"},
     ),
     "ExtrasSingleImageRequest": (lambda body, limits: parse_extras_request(body), {}),
+    "PromptgenRequest": (lambda body, limits: parse_promptgen_request(body), {"prompt": "a cat", "model": "m"}),
     "OverrideSettings": (
         lambda body, limits: parse_generation_request(
             {"restore_faces": True, "override_settings": body}, limits=limits), {},
@@ -144,7 +146,7 @@ PARSERS: dict[str, tuple[Callable[[Mapping[str, Any], Limits], Any], dict[str, A
 
 
 @pytest.mark.parametrize("model", ["StableDiffusionTxt2ImgProcessingAPI", "StableDiffusionImg2ImgProcessingAPI",
-                                   "ExtrasSingleImageRequest"])
+                                   "ExtrasSingleImageRequest", "PromptgenRequest"])
 def test_every_field_the_parser_reads_is_declared(model: str) -> None:
     parse, context = PARSERS[model]
     seen: set[str] = set()

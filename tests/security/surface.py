@@ -203,6 +203,17 @@ ROUTES: dict[str, Entry] = {
     )),
     "http /api/v1/models": Entry(_A.AUTHENTICATED, (
         *HTTP_SWEEP, "tests/inference/test_api.py::test_models_lists_what_the_caller_may_use")),
+    "http /api/v1/promptgen": Entry(_A.AUTHENTICATED, (
+        *HTTP_SWEEP,
+        "tests/inference/test_promptgen_api.py::test_anonymous_callers_are_401",
+        "tests/inference/test_promptgen_api.py::test_another_tenants_model_is_a_404_and_never_listed",
+        "tests/inference/test_promptgen_api.py::test_outsiders_get_404_on_alices_promptgen_job",
+    ), methods=("POST",), note="submits as the caller; models resolved among the caller's own, team and public ones"),
+    "http /api/v1/promptgen/models": Entry(_A.AUTHENTICATED, (
+        *HTTP_SWEEP,
+        "tests/inference/test_promptgen_api.py::test_anonymous_callers_are_401",
+        "tests/inference/test_promptgen_api.py::test_another_tenants_model_is_a_404_and_never_listed",
+    )),
     "http /api/v1/usage": Entry(_A.AUTHENTICATED, HTTP_SWEEP, note="the caller's own usage records only"),
     "http /api/v1/workers": Entry(_A.OPERATOR, (
         *OPERATOR_SWEEP, "tests/inference/test_api.py::test_operators_without_a_tenant_cannot_submit_but_may_list_workers")),
@@ -260,7 +271,11 @@ ROUTES: dict[str, Entry] = {
     "http /sdapi/v1/realesrgan-models": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_GET)),
     "http /sdapi/v1/prompt-styles": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_GET)),
     "http /sdapi/v1/script-info": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_GET)),
-    "http /sdapi/v1/extensions": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_GET)),
+    "http /sdapi/v1/extensions": Entry(_A.AUTHENTICATED, (
+        *HTTP_SWEEP, SDAPI_GET,
+        "tests/frontend/test_sdapi_extensions.py::test_extensions_are_listed_in_a1111s_shape_with_the_callers_own_switch",
+        "tests/frontend/test_sdapi_extensions.py::test_anonymous_callers_are_refused",
+    ), note="each installed extension with the caller's own on/off"),
     "http /sdapi/v1/scripts": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_GET)),
     "http /sdapi/v1/memory": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_GET)),
     "http /sdapi/v1/refresh-checkpoints": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_POST), methods=("POST",)),
@@ -593,8 +608,10 @@ def missing_tests(test_ids: tuple[str, ...] | list[str]) -> list[str]:
 # `test_workspace_files.py::test_no_workspace_function_takes_another_member_s_file`; the list
 # makes a new function fail until its author names what proves its ownership.
 _UI = "tests/frontend/test_workspace_ui.py::"
+_BP = "tests/frontend/test_workspace_beautiful_prompt.py::"
 WORKSPACE_FUNCTIONS: dict[str, tuple[str, ...]] = {
-    "on_load": (f"{_UI}test_defaults_persist_per_member", f"{_UI}test_language_switch_relabels_the_workspace_and_is_remembered"),
+    "on_load": (f"{_UI}test_defaults_persist_per_member", f"{_UI}test_language_switch_relabels_the_workspace_and_is_remembered",
+                f"{S}test_workspace_tabs.py::test_the_page_load_hides_a_tab_hidden_after_the_process_started"),
     "generate_txt2img": (f"{_UI}test_submit_creates_alices_job_with_the_form_parameters",
                          "tests/e2e/test_workspace_browser.py::test_alice_generates_in_her_workspace_and_charlie_cannot_see_it"),
     "generate_img2img": (f"{_UI}test_img2img_with_a_painted_mask_submits_image_and_mask",),
@@ -606,6 +623,7 @@ WORKSPACE_FUNCTIONS: dict[str, tuple[str, ...]] = {
     "select_image": (f"{_UI}test_charlies_gallery_never_holds_alices_images",),
     "send_to_img2img": (f"{S}test_workspace_files.py::test_no_workspace_function_takes_another_member_s_file",),
     "read_pnginfo": (f"{_UI}test_png_info_reads_the_parameters_and_sends_them_to_txt2img",
+                     f"{S}test_workspace_tabs.py::test_a_hidden_tab_s_function_is_refused_by_fn_index_and_by_api_name",
                      f"{S}test_workspace_files.py::test_a_function_still_takes_the_member_s_own_upload"),
     "send_pnginfo_to_txt2img": (f"{_UI}test_png_info_reads_the_parameters_and_sends_them_to_txt2img",),
     "save_defaults": (f"{_UI}test_defaults_persist_per_member",),
@@ -617,4 +635,16 @@ WORKSPACE_FUNCTIONS: dict[str, tuple[str, ...]] = {
     "refresh_controlnet_models": (f"{_UI}test_the_controlnet_panel_has_three_closed_units_and_lists_the_members_models_only",),
     "controlnet_image_uploaded": (f"{_UI}test_the_preprocessor_picks_its_sliders_and_an_upload_enables_the_unit",),
     "controlnet_module_changed": (f"{_UI}test_the_preprocessor_picks_its_sliders_and_an_upload_enables_the_unit",),
+    # the BeautifulPrompt tab (issue 22): the member's own promptgen jobs and models only
+    "generate_prompts": (f"{_BP}test_generate_queues_alices_promptgen_job_and_follows_it_to_its_results",
+                         f"{_BP}test_the_model_list_is_the_member_s_own_team_s_and_public_models",
+                         f"{_BP}test_the_extension_is_installed_and_its_tab_shows_only_while_the_member_has_it_on",
+                         "tests/e2e/test_promptgen_and_tabs_browser.py::test_bob_expands_a_prompt_and_sends_it_to_txt2img"),
+    "cancel_prompts": (f"{_BP}test_history_reload_and_cancel_reach_the_member_s_own_expansions_only",),
+    "reattach_prompts": (f"{_BP}test_history_reload_and_cancel_reach_the_member_s_own_expansions_only",
+                         f"{_BP}test_a_running_expansion_is_followed_after_a_reload"),
+    "show_expansion": (f"{_BP}test_history_reload_and_cancel_reach_the_member_s_own_expansions_only",),
+    "refresh_promptgen_models": (f"{_BP}test_the_model_list_is_the_member_s_own_team_s_and_public_models",),
+    "send_prompt_to_txt2img": (f"{_BP}test_a_result_goes_to_txt2img_or_img2img_appended_or_in_place_of_the_prompt",),
+    "send_prompt_to_img2img": (f"{_BP}test_a_result_goes_to_txt2img_or_img2img_appended_or_in_place_of_the_prompt",),
 }

@@ -6,7 +6,7 @@ from typing import Any
 
 import gradio as gr
 
-from frontend.member_selectors import extension_enabled_for_user, extensions_for_user
+from frontend.member_selectors import extension_enabled_for_user, extensions_for_user, hidden_tabs_for_user
 from frontend.member_services import extensions_set_enabled
 from frontend.workspace.extensions import PROMPT_STYLES
 from frontend.workspace.jobs import member_errors
@@ -14,6 +14,8 @@ from frontend.workspace.tabs.base import Tab, callback
 
 
 class ExtensionsTab(Tab):
+    tab_id = "extensions"
+
     def build(self) -> None:
         self.intro = self.tr(gr.Markdown(self.t("extensions_intro")), "extensions_intro", "value")
         self.table = gr.Markdown(self.extensions_markdown())
@@ -28,7 +30,8 @@ class ExtensionsTab(Tab):
 
     def wire(self) -> None:
         self.apply.click(self.apply_extensions, inputs=[self.enabled],
-                         outputs=[self.table, *self.workspace.style_pickers])
+                         outputs=[self.table, *self.workspace.style_pickers,
+                                  *(tab.block for tab in self.workspace.extension_tabs())])
 
     def enabled_names(self) -> list[str]:
         return [e.name for e in extensions_for_user(self.user) if e.available and e.enabled]
@@ -55,4 +58,6 @@ class ExtensionsTab(Tab):
         with member_errors(self.language):
             extensions_set_enabled(user=self.user, enabled_names=list(enabled_names or []))
         gr.Info(self.t("extensions_saved"))
-        return (self.extensions_markdown(), *self.style_picker_updates())
+        hidden = hidden_tabs_for_user(self.user)
+        tabs = [gr.Tab(visible=tab.visibility_now(hidden)) for tab in self.workspace.extension_tabs()]
+        return (self.extensions_markdown(), *self.style_picker_updates(), *tabs)

@@ -10,6 +10,8 @@ from frontend.workspace.tabs.base import PicksImages, callback
 
 
 class GalleryTab(PicksImages):
+    tab_id = "gallery"
+
     def build(self) -> None:
         with gr.Row():
             self.refresh = self.tr(gr.Button(self.t("refresh_gallery"), scale=0), "refresh_gallery", "value")
@@ -21,19 +23,22 @@ class GalleryTab(PicksImages):
         self.selected = gr.State(None)
         self.info = self.tr(gr.Textbox(label=self.t("generation_info"), lines=4, interactive=False,
                                        elem_id="atelier-my-gallery-info"), "generation_info")
-        self.send = self.tr(gr.Button(self.t("send_to_img2img")), "send_to_img2img", "value")
+        # "Send to img2img" only where there is an img2img tab (operators may hide it).
+        self.send = self.tr(gr.Button(self.t("send_to_img2img")), "send_to_img2img", "value") \
+            if self.workspace.shows("img2img") else None
 
     def wire(self) -> None:
         self.refresh.click(self.refresh_gallery, outputs=[self.images, self.refs])
         self.images.select(self.select_image, inputs=[self.refs], outputs=[self.selected, self.info])
-        self.send.click(self.send_to_img2img, inputs=[self.selected, self.refs], outputs=self.workspace.send_outputs())
+        if self.send is not None:
+            self.send.click(self.send_to_img2img, inputs=[self.selected, self.refs], outputs=self.workspace.send_outputs())
 
     def items(self) -> tuple[list, list]:
         """The member's images and their refs, as the gallery and its state take them."""
         items, refs = gallery.gallery_items(self.user)
         return items, [list(ref) for ref in refs]
 
-    @callback
+    @callback(skip_when_refused=2)  # also run after each generation: quiet once the gallery is hidden
     def refresh_gallery(self) -> tuple[list, list]:
         with member_errors(self.language):
             return self.items()

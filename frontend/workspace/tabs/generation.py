@@ -151,10 +151,11 @@ class GenerationTab(PicksImages):
                 c["info"] = self.tr(gr.Textbox(label=self.t("generation_info"), lines=4, interactive=False,
                                                elem_id=f"atelier-{kind}-info"), "generation_info")
                 with gr.Row():
-                    c["send_to_img2img"] = self.tr(
-                        gr.Button(self.t("send_to_img2img"), elem_id=f"atelier-{kind}-send-img2img"),
-                        "send_to_img2img", "value",
-                    )
+                    if self.workspace.shows("img2img"):  # operators may hide img2img
+                        c["send_to_img2img"] = self.tr(
+                            gr.Button(self.t("send_to_img2img"), elem_id=f"atelier-{kind}-send-img2img"),
+                            "send_to_img2img", "value",
+                        )
                     self.build_actions()
 
     def stored_settings(self) -> dict[int, dict[str, Any]]:
@@ -191,17 +192,20 @@ class GenerationTab(PicksImages):
 
     def wire(self) -> None:
         c, gallery = self.components, self.workspace.gallery
-        c["generate"].click(
+        generated = c["generate"].click(
             self.generate_callback(), inputs=self.inputs(), outputs=self.outputs(), show_progress_on=[c["result"]],
-        ).then(gallery.refresh_gallery, outputs=[gallery.images, gallery.refs])
+        )
+        if self.workspace.shows("gallery"):
+            generated.then(gallery.refresh_gallery, outputs=[gallery.images, gallery.refs])
         c["cancel"].click(self.cancel, inputs=[c["job_id"]], outputs=[c["progress"]])
         # Each page load follows the member's running job of this tab (or shows the last result);
         # one stream per browser tab, so no concurrency limit (each only polls a row).
         self.workspace.blocks.load(self.reattach, outputs=self.outputs(), concurrency_limit=None, show_progress="hidden")
         c["result"].select(self.select_image, inputs=[c["result_refs"]], outputs=[c["selected"], c["info"]])
-        c["send_to_img2img"].click(
-            self.send_to_img2img, inputs=[c["selected"], c["result_refs"]], outputs=self.workspace.send_outputs()
-        )
+        if "send_to_img2img" in c:
+            c["send_to_img2img"].click(
+                self.send_to_img2img, inputs=[c["selected"], c["result_refs"]], outputs=self.workspace.send_outputs()
+            )
         c["network_insert"].click(self.insert_network, inputs=[c["prompt"], c["network"]], outputs=[c["prompt"]])
         for unit in c["controlnet"]:
             unit["module"].change(self.controlnet_module_changed, inputs=[unit["module"]],
@@ -266,7 +270,7 @@ class GenerationTab(PicksImages):
         info = job.infotexts[0] if job.infotexts else ""
         return html, items, refs, info, "", None  # a new result: nothing picked in it yet
 
-    @callback
+    @callback(skip_when_refused=6)  # a page load of a tab hidden since the process started: nothing
     def reattach(self) -> Iterator[tuple]:
         """On each page load: the member's newest running or queued job of this tab's kind,
         followed to its images, else the newest finished one's result (read from the Job rows)."""

@@ -38,6 +38,7 @@ def mask_from_editor(value: dict | None) -> tuple[Image.Image | None, Image.Imag
 
 class Img2ImgTab(GenerationTab):
     kind = "img2img"
+    tab_id = "img2img"
     own_fields = (*IMG2IMG_FIELDS, "editor")
 
     def build_source(self) -> None:

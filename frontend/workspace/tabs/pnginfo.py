@@ -13,6 +13,8 @@ SENT_FIELDS = ("prompt", "negative_prompt", "sampler_name", "scheduler", "steps"
 
 
 class PngInfoTab(Tab):
+    tab_id = "pnginfo"
+
     def build(self) -> None:
         with gr.Row():
             self.source = self.tr(gr.Image(

@@ -20,6 +20,8 @@ from inference.services import user_options_update
 
 
 class SettingsTab(Tab):
+    tab_id = "settings"
+
     def build(self) -> None:
         self.language_radio = self.tr(gr.Radio(
             choices=[(LANGUAGE_NAMES[code], code) for code in LANGUAGES], value=self.language,

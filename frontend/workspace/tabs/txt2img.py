@@ -17,6 +17,7 @@ TXT2IMG_FIELDS = ("enable_hr", "hr_upscaler", "hr_scale", "hr_second_pass_steps"
 
 class Txt2ImgTab(GenerationTab):
     kind = "txt2img"
+    tab_id = "txt2img"
     own_fields = TXT2IMG_FIELDS
 
     def build_options(self) -> None:

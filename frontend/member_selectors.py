@@ -13,6 +13,7 @@ from django.contrib.auth.models import AbstractUser
 
 from frontend.preferences import Extension, ExtensionChoice, Language, WorkspacePreferences
 from frontend.workspace.tab_ids import HIDEABLE_TABS
+from inference.limits import generation_limits
 from inference.models import Job
 from tenants.models import Tenant
 
@@ -46,7 +47,15 @@ def language_for_user(user: AbstractUser) -> str:
 def generation_defaults_for_user(user: AbstractUser) -> dict[str, Any]:
     """The built-in defaults, overlaid with what the member saved (unknown keys dropped)."""
     stored = WorkspacePreferences.objects.filter(user=user).values_list("generation_defaults", flat=True).first() or {}
-    return {**GENERATION_DEFAULTS, **{k: v for k, v in stored.items() if k in GENERATION_DEFAULTS}}
+    defaults = {**GENERATION_DEFAULTS, **{k: v for k, v in stored.items() if k in GENERATION_DEFAULTS}}
+    # within this deployment's limits (they may have been lowered since the member saved)
+    limits = generation_limits()
+    for name, lo, hi in (("steps", 1, limits.max_steps), ("width", limits.min_size, limits.max_size),
+                         ("height", limits.min_size, limits.max_size), ("n_iter", 1, limits.max_n_iter),
+                         ("batch_size", 1, limits.max_batch_size)):
+        if isinstance(defaults.get(name), (int, float)):
+            defaults[name] = min(max(defaults[name], lo), hi)
+    return defaults
 
 
 def hidden_tabs_for_user(user: AbstractUser) -> frozenset[str]:

@@ -1,5 +1,7 @@
 from django.contrib.auth import views as auth_views
+from django.templatetags.static import static
 from django.urls import path
+from django.views.generic import RedirectView
 
 from frontend import eas_views, token_views, views
 
@@ -13,6 +15,8 @@ urlpatterns = [
     path("tokens/", token_views.tokens_page, name="api-tokens"),
     path("tokens/<str:api_token_id>/revoke/", token_views.token_revoke_page, name="api-token-revoke"),
     path("language/", views.set_language, name="set-language"),
+    # browsers ask for it on every site; the icon is a static file
+    path("favicon.ico", RedirectView.as_view(url=static("frontend/favicon.svg"), permanent=True), name="favicon"),
     path("login/", auth_views.LoginView.as_view(template_name="frontend/login.html"), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
 ]

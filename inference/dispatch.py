@@ -114,7 +114,8 @@ def _worker_state(worker: Worker, on_worker: list[Job], now: datetime, *, may_ta
     )
 
 
-def _pending(job: Job) -> PendingJob:
+def pending_job(job: Job) -> PendingJob:
+    """A queued job as the scheduler sees it."""
     if job.kind == Job.Kind.EXTRAS:
         # No denoising: counted as one step per image at the input's size, a rough guess of an
         # upscaler pass (what the job really costs is charged when it finishes).
@@ -143,7 +144,7 @@ def _pending(job: Job) -> PendingJob:
     )
 
 
-def _live_workers():
+def live_workers():
     return Worker.objects.filter(state=Worker.State.ONLINE, last_heartbeat__gte=_live_since())
 
 
@@ -157,12 +158,12 @@ def dispatch_pending(*, only_worker: str | None = None) -> int:
     batches: list[tuple[Worker, list[int]]] = []
     with transaction.atomic():
         if only_worker is None:
-            workers = list(_live_workers().select_for_update())
+            workers = list(live_workers().select_for_update())
         else:
-            workers = list(_live_workers().select_for_update().filter(name=only_worker))
+            workers = list(live_workers().select_for_update().filter(name=only_worker))
             if not workers:
                 return 0
-            workers += list(_live_workers().exclude(name=only_worker))
+            workers += list(live_workers().exclude(name=only_worker))
         on_worker: dict[int, list[Job]] = {w.pk: [] for w in workers}
         for job in Job.objects.filter(worker__in=workers, status__in=ON_WORKER).order_by("started_at"):
             on_worker[job.worker_id].append(job)
@@ -180,7 +181,7 @@ def dispatch_pending(*, only_worker: str | None = None) -> int:
             queued = queued.select_for_update(of=("self",))
         elif connection.features.has_select_for_update_skip_locked:
             queued = queued.select_for_update(skip_locked=True, of=("self",))
-        pending = [_pending(job) for job in queued[:QUEUED_WINDOW]]
+        pending = [pending_job(job) for job in queued[:QUEUED_WINDOW]]
         if not pending:
             return 0
         config = policy_config()

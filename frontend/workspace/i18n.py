@@ -13,6 +13,7 @@ LANGUAGE_NAMES = {"en": "English", "ja": "日本語"}
 STRINGS: dict[str, dict[str, str]] = {
     "title": {"en": "Atelier workspace", "ja": "Atelier ワークスペース"},
     "home": {"en": "Home", "ja": "ホーム"},
+    "api_docs": {"en": "API", "ja": "API"},
     "checkpoint": {"en": "Stable Diffusion checkpoint", "ja": "Stable Diffusion チェックポイント"},
     "vae": {"en": "SD VAE", "ja": "SD VAE"},
     "refresh": {"en": "Refresh models", "ja": "モデルを再読み込み"},
@@ -169,6 +170,15 @@ STRINGS: dict[str, dict[str, str]] = {
     "save_face_settings": {"en": "Save face restoration settings", "ja": "顔の修復設定を保存"},
     "face_settings_saved": {"en": "Face restoration settings saved.", "ja": "顔の修復設定を保存しました。"},
     "status_queued": {"en": "Queued", "ja": "待機中"},
+    # why a queued job waits (inference/waiting.py); {running}, {limit}, {ahead} are filled in
+    "queue_no_worker": {"en": "no worker is online: it starts when one is",
+                        "ja": "稼働中のワーカーがありません。ワーカーが起動すると開始します"},
+    "queue_user_limit": {"en": "you have {running} jobs running (your limit is {limit})",
+                         "ja": "実行中のジョブが {running} 件あります（上限 {limit} 件）"},
+    "queue_tenant_limit": {"en": "your team has {running} jobs running (its limit is {limit})",
+                           "ja": "チームの実行中ジョブが {running} 件あります（上限 {limit} 件）"},
+    "queue_next": {"en": "next in line", "ja": "次に実行されます"},
+    "queue_in_line": {"en": "{ahead} job(s) ahead", "ja": "前に {ahead} 件のジョブがあります"},
     "status_dispatched": {"en": "Starting", "ja": "開始中"},
     "status_running": {"en": "Generating", "ja": "生成中"},
     "status_succeeded": {"en": "Done", "ja": "完了"},

@@ -23,6 +23,7 @@ import base64
 import io
 import logging
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from html import escape
@@ -43,6 +44,8 @@ from inference.models import Job
 from inference.selectors import job_newest_active_for_owner
 from a1111.errors import RequestError
 from inference.services import job_cancel, job_submit
+from inference.waiting import REFRESH_SECONDS as QUEUE_REFRESH_SECONDS
+from inference.waiting import QueueState, queue_state
 
 logger = logging.getLogger(__name__)
 
@@ -236,8 +239,48 @@ def progress_error_html(message: str) -> str:
     )
 
 
-def progress_html(job: Job | None, language: str) -> str:
-    """A progress bar a browser (and a test) can read: `data-status`, `aria-valuenow`."""
+def queue_label(state: QueueState | None, language: str) -> str:
+    """Why a queued job waits, in the member's language ("" when unknown)."""
+    if state is None:
+        return ""
+    if state.reason == "in_line":
+        key = "queue_next" if state.position == 1 else "queue_in_line"
+    else:
+        key = f"queue_{state.reason}"
+    ahead = (state.position or 1) - 1
+    return text(language, key).format(running=state.running, limit=state.limit, ahead=ahead)
+
+
+def watch_job(user: AbstractUser, public_id: str, *, poll_seconds: float) -> Iterator[tuple[Job, QueueState | None]]:
+    """The member's own job, each time what they see of it changes (status, step, a cancel, why it
+    waits), until it ends: the last item is the finished job. `WorkspaceError` when it is gone.
+
+    Why a queued job waits costs a few queries, so it is re-read every `REFRESH_SECONDS` only.
+    """
+    seen: tuple | None = None
+    state: QueueState | None = None
+    checked = 0.0
+    while True:
+        current = own_job(user, public_id)
+        if current is None:
+            raise WorkspaceError("This job is gone.")
+        if current.status == Job.Status.QUEUED:
+            if time.monotonic() - checked >= QUEUE_REFRESH_SECONDS:
+                state, checked = queue_state(current), time.monotonic()
+        else:
+            state = None
+        shown = (current.status, current.step, current.cancel_requested, state)
+        if shown != seen or current.is_finished:
+            seen = shown
+            yield current, state
+        if current.is_finished:
+            return
+        time.sleep(poll_seconds)
+
+
+def progress_html(job: Job | None, language: str, queue: QueueState | None = None) -> str:
+    """A progress bar a browser (and a test) can read: `data-status`, `aria-valuenow`, and for a
+    queued job `data-queue` (why it waits) with the reason in its label."""
     if job is None:
         return '<div class="atelier-progress" data-status="idle"></div>'
     percent = 100 if job.status == Job.Status.SUCCEEDED else int(round(job.progress * 100))
@@ -246,11 +289,15 @@ def progress_html(job: Job | None, language: str) -> str:
     cancelling_attr = ' data-cancelling="1"' if cancelling else ""
     label = text(language, "cancel_requested" if cancelling else f"status_{job.status}")
     detail = f" · {job.step}/{job.total_steps}" if job.status == Job.Status.RUNNING and job.total_steps else ""
+    waiting = queue_label(queue, language) if job.status == Job.Status.QUEUED and not cancelling else ""
+    if waiting:
+        detail = f" · {waiting}"
+    queue_attr = f' data-queue="{escape(queue.reason)}"' if waiting and queue else ""
     colour = {"failed": "#dc2626", "cancelled": "#9ca3af"}.get(job.status, "#f97316")
     error = f'<div class="atelier-progress-error">{escape(job.error)}</div>' if job.error else ""
     return (
         f'<div class="atelier-progress" data-status="{job.status}" data-job="{escape(job.public_id)}"'
-        f'{cancelling_attr} role="progressbar" '
+        f'{cancelling_attr}{queue_attr} role="progressbar" '
         f'aria-valuemin="0" aria-valuemax="100" aria-valuenow="{percent}">'
         f'<div style="background:#e5e7eb;border-radius:6px;height:12px;overflow:hidden">'
         f'<div class="atelier-progress-fill" style="width:{percent}%;height:100%;background:{colour};'

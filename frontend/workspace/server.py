@@ -97,6 +97,9 @@ def build_app(
         enable_monitoring=False,
         pwa=False,
         run_history=False,
+        # Members use the platform's API (its docs are at /docs, linked in the header), never the
+        # workspace's internal Gradio API: no "Use via API" link, no "Built with Gradio".
+        footer_links=["settings"],
     )
     guarded = FileInputGuard(
         app, policy=FilePolicy.for_roots(readable_roots), max_body_bytes=max_body_bytes, cwd=os.getcwd()

@@ -164,7 +164,8 @@ class Workspace:
             'gap:1rem;padding:.25rem .25rem .5rem;border-bottom:1px solid #e5e7eb">'
             f'<strong style="font-size:1.15rem">{escape(self.t("title"))}</strong>'
             f'<span><span class="atelier-user">{escape(self.user.get_username())}</span>{escape(team)} · '
-            f'<a href="/" target="_top">{escape(self.t("home"))}</a></span></div>'
+            f'<a href="/" target="_top">{escape(self.t("home"))}</a> · '
+            f'<a href="/docs" target="_top" class="atelier-api-docs">{escape(self.t("api_docs"))}</a></span></div>'
         )
 
     # --- wiring ---------------------------------------------------------------------------

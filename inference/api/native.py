@@ -24,6 +24,7 @@ from inference.selectors import (
 )
 from inference.services import extras_submit, job_cancel, job_submit
 from inference.storage import member_file_open
+from inference.waiting import queue_state
 from tenants.selectors import usage_this_month
 
 
@@ -78,7 +79,10 @@ def jobs(request: HttpRequest, user) -> JsonResponse:
 @api_view("GET")
 def job_detail(request: HttpRequest, user, public_id: str) -> JsonResponse:
     job = job_get_for_user(user, public_id)
-    return JsonResponse(job_json(job, viewer=user)) if job else _not_found()
+    if job is None:
+        return _not_found()
+    state = queue_state(job)  # why a queued job waits, and its place in line
+    return JsonResponse({**job_json(job, viewer=user), "queue": state.as_json() if state else None})
 
 
 @api_view("POST")

@@ -517,6 +517,20 @@ class PromptgenRequest(Request):
     wait: bool | None = Field(True, description="Wait for the texts (up to ATELIER_PROMPTGEN_WAIT_SECONDS).")
 
 
+class QueueInfo(Response):
+    """Why a queued job waits (`inference/waiting.py`)."""
+
+    reason: Literal["no_worker", "user_limit", "tenant_limit", "in_line"]
+    position: int | None = Field(description="1: next in line; null when it waits for something else than its turn.")
+    running: int
+    limit: int
+    message: str
+
+
+class JobDetail(Job):
+    queue: QueueInfo | None = Field(description="While queued: why it waits and its place in line; else null.")
+
+
 class JobList(Response):
     jobs: list[Job]
 

@@ -95,6 +95,13 @@ def plan_assignments(
     return plan
 
 
+def queue_order(pending: Sequence[PendingJob], fair: FairShareState, *, config: PolicyConfig = PolicyConfig()) -> list[PendingJob]:
+    """The pending jobs in the order fair share would serve them, for telling a member their place
+    in line. Jobs of users or tenants at their running limit are left out (they wait for that, not
+    for their turn); placement (affinity, batching) can still start a job a little out of turn."""
+    return list(_Book(pending, fair, config).fair_order())
+
+
 # --- Phase 1: index --------------------------------------------------------------------------
 
 

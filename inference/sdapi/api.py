@@ -24,6 +24,7 @@ from a1111.errors import RequestValidationError
 from a1111.samplers import SAMPLERS, SCHEDULES
 from inference.selectors import jobs_active_for_owner, user_options_get
 from inference.services import job_cancel, user_options_update
+from inference.waiting import queue_state
 
 # --- lists: exactly what the caller may use ------------------------------------------------
 
@@ -189,6 +190,10 @@ def progress(request: HttpRequest, user) -> dict:
             elapsed = (timezone.now() - current.started_at).total_seconds()
             eta = elapsed / fraction * (1 - fraction)
     job_count = len(active)
+    textinfo = f"{job_count} job(s) queued or running" if job_count else None
+    if current is None and active:  # nothing of theirs runs yet: say why the next one waits (A1111: "Waiting...")
+        waiting = queue_state(min(active, key=lambda job: (job.created_at, job.pk)))
+        textinfo = waiting.message if waiting else textinfo
     return {
         "progress": round(min(0.01 + fraction, 1.0) if current else 0.0, 4),
         "eta_relative": round(eta, 2),
@@ -200,7 +205,7 @@ def progress(request: HttpRequest, user) -> dict:
             "sampling_steps": current.total_steps if current else 0,
         },
         "current_image": (current.preview or None) if current else None,  # base64 JPEG, every few steps
-        "textinfo": f"{job_count} job(s) queued or running" if job_count else None,
+        "textinfo": textinfo,
     }
 
 

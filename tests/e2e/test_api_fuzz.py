@@ -63,7 +63,8 @@ def schemathesis_run(
         "--phases", PHASES, "--suppress-health-check", "all",
         "--report", "junit", "--report-junit-path", str(report), *extra,
     ]
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    # run in the test's own folder: the CLI keeps a crash cache (.schemathesis/) in its working directory
+    result = subprocess.run(command, cwd=report.parent, env=env, capture_output=True, text=True, timeout=900)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-20000:]
     return output

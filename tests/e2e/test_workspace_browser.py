@@ -115,6 +115,9 @@ def test_alice_generates_in_her_workspace_and_charlie_cannot_see_it(platform, br
 
     open_workspace(page)
     assert "alice" in page.locator(".atelier-user").inner_text()
+    # issue 20, bug 7: the platform's API docs are linked; Gradio's internal API is not offered
+    assert page.locator('.atelier-header a[href="/docs"]').count() == 1
+    assert page.get_by_text("Use via API").count() == 0
     shot(page, "02_alice_workspace")
 
     page.locator("#atelier-txt2img-prompt textarea").fill("a lighthouse at dawn, alice-e2e")
@@ -472,3 +475,31 @@ def test_cancel_after_a_reload_stops_the_job_and_an_error_replaces_its_status(pl
     finally:
         platform.release("reload-charlie")
         charlie.close()
+
+
+def test_a_job_that_waits_says_why_and_its_place_in_line(platform, browser) -> None:
+    """Issue 20, bug 4: a queued job no longer shows "Queued · 0%" and nothing else."""
+    holder = platform.submit("charlie", prompt="the only worker is busy, hold:queue-line", steps=2, width=64, height=64)
+    alice, page = sign_in(browser, platform, "alice")
+    try:
+        platform.wait_job("charlie", holder, until={"running"}, timeout=GENERATION_MS / 1000)
+        open_workspace(page)
+        page.locator("#atelier-txt2img-prompt textarea").fill("a queued kite")
+        for name, value in (("width", 64), ("height", 64), ("steps", 2)):
+            set_number(page, f"atelier-txt2img-{name}", value)
+        page.click("#atelier-txt2img-generate")
+        bar = page.locator('#atelier-txt2img-progress .atelier-progress[data-status="queued"][data-queue="in_line"]')
+        bar.wait_for(timeout=60_000)
+        assert "next in line" in bar.inner_text()
+        job_id = bar.get_attribute("data-job")
+        queue = platform.get("alice", f"/api/v1/jobs/{job_id}").json()["queue"]
+        assert (queue["reason"], queue["position"]) == ("in_line", 1)
+        shot(page, "34_alice_waits_next_in_line")
+        platform.release("queue-line")
+        page.wait_for_selector(
+            f'#atelier-txt2img-progress .atelier-progress[data-status="succeeded"][data-job="{job_id}"]',
+            timeout=GENERATION_MS,
+        )
+    finally:
+        platform.release("queue-line")
+        alice.close()

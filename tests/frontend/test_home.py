@@ -94,3 +94,29 @@ def test_operators_manage_extensions_in_admin_and_members_get_the_default(client
     assert not extension_enabled_for_user(personas["charlie"], "not-shipped")
     table = build_workspace(personas["charlie"]).atelier_workspace.extensions.extensions_markdown()
     assert "not-shipped" in table and "not available" in table
+
+
+def test_the_favicon_is_served_and_the_workspace_links_the_api_docs(client, personas, settings) -> None:
+    """Issue 20, bug 7: /favicon.ico was a 404; the workspace showed Gradio's own API instead of ours."""
+    icon = client.get("/favicon.ico")
+    assert icon.status_code == 301 and icon["Location"] == "/static/frontend/favicon.svg"
+    from django.contrib.staticfiles import finders
+
+    assert finders.find("frontend/favicon.svg")
+    alice = build_workspace(personas["alice"]).atelier_workspace
+    assert 'href="/docs"' in alice.header_html("studio-a")
+
+
+def test_the_sliders_carry_this_deployments_limits_and_defaults_stay_within_them(personas, settings) -> None:
+    """Issue 20, bug 6: the sliders went to 150 steps and 2048 px whatever the limits said."""
+    from frontend.member_selectors import generation_defaults_for_user
+    from frontend.member_services import generation_defaults_save
+
+    settings.ATELIER_MAX_STEPS, settings.ATELIER_MAX_SIZE, settings.ATELIER_MAX_BATCH_SIZE = 30, 1024, 4
+    generation_defaults_save(user=personas["alice"], values={"steps": 80, "width": 1536})
+    assert (generation_defaults_for_user(personas["alice"])["steps"],
+            generation_defaults_for_user(personas["alice"])["width"]) == (30, 1024)
+    tab = build_workspace(personas["alice"]).atelier_workspace.txt2img
+    assert (tab["steps"].maximum, tab["width"].maximum, tab["height"].maximum, tab["batch_size"].maximum) == (
+        30, 1024, 1024, 4)
+    assert tab["steps"].value == 30 and tab["width"].value == 1024

@@ -338,6 +338,10 @@ ROUTES: dict[str, Entry] = {
     "http /language/": Entry(_A.AUTHENTICATED, (
         *HTTP_SWEEP, "tests/frontend/test_home.py::test_language_switch_from_the_home_page_reaches_the_workspace"),
         methods=("POST",)),
+    "http /favicon.ico": Entry(_A.PUBLIC, (
+        f"{S}test_surface_http.py::test_public_routes_answer_anonymous_callers",
+        "tests/frontend/test_home.py::test_the_favicon_is_served_and_the_workspace_links_the_api_docs"),
+        note="a redirect to the static icon"),
     "http /openapi.json": Entry(_A.PUBLIC, (
         f"{S}test_surface_http.py::test_public_routes_answer_anonymous_callers",
         "tests/inference/test_openapi.py::test_the_schema_is_public_and_names_no_ones_data"),

@@ -15,7 +15,6 @@ The tab is built unless the operators hid it; it is shown while the member has t
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ from frontend.workspace.jobs import (
     own_job,
     progress_error_html,
     progress_html,
+    watch_job,
     workspace_cancel,
 )
 from frontend.workspace.tab_ids import BEAUTIFUL_PROMPT_TAB
@@ -278,19 +278,11 @@ class BeautifulPromptTab(Tab):
 
     def follow(self, job: Job, poll_seconds: float = POLL_SECONDS) -> Iterator[tuple]:
         """Yield the outputs as the job moves (the bar), then its results when it ends."""
-        seen = None
         public_id = job.public_id
-        while True:
-            current = own_job(self.user, public_id)
-            if current is None:
-                raise WorkspaceError("This job is gone.")
-            if (current.status, current.step, current.cancel_requested) != seen:
-                seen = (current.status, current.step, current.cancel_requested)
-                if not current.is_finished:
-                    yield (progress_html(current, self.language), public_id, gr.skip(), *self.skip_results())
-            if current.is_finished:
-                break
-            time.sleep(poll_seconds)
+        current = job
+        for current, queue in watch_job(self.user, public_id, poll_seconds=poll_seconds):
+            if not current.is_finished:
+                yield (progress_html(current, self.language, queue), public_id, gr.skip(), *self.skip_results())
         yield self.finished_outputs(current)
         if current.status == Job.Status.FAILED:
             raise WorkspaceError(current.error or self.t("status_failed"))

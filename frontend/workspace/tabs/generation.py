@@ -14,7 +14,6 @@ preview: nothing of an earlier job stays on screen as if it were the current one
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -29,14 +28,15 @@ from frontend.workspace.jobs import (
     WorkspaceError,
     as_workspace_error,
     member_errors,
-    own_job,
     preview_image,
     progress_error_html,
     progress_html,
+    watch_job,
     workspace_cancel,
     workspace_submit,
 )
 from frontend.workspace.tabs.base import PicksImages, callback
+from inference.limits import generation_limits
 from inference.models import Job
 from inference.selectors import job_newest_active_for_owner, job_newest_finished_for_owner
 from a1111.samplers import SAMPLERS, SCHEDULES
@@ -72,6 +72,7 @@ class GenerationTab(PicksImages):
     # --- layout ---------------------------------------------------------------------------
     def build(self) -> None:
         kind, d, c = self.kind, self.workspace.defaults, self.components
+        lim = generation_limits()  # the sliders carry this deployment's real bounds (the API's too)
         with gr.Row():
             with gr.Column(scale=3):
                 self.build_source()
@@ -104,12 +105,15 @@ class GenerationTab(PicksImages):
                     c["scheduler"] = self.tr(gr.Dropdown(
                         choices=[s.label for s in SCHEDULES], value=d["scheduler"], label=self.t("scheduler"),
                     ), "scheduler")
-                    c["steps"] = self.tr(gr.Slider(1, 150, value=d["steps"], step=1, label=self.t("steps"),
+                    c["steps"] = self.tr(gr.Slider(1, lim.max_steps, value=d["steps"], step=1,
+                                                   label=self.t("steps"),
                                                    elem_id=f"atelier-{kind}-steps"), "steps")
                 with gr.Row():
-                    c["width"] = self.tr(gr.Slider(64, 2048, value=d["width"], step=8, label=self.t("width"),
+                    c["width"] = self.tr(gr.Slider(lim.min_size, lim.max_size, step=8, label=self.t("width"),
+                                                   value=d["width"],
                                                    elem_id=f"atelier-{kind}-width"), "width")
-                    c["height"] = self.tr(gr.Slider(64, 2048, value=d["height"], step=8, label=self.t("height"),
+                    c["height"] = self.tr(gr.Slider(lim.min_size, lim.max_size, step=8, label=self.t("height"),
+                                                    value=d["height"],
                                                     elem_id=f"atelier-{kind}-height"), "height")
                 with gr.Row():
                     c["cfg_scale"] = self.tr(gr.Slider(1, 30, value=d["cfg_scale"], step=0.5,
@@ -117,8 +121,10 @@ class GenerationTab(PicksImages):
                     c["seed"] = self.tr(gr.Number(value=d["seed"], precision=0, label=self.t("seed"),
                                                   elem_id=f"atelier-{kind}-seed"), "seed")
                 with gr.Row():
-                    c["n_iter"] = self.tr(gr.Slider(1, 16, value=d["n_iter"], step=1, label=self.t("n_iter")), "n_iter")
-                    c["batch_size"] = self.tr(gr.Slider(1, 8, value=d["batch_size"], step=1,
+                    c["n_iter"] = self.tr(gr.Slider(1, lim.max_n_iter, value=d["n_iter"],
+                                                    step=1, label=self.t("n_iter")), "n_iter")
+                    c["batch_size"] = self.tr(gr.Slider(1, lim.max_batch_size, step=1,
+                                                        value=d["batch_size"],
                                                         label=self.t("batch_size")), "batch_size")
                     with gr.Column(min_width=120):
                         c["tiling"] = self.tr(gr.Checkbox(value=bool(d.get("tiling")), label=self.t("tiling"),
@@ -288,21 +294,13 @@ class GenerationTab(PicksImages):
 
     def follow(self, job: Job, poll_seconds: float = POLL_SECONDS) -> Iterator[tuple]:
         """Yield (progress, result images, refs, info, job id, selection) as the job moves, until it ends."""
-        seen = None
         public_id = job.public_id
-        while True:
-            current = own_job(self.user, public_id)
-            if current is None:
-                raise WorkspaceError("This job is gone.")
-            if (current.status, current.step) != seen:
-                seen = (current.status, current.step)
-                if not current.is_finished:
-                    # The worker's live preview of the first image, every few steps (no refs: not pickable).
-                    preview = [(preview_image(current.preview), self.t("preview"))] if current.preview else gr.skip()
-                    yield progress_html(current, self.language), preview, gr.skip(), gr.skip(), public_id, gr.skip()
-            if current.is_finished:
-                break
-            time.sleep(poll_seconds)
+        current = job
+        for current, queue in watch_job(self.user, public_id, poll_seconds=poll_seconds):
+            if not current.is_finished:
+                # The worker's live preview of the first image, every few steps (no refs: not pickable).
+                preview = [(preview_image(current.preview), self.t("preview"))] if current.preview else gr.skip()
+                yield progress_html(current, self.language, queue), preview, gr.skip(), gr.skip(), public_id, gr.skip()
         yield self.finished_outputs(current)
         if current.status == Job.Status.FAILED:
             raise WorkspaceError(current.error or text(self.language, "status_failed"))

@@ -11,6 +11,7 @@ from frontend.member_services import generation_defaults_save
 from frontend.workspace.jobs import member_errors
 from frontend.workspace.tabs.base import callback
 from frontend.workspace.tabs.generation import GenerationTab
+from inference.limits import generation_limits
 
 TXT2IMG_FIELDS = ("enable_hr", "hr_upscaler", "hr_scale", "hr_second_pass_steps", "hr_denoising_strength")
 
@@ -32,7 +33,7 @@ class Txt2ImgTab(GenerationTab):
             with gr.Row():
                 c["hr_scale"] = self.tr(gr.Slider(1, 4, value=2, step=0.05, label=self.t("hr_scale")), "hr_scale")
                 c["hr_second_pass_steps"] = self.tr(gr.Slider(
-                    0, 150, value=0, step=1, label=self.t("hr_second_pass_steps"),
+                    0, generation_limits().max_steps, value=0, step=1, label=self.t("hr_second_pass_steps"),
                 ), "hr_second_pass_steps")
                 c["hr_denoising_strength"] = self.tr(gr.Slider(
                     0, 1, value=0.7, step=0.01, label=self.t("denoising_strength"),

@@ -11,6 +11,8 @@ from axes.backends import AxesStandaloneBackend
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
+from inference.api.errors import API_PREFIXES
+
 
 class ContentSecurityPolicyMiddleware:
     """Adds ``ATELIER_CONTENT_SECURITY_POLICY`` to every response that has no policy of its own."""
@@ -34,13 +36,13 @@ class RefuseNulCharactersMiddleware:
     are left alone: their field readers refuse NUL naming the field, in the API's own shape.
     """
 
-    API_PREFIXES = ("/api/", "/sdapi/", "/controlnet/", "/internal/")
+    SKIPPED_PREFIXES = (*API_PREFIXES, "/internal/")
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if not request.path.startswith(self.API_PREFIXES) and self._has_nul(request):
+        if not request.path.startswith(self.SKIPPED_PREFIXES) and self._has_nul(request):
             return HttpResponse(
                 "Bad request: text must not contain NUL characters (\\0). Remove them and send the form again.",
                 status=400, content_type="text/plain; charset=utf-8",

@@ -46,8 +46,23 @@ class ModelNotFound(NotFound):
         super().__init__(message, field=field)
 
 
+class HashTitled:
+    """A1111's identity forms of a model named `name` with SHA-256 `sha256`: `name [hash10]`."""
+
+    name: str
+    sha256: str
+
+    @property
+    def hash10(self) -> str:
+        return self.sha256[:10]
+
+    @property
+    def title(self) -> str:
+        return f"{self.name} [{self.hash10}]"
+
+
 @dataclass(frozen=True)
-class ModelEntry:
+class ModelEntry(HashTitled):
     kind: str
     name: str  # path relative to its folder, e.g. "styles/anime.safetensors"
     path: Path
@@ -57,14 +72,6 @@ class ModelEntry:
     @property
     def model_name(self) -> str:
         return self.name.rsplit(".", 1)[0]
-
-    @property
-    def hash10(self) -> str:
-        return self.sha256[:10]
-
-    @property
-    def title(self) -> str:
-        return f"{self.name} [{self.hash10}]"
 
     def matches(self, ident: str) -> bool:
         ident = ident.strip()
@@ -270,7 +277,7 @@ PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
 @dataclass(frozen=True)
-class PromptgenModelEntry:
+class PromptgenModelEntry(HashTitled):
     """A causal language model folder (transformers layout) in a promptgen models folder.
 
     `name` is the folder's path relative to its models folder (e.g. "pai-bloom-1b1-text2prompt-sd"),
@@ -292,14 +299,6 @@ class PromptgenModelEntry:
     @property
     def model_name(self) -> str:
         return self.name
-
-    @property
-    def hash10(self) -> str:
-        return self.sha256[:10]
-
-    @property
-    def title(self) -> str:
-        return f"{self.name} [{self.hash10}]"
 
     def matches(self, ident: str) -> bool:
         ident = ident.strip()

@@ -144,6 +144,18 @@ def json_body(request: HttpRequest) -> Any:
         raise RequestValidationError("body", exc.message) from None
 
 
+def _method_not_allowed(request: HttpRequest, methods: tuple[str, ...]) -> JsonResponse:
+    response = error(405, f"method {request.method} not allowed; use {', '.join(methods)}")
+    response["Allow"] = ", ".join(methods)
+    return response
+
+
+def _unauthenticated() -> JsonResponse:
+    response = error(401, "authentication required: send 'Authorization: Bearer <your API token>'")
+    response["WWW-Authenticate"] = 'Bearer realm="atelier"'
+    return response
+
+
 def api_view(*methods: str) -> Callable:
     """Token-authenticated JSON endpoint. The view receives (request, user, *args).
 
@@ -158,14 +170,10 @@ def api_view(*methods: str) -> Callable:
         @functools.wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             if request.method not in methods:
-                response = error(405, f"method {request.method} not allowed; use {', '.join(methods)}")
-                response["Allow"] = ", ".join(methods)
-                return response
+                return _method_not_allowed(request, methods)
             user = request_user(request)
             if user is None:
-                response = error(401, "authentication required: send 'Authorization: Bearer <your API token>'")
-                response["WWW-Authenticate"] = 'Bearer realm="atelier"'
-                return response
+                return _unauthenticated()
             try:
                 return view(request, user, *args, **kwargs)
             except RequestError as exc:
@@ -184,14 +192,10 @@ def _async_api_view(view: Callable[..., Any], methods: tuple[str, ...]) -> Calla
     @functools.wraps(view)
     async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if request.method not in methods:
-            response = error(405, f"method {request.method} not allowed; use {', '.join(methods)}")
-            response["Allow"] = ", ".join(methods)
-            return response
+            return _method_not_allowed(request, methods)
         user = await sync_to_async(request_user)(request)
         if user is None:
-            response = error(401, "authentication required: send 'Authorization: Bearer <your API token>'")
-            response["WWW-Authenticate"] = 'Bearer realm="atelier"'
-            return response
+            return _unauthenticated()
         try:
             return await view(request, user, *args, **kwargs)
         except RequestError as exc:

@@ -5,6 +5,9 @@ import os
 
 from celery import Celery
 
+from config import filebroker
+
+filebroker.register()  # the embedded default's broker URL, atelier-files://, before any connection
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("atelier")

@@ -304,7 +304,8 @@ if REDIS_URL:
     ATELIER_EVENT_TRANSPORT = "channel_layer"
 else:
     BROKER_DIR.mkdir(parents=True, exist_ok=True)
-    CELERY_BROKER_URL = "filesystem://"
+    # kombu's file-system transport, with each message written atomically (config/filebroker.py).
+    CELERY_BROKER_URL = "atelier-files://"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR),
         "data_folder_out": str(BROKER_DIR),

@@ -73,3 +73,21 @@ def tiny_promptgen_models() -> dict[str, Path]:
         if not (path / "model.safetensors").exists():
             write_tiny_promptgen(path, family)
     return models
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """A failed test that used a running platform gets its processes' logs in its report.
+
+    The platforms are module-scoped fixtures, which a test's failure does not reach, and their
+    data folder (with the logs) is deleted when the module ends: without this, a job that never
+    finished in CI leaves nothing to read.
+    """
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        from tests.harness import Platform
+
+        for value in getattr(item, "funcargs", {}).values():
+            if isinstance(value, Platform):
+                report.sections.append(("platform process logs (last 4000 characters each)", value.logs()))

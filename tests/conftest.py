@@ -1,8 +1,19 @@
 """Shared fixtures: the personas (alice and bob in studio-a, charlie in studio-b, operator admin),
-their API tokens, and the tiny checkpoint in the test DATA_DIR's public models folder."""
+their API tokens, and the tiny checkpoint in the test DATA_DIR's public models folder.
+
+Also which tests a second run in another mode repeats (`ATELIER_TESTS=mode-dependent`, as
+`.ci/run`'s embedded run sets). CI runs the suite in cluster mode (PostgreSQL + Redis), then again
+on the embedded default (SQLite + file broker). Only what touches the database, the broker or a
+running platform can behave differently there; a test of pure code (parsers, the scheduler's
+policy, the torch runtime, the import layers) would only repeat itself, so the second run
+deselects it. Tests marked `single_mode` (the browser tests, the API fuzzing: their subject is
+the pages and the parsers, which the mode does not change) run in the first mode only; every
+flow they drive also has an HTTP end-to-end test that runs in both.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -91,3 +102,27 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         for value in getattr(item, "funcargs", {}).values():
             if isinstance(value, Platform):
                 report.sections.append(("platform process logs (last 4000 characters each)", value.logs()))
+
+
+MODE_FIXTURES = frozenset({"db", "transactional_db", "django_db_setup", "live_server"})
+
+
+def runs_in_every_mode(item: pytest.Item) -> bool:
+    """Whether the test can behave differently on another database or broker (see the docstring)."""
+    if item.get_closest_marker("single_mode"):
+        return False
+    if item.get_closest_marker("django_db") or item.get_closest_marker("e2e"):
+        return True
+    return bool(MODE_FIXTURES & set(getattr(item, "fixturenames", ())))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    selection = os.environ.get("ATELIER_TESTS", "all")
+    if selection == "all":
+        return
+    if selection != "mode-dependent":
+        raise pytest.UsageError(f"ATELIER_TESTS={selection!r}: use 'all' (the default) or 'mode-dependent'")
+    kept = [item for item in items if runs_in_every_mode(item)]
+    dropped = [item for item in items if not runs_in_every_mode(item)]
+    config.hook.pytest_deselected(items=dropped)
+    items[:] = kept

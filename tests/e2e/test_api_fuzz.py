@@ -26,7 +26,8 @@ import pytest
 
 from tests.harness import REPO, Platform, running_platform
 
-pytestmark = pytest.mark.e2e
+# The parsers and views are the subject, not the broker: CI fuzzes in cluster mode only (tests/conftest.py).
+pytestmark = [pytest.mark.e2e, pytest.mark.single_mode]
 
 # CI: the fuzzing phase only, a few examples per operation (about a minute a run). `make fuzz`:
 # every phase (schema examples, the coverage phase's boundary values, fuzzing, stateful) with many more.

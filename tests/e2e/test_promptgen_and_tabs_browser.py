@@ -41,6 +41,7 @@ GENERATION_MS = 180_000
 
 pytestmark = [
     pytest.mark.e2e,
+    pytest.mark.single_mode,  # the pages are the subject; CI runs it in cluster mode only (tests/conftest.py)
     pytest.mark.skipif(
         not IN_CI and not Path(CHROMIUM).exists(),
         reason=f"no Chromium at {CHROMIUM} (apt-get install chromium, or set ATELIER_CHROMIUM); in CI this fails",

@@ -5,10 +5,17 @@ DATABASE_URL is set, else SQLite in DATA_DIR), migrates, creates the demo accoun
 tiny model with the project's own management commands, then starts the web server and
 Celery workers with the same command lines `manage.py serve` uses. Everything talks over
 loopback; nothing here touches the test process's own database.
+
+Preparing is what CI repeats most (a platform per end-to-end module, in two modes), so it
+costs one Python process, not three: `migrate` and `bootstrap_demo` run in one interpreter, and
+the tiny checkpoint (`make_tiny_model`'s deterministic output) is written once per test run
+and copied. `tests/e2e/test_serve.py` still runs `manage.py serve` the way `make run` does.
 """
 
 from __future__ import annotations
 
+import atexit
+import functools
 import http.server
 import json
 import os
@@ -34,6 +41,24 @@ from inference.processes import sweeper_command, web_command, worker_command
 
 REPO = Path(__file__).resolve().parent.parent
 TERMINAL = {"succeeded", "failed", "cancelled"}
+TINY_CHECKPOINT_NAME = "atelier-tiny.safetensors"  # settings.ATELIER_TINY_MODEL_NAME
+# `manage.py migrate --noinput -v 0`, then `manage.py bootstrap_demo --json`, in one interpreter.
+MIGRATE_AND_BOOTSTRAP = (
+    "import django; django.setup(); from django.core.management import call_command; "
+    "call_command('migrate', interactive=False, verbosity=0); call_command('bootstrap_demo', json=True)"
+)
+
+
+@functools.cache
+def tiny_checkpoint() -> Path:
+    """`manage.py make_tiny_model`'s checkpoint, written once per test process (it is deterministic)."""
+    folder = Path(tempfile.mkdtemp(prefix="atelier-e2e-tiny-"))
+    atexit.register(shutil.rmtree, folder, True)
+    target = folder / TINY_CHECKPOINT_NAME
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "DATA_DIR": str(folder / "data")}
+    subprocess.run([sys.executable, "manage.py", "make_tiny_model", "--output", str(target)],
+                   cwd=REPO, env=env, check=True, capture_output=True, timeout=300)
+    return target
 
 
 def free_port() -> int:
@@ -116,10 +141,23 @@ class Platform:
         self._create_database()
         port = free_port()
         self.base_url = f"http://127.0.0.1:{port}"
-        self.manage("migrate", "--noinput", "-v", "0")
-        self.manage("make_tiny_model")
-        self.credentials = json.loads(self.manage("bootstrap_demo", "--json"))
+        if "ATELIER_CKPT_DIR" in self.env():
+            self.manage("make_tiny_model")
+        else:
+            checkpoints = self.data_dir / "public" / "models" / "Stable-diffusion"
+            checkpoints.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(tiny_checkpoint(), checkpoints / TINY_CHECKPOINT_NAME)
+        self.credentials = json.loads(self._python(MIGRATE_AND_BOOTSTRAP))
         return port
+
+    def _python(self, code: str) -> str:
+        """Run `code` in one Django process with this platform's environment; its stdout."""
+        result = subprocess.run(
+            [sys.executable, "-c", code], cwd=REPO, env=self.env(), capture_output=True, text=True, timeout=300
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"preparing the platform failed:\n{result.stdout}\n{result.stderr}")
+        return result.stdout
 
     def start(self, workers: int = 1) -> Platform:
         port = self.prepare()

@@ -35,6 +35,7 @@ def _method_refused(request: HttpRequest) -> HttpResponse | None:
 
 def _no_store(response: HttpResponse) -> HttpResponse:
     response["Cache-Control"] = "no-store"
+    response["X-Content-Type-Options"] = "nosniff"  # answered before SecurityMiddleware sets it
     return response
 
 

@@ -142,6 +142,9 @@ def test_the_probes_of_each_process_kind_pass_on_a_running_platform(platform: Pl
         assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
     result = probe("worker", "--ready", "-n", "nobody@%h")
     assert result.returncode == 1 and "unregistered" in result.stderr
+    for mode in ("--live", "--ready"):  # the sweeper (the dispatcher) touches its file on every pass
+        result = probe("sweeper", mode)
+        assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
 
 
 def test_a_worker_killed_mid_job_does_not_lose_it(platform: Platform) -> None:

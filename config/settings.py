@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from datetime import timedelta
 from pathlib import Path
 
@@ -101,6 +102,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: /healthz, /readyz (and /metrics with a bearer token) answer before the host check and
+    # the HTTPS redirect, which a kubelet or Prometheus calling the pod's own address would fail.
+    "config.observability.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "config.security.ContentSecurityPolicyMiddleware",
     "config.security.RefuseNulCharactersMiddleware",
@@ -335,6 +339,16 @@ CELERY_IMPORTS = ["inference.runner.tasks"]
 
 # Where a worker POSTs job events in the embedded default (set by `manage.py serve`).
 ATELIER_EVENTS_URL = env.str("ATELIER_EVENTS_URL", default="")
+
+# --- probes and metrics (config/observability.py, inference/health.py, inference/metrics.py) ---
+# Each readiness check (database, broker, storage) must answer within this many seconds.
+ATELIER_READINESS_TIMEOUT_SECONDS = _at_least(
+    "ATELIER_READINESS_TIMEOUT_SECONDS", env.float("ATELIER_READINESS_TIMEOUT_SECONDS", default=2.0), 0.1
+)
+# Where workers and the sweeper touch their liveness file: a folder local to the container.
+ATELIER_PROBE_DIR = Path(env.str("ATELIER_PROBE_DIR", default=str(Path(tempfile.gettempdir()) / "atelier-probes")))
+# `Authorization: Bearer <this>` may read /metrics (Prometheus); empty: only operators' sessions may.
+ATELIER_METRICS_TOKEN = env.str("ATELIER_METRICS_TOKEN", default="")
 
 # --- models and working directories -------------------------------------------------
 ATELIER_MODEL_KINDS = (

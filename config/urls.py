@@ -3,6 +3,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from config.observability import healthz, metrics, readyz
 from frontend.extensions_api import sdapi_extensions
 from frontend.views import api_docs
 from inference.openapi.views import openapi_json
@@ -18,6 +19,9 @@ urlpatterns = [
     path("openapi.json", openapi_json, name="openapi"),  # where A1111 (FastAPI) serves its schema
     path("docs", api_docs, name="api-docs"),  # and its interactive page
     path("internal/", include("inference.api.internal_urls")),
+    path("healthz", healthz, name="healthz"),  # probes and metrics: config/observability.py
+    path("readyz", readyz, name="readyz"),
+    path("metrics", metrics, name="metrics"),
     path("", include("frontend.urls")),
 ]
 

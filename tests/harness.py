@@ -98,6 +98,7 @@ class Platform:
             PYTHONUNBUFFERED="1",
             ATELIER_HEARTBEAT_SECONDS="1",
             ATELIER_WORKER_DEAD_AFTER_SECONDS="4",
+            ATELIER_PROBE_DIR=str(self.data_dir / "probes"),  # liveness files: this platform's own
         )
         if self._database:
             env["DATABASE_URL"] = self._database

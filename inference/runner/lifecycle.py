@@ -5,6 +5,7 @@
   thread, which every few seconds reports the loaded checkpoints and held networks (one UPDATE
   of its own row: the scheduler's passes run in the dispatcher, `manage.py sweeper`, see
   `inference/dispatch.py`);
+* every beat, touch the liveness file `manage.py probe worker --live` reads (`inference/health.py`);
 * on shutdown: stop the heartbeat, mark the worker offline and requeue what it held.
 """
 
@@ -27,11 +28,16 @@ class Heartbeat(threading.Thread):
         self.stopping = threading.Event()
 
     def run(self) -> None:
+        from inference.health import touch_heartbeat
         from inference.runner.batch import held_models
         from inference.runner.tasks import run_batch
         from inference.transitions import worker_heartbeat
 
+        touch_heartbeat("worker", self.worker_name)
         while not self.stopping.wait(settings.ATELIER_HEARTBEAT_SECONDS):
+            # The liveness file (`manage.py probe worker --live`) says this loop runs, whatever the
+            # database says: a database outage must not make Kubernetes restart every worker.
+            touch_heartbeat("worker", self.worker_name)
             try:
                 close_old_connections()
                 runtime = run_batch.runtime

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 
+import httpx
 import pytest
 from PIL import Image
 from websockets.exceptions import ConnectionClosed
@@ -117,6 +118,33 @@ def test_cancel_stops_a_running_job_at_the_next_step(platform: Platform) -> None
     assert job["status"] == "cancelled"
     assert job["step"] < job["total_steps"]
     assert not [p for p in platform.outputs_of("alice") if p.name.startswith(job_id)]
+
+
+def test_the_probes_of_each_process_kind_pass_on_a_running_platform(platform: Platform) -> None:
+    """The web process's /healthz and /readyz over HTTP; the worker's exec probes (`manage.py probe`)
+    against its own heartbeat file and row, as Kubernetes runs them (docker/k8s)."""
+    import subprocess
+    import sys
+
+    from tests.harness import REPO
+
+    assert httpx.get(f"{platform.base_url}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{platform.base_url}/readyz", timeout=30)
+    assert ready.status_code == 200 and ready.json()["status"] == "ok", ready.text
+    template = platform.worker_name("w0").split("@")[0] + "@%h"  # as `celery worker -n` is given it
+
+    def probe(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "manage.py", "probe", *args], cwd=REPO, env=platform.env(),
+                              capture_output=True, text=True, timeout=120)
+
+    for mode in ("--live", "--ready"):
+        result = probe("worker", mode, "-n", template)
+        assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+    result = probe("worker", "--ready", "-n", "nobody@%h")
+    assert result.returncode == 1 and "unregistered" in result.stderr
+    for mode in ("--live", "--ready"):  # the sweeper (the dispatcher) touches its file on every pass
+        result = probe("sweeper", mode)
+        assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
 
 
 def test_a_worker_killed_mid_job_does_not_lose_it(platform: Platform) -> None:

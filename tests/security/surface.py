@@ -296,6 +296,22 @@ ROUTES: dict[str, Entry] = {
     "http /internal/events": Entry(_A.INTERNAL, (
         *HTTP_SWEEP, f"{S}test_surface_http.py::test_internal_routes_refuse_requests_without_the_worker_signature"),
         methods=("POST",), note="HMAC-SHA256 of the body with SECRET_KEY in X-Atelier-Signature"),
+    # --- probes and metrics (config/observability.py) ---
+    "http /healthz": Entry(_A.PUBLIC, (
+        f"{S}test_surface_http.py::test_public_routes_answer_anonymous_callers",
+        f"{S}test_platform_probes.py::test_probes_are_public_and_name_nothing_of_anyones",
+    ), note="liveness: 200 {\"status\": \"ok\"}, no I/O"),
+    "http /readyz": Entry(_A.PUBLIC, (
+        f"{S}test_surface_http.py::test_public_routes_answer_anonymous_callers",
+        f"{S}test_platform_probes.py::test_probes_are_public_and_name_nothing_of_anyones",
+        f"{S}test_platform_probes.py::test_a_failed_readiness_check_names_no_host_port_or_secret",
+    ), note="readiness: database, broker, storage; a 503 names the failed one in a fixed vocabulary"),
+    "http /metrics": Entry(_A.OPERATOR, (
+        *OPERATOR_SWEEP,
+        f"{S}test_platform_probes.py::test_metrics_refuse_anonymous_members_and_wrong_tokens",
+        f"{S}test_platform_probes.py::test_an_empty_metrics_token_setting_refuses_every_bearer_token",
+        f"{S}test_platform_probes.py::test_metrics_answer_the_metrics_token_and_operators_sessions",
+    ), note="Prometheus text; Bearer ATELIER_METRICS_TOKEN (empty: no token works) or an operator's session"),
     # --- pages ---
     "http /": Entry(_A.AUTHENTICATED, (
         *HTTP_SWEEP, "tests/test_frontend.py::test_home_requires_sign_in_and_shows_the_members_team_and_models",

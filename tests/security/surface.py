@@ -180,6 +180,7 @@ SDAPI_GET = "tests/a1111/test_sdapi_routes.py::test_every_get_route_needs_a_toke
 SDAPI_POST = "tests/a1111/test_sdapi_routes.py::test_every_post_route_needs_a_token"
 JOBS_404 = "tests/inference/test_api.py::test_alices_job_is_404_to_other_members_on_every_endpoint"
 E2E_404 = "tests/e2e/test_platform.py::test_other_users_get_404_for_every_job_endpoint"
+GROUPS_404 = "tests/inference/test_job_groups.py::test_alices_plot_is_404_to_other_members_on_every_endpoint"
 
 _A = Access
 ROUTES: dict[str, Entry] = {
@@ -201,6 +202,13 @@ ROUTES: dict[str, Entry] = {
         *OWNER_SWEEP,
         "tests/a1111/test_controlnet_api.py::test_pai_image_link_form_returns_an_image_mask_url_only_the_owner_can_fetch",
     )),
+    "http /api/v1/job-groups": Entry(_A.AUTHENTICATED, (
+        *HTTP_SWEEP, GROUPS_404,
+    ), methods=("POST",), note="an X/Y/Z plot: each cell submitted as the caller's own job"),
+    "http /api/v1/job-groups/<str:group_id>": Entry(_A.OWNER_SCOPED, (*OWNER_SWEEP, GROUPS_404)),
+    "http /api/v1/job-groups/<str:group_id>/cancel": Entry(_A.OWNER_SCOPED, (*OWNER_SWEEP, GROUPS_404),
+                                                           methods=("POST",)),
+    "http /api/v1/job-groups/<str:group_id>/grid": Entry(_A.OWNER_SCOPED, (*OWNER_SWEEP, GROUPS_404)),
     "http /api/v1/models": Entry(_A.AUTHENTICATED, (
         *HTTP_SWEEP, "tests/inference/test_api.py::test_models_lists_what_the_caller_may_use")),
     "http /api/v1/promptgen": Entry(_A.AUTHENTICATED, (

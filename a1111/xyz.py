@@ -377,8 +377,11 @@ def apply_axis_value(request: GenerationRequest, axis: Axis, value: Any, where: 
     raise AssertionError(f"unhandled axis type {kind}")
 
 
-def expand_cells(base: GenerationRequest, plot: XyzPlot) -> list[Cell]:
-    """Every cell's request, in A1111's order (x fastest, then y, then z), values applied x, y, z."""
+def expand_cells(base: GenerationRequest, plot: XyzPlot, limits: Limits | None = None) -> list[Cell]:
+    """Every cell's request, in A1111's order (x fastest, then y, then z), values applied x, y, z.
+
+    With `limits`, a prompt a Prompt S/R or LoRA-weight value makes longer than
+    `limits.max_prompt_chars` is refused naming that axis (the base prompt was checked already)."""
     cells = []
     for zi, z_value in enumerate(plot.z.values):
         for yi, y_value in enumerate(plot.y.values):
@@ -386,6 +389,12 @@ def expand_cells(base: GenerationRequest, plot: XyzPlot) -> list[Cell]:
                 request = base
                 for name, axis, value in zip(AXIS_NAMES, plot.axes, (x_value, y_value, z_value), strict=True):
                     request = apply_axis_value(request, axis, value, f"xyz.{name}.values")
+                    longest = max(len(request.prompt), len(request.negative_prompt))
+                    if limits is not None and longest > limits.max_prompt_chars:
+                        raise RequestValidationError(
+                            f"xyz.{name}.values",
+                            f"makes a prompt of {longest} characters; at most {limits.max_prompt_chars} are allowed",
+                        )
                 cells.append(Cell(
                     index=len(cells), position=(xi, yi, zi),
                     labels=(plot.x.labels[xi], plot.y.labels[yi], plot.z.labels[zi]), request=request,

@@ -32,6 +32,7 @@ from a1111.pnginfo import png_bytes
 from a1111.xyz import AXIS_NAMES, XyzPlot, expand_cells
 from a1111.xyz_grid import draw_grid
 from inference.inputs.images import InputImages
+from inference.limits import generation_limits
 from inference.model_registry import checkpoint_resolve_for_user, vae_resolve_for_user
 from inference.models import Job, JobGroup
 from inference.services import NotAMember, job_cancel, job_submit
@@ -67,7 +68,7 @@ def job_group_submit(
         raise NotAMember(f"{user.get_username()} is not a member of any tenant, so cannot generate")
     if request.kind != "txt2img":
         raise RequestValidationError("kind", "an X/Y/Z plot is txt2img only")
-    cells = expand_cells(request, plot)
+    cells = expand_cells(request, plot, generation_limits())
     _check_model_axes(user, plot)
     with transaction.atomic():
         group = JobGroup.objects.create(owner=user, tenant=tenant, kind=JobGroup.Kind.XYZ, spec=plot.to_json())

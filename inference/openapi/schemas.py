@@ -468,6 +468,10 @@ class XyzAxis(Request):
 
 
 class XyzAxes(Request):
+    """The plot's axes: x, and optionally y and z (no other keys)."""
+
+    model_config = ConfigDict(extra="forbid")
+
     x: XyzAxis | None = None
     y: XyzAxis | None = None
     z: XyzAxis | None = None

@@ -209,3 +209,13 @@ def test_a_missing_cell_is_a_blank_tile_and_z_grids_sit_side_by_side() -> None:
 def test_a_one_axis_plot_has_no_row_labels() -> None:
     layout = grid_layout((3, 1, 1), (64, 32), (["1", "2", "3"], [""], [""]))
     assert layout.boxes[0][0] == 0 and layout.size[0] == 3 * 64
+
+
+def test_a_replacement_may_not_make_a_prompt_over_the_limit() -> None:
+    limits = Limits(max_prompt_chars=20)
+    request = parse_generation_request({"prompt": "a cat", "seed": 1}, limits=limits)
+    parsed = parse_xyz({"x": {"type": "prompt_sr", "values": "cat, dog, " + "x" * 30}}, limits=LIMITS, max_cells=64)
+    assert len(expand_cells(request, parsed)) == 3  # without limits: not checked
+    with pytest.raises(RequestValidationError) as caught:
+        expand_cells(request, parsed, limits)
+    assert caught.value.field == "xyz.x.values" and "at most 20" in caught.value.message

@@ -291,9 +291,11 @@ def _checked_values(axis_type: AxisType, values: list[Any], where: str, limits: 
         names = []
         for value in values:
             try:
-                names.append(resolve_sampler(value).name)
+                choice = resolve_sampler(value)
             except SamplerError as exc:
                 raise RequestValidationError(where, f"{value!r}: {exc}") from None
+            # A legacy "DPM++ 2M SDE Karras" keeps its schedule (applied with the sampler); else the name
+            names.append(value if choice.schedule_label != "Automatic" else choice.name)
         return names
     elif axis_type.id in ("checkpoint", "vae", "prompt_sr"):
         for value in values:
@@ -352,8 +354,9 @@ def apply_axis_value(request: GenerationRequest, axis: Axis, value: Any, where: 
         return dataclasses.replace(request, steps=int(value))
     if kind == "cfg_scale":
         return dataclasses.replace(request, cfg_scale=float(value))
-    if kind == "sampler":
-        return dataclasses.replace(request, sampler_name=str(value))
+    if kind == "sampler":  # A1111 1.9+: the request's schedule type stays unless the name carries one
+        choice = resolve_sampler(str(value), request.scheduler)
+        return dataclasses.replace(request, sampler_name=choice.name, scheduler=choice.schedule_label)
     if kind == "checkpoint":
         settings = {**request.override_settings, "sd_model_checkpoint": value}
         return dataclasses.replace(request, checkpoint=str(value), override_settings=settings)

@@ -156,12 +156,13 @@ def test_checkpoint_vae_and_sampler_axes_set_the_request() -> None:
     cells = expand_cells(base(), plot({
         "x": {"type": "checkpoint", "values": "a.safetensors, b"},
         "y": {"type": "vae", "values": "None, kl.safetensors"},
-        "z": {"type": "sampler", "values": "DPM++ 2M Karras"},
+        "z": {"type": "sampler", "values": "DPM++ 2M SDE Karras, k_euler"},
     }))
-    assert [c.request.checkpoint for c in cells] == ["a.safetensors", "b"] * 2
+    assert [c.request.checkpoint for c in cells] == ["a.safetensors", "b"] * 4
     assert cells[1].request.override_settings["sd_model_checkpoint"] == "b"
-    assert [c.request.vae for c in cells] == ["None", "None", "kl.safetensors", "kl.safetensors"]
-    assert {c.request.sampler_name for c in cells} == {"DPM++ 2M"}
+    assert [c.request.vae for c in cells] == ["None", "None", "kl.safetensors", "kl.safetensors"] * 2
+    assert [(c.request.sampler_name, c.request.scheduler) for c in cells][::4] == [("DPM++ 2M SDE", "Karras"), ("Euler", "Automatic")]
+    assert [c.labels[2] for c in cells][::4] == ["DPM++ 2M SDE Karras", "Euler"]
 
 
 def test_lora_weight_replaces_the_tags_weights() -> None:

@@ -31,6 +31,7 @@ from a1111.generation import GenerationRequest
 from a1111.pnginfo import png_bytes
 from a1111.xyz import AXIS_NAMES, XyzPlot, expand_cells
 from a1111.xyz_grid import draw_grid
+from inference.dispatch import dispatch_pending_safely
 from inference.inputs.images import InputImages
 from inference.limits import generation_limits
 from inference.model_registry import checkpoint_resolve_for_user, vae_resolve_for_user
@@ -73,7 +74,10 @@ def job_group_submit(
     with transaction.atomic():
         group = JobGroup.objects.create(owner=user, tenant=tenant, kind=JobGroup.Kind.XYZ, spec=plot.to_json())
         for cell in cells:
-            job_submit(user=user, request=cell.request, inputs=inputs, group=group, group_index=cell.index)
+            job_submit(
+                user=user, request=cell.request, inputs=inputs, group=group, group_index=cell.index, dispatch=False
+            )
+        transaction.on_commit(dispatch_pending_safely)  # one scheduling pass for every cell
     return group
 
 

@@ -86,7 +86,7 @@ def _check_queue_room(user: AbstractUser) -> None:
 
 def job_submit(
     *, user: AbstractUser, request: GenerationRequest, inputs: InputImages | None = None, priority: int = 0,
-    group: JobGroup | None = None, group_index: int | None = None,
+    group: JobGroup | None = None, group_index: int | None = None, dispatch: bool = True,
 ) -> Job:
     """Store a validated request as a queued job and ask the scheduler to place it.
 
@@ -98,7 +98,8 @@ def job_submit(
     user outside any tenant, `RequestValidationError` for anything else wrong with it.
     `priority` orders only this member's own jobs (higher first; the scheduler never lets it
     pass another member's fair share): the EAS queue's `_priority_=1`. `group`, `group_index`: the
-    job is that cell of a job group (`inference/job_groups.py`), otherwise an ordinary job.
+    job is that cell of a job group (`inference/job_groups.py`), otherwise an ordinary job;
+    `dispatch=False`: the caller asks for the scheduling pass itself (once for all a group's cells).
     """
     from inference.dispatch import dispatch_pending_safely
 
@@ -153,7 +154,8 @@ def job_submit(
         group=group,
         group_index=group_index,
     )
-    transaction.on_commit(dispatch_pending_safely)
+    if dispatch:
+        transaction.on_commit(dispatch_pending_safely)
     return job
 
 

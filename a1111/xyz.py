@@ -101,6 +101,11 @@ class XyzPlot:
         nx, ny, nz = self.shape
         return nx * ny * nz
 
+    def cell_labels(self, index: int) -> tuple[str, str, str]:
+        """The x, y and z labels of cell `index` (A1111's order: x fastest, then y, then z)."""
+        nx, ny, _ = self.shape
+        return (self.x.labels[index % nx], self.y.labels[index // nx % ny], self.z.labels[index // (nx * ny)])
+
     def to_json(self) -> dict[str, Any]:
         """The axes as stored with the group (parsed values: a stored plot is never re-parsed)."""
         return {

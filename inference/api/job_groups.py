@@ -42,18 +42,13 @@ def job_group_json(state: GroupState) -> dict[str, Any]:
         },
         "jobs": [
             {**job_event_payload(job), "index": job.group_index, "seeds": job.seeds,
-             "labels": _cell_labels(plot, job.group_index or 0)}
+             "labels": list(plot.cell_labels(job.group_index or 0))}
             for job in state.cells
         ],
         "grid": f"/api/v1/job-groups/{group.public_id}/grid" if group.grid_output else None,
         "created_at": group.created_at.isoformat(),
         "finished_at": group.finished_at.isoformat() if group.finished_at else None,
     }
-
-
-def _cell_labels(plot: XyzPlot, index: int) -> list[str]:
-    nx, ny, _ = plot.shape
-    return [plot.x.labels[index % nx], plot.y.labels[index // nx % ny], plot.z.labels[index // (nx * ny)]]
 
 
 @api_view("POST")

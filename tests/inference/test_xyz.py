@@ -129,7 +129,7 @@ def test_cells_are_in_a1111_order_x_fastest_with_their_labels_and_values() -> No
     assert [(c.request.seed, c.request.steps, c.request.cfg_scale) for c in cells] == [
         (1, 3, 5.0), (2, 3, 5.0), (1, 4, 5.0), (2, 4, 5.0), (1, 3, 6.0), (2, 3, 6.0), (1, 4, 6.0), (2, 4, 6.0),
     ]
-    assert cells[5].labels == ("Seed: 2", "Steps: 3", "CFG Scale: 6")
+    assert cells[5].labels == ("Seed: 2", "Steps: 3", "CFG Scale: 6") == parsed.cell_labels(5)
     assert [c.index for c in cells] == list(range(8))
 
 

@@ -146,16 +146,13 @@ class XyzScript:
         """The ended plot: its grid first (picking it shows the first cell's parameters, as A1111's
         grid carries them), then each cell's images, captioned with the cell's labels."""
         plot = XyzPlot.from_json(state.group.spec)
-        nx, ny, _ = plot.shape
         items: list[tuple[Any, str]] = []
         refs: list[tuple[str, int]] = []
         with member_errors(self.language):
             for job in state.cells:
                 if job.status != Job.Status.SUCCEEDED:
                     continue
-                index = job.group_index or 0
-                labels = (plot.x.labels[index % nx], plot.y.labels[index // nx % ny], plot.z.labels[index // (nx * ny)])
-                caption = ", ".join(label for label in labels if label)
+                caption = ", ".join(label for label in plot.cell_labels(job.group_index or 0) if label)
                 for position, key in enumerate(job.outputs):
                     items.append((member_image_open(key), caption))
                     refs.append((job.public_id, position))

@@ -4,11 +4,13 @@
   ``images.read_info_from_image`` does: a PNG ``tEXt``/``iTXt``/``zTXt`` chunk, or the EXIF
   ``UserComment`` that A1111 writes into JPEG and WebP files (or a GIF comment). The other text
   chunks come back as ``items``.
+* :func:`png_bytes` writes an image as a PNG with its infotext (the workers' images, the X/Y/Z
+  plot's grid).
 * :func:`parse_generation_parameters` ports ``infotext_utils.parse_generation_parameters``
   (v1.10.1): prompt, negative prompt, the trailing ``Key: value, ...`` line, ``Size`` split into
   ``Size-1``/``Size-2``, and the defaults A1111 fills in for keys an infotext leaves out.
 
-Pure: no Django, no pixel decoding (only headers and metadata are read).
+Pure: no Django; reading decodes no pixels (only headers and metadata are read).
 """
 
 from __future__ import annotations
@@ -18,11 +20,11 @@ import json
 import re
 import warnings
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from a1111.images import ImageInputError
 
-__all__ = ["PNGINFO_MAX_PIXELS", "parse_generation_parameters", "read_png_info"]
+__all__ = ["PNGINFO_MAX_PIXELS", "parse_generation_parameters", "png_bytes", "read_png_info"]
 
 #: ``read_png_info`` refuses headers claiming more pixels than this before reading further.
 PNGINFO_MAX_PIXELS = 16384 * 16384
@@ -225,3 +227,12 @@ def _uses_emphasis(text: str) -> bool:
                 pass
         return True
     return False
+
+
+def png_bytes(image: Image.Image, infotext: str, key: str = "parameters") -> bytes:
+    """A PNG with the infotext in a text chunk: `parameters` for generations (A1111's key)."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text(key, infotext)  # tEXt, or iTXt for non-Latin-1 prompts
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()

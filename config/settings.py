@@ -433,6 +433,7 @@ ATELIER_WORKER_MAX_BATCH = env.int("ATELIER_WORKER_MAX_BATCH", default=8)  # ima
 ATELIER_MAX_RUNNING_PER_USER = env.int("ATELIER_MAX_RUNNING_PER_USER", default=8)
 ATELIER_MAX_RUNNING_PER_TENANT = env.int("ATELIER_MAX_RUNNING_PER_TENANT", default=16)
 ATELIER_MAX_QUEUED_JOBS_PER_USER = env.int("ATELIER_MAX_QUEUED_JOBS_PER_USER", default=100)  # waiting, not yet running
+ATELIER_MAX_XYZ_CELLS = env.int("ATELIER_MAX_XYZ_CELLS", default=64)  # cells (jobs) of one X/Y/Z plot
 # EAS async services: the most a member or tenant admin may set on /services/ (operators may set more in admin).
 ATELIER_EAS_MAX_PAYLOAD_BYTES = env.int("ATELIER_EAS_MAX_PAYLOAD_BYTES", default=64 * 1024 * 1024)
 ATELIER_EAS_MAX_RESULT_RETENTION_HOURS = env.int("ATELIER_EAS_MAX_RESULT_RETENTION_HOURS", default=30 * 24)

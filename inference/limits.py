@@ -24,6 +24,11 @@ def generation_limits() -> Limits:
     )
 
 
+def xyz_max_cells() -> int:
+    """The most cells (jobs) one X/Y/Z plot may have (`ATELIER_MAX_XYZ_CELLS`)."""
+    return settings.ATELIER_MAX_XYZ_CELLS
+
+
 def promptgen_limits() -> PromptgenLimits:
     """Prompt expansion's limits: its own bounds (`a1111/promptgen.py`), stated as they are in
     `/openapi.json`; a short prompt to expand is far below generation's prompt limit."""

@@ -18,6 +18,40 @@ def new_job_id() -> str:
     return "j_" + secrets.token_urlsafe(12)
 
 
+def new_job_group_id() -> str:
+    return "g_" + secrets.token_urlsafe(12)
+
+
+class JobGroup(models.Model):
+    """Jobs submitted together as one piece of work: an X/Y/Z plot's cells (`inference/job_groups.py`).
+
+    The cells are ordinary jobs (`Job.group`, `Job.group_index`): scheduled, metered and
+    cancelled like any other. `finished_at` is set, and the grid stored, exactly once, when the
+    last cell has ended (`job_group_settle`).
+    """
+
+    class Kind(models.TextChoices):
+        XYZ = "xyz", "X/Y/Z plot"
+
+    public_id = models.CharField(max_length=32, unique=True, default=new_job_group_id, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="job_groups")
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.PROTECT, related_name="job_groups")
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.XYZ)
+    spec = models.JSONField(help_text="The plot's axes as parsed (a1111.xyz.XyzPlot.to_json).")
+    grid_output = models.CharField(
+        max_length=1000, blank=True, help_text="Storage key of the grid PNG, once every cell has ended."
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["owner", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.public_id} ({self.kind})"
+
+
 class Worker(models.Model):
     class State(models.TextChoices):
         ONLINE = "online", "Online"
@@ -118,6 +152,8 @@ class Job(models.Model):
         default=list, blank=True, help_text="Promptgen jobs: the expanded prompts, in the order generated."
     )
     gpu_seconds = models.FloatField(default=0.0)
+    group = models.ForeignKey(JobGroup, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
+    group_index = models.PositiveIntegerField(null=True, blank=True, help_text="The cell's place in its group.")
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     dispatched_at = models.DateTimeField(null=True, blank=True)

@@ -1,4 +1,5 @@
-"""Reads for jobs. Every read of a job goes through `job_get_for_user`."""
+"""Reads for jobs and job groups. Every read of a job goes through `job_get_for_user`, of a group
+through `job_group_get_for_user`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from django.db.models import QuerySet
 
 from inference.model_registry import PromptgenModelEntry
 from inference.model_registry import promptgen_models_for_user as _promptgen_models_for_user
-from inference.models import Job, UserOptions, Worker
+from inference.models import Job, JobGroup, UserOptions, Worker
 from tenants.models import Membership
 
 
@@ -26,6 +27,25 @@ def jobs_visible_to(user: AbstractUser) -> QuerySet[Job]:
 def job_get_for_user(user: AbstractUser, public_id: str) -> Job | None:
     """The job, or None for a job that does not exist or is not the user's to see (→ 404)."""
     return jobs_visible_to(user).select_related("owner", "worker").filter(public_id=public_id).first()
+
+
+def job_group_get_for_user(user: AbstractUser, public_id: str) -> JobGroup | None:
+    """The job group (an X/Y/Z plot), or None for one that does not exist or is not the user's to
+    see (→ 404): owners see theirs, tenant admins their tenant's, operators all, as for jobs."""
+    if not user.is_authenticated:
+        return None
+    groups = JobGroup.objects.select_related("owner").filter(public_id=public_id)
+    if user.is_staff:
+        return groups.first()
+    admin_of = Membership.objects.filter(user=user, role=Membership.Role.ADMIN).values("tenant")
+    return (groups.filter(owner=user) | groups.filter(tenant__in=admin_of)).first()
+
+
+def job_group_newest_active_for_owner(user: AbstractUser) -> JobGroup | None:
+    """The user's own newest unfinished group: the plot a workspace reattaches to after a reload."""
+    if not user.is_authenticated:
+        return None
+    return JobGroup.objects.filter(owner=user, finished_at__isnull=True).order_by("-created_at").first()
 
 
 def job_member_params(job: Job) -> dict[str, Any]:

@@ -49,7 +49,7 @@ from inference.model_registry import (
     upscaler_resolve_for_user,
     vae_resolve_for_user,
 )
-from inference.models import Job, new_job_id
+from inference.models import Job, JobGroup, new_job_id
 from a1111.prompts import ExtraNetwork, PromptError, find_embeddings, parse_prompt
 from inference.scheduler.keys import model_key, network_key, promptgen_batch_key, promptgen_model_key
 from inference.storage import UnsafeOutputPath, member_file_save, model_file_key
@@ -85,7 +85,8 @@ def _check_queue_room(user: AbstractUser) -> None:
 
 
 def job_submit(
-    *, user: AbstractUser, request: GenerationRequest, inputs: InputImages | None = None, priority: int = 0
+    *, user: AbstractUser, request: GenerationRequest, inputs: InputImages | None = None, priority: int = 0,
+    group: JobGroup | None = None, group_index: int | None = None, dispatch: bool = True,
 ) -> Job:
     """Store a validated request as a queued job and ask the scheduler to place it.
 
@@ -96,7 +97,9 @@ def job_submit(
     Raises `ModelNotFound` for a checkpoint or VAE the user may not use, `NotAMember` for a
     user outside any tenant, `RequestValidationError` for anything else wrong with it.
     `priority` orders only this member's own jobs (higher first; the scheduler never lets it
-    pass another member's fair share): the EAS queue's `_priority_=1`.
+    pass another member's fair share): the EAS queue's `_priority_=1`. `group`, `group_index`: the
+    job is that cell of a job group (`inference/job_groups.py`), otherwise an ordinary job;
+    `dispatch=False`: the caller asks for the scheduling pass itself (once for all a group's cells).
     """
     from inference.dispatch import dispatch_pending_safely
 
@@ -148,8 +151,11 @@ def job_submit(
         total_steps=request.sampling_steps * request.n_iter,
         seeds=request.all_seeds(),
         priority=priority,
+        group=group,
+        group_index=group_index,
     )
-    transaction.on_commit(dispatch_pending_safely)
+    if dispatch:
+        transaction.on_commit(dispatch_pending_safely)
     return job
 
 
@@ -370,6 +376,10 @@ def job_cancel(*, job: Job) -> Job:
         from inference.eas.bridge import eas_job_finished_safely
 
         eas_job_finished_safely(job)  # an EAS queue item's result, if the job ran one
+        if job.group_id:  # a plot's cell: the last one to end stores the grid
+            from inference.job_groups import job_group_settle_safely
+
+            job_group_settle_safely(job.group_id)
     return job
 
 

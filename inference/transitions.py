@@ -92,6 +92,10 @@ def _finish(job: Job, attempt: int, status: str, **fields) -> bool:
         eas_job_finished_safely(job)  # an EAS queue item's result, if the job ran one
         if job.worker_id:
             Worker.objects.filter(pk=job.worker_id).update(jobs_done=F("jobs_done") + 1)
+        if job.group_id:  # a plot's cell: the last one to end stores the grid
+            from inference.job_groups import job_group_settle_safely
+
+            job_group_settle_safely(job.group_id)
     return bool(updated)
 
 

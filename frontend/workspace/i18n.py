@@ -90,6 +90,22 @@ STRINGS: dict[str, dict[str, str]] = {
     "restore_faces": {"en": "Restore faces", "ja": "顔の修復"},
     "hires_fix": {"en": "Hires. fix", "ja": "高解像度補助 (Hires. fix)"},
     "enable_hr": {"en": "Upscale and refine (hires fix)", "ja": "アップスケールして仕上げる"},
+    # the txt2img tab's Script dropdown: A1111's X/Y/Z plot (frontend/workspace/tabs/xyz.py)
+    "script": {"en": "Script", "ja": "スクリプト"},
+    "xyz_x_type": {"en": "X type", "ja": "X 軸の種類"},
+    "xyz_x_values": {"en": "X values", "ja": "X 軸の値"},
+    "xyz_y_type": {"en": "Y type", "ja": "Y 軸の種類"},
+    "xyz_y_values": {"en": "Y values", "ja": "Y 軸の値"},
+    "xyz_z_type": {"en": "Z type", "ja": "Z 軸の種類"},
+    "xyz_z_values": {"en": "Z values", "ja": "Z 軸の値"},
+    "xyz_help": {
+        "en": "One image per combination of values: comma lists (quotes for a value with a comma), ranges 1-5, "
+              "1-5 (+2), 10-1 (-3), 1-10 [5]. Prompt S/R: the first value is replaced by each value in the prompts.",
+        "ja": "値の組み合わせごとに 1 枚生成します。カンマ区切り (カンマを含む値は引用符で囲む)、範囲 1-5、"
+              "1-5 (+2)、10-1 (-3)、1-10 [5]。Prompt S/R: 最初の値をプロンプト中で各値に置き換えます。",
+    },
+    "xyz_cell": {"en": "Cell {k} of {n}", "ja": "セル {k} / {n}"},
+    "xyz_grid": {"en": "Grid", "ja": "グリッド"},
     "hr_upscaler": {"en": "Upscaler", "ja": "アップスケーラー"},
     "hr_scale": {"en": "Upscale by", "ja": "拡大率"},
     "hr_second_pass_steps": {"en": "Hires steps (0: same as sampling)", "ja": "高解像度ステップ数 (0: 同じ)"},

@@ -36,11 +36,13 @@ from frontend.member_selectors import extension_enabled_for_user
 from frontend.workspace.controlnet import enabled_units, threshold_sliders
 from frontend.workspace.extensions import PROMPT_STYLES, apply_styles
 from frontend.workspace.i18n import text
-from inference.limits import generation_limits
+from inference.limits import generation_limits, xyz_max_cells
 from inference.inputs.controlnet import with_controlnet_inputs
-from a1111.generation import parse_generation_request
-from inference.inputs.images import read_input_images
-from inference.models import Job
+from a1111.generation import GenerationRequest, parse_generation_request
+from a1111.xyz import parse_xyz
+from inference.inputs.images import InputImages, read_input_images
+from inference.job_groups import job_group_submit
+from inference.models import Job, JobGroup
 from inference.selectors import job_newest_active_for_owner
 from a1111.errors import RequestError
 from inference.services import job_cancel, job_submit
@@ -179,6 +181,24 @@ def _styled(user: AbstractUser, values: dict[str, Any]) -> dict[str, Any]:
     return {**values, "prompt": prompt, "negative_prompt": negative}
 
 
+def _parsed_form(
+    user: AbstractUser, kind: str, values: dict[str, Any], init_image: Image.Image | None, mask: Image.Image | None
+) -> tuple[GenerationRequest, InputImages | None]:
+    """The form parsed as the APIs parse a body: the request and its decoded images."""
+    body = request_body(kind, _styled(user, values))
+    request = parse_generation_request(body, limits=generation_limits())
+    inputs = None
+    if kind == "img2img":
+        if init_image is None:
+            raise WorkspaceError("img2img needs an image: upload one, or send one from your gallery")
+        body["init_images"] = [_png_data_uri(init_image)]
+        if mask is not None:
+            body["mask"] = _png_data_uri(mask)
+        inputs = read_input_images(body, max_images=request.batch_size, fetcher_factory=None)
+    # The ControlNet units: validated and decoded as the APIs do (no URLs: the images are uploads).
+    return with_controlnet_inputs(body, request, inputs, fetcher_factory=None)
+
+
 def workspace_submit(
     *, user: AbstractUser, kind: str, values: dict[str, Any],
     init_image: Image.Image | None = None, mask: Image.Image | None = None,
@@ -187,19 +207,21 @@ def workspace_submit(
     numbers = [number for number, _unit in enabled_units(values.get("controlnet_units"))]
     with member_errors():
         try:
-            body = request_body(kind, _styled(user, values))
-            request = parse_generation_request(body, limits=generation_limits())
-            inputs = None
-            if kind == "img2img":
-                if init_image is None:
-                    raise WorkspaceError("img2img needs an image: upload one, or send one from your gallery")
-                body["init_images"] = [_png_data_uri(init_image)]
-                if mask is not None:
-                    body["mask"] = _png_data_uri(mask)
-                inputs = read_input_images(body, max_images=request.batch_size, fetcher_factory=None)
-            # The ControlNet units: validated and decoded as the APIs do (no URLs: the images are uploads).
-            request, inputs = with_controlnet_inputs(body, request, inputs, fetcher_factory=None)
+            request, inputs = _parsed_form(user, kind, values, init_image, mask)
             return job_submit(user=user, request=request, inputs=inputs)
+        except RequestError as exc:
+            raise WorkspaceError(_named_units(str(exc), numbers)) from None
+
+
+def workspace_submit_plot(*, user: AbstractUser, values: dict[str, Any], axes: dict[str, Any]) -> JobGroup:
+    """Validate and submit a txt2img X/Y/Z plot (`axes`: the API's `xyz` object) as `user`, one
+    job per cell, all or none (`inference/job_groups.py`); raises `WorkspaceError`."""
+    numbers = [number for number, _unit in enabled_units(values.get("controlnet_units"))]
+    with member_errors():
+        try:
+            request, inputs = _parsed_form(user, "txt2img", values, None, None)
+            plot = parse_xyz(axes, limits=generation_limits(), max_cells=xyz_max_cells())
+            return job_group_submit(user=user, request=request, plot=plot, inputs=inputs)
         except RequestError as exc:
             raise WorkspaceError(_named_units(str(exc), numbers)) from None
 

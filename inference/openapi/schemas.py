@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from a1111 import promptgen as pg
+from a1111 import xyz
 from a1111.generation import MAX_SEED
 
 LIMIT_KEY = "x-atelier-limit"  # replaced by document.py: {"maximum" | "maxLength": <Limits field>}
@@ -448,6 +449,91 @@ class NativeExtrasJob(ExtrasBaseRequest):
     kind: Literal["extras"]
     image: Base64Image | None = None
     imageList: list[FileData] | None = None
+
+
+XyzAxisType = Literal[
+    "nothing", "seed", "steps", "cfg_scale", "sampler", "checkpoint", "vae", "prompt_sr", "lora_weight"
+]
+
+
+class XyzAxis(Request):
+    """One axis of an X/Y/Z plot (`a1111/xyz.py`); A1111's labels (`CFG Scale`, `Prompt S/R`) work too."""
+
+    type: XyzAxisType | str = Field(description="The axis type: " + ", ".join(xyz.AXIS_TYPE_IDS) + ".")
+    values: str | list[str | int | float] | None = Field(
+        None, description="A1111's syntax: comma list (CSV quotes allowed), ranges 1-5, 1-5 (+2), 10-1 (-3), 1-10 [5] "
+        "(floats too); Prompt S/R: the first value is searched for and each value replaces it. Or a JSON list.",
+    )
+    lora: str | None = Field(None, description="LoRA weight only: the LoRA whose tags change (default: every <lora:…>).")
+
+
+class XyzAxes(Request):
+    """The plot's axes: x, and optionally y and z (no other keys)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    x: XyzAxis | None = None
+    y: XyzAxis | None = None
+    z: XyzAxis | None = None
+
+
+class NativeXyzPlot(NativeTxt2ImgJob):
+    """An X/Y/Z plot: a txt2img request and its axes; one job per cell (at most ATELIER_MAX_XYZ_CELLS)."""
+
+    xyz: XyzAxes
+
+
+class JobGroupCreated(Response):
+    id: str
+    cells: int
+    status: Literal["queued"]
+
+
+class JobGroupCell(Response):
+    type: Literal["job"]
+    id: str
+    index: int = Field(description="Its place in A1111's order: x fastest, then y, then z.")
+    labels: list[str] = Field(description="The x, y and z labels of the cell.")
+    kind: str
+    status: Literal["queued", "dispatched", "running", "succeeded", "failed", "cancelled"]
+    progress: float
+    step: int
+    total_steps: int
+    error: str | None
+    images: list[str]
+    censored: list[int]
+    seeds: list[int]
+    texts: list[str] | None = None
+
+
+class JobGroupCounts(Response):
+    total: int
+    done: int
+    queued: int
+    dispatched: int
+    running: int
+    succeeded: int
+    failed: int
+    cancelled: int
+
+
+class JobGroupAxis(Response):
+    type: str
+    values: list[Any]
+    labels: list[str]
+
+
+class JobGroup(Response):
+    type: Literal["job_group"]
+    id: str
+    kind: Literal["xyz"]
+    status: Literal["queued", "running", "finished"]
+    cells: JobGroupCounts
+    axes: dict[str, JobGroupAxis]
+    jobs: list[JobGroupCell]
+    grid: str | None = Field(description="The grid PNG's URL once every cell has ended (null if no cell has an image).")
+    created_at: str
+    finished_at: str | None
 
 
 class JobCreated(Response):

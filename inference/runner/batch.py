@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import connection as db_connection
-from PIL import Image, PngImagePlugin
+from PIL import Image
 
 from inference.inputs.controlnet import controlnet_infotext_entries
 from a1111.generation import GenerationRequest
@@ -40,6 +40,7 @@ from a1111.infotext import (
 from inference.jobspec import JobSpec, JobSpecError, ModelRef
 from inference.models import Job
 from inference.scheduler.keys import promptgen_model_key
+from a1111.pnginfo import png_bytes
 from a1111.prompts import extract_extra_networks
 from a1111.samplers import resolve_sampler
 from inference.transitions import (
@@ -72,15 +73,6 @@ from runtime.specs import (
 from tenants.workdirs import user_outputs_key, user_save_dir_key
 
 logger = logging.getLogger(__name__)
-
-
-def png_bytes(image: Image.Image, infotext: str, key: str = "parameters") -> bytes:
-    """A PNG with the infotext in a text chunk: `parameters` for generations (A1111's key)."""
-    info = PngImagePlugin.PngInfo()
-    info.add_text(key, infotext)  # tEXt, or iTXt for non-Latin-1 prompts
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", pnginfo=info)
-    return buffer.getvalue()
 
 
 def store_png(key: str, data: bytes) -> str:

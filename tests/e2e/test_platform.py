@@ -147,6 +147,57 @@ def test_the_probes_of_each_process_kind_pass_on_a_running_platform(platform: Pl
         assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
 
 
+PLOT = {"prompt": "a lighthouse", "width": 64, "height": 64, "steps": 2, "seed": 5,
+        "xyz": {"x": {"type": "seed", "values": "1, 2"}, "y": {"type": "steps", "values": "1-2"}}}
+
+
+def _wait_group(platform: Platform, group_id: str) -> dict:
+    def finished() -> dict | None:
+        group = platform.get("alice", f"/api/v1/job-groups/{group_id}").json()
+        return group if group["status"] == "finished" else None
+
+    return platform.wait_until(finished, timeout=180, what=f"job group {group_id} to finish")
+
+
+def test_an_xyz_plot_runs_four_ordinary_metered_jobs_and_stores_its_grid(platform: Platform) -> None:
+    from a1111.xyz_grid import grid_layout
+
+    response = platform.post("alice", "/api/v1/job-groups", PLOT)
+    assert response.status_code == 201, response.text
+    group = _wait_group(platform, response.json()["id"])
+    assert group["cells"]["succeeded"] == 4 and [j["status"] for j in group["jobs"]] == ["succeeded"] * 4
+    assert [(j["seeds"], j["labels"][:2]) for j in group["jobs"]] == [
+        ([1], ["Seed: 1", "Steps: 1"]), ([2], ["Seed: 2", "Steps: 1"]),
+        ([1], ["Seed: 1", "Steps: 2"]), ([2], ["Seed: 2", "Steps: 2"]),
+    ]
+    usage = {r["job"]: r for r in platform.get("alice", "/api/v1/usage").json()["records"]}
+    assert all(usage[j["id"]]["images"] == 1 and usage[j["id"]]["status"] == "succeeded" for j in group["jobs"])
+    grid = platform.get("alice", group["grid"])
+    assert grid.status_code == 200 and grid.headers["content-type"] == "image/png"
+    image = Image.open(io.BytesIO(grid.content))
+    labels = (["Seed: 1", "Seed: 2"], ["Steps: 1", "Steps: 2"], [""])
+    assert image.size == grid_layout((2, 2, 1), (64, 64), labels).size
+    assert image.info["parameters"].startswith("a lighthouse\nSteps: 1,")
+    assert [p.name for p in platform.outputs_of("alice") if p.name.startswith(group["id"])] == [f"{group['id']}-grid.png"]
+
+
+def test_cancelling_a_plot_cancels_its_queued_cells(platform: Platform) -> None:
+    held = platform.submit("alice", **HELD, prompt="hold:plot keeps the worker busy")
+    platform.wait_until(
+        lambda: platform.get("alice", f"/api/v1/jobs/{held}").json()["step"] >= 1, timeout=120, what="job running"
+    )
+    response = platform.post("alice", "/api/v1/job-groups", PLOT)
+    assert response.status_code == 201, response.text
+    group_id = response.json()["id"]
+    cancelled = platform.post("alice", f"/api/v1/job-groups/{group_id}/cancel")
+    assert cancelled.status_code == 200
+    assert cancelled.json()["status"] == "finished" and cancelled.json()["cells"]["cancelled"] == 4
+    platform.post("alice", f"/api/v1/jobs/{held}/cancel")
+    platform.release("plot")
+    assert platform.wait_job("alice", held, timeout=60)["status"] == "cancelled"
+    assert platform.get("alice", f"/api/v1/job-groups/{group_id}").json()["grid"] is None
+
+
 def test_a_worker_killed_mid_job_does_not_lose_it(platform: Platform) -> None:
     """Runs last in this module: it kills the module's worker."""
     job_id = platform.submit("alice", **{**HELD, "steps": 8}, prompt="hold:killed a job its worker dies in")

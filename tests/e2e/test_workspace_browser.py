@@ -504,3 +504,41 @@ def test_a_job_that_waits_says_why_and_its_place_in_line(platform, browser) -> N
     finally:
         platform.release("queue-line")
         alice.close()
+
+
+def test_alice_plots_seed_against_steps_and_sees_the_grid_then_its_cells(platform, browser) -> None:
+    """Issue 20: the X/Y/Z plot script, a 2×2 plot of seed × steps from the txt2img Script dropdown."""
+    alice, page = sign_in(browser, platform, "alice")
+    try:
+        open_workspace(page)
+        assert not page.locator("#atelier-xyz-x-values").is_visible()
+        page.locator("#atelier-txt2img-prompt textarea").fill("a kite, alice-xyz")
+        for name, value in (("width", 64), ("height", 64), ("steps", 2)):
+            set_number(page, f"atelier-txt2img-{name}", value)
+        page.locator("#atelier-txt2img-script input").click()
+        page.get_by_role("option", name="X/Y/Z plot", exact=True).click()
+        page.wait_for_selector("#atelier-xyz-x-values", state="visible", timeout=30_000)
+        page.locator("#atelier-xyz-x-values textarea").fill("1, 2")
+        page.locator("#atelier-xyz-y-type input").click()
+        page.get_by_role("option", name="Steps", exact=True).click()
+        page.locator("#atelier-xyz-y-values textarea").fill("1-2")
+        shot(page, "40_alice_xyz_form")
+        page.click("#atelier-txt2img-generate")
+        bar = page.locator('#atelier-txt2img-progress .atelier-xyz-progress[data-cells="4"]')
+        bar.wait_for(timeout=60_000)
+        assert "of 4" in bar.inner_text()
+        group_id = bar.get_attribute("data-group")
+        page.wait_for_selector(
+            f'#atelier-txt2img-progress .atelier-xyz-progress[data-group="{group_id}"][data-finished="1"]',
+            timeout=GENERATION_MS,
+        )
+        page.wait_for_function(
+            "() => document.querySelectorAll('#atelier-txt2img-result img').length >= 5", timeout=30_000
+        )
+        shot(page, "41_alice_xyz_grid_and_cells")
+        group = platform.get("alice", f"/api/v1/job-groups/{group_id}").json()
+        assert group["cells"]["succeeded"] == 4 and group["grid"]
+        assert [j["seeds"][0] for j in group["jobs"]] == [1, 2, 1, 2]
+        assert "alice-xyz" in page.locator("#atelier-txt2img-info textarea").input_value()
+    finally:
+        alice.close()

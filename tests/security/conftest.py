@@ -15,9 +15,10 @@ import pytest
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+from django.utils import timezone
 from PIL import Image
 
-from inference.models import Job
+from inference.models import Job, JobGroup
 
 JOB_BODY = {"prompt": "a red bicycle", "steps": 10, "width": 128, "height": 128, "seed": 42}
 
@@ -63,6 +64,10 @@ def alices_things(api, personas, tiny_checkpoint_path) -> AlicesThings:
     image = default_storage.save(f"users/alice/outputs/surface/{job_id}-0.png", ContentFile(_png()))
     control_map = default_storage.save(f"users/alice/outputs/surface/{job_id}-controlnet-0.png", ContentFile(_png()))
     Job.objects.filter(public_id=job_id).update(outputs=[image], control_maps=[control_map])
+    group = api("alice").post("/api/v1/job-groups", {**JOB_BODY, "xyz": {"x": {"type": "seed", "values": "1, 2"}}})
+    assert group.status_code == 201, group.content
+    grid = default_storage.save(f"users/alice/outputs/surface/{group.json()['id']}-grid.png", ContentFile(_png()))
+    JobGroup.objects.filter(public_id=group.json()["id"]).update(grid_output=grid, finished_at=timezone.now())
     from inference.eas.queues import service_create, service_token_create
 
     service = service_create(name="alices-service", owner=personas["alice"])
@@ -72,6 +77,7 @@ def alices_things(api, personas, tiny_checkpoint_path) -> AlicesThings:
     api_token, _ = token_create(user=personas["alice"], name="surface")  # not the one `api` calls with
     values = {
         "public_id": job_id,
+        "group_id": group.json()["id"],
         "service_id": service.public_id,
         "token_id": str(token.pk),
         "api_token_id": api_token.public_id,
@@ -81,7 +87,7 @@ def alices_things(api, personas, tiny_checkpoint_path) -> AlicesThings:
         "url": "no-such-page/",
     }
     yield AlicesThings(job_id=job_id, values=values)
-    for key in (image, control_map):
+    for key in (image, control_map, grid):
         default_storage.delete(key)
 
 

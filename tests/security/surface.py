@@ -180,6 +180,7 @@ SDAPI_GET = "tests/a1111/test_sdapi_routes.py::test_every_get_route_needs_a_toke
 SDAPI_POST = "tests/a1111/test_sdapi_routes.py::test_every_post_route_needs_a_token"
 JOBS_404 = "tests/inference/test_api.py::test_alices_job_is_404_to_other_members_on_every_endpoint"
 E2E_404 = "tests/e2e/test_platform.py::test_other_users_get_404_for_every_job_endpoint"
+GROUPS_404 = "tests/inference/test_job_groups.py::test_alices_plot_is_404_to_other_members_on_every_endpoint"
 
 _A = Access
 ROUTES: dict[str, Entry] = {
@@ -201,6 +202,13 @@ ROUTES: dict[str, Entry] = {
         *OWNER_SWEEP,
         "tests/a1111/test_controlnet_api.py::test_pai_image_link_form_returns_an_image_mask_url_only_the_owner_can_fetch",
     )),
+    "http /api/v1/job-groups": Entry(_A.AUTHENTICATED, (
+        *HTTP_SWEEP, GROUPS_404,
+    ), methods=("POST",), note="an X/Y/Z plot: each cell submitted as the caller's own job"),
+    "http /api/v1/job-groups/<str:group_id>": Entry(_A.OWNER_SCOPED, (*OWNER_SWEEP, GROUPS_404)),
+    "http /api/v1/job-groups/<str:group_id>/cancel": Entry(_A.OWNER_SCOPED, (*OWNER_SWEEP, GROUPS_404),
+                                                           methods=("POST",)),
+    "http /api/v1/job-groups/<str:group_id>/grid": Entry(_A.OWNER_SCOPED, (*OWNER_SWEEP, GROUPS_404)),
     "http /api/v1/models": Entry(_A.AUTHENTICATED, (
         *HTTP_SWEEP, "tests/inference/test_api.py::test_models_lists_what_the_caller_may_use")),
     "http /api/v1/promptgen": Entry(_A.AUTHENTICATED, (
@@ -629,16 +637,22 @@ def missing_tests(test_ids: tuple[str, ...] | list[str]) -> list[str]:
 # makes a new function fail until its author names what proves its ownership.
 _UI = "tests/frontend/test_workspace_ui.py::"
 _BP = "tests/frontend/test_workspace_beautiful_prompt.py::"
+_XYZ = "tests/frontend/test_workspace_xyz.py::"
 WORKSPACE_FUNCTIONS: dict[str, tuple[str, ...]] = {
     "on_load": (f"{_UI}test_defaults_persist_per_member", f"{_UI}test_language_switch_relabels_the_workspace_and_is_remembered",
                 f"{S}test_workspace_tabs.py::test_the_page_load_hides_a_tab_hidden_after_the_process_started"),
     "generate_txt2img": (f"{_UI}test_submit_creates_alices_job_with_the_form_parameters",
+                         f"{_XYZ}test_generate_with_the_plot_submits_its_cells_and_shows_the_grid_then_the_cells",
                          "tests/e2e/test_workspace_browser.py::test_alice_generates_in_her_workspace_and_charlie_cannot_see_it"),
     "generate_img2img": (f"{_UI}test_img2img_with_a_painted_mask_submits_image_and_mask",),
+    # the txt2img Script dropdown's X/Y/Z plot: the member's own plot (job group) only
+    "script_changed": (f"{_XYZ}test_the_script_dropdown_reveals_the_axes_fields",),
     "cancel": (f"{_UI}test_cancel_stops_the_members_own_job_only",
-               f"{_UI}test_a_reloaded_page_reattaches_to_the_members_own_running_job_only"),
+               f"{_UI}test_a_reloaded_page_reattaches_to_the_members_own_running_job_only",
+               f"{_XYZ}test_cancel_and_reload_reach_the_members_own_plot_only"),
     "reattach": (f"{_UI}test_a_reloaded_page_reattaches_to_the_members_own_running_job_only",
-                 f"{_UI}test_a_reloaded_page_shows_the_last_finished_result_of_each_tab"),
+                 f"{_UI}test_a_reloaded_page_shows_the_last_finished_result_of_each_tab",
+                 f"{_XYZ}test_cancel_and_reload_reach_the_members_own_plot_only"),
     "refresh_gallery": (f"{_UI}test_charlies_gallery_never_holds_alices_images",),
     "select_image": (f"{_UI}test_charlies_gallery_never_holds_alices_images",),
     "send_to_img2img": (f"{S}test_workspace_files.py::test_no_workspace_function_takes_another_member_s_file",),

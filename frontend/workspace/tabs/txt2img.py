@@ -1,4 +1,5 @@
-"""The txt2img tab: the generation form with the hires fix, and "Save as my defaults"."""
+"""The txt2img tab: the generation form with the hires fix, the Script dropdown (X/Y/Z plot,
+`tabs/xyz.py`), and "Save as my defaults"."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ from frontend.member_services import generation_defaults_save
 from frontend.workspace.jobs import member_errors
 from frontend.workspace.tabs.base import callback
 from frontend.workspace.tabs.generation import GenerationTab
+from frontend.workspace.tabs.xyz import SCRIPT_XYZ, XyzScript
 from inference.limits import generation_limits
 
 TXT2IMG_FIELDS = ("enable_hr", "hr_upscaler", "hr_scale", "hr_second_pass_steps", "hr_denoising_strength")
 
 
-class Txt2ImgTab(GenerationTab):
+class Txt2ImgTab(XyzScript, GenerationTab):
     kind = "txt2img"
     tab_id = "txt2img"
     own_fields = TXT2IMG_FIELDS
@@ -38,6 +40,12 @@ class Txt2ImgTab(GenerationTab):
                 c["hr_denoising_strength"] = self.tr(gr.Slider(
                     0, 1, value=0.7, step=0.01, label=self.t("denoising_strength"),
                 ), "denoising_strength")
+        self.build_script()
+
+    def inputs(self, with_controlnet: bool = True) -> list[Any]:
+        """The form's inputs; the generate click's end with the Script's fields (`tabs/xyz.py`)."""
+        inputs = super().inputs(with_controlnet)
+        return inputs + self.script_inputs() if with_controlnet else inputs
 
     def build_actions(self) -> None:
         self.components["save_defaults"] = self.tr(
@@ -50,10 +58,15 @@ class Txt2ImgTab(GenerationTab):
     def wire(self) -> None:
         super().wire()
         self.components["save_defaults"].click(self.save_defaults, inputs=self.inputs(with_controlnet=False))
+        self.wire_script()
 
     @callback
     def generate_txt2img(self, *args: Any) -> Iterator[tuple]:
-        yield from self.submit_and_follow(*args)
+        args, script = self.split_script(args)
+        if script["script"] == SCRIPT_XYZ:
+            yield from self.submit_plot_and_follow(args, script)
+        else:
+            yield from self.submit_and_follow(*args)
 
     @callback
     def save_defaults(self, *args: Any) -> None:

@@ -34,8 +34,6 @@ EXTRAS_STRINGS: dict[str, dict[str, str]] = {
         "en": "CodeFormer weight (0 = maximum effect, 1 = minimum effect)",
         "ja": "CodeFormer の重み (0 = 効果最大、1 = 効果最小)",
     },
-    "seed_random": {"en": "Random seed (-1)", "ja": "ランダムシード (-1)"},
-    "seed_reuse": {"en": "Reuse the seed of the image shown", "ja": "表示中の画像のシードを再利用"},
     "skip": {"en": "Skip", "ja": "スキップ"},
     "nothing_to_skip": {"en": "Nothing is running.", "ja": "実行中のものはありません。"},
     "no_seed_to_reuse": {"en": "No image to take a seed from yet.", "ja": "シードを取れる画像がまだありません。"},

@@ -29,6 +29,7 @@ from frontend.workspace import compat  # noqa: F401  (before any component: see 
 from frontend.member_selectors import generation_defaults_for_user, hidden_tabs_for_user, language_for_user
 from frontend.workspace import controlnet
 from frontend.workspace.i18n import text
+from frontend.workspace.keys import CTRL_ENTER_JS
 from frontend.workspace.tab_ids import BEAUTIFUL_PROMPT_TAB, EXTRAS_TAB
 from frontend.workspace.tabs.base import callback
 from frontend.workspace.tabs.beautiful_prompt import BeautifulPromptTab
@@ -199,6 +200,7 @@ class Workspace:
         # operators may have hidden a tab, since this process started: the Blocks' initial values
         # are those of its start).
         self.blocks.load(self.on_load, outputs=self.on_load_outputs())
+        self.blocks.load(None, js=CTRL_ENTER_JS)  # Ctrl+Enter in a prompt box generates (keys.py)
 
     def on_load_outputs(self) -> list[Any]:
         outputs: list[Any] = []

@@ -47,3 +47,18 @@ def test_charlie_cannot_use_alice_s_gallery_folder_or_job(personas) -> None:
     build_workspace(alice).atelier_workspace.extras.cancel(queued.public_id)
     queued.refresh_from_db()
     assert queued.cancel_requested or queued.status == Job.Status.CANCELLED
+
+
+def test_the_extras_gallery_lists_the_member_s_own_images_only(personas) -> None:
+    alice, charlie = personas["alice"], personas["charlie"]
+    done = workspace_extras_submit(user=alice, source="single", values=VALUES, image=Image.new("RGB", (32, 32)))
+    run_on_a_worker([done], name="alice-gallery")
+    alices_tab = build_workspace(alice).atelier_workspace.extras
+    charlies_tab = build_workspace(charlie).atelier_workspace.extras
+    ref = f"{done.public_id}:0"
+    assert ref in {value for _label, value in alices_tab.gallery_choices()}
+    assert alices_tab.refresh_extras_gallery([ref])["value"] == [ref]
+    assert charlies_tab.gallery_choices() == []
+    assert charlies_tab.refresh_extras_gallery([ref])["value"] == []  # a foreign pick is dropped, never kept
+    sources = [charlies_tab.extras_from_single(), charlies_tab.extras_from_gallery(), charlies_tab.extras_from_folder()]
+    assert sources == ["single", "gallery", "folder"]  # which sub-tab is shown: no data of anyone's

@@ -141,35 +141,36 @@ class ExtrasTab(Tab):
     def wire(self) -> None:
         c = self.components
         for source, tab in c["source_tabs"].items():
-            tab.select(getattr(self, f"source_{source}"), outputs=[c["source"]], show_progress="hidden")
-        c["generate"].click(self.run_extras, inputs=self.inputs(), outputs=self.outputs(),
+            tab.select(getattr(self, f"extras_from_{source}"), outputs=[c["source"]], show_progress="hidden")
+        c["generate"].click(self.generate_extras, inputs=self.inputs(), outputs=self.outputs(),
                             show_progress_on=[c["result"]])
         c["cancel"].click(self.cancel, inputs=[c["job_id"]], outputs=[c["progress"]])
-        c["gallery_refresh"].click(self.refresh_gallery_choices, inputs=[c["gallery_refs"]], outputs=[c["gallery_refs"]])
-        self.workspace.blocks.load(self.refresh_gallery_choices, inputs=[c["gallery_refs"]],
+        c["gallery_refresh"].click(self.refresh_extras_gallery, inputs=[c["gallery_refs"]], outputs=[c["gallery_refs"]])
+        self.workspace.blocks.load(self.refresh_extras_gallery, inputs=[c["gallery_refs"]],
                                    outputs=[c["gallery_refs"]], show_progress="hidden")
 
     # --- callbacks ------------------------------------------------------------------------
     @callback
-    def source_single(self) -> str:
+    def extras_from_single(self) -> str:
         return "single"
 
     @callback
-    def source_gallery(self) -> str:
+    def extras_from_gallery(self) -> str:
         return "gallery"
 
     @callback
-    def source_folder(self) -> str:
+    def extras_from_folder(self) -> str:
         return "folder"
 
     @callback(skip_when_refused=1)
-    def refresh_gallery_choices(self, current: list | None = None) -> gr.Dropdown:
+    def refresh_extras_gallery(self, current: list | None = None) -> dict[str, Any]:
+        """The member's gallery as choices again; picks no longer in it are dropped."""
         choices = self.gallery_choices()
         values = {value for _label, value in choices}
-        return gr.Dropdown(choices=choices, value=[ref for ref in current or [] if ref in values])
+        return gr.update(choices=choices, value=[ref for ref in current or [] if ref in values])
 
     @callback
-    def run_extras(self, source: str, image: Any, gallery_refs: list | None, folder: str | None,
+    def generate_extras(self, source: str, image: Any, gallery_refs: list | None, folder: str | None,
                    *fields: Any) -> Iterator[tuple]:
         """Queue the Extras job as the member and follow it to its images."""
         values = dict(zip(FIELDS, fields, strict=True))

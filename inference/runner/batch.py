@@ -150,7 +150,7 @@ class ProgressReporter(threading.Thread):
                 with self._changed:
                     self._changed.wait_for(
                         lambda: self._latest != self._reported or self._preview is not None or self._closing,
-                        timeout=self.interval,  # no step for a while: still read the skip count
+                        timeout=max(self.interval, 0.05),  # no step for a while: still read the skip count
                     )
                     step, closing, preview = self._latest, self._closing, self._preview
                     self._preview = None

@@ -125,7 +125,8 @@ class GenerationTab(SeedButtons, SkipsImages, PicksImages):
                     self.build_seed_buttons()  # 🎲 ♻️
                 with gr.Row():
                     c["n_iter"] = self.tr(gr.Slider(1, lim.max_n_iter, value=d["n_iter"],
-                                                    step=1, label=self.t("n_iter")), "n_iter")
+                                                    step=1, label=self.t("n_iter"),
+                                                    elem_id=f"atelier-{kind}-n-iter"), "n_iter")
                     c["batch_size"] = self.tr(gr.Slider(1, lim.max_batch_size, step=1,
                                                         value=d["batch_size"],
                                                         label=self.t("batch_size")), "batch_size")

@@ -14,7 +14,7 @@ from one of three places:
   `FilePolicy` would not serve are refused with a message; only image files directly inside it
   are read (no symlinked files, none too large).
 
-The outputs land in the member's outputs folder like every job's (the worker writes them,
+The outputs land in the member's outputs folder, under `extras-images/` as A1111's (the worker writes them,
 `inference/runner/extras.py`), with A1111's postprocessing infotext.
 """
 

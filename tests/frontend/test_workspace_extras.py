@@ -47,7 +47,7 @@ def test_the_tab_is_built_and_a_single_upload_comes_back_twice_the_size(personas
     assert workspace.extras.block is not None and "Lanczos" in workspace.extras["upscaler_1"].choices[1]
     job = extras_done(personas["alice"], source="single", values=values(), image=picture())
     assert job.kind == "extras" and len(job.outputs) == 1
-    assert job.outputs[0].startswith("users/alice/outputs/")
+    assert job.outputs[0].startswith("users/alice/outputs/extras-images/")  # A1111's extras folder
     assert Image.open(settings.DATA_DIR / job.outputs[0]).size == (96, 80)
     # The tab shows the finished job's image and its postprocessing infotext.
     *_, (progress, items, info, job_id) = list(workspace.extras.follow(job))

@@ -22,8 +22,9 @@ class SkipsImages(Tab):
     components: dict[str, Any]
 
     def build_skip_button(self) -> None:
-        self.components["skip"] = self.tr(gr.Button(self.t("skip"), elem_id=f"atelier-{self.kind}-skip", scale=1),
-                                          "skip", "value")
+        self.components["skip"] = self.tr(gr.Button(
+            self.t("skip"), elem_id=f"atelier-{self.kind}-skip", scale=1, min_width=90,
+        ), "skip", "value")
 
     def wire_skip_button(self) -> None:
         c = self.components

@@ -657,6 +657,7 @@ WORKSPACE_FUNCTIONS: dict[str, tuple[str, ...]] = {
     # the Extras tab, the seed buttons and Skip (issue 20): the member's own images, folders and jobs only
     "generate_extras": (f"{S}test_workspace_extras.py::test_charlie_cannot_use_alice_s_gallery_folder_or_job",
                         "tests/frontend/test_workspace_extras.py::test_a_folder_outside_the_member_s_own_is_refused_with_a_message"),
+    "reattach_extras": (f"{S}test_workspace_extras.py::test_a_page_load_shows_the_member_s_own_last_extras_result_only",),
     "refresh_extras_gallery": (f"{S}test_workspace_extras.py::test_the_extras_gallery_lists_the_member_s_own_images_only",),
     "extras_from_single": (f"{S}test_workspace_extras.py::test_the_extras_gallery_lists_the_member_s_own_images_only",),
     "extras_from_gallery": (f"{S}test_workspace_extras.py::test_the_extras_gallery_lists_the_member_s_own_images_only",),

@@ -62,3 +62,13 @@ def test_the_extras_gallery_lists_the_member_s_own_images_only(personas) -> None
     assert charlies_tab.refresh_extras_gallery([ref])["value"] == []  # a foreign pick is dropped, never kept
     sources = [charlies_tab.extras_from_single(), charlies_tab.extras_from_gallery(), charlies_tab.extras_from_folder()]
     assert sources == ["single", "gallery", "folder"]  # which sub-tab is shown: no data of anyone's
+
+
+def test_a_page_load_shows_the_member_s_own_last_extras_result_only(personas) -> None:
+    alice, charlie = personas["alice"], personas["charlie"]
+    done = workspace_extras_submit(user=alice, source="single", values=VALUES, image=Image.new("RGB", (24, 16)))
+    run_on_a_worker([done], name="alice-reattach")
+    progress, items, info, job_id = list(build_workspace(alice).atelier_workspace.extras.reattach_extras())[-1]
+    assert f'data-job="{done.public_id}"' in progress and items[0][0].size == (48, 32) and "Lanczos" in info
+    progress, items, info, job_id = list(build_workspace(charlie).atelier_workspace.extras.reattach_extras())[-1]
+    assert 'data-status="idle"' in progress and (items, info, job_id) == ([], "", "")

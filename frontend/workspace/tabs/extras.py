@@ -6,7 +6,8 @@ the fields are A1111's (resize by a factor or to a size, upscaler 1 and an optio
 blended by its visibility, GFPGAN and CodeFormer visibilities and CodeFormer's weight). Generate
 queues one "extras" job through `frontend/workspace/extras.py` (the service path of
 `/sdapi/v1/extra-single-image` and `extra-batch-images`), then follows the member's Job row to
-its images, as the generation tabs do; Cancel stops it at its next image. A face restorer whose
+its images, as the generation tabs do (a page load follows the member's running Extras job, or
+shows the last one's images); Cancel stops it at its next image. A face restorer whose
 weights are not installed is refused at submission with the service's message saying what to
 install.
 """
@@ -34,6 +35,7 @@ from frontend.workspace.tab_ids import EXTRAS_TAB
 from frontend.workspace.tabs.base import Tab, callback
 from inference.model_registry import upscalers_for_user
 from inference.models import Job
+from inference.selectors import job_newest_active_for_owner, job_newest_finished_for_owner
 from inference.storage import member_image_open
 
 POLL_SECONDS = 0.25
@@ -148,6 +150,9 @@ class ExtrasTab(Tab):
         c["gallery_refresh"].click(self.refresh_extras_gallery, inputs=[c["gallery_refs"]], outputs=[c["gallery_refs"]])
         self.workspace.blocks.load(self.refresh_extras_gallery, inputs=[c["gallery_refs"]],
                                    outputs=[c["gallery_refs"]], show_progress="hidden")
+        # A reload (or a second browser tab) follows the running Extras job, or shows the last result.
+        self.workspace.blocks.load(self.reattach_extras, outputs=self.outputs(), concurrency_limit=None,
+                                   show_progress="hidden")
 
     # --- callbacks ------------------------------------------------------------------------
     @callback
@@ -183,23 +188,39 @@ class ExtrasTab(Tab):
             raise error from None
         yield from self.follow(job)
 
+    def finished_outputs(self, job: Job) -> tuple:
+        """(progress, images, info, job id) of a finished job: its images when it succeeded, else its bar only."""
+        html = progress_html(job, self.language)
+        if job.status != Job.Status.SUCCEEDED:
+            return html, [], "", ""
+        with member_errors(self.language):
+            images = [member_image_open(key) for key in job.outputs]
+        names = job.params.get("names") or []
+        items = [(image, names[index] if index < len(names) else "") for index, image in enumerate(images)]
+        return html, items, job.infotexts[-1] if job.infotexts else "", ""
+
     def follow(self, job: Job) -> Iterator[tuple]:
+        """Yield (progress, images, info, job id) as the job moves, until it ends."""
         current = job
         for current, queue in watch_job(self.user, job.public_id, poll_seconds=POLL_SECONDS):
             if not current.is_finished:
                 yield progress_html(current, self.language, queue), gr.skip(), gr.skip(), job.public_id
-        html = progress_html(current, self.language)
-        if current.status != Job.Status.SUCCEEDED:
-            yield html, [], "", ""
-            if current.status == Job.Status.FAILED:
-                raise WorkspaceError(current.error or self.t("status_failed"))
+        yield self.finished_outputs(current)
+        if current.status == Job.Status.FAILED:
+            raise WorkspaceError(current.error or self.t("status_failed"))
+        if current.status == Job.Status.CANCELLED:
             gr.Warning(self.t("status_cancelled"))
+
+    @callback(skip_when_refused=4)  # a page load of a tab hidden since the process started: nothing
+    def reattach_extras(self) -> Iterator[tuple]:
+        """On each page load: the member's running or queued Extras job followed to its images,
+        else their newest finished one's result (read from their own Job rows)."""
+        active = job_newest_active_for_owner(self.user, EXTRAS_KIND)
+        if active is not None:
+            yield from self.follow(active)
             return
-        with member_errors(self.language):
-            images = [member_image_open(key) for key in current.outputs]
-        names = current.params.get("names") or []
-        items = [(image, names[index] if index < len(names) else "") for index, image in enumerate(images)]
-        yield html, items, current.infotexts[-1] if current.infotexts else "", ""
+        finished = job_newest_finished_for_owner(self.user, EXTRAS_KIND)
+        yield self.finished_outputs(finished) if finished else (progress_html(None, self.language), [], "", "")
 
     @callback
     def cancel(self, public_id: str) -> str:

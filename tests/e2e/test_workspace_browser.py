@@ -508,6 +508,21 @@ def test_a_job_that_waits_says_why_and_its_place_in_line(platform, browser) -> N
         alice.close()
 
 
+def job_shown(page, tab: str) -> str | None:
+    """The job id the tab's progress bar shows (None when idle)."""
+    return page.locator(f"#atelier-{tab}-progress .atelier-progress").get_attribute("data-job")
+
+
+def wait_for_new_success(page, tab: str, previous: str | None) -> str:
+    """Wait until the tab's bar shows a job other than `previous` succeeded (a page load shows the
+    member's last finished job first); its id."""
+    page.wait_for_function("""([tab, previous]) => {
+        const bar = document.querySelector(`#atelier-${tab}-progress .atelier-progress`);
+        return bar && bar.dataset.status === 'succeeded' && bar.dataset.job && bar.dataset.job !== previous;
+    }""", arg=[tab, previous or ""], timeout=GENERATION_MS)
+    return job_shown(page, tab)
+
+
 def test_bob_upscales_in_extras_uses_the_seed_buttons_and_generates_with_ctrl_enter(platform, browser, tmp_path) -> None:
     """Issue 20: the Extras tab, the 🎲/♻️ seed buttons and Ctrl+Enter, on bob's workspace."""
     from PIL import Image
@@ -521,9 +536,9 @@ def test_bob_upscales_in_extras_uses_the_seed_buttons_and_generates_with_ctrl_en
         page.get_by_role("tab", name="Extras").click()
         page.locator("#atelier-extras-image input[type=file]").set_input_files(str(source))
         page.wait_for_selector("#atelier-extras-image img", timeout=30_000)
+        previous = job_shown(page, "extras")
         page.click("#atelier-extras-generate")
-        page.wait_for_selector('#atelier-extras-progress .atelier-progress[data-status="succeeded"]',
-                               timeout=GENERATION_MS)
+        wait_for_new_success(page, "extras", previous)
         page.wait_for_function("""() => { const img = document.querySelector('#atelier-extras-result img');
             return img && img.complete && img.naturalWidth > 0; }""", timeout=30_000)
         size = page.evaluate("""() => { const img = document.querySelector('#atelier-extras-result img');
@@ -543,9 +558,9 @@ def test_bob_upscales_in_extras_uses_the_seed_buttons_and_generates_with_ctrl_en
             set_number(page, f"atelier-txt2img-{name}", value)
         prompt = page.locator("#atelier-txt2img-prompt textarea")
         prompt.fill("a paper kite, bob-ctrl-enter")
+        previous = job_shown(page, "txt2img")  # bob's last job, shown by the page load
         prompt.press("Control+Enter")
-        page.wait_for_selector('#atelier-txt2img-progress .atelier-progress[data-status="succeeded"]',
-                               timeout=GENERATION_MS)
+        wait_for_new_success(page, "txt2img", previous)
         page.wait_for_selector("#atelier-txt2img-result img", timeout=30_000)
         assert "bob-ctrl-enter" in page.locator("#atelier-txt2img-info textarea").input_value()
         page.click("#atelier-txt2img-seed-random")

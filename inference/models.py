@@ -135,6 +135,9 @@ class Job(models.Model):
     attempts = models.PositiveSmallIntegerField(default=0)
     worker = models.ForeignKey(Worker, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
     cancel_requested = models.BooleanField(default=False)
+    skip_requested = models.PositiveIntegerField(
+        default=0, help_text="Skips asked for while running (A1111's Skip): each drops the images being made then.",
+    )
     error = models.TextField(blank=True)
     outputs = models.JSONField(default=list, blank=True, help_text="Storage keys of the images, in order.")
     seeds = models.JSONField(default=list, blank=True)

@@ -81,6 +81,11 @@ def jobs_active_for_owner(user: AbstractUser) -> list[Job]:
     return list(Job.objects.filter(owner=user, status__in=Job.ACTIVE).order_by("created_at"))
 
 
+def job_skips_requested(job: Job) -> int | None:
+    """How many skips were asked for the job (`job_skip`): read by the worker running it; None when it is gone."""
+    return Job.objects.filter(pk=job.pk).values_list("skip_requested", flat=True).first()
+
+
 def job_newest_active_for_owner(user: AbstractUser, kind: str) -> Job | None:
     """The user's own newest queued, dispatched or running job of `kind`: the one a workspace
     tab reattaches to after a reload, and the one its Cancel stops. Never another user's."""

@@ -16,6 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from inference.events import job_event_publish
@@ -380,6 +381,17 @@ def job_cancel(*, job: Job) -> Job:
             from inference.job_groups import job_group_settle_safely
 
             job_group_settle_safely(job.group_id)
+    return job
+
+
+def job_skip(*, job: Job) -> Job:
+    """A1111's Skip: a running job drops the images it is making now (its current chunk, one
+    iteration of its batch count) and goes on with the rest. The worker reads the request with the
+    job's progress (`inference/runner/batch.py`); a job not running is left as it is."""
+    Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, cancel_requested=False).update(
+        skip_requested=F("skip_requested") + 1
+    )
+    job.refresh_from_db()
     return job
 
 

@@ -104,13 +104,16 @@ def job_succeed(
     censored: list[int] | None = None,
     control_maps: list[str] | None = None,
     texts: list[str] | None = None,
+    seeds: list[int] | None = None,
 ) -> bool:
     """`censored`: positions in `outputs` the NSFW censor flagged (and the worker blurred);
-    `texts`: a promptgen job's expanded prompts."""
+    `texts`: a promptgen job's expanded prompts; `seeds`: the seeds of `outputs` when the job
+    kept only some of its images (a skip dropped the others)."""
+    kept = {"seeds": seeds} if seeds is not None else {}
     return _finish(
         job, attempt, Job.Status.SUCCEEDED, outputs=outputs, infotexts=infotexts, censored=censored or [],
         control_maps=control_maps or [], texts=texts or [],
-        gpu_seconds=gpu_seconds, progress=1.0, step=job.total_steps,
+        gpu_seconds=gpu_seconds, progress=1.0, step=job.total_steps, **kept,
     )
 
 

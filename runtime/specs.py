@@ -123,7 +123,14 @@ class GenerationSpec:
     # through only to be reported back (`WorkerRuntime.held_network_key`); never recomputed here.
     network_key: str = ""
 
+    # Each chunk's first image, when the caller cut the batch itself (a job's batch-count iterations
+    # run in calls of their own, `inference/runner/chunks.py`); empty: chunks of `max_batch`.
+    chunk_starts: tuple[int, ...] = ()
+
     def chunks(self) -> list[range]:
+        if self.chunk_starts:
+            ends = (*self.chunk_starts[1:], len(self.seeds))
+            return [range(start, end) for start, end in zip(self.chunk_starts, ends, strict=True)]
         return [range(start, min(start + self.max_batch, len(self.seeds))) for start in range(0, len(self.seeds), self.max_batch)]
 
 

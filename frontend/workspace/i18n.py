@@ -7,6 +7,8 @@ or the home page.
 
 from __future__ import annotations
 
+from frontend.workspace.i18n_extras import EXTRAS_STRINGS
+
 LANGUAGES = ("en", "ja")
 LANGUAGE_NAMES = {"en": "English", "ja": "日本語"}
 
@@ -333,6 +335,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "ja": "サービス {service} を削除しました (キューの項目 {items} 件を破棄)。",
     },
 }
+STRINGS.update(EXTRAS_STRINGS)  # the Extras tab, the seed buttons, Skip
 
 
 def text(language: str, key: str) -> str:

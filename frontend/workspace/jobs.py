@@ -45,7 +45,7 @@ from inference.job_groups import job_group_submit
 from inference.models import Job, JobGroup
 from inference.selectors import job_newest_active_for_owner
 from a1111.errors import RequestError
-from inference.services import job_cancel, job_submit
+from inference.services import job_cancel, job_skip, job_submit
 from inference.waiting import REFRESH_SECONDS as QUEUE_REFRESH_SECONDS
 from inference.waiting import QueueState, queue_state
 
@@ -244,6 +244,18 @@ def workspace_cancel(*, user: AbstractUser, public_id: str, kind: str | None = N
     if job is None or job.is_finished:
         return None
     return job_cancel(job=job)
+
+
+def workspace_skip(*, user: AbstractUser, public_id: str, kind: str | None = None) -> Job | None:
+    """Skip (A1111's): the member's running job `public_id` (else their newest running job of
+    `kind`) drops the images it is making now and goes on with the rest. None when nothing of
+    theirs runs: another member's job is never found."""
+    job = own_job(user, public_id)
+    if (job is None or job.status != Job.Status.RUNNING) and kind:
+        job = job_newest_active_for_owner(user, kind)
+    if job is None or job.status != Job.Status.RUNNING:
+        return None
+    return job_skip(job=job)
 
 
 def preview_image(encoded: str) -> Image.Image:

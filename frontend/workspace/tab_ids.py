@@ -13,9 +13,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 BEAUTIFUL_PROMPT_TAB = "beautiful-prompt"
+EXTRAS_TAB = "extras"
 
 WORKSPACE_TABS: tuple[str, ...] = (
-    "txt2img", "img2img", BEAUTIFUL_PROMPT_TAB, "gallery", "pnginfo", "extensions", "settings",
+    "txt2img", "img2img", EXTRAS_TAB, BEAUTIFUL_PROMPT_TAB, "gallery", "pnginfo", "extensions", "settings",
 )
 ALWAYS_SHOWN_TABS: frozenset[str] = frozenset({"txt2img"})
 HIDEABLE_TABS: tuple[str, ...] = tuple(tab for tab in WORKSPACE_TABS if tab not in ALWAYS_SHOWN_TABS)

@@ -7,7 +7,8 @@ member, so every callback acts as `user` and reads only through owner-scoped sel
 `Workspace` holds what the tabs share (the member, their language and the labels to translate
 when it changes, the model lists, the checkpoint and VAE pickers above the tabs) and composes
 the tabs of `frontend/workspace/tabs/`: txt2img, img2img (with an inpainting mask painted on
-the image), both with a ControlNet panel (`frontend/workspace/controlnet.py`), Gallery (the
+the image), both with a ControlNet panel (`frontend/workspace/controlnet.py`), Extras (upscale and
+restore faces, `tabs/extras.py`), Gallery (the
 member's own images), PNG Info, Extensions (per-member on/off of the platform's extensions)
 and Settings (interface language). Each tab builds its own components and wires its own
 callbacks (wrapped by `tabs.base.callback`).
@@ -28,10 +29,12 @@ from frontend.workspace import compat  # noqa: F401  (before any component: see 
 from frontend.member_selectors import generation_defaults_for_user, hidden_tabs_for_user, language_for_user
 from frontend.workspace import controlnet
 from frontend.workspace.i18n import text
-from frontend.workspace.tab_ids import BEAUTIFUL_PROMPT_TAB
+from frontend.workspace.keys import CTRL_ENTER_JS
+from frontend.workspace.tab_ids import BEAUTIFUL_PROMPT_TAB, EXTRAS_TAB
 from frontend.workspace.tabs.base import callback
 from frontend.workspace.tabs.beautiful_prompt import BeautifulPromptTab
 from frontend.workspace.tabs.extensions import ExtensionsTab
+from frontend.workspace.tabs.extras import ExtrasTab
 from frontend.workspace.tabs.gallery import GalleryTab
 from frontend.workspace.tabs.generation import controlnet_dropdown
 from frontend.workspace.tabs.img2img import Img2ImgTab
@@ -59,6 +62,7 @@ class Workspace:
         self.blocks: gr.Blocks | None = None
         self.txt2img = Txt2ImgTab(self)
         self.img2img = Img2ImgTab(self)
+        self.extras = ExtrasTab(self)
         self.beautiful_prompt = BeautifulPromptTab(self)
         self.gallery = GalleryTab(self)
         self.pnginfo = PngInfoTab(self)
@@ -141,7 +145,8 @@ class Workspace:
     def tabs_by_id(self) -> dict[str, Any]:
         """The tabs in their order on the page, by their Gradio tab id."""
         return {
-            "txt2img": self.txt2img, "img2img": self.img2img, BEAUTIFUL_PROMPT_TAB: self.beautiful_prompt,
+            "txt2img": self.txt2img, "img2img": self.img2img, EXTRAS_TAB: self.extras,
+            BEAUTIFUL_PROMPT_TAB: self.beautiful_prompt,
             "gallery": self.gallery, "pnginfo": self.pnginfo,
             "extensions": self.extensions, "settings": self.settings,
         }
@@ -195,6 +200,7 @@ class Workspace:
         # operators may have hidden a tab, since this process started: the Blocks' initial values
         # are those of its start).
         self.blocks.load(self.on_load, outputs=self.on_load_outputs())
+        self.blocks.load(None, js=CTRL_ENTER_JS)  # Ctrl+Enter in a prompt box generates (keys.py)
 
     def on_load_outputs(self) -> list[Any]:
         outputs: list[Any] = []

@@ -6,7 +6,10 @@ keys resolved on this machine), 3. generate with progress and previews routed pe
 A batch is one or more jobs with the same batch key (possibly from different users) that
 run as one pipeline call. Each job keeps its own progress, cancel and outcome: a cancelled
 job is dropped from the batch (its images are discarded, the others carry on); only when
-every job of a chunk is gone is the chunk abandoned. An Extras job (upscale, restore faces)
+every job of a chunk is gone is the chunk abandoned. A skip (A1111's Skip, `job_skip`) drops only
+the job's current chunk, the images being made then: each batch-count iteration of a job runs in
+chunks of its own (`inference/runner/chunks.py`), so the job goes on with its next iteration and
+succeeds with the images it kept. An Extras job (upscale, restore faces)
 has a batch key of its own and runs without a pipeline (`inference/runner/extras.py`); a batch
 of prompt expansions runs on a language model (`inference/runner/promptgen.py`).
 
@@ -39,10 +42,12 @@ from a1111.infotext import (
 )
 from inference.jobspec import JobSpec, JobSpecError, ModelRef
 from inference.models import Job
+from inference.runner.chunks import ChunkLayout, layout_of
 from inference.scheduler.keys import promptgen_model_key
 from a1111.pnginfo import png_bytes
 from a1111.prompts import extract_extra_networks
 from a1111.samplers import resolve_sampler
+from inference.selectors import job_skips_requested
 from inference.transitions import (
     job_claim,
     job_fail,
@@ -88,6 +93,9 @@ class ProgressReporter(threading.Thread):
     machine each write costs CPU the model could use), and raises the `stopped` flag when
     the write finds the job cancelled or no longer ours. The loop checks that flag at every
     step, so a cancel takes effect within one interval plus one step.
+
+    Every interval (steps or not: a held step too) it also reads the job's skip count; a new
+    skip raises `skip`, which the loop takes at its next step of this job (`generate`).
     """
 
     def __init__(self, job: Job, attempt: int, interval: float) -> None:
@@ -95,6 +103,8 @@ class ProgressReporter(threading.Thread):
         self.job, self.attempt = job, attempt
         self.interval = interval
         self.stopped = threading.Event()
+        self.skip = threading.Event()  # a skip the loop has not taken yet
+        self._skips_seen = job.skip_requested
         self._latest = 0
         self._reported = 0
         self._preview: str | None = None  # the newest live preview not yet written (base64 JPEG)
@@ -114,6 +124,12 @@ class ProgressReporter(threading.Thread):
             self._preview = base64.b64encode(buffer.getvalue()).decode()
             self._changed.notify()
 
+    def _read_skips(self) -> None:
+        skips = job_skips_requested(self.job)
+        if skips is not None and skips > self._skips_seen:
+            self._skips_seen = skips  # several clicks before the loop takes one: one skip, as in A1111
+            self.skip.set()
+
     def close(self) -> None:
         with self._changed:
             self._closing = True
@@ -125,7 +141,8 @@ class ProgressReporter(threading.Thread):
             while True:
                 with self._changed:
                     self._changed.wait_for(
-                        lambda: self._latest != self._reported or self._preview is not None or self._closing
+                        lambda: self._latest != self._reported or self._preview is not None or self._closing,
+                        timeout=max(self.interval, 0.05),  # no step for a while: still read the skip count
                     )
                     step, closing, preview = self._latest, self._closing, self._preview
                     self._preview = None
@@ -133,6 +150,8 @@ class ProgressReporter(threading.Thread):
                     self._reported = step
                     if not job_progress(job=self.job, attempt=self.attempt, step=step, preview=preview):
                         self.stopped.set()
+                if not closing and not self.stopped.is_set():
+                    self._read_skips()
                 if closing:
                     return
                 with self._changed:
@@ -187,7 +206,7 @@ def _run_batch(jobs: list[tuple[str, int]], worker_name: str, runtime: WorkerRun
     # 3. Generate, routing each step and preview to the job it belongs to.
     outcome = generate(spec, members, runtime)
     # 4. Store each job's images and finish it (succeeded, cancelled or failed), one by one.
-    finish_members(members, outcome)
+    finish_members(members, outcome, spec.chunks())
 
 
 # --- 1. claim ------------------------------------------------------------------------------------
@@ -210,6 +229,7 @@ class BatchMember:
     attempt: int
     part: MemberPart
     reporter: ProgressReporter
+    skipped_chunks: set[int] = dataclasses.field(default_factory=set)  # chunks whose images it dropped
 
     @property
     def spec(self) -> JobSpec:
@@ -259,7 +279,7 @@ def claim_members(
     path, a job whose spec this worker cannot read is failed with the reason."""
     interval = settings.ATELIER_PROGRESS_INTERVAL_SECONDS
     members: list[BatchMember] = []
-    position = 0
+    layout = ChunkLayout(max_batch)
     for public_id, attempt in jobs:
         job = Job.objects.filter(public_id=public_id).first()
         if job is None:
@@ -277,8 +297,7 @@ def claim_members(
             if claimed is not None:
                 job_fail(job=claimed, attempt=attempt, error=str(exc))
             continue
-        images = range(position, position + len(job.seeds))
-        chunks = range(images.start // max_batch, (images.stop - 1) // max_batch + 1)
+        with_job, images, chunks = layout.with_job(len(job.seeds), spec.request.batch_size)
         claimed = job_claim(
             public_id=public_id, attempt=attempt, worker_name=worker_name,
             total_steps=spec.request.sampling_steps * len(chunks),
@@ -289,7 +308,7 @@ def claim_members(
             spec=spec, seeds=tuple(claimed.seeds), images=images, chunks=chunks, network_key=claimed.network_key
         )
         members.append(BatchMember(claimed, attempt, part, ProgressReporter(claimed, attempt, interval)))
-        position = images.stop
+        layout = with_job
     return members
 
 
@@ -320,13 +339,19 @@ def local_model_path(key: str) -> str:
     return str(model_file_path(key))
 
 
+def chunk_layout(parts: list[MemberPart], max_batch: int) -> ChunkLayout:
+    """The batch's chunks, as `claim_members` laid them out."""
+    return layout_of([(len(part.images), part.spec.request.batch_size) for part in parts], max_batch)
+
+
 def preview_positions(parts: list[MemberPart], max_batch: int) -> tuple[int, ...]:
     """The images that get live previews: each job's first image in each chunk it spans, so
     every job of a shared batch is previewed from its own images and never from another's."""
+    starts = chunk_layout(parts, max_batch).starts
     positions = set()
     for part in parts:
         for chunk in part.chunks:
-            positions.add(max(part.images.start, chunk * max_batch))
+            positions.add(max(part.images.start, starts[chunk]))
     return tuple(sorted(positions))
 
 
@@ -379,6 +404,7 @@ def build_generation_spec(
         controlnet=_control_units(lead, inputs[0].control_images, local_path),
         face_restoration=_face_restoration(lead, local_path),
         preview_images=preview_positions(parts, max_batch),
+        chunk_starts=chunk_layout(parts, max_batch).starts,
         network_key=parts[0].network_key,  # every member shares it (part of the batch key)
     )
 
@@ -453,17 +479,24 @@ class GenerationOutcome:
 
 def generate(spec: GenerationSpec, members: list[BatchMember], runtime: WorkerRuntime) -> GenerationOutcome:
     """Run the batch; each step and preview goes to the jobs whose images it concerns, and a chunk
-    whose jobs were all cancelled is skipped. A failure is the batch's outcome, never an exception."""
+    whose jobs were all cancelled or skipped it is abandoned. A skip a job's reporter read is taken
+    at the job's next step: that chunk's images of the job are dropped (`skipped_chunks`).
+    A failure is the batch's outcome, never an exception."""
 
     def on_preview(chunk: int, position: int, image: Image.Image) -> None:
         # `image` is the preview of the image at `position` only: it goes to the job it belongs to.
         for member in members:
-            if position in member.images and not member.reporter.stopped.is_set():
+            if position in member.images and not member.reporter.stopped.is_set() and chunk not in member.skipped_chunks:
                 member.reporter.preview(image)
 
     def on_step(chunk: int, step: int) -> None:
         in_chunk = [m for m in members if chunk in m.chunks]
-        live = [m for m in in_chunk if not m.reporter.stopped.is_set()]
+        for member in in_chunk:
+            if member.reporter.skip.is_set():
+                member.reporter.skip.clear()
+                member.skipped_chunks.add(chunk)
+                member.reporter.report(member.step_in_job(chunk + 1, 0))  # its bar moves past the dropped images
+        live = [m for m in in_chunk if not m.reporter.stopped.is_set() and chunk not in m.skipped_chunks]
         if not live:
             raise SkipChunk
         for member in live:
@@ -488,8 +521,10 @@ def generate(spec: GenerationSpec, members: list[BatchMember], runtime: WorkerRu
 # --- 4. store and finish -------------------------------------------------------------------------
 
 
-def finish_members(members: list[BatchMember], outcome: GenerationOutcome) -> None:
-    """Each job's own images stored and the job finished; `job_fail` scrubs server paths from errors."""
+def finish_members(members: list[BatchMember], outcome: GenerationOutcome, chunks: list[range] | None = None) -> None:
+    """Each job's own images stored and the job finished; `job_fail` scrubs server paths from errors.
+    `chunks`: the batch's chunks, for the images a skipped chunk drops (a job that skipped every
+    chunk it had ends cancelled: nothing is left of it)."""
     total_images = sum(len(member.images) for member in members)
     for member in members:
         job, attempt = member.job, member.attempt
@@ -497,11 +532,14 @@ def finish_members(members: list[BatchMember], outcome: GenerationOutcome) -> No
         if outcome.error is not None:
             job_fail(job=job, attempt=attempt, error=outcome.error, gpu_seconds=gpu_seconds)
             continue
-        mine = [outcome.images[i] for i in member.images]
-        if member.reporter.stopped.is_set() or any(image is None for image in mine):
+        dropped = {i for chunk in member.skipped_chunks for i in (chunks or [])[chunk]} if chunks else set()
+        kept = [i for i in member.images if i not in dropped]
+        mine = [outcome.images[i] for i in kept]
+        if member.reporter.stopped.is_set() or not kept or any(image is None for image in mine):
             job_mark_cancelled(job=job, attempt=attempt, gpu_seconds=gpu_seconds)
             continue
-        infotexts = _infotexts(job, member.spec)
+        seeds = [job.seeds[i - member.images.start] for i in kept]
+        infotexts = _infotexts(job, member.spec, seeds)
         folder = f"{_output_prefix(job, member.request)}/{job.created_at:%Y-%m-%d}"
         try:
             outputs = [
@@ -512,15 +550,15 @@ def finish_members(members: list[BatchMember], outcome: GenerationOutcome) -> No
         except UnsafeOutputPath as exc:  # nothing is written outside the member's directory
             job_fail(job=job, attempt=attempt, error=str(exc), gpu_seconds=gpu_seconds)
             continue
-        censored = [index for index, position in enumerate(member.images) if outcome.flagged[position]]
+        censored = [index for index, position in enumerate(kept) if outcome.flagged[position]]
         if not job_succeed(
             job=job, attempt=attempt, outputs=outputs, infotexts=infotexts, gpu_seconds=gpu_seconds,
-            censored=censored, control_maps=maps,
+            censored=censored, control_maps=maps, seeds=seeds if dropped else None,
         ):
             logger.warning("job %s finished here but was no longer ours: result discarded", job.public_id)
 
 
-def _infotexts(job: Job, spec: JobSpec) -> list[str]:
+def _infotexts(job: Job, spec: JobSpec, seeds: list[int]) -> list[str]:
     request = spec.request
     sampler = resolve_sampler(request.sampler_name, request.scheduler)
     model_name, _, hash_part = job.checkpoint_title.rpartition(" [")
@@ -546,7 +584,7 @@ def _infotexts(job: Job, spec: JobSpec) -> list[str]:
                    "Face restoration": spec.face_restorer.name if spec.face_restorer else None,
                    "Tiling": True if request.tiling else None},
         )
-        for seed in job.seeds
+        for seed in seeds
     ]
 
 

@@ -3,8 +3,8 @@
 An extras job needs no checkpoint, so any worker runs it (`inference/scheduler/policy.py`) and
 nothing is loaded but the upscaler and restorer models it names, from the runtime's caches.
 It reports one step per image and stops at the next image once cancelled (its outputs are then
-discarded, as a cancelled generation's are). The PNGs go to the owner's outputs folder, named
-by job and index (a redelivered run overwrites its own files), with A1111's postprocessing
+discarded, as a cancelled generation's are). The PNGs go to the owner's outputs folder, under
+`extras-images/` as A1111's do, named by job and index (a redelivered run overwrites its own files), with A1111's postprocessing
 infotext in a `postprocessing` text chunk, where A1111 writes it.
 
 The NSFW censor does not look at extras outputs, as in A1111: they are the member's own
@@ -42,6 +42,7 @@ from tenants.workdirs import user_outputs_key
 logger = logging.getLogger(__name__)
 
 INFOTEXT_CHUNK = "postprocessing"  # A1111's key for the extras infotext in a PNG
+EXTRAS_FOLDER = "extras-images"  # A1111's outputs/extras-images
 
 
 def _local_path(model: dict[str, str]) -> str:
@@ -90,7 +91,7 @@ def extras_execute(*, job: Job, attempt: int, worker_name: str, runtime: WorkerR
     if claimed is None:
         return
     job = claimed
-    folder = f"{user_outputs_key(job.owner.get_username())}/{job.created_at:%Y-%m-%d}"
+    folder = f"{user_outputs_key(job.owner.get_username())}/{EXTRAS_FOLDER}/{job.created_at:%Y-%m-%d}"
     outputs: list[str] = []
     infotexts: list[str] = []
     started = time.perf_counter()

@@ -23,7 +23,7 @@ from inference.models import Job
 from a1111.errors import RequestValidationError
 from a1111.samplers import SAMPLERS, SCHEDULES
 from inference.selectors import jobs_active_for_owner, user_options_get
-from inference.services import job_cancel, user_options_update
+from inference.services import job_cancel, job_skip, user_options_update
 from inference.waiting import queue_state
 
 # --- lists: exactly what the caller may use ------------------------------------------------
@@ -198,7 +198,8 @@ def progress(request: HttpRequest, user) -> dict:
         "progress": round(min(0.01 + fraction, 1.0) if current else 0.0, 4),
         "eta_relative": round(eta, 2),
         "state": {
-            "skipped": False, "interrupted": bool(current and current.cancel_requested),
+            # a skip was asked of the running job (it drops the images being made, then goes on)
+            "skipped": bool(current and current.skip_requested), "interrupted": bool(current and current.cancel_requested),
             "stopping_generation": False, "job": current.public_id if current else "",
             "job_count": job_count, "job_timestamp": f"{current.created_at:%Y%m%d%H%M%S}" if current else "0",
             "job_no": 0, "sampling_step": current.step if current else 0,
@@ -224,9 +225,11 @@ def interrupt(request: HttpRequest, user) -> dict:
 
 @sdapi("POST")
 def skip(request: HttpRequest, user) -> None:
-    """A1111 skips the current image of a batch; a batch here is one pipeline call, so this
-    stops the caller's running generation like interrupt."""
-    _cancel_running(user)
+    """A1111's Skip, on the caller's running jobs only: each drops the images it is making now
+    (its current batch-count iteration) and goes on with the rest (`job_skip`)."""
+    for job in jobs_active_for_owner(user):
+        if job.status == Job.Status.RUNNING:
+            job_skip(job=job)
     return None
 
 

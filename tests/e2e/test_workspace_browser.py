@@ -13,6 +13,9 @@ runs. Alice creates an async service on `/services/`, gets a token shown once an
 revokes it. Last, a reload mid-job (a job held at its first step, `tests/e2e/holding.py`): bob's
 reloaded page and a second tab show the running job, then its images; charlie cancels his
 after a reload, and a refused Generate then replaces the cancelled job's bar with its reason.
+Issue 20's controls: bob upscales an upload ×2 in the Extras tab and gets it back twice the
+size, 🎲 and ♻️ change the seed field, Ctrl+Enter in the prompt generates; alice skips the first
+iteration of a held job with a batch count of 2 and it ends with one image.
 
 Screenshots of each step go to `artifacts/workspace_browser/` (ignored by git).
 Needs Playwright (the `test` extra) and Chromium at /usr/bin/chromium (or ATELIER_CHROMIUM):
@@ -541,4 +544,102 @@ def test_alice_plots_seed_against_steps_and_sees_the_grid_then_its_cells(platfor
         assert [j["seeds"][0] for j in group["jobs"]] == [1, 2, 1, 2]
         assert "alice-xyz" in page.locator("#atelier-txt2img-info textarea").input_value()
     finally:
+        alice.close()
+
+
+def job_shown(page, tab: str) -> str | None:
+    """The job id the tab's progress bar shows (None when idle)."""
+    return page.locator(f"#atelier-{tab}-progress .atelier-progress").get_attribute("data-job")
+
+
+def wait_for_new_success(page, tab: str, previous: str | None) -> str:
+    """Wait until the tab's bar shows a job other than `previous` succeeded (a page load shows the
+    member's last finished job first); its id."""
+    page.wait_for_function("""([tab, previous]) => {
+        const bar = document.querySelector(`#atelier-${tab}-progress .atelier-progress`);
+        return bar && bar.dataset.status === 'succeeded' && bar.dataset.job && bar.dataset.job !== previous;
+    }""", arg=[tab, previous or ""], timeout=GENERATION_MS)
+    return job_shown(page, tab)
+
+
+def test_bob_upscales_in_extras_uses_the_seed_buttons_and_generates_with_ctrl_enter(platform, browser, tmp_path) -> None:
+    """Issue 20: the Extras tab, the 🎲/♻️ seed buttons and Ctrl+Enter, on bob's workspace."""
+    from PIL import Image
+
+    source = tmp_path / "small.png"
+    Image.new("RGB", (40, 32), (200, 120, 30)).save(source)
+    bob, page = sign_in(browser, platform, "bob")
+    try:
+        open_workspace(page)
+        # --- Extras: Single image, Lanczos ×2 ---------------------------------------------
+        page.get_by_role("tab", name="Extras").click()
+        page.locator("#atelier-extras-image input[type=file]").set_input_files(str(source))
+        page.wait_for_selector("#atelier-extras-image img", timeout=30_000)
+        previous = job_shown(page, "extras")
+        page.click("#atelier-extras-generate")
+        wait_for_new_success(page, "extras", previous)
+        page.wait_for_function("""() => { const img = document.querySelector('#atelier-extras-result img');
+            return img && img.complete && img.naturalWidth > 0; }""", timeout=30_000)
+        size = page.evaluate("""() => { const img = document.querySelector('#atelier-extras-result img');
+            return [img.naturalWidth, img.naturalHeight]; }""")
+        assert size == [80, 64]
+        assert "Postprocess upscaler: Lanczos" in page.locator("#atelier-extras-info textarea").input_value()
+        shot(page, "40_bob_extras_upscaled")
+
+        # --- txt2img: 🎲, Ctrl+Enter, ♻️ -------------------------------------------------
+        page.get_by_role("tab", name="txt2img").click()
+        seed = page.locator("#atelier-txt2img-seed input[type=number]")
+        set_number(page, "atelier-txt2img-seed", 777)
+        page.click("#atelier-txt2img-seed-random")
+        page.wait_for_function("() => document.querySelector('#atelier-txt2img-seed input').value === '-1'")
+        set_number(page, "atelier-txt2img-seed", 777)
+        for name, value in (("width", 64), ("height", 64), ("steps", 2)):
+            set_number(page, f"atelier-txt2img-{name}", value)
+        prompt = page.locator("#atelier-txt2img-prompt textarea")
+        prompt.fill("a paper kite, bob-ctrl-enter")
+        previous = job_shown(page, "txt2img")  # bob's last job, shown by the page load
+        prompt.press("Control+Enter")
+        wait_for_new_success(page, "txt2img", previous)
+        page.wait_for_selector("#atelier-txt2img-result img", timeout=30_000)
+        assert "bob-ctrl-enter" in page.locator("#atelier-txt2img-info textarea").input_value()
+        page.click("#atelier-txt2img-seed-random")
+        page.wait_for_function("() => document.querySelector('#atelier-txt2img-seed input').value === '-1'")
+        page.click("#atelier-txt2img-seed-reuse")
+        page.wait_for_function("() => document.querySelector('#atelier-txt2img-seed input').value === '777'")
+        assert seed.input_value() == "777"
+        shot(page, "41_bob_seed_reused")
+    finally:
+        bob.close()
+
+
+def test_skip_on_a_held_job_with_a_batch_count_of_two_ends_with_one_image(platform, browser) -> None:
+    """Issue 20: Skip drops the iteration being made and the job goes on with the next one."""
+    alice, page = sign_in(browser, platform, "alice")
+    try:
+        open_workspace(page)
+        page.locator("#atelier-txt2img-prompt textarea").fill("two kites, hold:skip-alice")
+        for name, value in (("width", 64), ("height", 64), ("steps", 2), ("seed", 500)):
+            set_number(page, f"atelier-txt2img-{name}", value)
+        set_number(page, "atelier-txt2img-n-iter", 2)
+        page.click("#atelier-txt2img-generate")
+        bar = '#atelier-txt2img-progress .atelier-progress[data-status="running"]'
+        page.wait_for_selector(bar, timeout=GENERATION_MS)
+        job_id = page.locator("#atelier-txt2img-progress .atelier-progress").get_attribute("data-job")
+        page.click("#atelier-txt2img-skip")
+        # Held at the first iteration's first step (1/4), the job takes the skip and its bar moves
+        # on to the second iteration; only then is the hold released.
+        page.wait_for_function(f"""() => {{ const bar = document.querySelector('{bar}');
+            return bar && Number(bar.getAttribute('aria-valuenow')) >= 50; }}""", timeout=60_000)
+        platform.release("skip-alice")
+        page.wait_for_selector(
+            f'#atelier-txt2img-progress .atelier-progress[data-status="succeeded"][data-job="{job_id}"]',
+            timeout=GENERATION_MS,
+        )
+        page.wait_for_selector("#atelier-txt2img-result img", timeout=30_000)
+        assert page.locator("#atelier-txt2img-result img").count() == 1
+        job = platform.wait_job("alice", job_id)
+        assert job["seeds"] == [501] and len(job["infotexts"]) == 1 and "Seed: 501" in job["infotexts"][0]
+        shot(page, "42_alice_skipped_one_iteration")
+    finally:
+        platform.release("skip-alice")
         alice.close()

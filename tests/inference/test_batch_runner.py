@@ -22,7 +22,7 @@ from PIL import Image
 from a1111.generation import GenerationRequest, parse_generation_request
 from inference.jobspec import JobSpec
 from inference.models import Job
-from inference.services import job_cancel, job_submit
+from inference.services import job_cancel, job_skip, job_submit
 from runtime.engine import WorkerRuntime
 from tests.security.conftest import run_on_a_worker
 
@@ -148,3 +148,54 @@ def test_the_stored_spec_names_models_by_storage_key(personas, tiny_checkpoint_p
     assert spec.version == 1 and spec.checkpoint.key == f"public/models/Stable-diffusion/{tiny_checkpoint_path.name}"
     assert job.checkpoint_path == spec.checkpoint.key  # the column holds the key too, not this machine's path
     assert str(settings.DATA_DIR) not in str(job.params)
+
+
+def _skipping_at(job: Job, at_chunk: int) -> type[WorkerRuntime]:
+    """A runtime whose step callback has `job`'s owner press Skip at the first step of chunk
+    `at_chunk`, then re-reports that step (as a held job does) until the skip is taken."""
+
+    class OwnerSkips(WorkerRuntime):
+        def generate(self, spec, on_step=None, on_preview=None):
+            def step(chunk: int, done: int) -> None:
+                if chunk == at_chunk and done == 1:
+                    job_skip(job=Job.objects.get(pk=job.pk))  # the owner presses Skip
+                    deadline = time.monotonic() + 120  # a bound on waiting for the reporter thread, not a timing
+                    # Taken, the skip moves the job's bar to its next chunk (`job` starts the batch).
+                    while time.monotonic() < deadline and not Job.objects.filter(
+                        pk=job.pk, step__gte=STEPS * (chunk + 1)
+                    ).exists():
+                        on_step(chunk, done)  # raises SkipChunk once every job of the chunk dropped it
+                        time.sleep(0.02)
+                on_step(chunk, done)
+
+            return super().generate(spec, on_step=step, on_preview=on_preview)
+
+    return OwnerSkips
+
+
+def test_a_skip_drops_the_current_iteration_and_the_job_keeps_the_rest(personas, tiny_checkpoint_path) -> None:
+    """A1111's Skip: a job with a batch count of 2 runs each iteration in a pipeline call of its
+    own; skipped during the first, it succeeds with the second's image (and seed) only."""
+    alices = _submit(personas, "alice", "a lighthouse", 40, n_iter=2)
+    run_on_a_worker([alices], name="skip", runtime=_runtime(_skipping_at(alices, 0)))
+    assert alices.status == "succeeded", alices.error
+    assert len(alices.outputs) == 1 and alices.seeds == [41]
+    assert "Seed: 41" in alices.infotexts[0] and alices.outputs[0].endswith(f"{alices.public_id}-0.png")
+
+
+def test_a_skip_in_a_shared_chunk_drops_only_the_skipping_job_s_images(personas, tiny_checkpoint_path) -> None:
+    alices = _submit(personas, "alice", "a lighthouse", 10, n_iter=3)
+    bobs = _submit(personas, "bob", "a harbour", 20)
+    assert alices.batch_key == bobs.batch_key
+    # chunks: alice's 1st iteration, her 2nd, then her 3rd with bob's image in one call
+    run_on_a_worker([alices, bobs], name="skip-shared", runtime=_runtime(_skipping_at(alices, 2)))
+    assert alices.status == "succeeded" and alices.seeds == [10, 11] and len(alices.outputs) == 2, alices.error
+    assert bobs.status == "succeeded" and bobs.seeds == [20] and len(bobs.outputs) == 1
+    assert (settings.DATA_DIR / bobs.outputs[0]).is_file()
+
+
+def test_chunks_cut_each_batch_count_iteration_apart() -> None:
+    from inference.runner.chunks import layout_of
+
+    layout = layout_of([(2, 1), (1, 1), (6, 2), (9, 9)], max_batch=8)
+    assert layout.chunks() == [range(0, 1), range(1, 5), range(5, 7), range(7, 15), range(15, 18)]

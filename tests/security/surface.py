@@ -256,7 +256,9 @@ ROUTES: dict[str, Entry] = {
     "http /sdapi/v1/interrupt": Entry(_A.AUTHENTICATED, (
         *HTTP_SWEEP, SDAPI_POST, "tests/a1111/test_sdapi_routes.py::test_progress_and_interrupt_touch_only_the_callers_jobs"),
         methods=("POST",)),
-    "http /sdapi/v1/skip": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_POST), methods=("POST",)),
+    "http /sdapi/v1/skip": Entry(_A.AUTHENTICATED, (
+        *HTTP_SWEEP, SDAPI_POST, f"{S}test_skip_and_seed.py::test_the_api_skip_reaches_the_caller_s_own_running_job_only"),
+        methods=("POST",)),
     "http /sdapi/v1/options": Entry(_A.AUTHENTICATED, (
         *HTTP_SWEEP, SDAPI_GET, SDAPI_POST, "tests/a1111/test_sdapi_routes.py::test_options_are_per_member"),
         methods=("GET", "POST")),
@@ -648,6 +650,7 @@ WORKSPACE_FUNCTIONS: dict[str, tuple[str, ...]] = {
     # the txt2img Script dropdown's X/Y/Z plot: the member's own plot (job group) only
     "script_changed": (f"{_XYZ}test_the_script_dropdown_reveals_the_axes_fields",),
     "cancel": (f"{_UI}test_cancel_stops_the_members_own_job_only",
+               f"{S}test_workspace_extras.py::test_charlie_cannot_use_alice_s_gallery_folder_or_job",
                f"{_UI}test_a_reloaded_page_reattaches_to_the_members_own_running_job_only",
                f"{_XYZ}test_cancel_and_reload_reach_the_members_own_plot_only"),
     "reattach": (f"{_UI}test_a_reloaded_page_reattaches_to_the_members_own_running_job_only",
@@ -681,4 +684,15 @@ WORKSPACE_FUNCTIONS: dict[str, tuple[str, ...]] = {
     "refresh_promptgen_models": (f"{_BP}test_the_model_list_is_the_member_s_own_team_s_and_public_models",),
     "send_prompt_to_txt2img": (f"{_BP}test_a_result_goes_to_txt2img_or_img2img_appended_or_in_place_of_the_prompt",),
     "send_prompt_to_img2img": (f"{_BP}test_a_result_goes_to_txt2img_or_img2img_appended_or_in_place_of_the_prompt",),
+    # the Extras tab, the seed buttons and Skip (issue 20): the member's own images, folders and jobs only
+    "generate_extras": (f"{S}test_workspace_extras.py::test_charlie_cannot_use_alice_s_gallery_folder_or_job",
+                        "tests/frontend/test_workspace_extras.py::test_a_folder_outside_the_member_s_own_is_refused_with_a_message"),
+    "reattach_extras": (f"{S}test_workspace_extras.py::test_a_page_load_shows_the_member_s_own_last_extras_result_only",),
+    "refresh_extras_gallery": (f"{S}test_workspace_extras.py::test_the_extras_gallery_lists_the_member_s_own_images_only",),
+    "extras_from_single": (f"{S}test_workspace_extras.py::test_the_extras_gallery_lists_the_member_s_own_images_only",),
+    "extras_from_gallery": (f"{S}test_workspace_extras.py::test_the_extras_gallery_lists_the_member_s_own_images_only",),
+    "extras_from_folder": (f"{S}test_workspace_extras.py::test_the_extras_gallery_lists_the_member_s_own_images_only",),
+    "random_seed": (f"{S}test_skip_and_seed.py::test_the_workspace_skip_and_seed_reach_the_member_s_own_job_only",),
+    "reuse_seed": (f"{S}test_skip_and_seed.py::test_the_workspace_skip_and_seed_reach_the_member_s_own_job_only",),
+    "skip": (f"{S}test_skip_and_seed.py::test_the_workspace_skip_and_seed_reach_the_member_s_own_job_only",),
 }

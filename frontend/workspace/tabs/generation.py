@@ -36,6 +36,8 @@ from frontend.workspace.jobs import (
     workspace_submit,
 )
 from frontend.workspace.tabs.base import PicksImages, callback
+from frontend.workspace.tabs.seed import SeedButtons
+from frontend.workspace.tabs.skip import SkipsImages
 from inference.limits import generation_limits
 from inference.models import Job
 from inference.selectors import job_newest_active_for_owner, job_newest_finished_for_owner
@@ -56,7 +58,7 @@ def controlnet_dropdown(choices: list[str], current: str | None) -> gr.Dropdown:
     return gr.Dropdown(choices=choices, value=current if current in choices else None)
 
 
-class GenerationTab(PicksImages):
+class GenerationTab(SeedButtons, SkipsImages, PicksImages):
     """One generation form (`kind` is "txt2img" or "img2img"); its components by field name."""
 
     kind: str
@@ -120,9 +122,11 @@ class GenerationTab(PicksImages):
                                                        label=self.t("cfg_scale")), "cfg_scale")
                     c["seed"] = self.tr(gr.Number(value=d["seed"], precision=0, label=self.t("seed"),
                                                   elem_id=f"atelier-{kind}-seed"), "seed")
+                    self.build_seed_buttons()  # 🎲 ♻️
                 with gr.Row():
                     c["n_iter"] = self.tr(gr.Slider(1, lim.max_n_iter, value=d["n_iter"],
-                                                    step=1, label=self.t("n_iter")), "n_iter")
+                                                    step=1, label=self.t("n_iter"),
+                                                    elem_id=f"atelier-{kind}-n-iter"), "n_iter")
                     c["batch_size"] = self.tr(gr.Slider(1, lim.max_batch_size, step=1,
                                                         value=d["batch_size"],
                                                         label=self.t("batch_size")), "batch_size")
@@ -146,6 +150,7 @@ class GenerationTab(PicksImages):
                     c["cancel"] = self.tr(gr.Button(
                         self.t("cancel"), variant="stop", elem_id=f"atelier-{kind}-cancel", scale=1,
                     ), "cancel", "value")
+                    self.build_skip_button()
                 c["progress"] = gr.HTML(progress_html(None, self.language), elem_id=f"atelier-{kind}-progress")
                 c["job_id"] = gr.Textbox(value="", visible=False)
                 c["result"] = self.tr(gr.Gallery(
@@ -204,6 +209,8 @@ class GenerationTab(PicksImages):
         if self.workspace.shows("gallery"):
             generated.then(gallery.refresh_gallery, outputs=[gallery.images, gallery.refs])
         c["cancel"].click(self.cancel, inputs=[c["job_id"]], outputs=[c["progress"]])
+        self.wire_seed_buttons()
+        self.wire_skip_button()
         # Each page load follows the member's running job of this tab (or shows the last result);
         # one stream per browser tab, so no concurrency limit (each only polls a row).
         self.workspace.blocks.load(self.reattach, outputs=self.outputs(), concurrency_limit=None, show_progress="hidden")

@@ -503,3 +503,47 @@ def test_a_job_that_waits_says_why_and_its_place_in_line(platform, browser) -> N
     finally:
         platform.release("queue-line")
         alice.close()
+
+
+# --- issue 20: the home page on a phone -------------------------------------------------------------
+SCREENSHOTS = REPO / "artifacts" / "screenshots"
+PHONE = {"width": 390, "height": 844}
+
+
+def no_horizontal_overflow(page) -> dict:
+    """The page's widths, and the elements wider than the viewport (for the failure message)."""
+    return page.evaluate("""() => ({
+        scrollWidth: document.documentElement.scrollWidth, viewport: window.innerWidth,
+        wide: [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > window.innerWidth + 0.5)
+              .slice(0, 5).map(e => e.tagName + (e.id ? '#' + e.id : '') + '.' + e.className),
+    })""")
+
+
+def test_the_home_page_fits_a_390px_phone_with_the_workspace_above_the_fold(platform, browser) -> None:
+    """Issue 20: at 390 × 844 nothing overflows sideways (a long unbroken prompt in the jobs table
+    included) and "Open my workspace" is on the first screen; in the workspace, Generate is too."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    unbroken = "a_lighthouse_at_dawn_with_no_spaces_anywhere_" * 3
+    job_id = platform.submit("alice", prompt=unbroken, steps=2, width=64, height=64)
+    platform.wait_job("alice", job_id, timeout=GENERATION_MS / 1000)
+    context = browser.new_context(viewport=PHONE, base_url=platform.base_url, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    try:
+        page.goto("/login/")
+        page.fill("input[name=username]", "alice")  # a tenant admin: the longest header
+        page.fill("input[name=password]", platform.credentials["alice"]["password"])
+        page.click("button[type=submit]")
+        page.wait_for_url(re.compile(r"/$"))
+        assert page.locator(f"#recent-jobs code:text('{job_id}')").count() == 1
+        widths = no_horizontal_overflow(page)
+        assert widths["scrollWidth"] <= widths["viewport"], widths
+        action = page.locator("#workspace .button.primary").bounding_box()
+        assert action is not None and action["y"] + action["height"] <= PHONE["height"], action
+        page.screenshot(path=str(SCREENSHOTS / "home_390.png"), full_page=True)
+
+        open_workspace(page)
+        generate = page.locator("#atelier-txt2img-generate").bounding_box()
+        assert generate is not None and 0 <= generate["y"] and generate["y"] + generate["height"] <= PHONE["height"], generate
+        page.screenshot(path=str(SCREENSHOTS / "workspace_390.png"))
+    finally:
+        context.close()

@@ -135,7 +135,7 @@ class GenerationTab(PicksImages):
                     self.workspace.controlnet_module_choices,
                 )
             with gr.Column(scale=2):
-                with gr.Row():
+                with gr.Row(elem_classes=["atelier-generate-row"]):  # pinned on phones (server.WORKSPACE_CSS)
                     c["generate"] = self.tr(gr.Button(
                         self.t("generate"), variant="primary", elem_id=f"atelier-{kind}-generate", scale=3,
                     ), "generate", "value")

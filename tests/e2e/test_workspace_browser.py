@@ -14,7 +14,10 @@ revokes it. Last, a reload mid-job (a job held at its first step, `tests/e2e/hol
 reloaded page and a second tab show the running job, then its images; charlie cancels his
 after a reload, and a refused Generate then replaces the cancelled job's bar with its reason.
 
-Screenshots of each step go to `artifacts/workspace_browser/` (ignored by git).
+Screenshots of each step go to `artifacts/workspace_browser/` (ignored by git). Issue 20: the home
+page at 390 × 844 (no sideways overflow, the workspace button and Generate on the first screen),
+and a screenshot of every workspace tab at 1280 × 800 plus the home page at 390 px in
+`artifacts/screenshots/` (`tab_<nn>_<name>_1280.png`, `home_390.png`, `workspace_390.png`).
 Needs Playwright (the `test` extra) and Chromium at /usr/bin/chromium (or ATELIER_CHROMIUM):
 without them the tests skip, saying why, except in CI (CI=true, as `.ci/run` sets), where a
 missing browser is a failure: CI must never pass without opening one.
@@ -505,8 +508,8 @@ def test_a_job_that_waits_says_why_and_its_place_in_line(platform, browser) -> N
         alice.close()
 
 
-# --- issue 20: the home page on a phone -------------------------------------------------------------
-SCREENSHOTS = REPO / "artifacts" / "screenshots"
+# --- issue 20: the home page on a phone, screenshots of every tab --------------------------------
+SCREENSHOTS = REPO / "artifacts" / "screenshots"  # where a run leaves them (README, "Tests and benchmarks")
 PHONE = {"width": 390, "height": 844}
 
 
@@ -545,5 +548,31 @@ def test_the_home_page_fits_a_390px_phone_with_the_workspace_above_the_fold(plat
         generate = page.locator("#atelier-txt2img-generate").bounding_box()
         assert generate is not None and 0 <= generate["y"] and generate["y"] + generate["height"] <= PHONE["height"], generate
         page.screenshot(path=str(SCREENSHOTS / "workspace_390.png"))
+    finally:
+        context.close()
+
+
+def test_a_screenshot_of_every_workspace_tab_at_1280px(platform, browser) -> None:
+    """Each tab the workspace has (found from its tab bar: tabs added later are included) opens
+    and renders, without an error toast; its screenshot lands in artifacts/screenshots/."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    context, page = sign_in(browser, platform, "bob")
+    try:
+        page.set_viewport_size({"width": 1280, "height": 800})
+        open_workspace(page)
+        buttons = page.locator(".tab-wrapper").first.get_by_role("tab")  # the top-level tab bar only
+        count = buttons.count()
+        names = [buttons.nth(index).inner_text().strip() for index in range(count)]
+        assert {"txt2img", "img2img", "Gallery", "PNG Info", "Extensions", "Settings"} <= set(names), names
+        for index, name in enumerate(names):
+            button = buttons.nth(index)
+            button.click()
+            playwright_api.expect(button).to_have_attribute("aria-selected", "true")
+            panel = page.locator(f"#{button.get_attribute('aria-controls')}")
+            playwright_api.expect(panel).to_be_visible()
+            assert panel.inner_text().strip(), f"tab {name!r} shows nothing"
+            assert page.locator(".toast-body.error").count() == 0, f"an error toast on tab {name!r}"
+            slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+            page.screenshot(path=str(SCREENSHOTS / f"tab_{index:02d}_{slug}_1280.png"), full_page=True)
     finally:
         context.close()

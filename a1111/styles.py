@@ -57,7 +57,9 @@ def read_style_names(data: Mapping[str, Any], name: str = "styles") -> list[str]
     names = []
     for index, item in enumerate(value):
         if not isinstance(item, str):
-            raise RequestValidationError(f"{name}[{index}]", f"must be a style name (a string), got {type(item).__name__}")
+            raise RequestValidationError(
+                f"{name}[{index}]", f"must be a style name (a string), got {type(item).__name__}"
+            )
         if len(item) > MAX_STYLE_NAME_CHARS:
             raise RequestValidationError(f"{name}[{index}]", f"must be at most {MAX_STYLE_NAME_CHARS} characters")
         names.append(item)
@@ -84,7 +86,9 @@ def apply_styles(
     return prompt, negative_prompt
 
 
-def with_styles_applied(body: Mapping[str, Any], available: Mapping[str, StyleText], *, max_prompt_chars: int) -> dict[str, Any]:
+def with_styles_applied(
+    body: Mapping[str, Any], available: Mapping[str, StyleText], *, max_prompt_chars: int,
+) -> dict[str, Any]:
     """A txt2img/img2img body with its `styles` merged into `prompt` and `negative_prompt` (a copy;
     `body` itself is what the client sent, for the echo). No styles: the body as it is. The merged
     prompts are checked against the limits by the generation parser afterwards, like any prompt."""

@@ -178,7 +178,8 @@ def _styled(user: AbstractUser, values: dict[str, Any]) -> dict[str, Any]:
     if not values.get("styles") or not extension_enabled_for_user(user, PROMPT_STYLES):
         return values
     values = {**values, "styles": list(values["styles"])}  # Gradio may hand a tuple
-    return with_styles_applied(values, prompt_style_texts_for_user(user), max_prompt_chars=generation_limits().max_prompt_chars)
+    limits = generation_limits()
+    return with_styles_applied(values, prompt_style_texts_for_user(user), max_prompt_chars=limits.max_prompt_chars)
 
 
 def workspace_submit(

@@ -73,8 +73,8 @@ STRINGS: dict[str, dict[str, str]] = {
     "negative_prompt": {"en": "Negative prompt", "ja": "ネガティブプロンプト"},
     "styles": {"en": "Styles", "ja": "スタイル"},
     "style_name": {"en": "Style name", "ja": "スタイル名"},
-    "style_save": {"en": "💾", "ja": "💾"},
-    "style_delete": {"en": "🗑", "ja": "🗑"},
+    "style_save": {"en": "💾 Save", "ja": "💾 保存"},  # words too: not every browser has an emoji font
+    "style_delete": {"en": "🗑 Delete", "ja": "🗑 削除"},
     "style_saved": {"en": "Style {name} saved as yours.", "ja": "スタイル {name} を自分のスタイルとして保存しました。"},
     "style_deleted": {"en": "Style {name} deleted.", "ja": "スタイル {name} を削除しました。"},
     "style_pick_to_delete": {"en": "Pick one of your own styles in the list to delete it.",

@@ -13,12 +13,14 @@ Two cases, N runs each, every run a member whose workspace is not running yet:
   * without one: `ATELIER_WORKSPACE_SPARES=0`, every member's process boots from scratch (what
     the first member after a boot gets, before the first spare is ready).
 
-Prints the figures beside the goal (≤ 1 s with a warm spare, ≤ 4 s without) and ends with one
-JSON line. Needs Playwright and Chromium (ATELIER_CHROMIUM, default /usr/bin/chromium).
+Each member signs in from a new browser profile (a first visit: Gradio's ~120 front-end files
+fetched), or with `--cached-browser` from one profile whose cache an extra member warmed first (a
+returning member). Prints the figures beside the goal (≤ 1 s with a warm spare, ≤ 4 s without)
+and ends with one JSON line. Needs Playwright and Chromium (ATELIER_CHROMIUM, default /usr/bin/chromium).
 
 Usage (from the repository root):
 
-    .venv/bin/python bench/workspace_browser.py [--runs 5]
+    .venv/bin/python bench/workspace_browser.py [--runs 5] [--cached-browser]
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ CHROMIUM = os.environ.get("ATELIER_CHROMIUM", "/usr/bin/chromium")
 GOALS_S = {"warm_spare": 1.0, "no_spare": 4.0}
 PASSWORD = "bench-password-1"
 BOOT_TIMEOUT_MS = 180_000
+VIEWPORT = {"width": 1280, "height": 800}
 
 # The clock runs in the page: the login page stores the click time, the workspace page reads it.
 MARK_CLICK = "() => sessionStorage.setItem('atelier-bench-click', String(performance.timeOrigin + performance.now()))"
@@ -69,12 +72,12 @@ def spares_ready(platform: Platform) -> set[str]:
     return {log.name for log in logs.glob("spare-*.log") if "spare ready" in log.read_text(errors="replace")}
 
 
-def login_to_workspace(browser, platform: Platform, username: str) -> dict[str, float]:
+def login_to_workspace(context, username: str) -> dict[str, float]:
     """Seconds from the sign-in click to: Generate drawn (the Gradio app rendered), and the
     workspace usable (`data-loaded`: its page load's settings applied), measured in the page."""
-    context = browser.new_context(viewport={"width": 1280, "height": 800}, base_url=platform.base_url)
+    context.clear_cookies()  # signed out; the HTTP cache stays as it is
+    page = context.new_page()
     try:
-        page = context.new_page()
         page.goto("/login/?next=/ui/")
         page.fill("input[name=username]", username)
         page.fill("input[name=password]", PASSWORD)
@@ -85,26 +88,35 @@ def login_to_workspace(browser, platform: Platform, username: str) -> dict[str, 
         page.wait_for_selector(".atelier-header[data-loaded]", timeout=BOOT_TIMEOUT_MS)
         return {"drawn": drawn, "usable": page.evaluate(ELAPSED_MS) / 1000}
     finally:
-        context.close()
+        page.close()
 
 
-def measure(browser, runs: int, spares: int) -> list[dict[str, float]]:
+def measure(browser, runs: int, spares: int, cached: bool) -> list[dict[str, float]]:
+    """`runs` logins of fresh members; `cached`: one browser profile for all (a returning
+    member's browser: Gradio's assets in its cache, warmed by one extra member first), else a
+    new profile each (a first visit)."""
     platform = Platform(env_overrides={"ATELIER_WORKSPACE_SPARES": str(spares),
                                        "ATELIER_WORKSPACE_MAX_SESSIONS": str(runs + 2)})
     try:
         platform.start(workers=0)
-        members = create_members(platform, "warm" if spares else "cold", runs)
+        members = create_members(platform, "warm" if spares else "cold", runs + cached)
         if spares:  # any /ui/ request starts the session manager, which boots the spares
             httpx.get(f"{platform.base_url}/ui/", timeout=60)
         timings = []
         used: set[str] = set()
+        shared = browser.new_context(viewport=VIEWPORT, base_url=platform.base_url) if cached else None
         for username in members:
             if spares:  # a spare that has not served anyone yet is ready
                 ready = Platform.wait_until(lambda: (spares_ready(platform) - used) or None, timeout=180,
                                             what="a warm spare", interval=0.1)
                 used |= ready
-            timings.append(login_to_workspace(browser, platform, username))
-        return timings
+            context = shared or browser.new_context(viewport=VIEWPORT, base_url=platform.base_url)
+            try:
+                timings.append(login_to_workspace(context, username))
+            finally:
+                if context is not shared:
+                    context.close()
+        return timings[1:] if cached else timings
     finally:
         platform.stop()
 
@@ -117,6 +129,8 @@ def summary(values: list[float]) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--cached-browser", action="store_true",
+                        help="a returning member's browser (assets cached) instead of a first visit")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed bench still stops its platform
 
@@ -124,13 +138,14 @@ def main() -> None:
         browser = pw.chromium.launch(executable_path=CHROMIUM,
                                      args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
         try:
-            results = {"warm_spare": measure(browser, args.runs, spares=1),
-                       "no_spare": measure(browser, args.runs, spares=0)}
+            results = {"warm_spare": measure(browser, args.runs, spares=1, cached=args.cached_browser),
+                       "no_spare": measure(browser, args.runs, spares=0, cached=args.cached_browser)}
         finally:
             browser.close()
 
     load = os.getloadavg()[0]
-    print(f"machine: {os.cpu_count()} CPUs, load average {load:.1f}; Chromium headless, embedded default")
+    browser_kind = "returning browser (assets cached)" if args.cached_browser else "first visit (empty cache)"
+    print(f"machine: {os.cpu_count()} CPUs, load average {load:.1f}; Chromium headless, {browser_kind}, embedded default")
     print(f"login form submitted → workspace usable (header data-loaded), {args.runs} members each")
     print(f"  {'':22}{'median':>9}{'min':>9}{'max':>9}{'goal':>8}  meets goal   (median to Generate drawn)")
     for name, label in (("warm_spare", "with a warm spare"), ("no_spare", "without a spare")):
@@ -141,6 +156,7 @@ def main() -> None:
               f"{'yes' if median <= GOALS_S[name] else 'no ':<10}   ({drawn:.2f} s)")
     print(json.dumps({
         "bench": "workspace_browser", "cpus": os.cpu_count(), "load_average": round(load, 2), "goals_s": GOALS_S,
+        "cached_browser": args.cached_browser,
         **{name: {**summary([run["usable"] for run in runs]),
                   "drawn_median_s": round(statistics.median(run["drawn"] for run in runs), 3)}
            for name, runs in results.items()},

@@ -7,7 +7,7 @@ from django.contrib import admin, messages
 from django.http import HttpRequest
 
 from frontend.workspace.tab_ids import HIDEABLE_TABS, hidden_tab_ids
-from tenants.models import ApiToken, Membership, Tenant, UsageRecord
+from tenants.models import ApiToken, Membership, PromptStyle, Tenant, UsageRecord
 from tenants.services import token_create, token_revoke
 from tenants.workdirs import workdir_ensure
 
@@ -112,3 +112,16 @@ class UsageRecordAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
+
+
+@admin.register(PromptStyle)
+class PromptStyleAdmin(admin.ModelAdmin):
+    """Prompt styles: operators write the public ones and each team's; members' own styles (saved
+    from the workspace) are listed too, for support. Scope and owner are checked by the model."""
+
+    list_display = ["name", "scope", "tenant", "owner", "prompt", "negative_prompt", "updated_at"]
+    list_filter = ["scope", "tenant"]
+    search_fields = ["name", "prompt", "tenant__slug", "owner__username"]
+    autocomplete_fields = ["tenant", "owner"]
+    readonly_fields = ["public_id", "created_at", "updated_at"]
+    fields = ["name", "scope", "tenant", "owner", "prompt", "negative_prompt", "public_id", "created_at", "updated_at"]

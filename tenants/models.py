@@ -114,3 +114,66 @@ class UsageRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job_id}: {self.gpu_seconds:.1f} GPU-s"
+
+
+class PromptStyle(models.Model):
+    """A saved prompt style (A1111's Styles, `a1111/styles.py` merges them): public (every member,
+    managed by operators), a team's (a tenant's members, managed by operators in admin) or one
+    member's own (saved from the workspace's 💾). A name is unique within its scope; where names
+    clash, the most personal one is the one a member sees and uses (own, then team, then public:
+    `tenants.selectors.prompt_styles_for_user`)."""
+
+    class Scope(models.TextChoices):
+        PUBLIC = "public", "Public"
+        TENANT = "tenant", "Team"
+        USER = "user", "Member's own"
+
+    public_id = models.CharField(max_length=32, unique=True, default=new_public_id, editable=False)
+    name = models.CharField(max_length=100)
+    prompt = models.TextField(blank=True, max_length=10_000, help_text="`{prompt}` marks where the member's prompt goes; "
+                              "without it the style is appended after ', '.")
+    negative_prompt = models.TextField(blank=True, max_length=10_000)
+    scope = models.CharField(max_length=16, choices=Scope.choices, default=Scope.PUBLIC)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, null=True, blank=True, related_name="prompt_styles",
+                               help_text="For a team style only.")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, blank=True,
+                              related_name="prompt_styles", help_text="For a member's own style only.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["scope", "name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(
+                    models.Q(scope="public", tenant__isnull=True, owner__isnull=True)
+                    | models.Q(scope="tenant", tenant__isnull=False, owner__isnull=True)
+                    | models.Q(scope="user", tenant__isnull=True, owner__isnull=False)
+                ),
+                name="prompt_style_scope_matches_its_owner",
+            ),
+            models.UniqueConstraint(fields=["name"], condition=models.Q(scope="public"), name="prompt_style_public_name"),
+            models.UniqueConstraint(fields=["tenant", "name"], condition=models.Q(scope="tenant"),
+                                    name="prompt_style_tenant_name"),
+            models.UniqueConstraint(fields=["owner", "name"], condition=models.Q(scope="user"),
+                                    name="prompt_style_owner_name"),
+        ]
+
+    def __str__(self) -> str:
+        where = {"tenant": f" ({self.tenant})", "user": f" ({self.owner})"}.get(self.scope, "")
+        return f"{self.name}{where}"
+
+    def clean(self) -> None:
+        errors = {}
+        if self.scope == self.Scope.TENANT and self.tenant_id is None:
+            errors["tenant"] = "a team style needs its tenant"
+        if self.scope != self.Scope.TENANT and self.tenant_id is not None:
+            errors["tenant"] = "only a team style has a tenant"
+        if self.scope == self.Scope.USER and self.owner_id is None:
+            errors["owner"] = "a member's style needs its owner"
+        if self.scope != self.Scope.USER and self.owner_id is not None:
+            errors["owner"] = "only a member's own style has an owner"
+        if not self.name.strip():
+            errors["name"] = "give the style a name"
+        if errors:
+            raise ValidationError(errors)

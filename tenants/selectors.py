@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.contrib.auth.models import AbstractUser
+from django.db.models import Q
 from django.http import Http404
 from django.utils import timezone
 
-from tenants.models import ApiToken, Membership, Tenant, UsageRecord
+from a1111.styles import StyleText
+from tenants.models import ApiToken, Membership, PromptStyle, Tenant, UsageRecord
 from tenants.services import token_digest
 
 _LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -83,3 +85,34 @@ def tenant_usage_this_month(tenant: Tenant) -> list[dict]:
         }
         for m in Membership.objects.filter(tenant=tenant).select_related("user").order_by("user__username")
     ]
+
+
+_STYLE_PRECEDENCE = {PromptStyle.Scope.USER: 0, PromptStyle.Scope.TENANT: 1, PromptStyle.Scope.PUBLIC: 2}
+
+
+def prompt_styles_for_user(user: AbstractUser) -> list[PromptStyle]:
+    """The styles `user` may use, one per name, sorted by name: their own, their team's and the
+    public ones. Where names clash the most personal wins (own, then team, then public): a member
+    who saves "Cinematic" gets theirs, and a team's "Cinematic" hides the public one. Never another
+    member's or another team's styles."""
+    tenant = tenant_for_user(user)
+    visible = Q(scope=PromptStyle.Scope.PUBLIC) | Q(scope=PromptStyle.Scope.USER, owner=user)
+    if tenant is not None:
+        visible |= Q(scope=PromptStyle.Scope.TENANT, tenant=tenant)
+    chosen: dict[str, PromptStyle] = {}
+    for style in sorted(PromptStyle.objects.filter(visible), key=lambda s: _STYLE_PRECEDENCE[s.scope]):
+        chosen.setdefault(style.name, style)
+    return [chosen[name] for name in sorted(chosen, key=str.casefold)]
+
+
+def prompt_style_texts_for_user(user: AbstractUser) -> dict[str, StyleText]:
+    """`prompt_styles_for_user` as the pure merge takes them (`a1111.styles.apply_styles`)."""
+    return {
+        style.name: StyleText(style.name, style.prompt, style.negative_prompt)
+        for style in prompt_styles_for_user(user)
+    }
+
+
+def prompt_style_own_get_for_user(user: AbstractUser, name: str) -> PromptStyle | None:
+    """`user`'s own style `name`, or None (a team or public style of that name is not theirs)."""
+    return PromptStyle.objects.filter(scope=PromptStyle.Scope.USER, owner=user, name=name).first()

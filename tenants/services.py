@@ -13,7 +13,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from frontend.workspace.tab_ids import UnknownTab, hidden_tab_ids
-from tenants.models import ApiToken, Membership, Tenant, UsageRecord, username_validator
+from a1111.errors import Forbidden, InvalidField, NotFound
+from a1111.styles import MAX_STYLE_NAME_CHARS
+from tenants.models import ApiToken, Membership, PromptStyle, Tenant, UsageRecord, username_validator
 from tenants.workdirs import workdir_ensure
 
 TOKEN_PREFIX = "atl_"
@@ -118,3 +120,52 @@ def usage_record(*, job) -> UsageRecord:
         },
     )
     return record
+
+
+STYLE_TEXT_MAX = PromptStyle._meta.get_field("prompt").max_length
+
+
+def _style_name(name: str) -> str:
+    name = (name or "").strip()
+    if not name:
+        raise InvalidField("give the style a name", field="style_name")
+    if len(name) > MAX_STYLE_NAME_CHARS:
+        raise InvalidField(f"use at most {MAX_STYLE_NAME_CHARS} characters", field="style_name")
+    if any(ord(char) < 32 for char in name):
+        raise InvalidField("a style name is one line of text", field="style_name")
+    return name
+
+
+def prompt_style_save(*, user: AbstractUser, name: str, prompt: str, negative_prompt: str) -> PromptStyle:
+    """Save the member's own style `name` (A1111's 💾: a style of the same name of theirs is
+    replaced). A team or public style of that name stays as it is; theirs shadows it for them.
+    `InvalidField` naming `style_name`, `prompt` or `negative_prompt`."""
+    name = _style_name(name)
+    for field_name, value in (("prompt", prompt), ("negative_prompt", negative_prompt)):
+        if not isinstance(value, str):
+            raise InvalidField("must be text", field=field_name)
+        if len(value) > STYLE_TEXT_MAX:
+            raise InvalidField(f"use at most {STYLE_TEXT_MAX} characters", field=field_name)
+    if not (prompt.strip() or negative_prompt.strip()):
+        raise InvalidField("write a prompt or a negative prompt to save as a style", field="prompt")
+    style, _ = PromptStyle.objects.update_or_create(
+        scope=PromptStyle.Scope.USER, owner=user, name=name,
+        defaults={"prompt": prompt, "negative_prompt": negative_prompt},
+    )
+    return style
+
+
+def prompt_style_delete(*, user: AbstractUser, name: str) -> None:
+    """Delete the member's own style `name`. `Forbidden` for a team or public style they can see
+    (operators manage those); `NotFound` for any other name (another member's style included: the
+    same answer as for a name that does not exist)."""
+    from tenants.selectors import prompt_style_own_get_for_user, prompt_styles_for_user
+
+    style = prompt_style_own_get_for_user(user, (name or "").strip())
+    if style is not None:
+        style.delete()
+        return
+    if any(visible.name == name for visible in prompt_styles_for_user(user)):
+        raise Forbidden(f"{name!r} is a team or public style: only your own styles can be deleted here "
+                        "(operators manage the others)", field="style_name")
+    raise NotFound(f"you have no style named {name!r}", field="style_name")

@@ -34,7 +34,7 @@ from PIL import Image
 
 from frontend.member_selectors import extension_enabled_for_user
 from frontend.workspace.controlnet import enabled_units, threshold_sliders
-from frontend.workspace.extensions import PROMPT_STYLES, apply_styles
+from frontend.workspace.extensions import PROMPT_STYLES
 from frontend.workspace.i18n import text
 from inference.limits import generation_limits, xyz_max_cells
 from inference.inputs.controlnet import with_controlnet_inputs
@@ -45,9 +45,11 @@ from inference.job_groups import job_group_submit
 from inference.models import Job, JobGroup
 from inference.selectors import job_newest_active_for_owner
 from a1111.errors import RequestError
+from a1111.styles import with_styles_applied
 from inference.services import job_cancel, job_skip, job_submit
 from inference.waiting import REFRESH_SECONDS as QUEUE_REFRESH_SECONDS
 from inference.waiting import QueueState, queue_state
+from tenants.selectors import prompt_style_texts_for_user
 
 logger = logging.getLogger(__name__)
 
@@ -173,12 +175,13 @@ def _named_units(message: str, numbers: list[int]) -> str:
 
 
 def _styled(user: AbstractUser, values: dict[str, Any]) -> dict[str, Any]:
-    """Merge the chosen prompt styles in, when the member has the extension on."""
-    styles = [name for name in values.get("styles") or [] if isinstance(name, str)]
-    if not styles or not extension_enabled_for_user(user, PROMPT_STYLES):
+    """Merge the chosen prompt styles in (the member's own, team and public ones, as the API
+    does), when the member has the extension on; a style no longer there is an error naming it."""
+    if not values.get("styles") or not extension_enabled_for_user(user, PROMPT_STYLES):
         return values
-    prompt, negative = apply_styles(values.get("prompt") or "", values.get("negative_prompt") or "", styles)
-    return {**values, "prompt": prompt, "negative_prompt": negative}
+    values = {**values, "styles": list(values["styles"])}  # Gradio may hand a tuple
+    limits = generation_limits()
+    return with_styles_applied(values, prompt_style_texts_for_user(user), max_prompt_chars=limits.max_prompt_chars)
 
 
 def _parsed_form(

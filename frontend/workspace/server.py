@@ -63,6 +63,19 @@ def uses_server_functions(blocks: Any) -> bool:
     return any(getattr(block, "server_fns", None) for block in blocks.blocks.values())
 
 
+# Phones (issue 20): a generation tab's form column comes before its results' column, which
+# holds Generate; on a narrow screen that row is pinned to the bottom edge instead, so Generate
+# and Cancel are on the first screen (only the open tab's row shows: the others are hidden).
+WORKSPACE_CSS = """
+@media (max-width: 640px) {
+  .atelier-generate-row { position: fixed; left: 0; right: 0; bottom: 0; z-index: 40; margin: 0 !important;
+                          padding: 8px 12px; background: var(--background-fill-primary, #fff);
+                          box-shadow: 0 -2px 8px rgba(0, 0, 0, .15); }
+  .gradio-container { padding-bottom: 72px !important; }
+}
+"""
+
+
 def build_app(
     blocks: Any,
     *,
@@ -100,6 +113,7 @@ def build_app(
         # Members use the platform's API (its docs are at /docs, linked in the header), never the
         # workspace's internal Gradio API: no "Use via API" link, no "Built with Gradio".
         footer_links=["settings"],
+        css=WORKSPACE_CSS,
     )
     guarded = FileInputGuard(
         app, policy=FilePolicy.for_roots(readable_roots), max_body_bytes=max_body_bytes, cwd=os.getcwd()

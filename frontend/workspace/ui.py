@@ -30,6 +30,7 @@ from frontend.member_selectors import generation_defaults_for_user, hidden_tabs_
 from frontend.workspace import controlnet
 from frontend.workspace.i18n import text
 from frontend.workspace.keys import CTRL_ENTER_JS
+from frontend.workspace.styles import picker_settings, style_choices
 from frontend.workspace.tab_ids import BEAUTIFUL_PROMPT_TAB, EXTRAS_TAB
 from frontend.workspace.tabs.base import callback
 from frontend.workspace.tabs.beautiful_prompt import BeautifulPromptTab
@@ -57,7 +58,8 @@ class Workspace:
         # (component, string key, attribute, format parameters): relabelled when the language changes
         self.i18n: list[tuple[gr.components.Component | gr.blocks.BlockContext, str, str, dict[str, Any]]] = []
         self.i18n_choices: dict[int, tuple[tuple[str, Any], ...]] = {}  # id(component) -> (key, value) choices
-        self.style_pickers: list[gr.Dropdown] = []  # each generation tab's prompt-styles panel
+        self.style_panels: list[gr.Row] = []  # each generation tab's prompt-styles panel (frontend/workspace/styles.py)
+        self.style_pickers: list[gr.Dropdown] = []  # and the style picker in it
         self.controlnet_module_choices = controlnet.preprocessor_choices()
         self.blocks: gr.Blocks | None = None
         self.txt2img = Txt2ImgTab(self)
@@ -208,7 +210,7 @@ class Workspace:
             outputs += [self.gallery.images, self.gallery.refs]
         if self.shows("extensions"):
             outputs += [self.extensions.table, self.extensions.enabled]
-        return outputs + [*self.style_pickers, *self.i18n_outputs()]
+        return outputs + [*self.style_panels, *self.i18n_outputs()]
 
     # --- callbacks ------------------------------------------------------------------------
     @callback
@@ -253,6 +255,9 @@ class Workspace:
         for tab in (self.txt2img, self.img2img, self.settings):
             if self.shows(tab.tab_id):
                 stored.update(tab.stored_settings())
+        styles = style_choices(self)  # styles saved or deleted since (another browser tab, an operator)
+        for picker in self.style_pickers:
+            stored[id(picker)] = picker_settings(stored.get(id(picker), {}).get("value"), styles)
         hidden = hidden_tabs_for_user(self.user)
         for tab in self.built_tabs().values():  # a tab hidden since this process started goes
             stored.setdefault(id(tab.block), {})["visible"] = tab.visibility_now(hidden)

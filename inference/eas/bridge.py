@@ -138,7 +138,7 @@ def _submit(item: EasItem) -> bool:
     """Submit one input item as a Job (or write its failure result). False: it must wait (the
     owner's queued-jobs cap)."""
     from inference.sdapi.adapter import SdapiError
-    from inference.sdapi.generate import parse_generation_body, submit_generation
+    from inference.sdapi.generate import parse_generation_body, styles_for_body, submit_generation
 
     service = item.service
     kind = ROUTES.get(item.route.strip("/"))
@@ -154,7 +154,7 @@ def _submit(item: EasItem) -> bool:
         _fail_item(item, 422, "body: a JSON object is required")
         return True
     try:
-        generation, inputs = parse_generation_body(body, kind)
+        generation, inputs = parse_generation_body(body, kind, styles_for_body(service.owner, body))
         if generation.checkpoint is None and service.default_checkpoint:
             generation = dataclasses.replace(generation, checkpoint=service.default_checkpoint)
         with transaction.atomic():

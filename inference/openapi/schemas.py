@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from a1111 import promptgen as pg
 from a1111 import xyz
 from a1111.generation import MAX_SEED
+from a1111.styles import MAX_STYLE_NAME_CHARS, MAX_STYLES
 
 LIMIT_KEY = "x-atelier-limit"  # replaced by document.py: {"maximum" | "maxLength": <Limits field>}
 
@@ -95,7 +96,12 @@ class _ProcessingAPI(Request):
 
     prompt: Prompt = ""
     negative_prompt: Prompt = ""
-    styles: Ignored = None
+    styles: list[Annotated[str, Field(max_length=MAX_STYLE_NAME_CHARS)]] | None = Field(
+        None, max_length=MAX_STYLES,
+        description="Names from /sdapi/v1/prompt-styles (yours, your team's, the public ones), merged into the "
+        "prompts in order: a style's {prompt} is replaced by the prompt, else the style is appended. "
+        "An unknown name is a 422 naming it.",
+    )
     seed: Seed = -1
     subseed: Seed = -1
     seed_resize_from_h: Ignored = None
@@ -345,8 +351,8 @@ class RealesrganItem(Response):
 
 class PromptStyleItem(Response):
     name: str
-    prompt: str | None
-    negative_prompt: str | None
+    prompt: str
+    negative_prompt: str
 
 
 class ScriptArg(Response):

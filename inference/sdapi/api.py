@@ -25,6 +25,7 @@ from a1111.samplers import SAMPLERS, SCHEDULES
 from inference.selectors import jobs_active_for_owner, user_options_get
 from inference.services import job_cancel, job_skip, user_options_update
 from inference.waiting import queue_state
+from tenants.selectors import prompt_styles_for_user
 
 # --- lists: exactly what the caller may use ------------------------------------------------
 
@@ -125,9 +126,19 @@ def latent_upscale_modes(request: HttpRequest, user) -> list[dict]:
 
 @sdapi("GET")
 def empty_list(request: HttpRequest, user) -> list:
-    """Features not on this platform: server-side prompt styles, script info. (The installed
-    extensions are listed by `frontend/extensions_api.py`.)"""
+    """Features not on this platform: script info. (The installed extensions are listed by
+    `frontend/extensions_api.py`.)"""
     return []
+
+
+@sdapi("GET")
+def prompt_styles(request: HttpRequest, user) -> list[dict]:
+    """The styles the caller may name in `styles`: their own, their team's and the public ones,
+    one per name (their own shadows a team or public style of the same name), in A1111's shape."""
+    return [
+        {"name": style.name, "prompt": style.prompt, "negative_prompt": style.negative_prompt}
+        for style in prompt_styles_for_user(user)
+    ]
 
 
 @sdapi("GET")

@@ -42,9 +42,11 @@ from inference.inputs.images import InputImages, read_input_images
 from inference.jobspec import member_params_from_json
 from inference.models import Job
 from a1111.prompts import parse_prompt
+from a1111.styles import StyleText, with_styles_applied
 from inference.selectors import user_options_get
 from inference.services import job_submit
 from inference.storage import member_file_read
+from tenants.selectors import prompt_style_texts_for_user
 from tenants.workdirs import user_save_dir_key
 
 # How often a waiting call re-reads its job if no event arrives (events can be lost).
@@ -77,7 +79,7 @@ IMG2IMG_ECHO_DEFAULTS: dict[str, Any] = {
 }
 
 NOT_YET = {  # accepted, answered with a note in `info`
-    "refiner_checkpoint": "SDXL refiner", "styles": "prompt styles", "script_name": "scripts",
+    "refiner_checkpoint": "SDXL refiner", "script_name": "scripts",
 }
 
 
@@ -116,11 +118,28 @@ def _submit(user, generation: GenerationRequest, inputs: InputImages | None, pri
     return job_submit(user=user, request=_with_member_defaults(user, generation), inputs=inputs, priority=priority)
 
 
-def parse_generation_body(body: dict[str, Any], kind: str) -> tuple[GenerationRequest, InputImages | None]:
+def styles_for_body(user, body: dict[str, Any]) -> dict[str, StyleText]:
+    """The styles the caller may use, when the body names any (else none: no query)."""
+    return prompt_style_texts_for_user(user) if body.get("styles") else {}
+
+
+def style_names(body: dict[str, Any]) -> list[str]:
+    """The style names of a body already parsed (for `info.styles`)."""
+    styles = body.get("styles")
+    return [name for name in styles if isinstance(name, str)] if isinstance(styles, list) else []
+
+
+def parse_generation_body(
+    body: dict[str, Any], kind: str, styles: dict[str, StyleText] | None = None,
+) -> tuple[GenerationRequest, InputImages | None]:
     """A txt2img/img2img body as a request and its images (decoded, or fetched: blocking, run it
-    off the event loop). Raises `RequestError` naming the field, or `SdapiError` (A1111's 404 for
-    an img2img call without an image)."""
-    generation = parse_generation_request({**body, "kind": kind}, limits=generation_limits(), lenient_sampler=True)
+    off the event loop). `styles`: the caller's prompt styles (`styles_for_body`); the body's
+    `styles` are merged into its prompts first, as A1111 does (an unknown name is a 422 naming
+    it). Raises `RequestError` naming the field, or `SdapiError` (A1111's 404 for an img2img call
+    without an image)."""
+    limits = generation_limits()
+    body = with_styles_applied(body, styles or {}, max_prompt_chars=limits.max_prompt_chars)
+    generation = parse_generation_request({**body, "kind": kind}, limits=limits, lenient_sampler=True)
     inputs = None
     if kind == "img2img":
         alwayson = body.get("alwayson_scripts")
@@ -160,7 +179,7 @@ def finished_job_response(
         notes.append("interrupted before any image was finished")
     send_images = body.get("send_images", True) is not False
     images = read_job_images(job, [*job.outputs, *job.control_maps]) if send_images else []
-    return 200, {"images": images, "parameters": {**echo, **eas}, "info": _info(job, notes)}
+    return 200, {"images": images, "parameters": {**echo, **eas}, "info": _info(job, notes, style_names(body))}
 
 
 def _notes(body: dict[str, Any], generation: GenerationRequest) -> list[str]:
@@ -195,7 +214,7 @@ def _title_parts(title: str) -> tuple[str | None, str | None]:
     return name.rsplit(".", 1)[0], hash_part.rstrip("]")
 
 
-def _info(job: Job, notes: list[str]) -> str:
+def _info(job: Job, notes: list[str], styles: list[str]) -> str:
     params = job.params
     notes = notes + [f"image {index} was flagged by the NSFW censor and blurred" for index in job.censored]
     model_name, model_hash = _title_parts(job.checkpoint_title)
@@ -222,7 +241,7 @@ def _info(job: Job, notes: list[str]) -> str:
         "sd_vae_name": vae_name, "sd_vae_hash": vae_hash, "seed_resize_from_w": -1, "seed_resize_from_h": -1,
         "denoising_strength": request.denoising_strength if request.kind == "img2img" else None,
         "extra_generation_params": extra,
-        "index_of_first_image": 0, "infotexts": list(job.infotexts), "styles": [],
+        "index_of_first_image": 0, "infotexts": list(job.infotexts), "styles": styles,
         "job_timestamp": f"{job.created_at:%Y%m%d%H%M%S}", "clip_skip": request.clip_skip,
         "is_using_inpainting_conditioning": False, "version": VERSION,
         "id_task": job.public_id, "notes": notes, "nsfw_censored": list(job.censored),
@@ -258,7 +277,8 @@ async def _generate(request: HttpRequest, user, kind: str) -> dict[str, Any]:
     started = time.perf_counter()
     body = json_object(request)
     # URLs are fetched off the event loop and off Django's one sync thread (they may take seconds).
-    generation, inputs = await sync_to_async(parse_generation_body, thread_sensitive=False)(body, kind)
+    styles = await sync_to_async(styles_for_body)(user, body)
+    generation, inputs = await sync_to_async(parse_generation_body, thread_sensitive=False)(body, kind, styles)
     job = await sync_to_async(_submit)(user, generation, inputs)  # validates models and extra networks too
     notes = _notes(body, generation)
     job = await wait_for_job(job.public_id)
@@ -281,7 +301,7 @@ async def _generate(request: HttpRequest, user, kind: str) -> dict[str, Any]:
     alwayson = body.get("alwayson_scripts")
     if isinstance(alwayson, dict) and "id_task" in alwayson:
         echo["id_task"] = str(alwayson["id_task"])
-    return {"images": images, "parameters": echo, "info": _info(job, notes)}
+    return {"images": images, "parameters": echo, "info": _info(job, notes, style_names(body))}
 
 
 @sdapi("POST")

@@ -26,7 +26,7 @@ urlpatterns = [
     path("embeddings", api.embeddings),
     path("face-restorers", api.face_restorers),
     path("realesrgan-models", api.realesrgan_models),
-    path("prompt-styles", api.empty_list),
+    path("prompt-styles", api.prompt_styles),
     path("script-info", api.empty_list),
     path("scripts", api.scripts),
     path("memory", api.memory),

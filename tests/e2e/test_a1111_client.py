@@ -81,6 +81,22 @@ def test_webuiapi_lists_switches_and_generates(platform: Platform) -> None:
     assert progress["progress"] == 0 and progress["state"]["job_count"] == 0  # util_wait_for_ready's idea of idle
 
 
+def test_webuiapi_styles_are_merged_as_a1111_merges_them(platform: Platform) -> None:
+    """Issue 20: `styles` names styles from /sdapi/v1/prompt-styles (here a public one the
+    migration seeds); the image's infotext has the merged prompt, `parameters` what was sent."""
+    alice = client(platform, "alice")
+    listed = {style["name"]: style for style in alice.get_prompt_styles()}
+    assert listed["Quality tags"]["prompt"] == "masterpiece, best quality"
+    result = alice.txt2img(prompt="a kite", negative_prompt="fog", styles=["Quality tags"], width=64, height=64,
+                           steps=2, seed=5)
+    assert result.info["prompt"] == "a kite, masterpiece, best quality" and result.info["styles"] == ["Quality tags"]
+    assert result.image.info["parameters"].startswith(
+        "a kite, masterpiece, best quality\nNegative prompt: fog, lowres, blurry, jpeg artifacts\n")
+    assert result.parameters["prompt"] == "a kite" and result.parameters["styles"] == ["Quality tags"]
+    with pytest.raises(RuntimeError, match="422"):
+        alice.txt2img(prompt="a kite", styles=["No such style"], width=64, height=64, steps=2)
+
+
 def test_another_member_sees_neither_alices_jobs_nor_her_options(platform: Platform) -> None:
     bob, charlie = client(platform, "bob"), client(platform, "charlie")
     assert charlie.get_progress()["state"]["job_count"] == 0

@@ -17,7 +17,10 @@ Issue 20's controls: bob upscales an upload ×2 in the Extras tab and gets it ba
 size, 🎲 and ♻️ change the seed field, Ctrl+Enter in the prompt generates; alice skips the first
 iteration of a held job with a batch count of 2 and it ends with one image.
 
-Screenshots of each step go to `artifacts/workspace_browser/` (ignored by git).
+Screenshots of each step go to `artifacts/workspace_browser/` (ignored by git). Issue 20: the home
+page at 390 × 844 (no sideways overflow, the workspace button and Generate on the first screen),
+and a screenshot of every workspace tab at 1280 × 800 plus the home page at 390 px in
+`artifacts/screenshots/` (`tab_<nn>_<name>_1280.png`, `home_390.png`, `workspace_390.png`).
 Needs Playwright (the `test` extra) and Chromium at /usr/bin/chromium (or ATELIER_CHROMIUM):
 without them the tests skip, saying why, except in CI (CI=true, as `.ci/run` sets), where a
 missing browser is a failure: CI must never pass without opening one.
@@ -643,3 +646,73 @@ def test_skip_on_a_held_job_with_a_batch_count_of_two_ends_with_one_image(platfo
     finally:
         platform.release("skip-alice")
         alice.close()
+
+
+# --- issue 20: the home page on a phone, screenshots of every tab --------------------------------
+SCREENSHOTS = REPO / "artifacts" / "screenshots"  # where a run leaves them (README, "Tests and benchmarks")
+PHONE = {"width": 390, "height": 844}
+
+
+def no_horizontal_overflow(page) -> dict:
+    """The page's widths, and the elements wider than the viewport (for the failure message)."""
+    return page.evaluate("""() => ({
+        scrollWidth: document.documentElement.scrollWidth, viewport: window.innerWidth,
+        wide: [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > window.innerWidth + 0.5)
+              .slice(0, 5).map(e => e.tagName + (e.id ? '#' + e.id : '') + '.' + e.className),
+    })""")
+
+
+def test_the_home_page_fits_a_390px_phone_with_the_workspace_above_the_fold(platform, browser) -> None:
+    """Issue 20: at 390 × 844 nothing overflows sideways (a long unbroken prompt in the jobs table
+    included) and "Open my workspace" is on the first screen; in the workspace, Generate is too."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    unbroken = "a_lighthouse_at_dawn_with_no_spaces_anywhere_" * 3
+    job_id = platform.submit("alice", prompt=unbroken, steps=2, width=64, height=64)
+    platform.wait_job("alice", job_id, timeout=GENERATION_MS / 1000)
+    context = browser.new_context(viewport=PHONE, base_url=platform.base_url, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    try:
+        page.goto("/login/")
+        page.fill("input[name=username]", "alice")  # a tenant admin: the longest header
+        page.fill("input[name=password]", platform.credentials["alice"]["password"])
+        page.click("button[type=submit]")
+        page.wait_for_url(re.compile(r"/$"))
+        assert page.locator(f"#recent-jobs code:text('{job_id}')").count() == 1
+        widths = no_horizontal_overflow(page)
+        assert widths["scrollWidth"] <= widths["viewport"], widths
+        action = page.locator("#workspace .button.primary").bounding_box()
+        assert action is not None and action["y"] + action["height"] <= PHONE["height"], action
+        page.screenshot(path=str(SCREENSHOTS / "home_390.png"), full_page=True)
+
+        open_workspace(page)
+        generate = page.locator("#atelier-txt2img-generate").bounding_box()
+        assert generate is not None and 0 <= generate["y"] and generate["y"] + generate["height"] <= PHONE["height"], generate
+        page.screenshot(path=str(SCREENSHOTS / "workspace_390.png"))
+    finally:
+        context.close()
+
+
+def test_a_screenshot_of_every_workspace_tab_at_1280px(platform, browser) -> None:
+    """Each tab the workspace has (found from its tab bar: tabs added later are included) opens
+    and renders, without an error toast; its screenshot lands in artifacts/screenshots/."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    context, page = sign_in(browser, platform, "bob")
+    try:
+        page.set_viewport_size({"width": 1280, "height": 800})
+        open_workspace(page)
+        buttons = page.locator(".tab-wrapper").first.get_by_role("tab")  # the top-level tab bar only
+        count = buttons.count()
+        names = [buttons.nth(index).inner_text().strip() for index in range(count)]
+        assert {"txt2img", "img2img", "Gallery", "PNG Info", "Extensions", "Settings"} <= set(names), names
+        for index, name in enumerate(names):
+            button = buttons.nth(index)
+            button.click()
+            playwright_api.expect(button).to_have_attribute("aria-selected", "true")
+            panel = page.locator(f"#{button.get_attribute('aria-controls')}")
+            playwright_api.expect(panel).to_be_visible()
+            assert panel.inner_text().strip(), f"tab {name!r} shows nothing"
+            assert page.locator(".toast-body.error").count() == 0, f"an error toast on tab {name!r}"
+            slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+            page.screenshot(path=str(SCREENSHOTS / f"tab_{index:02d}_{slug}_1280.png"), full_page=True)
+    finally:
+        context.close()

@@ -256,21 +256,21 @@ def test_each_page_load_shows_the_stored_settings_not_those_of_the_process_start
 def test_the_prompt_styles_extension_shows_its_panel_and_merges_styles_only_when_enabled(personas, tiny_checkpoint_path) -> None:
     assert Extension.objects.filter(name="prompt-styles", enabled_by_default=False).exists()  # the migration installed it
     alice = workspace_for(personas["alice"])
-    assert alice.txt2img["styles"].visible is False
+    assert alice.txt2img.styles_panel.row.visible is False
     job = alice.txt2img.submit(*args(form(styles=["Watercolor"])))
     assert job.params["prompt"] == "a lighthouse at dawn"  # off: ignored
 
     table, *pickers = alice.extensions.apply_extensions(["prompt-styles"])[:3]  # then the extensions' tabs
     assert "✅" in table and all(picker.visible is True for picker in pickers)
     assert ExtensionChoice.objects.get(user=personas["alice"], extension__name="prompt-styles").enabled is True
-    assert workspace_for(personas["alice"]).txt2img["styles"].visible is True
+    assert workspace_for(personas["alice"]).txt2img.styles_panel.row.visible is True
     job = alice.txt2img.submit(*args(form(styles=["Watercolor"])))
     assert job.params["prompt"] == "watercolor painting of a lighthouse at dawn, soft edges, paper texture"
     assert job.params["negative_prompt"] == "fog, photo, 3d render"
 
-    assert workspace_for(personas["bob"]).txt2img["styles"].visible is False  # bob's choice is his own
+    assert workspace_for(personas["bob"]).txt2img.styles_panel.row.visible is False  # bob's choice is his own
     alice.extensions.apply_extensions([])
-    assert workspace_for(personas["alice"]).txt2img["styles"].visible is False
+    assert workspace_for(personas["alice"]).txt2img.styles_panel.row.visible is False
 
 
 def test_language_switch_relabels_the_workspace_and_is_remembered(personas, tiny_checkpoint_path) -> None:

@@ -238,7 +238,9 @@ ROUTES: dict[str, Entry] = {
         note="a service's token reaches only that service's queues; members' own API tokens reach none; "
              "a wrong token and an unknown service answer the same 401"),
     # --- /sdapi/v1 (A1111-compatible; token or Basic username:token) ---
-    "http /sdapi/v1/txt2img": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_POST), methods=("POST",)),
+    "http /sdapi/v1/txt2img": Entry(_A.AUTHENTICATED, (
+        *HTTP_SWEEP, SDAPI_POST, f"{S}test_prompt_styles.py::test_alices_style_is_unusable_for_bob_and_charlie"),
+        methods=("POST",)),
     "http /sdapi/v1/img2img": Entry(_A.AUTHENTICATED, (
         *HTTP_SWEEP, "tests/a1111/test_sdapi_routes.py::test_img2img_without_an_init_image_is_a1111s_404"),
         methods=("POST",)),
@@ -279,7 +281,10 @@ ROUTES: dict[str, Entry] = {
     "http /sdapi/v1/embeddings": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_GET)),
     "http /sdapi/v1/face-restorers": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_GET)),
     "http /sdapi/v1/realesrgan-models": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_GET)),
-    "http /sdapi/v1/prompt-styles": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_GET)),
+    "http /sdapi/v1/prompt-styles": Entry(_A.AUTHENTICATED, (
+        *HTTP_SWEEP, SDAPI_GET, f"{S}test_prompt_styles.py::test_alices_style_is_invisible_to_bob_and_charlie",
+        f"{S}test_prompt_styles.py::test_a_team_style_of_studio_a_is_invisible_and_unusable_for_charlie",
+        f"{S}test_prompt_styles.py::test_anonymous_callers_get_no_styles")),
     "http /sdapi/v1/script-info": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_GET)),
     "http /sdapi/v1/extensions": Entry(_A.AUTHENTICATED, (
         *HTTP_SWEEP, SDAPI_GET,
@@ -666,6 +671,11 @@ WORKSPACE_FUNCTIONS: dict[str, tuple[str, ...]] = {
     "save_defaults": (f"{_UI}test_defaults_persist_per_member",),
     "save_face_settings": (f"{_UI}test_face_restoration_settings_are_the_members_own_options",),
     "set_language": (f"{_UI}test_language_switch_relabels_the_workspace_and_is_remembered",),
+    # the Styles panel (issue 20): the member's own styles only are saved and deleted
+    "save_style": (f"{S}test_prompt_styles.py::test_saving_a_style_of_the_same_name_never_touches_anothers",
+                   "tests/frontend/test_workspace_styles.py::test_save_then_generate_then_delete_the_members_own_style"),
+    "delete_style": (f"{S}test_prompt_styles.py::test_charlie_cannot_delete_alices_or_a_public_style",
+                     "tests/frontend/test_workspace_styles.py::test_team_and_public_styles_are_not_deleted_from_the_workspace"),
     "apply_extensions": (f"{_UI}test_the_prompt_styles_extension_shows_its_panel_and_merges_styles_only_when_enabled",),
     "insert_network": (f"{_UI}test_the_network_browser_lists_the_members_own_and_shared_models_only",),
     "refresh_model_lists": (f"{_UI}test_the_network_browser_lists_the_members_own_and_shared_models_only",),

@@ -30,7 +30,7 @@ class ExtensionsTab(Tab):
 
     def wire(self) -> None:
         self.apply.click(self.apply_extensions, inputs=[self.enabled],
-                         outputs=[self.table, *self.workspace.style_pickers,
+                         outputs=[self.table, *self.workspace.style_panels,
                                   *(tab.block for tab in self.workspace.extension_tabs())])
 
     def enabled_names(self) -> list[str]:
@@ -51,7 +51,7 @@ class ExtensionsTab(Tab):
     def style_picker_updates(self) -> list[Any]:
         """The prompt-styles panels of the generation tabs, shown while the member has the extension on."""
         visible = extension_enabled_for_user(self.user, PROMPT_STYLES)
-        return [gr.Dropdown(visible=visible) for _ in self.workspace.style_pickers]
+        return [gr.Row(visible=visible) for _ in self.workspace.style_panels]
 
     @callback
     def apply_extensions(self, enabled_names: list[str] | None) -> tuple:

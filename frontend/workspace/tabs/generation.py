@@ -20,9 +20,8 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from frontend.member_selectors import GENERATION_DEFAULTS, extension_enabled_for_user
+from frontend.member_selectors import GENERATION_DEFAULTS
 from frontend.workspace import controlnet
-from frontend.workspace.extensions import PROMPT_STYLE_LIST, PROMPT_STYLES
 from frontend.workspace.i18n import text
 from frontend.workspace.jobs import (
     WorkspaceError,
@@ -35,6 +34,7 @@ from frontend.workspace.jobs import (
     workspace_cancel,
     workspace_submit,
 )
+from frontend.workspace.styles import StylesPanel
 from frontend.workspace.tabs.base import PicksImages, callback
 from frontend.workspace.tabs.seed import SeedButtons
 from frontend.workspace.tabs.skip import SkipsImages
@@ -85,13 +85,9 @@ class GenerationTab(SeedButtons, SkipsImages, PicksImages):
                     value=d["negative_prompt"], label=self.t("negative_prompt"), lines=2,
                     elem_id=f"atelier-{kind}-negative",
                 ), "negative_prompt")
-                # The "prompt-styles" extension's panel: present only while the member has it on.
-                c["styles"] = self.tr(gr.Dropdown(
-                    choices=[style.name for style in PROMPT_STYLE_LIST], value=d.get("styles") or [], multiselect=True,
-                    label=self.t("styles"), visible=extension_enabled_for_user(self.user, PROMPT_STYLES),
-                    elem_id=f"atelier-{kind}-styles",
-                ), "styles")
-                self.workspace.style_pickers.append(c["styles"])
+                # The "prompt-styles" extension's panel: shown only while the member has it on.
+                self.styles_panel = StylesPanel(self.workspace, kind)
+                c["styles"] = self.styles_panel.build(d.get("styles"))
                 with self.tr(gr.Accordion(self.t("networks"), open=False), "networks"):
                     with gr.Row(equal_height=True):
                         c["network"] = self.tr(gr.Dropdown(
@@ -143,7 +139,7 @@ class GenerationTab(SeedButtons, SkipsImages, PicksImages):
                     self.workspace.controlnet_module_choices,
                 )
             with gr.Column(scale=2):
-                with gr.Row():
+                with gr.Row(elem_classes=["atelier-generate-row"]):  # pinned on phones (server.WORKSPACE_CSS)
                     c["generate"] = self.tr(gr.Button(
                         self.t("generate"), variant="primary", elem_id=f"atelier-{kind}-generate", scale=3,
                     ), "generate", "value")
@@ -219,6 +215,7 @@ class GenerationTab(SeedButtons, SkipsImages, PicksImages):
             c["send_to_img2img"].click(
                 self.send_to_img2img, inputs=[c["selected"], c["result_refs"]], outputs=self.workspace.send_outputs()
             )
+        self.styles_panel.wire(c["prompt"], c["negative_prompt"])
         c["network_insert"].click(self.insert_network, inputs=[c["prompt"], c["network"]], outputs=[c["prompt"]])
         for unit in c["controlnet"]:
             unit["module"].change(self.controlnet_module_changed, inputs=[unit["module"]],

@@ -703,7 +703,7 @@ def test_a_screenshot_of_every_workspace_tab_at_1280px(platform, browser) -> Non
         buttons = page.locator(".tab-wrapper").first.get_by_role("tab")  # the top-level tab bar only
         count = buttons.count()
         names = [buttons.nth(index).inner_text().strip() for index in range(count)]
-        assert {"txt2img", "img2img", "Gallery", "PNG Info", "Extensions", "Settings"} <= set(names), names
+        assert {"txt2img", "img2img", "Extras", "Gallery", "PNG Info", "Extensions", "Settings"} <= set(names), names
         for index, name in enumerate(names):
             button = buttons.nth(index)
             button.click()
@@ -716,3 +716,30 @@ def test_a_screenshot_of_every_workspace_tab_at_1280px(platform, browser) -> Non
             page.screenshot(path=str(SCREENSHOTS / f"tab_{index:02d}_{slug}_1280.png"), full_page=True)
     finally:
         context.close()
+
+
+def test_with_no_worker_online_a_job_says_so_and_waits(platform, browser) -> None:
+    """Issue 20, bug 4: a job nothing can run says why instead of "Queued · 0%". Runs last in this
+    module: it kills the module's only worker."""
+    platform.kill("w0")
+
+    def none_online() -> bool:
+        workers = platform.get("admin", "/api/v1/workers").json()["workers"]
+        return not any(worker["state"] == "online" for worker in workers)
+
+    platform.wait_until(none_online, timeout=60, what="the killed worker to be marked offline")
+    alice, page = sign_in(browser, platform, "alice")
+    try:
+        open_workspace(page)
+        page.locator("#atelier-txt2img-prompt textarea").fill("a kite nobody can draw yet")
+        for name, value in (("width", 64), ("height", 64), ("steps", 2)):
+            set_number(page, f"atelier-txt2img-{name}", value)
+        page.click("#atelier-txt2img-generate")
+        bar = page.locator('#atelier-txt2img-progress .atelier-progress[data-status="queued"][data-queue="no_worker"]')
+        bar.wait_for(timeout=60_000)
+        assert "no worker is online" in bar.inner_text()
+        job = platform.get("alice", f"/api/v1/jobs/{bar.get_attribute('data-job')}").json()
+        assert job["status"] == "queued" and job["queue"]["reason"] == "no_worker", job
+        shot(page, "50_alice_waits_for_a_worker")
+    finally:
+        alice.close()

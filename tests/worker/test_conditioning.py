@@ -106,7 +106,14 @@ def test_weight_changes_conditioning_and_weight_one_does_not(pipe) -> None:
 
 
 def test_emphasis_multiplies_and_restores_the_mean(pipe) -> None:
-    plain, weighted = encode(pipe, ["a photo of cat", "a photo of (cat:1.5)"])
+    # A real CLIP's final layer norm has a bias, so its output's mean is not zero. The tiny model's
+    # bias may be all zeros (transformers' own init), and then every row's mean is exactly 0 and
+    # the restored mean would be 0/0: give this copy a bias, as a trained encoder has.
+    text_encoder = copy.deepcopy(pipe.text_encoder)
+    with torch.no_grad():
+        text_encoder.final_layer_norm.bias.add_(0.25)
+    plain, weighted = encode_prompts(pipe.tokenizer, text_encoder, ["a photo of cat", "a photo of (cat:1.5)"])
+    assert plain.mean().abs() > 0.1
     multipliers = torch.ones(POSITIONS)
     multipliers[4] = 1.5  # BOS, a, photo, of, cat
     expected = plain * multipliers[:, None]

@@ -36,6 +36,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from config.celery import app as celery_app
+from inference.endings import job_ended
 from inference.events import job_event_publish
 from inference.models import Job, Worker
 from inference.scheduler import (
@@ -258,9 +259,7 @@ def requeue_or_fail(jobs, reason: str) -> int:
             job.refresh_from_db()
             job_event_publish(job)
             if job.status == Job.Status.FAILED:
-                from inference.eas.bridge import eas_job_finished_safely
-
-                eas_job_finished_safely(job)  # an EAS queue item's result, if the job ran one
+                job_ended(job)
     return changed
 
 

@@ -9,9 +9,9 @@ once they are committed. `job_group_cancel` cancels every unfinished cell.
 The grid is assembled by `job_group_settle` once every cell has ended, exactly once: a
 compare-and-set on `finished_at` (under the group's row lock) in the transaction that stores the
 grid, so concurrent callers cannot store it twice and a failure leaves the group to be settled
-again. It is called where a cell ends (`inference/transitions.py` after a worker finishes one,
-`job_cancel`) and, as a safety net for cells ended elsewhere (a dead worker's job failed by the
-reaper), on read (`job_group_state`, used by the API and the workspace).
+again. It is called wherever a cell ends (`inference/endings.job_ended`: a worker's finish, a
+cancel, the reaper's fail at the attempt cap) and, as a safety net for a settle that failed, on
+read (`job_group_state`, used by the API and the workspace).
 
 Reads: `inference/selectors.py` `job_group_get_for_user` (404 for anyone else).
 """

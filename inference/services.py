@@ -19,6 +19,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from inference.endings import job_ended
 from inference.events import job_event_publish
 from a1111.extras import (
     BUILTIN_RESIZERS,
@@ -374,13 +375,7 @@ def job_cancel(*, job: Job) -> Job:
     job.refresh_from_db()
     if stopped:
         job_event_publish(job)
-        from inference.eas.bridge import eas_job_finished_safely
-
-        eas_job_finished_safely(job)  # an EAS queue item's result, if the job ran one
-        if job.group_id:  # a plot's cell: the last one to end stores the grid
-            from inference.job_groups import job_group_settle_safely
-
-            job_group_settle_safely(job.group_id)
+        job_ended(job)
     return job
 
 

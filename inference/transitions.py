@@ -28,7 +28,7 @@ from inference.dispatch import (
     requeue_or_fail,
     worker_queue_name,
 )
-from inference.eas.bridge import eas_job_finished_safely
+from inference.endings import job_ended
 from inference.errors import member_error
 from inference.events import job_event_publish
 from inference.models import Job, Worker
@@ -89,13 +89,9 @@ def _finish(job: Job, attempt: int, status: str, **fields) -> bool:
             usage_record(job=job)
     if updated:
         job_event_publish(job)
-        eas_job_finished_safely(job)  # an EAS queue item's result, if the job ran one
         if job.worker_id:
             Worker.objects.filter(pk=job.worker_id).update(jobs_done=F("jobs_done") + 1)
-        if job.group_id:  # a plot's cell: the last one to end stores the grid
-            from inference.job_groups import job_group_settle_safely
-
-            job_group_settle_safely(job.group_id)
+        job_ended(job)
     return bool(updated)
 
 

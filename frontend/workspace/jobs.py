@@ -288,6 +288,10 @@ def queue_label(state: QueueState | None, language: str) -> str:
     return text(language, key).format(running=state.running, limit=state.limit, ahead=ahead)
 
 
+# How often a workspace tab re-reads the job it follows (its progress bar moves at this rate).
+POLL_SECONDS = 0.25
+
+
 def watch_job(user: AbstractUser, public_id: str, *, poll_seconds: float) -> Iterator[tuple[Job, QueueState | None]]:
     """The member's own job, each time what they see of it changes (status, step, a cancel, why it
     waits), until it ends: the last item is the finished job. `WorkspaceError` when it is gone.

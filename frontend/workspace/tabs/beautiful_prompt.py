@@ -39,6 +39,7 @@ from a1111.promptgen import (
 from frontend.member_selectors import extension_enabled_for_user, promptgen_history_for_user
 from frontend.workspace.extensions import BEAUTIFUL_PROMPT
 from frontend.workspace.jobs import (
+    POLL_SECONDS,
     WorkspaceError,
     as_workspace_error,
     member_errors,
@@ -57,7 +58,6 @@ from inference.services import promptgen_submit
 from tenants.selectors import tenant_for_user
 from tenants.workdirs import public_model_dir, tenant_model_dir, user_model_dir
 
-POLL_SECONDS = 0.25
 RESULT_SLOTS = 8  # result rows built (the form asks for at most this many; the API allows up to 16)
 HISTORY_LENGTH = 20
 SEND_MODES = (("bp_append", "append"), ("bp_replace", "replace"))

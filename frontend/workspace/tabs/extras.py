@@ -23,6 +23,7 @@ from a1111.extras import BUILTIN_RESIZERS, EXTRAS_KIND
 from frontend.member_selectors import gallery_for_user
 from frontend.workspace.extras import FIELDS, workspace_extras_submit
 from frontend.workspace.jobs import (
+    POLL_SECONDS,
     WorkspaceError,
     as_workspace_error,
     member_errors,
@@ -38,7 +39,6 @@ from inference.models import Job
 from inference.selectors import job_newest_active_for_owner, job_newest_finished_for_owner
 from inference.storage import member_image_open
 
-POLL_SECONDS = 0.25
 RESIZE_MODES = (("ex_scale_by", "by"), ("ex_scale_to", "to"))
 
 

@@ -24,6 +24,7 @@ from frontend.member_selectors import GENERATION_DEFAULTS
 from frontend.workspace import controlnet
 from frontend.workspace.i18n import text
 from frontend.workspace.jobs import (
+    POLL_SECONDS,
     WorkspaceError,
     as_workspace_error,
     member_errors,
@@ -44,7 +45,6 @@ from inference.selectors import job_newest_active_for_owner, job_newest_finished
 from a1111.samplers import SAMPLERS, SCHEDULES
 from inference.storage import member_image_open
 
-POLL_SECONDS = 0.25
 
 # The form fields of each generation tab, in the order the callbacks receive them.
 COMMON_FIELDS = (

@@ -23,6 +23,7 @@ import gradio as gr
 
 from a1111.xyz import AXIS_NAMES, AXIS_TYPES, XyzPlot
 from frontend.workspace.jobs import (
+    POLL_SECONDS,
     as_workspace_error,
     member_errors,
     preview_image,
@@ -41,7 +42,6 @@ SCRIPT_XYZ = "X/Y/Z plot"  # A1111's script title
 XYZ_FIELDS = ("script", "xyz_x_type", "xyz_x_values", "xyz_y_type", "xyz_y_values", "xyz_z_type", "xyz_z_values")
 AXIS_LABELS = [axis_type.label for axis_type in AXIS_TYPES]
 DEFAULT_TYPES = {"x": "Seed", "y": "Nothing", "z": "Nothing"}
-POLL_SECONDS = 0.25
 
 
 def plot_axes(values: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,19 @@ import pytest
 from django.conf import settings
 
 
+@pytest.fixture(autouse=True)
+def fresh_channel_layer():
+    """A channel layer of the test's own. channels_redis keeps its receive lock and count on the
+    layer object, which every event loop of the process shares (the platform runs one loop, the
+    tests one per `async_to_sync` call): a loop that an earlier test ended while a consumer was
+    receiving must not leave that state behind for this one. (A socket test hung for 600 s on it.)"""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint_path() -> Path:
     from runtime.tiny.model import write_tiny_checkpoint

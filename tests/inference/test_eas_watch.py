@@ -75,7 +75,9 @@ def _path(service: str = "sd_async", queue: str = "sink", **params: str) -> str:
 
 async def _open(path: str, headers: Iterable[tuple[bytes, bytes]]) -> tuple[WebsocketCommunicator, bool]:
     communicator = WebsocketCommunicator(application, path, headers=list(headers))
-    connected, _ = await communicator.connect(timeout=10)
+    connected, code = await communicator.connect(timeout=10)
+    if not connected:  # refused at the handshake: the client goes, and the consumer ends
+        await communicator.disconnect(code=code or 1000)
     return communicator, connected
 
 

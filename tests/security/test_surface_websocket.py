@@ -3,12 +3,18 @@ session and auth middleware, the Channels router, the consumer) and the real dat
 
 The database is transactional: Channels runs the consumer's queries through
 `database_sync_to_async`, which closes connections left in a transaction.
+
+Each test runs its sockets in one event loop of its own (`_in_loop`): every socket is disconnected
+as daphne does when the client goes, so no consumer is left for the loop's shutdown to cancel, and
+the whole run is bounded, so a socket that never answers fails the test in seconds, naming it.
+Each test also gets a channel layer of its own (tests/conftest.py, `fresh_channel_layer`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -26,6 +32,19 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
+RUN_SECONDS = 60  # a whole test's sockets; each answers in well under a second
+
+
+def _in_loop(attempts: Callable[[], Awaitable[None]]) -> None:
+    """Run `attempts()` in an event loop of its own, failing after RUN_SECONDS."""
+
+    async def bounded() -> None:
+        try:
+            await asyncio.wait_for(attempts(), timeout=RUN_SECONDS)
+        except TimeoutError:
+            pytest.fail(f"the sockets did not answer within {RUN_SECONDS} s")
+
+    async_to_sync(bounded)()
 
 
 def _owner_scoped_sockets() -> list:
@@ -36,15 +55,19 @@ def _owner_scoped_sockets() -> list:
 async def _open(path: str, headers: Iterable[tuple[bytes, bytes]] = ()) -> tuple[WebsocketCommunicator, bool, int | None]:
     communicator = WebsocketCommunicator(application, path, headers=list(headers))
     connected, code = await communicator.connect(timeout=10)
+    if not connected:  # refused at the handshake: the client goes, and the consumer ends
+        await communicator.disconnect(code=code or 1000)
     return communicator, connected, code
 
 
 async def _until_closed(communicator: WebsocketCommunicator) -> tuple[list[dict], int | None]:
-    """Every message the server sends, and its close code."""
+    """Every message the server sends, and its close code; then the client goes, as daphne tells
+    the consumer when the socket closes, and the consumer ends."""
     messages = []
     while True:
         output = await communicator.receive_output(timeout=10)
         if output["type"] == "websocket.close":
+            await communicator.disconnect(code=output.get("code") or 1000)
             return messages, output.get("code")
         messages.append(json.loads(output["text"]))
 
@@ -74,7 +97,7 @@ def test_anonymous_job_sockets_are_closed_unauthenticated(alices_things, route: 
                 assert messages == [], (query, headers, messages)
             assert code == CLOSE_UNAUTHENTICATED, (query, headers, code)
 
-    async_to_sync(attempts)()
+    _in_loop(attempts)
 
 
 async def _group_members(layer, group: str) -> list:
@@ -109,7 +132,7 @@ def test_outsiders_cannot_subscribe_to_alices_job_events(all_tokens, outsiders, 
             assert code == CLOSE_NOT_FOUND, (what, code)
             assert not await _group_members(layer, job_group(alices_things.job_id)), f"{what} joined alice's job group"
 
-    async_to_sync(attempts)()
+    _in_loop(attempts)
 
 
 @pytest.mark.parametrize("route", _owner_scoped_sockets())
@@ -130,7 +153,7 @@ def test_cross_site_browser_sockets_are_refused(personas, alices_things, route: 
         assert snapshot["id"] == alices_things.job_id
         await communicator.disconnect()
 
-    async_to_sync(attempts)()
+    _in_loop(attempts)
 
 
 @pytest.mark.parametrize("route", _owner_scoped_sockets())
@@ -149,4 +172,4 @@ def test_the_owner_gets_her_jobs_events(tokens, alices_things, route: Route) -> 
         messages, code = await _until_closed(communicator)
         assert messages == [event] and code in (None, 1000)
 
-    async_to_sync(session)()
+    _in_loop(session)

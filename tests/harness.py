@@ -6,10 +6,16 @@ tiny model with the project's own management commands, then starts the web serve
 Celery workers with the same command lines `manage.py serve` uses. Everything talks over
 loopback; nothing here touches the test process's own database.
 
-Preparing is what CI repeats most (a platform per end-to-end module, in two modes), so it
-costs one Python process, not three: `migrate` and `bootstrap_demo` run in one interpreter, and
-the tiny checkpoint (`make_tiny_model`'s deterministic output) is written once per test run
-and copied. `tests/e2e/test_serve.py` still runs `manage.py serve` the way `make run` does.
+Preparing is what CI repeats most (a platform per end-to-end module, in two modes), so it is
+done once per test run and copied: the first platform of a run migrates and runs
+`bootstrap_demo` in one interpreter (writing the tiny checkpoint, `make_tiny_model`'s
+deterministic output, beside it) into a prepared copy (`_prepared`), and every platform starts
+from a copy of that: its DATA_DIR tree (SQLite database, working folders, secret key) copied,
+and on PostgreSQL a database made with `CREATE DATABASE … TEMPLATE`. Each platform still has its
+own database and folder; only the demo accounts' tokens are the same across platforms of one run.
+A platform whose environment places the checkpoints elsewhere (`ATELIER_CKPT_DIR`) prepares from
+scratch with the management commands. `tests/e2e/test_serve.py` still runs `manage.py serve` the
+way `make run` does.
 """
 
 from __future__ import annotations
@@ -59,6 +65,16 @@ def tiny_checkpoint() -> Path:
     subprocess.run([sys.executable, "manage.py", "make_tiny_model", "--output", str(target)],
                    cwd=REPO, env=env, check=True, capture_output=True, timeout=300)
     return target
+
+
+@functools.cache
+def _prepared(database_url: str) -> Platform:
+    """The prepared platform of this test run and mode (never started): what `Platform.prepare`
+    copies. Removed, database included, when the run ends."""
+    platform = Platform()
+    platform._prepare_from_scratch()
+    atexit.register(platform.stop)
+    return platform
 
 
 def free_port() -> int:
@@ -139,17 +155,35 @@ class Platform:
         """Database, demo accounts and tiny model, as `make run` does; returns the web port (once)."""
         if self.base_url:
             return int(self.base_url.rsplit(":", 1)[1])
-        self._create_database()
         port = free_port()
         self.base_url = f"http://127.0.0.1:{port}"
         if "ATELIER_CKPT_DIR" in self.env():
+            self._create_database()
             self.manage("make_tiny_model")
+            self.credentials = json.loads(self._python(MIGRATE_AND_BOOTSTRAP))
         else:
-            checkpoints = self.data_dir / "public" / "models" / "Stable-diffusion"
-            checkpoints.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(tiny_checkpoint(), checkpoints / TINY_CHECKPOINT_NAME)
-        self.credentials = json.loads(self._python(MIGRATE_AND_BOOTSTRAP))
+            self._copy_prepared(_prepared(os.environ.get("DATABASE_URL", "")))
         return port
+
+    def _prepare_from_scratch(self) -> None:
+        """What `_prepared` copies: migrated database, demo accounts, the tiny checkpoint."""
+        self._create_database()
+        checkpoints = self.data_dir / "public" / "models" / "Stable-diffusion"
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(tiny_checkpoint(), checkpoints / TINY_CHECKPOINT_NAME)
+        self.credentials = json.loads(self._python(MIGRATE_AND_BOOTSTRAP))
+
+    def _copy_prepared(self, prepared: Platform) -> None:
+        shutil.copytree(prepared.data_dir, self.data_dir, dirs_exist_ok=True)
+        self.credentials = json.loads(json.dumps(prepared.credentials))
+        if prepared._database:
+            import psycopg
+
+            name = f"atelier_e2e_{self.run_id}"
+            template = urlsplit(prepared._database).path.lstrip("/")
+            with psycopg.connect(_pg_admin_url(prepared._database), autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+            self._database = _with_database(prepared._database, name)
 
     def _python(self, code: str) -> str:
         """Run `code` in one Django process with this platform's environment; its stdout."""

@@ -10,6 +10,7 @@ WORKERS ?= 1
 # and add xformers with EXTRAS=test,gpu.
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS  ?= test
+TEST_PROCESSES ?= 2
 
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.atelier-installed
@@ -33,8 +34,11 @@ demo: $(STAMP)
 run: demo
 	$(PY) manage.py serve --port $(PORT) --workers $(WORKERS)
 
+# Two test processes by default (pytest-xdist): every test module that runs a platform goes to one
+# process, in order, as before; the other modules run in the second, beside it (tests/conftest.py,
+# `pytest_collection_modifyitems`, says why). TEST_PROCESSES=0 runs everything in this process.
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadgroup $(PYTEST_ARGS)
 
 # The Schemathesis run of tests/e2e/test_api_fuzz.py at length: every phase (the coverage phase's
 # boundary values and the stateful phase too), 200 examples per operation. CI runs a short one.

@@ -8,6 +8,11 @@ import os
 import tempfile
 
 os.environ.setdefault("DATA_DIR", tempfile.mkdtemp(prefix="atelier-test-"))
+# pytest-xdist's processes inherit the first process's environment: each gets a folder of its own
+# in it, so no test sees another process's files (members' models, outputs, the SQLite database).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["DATA_DIR"] = os.path.join(os.environ["DATA_DIR"], os.environ["PYTEST_XDIST_WORKER"])
+    os.makedirs(os.environ["DATA_DIR"], mode=0o700, exist_ok=True)
 
 from config.settings import *  # noqa: E402,F403
 

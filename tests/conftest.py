@@ -129,7 +129,28 @@ def runs_in_every_mode(item: pytest.Item) -> bool:
     return bool(MODE_FIXTURES & set(getattr(item, "fixturenames", ())))
 
 
+PLATFORM_GROUP = "platform"
+
+
+def _group_by_module(items: list[pytest.Item]) -> None:
+    """Which process of `make test` (pytest-xdist, `--dist loadgroup`) runs each test.
+
+    Every module with an `e2e` test goes to one group, run by one process in file order, as the
+    suite ran before it had two: those modules start platforms (web, workers, sweeper) that share
+    the broker (one module flushes it) and take most of a CPU while they generate, and their
+    waits are sized for one platform at a time. Every other module is a group of its own, so its
+    module-scoped fixtures are built once, and the second process works through those while the
+    first runs the platforms."""
+    platform_modules = {item.module.__name__ for item in items if item.get_closest_marker("e2e") and item.module}
+    for item in items:
+        module = item.module.__name__ if item.module else item.nodeid
+        group = PLATFORM_GROUP if module in platform_modules else module
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    _group_by_module(items)
     selection = os.environ.get("ATELIER_TESTS", "all")
     if selection == "all":
         return

@@ -543,6 +543,12 @@ def find_script(script_name: Any) -> Script | None:
     return script
 
 
+def check_script_args(script_args: Any) -> None:
+    """`script_args` is a list whether or not a script is named (A1111's model says so)."""
+    if script_args is not None and not isinstance(script_args, list):
+        raise RequestValidationError(ARGS_FIELD, "must be a list: the script's arguments in A1111's order")
+
+
 def check_alwayson_scripts(alwayson: Any) -> None:
     """A selectable script in `alwayson_scripts` is a 422, as in A1111."""
     if not isinstance(alwayson, Mapping):

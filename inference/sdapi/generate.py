@@ -42,7 +42,7 @@ from inference.inputs.images import InputImages, read_input_images
 from inference.jobspec import member_params_from_json
 from inference.models import Job
 from a1111.prompts import parse_prompt
-from a1111.scripts import check_alwayson_scripts, find_script
+from a1111.scripts import check_alwayson_scripts, check_script_args, find_script
 from a1111.styles import StyleText, with_styles_applied
 from inference.selectors import user_options_get
 from inference.services import job_submit
@@ -281,6 +281,7 @@ async def _generate(request: HttpRequest, user, kind: str) -> dict[str, Any]:
     started = time.perf_counter()
     body = json_object(request)
     script = find_script(body.get("script_name"))  # an unknown one is a 422 before anything is read
+    check_script_args(body.get("script_args"))
     check_alwayson_scripts(body.get("alwayson_scripts"))
     # URLs are fetched off the event loop and off Django's one sync thread (they may take seconds).
     styles = await sync_to_async(styles_for_body)(user, body)

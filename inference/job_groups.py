@@ -1,4 +1,8 @@
-"""Job groups: work submitted as several ordinary jobs, here an X/Y/Z plot's cells (services).
+"""Job groups: work submitted as several ordinary jobs, an X/Y/Z plot's cells (services).
+
+The `/sdapi` scripts (`a1111/scripts.py`: X/Y/Z plot, prompt matrix, prompts from file) submit
+their prepared cells through `job_group_submit_cells`; their `spec` is a plot like the
+workspace's plus `script`, and `grid: false` (no grid) or `legend: false` (no labels).
 
 `job_group_submit` expands a txt2img request and its axes (`a1111/xyz.py`) into cells and submits
 each through `job_submit`, so quotas, fair share and per-image usage apply to every cell as to any

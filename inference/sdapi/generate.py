@@ -16,6 +16,10 @@ ControlNet: `alwayson_scripts.controlnet.args` (sd-webui-controlnet's units, or 
 `image_link`), see `inference/inputs/controlnet.py`. As the extension does, each unit's
 detect map is appended to `images` after the generated ones (unless the unit says
 `save_detected_map: false`).
+
+Scripts: a `script_name` in `a1111.scripts.SCRIPTS` (X/Y/Z plot, prompt matrix, prompts from
+file or textbox) runs as one job group (`inference/sdapi/scripts.py`); an unknown one is a 422;
+a pending one (`PENDING_SCRIPTS`: SD upscale) runs as a plain generation with a note.
 """
 
 from __future__ import annotations

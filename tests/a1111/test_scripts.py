@@ -158,3 +158,22 @@ def test_sdapi_lists_the_scripts_and_refuses_what_does_not_fit_with_422(api, tin
     from inference.models import Job, JobGroup
 
     assert not Job.objects.exists() and not JobGroup.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_plan_is_queued_as_one_group_all_or_none_and_model_axes_name_their_argument(personas, tiny_checkpoint_path) -> None:
+    from inference.models import Job, JobGroup
+    from inference.sdapi.scripts import _submit_plan
+
+    alice = personas["alice"]
+    text = "a dog\n--prompt a cow --steps 1"
+    group, job_ids = _submit_plan(alice, _plan("prompts from file or textbox", [False, False, "start", text]), None)
+    assert group.spec["grid"] is False and group.spec["script"] == "prompts from file or textbox"
+    assert [Job.objects.get(public_id=i).params["prompt"] for i in job_ids] == ["a dog a cat", "a cow a cat"]
+
+    plan = _plan("x/y/z plot", [11, "atelier-tiny.safetensors, nope.safetensors", [], 0, "", [], 0, "", [], True,
+                                False, False, False, False, False, False, 0, True])
+    with pytest.raises(Exception) as caught:
+        _submit_plan(alice, plan, None)
+    assert caught.value.field == "script_args[1]" and "nope" in str(caught.value)
+    assert JobGroup.objects.count() == 1 and Job.objects.count() == 2  # nothing of the refused plot

@@ -10,8 +10,9 @@ layout when there is one.
   y_type, …, z_values_dropdown, draw_legend, include_lone_images, include_sub_grids,
   no_fixed_seeds, vary_seeds_x, vary_seeds_y, vary_seeds_z, margin_size, csv_mode]`. An axis type
   is an index into A1111's axis list *of that tab* (txt2img and img2img lists differ: see
-  `xyz_axis_labels`), or its label. The axes A1111 shares with the workspace's plot
-  (`a1111/xyz.py`) are supported; any other is a 422 naming it. As in A1111 an axis with
+  `xyz_axis_labels`), or its label. The axes the workspace's plot has (`a1111/xyz.py`: seed,
+  var. seed and strength, steps, hires steps, CFG scale, Prompt S/R, sampler, checkpoint name,
+  schedule type, clip skip, denoising, VAE) are supported; any other is a 422 naming it. As in A1111 an axis with
   choices (sampler, checkpoint, VAE) reads the dropdown list unless `csv_mode` (here: or the list
   is empty). The images: the grid, then (with `include_lone_images`) each cell's first image.
 - **Prompt matrix** (`scripts/prompt_matrix.py`): `[put_at_start, different_seeds, prompt_type,
@@ -208,9 +209,11 @@ XYZ_AXIS_OPTIONS: tuple[tuple[str, str], ...] = (
 # A1111's axis label → the workspace plot's axis type (`a1111/xyz.py`); the others are refused.
 XYZ_SUPPORTED_AXES: dict[str, str] = {
     "Nothing": "nothing", "Seed": "seed", "Steps": "steps", "CFG Scale": "cfg_scale", "Prompt S/R": "prompt_sr",
-    "Sampler": "sampler", "Checkpoint name": "checkpoint", "VAE": "vae",
+    "Sampler": "sampler", "Checkpoint name": "checkpoint", "VAE": "vae", "Var. seed": "subseed",
+    "Var. strength": "subseed_strength", "Hires steps": "hr_steps", "Denoising": "denoising", "Clip skip": "clip_skip",
+    "Schedule type": "scheduler",
 }
-XYZ_CHOICE_AXES = frozenset({"Sampler", "Checkpoint name", "VAE"})  # A1111 reads their dropdown list
+XYZ_CHOICE_AXES = frozenset({"Sampler", "Checkpoint name", "VAE", "Schedule type"})  # A1111 reads their dropdown list
 _XYZ_AXIS_ARGS = {name: (3 * i, 3 * i + 1, 3 * i + 2) for i, name in enumerate(AXIS_NAMES)}  # type, values, dropdown
 (XYZ_DRAW_LEGEND, XYZ_INCLUDE_LONE_IMAGES, XYZ_INCLUDE_SUB_GRIDS, XYZ_NO_FIXED_SEEDS, XYZ_VARY_X, XYZ_VARY_Y,
  XYZ_VARY_Z, XYZ_MARGIN_SIZE, XYZ_CSV_MODE) = range(9, 18)

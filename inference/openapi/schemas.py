@@ -469,7 +469,8 @@ class NativeExtrasJob(ExtrasBaseRequest):
 
 
 XyzAxisType = Literal[
-    "nothing", "seed", "steps", "cfg_scale", "sampler", "checkpoint", "vae", "prompt_sr", "lora_weight"
+    "nothing", "seed", "steps", "cfg_scale", "sampler", "checkpoint", "vae", "prompt_sr", "lora_weight", "subseed",
+    "subseed_strength", "hr_steps", "denoising", "clip_skip", "scheduler",
 ]
 
 

@@ -63,11 +63,21 @@ def test_xyz_axis_indices_follow_a1111s_list_per_tab_and_cells_run_x_fastest() -
         ("a cat", "Euler a", 5), ("a dog", "Euler a", 5), ("a cat", "DDIM", 7), ("a dog", "DDIM", 7)]
     assert not plan.legend and not plan.include_cells and plan.group_spec()["legend"] is False
 
+    # the axes beyond the workspace's first ones: Schedule type (17), Clip skip (25), Var. seed (2)
+    plan = _plan("x/y/z plot", [17, "", ["Karras", "exponential"], 25, "1, 2", [], 2, "9", []], _base(sampler_name="Euler"))
+    assert [(c.scheduler, c.clip_skip, c.subseed) for c in plan.cells] == [
+        ("Karras", 1, 9), ("Exponential", 1, 9), ("Karras", 2, 9), ("Exponential", 2, 9)]
+    assert plan.plot is not None and plan.plot.x.labels == ("Schedule type: Karras", "Schedule type: Exponential")
+    plan = _plan("x/y/z plot", [26, "0.3, 0.6", [], 5, "1", [], 3, "0.5"], _base(enable_hr=True))
+    assert [(c.denoising_strength, c.hr_second_pass_steps, c.subseed_strength) for c in plan.cells] == [
+        (0.3, 1, 0.5), (0.6, 1, 0.5)]
+    assert _refused("x/y/z plot", [3, "0.5"], _base(kind="img2img")).field == "script_args[1]"  # txt2img only here
+
 
 @pytest.mark.parametrize(
     ("args", "field", "text"),
     [
-        ([2, "1, 2"], "script_args[0]", "'Var. seed' axis is not available"),
+        ([8, "a, b"], "script_args[0]", "'Prompt order' axis is not available"),
         ([43, "1"], "script_args[0]", "0 to 42"),
         (["Speed", "1"], "script_args[0]", "axis type"),
         ([4, "0-2"], "script_args[1]", "out of range"),

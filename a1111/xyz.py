@@ -1,7 +1,8 @@
 """The X/Y/Z plot script's vocabulary (pure): axis types, A1111's value syntax, and the cells.
 
 A plot is up to three axes over one base `GenerationRequest`. Each axis has a type (seed,
-steps, CFG scale, sampler, checkpoint, VAE, prompt S/R, LoRA weight, or nothing) and values in
+steps, CFG scale, sampler, checkpoint, VAE, prompt S/R, LoRA weight, variation seed and
+strength, hires steps, denoising, clip skip, schedule type, or nothing) and values in
 A1111's syntax (`scripts/xyz_grid.py`):
 
 - a comma list, quoted like CSV where a value holds a comma: `Euler a, "DPM++ 2M, Karras"`;
@@ -14,7 +15,7 @@ A1111's syntax (`scripts/xyz_grid.py`):
 cell limit the caller passes); `expand_cells` makes the cells' requests in A1111's order (x
 fastest, then y, then z) with their labels. The control plane submits each cell as an ordinary
 job (`inference/job_groups.py`); the grid is drawn by `a1111/xyz_grid.py`. Both the native API
-(`/api/v1/job-groups`) and, later, `/sdapi/v1/txt2img`'s `script_name: "x/y/z plot"` use this.
+(`/api/v1/job-groups`) and `/sdapi/v1`'s `script_name: "x/y/z plot"` (`a1111/scripts.py`) use this.
 """
 
 from __future__ import annotations
@@ -56,7 +57,14 @@ AXIS_TYPES: tuple[AxisType, ...] = (
     AxisType("vae", "VAE", "str", False),
     AxisType("prompt_sr", "Prompt S/R", "str", False),
     AxisType("lora_weight", "LoRA weight", "float", True),
+    AxisType("subseed", "Var. seed", "int", True),
+    AxisType("subseed_strength", "Var. strength", "float", True),
+    AxisType("hr_steps", "Hires steps", "int", True),
+    AxisType("denoising", "Denoising", "float", True),
+    AxisType("clip_skip", "Clip skip", "int", True),
+    AxisType("scheduler", "Schedule type", "str", True),
 )
+MAX_CLIP_SKIP = 12  # the parser's own bound (`a1111/generation.py`)
 AXIS_TYPE_IDS = tuple(axis_type.id for axis_type in AXIS_TYPES)
 _BY_ID = {axis_type.id: axis_type for axis_type in AXIS_TYPES}
 _BY_LABEL = {axis_type.label.lower(): axis_type for axis_type in AXIS_TYPES}
@@ -282,12 +290,26 @@ def parse_axis(
 
 
 def _checked_values(axis_type: AxisType, values: list[Any], where: str, limits: Limits, rng: random.Random | None) -> list[Any]:
-    if axis_type.id == "seed":
-        _in_range(values, -1, MAX_SEED, where, "seed")
+    if axis_type.id in ("seed", "subseed"):
+        _in_range(values, -1, MAX_SEED, where, axis_type.label.lower())
         rng = rng or random.SystemRandom()
         return [rng.randrange(MAX_SEED) if v == -1 else v for v in values]  # A1111 fixes -1 once per plot
     if axis_type.id == "steps":
         _in_range(values, 1, limits.max_steps, where, "steps")
+    elif axis_type.id == "hr_steps":
+        _in_range(values, 0, limits.max_steps, where, "hires steps")
+    elif axis_type.id in ("subseed_strength", "denoising"):
+        _in_range(values, 0.0, 1.0, where, axis_type.label.lower())
+    elif axis_type.id == "clip_skip":
+        _in_range(values, 1, MAX_CLIP_SKIP, where, "clip skip")
+    elif axis_type.id == "scheduler":
+        labels = []
+        for value in values:
+            try:
+                labels.append(resolve_sampler("Euler", value).schedule_label)
+            except SamplerError as exc:
+                raise RequestValidationError(where, f"{value!r}: {exc}") from None
+        return labels
     elif axis_type.id == "cfg_scale":
         _in_range(values, 0.0, MAX_CFG_SCALE, where, "CFG scale")
     elif axis_type.id == "lora_weight":
@@ -357,6 +379,21 @@ def apply_axis_value(request: GenerationRequest, axis: Axis, value: Any, where: 
         return dataclasses.replace(request, seed=int(value))
     if kind == "steps":
         return dataclasses.replace(request, steps=int(value))
+    if kind == "subseed":
+        return dataclasses.replace(request, subseed=int(value))
+    if kind == "subseed_strength":
+        if request.kind != "txt2img":
+            raise RequestValidationError(where, "variation strength applies to txt2img only")
+        return dataclasses.replace(request, subseed_strength=float(value))
+    if kind == "hr_steps":
+        return dataclasses.replace(request, hr_second_pass_steps=int(value))
+    if kind == "denoising":
+        return dataclasses.replace(request, denoising_strength=float(value))
+    if kind == "clip_skip":
+        return dataclasses.replace(request, clip_skip=int(value))
+    if kind == "scheduler":
+        choice = resolve_sampler(request.sampler_name, str(value))
+        return dataclasses.replace(request, sampler_name=choice.name, scheduler=choice.schedule_label)
     if kind == "cfg_scale":
         return dataclasses.replace(request, cfg_scale=float(value))
     if kind == "sampler":  # A1111 1.9+: the request's schedule type stays unless the name carries one

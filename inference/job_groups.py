@@ -1,4 +1,8 @@
-"""Job groups: work submitted as several ordinary jobs, here an X/Y/Z plot's cells (services).
+"""Job groups: work submitted as several ordinary jobs, an X/Y/Z plot's cells (services).
+
+The `/sdapi` scripts (`a1111/scripts.py`: X/Y/Z plot, prompt matrix, prompts from file) submit
+their prepared cells through `job_group_submit_cells`; their `spec` is a plot like the
+workspace's plus `script`, and `grid: false` (no grid) or `legend: false` (no labels).
 
 `job_group_submit` expands a txt2img request and its axes (`a1111/xyz.py`) into cells and submits
 each through `job_submit`, so quotas, fair share and per-image usage apply to every cell as to any
@@ -44,7 +48,7 @@ from tenants.workdirs import user_outputs_key
 logger = logging.getLogger(__name__)
 
 
-def _check_model_axes(user: AbstractUser, plot: XyzPlot) -> None:
+def check_model_axes(user: AbstractUser, plot: XyzPlot) -> None:
     """Checkpoint and VAE values the member may use, refused naming their axis (before any cell)."""
     for name, axis in zip(AXIS_NAMES, plot.axes, strict=True):
         resolve = {"checkpoint": checkpoint_resolve_for_user, "vae": vae_resolve_for_user}.get(axis.type.id)
@@ -70,13 +74,23 @@ def job_group_submit(
     if request.kind != "txt2img":
         raise RequestValidationError("kind", "an X/Y/Z plot is txt2img only")
     cells = expand_cells(request, plot, generation_limits())
-    _check_model_axes(user, plot)
+    check_model_axes(user, plot)
+    return job_group_submit_cells(user=user, cells=[cell.request for cell in cells], spec=plot.to_json(), inputs=inputs)
+
+
+def job_group_submit_cells(
+    *, user: AbstractUser, cells: list[GenerationRequest], spec: dict[str, Any], inputs: InputImages | None = None
+) -> JobGroup:
+    """Queue prepared cells (txt2img or img2img) as one group, all or none: the plan of an
+    `/sdapi` script (`a1111/scripts.py`). `spec` is the grid's plot (`XyzPlot.to_json`) plus,
+    optionally, `script` (its name), `grid: false` (no grid) and `legend: false` (no labels)."""
+    tenant = tenant_for_user(user)
+    if tenant is None:
+        raise NotAMember(f"{user.get_username()} is not a member of any tenant, so cannot generate")
     with transaction.atomic():
-        group = JobGroup.objects.create(owner=user, tenant=tenant, kind=JobGroup.Kind.XYZ, spec=plot.to_json())
-        for cell in cells:
-            job_submit(
-                user=user, request=cell.request, inputs=inputs, group=group, group_index=cell.index, dispatch=False
-            )
+        group = JobGroup.objects.create(owner=user, tenant=tenant, kind=JobGroup.Kind.XYZ, spec=spec)
+        for index, cell in enumerate(cells):
+            job_submit(user=user, request=cell, inputs=inputs, group=group, group_index=index, dispatch=False)
         transaction.on_commit(dispatch_pending_safely)  # one scheduling pass for every cell
     return group
 
@@ -134,14 +148,23 @@ def _cell_image(job: Job):
 def _store_grid(group: JobGroup, cells: list[Job]) -> str:
     """The grid PNG in the owner's outputs (with the first cell's infotext, as A1111 does); "" if
     no cell has an image."""
+    if group.spec.get("grid") is False:  # a script without a grid (prompts from file)
+        return ""
     plot = XyzPlot.from_json(group.spec)
     images = [_cell_image(job) for job in cells]
     if len(images) != plot.cell_count or all(image is None for image in images):
         return ""
-    grid = draw_grid(images, plot.shape, tuple(axis.labels for axis in plot.axes))  # type: ignore[arg-type]
+    grid = draw_grid(images, plot.shape, grid_labels(group.spec, plot))
     infotext = next((job.infotexts[0] for job in cells if job.status == Job.Status.SUCCEEDED and job.infotexts), "")
     key = f"{user_outputs_key(group.owner.get_username())}/{group.created_at:%Y-%m-%d}/{group.public_id}-grid.png"
     return member_file_save(key, png_bytes(grid, infotext))
+
+
+def grid_labels(spec: dict[str, Any], plot: XyzPlot) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """The labels the grid shows: the axes' own, or none where the plot asked for no legend."""
+    if spec.get("legend") is False:
+        return tuple(tuple("" for _ in axis.labels) for axis in plot.axes)  # type: ignore[return-value]
+    return tuple(axis.labels for axis in plot.axes)  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)

@@ -127,8 +127,19 @@ class _ProcessingAPI(Request):
     refiner_switch_at: Ignored = None
     disable_extra_networks: Ignored = None
     comments: Ignored = None
-    script_name: Ignored = None
-    script_args: Ignored = None
+    script_name: str | None = Field(
+        None, max_length=100,
+        description="A selectable script by its A1111 title, any case: \"x/y/z plot\", \"prompt matrix\", "
+        "\"prompts from file or textbox\" (see /sdapi/v1/scripts). Its cells run as one job group and the answer "
+        "holds the grid (where the script makes one), then the images. An unknown name is a 422 (\"sd upscale\" is "
+        "accepted and not applied yet: `info.notes` says so).",
+    )
+    script_args: list[Any] | None = Field(
+        None,
+        description="The script's arguments in A1111 1.10's positional order (/sdapi/v1/script-info); missing trailing "
+        "ones take A1111's defaults. X/Y/Z axis types are indices into A1111's axis list of the tab (txt2img and "
+        "img2img differ) or labels. An argument that does not fit is a 422 naming it (`script_args[i]`).",
+    )
     send_images: Any = Field(True, description="Only `false` leaves the images out of the response.")
     save_images: Ignored = None
     alwayson_scripts: AlwaysonScripts | None = None
@@ -458,7 +469,8 @@ class NativeExtrasJob(ExtrasBaseRequest):
 
 
 XyzAxisType = Literal[
-    "nothing", "seed", "steps", "cfg_scale", "sampler", "checkpoint", "vae", "prompt_sr", "lora_weight"
+    "nothing", "seed", "steps", "cfg_scale", "sampler", "checkpoint", "vae", "prompt_sr", "lora_weight", "subseed",
+    "subseed_strength", "hr_steps", "denoising", "clip_skip", "scheduler",
 ]
 
 

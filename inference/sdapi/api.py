@@ -22,6 +22,7 @@ from inference.model_registry import FACE_RESTORER_KINDS, face_restorers_for_use
 from inference.models import Job
 from a1111.errors import RequestValidationError
 from a1111.samplers import SAMPLERS, SCHEDULES
+from a1111 import scripts as a1111_scripts
 from inference.selectors import jobs_active_for_owner, user_options_get
 from inference.services import job_cancel, job_skip, user_options_update
 from inference.waiting import queue_state
@@ -125,10 +126,10 @@ def latent_upscale_modes(request: HttpRequest, user) -> list[dict]:
 
 
 @sdapi("GET")
-def empty_list(request: HttpRequest, user) -> list:
-    """Features not on this platform: script info. (The installed extensions are listed by
-    `frontend/extensions_api.py`.)"""
-    return []
+def script_info(request: HttpRequest, user) -> list[dict]:
+    """The selectable scripts per tab with A1111 1.10's argument layout (`a1111/scripts.py`).
+    (The installed extensions are listed by `frontend/extensions_api.py`.)"""
+    return a1111_scripts.script_info()
 
 
 @sdapi("GET")
@@ -143,9 +144,9 @@ def prompt_styles(request: HttpRequest, user) -> list[dict]:
 
 @sdapi("GET")
 def scripts(request: HttpRequest, user) -> dict:
-    # ControlNet's alwayson units are accepted; no "controlnet m2m" script, no ADetailer/AnimateDiff:
-    # webuiapi then sends none of their arguments by itself.
-    return {"txt2img": ["controlnet"], "img2img": ["controlnet"]}
+    # The selectable scripts (lower-cased titles, as A1111), then ControlNet's alwayson units; no
+    # "controlnet m2m" script, no ADetailer/AnimateDiff: webuiapi then sends none of their arguments.
+    return a1111_scripts.scripts_list()
 
 
 @sdapi("GET")

@@ -16,6 +16,10 @@ ControlNet: `alwayson_scripts.controlnet.args` (sd-webui-controlnet's units, or 
 `image_link`), see `inference/inputs/controlnet.py`. As the extension does, each unit's
 detect map is appended to `images` after the generated ones (unless the unit says
 `save_detected_map: false`).
+
+Scripts: a `script_name` in `a1111.scripts.SCRIPTS` (X/Y/Z plot, prompt matrix, prompts from
+file or textbox) runs as one job group (`inference/sdapi/scripts.py`); an unknown one is a 422;
+a pending one (`PENDING_SCRIPTS`: SD upscale) runs as a plain generation with a note.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from inference.inputs.images import InputImages, read_input_images
 from inference.jobspec import member_params_from_json
 from inference.models import Job
 from a1111.prompts import parse_prompt
+from a1111.scripts import check_alwayson_scripts, check_script_args, find_script
 from a1111.styles import StyleText, with_styles_applied
 from inference.selectors import user_options_get
 from inference.services import job_submit
@@ -79,8 +84,12 @@ IMG2IMG_ECHO_DEFAULTS: dict[str, Any] = {
 }
 
 NOT_YET = {  # accepted, answered with a note in `info`
-    "refiner_checkpoint": "SDXL refiner", "script_name": "scripts",
+    "refiner_checkpoint": "SDXL refiner",
 }
+# A `script_name` not run as a script (a pending one, `a1111.scripts.PENDING_SCRIPTS`, or through
+# the EAS queue) is answered with this note; the scripts in `a1111.scripts.SCRIPTS` run
+# (`inference/sdapi/scripts.py`).
+SCRIPT_NOT_APPLIED = "scripts is not available yet and was not applied"
 
 
 async def wait_for_job(public_id: str) -> Job:
@@ -168,10 +177,7 @@ def finished_job_response(
     alwayson = body.get("alwayson_scripts")
     if isinstance(alwayson, dict) and alwayson.get("save_dir"):
         return (500 if job.status == Job.Status.FAILED else 200), {"images": [], "parameters": eas, "info": ""}
-    defaults = IMG2IMG_ECHO_DEFAULTS if kind == "img2img" else TXT2IMG_ECHO_DEFAULTS
-    echo = {**defaults, **{k: v for k, v in body.items() if k in defaults}}
-    if kind == "img2img" and not body.get("include_init_images"):
-        echo["init_images"], echo["mask"] = None, None
+    echo = echo_parameters(body, kind)
     if job.status == Job.Status.FAILED:
         return 500, {"images": [], "parameters": {**echo, **eas}, "info": ""}
     notes = _notes(body, GenerationRequest.from_json(job.params))
@@ -182,8 +188,10 @@ def finished_job_response(
     return 200, {"images": images, "parameters": {**echo, **eas}, "info": _info(job, notes, style_names(body))}
 
 
-def _notes(body: dict[str, Any], generation: GenerationRequest) -> list[str]:
+def _notes(body: dict[str, Any], generation: GenerationRequest, *, script_applied: bool = False) -> list[str]:
     notes = [f"{label} is not available yet and was not applied" for key, label in NOT_YET.items() if body.get(key)]
+    if body.get("script_name") and not script_applied:
+        notes.append(SCRIPT_NOT_APPLIED)
     parsed = [parse_prompt(generation.prompt), parse_prompt(generation.negative_prompt)]
     notes += [f"{feature} is kept as plain text (not honoured yet)" for p in parsed for feature in p.unsupported]
     if generation.kind == "img2img" and body.get("subseed_strength"):
@@ -276,9 +284,16 @@ def _eas_parameters(absolute: Callable[[str], str], job: Job, body: dict[str, An
 async def _generate(request: HttpRequest, user, kind: str) -> dict[str, Any]:
     started = time.perf_counter()
     body = json_object(request)
+    script = find_script(body.get("script_name"))  # an unknown one is a 422 before anything is read
+    check_script_args(body.get("script_args"))
+    check_alwayson_scripts(body.get("alwayson_scripts"))
     # URLs are fetched off the event loop and off Django's one sync thread (they may take seconds).
     styles = await sync_to_async(styles_for_body)(user, body)
     generation, inputs = await sync_to_async(parse_generation_body, thread_sensitive=False)(body, kind, styles)
+    if script is not None:
+        from inference.sdapi.scripts import run_script  # it builds on this module's helpers
+
+        return await run_script(user, body, kind, script, generation, inputs)
     job = await sync_to_async(_submit)(user, generation, inputs)  # validates models and extra networks too
     notes = _notes(body, generation)
     job = await wait_for_job(job.public_id)
@@ -294,6 +309,11 @@ async def _generate(request: HttpRequest, user, kind: str) -> dict[str, Any]:
     send_images = body.get("send_images", True) is not False
     # The images, then the ControlNet detect maps (as the extension appends them).
     images = await sync_to_async(read_job_images)(job, [*job.outputs, *job.control_maps]) if send_images else []
+    return {"images": images, "parameters": echo_parameters(body, kind), "info": _info(job, notes, style_names(body))}
+
+
+def echo_parameters(body: dict[str, Any], kind: str) -> dict[str, Any]:
+    """`parameters`: the request echoed with A1111's defaults filled in."""
     defaults = IMG2IMG_ECHO_DEFAULTS if kind == "img2img" else TXT2IMG_ECHO_DEFAULTS
     echo = {**defaults, **{k: v for k, v in body.items() if k in defaults}}
     if kind == "img2img" and not body.get("include_init_images"):
@@ -301,7 +321,7 @@ async def _generate(request: HttpRequest, user, kind: str) -> dict[str, Any]:
     alwayson = body.get("alwayson_scripts")
     if isinstance(alwayson, dict) and "id_task" in alwayson:
         echo["id_task"] = str(alwayson["id_task"])
-    return {"images": images, "parameters": echo, "info": _info(job, notes, style_names(body))}
+    return echo
 
 
 @sdapi("POST")

@@ -27,7 +27,7 @@ urlpatterns = [
     path("face-restorers", api.face_restorers),
     path("realesrgan-models", api.realesrgan_models),
     path("prompt-styles", api.prompt_styles),
-    path("script-info", api.empty_list),
+    path("script-info", api.script_info),
     path("scripts", api.scripts),
     path("memory", api.memory),
     path("refresh-checkpoints", api.refresh),

@@ -237,3 +237,32 @@ def test_webuiapi_controlnet_unit(platform: Platform) -> None:
     with pytest.raises(RuntimeError, match="weight"):  # webuiapi raises on a non-200 answer
         unit.weight = 3.5
         charlie.txt2img(**common, controlnet_units=[unit], alwayson_scripts={})
+
+
+def test_webuiapi_scripts_run_as_one_job_group(platform: Platform) -> None:
+    """Issue 21, item 4: `script_name`/`script_args` in A1111 1.10's positional layout."""
+    from a1111.xyz_grid import grid_layout
+
+    alice = client(platform, "alice")
+    assert {"x/y/z plot", "prompt matrix", "controlnet"} <= set(alice.get_scripts()["txt2img"])
+    assert not alice.has_controlnet  # webuiapi looks for "controlnet m2m": unchanged
+    common = {"width": 64, "height": 64, "steps": 2, "seed": 21, "alwayson_scripts": {}}
+    # X type 4 (Steps in A1111's txt2img list): 2, 3; Y, Z: Nothing; Draw legend; Include Sub Images
+    plot = alice.txt2img(prompt="a red barn", script_name="X/Y/Z plot",
+                         script_args=[4, "2, 3", [], 0, "", [], 0, "", [], True, True], **common)
+    grid, cells = plot.images[0], plot.images[1:]
+    assert [cell.size for cell in cells] == [(64, 64), (64, 64)] and plot.info["index_of_first_image"] == 1
+    assert plot.info["all_seeds"] == [21, 21, 21] and "Steps: 3" in cells[1].info["parameters"]
+    layout = grid_layout((2, 1, 1), (64, 64), (("Steps: 2", "Steps: 3"), ("",), ("",)))
+    assert grid.size == layout.size
+    for cell, (left, top) in zip(cells, layout.boxes, strict=True):  # each tile is its cell's image
+        assert np.array_equal(px(grid.crop((left, top, left + 64, top + 64))), px(cell))
+    group = platform.get("alice", f"/api/v1/job-groups/{plot.info['job_group']}").json()
+    assert group["status"] == "finished" and group["cells"]["succeeded"] == 2
+
+    matrix = alice.txt2img(prompt="a red barn|at night", script_name="Prompt matrix", script_args=[], **common)
+    assert len(matrix.images) == 3 and matrix.info["all_prompts"][1:] == ["a red barn", "a red barn, at night"]
+    assert matrix.images[2].info["parameters"].startswith("a red barn, at night\n")
+
+    with pytest.raises(RuntimeError, match="422"):
+        alice.txt2img(prompt="x", script_name="no such script", **common)

@@ -3,12 +3,13 @@
 `parse_prompt("a (cat:1.2) <lora:foo:0.8> BREAK EasyNegative", known_embeddings={"EasyNegative"})`
 gives the text without extra-network tags, the attention segments, the extra networks, the
 embeddings that occur, whether a BREAK is present, and which syntax we keep only as text
-(prompt editing, alternation, AND). It follows AUTOMATIC1111 1.10 (../shared/reference/a1111.md §4):
+(composable diffusion's AND). It follows AUTOMATIC1111 1.10 (../shared/reference/a1111.md §4):
 
 - extra networks: `modules/extra_networks.py` (`re_extra_net`, `ExtraNetworkParams`) and
   `extensions-builtin/Lora/extra_networks_lora.py` (te/unet/dyn), `extra_networks_hypernet.py`;
 - attention: a faithful port of `modules/prompt_parser.parse_prompt_attention`, quirks included;
-- prompt editing `[from:to:when]`, alternation `[a|b]` and `AND` are *detected*, never scheduled.
+- `AND` is *detected*, not applied; prompt editing `[from:to:when]` and alternation `[a|b]` are
+  scheduled per step by `a1111/prompt_schedules.py` (the runtime encodes each scheduled text).
 
 `lora_key()` turns a set of LoRAs into a canonical string so the scheduler can batch jobs that
 use the same LoRAs with the same weights.
@@ -26,8 +27,6 @@ __all__ = [
     "MAX_NETWORK_WEIGHT",
     "MAX_BRACKET_DEPTH",
     "BREAK_SEGMENT",
-    "UNSUPPORTED_PROMPT_EDITING",
-    "UNSUPPORTED_ALTERNATION",
     "UNSUPPORTED_AND",
     "PromptError",
     "ExtraNetwork",
@@ -49,9 +48,7 @@ MAX_NETWORK_WEIGHT = 10.0  # |te|, |unet| or hypernet weight above this is refus
 MAX_BRACKET_DEPTH = 64
 BREAK_SEGMENT: tuple[str, float] = ("BREAK", -1.0)  # how A1111 marks a BREAK among the segments
 
-UNSUPPORTED_PROMPT_EDITING = "prompt editing"
-UNSUPPORTED_ALTERNATION = "alternation"
-UNSUPPORTED_AND = "AND"
+UNSUPPORTED_AND = "AND"  # composable diffusion: kept as plain text
 
 LORA_KINDS = frozenset({"lora", "lyco"})  # A1111 1.10 registers "lyco" as an alias of "lora"
 HYPERNET_KIND = "hypernet"
@@ -81,10 +78,6 @@ RE_ATTENTION = re.compile(
 RE_BREAK = re.compile(r"\s*\bBREAK\b\s*", re.S)
 RE_AND = re.compile(r"\bAND\b")
 
-# The lark grammar's `scheduled` rule, on the top-level text of one `[...]` group (nested groups
-# already blanked out): `[from:to:when]`, `[to:when]`, `[from::when]`; `when` is lark's SIGNED_NUMBER.
-RE_SCHEDULED = re.compile(r"[^:]*(?::[^:]*)?:\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*")
-
 
 class PromptError(ValueError):
     """The prompt cannot be used as given (bad extra-network arguments, too long, …)."""
@@ -110,7 +103,7 @@ class ParsedPrompt:
     extra_networks: tuple[ExtraNetwork, ...]  # in order of appearance
     embeddings: tuple[str, ...]  # known embedding names present, in order of first occurrence
     has_break: bool
-    unsupported: tuple[str, ...]  # subset of ("prompt editing", "alternation", "AND"), in that order
+    unsupported: tuple[str, ...]  # syntax kept as plain text: ("AND",) or ()
 
 
 # --------------------------------------------------------------------------- top level
@@ -348,48 +341,9 @@ def find_embeddings(text: str, known: Iterable[str]) -> list[str]:
 
 
 def find_unsupported(text: str) -> tuple[str, ...]:
-    """Which of prompt editing, alternation and AND `text` uses (we keep them as plain text).
-
-    A bracket scan that follows A1111's lark grammar closely enough to report the feature; it never
-    raises. `\\x` escapes are skipped; `|` and `:` count only at the top level of a `[...]` group.
-    """
-    editing = alternation = False
-    # One frame per open bracket: (the opener, that group's own top-level text).
-    stack: list[tuple[str, list[str]]] = []
-    i, n = 0, len(text)
-    while i < n:
-        ch = text[i]
-        if ch == "\\":
-            if stack:
-                stack[-1][1].append("_")
-            i += 2
-            continue
-        if ch in "([":
-            stack.append((ch, []))
-        elif ch == ")" and stack and stack[-1][0] == "(":
-            stack.pop()
-            if stack:
-                stack[-1][1].append("_")
-        elif ch == "]" and stack and stack[-1][0] == "[":
-            content = "".join(stack.pop()[1])
-            if "|" in content:
-                alternation = True
-            elif RE_SCHEDULED.fullmatch(content):
-                editing = True
-            if stack:
-                stack[-1][1].append("_")
-        elif stack:
-            stack[-1][1].append(ch)
-        i += 1
-
-    found: list[str] = []
-    if editing:
-        found.append(UNSUPPORTED_PROMPT_EDITING)
-    if alternation:
-        found.append(UNSUPPORTED_ALTERNATION)
-    if RE_AND.search(text):
-        found.append(UNSUPPORTED_AND)
-    return tuple(found)
+    """The syntax of `text` we keep as plain text: composable diffusion's `AND` (A1111's
+    `\\bAND\\b`). Prompt editing and alternation are honoured (`a1111/prompt_schedules.py`)."""
+    return (UNSUPPORTED_AND,) if RE_AND.search(text) else ()
 
 
 # --------------------------------------------------------------------------- LoRA batching key

@@ -40,7 +40,6 @@ __all__ = [
     "MAX_SCHEDULE_DEPTH",
     "PromptSchedule",
     "conditioning_index",
-    "has_schedule_syntax",
     "prompt_schedule",
 ]
 
@@ -206,18 +205,6 @@ class _Parser:
 
 
 # --------------------------------------------------------------------------- schedules
-
-
-def has_schedule_syntax(text: str) -> bool:
-    """Whether `text` holds a prompt edit or an alternation A1111 schedules (its schedule has more
-    than one entry for some step count, or differs from the text)."""
-    if "[" not in text:
-        return False
-    try:
-        nodes = _Parser(text).top()
-    except _NoParse:
-        return False
-    return any(not isinstance(node, str) for node in nodes)
 
 
 def prompt_schedule(

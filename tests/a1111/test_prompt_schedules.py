@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from a1111.prompt_schedules import conditioning_index, has_schedule_syntax, prompt_schedule
+from a1111.prompt_schedules import conditioning_index, prompt_schedule
 
 ALTERNATING = [[s, "a" if s % 2 else "(b:1.1)"] for s in range(1, 11)]
 
@@ -76,8 +76,7 @@ def test_which_entry_conditions_each_step() -> None:
     assert [edit[conditioning_index(edit, step)][1] for step in range(4)] == ["cat", "cat", "cat", "dog"]
     alternation = prompt_schedule("[a|b]", 4)
     assert [alternation[conditioning_index(alternation, step)][1] for step in range(5)] == ["a", "a", "b", "a", "b"]
-    assert has_schedule_syntax("x [a:b:0.5]") and has_schedule_syntax("[a|b]")
-    assert not has_schedule_syntax("(a:1.2) [b] a|b [c:d] \\[e:3\\]")
+    assert prompt_schedule("(a:1.2) [b] [c:d] \\[e:3\\]", 4) == ((4, "(a:1.2) [b] [c:d] \\[e:3\\]"),)
     with pytest.raises(ValueError):
         prompt_schedule("x", 0)
 

@@ -1,4 +1,5 @@
-"""A1111 prompt schedules: prompt editing and alternation as (end step, prompt text) lists (pure).
+"""A1111 prompt schedules: prompt editing and alternation as (end step, prompt text) lists, and
+composable diffusion's weighted AND parts (pure).
 
 `prompt_schedule("a [cat:dog:0.5]", 10)` → `((5, "a cat"), (10, "a dog"))`: the text to encode
 for each stretch of denoising steps, as AUTOMATIC1111 1.10's
@@ -21,6 +22,11 @@ a bracket group counts wherever it is well formed (brackets that do not close, o
 something that is not a prompt, are plain text), and a prompt the grammar does not accept at all
 (a `|` outside any group, a trailing lone backslash) is one entry of its own text, unscheduled.
 
+`composable_parts(prompt)` is A1111's composable diffusion split (`get_multicond_prompt_list`):
+`"a cat AND a dog :1.2"` → `(("a cat", 1.0), ("a dog", 1.2))`; each part is scheduled on its own and
+the runtime adds each part's guidance times its weight. A prompt without AND still loses a
+trailing `:weight`, as in A1111 (`"a cat :1.5"` is "a cat" with 1.5 times the guidance).
+
 `conditioning_index(schedule, step)` says which entry applies at a 0-based denoising step, by
 A1111's `reconstruct_cond_batch` rule: the first entry whose end step is >= the step (so entry
 `(3, …)` covers steps 0 to 3, and an alternation's step-1 text also covers step 0).
@@ -39,6 +45,7 @@ from dataclasses import dataclass
 __all__ = [
     "MAX_SCHEDULE_DEPTH",
     "PromptSchedule",
+    "composable_parts",
     "conditioning_index",
     "prompt_schedule",
 ]
@@ -54,6 +61,10 @@ MAX_SCHEDULE_DEPTH = 64
 _RE_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _RE_WHITESPACE = re.compile(r"\s+")
 _SPECIAL = frozenset("\\[]():|")
+# modules/prompt_parser.py: re_AND, and re_weight's optional trailing `\s*:\s*[-+]?(\d+\.?|\d*\.\d+)`
+# matched on the reversed text (A1111's lazy forward pattern is quadratic in long whitespace runs)
+_RE_AND = re.compile(r"\bAND\b")
+_RE_WEIGHT_REVERSED = re.compile(r"(\.?\d+|\d+\.\d*)([-+]?)\s*:\s*")
 
 
 # --------------------------------------------------------------------------- parse tree
@@ -277,3 +288,24 @@ def conditioning_index(schedule: PromptSchedule, step: int) -> int:
         if step <= end:
             return index
     return len(schedule) - 1
+
+
+def composable_parts(text: str) -> tuple[tuple[str, float], ...]:
+    """A1111's composable-diffusion parts of a (positive) prompt: (text, weight) for each part
+    between `AND`s, the weight read off a trailing `:number` (1.0 without one), trailing whitespace
+    dropped. A prompt with neither AND nor a trailing weight is one part, its text exactly as given
+    (A1111 drops its trailing whitespace too, which no tokenizer sees)."""
+    parts: list[tuple[str, float]] = []
+    weighted = False
+    for part in _RE_AND.split(text):
+        stripped = part.rstrip()
+        match = _RE_WEIGHT_REVERSED.match(stripped[::-1])
+        if match is None:
+            parts.append((stripped, 1.0))
+            continue
+        weighted = True
+        weight = float(match.group(2) + match.group(1)[::-1])
+        parts.append((stripped[: len(stripped) - match.end()], weight if math.isfinite(weight) else 1.0))
+    if len(parts) == 1 and not weighted:
+        return ((text, 1.0),)
+    return tuple(parts)

@@ -2,14 +2,14 @@
 
 `parse_prompt("a (cat:1.2) <lora:foo:0.8> BREAK EasyNegative", known_embeddings={"EasyNegative"})`
 gives the text without extra-network tags, the attention segments, the extra networks, the
-embeddings that occur, whether a BREAK is present, and which syntax we keep only as text
-(composable diffusion's AND). It follows AUTOMATIC1111 1.10 (../shared/reference/a1111.md §4):
+embeddings that occur and whether a BREAK is present. It follows AUTOMATIC1111 1.10
+(../shared/reference/a1111.md §4):
 
 - extra networks: `modules/extra_networks.py` (`re_extra_net`, `ExtraNetworkParams`) and
   `extensions-builtin/Lora/extra_networks_lora.py` (te/unet/dyn), `extra_networks_hypernet.py`;
 - attention: a faithful port of `modules/prompt_parser.parse_prompt_attention`, quirks included;
-- `AND` is *detected*, not applied; prompt editing `[from:to:when]` and alternation `[a|b]` are
-  scheduled per step by `a1111/prompt_schedules.py` (the runtime encodes each scheduled text).
+- prompt editing `[from:to:when]`, alternation `[a|b]` and composable diffusion's `AND` are read
+  by `a1111/prompt_schedules.py` (per-step schedules and weighted parts the runtime applies).
 
 `lora_key()` turns a set of LoRAs into a canonical string so the scheduler can batch jobs that
 use the same LoRAs with the same weights.
@@ -27,7 +27,6 @@ __all__ = [
     "MAX_NETWORK_WEIGHT",
     "MAX_BRACKET_DEPTH",
     "BREAK_SEGMENT",
-    "UNSUPPORTED_AND",
     "PromptError",
     "ExtraNetwork",
     "ParsedPrompt",
@@ -35,7 +34,6 @@ __all__ = [
     "parse_prompt_attention",
     "extract_extra_networks",
     "find_embeddings",
-    "find_unsupported",
     "lora_key",
     "CHUNK_TOKENS",
     "prompt_chunk_count",
@@ -47,8 +45,6 @@ MAX_NETWORK_WEIGHT = 10.0  # |te|, |unet| or hypernet weight above this is refus
 # algorithm costs depth × length, so a hostile prompt could pin a worker; real prompts nest < 15.
 MAX_BRACKET_DEPTH = 64
 BREAK_SEGMENT: tuple[str, float] = ("BREAK", -1.0)  # how A1111 marks a BREAK among the segments
-
-UNSUPPORTED_AND = "AND"  # composable diffusion: kept as plain text
 
 LORA_KINDS = frozenset({"lora", "lyco"})  # A1111 1.10 registers "lyco" as an alias of "lora"
 HYPERNET_KIND = "hypernet"
@@ -76,7 +72,6 @@ RE_ATTENTION = re.compile(
     re.X,
 )
 RE_BREAK = re.compile(r"\s*\bBREAK\b\s*", re.S)
-RE_AND = re.compile(r"\bAND\b")
 
 
 class PromptError(ValueError):
@@ -103,7 +98,6 @@ class ParsedPrompt:
     extra_networks: tuple[ExtraNetwork, ...]  # in order of appearance
     embeddings: tuple[str, ...]  # known embedding names present, in order of first occurrence
     has_break: bool
-    unsupported: tuple[str, ...]  # syntax kept as plain text: ("AND",) or ()
 
 
 # --------------------------------------------------------------------------- top level
@@ -125,7 +119,6 @@ def parse_prompt(text: str, *, known_embeddings: Iterable[str] = ()) -> ParsedPr
         embeddings=tuple(find_embeddings(stripped, known_embeddings)),
         # A1111 (sd_hijack_clip) starts a new chunk only for a segment that is exactly ("BREAK", -1).
         has_break=BREAK_SEGMENT in segments,
-        unsupported=find_unsupported(stripped),
     )
 
 
@@ -335,15 +328,6 @@ def find_embeddings(text: str, known: Iterable[str]) -> list[str]:
         if match is not None:
             first_at[name] = match.start()
     return sorted(first_at, key=lambda n: (first_at[n], -len(n), n))
-
-
-# --------------------------------------------------------------------------- unsupported syntax
-
-
-def find_unsupported(text: str) -> tuple[str, ...]:
-    """The syntax of `text` we keep as plain text: composable diffusion's `AND` (A1111's
-    `\\bAND\\b`). Prompt editing and alternation are honoured (`a1111/prompt_schedules.py`)."""
-    return (UNSUPPORTED_AND,) if RE_AND.search(text) else ()
 
 
 # --------------------------------------------------------------------------- LoRA batching key

@@ -37,7 +37,7 @@ from runtime.noise import image_generators, upscale_latents, variation_noise
 from runtime.previews import latent_preview
 from runtime.promptgen import PromptgenRuntime
 from runtime.safety import SafetyChecker, censor_image
-from runtime.scheduled_prompts import ScheduledConditioning, chunk_conditioning
+from runtime.scheduled_prompts import ScheduledConditioning, chunk_conditioning, denoising
 from runtime.specs import (
     FaceRestorationSpec,
     GenerationSpec,
@@ -209,8 +209,8 @@ class WorkerRuntime:
         """A1111's conditioning for a chunk: (word:1.2) weights, BREAK, 75-token chunks, clip skip,
         embeddings (runtime/conditioning.py), as the pipeline's prompt_embeds (and, for SDXL, both
         encoders side by side and the pooled embeddings; SDXL ignores clip skip, as A1111), with each
-        row's prompt editing and alternation over the pass's steps (runtime/scheduled_prompts.py:
-        None where no row's text changes during the pass).
+        row's prompt editing, alternation and AND parts over the pass's steps (runtime/scheduled_prompts.py:
+        None where no row's text changes during the pass and no row has AND parts or a weight).
         """
         embeddings = {name: self._embedding(name, path, sha) for name, path, sha in spec.embeddings}
         return chunk_conditioning(
@@ -364,6 +364,7 @@ class WorkerRuntime:
             configure_vae(pipeline.vae, self.acceleration, batch=len(chunk), width=spec.width, height=spec.height)
             with torch.inference_mode():
                 conditioning, schedule = self._conditioning(pipeline, spec, chunk)
+            with torch.inference_mode(), denoising(schedule, pipeline.unet):
                 generated = pipeline(
                     **conditioning,
                     num_inference_steps=spec.steps,
@@ -406,6 +407,7 @@ class WorkerRuntime:
         with torch.inference_mode():
             # A1111 schedules the hires pass's prompts over its own steps, after the first pass's.
             conditioning, schedule = self._conditioning(pipeline, spec, chunk, hires_steps=hires.steps)
+        with torch.inference_mode(), denoising(schedule, pipeline.unet):
             return pipeline(
                 **conditioning,
                 image=image,

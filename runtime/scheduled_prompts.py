@@ -16,6 +16,14 @@ of its own schedule for that step. Here the same happens inside one diffusers pi
   new `prompt_embeds` (`cat([negative, positive])` under classifier-free guidance, as the pipelines
   hold it during the loop) and, for SDXL, a new `add_text_embeds` (the pooled embeddings).
 
+Composable diffusion (`a AND b :1.2`, A1111's `CFGDenoiser.combine_denoised`): each part of a prompt
+is a row of its own with its own schedule, and while the pipeline runs, a hook on the UNet gives
+every image its parts' rows next to its negative row (whether or not the pipeline guides) and
+hands the pipeline `uncond + sum(weight * (part - uncond))` as the image's conditional prediction,
+so the pipeline's `uncond + cfg * (cond - uncond)` is A1111's sum. (Both are affine in the model
+output, so epsilon and v-prediction alike.) A ControlNet's residuals, computed from each image's
+first part, are shared by its parts.
+
 Step arithmetic: diffusers calls the UNet once per loop iteration, as A1111's denoiser counts its
 calls, and for second-order schedulers (Heun, DPM2: `scheduler.order == 2`) A1111 schedules over
 twice the steps, so the schedule's step count is `steps * order` and the loop index is the step.
@@ -23,16 +31,17 @@ twice the steps, so the schedule's step count is `steps * order` and the loop in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ContextManager
 
 import torch
 
-from a1111.prompt_schedules import PromptSchedule, conditioning_index, prompt_schedule
+from a1111.prompt_schedules import PromptSchedule, composable_parts, conditioning_index, prompt_schedule
 from runtime.conditioning import Embedding, encode_pair, encode_pair_xl, encode_prompts, encode_texts_xl
 
-__all__ = ["ChunkSchedules", "ScheduledConditioning", "chunk_conditioning"]
+__all__ = ["ChunkSchedules", "ScheduledConditioning", "chunk_conditioning", "denoising"]
 
 # (text, zeroed): an SDXL negative prompt whose every scheduled text is empty encodes as zeros (A1111's
 # `force_zero_negative_prompt`, decided per prompt over its schedule's texts); "" elsewhere does not
@@ -41,10 +50,13 @@ _TextKey = tuple[str, bool]
 
 @dataclass(frozen=True)
 class ChunkSchedules:
-    """Each row's positive and negative prompt schedule for one pass."""
+    """One pass's schedules: one per prompt part (a prompt without AND is one part) and one per
+    row's negative prompt, with each part's row and weight."""
 
     positive: tuple[PromptSchedule, ...]
     negative: tuple[PromptSchedule, ...]
+    owners: tuple[int, ...]  # the row of each part
+    weights: tuple[float, ...]  # each part's weight
 
     @classmethod
     def of(
@@ -53,15 +65,26 @@ class ChunkSchedules:
         def schedule(text: str) -> PromptSchedule:
             return prompt_schedule(text, steps, hires_steps=hires_steps)
 
-        return cls(tuple(schedule(text) for text in prompts), tuple(schedule(text) for text in negative_prompts))
+        parts = [(row, text, weight) for row, prompt in enumerate(prompts) for text, weight in composable_parts(prompt)]
+        return cls(
+            positive=tuple(schedule(text) for _, text, _ in parts),
+            negative=tuple(schedule(text) for text in negative_prompts),
+            owners=tuple(row for row, _, _ in parts),
+            weights=tuple(weight for _, _, weight in parts),
+        )
+
+    @property
+    def is_composed(self) -> bool:
+        """Some row has several parts, or a part weight other than 1 (A1111's composable diffusion)."""
+        return len(self.positive) != len(self.negative) or any(weight != 1.0 for weight in self.weights)
 
     @property
     def is_static(self) -> bool:
-        """No row changes its text during the pass."""
-        return all(len(schedule) == 1 for schedule in (*self.positive, *self.negative))
+        """One part per row at weight 1, and no text changes during the pass."""
+        return not self.is_composed and all(len(schedule) == 1 for schedule in (*self.positive, *self.negative))
 
     def texts_at(self, step: int) -> tuple[list[str], list[str]]:
-        """Each row's positive and negative text at the 0-based step."""
+        """Each part's and each row's negative text at the 0-based step."""
         def text(schedule: PromptSchedule) -> str:
             return schedule[conditioning_index(schedule, step)][1]
 
@@ -89,10 +112,12 @@ class ScheduledConditioning:
     @property
     def tensor_inputs(self) -> list[str]:
         """What the step callback must see (and may replace): diffusers' `callback_on_step_end_tensor_inputs`."""
+        if self.schedules.is_composed:  # the UNet hook conditions every call itself
+            return ["latents"]
         return ["latents", "prompt_embeds", *(["add_text_embeds"] if self.pooled is not None else [])]
 
     def rows_at(self, step: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        """The encoded rows (positive, negative) of each image at the 0-based step."""
+        """The encoded rows of each part and of each image's negative prompt at the 0-based step."""
         positives, negatives = self.schedules.texts_at(step)
         return (
             tuple(self._index[(text, False)] for text in positives),
@@ -100,8 +125,13 @@ class ScheduledConditioning:
         )
 
     def pipeline_kwargs(self) -> dict[str, torch.Tensor]:
-        """Step 0's conditioning as the pipeline's `prompt_embeds=` (and SDXL's pooled) arguments."""
-        positive, negative = self.rows_at(0)
+        """Step 0's conditioning as the pipeline's `prompt_embeds=` (and SDXL's pooled) arguments
+        (with composable diffusion, each image's first part: the UNet hook puts in all of them)."""
+        parts, negative = self.rows_at(0)
+        first: dict[int, int] = {}
+        for owner, row in zip(self.schedules.owners, parts, strict=True):
+            first.setdefault(owner, row)
+        positive = tuple(first[row] for row in range(len(negative)))
         kwargs = {"prompt_embeds": self._take(self.encoded, positive), "negative_prompt_embeds": self._take(self.encoded, negative)}
         if self.pooled is not None:
             kwargs["pooled_prompt_embeds"] = self._take(self.pooled, positive)
@@ -114,7 +144,7 @@ class ScheduledConditioning:
         `current` holds the pipeline's own tensors: under classifier-free guidance they have twice the
         rows (negative first), without it only the positive rows.
         """
-        if step <= 0:
+        if step <= 0 or self.schedules.is_composed:
             return {}
         rows = self.rows_at(step)
         if rows == self.rows_at(step - 1):
@@ -135,6 +165,78 @@ class ScheduledConditioning:
     @staticmethod
     def _take(table: torch.Tensor, rows: Sequence[int]) -> torch.Tensor:
         return table.index_select(0, torch.tensor(rows, dtype=torch.long, device=table.device))
+
+    @contextmanager
+    def composed(self, unet: torch.nn.Module) -> Iterator[None]:
+        """While in the block, each call of `unet` (the pipeline's loop) runs every image's negative
+        row and its parts' rows for the call's step, and returns A1111's weighted sum as the
+        conditional half. Nothing happens without composable diffusion."""
+        if not self.schedules.is_composed:
+            yield
+            return
+        images = len(self.schedules.negative)
+        state = {"step": 0, "guided": False}
+
+        def expand(value: Any, owners: torch.Tensor) -> Any:
+            """A batched input as [negative half, each part's copy of its image's conditional half]."""
+            if isinstance(value, (list, tuple)):
+                return type(value)(expand(item, owners) for item in value)
+            if not isinstance(value, torch.Tensor) or value.ndim == 0 or value.shape[0] not in (images, 2 * images):
+                return value
+            conditional = value[images:] if value.shape[0] == 2 * images else value
+            return torch.cat([value[:images], conditional.index_select(0, owners.to(value.device))])
+
+        def before(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+            sample = args[0] if args else kwargs["sample"]
+            state["guided"] = sample.shape[0] == 2 * images
+            parts, negative = self.rows_at(state["step"])
+            owners = torch.tensor(self.schedules.owners, dtype=torch.long)
+            like = kwargs["encoder_hidden_states"]
+            kwargs = dict(kwargs)
+            kwargs["encoder_hidden_states"] = self._take(self.encoded, (*negative, *parts)).to(device=like.device, dtype=like.dtype)
+            added = kwargs.get("added_cond_kwargs")
+            if added and self.pooled is not None:
+                text_embeds = added["text_embeds"]
+                pooled = self._take(self.pooled, (*negative, *parts)).to(device=text_embeds.device, dtype=text_embeds.dtype)
+                kwargs["added_cond_kwargs"] = {**{k: expand(v, owners) for k, v in added.items()}, "text_embeds": pooled}
+            for name in ("timestep", "timestep_cond", "down_block_additional_residuals", "mid_block_additional_residual",
+                         "down_intrablock_additional_residuals"):
+                if name in kwargs:
+                    kwargs[name] = expand(kwargs[name], owners)
+            if args:  # (sample, timestep, …)
+                args = tuple(expand(value, owners) if i < 2 else value for i, value in enumerate(args))
+            else:
+                kwargs["sample"] = expand(kwargs["sample"], owners)
+            return args, kwargs
+
+        def after(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> Any:
+            state["step"] += 1
+            prediction = output[0] if isinstance(output, tuple) else output.sample
+            uncond, parts = prediction[:images], prediction[images:]
+            owners = torch.tensor(self.schedules.owners, dtype=torch.long, device=prediction.device)
+            weights = torch.tensor(self.schedules.weights, dtype=prediction.dtype, device=prediction.device)
+            weights = weights.reshape(-1, *([1] * (prediction.ndim - 1)))
+            combined = uncond.index_add(0, owners, (parts - uncond.index_select(0, owners)) * weights)
+            result = torch.cat([uncond, combined]) if state["guided"] else combined
+            if isinstance(output, tuple):
+                return (result, *output[1:])
+            output.sample = result
+            return output
+
+        handles = [
+            unet.register_forward_pre_hook(before, with_kwargs=True),
+            unet.register_forward_hook(after, with_kwargs=True),
+        ]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+
+def denoising(schedule: ScheduledConditioning | None, unet: torch.nn.Module) -> ContextManager[None]:
+    """The context a pipeline call runs in: composable diffusion's UNet hook where the chunk needs it."""
+    return nullcontext() if schedule is None else schedule.composed(unet)
 
 
 def chunk_conditioning(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from a1111.prompt_schedules import conditioning_index, prompt_schedule
+from a1111.prompt_schedules import composable_parts, conditioning_index, prompt_schedule
 
 ALTERNATING = [[s, "a" if s % 2 else "(b:1.1)"] for s in range(1, 11)]
 
@@ -81,10 +81,27 @@ def test_which_entry_conditions_each_step() -> None:
         prompt_schedule("x", 0)
 
 
+@pytest.mark.parametrize(
+    ("prompt", "parts"),
+    [
+        ("a cat AND a dog :1.2", (("a cat", 1.0), (" a dog", 1.2))),  # A1111 keeps the leading space
+        ("a:1 AND b: -0.5 AND c:.5 ", (("a", 1.0), (" b", -0.5), (" c", 0.5))),
+        ("a cat :1.5", (("a cat", 1.5),)),  # no AND: the weight still scales the guidance
+        ("x AND", (("x", 1.0), ("", 1.0))),
+        ("[a AND b:c:0.5]", (("[a", 1.0), (" b:c:0.5]", 1.0))),  # AND splits before schedules are read
+        ("a cat ", (("a cat ", 1.0),)),  # nothing to split: the text as given
+        ("(cat:1.2), ANDROID", (("(cat:1.2), ANDROID", 1.0),)),
+    ],
+)
+def test_composable_parts_follow_a1111s_split_and_weights(prompt: str, parts: tuple) -> None:
+    assert composable_parts(prompt) == parts
+
+
 def test_hostile_prompts_finish() -> None:
     deep = "[" * 200 + "a:1]" * 200  # deeper than any real prompt: left unscheduled
     assert prompt_schedule(deep, 20) == ((20, deep),)
     soup = ("[a:" * 60 + "(b|" + ":]" * 20) * 500  # no quadratic backtracking
     assert prompt_schedule(soup, 20)[-1][0] == 20
+    assert composable_parts("a" + " " * 90000 + "b :2") == (("a" + " " * 90000 + "b", 2.0),)  # linear
     many = "[a:b:0.5]" * 5000
     assert prompt_schedule(many, 150) == ((75, "a" * 5000), (150, "b" * 5000))

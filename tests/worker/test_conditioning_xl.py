@@ -80,9 +80,10 @@ def test_weights_change_sdxl_images_through_the_runtime(xl) -> None:
     assert np.abs(weighted - plain).mean() > 0.5
 
 
-def test_prompt_editing_swaps_both_encoders_and_the_pooled_embeddings(xl) -> None:
+def test_prompt_schedules_and_and_reach_both_encoders_and_the_pooled_embeddings(xl) -> None:
     """SDXL under a prompt schedule: each UNet call sees the scheduled text in the hidden states and
-    in the pooled `text_embeds`, per row of a shared batch; each image equals its job run alone."""
+    in the pooled `text_embeds`, per row of a shared batch; each image equals its job run alone.
+    Composable diffusion's weights apply through the same tensors."""
     folder, checkpoint, _ = xl
     euler = resolve_sampler("Euler")
     spec = GenerationSpec(
@@ -126,3 +127,7 @@ def test_prompt_editing_swaps_both_encoders_and_the_pooled_embeddings(xl) -> Non
             spec, prompts=[spec.prompts[row]], negative_prompts=[spec.negative_prompts[row]], seeds=[spec.seeds[row]]
         ))[0]
         assert np.abs(np.asarray(batched[row], dtype=np.int16) - np.asarray(alone, dtype=np.int16)).max() <= 2
+    # composable diffusion through both encoders and the pooled embeddings: weight 2 at cfg 3.5 is cfg 7
+    weighted = runtime.generate(dataclasses.replace(spec, prompts=["a red cat :2"], negative_prompts=[""], seeds=[3], cfg_scale=3.5))[0]
+    plain = runtime.generate(dataclasses.replace(spec, prompts=["a red cat"], negative_prompts=[""], seeds=[3]))[0]
+    assert np.abs(np.asarray(weighted, dtype=np.int16) - np.asarray(plain, dtype=np.int16)).max() <= 2

@@ -114,3 +114,25 @@ def test_jobs_with_and_without_schedules_share_a_batch_each_as_if_alone(runtime)
     alone_plain = rt.generate(spec(checkpoint, [plain[0]], [plain[2]], [plain[1]]))[0]
     assert same(batched[0], alone_editing) and same(batched[1], alone_plain)
     assert differ(batched[0], batched[1])
+
+
+def test_composable_diffusion_adds_each_parts_guidance_by_its_weight(runtime) -> None:
+    """A1111's `a AND b :w`: uncond + cfg * sum(w * (part - uncond)), per image of a shared batch."""
+    rt, checkpoint = runtime
+
+    def images(prompts: list[str], cfg: float = 7.0, seeds: list[int] | None = None) -> list:
+        return rt.generate(dataclasses.replace(spec(checkpoint, prompts, seeds or [5] * len(prompts)), cfg_scale=cfg))
+
+    plain, plain_half_cfg = images(["a red cat"])[0], images(["a red cat"], cfg=3.5)[0]
+    weighted, halves, composed, scheduled_part, other = images(
+        ["a red cat :2", "a red cat :0.5 AND a red cat:0.5", "a red cat AND a blue dog", "a red cat AND [a blue dog:x:0.5]", "a green tree"],
+        cfg=3.5, seeds=[5, 5, 5, 5, 9],
+    )
+    assert same(weighted, plain)  # weight 2 at cfg 3.5 is cfg 7
+    assert same(halves, plain_half_cfg)  # two halves of one prompt are the prompt
+    assert differ(composed, plain_half_cfg) and differ(composed, images(["a blue dog"], cfg=3.5)[0])
+    assert np.array_equal(pixels(images(["a red cat :1"])[0]), pixels(plain))  # weight 1: the plain path
+    # each image of the batch as if alone
+    assert same(composed, images(["a red cat AND a blue dog"], cfg=3.5)[0])
+    assert same(scheduled_part, images(["a red cat AND [a blue dog:x:0.5]"], cfg=3.5)[0])
+    assert same(other, images(["a green tree"], cfg=3.5, seeds=[9])[0])

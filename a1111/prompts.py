@@ -2,13 +2,14 @@
 
 `parse_prompt("a (cat:1.2) <lora:foo:0.8> BREAK EasyNegative", known_embeddings={"EasyNegative"})`
 gives the text without extra-network tags, the attention segments, the extra networks, the
-embeddings that occur, whether a BREAK is present, and which syntax we keep only as text
-(prompt editing, alternation, AND). It follows AUTOMATIC1111 1.10 (../shared/reference/a1111.md §4):
+embeddings that occur and whether a BREAK is present. It follows AUTOMATIC1111 1.10
+(../shared/reference/a1111.md §4):
 
 - extra networks: `modules/extra_networks.py` (`re_extra_net`, `ExtraNetworkParams`) and
   `extensions-builtin/Lora/extra_networks_lora.py` (te/unet/dyn), `extra_networks_hypernet.py`;
 - attention: a faithful port of `modules/prompt_parser.parse_prompt_attention`, quirks included;
-- prompt editing `[from:to:when]`, alternation `[a|b]` and `AND` are *detected*, never scheduled.
+- prompt editing `[from:to:when]`, alternation `[a|b]` and composable diffusion's `AND` are read
+  by `a1111/prompt_schedules.py` (per-step schedules and weighted parts the runtime applies).
 
 `lora_key()` turns a set of LoRAs into a canonical string so the scheduler can batch jobs that
 use the same LoRAs with the same weights.
@@ -26,9 +27,6 @@ __all__ = [
     "MAX_NETWORK_WEIGHT",
     "MAX_BRACKET_DEPTH",
     "BREAK_SEGMENT",
-    "UNSUPPORTED_PROMPT_EDITING",
-    "UNSUPPORTED_ALTERNATION",
-    "UNSUPPORTED_AND",
     "PromptError",
     "ExtraNetwork",
     "ParsedPrompt",
@@ -36,7 +34,6 @@ __all__ = [
     "parse_prompt_attention",
     "extract_extra_networks",
     "find_embeddings",
-    "find_unsupported",
     "lora_key",
     "CHUNK_TOKENS",
     "prompt_chunk_count",
@@ -48,10 +45,6 @@ MAX_NETWORK_WEIGHT = 10.0  # |te|, |unet| or hypernet weight above this is refus
 # algorithm costs depth × length, so a hostile prompt could pin a worker; real prompts nest < 15.
 MAX_BRACKET_DEPTH = 64
 BREAK_SEGMENT: tuple[str, float] = ("BREAK", -1.0)  # how A1111 marks a BREAK among the segments
-
-UNSUPPORTED_PROMPT_EDITING = "prompt editing"
-UNSUPPORTED_ALTERNATION = "alternation"
-UNSUPPORTED_AND = "AND"
 
 LORA_KINDS = frozenset({"lora", "lyco"})  # A1111 1.10 registers "lyco" as an alias of "lora"
 HYPERNET_KIND = "hypernet"
@@ -79,11 +72,6 @@ RE_ATTENTION = re.compile(
     re.X,
 )
 RE_BREAK = re.compile(r"\s*\bBREAK\b\s*", re.S)
-RE_AND = re.compile(r"\bAND\b")
-
-# The lark grammar's `scheduled` rule, on the top-level text of one `[...]` group (nested groups
-# already blanked out): `[from:to:when]`, `[to:when]`, `[from::when]`; `when` is lark's SIGNED_NUMBER.
-RE_SCHEDULED = re.compile(r"[^:]*(?::[^:]*)?:\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*")
 
 
 class PromptError(ValueError):
@@ -110,7 +98,6 @@ class ParsedPrompt:
     extra_networks: tuple[ExtraNetwork, ...]  # in order of appearance
     embeddings: tuple[str, ...]  # known embedding names present, in order of first occurrence
     has_break: bool
-    unsupported: tuple[str, ...]  # subset of ("prompt editing", "alternation", "AND"), in that order
 
 
 # --------------------------------------------------------------------------- top level
@@ -132,7 +119,6 @@ def parse_prompt(text: str, *, known_embeddings: Iterable[str] = ()) -> ParsedPr
         embeddings=tuple(find_embeddings(stripped, known_embeddings)),
         # A1111 (sd_hijack_clip) starts a new chunk only for a segment that is exactly ("BREAK", -1).
         has_break=BREAK_SEGMENT in segments,
-        unsupported=find_unsupported(stripped),
     )
 
 
@@ -342,54 +328,6 @@ def find_embeddings(text: str, known: Iterable[str]) -> list[str]:
         if match is not None:
             first_at[name] = match.start()
     return sorted(first_at, key=lambda n: (first_at[n], -len(n), n))
-
-
-# --------------------------------------------------------------------------- unsupported syntax
-
-
-def find_unsupported(text: str) -> tuple[str, ...]:
-    """Which of prompt editing, alternation and AND `text` uses (we keep them as plain text).
-
-    A bracket scan that follows A1111's lark grammar closely enough to report the feature; it never
-    raises. `\\x` escapes are skipped; `|` and `:` count only at the top level of a `[...]` group.
-    """
-    editing = alternation = False
-    # One frame per open bracket: (the opener, that group's own top-level text).
-    stack: list[tuple[str, list[str]]] = []
-    i, n = 0, len(text)
-    while i < n:
-        ch = text[i]
-        if ch == "\\":
-            if stack:
-                stack[-1][1].append("_")
-            i += 2
-            continue
-        if ch in "([":
-            stack.append((ch, []))
-        elif ch == ")" and stack and stack[-1][0] == "(":
-            stack.pop()
-            if stack:
-                stack[-1][1].append("_")
-        elif ch == "]" and stack and stack[-1][0] == "[":
-            content = "".join(stack.pop()[1])
-            if "|" in content:
-                alternation = True
-            elif RE_SCHEDULED.fullmatch(content):
-                editing = True
-            if stack:
-                stack[-1][1].append("_")
-        elif stack:
-            stack[-1][1].append(ch)
-        i += 1
-
-    found: list[str] = []
-    if editing:
-        found.append(UNSUPPORTED_PROMPT_EDITING)
-    if alternation:
-        found.append(UNSUPPORTED_ALTERNATION)
-    if RE_AND.search(text):
-        found.append(UNSUPPORTED_AND)
-    return tuple(found)
 
 
 # --------------------------------------------------------------------------- LoRA batching key

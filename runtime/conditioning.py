@@ -52,7 +52,9 @@ __all__ = [
     "EmbeddingFix",
     "PromptChunk",
     "encode_pair",
+    "encode_pair_xl",
     "encode_prompts",
+    "encode_texts_xl",
     "load_embedding_file",
     "prompt_chunks",
 ]
@@ -475,7 +477,28 @@ def encode_pair_xl(
     """
     if len(prompts) != len(negative_prompts):
         raise ValueError(f"{len(prompts)} prompts but {len(negative_prompts)} negative prompts")
-    texts = [*prompts, *negative_prompts]
+    zero = [False] * len(prompts) + [zero_empty_negative and text == "" for text in negative_prompts]
+    hidden, pooled = encode_texts_xl(
+        tokenizers, text_encoders, [*prompts, *negative_prompts], zero=zero, embeddings=embeddings,
+        device=device, dtype=dtype,
+    )
+    count = len(prompts)
+    return XLConditioning(hidden[:count], hidden[count:], pooled[:count], pooled[count:])
+
+
+def encode_texts_xl(
+    tokenizers: Sequence[PreTrainedTokenizerBase],
+    text_encoders: Sequence[PreTrainedModel],
+    texts: Sequence[str],
+    *,
+    zero: Sequence[bool] = (),
+    embeddings: Mapping[str, Embedding] = _NO_EMBEDDINGS,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`encode_pair_xl`'s encoding of any list of texts: ``(hidden [len, 77 * chunks, width 1 + width 2],
+    pooled [len, width 2])``, all with the same chunk count; the rows flagged in ``zero`` (empty
+    negative prompts) are zeros."""
     hidden_parts = []
     pooled: torch.Tensor | None = None
     for tokenizer, text_encoder in zip(tokenizers, text_encoders, strict=True):
@@ -486,13 +509,11 @@ def encode_pair_xl(
     if len({part.shape[1] for part in hidden_parts}) != 1:
         raise ValueError("the two SDXL tokenizers split the prompt into different chunk counts")
     hidden = torch.cat(hidden_parts, dim=-1)
-    if zero_empty_negative:
-        for row, text in enumerate(texts[len(prompts):], start=len(prompts)):
-            if text == "":
-                hidden[row].zero_()
-                pooled[row].zero_()
-    count = len(prompts)
-    return XLConditioning(hidden[:count], hidden[count:], pooled[:count], pooled[count:])
+    for row, flag in enumerate(zero):
+        if flag:
+            hidden[row].zero_()
+            pooled[row].zero_()
+    return hidden, pooled
 
 
 def _check_clip_skip(text_encoder: PreTrainedModel, clip_skip: int) -> None:

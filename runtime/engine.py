@@ -26,12 +26,7 @@ from PIL import Image
 from runtime.networks import hypernetwork
 from runtime.acceleration import Acceleration, configure_vae
 from runtime.caches import LruCache, PipelineCache, VaeCache
-from runtime.conditioning import (
-    Embedding,
-    encode_pair,
-    encode_pair_xl,
-    load_embedding_file,
-)
+from runtime.conditioning import Embedding, load_embedding_file
 from runtime.controlnet import ControlNetCache, controlnet_pipeline
 from runtime.extras import postprocess
 from runtime.faces.detection import RetinaFace, load_face_detector
@@ -42,6 +37,7 @@ from runtime.noise import image_generators, upscale_latents, variation_noise
 from runtime.previews import latent_preview
 from runtime.promptgen import PromptgenRuntime
 from runtime.safety import SafetyChecker, censor_image
+from runtime.scheduled_prompts import ScheduledConditioning, chunk_conditioning, denoising
 from runtime.specs import (
     FaceRestorationSpec,
     GenerationSpec,
@@ -207,27 +203,20 @@ class WorkerRuntime:
             image, spec, load_upscaler=lambda resizer: self._upscaler(resizer.path, resizer.sha256), restore_faces=restore
         )
 
-    def _conditioning(self, pipeline: diffusers.DiffusionPipeline, spec: GenerationSpec, chunk: range) -> dict[str, Any]:
+    def _conditioning(
+        self, pipeline: diffusers.DiffusionPipeline, spec: GenerationSpec, chunk: range, *, hires_steps: int | None = None
+    ) -> tuple[dict[str, Any], ScheduledConditioning | None]:
         """A1111's conditioning for a chunk: (word:1.2) weights, BREAK, 75-token chunks, clip skip,
-        embeddings (runtime/conditioning.py), as the pipeline's prompt_embeds (and, for
-        SDXL, both encoders side by side and the pooled embeddings; SDXL ignores clip skip, as A1111).
+        embeddings (runtime/conditioning.py), as the pipeline's prompt_embeds (and, for SDXL, both
+        encoders side by side and the pooled embeddings; SDXL ignores clip skip, as A1111), with each
+        row's prompt editing, alternation and AND parts over the pass's steps (runtime/scheduled_prompts.py:
+        None where no row's text changes during the pass and no row has AND parts or a weight).
         """
         embeddings = {name: self._embedding(name, path, sha) for name, path, sha in spec.embeddings}
-        if is_xl(pipeline):
-            return encode_pair_xl(
-                [pipeline.tokenizer, pipeline.tokenizer_2], [pipeline.text_encoder, pipeline.text_encoder_2],
-                [spec.prompts[i] for i in chunk], [spec.negative_prompts[i] for i in chunk], embeddings=embeddings,
-                zero_empty_negative=bool(pipeline.config.get("force_zeros_for_empty_prompt", True)),
-                device=pipeline._execution_device, dtype=pipeline.text_encoder_2.dtype,
-            ).as_kwargs()
-        layers = pipeline.text_encoder.config.num_hidden_layers
-        positive, negative = encode_pair(
-            pipeline.tokenizer, pipeline.text_encoder,
-            [spec.prompts[i] for i in chunk], [spec.negative_prompts[i] for i in chunk],
-            clip_skip=min(max(spec.clip_skip, 1), layers), embeddings=embeddings,
-            device=pipeline._execution_device, dtype=pipeline.text_encoder.dtype,
+        return chunk_conditioning(
+            pipeline, [spec.prompts[i] for i in chunk], [spec.negative_prompts[i] for i in chunk],
+            embeddings=embeddings, clip_skip=spec.clip_skip, steps=spec.steps, hires_steps=hires_steps,
         )
-        return {"prompt_embeds": positive, "negative_prompt_embeds": negative}
 
     def generate(
         self, spec: GenerationSpec, on_step: StepCallback | None = None, on_preview: PreviewCallback | None = None
@@ -288,18 +277,24 @@ class WorkerRuntime:
 
     def _step_callback(
         self, spec: GenerationSpec, chunk_index: int, chunk: range, on_step: StepCallback | None,
-        on_preview: PreviewCallback | None, *, steps_before: int = 0,
-    ) -> Callable[..., dict[str, Any]]:
-        """A pipeline's `callback_on_step_end` for one chunk: progress to `on_step` (counting the
-        `steps_before` of an earlier pass, as the hires fix's second pass does), previews to `on_preview`."""
+        on_preview: PreviewCallback | None, *, steps_before: int = 0, schedule: ScheduledConditioning | None = None,
+    ) -> dict[str, Any]:
+        """A pipeline's `callback_on_step_end` (as keyword arguments) for one chunk: progress to
+        `on_step` (counting the `steps_before` of an earlier pass, as the hires fix's second pass
+        does), previews to `on_preview`, and with a prompt `schedule` the next step's conditioning
+        rows handed back to the pipeline where they change."""
 
         def step_end(pipe: Any, step_index: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
             if on_step is not None:
                 on_step(chunk_index, steps_before + step_index + 1)
             self._preview(pipe, on_preview, spec, chunk_index, chunk, step_index + 1, callback_kwargs)
+            if schedule is not None:
+                callback_kwargs.update(schedule.tensors_for_step(step_index + 1, callback_kwargs))
             return callback_kwargs
 
-        return step_end
+        if schedule is None:
+            return {"callback_on_step_end": step_end}
+        return {"callback_on_step_end": step_end, "callback_on_step_end_tensor_inputs": schedule.tensor_inputs}
 
     def _preview(
         self, pipeline: Any, on_preview: PreviewCallback | None, spec: GenerationSpec, chunk_index: int, chunk: range,
@@ -368,14 +363,16 @@ class WorkerRuntime:
         else:
             configure_vae(pipeline.vae, self.acceleration, batch=len(chunk), width=spec.width, height=spec.height)
             with torch.inference_mode():
+                conditioning, schedule = self._conditioning(pipeline, spec, chunk)
+            with torch.inference_mode(), denoising(schedule, pipeline.unet):
                 generated = pipeline(
-                    **self._conditioning(pipeline, spec, chunk),
+                    **conditioning,
                     num_inference_steps=spec.steps,
                     guidance_scale=spec.cfg_scale,
                     width=spec.width,
                     height=spec.height,
                     generator=image_generators(spec.seeds, chunk),
-                    callback_on_step_end=self._step_callback(spec, chunk_index, chunk, on_step, on_preview),
+                    **self._step_callback(spec, chunk_index, chunk, on_step, on_preview, schedule=schedule),
                     **{"output_type": "pil", **kwargs},
                 ).images
         # 3. The hires fix: upscale, then a second, img2img pass.
@@ -408,15 +405,18 @@ class WorkerRuntime:
         # 2. Denoise again at the target size, the steps counted after the first pass's.
         configure_vae(pipeline.vae, self.acceleration, batch=len(chunk), width=hires.width, height=hires.height)
         with torch.inference_mode():
+            # A1111 schedules the hires pass's prompts over its own steps, after the first pass's.
+            conditioning, schedule = self._conditioning(pipeline, spec, chunk, hires_steps=hires.steps)
+        with torch.inference_mode(), denoising(schedule, pipeline.unet):
             return pipeline(
-                **self._conditioning(pipeline, spec, chunk),
+                **conditioning,
                 image=image,
                 strength=hires.denoising_strength,
                 num_inference_steps=hires.steps,
                 guidance_scale=spec.cfg_scale,
                 generator=image_generators(spec.seeds, chunk),
-                callback_on_step_end=self._step_callback(
-                    spec, chunk_index, chunk, on_step, on_preview, steps_before=spec.steps
+                **self._step_callback(
+                    spec, chunk_index, chunk, on_step, on_preview, steps_before=spec.steps, schedule=schedule
                 ),
                 output_type="pil",
             ).images

@@ -45,7 +45,6 @@ from a1111.infotext import VERSION, img2img_infotext_params
 from inference.inputs.images import InputImages, read_input_images
 from inference.jobspec import member_params_from_json
 from inference.models import Job
-from a1111.prompts import parse_prompt
 from a1111.scripts import check_alwayson_scripts, check_script_args, find_script
 from a1111.styles import StyleText, with_styles_applied
 from inference.selectors import user_options_get
@@ -192,8 +191,6 @@ def _notes(body: dict[str, Any], generation: GenerationRequest, *, script_applie
     notes = [f"{label} is not available yet and was not applied" for key, label in NOT_YET.items() if body.get(key)]
     if body.get("script_name") and not script_applied:
         notes.append(SCRIPT_NOT_APPLIED)
-    parsed = [parse_prompt(generation.prompt), parse_prompt(generation.negative_prompt)]
-    notes += [f"{feature} is kept as plain text (not honoured yet)" for p in parsed for feature in p.unsupported]
     if generation.kind == "img2img" and body.get("subseed_strength"):
         notes.append("variation seeds (subseed_strength) apply to txt2img only and were not applied")
     if generation.kind == "img2img" and generation.mask and generation.inpainting_fill in (2, 3):

@@ -97,6 +97,22 @@ def test_webuiapi_styles_are_merged_as_a1111_merges_them(platform: Platform) -> 
         alice.txt2img(prompt="a kite", styles=["No such style"], width=64, height=64, steps=2)
 
 
+def test_prompt_editing_alternation_and_composable_diffusion_are_applied(platform: Platform) -> None:
+    """Issue 21, item 1 over HTTP: prompt schedules and AND run (no "not honoured" note; the
+    infotext keeps the prompt as written) and change the image."""
+    alice = client(platform, "alice")
+    # over 4 steps: "lighthouse" and "fog" for steps 0-1 (A1111 counts step 1's text for step 0 too)
+    prompt, negative = "a [lighthouse:kite:0.25] at [dawn|dusk]", "[fog::1]"
+    scheduled = alice.txt2img(prompt=prompt, negative_prompt=negative, width=64, height=64, steps=4, seed=11)
+    plain = alice.txt2img(prompt="a lighthouse at dawn", negative_prompt="fog", width=64, height=64, steps=4, seed=11)
+    composed = alice.txt2img(prompt="a lighthouse at dawn AND a kite :1.2", negative_prompt="fog", width=64, height=64,
+                             steps=4, seed=11)
+    assert scheduled.image.info["parameters"].startswith(f"{prompt}\nNegative prompt: {negative}\n")
+    assert not scheduled.info["notes"] and not composed.info["notes"]
+    assert not np.array_equal(np.asarray(scheduled.image), np.asarray(plain.image))
+    assert not np.array_equal(np.asarray(composed.image), np.asarray(plain.image))
+
+
 def test_another_member_sees_neither_alices_jobs_nor_her_options(platform: Platform) -> None:
     bob, charlie = client(platform, "bob"), client(platform, "charlie")
     assert charlie.get_progress()["state"]["job_count"] == 0

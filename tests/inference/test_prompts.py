@@ -1,5 +1,5 @@
 """A1111 prompt syntax (reference/a1111.md §4): attention, BREAK, extra networks, embeddings,
-unsupported-feature reporting and the LoRA batching key. Pure: no DB, no torch."""
+the LoRA batching key. Pure: no DB, no torch."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from a1111.prompts import (
     PromptError,
     extract_extra_networks,
     find_embeddings,
-    find_unsupported,
     lora_key,
     parse_prompt,
     parse_prompt_attention,
@@ -269,36 +268,10 @@ def test_known_embeddings_accepts_any_iterable() -> None:
     assert parsed.embeddings == ("tok1",)
 
 
-# --------------------------------------------------------------------------- unsupported syntax
+# --------------------------------------------------------------------------- schedule syntax stays text here
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("a [cat:dog:10] b", ("prompt editing",)),
-        ("a [dog:0.25] b", ("prompt editing",)),  # [to:when]
-        ("a [cat::0.5] b", ("prompt editing",)),  # [from::when]
-        ("[ (big:1.2) cat : dog : 5 ]", ("prompt editing",)),
-        ("[[a:b:3]:c:0.5]", ("prompt editing",)),
-        ("a [cat|dog|bird] b", ("alternation",)),
-        ("[cat|]", ("alternation",)),
-        ("a cat AND a dog :1.2", ("AND",)),
-        ("[a:b:1] [c|d] x AND y", ("prompt editing", "alternation", "AND")),
-        ("[[x|y]:5]", ("prompt editing", "alternation")),
-        ("a [cat] (dog:1.2) b", ()),
-        ("[a:b:c]", ()),  # not a number: plain text
-        ("\\[a:b:5\\]", ()),  # escaped brackets
-        ("(a:b:5)", ()),
-        ("a|b", ()),  # "|" outside [...] is not alternation
-        ("ANDROID and SAND", ()),
-        ("a <lora:AND:1> b", ()),  # only the text after tag removal counts
-    ],
-)
-def test_unsupported_features_are_reported(text: str, expected: tuple[str, ...]) -> None:
-    assert parse_prompt(text).unsupported == expected
-
-
-def test_unsupported_syntax_is_kept_as_text() -> None:
+def test_schedule_and_and_syntax_stay_in_the_text_and_segments() -> None:
     parsed = parse_prompt("a [cat:dog:0.5] AND [x|y]")
     assert parsed.text == "a [cat:dog:0.5] AND [x|y]"
     assert parsed.segments == (("a ", 1.0), ("cat:dog:0.5", 1 / 1.1), (" AND ", 1.0), ("x|y", 1 / 1.1))
@@ -309,9 +282,7 @@ def test_unsupported_syntax_is_kept_as_text() -> None:
     ["[", "]", "[:]", "[a:b:]", "[|", "[[[", "))]]", "[a:b:5", "\\", "[a\\]:5]", "AND", "[:5]", "(:", "[a:(b]:3)"],
 )
 def test_odd_bracket_soup_never_raises(text: str) -> None:
-    parsed = parse_prompt(text)
-    assert isinstance(parsed.unsupported, tuple)
-    assert find_unsupported(text) == parsed.unsupported
+    assert parse_prompt(text).text == text
 
 
 # --------------------------------------------------------------------------- lora_key
@@ -384,7 +355,6 @@ def test_parse_prompt_everything_together() -> None:
         extra_networks=(ExtraNetwork("lora", "foo", 0.8, 0.8, None),),
         embeddings=("EasyNegative",),
         has_break=True,
-        unsupported=(),
     )
 
 
@@ -424,4 +394,4 @@ def test_large_and_deeply_nested_prompts_parse() -> None:
     worst = "[" * (MAX_BRACKET_DEPTH - 1) + "a:" * ((MAX_PROMPT_CHARS - MAX_BRACKET_DEPTH) // 2)
     parsed = parse_prompt(text, known_embeddings=[f"emb{i}" for i in range(200)])
     parse_prompt(worst)  # terminates (a backtracking parser would not, within pytest's timeout)
-    assert parsed.has_break and parsed.unsupported == ("prompt editing",)
+    assert parsed.has_break

@@ -104,6 +104,7 @@ class _ProcessingAPI(Request):
     )
     seed: Seed = -1
     subseed: Seed = -1
+    subseed_strength: float | None = _float(0.0, 0.0, 1.0, "Variation strength: the seed's noise moved towards the subseed's.")
     seed_resize_from_h: Ignored = None
     seed_resize_from_w: Ignored = None
     sampler_name: ShortText = Field(None, description="A name or alias from /sdapi/v1/samplers.")
@@ -127,8 +128,16 @@ class _ProcessingAPI(Request):
     refiner_switch_at: Ignored = None
     disable_extra_networks: Ignored = None
     comments: Ignored = None
-    script_name: Ignored = None
-    script_args: Ignored = None
+    script_name: Any = Field(
+        None,
+        description='img2img: "SD upscale" (case-insensitive) runs A1111\'s SD upscale script; other scripts are '
+        "accepted and not applied yet (`info` says so).",
+    )
+    script_args: Any = Field(
+        None,
+        description="SD upscale: [info (ignored), overlap 0-256 (default 64), upscaler index into "
+        "/sdapi/v1/upscalers (default 0, None: no upscale), scale factor 1-4 (default 2)]; the tiles are width x height.",
+    )
     send_images: Any = Field(True, description="Only `false` leaves the images out of the response.")
     save_images: Ignored = None
     alwayson_scripts: AlwaysonScripts | None = None
@@ -136,7 +145,6 @@ class _ProcessingAPI(Request):
 
 
 class StableDiffusionTxt2ImgProcessingAPI(_ProcessingAPI):
-    subseed_strength: float | None = _float(0.0, 0.0, 1.0, "Variation strength.")
     enable_hr: Flag = False
     firstphase_width: Ignored = None
     firstphase_height: Ignored = None
@@ -154,7 +162,6 @@ class StableDiffusionTxt2ImgProcessingAPI(_ProcessingAPI):
 
 
 class StableDiffusionImg2ImgProcessingAPI(_ProcessingAPI):
-    subseed_strength: Ignored = None  # variation seeds apply to txt2img only (`info` says so)
     init_images: list[Base64Image] | None = Field(
         None, description="Required (at least one image); one per image of the batch, or one for all."
     )

@@ -37,7 +37,9 @@ from inference.limits import generation_limits
 from inference.inputs.controlnet import controlnet_infotext_entries, with_controlnet_inputs
 from inference.events import job_group
 from a1111.generation import GenerationRequest, parse_generation_request
+from a1111.fields import RequestValidationError
 from a1111.infotext import VERSION, img2img_infotext_params
+from a1111.sd_upscale import is_sd_upscale, parse_sd_upscale_args
 from inference.inputs.images import InputImages, read_input_images
 from inference.jobspec import member_params_from_json
 from inference.models import Job
@@ -140,6 +142,7 @@ def parse_generation_body(
     limits = generation_limits()
     body = with_styles_applied(body, styles or {}, max_prompt_chars=limits.max_prompt_chars)
     generation = parse_generation_request({**body, "kind": kind}, limits=limits, lenient_sampler=True)
+    generation = _with_sd_upscale(body, generation)
     inputs = None
     if kind == "img2img":
         alwayson = body.get("alwayson_scripts")
@@ -149,6 +152,20 @@ def parse_generation_body(
         inputs = read_input_images(body, max_images=generation.batch_size)
     # ControlNet units (alwayson_scripts.controlnet.args): validated, images decoded or fetched.
     return with_controlnet_inputs(body, generation, inputs)
+
+
+# --- SD upscale (img2img's script_name "sd upscale"); the script table will take this branch over ---
+
+
+def _with_sd_upscale(body: dict[str, Any], generation: GenerationRequest) -> GenerationRequest:
+    """The request with its SD upscale run when `script_name` names that script (422s name the
+    `script_args` index at fault; `a1111/sd_upscale.py`). Other scripts are left to `_notes`."""
+    if not is_sd_upscale(body.get("script_name")):
+        return generation
+    if generation.kind != "img2img":
+        raise RequestValidationError("script_name", "SD upscale is an img2img script: call /sdapi/v1/img2img")
+    run = parse_sd_upscale_args(body.get("script_args"), width=generation.width, height=generation.height)
+    return dataclasses.replace(generation, sd_upscale=run)
 
 
 def submit_generation(user, generation: GenerationRequest, inputs: InputImages | None, *, priority: int = 0) -> Job:
@@ -183,13 +200,13 @@ def finished_job_response(
 
 
 def _notes(body: dict[str, Any], generation: GenerationRequest) -> list[str]:
-    notes = [f"{label} is not available yet and was not applied" for key, label in NOT_YET.items() if body.get(key)]
+    applied = {"script_name"} if generation.sd_upscale else set()
+    notes = [
+        f"{label} is not available yet and was not applied"
+        for key, label in NOT_YET.items() if body.get(key) and key not in applied
+    ]
     parsed = [parse_prompt(generation.prompt), parse_prompt(generation.negative_prompt)]
     notes += [f"{feature} is kept as plain text (not honoured yet)" for p in parsed for feature in p.unsupported]
-    if generation.kind == "img2img" and body.get("subseed_strength"):
-        notes.append("variation seeds (subseed_strength) apply to txt2img only and were not applied")
-    if generation.kind == "img2img" and generation.mask and generation.inpainting_fill in (2, 3):
-        notes.append("latent noise / latent nothing fills are approximated in pixel space")
     if generation.controlnet_units and generation.hires:
         notes.append("ControlNet guides the first pass only; the hires-fix pass runs without it")
     if any(unit.control_mode == 1 for unit in generation.controlnet_units):

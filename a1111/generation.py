@@ -85,6 +85,9 @@ class GenerationRequest:
     seed: int = -1
     subseed: int = -1
     subseed_strength: float = 0.0
+    # A1111's "Resize seed from": the noise drawn as for an image of this size (off unless both > 0)
+    seed_resize_from_w: int = -1
+    seed_resize_from_h: int = -1
     sampler_name: str = "Euler"
     scheduler: str = "Automatic"
     batch_size: int = 1
@@ -142,6 +145,13 @@ class GenerationRequest:
         if not self.hires:
             return 0
         return int((self.hr_second_pass_steps or self.steps) * self.denoising_strength)
+
+    @property
+    def seed_resize_from(self) -> tuple[int, int] | None:
+        """(width, height) the seeds' noise is drawn at, or None (A1111: off unless both are positive)."""
+        if self.seed_resize_from_w > 0 and self.seed_resize_from_h > 0:
+            return self.seed_resize_from_w, self.seed_resize_from_h
+        return None
 
     @property
     def image_count(self) -> int:
@@ -323,6 +333,8 @@ def parse_generation_request(
         seed=seed,
         subseed=subseed,
         subseed_strength=read_float(data, "subseed_strength", 0.0, 0.0, 1.0),
+        seed_resize_from_w=read_int(data, "seed_resize_from_w", -1, -1, limits.max_size),
+        seed_resize_from_h=read_int(data, "seed_resize_from_h", -1, -1, limits.max_size),
         sampler_name=sampler.name,
         scheduler=sampler.schedule_label,
         batch_size=read_int(data, "batch_size", 1, 1, limits.max_batch_size),
@@ -433,6 +445,8 @@ def batch_key(request: GenerationRequest, *, model_key: str, lora_key: str, vae_
         request.kind, model_key, vae_key, lora_key, request.clip_skip, request.width, request.height, request.steps,
         request.sampler_name, request.scheduler, request.cfg_scale, request.subseed_strength, request.tiling,
     )
+    if request.seed_resize_from:
+        shared += (request.seed_resize_from,)
     if request.hires:
         shared += (request.hr_width, request.hr_height, request.hr_upscaler, request.hr_steps, request.denoising_strength)
         if request.upscaler_model:

@@ -410,9 +410,12 @@ class WorkerRuntime:
             if task == "inpaint":  # an all-black mask comes back as None: nothing to repaint
                 kwargs["mask_image"] = [prepared[i].mask or Image.new("L", (spec.width, spec.height)) for i in chunk]
         kwargs.update(control)
-        if spec.subseed_strength > 0 and img2img is None:
-            shape = (1, pipeline.unet.config.in_channels, spec.height // pipeline.vae_scale_factor, spec.width // pipeline.vae_scale_factor)
-            noise = variation_noise(shape, spec.seeds, spec.subseeds, spec.subseed_strength, chunk)
+        if (spec.subseed_strength > 0 or spec.seed_resize_from) and img2img is None:
+            scale = pipeline.vae_scale_factor
+            shape = (1, pipeline.unet.config.in_channels, spec.height // scale, spec.width // scale)
+            noise = variation_noise(
+                shape, spec.seeds, spec.subseeds, spec.subseed_strength, chunk, resize_from=spec.seed_resize_from, scale=scale
+            )
             kwargs["latents"] = noise.to(device=pipeline.device, dtype=pipeline.unet.dtype)
         if spec.hires is not None:
             kwargs["output_type"] = "latent" if spec.hires.upscaler.startswith("Latent") else "pil"
@@ -485,14 +488,15 @@ def _starting_latents(
     pipeline: diffusers.DiffusionPipeline, task: str, spec: GenerationSpec, chunk: range, prepared: list[PreparedImage],
     generators: list[torch.Generator],
 ) -> StartingLatents:
-    """img2img's variation seeds and latent fills for one chunk (`runtime/init_latents.py`)."""
+    """img2img's variation seeds, seed resize and latent fills for one chunk (`runtime/init_latents.py`)."""
     assert spec.img2img is not None
     latent_w, latent_h = spec.width // pipeline.vae_scale_factor, spec.height // pipeline.vae_scale_factor
     plan = StartingLatents()
-    if spec.subseed_strength > 0:
+    if spec.subseed_strength > 0 or spec.seed_resize_from:
         plan = StartingLatents(variation=Variation(
-            subseeds=tuple(spec.subseeds[i] for i in chunk), seeds=tuple(spec.seeds[i] for i in chunk),
-            generators=tuple(generators), strength=spec.subseed_strength,
+            subseeds=tuple(spec.subseeds[i] if spec.subseeds else 0 for i in chunk), seeds=tuple(spec.seeds[i] for i in chunk),
+            generators=tuple(generators), strength=spec.subseed_strength, resize_from=spec.seed_resize_from,
+            scale=pipeline.vae_scale_factor,
         ))
     fill = spec.img2img.inpaint.inpainting_fill
     if task == "inpaint" and fill in (LATENT_NOISE, LATENT_NOTHING):

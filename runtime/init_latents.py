@@ -9,13 +9,14 @@ the noise), so `starting_latents` hooks one pipeline call instead:
 
 * the scheduler's `add_noise(init_latents, noise, t)`: `noise` is what the pipeline drew from each
   image's own generator (the seed's noise); it is slerped towards each image's subseed noise (the
-  same draw of a generator seeded with the subseed, so strength 1 is the subseed's image), and,
+  same draw of a generator seeded with the subseed, so strength 1 is the subseed's noise) and,
+  with "Resize seed from", redrawn at that size in its middle, as txt2img's; and,
   while the pipeline prepares its latents, the masked area of `init_latents` is filled first;
 * `prepare_latents`, for inpainting at strength 1, where the latents are the noise alone.
 
 Both are instance attributes of the pipeline object and scheduler the engine builds for this one
 call (`WorkerRuntime._pipeline_for`), never of the cached modules, and are removed on exit.
-Without a variation strength and a latent fill nothing is hooked: the image is exactly the
+Without a variation strength, a seed resize and a latent fill nothing is hooked: the image is exactly the
 plain img2img one.
 """
 
@@ -31,18 +32,20 @@ import torch
 from PIL import Image
 
 from runtime.img2img import LATENT_NOISE, LATENT_NOTHING
-from runtime.noise import slerp
+from runtime.noise import image_noise
 
 
 @dataclass(frozen=True)
 class Variation:
-    """Variation seeds for one chunk: each image's subseed, and the generators the pipeline draws
-    each image's noise from (to find which of their draws the noise was, see `subseed_noise`)."""
+    """Variation seeds and "Resize seed from" for one chunk: each image's seed and subseed, and the
+    generators the pipeline draws each image's noise from (to find which of their draws it was)."""
 
     subseeds: tuple[int, ...]
     seeds: tuple[int, ...]
     generators: tuple[torch.Generator, ...]
     strength: float
+    resize_from: tuple[int, int] | None = None  # (width, height) in pixels
+    scale: int = 8  # the VAE's: pixels per latent
 
 
 @dataclass(frozen=True)
@@ -74,17 +77,23 @@ def draws_so_far(generator: torch.Generator, seed: int, shape: tuple[int, ...]) 
     return 1
 
 
-def subseed_noise(noise: torch.Tensor, variation: Variation) -> torch.Tensor:
-    """Each image's subseed noise, drawn as the pipeline drew the seed's: the same draw (by count)
-    of a CPU generator seeded with the subseed, so strength 1 is exactly the subseed's image."""
+def varied(noise: torch.Tensor, variation: Variation) -> torch.Tensor:
+    """`noise` (the seeds' noise as the pipeline drew it, one row per image) made into each image's
+    A1111 noise (`runtime.noise.image_noise`): moved towards the subseed's, drawn the same way (the
+    same draw of a generator seeded with the subseed, so strength 1 is the subseed's noise), and
+    with a seed resize drawn at that size in the middle. On the CPU in float32; returned on
+    `noise`'s device and dtype."""
     shape = (1, *noise.shape[1:])
     rows = []
-    for seed, subseed, generator in zip(variation.seeds, variation.subseeds, variation.generators, strict=True):
-        sub_generator = torch.Generator(device="cpu").manual_seed(subseed)
-        for _ in range(draws_so_far(generator, seed, shape)):
-            row = torch.randn(shape, generator=sub_generator)
-        rows.append(row)
-    return torch.cat(rows)
+    for index, (seed, subseed, generator) in enumerate(
+        zip(variation.seeds, variation.subseeds, variation.generators, strict=True)
+    ):
+        base = noise[index:index + 1].detach().to(device="cpu", dtype=torch.float32)
+        rows.append(image_noise(
+            shape, seed, subseed, variation.strength, resize_from=variation.resize_from, scale=variation.scale,
+            draw=draws_so_far(generator, seed, shape), base=base,
+        ))
+    return torch.cat(rows).to(device=noise.device, dtype=noise.dtype)
 
 
 def latent_fill_masks(masks: Sequence[Image.Image | None], *, latent_size: tuple[int, int], round_mask: bool) -> torch.Tensor:
@@ -99,14 +108,6 @@ def latent_fill_masks(masks: Sequence[Image.Image | None], *, latent_size: tuple
         values = np.asarray(mask.convert("RGB").resize((width, height), Image.Resampling.BICUBIC), dtype=np.float32)[..., 0] / 255.0
         rows.append(np.around(values) if round_mask else values)
     return torch.from_numpy(np.stack(rows))[:, None]
-
-
-def varied(noise: torch.Tensor, sub_noise: torch.Tensor, strength: float) -> torch.Tensor:
-    """`noise` (the seeds' noise, one row per image) moved towards `sub_noise` by `strength`, as txt2img's
-    `variation_noise`: slerp on the CPU in float32, returned on `noise`'s device and dtype."""
-    low = noise.detach().to(device="cpu", dtype=torch.float32)
-    moved = slerp(strength, low.flatten(1), sub_noise.flatten(1)).reshape(low.shape)
-    return moved.to(device=noise.device, dtype=noise.dtype)
 
 
 def filled(init_latents: torch.Tensor, noise: torch.Tensor, fill: int, masks: torch.Tensor) -> torch.Tensor:
@@ -135,7 +136,7 @@ def starting_latents(pipeline: Any, plan: StartingLatents) -> Iterator[None]:
         if variation is None:
             return noise
         if state["noise"] is not noise:  # the inpaint loop re-noises with the same tensor every step
-            state["noise"], state["varied"] = noise, varied(noise, subseed_noise(noise, variation), variation.strength)
+            state["noise"], state["varied"] = noise, varied(noise, variation)
         return state["varied"]
 
     def hooked_add_noise(original: torch.Tensor, noise: torch.Tensor, timesteps: Any) -> torch.Tensor:

@@ -129,6 +129,7 @@ class GenerationSpec:
     clip_skip: int = 1  # A1111's numbering: 1 is the text encoder's last layer
     subseeds: list[int] = field(default_factory=list)  # one per image; used when subseed_strength > 0
     subseed_strength: float = 0.0
+    seed_resize_from: tuple[int, int] | None = None  # A1111's "Resize seed from" (width, height); None: off
     tiling: bool = False  # A1111's "Tiling": seamlessly repeating images
     controlnet: list[ControlUnit] = field(default_factory=list)  # ControlNet units, shared by every image
     face_restoration: FaceRestorationSpec | None = None  # "Restore faces", after decoding

@@ -105,8 +105,8 @@ class _ProcessingAPI(Request):
     seed: Seed = -1
     subseed: Seed = -1
     subseed_strength: float | None = _float(0.0, 0.0, 1.0, "Variation strength: the seed's noise moved towards the subseed's.")
-    seed_resize_from_h: Ignored = None
-    seed_resize_from_w: Ignored = None
+    seed_resize_from_h: int | None = _int(-1, -1, lim="max_size", doc="With seed_resize_from_w (both > 0): the noise is drawn as for an image of that size.")
+    seed_resize_from_w: int | None = _int(-1, -1, lim="max_size", doc="With seed_resize_from_h (both > 0): A1111's \"Resize seed from\".")
     sampler_name: ShortText = Field(None, description="A name or alias from /sdapi/v1/samplers.")
     sampler_index: ShortText = "Euler"
     scheduler: ShortText = Field(None, description="A name or label from /sdapi/v1/schedulers.")

@@ -402,6 +402,7 @@ def build_generation_spec(
         clip_skip=request.clip_skip,
         subseeds=[subseed for p in parts for subseed in p.spec.request.all_subseeds()],
         subseed_strength=request.subseed_strength,
+        seed_resize_from=request.seed_resize_from,
         tiling=request.tiling,
         controlnet=_control_units(lead, inputs[0].control_images, local_path),
         face_restoration=_face_restoration(lead, local_path),

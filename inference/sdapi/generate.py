@@ -255,7 +255,7 @@ def _info(job: Job, notes: list[str], styles: list[str]) -> str:
         "restore_faces": request.restore_faces,
         "face_restoration_model": restorer["name"] if restorer else None,
         "sd_model_name": model_name, "sd_model_hash": model_hash,
-        "sd_vae_name": vae_name, "sd_vae_hash": vae_hash, "seed_resize_from_w": -1, "seed_resize_from_h": -1,
+        "sd_vae_name": vae_name, "sd_vae_hash": vae_hash, "seed_resize_from_w": request.seed_resize_from_w, "seed_resize_from_h": request.seed_resize_from_h,
         "denoising_strength": request.denoising_strength if request.kind == "img2img" else None,
         "extra_generation_params": extra,
         "index_of_first_image": 0, "infotexts": list(job.infotexts), "styles": styles,

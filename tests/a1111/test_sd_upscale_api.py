@@ -75,7 +75,8 @@ def one_torch_thread():
 
 @pytest.mark.django_db(transaction=True)
 def test_an_sd_upscale_job_doubles_the_image_with_every_tile_counted(personas, tiny_checkpoint_path, one_torch_thread) -> None:
-    body = _body(["", 0, 1, 2], n_iter=2, batch_size=3, subseed_strength=0.3, subseed=4)
+    body = _body(["", 0, 1, 2], n_iter=2, batch_size=3, subseed_strength=0.3, subseed=4, seed_resize_from_w=32,
+                 seed_resize_from_h=48)
     generation, inputs = parse_generation_body(body, "img2img")
     job = submit_generation(personas["alice"], generation, inputs)
     spec = job.params["sd_upscale"]
@@ -89,6 +90,7 @@ def test_an_sd_upscale_job_doubles_the_image_with_every_tile_counted(personas, t
     for key, infotext in zip(job.outputs, job.infotexts, strict=True):
         assert Image.open(settings.DATA_DIR / key).size == (128, 128)
         assert "SD upscale overlap: 0" in infotext and "SD upscale upscaler: Lanczos" in infotext
+        assert "Variation seed: 4, Variation seed strength: 0.3, Seed resize from: 32x48" in infotext
     assert job.step == job.total_steps
-    assert _notes(body, generation) == []  # applied: no "not available yet" note, nor one about the variation
+    assert _notes(body, generation) == []  # all applied: no "not available yet" note, nor one about the variation
     assert json.loads(json.dumps(job.params))["sd_upscale"]["overlap"] == 0

@@ -1,5 +1,5 @@
-"""SD upscale (tiles img2img'd and blended back), img2img variation seeds and the latent inpaint
-fills, on the tiny model (64x64 tiles, 2 denoising steps)."""
+"""SD upscale (tiles img2img'd and blended back), img2img variation seeds and seed resize, and the
+latent inpaint fills, on the tiny model (64x64 tiles, 2 denoising steps)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from a1111.samplers import resolve_sampler
 from a1111.sd_upscale import combine_tiles, split_tiles, tile_count, tile_grid, tile_seed
 from runtime.engine import WorkerRuntime
+from runtime.noise import drawn, image_noise
 from runtime.img2img import LATENT_NOISE, LATENT_NOTHING, ORIGINAL, InpaintSettings
 from runtime.specs import GenerationSpec, Img2ImgInputs, SdUpscaleSpec
 from runtime.tiny.model import write_tiny_checkpoint
@@ -90,6 +92,22 @@ def test_img2img_variation_seeds_move_the_noise_towards_the_subseed(runtime) -> 
     assert np.abs(varied - today).mean() > 3 and np.abs(varied - subseed_image).mean() > 3
     again = px(rt.generate(img2img(checkpoint, 5, subseeds=[77], subseed_strength=0.5))[0])
     assert np.array_equal(again, varied)
+    # "Resize seed from": the seed's noise drawn as for a 32x32 image, in the middle; its own size changes nothing
+    assert np.array_equal(px(rt.generate(img2img(checkpoint, 5, seed_resize_from=(64, 64)))[0]), today)
+    assert np.abs(px(rt.generate(img2img(checkpoint, 5, seed_resize_from=(32, 32)))[0]) - today).mean() > 3
+
+
+def test_seed_resize_draws_the_noise_at_the_other_size_in_the_middle() -> None:
+    full, small, big = drawn(3, (1, 4, 8, 8)), drawn(3, (1, 4, 4, 4)), drawn(3, (1, 4, 16, 16))
+    smaller = image_noise((1, 4, 8, 8), 3, 0, 0.0, resize_from=(32, 32))
+    assert torch.equal(smaller[:, :, 2:6, 2:6], small)
+    outside = torch.ones(8, 8, dtype=torch.bool)
+    outside[2:6, 2:6] = False
+    assert torch.equal(smaller[0, :, outside], full[0, :, outside])
+    assert torch.equal(image_noise((1, 4, 8, 8), 3, 0, 0.0, resize_from=(128, 128)), big[:, :, 4:12, 4:12])
+    assert torch.equal(image_noise((1, 4, 8, 8), 3, 0, 0.0, resize_from=(64, 64)), full)
+    varied = image_noise((1, 4, 8, 8), 3, 9, 1.0, resize_from=(32, 32))  # strength 1: the subseed's, at that size
+    assert torch.allclose(varied[:, :, 2:6, 2:6], drawn(9, (1, 4, 4, 4)), atol=1e-5)
 
 
 def test_latent_noise_and_latent_nothing_fill_the_init_latents_and_keep_the_unmasked_pixels(runtime) -> None:

@@ -137,20 +137,23 @@ def _ramp(overlap: int) -> np.ndarray:
 
 def _paste_blended(canvas: np.ndarray, piece: np.ndarray, start: int, overlap: int, axis: int) -> None:
     """Paste `piece` into `canvas` at `start` along `axis`: its first `overlap` lines blended over what
-    is there with a rising ramp, the rest pasted over (clipped to the canvas)."""
-    length = canvas.shape[axis]
-    for offset in range(piece.shape[axis]):
-        where = start + offset
-        if not 0 <= where < length:
-            continue
-        line = np.take(piece, offset, axis=axis)
-        target = [slice(None)] * canvas.ndim
-        target[axis] = where
-        if offset < overlap and start > 0:
-            weight = _ramp(overlap)[offset]
-            canvas[tuple(target)] = canvas[tuple(target)] * (1 - weight) + line * weight
-        else:
-            canvas[tuple(target)] = line
+    is there with a rising ramp (unless it starts at the edge), the rest pasted over, clipped to the canvas."""
+    lo, hi = max(start, 0), min(start + piece.shape[axis], canvas.shape[axis])
+    if hi <= lo:
+        return
+    piece = np.take(piece, np.arange(lo - start, hi - start), axis=axis)
+    region: list[slice] = [slice(None)] * canvas.ndim
+    region[axis] = slice(lo, hi)
+    if start <= 0 or overlap == 0:
+        canvas[tuple(region)] = piece
+        return
+    weights = np.ones(hi - lo, dtype=np.float32)
+    blended = min(overlap, hi - lo)
+    weights[:blended] = _ramp(overlap)[:blended]
+    shape = [1] * canvas.ndim
+    shape[axis] = hi - lo
+    weight = weights.reshape(shape)
+    canvas[tuple(region)] = canvas[tuple(region)] * (1 - weight) + piece * weight
 
 
 def combine_tiles(tiles: Sequence[Image.Image], grid: TileGrid) -> Image.Image:

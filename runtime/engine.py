@@ -7,7 +7,9 @@ image, with no pipeline) and returns PIL images, calling `on_step` after every d
 `on_step` raising stops generation there (that is how cancel works).
 
 This module is the orchestration: which pipeline a batch runs on, in which chunks, with which
-conditioning, then the hires fix, face restoration and the censor. What stays loaded between
+conditioning, then the hires fix, face restoration and the censor; img2img's SD upscale runs each
+image as a tile loop through the same chunks (tiles and blending: `a1111/sd_upscale.py`), and
+img2img's starting latents (variation seeds, latent fills) are hooked in by `init_latents.py`. What stays loaded between
 batches lives in `caches.py`; seeds, variation noise and latent resizing in `noise.py`.
 """
 
@@ -37,9 +39,8 @@ from runtime.extras import postprocess
 from runtime.faces.detection import RetinaFace, load_face_detector
 from runtime.faces.restoration import FaceNet, load_face_net, restore_faces
 from runtime.networks.hypernetwork import Hypernetwork, load_hypernetwork
-from a1111.sd_upscale import combine_tiles, split_tiles, tile_grid, tile_seed, tile_subseed
-from runtime.img2img import LATENT_NOISE, LATENT_NOTHING, PreparedImage, finish, prepare
-from runtime.init_latents import StartingLatents, Variation, latent_fill_masks, starting_latents
+from runtime.img2img import PreparedImage, finish, prepare
+from runtime.init_latents import StartingLatents, chunk_plan, starting_latents
 from runtime.noise import image_generators, upscale_latents, variation_noise
 from runtime.previews import latent_preview
 from runtime.promptgen import PromptgenRuntime
@@ -51,8 +52,8 @@ from runtime.specs import (
     Img2ImgInputs,
     PostprocessSpec,
     RestoreStep,
-    SdUpscaleSpec,
 )
+from runtime.sd_upscale import sd_upscale_images
 from runtime.tiling import seamless
 from runtime.upscalers import RRDBNet, load_upscaler, upscale
 
@@ -320,8 +321,11 @@ class WorkerRuntime:
     def _generate(
         self, spec: GenerationSpec, on_step: StepCallback | None, on_preview: PreviewCallback | None = None
     ) -> list[Image.Image | None]:
-        if spec.sd_upscale is not None and spec.img2img is not None:
-            return self._sd_upscale(spec, spec.sd_upscale, spec.img2img, on_step, on_preview)
+        if spec.sd_upscale is not None and spec.img2img is not None:  # each image a loop over its tiles
+            return sd_upscale_images(
+                spec, spec.sd_upscale, spec.img2img, generate=self._generate, load_upscaler=self._upscaler,
+                on_step=on_step, on_preview=on_preview,
+            )
         # 1. img2img: each init image (and mask) resized, cropped and blurred as A1111 does.
         prepared = _prepare_init_images(spec, spec.img2img) if spec.img2img is not None else []
         # 2. The task, and its pipeline over the cached modules (ControlNet's, with the control maps).
@@ -344,57 +348,6 @@ class WorkerRuntime:
                 images.extend([None] * len(chunk))
         return images
 
-    def _sd_upscale(
-        self, spec: GenerationSpec, run: SdUpscaleSpec, img2img: Img2ImgInputs, on_step: StepCallback | None,
-        on_preview: PreviewCallback | None,
-    ) -> list[Image.Image | None]:
-        """A1111's SD upscale, each image of `spec` in turn (each its own chunk): its init image upscaled,
-        cut into tiles of width x height, the tiles img2img'd `run.batch_size` per pipeline call with
-        A1111's tile seeds, then blended back. Progress counts every tile batch's steps within the
-        image's chunk; a skipped or cancelled image comes back as None."""
-        steps_per_call = int(spec.steps * img2img.denoising_strength)
-        upscaled: dict[int, Image.Image] = {}  # by init image identity: every upscale of one image shares it
-        images: list[Image.Image | None] = []
-        for position in range(len(spec.seeds)):
-            init = img2img.init_images[position]
-            if id(init) not in upscaled:
-                upscaled[id(init)] = self._upscale_for_sd_upscale(init, run)
-            picture = upscaled[id(init)]
-            grid = tile_grid(picture.width, picture.height, tile_w=spec.width, tile_h=spec.height, overlap=run.overlap)
-            tiles = split_tiles(picture, grid)
-            count, variation = len(tiles), spec.subseed_strength > 0
-            tile_spec = dataclasses.replace(
-                spec, sd_upscale=None, hires=None, preview_images=(),
-                prompts=[spec.prompts[position]] * count, negative_prompts=[spec.negative_prompts[position]] * count,
-                seeds=[tile_seed(spec.seeds[position], k, run.batch_size, variation=variation) for k in range(count)],
-                subseeds=[tile_subseed(spec.subseeds[position], k, run.batch_size) for k in range(count)] if spec.subseeds else [],
-                img2img=dataclasses.replace(img2img, init_images=tiles, masks=[None] * count, resize_mode=0),
-                max_batch=run.batch_size, chunk_starts=tuple(range(0, count, run.batch_size)),
-            )
-
-            def tile_step(tile_chunk: int, step: int, position: int = position) -> None:
-                if on_step is not None:
-                    on_step(position, tile_chunk * steps_per_call + step)
-
-            def tile_preview(tile_chunk: int, tile: int, preview: Image.Image, position: int = position) -> None:
-                if on_preview is not None:
-                    on_preview(position, position, preview)
-
-            done = self._generate(tile_spec, tile_step, tile_preview if on_preview else None)
-            images.append(None if any(tile is None for tile in done) else combine_tiles(done, grid))  # type: ignore[arg-type]
-        return images
-
-    def _upscale_for_sd_upscale(self, image: Image.Image, run: SdUpscaleSpec) -> Image.Image:
-        """The init image at SD upscale's size: A1111's upscaler by name ("None" keeps the image as it is)."""
-        picture = image.convert("RGB")
-        if run.upscaler == "None":
-            return picture
-        size = (int(picture.width * run.scale_factor), int(picture.height * run.scale_factor))
-        if run.upscaler_path:
-            return upscale(self._upscaler(run.upscaler_path, run.upscaler_sha256), picture, width=size[0], height=size[1])
-        resample = Image.Resampling.NEAREST if run.upscaler == "Nearest" else Image.Resampling.LANCZOS
-        return picture.resize(size, resample)
-
     def _run_chunk(
         self, pipeline: diffusers.DiffusionPipeline, task: str, spec: GenerationSpec, chunk_index: int, chunk: range,
         prepared: list[PreparedImage], control: dict[str, Any], on_step: StepCallback | None,
@@ -403,7 +356,7 @@ class WorkerRuntime:
         """One pipeline call for the images of `chunk` (then the hires fix); raises `SkipChunk` from `on_step`."""
         img2img = spec.img2img
         # 1. The task's inputs: init images and masks, the control maps, txt2img's variation noise
-        # (img2img's, and its latent fills, hook the pipeline's own noising: `_starting_latents`).
+        # (img2img's, and its latent fills, hook the pipeline's own noising: `init_latents.py`).
         kwargs: dict[str, Any] = {}
         if img2img is not None:
             kwargs = {"image": [prepared[i].image for i in chunk], "strength": img2img.denoising_strength}
@@ -428,7 +381,7 @@ class WorkerRuntime:
         else:
             configure_vae(pipeline.vae, self.acceleration, batch=len(chunk), width=spec.width, height=spec.height)
             generators = image_generators(spec.seeds, chunk)
-            plan = _starting_latents(pipeline, task, spec, chunk, prepared, generators) if img2img else StartingLatents()
+            plan = chunk_plan(pipeline, spec, chunk, prepared, generators, inpaint=task == "inpaint") if img2img else StartingLatents()
             with torch.inference_mode(), starting_latents(pipeline, plan):
                 generated = pipeline(
                     **self._conditioning(pipeline, spec, chunk),
@@ -482,29 +435,6 @@ class WorkerRuntime:
                 ),
                 output_type="pil",
             ).images
-
-
-def _starting_latents(
-    pipeline: diffusers.DiffusionPipeline, task: str, spec: GenerationSpec, chunk: range, prepared: list[PreparedImage],
-    generators: list[torch.Generator],
-) -> StartingLatents:
-    """img2img's variation seeds, seed resize and latent fills for one chunk (`runtime/init_latents.py`)."""
-    assert spec.img2img is not None
-    latent_w, latent_h = spec.width // pipeline.vae_scale_factor, spec.height // pipeline.vae_scale_factor
-    plan = StartingLatents()
-    if spec.subseed_strength > 0 or spec.seed_resize_from:
-        plan = StartingLatents(variation=Variation(
-            subseeds=tuple(spec.subseeds[i] if spec.subseeds else 0 for i in chunk), seeds=tuple(spec.seeds[i] for i in chunk),
-            generators=tuple(generators), strength=spec.subseed_strength, resize_from=spec.seed_resize_from,
-            scale=pipeline.vae_scale_factor,
-        ))
-    fill = spec.img2img.inpaint.inpainting_fill
-    if task == "inpaint" and fill in (LATENT_NOISE, LATENT_NOTHING):
-        masks = latent_fill_masks(
-            [prepared[i].mask for i in chunk], latent_size=(latent_w, latent_h), round_mask=spec.img2img.inpaint.mask_round
-        )
-        plan = dataclasses.replace(plan, fill=fill, fill_masks=masks)
-    return plan
 
 
 def _prepare_init_images(spec: GenerationSpec, img2img: Img2ImgInputs) -> list[PreparedImage]:

@@ -23,6 +23,7 @@ plain img2img one.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+import dataclasses
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -31,8 +32,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from runtime.img2img import LATENT_NOISE, LATENT_NOTHING
+from runtime.img2img import LATENT_NOISE, LATENT_NOTHING, PreparedImage
 from runtime.noise import image_noise
+from runtime.specs import GenerationSpec
 
 
 @dataclass(frozen=True)
@@ -163,3 +165,26 @@ def starting_latents(pipeline: Any, plan: StartingLatents) -> Iterator[None]:
     finally:
         del scheduler.add_noise
         del pipeline.prepare_latents
+
+
+def chunk_plan(
+    pipeline: Any, spec: GenerationSpec, chunk: range, prepared: Sequence[PreparedImage], generators: Sequence[torch.Generator],
+    *, inpaint: bool,
+) -> StartingLatents:
+    """An img2img chunk's plan: its variation seeds and seed resize, and (inpainting) its latent fill."""
+    assert spec.img2img is not None
+    scale = pipeline.vae_scale_factor
+    plan = StartingLatents()
+    if spec.subseed_strength > 0 or spec.seed_resize_from:
+        plan = StartingLatents(variation=Variation(
+            subseeds=tuple(spec.subseeds[i] if spec.subseeds else 0 for i in chunk), seeds=tuple(spec.seeds[i] for i in chunk),
+            generators=tuple(generators), strength=spec.subseed_strength, resize_from=spec.seed_resize_from, scale=scale,
+        ))
+    fill = spec.img2img.inpaint.inpainting_fill
+    if inpaint and fill in (LATENT_NOISE, LATENT_NOTHING):
+        masks = latent_fill_masks(
+            [prepared[i].mask for i in chunk], latent_size=(spec.width // scale, spec.height // scale),
+            round_mask=spec.img2img.inpaint.mask_round,
+        )
+        plan = dataclasses.replace(plan, fill=fill, fill_masks=masks)
+    return plan

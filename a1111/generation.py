@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import random
 import re
 from collections.abc import Mapping
@@ -27,6 +28,7 @@ from a1111.fields import (
 )
 from a1111.prompts import PromptError, extract_extra_networks, prompt_chunk_count
 from a1111.samplers import SAMPLERS, SamplerError, resolve_sampler
+from a1111.sd_upscale import SdUpscale
 
 MAX_SEED = 4294967294  # A1111 draws random seeds from range(4294967294)
 
@@ -83,6 +85,9 @@ class GenerationRequest:
     seed: int = -1
     subseed: int = -1
     subseed_strength: float = 0.0
+    # A1111's "Resize seed from": the noise drawn as for an image of this size (off unless both > 0)
+    seed_resize_from_w: int = -1
+    seed_resize_from_h: int = -1
     sampler_name: str = "Euler"
     scheduler: str = "Automatic"
     batch_size: int = 1
@@ -126,6 +131,9 @@ class GenerationRequest:
     # resolved by `job_submit` (never by clients): {"name", "path", "sha256", "detector_path",
     # "detector_sha256", "weight"}
     face_restorer: dict[str, Any] | None = None
+    # img2img's "SD upscale" script (`a1111/sd_upscale.py`): one upscaled image per batch-count
+    # iteration, made of tiles img2img'd `batch_size` at a time
+    sd_upscale: SdUpscale | None = None
 
     @property
     def hires(self) -> bool:
@@ -139,8 +147,28 @@ class GenerationRequest:
         return int((self.hr_second_pass_steps or self.steps) * self.denoising_strength)
 
     @property
+    def seed_resize_from(self) -> tuple[int, int] | None:
+        """(width, height) the seeds' noise is drawn at, or None (A1111: off unless both are positive)."""
+        if self.seed_resize_from_w > 0 and self.seed_resize_from_h > 0:
+            return self.seed_resize_from_w, self.seed_resize_from_h
+        return None
+
+    @property
     def image_count(self) -> int:
-        return self.batch_size * self.n_iter
+        """Images the job makes: SD upscale makes one per batch-count iteration."""
+        return self.n_iter if self.sd_upscale else self.batch_size * self.n_iter
+
+    @property
+    def images_per_iteration(self) -> int:
+        """Images of one batch-count iteration (each iteration runs in pipeline calls of its own)."""
+        return 1 if self.sd_upscale else self.batch_size
+
+    @property
+    def image_steps(self) -> int:
+        """Denoising steps behind one iteration's images: SD upscale runs every batch of tiles."""
+        if self.sd_upscale:
+            return self.sampling_steps * math.ceil(self.sd_upscale.tiles / self.batch_size)
+        return self.sampling_steps
 
     @property
     def sampling_steps(self) -> int:
@@ -152,10 +180,14 @@ class GenerationRequest:
     def all_seeds(self) -> list[int]:
         """One seed per image: seed, seed+1, …; with a variation strength all images share the
         seed and vary by subseed instead (A1111's rule)."""
+        if self.sd_upscale:  # each upscale starts one seed on; its tiles count on from there
+            return [self.seed + i for i in range(self.image_count)]
         step = 0 if self.subseed_strength > 0 else 1
         return [self.seed + i * step for i in range(self.image_count)]
 
     def all_subseeds(self) -> list[int]:
+        if self.sd_upscale:  # each upscale's tiles count from the request's subseed
+            return [self.subseed] * self.image_count
         return [self.subseed + i for i in range(self.image_count)]
 
     def to_json(self) -> dict[str, Any]:
@@ -168,6 +200,8 @@ class GenerationRequest:
         values = {k: v for k, v in data.items() if k in names}
         if values.get("controlnet_units"):
             values["controlnet_units"] = [ControlNetUnitRequest(**unit) for unit in values["controlnet_units"]]
+        if values.get("sd_upscale"):
+            values["sd_upscale"] = SdUpscale.from_json(values["sd_upscale"])
         return cls(**values)
 
 
@@ -298,8 +332,9 @@ def parse_generation_request(
         height=_size(data, "height", limits),
         seed=seed,
         subseed=subseed,
-        # Variation seeds need the starting noise, which diffusers' img2img draws itself: txt2img only.
-        subseed_strength=read_float(data, "subseed_strength", 0.0, 0.0, 1.0) if kind == "txt2img" else 0.0,
+        subseed_strength=read_float(data, "subseed_strength", 0.0, 0.0, 1.0),
+        seed_resize_from_w=read_int(data, "seed_resize_from_w", -1, -1, limits.max_size),
+        seed_resize_from_h=read_int(data, "seed_resize_from_h", -1, -1, limits.max_size),
         sampler_name=sampler.name,
         scheduler=sampler.schedule_label,
         batch_size=read_int(data, "batch_size", 1, 1, limits.max_batch_size),
@@ -410,6 +445,8 @@ def batch_key(request: GenerationRequest, *, model_key: str, lora_key: str, vae_
         request.kind, model_key, vae_key, lora_key, request.clip_skip, request.width, request.height, request.steps,
         request.sampler_name, request.scheduler, request.cfg_scale, request.subseed_strength, request.tiling,
     )
+    if request.seed_resize_from:
+        shared += (request.seed_resize_from,)
     if request.hires:
         shared += (request.hr_width, request.hr_height, request.hr_upscaler, request.hr_steps, request.denoising_strength)
         if request.upscaler_model:
@@ -425,4 +462,6 @@ def batch_key(request: GenerationRequest, *, model_key: str, lora_key: str, vae_
     if request.face_restorer:
         restorer = request.face_restorer
         shared += (restorer["sha256"], restorer["detector_sha256"], restorer["weight"])
+    if request.sd_upscale:  # `job_submit` gives such a job a key of its own: it is never batched
+        shared += (dataclasses.astuple(request.sd_upscale), request.batch_size)
     return hashlib.sha256(repr(shared).encode()).hexdigest()[:32]

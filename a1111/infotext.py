@@ -69,9 +69,20 @@ INPAINT_AREAS = {True: "Only masked", False: "Whole picture"}
 MASKED_CONTENT = ("fill", "original", "latent noise", "latent nothing")
 
 
+def seed_infotext_params(request: Any) -> dict[str, Any]:
+    """The entries A1111 adds for variation seeds and "Resize seed from" (txt2img and img2img)."""
+    params: dict[str, Any] = {}
+    if request.subseed_strength > 0:
+        params.update({"Variation seed": request.subseed, "Variation seed strength": request.subseed_strength})
+    resize_from = getattr(request, "seed_resize_from", None)
+    if resize_from:
+        params["Seed resize from"] = f"{resize_from[0]}x{resize_from[1]}"
+    return params
+
+
 def img2img_infotext_params(request: Any) -> dict[str, Any]:
     """The entries A1111 adds for img2img (and inpainting, when there is a mask)."""
-    params: dict[str, Any] = {"Denoising strength": request.denoising_strength}
+    params: dict[str, Any] = {**seed_infotext_params(request), "Denoising strength": request.denoising_strength}
     if request.mask:
         blur = request.mask_blur_x if request.mask_blur_x == request.mask_blur_y else None
         params.update({
@@ -88,9 +99,7 @@ def img2img_infotext_params(request: Any) -> dict[str, Any]:
 
 def hires_infotext_params(request: Any) -> dict[str, Any]:
     """The entries A1111 adds for txt2img's hires fix (and variation seeds)."""
-    params: dict[str, Any] = {}
-    if request.subseed_strength > 0:
-        params.update({"Variation seed": request.subseed, "Variation seed strength": request.subseed_strength})
+    params: dict[str, Any] = seed_infotext_params(request)
     if request.hires:
         params.update({
             "Denoising strength": request.denoising_strength,

@@ -27,8 +27,10 @@ layout when there is one.
 Missing trailing arguments take A1111's UI defaults (`script_info`); more arguments than the
 layout is a 422. `margin_size` is accepted (the grid is drawn without margins).
 
-The table of scripts is `SCRIPTS` (one row per script); `PENDING_SCRIPTS` are titles accepted
-with a note that they were not applied (SD upscale, until its row is added).
+The table of scripts is `SCRIPTS` (one row per script; each plans the cells of one job group).
+`JOB_SCRIPTS` are the scripts that change one job instead of making a group: SD upscale (img2img),
+read by `a1111/sd_upscale.py` into the request itself; `find_script` answers None for them, and
+`scripts_list`/`script_info` list them with the rest.
 """
 
 from __future__ import annotations
@@ -45,6 +47,13 @@ from a1111.fields import read_bool, read_float, read_int, read_str, shown_value
 from a1111.generation import MAX_SEED, GenerationRequest, Limits
 from a1111.prompts import PromptError, extract_extra_networks, prompt_chunk_count
 from a1111.samplers import SamplerError, resolve_sampler
+from a1111.sd_upscale import BUILTIN_UPSCALERS as SD_UPSCALE_BUILTIN_UPSCALERS
+from a1111.sd_upscale import DEFAULT_OVERLAP as SD_UPSCALE_OVERLAP
+from a1111.sd_upscale import DEFAULT_SCALE_FACTOR as SD_UPSCALE_SCALE_FACTOR
+from a1111.sd_upscale import DEFAULT_UPSCALER_INDEX as SD_UPSCALE_UPSCALER_INDEX
+from a1111.sd_upscale import MAX_OVERLAP as SD_UPSCALE_MAX_OVERLAP
+from a1111.sd_upscale import MAX_SCALE_FACTOR as SD_UPSCALE_MAX_SCALE_FACTOR
+from a1111.sd_upscale import SCRIPT_TITLE as SD_UPSCALE_TITLE
 from a1111.xyz import AXIS_NAMES, NOTHING, Axis, XyzPlot, axis_type_for, expand_cells, parse_xyz
 
 ARGS_FIELD = "script_args"
@@ -524,11 +533,17 @@ SCRIPTS: dict[str, Script] = {
         Script("Prompt matrix", _prompt_matrix_layout, _plan_prompt_matrix),
         Script("Prompts from file or textbox", _prompts_layout, _plan_prompts_from_file),
         Script("X/Y/Z plot", _xyz_layout, _plan_xyz),
-        # "SD upscale" (img2img) joins here as one row when it is built; until then it is pending.
     )
 }
-# Titles accepted and answered with a note that the script was not applied (a plain generation).
-PENDING_SCRIPTS: frozenset[str] = frozenset({"sd upscale"})
+# Scripts that change one job (not a group), img2img only: title → argument layout.
+JOB_SCRIPTS: dict[str, tuple[str, tuple[ScriptArg, ...]]] = {
+    SD_UPSCALE_TITLE.lower(): (SD_UPSCALE_TITLE, (
+        ScriptArg("Will upscale the image by the selected scale factor; use width and height sliders to set tile size", None),
+        ScriptArg("Tile overlap", SD_UPSCALE_OVERLAP, 0, SD_UPSCALE_MAX_OVERLAP, 16),
+        ScriptArg("Upscaler", SD_UPSCALE_UPSCALER_INDEX, choices=SD_UPSCALE_BUILTIN_UPSCALERS),
+        ScriptArg("Scale Factor", SD_UPSCALE_SCALE_FACTOR, 1.0, SD_UPSCALE_MAX_SCALE_FACTOR, 0.05),
+    )),
+}
 
 
 def find_script(script_name: Any) -> Script | None:
@@ -538,7 +553,7 @@ def find_script(script_name: Any) -> Script | None:
     if not isinstance(script_name, str):
         raise RequestValidationError("script_name", f"must be a string, got {type(script_name).__name__}")
     name = script_name.strip().lower()
-    if name in PENDING_SCRIPTS:
+    if name in JOB_SCRIPTS:
         return None
     script = SCRIPTS.get(name)
     if script is None:
@@ -557,7 +572,7 @@ def check_alwayson_scripts(alwayson: Any) -> None:
     if not isinstance(alwayson, Mapping):
         return
     for key in alwayson:
-        if isinstance(key, str) and key.strip().lower() in (*SCRIPTS, *PENDING_SCRIPTS):
+        if isinstance(key, str) and key.strip().lower() in (*SCRIPTS, *JOB_SCRIPTS):
             raise RequestValidationError(
                 f"alwayson_scripts.{key}", "is a selectable script: name it in script_name and pass its script_args"
             )
@@ -571,15 +586,20 @@ def plan_script(script: Script, script_args: Any, base: GenerationRequest, conte
 
 def script_info() -> list[dict[str, Any]]:
     """`/sdapi/v1/script-info`: each script per tab with its arguments, as A1111 lists them."""
-    return [
+    groups = [
         {"name": script.name, "is_alwayson": False, "is_img2img": is_img2img,
          "args": [arg.to_json() for arg in script.layout(is_img2img)]}
         for is_img2img in (False, True)
         for script in SCRIPTS.values()
     ]
+    jobs = [
+        {"name": name, "is_alwayson": False, "is_img2img": True, "args": [arg.to_json() for arg in layout]}
+        for name, (_title, layout) in JOB_SCRIPTS.items()
+    ]
+    return [*groups, *jobs]
 
 
 def scripts_list() -> dict[str, list[str]]:
     """`/sdapi/v1/scripts`: the selectable scripts' names per tab, then the always-on "controlnet"."""
     names = sorted(SCRIPTS)
-    return {"txt2img": [*names, "controlnet"], "img2img": [*names, "controlnet"]}
+    return {"txt2img": [*names, "controlnet"], "img2img": [*sorted([*names, *JOB_SCRIPTS]), "controlnet"]}

@@ -37,6 +37,7 @@ from a1111.generation import (
     parse_face_restoration,
 )
 from a1111.promptgen import PROMPTGEN_KIND, PromptgenRequest
+from a1111.sd_upscale import BUILTIN_UPSCALERS, tile_count, upscaled_size
 from inference.inputs.images import ExtrasInputs, InputImages
 from inference.jobspec import ModelRef, request_to_spec
 from inference.model_registry import (
@@ -49,6 +50,7 @@ from inference.model_registry import (
     model_list_for_user,
     promptgen_resolve_for_user,
     upscaler_resolve_for_user,
+    upscalers_for_user,
     vae_resolve_for_user,
 )
 from inference.models import Job, JobGroup, new_job_id
@@ -117,6 +119,8 @@ def job_submit(
         request = dataclasses.replace(
             request, upscaler_model={"name": upscaler.name, "path": str(upscaler.path), "sha256": upscaler.sha256}
         )
+    if request.sd_upscale:
+        request = _with_sd_upscale_resolved(user, request, inputs)
     if request.restore_faces:
         request = dataclasses.replace(request, face_restorer=_face_restorer_for_user(user, request))
     controlnets = _controlnet_models_for_user(user, request)  # before any file is stored
@@ -134,7 +138,9 @@ def job_submit(
         vae=ModelRef(model_file_key(vae.path), vae.sha256) if vae else None,
         key_of=model_file_key,
     )
+    public_id = new_job_id()
     job = Job.objects.create(
+        public_id=public_id,
         owner=user,
         tenant=tenant,
         kind=request.kind,
@@ -149,8 +155,11 @@ def job_submit(
         vae_sha256=vae_key,
         model_key=model,
         network_key=networks,
-        batch_key=batch_key(request, model_key=model, lora_key=networks, vae_key=vae_key),
-        total_steps=request.sampling_steps * request.n_iter,
+        # An SD upscale job runs alone: its tiles fill the pipeline calls.
+        batch_key=f"sd-upscale:{public_id}" if request.sd_upscale else batch_key(
+            request, model_key=model, lora_key=networks, vae_key=vae_key
+        ),
+        total_steps=request.image_steps * request.n_iter,
         seeds=request.all_seeds(),
         priority=priority,
         group=group,
@@ -276,6 +285,39 @@ def _with_stored_inputs(user: AbstractUser, request: GenerationRequest, inputs: 
         init_images=[_store_input(user, data) for data in inputs.init_images],
         mask=_store_input(user, inputs.mask) if inputs.mask is not None else None,
     )
+
+
+def _with_sd_upscale_resolved(user: AbstractUser, request: GenerationRequest, inputs: InputImages | None) -> GenerationRequest:
+    """SD upscale's upscaler index resolved against the member's `/sdapi/v1/upscalers` list (a model
+    upscaler's file into `upscaler_model`), its output checked against `ATELIER_MAX_INPUT_PIXELS`
+    and its tiles counted (for progress), from the first init image's size."""
+    spec = request.sd_upscale
+    assert spec is not None
+    names = [*BUILTIN_UPSCALERS, *(name for name, _ in upscalers_for_user(user))]
+    if spec.upscaler_index >= len(names):
+        raise RequestValidationError(
+            "script_args[2]",
+            f"upscaler index {spec.upscaler_index} is not in GET /sdapi/v1/upscalers ({len(names)} upscalers: "
+            f"0 to {len(names) - 1}, {', '.join(names)})",
+        )
+    name = names[spec.upscaler_index]
+    if spec.upscaler_index >= len(BUILTIN_UPSCALERS):
+        entry = upscaler_resolve_for_user(user, name, field="script_args[2]")
+        request = dataclasses.replace(
+            request, upscaler_model={"name": name, "path": str(entry.path), "sha256": entry.sha256}
+        )
+    spec = dataclasses.replace(spec, upscaler=name)
+    if inputs is None or not inputs.sizes:
+        raise RequestValidationError("init_images", "SD upscale needs an init image")
+    width, height = upscaled_size(*inputs.sizes[0], spec)
+    if width * height > settings.ATELIER_MAX_INPUT_PIXELS:
+        raise RequestValidationError(
+            "script_args[3]",
+            f"the init image {inputs.sizes[0][0]}x{inputs.sizes[0][1]} would be upscaled to {width}x{height}, over the "
+            f"{settings.ATELIER_MAX_INPUT_PIXELS} pixel limit: lower the scale factor",
+        )
+    tiles = tile_count(width, height, tile_w=request.width, tile_h=request.height, overlap=spec.overlap)
+    return dataclasses.replace(request, sd_upscale=dataclasses.replace(spec, tiles=tiles))
 
 
 def _store_input(user: AbstractUser, data: bytes) -> str:

@@ -7,7 +7,9 @@ image, with no pipeline) and returns PIL images, calling `on_step` after every d
 `on_step` raising stops generation there (that is how cancel works).
 
 This module is the orchestration: which pipeline a batch runs on, in which chunks, with which
-conditioning, then the hires fix, face restoration and the censor. What stays loaded between
+conditioning, then the hires fix, face restoration and the censor; img2img's SD upscale runs each
+image as a tile loop through the same chunks (tiles and blending: `a1111/sd_upscale.py`), and
+img2img's starting latents (variation seeds, latent fills) are hooked in by `init_latents.py`. What stays loaded between
 batches lives in `caches.py`; seeds, variation noise and latent resizing in `noise.py`.
 """
 
@@ -33,6 +35,7 @@ from runtime.faces.detection import RetinaFace, load_face_detector
 from runtime.faces.restoration import FaceNet, load_face_net, restore_faces
 from runtime.networks.hypernetwork import Hypernetwork, load_hypernetwork
 from runtime.img2img import PreparedImage, finish, prepare
+from runtime.init_latents import StartingLatents, chunk_plan, starting_latents
 from runtime.noise import image_generators, upscale_latents, variation_noise
 from runtime.previews import latent_preview
 from runtime.promptgen import PromptgenRuntime
@@ -46,6 +49,7 @@ from runtime.specs import (
     PostprocessSpec,
     RestoreStep,
 )
+from runtime.sd_upscale import sd_upscale_images
 from runtime.tiling import seamless
 from runtime.upscalers import RRDBNet, load_upscaler, upscale
 
@@ -312,6 +316,11 @@ class WorkerRuntime:
     def _generate(
         self, spec: GenerationSpec, on_step: StepCallback | None, on_preview: PreviewCallback | None = None
     ) -> list[Image.Image | None]:
+        if spec.sd_upscale is not None and spec.img2img is not None:  # each image a loop over its tiles
+            return sd_upscale_images(
+                spec, spec.sd_upscale, spec.img2img, generate=self._generate, load_upscaler=self._upscaler,
+                on_step=on_step, on_preview=on_preview,
+            )
         # 1. img2img: each init image (and mask) resized, cropped and blurred as A1111 does.
         prepared = _prepare_init_images(spec, spec.img2img) if spec.img2img is not None else []
         # 2. The task, and its pipeline over the cached modules (ControlNet's, with the control maps).
@@ -341,16 +350,20 @@ class WorkerRuntime:
     ) -> list[Image.Image]:
         """One pipeline call for the images of `chunk` (then the hires fix); raises `SkipChunk` from `on_step`."""
         img2img = spec.img2img
-        # 1. The task's inputs: init images and masks, the control maps, variation noise.
+        # 1. The task's inputs: init images and masks, the control maps, txt2img's variation noise
+        # (img2img's, and its latent fills, hook the pipeline's own noising: `init_latents.py`).
         kwargs: dict[str, Any] = {}
         if img2img is not None:
             kwargs = {"image": [prepared[i].image for i in chunk], "strength": img2img.denoising_strength}
             if task == "inpaint":  # an all-black mask comes back as None: nothing to repaint
                 kwargs["mask_image"] = [prepared[i].mask or Image.new("L", (spec.width, spec.height)) for i in chunk]
         kwargs.update(control)
-        if spec.subseed_strength > 0 and img2img is None:
-            shape = (1, pipeline.unet.config.in_channels, spec.height // pipeline.vae_scale_factor, spec.width // pipeline.vae_scale_factor)
-            noise = variation_noise(shape, spec.seeds, spec.subseeds, spec.subseed_strength, chunk)
+        if (spec.subseed_strength > 0 or spec.seed_resize_from) and img2img is None:
+            scale = pipeline.vae_scale_factor
+            shape = (1, pipeline.unet.config.in_channels, spec.height // scale, spec.width // scale)
+            noise = variation_noise(
+                shape, spec.seeds, spec.subseeds, spec.subseed_strength, chunk, resize_from=spec.seed_resize_from, scale=scale
+            )
             kwargs["latents"] = noise.to(device=pipeline.device, dtype=pipeline.unet.dtype)
         if spec.hires is not None:
             kwargs["output_type"] = "latent" if spec.hires.upscaler.startswith("Latent") else "pil"
@@ -364,14 +377,16 @@ class WorkerRuntime:
             configure_vae(pipeline.vae, self.acceleration, batch=len(chunk), width=spec.width, height=spec.height)
             with torch.inference_mode():
                 conditioning, schedule = self._conditioning(pipeline, spec, chunk)
-            with torch.inference_mode(), denoising(schedule, pipeline.unet):
+            generators = image_generators(spec.seeds, chunk)
+            plan = chunk_plan(pipeline, spec, chunk, prepared, generators, inpaint=task == "inpaint") if img2img else StartingLatents()
+            with torch.inference_mode(), denoising(schedule, pipeline.unet), starting_latents(pipeline, plan):
                 generated = pipeline(
                     **conditioning,
                     num_inference_steps=spec.steps,
                     guidance_scale=spec.cfg_scale,
                     width=spec.width,
                     height=spec.height,
-                    generator=image_generators(spec.seeds, chunk),
+                    generator=generators,
                     **self._step_callback(spec, chunk_index, chunk, on_step, on_preview, schedule=schedule),
                     **{"output_type": "pil", **kwargs},
                 ).images
@@ -427,7 +442,7 @@ def _prepare_init_images(spec: GenerationSpec, img2img: Img2ImgInputs) -> list[P
     return [
         prepare(
             img2img.init_images[i], img2img.masks[i], width=spec.width, height=spec.height,
-            resize_mode=img2img.resize_mode, settings=img2img.inpaint, seed=spec.seeds[i],
+            resize_mode=img2img.resize_mode, settings=img2img.inpaint,
         )
         for i in range(len(spec.seeds))
     ]

@@ -10,7 +10,8 @@ modules/masking.py):
 * the mask is binarised, optionally inverted and Gaussian-blurred (separately in x and y);
 * "Only masked" (``inpaint_full_res``) crops the region around the mask, expanded to the output
   aspect ratio, and `finish()` pastes the generated crop back into the full-size original;
-* "Masked content" (``inpainting_fill``) pre-fills the masked area of the init image;
+* "Masked content" (``inpainting_fill``) pre-fills the masked area of the init image (the latent
+  fills' noise or zeros are put into the init latents by `runtime/init_latents.py`);
 * `finish()` composites the original pixels back over everything outside the (blurred) mask, so
   unmasked pixels come back exactly as they were sent.
 
@@ -35,9 +36,6 @@ INPAINTING_FILLS = (FILL, ORIGINAL, LATENT_NOISE, LATENT_NOTHING)
 
 # A1111's default "img2img background color": transparent init images are flattened onto it.
 BACKGROUND_COLOR = (255, 255, 255)
-
-# The grey that stands in for an all-zero latent ("latent nothing") in pixel space.
-LATENT_NOTHING_GREY = 127
 
 # masking.fill: (blur radius, how many times the blurred layer is composited), widest first.
 _FILL_BLUR_PASSES: tuple[tuple[int, int], ...] = ((256, 1), (64, 1), (16, 2), (4, 4), (2, 2), (0, 1))
@@ -253,43 +251,19 @@ def fill_masked(image: Image.Image, mask: Image.Image) -> Image.Image:
     return result.convert("RGB")
 
 
-def _replace_masked(image: Image.Image, mask: Image.Image, replacement: np.ndarray, *, round_mask: bool) -> Image.Image:
-    """Blend `replacement` (HxWx3 uint8) into `image` where the mask is set.
-
-    A1111 blends latents with the mask downscaled to latent size and, with mask rounding on,
-    rounded to 0/1: here that is a hard switch at mid grey, otherwise a linear blend.
-    """
-    weight = np.asarray(mask.convert("L"), dtype=np.float32)[..., None] / 255.0
-    if round_mask:
-        weight = np.round(weight)
-    pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
-    blended = pixels * (1.0 - weight) + replacement.astype(np.float32) * weight
-    return Image.fromarray(np.clip(np.rint(blended), 0, 255).astype(np.uint8), mode="RGB")
-
-
-def apply_inpainting_fill(image: Image.Image, mask: Image.Image, fill: int, *, seed: int, round_mask: bool) -> Image.Image:
+def apply_inpainting_fill(image: Image.Image, mask: Image.Image, fill: int) -> Image.Image:
     """Pre-fill the masked area of the init image according to A1111's "Masked content".
 
     FILL: colours from the surroundings (`fill_masked`). ORIGINAL: unchanged.
-    LATENT_NOISE / LATENT_NOTHING: A1111 first applies FILL, then replaces the masked part of the
-    *latent* with seeded Gaussian noise or zeros. A diffusers pipeline takes pixels, so this
-    approximates them in pixel space, after the same FILL: seeded uniform random pixels
-    (`np.random.default_rng(seed)`) for latent noise, and mid grey (127) for latent nothing (a zero
-    latent decodes to a flat, roughly mid-grey image).
+    LATENT_NOISE / LATENT_NOTHING: A1111 applies FILL here too, then replaces the masked part of
+    the encoded init *latent* with the seed's noise or zeros; that second half happens in latent
+    space, in the pipeline call (`runtime/init_latents.py`).
     """
+    if fill not in INPAINTING_FILLS:
+        raise ValueError(f"inpainting_fill must be one of {INPAINTING_FILLS}, not {fill!r}")
     if fill == ORIGINAL:
         return image
-    filled = fill_masked(image, mask)
-    if fill == FILL:
-        return filled
-    shape = (image.height, image.width, 3)
-    if fill == LATENT_NOISE:
-        replacement = np.random.default_rng(seed).integers(0, 256, size=shape, dtype=np.uint8)
-    elif fill == LATENT_NOTHING:
-        replacement = np.full(shape, LATENT_NOTHING_GREY, dtype=np.uint8)
-    else:
-        raise ValueError(f"inpainting_fill must be one of {INPAINTING_FILLS}, not {fill!r}")
-    return _replace_masked(filled, mask, replacement, round_mask=round_mask)
+    return fill_masked(image, mask)
 
 
 # --------------------------------------------------------------------------------------------
@@ -371,7 +345,6 @@ def prepare(
     height: int,
     resize_mode: int,
     settings: InpaintSettings = InpaintSettings(),
-    seed: int = 0,
 ) -> PreparedImage:
     """Turn an img2img request's init image (and inpainting mask) into the pipeline's inputs.
 
@@ -385,8 +358,6 @@ def prepare(
       A mask with nothing to inpaint falls back to plain img2img (mask None), as A1111 does.
     * "Whole picture": image and mask are resized with `resize_mode`. The overlay uses the mask
       doubled (as A1111): the original where the mask is 0, blended in up to half, none above.
-
-    `seed` drives the LATENT_NOISE fill.
     """
     _check_size(width, height)
     if resize_mode not in RESIZE_MODES:
@@ -401,12 +372,12 @@ def prepare(
 
     processed = _process_mask(mask, settings)
     if settings.inpaint_full_res:
-        return _prepare_only_masked(image, processed, width, height, resize_mode, settings, seed)
-    return _prepare_whole_picture(image, processed, width, height, resize_mode, settings, seed)
+        return _prepare_only_masked(image, processed, width, height, resize_mode, settings)
+    return _prepare_whole_picture(image, processed, width, height, resize_mode, settings)
 
 
 def _prepare_only_masked(
-    image: Image.Image, mask: Image.Image, width: int, height: int, resize_mode: int, settings: InpaintSettings, seed: int
+    image: Image.Image, mask: Image.Image, width: int, height: int, resize_mode: int, settings: InpaintSettings
 ) -> PreparedImage:
     region = get_crop_region(mask, settings.inpaint_full_res_padding)
     if region is None:  # nothing to inpaint: A1111 switches to plain img2img ("Unable to perform Only masked")
@@ -414,22 +385,18 @@ def _prepare_only_masked(
     region = expand_crop_region(region, width, height, image.width, image.height)
     pipeline_mask = resize_image(mask.crop(region), width, height, RESIZE_AND_FILL)
     pipeline_image = resize_image(image.crop(region), width, height, RESIZE_AND_FILL)
-    pipeline_image = apply_inpainting_fill(
-        pipeline_image, pipeline_mask, settings.inpainting_fill, seed=seed, round_mask=settings.mask_round
-    )
+    pipeline_image = apply_inpainting_fill(pipeline_image, pipeline_mask, settings.inpainting_fill)
     return PreparedImage(image=pipeline_image, mask=pipeline_mask, _overlay=_overlay(image, mask), _crop_box=region)
 
 
 def _prepare_whole_picture(
-    image: Image.Image, mask: Image.Image, width: int, height: int, resize_mode: int, settings: InpaintSettings, seed: int
+    image: Image.Image, mask: Image.Image, width: int, height: int, resize_mode: int, settings: InpaintSettings
 ) -> PreparedImage:
     resized_image = resize_image(image, width, height, resize_mode)
     pipeline_mask = resize_image(mask, width, height, resize_mode)
     doubled = np.clip(np.asarray(pipeline_mask, dtype=np.uint16) * 2, 0, 255).astype(np.uint8)
     overlay = _overlay(resized_image, Image.fromarray(doubled, mode="L"))
-    pipeline_image = apply_inpainting_fill(
-        resized_image, pipeline_mask, settings.inpainting_fill, seed=seed, round_mask=settings.mask_round
-    )
+    pipeline_image = apply_inpainting_fill(resized_image, pipeline_mask, settings.inpainting_fill)
     return PreparedImage(image=pipeline_image, mask=pipeline_mask, _overlay=overlay)
 
 

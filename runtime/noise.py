@@ -2,8 +2,8 @@
 
 Every image of a batch draws its noise from its own CPU generator seeded with its own seed
 (`image_generators`), so it does not depend on its batch neighbours, its position or the
-device; variation seeds move that noise towards a subseed's (`variation_noise`, A1111's
-"Variation seed"); the hires fix's latent modes resize latents (`upscale_latents`).
+device; variation seeds move that noise towards a subseed's and "Resize seed from" draws it at
+another size (`image_noise`, A1111's `create_random_tensors`); the hires fix's latent modes resize latents (`upscale_latents`).
 """
 
 from __future__ import annotations
@@ -30,22 +30,60 @@ def slerp(strength: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tenso
     return (torch.sin((1.0 - strength) * omega) / so).unsqueeze(1) * low + (torch.sin(strength * omega) / so).unsqueeze(1) * high
 
 
-def variation_noise(
-    shape: tuple[int, int, int, int], seeds: Sequence[int], subseeds: Sequence[int], strength: float, images: range
-) -> torch.Tensor:
-    """Each image's starting noise (on the CPU, float32): its seed's noise moved towards its
-    subseed's by `strength`.
+def drawn(seed: int, shape: tuple[int, ...], draw: int = 1) -> torch.Tensor:
+    """The `draw`-th `shape` tensor of a fresh CPU generator seeded `seed` (float32)."""
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    for _ in range(draw):
+        noise = torch.randn(shape, generator=generator)
+    return noise
 
-    Drawn exactly as diffusers draws it from a per-image CPU generator, so strength 0 is the
-    plain seed's image. `shape` is one image's latent shape, (1, channels, height, width).
+
+def image_noise(
+    shape: tuple[int, int, int, int], seed: int, subseed: int, strength: float, *,
+    resize_from: tuple[int, int] | None = None, scale: int = 8, draw: int = 1, base: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """One image's starting noise (CPU, float32), as A1111's `create_random_tensors` makes it.
+
+    The seed's noise, moved towards the subseed's by `strength` (slerp: 1 is the subseed's noise);
+    with `resize_from` (A1111's "Resize seed from", (width, height) in pixels) both are drawn at that
+    size / `scale` and pasted into the middle of the seed's full-size noise (cropped if bigger).
+    `draw` is which draw of each generator the pipeline's noise is (an img2img pipeline draws the
+    VAE's sample first); `base`, when given, is the seed's full-size noise as the pipeline drew it.
+    `shape` is one image's latent shape, (1, channels, height, width).
     """
-    noises = []
-    for i in images:
-        seed_noise = torch.randn(shape, generator=torch.Generator(device="cpu").manual_seed(seeds[i]))
-        sub_noise = torch.randn(shape, generator=torch.Generator(device="cpu").manual_seed(subseeds[i]))
+    noise_shape = shape if resize_from is None else (
+        shape[0], shape[1], max(resize_from[1] // scale, 1), max(resize_from[0] // scale, 1)
+    )
+    full = base if base is not None else drawn(seed, shape, draw)
+    noise = full if noise_shape == shape else drawn(seed, noise_shape, draw)
+    if strength > 0:
         # A1111: slerp(strength, noise, subnoise), i.e. strength 1 is the subseed's noise
-        noises.append(slerp(strength, seed_noise.flatten(1), sub_noise.flatten(1)).reshape(shape))
-    return torch.cat(noises)
+        noise = slerp(strength, noise.flatten(1), drawn(subseed, noise_shape, draw).flatten(1)).reshape(noise_shape)
+    if noise_shape == shape:
+        return noise
+    result = full.clone()
+    height, width = shape[2], shape[3]
+    dy, dx = (height - noise_shape[2]) // 2, (width - noise_shape[3]) // 2
+    h = noise_shape[2] if dy >= 0 else noise_shape[2] + 2 * dy
+    w = noise_shape[3] if dx >= 0 else noise_shape[3] + 2 * dx
+    ty, tx, sy, sx = max(dy, 0), max(dx, 0), max(-dy, 0), max(-dx, 0)
+    result[:, :, ty:ty + h, tx:tx + w] = noise[:, :, sy:sy + h, sx:sx + w]
+    return result
+
+
+def variation_noise(
+    shape: tuple[int, int, int, int], seeds: Sequence[int], subseeds: Sequence[int], strength: float, images: range,
+    *, resize_from: tuple[int, int] | None = None, scale: int = 8,
+) -> torch.Tensor:
+    """Each image's starting noise for txt2img (on the CPU, float32): `image_noise` of its seed and subseed.
+
+    Drawn exactly as diffusers draws it from a per-image CPU generator, so strength 0 without a
+    seed resize is the plain seed's image. `shape` is one image's latent shape, (1, channels, height, width).
+    """
+    return torch.cat([
+        image_noise(shape, seeds[i], subseeds[i] if subseeds else 0, strength, resize_from=resize_from, scale=scale)
+        for i in images
+    ])
 
 
 LATENT_MODES = {  # A1111's latent upscale modes → torch interpolate (mode, antialias)

@@ -1,7 +1,8 @@
 """The frozen specs the worker runtime takes: plain data, filled by the batch runner (no Django).
 
 Everything `WorkerRuntime` needs to run a batch arrives as one of these: `GenerationSpec`
-(txt2img; img2img and inpainting with `Img2ImgInputs`; the hires fix with `HiresSpec`; its
+(txt2img; img2img and inpainting with `Img2ImgInputs`; the hires fix with `HiresSpec`; SD upscale
+with `SdUpscaleSpec`; its
 LoRAs as `LoraSpec`s and "Restore faces" as `FaceRestorationSpec`), `PostprocessSpec`
 (A1111's Extras on one image) or `PromptgenSpec` (prompt expansions on a language model). Model files are named by path and identified by content hash,
 so the runtime's caches can key on the hash. This module itself needs no torch (importing
@@ -83,6 +84,20 @@ class HiresSpec:
 
 
 @dataclass(frozen=True)
+class SdUpscaleSpec:
+    """img2img's "SD upscale" script (`a1111/sd_upscale.py`): each image of the spec is its init image
+    upscaled by `scale_factor`, cut into tiles of the spec's width x height overlapping by `overlap`,
+    each tile img2img'd (`batch_size` per pipeline call, A1111's tile seeds) and the tiles blended back."""
+
+    scale_factor: float
+    overlap: int
+    upscaler: str  # "None" (no upscale, as A1111), "Lanczos", "Nearest", or a model's name
+    batch_size: int = 1
+    upscaler_path: str = ""  # an ESRGAN-family model file (runtime/upscalers.py)
+    upscaler_sha256: str = ""
+
+
+@dataclass(frozen=True)
 class GenerationSpec:
     """One pipeline batch: shared settings, and one prompt, negative prompt and seed per image.
 
@@ -107,12 +122,14 @@ class GenerationSpec:
     vae_sha256: str = ""
     img2img: Img2ImgInputs | None = None
     hires: HiresSpec | None = None
+    sd_upscale: SdUpscaleSpec | None = None  # with `img2img`: each image is an SD upscale of its init image
     loras: list[LoraSpec] = field(default_factory=list)
     hypernetworks: list[tuple[str, str, float]] = field(default_factory=list)  # (path, sha256, strength), in order
     embeddings: list[tuple[str, str, str]] = field(default_factory=list)  # (name, path, sha256)
     clip_skip: int = 1  # A1111's numbering: 1 is the text encoder's last layer
     subseeds: list[int] = field(default_factory=list)  # one per image; used when subseed_strength > 0
     subseed_strength: float = 0.0
+    seed_resize_from: tuple[int, int] | None = None  # A1111's "Resize seed from" (width, height); None: off
     tiling: bool = False  # A1111's "Tiling": seamlessly repeating images
     controlnet: list[ControlUnit] = field(default_factory=list)  # ControlNet units, shared by every image
     face_restoration: FaceRestorationSpec | None = None  # "Restore faces", after decoding

@@ -104,8 +104,9 @@ class _ProcessingAPI(Request):
     )
     seed: Seed = -1
     subseed: Seed = -1
-    seed_resize_from_h: Ignored = None
-    seed_resize_from_w: Ignored = None
+    subseed_strength: float | None = _float(0.0, 0.0, 1.0, "Variation strength: the seed's noise moved towards the subseed's.")
+    seed_resize_from_h: int | None = _int(-1, -1, lim="max_size", doc="With seed_resize_from_w (both > 0): the noise is drawn as for an image of that size.")
+    seed_resize_from_w: int | None = _int(-1, -1, lim="max_size", doc="With seed_resize_from_h (both > 0): A1111's \"Resize seed from\".")
     sampler_name: ShortText = Field(None, description="A name or alias from /sdapi/v1/samplers.")
     sampler_index: ShortText = "Euler"
     scheduler: ShortText = Field(None, description="A name or label from /sdapi/v1/schedulers.")
@@ -130,15 +131,17 @@ class _ProcessingAPI(Request):
     script_name: str | None = Field(
         None, max_length=100,
         description="A selectable script by its A1111 title, any case: \"x/y/z plot\", \"prompt matrix\", "
-        "\"prompts from file or textbox\" (see /sdapi/v1/scripts). Its cells run as one job group and the answer "
-        "holds the grid (where the script makes one), then the images. An unknown name is a 422 (\"sd upscale\" is "
-        "accepted and not applied yet: `info.notes` says so).",
+        "\"prompts from file or textbox\" (see /sdapi/v1/scripts); their cells run as one job group and the answer "
+        "holds the grid (where the script makes one), then the images. img2img also takes \"sd upscale\" (one job: the "
+        "init image upscaled, then img2img'd in width x height tiles). An unknown name is a 422.",
     )
     script_args: list[Any] | None = Field(
         None,
         description="The script's arguments in A1111 1.10's positional order (/sdapi/v1/script-info); missing trailing "
         "ones take A1111's defaults. X/Y/Z axis types are indices into A1111's axis list of the tab (txt2img and "
-        "img2img differ) or labels. An argument that does not fit is a 422 naming it (`script_args[i]`).",
+        "img2img differ) or labels. SD upscale: [info (ignored), overlap 0-256 (default 64), upscaler index into "
+        "/sdapi/v1/upscalers (default 0, None: no upscale), scale factor 1-4 (default 2)]. An argument that does not "
+        "fit is a 422 naming it (`script_args[i]`).",
     )
     send_images: Any = Field(True, description="Only `false` leaves the images out of the response.")
     save_images: Ignored = None
@@ -147,7 +150,6 @@ class _ProcessingAPI(Request):
 
 
 class StableDiffusionTxt2ImgProcessingAPI(_ProcessingAPI):
-    subseed_strength: float | None = _float(0.0, 0.0, 1.0, "Variation strength.")
     enable_hr: Flag = False
     firstphase_width: Ignored = None
     firstphase_height: Ignored = None
@@ -165,7 +167,6 @@ class StableDiffusionTxt2ImgProcessingAPI(_ProcessingAPI):
 
 
 class StableDiffusionImg2ImgProcessingAPI(_ProcessingAPI):
-    subseed_strength: Ignored = None  # variation seeds apply to txt2img only (`info` says so)
     init_images: list[Base64Image] | None = Field(
         None, description="Required (at least one image); one per image of the batch, or one for all."
     )

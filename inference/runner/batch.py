@@ -74,6 +74,7 @@ from runtime.specs import (
     HiresSpec,
     Img2ImgInputs,
     LoraSpec,
+    SdUpscaleSpec,
 )
 from tenants.workdirs import user_outputs_key, user_save_dir_key
 
@@ -248,7 +249,7 @@ class BatchMember:
         return self.part.chunks
 
     def step_in_job(self, chunk: int, step: int) -> int:
-        steps = self.request.sampling_steps
+        steps = self.request.image_steps
         return (chunk - self.chunks.start) * steps + min(step, steps)  # PNDM reports one extra step
 
 
@@ -297,10 +298,10 @@ def claim_members(
             if claimed is not None:
                 job_fail(job=claimed, attempt=attempt, error=str(exc))
             continue
-        with_job, images, chunks = layout.with_job(len(job.seeds), spec.request.batch_size)
+        with_job, images, chunks = layout.with_job(len(job.seeds), spec.request.images_per_iteration)
         claimed = job_claim(
             public_id=public_id, attempt=attempt, worker_name=worker_name,
-            total_steps=spec.request.sampling_steps * len(chunks),
+            total_steps=spec.request.image_steps * len(chunks),
         )
         if claimed is None:  # not ours (any more): a stale or redelivered message
             continue
@@ -341,7 +342,7 @@ def local_model_path(key: str) -> str:
 
 def chunk_layout(parts: list[MemberPart], max_batch: int) -> ChunkLayout:
     """The batch's chunks, as `claim_members` laid them out."""
-    return layout_of([(len(part.images), part.spec.request.batch_size) for part in parts], max_batch)
+    return layout_of([(len(part.images), part.spec.request.images_per_iteration) for part in parts], max_batch)
 
 
 def preview_positions(parts: list[MemberPart], max_batch: int) -> tuple[int, ...]:
@@ -385,6 +386,7 @@ def build_generation_spec(
         scheduler_class=sampler.scheduler_class,
         scheduler_kwargs=sampler.scheduler_kwargs,
         img2img=_img2img_inputs(parts, inputs) if request.kind == "img2img" else None,
+        sd_upscale=_sd_upscale(lead, local_path),
         hires=HiresSpec(
             width=request.hr_width, height=request.hr_height, upscaler=request.hr_upscaler,
             steps=request.hr_second_pass_steps or request.steps, denoising_strength=request.denoising_strength,
@@ -400,6 +402,7 @@ def build_generation_spec(
         clip_skip=request.clip_skip,
         subseeds=[subseed for p in parts for subseed in p.spec.request.all_subseeds()],
         subseed_strength=request.subseed_strength,
+        seed_resize_from=request.seed_resize_from,
         tiling=request.tiling,
         controlnet=_control_units(lead, inputs[0].control_images, local_path),
         face_restoration=_face_restoration(lead, local_path),
@@ -416,8 +419,8 @@ def _img2img_inputs(parts: list[MemberPart], inputs: list[MemberInputs]) -> Img2
     masks: list[Image.Image | None] = []
     for part, member_inputs in zip(parts, inputs, strict=True):
         sources = member_inputs.init_images
-        for index in range(len(part.images)):
-            init_images.append(sources[index % part.spec.request.batch_size % len(sources)])
+        for index in range(len(part.images)):  # SD upscale: every upscale of the first image, as A1111
+            init_images.append(sources[0 if part.spec.request.sd_upscale else index % part.spec.request.batch_size % len(sources)])
             masks.append(member_inputs.mask)
     return Img2ImgInputs(
         init_images=init_images,
@@ -433,6 +436,18 @@ def _img2img_inputs(parts: list[MemberPart], inputs: list[MemberInputs]) -> Img2
             inpaint_full_res_padding=lead.inpaint_full_res_padding,
             inpainting_mask_invert=lead.inpainting_mask_invert,
         ),
+    )
+
+
+def _sd_upscale(spec: JobSpec, local_path: Callable[[str], str]) -> SdUpscaleSpec | None:
+    """The SD upscale script's settings (its model upscaler resolved at submit into `spec.upscaler`)."""
+    run = spec.request.sd_upscale
+    if run is None:
+        return None
+    return SdUpscaleSpec(
+        scale_factor=run.scale_factor, overlap=run.overlap, upscaler=run.upscaler, batch_size=spec.request.batch_size,
+        upscaler_path=local_path(spec.upscaler.model.key) if spec.upscaler else "",
+        upscaler_sha256=spec.upscaler.model.sha256 if spec.upscaler else "",
     )
 
 
@@ -567,6 +582,8 @@ def _infotexts(job: Job, spec: JobSpec, seeds: list[int]) -> list[str]:
         vae_name, _, vae_hash = job.vae_title.rpartition(" [")
         extra = {"VAE hash": vae_hash.rstrip("]"), "VAE": vae_name, **extra}
     extra = {**extra, **controlnet_infotext_entries(request.controlnet_units)}
+    if request.sd_upscale:
+        extra = {**extra, "SD upscale overlap": request.sd_upscale.overlap, "SD upscale upscaler": request.sd_upscale.upscaler}
     return [
         generation_infotext(
             prompt=request.prompt,

@@ -18,8 +18,9 @@ detect map is appended to `images` after the generated ones (unless the unit say
 `save_detected_map: false`).
 
 Scripts: a `script_name` in `a1111.scripts.SCRIPTS` (X/Y/Z plot, prompt matrix, prompts from
-file or textbox) runs as one job group (`inference/sdapi/scripts.py`); an unknown one is a 422;
-a pending one (`PENDING_SCRIPTS`: SD upscale) runs as a plain generation with a note.
+file or textbox) runs as one job group (`inference/sdapi/scripts.py`); "sd upscale"
+(`a1111.scripts.JOB_SCRIPTS`, img2img) is read into the one job's request (`_with_sd_upscale`);
+an unknown one is a 422.
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ from inference.limits import generation_limits
 from inference.inputs.controlnet import controlnet_infotext_entries, with_controlnet_inputs
 from inference.events import job_group
 from a1111.generation import GenerationRequest, parse_generation_request
+from a1111.fields import RequestValidationError
 from a1111.infotext import VERSION, img2img_infotext_params
+from a1111.sd_upscale import is_sd_upscale, parse_sd_upscale_args
 from inference.inputs.images import InputImages, read_input_images
 from inference.jobspec import member_params_from_json
 from inference.models import Job
@@ -85,9 +88,8 @@ IMG2IMG_ECHO_DEFAULTS: dict[str, Any] = {
 NOT_YET = {  # accepted, answered with a note in `info`
     "refiner_checkpoint": "SDXL refiner",
 }
-# A `script_name` not run as a script (a pending one, `a1111.scripts.PENDING_SCRIPTS`, or through
-# the EAS queue) is answered with this note; the scripts in `a1111.scripts.SCRIPTS` run
-# (`inference/sdapi/scripts.py`).
+# A `script_name` not run as a script (a group script through the EAS queue) is answered with this
+# note; the scripts in `a1111.scripts.SCRIPTS` run as job groups (`inference/sdapi/scripts.py`).
 SCRIPT_NOT_APPLIED = "scripts is not available yet and was not applied"
 
 
@@ -148,6 +150,7 @@ def parse_generation_body(
     limits = generation_limits()
     body = with_styles_applied(body, styles or {}, max_prompt_chars=limits.max_prompt_chars)
     generation = parse_generation_request({**body, "kind": kind}, limits=limits, lenient_sampler=True)
+    generation = _with_sd_upscale(body, generation)
     inputs = None
     if kind == "img2img":
         alwayson = body.get("alwayson_scripts")
@@ -157,6 +160,20 @@ def parse_generation_body(
         inputs = read_input_images(body, max_images=generation.batch_size)
     # ControlNet units (alwayson_scripts.controlnet.args): validated, images decoded or fetched.
     return with_controlnet_inputs(body, generation, inputs)
+
+
+# --- SD upscale (img2img's script_name "sd upscale", one of `a1111.scripts.JOB_SCRIPTS`) ---------
+
+
+def _with_sd_upscale(body: dict[str, Any], generation: GenerationRequest) -> GenerationRequest:
+    """The request with its SD upscale run when `script_name` names that script (422s name the
+    `script_args` index at fault; `a1111/sd_upscale.py`). Other scripts are left to `_notes`."""
+    if not is_sd_upscale(body.get("script_name")):
+        return generation
+    if generation.kind != "img2img":
+        raise RequestValidationError("script_name", "SD upscale is an img2img script: call /sdapi/v1/img2img")
+    run = parse_sd_upscale_args(body.get("script_args"), width=generation.width, height=generation.height)
+    return dataclasses.replace(generation, sd_upscale=run)
 
 
 def submit_generation(user, generation: GenerationRequest, inputs: InputImages | None, *, priority: int = 0) -> Job:
@@ -189,12 +206,8 @@ def finished_job_response(
 
 def _notes(body: dict[str, Any], generation: GenerationRequest, *, script_applied: bool = False) -> list[str]:
     notes = [f"{label} is not available yet and was not applied" for key, label in NOT_YET.items() if body.get(key)]
-    if body.get("script_name") and not script_applied:
+    if body.get("script_name") and not (script_applied or generation.sd_upscale):
         notes.append(SCRIPT_NOT_APPLIED)
-    if generation.kind == "img2img" and body.get("subseed_strength"):
-        notes.append("variation seeds (subseed_strength) apply to txt2img only and were not applied")
-    if generation.kind == "img2img" and generation.mask and generation.inpainting_fill in (2, 3):
-        notes.append("latent noise / latent nothing fills are approximated in pixel space")
     if generation.controlnet_units and generation.hires:
         notes.append("ControlNet guides the first pass only; the hires-fix pass runs without it")
     if any(unit.control_mode == 1 for unit in generation.controlnet_units):
@@ -243,7 +256,7 @@ def _info(job: Job, notes: list[str], styles: list[str]) -> str:
         "restore_faces": request.restore_faces,
         "face_restoration_model": restorer["name"] if restorer else None,
         "sd_model_name": model_name, "sd_model_hash": model_hash,
-        "sd_vae_name": vae_name, "sd_vae_hash": vae_hash, "seed_resize_from_w": -1, "seed_resize_from_h": -1,
+        "sd_vae_name": vae_name, "sd_vae_hash": vae_hash, "seed_resize_from_w": request.seed_resize_from_w, "seed_resize_from_h": request.seed_resize_from_h,
         "denoising_strength": request.denoising_strength if request.kind == "img2img" else None,
         "extra_generation_params": extra,
         "index_of_first_image": 0, "infotexts": list(job.infotexts), "styles": styles,

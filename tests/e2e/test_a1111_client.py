@@ -146,6 +146,14 @@ def test_webuiapi_img2img_and_inpainting(platform: Platform) -> None:
     infotext = inpainted.image.info["parameters"]
     assert "Mask blur: 0" in infotext and "Inpaint area: Only masked" in infotext and "Masked content: original" in infotext
 
+    # SD upscale through script_name with A1111's script_args [info, overlap, upscaler index, scale] (issue 21)
+    upscaled = alice.img2img(
+        images=[init], prompt="a tiled floor", seed=7, width=64, height=64, steps=2, denoising_strength=0.5,
+        batch_size=4, script_name="SD upscale", script_args=["", 0, 1, 2],
+    )
+    assert [image.size for image in upscaled.images] == [(128, 128)]
+    assert "SD upscale upscaler: Lanczos" in upscaled.image.info["parameters"] and upscaled.info["notes"] == []
+
 
 def test_vae_override_per_request_and_per_member(platform: Platform) -> None:
     bob = client(platform, "bob")

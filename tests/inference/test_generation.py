@@ -104,7 +104,7 @@ def test_hires_fix_fields_and_limits() -> None:
 def test_variation_seeds_share_the_seed_and_count_up_subseeds() -> None:
     request = parse(seed=5, subseed=100, subseed_strength=0.4, batch_size=3)
     assert request.all_seeds() == [5, 5, 5] and request.all_subseeds() == [100, 101, 102]
-    assert parse(kind="img2img", subseed_strength=0.4).subseed_strength == 0.0  # txt2img only
+    assert parse(kind="img2img", subseed_strength=0.4).subseed_strength == 0.4  # img2img too (its noise)
 
 
 def test_controlnet_units_round_trip_and_split_batches() -> None:

@@ -37,6 +37,7 @@ from a1111.generation import (
     parse_face_restoration,
 )
 from a1111.promptgen import PROMPTGEN_KIND, PromptgenRequest
+from a1111.upscalers import A1111_MODEL_UPSCALERS
 from inference.inputs.images import ExtrasInputs, InputImages
 from inference.jobspec import ModelRef, request_to_spec
 from inference.model_registry import (
@@ -113,12 +114,9 @@ def job_submit(
     vae = vae_resolve_for_user(user, request.vae)
     request = dataclasses.replace(request, networks=_extra_networks_for_user(user, request))
     if request.hires and request.hr_upscaler not in HIRES_UPSCALERS:
-        upscaler = upscaler_resolve_for_user(user, request.hr_upscaler)
-        request = dataclasses.replace(
-            request, upscaler_model={"name": upscaler.name, "path": str(upscaler.path), "sha256": upscaler.sha256}
-        )
+        request = _with_hires_upscaler(user, request)
     if request.restore_faces:
-        request = dataclasses.replace(request, face_restorer=_face_restorer_for_user(user, request))
+        request = _with_face_restorer(user, request)
     controlnets = _controlnet_models_for_user(user, request)  # before any file is stored
     if request.kind == "img2img":
         request = _with_stored_inputs(user, request, inputs)
@@ -238,6 +236,36 @@ def promptgen_submit(*, user: AbstractUser, request: PromptgenRequest, priority:
     )
     transaction.on_commit(dispatch_pending_safely)
     return job
+
+
+def _with_hires_upscaler(user: AbstractUser, request: GenerationRequest) -> GenerationRequest:
+    """The request with its hires-fix model upscaler's file. One of A1111's own upscalers that is
+    not installed degrades to a Lanczos resize with a note saying what to install, unless the
+    operator set `ATELIER_STRICT_MISSING_MODELS` (then, like any unknown name, `ModelNotFound`)."""
+    try:
+        upscaler = upscaler_resolve_for_user(user, request.hr_upscaler)
+    except ModelNotFound as exc:
+        if settings.ATELIER_STRICT_MISSING_MODELS or request.hr_upscaler not in A1111_MODEL_UPSCALERS:
+            raise
+        note = f"the hires fix upscaled with Lanczos: {exc.message}"
+        return dataclasses.replace(request, hr_upscaler="Lanczos", missing_models=[*request.missing_models, note])
+    return dataclasses.replace(
+        request, upscaler_model={"name": upscaler.name, "path": str(upscaler.path), "sha256": upscaler.sha256}
+    )
+
+
+def _with_face_restorer(user: AbstractUser, request: GenerationRequest) -> GenerationRequest:
+    """The request with its face restorer's files. Without them A1111 returns the image
+    unrestored, and so does this (with a note saying what to install), unless the operator set
+    `ATELIER_STRICT_MISSING_MODELS` (then `ModelNotFound` naming what is missing)."""
+    try:
+        restorer = _face_restorer_for_user(user, request)
+    except ModelNotFound as exc:
+        if settings.ATELIER_STRICT_MISSING_MODELS:
+            raise
+        note = f"faces were not restored: {exc.message.removesuffix(', or send restore_faces: false')}"
+        return dataclasses.replace(request, missing_models=[*request.missing_models, note])
+    return dataclasses.replace(request, face_restorer=restorer)
 
 
 def _face_restorer_for_user(user: AbstractUser, request: GenerationRequest) -> dict[str, Any]:
@@ -390,29 +418,48 @@ def job_skip(*, job: Job) -> Job:
     return job
 
 
-def _check_option_types(values: dict[str, Any]) -> None:
-    """Each option keeps its type: a checkpoint or VAE name is a string, a number a number."""
-    from a1111.fields import read_int, read_str
+def _checked_options(values: dict[str, Any]) -> dict[str, Any]:
+    """The options a member sets, each checked: a key A1111 1.10 does not have is refused by name
+    (A1111 answers a KeyError 500), a value of the wrong type names its key and the type; the
+    read-only `sd_checkpoint_hash` is ignored, as it is in A1111 (the checkpoint sets it)."""
+    from a1111.fields import read_float, read_int, read_str
+    from a1111.options import READ_ONLY, check_option_value, unknown_options
 
-    for name in ("sd_model_checkpoint", "sd_vae"):
-        if values.get(name) is not None and not isinstance(values[name], str):
-            raise RequestValidationError(name, "must be a name (a string) from /sdapi/v1/sd-models or /sdapi/v1/sd-vae")
-    if "CLIP_stop_at_last_layers" in values:
-        values["CLIP_stop_at_last_layers"] = read_int(values, "CLIP_stop_at_last_layers", 1, 1, 12)
-    if "eta_noise_seed_delta" in values:
-        values["eta_noise_seed_delta"] = read_int(values, "eta_noise_seed_delta", 0, 0, MAX_SEED)
-    if "samples_format" in values:
-        values["samples_format"] = read_str(values, "samples_format", "png", 10)
+    unknown = unknown_options(values)
+    if unknown:
+        shown = ", ".join(repr(key) for key in unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+        raise RequestValidationError(
+            unknown[0], f"unknown option{'s' if len(unknown) > 1 else ''} {shown}: GET /sdapi/v1/options lists every key"
+        )
+    checked: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in READ_ONLY:
+            continue
+        try:
+            checked[key] = check_option_value(key, value)
+        except ValueError as exc:
+            raise RequestValidationError(key, str(exc)) from None
+    # The options the platform applies keep the bounds a request's override_settings has.
+    if "CLIP_stop_at_last_layers" in checked:
+        checked["CLIP_stop_at_last_layers"] = read_int(checked, "CLIP_stop_at_last_layers", 1, 1, 12)
+    if "eta_noise_seed_delta" in checked:
+        checked["eta_noise_seed_delta"] = read_int(checked, "eta_noise_seed_delta", 0, 0, MAX_SEED)
+    if "samples_format" in checked:
+        checked["samples_format"] = read_str(checked, "samples_format", "png", 10)
+    if "code_former_weight" in checked:
+        checked["code_former_weight"] = read_float(checked, "code_former_weight", 0.5, 0.0, 1.0)
+    return checked
 
 
 def user_options_update(*, user: AbstractUser, values: dict) -> dict:
-    """Set a member's own options. Unknown keys are ignored (as A1111 does); a checkpoint or
-    VAE must be one the member may use (`ModelNotFound` otherwise). Returns what was stored."""
+    """Set a member's own options: any key of A1111 1.10's options object (`a1111/options.py`),
+    of its type (`RequestValidationError` naming the key otherwise; unknown keys too). A
+    checkpoint or VAE must be one the member may use (`ModelNotFound` otherwise), a face restorer
+    one A1111 has. Returns what is stored (only what the member set; the rest reads as A1111's
+    defaults)."""
     from inference.models import UserOptions
-    from inference.selectors import OPTION_DEFAULTS
 
-    known = {key: value for key, value in values.items() if key in OPTION_DEFAULTS and key != "sd_checkpoint_hash"}
-    _check_option_types(known)
+    known = _checked_options(values)
     if known.get("sd_model_checkpoint") is not None:
         known["sd_model_checkpoint"] = checkpoint_resolve_for_user(user, str(known["sd_model_checkpoint"])).title
     if "sd_vae" in known:  # A1111 stores the file name, or "Automatic" / "None"

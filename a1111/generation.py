@@ -126,7 +126,8 @@ class GenerationRequest:
     # resolved by `job_submit` (never by clients): {"name", "path", "sha256", "detector_path",
     # "detector_sha256", "weight"}
     face_restorer: dict[str, Any] | None = None
-    # A1111's eta_noise_seed_delta (override_settings, or the member's option): recorded with the job
+    # A1111's eta_noise_seed_delta (ENSD; override_settings, or the member's option): the sampler's
+    # own noise comes from seed + delta (per image: jobs with different deltas still share a batch)
     eta_noise_seed_delta: int = 0
     # set by `job_submit` (never by clients): what could not run for want of a model and what to
     # install (A1111 degrades: faces unrestored, a Lanczos upscale), shown in `info.notes`

@@ -16,11 +16,10 @@ checks in `tests/a1111/test_options_api.py` passing. A value's type is its defau
 What the platform does with them: a member's options are the defaults of each request's
 `override_settings` (`REQUEST_SETTINGS`, merged in `inference/sdapi/generate.py`, so one parser
 reads both and the request's own settings win). `sd_model_checkpoint`, `sd_vae`,
-`CLIP_stop_at_last_layers`, `face_restoration` (A1111 restores faces when a request leaves
+`CLIP_stop_at_last_layers`, `eta_noise_seed_delta` (the sampler's own noise is seeded with
+seed + delta, `runtime/noise.py`), `face_restoration` (A1111 restores faces when a request leaves
 `restore_faces` out), `tiling` (likewise), `face_restoration_model` and `code_former_weight` (read
-where `job_submit` picks the restorer) change generation. `eta_noise_seed_delta` is recorded
-with the job and noted in `info`, not applied yet (the runtime's ancestral noise has no seed
-offset). Every other option, the sampler parameters (`s_noise`, `s_churn`, `s_tmin`, `s_tmax`,
+where `job_submit` picks the restorer) change generation. Every other option, the sampler parameters (`s_noise`, `s_churn`, `s_tmin`, `s_tmax`,
 `eta_ancestral`, `eta_ddim`), `token_merging_ratio*`, `img2img_fix_steps` and
 `initial_noise_multiplier` included, is stored per member and read back with no effect here:
 the runtime has no knob for it yet.
@@ -406,8 +405,8 @@ NULLABLE: frozenset[str] = frozenset({"sd_model_checkpoint", "upscaler_for_img2i
 READ_ONLY: frozenset[str] = frozenset({"sd_checkpoint_hash"})
 # The options that change what a member's /sdapi jobs generate (see the module docstring).
 GENERATION_OPTIONS: tuple[str, ...] = (
-    "sd_model_checkpoint", "sd_vae", "CLIP_stop_at_last_layers", "face_restoration", "face_restoration_model",
-    "code_former_weight", "tiling",
+    "sd_model_checkpoint", "sd_vae", "CLIP_stop_at_last_layers", "eta_noise_seed_delta", "face_restoration",
+    "face_restoration_model", "code_former_weight", "tiling",
 )
 
 TYPE_NAMES: Mapping[type, str] = MappingProxyType({

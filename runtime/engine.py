@@ -38,7 +38,7 @@ from runtime.faces.detection import RetinaFace, load_face_detector
 from runtime.faces.restoration import FaceNet, load_face_net, restore_faces
 from runtime.networks.hypernetwork import Hypernetwork, load_hypernetwork
 from runtime.img2img import PreparedImage, finish, prepare
-from runtime.noise import image_generators, upscale_latents, variation_noise
+from runtime.noise import image_generators, sampler_noise_seeds, upscale_latents, variation_noise
 from runtime.previews import latent_preview
 from runtime.promptgen import PromptgenRuntime
 from runtime.safety import SafetyChecker, censor_image
@@ -367,7 +367,7 @@ class WorkerRuntime:
             generated = [prepared[i].image for i in chunk]
         else:
             configure_vae(pipeline.vae, self.acceleration, batch=len(chunk), width=spec.width, height=spec.height)
-            with torch.inference_mode():
+            with torch.inference_mode(), sampler_noise_seeds(pipeline, spec.seeds, spec.noise_seed_deltas, chunk):
                 generated = pipeline(
                     **self._conditioning(pipeline, spec, chunk),
                     num_inference_steps=spec.steps,
@@ -407,7 +407,7 @@ class WorkerRuntime:
             hires = dataclasses.replace(hires, denoising_strength=1.0 / hires.steps)  # decode at least one step
         # 2. Denoise again at the target size, the steps counted after the first pass's.
         configure_vae(pipeline.vae, self.acceleration, batch=len(chunk), width=hires.width, height=hires.height)
-        with torch.inference_mode():
+        with torch.inference_mode(), sampler_noise_seeds(pipeline, spec.seeds, spec.noise_seed_deltas, chunk):
             return pipeline(
                 **self._conditioning(pipeline, spec, chunk),
                 image=image,

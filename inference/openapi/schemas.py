@@ -90,7 +90,7 @@ class OverrideSettings(Request):
     CLIP_stop_at_last_layers: int | None = Field(None, ge=1, le=12)
     face_restoration_model: Literal["CodeFormer", "GFPGAN"] | None = None
     code_former_weight: float | None = Field(None, ge=0.0, le=1.0)
-    eta_noise_seed_delta: int | None = Field(None, ge=0, le=MAX_SEED, description="Recorded with the job (noted in info), not applied yet.")
+    eta_noise_seed_delta: int | None = Field(None, ge=0, le=MAX_SEED, description="A1111's ENSD: the sampler's own noise (ancestral, SDE) is seeded with seed + this.")
     face_restoration: bool | None = Field(None, description="Restore faces when the request leaves restore_faces out.")
     tiling: bool | None = Field(None, description="Tile when the request leaves tiling out.")
 

@@ -212,8 +212,6 @@ def _notes(body: dict[str, Any], generation: GenerationRequest) -> list[str]:
         notes.append("ControlNet guides the first pass only; the hires-fix pass runs without it")
     if any(unit.control_mode == 1 for unit in generation.controlnet_units):
         notes.append("ControlNet control_mode 'My prompt is more important' runs as 'Balanced'")
-    if generation.eta_noise_seed_delta:
-        notes.append("eta_noise_seed_delta is recorded with the job but not applied yet: ancestral noise uses the seed")
     notes += generation.missing_models  # what A1111 would skip too, and what to install
     return notes
 

@@ -378,9 +378,10 @@ ATELIER_PUBLIC_MODEL_DIRS: dict[str, Path] = {
 # the operator allows them, and then read with torch's weights-only unpickler.
 ATELIER_ALLOW_PICKLED_MODELS = env.bool("ATELIER_ALLOW_PICKLED_MODELS", default=False)
 # A1111 degrades when a model it needs is missing: `restore_faces` without face-restoration weights
-# returns the image unrestored, and a hires fix naming one of A1111's own upscalers that is not
-# installed upscales with Lanczos; `info` notes what is missing and what to install. On: such a
-# request is refused (404 naming the field and the file to install) instead.
+# returns the image unrestored, and a hires fix or Extras naming one of A1111's own upscalers that
+# is not installed upscales with Lanczos (Extras skips a missing restorer); `info` / `html_info`
+# notes what is missing and what to install. On: such a request is refused (404 naming the field
+# and the file to install) instead.
 ATELIER_STRICT_MISSING_MODELS = env.bool("ATELIER_STRICT_MISSING_MODELS", default=False)
 ATELIER_MODEL_CACHE_DIR = DATA_DIR / "cache"
 # PAI's --enable-nsfw-censor: workers run a safety checker (a StableDiffusionSafetyChecker folder

@@ -176,21 +176,9 @@ def extras_submit(*, user: AbstractUser, request: ExtrasRequest, inputs: ExtrasI
         raise NotAMember(f"{user.get_username()} is not a member of any tenant, so cannot run extras")
     _check_queue_room(user)
     check_output_sizes(request, inputs.sizes, max_pixels=settings.ATELIER_MAX_INPUT_PIXELS)
-    resolved: dict[str, dict[str, str]] = {}
-    for slot in ("upscaler_1", "upscaler_2") if request.upscales else ():  # A1111 ignores both without upscaler_1
-        name = getattr(request, slot)
-        if name not in BUILTIN_RESIZERS:  # "None", "Lanczos", "Nearest" need no file
-            entry = upscaler_resolve_for_user(user, name, field=slot)
-            resolved[slot] = {"name": name, "key": model_file_key(entry.path), "sha256": entry.sha256}
-    for restorer in request.restorers:
-        _, entry = face_restorer_resolve_for_user(user, restorer, field=f"{restorer.lower()}_visibility")
-        resolved[restorer] = {"name": restorer, "key": model_file_key(entry.path), "sha256": entry.sha256}
-    if request.restorers:
-        detector = face_detector_for_user(user)
-        resolved["detector"] = {"name": detector.name, "key": model_file_key(detector.path), "sha256": detector.sha256}
+    request = _with_extras_models(user, request)
     keys = [_store_input(user, data) for data in inputs.images]
     request = with_inputs(request, keys=keys, names=inputs.names, sizes=inputs.sizes)
-    request = dataclasses.replace(request, resolved_models=resolved)
     public_id = new_job_id()
     job = Job.objects.create(
         public_id=public_id, owner=user, tenant=tenant, kind=EXTRAS_KIND, params=request.to_json(),
@@ -199,6 +187,54 @@ def extras_submit(*, user: AbstractUser, request: ExtrasRequest, inputs: ExtrasI
     )
     transaction.on_commit(dispatch_pending_safely)
     return job
+
+
+def _with_extras_models(user: AbstractUser, request: ExtrasRequest) -> ExtrasRequest:
+    """The Extras request with the files of its model upscalers, face restorers and detector.
+
+    What is not installed degrades as in A1111 (unless `ATELIER_STRICT_MISSING_MODELS`: then
+    `ModelNotFound` naming the field): one of A1111's own upscalers resizes with Lanczos, a face
+    restorer is skipped, each with a note saying what to install. Any other upscaler name is
+    refused, as A1111 refuses it."""
+    strict = settings.ATELIER_STRICT_MISSING_MODELS
+    resolved: dict[str, dict[str, str]] = {}
+    notes: list[str] = []
+    for slot in ("upscaler_1", "upscaler_2") if request.upscales else ():  # A1111 ignores both without upscaler_1
+        name = getattr(request, slot)
+        if name in BUILTIN_RESIZERS:  # "None", "Lanczos", "Nearest" need no file
+            continue
+        try:
+            entry = upscaler_resolve_for_user(user, name, field=slot)
+        except ModelNotFound as exc:
+            if strict or name not in A1111_MODEL_UPSCALERS:
+                raise
+            notes.append(f"{slot} resized with Lanczos: {exc.message}")
+            request = dataclasses.replace(request, **{slot: "Lanczos"})
+            continue
+        resolved[slot] = {"name": name, "key": model_file_key(entry.path), "sha256": entry.sha256}
+    for restorer in request.restorers:
+        field_name = f"{restorer.lower()}_visibility"
+        try:
+            _, entry = face_restorer_resolve_for_user(user, restorer, field=field_name)
+        except ModelNotFound as exc:
+            if strict:
+                raise
+            notes.append(f"{restorer} was not applied: {exc.message}")
+            request = dataclasses.replace(request, **{field_name: 0.0})
+            continue
+        resolved[restorer] = {"name": restorer, "key": model_file_key(entry.path), "sha256": entry.sha256}
+    if request.restorers:
+        try:
+            detector = face_detector_for_user(user)
+        except ModelNotFound as exc:
+            if strict:
+                raise
+            notes.append(f"faces were not restored: {exc.message}")
+            request = dataclasses.replace(request, gfpgan_visibility=0.0, codeformer_visibility=0.0)
+            resolved = {slot: model for slot, model in resolved.items() if slot not in ("GFPGAN", "CodeFormer")}
+        else:
+            resolved["detector"] = {"name": detector.name, "key": model_file_key(detector.path), "sha256": detector.sha256}
+    return dataclasses.replace(request, resolved_models=resolved, missing_models=notes)
 
 
 def promptgen_submit(*, user: AbstractUser, request: PromptgenRequest, priority: int = 0) -> Job:

@@ -90,6 +90,7 @@ def _check_queue_room(user: AbstractUser) -> None:
 def job_submit(
     *, user: AbstractUser, request: GenerationRequest, inputs: InputImages | None = None, priority: int = 0,
     group: JobGroup | None = None, group_index: int | None = None, dispatch: bool = True,
+    degrade_missing_models: bool = False,
 ) -> Job:
     """Store a validated request as a queued job and ask the scheduler to place it.
 
@@ -103,6 +104,10 @@ def job_submit(
     pass another member's fair share): the EAS queue's `_priority_=1`. `group`, `group_index`: the
     job is that cell of a job group (`inference/job_groups.py`), otherwise an ordinary job;
     `dispatch=False`: the caller asks for the scheduling pass itself (once for all a group's cells).
+    `degrade_missing_models` (the APIs, as A1111): `restore_faces` without a restorer installed
+    runs unrestored, one of A1111's upscalers that is not installed upscales with Lanczos, each
+    with a note in the request's `missing_models`; otherwise (the workspace, or with the operator's
+    `ATELIER_STRICT_MISSING_MODELS`) they are `ModelNotFound` saying what to install.
     """
     from inference.dispatch import dispatch_pending_safely
 
@@ -113,10 +118,11 @@ def job_submit(
     checkpoint = checkpoint_resolve_for_user(user, request.checkpoint)
     vae = vae_resolve_for_user(user, request.vae)
     request = dataclasses.replace(request, networks=_extra_networks_for_user(user, request))
+    degrade = degrade_missing_models and not settings.ATELIER_STRICT_MISSING_MODELS
     if request.hires and request.hr_upscaler not in HIRES_UPSCALERS:
-        request = _with_hires_upscaler(user, request)
+        request = _with_hires_upscaler(user, request, degrade=degrade)
     if request.restore_faces:
-        request = _with_face_restorer(user, request)
+        request = _with_face_restorer(user, request, degrade=degrade)
     controlnets = _controlnet_models_for_user(user, request)  # before any file is stored
     if request.kind == "img2img":
         request = _with_stored_inputs(user, request, inputs)
@@ -159,7 +165,9 @@ def job_submit(
     return job
 
 
-def extras_submit(*, user: AbstractUser, request: ExtrasRequest, inputs: ExtrasInputs) -> Job:
+def extras_submit(
+    *, user: AbstractUser, request: ExtrasRequest, inputs: ExtrasInputs, degrade_missing_models: bool = False
+) -> Job:
     """Queue A1111's Extras (upscale, restore faces) over the member's images as one job.
 
     The member's own, team or public files are resolved here (`ModelNotFound` for a model
@@ -176,7 +184,7 @@ def extras_submit(*, user: AbstractUser, request: ExtrasRequest, inputs: ExtrasI
         raise NotAMember(f"{user.get_username()} is not a member of any tenant, so cannot run extras")
     _check_queue_room(user)
     check_output_sizes(request, inputs.sizes, max_pixels=settings.ATELIER_MAX_INPUT_PIXELS)
-    request = _with_extras_models(user, request)
+    request = _with_extras_models(user, request, degrade=degrade_missing_models and not settings.ATELIER_STRICT_MISSING_MODELS)
     keys = [_store_input(user, data) for data in inputs.images]
     request = with_inputs(request, keys=keys, names=inputs.names, sizes=inputs.sizes)
     public_id = new_job_id()
@@ -189,14 +197,13 @@ def extras_submit(*, user: AbstractUser, request: ExtrasRequest, inputs: ExtrasI
     return job
 
 
-def _with_extras_models(user: AbstractUser, request: ExtrasRequest) -> ExtrasRequest:
+def _with_extras_models(user: AbstractUser, request: ExtrasRequest, *, degrade: bool) -> ExtrasRequest:
     """The Extras request with the files of its model upscalers, face restorers and detector.
 
-    What is not installed degrades as in A1111 (unless `ATELIER_STRICT_MISSING_MODELS`: then
-    `ModelNotFound` naming the field): one of A1111's own upscalers resizes with Lanczos, a face
-    restorer is skipped, each with a note saying what to install. Any other upscaler name is
-    refused, as A1111 refuses it."""
-    strict = settings.ATELIER_STRICT_MISSING_MODELS
+    With `degrade`, what is not installed degrades as in A1111: one of A1111's own upscalers
+    resizes with Lanczos, a face restorer is skipped, each with a note saying what to install;
+    otherwise it is `ModelNotFound` naming the field. Any other upscaler name is refused, as
+    A1111 refuses it."""
     resolved: dict[str, dict[str, str]] = {}
     notes: list[str] = []
     for slot in ("upscaler_1", "upscaler_2") if request.upscales else ():  # A1111 ignores both without upscaler_1
@@ -206,7 +213,7 @@ def _with_extras_models(user: AbstractUser, request: ExtrasRequest) -> ExtrasReq
         try:
             entry = upscaler_resolve_for_user(user, name, field=slot)
         except ModelNotFound as exc:
-            if strict or name not in A1111_MODEL_UPSCALERS:
+            if not degrade or name not in A1111_MODEL_UPSCALERS:
                 raise
             notes.append(f"{slot} resized with Lanczos: {exc.message}")
             request = dataclasses.replace(request, **{slot: "Lanczos"})
@@ -217,7 +224,7 @@ def _with_extras_models(user: AbstractUser, request: ExtrasRequest) -> ExtrasReq
         try:
             _, entry = face_restorer_resolve_for_user(user, restorer, field=field_name)
         except ModelNotFound as exc:
-            if strict:
+            if not degrade:
                 raise
             notes.append(f"{restorer} was not applied: {exc.message}")
             request = dataclasses.replace(request, **{field_name: 0.0})
@@ -227,7 +234,7 @@ def _with_extras_models(user: AbstractUser, request: ExtrasRequest) -> ExtrasReq
         try:
             detector = face_detector_for_user(user)
         except ModelNotFound as exc:
-            if strict:
+            if not degrade:
                 raise
             notes.append(f"faces were not restored: {exc.message}")
             request = dataclasses.replace(request, gfpgan_visibility=0.0, codeformer_visibility=0.0)
@@ -274,14 +281,14 @@ def promptgen_submit(*, user: AbstractUser, request: PromptgenRequest, priority:
     return job
 
 
-def _with_hires_upscaler(user: AbstractUser, request: GenerationRequest) -> GenerationRequest:
-    """The request with its hires-fix model upscaler's file. One of A1111's own upscalers that is
-    not installed degrades to a Lanczos resize with a note saying what to install, unless the
-    operator set `ATELIER_STRICT_MISSING_MODELS` (then, like any unknown name, `ModelNotFound`)."""
+def _with_hires_upscaler(user: AbstractUser, request: GenerationRequest, *, degrade: bool) -> GenerationRequest:
+    """The request with its hires-fix model upscaler's file. With `degrade`, one of A1111's own
+    upscalers that is not installed becomes a Lanczos resize with a note saying what to install;
+    otherwise (and for any name A1111 does not know) it is `ModelNotFound`."""
     try:
         upscaler = upscaler_resolve_for_user(user, request.hr_upscaler)
     except ModelNotFound as exc:
-        if settings.ATELIER_STRICT_MISSING_MODELS or request.hr_upscaler not in A1111_MODEL_UPSCALERS:
+        if not degrade or request.hr_upscaler not in A1111_MODEL_UPSCALERS:
             raise
         note = f"the hires fix upscaled with Lanczos: {exc.message}"
         return dataclasses.replace(request, hr_upscaler="Lanczos", missing_models=[*request.missing_models, note])
@@ -290,14 +297,14 @@ def _with_hires_upscaler(user: AbstractUser, request: GenerationRequest) -> Gene
     )
 
 
-def _with_face_restorer(user: AbstractUser, request: GenerationRequest) -> GenerationRequest:
+def _with_face_restorer(user: AbstractUser, request: GenerationRequest, *, degrade: bool) -> GenerationRequest:
     """The request with its face restorer's files. Without them A1111 returns the image
-    unrestored, and so does this (with a note saying what to install), unless the operator set
-    `ATELIER_STRICT_MISSING_MODELS` (then `ModelNotFound` naming what is missing)."""
+    unrestored; with `degrade` so does this (with a note saying what to install), otherwise it is
+    `ModelNotFound` naming what is missing."""
     try:
         restorer = _face_restorer_for_user(user, request)
     except ModelNotFound as exc:
-        if settings.ATELIER_STRICT_MISSING_MODELS:
+        if not degrade:
             raise
         note = f"faces were not restored: {exc.message.removesuffix(', or send restore_faces: false')}"
         return dataclasses.replace(request, missing_models=[*request.missing_models, note])

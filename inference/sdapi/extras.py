@@ -30,7 +30,7 @@ async def _run(request: HttpRequest, user, *, batch: bool) -> tuple[list[str], s
     body = json_object(request)
     extras = parse_extras_request(body)
     inputs = await sync_to_async(read_extras_images, thread_sensitive=False)(body, batch=batch)
-    job = await sync_to_async(extras_submit)(user=user, request=extras, inputs=inputs)
+    job = await sync_to_async(extras_submit)(user=user, request=extras, inputs=inputs, degrade_missing_models=True)
     job = await wait_for_job(job.public_id)
     if job.status == Job.Status.FAILED:  # the worker could not do it: A1111 answers 500 too
         raise SdapiError(500, f"job {job.public_id} failed: {job.error}", "ExtrasFailed")

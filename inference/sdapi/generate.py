@@ -25,8 +25,7 @@ import base64
 import dataclasses
 import json
 import time
-from collections.abc import Callable
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -119,7 +118,10 @@ def _with_member_defaults(user, generation: GenerationRequest) -> GenerationRequ
 
 
 def _submit(user, generation: GenerationRequest, inputs: InputImages | None, priority: int = 0) -> Job:
-    return job_submit(user=user, request=_with_member_defaults(user, generation), inputs=inputs, priority=priority)
+    return job_submit(
+        user=user, request=_with_member_defaults(user, generation), inputs=inputs, priority=priority,
+        degrade_missing_models=True,  # as A1111: unrestored / Lanczos, with a note in `info`
+    )
 
 
 def member_settings(user) -> dict[str, Any]:

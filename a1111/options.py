@@ -441,6 +441,8 @@ def check_option_value(key: str, value: Any) -> Any:
     an integer (`1` → `1.0`); a boolean is never a number, nor a number a boolean.
     """
     expected = OPTION_TYPES[key]
+    if not _storable(value):  # PostgreSQL's JSON keeps neither NUL nor a lone UTF-16 surrogate
+        raise ValueError("must not contain NUL characters or unpaired surrogates")
     if value is None:
         if key in NULLABLE:
             return None
@@ -459,3 +461,17 @@ def check_option_value(key: str, value: Any) -> Any:
         return value
     nullable = " or null" if key in NULLABLE else ""
     raise ValueError(f"must be {TYPE_NAMES[expected]}{nullable}, got {type(value).__name__} {value!r:.60}")
+
+
+def _storable(value: Any) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return "\x00" not in value
+    if isinstance(value, list):
+        return all(_storable(item) for item in value)
+    if isinstance(value, dict):
+        return all(_storable(key) and _storable(item) for key, item in value.items())
+    return True

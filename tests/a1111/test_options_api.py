@@ -39,6 +39,8 @@ def test_every_key_with_defaults_per_member_refusing_unknown_keys_and_wrong_type
     assert wrong.status_code == 422 and wrong.json()["body"] == "send_seed" and "a boolean" in wrong.json()["detail"]
     wrong = api("alice").post("/sdapi/v1/options", {"eta_noise_seed_delta": True})
     assert wrong.status_code == 422 and "an integer" in wrong.json()["detail"]
+    wrong = api("alice").post("/sdapi/v1/options", {"hidden_tabs": ["Extras\x00"]})  # no store keeps a NUL
+    assert wrong.status_code == 422 and wrong.json()["body"] == "hidden_tabs"
     assert api("alice").get("/sdapi/v1/options").json()["send_seed"] is False  # a refused write changes nothing
 
 

@@ -71,6 +71,8 @@ class ExtrasRequest:
     names: list[str] = field(default_factory=list)
     sizes: list[list[int]] = field(default_factory=list)
     resolved_models: dict[str, dict[str, str]] = field(default_factory=dict)
+    # what could not run for want of a model and what to install (A1111 degrades: set by `extras_submit`)
+    missing_models: list[str] = field(default_factory=list)
 
     @property
     def upscales(self) -> bool:

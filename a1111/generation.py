@@ -134,6 +134,12 @@ class GenerationRequest:
     # img2img's "SD upscale" script (`a1111/sd_upscale.py`): one upscaled image per batch-count
     # iteration, made of tiles img2img'd `batch_size` at a time
     sd_upscale: SdUpscale | None = None
+    # A1111's eta_noise_seed_delta (ENSD; override_settings, or the member's option): the sampler's
+    # own noise comes from seed + delta (per image: jobs with different deltas still share a batch)
+    eta_noise_seed_delta: int = 0
+    # set by `job_submit` (never by clients): what could not run for want of a model and what to
+    # install (A1111 degrades: faces unrestored, a Lanczos upscale), shown in `info.notes`
+    missing_models: list[str] = field(default_factory=list)
 
     @property
     def hires(self) -> bool:
@@ -322,6 +328,9 @@ def parse_generation_request(
 
     with fields_of("override_settings"):
         clip_skip = read_int(override_settings, "CLIP_stop_at_last_layers", 1, 1, 12)
+        eta_noise_seed_delta = read_int(override_settings, "eta_noise_seed_delta", 0, 0, MAX_SEED)
+        # A1111: a request without `tiling` tiles as the `tiling` option says
+        tiling_option = read_bool(override_settings, "tiling", False)
     return GenerationRequest(
         kind=kind,
         prompt=_read_prompt(data, "prompt", limits),
@@ -342,9 +351,10 @@ def parse_generation_request(
         checkpoint=checkpoint,
         vae=vae,
         clip_skip=clip_skip,
+        eta_noise_seed_delta=eta_noise_seed_delta,
         override_settings=dict(override_settings),
         save_dir=parse_save_dir(alwayson.get("save_dir")),
-        tiling=read_bool(data, "tiling", False),
+        tiling=read_bool(data, "tiling", tiling_option),
         **parse_face_restoration(data, override_settings),
         **(_img2img_fields(data) if kind == "img2img" else _hires_fields(data, limits)),
     )
@@ -356,7 +366,10 @@ FACE_RESTORERS = ("CodeFormer", "GFPGAN")  # A1111's face_restoration_model valu
 def parse_face_restoration(data: Mapping[str, Any], override_settings: Mapping[str, Any]) -> dict[str, Any]:
     """`restore_faces`, and the restorer and CodeFormer weight `override_settings` may choose
     (checked whether or not faces are restored: a bad value is refused either way)."""
-    enabled = read_bool(data, "restore_faces", False)
+    # A1111: a request without `restore_faces` restores as the `face_restoration` option says
+    with fields_of("override_settings"):
+        option = read_bool(override_settings, "face_restoration", False)
+    enabled = read_bool(data, "restore_faces", option)
     name = read_optional_str(override_settings, "face_restoration_model", "override_settings")
     if name is not None:
         match = next((known for known in FACE_RESTORERS if known.lower() == name.strip().lower()), None)

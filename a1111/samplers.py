@@ -65,6 +65,10 @@ SAMPLERS: tuple[Sampler, ...] = (
     Sampler("LCM", ("k_lcm",), "LCMScheduler"),
 )
 
+# The samplers that add noise of their own at each step (A1111's `uses_ensd`): only their images
+# depend on eta_noise_seed_delta, and only their infotext names it ("ENSD").
+ENSD_SAMPLERS = frozenset({"Euler a", "DPM2 a", "DPM++ SDE", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 3M SDE"})
+
 SCHEDULES: tuple[Schedule, ...] = (
     Schedule("automatic", "Automatic"),
     Schedule("uniform", "Uniform"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-__all__ = ["A1111_ALIASES"]
+__all__ = ["A1111_ALIASES", "A1111_MODEL_UPSCALERS"]
 
 # A1111's names for the Real-ESRGAN models it knows → the file names they ship as.
 A1111_ALIASES: Mapping[str, str] = MappingProxyType(
@@ -19,3 +19,11 @@ A1111_ALIASES: Mapping[str, str] = MappingProxyType(
         "R-ESRGAN 2x+": "RealESRGAN_x2plus",
     }
 )
+
+# The model upscalers A1111 1.10 lists out of the box (it downloads their weights on first use).
+# Here an operator installs them; a request naming one that is not installed degrades as A1111
+# does when an upscale cannot run (see `ATELIER_STRICT_MISSING_MODELS`), any other name is refused.
+A1111_MODEL_UPSCALERS: frozenset[str] = frozenset({
+    "ESRGAN_4x", "LDSR", "R-ESRGAN 4x+", "R-ESRGAN 4x+ Anime6B", "R-ESRGAN General 4xV3", "R-ESRGAN General WDN 4xV3",
+    "R-ESRGAN AnimeVideo", "R-ESRGAN 2x+", "ScuNET GAN", "ScuNET PSNR", "SwinIR 4x", "DAT x2", "DAT x3", "DAT x4",
+})

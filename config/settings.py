@@ -377,6 +377,13 @@ ATELIER_PUBLIC_MODEL_DIRS: dict[str, Path] = {
 # Pickled weights (a promptgen folder's pytorch_model.bin) can run code when read: refused unless
 # the operator allows them, and then read with torch's weights-only unpickler.
 ATELIER_ALLOW_PICKLED_MODELS = env.bool("ATELIER_ALLOW_PICKLED_MODELS", default=False)
+# The APIs (/sdapi, /api/v1, the EAS queue) degrade as A1111 does when a model is missing (the
+# workspace says what to install instead): `restore_faces` without face-restoration weights
+# returns the image unrestored, and a hires fix or Extras naming one of A1111's own upscalers that
+# is not installed upscales with Lanczos (Extras skips a missing restorer); `info` / `html_info`
+# notes what is missing and what to install. On: such a request is refused (404 naming the field
+# and the file to install) instead.
+ATELIER_STRICT_MISSING_MODELS = env.bool("ATELIER_STRICT_MISSING_MODELS", default=False)
 ATELIER_MODEL_CACHE_DIR = DATA_DIR / "cache"
 # PAI's --enable-nsfw-censor: workers run a safety checker (a StableDiffusionSafetyChecker folder
 # here) over every image and blur what it flags; with it on and no model there, jobs fail saying so.

@@ -3,11 +3,14 @@ through `job_group_get_for_user`."""
 
 from __future__ import annotations
 
+import copy
+
 from typing import Any
 
 from django.contrib.auth.models import AbstractUser
 from django.db.models import QuerySet
 
+from a1111.options import A1111_OPTIONS
 from inference.model_registry import PromptgenModelEntry
 from inference.model_registry import promptgen_models_for_user as _promptgen_models_for_user
 from inference.models import Job, JobGroup, UserOptions, Worker
@@ -112,24 +115,14 @@ def worker_list() -> list[Worker]:
 
 # A1111 options a member may read and set; everything else in A1111's long list is global
 # WebUI configuration that has no meaning per user here (and is ignored on POST, as A1111 does).
-OPTION_DEFAULTS: dict[str, object] = {
-    "sd_model_checkpoint": None,  # filled with the user's default checkpoint title
-    "sd_vae": "Automatic",
-    "CLIP_stop_at_last_layers": 1,
-    "samples_format": "png",
-    "eta_noise_seed_delta": 0,
-    "sd_checkpoint_hash": None,
-    "face_restoration_model": "CodeFormer",  # used when installed, else the other restorer
-    "code_former_weight": 0.5,  # 0: most restoration, 1: closest to the generated face
-}
-
-
 def user_options_get(user: AbstractUser) -> dict[str, object]:
-    """The member's options: A1111's defaults, overlaid with what they set."""
+    """The member's options: every key of A1111 1.10's options object (`a1111/options.py`) with
+    A1111's defaults, overlaid with what they set; `sd_model_checkpoint` is the title of their
+    checkpoint (their choice, else the default one) and `sd_checkpoint_hash` its SHA-256."""
     from inference.model_registry import ModelNotFound, checkpoint_resolve_for_user
 
     stored = UserOptions.objects.filter(user=user).values_list("values", flat=True).first() or {}
-    options = {**OPTION_DEFAULTS, **stored}
+    options = {**copy.deepcopy(dict(A1111_OPTIONS)), **stored}
     try:
         checkpoint = checkpoint_resolve_for_user(user, options["sd_model_checkpoint"])  # type: ignore[arg-type]
     except ModelNotFound:  # their chosen model was removed, or none is installed

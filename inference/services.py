@@ -38,6 +38,7 @@ from a1111.generation import (
 )
 from a1111.promptgen import PROMPTGEN_KIND, PromptgenRequest
 from a1111.sd_upscale import BUILTIN_UPSCALERS, tile_count, upscaled_size
+from a1111.upscalers import A1111_MODEL_UPSCALERS
 from inference.inputs.images import ExtrasInputs, InputImages
 from inference.jobspec import ModelRef, request_to_spec
 from inference.model_registry import (
@@ -91,6 +92,7 @@ def _check_queue_room(user: AbstractUser) -> None:
 def job_submit(
     *, user: AbstractUser, request: GenerationRequest, inputs: InputImages | None = None, priority: int = 0,
     group: JobGroup | None = None, group_index: int | None = None, dispatch: bool = True,
+    degrade_missing_models: bool = False,
 ) -> Job:
     """Store a validated request as a queued job and ask the scheduler to place it.
 
@@ -104,6 +106,10 @@ def job_submit(
     pass another member's fair share): the EAS queue's `_priority_=1`. `group`, `group_index`: the
     job is that cell of a job group (`inference/job_groups.py`), otherwise an ordinary job;
     `dispatch=False`: the caller asks for the scheduling pass itself (once for all a group's cells).
+    `degrade_missing_models` (the APIs, as A1111): `restore_faces` without a restorer installed
+    runs unrestored, one of A1111's upscalers that is not installed upscales with Lanczos, each
+    with a note in the request's `missing_models`; otherwise (the workspace, or with the operator's
+    `ATELIER_STRICT_MISSING_MODELS`) they are `ModelNotFound` saying what to install.
     """
     from inference.dispatch import dispatch_pending_safely
 
@@ -114,15 +120,13 @@ def job_submit(
     checkpoint = checkpoint_resolve_for_user(user, request.checkpoint)
     vae = vae_resolve_for_user(user, request.vae)
     request = dataclasses.replace(request, networks=_extra_networks_for_user(user, request))
+    degrade = degrade_missing_models and not settings.ATELIER_STRICT_MISSING_MODELS
     if request.hires and request.hr_upscaler not in HIRES_UPSCALERS:
-        upscaler = upscaler_resolve_for_user(user, request.hr_upscaler)
-        request = dataclasses.replace(
-            request, upscaler_model={"name": upscaler.name, "path": str(upscaler.path), "sha256": upscaler.sha256}
-        )
+        request = _with_hires_upscaler(user, request, degrade=degrade)
     if request.sd_upscale:
         request = _with_sd_upscale_resolved(user, request, inputs)
     if request.restore_faces:
-        request = dataclasses.replace(request, face_restorer=_face_restorer_for_user(user, request))
+        request = _with_face_restorer(user, request, degrade=degrade)
     controlnets = _controlnet_models_for_user(user, request)  # before any file is stored
     if request.kind == "img2img":
         request = _with_stored_inputs(user, request, inputs)
@@ -170,7 +174,9 @@ def job_submit(
     return job
 
 
-def extras_submit(*, user: AbstractUser, request: ExtrasRequest, inputs: ExtrasInputs) -> Job:
+def extras_submit(
+    *, user: AbstractUser, request: ExtrasRequest, inputs: ExtrasInputs, degrade_missing_models: bool = False
+) -> Job:
     """Queue A1111's Extras (upscale, restore faces) over the member's images as one job.
 
     The member's own, team or public files are resolved here (`ModelNotFound` for a model
@@ -187,21 +193,9 @@ def extras_submit(*, user: AbstractUser, request: ExtrasRequest, inputs: ExtrasI
         raise NotAMember(f"{user.get_username()} is not a member of any tenant, so cannot run extras")
     _check_queue_room(user)
     check_output_sizes(request, inputs.sizes, max_pixels=settings.ATELIER_MAX_INPUT_PIXELS)
-    resolved: dict[str, dict[str, str]] = {}
-    for slot in ("upscaler_1", "upscaler_2") if request.upscales else ():  # A1111 ignores both without upscaler_1
-        name = getattr(request, slot)
-        if name not in BUILTIN_RESIZERS:  # "None", "Lanczos", "Nearest" need no file
-            entry = upscaler_resolve_for_user(user, name, field=slot)
-            resolved[slot] = {"name": name, "key": model_file_key(entry.path), "sha256": entry.sha256}
-    for restorer in request.restorers:
-        _, entry = face_restorer_resolve_for_user(user, restorer, field=f"{restorer.lower()}_visibility")
-        resolved[restorer] = {"name": restorer, "key": model_file_key(entry.path), "sha256": entry.sha256}
-    if request.restorers:
-        detector = face_detector_for_user(user)
-        resolved["detector"] = {"name": detector.name, "key": model_file_key(detector.path), "sha256": detector.sha256}
+    request = _with_extras_models(user, request, degrade=degrade_missing_models and not settings.ATELIER_STRICT_MISSING_MODELS)
     keys = [_store_input(user, data) for data in inputs.images]
     request = with_inputs(request, keys=keys, names=inputs.names, sizes=inputs.sizes)
-    request = dataclasses.replace(request, resolved_models=resolved)
     public_id = new_job_id()
     job = Job.objects.create(
         public_id=public_id, owner=user, tenant=tenant, kind=EXTRAS_KIND, params=request.to_json(),
@@ -210,6 +204,53 @@ def extras_submit(*, user: AbstractUser, request: ExtrasRequest, inputs: ExtrasI
     )
     transaction.on_commit(dispatch_pending_safely)
     return job
+
+
+def _with_extras_models(user: AbstractUser, request: ExtrasRequest, *, degrade: bool) -> ExtrasRequest:
+    """The Extras request with the files of its model upscalers, face restorers and detector.
+
+    With `degrade`, what is not installed degrades as in A1111: one of A1111's own upscalers
+    resizes with Lanczos, a face restorer is skipped, each with a note saying what to install;
+    otherwise it is `ModelNotFound` naming the field. Any other upscaler name is refused, as
+    A1111 refuses it."""
+    resolved: dict[str, dict[str, str]] = {}
+    notes: list[str] = []
+    for slot in ("upscaler_1", "upscaler_2") if request.upscales else ():  # A1111 ignores both without upscaler_1
+        name = getattr(request, slot)
+        if name in BUILTIN_RESIZERS:  # "None", "Lanczos", "Nearest" need no file
+            continue
+        try:
+            entry = upscaler_resolve_for_user(user, name, field=slot)
+        except ModelNotFound as exc:
+            if not degrade or name not in A1111_MODEL_UPSCALERS:
+                raise
+            notes.append(f"{slot} resized with Lanczos: {exc.message}")
+            request = dataclasses.replace(request, **{slot: "Lanczos"})
+            continue
+        resolved[slot] = {"name": name, "key": model_file_key(entry.path), "sha256": entry.sha256}
+    for restorer in request.restorers:
+        field_name = f"{restorer.lower()}_visibility"
+        try:
+            _, entry = face_restorer_resolve_for_user(user, restorer, field=field_name)
+        except ModelNotFound as exc:
+            if not degrade:
+                raise
+            notes.append(f"{restorer} was not applied: {exc.message}")
+            request = dataclasses.replace(request, **{field_name: 0.0})
+            continue
+        resolved[restorer] = {"name": restorer, "key": model_file_key(entry.path), "sha256": entry.sha256}
+    if request.restorers:
+        try:
+            detector = face_detector_for_user(user)
+        except ModelNotFound as exc:
+            if not degrade:
+                raise
+            notes.append(f"faces were not restored: {exc.message}")
+            request = dataclasses.replace(request, gfpgan_visibility=0.0, codeformer_visibility=0.0)
+            resolved = {slot: model for slot, model in resolved.items() if slot not in ("GFPGAN", "CodeFormer")}
+        else:
+            resolved["detector"] = {"name": detector.name, "key": model_file_key(detector.path), "sha256": detector.sha256}
+    return dataclasses.replace(request, resolved_models=resolved, missing_models=notes)
 
 
 def promptgen_submit(*, user: AbstractUser, request: PromptgenRequest, priority: int = 0) -> Job:
@@ -247,6 +288,36 @@ def promptgen_submit(*, user: AbstractUser, request: PromptgenRequest, priority:
     )
     transaction.on_commit(dispatch_pending_safely)
     return job
+
+
+def _with_hires_upscaler(user: AbstractUser, request: GenerationRequest, *, degrade: bool) -> GenerationRequest:
+    """The request with its hires-fix model upscaler's file. With `degrade`, one of A1111's own
+    upscalers that is not installed becomes a Lanczos resize with a note saying what to install;
+    otherwise (and for any name A1111 does not know) it is `ModelNotFound`."""
+    try:
+        upscaler = upscaler_resolve_for_user(user, request.hr_upscaler)
+    except ModelNotFound as exc:
+        if not degrade or request.hr_upscaler not in A1111_MODEL_UPSCALERS:
+            raise
+        note = f"the hires fix upscaled with Lanczos: {exc.message}"
+        return dataclasses.replace(request, hr_upscaler="Lanczos", missing_models=[*request.missing_models, note])
+    return dataclasses.replace(
+        request, upscaler_model={"name": upscaler.name, "path": str(upscaler.path), "sha256": upscaler.sha256}
+    )
+
+
+def _with_face_restorer(user: AbstractUser, request: GenerationRequest, *, degrade: bool) -> GenerationRequest:
+    """The request with its face restorer's files. Without them A1111 returns the image
+    unrestored; with `degrade` so does this (with a note saying what to install), otherwise it is
+    `ModelNotFound` naming what is missing."""
+    try:
+        restorer = _face_restorer_for_user(user, request)
+    except ModelNotFound as exc:
+        if not degrade:
+            raise
+        note = f"faces were not restored: {exc.message.removesuffix(', or send restore_faces: false')}"
+        return dataclasses.replace(request, missing_models=[*request.missing_models, note])
+    return dataclasses.replace(request, face_restorer=restorer)
 
 
 def _face_restorer_for_user(user: AbstractUser, request: GenerationRequest) -> dict[str, Any]:
@@ -432,29 +503,48 @@ def job_skip(*, job: Job) -> Job:
     return job
 
 
-def _check_option_types(values: dict[str, Any]) -> None:
-    """Each option keeps its type: a checkpoint or VAE name is a string, a number a number."""
-    from a1111.fields import read_int, read_str
+def _checked_options(values: dict[str, Any]) -> dict[str, Any]:
+    """The options a member sets, each checked: a key A1111 1.10 does not have is refused by name
+    (A1111 answers a KeyError 500), a value of the wrong type names its key and the type; the
+    read-only `sd_checkpoint_hash` is ignored, as it is in A1111 (the checkpoint sets it)."""
+    from a1111.fields import read_float, read_int, read_str
+    from a1111.options import READ_ONLY, check_option_value, unknown_options
 
-    for name in ("sd_model_checkpoint", "sd_vae"):
-        if values.get(name) is not None and not isinstance(values[name], str):
-            raise RequestValidationError(name, "must be a name (a string) from /sdapi/v1/sd-models or /sdapi/v1/sd-vae")
-    if "CLIP_stop_at_last_layers" in values:
-        values["CLIP_stop_at_last_layers"] = read_int(values, "CLIP_stop_at_last_layers", 1, 1, 12)
-    if "eta_noise_seed_delta" in values:
-        values["eta_noise_seed_delta"] = read_int(values, "eta_noise_seed_delta", 0, 0, MAX_SEED)
-    if "samples_format" in values:
-        values["samples_format"] = read_str(values, "samples_format", "png", 10)
+    unknown = unknown_options(values)
+    if unknown:
+        shown = ", ".join(repr(key) for key in unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+        raise RequestValidationError(
+            unknown[0], f"unknown option{'s' if len(unknown) > 1 else ''} {shown}: GET /sdapi/v1/options lists every key"
+        )
+    checked: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in READ_ONLY:
+            continue
+        try:
+            checked[key] = check_option_value(key, value)
+        except ValueError as exc:
+            raise RequestValidationError(key, str(exc)) from None
+    # The options the platform applies keep the bounds a request's override_settings has.
+    if "CLIP_stop_at_last_layers" in checked:
+        checked["CLIP_stop_at_last_layers"] = read_int(checked, "CLIP_stop_at_last_layers", 1, 1, 12)
+    if "eta_noise_seed_delta" in checked:
+        checked["eta_noise_seed_delta"] = read_int(checked, "eta_noise_seed_delta", 0, 0, MAX_SEED)
+    if "samples_format" in checked:
+        checked["samples_format"] = read_str(checked, "samples_format", "png", 10)
+    if "code_former_weight" in checked:
+        checked["code_former_weight"] = read_float(checked, "code_former_weight", 0.5, 0.0, 1.0)
+    return checked
 
 
 def user_options_update(*, user: AbstractUser, values: dict) -> dict:
-    """Set a member's own options. Unknown keys are ignored (as A1111 does); a checkpoint or
-    VAE must be one the member may use (`ModelNotFound` otherwise). Returns what was stored."""
+    """Set a member's own options: any key of A1111 1.10's options object (`a1111/options.py`),
+    of its type (`RequestValidationError` naming the key otherwise; unknown keys too). A
+    checkpoint or VAE must be one the member may use (`ModelNotFound` otherwise), a face restorer
+    one A1111 has. Returns what is stored (only what the member set; the rest reads as A1111's
+    defaults)."""
     from inference.models import UserOptions
-    from inference.selectors import OPTION_DEFAULTS
 
-    known = {key: value for key, value in values.items() if key in OPTION_DEFAULTS and key != "sd_checkpoint_hash"}
-    _check_option_types(known)
+    known = _checked_options(values)
     if known.get("sd_model_checkpoint") is not None:
         known["sd_model_checkpoint"] = checkpoint_resolve_for_user(user, str(known["sd_model_checkpoint"])).title
     if "sd_vae" in known:  # A1111 stores the file name, or "Automatic" / "None"

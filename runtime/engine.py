@@ -36,7 +36,7 @@ from runtime.faces.restoration import FaceNet, load_face_net, restore_faces
 from runtime.networks.hypernetwork import Hypernetwork, load_hypernetwork
 from runtime.img2img import PreparedImage, finish, prepare
 from runtime.init_latents import StartingLatents, chunk_plan, starting_latents
-from runtime.noise import image_generators, upscale_latents, variation_noise
+from runtime.noise import image_generators, sampler_noise_seeds, upscale_latents, variation_noise
 from runtime.previews import latent_preview
 from runtime.promptgen import PromptgenRuntime
 from runtime.safety import SafetyChecker, censor_image
@@ -379,7 +379,12 @@ class WorkerRuntime:
                 conditioning, schedule = self._conditioning(pipeline, spec, chunk)
             generators = image_generators(spec.seeds, chunk)
             plan = chunk_plan(pipeline, spec, chunk, prepared, generators, inpaint=task == "inpaint") if img2img else StartingLatents()
-            with torch.inference_mode(), denoising(schedule, pipeline.unet), starting_latents(pipeline, plan):
+            with (
+                torch.inference_mode(),
+                denoising(schedule, pipeline.unet),
+                starting_latents(pipeline, plan),
+                sampler_noise_seeds(pipeline, spec.seeds, spec.noise_seed_deltas, chunk),
+            ):
                 generated = pipeline(
                     **conditioning,
                     num_inference_steps=spec.steps,
@@ -422,7 +427,11 @@ class WorkerRuntime:
         with torch.inference_mode():
             # A1111 schedules the hires pass's prompts over its own steps, after the first pass's.
             conditioning, schedule = self._conditioning(pipeline, spec, chunk, hires_steps=hires.steps)
-        with torch.inference_mode(), denoising(schedule, pipeline.unet):
+        with (
+            torch.inference_mode(),
+            denoising(schedule, pipeline.unet),
+            sampler_noise_seeds(pipeline, spec.seeds, spec.noise_seed_deltas, chunk),
+        ):
             return pipeline(
                 **conditioning,
                 image=image,

@@ -3,12 +3,16 @@
 Every image of a batch draws its noise from its own CPU generator seeded with its own seed
 (`image_generators`), so it does not depend on its batch neighbours, its position or the
 device; variation seeds move that noise towards a subseed's and "Resize seed from" draws it at
-another size (`image_noise`, A1111's `create_random_tensors`); the hires fix's latent modes resize latents (`upscale_latents`).
+another size (`image_noise`, A1111's `create_random_tensors`); A1111's eta noise seed delta
+reseeds the sampler's own noise (`sampler_noise_seeds`); the hires fix's latent modes resize
+latents (`upscale_latents`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
 import torch
 
@@ -16,6 +20,37 @@ import torch
 def image_generators(seeds: Sequence[int], images: range) -> list[torch.Generator]:
     """One CPU generator per image of `images`, seeded with that image's seed (A1111's "seed + i")."""
     return [torch.Generator(device="cpu").manual_seed(seeds[i]) for i in images]
+
+
+@contextmanager
+def sampler_noise_seeds(pipeline: Any, seeds: Sequence[int], deltas: Sequence[int], images: range) -> Iterator[None]:
+    """A1111's eta noise seed delta (ENSD) for one pipeline call over `images`: the starting noise
+    comes from each image's seed as always, the noise the sampler adds at its steps from
+    seed + delta (A1111 reseeds each image's generator after its first draw). Without a delta for
+    these images nothing changes. The pipeline hands its steps the generators that
+    `prepare_extra_step_kwargs` returns (it asks for them after drawing the starting noise), so
+    that call is given the reseeded ones, for this call only."""
+    wanted = [deltas[i] if i < len(deltas) else 0 for i in images]
+    if not any(wanted):
+        yield
+        return
+    original = pipeline.prepare_extra_step_kwargs
+
+    def with_step_generators(generator: Any, eta: float) -> dict[str, Any]:
+        # Called after the starting noise is drawn: an image without a delta goes on with its own
+        # generator, one with a delta gets a generator seeded with seed + delta.
+        own = generator if isinstance(generator, list) else [generator] * len(images)
+        reseeded = [
+            torch.Generator(device="cpu").manual_seed(seeds[i] + delta) if delta else own[position]
+            for position, (i, delta) in enumerate(zip(images, wanted, strict=True))
+        ]
+        return original(reseeded, eta)
+
+    pipeline.prepare_extra_step_kwargs = with_step_generators
+    try:
+        yield
+    finally:
+        del pipeline.prepare_extra_step_kwargs  # the class's own method again
 
 
 def slerp(strength: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:

@@ -131,6 +131,9 @@ class GenerationSpec:
     subseed_strength: float = 0.0
     seed_resize_from: tuple[int, int] | None = None  # A1111's "Resize seed from" (width, height); None: off
     tiling: bool = False  # A1111's "Tiling": seamlessly repeating images
+    # A1111's eta_noise_seed_delta, one per image (empty: none): after the starting noise, the
+    # sampler's own noise (ancestral and SDE samplers) comes from seed + delta
+    noise_seed_deltas: list[int] = field(default_factory=list)
     controlnet: list[ControlUnit] = field(default_factory=list)  # ControlNet units, shared by every image
     face_restoration: FaceRestorationSpec | None = None  # "Restore faces", after decoding
     # Positions (in `seeds` order) that get live previews; empty: each chunk's first image. A batch

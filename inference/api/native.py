@@ -65,14 +65,14 @@ def jobs(request: HttpRequest, user) -> JsonResponse:
     if isinstance(body, dict) and body.get("kind") == EXTRAS_KIND:  # `image` or `imageList`, base64 only
         extras = parse_extras_request(body)
         inputs = read_extras_images(body, batch="imageList" in body, fetcher_factory=None)
-        job = extras_submit(user=user, request=extras, inputs=inputs)
+        job = extras_submit(user=user, request=extras, inputs=inputs, degrade_missing_models=True)
         return JsonResponse({"id": job.public_id, "status": job.status}, status=201)
     generation = parse_generation_request(body, limits=generation_limits())
     inputs = None
     if generation.kind == "img2img":  # base64 only here; /sdapi/v1/img2img also fetches URLs
         inputs = read_input_images(body, max_images=generation.batch_size, fetcher_factory=None)
     generation, inputs = with_controlnet_inputs(body, generation, inputs, fetcher_factory=None)
-    job = job_submit(user=user, request=generation, inputs=inputs)
+    job = job_submit(user=user, request=generation, inputs=inputs, degrade_missing_models=True)
     return JsonResponse({"id": job.public_id, "status": job.status}, status=201)
 
 

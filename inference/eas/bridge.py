@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from typing import Any
@@ -138,7 +137,7 @@ def _submit(item: EasItem) -> bool:
     """Submit one input item as a Job (or write its failure result). False: it must wait (the
     owner's queued-jobs cap)."""
     from inference.sdapi.adapter import SdapiError
-    from inference.sdapi.generate import parse_generation_body, styles_for_body, submit_generation
+    from inference.sdapi.generate import member_settings, parse_generation_body, styles_for_body, submit_generation
 
     service = item.service
     kind = ROUTES.get(item.route.strip("/"))
@@ -154,9 +153,10 @@ def _submit(item: EasItem) -> bool:
         _fail_item(item, 422, "body: a JSON object is required")
         return True
     try:
-        generation, inputs = parse_generation_body(body, kind, styles_for_body(service.owner, body))
-        if generation.checkpoint is None and service.default_checkpoint:
-            generation = dataclasses.replace(generation, checkpoint=service.default_checkpoint)
+        settings = member_settings(service.owner)
+        if service.default_checkpoint:  # the service's model comes before its owner's option
+            settings["sd_model_checkpoint"] = service.default_checkpoint
+        generation, inputs = parse_generation_body(body, kind, styles_for_body(service.owner, body), settings)
         with transaction.atomic():
             job = submit_generation(service.owner, generation, inputs, priority=item.priority)
             EasItem.objects.filter(pk=item.pk).update(status=EasItem.Status.SUBMITTED, job=job)

@@ -144,7 +144,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("POST", "/sdapi/v1/skip", "Skip the images your running job is making now (its current batch-count iteration); it keeps the rest", SDAPI, None,
               errors=_READ),
     Operation("GET", "/sdapi/v1/options", "Your options", SDAPI, s.Options, errors=_READ),
-    Operation("POST", "/sdapi/v1/options", "Set your options (unknown keys are ignored)", SDAPI, None,
+    Operation("POST", "/sdapi/v1/options", "Set your options: any of A1111's keys, each of its type (422 names an unknown key or a wrong type)", SDAPI, None,
               request=s.Options, errors=(400, 401, 404, 413, 422)),
     Operation("GET", "/sdapi/v1/cmd-flags", "Server flags (the harmless ones)", SDAPI, s.Flags, errors=_READ),
     Operation("GET", "/sdapi/v1/samplers", "Samplers", SDAPI, _list(s.SamplerItem), errors=_READ),

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from a1111 import options as a1111_options
 from a1111 import promptgen as pg
 from a1111 import xyz
 from a1111.generation import MAX_SEED
@@ -89,6 +90,9 @@ class OverrideSettings(Request):
     CLIP_stop_at_last_layers: int | None = Field(None, ge=1, le=12)
     face_restoration_model: Literal["CodeFormer", "GFPGAN"] | None = None
     code_former_weight: float | None = Field(None, ge=0.0, le=1.0)
+    eta_noise_seed_delta: int | None = Field(None, ge=0, le=MAX_SEED, description="A1111's ENSD: the sampler's own noise (ancestral, SDE) is seeded with seed + this.")
+    face_restoration: bool | None = Field(None, description="Restore faces when the request leaves restore_faces out.")
+    tiling: bool | None = Field(None, description="Tile when the request leaves tiling out.")
 
 
 class _ProcessingAPI(Request):
@@ -272,17 +276,38 @@ class ProgressResponse(Response):
     textinfo: str | None
 
 
-class Options(Request):
-    """The member's own options (A1111's option keys); unknown keys are ignored on a write."""
+# Bounds and choices the platform checks on the options it applies (the rest only keep their type).
+OPTION_FIELDS: dict[str, Any] = {
+    "sd_model_checkpoint": Field(None, description="A checkpoint title, name or hash from sd-models."),
+    "sd_vae": Field("Automatic", description="A VAE from sd-vae, or Automatic / None."),
+    "CLIP_stop_at_last_layers": Field(1, ge=1, le=12),
+    "samples_format": Field("png", max_length=10),
+    "eta_noise_seed_delta": Field(0, ge=0, le=MAX_SEED),
+    "sd_checkpoint_hash": Field(None, description="Read-only: the SHA-256 of sd_model_checkpoint (ignored on a write)."),
+    "code_former_weight": Field(0.5, ge=0.0, le=1.0),
+}
+OPTION_ANNOTATIONS: dict[str, Any] = {"face_restoration_model": Literal["CodeFormer", "GFPGAN"]}
+_OPTION_PYTHON_TYPES: dict[type, Any] = {bool: bool, int: int, float: float, str: str, list: list[Any], dict: dict[str, Any]}
 
-    sd_model_checkpoint: str | None = Field(None, description="A checkpoint title, name or hash from sd-models.")
-    sd_vae: str | None = Field(None, description="A VAE from sd-vae, or Automatic / None.")
-    CLIP_stop_at_last_layers: int | None = Field(None, ge=1, le=12)
-    samples_format: str | None = Field(None, max_length=10)
-    eta_noise_seed_delta: int | None = Field(None, ge=0, le=MAX_SEED)
-    sd_checkpoint_hash: Ignored = None  # read-only: follows sd_model_checkpoint
-    face_restoration_model: Literal["CodeFormer", "GFPGAN"] | None = None
-    code_former_weight: float | None = Field(None, ge=0.0, le=1.0)
+
+def _option_field(key: str) -> tuple[Any, Any]:
+    annotation = OPTION_ANNOTATIONS.get(key, _OPTION_PYTHON_TYPES[a1111_options.OPTION_TYPES[key]])
+    if key in a1111_options.NULLABLE:
+        annotation = annotation | None
+    return annotation, OPTION_FIELDS.get(key, Field(a1111_options.A1111_OPTIONS[key]))
+
+
+class OptionsBase(BaseModel):
+    """The member's own options: every key of A1111 1.10's options object, with A1111's defaults
+    under what they set (`a1111/options.py`). A write may send any of them, of its type; an
+    unknown key is refused (422) by name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+Options = create_model(  # one field per option, generated from the table
+    "Options", __base__=OptionsBase, **{key: _option_field(key) for key in a1111_options.A1111_OPTIONS}
+)
 
 
 class SamplerItem(Response):

@@ -46,7 +46,7 @@ from inference.runner.chunks import ChunkLayout, layout_of
 from inference.scheduler.keys import promptgen_model_key
 from a1111.pnginfo import png_bytes
 from a1111.prompts import extract_extra_networks
-from a1111.samplers import resolve_sampler
+from a1111.samplers import ENSD_SAMPLERS, resolve_sampler
 from inference.selectors import job_skips_requested
 from inference.transitions import (
     job_claim,
@@ -404,6 +404,7 @@ def build_generation_spec(
         subseed_strength=request.subseed_strength,
         seed_resize_from=request.seed_resize_from,
         tiling=request.tiling,
+        noise_seed_deltas=[p.spec.request.eta_noise_seed_delta for p in parts for _ in p.images],
         controlnet=_control_units(lead, inputs[0].control_images, local_path),
         face_restoration=_face_restoration(lead, local_path),
         preview_images=preview_positions(parts, max_batch),
@@ -598,6 +599,7 @@ def _infotexts(job: Job, spec: JobSpec, seeds: list[int]) -> list[str]:
             model_hash=hash_part.rstrip("]") or None,
             model_name=model_name.rsplit(".", 1)[0] or None,
             extra={**extra, "Clip skip": request.clip_skip if request.clip_skip > 1 else None,
+                   "ENSD": (request.eta_noise_seed_delta or None) if sampler.name in ENSD_SAMPLERS else None,
                    "Face restoration": spec.face_restorer.name if spec.face_restorer else None,
                    "Tiling": True if request.tiling else None},
         )

@@ -17,7 +17,7 @@ from django.http import HttpRequest
 
 from inference.sdapi.adapter import SdapiError, json_object, sdapi
 from inference.sdapi.generate import read_job_images, wait_for_job
-from a1111.extras import parse_extras_request, plaintext_to_html
+from a1111.extras import ExtrasRequest, parse_extras_request, plaintext_to_html
 from inference.inputs.images import read_extras_images
 from inference.models import Job
 from inference.services import extras_submit
@@ -30,15 +30,17 @@ async def _run(request: HttpRequest, user, *, batch: bool) -> tuple[list[str], s
     body = json_object(request)
     extras = parse_extras_request(body)
     inputs = await sync_to_async(read_extras_images, thread_sensitive=False)(body, batch=batch)
-    job = await sync_to_async(extras_submit)(user=user, request=extras, inputs=inputs)
+    job = await sync_to_async(extras_submit)(user=user, request=extras, inputs=inputs, degrade_missing_models=True)
     job = await wait_for_job(job.public_id)
     if job.status == Job.Status.FAILED:  # the worker could not do it: A1111 answers 500 too
         raise SdapiError(500, f"job {job.public_id} failed: {job.error}", "ExtrasFailed")
     if job.status == Job.Status.CANCELLED:  # interrupted: nothing comes back, as for txt2img
         return [], plaintext_to_html(INTERRUPTED)
     images = await sync_to_async(read_job_images)(job, job.outputs)
-    # A1111 shows the last image's infotext (every image has the same settings)
-    return images, plaintext_to_html(job.infotexts[-1] if job.infotexts else "")
+    # A1111 shows the last image's infotext (every image has the same settings); then what could
+    # not run for want of a model, and what to install
+    missing = ExtrasRequest.from_json(job.params).missing_models
+    return images, plaintext_to_html("\n".join([job.infotexts[-1] if job.infotexts else "", *missing]).strip())
 
 
 @sdapi("POST")

@@ -30,7 +30,7 @@ import base64
 import dataclasses
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -45,6 +45,7 @@ from a1111.generation import GenerationRequest, parse_generation_request
 from a1111.fields import RequestValidationError
 from a1111.infotext import VERSION, img2img_infotext_params
 from a1111.sd_upscale import is_sd_upscale, parse_sd_upscale_args
+from a1111.options import override_settings_defaults
 from inference.inputs.images import InputImages, read_input_images
 from inference.jobspec import member_params_from_json
 from inference.models import Job
@@ -84,6 +85,8 @@ IMG2IMG_ECHO_DEFAULTS: dict[str, Any] = {
     "initial_noise_multiplier": None, "latent_mask": None, "denoising_strength": 0.75,
     "include_init_images": False,
 }
+
+PAI_MODEL_KEYS = ("sd_model_checkpoint", "sd_vae")  # also read from alwayson_scripts (PAI-EAS)
 
 NOT_YET = {  # accepted, answered with a note in `info`
     "refiner_checkpoint": "SDXL refiner",
@@ -125,7 +128,15 @@ def _with_member_defaults(user, generation: GenerationRequest) -> GenerationRequ
 
 
 def _submit(user, generation: GenerationRequest, inputs: InputImages | None, priority: int = 0) -> Job:
-    return job_submit(user=user, request=_with_member_defaults(user, generation), inputs=inputs, priority=priority)
+    return job_submit(
+        user=user, request=_with_member_defaults(user, generation), inputs=inputs, priority=priority,
+        degrade_missing_models=True,  # as A1111: unrestored / Lanczos, with a note in `info`
+    )
+
+
+def member_settings(user) -> dict[str, Any]:
+    """The member's options a request's `override_settings` falls back to (`a1111/options.py`)."""
+    return override_settings_defaults(user_options_get(user))
 
 
 def styles_for_body(user, body: dict[str, Any]) -> dict[str, StyleText]:
@@ -141,14 +152,23 @@ def style_names(body: dict[str, Any]) -> list[str]:
 
 def parse_generation_body(
     body: dict[str, Any], kind: str, styles: dict[str, StyleText] | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> tuple[GenerationRequest, InputImages | None]:
     """A txt2img/img2img body as a request and its images (decoded, or fetched: blocking, run it
     off the event loop). `styles`: the caller's prompt styles (`styles_for_body`); the body's
     `styles` are merged into its prompts first, as A1111 does (an unknown name is a 422 naming
-    it). Raises `RequestError` naming the field, or `SdapiError` (A1111's 404 for an img2img call
-    without an image)."""
+    it). `settings`: the member's options (`member_settings`), the defaults of the body's
+    `override_settings`, so a request reads both in one place and its own settings win. Raises
+    `RequestError` naming the field, or `SdapiError` (A1111's 404 for an img2img call without an
+    image)."""
     limits = generation_limits()
     body = with_styles_applied(body, styles or {}, max_prompt_chars=limits.max_prompt_chars)
+    override, alwayson = body.get("override_settings"), body.get("alwayson_scripts")
+    if settings and (override is None or isinstance(override, Mapping)):
+        # PAI-EAS names the model and VAE in alwayson_scripts: those come before the member's too
+        named = [key for key in PAI_MODEL_KEYS if isinstance(alwayson, Mapping) and alwayson.get(key)]
+        defaults = {key: value for key, value in settings.items() if key not in named}
+        body = {**body, "override_settings": {**defaults, **(override or {})}}
     generation = parse_generation_request({**body, "kind": kind}, limits=limits, lenient_sampler=True)
     generation = _with_sd_upscale(body, generation)
     inputs = None
@@ -212,6 +232,7 @@ def _notes(body: dict[str, Any], generation: GenerationRequest, *, script_applie
         notes.append("ControlNet guides the first pass only; the hires-fix pass runs without it")
     if any(unit.control_mode == 1 for unit in generation.controlnet_units):
         notes.append("ControlNet control_mode 'My prompt is more important' runs as 'Balanced'")
+    notes += generation.missing_models  # what A1111 would skip too, and what to install
     return notes
 
 
@@ -299,13 +320,14 @@ async def _generate(request: HttpRequest, user, kind: str) -> dict[str, Any]:
     check_alwayson_scripts(body.get("alwayson_scripts"))
     # URLs are fetched off the event loop and off Django's one sync thread (they may take seconds).
     styles = await sync_to_async(styles_for_body)(user, body)
-    generation, inputs = await sync_to_async(parse_generation_body, thread_sensitive=False)(body, kind, styles)
+    settings = await sync_to_async(member_settings)(user)
+    generation, inputs = await sync_to_async(parse_generation_body, thread_sensitive=False)(body, kind, styles, settings)
     if script is not None:
         from inference.sdapi.scripts import run_script  # it builds on this module's helpers
 
         return await run_script(user, body, kind, script, generation, inputs)
     job = await sync_to_async(_submit)(user, generation, inputs)  # validates models and extra networks too
-    notes = _notes(body, generation)
+    notes = _notes(body, GenerationRequest.from_json(job.params))  # with what job_submit found missing
     job = await wait_for_job(job.public_id)
     if generation.save_dir:
         parameters = await sync_to_async(_eas_parameters)(

@@ -103,11 +103,15 @@ def test_the_output_cap_follows_the_input_pixel_limit(api, personas, settings) -
 
 
 @pytest.mark.django_db
-def test_upscalers_and_restorers_are_the_members_own(api, bobs_models) -> None:
+def test_upscalers_and_restorers_are_the_members_own(api, bobs_models, settings) -> None:
+    # a name A1111 does not know is refused, as A1111 refuses it
+    _refused(api("charlie").post("/sdapi/v1/extra-single-image", {
+        "image": _png_b64(), "upscaler_1": "Lanczos", "upscaler_2": "RealESRGAN_x4plus", "extras_upscaler_2_visibility": 0.5,
+    }), 404, "upscaler 'RealESRGAN_x4plus' is not installed")
+    # A1111's own upscalers and the restorers degrade when missing (below); strict mode refuses them
+    settings.ATELIER_STRICT_MISSING_MODELS = True
     for body, needle in [
         ({"upscaler_1": "R-ESRGAN 4x+"}, "upscaler 'R-ESRGAN 4x+' is not installed"),
-        ({"upscaler_1": "Lanczos", "upscaler_2": "RealESRGAN_x4plus", "extras_upscaler_2_visibility": 0.5},
-         "upscaler 'RealESRGAN_x4plus' is not installed"),
         ({"gfpgan_visibility": 1}, "face restorer GFPGAN is not installed"),
         ({"codeformer_visibility": 0.5}, "face restorer CodeFormer is not installed"),
     ]:
@@ -118,6 +122,14 @@ def test_upscalers_and_restorers_are_the_members_own(api, bobs_models) -> None:
     assert not (settings.DATA_DIR / "users" / "charlie" / "inputs").exists() or not any(
         (settings.DATA_DIR / "users" / "charlie" / "inputs").iterdir()
     )  # nothing was stored for a refused request
+
+    settings.ATELIER_STRICT_MISSING_MODELS = False  # the default: A1111's degradation, with notes
+    body = {"kind": "extras", "image": _png_b64(), "upscaler_1": "R-ESRGAN 4x+", "gfpgan_visibility": 1}
+    response = api("charlie").post("/api/v1/jobs", body)
+    assert response.status_code == 201, response.content
+    request = ExtrasRequest.from_json(Job.objects.get(public_id=response.json()["id"]).params)
+    assert (request.upscaler_1, request.restorers, request.resolved_models) == ("Lanczos", [], {})
+    assert "models/ESRGAN" in request.missing_models[0] and "GFPGAN was not applied" in request.missing_models[1]
 
 
 @pytest.mark.django_db

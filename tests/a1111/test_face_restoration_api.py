@@ -81,7 +81,9 @@ def _submit_native(api, user: str, body: dict) -> Job:
 
 
 @pytest.mark.django_db
-def test_not_installed_and_bad_settings_are_clear_refusals(api, face_models) -> None:
+def test_strict_mode_refuses_what_is_not_installed_and_bad_settings_are_clear_refusals(api, face_models, settings) -> None:
+    # By default a missing restorer degrades (tests/a1111/test_options_api.py); the operator's strict mode refuses.
+    settings.ATELIER_STRICT_MISSING_MODELS = True
     charlie = api("charlie").post("/sdapi/v1/txt2img", _body())
     assert charlie.status_code == 404
     assert "face restoration is not installed" in charlie.json()["detail"] and "restore_faces: false" in charlie.json()["detail"]

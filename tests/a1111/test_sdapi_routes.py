@@ -9,6 +9,7 @@ import shutil
 import pytest
 from django.conf import settings
 
+from a1111.generation import GenerationRequest
 from inference.jobspec import JobSpec
 from inference.models import Job
 
@@ -77,10 +78,10 @@ def test_options_are_per_member(api, alices_model) -> None:
     public = next(m["title"] for m in api("bob").get("/sdapi/v1/sd-models").json())
     mine = next(m for m in api("alice").get("/sdapi/v1/sd-models").json() if m["model_name"] == "alice-style")
     assert api("alice").get("/sdapi/v1/options").json()["sd_model_checkpoint"] == mine["title"]  # own first
-    response = api("alice").post("/sdapi/v1/options", {"sd_model_checkpoint": public, "not_an_option": 1})
+    response = api("alice").post("/sdapi/v1/options", {"sd_model_checkpoint": public})
     assert response.status_code == 200 and response.json() is None
     options = api("alice").get("/sdapi/v1/options").json()
-    assert options["sd_model_checkpoint"] == public and "not_an_option" not in options
+    assert options["sd_model_checkpoint"] == public
     assert api("bob").get("/sdapi/v1/options").json()["sd_model_checkpoint"] == public  # untouched default
     # webuiapi's util_set_model sends a title; any A1111 id form resolves.
     assert api("alice").post("/sdapi/v1/options", {"sd_model_checkpoint": "alice-style"}).status_code == 200
@@ -303,7 +304,7 @@ def test_the_vae_option_is_per_member_and_must_be_one_they_may_use(api, settings
         vae.unlink()
 
 
-def test_model_upscalers_are_listed_per_member_and_unknown_ones_are_not_installed(api, personas) -> None:
+def test_model_upscalers_are_listed_per_member_and_missing_ones_degrade_or_are_refused(api, personas, settings) -> None:
     from runtime.upscalers import write_tiny_esrgan
 
     path = write_tiny_esrgan(settings.DATA_DIR / "users" / "alice" / "models" / "ESRGAN" / "RealESRGAN_x4plus.pth")
@@ -314,9 +315,17 @@ def test_model_upscalers_are_listed_per_member_and_unknown_ones_are_not_installe
         assert [m["name"] for m in api("alice").get("/sdapi/v1/realesrgan-models").json()] == ["R-ESRGAN 4x+"]
         assert api("charlie").get("/sdapi/v1/realesrgan-models").json() == []
         body = {"prompt": "x", "steps": 2, "width": 64, "height": 64, "enable_hr": True, "hr_upscaler": "R-ESRGAN 4x+"}
+        unknown = api("charlie").post("/sdapi/v1/txt2img", {**body, "hr_upscaler": "4x-NotA1111s"})
+        assert unknown.status_code == 404 and "not installed" in unknown.json()["detail"]  # A1111 refuses too
+        settings.ATELIER_STRICT_MISSING_MODELS = True  # the operator's choice: A1111's own names refused too
         refused = api("charlie").post("/sdapi/v1/txt2img", body)
         assert refused.status_code == 404 and "not installed" in refused.json()["detail"]
         assert not Job.objects.exists()
+        settings.ATELIER_STRICT_MISSING_MODELS = False  # the default: a Lanczos upscale and a note saying why
+        degraded = Job.objects.get(public_id=api("charlie").post("/api/v1/jobs", body).json()["id"])
+        request = GenerationRequest.from_json(degraded.params)
+        assert request.hr_upscaler == "Lanczos" and JobSpec.from_json(degraded.params).upscaler is None
+        assert "R-ESRGAN 4x+" in request.missing_models[0] and "models/ESRGAN" in request.missing_models[0]
         response = api("alice").post("/api/v1/jobs", body)
         assert response.status_code == 201, response.content
         job = Job.objects.get(public_id=response.json()["id"])

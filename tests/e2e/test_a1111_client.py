@@ -117,6 +117,8 @@ def test_another_member_sees_neither_alices_jobs_nor_her_options(platform: Platf
     bob, charlie = client(platform, "bob"), client(platform, "charlie")
     assert charlie.get_progress()["state"]["job_count"] == 0
     assert bob.get_options()["sd_model_checkpoint"].startswith("atelier-tiny")
+    charlie.set_options({"send_seed": False})  # any key of A1111's options object, stored per member
+    assert charlie.get_options()["send_seed"] is False and bob.get_options()["send_seed"] is True
     assert platform.get("charlie", "/api/v1/jobs").json()["jobs"] == []
     intruder = webuiapi.WebUIApi(baseurl=f"{platform.base_url}/sdapi/v1", username="charlie", password="wrong")
     with pytest.raises(RuntimeError, match="401"):  # webuiapi raises on a non-200 generation answer

@@ -72,3 +72,18 @@ def test_prompt_weights_clip_skip_and_embeddings_reach_the_image(base, tmp_path)
     without = px(rt.generate(named)[0])  # no embedding given: "felt-style" is plain words
     with_embedding = dataclasses.replace(named, embeddings=[("felt-style", str(embedding), "e1")])
     assert np.abs(px(rt.generate(with_embedding)[0]) - without).max() > 5
+
+
+def test_eta_noise_seed_delta_reseeds_only_the_samplers_own_noise_per_image(base) -> None:
+    rt, spec = base
+    ancestral = resolve_sampler("Euler a")
+    spec = dataclasses.replace(spec, scheduler_class=ancestral.scheduler_class, scheduler_kwargs=ancestral.scheduler_kwargs)
+    plain = rt.generate(spec)
+    assert np.array_equal(px(rt.generate(dataclasses.replace(spec, noise_seed_deltas=[0, 0]))[1]), px(plain[1]))
+    ensd = rt.generate(dataclasses.replace(spec, noise_seed_deltas=[31337, 0]))  # one job's image of two
+    assert np.abs(px(ensd[0]) - px(plain[0])).max() > 2 and np.array_equal(px(ensd[1]), px(plain[1]))
+    assert np.array_equal(px(rt.generate(dataclasses.replace(spec, noise_seed_deltas=[31337, 0]))[0]), px(ensd[0]))
+    # a sampler that adds no noise of its own draws only the starting noise: the delta changes nothing
+    euler = rt.generate(dataclasses.replace(base[1], noise_seed_deltas=[31337, 31337]))
+    assert np.array_equal(px(euler[0]), px(rt.generate(base[1])[0]))
+    assert np.array_equal(px(rt.generate(spec)[0]), px(plain[0]))  # the cached pipeline is as it was

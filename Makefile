@@ -36,9 +36,9 @@ run: demo
 
 # Two test processes by default (pytest-xdist): every test module that runs a platform goes to one
 # process, in order, as before; the other modules run in the second, beside it (tests/conftest.py,
-# `pytest_collection_modifyitems`, says why). TEST_PROCESSES=0 runs everything in this process.
+# `pytest_xdist_make_scheduler`, says why). TEST_PROCESSES=0 runs everything in this process.
 test: $(STAMP)
-	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadscope $(PYTEST_ARGS)
 
 # The Schemathesis run of tests/e2e/test_api_fuzz.py at length: every phase (the coverage phase's
 # boundary values and the stateful phase too), 200 examples per operation. CI runs a short one.

@@ -13,6 +13,7 @@ flow they drive also has an HTTP end-to-end test that runs in both.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -130,27 +131,36 @@ def runs_in_every_mode(item: pytest.Item) -> bool:
 
 
 PLATFORM_GROUP = "platform"
+STARTS_PLATFORMS = "pytest.mark.e2e"
 
 
-def _group_by_module(items: list[pytest.Item]) -> None:
-    """Which process of `make test` (pytest-xdist, `--dist loadgroup`) runs each test.
-
-    Every module with an `e2e` test goes to one group, run by one process in file order, as the
-    suite ran before it had two: those modules start platforms (web, workers, sweeper) that share
-    the broker (one module flushes it) and take most of a CPU while they generate, and their
-    waits are sized for one platform at a time. Every other module is a group of its own, so its
-    module-scoped fixtures are built once, and the second process works through those while the
-    first runs the platforms."""
-    platform_modules = {item.module.__name__ for item in items if item.get_closest_marker("e2e") and item.module}
-    for item in items:
-        module = item.module.__name__ if item.module else item.nodeid
-        group = PLATFORM_GROUP if module in platform_modules else module
-        item.add_marker(pytest.mark.xdist_group(group))
+@functools.cache
+def _starts_platforms(path: str) -> bool:
+    """Whether the test module at `path` (relative to the root) has `e2e` tests, which start platforms."""
+    return STARTS_PLATFORMS in (Path(__file__).resolve().parent.parent / path).read_text(encoding="utf-8", errors="replace")
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """Which process of `make test` (pytest-xdist) runs each test: whole modules, and every module
+    with `e2e` tests in one process, in file order, as the suite ran before it had two.
+
+    Those modules start platforms (web, workers, sweeper) that share the broker (one flushes it)
+    and take most of a CPU while they generate, and their waits are sized for one platform at a
+    time. The second process works through the other modules beside them, each module whole so
+    its module-scoped fixtures are built once. (The scheduler sees node ids only, so a module is
+    told by its source; pytest-xdist's own `loadgroup` cannot group on pytest 9, whose node ids
+    it no longer rewrites.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class PlatformsTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return PLATFORM_GROUP if path.endswith(".py") and _starts_platforms(path) else path
+
+    return PlatformsTogether(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    _group_by_module(items)
     selection = os.environ.get("ATELIER_TESTS", "all")
     if selection == "all":
         return

@@ -141,23 +141,50 @@ def _starts_platforms(path: str) -> bool:
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    """Which process of `make test` (pytest-xdist) runs each test: whole modules, and every module
-    with `e2e` tests in one process, in file order, as the suite ran before it had two.
+    """How `make test`'s two processes (pytest-xdist) share the tests.
 
-    Those modules start platforms (web, workers, sweeper) that share the broker (one flushes it)
-    and take most of a CPU while they generate, and their waits are sized for one platform at a
-    time. The second process works through the other modules beside them, each module whole so
-    its module-scoped fixtures are built once. (The scheduler sees node ids only, so a module is
-    told by its source; pytest-xdist's own `loadgroup` cannot group on pytest 9, whose node ids
-    it no longer rewrites.)"""
+    - Every module with `e2e` tests runs in one process, in file order, as the suite ran before it
+      had two: those tests start platforms (web, workers, sweeper) that share the broker (one
+      module flushes it) and take most of a CPU while they generate, and their waits are sized
+      for one platform at a time. The other process works through the remaining tests beside them.
+    - Each process runs its tests in the order pytest-django sorted the whole collection:
+      `db` tests, then `transactional_db` ones (which empty the database, the rows the migrations
+      wrote included), then the rest. So a unit of work is a module's run of consecutive tests in
+      that order (a module with both kinds is two units), units are handed out in that order, never
+      reordered by size, and no process runs a transactional test before a plain one it was given
+      later.
+    The scheduler sees node ids only, so a module is told by its source. (pytest-xdist's own
+    `loadgroup` cannot group on pytest 9, whose node ids it no longer rewrites.)"""
     from xdist.scheduler import LoadScopeScheduling
 
+    config.option.loadscopereorder = False
+
     class PlatformsTogether(LoadScopeScheduling):
+        units: dict[str, str] | None = None
+
         def _split_scope(self, nodeid: str) -> str:
-            path = nodeid.split("::", 1)[0]
-            return PLATFORM_GROUP if path.endswith(".py") and _starts_platforms(path) else path
+            if self.units is None:
+                self.units = _work_units(self.collection or [])
+            return self.units.get(nodeid) or nodeid.split("::", 1)[0]
 
     return PlatformsTogether(config, log)
+
+
+def _work_units(collection: list[str]) -> dict[str, str]:
+    """Node id → its unit of work (see `pytest_xdist_make_scheduler`)."""
+    units: dict[str, str] = {}
+    runs: dict[str, int] = {}
+    previous = None
+    for nodeid in collection:
+        path = nodeid.split("::", 1)[0]
+        if path.endswith(".py") and _starts_platforms(path):
+            units[nodeid] = PLATFORM_GROUP
+            continue
+        if path != previous:
+            runs[path] = runs.get(path, 0) + 1
+        previous = path
+        units[nodeid] = f"{path}#{runs[path]}"
+    return units
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

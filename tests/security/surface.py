@@ -270,7 +270,7 @@ ROUTES: dict[str, Entry] = {
     "http /sdapi/v1/schedulers": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_GET)),
     "http /sdapi/v1/upscalers": Entry(_A.AUTHENTICATED, (
         *HTTP_SWEEP, SDAPI_GET,
-        "tests/a1111/test_sdapi_routes.py::test_model_upscalers_are_listed_per_member_and_unknown_ones_are_not_installed")),
+        "tests/a1111/test_sdapi_routes.py::test_model_upscalers_are_listed_per_member_and_missing_ones_degrade_or_are_refused")),
     "http /sdapi/v1/latent-upscale-modes": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, SDAPI_GET)),
     "http /sdapi/v1/sd-models": Entry(_A.AUTHENTICATED, (
         *HTTP_SWEEP, SDAPI_GET, "tests/a1111/test_sdapi_routes.py::test_models_are_scoped_to_the_member")),

@@ -77,6 +77,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, host: str, port: int, workers: int, **options):
         env = child_env(port)
+        if env.get("ATELIER_EVENTS_URL"):
+            # The embedded default: this process publishes job events too (an exited worker's
+            # requeued jobs), and like its children it must relay them through the web process.
+            settings.ATELIER_EVENTS_URL = env["ATELIER_EVENTS_URL"]
 
         def child(role: str, command: list[str], worker: str | None = None) -> Child:
             return Child(role, command, RestartBackoff(clock=time.monotonic), worker=worker)

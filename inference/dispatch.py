@@ -9,6 +9,10 @@ locks their rows and the queued window, and runs the policy once over all of the
   That loop holds a PostgreSQL advisory lock for its pass (`sweep`), so a second sweeper
   replica (kept for availability) skips its pass instead of repeating it.
 
+A worker is dead for dispatch when its heartbeat is `ATELIER_WORKER_DEAD_AFTER_SECONDS` old
+(`workers_reap`), or at once when the supervisor that started it saw its process exit
+(`worker_exited`, called by `manage.py serve`); both take its jobs back through `requeue_or_fail`.
+
 A GPU worker runs no full pass: its heartbeat only writes its own row (`inference/transitions.py`).
 When it finishes a batch it must not wait up to a sweep period for the next one, so its
 post-batch report asks for a *cheap* pass, `dispatch_pending(only_worker=name)`: the policy
@@ -284,6 +288,28 @@ def workers_reap() -> int:
     )
     reaped += requeue_or_fail(orphans, "its worker stopped before finishing it")
     return reaped
+
+
+def worker_exited(*, name: str, pid: int) -> int:
+    """The process supervising a worker (`manage.py serve`) saw it exit: declare it offline now,
+    not after `ATELIER_WORKER_DEAD_AFTER_SECONDS` of silence, so no pass sends it more work, and
+    take back what it held the way the reaper does (`requeue_or_fail`: requeued, or failed at the
+    attempt cap). Only the life with this pid: a restarted life that registered already (a new
+    pid) is left alone. Returns how many jobs were requeued or failed."""
+    exited_at = timezone.now()
+    worker = Worker.objects.filter(name=name, pid=pid, state__in=[Worker.State.ONLINE, Worker.State.DRAINING]).first()
+    if worker is None:  # it stopped cleanly (`worker_stopped`), was reaped, or a new life registered
+        return 0
+    if not Worker.objects.filter(pk=worker.pk, pid=pid, state=worker.state).update(state=Worker.State.OFFLINE):
+        return 0
+    logger.warning("worker %s (pid %s) exited: offline", name, pid)
+    return requeue_or_fail(
+        # Dispatched to this life (a new life registering meanwhile may already hold newer jobs).
+        Job.objects.filter(worker=worker, status__in=ON_WORKER).filter(
+            Q(dispatched_at__isnull=True) | Q(dispatched_at__lte=exited_at)
+        ),
+        f"worker {name} exited",
+    )
 
 
 # The advisory lock a dispatcher holds for its pass ("atelier" in ASCII, as a bigint).

@@ -9,7 +9,7 @@ import pytest
 from django.utils import timezone
 
 from config.celery import app as celery_app
-from inference.dispatch import dispatch_pending, workers_reap
+from inference.dispatch import dispatch_pending, worker_exited, workers_reap
 from a1111.generation import parse_generation_request
 from inference.models import Job, Worker
 from inference.services import job_cancel, job_submit
@@ -112,6 +112,30 @@ def test_a_silent_worker_is_declared_dead_and_its_job_requeued_then_failed_at_th
             assert (job.status, job.worker, job.attempts) == ("queued", None, 1)
     assert job.status == "failed"
     assert "was lost" in job.error and "gave up after 2 attempts" in job.error
+    broker_messages(worker.queue)  # drain
+
+
+def test_a_worker_seen_exiting_by_its_supervisor_is_offline_at_once_and_its_job_requeued_then_failed_at_the_cap(
+    personas, worker, settings
+) -> None:
+    settings.ATELIER_JOB_MAX_ATTEMPTS = 2
+    job = new_job(personas["alice"])
+    for attempt in (1, 2):
+        worker = worker_register(name=worker.name, device="cpu", device_memory_bytes=None)  # its next life
+        assert dispatch_pending() == 1
+        assert job_claim(public_id=job.public_id, attempt=attempt, worker_name=worker.name, total_steps=4)
+        assert worker_exited(name=worker.name, pid=worker.pid + 1) == 0  # another life's exit: not this one
+        assert Worker.objects.get(pk=worker.pk).state == "online"
+        assert worker_exited(name=worker.name, pid=worker.pid) == 1  # heartbeat still fresh: no timeout involved
+        worker.refresh_from_db()
+        assert worker.state == "offline"
+        job.refresh_from_db()
+        if attempt == 1:
+            assert (job.status, job.worker, job.attempts) == ("queued", None, 1)
+            assert dispatch_pending() == 0  # nothing more is sent to it
+    assert job.status == "failed"
+    assert f"worker {worker.name} exited" in job.error and "gave up after 2 attempts" in job.error
+    assert worker_exited(name=worker.name, pid=worker.pid) == 0  # reported twice: nothing more
     broker_messages(worker.queue)  # drain
 
 

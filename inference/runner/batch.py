@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.db import connection as db_connection
@@ -610,13 +611,13 @@ def _infotexts(job: Job, spec: JobSpec, seeds: list[int]) -> list[str]:
                    "ENSD": (request.eta_noise_seed_delta or None) if sampler.name in ENSD_SAMPLERS else None,
                    "Face restoration": spec.face_restorer.name if spec.face_restorer else None,
                    "Tiling": True if request.tiling else None,
-                   **_refiner_infotext(job, spec)},
+                   **_refiner_infotext(spec)},
         )
         for seed in seeds
     ]
 
 
-def _refiner_infotext(job: Job, spec: JobSpec) -> dict[str, Any]:
+def _refiner_infotext(spec: JobSpec) -> dict[str, Any]:
     """A1111's `Refiner: <name [hash]>, Refiner switch at: 0.8`, when the refiner ran."""
     request = spec.request
     if spec.refiner is None or not request.refiner_runs:

@@ -62,6 +62,8 @@ def test_the_refiner_takes_over_at_its_switch_point_in_every_pass(models) -> Non
     )
     base_only = pixels(runtime.generate(img2img)[0])
     assert np.abs(pixels(runtime.generate(refined(0.5, img2img))[0]) - base_only).mean() > 1.0
+    # a switch before the pass's first step (t = 501 at strength 0.75): the refiner runs the whole pass
+    assert np.abs(pixels(runtime.generate(refined(0.1, img2img))[0]) - base_only).mean() > 1.0
 
     # hires fix: the first pass is the base's alone, the refiner takes the second pass over
     hires = dataclasses.replace(

@@ -197,8 +197,8 @@ class WorkerRuntime:
         self, spec: GenerationSpec, refiner: RefinerSpec, chunk_index: int, chunk: range, *, image: Any,
         strength: float, steps: int, base_steps: int, steps_before: int, width: int, height: int,
         hires_steps: int | None, on_step: StepCallback | None, on_preview: PreviewCallback | None,
-        from_base: bool,
-    ) -> list[Image.Image]:
+        from_base: bool, output_type: str = "pil",
+    ) -> Any:
         """The refiner's part of a pass: with `from_base`, from the latents the base left at
         `refiner.switch_at` after `base_steps` steps; otherwise the whole pass (img2img of `image` at
         `strength`, the switch being before its first step). Its
@@ -226,7 +226,7 @@ class WorkerRuntime:
                 **self._step_callback(
                     spec, chunk_index, chunk, on_step, on_preview, steps_before=steps_before + base_steps, schedule=schedule
                 ),
-                output_type="pil",
+                output_type=output_type,
             ).images
 
     def _hypernetwork(self, path: str, sha256: str) -> Hypernetwork:
@@ -434,8 +434,9 @@ class WorkerRuntime:
             kwargs["latents"] = noise.to(device=pipeline.device, dtype=pipeline.unet.dtype)
         if spec.hires is not None:
             kwargs["output_type"] = "latent" if spec.hires.upscaler.startswith("Latent") else "pil"
-        # The refiner takes this pass over at its switch point (with the hires fix: the second pass's).
-        refiner = spec.refiner if spec.hires is None else None
+        # The refiner takes this pass over at its switch point (with the hires fix: if it refines the first).
+        refiner = spec.refiner if spec.refiner and spec.refiner.refines(hires_pass=False, hires=spec.hires is not None) else None
+        output_type = kwargs.get("output_type", "pil")  # the pass's own output (latents for a latent hires fix)
         strength = img2img.denoising_strength if img2img is not None else 1.0
         base_steps = steps_before_switch(pipeline, spec.steps, strength, refiner.switch_at) if refiner else 0
         if refiner is not None:
@@ -451,7 +452,7 @@ class WorkerRuntime:
             generated = self._refine(
                 spec, refiner, chunk_index, chunk, image=[prepared[i].image for i in chunk], strength=strength,
                 steps=spec.steps, base_steps=0, steps_before=0, width=spec.width, height=spec.height,
-                hires_steps=None, on_step=on_step, on_preview=on_preview, from_base=False,
+                hires_steps=None, on_step=on_step, on_preview=on_preview, from_base=False, output_type=output_type,
             )
         else:
             configure_vae(pipeline.vae, self.acceleration, batch=len(chunk), width=spec.width, height=spec.height)
@@ -480,6 +481,7 @@ class WorkerRuntime:
                     spec, refiner, chunk_index, chunk, image=generated, strength=strength, steps=spec.steps,
                     base_steps=base_steps, steps_before=0, width=spec.width, height=spec.height, hires_steps=None,
                     on_step=on_step, on_preview=on_preview, from_base=True,  # txt2img: its start noise at worst
+                    output_type=output_type,
                 )
         # 3. The hires fix: upscale, then a second, img2img pass.
         if spec.hires is not None:
@@ -508,8 +510,8 @@ class WorkerRuntime:
             if isinstance(image, list):
                 return image
             hires = dataclasses.replace(hires, denoising_strength=1.0 / hires.steps)  # decode at least one step
-        # A1111's default `hires_fix_refiner_pass` ("second pass"): the refiner takes this pass over.
-        refiner = spec.refiner
+        # A1111's `hires_fix_refiner_pass` (by default "second pass"): the refiner takes this pass over.
+        refiner = spec.refiner if spec.refiner and spec.refiner.refines(hires_pass=True, hires=True) else None
         base_steps = steps_before_switch(pipeline, hires.steps, hires.denoising_strength, refiner.switch_at) if refiner else 0
         refine = {} if refiner is None else {"denoising_end": switch_point(refiner.switch_at), "output_type": "latent"}
         if refiner is not None and not base_steps:  # the switch comes before the pass's first step

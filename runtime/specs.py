@@ -74,11 +74,19 @@ class Img2ImgInputs:
 class RefinerSpec:
     """A1111's refiner: sampling switches to this checkpoint once `switch_at` of a pass's steps are
     done (the base denoises to `denoising_end`, the refiner from `denoising_start` on the same SDXL
-    latents). It refines the only pass, or with the hires fix the second one (A1111's default)."""
+    latents). It refines the only pass, or with the hires fix the passes `hires_passes` names (A1111's
+    `hires_fix_refiner_pass`, by default the second)."""
 
     path: str
     sha256: str
     switch_at: float  # 0: the refiner runs every step; 1 never reaches here (no refiner pass)
+    hires_passes: str = "second pass"  # with the hires fix: "first pass", "second pass" or "both passes"
+
+    def refines(self, *, hires_pass: bool, hires: bool) -> bool:
+        """Whether the refiner takes over this pass (the only one, or a hires fix's first or second)."""
+        if not hires:
+            return True
+        return self.hires_passes == "both passes" or (self.hires_passes == "second pass") == hires_pass
 
 
 @dataclass(frozen=True)

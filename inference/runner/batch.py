@@ -414,7 +414,8 @@ def build_generation_spec(
         controlnet=_control_units(lead, inputs[0].control_images, local_path),
         face_restoration=_face_restoration(lead, local_path),
         refiner=RefinerSpec(
-            path=local_path(lead.refiner.key), sha256=lead.refiner.sha256, switch_at=request.refiner_switch_at
+            path=local_path(lead.refiner.key), sha256=lead.refiner.sha256, switch_at=request.refiner_switch_at,
+            hires_passes=request.hires_refiner_pass,
         ) if lead.refiner is not None and request.refiner_runs else None,
         preview_images=preview_positions(parts, max_batch),
         chunk_starts=chunk_layout(parts, max_batch).starts,
@@ -623,7 +624,11 @@ def _refiner_infotext(spec: JobSpec) -> dict[str, Any]:
     if spec.refiner is None or not request.refiner_runs:
         return {}
     # `job_submit` stored the refiner's A1111 short title ("name [hash10]") in the request
-    return {"Refiner": request.refiner_checkpoint, "Refiner switch at": request.refiner_switch_at}
+    return {
+        "Refiner": request.refiner_checkpoint, "Refiner switch at": request.refiner_switch_at,
+        # A1111 names the hires pass the refiner ran in only when it is not the default
+        "Hires refiner": request.hires_refiner_pass if request.hires and request.hires_refiner_pass != "second pass" else None,
+    }
 
 
 def _store_control_maps(folder: str, job: Job, request: GenerationRequest, maps: list[Image.Image]) -> list[str]:

@@ -52,6 +52,8 @@ XL = {"override_settings": {"sd_model_checkpoint": "tiny-xl"}}
         ({"override_settings": {"sd_model_checkpoint": "atelier-tiny"}, "refiner_checkpoint": "tiny-xl-refiner"},
          "refiner_checkpoint", "needs an SDXL base"),
         ({**XL, "refiner_checkpoint": "atelier-tiny", "refiner_switch_at": 0.8}, "refiner_checkpoint", "another latent space"),
+        ({"override_settings": {"sd_model_checkpoint": "tiny-xl", "hires_fix_refiner_pass": "third pass"},
+          "refiner_checkpoint": "tiny-xl-refiner"}, "override_settings.hires_fix_refiner_pass", "both passes"),
     ],
 )
 def test_bad_refiners_are_422s_naming_the_field(api, alice_xl, body, field, needle) -> None:

@@ -1,6 +1,6 @@
 """A1111's SDXL refiner on the tiny models: sampling switches from the tiny SDXL to a tiny,
 refiner-shaped checkpoint (one text encoder, aesthetic-score time ids) at `switch_at` of the steps,
-in txt2img, img2img and the hires fix's second pass."""
+in txt2img, img2img and the hires fix's second pass (or first, as A1111's option says)."""
 
 from __future__ import annotations
 
@@ -75,3 +75,8 @@ def test_the_refiner_takes_over_at_its_switch_point_in_every_pass(models) -> Non
     assert with_refiner.size == (80, 80)
     assert np.abs(pixels(with_refiner) - without).mean() > 1.0
     assert hires_steps[-1] == 4 + 3 and hires_steps == sorted(hires_steps)  # int(4 x 0.75) hires steps
+    # A1111's hires_fix_refiner_pass "first pass": the refiner refines the first pass (its latents go on)
+    first = refined(0.5, hires)
+    first = dataclasses.replace(first, refiner=dataclasses.replace(first.refiner, hires_passes="first pass"))
+    first_pass = pixels(runtime.generate(first)[0])
+    assert np.abs(first_pass - without).mean() > 1.0 and np.abs(first_pass - pixels(with_refiner)).mean() > 1.0

@@ -140,6 +140,18 @@ class GenerationRequest:
     # set by `job_submit` (never by clients): what could not run for want of a model and what to
     # install (A1111 degrades: faces unrestored, a Lanczos upscale), shown in `info.notes`
     missing_models: list[str] = field(default_factory=list)
+    # A1111's refiner: the checkpoint (any id form, as `checkpoint`; None: no refiner) sampling
+    # switches to once `refiner_switch_at` of a pass's steps are done (1.0: it never runs). With the
+    # hires fix it refines the passes `hires_refiner_pass` names (A1111's default: the second).
+    refiner_checkpoint: str | None = None
+    refiner_switch_at: float = 0.0
+    # A1111's `hires_fix_refiner_pass` option: which pass of a hires-fix job the refiner refines
+    hires_refiner_pass: str = "second pass"
+
+    @property
+    def refiner_runs(self) -> bool:
+        """Whether sampling switches to the refiner at all (A1111: not when the switch is at 1)."""
+        return self.refiner_checkpoint is not None and self.refiner_switch_at < 1.0
 
     @property
     def hires(self) -> bool:
@@ -356,8 +368,36 @@ def parse_generation_request(
         save_dir=parse_save_dir(alwayson.get("save_dir")),
         tiling=read_bool(data, "tiling", tiling_option),
         **parse_face_restoration(data, override_settings),
+        **parse_refiner(data, override_settings),
         **(_img2img_fields(data) if kind == "img2img" else _hires_fields(data, limits)),
     )
+
+
+NO_REFINER = ("", "none")  # A1111's names for "no refiner" (any case)
+
+
+HIRES_REFINER_PASSES = ("first pass", "second pass", "both passes")  # A1111's hires_fix_refiner_pass
+
+
+def parse_refiner(data: Mapping[str, Any], override_settings: Mapping[str, Any]) -> dict[str, Any]:
+    """`refiner_checkpoint` and `refiner_switch_at` (a fraction of the steps, 0..1), and the
+    `hires_fix_refiner_pass` option. As A1111's API, a refiner named without a switch point takes
+    over from the first step."""
+    name = data.get("refiner_checkpoint")
+    if name is not None and not isinstance(name, str):
+        raise RequestValidationError("refiner_checkpoint", "must be a checkpoint's name, or \"None\" for no refiner")
+    switch_at = 0.0
+    if data.get("refiner_switch_at") is not None:
+        switch_at = read_float(data, "refiner_switch_at", 0.0, 0.0, 1.0)
+    if name is None or name.strip().lower() in NO_REFINER:
+        return {}  # the option matters only with a refiner (a member's stored value is not checked then)
+    with fields_of("override_settings"):
+        hires_pass = read_str(override_settings, "hires_fix_refiner_pass", "second pass", 20)
+    if hires_pass not in HIRES_REFINER_PASSES:
+        raise RequestValidationError(
+            "override_settings.hires_fix_refiner_pass", f"must be one of {', '.join(HIRES_REFINER_PASSES)}, got {hires_pass!r}"
+        )
+    return {"refiner_checkpoint": name.strip(), "refiner_switch_at": switch_at, "hires_refiner_pass": hires_pass}
 
 
 FACE_RESTORERS = ("CodeFormer", "GFPGAN")  # A1111's face_restoration_model values
@@ -460,8 +500,12 @@ def batch_key(request: GenerationRequest, *, model_key: str, lora_key: str, vae_
     )
     if request.seed_resize_from:
         shared += (request.seed_resize_from,)
+    if request.refiner_runs:  # the refiner's sha256 is in `model_key`; the switch point is shared too
+        shared += (request.refiner_switch_at,)
     if request.hires:
         shared += (request.hr_width, request.hr_height, request.hr_upscaler, request.hr_steps, request.denoising_strength)
+        if request.refiner_runs:
+            shared += (request.hires_refiner_pass,)
         if request.upscaler_model:
             shared += (request.upscaler_model["sha256"],)
     if request.kind == "img2img":

@@ -406,7 +406,7 @@ READ_ONLY: frozenset[str] = frozenset({"sd_checkpoint_hash"})
 # The options that change what a member's /sdapi jobs generate (see the module docstring).
 GENERATION_OPTIONS: tuple[str, ...] = (
     "sd_model_checkpoint", "sd_vae", "CLIP_stop_at_last_layers", "eta_noise_seed_delta", "face_restoration",
-    "face_restoration_model", "code_former_weight", "tiling",
+    "face_restoration_model", "code_former_weight", "tiling", "hires_fix_refiner_pass",
 )
 
 TYPE_NAMES: Mapping[type, str] = MappingProxyType({
@@ -421,6 +421,7 @@ OPTION_TYPES: Mapping[str, type] = MappingProxyType({
 # the face restorer and CodeFormer weight are read where the restorer is chosen (`job_submit`).
 REQUEST_SETTINGS: tuple[str, ...] = (
     "sd_model_checkpoint", "sd_vae", "CLIP_stop_at_last_layers", "eta_noise_seed_delta", "face_restoration", "tiling",
+    "hires_fix_refiner_pass",
 )
 
 

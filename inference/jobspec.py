@@ -121,6 +121,7 @@ class JobSpec:
     upscaler: UpscalerRef | None = None
     face_restorer: FaceRestorerRef | None = None
     controlnet_models: tuple[ModelRef, ...] = ()  # one per `request.controlnet_units`, in order
+    refiner: ModelRef | None = None  # `request.refiner_checkpoint` resolved (None when it never runs)
     version: int = JOB_SPEC_VERSION
 
     def __post_init__(self) -> None:
@@ -147,6 +148,7 @@ class JobSpec:
                     "detector": self.face_restorer.detector.to_json(), "weight": self.face_restorer.weight,
                 } if self.face_restorer else None,
                 "controlnet": [model.to_json() for model in self.controlnet_models],
+                "refiner": ref(self.refiner),
             },
         }
 
@@ -194,6 +196,7 @@ class JobSpec:
                     ModelRef.from_json(model, f"ControlNet unit {index}")
                     for index, model in enumerate(models.get("controlnet") or ())
                 ),
+                refiner=ModelRef.from_json(models["refiner"], "refiner") if models.get("refiner") else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, JobSpecError):
@@ -222,7 +225,8 @@ def without_resolved_files(request: GenerationRequest) -> GenerationRequest:
 
 
 def request_to_spec(
-    request: GenerationRequest, *, checkpoint: ModelRef, vae: ModelRef | None, key_of: Callable[[str], str]
+    request: GenerationRequest, *, checkpoint: ModelRef, vae: ModelRef | None, key_of: Callable[[str], str],
+    refiner: ModelRef | None = None,
 ) -> JobSpec:
     """The spec of a request whose files `job_submit` resolved (into its `networks`,
     `upscaler_model`, `face_restorer` and units' `model_path`), paths mapped to keys by `key_of`."""
@@ -247,6 +251,7 @@ def request_to_spec(
         controlnet_models=tuple(
             ModelRef(key_of(unit.model_path), unit.model_sha256) for unit in request.controlnet_units
         ),
+        refiner=refiner,
     )
 
 

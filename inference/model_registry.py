@@ -7,6 +7,7 @@ once and remembered by (path, size, mtime) in `ModelFileHash`.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -397,3 +398,38 @@ def promptgen_resolve_for_user(user: AbstractUser, ident: str) -> PromptgenModel
         f"unknown prompt-generation model {ident!r}; GET /api/v1/promptgen/models lists the ones you may use",
         field=PROMPTGEN_FIELD,
     )
+
+
+# --- a checkpoint's family, from its safetensors header (the refiner's latent-space check) -------
+
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+# The text-encoder key prefix that tells each family apart in an LDM/SGM single file, checked in order.
+_FAMILY_MARKERS = (
+    ("sdxl", "conditioner.embedders.1.model."),  # SDXL base: CLIP-L and OpenCLIP bigG
+    ("sdxl-refiner", "conditioner.embedders.0.model."),  # SDXL refiner: OpenCLIP bigG alone
+    ("sd2", "cond_stage_model.model."),  # OpenCLIP ViT-H
+    ("sd1", "cond_stage_model.transformer."),  # CLIP ViT-L
+)
+FAMILY_TITLES = {
+    "sdxl": "SDXL", "sdxl-refiner": "SDXL refiner", "sd2": "SD 2.x", "sd1": "SD 1.x", "": "unrecognised",
+}
+SDXL_LATENT_FAMILIES = ("sdxl", "sdxl-refiner")  # SDXL's VAE: one latent space
+
+
+def checkpoint_family(path: Path) -> str:
+    """"sdxl", "sdxl-refiner", "sd2" or "sd1" from the tensor names in a ``.safetensors`` header
+    (no weight is read, no torch); "" when the header cannot be read or matches none."""
+    try:
+        with open(path, "rb") as handle:
+            length = int.from_bytes(handle.read(8), "little")
+            if not 0 < length <= MAX_HEADER_BYTES:
+                return ""
+            header = json.loads(handle.read(length))
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(header, dict):
+        return ""
+    for family, prefix in _FAMILY_MARKERS:
+        if any(key.startswith(prefix) for key in header):
+            return family
+    return ""

@@ -42,8 +42,11 @@ from a1111.upscalers import A1111_MODEL_UPSCALERS
 from inference.inputs.images import ExtrasInputs, InputImages
 from inference.jobspec import ModelRef, request_to_spec
 from inference.model_registry import (
+    FAMILY_TITLES,
+    SDXL_LATENT_FAMILIES,
     ModelEntry,
     ModelNotFound,
+    checkpoint_family,
     checkpoint_resolve_for_user,
     controlnet_resolve_for_user,
     face_detector_for_user,
@@ -119,6 +122,11 @@ def job_submit(
     _check_queue_room(user)
     checkpoint = checkpoint_resolve_for_user(user, request.checkpoint)
     vae = vae_resolve_for_user(user, request.vae)
+    refiner = _refiner_for_user(user, request, checkpoint, inputs)
+    if refiner is not None:  # named as A1111's infotext names it: its short title
+        request = dataclasses.replace(request, refiner_checkpoint=f"{refiner.model_name} [{refiner.hash10}]")
+        if not request.refiner_runs:
+            refiner = None  # switching at 1.0: the refiner never runs (A1111 loads nothing either)
     request = dataclasses.replace(request, networks=_extra_networks_for_user(user, request))
     degrade = degrade_missing_models and not settings.ATELIER_STRICT_MISSING_MODELS
     if request.hires and request.hr_upscaler not in HIRES_UPSCALERS:
@@ -132,7 +140,8 @@ def job_submit(
         request = _with_stored_inputs(user, request, inputs)
     if controlnets:
         request = _with_controlnet_units(user, request, controlnets, inputs.controlnet_images if inputs else [])
-    model = model_key(checkpoint.sha256)  # what a worker must have loaded (not the VAE: see scheduler/keys.py)
+    # what a worker must have loaded (not the VAE: see scheduler/keys.py), with the refiner: both
+    model = model_key(checkpoint.sha256, refiner.sha256 if refiner else "")
     networks = network_key(request.networks)
     vae_key = vae.sha256 if vae else ""
     # What the worker gets: model files by storage key, not by this machine's paths.
@@ -141,6 +150,7 @@ def job_submit(
         checkpoint=ModelRef(model_file_key(checkpoint.path), checkpoint.sha256),
         vae=ModelRef(model_file_key(vae.path), vae.sha256) if vae else None,
         key_of=model_file_key,
+        refiner=ModelRef(model_file_key(refiner.path), refiner.sha256) if refiner else None,
     )
     public_id = new_job_id()
     job = Job.objects.create(
@@ -172,6 +182,54 @@ def job_submit(
     if dispatch:
         transaction.on_commit(dispatch_pending_safely)
     return job
+
+
+def _refiner_for_user(
+    user: AbstractUser, request: GenerationRequest, checkpoint: ModelEntry, inputs: InputImages | None
+) -> ModelEntry | None:
+    """The refiner checkpoint the request names (None: none).
+
+    Its name must resolve like `sd_model_checkpoint` (A1111: "Could not find checkpoint"), and both
+    models must be SDXL-family: the switch hands SDXL latents from the base to the refiner
+    (`denoising_end` / `denoising_start`), so an SD 1.x/2.x base or a refiner of another latent
+    space is refused naming `refiner_checkpoint`, as are the combinations the switch does not run
+    (inpainting, ControlNet, SD upscale).
+    """
+    if request.refiner_checkpoint is None:
+        return None
+    try:
+        refiner = checkpoint_resolve_for_user(user, request.refiner_checkpoint)
+    except ModelNotFound:
+        raise RequestValidationError(
+            "refiner_checkpoint",
+            f"unknown checkpoint {request.refiner_checkpoint!r}; GET /sdapi/v1/sd-models lists the ones you may use",
+        ) from None
+    if not request.refiner_runs:
+        return refiner  # switching at 1.0: it never runs, so no check applies
+    unsupported = (
+        "inpainting (a mask)" if inputs is not None and inputs.mask is not None else
+        "ControlNet units" if request.controlnet_units else
+        "the SD upscale script" if request.sd_upscale else ""
+    )
+    if unsupported:
+        raise RequestValidationError(
+            "refiner_checkpoint", f"the refiner is not available with {unsupported} yet: send refiner_checkpoint \"None\""
+        )
+    base_family, refiner_family = checkpoint_family(checkpoint.path), checkpoint_family(refiner.path)
+    if base_family != "sdxl":
+        raise RequestValidationError(
+            "refiner_checkpoint",
+            f"a refiner needs an SDXL base model, and {checkpoint.title} is {FAMILY_TITLES[base_family]}: "
+            "the switch hands SDXL latents to the refiner (SD 1.x/2.x refiners are not supported); "
+            "choose an SDXL checkpoint or send refiner_checkpoint \"None\"",
+        )
+    if refiner_family not in SDXL_LATENT_FAMILIES:
+        raise RequestValidationError(
+            "refiner_checkpoint",
+            f"{refiner.title} is {FAMILY_TITLES[refiner_family]}, another latent space than the SDXL base "
+            f"{checkpoint.title}: choose an SDXL refiner or SDXL checkpoint",
+        )
+    return refiner
 
 
 def extras_submit(

@@ -60,6 +60,7 @@ class PipelineCache:
         self._pipelines: OrderedDict[str, diffusers.StableDiffusionPipeline] = OrderedDict()  # on the device
         self._host: OrderedDict[str, diffusers.StableDiffusionPipeline] = OrderedDict()  # in host RAM
         self._loras: dict[str, LoraSet] = {}  # the LoRA adapters loaded into each cached pipeline
+        self._pairs: OrderedDict[tuple[str, str], None] = OrderedDict()  # (base, refiner) pairs run, recent last
         self.loads = 0  # from disk
         self.restores = 0  # from host RAM
 
@@ -113,6 +114,17 @@ class PipelineCache:
     def loaded(self) -> list[str]:
         """Checkpoints on the device, least recently used first."""
         return list(self._pipelines)
+
+    def note_pair(self, base_sha256: str, refiner_sha256: str) -> None:
+        """A batch ran `base` with `refiner` (both loaded through `get`): reported by `loaded_pairs`."""
+        self._pairs[(base_sha256, refiner_sha256)] = None
+        self._pairs.move_to_end((base_sha256, refiner_sha256))
+        while len(self._pairs) > 4 * self.capacity:
+            self._pairs.popitem(last=False)
+
+    def loaded_pairs(self) -> list[tuple[str, str]]:
+        """The (base, refiner) pairs batches ran whose two checkpoints are both on the device now."""
+        return [pair for pair in self._pairs if pair[0] in self._pipelines and pair[1] in self._pipelines]
 
     def cached(self) -> list[str]:
         """Checkpoints in host RAM, least recently used first."""

@@ -39,6 +39,7 @@ from runtime.init_latents import StartingLatents, chunk_plan, starting_latents
 from runtime.noise import image_generators, sampler_noise_seeds, upscale_latents, variation_noise
 from runtime.previews import latent_preview
 from runtime.promptgen import PromptgenRuntime
+from runtime.refiner import steps_before_switch, switch_point, takes_aesthetic_score
 from runtime.safety import SafetyChecker, censor_image
 from runtime.scheduled_prompts import ScheduledConditioning, chunk_conditioning, denoising
 from runtime.specs import (
@@ -47,6 +48,7 @@ from runtime.specs import (
     HiresSpec,
     Img2ImgInputs,
     PostprocessSpec,
+    RefinerSpec,
     RestoreStep,
 )
 from runtime.sd_upscale import sd_upscale_images
@@ -151,6 +153,11 @@ class WorkerRuntime:
 
     def _pipeline_for(self, spec: GenerationSpec, task: str) -> diffusers.DiffusionPipeline:
         cached = self.pipelines.get(spec.checkpoint_path, spec.checkpoint_sha256)
+        if is_xl(cached) and cached.text_encoder is None:
+            raise ValueError(
+                f"{Path(spec.checkpoint_path).name} is an SDXL refiner: it continues another model's latents, so name "
+                "it in refiner_checkpoint with an SDXL base as the checkpoint"
+            )
         components = dict(cached.components)
         if spec.vae_path:
             components["vae"] = self.vaes.get(
@@ -165,6 +172,62 @@ class WorkerRuntime:
             pipeline = PIPELINE_CLASSES[task](**components, requires_safety_checker=False)
         pipeline.set_progress_bar_config(disable=True)
         return pipeline
+
+    def _refiner_pipeline(self, spec: GenerationSpec, refiner: RefinerSpec) -> diffusers.StableDiffusionXLImg2ImgPipeline:
+        """The refiner's img2img pipeline over its cached modules (the batch's VAE file, if any, and
+        sampler), picking up latents the base left at `denoising_end`."""
+        if self.pipelines.capacity < 2:
+            raise ValueError("a refiner needs a pipeline cache of at least 2 checkpoints (the base and the refiner)")
+        cached = self.pipelines.get(refiner.path, refiner.sha256)
+        if not is_xl(cached):
+            raise ValueError(f"the refiner {Path(refiner.path).name} is not an SDXL model: it cannot take SDXL latents")
+        self.pipelines.note_pair(spec.checkpoint_sha256, refiner.sha256)
+        components = dict(cached.components)
+        if spec.vae_path:
+            components["vae"] = self.vaes.get(spec.vae_path, spec.vae_sha256, checkpoint_sha256=refiner.sha256, like=cached.vae)
+        scheduler_cls = getattr(diffusers, spec.scheduler_class)
+        components["scheduler"] = scheduler_cls.from_config(cached.scheduler.config, **spec.scheduler_kwargs)
+        pipeline = diffusers.StableDiffusionXLImg2ImgPipeline(
+            **components, requires_aesthetics_score=takes_aesthetic_score(cached)
+        )
+        pipeline.set_progress_bar_config(disable=True)
+        return pipeline
+
+    def _refine(
+        self, spec: GenerationSpec, refiner: RefinerSpec, chunk_index: int, chunk: range, *, image: Any,
+        strength: float, steps: int, base_steps: int, steps_before: int, width: int, height: int,
+        hires_steps: int | None, on_step: StepCallback | None, on_preview: PreviewCallback | None,
+        from_base: bool, output_type: str = "pil",
+    ) -> Any:
+        """The refiner's part of a pass: with `from_base`, from the latents the base left at
+        `refiner.switch_at` after `base_steps` steps; otherwise the whole pass (img2img of `image` at
+        `strength`, the switch being before its first step). Its
+        conditioning comes from its own text encoder, at the pass's step where it takes over."""
+        pipeline = self._refiner_pipeline(spec, refiner)
+        configure_vae(pipeline.vae, self.acceleration, batch=len(chunk), width=width, height=height)
+        with torch.inference_mode():
+            conditioning, schedule = self._conditioning(pipeline, spec, chunk, hires_steps=hires_steps)
+            if schedule is not None and base_steps:
+                schedule = schedule.starting_at(base_steps)
+                conditioning = schedule.pipeline_kwargs()
+        handover = {"denoising_start": switch_point(refiner.switch_at)} if from_base else {"strength": strength}
+        with (
+            torch.inference_mode(),
+            denoising(schedule, pipeline.unet),
+            sampler_noise_seeds(pipeline, spec.seeds, spec.noise_seed_deltas, chunk),
+        ):
+            return pipeline(
+                **conditioning,
+                image=image,
+                **handover,
+                num_inference_steps=steps,
+                guidance_scale=spec.cfg_scale,
+                generator=image_generators(spec.seeds, chunk),
+                **self._step_callback(
+                    spec, chunk_index, chunk, on_step, on_preview, steps_before=steps_before + base_steps, schedule=schedule
+                ),
+                output_type=output_type,
+            ).images
 
     def _hypernetwork(self, path: str, sha256: str) -> Hypernetwork:
         return self._hypernetworks.get(sha256, lambda: load_hypernetwork(Path(path), device=self.device))
@@ -234,8 +297,12 @@ class WorkerRuntime:
         The batch's LoRAs and hypernetworks are applied to the cached modules for this call
         only (every job of a batch shares them: they are part of the batch key).
         """
+        if spec.refiner is not None and spec.refiner.switch_at >= 1.0:
+            spec = dataclasses.replace(spec, refiner=None)  # A1111: the switch is never reached, no refiner pass
         hypernets = [(self._hypernetwork(path, sha), strength) for path, sha, strength in spec.hypernetworks]
         pipeline = self._pipeline_for(spec, "txt2img")  # loads the checkpoint; the task's pipeline comes next
+        if spec.refiner is not None and (not is_xl(pipeline) or spec.controlnet or spec.sd_upscale):
+            raise ValueError("a refiner runs after an SDXL base only, without ControlNet or SD upscale")
         loras = self.pipelines.loras_for(spec.checkpoint_sha256)
         with (
             loras.applied(pipeline, spec.loras),
@@ -367,12 +434,26 @@ class WorkerRuntime:
             kwargs["latents"] = noise.to(device=pipeline.device, dtype=pipeline.unet.dtype)
         if spec.hires is not None:
             kwargs["output_type"] = "latent" if spec.hires.upscaler.startswith("Latent") else "pil"
+        # The refiner takes this pass over at its switch point (with the hires fix: if it refines the first).
+        refiner = spec.refiner if spec.refiner and spec.refiner.refines(hires_pass=False, hires=spec.hires is not None) else None
+        output_type = kwargs.get("output_type", "pil")  # the pass's own output (latents for a latent hires fix)
+        strength = img2img.denoising_strength if img2img is not None else 1.0
+        base_steps = steps_before_switch(pipeline, spec.steps, strength, refiner.switch_at) if refiner else 0
+        if refiner is not None:
+            kwargs.update(denoising_end=switch_point(refiner.switch_at), output_type="latent")
         if on_step is not None:
             on_step(chunk_index, 0)
         # 2. Denoise: each image from its own generator (it does not depend on its batch neighbours).
         if img2img is not None and int(spec.steps * img2img.denoising_strength) == 0:
             # No denoising step to run (A1111: strength 0 returns the init image).
             generated = [prepared[i].image for i in chunk]
+        elif refiner is not None and img2img is not None and not base_steps:
+            # The switch comes before the pass's first step: the refiner runs all of it, as img2img.
+            generated = self._refine(
+                spec, refiner, chunk_index, chunk, image=[prepared[i].image for i in chunk], strength=strength,
+                steps=spec.steps, base_steps=0, steps_before=0, width=spec.width, height=spec.height,
+                hires_steps=None, on_step=on_step, on_preview=on_preview, from_base=False, output_type=output_type,
+            )
         else:
             configure_vae(pipeline.vae, self.acceleration, batch=len(chunk), width=spec.width, height=spec.height)
             with torch.inference_mode():
@@ -395,6 +476,13 @@ class WorkerRuntime:
                     **self._step_callback(spec, chunk_index, chunk, on_step, on_preview, schedule=schedule),
                     **{"output_type": "pil", **kwargs},
                 ).images
+            if refiner is not None:
+                generated = self._refine(
+                    spec, refiner, chunk_index, chunk, image=generated, strength=strength, steps=spec.steps,
+                    base_steps=base_steps, steps_before=0, width=spec.width, height=spec.height, hires_steps=None,
+                    on_step=on_step, on_preview=on_preview, from_base=True,  # txt2img: its start noise at worst
+                    output_type=output_type,
+                )
         # 3. The hires fix: upscale, then a second, img2img pass.
         if spec.hires is not None:
             generated = self._hires_pass(spec, spec.hires, chunk_index, chunk, generated, on_step, on_preview)
@@ -422,6 +510,16 @@ class WorkerRuntime:
             if isinstance(image, list):
                 return image
             hires = dataclasses.replace(hires, denoising_strength=1.0 / hires.steps)  # decode at least one step
+        # A1111's `hires_fix_refiner_pass` (by default "second pass"): the refiner takes this pass over.
+        refiner = spec.refiner if spec.refiner and spec.refiner.refines(hires_pass=True, hires=True) else None
+        base_steps = steps_before_switch(pipeline, hires.steps, hires.denoising_strength, refiner.switch_at) if refiner else 0
+        refine = {} if refiner is None else {"denoising_end": switch_point(refiner.switch_at), "output_type": "latent"}
+        if refiner is not None and not base_steps:  # the switch comes before the pass's first step
+            return self._refine(
+                spec, refiner, chunk_index, chunk, image=image, strength=hires.denoising_strength, steps=hires.steps,
+                base_steps=0, steps_before=spec.steps, width=hires.width, height=hires.height,
+                hires_steps=hires.steps, on_step=on_step, on_preview=on_preview, from_base=False,
+            )
         # 2. Denoise again at the target size, the steps counted after the first pass's.
         configure_vae(pipeline.vae, self.acceleration, batch=len(chunk), width=hires.width, height=hires.height)
         with torch.inference_mode():
@@ -432,7 +530,7 @@ class WorkerRuntime:
             denoising(schedule, pipeline.unet),
             sampler_noise_seeds(pipeline, spec.seeds, spec.noise_seed_deltas, chunk),
         ):
-            return pipeline(
+            denoised = pipeline(
                 **conditioning,
                 image=image,
                 strength=hires.denoising_strength,
@@ -442,8 +540,15 @@ class WorkerRuntime:
                 **self._step_callback(
                     spec, chunk_index, chunk, on_step, on_preview, steps_before=spec.steps, schedule=schedule
                 ),
-                output_type="pil",
+                **{"output_type": "pil", **refine},
             ).images
+        if refiner is None:
+            return denoised
+        return self._refine(
+            spec, refiner, chunk_index, chunk, image=denoised, strength=hires.denoising_strength, steps=hires.steps,
+            base_steps=base_steps, steps_before=spec.steps, width=hires.width, height=hires.height,
+            hires_steps=hires.steps, on_step=on_step, on_preview=on_preview, from_base=True,
+        )
 
 
 def _prepare_init_images(spec: GenerationSpec, img2img: Img2ImgInputs) -> list[PreparedImage]:

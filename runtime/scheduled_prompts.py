@@ -31,6 +31,7 @@ twice the steps, so the schedule's step count is `steps * order` and the loop in
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -108,6 +109,14 @@ class ScheduledConditioning:
         self.pooled = pooled  # [distinct texts, width 2] for SDXL, else None
         self._index = dict(index)
         self._zeroed_negatives = tuple(zeroed_negatives)  # per row
+        self._offset = 0  # the pass's steps already run elsewhere (`starting_at`)
+
+    def starting_at(self, step: int) -> ScheduledConditioning:
+        """This schedule for a pipeline call that takes over at the pass's 0-based `step` (the
+        refiner's call, after the base model's steps): its step 0 is that step."""
+        shifted = copy.copy(self)
+        shifted._offset = self._offset + step
+        return shifted
 
     @property
     def tensor_inputs(self) -> list[str]:
@@ -118,7 +127,7 @@ class ScheduledConditioning:
 
     def rows_at(self, step: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """The encoded rows of each part and of each image's negative prompt at the 0-based step."""
-        positives, negatives = self.schedules.texts_at(step)
+        positives, negatives = self.schedules.texts_at(step + self._offset)
         return (
             tuple(self._index[(text, False)] for text in positives),
             tuple(self._index[(text, zeroed)] for text, zeroed in zip(negatives, self._zeroed_negatives, strict=True)),
@@ -269,7 +278,7 @@ def chunk_conditioning(
         positives, negatives = schedules.texts_at(0)
         if xl:
             return encode_pair_xl(
-                [pipeline.tokenizer, pipeline.tokenizer_2], [pipeline.text_encoder, pipeline.text_encoder_2],
+                *_xl_encoders(pipeline),
                 positives, negatives, embeddings=embeddings, zero_empty_negative=zero_empty_negative,
                 device=device, dtype=pipeline.text_encoder_2.dtype,
             ).as_kwargs(), None
@@ -286,7 +295,7 @@ def chunk_conditioning(
     if xl:
         def encode() -> tuple[torch.Tensor, torch.Tensor | None]:
             return encode_texts_xl(
-                [pipeline.tokenizer, pipeline.tokenizer_2], [pipeline.text_encoder, pipeline.text_encoder_2],
+                *_xl_encoders(pipeline),
                 texts, zero=[zeroed for _, zeroed in keys], embeddings=embeddings, device=device,
                 dtype=pipeline.text_encoder_2.dtype,
             )
@@ -301,6 +310,17 @@ def chunk_conditioning(
         schedules, encoded, pooled, {key: row for row, key in enumerate(keys)}, zeroed_negatives=zeroed
     )
     return scheduled.pipeline_kwargs(), scheduled
+
+
+def _xl_encoders(pipeline: Any) -> tuple[list[Any], list[Any]]:
+    """An SDXL pipeline's (tokenizers, text encoders): both for a base model, the second alone for a
+    refiner (which has no CLIP-L: its conditioning is OpenCLIP bigG's alone, as in A1111)."""
+    pairs = [
+        (tokenizer, encoder)
+        for tokenizer, encoder in ((pipeline.tokenizer, pipeline.text_encoder), (pipeline.tokenizer_2, pipeline.text_encoder_2))
+        if encoder is not None
+    ]
+    return [tokenizer for tokenizer, _ in pairs], [encoder for _, encoder in pairs]
 
 
 def _distinct_texts(schedules: ChunkSchedules, zeroed_negatives: Sequence[bool]) -> list[_TextKey]:

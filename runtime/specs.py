@@ -71,6 +71,25 @@ class Img2ImgInputs:
 
 
 @dataclass(frozen=True)
+class RefinerSpec:
+    """A1111's refiner: sampling switches to this checkpoint once `switch_at` of a pass's steps are
+    done (the base denoises to `denoising_end`, the refiner from `denoising_start` on the same SDXL
+    latents). It refines the only pass, or with the hires fix the passes `hires_passes` names (A1111's
+    `hires_fix_refiner_pass`, by default the second)."""
+
+    path: str
+    sha256: str
+    switch_at: float  # 0: the refiner runs every step; 1 never reaches here (no refiner pass)
+    hires_passes: str = "second pass"  # with the hires fix: "first pass", "second pass" or "both passes"
+
+    def refines(self, *, hires_pass: bool, hires: bool) -> bool:
+        """Whether the refiner takes over this pass (the only one, or a hires fix's first or second)."""
+        if not hires:
+            return True
+        return self.hires_passes == "both passes" or (self.hires_passes == "second pass") == hires_pass
+
+
+@dataclass(frozen=True)
 class HiresSpec:
     """txt2img's hires fix: upscale the first pass, then an img2img pass at the target size."""
 
@@ -136,6 +155,7 @@ class GenerationSpec:
     noise_seed_deltas: list[int] = field(default_factory=list)
     controlnet: list[ControlUnit] = field(default_factory=list)  # ControlNet units, shared by every image
     face_restoration: FaceRestorationSpec | None = None  # "Restore faces", after decoding
+    refiner: RefinerSpec | None = None  # shared by every image (its sha256 is part of the model key)
     # Positions (in `seeds` order) that get live previews; empty: each chunk's first image. A batch
     # of several jobs names each job's own first image, so no job is shown another job's picture.
     preview_images: tuple[int, ...] = ()

@@ -128,8 +128,16 @@ class _ProcessingAPI(Request):
     denoising_strength: float | None = _float(0.75, 0.0, 1.0)
     override_settings: OverrideSettings | None = None
     override_settings_restore_afterwards: Ignored = None
-    refiner_checkpoint: Ignored = None
-    refiner_switch_at: Ignored = None
+    refiner_checkpoint: str | None = Field(
+        None,
+        description="A1111's SDXL refiner: a checkpoint you may use, named as sd_model_checkpoint (\"None\" or empty: "
+        "none). Sampling switches to it at refiner_switch_at of the steps (with the hires fix: of the second pass); "
+        "the base must be SDXL and the refiner SDXL-family, else a 422. Not with inpainting, ControlNet or SD upscale.",
+    )
+    refiner_switch_at: float | None = _float(
+        0.0, 0.0, 1.0, "The fraction of the steps (by timestep, as A1111 1.10) after which the refiner samples; "
+        "1: it never runs. Unset with a refiner, as A1111's API: the refiner runs every step.",
+    )
     disable_extra_networks: Ignored = None
     comments: Ignored = None
     script_name: str | None = Field(

@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.db import connection as db_connection
@@ -43,7 +44,7 @@ from a1111.infotext import (
 from inference.jobspec import JobSpec, JobSpecError, ModelRef
 from inference.models import Job
 from inference.runner.chunks import ChunkLayout, layout_of
-from inference.scheduler.keys import promptgen_model_key
+from inference.scheduler.keys import model_key, promptgen_model_key
 from a1111.pnginfo import png_bytes
 from a1111.prompts import extract_extra_networks
 from a1111.samplers import ENSD_SAMPLERS, resolve_sampler
@@ -74,6 +75,7 @@ from runtime.specs import (
     HiresSpec,
     Img2ImgInputs,
     LoraSpec,
+    RefinerSpec,
     SdUpscaleSpec,
 )
 from tenants.workdirs import user_outputs_key, user_save_dir_key
@@ -162,9 +164,13 @@ class ProgressReporter(threading.Thread):
 
 
 def held_models(runtime: WorkerRuntime) -> list[str]:
-    """The model keys on this worker's device (`inference/scheduler/keys.py`): its checkpoints, then
-    its prompt-generation language models."""
-    return runtime.pipelines.loaded() + [promptgen_model_key(sha256) for sha256 in runtime.promptgen.loaded()]
+    """The model keys on this worker's device (`inference/scheduler/keys.py`): its checkpoints, the
+    base + refiner pairs it ran while it holds both, then its prompt-generation language models."""
+    return (
+        runtime.pipelines.loaded()
+        + [model_key(base, refiner) for base, refiner in runtime.pipelines.loaded_pairs()]
+        + [promptgen_model_key(sha256) for sha256 in runtime.promptgen.loaded()]
+    )
 
 
 def batch_execute(*, jobs: list[tuple[str, int]], worker_name: str, runtime: WorkerRuntime) -> None:
@@ -407,6 +413,10 @@ def build_generation_spec(
         noise_seed_deltas=[p.spec.request.eta_noise_seed_delta for p in parts for _ in p.images],
         controlnet=_control_units(lead, inputs[0].control_images, local_path),
         face_restoration=_face_restoration(lead, local_path),
+        refiner=RefinerSpec(
+            path=local_path(lead.refiner.key), sha256=lead.refiner.sha256, switch_at=request.refiner_switch_at,
+            hires_passes=request.hires_refiner_pass,
+        ) if lead.refiner is not None and request.refiner_runs else None,
         preview_images=preview_positions(parts, max_batch),
         chunk_starts=chunk_layout(parts, max_batch).starts,
         network_key=parts[0].network_key,  # every member shares it (part of the batch key)
@@ -601,10 +611,24 @@ def _infotexts(job: Job, spec: JobSpec, seeds: list[int]) -> list[str]:
             extra={**extra, "Clip skip": request.clip_skip if request.clip_skip > 1 else None,
                    "ENSD": (request.eta_noise_seed_delta or None) if sampler.name in ENSD_SAMPLERS else None,
                    "Face restoration": spec.face_restorer.name if spec.face_restorer else None,
-                   "Tiling": True if request.tiling else None},
+                   "Tiling": True if request.tiling else None,
+                   **_refiner_infotext(spec)},
         )
         for seed in seeds
     ]
+
+
+def _refiner_infotext(spec: JobSpec) -> dict[str, Any]:
+    """A1111's `Refiner: <name [hash]>, Refiner switch at: 0.8`, when the refiner ran."""
+    request = spec.request
+    if spec.refiner is None or not request.refiner_runs:
+        return {}
+    # `job_submit` stored the refiner's A1111 short title ("name [hash10]") in the request
+    return {
+        "Refiner": request.refiner_checkpoint, "Refiner switch at": request.refiner_switch_at,
+        # A1111 names the hires pass the refiner ran in only when it is not the default
+        "Hires refiner": request.hires_refiner_pass if request.hires and request.hires_refiner_pass != "second pass" else None,
+    }
 
 
 def _store_control_maps(folder: str, job: Job, request: GenerationRequest, maps: list[Image.Image]) -> list[str]:

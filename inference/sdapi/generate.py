@@ -88,9 +88,7 @@ IMG2IMG_ECHO_DEFAULTS: dict[str, Any] = {
 
 PAI_MODEL_KEYS = ("sd_model_checkpoint", "sd_vae")  # also read from alwayson_scripts (PAI-EAS)
 
-NOT_YET = {  # accepted, answered with a note in `info`
-    "refiner_checkpoint": "SDXL refiner",
-}
+NOT_YET: dict[str, str] = {}  # body keys accepted but not applied (answered with a note in `info`): none left
 # A `script_name` not run as a script (a group script through the EAS queue) is answered with this
 # note; the scripts in `a1111.scripts.SCRIPTS` run as job groups (`inference/sdapi/scripts.py`).
 SCRIPT_NOT_APPLIED = "scripts is not available yet and was not applied"

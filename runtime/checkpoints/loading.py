@@ -82,6 +82,7 @@ TEXT_ENCODER_PREFIX = "cond_stage_model."
 OPEN_CLIP_PREFIX = "cond_stage_model.model."  # SD 2.x's OpenCLIP ViT-H text tower
 SDXL_CLIP_L_PREFIX = "conditioner.embedders.0.transformer."  # SDXL's first text encoder (CLIP ViT-L)
 SDXL_OPEN_CLIP_PREFIX = "conditioner.embedders.1.model."  # SDXL's second text encoder (OpenCLIP ViT-bigG)
+SDXL_REFINER_OPEN_CLIP_PREFIX = "conditioner.embedders.0.model."  # the SDXL refiner's only text encoder (bigG)
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 
@@ -147,6 +148,7 @@ _XL_PROJ_IN = UNET_PREFIX + "input_blocks.4.1.proj_in.weight"
 
 _SD2_REQUIRED = (UNET_PREFIX, VAE_PREFIX, OPEN_CLIP_PREFIX)
 _SDXL_REQUIRED = (UNET_PREFIX, VAE_PREFIX, SDXL_CLIP_L_PREFIX, SDXL_OPEN_CLIP_PREFIX)
+_SDXL_REFINER_REQUIRED = (UNET_PREFIX, VAE_PREFIX, SDXL_REFINER_OPEN_CLIP_PREFIX)
 
 _REGISTRY: tuple[Architecture, ...] = (
     Architecture(
@@ -216,6 +218,38 @@ _REGISTRY: tuple[Architecture, ...] = (
         tokenizer_subfolders=("tokenizer", "tokenizer_2"),
         pipeline_class="StableDiffusionXLPipeline",
         family="sdxl",
+        native_resolution=1024,
+    ),
+    # SDXL's refiner: a 4-level UNet conditioned on OpenCLIP bigG alone and on an aesthetic score
+    # (5 time ids), loaded as an img2img pipeline: it only ever continues latents (A1111's refiner).
+    Architecture(
+        name="sdxl-refiner",
+        title="Stable Diffusion XL refiner",
+        config_dir=MODEL_CONFIGS_DIR / "sdxl-refiner",
+        signature=(
+            (_CONV_IN, (384, 4, 3, 3)),
+            (_LABEL_EMB, (1536, 2560)),
+            (_XL_ATTN2_TO_K, (768, 1280)),
+        ),
+        required_prefixes=_SDXL_REFINER_REQUIRED,
+        tokenizer_subfolders=("tokenizer_2",),
+        pipeline_class="StableDiffusionXLImg2ImgPipeline",
+        family="sdxl-refiner",
+        native_resolution=1024,
+    ),
+    Architecture(
+        name="tiny-sdxl-refiner",
+        title="Tiny SDXL-refiner-structured test model",
+        config_dir=MODEL_CONFIGS_DIR / "tiny-sdxl-refiner",
+        signature=(
+            (_CONV_IN, (32, 4, 3, 3)),
+            (_LABEL_EMB, (128, 104)),
+            (_XL_ATTN2_TO_K, (64, 64)),
+        ),
+        required_prefixes=_SDXL_REFINER_REQUIRED,
+        tokenizer_subfolders=("tokenizer_2",),
+        pipeline_class="StableDiffusionXLImg2ImgPipeline",
+        family="sdxl-refiner",
         native_resolution=1024,
     ),
 )
@@ -294,10 +328,13 @@ def _diagnose(shapes: Mapping[str, tuple[int, ...]]) -> str:
         return f"it has no Stable Diffusion UNet ({UNET_PREFIX}*); a VAE, embedding or other add-on?"
     hints: list[str] = []
     if any(k.startswith("conditioner.embedders.") for k in shapes):
-        if any(k.startswith("conditioner.embedders.0.model.") for k in shapes) and not any(
+        if any(k.startswith(SDXL_REFINER_OPEN_CLIP_PREFIX) for k in shapes) and not any(
             k.startswith(SDXL_OPEN_CLIP_PREFIX) for k in shapes
         ):
-            hints.append("it looks like an SDXL refiner checkpoint (only SDXL base models are supported)")
+            hints.append(
+                "it looks like an SDXL refiner checkpoint, but its UNet differs from SDXL refiner 1.0 "
+                f"(label_emb {shapes.get(_LABEL_EMB)})"
+            )
         else:
             hints.append(
                 "it looks like an SDXL checkpoint, but its UNet differs from SDXL base "

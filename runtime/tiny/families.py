@@ -10,6 +10,9 @@ converters, the right pipeline class) in seconds on a CPU:
   (``cond_stage_model.model.transformer.resblocks.N.attn.in_proj_weight``, ...). Like a real SD 2.x
   file, the tower holds one residual block more than the diffusers text encoder uses (SD 2.x
   conditions on the penultimate layer), and the shipped scheduler predicts ``v``.
+* ``tiny-sdxl-refiner``: SDXL refiner's layout (a 4-level UNet with 5 size/crop/aesthetic time ids,
+  one OpenCLIP-bigG-style tower under ``conditioner.embedders.0.model.*``), loaded as an img2img
+  pipeline; the tiny-sdxl's VAE and second encoder shapes, so it refines tiny-sdxl's latents.
 * ``tiny-sdxl``: SDXL base's 3-block UNet (no attention in the first block, transformer depths
   1/2/10, the ``label_emb`` size/crop conditioning MLP), a 4-block VAE, a CLIP-L-style text encoder
   under ``conditioner.embedders.0.transformer.text_model.*`` and an OpenCLIP-bigG-style tower with
@@ -40,19 +43,23 @@ __all__ = [
     "SDXL_TEXT_2_PREFIX",
     "build_tiny_sd2_components",
     "build_tiny_sdxl_components",
+    "build_tiny_sdxl_refiner_components",
     "clip_to_ldm",
     "ldm_shapes_for_architecture",
     "open_clip_to_ldm",
     "sd2_components_to_ldm",
     "sdxl_components_to_ldm",
+    "sdxl_refiner_components_to_ldm",
     "unet_to_ldm",
     "write_tiny_sd2_checkpoint",
     "write_tiny_sdxl_checkpoint",
+    "write_tiny_sdxl_refiner_checkpoint",
 ]
 
 SD2_TEXT_PREFIX = "cond_stage_model.model."
 SDXL_TEXT_PREFIX = "conditioner.embedders.0.transformer.text_model."
 SDXL_TEXT_2_PREFIX = "conditioner.embedders.1.model."
+SDXL_REFINER_TEXT_PREFIX = "conditioner.embedders.0.model."
 
 _OPEN_CLIP_LAYER_RENAMES = (
     ("self_attn.out_proj.", "attn.out_proj."),
@@ -216,6 +223,22 @@ def build_tiny_sdxl_components(*, seed: int = 0, architecture: str = "tiny-sdxl"
     return components
 
 
+def build_tiny_sdxl_refiner_components(*, seed: int = 0, architecture: str = "tiny-sdxl-refiner") -> dict[str, torch.nn.Module]:
+    """``unet``, ``vae`` and ``text_encoder_2`` (bigG style, the only one) of an SDXL refiner.
+
+    Random weights from ``seed``, rounded to float16 values; the global torch RNG is untouched.
+    """
+    from transformers import CLIPTextModelWithProjection
+
+    config_dir = _config_dir(architecture)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        components = _build_unet_and_vae(config_dir)
+        components["text_encoder_2"] = CLIPTextModelWithProjection(_text_config(config_dir, "text_encoder_2"))
+    _round_to_fp16(components)
+    return components
+
+
 # --------------------------------------------------------------------------- LDM state dicts
 
 # OpenCLIP's trained logit scale, ln(100); stored by real checkpoints, unused for generation.
@@ -264,6 +287,20 @@ def sdxl_components_to_ldm(
     return _cast(tensors, dtype)
 
 
+def sdxl_refiner_components_to_ldm(
+    components: Mapping[str, torch.nn.Module], *, dtype: torch.dtype | None = torch.float16
+) -> dict[str, torch.Tensor]:
+    """One SDXL refiner (SGM layout) state dict from ``unet``, ``vae`` and ``text_encoder_2``: the
+    bigG tower under ``conditioner.embedders.0.model.``, as sd_xl_refiner_1.0.safetensors holds it."""
+    text_encoder_2 = components["text_encoder_2"]
+    tensors = _unet_vae_to_ldm(components)
+    tensors.update(open_clip_to_ldm(text_encoder_2.state_dict(), SDXL_REFINER_TEXT_PREFIX))
+    tensors[SDXL_REFINER_TEXT_PREFIX + "logit_scale"] = torch.tensor(
+        _LOGIT_SCALE, device=next(text_encoder_2.parameters()).device
+    )
+    return _cast(tensors, dtype)
+
+
 def components_to_single_file(
     components: Mapping[str, torch.nn.Module], *, dtype: torch.dtype | None = torch.float16
 ) -> dict[str, torch.Tensor]:
@@ -287,7 +324,10 @@ def ldm_shapes_for_architecture(name: str) -> dict[str, tuple[int, ...]]:
     config_dir = arch.config_dir
     with torch.device("meta"):
         components = _build_unet_and_vae(config_dir)
-        if arch.family == "sdxl":
+        if arch.family == "sdxl-refiner":
+            components["text_encoder_2"] = CLIPTextModelWithProjection(_text_config(config_dir, "text_encoder_2"))
+            tensors = sdxl_refiner_components_to_ldm(components, dtype=None)
+        elif arch.family == "sdxl":
             components["text_encoder"] = CLIPTextModel(_text_config(config_dir, "text_encoder"))
             components["text_encoder_2"] = CLIPTextModelWithProjection(_text_config(config_dir, "text_encoder_2"))
             tensors = sdxl_components_to_ldm(components, dtype=None)
@@ -318,3 +358,11 @@ def write_tiny_sdxl_checkpoint(path: Path, seed: int = 0, *, metadata: Mapping[s
     float16, about 26 MB; written atomically like :func:`write_tiny_sd2_checkpoint`. Returns ``path``.
     """
     return save_safetensors_atomically(sdxl_components_to_ldm(build_tiny_sdxl_components(seed=seed)), path, metadata)
+
+
+def write_tiny_sdxl_refiner_checkpoint(path: Path, seed: int = 0, *, metadata: Mapping[str, str] | None = None) -> Path:
+    """Write the tiny-sdxl-refiner model (random weights from ``seed``) as one SDXL refiner
+    (SGM layout) ``.safetensors`` file, float16, written atomically. Returns ``path``."""
+    return save_safetensors_atomically(
+        sdxl_refiner_components_to_ldm(build_tiny_sdxl_refiner_components(seed=seed)), path, metadata
+    )

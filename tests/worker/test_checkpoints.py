@@ -85,8 +85,10 @@ def test_clip_vocab_layout() -> None:
 def test_tokenizer_matches_openai_clip(arch_name: str, cache_dir: Path) -> None:
     from transformers import CLIPTokenizer
 
-    folder = materialize_config(ARCHITECTURES[arch_name], cache_dir)
-    tokenizer = CLIPTokenizer.from_pretrained(str(folder), subfolder="tokenizer", local_files_only=True)
+    arch = ARCHITECTURES[arch_name]
+    folder = materialize_config(arch, cache_dir)
+    # an SDXL refiner has only SDXL's second tokenizer
+    tokenizer = CLIPTokenizer.from_pretrained(str(folder), subfolder=arch.tokenizer_subfolders[0], local_files_only=True)
     assert len(tokenizer) == 49408
     assert tokenizer.model_max_length == 77
     for prompt, expected in OPENAI_CLIP_IDS.items():

@@ -218,7 +218,7 @@ def test_sd2_variants_are_refused_clearly(edit, hint: str, tmp_path: Path) -> No
     assert "Stable Diffusion XL" in str(info.value)  # lists what is supported
 
 
-def test_sdxl_refiner_is_refused_clearly(tmp_path: Path) -> None:
+def test_an_sdxl_refiner_of_another_shape_is_refused_clearly(tmp_path: Path) -> None:
     shapes = {
         "model.diffusion_model.input_blocks.0.0.weight": (384, 4, 3, 3),
         "model.diffusion_model.label_emb.0.0.weight": (1536, 2560),

@@ -34,6 +34,19 @@ def fresh_channel_layer():
     channel_layers.backends.clear()
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """The tiny models are too small to gain from threads; on a busy 2-core machine, torch's
+    spinning intra-op threads made pipeline tests 10-50x slower. Every worker test has it
+    (tests/worker/conftest.py); a test elsewhere that runs the runtime asks for it."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint_path() -> Path:
     from runtime.tiny.model import write_tiny_checkpoint

@@ -64,16 +64,6 @@ def test_bad_refiners_are_422s_naming_the_field(api, alice_xl, body, field, need
     assert not Job.objects.exists()
 
 
-@pytest.fixture
-def one_torch_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_refined_job_needs_both_models_and_says_so_in_its_infotext(personas, alice_xl, one_torch_thread) -> None:
     from runtime.engine import WorkerRuntime

@@ -62,17 +62,6 @@ def test_bad_sd_upscale_arguments_are_422s_naming_the_argument(api, settings, ti
     assert not Job.objects.exists()
 
 
-@pytest.fixture
-def one_torch_thread():
-    """As tests/worker/conftest.py: the tiny model gains nothing from threads on a busy machine."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.django_db(transaction=True)
 def test_an_sd_upscale_job_doubles_the_image_with_every_tile_counted(personas, tiny_checkpoint_path, one_torch_thread) -> None:
     body = _body(["", 0, 1, 2], n_iter=2, batch_size=3, subseed_strength=0.3, subseed=4, seed_resize_from_w=32,

@@ -27,7 +27,7 @@ from a1111.fields import (
     read_str,
 )
 from a1111.prompts import PromptError, extract_extra_networks, prompt_chunk_count
-from a1111.samplers import SAMPLERS, SamplerError, resolve_sampler
+from a1111.samplers import SAMPLERS, SamplerError, SamplerParameters, resolve_sampler, sampler_parameters
 from a1111.sd_upscale import SdUpscale
 
 MAX_SEED = 4294967294  # A1111 draws random seeds from range(4294967294)
@@ -111,6 +111,7 @@ class GenerationRequest:
     inpaint_full_res: bool = True  # "Only masked"
     inpaint_full_res_padding: int = 0
     inpainting_mask_invert: bool = False
+    initial_noise_multiplier: float = 1.0  # img2img: the starting noise scaled by it (request, else the option)
     # PAI-EAS: a folder inside the member's working directory for the PNGs (instead of outputs/)
     save_dir: str | None = None
     # txt2img hires fix: a second, img2img pass at hr_width × hr_height (0 × 0: off)
@@ -134,6 +135,8 @@ class GenerationRequest:
     # img2img's "SD upscale" script (`a1111/sd_upscale.py`): one upscaled image per batch-count
     # iteration, made of tiles img2img'd `batch_size` at a time
     sd_upscale: SdUpscale | None = None
+    # eta, sigma churn/tmin/tmax/noise and NGMS (`parse_sampler_parameters`), those the sampler uses
+    sampler_parameters: SamplerParameters = field(default_factory=SamplerParameters)
     # A1111's eta_noise_seed_delta (ENSD; override_settings, or the member's option): the sampler's
     # own noise comes from seed + delta (per image: jobs with different deltas still share a batch)
     eta_noise_seed_delta: int = 0
@@ -220,6 +223,8 @@ class GenerationRequest:
             values["controlnet_units"] = [ControlNetUnitRequest(**unit) for unit in values["controlnet_units"]]
         if values.get("sd_upscale"):
             values["sd_upscale"] = SdUpscale.from_json(values["sd_upscale"])
+        if isinstance(values.get("sampler_parameters"), Mapping):
+            values["sampler_parameters"] = SamplerParameters(**values["sampler_parameters"])
         return cls(**values)
 
 
@@ -343,6 +348,7 @@ def parse_generation_request(
         eta_noise_seed_delta = read_int(override_settings, "eta_noise_seed_delta", 0, 0, MAX_SEED)
         # A1111: a request without `tiling` tiles as the `tiling` option says
         tiling_option = read_bool(override_settings, "tiling", False)
+        noise_multiplier = read_float(override_settings, "initial_noise_multiplier", 1.0, 0.0, 1.5)  # img2img's
     return GenerationRequest(
         kind=kind,
         prompt=_read_prompt(data, "prompt", limits),
@@ -364,12 +370,44 @@ def parse_generation_request(
         vae=vae,
         clip_skip=clip_skip,
         eta_noise_seed_delta=eta_noise_seed_delta,
+        sampler_parameters=parse_sampler_parameters(data, override_settings, sampler.name),
         override_settings=dict(override_settings),
         save_dir=parse_save_dir(alwayson.get("save_dir")),
         tiling=read_bool(data, "tiling", tiling_option),
         **parse_face_restoration(data, override_settings),
         **parse_refiner(data, override_settings),
-        **(_img2img_fields(data) if kind == "img2img" else _hires_fields(data, limits)),
+        **(_img2img_fields(data, noise_multiplier) if kind == "img2img" else _hires_fields(data, limits)),
+    )
+
+
+# A1111's sampler parameters: (default, lowest, highest), the ranges of A1111's settings sliders
+SIGMA_PARAMETERS: dict[str, tuple[float, float, float]] = {
+    "s_churn": (0.0, 0.0, 100.0), "s_tmin": (0.0, 0.0, 10.0), "s_tmax": (0.0, 0.0, 999.0),
+    "s_noise": (1.0, 0.0, 1.1), "s_min_uncond": (0.0, 0.0, 15.0),
+}
+
+
+def parse_sampler_parameters(data: Mapping[str, Any], override_settings: Mapping[str, Any], sampler_name: str) -> SamplerParameters:
+    """eta, `s_churn`, `s_tmin`, `s_tmax`, `s_noise` and `s_min_uncond` (NGMS), for `sampler_name`.
+
+    `eta`, as A1111: the request's, else the option its sampler reads (`eta_ddim` for DDIM,
+    `eta_ancestral` otherwise; `override_settings`, which the member's options fill). The sigma
+    parameters: the request's value where it differs from A1111's default, else the option's. A1111
+    1.10 reads only the options for them (its request fields are overwritten), and clients such
+    as webuiapi send the defaults in every request; so a member's stored `s_noise` holds unless a
+    request asks for another value, and a request's own value is honoured either way.
+    """
+    with fields_of("override_settings"):  # both etas checked, whichever the sampler reads
+        etas = {option: read_float(override_settings, option, default, 0.0, 1.0) for option, default in (("eta_ddim", 0.0), ("eta_ancestral", 1.0))}
+        option_eta = etas["eta_ddim" if sampler_name == "DDIM" else "eta_ancestral"]
+        options = {name: read_float(override_settings, name, default, lo, hi) for name, (default, lo, hi) in SIGMA_PARAMETERS.items()}
+        all_steps = read_bool(override_settings, "s_min_uncond_all", False)
+    values = {}
+    for name, (default, lo, hi) in SIGMA_PARAMETERS.items():
+        asked = read_float(data, name, default, lo, hi)
+        values[name] = asked if asked != default else options[name]
+    return sampler_parameters(
+        sampler_name, eta=read_float(data, "eta", option_eta, 0.0, 1.0), s_min_uncond_all=all_steps, **values,
     )
 
 
@@ -470,9 +508,12 @@ def _hires_fields(data: Mapping[str, Any], limits: Limits) -> dict[str, Any]:
     }
 
 
-def _img2img_fields(data: Mapping[str, Any]) -> dict[str, Any]:
-    """img2img's own fields, with A1111's API defaults (`mask_blur` sets both directions)."""
+def _img2img_fields(data: Mapping[str, Any], option_multiplier: float) -> dict[str, Any]:
+    """img2img's own fields, with A1111's API defaults (`mask_blur` sets both directions).
+    `initial_noise_multiplier` as the sampler parameters: the request's where it is not A1111's 1,
+    else the option (webuiapi sends 1 in every img2img)."""
     blur = read_int(data, "mask_blur", 4, 0, 64)
+    multiplier = read_float(data, "initial_noise_multiplier", 1.0, 0.0, 1.5)
     denoising_strength = read_float(data, "denoising_strength", 0.75, 0.0, 1.0)
     return {
         "denoising_strength": denoising_strength,
@@ -484,6 +525,7 @@ def _img2img_fields(data: Mapping[str, Any]) -> dict[str, Any]:
         "inpaint_full_res": read_bool(data, "inpaint_full_res", True),
         "inpaint_full_res_padding": read_int(data, "inpaint_full_res_padding", 0, 0, 1024),
         "inpainting_mask_invert": read_bool(data, "inpainting_mask_invert", False),
+        "initial_noise_multiplier": multiplier if multiplier != 1.0 else option_multiplier,
     }
 
 
@@ -500,6 +542,8 @@ def batch_key(request: GenerationRequest, *, model_key: str, lora_key: str, vae_
     )
     if request.seed_resize_from:
         shared += (request.seed_resize_from,)
+    if request.sampler_parameters != SamplerParameters():  # one scheduler, one UNet call per step
+        shared += (dataclasses.astuple(request.sampler_parameters),)
     if request.refiner_runs:  # the refiner's sha256 is in `model_key`; the switch point is shared too
         shared += (request.refiner_switch_at,)
     if request.hires:
@@ -512,7 +556,7 @@ def batch_key(request: GenerationRequest, *, model_key: str, lora_key: str, vae_
         shared += (
             request.denoising_strength, request.mask is not None, request.resize_mode, request.mask_blur_x,
             request.mask_blur_y, request.mask_round, request.inpainting_fill, request.inpaint_full_res,
-            request.inpaint_full_res_padding, request.inpainting_mask_invert,
+            request.inpaint_full_res_padding, request.inpainting_mask_invert, request.initial_noise_multiplier,
         )
     if request.controlnet_units:  # the control images too: one set of maps per pipeline call
         shared += tuple(dataclasses.astuple(unit) for unit in request.controlnet_units)

@@ -83,6 +83,8 @@ def seed_infotext_params(request: Any) -> dict[str, Any]:
 def img2img_infotext_params(request: Any) -> dict[str, Any]:
     """The entries A1111 adds for img2img (and inpainting, when there is a mask)."""
     params: dict[str, Any] = {**seed_infotext_params(request), "Denoising strength": request.denoising_strength}
+    if getattr(request, "initial_noise_multiplier", 1.0) != 1.0:
+        params["Noise multiplier"] = request.initial_noise_multiplier
     if request.mask:
         blur = request.mask_blur_x if request.mask_blur_x == request.mask_blur_y else None
         params.update({

@@ -17,12 +17,13 @@ What the platform does with them: a member's options are the defaults of each re
 `override_settings` (`REQUEST_SETTINGS`, merged in `inference/sdapi/generate.py`, so one parser
 reads both and the request's own settings win). `sd_model_checkpoint`, `sd_vae`,
 `CLIP_stop_at_last_layers`, `eta_noise_seed_delta` (the sampler's own noise is seeded with
-seed + delta, `runtime/noise.py`), `face_restoration` (A1111 restores faces when a request leaves
-`restore_faces` out), `tiling` (likewise), `face_restoration_model` and `code_former_weight` (read
-where `job_submit` picks the restorer) change generation. Every other option, the sampler parameters (`s_noise`, `s_churn`, `s_tmin`, `s_tmax`,
-`eta_ancestral`, `eta_ddim`), `token_merging_ratio*`, `img2img_fix_steps` and
-`initial_noise_multiplier` included, is stored per member and read back with no effect here:
-the runtime has no knob for it yet.
+seed + delta, `runtime/noise.py`), the sampler parameters `eta_ddim`, `eta_ancestral`, `s_churn`,
+`s_tmin`, `s_tmax`, `s_noise`, `s_min_uncond` and `s_min_uncond_all` (`a1111/generation.py`
+`parse_sampler_parameters`, `runtime/sampler_parameters.py`), `face_restoration` (A1111 restores
+faces when a request leaves `restore_faces` out), `tiling` (likewise), `face_restoration_model`
+and `code_former_weight` (read where `job_submit` picks the restorer), `hires_fix_refiner_pass`
+and `initial_noise_multiplier` (img2img's noise) change generation. The others are stored per
+member and read back: they shape A1111's UI, its files or features this platform does elsewhere.
 """
 
 from __future__ import annotations
@@ -403,10 +404,15 @@ A1111_OPTIONS: Mapping[str, Any] = MappingProxyType({
 NULLABLE: frozenset[str] = frozenset({"sd_model_checkpoint", "upscaler_for_img2img", "sd_checkpoint_hash"})
 # Filled by the platform from the loaded (here: the member's) checkpoint; a POST ignores them.
 READ_ONLY: frozenset[str] = frozenset({"sd_checkpoint_hash"})
+# The sampler parameters' options (`a1111.generation.parse_sampler_parameters` reads them).
+SAMPLER_OPTIONS: tuple[str, ...] = (
+    "eta_ddim", "eta_ancestral", "s_churn", "s_tmin", "s_tmax", "s_noise", "s_min_uncond", "s_min_uncond_all",
+)
 # The options that change what a member's /sdapi jobs generate (see the module docstring).
 GENERATION_OPTIONS: tuple[str, ...] = (
     "sd_model_checkpoint", "sd_vae", "CLIP_stop_at_last_layers", "eta_noise_seed_delta", "face_restoration",
-    "face_restoration_model", "code_former_weight", "tiling", "hires_fix_refiner_pass",
+    "face_restoration_model", "code_former_weight", "tiling", "hires_fix_refiner_pass", *SAMPLER_OPTIONS,
+    "initial_noise_multiplier",
 )
 
 TYPE_NAMES: Mapping[type, str] = MappingProxyType({
@@ -421,7 +427,7 @@ OPTION_TYPES: Mapping[str, type] = MappingProxyType({
 # the face restorer and CodeFormer weight are read where the restorer is chosen (`job_submit`).
 REQUEST_SETTINGS: tuple[str, ...] = (
     "sd_model_checkpoint", "sd_vae", "CLIP_stop_at_last_layers", "eta_noise_seed_delta", "face_restoration", "tiling",
-    "hires_fix_refiner_pass",
+    "hires_fix_refiner_pass", *SAMPLER_OPTIONS, "initial_noise_multiplier",
 )
 
 

@@ -139,3 +139,70 @@ def resolve_sampler(sampler_name: str | None, scheduler: str | None = None) -> S
         scheduler_class=sampler.scheduler_class,
         scheduler_kwargs=kwargs,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# A1111's sampler parameters: eta, sigma churn, sigma noise and the negative-guidance minimum sigma
+# ---------------------------------------------------------------------------------------------
+
+# The samplers that take eta, and A1111's default for each (DDIM's is `eta_ddim`'s 0; the
+# k-diffusion ones' `eta_ancestral`'s 1). Which option a request without `eta` reads follows.
+ETA_DEFAULTS: dict[str, float] = {
+    "DDIM": 0.0, "Euler a": 1.0, "DPM2 a": 1.0, "DPM++ 2M SDE": 1.0, "DPM++ 2M SDE Heun": 1.0,
+}
+# The samplers with A1111's sigma churn (k-diffusion's `s_churn`, `s_tmin`, `s_tmax`): Euler's
+# diffusers scheduler has it; Heun's and DPM2's have no churn (their second-order step would
+# need the model re-run at the churned sigma), so those keep the ODE path, as at churn 0.
+CHURN_SAMPLERS = frozenset({"Euler"})
+# The samplers whose added noise `s_noise` scales (Euler's only when it churns).
+S_NOISE_SAMPLERS = frozenset({"Euler", "Euler a", "DPM2 a", "DPM++ 2M SDE", "DPM++ 2M SDE Heun"})
+
+
+@dataclass(frozen=True)
+class SamplerParameters:
+    """A job's sampler parameters, resolved (`sampler_parameters`) and kept only where its sampler
+    uses them: every other field holds A1111's default, so jobs that differ only in parameters
+    their sampler ignores still share a batch and a default job runs exactly as diffusers does."""
+
+    eta: float | None = None  # None: the sampler's own default (`ETA_DEFAULTS`), or it takes no eta
+    s_churn: float = 0.0
+    s_tmin: float = 0.0
+    s_tmax: float = 0.0  # 0: no upper bound (A1111: infinity)
+    s_noise: float = 1.0
+    s_min_uncond: float = 0.0  # NGMS: below this sigma the negative prompt is skipped (every other step)
+    s_min_uncond_all: bool = False  # NGMS on every step, not every other
+
+    def infotext(self, sampler_name: str) -> dict[str, Any]:
+        """A1111's infotext entries for the parameters that differ from the sampler's defaults."""
+        entries: dict[str, Any] = {}
+        if self.eta is not None:
+            entries["Eta DDIM" if sampler_name == "DDIM" else "Eta"] = self.eta
+        entries["Sigma churn"] = self.s_churn or None
+        entries["Sigma tmin"] = self.s_tmin or None
+        entries["Sigma tmax"] = self.s_tmax or None
+        entries["Sigma noise"] = self.s_noise if self.s_noise != 1.0 else None
+        entries["NGMS"] = self.s_min_uncond or None
+        entries["NGMS all steps"] = True if self.s_min_uncond and self.s_min_uncond_all else None
+        return {key: value for key, value in entries.items() if value is not None}
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def sampler_parameters(
+    sampler_name: str, *, eta: float, s_churn: float, s_tmin: float, s_tmax: float, s_noise: float,
+    s_min_uncond: float, s_min_uncond_all: bool,
+) -> SamplerParameters:
+    """The parameters `sampler_name` uses (A1111's name, resolved), the others at their defaults
+    (`eta` None: the sampler's default)."""
+    churns = sampler_name in CHURN_SAMPLERS
+    default_eta = ETA_DEFAULTS.get(sampler_name)
+    return SamplerParameters(
+        eta=eta if default_eta is not None and eta is not None and eta != default_eta else None,
+        s_churn=s_churn if churns else 0.0,
+        s_tmin=s_tmin if churns and s_churn else 0.0,
+        s_tmax=s_tmax if churns and s_churn else 0.0,
+        s_noise=s_noise if sampler_name in S_NOISE_SAMPLERS and (not churns or s_churn) else 1.0,
+        s_min_uncond=s_min_uncond,
+        s_min_uncond_all=s_min_uncond_all and s_min_uncond > 0,
+    )

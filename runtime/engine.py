@@ -19,7 +19,7 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ContextManager
 
 import diffusers
 import torch
@@ -41,6 +41,7 @@ from runtime.previews import latent_preview
 from runtime.promptgen import PromptgenRuntime
 from runtime.refiner import steps_before_switch, switch_point, takes_aesthetic_score
 from runtime.safety import SafetyChecker, censor_image
+from runtime.sampler_parameters import configure_scheduler, negative_guidance_minimum_sigma
 from runtime.scheduled_prompts import ScheduledConditioning, chunk_conditioning, denoising
 from runtime.specs import (
     FaceRestorationSpec,
@@ -165,6 +166,7 @@ class WorkerRuntime:
             )
         scheduler_cls = getattr(diffusers, spec.scheduler_class)
         components["scheduler"] = scheduler_cls.from_config(cached.scheduler.config, **spec.scheduler_kwargs)
+        configure_scheduler(components["scheduler"], spec.sampler_parameters)  # this batch's own scheduler
         # A new pipeline object over the cached modules: the cache is never mutated per job.
         if is_xl(cached):
             pipeline = XL_PIPELINE_CLASSES[task](**components)
@@ -187,6 +189,7 @@ class WorkerRuntime:
             components["vae"] = self.vaes.get(spec.vae_path, spec.vae_sha256, checkpoint_sha256=refiner.sha256, like=cached.vae)
         scheduler_cls = getattr(diffusers, spec.scheduler_class)
         components["scheduler"] = scheduler_cls.from_config(cached.scheduler.config, **spec.scheduler_kwargs)
+        configure_scheduler(components["scheduler"], spec.sampler_parameters)  # this batch's own scheduler
         pipeline = diffusers.StableDiffusionXLImg2ImgPipeline(
             **components, requires_aesthetics_score=takes_aesthetic_score(cached)
         )
@@ -214,6 +217,7 @@ class WorkerRuntime:
         with (
             torch.inference_mode(),
             denoising(schedule, pipeline.unet),
+            self._ngms(pipeline, spec, schedule),
             sampler_noise_seeds(pipeline, spec.seeds, spec.noise_seed_deltas, chunk),
         ):
             return pipeline(
@@ -346,6 +350,16 @@ class WorkerRuntime:
         flags = [next(verdicts) if image is not None else False for image in images]
         return [censor_image(image) if flag else image for image, flag in zip(images, flags, strict=True)], flags
 
+    def _ngms(
+        self, pipeline: diffusers.DiffusionPipeline, spec: GenerationSpec, schedule: ScheduledConditioning | None
+    ) -> ContextManager[None]:
+        """A1111's negative-guidance minimum sigma for one pipeline call (`runtime/sampler_parameters.py`)."""
+        guided = spec.cfg_scale > 1.0 and getattr(pipeline.unet.config, "time_cond_proj_dim", None) is None
+        composed = schedule is not None and schedule.schedules.is_composed
+        return negative_guidance_minimum_sigma(
+            pipeline.unet, pipeline.scheduler, spec.sampler_parameters, guided=guided, composed=composed
+        )
+
     def _step_callback(
         self, spec: GenerationSpec, chunk_index: int, chunk: range, on_step: StepCallback | None,
         on_preview: PreviewCallback | None, *, steps_before: int = 0, schedule: ScheduledConditioning | None = None,
@@ -463,6 +477,7 @@ class WorkerRuntime:
             with (
                 torch.inference_mode(),
                 denoising(schedule, pipeline.unet),
+                self._ngms(pipeline, spec, schedule),
                 starting_latents(pipeline, plan),
                 sampler_noise_seeds(pipeline, spec.seeds, spec.noise_seed_deltas, chunk),
             ):
@@ -528,6 +543,7 @@ class WorkerRuntime:
         with (
             torch.inference_mode(),
             denoising(schedule, pipeline.unet),
+            self._ngms(pipeline, spec, schedule),
             sampler_noise_seeds(pipeline, spec.seeds, spec.noise_seed_deltas, chunk),
         ):
             denoised = pipeline(

@@ -3,7 +3,7 @@
 A1111 noises an img2img init latent with the same noise as txt2img (the seed's, moved towards the
 subseed's by `subseed_strength`), and for "Masked content" latent noise (2) / latent nothing (3)
 first replaces the masked part of the init latent with the seed's noise or with zeros
-(`init_latent * mask + noise * nmask`). diffusers' img2img and inpaint pipelines draw that noise
+(`init_latent * mask + noise * nmask`); its `initial_noise_multiplier` scales that noise. diffusers' img2img and inpaint pipelines draw that noise
 themselves and take no noise argument (the inpaint pipeline's `latents=` replaces the image, not
 the noise), so `starting_latents` hooks one pipeline call instead:
 
@@ -16,7 +16,7 @@ the noise), so `starting_latents` hooks one pipeline call instead:
 
 Both are instance attributes of the pipeline object and scheduler the engine builds for this one
 call (`WorkerRuntime._pipeline_for`), never of the cached modules, and are removed on exit.
-Without a variation strength, a seed resize and a latent fill nothing is hooked: the image is exactly the
+Without a variation strength, a seed resize, a latent fill and a noise multiplier nothing is hooked: the image is exactly the
 plain img2img one.
 """
 
@@ -58,10 +58,11 @@ class StartingLatents:
     variation: Variation | None = None
     fill: int | None = None
     fill_masks: torch.Tensor | None = None
+    noise_multiplier: float = 1.0  # A1111's `initial_noise_multiplier`: the starting noise scaled by it
 
     @property
     def active(self) -> bool:
-        return self.variation is not None or self.fill_masks is not None
+        return self.variation is not None or self.fill_masks is not None or self.noise_multiplier != 1.0
 
 
 MAX_DRAWS = 8  # an img2img pipeline draws twice per image before noising (the VAE's sample, then the noise)
@@ -135,10 +136,11 @@ def starting_latents(pipeline: Any, plan: StartingLatents) -> Iterator[None]:
 
     def vary(noise: torch.Tensor) -> torch.Tensor:
         variation = plan.variation
-        if variation is None:
+        if variation is None and plan.noise_multiplier == 1.0:
             return noise
         if state["noise"] is not noise:  # the inpaint loop re-noises with the same tensor every step
-            state["noise"], state["varied"] = noise, varied(noise, variation)
+            own = noise if variation is None else varied(noise, variation)
+            state["noise"], state["varied"] = noise, own * plan.noise_multiplier if plan.noise_multiplier != 1.0 else own
         return state["varied"]
 
     def hooked_add_noise(original: torch.Tensor, noise: torch.Tensor, timesteps: Any) -> torch.Tensor:
@@ -174,9 +176,9 @@ def chunk_plan(
     """An img2img chunk's plan: its variation seeds and seed resize, and (inpainting) its latent fill."""
     assert spec.img2img is not None
     scale = pipeline.vae_scale_factor
-    plan = StartingLatents()
+    plan = StartingLatents(noise_multiplier=spec.img2img.noise_multiplier)
     if spec.subseed_strength > 0 or spec.seed_resize_from:
-        plan = StartingLatents(variation=Variation(
+        plan = dataclasses.replace(plan, variation=Variation(
             subseeds=tuple(spec.subseeds[i] if spec.subseeds else 0 for i in chunk), seeds=tuple(spec.seeds[i] for i in chunk),
             generators=tuple(generators), strength=spec.subseed_strength, resize_from=spec.seed_resize_from, scale=scale,
         ))

@@ -17,6 +17,7 @@ from typing import Any
 from PIL import Image
 
 from a1111.controlnet import ControlUnit
+from a1111.samplers import SamplerParameters
 from runtime.img2img import InpaintSettings
 
 # ---------------------------------------------------------------------------------------------
@@ -68,6 +69,7 @@ class Img2ImgInputs:
     denoising_strength: float
     resize_mode: int = 0
     inpaint: InpaintSettings = field(default_factory=InpaintSettings)
+    noise_multiplier: float = 1.0  # A1111's initial_noise_multiplier: the starting noise scaled by it
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,8 @@ class GenerationSpec:
     # A1111's eta_noise_seed_delta, one per image (empty: none): after the starting noise, the
     # sampler's own noise (ancestral and SDE samplers) comes from seed + delta
     noise_seed_deltas: list[int] = field(default_factory=list)
+    # eta, sigma churn and noise, NGMS (`runtime/sampler_parameters.py`): shared by every image
+    sampler_parameters: SamplerParameters = field(default_factory=SamplerParameters)
     controlnet: list[ControlUnit] = field(default_factory=list)  # ControlNet units, shared by every image
     face_restoration: FaceRestorationSpec | None = None  # "Restore faces", after decoding
     refiner: RefinerSpec | None = None  # shared by every image (its sha256 is part of the model key)

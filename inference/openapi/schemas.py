@@ -93,6 +93,17 @@ class OverrideSettings(Request):
     eta_noise_seed_delta: int | None = Field(None, ge=0, le=MAX_SEED, description="A1111's ENSD: the sampler's own noise (ancestral, SDE) is seeded with seed + this.")
     face_restoration: bool | None = Field(None, description="Restore faces when the request leaves restore_faces out.")
     tiling: bool | None = Field(None, description="Tile when the request leaves tiling out.")
+    eta_ddim: float | None = Field(None, ge=0.0, le=1.0, description="DDIM's eta when the request leaves eta out (default 0).")
+    eta_ancestral: float | None = Field(
+        None, ge=0.0, le=1.0, description="Eta of Euler a, DPM2 a and DPM++ 2M SDE when the request leaves eta out (default 1).",
+    )
+    s_churn: float | None = Field(None, ge=0.0, le=100.0, description="Euler's sigma churn unless the request sets s_churn.")
+    s_tmin: float | None = Field(None, ge=0.0, le=10.0)
+    s_tmax: float | None = Field(None, ge=0.0, le=999.0, description="0: no upper limit.")
+    s_noise: float | None = Field(None, ge=0.0, le=1.1)
+    s_min_uncond: float | None = Field(None, ge=0.0, le=15.0, description="NGMS, unless the request sets s_min_uncond.")
+    s_min_uncond_all: bool | None = Field(None, description="NGMS on every step instead of every other.")
+    initial_noise_multiplier: float | None = Field(None, ge=0.0, le=1.5, description="img2img's noise multiplier.")
 
 
 class _ProcessingAPI(Request):
@@ -124,7 +135,20 @@ class _ProcessingAPI(Request):
     tiling: Flag = None
     do_not_save_samples: Ignored = None
     do_not_save_grid: Ignored = None
-    eta: Ignored = None
+    eta: float | None = _float(
+        None, 0.0, 1.0, "Eta for DDIM, Euler a, DPM2 a and DPM++ 2M SDE (Heun); unset: the option eta_ddim (DDIM) or "
+        "eta_ancestral (the others), by default 0 and 1. Other samplers take no eta.",
+    )
+    s_churn: float | None = _float(0.0, 0.0, 100.0, "Euler's sigma churn; 0 (default): the option s_churn.")
+    s_tmin: float | None = _float(0.0, 0.0, 10.0, "The lowest sigma Euler churns at; 0 (default): the option s_tmin.")
+    s_tmax: float | None = _float(0.0, 0.0, 999.0, "The highest sigma Euler churns at (0: no limit); 0: the option s_tmax.")
+    s_noise: float | None = _float(
+        1.0, 0.0, 1.1, "Scale of the noise Euler (churning), Euler a, DPM2 a and DPM++ 2M SDE add; 1 (default): the option s_noise.",
+    )
+    s_min_uncond: float | None = _float(
+        0.0, 0.0, 15.0, "NGMS: below this sigma the negative prompt is skipped every other step (A1111's speed-up); "
+        "0 (default): the option s_min_uncond.",
+    )
     denoising_strength: float | None = _float(0.75, 0.0, 1.0)
     override_settings: OverrideSettings | None = None
     override_settings_restore_afterwards: Ignored = None
@@ -193,7 +217,9 @@ class StableDiffusionImg2ImgProcessingAPI(_ProcessingAPI):
     inpaint_full_res: Flag = True
     inpaint_full_res_padding: int | None = _int(0, 0, 1024)
     inpainting_mask_invert: int | None = _int(0, 0, 1)
-    initial_noise_multiplier: Ignored = None
+    initial_noise_multiplier: float | None = _float(
+        1.0, 0.0, 1.5, "img2img's starting noise scaled by this; 1 (default): the option initial_noise_multiplier.",
+    )
     latent_mask: Ignored = None
     include_init_images: Any = Field(False, description="Truthy: `parameters` echoes init_images and mask.")
     force_task_id: Ignored = None

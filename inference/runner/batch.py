@@ -411,6 +411,7 @@ def build_generation_spec(
         seed_resize_from=request.seed_resize_from,
         tiling=request.tiling,
         noise_seed_deltas=[p.spec.request.eta_noise_seed_delta for p in parts for _ in p.images],
+        sampler_parameters=request.sampler_parameters,
         controlnet=_control_units(lead, inputs[0].control_images, local_path),
         face_restoration=_face_restoration(lead, local_path),
         refiner=RefinerSpec(
@@ -438,6 +439,7 @@ def _img2img_inputs(parts: list[MemberPart], inputs: list[MemberInputs]) -> Img2
         masks=masks,
         denoising_strength=lead.denoising_strength,
         resize_mode=lead.resize_mode,
+        noise_multiplier=lead.initial_noise_multiplier,
         inpaint=InpaintSettings(
             mask_blur_x=lead.mask_blur_x,
             mask_blur_y=lead.mask_blur_y,
@@ -612,6 +614,7 @@ def _infotexts(job: Job, spec: JobSpec, seeds: list[int]) -> list[str]:
                    "ENSD": (request.eta_noise_seed_delta or None) if sampler.name in ENSD_SAMPLERS else None,
                    "Face restoration": spec.face_restorer.name if spec.face_restorer else None,
                    "Tiling": True if request.tiling else None,
+                   **request.sampler_parameters.infotext(sampler.name),
                    **_refiner_infotext(spec)},
         )
         for seed in seeds

@@ -1,0 +1,81 @@
+"""A1111's sampler parameters through `/sdapi/v1` (eta, s_churn, s_tmin, s_tmax, s_noise,
+s_min_uncond, img2img's initial_noise_multiplier): the request's values and the member's options,
+the 422s naming the field, what they do to batching, and one job run on a worker with A1111's
+infotext entries (issue 21, item 5)."""
+
+from __future__ import annotations
+
+import pytest
+
+from a1111.generation import GenerationRequest, batch_key
+from inference.models import Job
+from inference.sdapi.generate import member_settings, parse_generation_body, submit_generation
+from tests.security.conftest import run_on_a_worker
+
+TINY = {"prompt": "a red barn", "steps": 3, "width": 64, "height": 64, "seed": 11}
+WEBUIAPI_DEFAULTS = {"eta": 1.0, "s_churn": 0, "s_tmax": 0, "s_tmin": 0, "s_noise": 1}  # sent with every request
+
+
+def parse(body: dict, settings: dict | None = None) -> GenerationRequest:
+    return parse_generation_body(body, "img2img" if "init_images" in body else "txt2img", {}, settings or {})[0]
+
+
+def test_the_request_wins_over_the_options_and_client_defaults_do_not_mask_them() -> None:
+    options = {"eta_ancestral": 0.4, "eta_ddim": 0.2, "s_noise": 0.9, "s_churn": 3.0, "s_min_uncond": 2.0}
+    euler_a = parse({**TINY, "sampler_name": "Euler a"}, options).sampler_parameters
+    assert (euler_a.eta, euler_a.s_noise, euler_a.s_min_uncond) == (0.4, 0.9, 2.0)
+    assert parse({**TINY, "sampler_name": "DDIM"}, options).sampler_parameters.eta == 0.2
+    # A1111: a request's eta wins; webuiapi's s_noise 1 is A1111's default and leaves the option be
+    asked = parse({**TINY, **WEBUIAPI_DEFAULTS, "sampler_name": "Euler a", "eta": 0.7}, options).sampler_parameters
+    assert (asked.eta, asked.s_noise) == (0.7, 0.9)
+    euler = parse({**TINY, **WEBUIAPI_DEFAULTS, "sampler_name": "Euler", "s_churn": 1.5, "s_tmax": 10}, options)
+    assert (euler.sampler_parameters.s_churn, euler.sampler_parameters.s_tmax, euler.sampler_parameters.eta) == (1.5, 10.0, None)
+    assert parse({**TINY, **WEBUIAPI_DEFAULTS, "sampler_name": "Euler a"}).sampler_parameters.eta is None  # eta 1: the default
+
+
+def test_parameters_split_batches_only_where_the_sampler_uses_them() -> None:
+    def key(body: dict) -> str:
+        return batch_key(parse({**TINY, **body}), model_key="m", lora_key="")
+
+    assert key({"sampler_name": "Euler", "eta": 0.3}) == key({"sampler_name": "Euler"})  # Euler takes no eta
+    assert key({"sampler_name": "Euler a", "eta": 0.3}) != key({"sampler_name": "Euler a"})
+    assert key({"sampler_name": "Euler", "s_churn": 1.0}) != key({"sampler_name": "Euler"})
+    assert key({"s_min_uncond": 1.0}) != key({})
+    image = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
+    assert key({"init_images": [image], "initial_noise_multiplier": 0.8}) != key({"init_images": [image]})
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"eta": 1.5}, "eta"),
+        ({"s_churn": -1}, "s_churn"),
+        ({"s_noise": "loud"}, "s_noise"),
+        ({"s_min_uncond": 99}, "s_min_uncond"),
+        ({"override_settings": {"eta_ancestral": 2}}, "override_settings.eta_ancestral"),
+        ({"override_settings": {"s_tmax": -3}}, "override_settings.s_tmax"),
+    ],
+)
+def test_out_of_range_values_are_422s_naming_the_field(api, personas, tiny_checkpoint_path, body, field) -> None:
+    response = api("alice").post("/sdapi/v1/txt2img", {**TINY, **body})
+    assert response.status_code == 422, response.content
+    assert f"{field}:" in response.json()["detail"]
+    assert not Job.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_members_options_and_the_requests_values_reach_the_image_and_its_infotext(api, personas, tiny_checkpoint_path, one_torch_thread) -> None:
+    alice = personas["alice"]
+    assert api("alice").post("/sdapi/v1/options", {"eta_ancestral": 0.5, "s_min_uncond": 3.0}).status_code == 200
+    assert api("alice").get("/sdapi/v1/options").json()["eta_ancestral"] == 0.5
+    jobs = [
+        submit_generation(alice, parse_generation_body({**TINY, **body}, "txt2img", {}, member_settings(alice))[0], None)
+        for body in ({"sampler_name": "Euler a", **WEBUIAPI_DEFAULTS, "eta": None}, {"sampler_name": "Euler", "s_churn": 2.0, "s_noise": 0.95})
+    ]
+    for index, job in enumerate(jobs):
+        run_on_a_worker([job], name=f"sampler-{index}")
+        assert job.status == "succeeded", job.error
+    ancestral, churned = (job.infotexts[0] for job in jobs)
+    assert "Sampler: Euler a" in ancestral and "Eta: 0.5" in ancestral and "NGMS: 3.0" in ancestral
+    assert "Sigma churn: 2.0" in churned and "Sigma noise: 0.95" in churned and "Eta" not in churned

@@ -182,7 +182,11 @@ class _ProcessingAPI(Request):
     send_images: Any = Field(True, description="Only `false` leaves the images out of the response.")
     save_images: Ignored = None
     alwayson_scripts: AlwaysonScripts | None = None
-    infotext: Ignored = None
+    infotext: str | None = Field(
+        None, max_length=65_536,
+        description="An image's A1111 parameters text: the fields and settings it names (prompt, steps, sampler, seed, "
+        "size, hires, Clip skip, ENSD, Eta, …) fill those this request leaves out (a field the request sends wins).",
+    )
 
 
 class StableDiffusionTxt2ImgProcessingAPI(_ProcessingAPI):

@@ -44,6 +44,7 @@ from inference.events import job_group
 from a1111.generation import GenerationRequest, parse_generation_request
 from a1111.fields import RequestValidationError
 from a1111.infotext import VERSION, img2img_infotext_params
+from a1111.infotext_request import apply_infotext
 from a1111.sd_upscale import is_sd_upscale, parse_sd_upscale_args
 from a1111.options import override_settings_defaults
 from inference.inputs.images import InputImages, read_input_images
@@ -160,6 +161,7 @@ def parse_generation_body(
     `RequestError` naming the field, or `SdapiError` (A1111's 404 for an img2img call without an
     image)."""
     limits = generation_limits()
+    body = dict(apply_infotext(body, kind=kind))  # A1111 1.8+: what an infotext names, where the body is silent
     body = with_styles_applied(body, styles or {}, max_prompt_chars=limits.max_prompt_chars)
     override, alwayson = body.get("override_settings"), body.get("alwayson_scripts")
     if settings and (override is None or isinstance(override, Mapping)):

@@ -79,3 +79,35 @@ def test_a_members_options_and_the_requests_values_reach_the_image_and_its_infot
     ancestral, churned = (job.infotexts[0] for job in jobs)
     assert "Sampler: Euler a" in ancestral and "Eta: 0.5" in ancestral and "NGMS: 3.0" in ancestral
     assert "Sigma churn: 2.0" in churned and "Sigma noise: 0.95" in churned and "Eta" not in churned
+
+
+INFOTEXT = (
+    "a lighthouse at dusk\nNegative prompt: fog\nSteps: 3, Sampler: Euler a, Schedule type: Karras, CFG scale: 5.5, "
+    "Seed: 42, Size: 64x96, Clip skip: 2, ENSD: 31337, Eta: 0.25, Sigma noise: 0.9, Hires upscale: 1.5, "
+    "Hires steps: 2, Hires upscaler: Latent, Denoising strength: 0.6"
+)
+
+
+@pytest.mark.django_db
+def test_an_infotext_fills_the_fields_and_settings_the_request_leaves_out() -> None:
+    """A1111 1.8+'s `infotext` field: a field the body sends wins; a setting in override_settings too."""
+    request = parse({"infotext": INFOTEXT, "steps": 2, "override_settings": {"eta_ancestral": 0.5}})
+    assert (request.prompt, request.negative_prompt, request.seed, request.cfg_scale) == ("a lighthouse at dusk", "fog", 42, 5.5)
+    assert (request.width, request.height, request.steps, request.sampler_name, request.scheduler) == (64, 96, 2, "Euler a", "Karras")
+    assert (request.clip_skip, request.eta_noise_seed_delta) == (2, 31337)
+    assert (request.sampler_parameters.eta, request.sampler_parameters.s_noise) == (0.5, 0.9)
+    assert (request.hr_width, request.hr_height, request.hr_second_pass_steps, request.denoising_strength) == (96, 144, 2, 0.6)
+    # webuiapi sends every field: only the settings come from the infotext, as on A1111
+    sent = parse({**TINY, **WEBUIAPI_DEFAULTS, "sampler_name": "Euler", "infotext": INFOTEXT, "enable_hr": False})
+    assert (sent.prompt, sent.steps, sent.hires, sent.clip_skip) == ("a red barn", 3, False, 2)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("infotext", "field"),
+    [(7, "infotext"), ("a cat\nSteps: many, Sampler: Euler, Seed: 1", "infotext"), ("a cat\nSteps: 9999, Sampler: Euler, Seed: 1", "steps")],
+)
+def test_a_bad_infotext_is_a_422_naming_what_to_fix(api, personas, tiny_checkpoint_path, infotext, field) -> None:
+    response = api("alice").post("/sdapi/v1/txt2img", {"infotext": infotext})
+    assert response.status_code == 422, response.content
+    assert f"{field}:" in response.json()["detail"]

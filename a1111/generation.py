@@ -112,6 +112,8 @@ class GenerationRequest:
     inpaint_full_res_padding: int = 0
     inpainting_mask_invert: bool = False
     initial_noise_multiplier: float = 1.0  # img2img: the starting noise scaled by it (request, else the option)
+    # A1111's `img2img_fix_steps` option: img2img runs all `steps` over a stretched schedule (`img2img_steps`)
+    img2img_fix_steps: bool = False
     # PAI-EAS: a folder inside the member's working directory for the PNGs (instead of outputs/)
     save_dir: str | None = None
     # txt2img hires fix: a second, img2img pass at hr_width × hr_height (0 × 0: off)
@@ -162,10 +164,11 @@ class GenerationRequest:
 
     @property
     def hr_steps(self) -> int:
-        """Denoising steps the hires pass runs (`hr_second_pass_steps × denoising_strength`, as A1111)."""
-        if not self.hires:
+        """Denoising steps the hires pass runs: A1111 runs all of `hr_second_pass_steps` (or `steps`)
+        over a schedule stretched by the denoising strength (`img2img_steps`); none at strength 0."""
+        if not self.hires or self.denoising_strength <= 0:
             return 0
-        return int((self.hr_second_pass_steps or self.steps) * self.denoising_strength)
+        return self.hr_second_pass_steps or self.steps
 
     @property
     def seed_resize_from(self) -> tuple[int, int] | None:
@@ -195,6 +198,8 @@ class GenerationRequest:
     def sampling_steps(self) -> int:
         """Denoising steps actually run: img2img runs `steps × denoising_strength`, as A1111 does."""
         if self.kind == "img2img":
+            if self.img2img_fix_steps and self.denoising_strength > 0:
+                return self.steps
             return int(self.steps * self.denoising_strength)
         return self.steps + self.hr_steps
 
@@ -349,6 +354,7 @@ def parse_generation_request(
         # A1111: a request without `tiling` tiles as the `tiling` option says
         tiling_option = read_bool(override_settings, "tiling", False)
         noise_multiplier = read_float(override_settings, "initial_noise_multiplier", 1.0, 0.0, 1.5)  # img2img's
+        fix_steps = read_bool(override_settings, "img2img_fix_steps", False)  # img2img's
     return GenerationRequest(
         kind=kind,
         prompt=_read_prompt(data, "prompt", limits),
@@ -376,7 +382,7 @@ def parse_generation_request(
         tiling=read_bool(data, "tiling", tiling_option),
         **parse_face_restoration(data, override_settings),
         **parse_refiner(data, override_settings),
-        **(_img2img_fields(data, noise_multiplier) if kind == "img2img" else _hires_fields(data, limits)),
+        **(_img2img_fields(data, noise_multiplier, fix_steps) if kind == "img2img" else _hires_fields(data, limits)),
     )
 
 
@@ -508,7 +514,7 @@ def _hires_fields(data: Mapping[str, Any], limits: Limits) -> dict[str, Any]:
     }
 
 
-def _img2img_fields(data: Mapping[str, Any], option_multiplier: float) -> dict[str, Any]:
+def _img2img_fields(data: Mapping[str, Any], option_multiplier: float, fix_steps: bool) -> dict[str, Any]:
     """img2img's own fields, with A1111's API defaults (`mask_blur` sets both directions).
     `initial_noise_multiplier` as the sampler parameters: the request's where it is not A1111's 1,
     else the option (webuiapi sends 1 in every img2img)."""
@@ -526,7 +532,20 @@ def _img2img_fields(data: Mapping[str, Any], option_multiplier: float) -> dict[s
         "inpaint_full_res_padding": read_int(data, "inpaint_full_res_padding", 0, 0, 1024),
         "inpainting_mask_invert": read_bool(data, "inpainting_mask_invert", False),
         "initial_noise_multiplier": multiplier if multiplier != 1.0 else option_multiplier,
+        "img2img_fix_steps": fix_steps,
     }
+
+
+def img2img_steps(steps: int, denoising_strength: float) -> tuple[int, float]:
+    """A1111's `setup_img2img_steps` for a pass that runs exactly `steps` steps (the hires fix's second
+    pass always; img2img under the `img2img_fix_steps` option): the schedule is stretched to
+    int(steps / min(strength, 0.999)) steps and its last `steps` run. Returned as diffusers' img2img
+    arguments (num_inference_steps, strength): diffusers runs int(num_inference_steps × strength)
+    steps from the end, so the strength is nudged to land on `steps` exactly."""
+    if denoising_strength <= 0:
+        return steps, 0.0
+    total = int(steps / min(denoising_strength, 0.999))
+    return total, min(1.0, (steps + 0.5) / total)
 
 
 def batch_key(request: GenerationRequest, *, model_key: str, lora_key: str, vae_key: str = "") -> str:
@@ -557,6 +576,7 @@ def batch_key(request: GenerationRequest, *, model_key: str, lora_key: str, vae_
             request.denoising_strength, request.mask is not None, request.resize_mode, request.mask_blur_x,
             request.mask_blur_y, request.mask_round, request.inpainting_fill, request.inpaint_full_res,
             request.inpaint_full_res_padding, request.inpainting_mask_invert, request.initial_noise_multiplier,
+            request.img2img_fix_steps,
         )
     if request.controlnet_units:  # the control images too: one set of maps per pipeline call
         shared += tuple(dataclasses.astuple(unit) for unit in request.controlnet_units)

@@ -22,7 +22,7 @@ seed + delta, `runtime/noise.py`), the sampler parameters `eta_ddim`, `eta_ances
 `parse_sampler_parameters`, `runtime/sampler_parameters.py`), `face_restoration` (A1111 restores
 faces when a request leaves `restore_faces` out), `tiling` (likewise), `face_restoration_model`
 and `code_former_weight` (read where `job_submit` picks the restorer), `hires_fix_refiner_pass`
-and `initial_noise_multiplier` (img2img's noise) change generation. The others are stored per
+`initial_noise_multiplier` (img2img's noise) and `img2img_fix_steps` change generation. The others are stored per
 member and read back: they shape A1111's UI, its files or features this platform does elsewhere.
 """
 
@@ -412,7 +412,7 @@ SAMPLER_OPTIONS: tuple[str, ...] = (
 GENERATION_OPTIONS: tuple[str, ...] = (
     "sd_model_checkpoint", "sd_vae", "CLIP_stop_at_last_layers", "eta_noise_seed_delta", "face_restoration",
     "face_restoration_model", "code_former_weight", "tiling", "hires_fix_refiner_pass", *SAMPLER_OPTIONS,
-    "initial_noise_multiplier",
+    "initial_noise_multiplier", "img2img_fix_steps",
 )
 
 TYPE_NAMES: Mapping[type, str] = MappingProxyType({
@@ -427,7 +427,7 @@ OPTION_TYPES: Mapping[str, type] = MappingProxyType({
 # the face restorer and CodeFormer weight are read where the restorer is chosen (`job_submit`).
 REQUEST_SETTINGS: tuple[str, ...] = (
     "sd_model_checkpoint", "sd_vae", "CLIP_stop_at_last_layers", "eta_noise_seed_delta", "face_restoration", "tiling",
-    "hires_fix_refiner_pass", *SAMPLER_OPTIONS, "initial_noise_multiplier",
+    "hires_fix_refiner_pass", *SAMPLER_OPTIONS, "initial_noise_multiplier", "img2img_fix_steps",
 )
 
 

@@ -25,6 +25,7 @@ import diffusers
 import torch
 from PIL import Image
 
+from a1111.generation import img2img_steps
 from runtime.networks import hypernetwork
 from runtime.acceleration import Acceleration, configure_vae
 from runtime.caches import LruCache, PipelineCache, VaeCache
@@ -521,17 +522,19 @@ class WorkerRuntime:
         else:
             resample = Image.Resampling.NEAREST if hires.upscaler == "Nearest" else Image.Resampling.LANCZOS
             image = [picture.resize((hires.width, hires.height), resample) for picture in first]
-        if int(hires.steps * hires.denoising_strength) == 0:
+        # A1111 runs all of the pass's steps, over a schedule stretched by the strength (`img2img_steps`).
+        steps, strength = img2img_steps(hires.steps, hires.denoising_strength)
+        if hires.denoising_strength <= 0:
             if isinstance(image, list):
                 return image
-            hires = dataclasses.replace(hires, denoising_strength=1.0 / hires.steps)  # decode at least one step
+            steps, strength = hires.steps, 1.0 / hires.steps  # latents: decode after the schedule's last step
         # A1111's `hires_fix_refiner_pass` (by default "second pass"): the refiner takes this pass over.
         refiner = spec.refiner if spec.refiner and spec.refiner.refines(hires_pass=True, hires=True) else None
-        base_steps = steps_before_switch(pipeline, hires.steps, hires.denoising_strength, refiner.switch_at) if refiner else 0
+        base_steps = steps_before_switch(pipeline, steps, strength, refiner.switch_at) if refiner else 0
         refine = {} if refiner is None else {"denoising_end": switch_point(refiner.switch_at), "output_type": "latent"}
         if refiner is not None and not base_steps:  # the switch comes before the pass's first step
             return self._refine(
-                spec, refiner, chunk_index, chunk, image=image, strength=hires.denoising_strength, steps=hires.steps,
+                spec, refiner, chunk_index, chunk, image=image, strength=strength, steps=steps,
                 base_steps=0, steps_before=spec.steps, width=hires.width, height=hires.height,
                 hires_steps=hires.steps, on_step=on_step, on_preview=on_preview, from_base=False,
             )
@@ -549,8 +552,8 @@ class WorkerRuntime:
             denoised = pipeline(
                 **conditioning,
                 image=image,
-                strength=hires.denoising_strength,
-                num_inference_steps=hires.steps,
+                strength=strength,
+                num_inference_steps=steps,
                 guidance_scale=spec.cfg_scale,
                 generator=image_generators(spec.seeds, chunk),
                 **self._step_callback(
@@ -561,7 +564,7 @@ class WorkerRuntime:
         if refiner is None:
             return denoised
         return self._refine(
-            spec, refiner, chunk_index, chunk, image=denoised, strength=hires.denoising_strength, steps=hires.steps,
+            spec, refiner, chunk_index, chunk, image=denoised, strength=strength, steps=steps,
             base_steps=base_steps, steps_before=spec.steps, width=hires.width, height=hires.height,
             hires_steps=hires.steps, on_step=on_step, on_preview=on_preview, from_base=True,
         )

@@ -98,7 +98,7 @@ class HiresSpec:
     width: int
     height: int
     upscaler: str  # "Latent…" modes resize latents; "None"/"Lanczos"/"Nearest" resize the image; else a model
-    steps: int  # the second pass's steps before `denoising_strength` (A1111's hr_second_pass_steps or steps)
+    steps: int  # the second pass's steps, all run (A1111's hr_second_pass_steps or steps; `img2img_steps`)
     denoising_strength: float
     upscaler_path: str = ""  # an ESRGAN-family model file (runtime/upscalers.py)
     upscaler_sha256: str = ""

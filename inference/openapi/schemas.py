@@ -104,6 +104,9 @@ class OverrideSettings(Request):
     s_min_uncond: float | None = Field(None, ge=0.0, le=15.0, description="NGMS, unless the request sets s_min_uncond.")
     s_min_uncond_all: bool | None = Field(None, description="NGMS on every step instead of every other.")
     initial_noise_multiplier: float | None = Field(None, ge=0.0, le=1.5, description="img2img's noise multiplier.")
+    img2img_fix_steps: bool | None = Field(
+        None, description="img2img runs all its steps, over a schedule stretched by the denoising strength (A1111's option).",
+    )
 
 
 class _ProcessingAPI(Request):

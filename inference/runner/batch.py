@@ -35,7 +35,7 @@ from django.db import connection as db_connection
 from PIL import Image
 
 from inference.inputs.controlnet import controlnet_infotext_entries
-from a1111.generation import GenerationRequest
+from a1111.generation import GenerationRequest, img2img_steps
 from a1111.infotext import (
     generation_infotext,
     hires_infotext_params,
@@ -384,7 +384,7 @@ def build_generation_spec(
         prompts=[extract_extra_networks(p.spec.request.prompt)[0] for p in parts for _ in p.images],
         negative_prompts=[extract_extra_networks(p.spec.request.negative_prompt)[0] for p in parts for _ in p.images],
         seeds=[seed for p in parts for seed in p.seeds],
-        steps=request.steps,
+        steps=_img2img_steps(request)[0],
         cfg_scale=request.cfg_scale,
         width=request.width,
         height=request.height,
@@ -424,6 +424,14 @@ def build_generation_spec(
     )
 
 
+def _img2img_steps(request: GenerationRequest) -> tuple[int, float]:
+    """The pipeline's (steps, denoising strength): as asked, or under A1111's `img2img_fix_steps`
+    the stretched schedule that runs exactly `steps` (`a1111.generation.img2img_steps`)."""
+    if request.kind == "img2img" and request.img2img_fix_steps:
+        return img2img_steps(request.steps, request.denoising_strength)
+    return request.steps, request.denoising_strength
+
+
 def _img2img_inputs(parts: list[MemberPart], inputs: list[MemberInputs]) -> Img2ImgInputs:
     """Each image's init image (A1111: image i of a job uses init image i, cycling) and mask."""
     lead = parts[0].spec.request
@@ -437,7 +445,7 @@ def _img2img_inputs(parts: list[MemberPart], inputs: list[MemberInputs]) -> Img2
     return Img2ImgInputs(
         init_images=init_images,
         masks=masks,
-        denoising_strength=lead.denoising_strength,
+        denoising_strength=_img2img_steps(lead)[1],
         resize_mode=lead.resize_mode,
         noise_multiplier=lead.initial_noise_multiplier,
         inpaint=InpaintSettings(

@@ -111,3 +111,12 @@ def test_a_bad_infotext_is_a_422_naming_what_to_fix(api, personas, tiny_checkpoi
     response = api("alice").post("/sdapi/v1/txt2img", {"infotext": infotext})
     assert response.status_code == 422, response.content
     assert f"{field}:" in response.json()["detail"]
+
+
+def test_img2img_fix_steps_runs_every_step_and_splits_batches() -> None:
+    image = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
+    body = {**TINY, "steps": 10, "init_images": [image], "denoising_strength": 0.3}
+    fixed, plain = parse(body, {"img2img_fix_steps": True}), parse(body)
+    assert (fixed.img2img_fix_steps, fixed.sampling_steps, plain.sampling_steps) == (True, 10, 3)
+    assert batch_key(fixed, model_key="m", lora_key="") != batch_key(plain, model_key="m", lora_key="")
+    assert not parse({**TINY}, {"img2img_fix_steps": True}).img2img_fix_steps  # txt2img: no such thing

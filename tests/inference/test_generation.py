@@ -91,7 +91,9 @@ def test_json_round_trip() -> None:
 def test_hires_fix_fields_and_limits() -> None:
     request = parse(enable_hr=True, width=256, height=128, hr_scale=2, steps=20, hr_second_pass_steps=10)
     assert (request.hr_width, request.hr_height, request.hr_upscaler) == (512, 256, "Latent")
-    assert request.sampling_steps == 20 + int(10 * 0.75) and request.hires
+    # A1111 runs all of the second pass's steps (over a schedule stretched by the strength)
+    assert request.sampling_steps == 20 + 10 and request.hires
+    assert parse(enable_hr=True, steps=20, denoising_strength=0).sampling_steps == 20
     one_side = parse(enable_hr=True, width=256, height=128, hr_resize_x=1024)
     assert (one_side.hr_width, one_side.hr_height) == (1024, 512)
     assert not parse(width=256, hr_scale=2).hires  # enable_hr off: ignored

@@ -151,3 +151,27 @@ def test_img2img_noise_multiplier_scales_the_starting_noise(runtime) -> None:
     plain = img2img(1.0)
     assert far(img2img(0.5), plain)
     assert close(img2img(1.0), plain, tolerance=0)
+
+
+def test_the_hires_pass_and_fixed_img2img_run_all_their_steps_as_a1111(runtime) -> None:
+    """A1111 runs all of the hires pass's steps (and img2img's under `img2img_fix_steps`) over a
+    schedule stretched by the denoising strength; plain img2img runs steps × strength."""
+    from a1111.generation import img2img_steps
+    from runtime.specs import HiresSpec
+
+    rt, checkpoint = runtime
+    calls: list[int] = []
+    handle = rt.pipelines.get(str(checkpoint), "tiny").unet.conv_in.register_forward_pre_hook(lambda module, args: calls.append(1))
+    init = Image.new("RGB", (64, 64), (200, 40, 40))
+    try:
+        image(runtime, "Euler", hires=HiresSpec(width=96, height=96, upscaler="Latent", steps=3, denoising_strength=0.5))
+        hires_calls, calls[:] = len(calls), []
+        steps, strength = img2img_steps(STEPS, 0.3)
+        inputs = Img2ImgInputs(init_images=[init], masks=[None], denoising_strength=strength)
+        image(runtime, "Euler", img2img=inputs, steps=steps)
+        fixed_calls, calls[:] = len(calls), []
+        image(runtime, "Euler", img2img=Img2ImgInputs(init_images=[init], masks=[None], denoising_strength=0.3))
+    finally:
+        handle.remove()
+    assert (hires_calls, fixed_calls, len(calls)) == (STEPS + 3, STEPS, int(STEPS * 0.3))
+    assert img2img_steps(4, 1.0) == (4, 1.0) and img2img_steps(20, 0.7) == (28, 20.5 / 28)

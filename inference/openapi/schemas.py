@@ -154,7 +154,10 @@ class _ProcessingAPI(Request):
     )
     denoising_strength: float | None = _float(0.75, 0.0, 1.0)
     override_settings: OverrideSettings | None = None
-    override_settings_restore_afterwards: Ignored = None
+    override_settings_restore_afterwards: Flag = Field(
+        True, description="false: the override_settings stay your options afterwards (as POST /sdapi/v1/options), "
+        "as A1111 keeps them set.",
+    )
     refiner_checkpoint: str | None = Field(
         None,
         description="A1111's SDXL refiner: a checkpoint you may use, named as sd_model_checkpoint (\"None\" or empty: "

@@ -46,14 +46,14 @@ from a1111.fields import RequestValidationError
 from a1111.infotext import VERSION, img2img_infotext_params
 from a1111.infotext_request import apply_infotext
 from a1111.sd_upscale import is_sd_upscale, parse_sd_upscale_args
-from a1111.options import override_settings_defaults
+from a1111.options import A1111_OPTIONS, READ_ONLY, override_settings_defaults
 from inference.inputs.images import InputImages, read_input_images
 from inference.jobspec import member_params_from_json
 from inference.models import Job
 from a1111.scripts import check_alwayson_scripts, check_script_args, find_script
 from a1111.styles import StyleText, with_styles_applied
 from inference.selectors import user_options_get
-from inference.services import job_submit
+from inference.services import job_submit, user_options_update
 from inference.storage import member_file_read
 from tenants.selectors import prompt_style_texts_for_user
 from tenants.workdirs import user_save_dir_key
@@ -322,6 +322,8 @@ async def _generate(request: HttpRequest, user, kind: str) -> dict[str, Any]:
     styles = await sync_to_async(styles_for_body)(user, body)
     settings = await sync_to_async(member_settings)(user)
     generation, inputs = await sync_to_async(parse_generation_body, thread_sensitive=False)(body, kind, styles, settings)
+    if kept := kept_settings(body):  # A1111: the overrides stay the member's options
+        await sync_to_async(user_options_update)(user=user, values=kept)
     if script is not None:
         from inference.sdapi.scripts import run_script  # it builds on this module's helpers
 
@@ -342,6 +344,17 @@ async def _generate(request: HttpRequest, user, kind: str) -> dict[str, Any]:
     # The images, then the ControlNet detect maps (as the extension appends them).
     images = await sync_to_async(read_job_images)(job, [*job.outputs, *job.control_maps]) if send_images else []
     return {"images": images, "parameters": echo_parameters(body, kind), "info": _info(job, notes, style_names(body))}
+
+
+def kept_settings(body: Mapping[str, Any]) -> dict[str, Any]:
+    """With `override_settings_restore_afterwards: false`, A1111 leaves the request's overrides set
+    after the job: here they become the member's stored options (the keys A1111's options object
+    has; the others are ignored, as when generating). Stored before the job is submitted, as A1111
+    applies them before it samples; a value of the wrong type is a 422 naming it."""
+    override = body.get("override_settings")
+    if body.get("override_settings_restore_afterwards", True) is not False or not isinstance(override, Mapping):
+        return {}
+    return {key: value for key, value in override.items() if key in A1111_OPTIONS and key not in READ_ONLY}
 
 
 def echo_parameters(body: dict[str, Any], kind: str) -> dict[str, Any]:

@@ -120,3 +120,12 @@ def test_img2img_fix_steps_runs_every_step_and_splits_batches() -> None:
     assert (fixed.img2img_fix_steps, fixed.sampling_steps, plain.sampling_steps) == (True, 10, 3)
     assert batch_key(fixed, model_key="m", lora_key="") != batch_key(plain, model_key="m", lora_key="")
     assert not parse({**TINY}, {"img2img_fix_steps": True}).img2img_fix_steps  # txt2img: no such thing
+
+
+def test_overrides_kept_after_the_job_are_the_options_a1111_has() -> None:
+    from inference.sdapi.generate import kept_settings
+
+    override = {"s_noise": 0.9, "sd_checkpoint_hash": "x", "no_such_option": 1}
+    assert kept_settings({"override_settings": override, "override_settings_restore_afterwards": False}) == {"s_noise": 0.9}
+    assert kept_settings({"override_settings": override}) == {}  # A1111's default: restored afterwards
+    assert kept_settings({"override_settings": None, "override_settings_restore_afterwards": False}) == {}

@@ -199,7 +199,8 @@ def _wrap_seed(seed: int) -> int:
 # --- X/Y/Z plot ---------------------------------------------------------------------------
 
 # A1111 1.10's `axis_options`, in order, with the tab each is on ("both", "txt2img", "img2img"):
-# the axis type a client sends is an index into this list filtered for its tab.
+# the axis type a client sends is an index into this list filtered for its tab. Checked against
+# a 1.10-era `scripts/xyz_grid.py` (Skip Early CFG and the Beta schedule axes are 1.10's).
 XYZ_AXIS_OPTIONS: tuple[tuple[str, str], ...] = (
     ("Nothing", "both"), ("Seed", "both"), ("Var. seed", "both"), ("Var. strength", "both"), ("Steps", "both"),
     ("Hires steps", "txt2img"), ("CFG Scale", "both"), ("Image CFG Scale", "img2img"), ("Prompt S/R", "both"),
@@ -220,7 +221,9 @@ XYZ_SUPPORTED_AXES: dict[str, str] = {
     "Nothing": "nothing", "Seed": "seed", "Steps": "steps", "CFG Scale": "cfg_scale", "Prompt S/R": "prompt_sr",
     "Sampler": "sampler", "Checkpoint name": "checkpoint", "VAE": "vae", "Var. seed": "subseed",
     "Var. strength": "subseed_strength", "Hires steps": "hr_steps", "Denoising": "denoising", "Clip skip": "clip_skip",
-    "Schedule type": "scheduler",
+    "Schedule type": "scheduler", "Eta": "eta", "Sigma Churn": "s_churn", "Sigma min": "s_tmin", "Sigma max": "s_tmax",
+    "Sigma noise": "s_noise", "Negative Guidance minimum sigma": "s_min_uncond",
+    "Initial noise multiplier": "initial_noise_multiplier",
 }
 XYZ_CHOICE_AXES = frozenset({"Sampler", "Checkpoint name", "VAE", "Schedule type"})  # A1111 reads their dropdown list
 _XYZ_AXIS_ARGS = {name: (3 * i, 3 * i + 1, 3 * i + 2) for i, name in enumerate(AXIS_NAMES)}  # type, values, dropdown

@@ -30,9 +30,9 @@ from io import StringIO
 from typing import Any
 
 from a1111.errors import RequestValidationError
-from a1111.generation import MAX_SEED, GenerationRequest, Limits
+from a1111.generation import MAX_SEED, SIGMA_PARAMETERS, GenerationRequest, Limits
 from a1111.prompts import MAX_NETWORK_WEIGHT
-from a1111.samplers import SamplerError, resolve_sampler
+from a1111.samplers import SamplerError, resolve_sampler, sampler_parameters
 
 AXIS_NAMES = ("x", "y", "z")
 MAX_VALUES_CHARS = 10_000  # the text of one axis's values
@@ -63,9 +63,20 @@ AXIS_TYPES: tuple[AxisType, ...] = (
     AxisType("denoising", "Denoising", "float", True),
     AxisType("clip_skip", "Clip skip", "int", True),
     AxisType("scheduler", "Schedule type", "str", True),
+    AxisType("eta", "Eta", "float", True),
+    AxisType("s_churn", "Sigma Churn", "float", True),
+    AxisType("s_tmin", "Sigma min", "float", True),
+    AxisType("s_tmax", "Sigma max", "float", True),
+    AxisType("s_noise", "Sigma noise", "float", True),
+    AxisType("s_min_uncond", "Negative Guidance minimum sigma", "float", True),
+    AxisType("initial_noise_multiplier", "Initial noise multiplier", "float", True),
 )
 MAX_CLIP_SKIP = 12  # the parser's own bound (`a1111/generation.py`)
 AXIS_TYPE_IDS = tuple(axis_type.id for axis_type in AXIS_TYPES)
+# The sampler parameters' axes and their bounds (those of `a1111.generation.parse_sampler_parameters`).
+SAMPLER_PARAMETER_AXES: dict[str, tuple[float, float]] = {
+    "eta": (0.0, 1.0), **{name: bounds[1:] for name, bounds in SIGMA_PARAMETERS.items()},
+}
 _BY_ID = {axis_type.id: axis_type for axis_type in AXIS_TYPES}
 _BY_LABEL = {axis_type.label.lower(): axis_type for axis_type in AXIS_TYPES}
 
@@ -302,6 +313,9 @@ def _checked_values(axis_type: AxisType, values: list[Any], where: str, limits: 
         _in_range(values, 0.0, 1.0, where, axis_type.label.lower())
     elif axis_type.id == "clip_skip":
         _in_range(values, 1, MAX_CLIP_SKIP, where, "clip skip")
+    elif axis_type.id in SAMPLER_PARAMETER_AXES:
+        lo, hi = SAMPLER_PARAMETER_AXES[axis_type.id]
+        _in_range(values, lo, hi, where, axis_type.label.lower())
     elif axis_type.id == "scheduler":
         labels = []
         for value in values:
@@ -396,6 +410,14 @@ def apply_axis_value(request: GenerationRequest, axis: Axis, value: Any, where: 
         return dataclasses.replace(request, sampler_name=choice.name, scheduler=choice.schedule_label)
     if kind == "cfg_scale":
         return dataclasses.replace(request, cfg_scale=float(value))
+    if kind == "initial_noise_multiplier":
+        if request.kind != "img2img":
+            raise RequestValidationError(where, "the initial noise multiplier applies to img2img only")
+        return dataclasses.replace(request, initial_noise_multiplier=float(value))
+    if kind in SAMPLER_PARAMETER_AXES:  # kept only where the cell's sampler uses it (`a1111.samplers`)
+        current = dataclasses.asdict(request.sampler_parameters)
+        parameters = sampler_parameters(request.sampler_name, **{**current, kind: float(value)})
+        return dataclasses.replace(request, sampler_parameters=parameters)
     if kind == "sampler":  # A1111 1.9+: the request's schedule type stays unless the name carries one
         choice = resolve_sampler(str(value), request.scheduler)
         return dataclasses.replace(request, sampler_name=choice.name, scheduler=choice.schedule_label)
@@ -432,7 +454,13 @@ def expand_cells(base: GenerationRequest, plot: XyzPlot, limits: Limits | None =
         for yi, y_value in enumerate(plot.y.values):
             for xi, x_value in enumerate(plot.x.values):
                 request = base
-                for name, axis, value in zip(AXIS_NAMES, plot.axes, (x_value, y_value, z_value), strict=True):
+                # Sampler parameters last: they are kept only where the cell's sampler (another axis's
+                # value, maybe) uses them, as A1111 sets every field before it picks its sampler's.
+                applied = sorted(
+                    zip(AXIS_NAMES, plot.axes, (x_value, y_value, z_value), strict=True),
+                    key=lambda item: item[1].type.id in SAMPLER_PARAMETER_AXES,
+                )
+                for name, axis, value in applied:
                     request = apply_axis_value(request, axis, value, f"xyz.{name}.values")
                     longest = max(len(request.prompt), len(request.negative_prompt))
                     if limits is not None and longest > limits.max_prompt_chars:

@@ -65,6 +65,11 @@ Flag = Annotated[bool | Literal[0, 1] | None, Field(description="true or false (
 Ignored = Annotated[
     Any, Field(description="Accepted for A1111 compatibility and not applied (`info` says so where it matters).")
 ]
+
+
+def _no_op(why: str) -> Any:
+    """A field A1111 accepts that changes nothing here, and why (A1111 ignores it too, or it has no meaning)."""
+    return Field(None, description=why)
 Base64Image = Annotated[str, Field(description="Raw base64, a data: URI, or an http(s) URL (fetched by the server).")]
 
 
@@ -136,8 +141,8 @@ class _ProcessingAPI(Request):
     height: Size = 512
     restore_faces: Flag = None
     tiling: Flag = None
-    do_not_save_samples: Ignored = None
-    do_not_save_grid: Ignored = None
+    do_not_save_samples: Any = _no_op("Images are always kept in your outputs folder (your working directory), where the API returns them from.")
+    do_not_save_grid: Any = _no_op("Grids are kept with the job group that made them.")
     eta: float | None = _float(
         None, 0.0, 1.0, "Eta for DDIM, Euler a, DPM2 a and DPM++ 2M SDE (Heun); unset: the option eta_ddim (DDIM) or "
         "eta_ancestral (the others), by default 0 and 1. Other samplers take no eta.",
@@ -169,7 +174,7 @@ class _ProcessingAPI(Request):
         "1: it never runs. Unset with a refiner, as A1111's API: the refiner runs every step.",
     )
     disable_extra_networks: Ignored = None
-    comments: Ignored = None
+    comments: Any = _no_op("A1111 prints comments to its console; nothing is printed here.")
     script_name: str | None = Field(
         None, max_length=100,
         description="A selectable script by its A1111 title, any case: \"x/y/z plot\", \"prompt matrix\", "
@@ -186,7 +191,7 @@ class _ProcessingAPI(Request):
         "fit is a 422 naming it (`script_args[i]`).",
     )
     send_images: Any = Field(True, description="Only `false` leaves the images out of the response.")
-    save_images: Ignored = None
+    save_images: Any = _no_op("Images are always saved to your outputs folder.")
     alwayson_scripts: AlwaysonScripts | None = None
     infotext: str | None = Field(
         None, max_length=65_536,
@@ -197,8 +202,8 @@ class _ProcessingAPI(Request):
 
 class StableDiffusionTxt2ImgProcessingAPI(_ProcessingAPI):
     enable_hr: Flag = False
-    firstphase_width: Ignored = None
-    firstphase_height: Ignored = None
+    firstphase_width: Any = _no_op("Replaced by hr_scale / hr_resize_x in A1111 1.0; A1111 1.10 ignores it too.")
+    firstphase_height: Any = _no_op("Replaced by hr_scale / hr_resize_y in A1111 1.0; A1111 1.10 ignores it too.")
     hr_scale: float | None = _float(2.0, 1.0, 8.0)
     hr_upscaler: str | None = Field(None, max_length=100, description="A latent mode or an upscaler name.")
     hr_second_pass_steps: int | None = _int(0, 0, lim="max_steps", doc="0: as many as steps.")
@@ -217,7 +222,7 @@ class StableDiffusionImg2ImgProcessingAPI(_ProcessingAPI):
         None, description="Required (at least one image); one per image of the batch, or one for all."
     )
     resize_mode: int | None = _int(0, 0, 3, doc="0 just resize, 1 crop and resize, 2 resize and fill, 3 latent.")
-    image_cfg_scale: Ignored = None
+    image_cfg_scale: Any = _no_op("Only for InstructPix2Pix edit models, which A1111 ignores it without and this platform does not load.")
     mask: Base64Image | None = None
     mask_blur: int | None = _int(4, 0, 64)
     mask_blur_x: int | None = _int(4, 0, 64)

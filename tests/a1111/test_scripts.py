@@ -72,6 +72,10 @@ def test_xyz_axis_indices_follow_a1111s_list_per_tab_and_cells_run_x_fastest() -
     assert [(c.denoising_strength, c.hr_second_pass_steps, c.subseed_strength) for c in plan.cells] == [
         (0.3, 1, 0.5), (0.6, 1, 0.5)]
     assert _refused("x/y/z plot", [3, "0.5"], _base(kind="img2img")).field == "script_args[1]"  # txt2img only here
+    # the sampler parameters' axes: Eta (24) and Sigma Churn (13) in txt2img's list
+    assert (txt2img[13], txt2img[24]) == ("Sigma Churn", "Eta")
+    plan = _plan("x/y/z plot", [24, "0.2, 0.4", [], 13, "3", []], _base(sampler_name="Euler a"))
+    assert [c.sampler_parameters.eta for c in plan.cells] == [0.2, 0.4]  # Euler a takes no churn: dropped
 
 
 @pytest.mark.parametrize(

@@ -220,3 +220,20 @@ def test_a_replacement_may_not_make_a_prompt_over_the_limit() -> None:
     with pytest.raises(RequestValidationError) as caught:
         expand_cells(request, parsed, limits)
     assert caught.value.field == "xyz.x.values" and "at most 20" in caught.value.message
+
+
+def test_sampler_parameter_axes_apply_where_the_cells_sampler_uses_them_in_any_axis_order() -> None:
+    base = parse_generation_request({"prompt": "a", "steps": 4, "sampler_name": "Euler"}, rng=random.Random(1))
+    for axes in ({"x": {"type": "Sampler", "values": "Euler, Euler a"}, "y": {"type": "Eta", "values": "0.3, 1"}},
+                 {"x": {"type": "eta", "values": "0.3, 1"}, "y": {"type": "sampler", "values": "Euler, Euler a"}}):
+        cells = expand_cells(base, plot(axes))
+        etas = sorted(f"{cell.request.sampler_name}: {cell.request.sampler_parameters.eta}" for cell in cells)
+        # Euler takes no eta; Euler a's 1 is its default (None)
+        assert etas == ["Euler a: 0.3", "Euler a: None", "Euler: None", "Euler: None"], axes
+    churned = expand_cells(base, plot({"x": {"type": "Sigma Churn", "values": "0, 2.5"}}))
+    assert [cell.request.sampler_parameters.s_churn for cell in churned] == [0.0, 2.5]
+    assert [cell.labels[0] for cell in churned] == ["Sigma Churn: 0", "Sigma Churn: 2.5"]
+    with pytest.raises(RequestValidationError, match="sigma noise 1.5 is out of range"):
+        plot({"x": {"type": "Sigma noise", "values": "1, 1.5"}})
+    with pytest.raises(RequestValidationError, match="img2img only"):
+        expand_cells(base, plot({"x": {"type": "Initial noise multiplier", "values": "0.5"}}))

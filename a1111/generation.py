@@ -152,6 +152,8 @@ class GenerationRequest:
     refiner_switch_at: float = 0.0
     # A1111's `hires_fix_refiner_pass` option: which pass of a hires-fix job the refiner refines
     hires_refiner_pass: str = "second pass"
+    # A1111's `force_task_id`: the client's own id for the job, which `/internal/progress` takes
+    force_task_id: str | None = None
 
     @property
     def refiner_runs(self) -> bool:
@@ -377,6 +379,7 @@ def parse_generation_request(
         clip_skip=clip_skip,
         eta_noise_seed_delta=eta_noise_seed_delta,
         sampler_parameters=parse_sampler_parameters(data, override_settings, sampler.name),
+        force_task_id=parse_task_id(data.get("force_task_id"), "force_task_id"),
         override_settings=dict(override_settings),
         save_dir=parse_save_dir(alwayson.get("save_dir")),
         tiling=read_bool(data, "tiling", tiling_option),
@@ -384,6 +387,18 @@ def parse_generation_request(
         **parse_refiner(data, override_settings),
         **(_img2img_fields(data, noise_multiplier, fix_steps) if kind == "img2img" else _hires_fields(data, limits)),
     )
+
+
+_TASK_ID = re.compile(r"[A-Za-z0-9()_.:-]{1,64}")
+
+
+def parse_task_id(value: Any, field_name: str) -> str | None:
+    """A client's task id (A1111's UI sends `task(k3j5…)`): up to 64 letters, digits and `()_.:-`; None if unset."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not _TASK_ID.fullmatch(value):
+        raise RequestValidationError(field_name, "must be up to 64 letters, digits or ()_.:- characters, e.g. task(abc123)")
+    return value
 
 
 # A1111's sampler parameters: (default, lowest, highest), the ranges of A1111's settings sliders

@@ -84,6 +84,12 @@ def jobs_active_for_owner(user: AbstractUser) -> list[Job]:
     return list(Job.objects.filter(owner=user, status__in=Job.ACTIVE).order_by("created_at"))
 
 
+def job_for_client_task(user: AbstractUser, task_id: str) -> Job | None:
+    """The user's own newest job submitted with this `force_task_id` (A1111's client-chosen id), or
+    None; another member's job with the same id is never found (ids are the client's, not unique)."""
+    return Job.objects.filter(owner=user, params__force_task_id=task_id).order_by("-created_at", "-pk").first()
+
+
 def job_skips_requested(job: Job) -> int | None:
     """How many skips were asked for the job (`job_skip`): read by the worker running it; None when it is gone."""
     return Job.objects.filter(pk=job.pk).values_list("skip_requested", flat=True).first()

@@ -141,6 +141,8 @@ OPERATIONS: tuple[Operation, ...] = (
               query=(("skip_current_image", {"type": "boolean", "default": False}, "Accepted, ignored."),),
               errors=(401, 422)),
     Operation("POST", "/sdapi/v1/interrupt", "Stop your running job", SDAPI, s.Empty, errors=_READ),
+    Operation("POST", "/internal/progress", "Progress of your job submitted with force_task_id (A1111's UI API)", SDAPI,
+              s.InternalProgressResponse, request=s.InternalProgressRequest, errors=(400, 401, 422)),
     Operation("POST", "/sdapi/v1/skip", "Skip the images your running job is making now (its current batch-count iteration); it keeps the rest", SDAPI, None,
               errors=_READ),
     Operation("GET", "/sdapi/v1/options", "Your options", SDAPI, s.Options, errors=_READ),

@@ -70,6 +70,7 @@ Ignored = Annotated[
 def _no_op(why: str) -> Any:
     """A field A1111 accepts that changes nothing here, and why (A1111 ignores it too, or it has no meaning)."""
     return Field(None, description=why)
+TaskId = Annotated[str, Field(pattern=r"^[A-Za-z0-9()_.:-]{1,64}$", description="The force_task_id a job was submitted with.")]
 Base64Image = Annotated[str, Field(description="Raw base64, a data: URI, or an http(s) URL (fetched by the server).")]
 
 
@@ -214,7 +215,7 @@ class StableDiffusionTxt2ImgProcessingAPI(_ProcessingAPI):
     hr_scheduler: Ignored = None
     hr_prompt: Ignored = None
     hr_negative_prompt: Ignored = None
-    force_task_id: Ignored = None
+    force_task_id: TaskId | None = Field(None, description="Your own id for the job, which POST /internal/progress takes as id_task.")
 
 
 class StableDiffusionImg2ImgProcessingAPI(_ProcessingAPI):
@@ -237,7 +238,7 @@ class StableDiffusionImg2ImgProcessingAPI(_ProcessingAPI):
     )
     latent_mask: Ignored = None
     include_init_images: Any = Field(False, description="Truthy: `parameters` echoes init_images and mask.")
-    force_task_id: Ignored = None
+    force_task_id: TaskId | None = Field(None, description="Your own id for the job, which POST /internal/progress takes as id_task.")
 
 
 class TextToImageResponse(Response):
@@ -322,6 +323,23 @@ class ProgressResponse(Response):
     eta_relative: float
     state: ProgressState
     current_image: str | None
+    textinfo: str | None
+
+
+class InternalProgressRequest(Request):
+    id_task: TaskId
+    id_live_preview: int = Field(-1, description="The id_live_preview last received (-1: none); the preview is sent again only when it changed.")
+    live_preview: bool = True
+
+
+class InternalProgressResponse(Response):
+    active: bool
+    queued: bool
+    completed: bool
+    progress: float | None = Field(None, ge=0, le=1)
+    eta: float | None
+    live_preview: str | None = Field(None, description="A data: URI of the running job's latest preview.")
+    id_live_preview: int
     textinfo: str | None
 
 

@@ -23,7 +23,8 @@ from inference.models import Job
 from a1111.errors import RequestValidationError
 from a1111.samplers import SAMPLERS, SCHEDULES
 from a1111 import scripts as a1111_scripts
-from inference.selectors import jobs_active_for_owner, user_options_get
+from a1111.generation import parse_task_id
+from inference.selectors import job_for_client_task, jobs_active_for_owner, user_options_get
 from inference.services import job_cancel, job_skip, user_options_update
 from inference.waiting import queue_state
 from tenants.selectors import prompt_styles_for_user
@@ -220,6 +221,42 @@ def progress(request: HttpRequest, user) -> dict:
         "current_image": (current.preview or None) if current else None,  # base64 JPEG, every few steps
         "textinfo": textinfo,
     }
+
+
+@sdapi("POST")
+def internal_progress(request: HttpRequest, user) -> dict:
+    """A1111's `/internal/progress`: the progress of the caller's own job that was submitted with
+    `force_task_id` = `id_task` (as A1111's UI polls it), with its live preview when it changed
+    since `id_live_preview` (the step it was taken at). An id the caller has not used answers as
+    A1111 answers an unknown task: not active, not queued, "Waiting..."."""
+    body = json_object(request)
+    task_id = parse_task_id(body.get("id_task"), "id_task")
+    if task_id is None:
+        raise RequestValidationError("id_task", "required: the force_task_id the job was submitted with")
+    seen = body.get("id_live_preview", -1)
+    if isinstance(seen, bool) or not isinstance(seen, int):
+        raise RequestValidationError("id_live_preview", "must be an integer (-1: none seen yet)")
+    wants_preview = body.get("live_preview", True)
+    if not isinstance(wants_preview, bool):
+        raise RequestValidationError("live_preview", "must be true or false")
+    job = job_for_client_task(user, task_id)
+    answer: dict = {"active": False, "queued": False, "completed": False, "progress": None, "eta": None,
+                    "live_preview": None, "id_live_preview": -1, "textinfo": "Waiting..."}
+    if job is None:
+        return answer
+    if job.is_finished:
+        return {**answer, "completed": True}
+    if job.status != Job.Status.RUNNING:
+        waiting = queue_state(job)
+        return {**answer, "queued": True, "textinfo": waiting.message if waiting else "In queue..."}
+    elapsed = (timezone.now() - job.started_at).total_seconds() if job.started_at else 0.0
+    eta = elapsed / job.progress * (1 - job.progress) if job.progress > 0 else None
+    preview = None
+    if wants_preview and job.preview and seen != job.step:
+        preview = f"data:image/jpeg;base64,{job.preview}"
+    return {**answer, "active": True, "progress": round(job.progress, 4), "eta": None if eta is None else round(eta, 2),
+            "live_preview": preview, "id_live_preview": job.step if job.preview else -1,
+            "textinfo": f"Sampling step {job.step}/{job.total_steps}"}
 
 
 def _cancel_running(user) -> None:

@@ -129,3 +129,39 @@ def test_overrides_kept_after_the_job_are_the_options_a1111_has() -> None:
     assert kept_settings({"override_settings": override, "override_settings_restore_afterwards": False}) == {"s_noise": 0.9}
     assert kept_settings({"override_settings": override}) == {}  # A1111's default: restored afterwards
     assert kept_settings({"override_settings": None, "override_settings_restore_afterwards": False}) == {}
+
+
+@pytest.mark.django_db
+def test_internal_progress_follows_the_callers_own_task_only(api, personas, tiny_checkpoint_path) -> None:
+    """A1111's `/internal/progress` by `force_task_id`: queued, running with its live preview (sent
+    again only when it changed), completed; another member using the same id sees nothing of it."""
+    from django.utils import timezone
+
+    from inference.models import Worker
+    from inference.transitions import job_claim, job_progress, job_succeed
+
+    task = "task(k3j5x)"
+    job = submit_generation(personas["alice"], parse({**TINY, "force_task_id": task}), None)
+
+    def progress(who: str, **body) -> dict:
+        response = api(who).post("/internal/progress", {"id_task": task, **body})
+        assert response.status_code == 200, response.content
+        return response.json()
+
+    assert progress("alice")["queued"] is True and progress("alice")["active"] is False
+    worker = Worker.objects.create(name="w@task", queue="q.task", last_heartbeat=timezone.now())
+    Job.objects.filter(pk=job.pk).update(status=Job.Status.DISPATCHED, worker=worker, attempts=1)
+    job = job_claim(public_id=job.public_id, attempt=1, worker_name=worker.name, total_steps=3)
+    assert job_progress(job=job, attempt=1, step=2, preview="cHJldmlldw==")
+    running = progress("alice")
+    assert running["active"] and running["live_preview"] == "data:image/jpeg;base64,cHJldmlldw==" and running["id_live_preview"] == 2
+    assert progress("alice", id_live_preview=2)["live_preview"] is None  # already seen
+    stranger = progress("charlie")  # the same id, another member: as an unknown task
+    assert (stranger["active"], stranger["queued"], stranger["completed"], stranger["textinfo"]) == (False, False, False, "Waiting...")
+    assert job_succeed(job=job, attempt=1, outputs=[], infotexts=[], gpu_seconds=0.1)
+    assert progress("alice")["completed"] is True
+    for body, field in (({"id_task": "x" * 65}, "id_task"), ({}, "id_task"), ({"id_task": task, "id_live_preview": "a"}, "id_live_preview")):
+        response = api("alice").post("/internal/progress", body)
+        assert response.status_code == 422 and f"{field}:" in response.json()["detail"], response.content
+    refused = api("alice").post("/sdapi/v1/txt2img", {**TINY, "force_task_id": "no spaces"})
+    assert refused.status_code == 422 and "force_task_id:" in refused.json()["detail"]

@@ -26,7 +26,7 @@ from a1111.generation import Limits, parse_generation_request
 from inference.openapi.document import build_document
 from inference.openapi.operations import OPERATIONS
 
-API_PREFIXES = ("/api/v1/", "/sdapi/v1/", "/controlnet/", "/api/predict/")
+API_PREFIXES = ("/api/v1/", "/sdapi/v1/", "/controlnet/", "/api/predict/", "/internal/progress")  # not /internal/events: workers only
 SMALL = Limits(max_steps=4, min_size=64, max_size=512, max_batch_size=2, max_n_iter=3, max_prompt_chars=300)
 
 

@@ -255,6 +255,9 @@ ROUTES: dict[str, Entry] = {
     "http /sdapi/v1/progress": Entry(_A.AUTHENTICATED, (
         *HTTP_SWEEP, SDAPI_GET, "tests/a1111/test_sdapi_routes.py::test_progress_and_interrupt_touch_only_the_callers_jobs",
         "tests/a1111/test_sdapi_routes.py::test_progress_carries_the_running_jobs_live_preview_and_only_to_its_owner")),
+    "http /internal/progress": Entry(_A.AUTHENTICATED, (
+        *HTTP_SWEEP, "tests/a1111/test_sampler_parameters_api.py::test_internal_progress_follows_the_callers_own_task_only"),
+        methods=("POST",)),
     "http /sdapi/v1/interrupt": Entry(_A.AUTHENTICATED, (
         *HTTP_SWEEP, SDAPI_POST, "tests/a1111/test_sdapi_routes.py::test_progress_and_interrupt_touch_only_the_callers_jobs"),
         methods=("POST",)),

@@ -102,6 +102,8 @@ class GenerationRequest:
     # img2img: storage keys of the stored input images (set by `job_submit`, never by clients)
     init_images: list[str] = field(default_factory=list)
     mask: str | None = None
+    # A1111's `latent_mask` (with a mask only): the latent blend's and fills' mask (storage key, as `mask`)
+    latent_mask: str | None = None
     denoising_strength: float = 0.75
     resize_mode: int = 0  # 0 just resize, 1 crop and resize, 2 resize and fill, 3 latent upscale
     mask_blur_x: int = 4

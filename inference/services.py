@@ -413,6 +413,7 @@ def _with_stored_inputs(user: AbstractUser, request: GenerationRequest, inputs: 
         request,
         init_images=[_store_input(user, data) for data in inputs.init_images],
         mask=_store_input(user, inputs.mask) if inputs.mask is not None else None,
+        latent_mask=_store_input(user, inputs.latent_mask) if inputs.latent_mask is not None else None,
     )
 
 

@@ -12,7 +12,10 @@ the noise), so `starting_latents` hooks one pipeline call instead:
   same draw of a generator seeded with the subseed, so strength 1 is the subseed's noise) and,
   with "Resize seed from", redrawn at that size in its middle, as txt2img's; and,
   while the pipeline prepares its latents, the masked area of `init_latents` is filled first;
-* `prepare_latents`, for inpainting at strength 1, where the latents are the noise alone.
+* `prepare_latents`, for inpainting at strength 1, where the latents are the noise alone;
+* `prepare_mask_latents`, for A1111's `latent_mask`: a 4-channel UNet's pipeline blends the init
+  latents back under that mask at every step instead of under the image mask (which still decides
+  what is pasted back), and the latent fills use it too.
 
 Both are instance attributes of the pipeline object and scheduler the engine builds for this one
 call (`WorkerRuntime._pipeline_for`), never of the cached modules, and are removed on exit.
@@ -59,10 +62,16 @@ class StartingLatents:
     fill: int | None = None
     fill_masks: torch.Tensor | None = None
     noise_multiplier: float = 1.0  # A1111's `initial_noise_multiplier`: the starting noise scaled by it
+    # A1111's `latent_mask`: each image's mask of the per-step latent blend ([images, 1, h, w]; the
+    # rows of images without one are NaN and keep the pipeline's own), for 4-channel UNets
+    blend_masks: torch.Tensor | None = None
 
     @property
     def active(self) -> bool:
-        return self.variation is not None or self.fill_masks is not None or self.noise_multiplier != 1.0
+        return (
+            self.variation is not None or self.fill_masks is not None or self.noise_multiplier != 1.0
+            or self.blend_masks is not None
+        )
 
 
 MAX_DRAWS = 8  # an img2img pipeline draws twice per image before noising (the VAE's sample, then the noise)
@@ -160,13 +169,32 @@ def starting_latents(pipeline: Any, plan: StartingLatents) -> Iterator[None]:
             out = (vary(out[1]) * scheduler.init_noise_sigma, *out[1:])
         return out
 
+    prepare_mask_latents = getattr(pipeline, "prepare_mask_latents", None)
+
+    def hooked_prepare_mask_latents(*args: Any, **kwargs: Any) -> Any:
+        # A 4-channel UNet's pipeline blends the init latents back under this mask at every step
+        # (A1111's `init_latent * mask + nmask * x`); a 9-channel inpainting UNet is conditioned on
+        # the image mask and keeps it.
+        mask, masked = prepare_mask_latents(*args, **kwargs)
+        blend = plan.blend_masks
+        assert blend is not None
+        if pipeline.unet.config.in_channels == 4:
+            own = blend.to(device=mask.device, dtype=mask.dtype)
+            copies = mask.shape[0] // own.shape[0]  # 2 with classifier-free guidance
+            mask = torch.where(torch.isnan(own.repeat(copies, 1, 1, 1)), mask, own.repeat(copies, 1, 1, 1))
+        return mask, masked
+
     scheduler.add_noise = hooked_add_noise
     pipeline.prepare_latents = hooked_prepare_latents
+    if plan.blend_masks is not None and prepare_mask_latents is not None:
+        pipeline.prepare_mask_latents = hooked_prepare_mask_latents
     try:
         yield
     finally:
         del scheduler.add_noise
         del pipeline.prepare_latents
+        if "prepare_mask_latents" in vars(pipeline):
+            del pipeline.prepare_mask_latents
 
 
 def chunk_plan(
@@ -183,10 +211,20 @@ def chunk_plan(
             generators=tuple(generators), strength=spec.subseed_strength, resize_from=spec.seed_resize_from, scale=scale,
         ))
     fill = spec.img2img.inpaint.inpainting_fill
+    latent_size = (spec.width // scale, spec.height // scale)
+    # A1111's `latent_mask` stands in for the (prepared) mask in latent space, where an image has both
+    latent = [
+        spec.img2img.latent_masks[i] if spec.img2img.latent_masks and prepared[i].mask is not None else None for i in chunk
+    ]
     if inpaint and fill in (LATENT_NOISE, LATENT_NOTHING):
         masks = latent_fill_masks(
-            [prepared[i].mask for i in chunk], latent_size=(spec.width // scale, spec.height // scale),
-            round_mask=spec.img2img.inpaint.mask_round,
+            [own if own is not None else prepared[i].mask for own, i in zip(latent, chunk, strict=True)],
+            latent_size=latent_size, round_mask=spec.img2img.inpaint.mask_round,
         )
         plan = dataclasses.replace(plan, fill=fill, fill_masks=masks)
+    if inpaint and any(own is not None for own in latent):
+        blend = latent_fill_masks(latent, latent_size=latent_size, round_mask=spec.img2img.inpaint.mask_round)
+        unset = torch.tensor([own is None for own in latent])
+        blend[unset] = float("nan")
+        plan = dataclasses.replace(plan, blend_masks=blend)
     return plan

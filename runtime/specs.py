@@ -70,6 +70,9 @@ class Img2ImgInputs:
     resize_mode: int = 0
     inpaint: InpaintSettings = field(default_factory=InpaintSettings)
     noise_multiplier: float = 1.0  # A1111's initial_noise_multiplier: the starting noise scaled by it
+    # A1111's `latent_mask`, one per image (empty: none): with a mask, the latent blend's and the
+    # latent fills' mask instead of it, used as sent (resized to the latent, not cropped or blurred)
+    latent_masks: list[Image.Image | None] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

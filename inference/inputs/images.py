@@ -33,6 +33,8 @@ class InputImages:
     mask: bytes | None = None
     sizes: list[tuple[int, int]] = field(default_factory=list)  # (width, height) of each init image
     mask_size: tuple[int, int] | None = None
+    # A1111's `latent_mask`: the mask of the latent-space blend and fills, instead of `mask` (any size)
+    latent_mask: bytes | None = None
     # one PNG per ControlNet unit (None: the unit uses the init image); see controlnet_requests.py
     controlnet_images: list[bytes | None] = field(default_factory=list)
 
@@ -101,9 +103,12 @@ def read_input_images(
                     f"mask: it is {mask.width}x{mask.height} but init_images[{index}] is "
                     f"{image.width}x{image.height}; send a mask of the same size as the image"
                 )
+    latent_value = body.get("latent_mask")
+    latent_mask = decode(latent_value, "latent_mask") if latent_value not in (None, "") and mask is not None else None
     return InputImages(
         init_images=[_png(image) for image in images],
         mask=_png(mask) if mask is not None else None,
+        latent_mask=_png(latent_mask) if latent_mask is not None else None,
         sizes=[image.size for image in images],
         mask_size=mask.size if mask is not None else None,
     )

@@ -236,7 +236,10 @@ class StableDiffusionImg2ImgProcessingAPI(_ProcessingAPI):
     initial_noise_multiplier: float | None = _float(
         1.0, 0.0, 1.5, "img2img's starting noise scaled by this; 1 (default): the option initial_noise_multiplier.",
     )
-    latent_mask: Ignored = None
+    latent_mask: Base64Image | None = Field(
+        None, description="With a mask: the mask of the latent-space blend and latent fills instead of it, used as sent "
+        "(resized to the latent; A1111's), while `mask` still decides what is pasted back. Without a mask: ignored.",
+    )
     include_init_images: Any = Field(False, description="Truthy: `parameters` echoes init_images and mask.")
     force_task_id: TaskId | None = Field(None, description="Your own id for the job, which POST /internal/progress takes as id_task.")
 

@@ -329,6 +329,7 @@ class MemberInputs:
 
     init_images: tuple[Image.Image, ...] = ()
     mask: Image.Image | None = None
+    latent_mask: Image.Image | None = None
     control_images: tuple[Image.Image, ...] = ()
 
 
@@ -337,6 +338,7 @@ def load_member_inputs(spec: JobSpec) -> MemberInputs:
     return MemberInputs(
         init_images=tuple(member_image_open(key) for key in request.init_images),
         mask=member_image_open(request.mask) if request.mask else None,
+        latent_mask=member_image_open(request.latent_mask) if request.latent_mask else None,
         control_images=tuple(member_image_open(unit.image) for unit in request.controlnet_units),
     )
 
@@ -437,14 +439,17 @@ def _img2img_inputs(parts: list[MemberPart], inputs: list[MemberInputs]) -> Img2
     lead = parts[0].spec.request
     init_images: list[Image.Image] = []
     masks: list[Image.Image | None] = []
+    latent_masks: list[Image.Image | None] = []
     for part, member_inputs in zip(parts, inputs, strict=True):
         sources = member_inputs.init_images
         for index in range(len(part.images)):  # SD upscale: every upscale of the first image, as A1111
             init_images.append(sources[0 if part.spec.request.sd_upscale else index % part.spec.request.batch_size % len(sources)])
             masks.append(member_inputs.mask)
+            latent_masks.append(member_inputs.latent_mask)
     return Img2ImgInputs(
         init_images=init_images,
         masks=masks,
+        latent_masks=latent_masks if any(mask is not None for mask in latent_masks) else [],
         denoising_strength=_img2img_steps(lead)[1],
         resize_mode=lead.resize_mode,
         noise_multiplier=lead.initial_noise_multiplier,

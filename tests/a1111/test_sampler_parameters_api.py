@@ -165,3 +165,26 @@ def test_internal_progress_follows_the_callers_own_task_only(api, personas, tiny
         assert response.status_code == 422 and f"{field}:" in response.json()["detail"], response.content
     refused = api("alice").post("/sdapi/v1/txt2img", {**TINY, "force_task_id": "no spaces"})
     assert refused.status_code == 422 and "force_task_id:" in refused.json()["detail"]
+
+
+@pytest.mark.django_db
+def test_a_latent_mask_is_stored_with_the_mask_and_refused_when_broken(api, personas, tiny_checkpoint_path) -> None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    def png(color: int) -> str:
+        buffer = io.BytesIO()
+        Image.new("L", (64, 64), color).save(buffer, format="PNG")
+        return base64.b64encode(buffer.getvalue()).decode()
+
+    body = {**TINY, "init_images": [png(128)], "mask": png(255), "latent_mask": png(0)}
+    generation, inputs = parse_generation_body(body, "img2img", {}, {})
+    job = submit_generation(personas["alice"], generation, inputs)
+    stored = GenerationRequest.from_json(job.params)
+    assert stored.latent_mask and stored.latent_mask != stored.mask and stored.latent_mask.startswith("users/alice/")
+    without_mask = parse_generation_body({**body, "mask": None}, "img2img", {}, {})[1]
+    assert without_mask.latent_mask is None  # A1111 ignores it without a mask
+    refused = api("alice").post("/sdapi/v1/img2img", {**body, "latent_mask": "not an image"})
+    assert refused.status_code == 422 and "latent_mask" in refused.json()["detail"], refused.content

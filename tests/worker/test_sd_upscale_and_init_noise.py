@@ -126,3 +126,23 @@ def test_latent_noise_and_latent_nothing_fill_the_init_latents_and_keep_the_unma
     for result in (noise, nothing):
         assert np.array_equal(result[~hole], px(pattern())[~hole])
     assert np.array_equal(inpainted(LATENT_NOISE), noise)  # the seed's noise: reproducible
+
+
+def test_a_latent_mask_replaces_the_mask_of_the_latent_blend(runtime) -> None:
+    """A1111's `latent_mask`: the per-step blend keeps the init latents where it is black, whatever
+    the image mask repaints; so with an all-black latent mask the prompt no longer matters."""
+    rt, checkpoint = runtime
+    everything = Image.new("L", (64, 64), 255)
+    nothing = Image.new("L", (64, 64), 0)
+    settings = InpaintSettings(mask_blur_x=0, mask_blur_y=0, inpaint_full_res=False)
+
+    def inpaint(seed: int, latent_mask: Image.Image | None, prompt: str = "a floor") -> np.ndarray:
+        spec = img2img(checkpoint, seed, mask=everything, inpaint=settings, prompts=[prompt])
+        inputs = dataclasses.replace(spec.img2img, latent_masks=[latent_mask] if latent_mask else [])
+        return px(rt.generate(dataclasses.replace(spec, img2img=inputs))[0])
+
+    plain = inpaint(1, None)
+    assert not np.array_equal(plain, inpaint(1, None, "a red car"))
+    kept = inpaint(1, nothing)
+    assert np.array_equal(kept, inpaint(1, nothing, "a red car")) and not np.array_equal(kept, plain)
+    assert int(np.abs(inpaint(1, everything) - plain).max()) <= 1  # the same mask: the same image

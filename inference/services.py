@@ -193,6 +193,17 @@ def job_submit(
     return job
 
 
+def _checkpoint_named(user: AbstractUser, field_name: str, name: str) -> ModelEntry:
+    """A second checkpoint a request names (refiner, hires pass) among the member's own: an unknown
+    one (or another member's) is a 422 naming the field, not the 404 of `sd_model_checkpoint`."""
+    try:
+        return checkpoint_resolve_for_user(user, name)
+    except ModelNotFound:
+        raise RequestValidationError(
+            field_name, f"unknown checkpoint {name!r}; GET /sdapi/v1/sd-models lists the ones you may use"
+        ) from None
+
+
 def _refiner_for_user(
     user: AbstractUser, request: GenerationRequest, checkpoint: ModelEntry, inputs: InputImages | None
 ) -> ModelEntry | None:
@@ -206,13 +217,7 @@ def _refiner_for_user(
     """
     if request.refiner_checkpoint is None:
         return None
-    try:
-        refiner = checkpoint_resolve_for_user(user, request.refiner_checkpoint)
-    except ModelNotFound:
-        raise RequestValidationError(
-            "refiner_checkpoint",
-            f"unknown checkpoint {request.refiner_checkpoint!r}; GET /sdapi/v1/sd-models lists the ones you may use",
-        ) from None
+    refiner = _checkpoint_named(user, "refiner_checkpoint", request.refiner_checkpoint)
     if not request.refiner_runs:
         return refiner  # switching at 1.0: it never runs, so no check applies
     unsupported = (
@@ -259,13 +264,7 @@ def _hires_checkpoint_for_user(
     """
     if not request.hires or request.hr_checkpoint_name is None:
         return None
-    try:
-        entry = checkpoint_resolve_for_user(user, request.hr_checkpoint_name)
-    except ModelNotFound:
-        raise RequestValidationError(
-            "hr_checkpoint_name",
-            f"unknown checkpoint {request.hr_checkpoint_name!r}; GET /sdapi/v1/sd-models lists the ones you may use",
-        ) from None
+    entry = _checkpoint_named(user, "hr_checkpoint_name", request.hr_checkpoint_name)
     if entry.sha256 == checkpoint.sha256:
         return entry
     if refiner is not None and request.refiner_runs:

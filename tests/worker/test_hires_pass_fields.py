@@ -14,6 +14,7 @@ from runtime.engine import WorkerRuntime
 from runtime.specs import GenerationSpec, HiresSpec, LoraSpec
 from runtime.tiny.lora import write_tiny_lora
 from runtime.tiny.model import write_tiny_checkpoint
+from tests.worker.test_prompt_schedules import differ, pixels, same
 
 STEPS = 4
 
@@ -34,18 +35,6 @@ def spec(checkpoint: Path, texts: list[str], seeds: list[int], **hires: object) 
         scheduler_class=euler.scheduler_class, scheduler_kwargs=euler.scheduler_kwargs,
         hires=HiresSpec(width=96, height=96, upscaler="Latent", steps=STEPS, denoising_strength=0.75, **hires),
     )
-
-
-def pixels(image) -> np.ndarray:
-    return np.asarray(image, dtype=np.int16)
-
-
-def same(a, b) -> bool:
-    return int(np.abs(pixels(a) - pixels(b)).max()) <= 2  # floating-point tolerance of a batch
-
-
-def differ(a, b) -> bool:
-    return int(np.abs(pixels(a) - pixels(b)).max()) > 10
 
 
 def test_the_hires_pass_uses_the_hires_prompt(runtime) -> None:

@@ -567,8 +567,9 @@ def _networks_applied(networks: list[ExtraNetwork]) -> tuple[str, tuple[tuple[st
 
 def _check_hires_networks(request: GenerationRequest, first_pass: list[ExtraNetwork]) -> None:
     """The hires pass applies the first pass's networks: the tags of `hr_prompt` and
-    `hr_negative_prompt` must name the same ones, with the same weights (A1111 1.10 would reload
-    other ones for the second pass; here that is a 422 naming the field)."""
+    `hr_negative_prompt` must name the same ones, with the same weights. A1111 1.10 applies the
+    hires prompt's own tags to the second pass (none there: no network), so a hires prompt without
+    the prompt's tags would mean another image than the one made here: a 422 naming the field."""
     second_pass: list[ExtraNetwork] = []
     for field_name, given, text in (
         ("hr_prompt", request.hr_prompt, request.hires_prompt),
@@ -579,8 +580,9 @@ def _check_hires_networks(request: GenerationRequest, first_pass: list[ExtraNetw
         return
     raise RequestValidationError(
         "hr_prompt" if request.hr_prompt or not request.hr_negative_prompt else "hr_negative_prompt",
-        "the hires prompt must use the first pass's LoRAs and hypernetworks (the same <lora:…>/<hypernet:…> tags "
-        "and weights as prompt and negative_prompt, or none): other networks for the second pass are not available",
+        "the hires prompt must use the first pass's LoRAs and hypernetworks: repeat the prompt's <lora:…>/<hypernet:…> "
+        "tags with the same weights (A1111 applies the hires prompt's own tags to the second pass; networks other "
+        "than the first pass's are not available there), or send disable_extra_networks",
     )
 
 

@@ -188,7 +188,8 @@ class StableDiffusionTxt2ImgProcessingAPI(_ProcessingAPI):
     )
     hr_prompt: Prompt = Field(
         "", description="The hires pass's prompt (\"\": the prompt), styles merged in. Prompt editing counts into the "
-        "hires steps as for the prompt. Its <lora:…>/<hypernet:…> tags must be the prompt's (same weights), else a 422.",
+        "hires steps as for the prompt. Its <lora:…>/<hypernet:…> tags must be the prompt's (same weights; none "
+        "missing), else a 422.",
     )
     hr_negative_prompt: Prompt = Field("", description="The hires pass's negative prompt (\"\": the negative prompt).")
     force_task_id: Ignored = None

@@ -65,6 +65,7 @@ def alice_models(personas, tiny_checkpoint_path, model_files):
         ({"hr_checkpoint_name": "tiny-xl"}, "hr_checkpoint_name", "same family"),
         ({"prompt": "a cat <lora:ink:1>", "hr_prompt": "a dog <lora:wash:1>"}, "hr_prompt", "first pass's LoRAs"),
         ({"prompt": "a cat <lora:ink:1>", "hr_prompt": "a dog <lora:ink:0.5>"}, "hr_prompt", "first pass's LoRAs"),
+        ({"prompt": "a cat <lora:ink:1>", "hr_prompt": "a dog"}, "hr_prompt", "repeat the prompt's"),
         ({"prompt": "a cat", "hr_negative_prompt": "ugly <lora:ink:1>"}, "hr_negative_prompt", "first pass's LoRAs"),
         ({"hr_prompt": "a dog <lora:ink:x>"}, "hr_prompt", "ink"),
     ],

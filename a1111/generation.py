@@ -27,7 +27,7 @@ from a1111.fields import (
     read_str,
 )
 from a1111.prompts import PromptError, extract_extra_networks, prompt_chunk_count
-from a1111.samplers import SAMPLERS, SamplerError, SamplerParameters, resolve_sampler, sampler_parameters
+from a1111.samplers import SAMPLERS, SamplerChoice, SamplerError, SamplerParameters, resolve_sampler, sampler_parameters
 from a1111.sd_upscale import SdUpscale
 
 MAX_SEED = 4294967294  # A1111 draws random seeds from range(4294967294)
@@ -156,6 +156,32 @@ class GenerationRequest:
     hires_refiner_pass: str = "second pass"
     # A1111's `force_task_id`: the client's own id for the job, which `/internal/progress` takes
     force_task_id: str | None = None
+    # A1111 1.10's hires-fix second-pass overrides (txt2img with the hires fix only; each empty or
+    # None: as the first pass). The prompts as sent, styles merged ("" = the first pass's); the
+    # sampler and schedule by their canonical names (`hires_sampler`); the checkpoint in any id
+    # form, as `checkpoint` (`job_submit` stores its short title "name [hash10]").
+    hr_prompt: str = ""
+    hr_negative_prompt: str = ""
+    hr_sampler_name: str | None = None
+    hr_scheduler: str | None = None
+    hr_checkpoint_name: str | None = None
+    # A1111's `disable_extra_networks` (both kinds): <lora:…>/<hypernet:…> tags are stripped from the
+    # text but not applied (`job_submit` resolves none of them)
+    disable_extra_networks: bool = False
+
+    @property
+    def hires_prompt(self) -> str:
+        """The hires pass's prompt: `hr_prompt`, or the first pass's when empty (A1111)."""
+        return self.hr_prompt or self.prompt
+
+    @property
+    def hires_negative_prompt(self) -> str:
+        return self.hr_negative_prompt or self.negative_prompt
+
+    @property
+    def hires_sampler(self) -> SamplerChoice:
+        """The hires pass's sampler and schedule (`hr_sampler_name`/`hr_scheduler`, else the first pass's)."""
+        return resolve_sampler(self.hr_sampler_name or self.sampler_name, self.hr_scheduler or self.scheduler)
 
     @property
     def refiner_runs(self) -> bool:
@@ -385,9 +411,11 @@ def parse_generation_request(
         override_settings=dict(override_settings),
         save_dir=parse_save_dir(alwayson.get("save_dir")),
         tiling=read_bool(data, "tiling", tiling_option),
+        disable_extra_networks=read_bool(data, "disable_extra_networks", False),
         **parse_face_restoration(data, override_settings),
         **parse_refiner(data, override_settings),
         **(_img2img_fields(data, noise_multiplier, fix_steps) if kind == "img2img" else _hires_fields(data, limits)),
+        **(_hires_pass_fields(data, limits, sampler) if kind == "txt2img" else {}),
     )
 
 
@@ -531,6 +559,45 @@ def _hires_fields(data: Mapping[str, Any], limits: Limits) -> dict[str, Any]:
     }
 
 
+SAME_SAMPLER = ("", "use same sampler")  # A1111's UI choices meaning "as the first pass" (any case)
+SAME_SCHEDULER = ("", "use same scheduler")
+SAME_CHECKPOINT = ("", "use same checkpoint")
+
+
+def _same_or_name(data: Mapping[str, Any], name: str, same: tuple[str, ...], max_chars: int = 100) -> str | None:
+    """A name field where None, "" or A1111's "Use same …" mean the first pass's (None)."""
+    value = read_str(data, name, "", max_chars)
+    return None if value.strip().lower() in same else value.strip()
+
+
+def _hires_pass_fields(data: Mapping[str, Any], limits: Limits, sampler: SamplerChoice) -> dict[str, Any]:
+    """A1111 1.10's second-pass overrides of the hires fix: `hr_prompt`, `hr_negative_prompt`,
+    `hr_sampler_name`, `hr_scheduler` (resolved as `sampler_name`/`scheduler`, but an unknown one is
+    a 422 naming it) and `hr_checkpoint_name` (resolved by `job_submit`). Checked whether or not the
+    hires fix is on; kept only when it is."""
+    hr_prompt = _read_prompt(data, "hr_prompt", limits)
+    hr_negative_prompt = _read_prompt(data, "hr_negative_prompt", limits)
+    sampler_name = _same_or_name(data, "hr_sampler_name", SAME_SAMPLER)
+    scheduler = _same_or_name(data, "hr_scheduler", SAME_SCHEDULER)
+    checkpoint = _same_or_name(data, "hr_checkpoint_name", SAME_CHECKPOINT, max_chars=300)
+    hires_sampler = None
+    if sampler_name is not None or scheduler is not None:
+        try:
+            hires_sampler = resolve_sampler(sampler_name or sampler.name, scheduler or sampler.schedule_label)
+        except SamplerError as exc:
+            raise RequestValidationError(f"hr_{exc.field}", str(exc)) from None
+    if not read_bool(data, "enable_hr", False):
+        return {}
+    return {
+        "hr_prompt": hr_prompt,
+        "hr_negative_prompt": hr_negative_prompt,
+        # both stored once either is named: a legacy "DPM++ 2M Karras" names the schedule too
+        "hr_sampler_name": hires_sampler.name if hires_sampler else None,
+        "hr_scheduler": hires_sampler.schedule_label if hires_sampler else None,
+        "hr_checkpoint_name": checkpoint,
+    }
+
+
 def _img2img_fields(data: Mapping[str, Any], option_multiplier: float, fix_steps: bool) -> dict[str, Any]:
     """img2img's own fields, with A1111's API defaults (`mask_blur` sets both directions).
     `initial_noise_multiplier` as the sampler parameters: the request's where it is not A1111's 1,
@@ -588,6 +655,10 @@ def batch_key(request: GenerationRequest, *, model_key: str, lora_key: str, vae_
             shared += (request.hires_refiner_pass,)
         if request.upscaler_model:
             shared += (request.upscaler_model["sha256"],)
+        # the hires pass's own sampler (its checkpoint's sha256 is in `model_key`; its prompts are per row)
+        hires_sampler = (request.hires_sampler.name, request.hires_sampler.schedule_label)
+        if hires_sampler != (request.sampler_name, request.scheduler):
+            shared += hires_sampler
     if request.kind == "img2img":
         shared += (
             request.denoising_strength, request.mask is not None, request.resize_mode, request.mask_blur_x,

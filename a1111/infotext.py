@@ -11,6 +11,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from a1111.samplers import resolve_sampler
+
 VERSION = "atelier-0.1"
 
 
@@ -100,13 +102,24 @@ def img2img_infotext_params(request: Any) -> dict[str, Any]:
 
 
 def hires_infotext_params(request: Any) -> dict[str, Any]:
-    """The entries A1111 adds for txt2img's hires fix (and variation seeds)."""
+    """The entries A1111 adds for txt2img's hires fix (and variation seeds); the second pass's own
+    checkpoint, sampler, prompts and schedule type only where they differ from the first pass's."""
     params: dict[str, Any] = seed_infotext_params(request)
     if request.hires:
+        first, second = resolve_sampler(request.sampler_name, request.scheduler), request.hires_sampler
         params.update({
             "Denoising strength": request.denoising_strength,
             "Hires resize": f"{request.hr_width}x{request.hr_height}",
             "Hires steps": request.hr_second_pass_steps or None,
             "Hires upscaler": request.hr_upscaler,
+            "Hires checkpoint": request.hr_checkpoint_name,  # its short title, "name [hash10]"
+            "Hires sampler": second.name if second.name != first.name else None,
+            "Hires prompt": request.hr_prompt if request.hires_prompt != request.prompt else None,
+            "Hires negative prompt": (
+                request.hr_negative_prompt if request.hires_negative_prompt != request.negative_prompt else None
+            ),
+            "Hires schedule type": (
+                second.effective_schedule_label if second.effective_schedule_label != first.effective_schedule_label else None
+            ),
         })
     return params

@@ -91,11 +91,23 @@ def with_styles_applied(
 ) -> dict[str, Any]:
     """A txt2img/img2img body with its `styles` merged into `prompt` and `negative_prompt` (a copy;
     `body` itself is what the client sent, for the echo). No styles: the body as it is. The merged
-    prompts are checked against the limits by the generation parser afterwards, like any prompt."""
+    prompts are checked against the limits by the generation parser afterwards, like any prompt.
+
+    As A1111 1.10, the styles go into a hires-fix `hr_prompt` / `hr_negative_prompt` too; an empty
+    one stays empty (it means the first pass's prompt, styles included)."""
     names = read_style_names(body)
     if not names:
         return dict(body)
     prompt = read_str(body, "prompt", "", max_prompt_chars)
     negative_prompt = read_str(body, "negative_prompt", "", max_prompt_chars)
     prompt, negative_prompt = apply_styles(prompt, negative_prompt, names, available)
-    return {**body, "prompt": prompt, "negative_prompt": negative_prompt}
+    styled = {**body, "prompt": prompt, "negative_prompt": negative_prompt}
+    hr_prompt = read_str(body, "hr_prompt", "", max_prompt_chars)
+    hr_negative_prompt = read_str(body, "hr_negative_prompt", "", max_prompt_chars)
+    if hr_prompt or hr_negative_prompt:
+        hr_styled = apply_styles(hr_prompt, hr_negative_prompt, names, available)
+        if hr_prompt:
+            styled["hr_prompt"] = hr_styled[0]
+        if hr_negative_prompt:
+            styled["hr_negative_prompt"] = hr_styled[1]
+    return styled

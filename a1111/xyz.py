@@ -440,7 +440,12 @@ def apply_axis_value(request: GenerationRequest, axis: Axis, value: Any, where: 
         if not changed + changed_negative:
             tag = f"<lora:{axis.lora}:…>" if axis.lora else "a <lora:name:weight> tag"
             raise RequestValidationError(where, f"the LoRA-weight axis needs {tag} in the prompt")
-        return dataclasses.replace(request, prompt=prompt, negative_prompt=negative)
+        # the hires prompts' tags too: the hires pass applies the first pass's networks (`job_submit`)
+        hr_prompt, _ = replace_lora_weight(request.hr_prompt, float(value), axis.lora)
+        hr_negative, _ = replace_lora_weight(request.hr_negative_prompt, float(value), axis.lora)
+        return dataclasses.replace(
+            request, prompt=prompt, negative_prompt=negative, hr_prompt=hr_prompt, hr_negative_prompt=hr_negative
+        )
     raise AssertionError(f"unhandled axis type {kind}")
 
 

@@ -122,6 +122,8 @@ class JobSpec:
     face_restorer: FaceRestorerRef | None = None
     controlnet_models: tuple[ModelRef, ...] = ()  # one per `request.controlnet_units`, in order
     refiner: ModelRef | None = None  # `request.refiner_checkpoint` resolved (None when it never runs)
+    # `request.hr_checkpoint_name` resolved: the hires pass's own checkpoint (None: the first pass's)
+    hires_checkpoint: ModelRef | None = None
     version: int = JOB_SPEC_VERSION
 
     def __post_init__(self) -> None:
@@ -149,6 +151,7 @@ class JobSpec:
                 } if self.face_restorer else None,
                 "controlnet": [model.to_json() for model in self.controlnet_models],
                 "refiner": ref(self.refiner),
+                "hires_checkpoint": ref(self.hires_checkpoint),
             },
         }
 
@@ -197,6 +200,9 @@ class JobSpec:
                     for index, model in enumerate(models.get("controlnet") or ())
                 ),
                 refiner=ModelRef.from_json(models["refiner"], "refiner") if models.get("refiner") else None,
+                hires_checkpoint=(
+                    ModelRef.from_json(models["hires_checkpoint"], "hires checkpoint") if models.get("hires_checkpoint") else None
+                ),
             )
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, JobSpecError):
@@ -226,7 +232,7 @@ def without_resolved_files(request: GenerationRequest) -> GenerationRequest:
 
 def request_to_spec(
     request: GenerationRequest, *, checkpoint: ModelRef, vae: ModelRef | None, key_of: Callable[[str], str],
-    refiner: ModelRef | None = None,
+    refiner: ModelRef | None = None, hires_checkpoint: ModelRef | None = None,
 ) -> JobSpec:
     """The spec of a request whose files `job_submit` resolved (into its `networks`,
     `upscaler_model`, `face_restorer` and units' `model_path`), paths mapped to keys by `key_of`."""
@@ -252,6 +258,7 @@ def request_to_spec(
             ModelRef(key_of(unit.model_path), unit.model_sha256) for unit in request.controlnet_units
         ),
         refiner=refiner,
+        hires_checkpoint=hires_checkpoint,
     )
 
 

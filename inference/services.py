@@ -58,7 +58,7 @@ from inference.model_registry import (
     vae_resolve_for_user,
 )
 from inference.models import Job, JobGroup, new_job_id
-from a1111.prompts import ExtraNetwork, PromptError, find_embeddings, parse_prompt
+from a1111.prompts import ExtraNetwork, PromptError, find_embeddings, lora_key, parse_prompt
 from inference.scheduler.keys import model_key, network_key, promptgen_batch_key, promptgen_model_key
 from inference.storage import UnsafeOutputPath, member_file_save, model_file_key
 from a1111.errors import Forbidden, TooMany
@@ -127,6 +127,12 @@ def job_submit(
         request = dataclasses.replace(request, refiner_checkpoint=f"{refiner.model_name} [{refiner.hash10}]")
         if not request.refiner_runs:
             refiner = None  # switching at 1.0: the refiner never runs (A1111 loads nothing either)
+    hires_checkpoint = _hires_checkpoint_for_user(user, request, checkpoint, refiner)
+    if request.hr_checkpoint_name is not None:  # as A1111's infotext names it, or None when not a hires job
+        hr_title = f"{hires_checkpoint.model_name} [{hires_checkpoint.hash10}]" if hires_checkpoint else None
+        request = dataclasses.replace(request, hr_checkpoint_name=hr_title)
+        if hires_checkpoint is not None and hires_checkpoint.sha256 == checkpoint.sha256:
+            hires_checkpoint = None  # the first pass's own: no second model to load
     request = dataclasses.replace(request, networks=_extra_networks_for_user(user, request))
     degrade = degrade_missing_models and not settings.ATELIER_STRICT_MISSING_MODELS
     if request.hires and request.hr_upscaler not in HIRES_UPSCALERS:
@@ -141,7 +147,9 @@ def job_submit(
     if controlnets:
         request = _with_controlnet_units(user, request, controlnets, inputs.controlnet_images if inputs else [])
     # what a worker must have loaded (not the VAE: see scheduler/keys.py), with the refiner: both
-    model = model_key(checkpoint.sha256, refiner.sha256 if refiner else "")
+    # (or with the hires pass's own checkpoint: never both, see `_hires_checkpoint_for_user`)
+    second = refiner or hires_checkpoint
+    model = model_key(checkpoint.sha256, second.sha256 if second else "")
     networks = network_key(request.networks)
     vae_key = vae.sha256 if vae else ""
     # What the worker gets: model files by storage key, not by this machine's paths.
@@ -151,6 +159,7 @@ def job_submit(
         vae=ModelRef(model_file_key(vae.path), vae.sha256) if vae else None,
         key_of=model_file_key,
         refiner=ModelRef(model_file_key(refiner.path), refiner.sha256) if refiner else None,
+        hires_checkpoint=ModelRef(model_file_key(hires_checkpoint.path), hires_checkpoint.sha256) if hires_checkpoint else None,
     )
     public_id = new_job_id()
     job = Job.objects.create(
@@ -184,6 +193,17 @@ def job_submit(
     return job
 
 
+def _checkpoint_named(user: AbstractUser, field_name: str, name: str) -> ModelEntry:
+    """A second checkpoint a request names (refiner, hires pass) among the member's own: an unknown
+    one (or another member's) is a 422 naming the field, not the 404 of `sd_model_checkpoint`."""
+    try:
+        return checkpoint_resolve_for_user(user, name)
+    except ModelNotFound:
+        raise RequestValidationError(
+            field_name, f"unknown checkpoint {name!r}; GET /sdapi/v1/sd-models lists the ones you may use"
+        ) from None
+
+
 def _refiner_for_user(
     user: AbstractUser, request: GenerationRequest, checkpoint: ModelEntry, inputs: InputImages | None
 ) -> ModelEntry | None:
@@ -197,13 +217,7 @@ def _refiner_for_user(
     """
     if request.refiner_checkpoint is None:
         return None
-    try:
-        refiner = checkpoint_resolve_for_user(user, request.refiner_checkpoint)
-    except ModelNotFound:
-        raise RequestValidationError(
-            "refiner_checkpoint",
-            f"unknown checkpoint {request.refiner_checkpoint!r}; GET /sdapi/v1/sd-models lists the ones you may use",
-        ) from None
+    refiner = _checkpoint_named(user, "refiner_checkpoint", request.refiner_checkpoint)
     if not request.refiner_runs:
         return refiner  # switching at 1.0: it never runs, so no check applies
     unsupported = (
@@ -230,6 +244,49 @@ def _refiner_for_user(
             f"{checkpoint.title}: choose an SDXL refiner or SDXL checkpoint",
         )
     return refiner
+
+
+# Checkpoint families by latent space: a hires pass continues the first pass's latents (SD 1.x and
+# 2.x share one autoencoder; SDXL has its own). An SDXL refiner cannot run a pass of its own.
+LATENT_SPACES = {"sd1": "SD 1.x/2.x", "sd2": "SD 1.x/2.x", "sdxl": "SDXL"}
+
+
+def _hires_checkpoint_for_user(
+    user: AbstractUser, request: GenerationRequest, checkpoint: ModelEntry, refiner: ModelEntry | None
+) -> ModelEntry | None:
+    """The checkpoint `hr_checkpoint_name` names for the hires pass (None: the first pass's).
+
+    It resolves like `sd_model_checkpoint` among the member's models, and must take the first
+    pass's latents: a checkpoint of another latent space (SD 1.x/2.x vs SDXL) or an SDXL refiner is
+    a 422 naming `hr_checkpoint_name`, as is one with a refiner that runs (a job needs at most two
+    models). A file whose family cannot be read (a diffusers folder) is let through: the worker
+    refuses a mismatch when it loads the pair.
+    """
+    if not request.hires or request.hr_checkpoint_name is None:
+        return None
+    entry = _checkpoint_named(user, "hr_checkpoint_name", request.hr_checkpoint_name)
+    if entry.sha256 == checkpoint.sha256:
+        return entry
+    if refiner is not None and request.refiner_runs:
+        raise RequestValidationError(
+            "hr_checkpoint_name",
+            "a hires checkpoint and a refiner together are not available yet: send one of them (refiner_checkpoint "
+            "\"None\" or hr_checkpoint_name \"Use same checkpoint\")",
+        )
+    base_family, hires_family = checkpoint_family(checkpoint.path), checkpoint_family(entry.path)
+    if hires_family == "sdxl-refiner":
+        raise RequestValidationError(
+            "hr_checkpoint_name",
+            f"{entry.title} is an SDXL refiner: it cannot run the hires pass alone; name it in refiner_checkpoint, "
+            "or choose an SDXL checkpoint",
+        )
+    if base_family and hires_family and LATENT_SPACES.get(base_family) != LATENT_SPACES.get(hires_family):
+        raise RequestValidationError(
+            "hr_checkpoint_name",
+            f"{entry.title} is {FAMILY_TITLES[hires_family]} and {checkpoint.title} is {FAMILY_TITLES[base_family]}: "
+            "the hires pass continues the first pass's latents, so choose a checkpoint of the same family",
+        )
+    return entry
 
 
 def extras_submit(
@@ -496,14 +553,51 @@ def _with_controlnet_units(
 NETWORK_FOLDERS = {"lora": "Lora", "lyco": "Lora", "hypernet": "hypernetworks"}
 
 
+def _prompt_networks(field_name: str, text: str) -> list[ExtraNetwork]:
+    """The extra-network tags of one prompt field; a malformed tag is a 422 naming the field."""
+    try:
+        return list(parse_prompt(text).extra_networks)
+    except PromptError as exc:
+        raise RequestValidationError(field_name, str(exc)) from None
+
+
+def _networks_applied(networks: list[ExtraNetwork]) -> tuple[str, tuple[tuple[str, float], ...]]:
+    """What a set of tags applies: the LoRA set (any order) and the hypernetworks in order."""
+    return lora_key(networks), tuple((n.name, n.unet_weight) for n in networks if n.kind == "hypernet")
+
+
+def _check_hires_networks(request: GenerationRequest, first_pass: list[ExtraNetwork]) -> None:
+    """The hires pass applies the first pass's networks: the tags of `hr_prompt` and
+    `hr_negative_prompt` must name the same ones, with the same weights. A1111 1.10 applies the
+    hires prompt's own tags to the second pass (none there: no network), so a hires prompt without
+    the prompt's tags would mean another image than the one made here: a 422 naming the field."""
+    second_pass: list[ExtraNetwork] = []
+    for field_name, given, text in (
+        ("hr_prompt", request.hr_prompt, request.hires_prompt),
+        ("hr_negative_prompt", request.hr_negative_prompt, request.hires_negative_prompt),
+    ):
+        second_pass.extend(_prompt_networks(field_name if given else field_name[3:], text))
+    if request.disable_extra_networks or _networks_applied(second_pass) == _networks_applied(first_pass):
+        return
+    raise RequestValidationError(
+        "hr_prompt" if request.hr_prompt or not request.hr_negative_prompt else "hr_negative_prompt",
+        "the hires prompt must use the first pass's LoRAs and hypernetworks: repeat the prompt's <lora:…>/<hypernet:…> "
+        "tags with the same weights (A1111 applies the hires prompt's own tags to the second pass; networks other "
+        "than the first pass's are not available there), or send disable_extra_networks",
+    )
+
+
 def _extra_networks_for_user(user: AbstractUser, request: GenerationRequest) -> list[dict]:
-    """The prompts' `<lora:…>` / `<hypernet:…>` tags, each resolved to a file the user may use."""
+    """The prompts' `<lora:…>` / `<hypernet:…>` tags, each resolved to a file the user may use
+    (none with `disable_extra_networks`: the tags are only stripped), and the embeddings the prompts
+    name, the hires pass's prompts included."""
     networks: list[ExtraNetwork] = []
     for field_name, text in (("prompt", request.prompt), ("negative_prompt", request.negative_prompt)):
-        try:
-            networks.extend(parse_prompt(text).extra_networks)
-        except PromptError as exc:
-            raise RequestValidationError(field_name, str(exc)) from None
+        networks.extend(_prompt_networks(field_name, text))
+    if request.hires:
+        _check_hires_networks(request, networks)
+    if request.disable_extra_networks:
+        networks = []
     entries = {folder: model_list_for_user(user, folder) for folder in set(NETWORK_FOLDERS.values())}
     resolved = []
     for network in networks:
@@ -525,7 +619,10 @@ def _extra_networks_for_user(user: AbstractUser, request: GenerationRequest) -> 
         })
     # Textual-inversion embeddings are named by their file stem anywhere in either prompt.
     by_name = {e.model_name.rsplit("/", 1)[-1]: e for e in reversed(model_list_for_user(user, "embeddings"))}
-    for text in (request.prompt, request.negative_prompt):
+    texts = [request.prompt, request.negative_prompt]
+    if request.hires:
+        texts += [request.hires_prompt, request.hires_negative_prompt]
+    for text in texts:
         for name in find_embeddings(text, by_name):
             entry = by_name[name]
             if not any(n["kind"] == "embedding" and n["name"] == name for n in resolved):

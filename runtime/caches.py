@@ -116,7 +116,8 @@ class PipelineCache:
         return list(self._pipelines)
 
     def note_pair(self, base_sha256: str, refiner_sha256: str) -> None:
-        """A batch ran `base` with `refiner` (both loaded through `get`): reported by `loaded_pairs`."""
+        """A batch ran `base` with `refiner` (or with a hires checkpoint; both loaded through `get`):
+        reported by `loaded_pairs`."""
         self._pairs[(base_sha256, refiner_sha256)] = None
         self._pairs.move_to_end((base_sha256, refiner_sha256))
         while len(self._pairs) > 4 * self.capacity:

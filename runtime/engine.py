@@ -15,9 +15,10 @@ batches lives in `caches.py`; seeds, variation noise and latent resizing in `noi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ContextManager
 
@@ -233,6 +234,42 @@ class WorkerRuntime:
                 ),
                 output_type=output_type,
             ).images
+
+    def _hires_pipeline(self, first_pass: GenerationSpec, spec: GenerationSpec) -> diffusers.DiffusionPipeline:
+        """The hires pass's img2img pipeline: over the first pass's checkpoint, or over its own
+        (`hr_checkpoint_name`), which must take the same latents; a job on two checkpoints is noted as
+        a pair (`PipelineCache.note_pair`), so the worker reports holding both, as for a refiner."""
+        if spec.checkpoint_sha256 == first_pass.checkpoint_sha256:
+            return self._pipeline_for(spec, "img2img")
+        if self.pipelines.capacity < 2:
+            raise ValueError("a hires checkpoint needs a pipeline cache of at least 2 checkpoints (both passes' models)")
+        if spec.refiner is not None:
+            raise ValueError("a hires checkpoint and a refiner cannot run in one job")
+        pipeline = self._pipeline_for(spec, "img2img")
+        if is_xl(pipeline) != is_xl(self.pipelines.get(first_pass.checkpoint_path, first_pass.checkpoint_sha256)):
+            raise ValueError(
+                f"the hires checkpoint {Path(spec.checkpoint_path).name} takes other latents than the first pass's "
+                "model (SDXL and SD 1.x/2.x do not mix): choose one of the same family"
+            )
+        self.pipelines.note_pair(first_pass.checkpoint_sha256, spec.checkpoint_sha256)
+        return pipeline
+
+    @contextlib.contextmanager
+    def _networks_on_hires_checkpoint(
+        self, spec: GenerationSpec, pipeline: diffusers.DiffusionPipeline, base_sha256: str
+    ) -> Iterator[None]:
+        """On a hires checkpoint of its own, the batch's LoRAs, hypernetworks and tiling as `generate`
+        applies them to the first pass's (A1111's networks patch whichever weights are loaded)."""
+        if spec.checkpoint_sha256 == base_sha256:
+            yield
+            return
+        hypernets = [(self._hypernetwork(path, sha), strength) for path, sha, strength in spec.hypernetworks]
+        with (
+            self.pipelines.loras_for(spec.checkpoint_sha256).applied(pipeline, spec.loras),
+            hypernetwork.applied(pipeline.unet, hypernets),
+            seamless(pipeline.unet, pipeline.vae, enabled=spec.tiling),
+        ):
+            yield
 
     def _hypernetwork(self, path: str, sha256: str) -> Hypernetwork:
         return self._hypernetworks.get(sha256, lambda: load_hypernetwork(Path(path), device=self.device))
@@ -511,8 +548,11 @@ class WorkerRuntime:
         self, spec: GenerationSpec, hires: HiresSpec, chunk_index: int, chunk: range, first: Any,
         on_step: StepCallback | None, on_preview: PreviewCallback | None,
     ) -> list[Image.Image]:
-        """A1111's hires fix: upscale the first pass (latents or pixels), then denoise it again as img2img."""
-        pipeline = self._pipeline_for(spec, "img2img")
+        """A1111's hires fix: upscale the first pass (latents or pixels), then denoise it again as img2img
+        (with the pass's own prompts, sampler and checkpoint where `hires` names them)."""
+        first_pass, spec = spec, _hires_pass_spec(spec, hires)
+        base_sha256 = first_pass.checkpoint_sha256
+        pipeline = self._hires_pipeline(first_pass, spec)
         # 1. Upscale: latents, with a model (ESRGAN family), or a plain resize.
         if hires.upscaler.startswith("Latent"):
             image: Any = upscale_latents(first, hires.upscaler, width=hires.width, height=hires.height)
@@ -540,27 +580,28 @@ class WorkerRuntime:
             )
         # 2. Denoise again at the target size, the steps counted after the first pass's.
         configure_vae(pipeline.vae, self.acceleration, batch=len(chunk), width=hires.width, height=hires.height)
-        with torch.inference_mode():
-            # A1111 schedules the hires pass's prompts over its own steps, after the first pass's.
-            conditioning, schedule = self._conditioning(pipeline, spec, chunk, hires_steps=hires.steps)
-        with (
-            torch.inference_mode(),
-            denoising(schedule, pipeline.unet),
-            self._ngms(pipeline, spec, schedule),
-            sampler_noise_seeds(pipeline, spec.seeds, spec.noise_seed_deltas, chunk),
-        ):
-            denoised = pipeline(
-                **conditioning,
-                image=image,
-                strength=strength,
-                num_inference_steps=steps,
-                guidance_scale=spec.cfg_scale,
-                generator=image_generators(spec.seeds, chunk),
-                **self._step_callback(
-                    spec, chunk_index, chunk, on_step, on_preview, steps_before=spec.steps, schedule=schedule
-                ),
-                **{"output_type": "pil", **refine},
-            ).images
+        with self._networks_on_hires_checkpoint(spec, pipeline, base_sha256):
+            with torch.inference_mode():
+                # A1111 schedules the hires pass's prompts over its own steps, after the first pass's.
+                conditioning, schedule = self._conditioning(pipeline, spec, chunk, hires_steps=hires.steps)
+            with (
+                torch.inference_mode(),
+                denoising(schedule, pipeline.unet),
+                self._ngms(pipeline, spec, schedule),
+                sampler_noise_seeds(pipeline, spec.seeds, spec.noise_seed_deltas, chunk),
+            ):
+                denoised = pipeline(
+                    **conditioning,
+                    image=image,
+                    strength=strength,
+                    num_inference_steps=steps,
+                    guidance_scale=spec.cfg_scale,
+                    generator=image_generators(spec.seeds, chunk),
+                    **self._step_callback(
+                        spec, chunk_index, chunk, on_step, on_preview, steps_before=spec.steps, schedule=schedule
+                    ),
+                    **{"output_type": "pil", **refine},
+                ).images
         if refiner is None:
             return denoised
         return self._refine(
@@ -568,6 +609,22 @@ class WorkerRuntime:
             base_steps=base_steps, steps_before=spec.steps, width=hires.width, height=hires.height,
             hires_steps=hires.steps, on_step=on_step, on_preview=on_preview, from_base=True,
         )
+
+
+def _hires_pass_spec(spec: GenerationSpec, hires: HiresSpec) -> GenerationSpec:
+    """The spec the hires pass runs as: the first pass's, with the pass's own prompts, sampler and
+    checkpoint where `hires` names them (A1111 1.10's hr_prompt, hr_sampler_name, hr_checkpoint_name)."""
+    if not (hires.prompts or hires.negative_prompts or hires.scheduler_class or hires.checkpoint_path):
+        return spec
+    return dataclasses.replace(
+        spec,
+        prompts=hires.prompts or spec.prompts,
+        negative_prompts=hires.negative_prompts or spec.negative_prompts,
+        scheduler_class=hires.scheduler_class or spec.scheduler_class,
+        scheduler_kwargs=hires.scheduler_kwargs if hires.scheduler_class else spec.scheduler_kwargs,
+        checkpoint_path=hires.checkpoint_path or spec.checkpoint_path,
+        checkpoint_sha256=hires.checkpoint_sha256 or spec.checkpoint_sha256,
+    )
 
 
 def _prepare_init_images(spec: GenerationSpec, img2img: Img2ImgInputs) -> list[PreparedImage]:

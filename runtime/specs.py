@@ -105,6 +105,15 @@ class HiresSpec:
     denoising_strength: float
     upscaler_path: str = ""  # an ESRGAN-family model file (runtime/upscalers.py)
     upscaler_sha256: str = ""
+    # A1111 1.10's second-pass overrides, each empty for the first pass's own: a prompt and negative
+    # prompt per image (in the spec's `seeds` order, extra-network tags stripped), the sampler, and a
+    # checkpoint of the same latent space (with the batch's LoRAs and hypernetworks applied to it too)
+    prompts: list[str] = field(default_factory=list)
+    negative_prompts: list[str] = field(default_factory=list)
+    scheduler_class: str = ""
+    scheduler_kwargs: dict[str, Any] = field(default_factory=dict)
+    checkpoint_path: str = ""
+    checkpoint_sha256: str = ""
 
 
 @dataclass(frozen=True)

@@ -174,7 +174,9 @@ class _ProcessingAPI(Request):
         0.0, 0.0, 1.0, "The fraction of the steps (by timestep, as A1111 1.10) after which the refiner samples; "
         "1: it never runs. Unset with a refiner, as A1111's API: the refiner runs every step.",
     )
-    disable_extra_networks: Ignored = None
+    disable_extra_networks: Flag = Field(
+        False, description="true: <lora:…> and <hypernet:…> tags are stripped from the prompts but not applied (A1111)."
+    )
     comments: Any = _no_op("A1111 prints comments to its console; nothing is printed here.")
     script_name: str | None = Field(
         None, max_length=100,
@@ -210,11 +212,26 @@ class StableDiffusionTxt2ImgProcessingAPI(_ProcessingAPI):
     hr_second_pass_steps: int | None = _int(0, 0, lim="max_steps", doc="0: as many as steps.")
     hr_resize_x: int | None = _int(0, 0, lim="max_size", doc="0: width × hr_scale.")
     hr_resize_y: int | None = _int(0, 0, lim="max_size", doc="0: height × hr_scale.")
-    hr_checkpoint_name: Ignored = None
-    hr_sampler_name: Ignored = None
-    hr_scheduler: Ignored = None
-    hr_prompt: Ignored = None
-    hr_negative_prompt: Ignored = None
+    hr_checkpoint_name: str | None = Field(
+        None, max_length=300,
+        description="The hires pass's own checkpoint, named as sd_model_checkpoint (None, \"\" or \"Use same checkpoint\": "
+        "the first pass's). It must take the first pass's latents (SD 1.x/2.x or SDXL, not an SDXL refiner), else a "
+        "422; not together with a refiner.",
+    )
+    hr_sampler_name: ShortText = Field(
+        None, description="The hires pass's sampler, as sampler_name (None or \"Use same sampler\": the first pass's); "
+        "an unknown one is a 422.",
+    )
+    hr_scheduler: ShortText = Field(
+        None, description="The hires pass's schedule type, as scheduler (None or \"Use same scheduler\": the first "
+        "pass's); an unknown one is a 422.",
+    )
+    hr_prompt: Prompt = Field(
+        "", description="The hires pass's prompt (\"\": the prompt), styles merged in. Prompt editing counts into the "
+        "hires steps as for the prompt. Its <lora:…>/<hypernet:…> tags must be the prompt's (same weights; none "
+        "missing), else a 422.",
+    )
+    hr_negative_prompt: Prompt = Field("", description="The hires pass's negative prompt (\"\": the negative prompt).")
     force_task_id: TaskId | None = Field(None, description="Your own id for the job, which POST /internal/progress takes as id_task.")
 
 

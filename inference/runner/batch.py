@@ -376,7 +376,6 @@ def build_generation_spec(
     lead = parts[0].spec
     request = lead.request
     sampler = resolve_sampler(request.sampler_name, request.scheduler)
-    upscaler = lead.upscaler
     return GenerationSpec(
         checkpoint_path=local_path(lead.checkpoint.key),
         checkpoint_sha256=lead.checkpoint.sha256,
@@ -395,12 +394,7 @@ def build_generation_spec(
         scheduler_kwargs=sampler.scheduler_kwargs,
         img2img=_img2img_inputs(parts, inputs) if request.kind == "img2img" else None,
         sd_upscale=_sd_upscale(lead, local_path),
-        hires=HiresSpec(
-            width=request.hr_width, height=request.hr_height, upscaler=request.hr_upscaler,
-            steps=request.hr_second_pass_steps or request.steps, denoising_strength=request.denoising_strength,
-            upscaler_path=local_path(upscaler.model.key) if upscaler else "",
-            upscaler_sha256=upscaler.model.sha256 if upscaler else "",
-        ) if request.hires else None,
+        hires=_hires(parts, local_path) if request.hires else None,
         loras=[
             LoraSpec(path=local_path(n.model.key), sha256=n.model.sha256, te_weight=n.te_weight, unet_weight=n.unet_weight)
             for n in lead.networks if n.kind == "lora"
@@ -432,6 +426,34 @@ def _img2img_steps(request: GenerationRequest) -> tuple[int, float]:
     if request.kind == "img2img" and request.img2img_fix_steps:
         return img2img_steps(request.steps, request.denoising_strength)
     return request.steps, request.denoising_strength
+
+
+def _hires(parts: list[MemberPart], local_path: Callable[[str], str]) -> HiresSpec:
+    """The hires fix of a batch: the lead's settings (shared: the batch key), each image's own
+    second-pass prompts (A1111's hr_prompt / hr_negative_prompt, "" for the first pass's), tags stripped."""
+    lead = parts[0].spec
+    request = lead.request
+    upscaler = lead.upscaler
+    hires_sampler = request.hires_sampler
+    own_sampler = (hires_sampler.name, hires_sampler.schedule_label) != (request.sampler_name, request.scheduler)
+    own_prompts = any(p.spec.request.hr_prompt or p.spec.request.hr_negative_prompt for p in parts)
+    checkpoint = lead.hires_checkpoint
+    return HiresSpec(
+        width=request.hr_width, height=request.hr_height, upscaler=request.hr_upscaler,
+        steps=request.hr_second_pass_steps or request.steps, denoising_strength=request.denoising_strength,
+        upscaler_path=local_path(upscaler.model.key) if upscaler else "",
+        upscaler_sha256=upscaler.model.sha256 if upscaler else "",
+        prompts=[
+            extract_extra_networks(p.spec.request.hires_prompt)[0] for p in parts for _ in p.images
+        ] if own_prompts else [],
+        negative_prompts=[
+            extract_extra_networks(p.spec.request.hires_negative_prompt)[0] for p in parts for _ in p.images
+        ] if own_prompts else [],
+        scheduler_class=hires_sampler.scheduler_class if own_sampler else "",
+        scheduler_kwargs=hires_sampler.scheduler_kwargs if own_sampler else {},
+        checkpoint_path=local_path(checkpoint.key) if checkpoint else "",
+        checkpoint_sha256=checkpoint.sha256 if checkpoint else "",
+    )
 
 
 def _img2img_inputs(parts: list[MemberPart], inputs: list[MemberInputs]) -> Img2ImgInputs:

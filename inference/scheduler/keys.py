@@ -11,8 +11,9 @@ its simulated jobs with the same functions, so the simulator and production cann
   "model" per VAE, send jobs that differ only by VAE to cold workers and make the scheduler
   load the same UNet twice. The VAE is still part of the *batch* key (jobs of one pipeline call
   must share it).
-  A job with an SDXL refiner needs both checkpoints: its key is the pair (`model_key`'s second
-  argument), which a worker reports while it holds both (`inference/runner/batch.py` `held_models`).
+  A job with an SDXL refiner, or a hires-fix pass on a checkpoint of its own (`hr_checkpoint_name`),
+  needs both checkpoints: its key is the pair (`model_key`'s second argument), which a worker
+  reports while it holds both (`inference/runner/batch.py` `held_models`).
 * `network_key`: the set of extra networks a batch applies (LoRAs in any order with their
   weights, hypernetworks in order, embeddings), hashed when long so it always fits its column.
 """
@@ -32,7 +33,7 @@ NETWORK_KEY_LENGTH = 200
 
 def model_key(checkpoint_sha256: str, refiner_sha256: str = "") -> str:
     """The model a worker must hold for a job: its checkpoint's sha256 ("" for none, e.g. extras);
-    with a refiner, the pair "<checkpoint>+<refiner>" (a worker holding both reports that key too,
+    with a refiner (or a hires checkpoint), the pair "<checkpoint>+<refiner>" (a worker holding both reports that key too,
     so such jobs batch and stay warm only with jobs of the same pair)."""
     return f"{checkpoint_sha256}+{refiner_sha256}" if refiner_sha256 else checkpoint_sha256
 

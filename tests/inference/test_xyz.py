@@ -172,6 +172,9 @@ def test_lora_weight_replaces_the_tags_weights() -> None:
     cells = expand_cells(base(prompt="a cat <lora:style:1>"), plot({"x": {"type": "lora_weight", "values": "0-1 [3]"}}))
     assert [c.request.prompt for c in cells] == ["a cat <lora:style:0>", "a cat <lora:style:0.5>", "a cat <lora:style:1>"]
     assert cells[1].labels[0] == "LoRA weight: 0.5"
+    hires = base(prompt="a cat <lora:style:1>", enable_hr=True, hr_prompt="a dog <lora:style:1>")
+    cells = expand_cells(hires, plot({"x": {"type": "lora_weight", "values": "0.5"}}))
+    assert cells[0].request.hr_prompt == "a dog <lora:style:0.5>"  # still the first pass's networks
     with pytest.raises(RequestValidationError) as caught:
         expand_cells(base(), plot({"x": {"type": "lora_weight", "values": "0.5"}}))
     assert caught.value.field == "xyz.x.values" and "<lora:" in caught.value.message

@@ -72,3 +72,28 @@ def test_every_controlnet_number_is_refused_naming_its_unit_and_field(api, key, 
     sdapi = api("alice").post("/sdapi/v1/txt2img", body)
     assert sdapi.status_code == 422 and sdapi.json()["body"] == field, sdapi.content
     assert not Job.objects.exists()
+
+
+@pytest.mark.parametrize("owner", ["bob", "charlie"])
+def test_a_hires_checkpoint_of_another_member_is_unknown_naming_the_field(api, personas, tiny_checkpoint_path, owner) -> None:
+    """`hr_checkpoint_name` resolves among the caller's own models only: another member's private
+    checkpoint (same team or not) gets the answer a missing one gets, and no job is made."""
+    import shutil
+
+    from tenants.workdirs import user_model_dir
+
+    folder = user_model_dir(owner, "Stable-diffusion")
+    folder.mkdir(parents=True, exist_ok=True)
+    secret = shutil.copy(tiny_checkpoint_path, folder / f"{owner}-secret.safetensors")
+    try:
+        answers = [
+            api("alice").post("/sdapi/v1/txt2img", {**BODY, "enable_hr": True, "hr_checkpoint_name": name})
+            for name in (f"{owner}-secret", "no-such-secret")
+        ]
+    finally:
+        secret.unlink()
+    for response, name in zip(answers, (f"{owner}-secret", "no-such-secret"), strict=True):
+        assert response.status_code == 422 and response.json()["body"] == "hr_checkpoint_name"
+        assert response.json()["detail"] == f"hr_checkpoint_name: unknown checkpoint {name!r}; GET /sdapi/v1/sd-models lists the ones you may use"
+    assert not Job.objects.exists()
+

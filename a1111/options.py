@@ -18,11 +18,13 @@ What the platform does with them: a member's options are the defaults of each re
 reads both and the request's own settings win). `sd_model_checkpoint`, `sd_vae`,
 `CLIP_stop_at_last_layers`, `eta_noise_seed_delta` (the sampler's own noise is seeded with
 seed + delta, `runtime/noise.py`), `face_restoration` (A1111 restores faces when a request leaves
-`restore_faces` out), `tiling` (likewise), `face_restoration_model` and `code_former_weight` (read
-where `job_submit` picks the restorer) change generation. Every other option, the sampler parameters (`s_noise`, `s_churn`, `s_tmin`, `s_tmax`,
-`eta_ancestral`, `eta_ddim`), `token_merging_ratio*`, `img2img_fix_steps` and
-`initial_noise_multiplier` included, is stored per member and read back with no effect here:
-the runtime has no knob for it yet.
+`restore_faces` out), `tiling` (likewise), `token_merging_ratio`, `token_merging_ratio_img2img`
+and `token_merging_ratio_hr` (ToMe on the UNet for the first, img2img's and the hires pass,
+`runtime/token_merging.py`; 0 to 0.9, as A1111's slider), `face_restoration_model` and
+`code_former_weight` (read where `job_submit` picks the restorer) change generation. Every other
+option, the sampler parameters (`s_noise`, `s_churn`, `s_tmin`, `s_tmax`, `eta_ancestral`,
+`eta_ddim`), `img2img_fix_steps` and `initial_noise_multiplier` included, is stored per member and
+read back with no effect here: the runtime has no knob for it yet.
 """
 
 from __future__ import annotations
@@ -407,6 +409,7 @@ READ_ONLY: frozenset[str] = frozenset({"sd_checkpoint_hash"})
 GENERATION_OPTIONS: tuple[str, ...] = (
     "sd_model_checkpoint", "sd_vae", "CLIP_stop_at_last_layers", "eta_noise_seed_delta", "face_restoration",
     "face_restoration_model", "code_former_weight", "tiling", "hires_fix_refiner_pass",
+    "token_merging_ratio", "token_merging_ratio_img2img", "token_merging_ratio_hr",
 )
 
 TYPE_NAMES: Mapping[type, str] = MappingProxyType({
@@ -421,7 +424,7 @@ OPTION_TYPES: Mapping[str, type] = MappingProxyType({
 # the face restorer and CodeFormer weight are read where the restorer is chosen (`job_submit`).
 REQUEST_SETTINGS: tuple[str, ...] = (
     "sd_model_checkpoint", "sd_vae", "CLIP_stop_at_last_layers", "eta_noise_seed_delta", "face_restoration", "tiling",
-    "hires_fix_refiner_pass",
+    "hires_fix_refiner_pass", "token_merging_ratio", "token_merging_ratio_img2img", "token_merging_ratio_hr",
 )
 
 

@@ -220,7 +220,8 @@ XYZ_SUPPORTED_AXES: dict[str, str] = {
     "Nothing": "nothing", "Seed": "seed", "Steps": "steps", "CFG Scale": "cfg_scale", "Prompt S/R": "prompt_sr",
     "Sampler": "sampler", "Checkpoint name": "checkpoint", "VAE": "vae", "Var. seed": "subseed",
     "Var. strength": "subseed_strength", "Hires steps": "hr_steps", "Denoising": "denoising", "Clip skip": "clip_skip",
-    "Schedule type": "scheduler",
+    "Schedule type": "scheduler", "Token merging ratio": "token_merging_ratio",
+    "Token merging ratio high-res": "token_merging_ratio_hr",
 }
 XYZ_CHOICE_AXES = frozenset({"Sampler", "Checkpoint name", "VAE", "Schedule type"})  # A1111 reads their dropdown list
 _XYZ_AXIS_ARGS = {name: (3 * i, 3 * i + 1, 3 * i + 2) for i, name in enumerate(AXIS_NAMES)}  # type, values, dropdown

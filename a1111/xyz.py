@@ -30,7 +30,7 @@ from io import StringIO
 from typing import Any
 
 from a1111.errors import RequestValidationError
-from a1111.generation import MAX_SEED, GenerationRequest, Limits
+from a1111.generation import MAX_SEED, MAX_TOKEN_MERGING_RATIO, GenerationRequest, Limits
 from a1111.prompts import MAX_NETWORK_WEIGHT
 from a1111.samplers import SamplerError, resolve_sampler
 
@@ -63,6 +63,8 @@ AXIS_TYPES: tuple[AxisType, ...] = (
     AxisType("denoising", "Denoising", "float", True),
     AxisType("clip_skip", "Clip skip", "int", True),
     AxisType("scheduler", "Schedule type", "str", True),
+    AxisType("token_merging_ratio", "Token merging ratio", "float", True),
+    AxisType("token_merging_ratio_hr", "Token merging ratio high-res", "float", True),
 )
 MAX_CLIP_SKIP = 12  # the parser's own bound (`a1111/generation.py`)
 AXIS_TYPE_IDS = tuple(axis_type.id for axis_type in AXIS_TYPES)
@@ -302,6 +304,8 @@ def _checked_values(axis_type: AxisType, values: list[Any], where: str, limits: 
         _in_range(values, 0.0, 1.0, where, axis_type.label.lower())
     elif axis_type.id == "clip_skip":
         _in_range(values, 1, MAX_CLIP_SKIP, where, "clip skip")
+    elif axis_type.id in ("token_merging_ratio", "token_merging_ratio_hr"):
+        _in_range(values, 0.0, MAX_TOKEN_MERGING_RATIO, where, axis_type.label.lower())
     elif axis_type.id == "scheduler":
         labels = []
         for value in values:
@@ -391,6 +395,14 @@ def apply_axis_value(request: GenerationRequest, axis: Axis, value: Any, where: 
         return dataclasses.replace(request, denoising_strength=float(value))
     if kind == "clip_skip":
         return dataclasses.replace(request, clip_skip=int(value))
+    if kind in ("token_merging_ratio", "token_merging_ratio_hr"):
+        # A1111 sets the option in override_settings: on img2img it wins over token_merging_ratio_img2img
+        settings = {**request.override_settings, kind: float(value)}
+        if kind == "token_merging_ratio":
+            return dataclasses.replace(
+                request, token_merging_ratio=float(value), token_merging_ratio_img2img=0.0, override_settings=settings
+            )
+        return dataclasses.replace(request, token_merging_ratio_hr=float(value), override_settings=settings)
     if kind == "scheduler":
         choice = resolve_sampler(request.sampler_name, str(value))
         return dataclasses.replace(request, sampler_name=choice.name, scheduler=choice.schedule_label)

@@ -27,9 +27,11 @@ from contextlib import contextmanager
 
 import torch
 
+from a1111.generation import MAX_TOKEN_MERGING_RATIO
+
 __all__ = ["MAX_RATIO", "TokenMergingError", "check_supported", "token_merging"]
 
-MAX_RATIO = 0.9  # A1111's slider; with 2x2 strides tomesd merges at most the 3/4 of the tokens that are not dst
+MAX_RATIO = MAX_TOKEN_MERGING_RATIO  # A1111's slider; with 2x2 strides tomesd merges at most the 3/4 of tokens that are not dst
 _TOME_ATTRIBUTES = ("_tome_info",)  # what tomesd leaves behind on `remove_patch`
 
 

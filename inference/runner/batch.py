@@ -398,6 +398,7 @@ def build_generation_spec(
             steps=request.hr_second_pass_steps or request.steps, denoising_strength=request.denoising_strength,
             upscaler_path=local_path(upscaler.model.key) if upscaler else "",
             upscaler_sha256=upscaler.model.sha256 if upscaler else "",
+            token_merging_ratio=request.token_merging_hires_pass,
         ) if request.hires else None,
         loras=[
             LoraSpec(path=local_path(n.model.key), sha256=n.model.sha256, te_weight=n.te_weight, unet_weight=n.unet_weight)
@@ -410,6 +411,7 @@ def build_generation_spec(
         subseed_strength=request.subseed_strength,
         seed_resize_from=request.seed_resize_from,
         tiling=request.tiling,
+        token_merging_ratio=request.token_merging_first_pass,  # in the batch key: every job's is the same
         noise_seed_deltas=[p.spec.request.eta_noise_seed_delta for p in parts for _ in p.images],
         controlnet=_control_units(lead, inputs[0].control_images, local_path),
         face_restoration=_face_restoration(lead, local_path),
@@ -610,6 +612,9 @@ def _infotexts(job: Job, spec: JobSpec, seeds: list[int]) -> list[str]:
             model_name=model_name.rsplit(".", 1)[0] or None,
             extra={**extra, "Clip skip": request.clip_skip if request.clip_skip > 1 else None,
                    "ENSD": (request.eta_noise_seed_delta or None) if sampler.name in ENSD_SAMPLERS else None,
+                   # A1111 names each pass's ratio only when it merges (the hires one with the hires fix only)
+                   "Token merging ratio": request.token_merging_first_pass or None,
+                   "Token merging ratio hr": request.token_merging_hires_pass or None,
                    "Face restoration": spec.face_restorer.name if spec.face_restorer else None,
                    "Tiling": True if request.tiling else None,
                    **_refiner_infotext(spec)},

@@ -6,7 +6,8 @@ back to the merged tokens afterwards: fewer tokens in the quadratic attention, a
 slightly different image. A1111 1.10 applies it with `tomesd` before sampling
 (`sd_models.apply_token_merging`: the ratio, `use_rand=False`, self-attention only, the defaults
 for the rest: the highest resolution only, 2x2 strides); this module does the same, so a ratio
-merges the same tokens here as there.
+merges the same tokens here as there. SDXL has no attention at its highest resolution, so there,
+as in A1111, the option merges nothing and the image is the unmerged one.
 
 Why `tomesd` and not our own: it still works with the diffusers we run (its block replaces
 `BasicTransformerBlock.forward` by one written for diffusers 0.14, which computes the same thing

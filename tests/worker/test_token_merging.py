@@ -92,3 +92,19 @@ def test_the_hires_pass_takes_its_own_ratio(setup) -> None:
     assert first_only.shape == second_only.shape == (96, 96, 3)
     assert not np.array_equal(first_only, plain) and not np.array_equal(second_only, plain)
     assert not np.array_equal(first_only, second_only)
+
+
+def test_a_cancelled_chunk_leaves_the_cached_unet_unpatched(setup) -> None:
+    from runtime.engine import SkipChunk
+
+    runtime, spec = setup
+    unet = runtime.pipelines.get(spec.checkpoint_path, spec.checkpoint_sha256).unet
+    before = unet_state(unet)
+
+    def cancel(chunk_index: int, steps_done: int) -> None:
+        if steps_done == 1:  # inside the pipeline call, with the patch on
+            assert any(type(module).__name__ == "ToMeBlock" for module in unet.modules())
+            raise SkipChunk()
+
+    assert runtime.generate(dataclasses.replace(spec, token_merging_ratio=0.5), on_step=cancel) == [None, None]
+    assert unet_state(unet) == before

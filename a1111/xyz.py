@@ -396,11 +396,12 @@ def apply_axis_value(request: GenerationRequest, axis: Axis, value: Any, where: 
     if kind == "clip_skip":
         return dataclasses.replace(request, clip_skip=int(value))
     if kind in ("token_merging_ratio", "token_merging_ratio_hr"):
-        # A1111 sets the option in override_settings: on img2img it wins over token_merging_ratio_img2img
+        # A1111 sets the option in override_settings: on img2img, when not 0, it wins over token_merging_ratio_img2img
         settings = {**request.override_settings, kind: float(value)}
         if kind == "token_merging_ratio":
+            img2img = 0.0 if value else request.token_merging_ratio_img2img
             return dataclasses.replace(
-                request, token_merging_ratio=float(value), token_merging_ratio_img2img=0.0, override_settings=settings
+                request, token_merging_ratio=float(value), token_merging_ratio_img2img=img2img, override_settings=settings
             )
         return dataclasses.replace(request, token_merging_ratio_hr=float(value), override_settings=settings)
     if kind == "scheduler":

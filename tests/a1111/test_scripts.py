@@ -77,8 +77,8 @@ def test_xyz_axis_indices_follow_a1111s_list_per_tab_and_cells_run_x_fastest() -
     assert [(c.token_merging_first_pass, c.token_merging_hires_pass) for c in plan.cells] == [(0.0, 0.3), (0.5, 0.3)]
     assert plan.plot is not None and plan.plot.x.labels == ("Token merging ratio: 0", "Token merging ratio: 0.5")
     img2img = _base(kind="img2img", override_settings={"token_merging_ratio_img2img": 0.4})
-    plan = _plan("x/y/z plot", [33, "0.2"], img2img)
-    assert [c.token_merging_first_pass for c in plan.cells] == [0.2]
+    plan = _plan("x/y/z plot", [33, "0.2, 0"], img2img)
+    assert [c.token_merging_first_pass for c in plan.cells] == [0.2, 0.4]
     assert _refused("x/y/z plot", [34, "0.95"]).field == "script_args[1]"  # A1111's slider stops at 0.9
 
 

@@ -31,6 +31,9 @@ from a1111.samplers import SAMPLERS, SamplerChoice, SamplerError, SamplerParamet
 from a1111.sd_upscale import SdUpscale
 
 MAX_SEED = 4294967294  # A1111 draws random seeds from range(4294967294)
+# A1111's token merging options (override_settings keys) and its slider's maximum
+TOKEN_MERGING_OPTIONS = ("token_merging_ratio", "token_merging_ratio_img2img", "token_merging_ratio_hr")
+MAX_TOKEN_MERGING_RATIO = 0.9
 
 
 @dataclass(frozen=True)
@@ -182,11 +185,28 @@ class GenerationRequest:
     def hires_sampler(self) -> SamplerChoice:
         """The hires pass's sampler and schedule (`hr_sampler_name`/`hr_scheduler`, else the first pass's)."""
         return resolve_sampler(self.hr_sampler_name or self.sampler_name, self.hr_scheduler or self.scheduler)
+    # A1111's token merging options (override_settings, or the member's): the ratio of image tokens
+    # merged before self-attention (0: off); which one a pass uses: `token_merging_first_pass`, `…_hires_pass`
+    token_merging_ratio: float = 0.0
+    token_merging_ratio_img2img: float = 0.0  # img2img's, when not 0
+    token_merging_ratio_hr: float = 0.0  # the hires pass's, when not 0
 
     @property
     def refiner_runs(self) -> bool:
         """Whether sampling switches to the refiner at all (A1111: not when the switch is at 1)."""
         return self.refiner_checkpoint is not None and self.refiner_switch_at < 1.0
+
+    @property
+    def token_merging_first_pass(self) -> float:
+        """The ratio of the (first) pass: img2img's own option when set, as A1111's `get_token_merging_ratio`."""
+        if self.kind == "img2img":
+            return self.token_merging_ratio_img2img or self.token_merging_ratio
+        return self.token_merging_ratio
+
+    @property
+    def token_merging_hires_pass(self) -> float:
+        """The hires pass's ratio (A1111's `token_merging_ratio_hr`, else the first pass's); 0 without hires fix."""
+        return (self.token_merging_ratio_hr or self.token_merging_ratio) if self.hires else 0.0
 
     @property
     def hires(self) -> bool:
@@ -385,6 +405,9 @@ def parse_generation_request(
         tiling_option = read_bool(override_settings, "tiling", False)
         noise_multiplier = read_float(override_settings, "initial_noise_multiplier", 1.0, 0.0, 1.5)  # img2img's
         fix_steps = read_bool(override_settings, "img2img_fix_steps", False)  # img2img's
+        token_merging = {
+            key: read_float(override_settings, key, 0.0, 0.0, MAX_TOKEN_MERGING_RATIO) for key in TOKEN_MERGING_OPTIONS
+        }
     return GenerationRequest(
         kind=kind,
         prompt=_read_prompt(data, "prompt", limits),
@@ -408,6 +431,7 @@ def parse_generation_request(
         eta_noise_seed_delta=eta_noise_seed_delta,
         sampler_parameters=parse_sampler_parameters(data, override_settings, sampler.name),
         force_task_id=parse_task_id(data.get("force_task_id"), "force_task_id"),
+        **token_merging,
         override_settings=dict(override_settings),
         save_dir=parse_save_dir(alwayson.get("save_dir")),
         tiling=read_bool(data, "tiling", tiling_option),
@@ -636,13 +660,15 @@ def batch_key(request: GenerationRequest, *, model_key: str, lora_key: str, vae_
     """Jobs with equal keys can share one pipeline call: everything the UNet batch shares.
 
     Prompts, seeds, image counts and init images may differ (each image has its own generator
-    and its own init image); the model, VAE, LoRA set, size, steps, sampler and guidance may
-    not, nor, for img2img, the strength and how images and masks are prepared.
+    and its own init image); the model, VAE, LoRA set, size, steps, sampler, guidance and token
+    merging may not, nor, for img2img, the strength and how images and masks are prepared.
     """
     shared: tuple[Any, ...] = (
         request.kind, model_key, vae_key, lora_key, request.clip_skip, request.width, request.height, request.steps,
         request.sampler_name, request.scheduler, request.cfg_scale, request.subseed_strength, request.tiling,
     )
+    if request.token_merging_first_pass or request.token_merging_hires_pass:  # one call merges every row alike
+        shared += (("token merging", request.token_merging_first_pass, request.token_merging_hires_pass),)
     if request.seed_resize_from:
         shared += (request.seed_resize_from,)
     if request.sampler_parameters != SamplerParameters():  # one scheduler, one UNet call per step

@@ -63,6 +63,8 @@ _SETTINGS: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("Sigma tmax", "s_tmax", float),
     ("Sigma noise", "s_noise", float),
     ("NGMS", "s_min_uncond", float),
+    ("Token merging ratio", "token_merging_ratio", float),
+    ("Token merging ratio hr", "token_merging_ratio_hr", float),
     ("VAE", "sd_vae", str),
     ("Model hash", "sd_model_checkpoint", str),
 )

@@ -19,11 +19,14 @@ reads both and the request's own settings win). `sd_model_checkpoint`, `sd_vae`,
 `CLIP_stop_at_last_layers`, `eta_noise_seed_delta` (the sampler's own noise is seeded with
 seed + delta, `runtime/noise.py`), the sampler parameters `eta_ddim`, `eta_ancestral`, `s_churn`,
 `s_tmin`, `s_tmax`, `s_noise`, `s_min_uncond` and `s_min_uncond_all` (`a1111/generation.py`
-`parse_sampler_parameters`, `runtime/sampler_parameters.py`), `face_restoration` (A1111 restores
-faces when a request leaves `restore_faces` out), `tiling` (likewise), `face_restoration_model`
-and `code_former_weight` (read where `job_submit` picks the restorer), `hires_fix_refiner_pass`
-`initial_noise_multiplier` (img2img's noise) and `img2img_fix_steps` change generation. The others are stored per
-member and read back: they shape A1111's UI, its files or features this platform does elsewhere.
+`parse_sampler_parameters`, `runtime/sampler_parameters.py`), `token_merging_ratio`,
+`token_merging_ratio_img2img` and `token_merging_ratio_hr` (ToMe on the UNet for the first,
+img2img's and the hires pass, `runtime/token_merging.py`; 0 to 0.9, as A1111's slider),
+`face_restoration` (A1111 restores faces when a request leaves `restore_faces` out), `tiling`
+(likewise), `face_restoration_model` and `code_former_weight` (read where `job_submit` picks the
+restorer), `hires_fix_refiner_pass`, `initial_noise_multiplier` (img2img's noise) and
+`img2img_fix_steps` change generation. The others are stored per member and read back: they shape
+A1111's UI, its files or features this platform does elsewhere.
 """
 
 from __future__ import annotations
@@ -413,6 +416,7 @@ GENERATION_OPTIONS: tuple[str, ...] = (
     "sd_model_checkpoint", "sd_vae", "CLIP_stop_at_last_layers", "eta_noise_seed_delta", "face_restoration",
     "face_restoration_model", "code_former_weight", "tiling", "hires_fix_refiner_pass", *SAMPLER_OPTIONS,
     "initial_noise_multiplier", "img2img_fix_steps",
+    "token_merging_ratio", "token_merging_ratio_img2img", "token_merging_ratio_hr",
 )
 
 TYPE_NAMES: Mapping[type, str] = MappingProxyType({
@@ -428,6 +432,7 @@ OPTION_TYPES: Mapping[str, type] = MappingProxyType({
 REQUEST_SETTINGS: tuple[str, ...] = (
     "sd_model_checkpoint", "sd_vae", "CLIP_stop_at_last_layers", "eta_noise_seed_delta", "face_restoration", "tiling",
     "hires_fix_refiner_pass", *SAMPLER_OPTIONS, "initial_noise_multiplier", "img2img_fix_steps",
+    "token_merging_ratio", "token_merging_ratio_img2img", "token_merging_ratio_hr",
 )
 
 

@@ -224,6 +224,7 @@ XYZ_SUPPORTED_AXES: dict[str, str] = {
     "Schedule type": "scheduler", "Eta": "eta", "Sigma Churn": "s_churn", "Sigma min": "s_tmin", "Sigma max": "s_tmax",
     "Sigma noise": "s_noise", "Negative Guidance minimum sigma": "s_min_uncond",
     "Initial noise multiplier": "initial_noise_multiplier",
+    "Token merging ratio": "token_merging_ratio", "Token merging ratio high-res": "token_merging_ratio_hr",
 }
 XYZ_CHOICE_AXES = frozenset({"Sampler", "Checkpoint name", "VAE", "Schedule type"})  # A1111 reads their dropdown list
 _XYZ_AXIS_ARGS = {name: (3 * i, 3 * i + 1, 3 * i + 2) for i, name in enumerate(AXIS_NAMES)}  # type, values, dropdown

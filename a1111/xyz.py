@@ -30,7 +30,7 @@ from io import StringIO
 from typing import Any
 
 from a1111.errors import RequestValidationError
-from a1111.generation import MAX_SEED, SIGMA_PARAMETERS, GenerationRequest, Limits
+from a1111.generation import MAX_SEED, MAX_TOKEN_MERGING_RATIO, SIGMA_PARAMETERS, GenerationRequest, Limits
 from a1111.prompts import MAX_NETWORK_WEIGHT
 from a1111.samplers import SamplerError, resolve_sampler, sampler_parameters
 
@@ -70,6 +70,8 @@ AXIS_TYPES: tuple[AxisType, ...] = (
     AxisType("s_noise", "Sigma noise", "float", True),
     AxisType("s_min_uncond", "Negative Guidance minimum sigma", "float", True),
     AxisType("initial_noise_multiplier", "Initial noise multiplier", "float", True),
+    AxisType("token_merging_ratio", "Token merging ratio", "float", True),
+    AxisType("token_merging_ratio_hr", "Token merging ratio high-res", "float", True),
 )
 MAX_CLIP_SKIP = 12  # the parser's own bound (`a1111/generation.py`)
 AXIS_TYPE_IDS = tuple(axis_type.id for axis_type in AXIS_TYPES)
@@ -316,6 +318,8 @@ def _checked_values(axis_type: AxisType, values: list[Any], where: str, limits: 
     elif axis_type.id in SAMPLER_PARAMETER_AXES:
         lo, hi = SAMPLER_PARAMETER_AXES[axis_type.id]
         _in_range(values, lo, hi, where, axis_type.label.lower())
+    elif axis_type.id in ("token_merging_ratio", "token_merging_ratio_hr"):
+        _in_range(values, 0.0, MAX_TOKEN_MERGING_RATIO, where, axis_type.label.lower())
     elif axis_type.id == "scheduler":
         labels = []
         for value in values:
@@ -405,6 +409,15 @@ def apply_axis_value(request: GenerationRequest, axis: Axis, value: Any, where: 
         return dataclasses.replace(request, denoising_strength=float(value))
     if kind == "clip_skip":
         return dataclasses.replace(request, clip_skip=int(value))
+    if kind in ("token_merging_ratio", "token_merging_ratio_hr"):
+        # A1111 sets the option in override_settings: on img2img, when not 0, it wins over token_merging_ratio_img2img
+        settings = {**request.override_settings, kind: float(value)}
+        if kind == "token_merging_ratio":
+            img2img = 0.0 if value else request.token_merging_ratio_img2img
+            return dataclasses.replace(
+                request, token_merging_ratio=float(value), token_merging_ratio_img2img=img2img, override_settings=settings
+            )
+        return dataclasses.replace(request, token_merging_ratio_hr=float(value), override_settings=settings)
     if kind == "scheduler":
         choice = resolve_sampler(request.sampler_name, str(value))
         return dataclasses.replace(request, sampler_name=choice.name, scheduler=choice.schedule_label)

@@ -31,6 +31,8 @@ from a1111.extras import (
 from a1111.generation import (
     HIRES_UPSCALERS,
     MAX_SEED,
+    MAX_TOKEN_MERGING_RATIO,
+    TOKEN_MERGING_OPTIONS,
     GenerationRequest,
     RequestValidationError,
     batch_key,
@@ -689,6 +691,9 @@ def _checked_options(values: dict[str, Any]) -> dict[str, Any]:
         checked["samples_format"] = read_str(checked, "samples_format", "png", 10)
     if "code_former_weight" in checked:
         checked["code_former_weight"] = read_float(checked, "code_former_weight", 0.5, 0.0, 1.0)
+    for key in TOKEN_MERGING_OPTIONS:
+        if key in checked:
+            checked[key] = read_float(checked, key, 0.0, 0.0, MAX_TOKEN_MERGING_RATIO)
     return checked
 
 

@@ -7,7 +7,8 @@ image, with no pipeline) and returns PIL images, calling `on_step` after every d
 `on_step` raising stops generation there (that is how cancel works).
 
 This module is the orchestration: which pipeline a batch runs on, in which chunks, with which
-conditioning, then the hires fix, face restoration and the censor; img2img's SD upscale runs each
+conditioning, then the hires fix, face restoration and the censor; A1111's token merging is put on
+the base UNet around each pass's pipeline call (`token_merging.py`; the refiner's UNet runs without); img2img's SD upscale runs each
 image as a tile loop through the same chunks (tiles and blending: `a1111/sd_upscale.py`), and
 img2img's starting latents (variation seeds, latent fills) are hooked in by `init_latents.py`. What stays loaded between
 batches lives in `caches.py`; seeds, variation noise and latent resizing in `noise.py`.
@@ -56,6 +57,7 @@ from runtime.specs import (
 )
 from runtime.sd_upscale import sd_upscale_images
 from runtime.tiling import seamless
+from runtime.token_merging import token_merging
 from runtime.upscalers import RRDBNet, load_upscaler, upscale
 
 logger = logging.getLogger(__name__)
@@ -518,6 +520,7 @@ class WorkerRuntime:
                 self._ngms(pipeline, spec, schedule),
                 starting_latents(pipeline, plan),
                 sampler_noise_seeds(pipeline, spec.seeds, spec.noise_seed_deltas, chunk),
+                token_merging(pipeline.unet, spec.token_merging_ratio),
             ):
                 generated = pipeline(
                     **conditioning,
@@ -589,6 +592,7 @@ class WorkerRuntime:
                 denoising(schedule, pipeline.unet),
                 self._ngms(pipeline, spec, schedule),
                 sampler_noise_seeds(pipeline, spec.seeds, spec.noise_seed_deltas, chunk),
+                token_merging(pipeline.unet, hires.token_merging_ratio),
             ):
                 denoised = pipeline(
                     **conditioning,

@@ -114,6 +114,7 @@ class HiresSpec:
     scheduler_kwargs: dict[str, Any] = field(default_factory=dict)
     checkpoint_path: str = ""
     checkpoint_sha256: str = ""
+    token_merging_ratio: float = 0.0  # this pass's (A1111's token_merging_ratio_hr, else token_merging_ratio); 0: off
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,9 @@ class GenerationSpec:
     subseed_strength: float = 0.0
     seed_resize_from: tuple[int, int] | None = None  # A1111's "Resize seed from" (width, height); None: off
     tiling: bool = False  # A1111's "Tiling": seamlessly repeating images
+    # A1111's token merging in the (first) pass, `runtime/token_merging.py`; 0: off. Shared by the
+    # whole batch: one pipeline call merges every row's tokens alike (part of the batch key)
+    token_merging_ratio: float = 0.0
     # A1111's eta_noise_seed_delta, one per image (empty: none): after the starting noise, the
     # sampler's own noise (ancestral and SDE samplers) comes from seed + delta
     noise_seed_deltas: list[int] = field(default_factory=list)

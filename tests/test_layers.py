@@ -24,7 +24,7 @@ import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-GPU_STACK = {"torch", "diffusers", "transformers", "cv2", "safetensors", "xformers"}
+GPU_STACK = {"torch", "diffusers", "transformers", "cv2", "safetensors", "xformers", "tomesd"}
 OTHER_LAYERS = {"django", "inference", "runtime", "tenants", "frontend", "config", "celery", "channels"}
 
 # (folder or file, what it may not import, files under it that are exempt)

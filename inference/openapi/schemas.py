@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from a1111 import options as a1111_options
 from a1111 import promptgen as pg
 from a1111 import xyz
-from a1111.generation import MAX_SEED
+from a1111.generation import MAX_SEED, MAX_TOKEN_MERGING_RATIO, TOKEN_MERGING_OPTIONS
 from a1111.styles import MAX_STYLE_NAME_CHARS, MAX_STYLES
 
 LIMIT_KEY = "x-atelier-limit"  # replaced by document.py: {"maximum" | "maxLength": <Limits field>}
@@ -112,6 +112,15 @@ class OverrideSettings(Request):
     initial_noise_multiplier: float | None = Field(None, ge=0.0, le=1.5, description="img2img's noise multiplier.")
     img2img_fix_steps: bool | None = Field(
         None, description="img2img runs all its steps, over a schedule stretched by the denoising strength (A1111's option).",
+    )
+    token_merging_ratio: float | None = Field(
+        None, ge=0.0, le=MAX_TOKEN_MERGING_RATIO, description="ToMe: the ratio of image tokens merged before self-attention (0: off)."
+    )
+    token_merging_ratio_img2img: float | None = Field(
+        None, ge=0.0, le=MAX_TOKEN_MERGING_RATIO, description="img2img's token merging ratio (0: token_merging_ratio)."
+    )
+    token_merging_ratio_hr: float | None = Field(
+        None, ge=0.0, le=MAX_TOKEN_MERGING_RATIO, description="The hires pass's token merging ratio (0: token_merging_ratio)."
     )
 
 
@@ -372,6 +381,7 @@ OPTION_FIELDS: dict[str, Any] = {
     "eta_noise_seed_delta": Field(0, ge=0, le=MAX_SEED),
     "sd_checkpoint_hash": Field(None, description="Read-only: the SHA-256 of sd_model_checkpoint (ignored on a write)."),
     "code_former_weight": Field(0.5, ge=0.0, le=1.0),
+    **{key: Field(0.0, ge=0.0, le=MAX_TOKEN_MERGING_RATIO) for key in TOKEN_MERGING_OPTIONS},
 }
 OPTION_ANNOTATIONS: dict[str, Any] = {"face_restoration_model": Literal["CodeFormer", "GFPGAN"]}
 _OPTION_PYTHON_TYPES: dict[type, Any] = {bool: bool, int: int, float: float, str: str, list: list[Any], dict: dict[str, Any]}
@@ -583,7 +593,7 @@ class NativeExtrasJob(ExtrasBaseRequest):
 
 XyzAxisType = Literal[
     "nothing", "seed", "steps", "cfg_scale", "sampler", "checkpoint", "vae", "prompt_sr", "lora_weight", "subseed",
-    "subseed_strength", "hr_steps", "denoising", "clip_skip", "scheduler",
+    "subseed_strength", "hr_steps", "denoising", "clip_skip", "scheduler", "token_merging_ratio", "token_merging_ratio_hr",
 ]
 
 

@@ -406,6 +406,7 @@ def build_generation_spec(
         subseed_strength=request.subseed_strength,
         seed_resize_from=request.seed_resize_from,
         tiling=request.tiling,
+        token_merging_ratio=request.token_merging_first_pass,  # in the batch key: every job's is the same
         noise_seed_deltas=[p.spec.request.eta_noise_seed_delta for p in parts for _ in p.images],
         sampler_parameters=request.sampler_parameters,
         controlnet=_control_units(lead, inputs[0].control_images, local_path),
@@ -453,6 +454,7 @@ def _hires(parts: list[MemberPart], local_path: Callable[[str], str]) -> HiresSp
         scheduler_kwargs=hires_sampler.scheduler_kwargs if own_sampler else {},
         checkpoint_path=local_path(checkpoint.key) if checkpoint else "",
         checkpoint_sha256=checkpoint.sha256 if checkpoint else "",
+        token_merging_ratio=request.token_merging_hires_pass,
     )
 
 
@@ -647,6 +649,9 @@ def _infotexts(job: Job, spec: JobSpec, seeds: list[int]) -> list[str]:
             model_name=model_name.rsplit(".", 1)[0] or None,
             extra={**extra, "Clip skip": request.clip_skip if request.clip_skip > 1 else None,
                    "ENSD": (request.eta_noise_seed_delta or None) if sampler.name in ENSD_SAMPLERS else None,
+                   # A1111 names each pass's ratio only when it merges (the hires one with the hires fix only)
+                   "Token merging ratio": request.token_merging_first_pass or None,
+                   "Token merging ratio hr": request.token_merging_hires_pass or None,
                    "Face restoration": spec.face_restorer.name if spec.face_restorer else None,
                    "Tiling": True if request.tiling else None,
                    **request.sampler_parameters.infotext(sampler.name),

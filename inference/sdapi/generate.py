@@ -170,6 +170,9 @@ def parse_generation_body(
         defaults = {key: value for key, value in settings.items() if key not in named}
         body = {**body, "override_settings": {**defaults, **(override or {})}}
     generation = parse_generation_request({**body, "kind": kind}, limits=limits, lenient_sampler=True)
+    if kind == "img2img" and isinstance(override, Mapping) and override.get("token_merging_ratio"):
+        # A1111: a request's own token_merging_ratio wins over the token_merging_ratio_img2img option
+        generation = dataclasses.replace(generation, token_merging_ratio_img2img=0.0)
     generation = _with_sd_upscale(body, generation)
     inputs = None
     if kind == "img2img":

@@ -76,6 +76,14 @@ def test_xyz_axis_indices_follow_a1111s_list_per_tab_and_cells_run_x_fastest() -
     assert (txt2img[13], txt2img[24]) == ("Sigma Churn", "Eta")
     plan = _plan("x/y/z plot", [24, "0.2, 0.4", [], 13, "3", []], _base(sampler_name="Euler a"))
     assert [c.sampler_parameters.eta for c in plan.cells] == [0.2, 0.4]  # Euler a takes no churn: dropped
+    # Token merging ratio (34) and its high-res one (35): A1111's override_settings, the first wins over img2img's option
+    plan = _plan("x/y/z plot", [34, "0, 0.5", [], 35, "0.3", []], _base(enable_hr=True))
+    assert [(c.token_merging_first_pass, c.token_merging_hires_pass) for c in plan.cells] == [(0.0, 0.3), (0.5, 0.3)]
+    assert plan.plot is not None and plan.plot.x.labels == ("Token merging ratio: 0", "Token merging ratio: 0.5")
+    img2img = _base(kind="img2img", override_settings={"token_merging_ratio_img2img": 0.4})
+    plan = _plan("x/y/z plot", [33, "0.2, 0"], img2img)
+    assert [c.token_merging_first_pass for c in plan.cells] == [0.2, 0.4]
+    assert _refused("x/y/z plot", [34, "0.95"]).field == "script_args[1]"  # A1111's slider stops at 0.9
 
 
 @pytest.mark.parametrize(

@@ -97,7 +97,7 @@ def test_the_hires_checkpoint_runs_the_second_pass_with_the_batchs_loras(runtime
     finally:
         for handle in handles:
             handle.remove()
-    assert calls == {"tiny": STEPS, "tiny-other": int(STEPS * 0.75)}
+    assert calls == {"tiny": STEPS, "tiny-other": STEPS}  # A1111 runs all the hires steps (a stretched schedule)
     assert rt.pipelines.holds_loras("tiny-other", ["ink"]) and rt.pipelines.holds_loras("tiny", ["ink"])
     assert ("tiny", "tiny-other") in rt.pipelines.loaded_pairs()
     unswitched = dataclasses.replace(job, hires=dataclasses.replace(job.hires, checkpoint_path="", checkpoint_sha256=""))

@@ -40,4 +40,4 @@ def test_the_runtime_hands_over_previews_every_n_steps(tmp_path) -> None:
     assert previews[-1] == (0, (64, 64))  # the hires pass previews at its own size
     silent = WorkerRuntime(device="cpu", cache_size=1, config_cache_dir=tmp_path / "cache")
     silent.generate(spec, on_preview=lambda chunk, position, image: previews.append((chunk, image.size)))
-    assert len(previews) == 4  # preview_every 0: none
+    assert len(previews) == 5  # the 3 + 2 of the hires run above (its 4 steps); preview_every 0: none

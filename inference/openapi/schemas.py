@@ -322,6 +322,17 @@ class ExtrasBatchImagesResponse(Response):
     images: list[str]
 
 
+class InterrogateRequest(Request):
+    image: Base64Image = Field(description="The image to caption or tag.")
+    model: Literal["clip", "deepdanbooru"] | None = Field(
+        "clip", description="clip: a BLIP caption with CLIP-ranked phrases; deepdanbooru: danbooru tags. Others: 404.",
+    )
+
+
+class InterrogateResponse(Response):
+    caption: str = Field(description="The caption or the comma-separated tags; empty when the job was interrupted.")
+
+
 class PNGInfoRequest(Request):
     image: Base64Image = Field(min_length=1)
 

@@ -21,10 +21,9 @@ from PIL import Image
 from a1111.interrogate import InterrogateRequest
 from inference.models import Job, Worker
 from inference.services import interrogate_submit, user_options_update
-from runtime.tiny.interrogate import BLIP_WORDS, CATEGORIES, TAGS, write_tiny_interrogate
+from runtime.tiny.interrogate import BLIP_WORDS, CATEGORIES, TAGS
+from tests.conftest import INTERROGATE_FOLDERS as KINDS
 from tests.security.conftest import run_on_a_worker
-
-KINDS = ("BLIP", "CLIP", "interrogate", "deepbooru")
 
 
 def png_b64(size: tuple[int, int] = (64, 64), color: str = "teal") -> str:
@@ -33,19 +32,9 @@ def png_b64(size: tuple[int, int] = (64, 64), color: str = "teal") -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-@pytest.fixture(scope="module")
-def tiny_public_models(tmp_path_factory) -> dict[str, Path]:
-    """The public interrogate folders with the tiny models in them, as an operator places real ones."""
-    root = tmp_path_factory.mktemp("public-models")
-    folders = {kind: root / kind for kind in KINDS}
-    write_tiny_interrogate(folders)
-    return folders
-
-
 @pytest.fixture
-def installed(settings, tiny_public_models) -> dict[str, Path]:
-    settings.ATELIER_PUBLIC_MODEL_DIRS = {**settings.ATELIER_PUBLIC_MODEL_DIRS, **tiny_public_models}
-    return tiny_public_models
+def installed(interrogate_installed) -> dict[str, Path]:
+    return interrogate_installed
 
 
 @pytest.fixture
@@ -65,6 +54,11 @@ def refused(response, status: int, field: str, *needles: str) -> str:
     return payload["detail"]
 
 
+def _inputs() -> set[str]:
+    folder = settings.DATA_DIR / "users" / "alice" / "inputs"
+    return {path.name for path in folder.iterdir()} if folder.is_dir() else set()
+
+
 @pytest.mark.django_db
 @pytest.mark.parametrize(
     ("body", "status", "field", "needle"),
@@ -82,6 +76,7 @@ def test_bad_input_is_refused_naming_the_field(api, personas, installed, body, s
 
 @pytest.mark.django_db
 def test_without_the_models_each_interrogator_says_what_to_install_and_queues_nothing(api, personas, not_installed) -> None:
+    stored_before = _inputs()
     detail = refused(api("alice").post("/sdapi/v1/interrogate", {"image": png_b64()}), 404, "model",
                      "clip", "models/BLIP", "models/CLIP", "models/interrogate", "artists.txt")
     assert str(settings.DATA_DIR) not in detail
@@ -97,9 +92,7 @@ def test_without_the_models_each_interrogator_says_what_to_install_and_queues_no
     detail = refused(api("alice").post("/sdapi/v1/interrogate", {"image": png_b64()}), 404, "model",
                      "models/CLIP", "pickled weights", "models/interrogate")
     assert "models/BLIP" not in detail
-    assert not (settings.DATA_DIR / "users" / "alice" / "inputs").exists() or not any(
-        (settings.DATA_DIR / "users" / "alice" / "inputs").iterdir()
-    )  # nothing was stored for a refused request
+    assert _inputs() == stored_before  # nothing was stored for a refused request
 
 
 @pytest.mark.django_db

@@ -226,24 +226,25 @@ def _architectures(config: Mapping[str, Any]) -> list[str]:
     return [str(name) for name in names] if isinstance(names, list) else []
 
 
-def blip_problem(config: Any) -> str:
-    """Why a parsed config.json is not a BLIP captioning model ("" when it is one)."""
+def _architecture_problem(config: Any, architecture: str, model_type: str) -> str:
+    """Why a parsed config.json is not an `architecture` ("" when it is; a config without
+    `architectures` passes on its `model_type`)."""
     if not isinstance(config, Mapping):
         return "its config.json is not a JSON object"
     names = _architectures(config)
-    if "BlipForConditionalGeneration" in names or (not names and config.get("model_type") == "blip"):
+    if architecture in names or (not names and config.get("model_type") == model_type):
         return ""
-    return f"it is not a BlipForConditionalGeneration (config.json architectures: {', '.join(names)[:200] or 'none'})"
+    return f"it is not a {architecture} (config.json architectures: {', '.join(names)[:200] or 'none'})"
+
+
+def blip_problem(config: Any) -> str:
+    """Why a parsed config.json is not a BLIP captioning model ("" when it is one)."""
+    return _architecture_problem(config, "BlipForConditionalGeneration", "blip")
 
 
 def clip_problem(config: Any) -> str:
     """Why a parsed config.json is not a CLIP model with both towers ("" when it is one)."""
-    if not isinstance(config, Mapping):
-        return "its config.json is not a JSON object"
-    names = _architectures(config)
-    if "CLIPModel" in names or (not names and config.get("model_type") == "clip"):
-        return ""
-    return f"it is not a CLIPModel (config.json architectures: {', '.join(names)[:200] or 'none'})"
+    return _architecture_problem(config, "CLIPModel", "clip")
 
 
 def tagger_problem(config: Any) -> str:

@@ -16,12 +16,11 @@ project ships (`runtime/checkpoints/loading.py`). Built when needed, never commi
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+from runtime.tiny.model import write_folder_atomically
 
 BLIP_WORDS = (
     "a", "an", "the", "photo", "picture", "painting", "of", "cat", "dog", "house", "tree", "sitting", "on", "in",
@@ -36,25 +35,6 @@ CATEGORIES = {
 }
 TAGS = ("1girl", "solo", "cat", "no_humans", "outdoors", "smile_(expression)", "long_hair", "rating:safe")
 IMAGE_SIZE = 32
-
-
-def _write_folder(folder: Path, save: Callable[[Path], None]) -> Path:
-    """Write a model folder atomically (built beside it, then renamed), replacing one already there."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
-        save(staging)
-        staging.chmod(0o755)  # as an operator's copied folder: readable by the workers' account
-        for path in staging.iterdir():
-            path.chmod(0o644)
-        if folder.exists():
-            shutil.rmtree(folder)
-        staging.rename(folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return folder
 
 
 def write_tiny_blip(folder: Path, *, seed: int = 0) -> Path:
@@ -86,7 +66,7 @@ def write_tiny_blip(folder: Path, *, seed: int = 0) -> Path:
         )
         processor.save_pretrained(staging)
 
-    return _write_folder(folder, save)
+    return write_folder_atomically(folder, save)
 
 
 def write_tiny_clip(folder: Path, *, seed: int = 0) -> Path:
@@ -120,7 +100,7 @@ def write_tiny_clip(folder: Path, *, seed: int = 0) -> Path:
         )
         CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(staging)
 
-    return _write_folder(folder, save)
+    return write_folder_atomically(folder, save)
 
 
 def write_tiny_tagger(folder: Path, *, seed: int = 0, tags: tuple[str, ...] = TAGS) -> Path:
@@ -137,7 +117,7 @@ def write_tiny_tagger(folder: Path, *, seed: int = 0, tags: tuple[str, ...] = TA
         ViTForImageClassification(config).eval().save_pretrained(staging, safe_serialization=True)
         ViTImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}).save_pretrained(staging)
 
-    return _write_folder(folder, save)
+    return write_folder_atomically(folder, save)
 
 
 def write_tiny_categories(folder: Path, categories: dict[str, tuple[str, ...]] = CATEGORIES) -> list[Path]:

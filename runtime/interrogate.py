@@ -111,10 +111,6 @@ class InterrogateRuntime:
         self._text_features: LruCache[torch.Tensor] = LruCache(16)
         self.loads = 0
 
-    def loaded(self) -> list[str]:
-        """Weights hashes of the models held, least recently used first."""
-        return [str(key[1]) for key in self._models.keys()]
-
     def model(self, folder: ModelFolder, kind: str) -> LoadedModel:
         def load() -> LoadedModel:
             started = time.perf_counter()

@@ -717,7 +717,8 @@ class Job(Response):
     gpu_seconds: float
     worker: str | None = Field(None, description="Operators only.")
     batch_id: str | None = Field(None, description="Operators only.")
-    texts: list[str] | None = Field(None, description="Prompt expansions (kind promptgen) only: the prompts, in order.")
+    texts: list[str] | None = Field(
+        None, description="Prompt expansions (kind promptgen): the prompts, in order; interrogate jobs: the caption.")
 
 
 class PromptgenJob(Job):

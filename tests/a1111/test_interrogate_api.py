@@ -19,7 +19,10 @@ from django.db import connection
 from PIL import Image
 
 from a1111.interrogate import InterrogateRequest
+from inference.dispatch import pending_job
 from inference.models import Job, Worker
+from inference.sdapi.adapter import SdapiError
+from inference.sdapi.interrogate import interrogate_answer
 from inference.services import interrogate_submit, user_options_update
 from runtime.tiny.interrogate import BLIP_WORDS, CATEGORIES, TAGS
 from tests.conftest import INTERROGATE_FOLDERS as KINDS
@@ -117,6 +120,19 @@ def test_a_job_holds_model_keys_the_image_and_the_members_options(api, personas,
     assert shown["kind"] == "interrogate" and "resolved_models" not in shown["params"] and "image" not in shown["params"]
     tagger = interrogate_submit(user=alice, model="deepdanbooru", image=base64.b64decode(png_b64()), size=(64, 64))
     assert set(InterrogateRequest.from_json(tagger.params).resolved_models) == {"tagger"}
+    pending = pending_job(tagger)  # what the scheduler sees: no model to hold, one image, one step
+    assert (pending.model_key, pending.batch_key, pending.images, pending.steps) == ("", tagger.batch_key, 1, 1)
+
+
+@pytest.mark.django_db
+def test_a_failed_job_is_a1111s_500_and_an_interrupted_one_an_empty_caption(personas, installed) -> None:
+    job = interrogate_submit(user=personas["alice"], model="clip", image=base64.b64decode(png_b64()), size=(64, 64))
+    job.status, job.error = Job.Status.FAILED, "interrogate failed: out of memory"
+    with pytest.raises(SdapiError) as failed:
+        interrogate_answer(job)
+    assert failed.value.status == 500 and "out of memory" in failed.value.detail
+    job.status, job.texts = Job.Status.CANCELLED, []
+    assert interrogate_answer(job) == {"caption": ""}
 
 
 def answered_by_a_worker(api, who: str, body: dict, *, name: str):
@@ -168,3 +184,14 @@ def test_clip_and_deepdanbooru_answer_a1111s_caption(api, personas, installed, o
         tag.replace("_", " ").replace("(", "\\(").replace(")", "\\)") for tag in expected
     )
     assert (job.owner, job.status) == (personas["bob"], "succeeded")
+
+
+@pytest.mark.django_db
+def test_models_gone_from_the_worker_fail_the_job_saying_so_without_paths(personas, installed, settings, tmp_path) -> None:
+    job = interrogate_submit(user=personas["alice"], model="deepdanbooru", image=base64.b64decode(png_b64()), size=(64, 64))
+    # this worker's public deepbooru folder does not hold the tagger the job names
+    settings.ATELIER_PUBLIC_MODEL_DIRS = {**settings.ATELIER_PUBLIC_MODEL_DIRS, "deepbooru": tmp_path / "empty"}
+    run_on_a_worker([job], name="no-tagger")
+    assert job.status == "failed" and job.texts == []
+    assert job.error.startswith("interrogate failed:") and "no model.safetensors" in job.error, job.error
+    assert str(tmp_path) not in job.error

@@ -373,6 +373,14 @@ ATELIER_PUBLIC_MODEL_DIRS: dict[str, Path] = {
     # Prompt-generation models (BeautifulPrompt, promptgen): causal language models, one folder each
     # in the transformers layout (config.json, tokenizer files, model.safetensors)
     "promptgen": Path(env.str("ATELIER_PROMPTGEN_DIR", default=str(_PUBLIC_MODELS / "promptgen"))),
+    # `/sdapi/v1/interrogate` (public only, placed by an operator; transformers folders, safetensors):
+    # "clip" needs a BlipForConditionalGeneration folder in BLIP, a CLIPModel folder in CLIP and
+    # the category phrase files (artists.txt, flavors.txt, mediums.txt, movements.txt) in
+    # interrogate, as A1111 keeps them; "deepdanbooru" an image-classification tagger in deepbooru.
+    "BLIP": Path(env.str("ATELIER_BLIP_DIR", default=str(_PUBLIC_MODELS / "BLIP"))),
+    "CLIP": Path(env.str("ATELIER_CLIP_DIR", default=str(_PUBLIC_MODELS / "CLIP"))),
+    "interrogate": Path(env.str("ATELIER_INTERROGATE_DIR", default=str(_PUBLIC_MODELS / "interrogate"))),
+    "deepbooru": Path(env.str("ATELIER_DEEPBOORU_DIR", default=str(_PUBLIC_MODELS / "deepbooru"))),
 }
 # Pickled weights (a promptgen folder's pytorch_model.bin) can run code when read: refused unless
 # the operator allows them, and then read with torch's weights-only unpickler.

@@ -126,6 +126,10 @@ def pending_job(job: Job) -> PendingJob:
         # upscaler pass (what the job really costs is charged when it finishes).
         sizes = job.params.get("sizes") or [[512, 512]]
         images, steps, pixels = len(sizes), 1, max(width * height for width, height in sizes)
+    elif job.kind == Job.Kind.INTERROGATE:
+        # One image through a captioning model and CLIP (or a tagger): about one upscaler pass.
+        width, height = job.params.get("size") or [512, 512]
+        images, steps, pixels = 1, 1, max(int(width) * int(height), 64 * 64)
     elif job.kind == Job.Kind.PROMPTGEN:
         # One batch row per job (the runtime samples its results side by side), one step per new
         # token; a token step of a small language model costs about what a 64×64 UNet step does.

@@ -52,7 +52,8 @@ def job_event_payload(job: Job) -> dict[str, Any]:
         "error": job.error or None,
         "images": job_image_urls(job),
         "censored": list(job.censored),  # images the NSFW censor flagged and blurred
-        **({"texts": list(job.texts)} if job.kind == "promptgen" else {}),  # the expanded prompts (Job.Kind.PROMPTGEN)
+        # the expanded prompts (Job.Kind.PROMPTGEN), the caption (Job.Kind.INTERROGATE)
+        **({"texts": list(job.texts)} if job.kind in ("promptgen", "interrogate") else {}),
     }
 
 

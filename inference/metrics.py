@@ -20,7 +20,8 @@ only go down when rows are deleted, which Prometheus' `rate()` reads as a counte
 | `atelier_worker_busy_fraction` | gauge | | busy / online (0 when none is online) |
 
 `model_group` is what a worker must hold to run the job: the checkpoint's title for txt2img and
-img2img, `extras` for Extras jobs, `promptgen` for prompt expansion (`model_group`). The
+img2img, `extras` for Extras jobs, `promptgen` for prompt expansion, `interrogate` for
+interrogate jobs (`model_group`). The
 autoscaler scales a worker pool on `sum(atelier_queue_depth{model_group=~"…"})` (docker/README.md).
 """
 
@@ -44,6 +45,7 @@ FAILURE_REASONS = (
     ("out_of_memory", Q(error__icontains="out of memory")),
     ("extras_error", Q(error__startswith="extras failed")),
     ("promptgen_error", Q(error__startswith="prompt expansion failed")),
+    ("interrogate_error", Q(error__startswith="interrogate failed")),
 )
 OTHER_FAILURE = "generation_error"
 
@@ -53,6 +55,8 @@ def model_group(kind: str, checkpoint_title: str) -> str:
         return "extras"
     if kind == Job.Kind.PROMPTGEN:
         return "promptgen"
+    if kind == Job.Kind.INTERROGATE:
+        return "interrogate"
     return checkpoint_title or "unknown"
 
 

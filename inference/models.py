@@ -99,6 +99,7 @@ class Job(models.Model):
         IMG2IMG = "img2img"
         EXTRAS = "extras", "Extras (upscale, restore faces; no checkpoint)"
         PROMPTGEN = "promptgen", "Prompt expansion (BeautifulPrompt; a causal language model, no checkpoint)"
+        INTERROGATE = "interrogate", "Interrogate (BLIP + CLIP caption, or danbooru tags; no checkpoint)"
 
     ACTIVE = (Status.QUEUED, Status.DISPATCHED, Status.RUNNING)
     FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
@@ -152,7 +153,7 @@ class Job(models.Model):
         default=list, blank=True, help_text="Storage keys of the ControlNet detect maps (preprocessed control images)."
     )
     texts = models.JSONField(
-        default=list, blank=True, help_text="Promptgen jobs: the expanded prompts, in the order generated."
+        default=list, blank=True, help_text="Promptgen jobs: the expanded prompts, in the order generated; interrogate jobs: the caption."
     )
     gpu_seconds = models.FloatField(default=0.0)
     group = models.ForeignKey(JobGroup, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")

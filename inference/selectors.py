@@ -67,6 +67,8 @@ def job_member_params(job: Job) -> dict[str, Any]:
         if isinstance(resolved, dict) and "title" in resolved:
             shown["model_title"] = resolved["title"]  # the title only: no key, no path
         return shown
+    if job.kind == Job.Kind.INTERROGATE:  # the interrogator and the options it ran with: no model keys
+        return {name: params[name] for name in ("model", "size", "settings") if name in params}
     if job.kind == Job.Kind.EXTRAS:
         shown = [name for name in ExtrasRequest.__dataclass_fields__ if name != "resolved_models"]
         return {name: params[name] for name in shown if name in params}

@@ -1,4 +1,4 @@
-"""Writes for jobs on the control plane: submit and cancel (and a member's options).
+"""Writes for jobs on the control plane: submit (generations, extras, promptgen, interrogate) and cancel (and a member's options).
 
 The worker's side of a job's life (claim, progress, succeed, fail, cancelled) lives in
 `inference/transitions.py`. Every transition is a compare-and-set UPDATE on (status, attempts):
@@ -38,10 +38,12 @@ from a1111.generation import (
     batch_key,
     parse_face_restoration,
 )
+from a1111.interrogate import INTERROGATE_KIND, InterrogateRequest, InterrogateSettings
 from a1111.promptgen import PROMPTGEN_KIND, PromptgenRequest
 from a1111.sd_upscale import BUILTIN_UPSCALERS, tile_count, upscaled_size
 from a1111.upscalers import A1111_MODEL_UPSCALERS
 from inference.inputs.images import ExtrasInputs, InputImages
+from inference.interrogate_models import interrogate_models_resolve
 from inference.jobspec import ModelRef, request_to_spec
 from inference.model_registry import (
     FAMILY_TITLES,
@@ -407,6 +409,41 @@ def promptgen_submit(*, user: AbstractUser, request: PromptgenRequest, priority:
     return job
 
 
+def interrogate_submit(*, user: AbstractUser, model: str, image: bytes, size: tuple[int, int]) -> Job:
+    """Queue A1111's interrogate of one image (`model` "clip" or "deepdanbooru", already parsed).
+
+    The models are the public ones an operator placed (`inference/interrogate_models.py`):
+    without them this is `ModelNotFound` naming `model` and what to install, before anything is
+    stored or queued. The member's interrogate options are read now into the job
+    (`a1111.interrogate.InterrogateSettings`), the image (a PNG the adapter decoded) is stored in
+    their `inputs/` folder by content. Like an Extras job it needs no checkpoint (an empty
+    `model_key`: any worker runs it) and has a batch key of its own (one image, never batched);
+    one step, billed like any other job. The worker writes the caption to `Job.texts`, as
+    promptgen writes its prompts.
+    """
+    from inference.dispatch import dispatch_pending_safely
+    from inference.selectors import user_options_get
+
+    tenant = tenant_for_user(user)
+    if tenant is None:
+        raise NotAMember(f"{user.get_username()} is not a member of any tenant, so cannot interrogate")
+    _check_queue_room(user)
+    chosen = InterrogateSettings.from_options(user_options_get(user))
+    resolved = interrogate_models_resolve(model, skip_categories=chosen.clip_skip_categories)
+    request = InterrogateRequest(
+        model=model, image=_store_input(user, image, field="image"), size=size, settings=chosen,
+        resolved_models=resolved,
+    )
+    public_id = new_job_id()
+    job = Job.objects.create(
+        public_id=public_id, owner=user, tenant=tenant, kind=INTERROGATE_KIND, params=request.to_json(),
+        checkpoint_title="", checkpoint_path="", checkpoint_sha256="", model_key="", network_key="",
+        batch_key=f"interrogate:{public_id}", total_steps=1,
+    )
+    transaction.on_commit(dispatch_pending_safely)
+    return job
+
+
 def _with_hires_upscaler(user: AbstractUser, request: GenerationRequest, *, degrade: bool) -> GenerationRequest:
     """The request with its hires-fix model upscaler's file. With `degrade`, one of A1111's own
     upscalers that is not installed becomes a Lanczos resize with a note saying what to install;
@@ -509,14 +546,14 @@ def _with_sd_upscale_resolved(user: AbstractUser, request: GenerationRequest, in
     return dataclasses.replace(request, sd_upscale=dataclasses.replace(spec, tiles=tiles))
 
 
-def _store_input(user: AbstractUser, data: bytes) -> str:
+def _store_input(user: AbstractUser, data: bytes, *, field: str = "init_images") -> str:
     """A PNG the member sent, stored in their `inputs/` folder under its content hash (once)."""
     key = f"{user_inputs_key(user.get_username())}/{hashlib.sha256(data).hexdigest()[:40]}.png"
     try:
         member_file_save(key, data, skip_if_stored=True)
     except UnsafeOutputPath:
         raise RequestValidationError(
-            "init_images", "your inputs folder leads outside your working directory (a symbolic link?): remove the link"
+            field, "your inputs folder leads outside your working directory (a symbolic link?): remove the link"
         ) from None
     return key
 

@@ -103,7 +103,7 @@ def job_succeed(
     seeds: list[int] | None = None,
 ) -> bool:
     """`censored`: positions in `outputs` the NSFW censor flagged (and the worker blurred);
-    `texts`: a promptgen job's expanded prompts; `seeds`: the seeds of `outputs` when the job
+    `texts`: a promptgen job's expanded prompts, an interrogate job's caption; `seeds`: the seeds of `outputs` when the job
     kept only some of its images (a skip dropped the others)."""
     kept = {"seeds": seeds} if seeds is not None else {}
     return _finish(

@@ -41,6 +41,7 @@ from runtime.img2img import PreparedImage, finish, prepare
 from runtime.init_latents import StartingLatents, chunk_plan, starting_latents
 from runtime.noise import image_generators, sampler_noise_seeds, upscale_latents, variation_noise
 from runtime.previews import latent_preview
+from runtime.interrogate import InterrogateRuntime
 from runtime.promptgen import PromptgenRuntime
 from runtime.refiner import steps_before_switch, switch_point, takes_aesthetic_score
 from runtime.safety import SafetyChecker, censor_image
@@ -148,6 +149,8 @@ class WorkerRuntime:
         self._face_detectors: LruCache[RetinaFace] = LruCache(1)
         # prompt-generation language models (BeautifulPrompt), by weights hash
         self.promptgen = PromptgenRuntime(device=self.device, dtype=self.dtype)
+        # A1111's interrogators (BLIP + CLIP, a danbooru tagger), by weights hash
+        self.interrogate = InterrogateRuntime(device=self.device, dtype=self.dtype)
         self._last_networks: GenerationSpec | None = None  # the spec whose networks were applied last
 
     def describe_device(self) -> tuple[str, int | None]:

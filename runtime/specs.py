@@ -4,7 +4,8 @@ Everything `WorkerRuntime` needs to run a batch arrives as one of these: `Genera
 (txt2img; img2img and inpainting with `Img2ImgInputs`; the hires fix with `HiresSpec`; SD upscale
 with `SdUpscaleSpec`; its
 LoRAs as `LoraSpec`s and "Restore faces" as `FaceRestorationSpec`), `PostprocessSpec`
-(A1111's Extras on one image) or `PromptgenSpec` (prompt expansions on a language model). Model files are named by path and identified by content hash,
+(A1111's Extras on one image), `PromptgenSpec` (prompt expansions on a language model) or
+`ClipInterrogateSpec` / `TaggerSpec` (A1111's interrogate of one image). Model files are named by path and identified by content hash,
 so the runtime's caches can key on the hash. This module itself needs no torch (importing
 `a1111.controlnet` still loads it through that package's `__init__`).
 """
@@ -260,3 +261,45 @@ class PromptgenSpec:
     model_sha256: str  # its weights' hash: the cache key
     requests: tuple[ExpansionRequest, ...]
     allow_pickled: bool = False  # may read pytorch_model.bin (weights-only unpickling)
+
+
+# ---------------------------------------------------------------------------------------------
+# Interrogate (A1111's /sdapi/v1/interrogate: runtime/interrogate.py)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelFolder:
+    """A transformers model folder on this machine and its weights' hash (the cache key)."""
+
+    path: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class PhraseCategory:
+    """One CLIP category file's phrases (already cut to the dict limit) and how many to keep."""
+
+    name: str
+    sha256: str  # the file's hash: with the CLIP model's, the key of its cached text features
+    phrases: tuple[str, ...]
+    topn: int = 1
+
+
+@dataclass(frozen=True)
+class ClipInterrogateSpec:
+    """A1111's clip interrogator on one image: a BLIP caption, then each category ranked by CLIP."""
+
+    blip: ModelFolder
+    clip: ModelFolder
+    categories: tuple[PhraseCategory, ...]
+    num_beams: int = 1
+    min_length: int = 24
+    max_length: int = 48
+
+
+@dataclass(frozen=True)
+class TaggerSpec:
+    """A multi-label image tagger (deepdanbooru's role) on one image."""
+
+    model: ModelFolder

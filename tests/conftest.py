@@ -113,6 +113,28 @@ def tiny_promptgen_models() -> dict[str, Path]:
     return models
 
 
+INTERROGATE_FOLDERS = ("BLIP", "CLIP", "interrogate", "deepbooru")
+
+
+@pytest.fixture(scope="session")
+def tiny_interrogate_models(tmp_path_factory) -> dict[str, Path]:
+    """Tiny random-weight BLIP, CLIP and tagger folders and category files, in public-models-like
+    folders of their own (`runtime/tiny/interrogate.py`; `make_tiny_model --interrogate` writes the same)."""
+    from runtime.tiny.interrogate import write_tiny_interrogate
+
+    root = tmp_path_factory.mktemp("interrogate-models")
+    folders = {kind: root / kind for kind in INTERROGATE_FOLDERS}
+    write_tiny_interrogate(folders)
+    return folders
+
+
+@pytest.fixture
+def interrogate_installed(settings, tiny_interrogate_models) -> dict[str, Path]:
+    """The tiny interrogate models as this test's public BLIP, CLIP, interrogate and deepbooru folders."""
+    settings.ATELIER_PUBLIC_MODEL_DIRS = {**settings.ATELIER_PUBLIC_MODEL_DIRS, **tiny_interrogate_models}
+    return tiny_interrogate_models
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     """A failed test that used a running platform gets its processes' logs in its report.

@@ -135,6 +135,11 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("POST", "/sdapi/v1/extra-batch-images", "Upscale / restore faces of several images", SDAPI,
               s.ExtrasBatchImagesResponse, request=s.ExtrasBatchImagesRequest, errors=(*_WRITE, 422),
               long_running=True),
+    Operation("POST", "/sdapi/v1/interrogate", "Caption an image (BLIP + CLIP) or tag it (deepdanbooru); waits for the text",
+              SDAPI, s.InterrogateResponse, request=s.InterrogateRequest, errors=(*_WRITE, 422), long_running=True,
+              description="A job of kind interrogate on the GPU workers, with the models an operator placed in the "
+                          "public models folders (404 naming `model` and what to install when they are missing) "
+                          "and the caller's interrogate options."),
     Operation("POST", "/sdapi/v1/png-info", "The generation parameters stored in an image", SDAPI,
               s.PNGInfoResponse, request=s.PNGInfoRequest, errors=(400, 401, 413, 422)),
     Operation("GET", "/sdapi/v1/progress", "Progress of your running job", SDAPI, s.ProgressResponse,

@@ -322,6 +322,17 @@ class ExtrasBatchImagesResponse(Response):
     images: list[str]
 
 
+class InterrogateRequest(Request):
+    image: Base64Image = Field(description="The image to caption or tag.")
+    model: Literal["clip", "deepdanbooru"] | None = Field(
+        "clip", description="clip: a BLIP caption with CLIP-ranked phrases; deepdanbooru: danbooru tags. Others: 404.",
+    )
+
+
+class InterrogateResponse(Response):
+    caption: str = Field(description="The caption or the comma-separated tags; empty when the job was interrupted.")
+
+
 class PNGInfoRequest(Request):
     image: Base64Image = Field(min_length=1)
 
@@ -706,7 +717,8 @@ class Job(Response):
     gpu_seconds: float
     worker: str | None = Field(None, description="Operators only.")
     batch_id: str | None = Field(None, description="Operators only.")
-    texts: list[str] | None = Field(None, description="Prompt expansions (kind promptgen) only: the prompts, in order.")
+    texts: list[str] | None = Field(
+        None, description="Prompt expansions (kind promptgen): the prompts, in order; interrogate jobs: the caption.")
 
 
 class PromptgenJob(Job):

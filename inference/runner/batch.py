@@ -10,7 +10,8 @@ every job of a chunk is gone is the chunk abandoned. A skip (A1111's Skip, `job_
 the job's current chunk, the images being made then: each batch-count iteration of a job runs in
 chunks of its own (`inference/runner/chunks.py`), so the job goes on with its next iteration and
 succeeds with the images it kept. An Extras job (upscale, restore faces)
-has a batch key of its own and runs without a pipeline (`inference/runner/extras.py`); a batch
+has a batch key of its own and runs without a pipeline (`inference/runner/extras.py`), as does an
+interrogate job (`inference/runner/interrogate.py`); a batch
 of prompt expansions runs on a language model (`inference/runner/promptgen.py`).
 
 Output files are named by job and image index and written atomically, so a job run twice
@@ -282,8 +283,8 @@ def job_spec_of(job: Job) -> JobSpec:
 def claim_members(
     jobs: list[tuple[str, int]], *, worker_name: str, runtime: WorkerRuntime, max_batch: int
 ) -> list[BatchMember]:
-    """Claim each (public id, attempt) still ours, in order; an extras job runs here on its own
-    path, a job whose spec this worker cannot read is failed with the reason."""
+    """Claim each (public id, attempt) still ours, in order; an extras or interrogate job runs here
+    on its own path, a job whose spec this worker cannot read is failed with the reason."""
     interval = settings.ATELIER_PROGRESS_INTERVAL_SECONDS
     members: list[BatchMember] = []
     layout = ChunkLayout(max_batch)
@@ -296,6 +297,11 @@ def claim_members(
             from inference.runner.extras import extras_execute
 
             extras_execute(job=job, attempt=attempt, worker_name=worker_name, runtime=runtime)
+            continue
+        if job.kind == Job.Kind.INTERROGATE:  # no pipeline either: a caption or tags of one image
+            from inference.runner.interrogate import interrogate_execute
+
+            interrogate_execute(job=job, attempt=attempt, worker_name=worker_name, runtime=runtime)
             continue
         try:
             spec = job_spec_of(job)

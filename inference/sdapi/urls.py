@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from inference.sdapi import api, extras, generate
+from inference.sdapi import api, extras, generate, interrogate
 
 urlpatterns = [
     path("txt2img", generate.txt2img),
@@ -10,6 +10,7 @@ urlpatterns = [
     path("extra-single-image", extras.extra_single_image),
     path("extra-batch-images", extras.extra_batch_images),
     path("png-info", api.png_info),
+    path("interrogate", interrogate.interrogate),
     path("progress", api.progress),
     path("interrupt", api.interrupt),
     path("skip", api.skip),

@@ -16,6 +16,7 @@ that were built.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -92,6 +93,27 @@ def write_file_atomically(path: Path, write: Callable[[str], None]) -> Path:
         Path(tmp_name).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_folder_atomically(folder: Path, save: Callable[[Path], None]) -> Path:
+    """Call ``save(staging_folder)`` beside ``folder``, then rename it into place, replacing one
+    already there: a model folder as an operator copies it (folder 0755, files 0644, readable by
+    the workers' account). A crash or error never leaves a half-written folder. Returns ``folder``."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        save(staging)
+        staging.chmod(0o755)
+        for path in staging.iterdir():
+            path.chmod(0o644)
+        if folder.exists():
+            shutil.rmtree(folder)
+        staging.rename(folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return folder
 
 
 def save_safetensors_atomically(

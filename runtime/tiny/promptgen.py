@@ -12,11 +12,11 @@ hundred KB; it is built when needed, never committed.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
+
+from runtime.tiny.model import write_folder_atomically
 
 FAMILIES = ("gpt2", "bloom")
 
@@ -77,19 +77,9 @@ def write_tiny_promptgen(folder: Path, family: str, *, seed: int = 0) -> Path:
     """Write a tiny model folder (`config.json`, tokenizer files, `model.safetensors`) at `folder`,
     atomically (built beside it, then renamed), replacing one already there."""
     model, tokenizer = build_tiny_promptgen(family, seed=seed)
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
+
+    def save(staging: Path) -> None:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-        staging.chmod(0o755)  # as an operator's copied folder: readable by the workers' account
-        for path in staging.iterdir():
-            path.chmod(0o644)
-        if folder.exists():
-            shutil.rmtree(folder)
-        staging.rename(folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return folder
+
+    return write_folder_atomically(folder, save)

@@ -21,7 +21,7 @@ ROUTES_GET = [
     "script-info", "extensions", "scripts", "memory",
 ]
 ROUTES_POST = [
-    "txt2img", "interrupt", "skip", "options", "refresh-checkpoints", "refresh-loras", "refresh-vae",
+    "txt2img", "interrogate", "interrupt", "skip", "options", "refresh-checkpoints", "refresh-loras", "refresh-vae",
     "refresh-embeddings", "unload-checkpoint", "reload-checkpoint",
 ]
 

@@ -83,6 +83,7 @@ def test_the_metrics_match_a_known_set_of_jobs_workers_and_images(client, settin
     assert m[("atelier_images_total", (("tenant", "studio-a"),))] == 3
     failures = {dict(labels)["reason"]: value for (name, labels), value in m.items() if name == "atelier_job_failures_total"}
     assert failures == {"attempts_exhausted": 1, "out_of_memory": 1, "extras_error": 0, "promptgen_error": 0,
+                        "interrogate_error": 0,
                         "generation_error": 0}
     assert m[("atelier_workers", (("state", "online"),))] == 2
     assert m[("atelier_workers", (("state", "dead"),))] == 1

@@ -159,6 +159,25 @@ def test_every_field_the_parser_reads_is_declared(model: str) -> None:
     assert not undeclared, f"{model}: the parser reads {undeclared}, which the model does not declare"
 
 
+def test_every_field_interrogate_reads_is_declared() -> None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    from a1111.interrogate import parse_interrogate_model
+    from inference.inputs.images import read_extras_images
+
+    png = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(png, format="PNG")
+    seen: set[str] = set()
+    body = Recording({"image": base64.b64encode(png.getvalue()).decode(), "model": "deepdanbooru"}, seen=seen)
+    assert parse_interrogate_model(body) == "deepdanbooru"
+    read_extras_images(body, batch=False, fetcher_factory=None)
+    declared = set(_properties(build_document(Limits()), "InterrogateRequest"))
+    assert seen and not seen - declared, f"the interrogate route reads {sorted(seen - declared)}, which it does not declare"
+
+
 def _bounds(document: dict, model: str) -> Iterator[tuple[str, str, float, float, float]]:
     for name, schema in _properties(document, model).items():
         branch = _branch(schema)

@@ -249,6 +249,9 @@ ROUTES: dict[str, Entry] = {
         methods=("POST",)),
     "http /sdapi/v1/extra-batch-images": Entry(_A.AUTHENTICATED, (
         *HTTP_SWEEP, "tests/a1111/test_extras_api.py::test_batch_refusals_name_the_image"), methods=("POST",)),
+    "http /sdapi/v1/interrogate": Entry(_A.AUTHENTICATED, (
+        *HTTP_SWEEP, SDAPI_POST, f"{S}test_interrogate.py::test_an_interrogate_job_and_its_caption_are_the_callers_only"),
+        methods=("POST",)),
     "http /sdapi/v1/png-info": Entry(_A.AUTHENTICATED, (
         *HTTP_SWEEP, "tests/a1111/test_sdapi_routes.py::test_png_info_reads_an_a1111_png_and_refuses_bad_images"),
         methods=("POST",)),

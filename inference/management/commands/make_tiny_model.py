@@ -2,7 +2,9 @@
 
 With `--promptgen gpt2|bloom|all` it writes tiny random-weight prompt-generation models instead
 (`atelier-tiny-gpt2`, `atelier-tiny-bloom`) into the public `promptgen` folder, as an operator
-places a real one (see `runtime/tiny/promptgen.py`).
+places a real one (see `runtime/tiny/promptgen.py`). With `--interrogate` it writes tiny random-weight
+BLIP, CLIP and tagger folders and A1111's four category files into the public `BLIP`, `CLIP`,
+`deepbooru` and `interrogate` folders, so `/sdapi/v1/interrogate` answers (`runtime/tiny/interrogate.py`).
 """
 
 from pathlib import Path
@@ -25,8 +27,16 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--promptgen", choices=[*TINY_PROMPTGEN_NAMES, "all"], default=None,
                             help="write tiny prompt-generation model folders of this family instead")
+        parser.add_argument("--interrogate", action="store_true",
+                            help="write tiny interrogate models (BLIP, CLIP, a tagger, category files) instead")
 
-    def handle(self, *args, output: Path | None, force: bool, seed: int, promptgen: str | None, **options):
+    def handle(
+        self, *args, output: Path | None, force: bool, seed: int, promptgen: str | None, interrogate: bool = False,
+        **options,
+    ):
+        if interrogate:
+            self._interrogate(force=force, seed=seed)
+            return
         if promptgen is not None:
             self._promptgen(promptgen, output=output, force=force, seed=seed)
             return
@@ -54,3 +64,14 @@ class Command(BaseCommand):
             write_tiny_promptgen(target, name, seed=seed)
             size = sum(path.stat().st_size for path in target.iterdir())
             self.stdout.write(f"wrote {target} ({size / 1e3:.0f} KB)")
+
+    def _interrogate(self, *, force: bool, seed: int) -> None:
+        from runtime.tiny.interrogate import TINY_NAMES, write_tiny_interrogate
+
+        folders = {kind: settings.ATELIER_PUBLIC_MODEL_DIRS[kind] for kind in ("BLIP", "CLIP", "interrogate", "deepbooru")}
+        blip = folders["BLIP"] / TINY_NAMES["blip"]
+        if blip.exists() and not force:
+            self.stdout.write(f"{blip} already exists")
+            return
+        for name, path in write_tiny_interrogate(folders, seed=seed).items():
+            self.stdout.write(f"wrote {name}: {path}")

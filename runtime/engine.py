@@ -32,7 +32,7 @@ from runtime.networks import hypernetwork
 from runtime.acceleration import Acceleration, configure_vae
 from runtime.caches import LruCache, PipelineCache, VaeCache
 from runtime.conditioning import Embedding, load_embedding_file
-from runtime.controlnet import ControlNetCache, controlnet_pipeline
+from runtime.controlnet import ControlNetCache, controlnet_pipeline, soft_injection
 from runtime.extras import postprocess
 from runtime.faces.detection import RetinaFace, load_face_detector
 from runtime.faces.restoration import FaceNet, load_face_net, restore_faces
@@ -460,11 +460,12 @@ class WorkerRuntime:
             )
         # 3. Each chunk through the pipeline; a chunk whose images were all cancelled comes back as Nones.
         images: list[Image.Image | None] = []
-        for chunk_index, chunk in enumerate(spec.chunks()):
-            try:
-                images.extend(self._run_chunk(pipeline, task, spec, chunk_index, chunk, prepared, control, on_step, on_preview))
-            except SkipChunk:
-                images.extend([None] * len(chunk))
+        with soft_injection(pipeline.controlnet, spec.controlnet) if spec.controlnet else contextlib.nullcontext():
+            for chunk_index, chunk in enumerate(spec.chunks()):
+                try:
+                    images.extend(self._run_chunk(pipeline, task, spec, chunk_index, chunk, prepared, control, on_step, on_preview))
+                except SkipChunk:
+                    images.extend([None] * len(chunk))
         return images
 
     def _run_chunk(
@@ -584,9 +585,18 @@ class WorkerRuntime:
                 base_steps=0, steps_before=spec.steps, width=hires.width, height=hires.height,
                 hires_steps=hires.steps, on_step=on_step, on_preview=on_preview, from_base=False,
             )
-        # 2. Denoise again at the target size, the steps counted after the first pass's.
+        # 2. Denoise again at the target size, the steps counted after the first pass's; ControlNet
+        # guides it too, its maps made at the target size (the extension's default, "Both" passes).
         configure_vae(pipeline.vae, self.acceleration, batch=len(chunk), width=hires.width, height=hires.height)
-        with self._networks_on_hires_checkpoint(spec, pipeline, base_sha256):
+        control: dict[str, Any] = {}
+        if spec.controlnet:
+            pipeline, control = controlnet_pipeline(
+                pipeline, spec.controlnet, self.controlnets, task="img2img", width=hires.width, height=hires.height
+            )
+        with (
+            self._networks_on_hires_checkpoint(spec, pipeline, base_sha256),
+            soft_injection(pipeline.controlnet, spec.controlnet) if spec.controlnet else contextlib.nullcontext(),
+        ):
             with torch.inference_mode():
                 # A1111 schedules the hires pass's prompts over its own steps, after the first pass's.
                 conditioning, schedule = self._conditioning(pipeline, spec, chunk, hires_steps=hires.steps)
@@ -600,6 +610,7 @@ class WorkerRuntime:
                 denoised = pipeline(
                     **conditioning,
                     image=image,
+                    **control,
                     strength=strength,
                     num_inference_steps=steps,
                     guidance_scale=spec.cfg_scale,

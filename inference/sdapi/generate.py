@@ -231,10 +231,6 @@ def _notes(body: dict[str, Any], generation: GenerationRequest, *, script_applie
     notes = [f"{label} is not available yet and was not applied" for key, label in NOT_YET.items() if body.get(key)]
     if body.get("script_name") and not (script_applied or generation.sd_upscale):
         notes.append(SCRIPT_NOT_APPLIED)
-    if generation.controlnet_units and generation.hires:
-        notes.append("ControlNet guides the first pass only; the hires-fix pass runs without it")
-    if any(unit.control_mode == 1 for unit in generation.controlnet_units):
-        notes.append("ControlNet control_mode 'My prompt is more important' runs as 'Balanced'")
     notes += generation.missing_models  # what A1111 would skip too, and what to install
     return notes
 

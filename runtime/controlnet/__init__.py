@@ -22,9 +22,10 @@ Four modules, used at three places:
   size as the extension does (`images.py`), and returns the keyword arguments of diffusers'
   ControlNet pipelines plus the control maps (returned to users like PAI's ``image_mask_url``).
 
-Differences from the extension: "My prompt is more important" (control_mode 1) runs as Balanced
-(diffusers has no per-block soft injection), and "ControlNet is more important" maps to diffusers'
-``guess_mode``, which is one switch for all units of a call. Pickle files are never loaded.
+Differences from the extension: "My prompt is more important" (control_mode 1) is its soft
+injection, a forward hook scaling each block's residual (:func:`soft_injection`); "ControlNet is
+more important" maps to diffusers' ``guess_mode``, which is one switch for all units of a call.
+Pickle files are never loaded.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from .pipelines import (
     controlnet_pipeline,
     controlnet_pipeline_class,
     controlnet_pipeline_kwargs,
+    soft_injection,
 )
 from a1111.controlnet import (
     CONTROL_MODES,
@@ -61,6 +63,7 @@ __all__ = [
     "controlnet_pipeline",
     "controlnet_pipeline_class",
     "controlnet_pipeline_kwargs",
+    "soft_injection",
     "controlnet_to_ldm",
     "fit_control_image",
     "load_controlnet",

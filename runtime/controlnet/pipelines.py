@@ -9,7 +9,8 @@ arguments of diffusers' ControlNet pipelines plus the control maps (returned to 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image
@@ -110,6 +111,42 @@ def controlnet_pipeline_kwargs(
         "guess_mode": any(unit.control_mode == 2 for unit in units),
     }
     return kwargs, images
+
+
+SOFT_INJECTION_DECAY = 0.825  # ControlNet's own per-block decay (its guess mode), which the extension reuses
+
+
+@contextmanager
+def soft_injection(controlnet: Any, units: Sequence[ControlUnit]) -> Iterator[None]:
+    """The extension's "My prompt is more important" (control_mode 1, its soft injection) for the
+    calls made inside the block: each such unit's residuals are scaled block by block, the i-th of
+    [down blocks…, mid block] by 0.825^(12 − i) on top of its weight, so the shallow blocks' control
+    fades and the deep ones' stays (SD 1.x/2.x: the mid block keeps the full weight; SDXL's fewer
+    blocks take the first factors, as the extension's `zip` does). `controlnet` is the pipeline's
+    component (`controlnet_component`): one model, or a `MultiControlNetModel` in the units' order.
+    A model two units share is scaled only when both ask for it (a hook is per model)."""
+    nets = list(getattr(controlnet, "nets", [controlnet]))
+    wanted: dict[int, bool] = {}
+    for net, unit in zip(nets, units, strict=True):
+        wanted[id(net)] = wanted.get(id(net), True) and unit.control_mode == 1
+    soft = {id(net): net for net in nets if wanted[id(net)]}
+
+    def scaled(module: Any, args: Any, output: Any) -> Any:
+        down, mid = (output[0], output[1]) if isinstance(output, tuple) else (output.down_block_res_samples, output.mid_block_res_sample)
+        factors = [SOFT_INJECTION_DECAY ** (12 - i) for i in range(len(down) + 1)]
+        down = tuple(sample * factor for sample, factor in zip(down, factors))
+        mid = mid * factors[len(down)]
+        if isinstance(output, tuple):
+            return (down, mid, *output[2:])
+        output.down_block_res_samples, output.mid_block_res_sample = down, mid
+        return output
+
+    handles = [net.register_forward_hook(scaled) for net in soft.values()]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def controlnet_pipeline(

@@ -458,3 +458,58 @@ def test_worker_runtime_runs_controlnet_units_and_survives_a_mismatch(checkpoint
         runtime.generate(dataclasses.replace(spec, controlnet=[mismatched]))
     after = np.asarray(runtime.generate(spec)[0], dtype=np.int16)  # the runtime keeps working
     assert np.abs(after - plain).max() <= 1
+
+
+def test_my_prompt_is_more_important_fades_the_shallow_blocks_and_is_taken_off(
+    pipe: StableDiffusionPipeline, controlnet: ControlNetModel, plain_image: np.ndarray
+) -> None:
+    """control_mode 1 (the extension's soft injection): residual i scaled by 0.825^(12 - i) on top of the weight."""
+    from runtime.controlnet import soft_injection
+
+    pipeline = _controlnet_pipeline(pipe, [controlnet])
+    kwargs, _ = controlnet_pipeline_kwargs([_unit()], [controlnet], width=SIZE, height=SIZE, batch=1)
+    balanced = _generate(pipeline, **kwargs)
+    def probe(into: list) -> object:
+        return controlnet.register_forward_hook(lambda m, a, out: into.append([float(t.abs().mean()) for t in (*out[0], out[1])]))
+
+    raw: list[list[float]] = []
+    scaled: list[list[float]] = []
+    before = probe(raw)  # runs before the soft-injection hook: the unscaled residuals
+    try:
+        with soft_injection(pipeline.controlnet, [_unit(control_mode=1)]):
+            after = probe(scaled)  # runs after it
+            soft = _generate(pipeline, **kwargs)
+            after.remove()
+    finally:
+        before.remove()
+    assert not controlnet._forward_hooks  # taken off after the block
+    assert np.abs(soft - balanced).mean() > 1 and np.abs(soft - plain_image).mean() > 1
+    for i, (out, unscaled) in enumerate(zip(scaled[0], raw[0], strict=True)):
+        assert out == pytest.approx(unscaled * 0.825 ** (12 - i), rel=1e-4)
+    assert np.abs(_generate(pipeline, **kwargs) - balanced).max() == 0
+
+
+def test_the_hires_pass_is_guided_by_controlnet_at_its_own_size(checkpoint: Path, ldm_file: Path, tmp_path: Path) -> None:
+    from a1111.samplers import resolve_sampler
+    from runtime.engine import WorkerRuntime
+    from runtime.specs import GenerationSpec, HiresSpec
+
+    runtime = WorkerRuntime(device="cpu", cache_size=1, config_cache_dir=tmp_path / "cache")
+    choice = resolve_sampler("Euler")
+    unit = ControlUnit(model_path=str(ldm_file), model_sha256="c" * 64, image=_rectangle(), module="canny")
+    spec = GenerationSpec(
+        checkpoint_path=str(checkpoint), checkpoint_sha256="tiny", prompts=[PROMPT], negative_prompts=[""], seeds=[5],
+        steps=STEPS, cfg_scale=7.0, width=SIZE, height=SIZE, max_batch=4, controlnet=[unit],
+        scheduler_class=choice.scheduler_class, scheduler_kwargs=choice.scheduler_kwargs,
+        hires=HiresSpec(width=SIZE * 2, height=SIZE * 2, upscaler="Latent", steps=STEPS, denoising_strength=0.6),
+    )
+    runtime.generate(spec)  # loads the ControlNet
+    sizes: list[tuple[int, int]] = []
+    model = runtime.controlnets.get(str(ldm_file), "c" * 64, like_unet=runtime.pipelines.get(str(checkpoint), "tiny").unet)
+    probe = model.register_forward_pre_hook(lambda m, args, kwargs: sizes.append(tuple(kwargs["controlnet_cond"].shape[-2:])), with_kwargs=True)
+    try:
+        image = runtime.generate(spec)[0]
+    finally:
+        probe.remove()
+    assert image.size == (SIZE * 2, SIZE * 2)
+    assert sizes.count((SIZE, SIZE)) == STEPS and sizes.count((SIZE * 2, SIZE * 2)) == STEPS  # both passes, each at its size

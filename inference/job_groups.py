@@ -126,14 +126,15 @@ def job_group_settle(*, group: JobGroup) -> JobGroup:
     return locked
 
 
-def job_group_settle_safely(group_id: int) -> None:
-    """`job_group_settle` where a cell ended: a failure is logged (a later read settles it)."""
+def job_group_settle_safely(group_id: int) -> JobGroup | None:
+    """`job_group_settle` where a cell ended: a failure is logged (a later read settles it). The
+    group as it stands afterwards, or None (gone, or the settle failed)."""
     try:
         group = JobGroup.objects.filter(pk=group_id).first()
-        if group is not None:
-            job_group_settle(group=group)
+        return job_group_settle(group=group) if group is not None else None
     except Exception:  # noqa: BLE001 (the cell's own result is stored; the grid can be made later)
         logger.exception("job group %s: the grid could not be assembled now", group_id)
+        return None
 
 
 def _cell_image(job: Job):

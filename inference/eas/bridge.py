@@ -13,7 +13,9 @@
   `requestId`) plus `lastCode` on failure, data = the JSON `/sdapi/v1/<route>` would answer, with
   PAI's `parameters.status`, `image_url`, `seed`, `error_msg`, `total_time` and `id_task`.
   A body that is not JSON or not a valid request gets a result too (`status` 1 and `error_msg`):
-  nothing is dropped silently.
+  nothing is dropped silently. A body naming a group script (`script_name`: X/Y/Z plot, prompt
+  matrix, prompts from file) runs as one job group, as on `/sdapi/v1`, and its result
+  (`eas_group_finished`: the grid, then the cells' images) is written once the group has settled.
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ from django.db.models import Q
 from django.utils import timezone
 
 from a1111.errors import RequestError
+from a1111.scripts import check_alwayson_scripts, check_script_args, find_script
 from inference.api.errors import JsonBodyError, error_answer, parse_json
 from inference.eas.models import EasItem, EasService
 from inference.eas.queues import INPUT, SINK, queues_expire, result_append
-from inference.models import Job
+from inference.models import Job, JobGroup
 from inference.services import TooManyQueuedJobs
 
 logger = logging.getLogger(__name__)
@@ -114,6 +117,41 @@ def eas_job_finished(job: Job) -> bool:
     return _write_result(item, status, result)
 
 
+def eas_group_finished(group: JobGroup) -> bool:
+    """Write the sink result of the input item whose script ran as `group` (settled: every cell
+    ended, the grid stored), answered as `/sdapi/v1` answers the script. True when one was written."""
+    item = (
+        EasItem.objects.select_related("service", "service__owner")
+        .filter(queue=INPUT, job_group=group, status=EasItem.Status.SUBMITTED)
+        .first()
+    )
+    if item is None or group.finished_at is None:
+        return False
+    from inference.job_groups import job_group_state
+    from inference.sdapi.adapter import SdapiError
+    from inference.sdapi.scripts import script_answer
+
+    body = json.loads(bytes(item.data))  # it parsed and planned when it was submitted
+    kind = ROUTES.get(item.route.strip("/"), "txt2img")
+    state = job_group_state(group=group)
+    try:
+        status, result = 200, script_answer(item.service.owner, body, kind, state.group, state.cells)
+    except SdapiError as exc:  # every cell failed: A1111's 500, as the synchronous call answers
+        status, result = exc.status, _failure_body(body, exc.detail, _elapsed(item))
+    except Exception as exc:
+        logger.exception("EAS result of job group %s", group.public_id)
+        status, result = 500, _failure_body(body, f"the result could not be read: {exc}", _elapsed(item))
+    return _write_result(item, status, result)
+
+
+def eas_group_finished_safely(group: JobGroup) -> None:
+    """As `eas_job_finished_safely`, for a script's group (the sweeper retries a missed one)."""
+    try:
+        eas_group_finished(group)
+    except Exception:
+        logger.exception("could not write the EAS result of job group %s; the sweeper will retry", group.public_id)
+
+
 def eas_job_finished_safely(job: Job) -> None:
     """For the places a job ends: a failure here must not undo the job's own transition (the
     sweeper's pass writes a missed result later, see `eas_sweep`)."""
@@ -138,6 +176,7 @@ def _submit(item: EasItem) -> bool:
     owner's queued-jobs cap)."""
     from inference.sdapi.adapter import SdapiError
     from inference.sdapi.generate import member_settings, parse_generation_body, styles_for_body, submit_generation
+    from inference.sdapi.scripts import submit_script
 
     service = item.service
     kind = ROUTES.get(item.route.strip("/"))
@@ -156,10 +195,17 @@ def _submit(item: EasItem) -> bool:
         settings = member_settings(service.owner)
         if service.default_checkpoint:  # the service's model comes before its owner's option
             settings["sd_model_checkpoint"] = service.default_checkpoint
+        script = find_script(body.get("script_name"))  # an unknown one is a 422, as on /sdapi/v1
+        check_script_args(body.get("script_args"))
+        check_alwayson_scripts(body.get("alwayson_scripts"))
         generation, inputs = parse_generation_body(body, kind, styles_for_body(service.owner, body), settings)
         with transaction.atomic():
-            job = submit_generation(service.owner, generation, inputs, priority=item.priority)
-            EasItem.objects.filter(pk=item.pk).update(status=EasItem.Status.SUBMITTED, job=job)
+            if script is not None:  # its cells as one job group; the result once the group settles
+                group = submit_script(service.owner, body, script, generation, inputs)
+                EasItem.objects.filter(pk=item.pk).update(status=EasItem.Status.SUBMITTED, job_group=group)
+            else:
+                job = submit_generation(service.owner, generation, inputs, priority=item.priority)
+                EasItem.objects.filter(pk=item.pk).update(status=EasItem.Status.SUBMITTED, job=job)
     except TooManyQueuedJobs:
         return False
     except RequestError as exc:
@@ -209,7 +255,14 @@ def eas_pump_safely(*, service_id: int | None = None) -> None:
 def eas_sweep() -> None:
     """The sweeper's EAS pass: results missed for finished jobs, expired results and consumers,
     then the pump."""
-    orphans = EasItem.objects.filter(queue=INPUT, status=EasItem.Status.SUBMITTED).filter(
+    from inference.job_groups import job_group_settle
+
+    submitted = EasItem.objects.filter(queue=INPUT, status=EasItem.Status.SUBMITTED)
+    # a script's group whose cells have all ended (settled here if no cell's end did it)
+    for item in submitted.filter(job_group__isnull=False).exclude(job_group__jobs__status__in=Job.ACTIVE).select_related("job_group"):
+        assert item.job_group is not None
+        eas_group_finished(job_group_settle(group=item.job_group))
+    orphans = submitted.filter(job_group__isnull=True).filter(
         Q(job__isnull=True) | Q(job__status__in=Job.FINISHED)
     ).select_related("job", "service")
     for item in orphans:

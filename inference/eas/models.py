@@ -106,6 +106,11 @@ class EasItem(models.Model):
     base_url = models.CharField(max_length=500, blank=True, help_text="Where the put came in: image URLs use it.")
     status = models.CharField(max_length=16, choices=Status.choices, blank=True)
     job = models.ForeignKey("inference.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="eas_items")
+    # an item whose body names a group script (`script_name`: X/Y/Z plot, prompt matrix, …) runs as a
+    # job group; its result is written once the group has settled
+    job_group = models.ForeignKey(
+        "inference.JobGroup", null=True, blank=True, on_delete=models.SET_NULL, related_name="eas_items"
+    )
     consumer = models.CharField(max_length=200, blank=True, help_text='"<group>.<consumer>"; "" = undelivered.')
     delivered_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

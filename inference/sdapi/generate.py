@@ -89,10 +89,6 @@ IMG2IMG_ECHO_DEFAULTS: dict[str, Any] = {
 
 PAI_MODEL_KEYS = ("sd_model_checkpoint", "sd_vae")  # also read from alwayson_scripts (PAI-EAS)
 
-NOT_YET: dict[str, str] = {}  # body keys accepted but not applied (answered with a note in `info`): none left
-# A `script_name` not run as a script (a group script through the EAS queue) is answered with this
-# note; the scripts in `a1111.scripts.SCRIPTS` run as job groups (`inference/sdapi/scripts.py`).
-SCRIPT_NOT_APPLIED = "scripts is not available yet and was not applied"
 
 
 async def wait_for_job(public_id: str) -> Job:
@@ -227,10 +223,9 @@ def finished_job_response(
     return 200, {"images": images, "parameters": {**echo, **eas}, "info": _info(job, notes, style_names(body))}
 
 
-def _notes(body: dict[str, Any], generation: GenerationRequest, *, script_applied: bool = False) -> list[str]:
-    notes = [f"{label} is not available yet and was not applied" for key, label in NOT_YET.items() if body.get(key)]
-    if body.get("script_name") and not (script_applied or generation.sd_upscale):
-        notes.append(SCRIPT_NOT_APPLIED)
+def _notes(body: dict[str, Any], generation: GenerationRequest) -> list[str]:
+    """What `info.notes` tells the caller: what A1111 would skip too for want of a model, and what to install."""
+    notes: list[str] = []
     notes += generation.missing_models  # what A1111 would skip too, and what to install
     return notes
 

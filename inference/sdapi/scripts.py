@@ -21,9 +21,9 @@ from typing import Any
 from asgiref.sync import sync_to_async
 
 from a1111.errors import RequestError, RequestValidationError
-from a1111.generation import GenerationRequest
+from a1111.generation import GenerationRequest, parse_generation_request
 from a1111.pnginfo import png_bytes
-from a1111.scripts import PlanContext, Script, ScriptPlan, plan_script
+from a1111.scripts import PlanContext, Script, ScriptPlan, find_script, plan_script
 from a1111.xyz_grid import draw_grid
 from inference.inputs.images import InputImages
 from inference.job_groups import check_model_axes, grid_labels, job_group_state, job_group_submit_cells
@@ -87,7 +87,7 @@ def _answer(plan: ScriptPlan, group: JobGroup, cells: list[Job], body: dict[str,
             generation: GenerationRequest) -> dict[str, Any]:
     done = [job for job in cells if job.status == Job.Status.SUCCEEDED and job.outputs]
     failed = [job for job in cells if job.status == Job.Status.FAILED]
-    notes = _notes(body, generation, script_applied=True)
+    notes = _notes(body, generation)
     notes += [f"{plan.title}: image {job.group_index} failed: {job.error}" for job in failed]
     notes += [f"{plan.title}: image {job.group_index} was interrupted" for job in cells
               if job.status == Job.Status.CANCELLED]
@@ -130,6 +130,22 @@ def _answer(plan: ScriptPlan, group: JobGroup, cells: list[Job], body: dict[str,
         "job_group": group.public_id, "script": plan.title,
     })
     return {"images": images, "parameters": echo, "info": json.dumps(info)}
+
+
+def submit_script(user, body: dict[str, Any], script: Script, generation: GenerationRequest, inputs: InputImages | None) -> JobGroup:
+    """The script's cells as one group (the EAS queue's path: its result is written when the group settles)."""
+    plan = _plan(user, body, script, generation)
+    return _submit_plan(user, plan, inputs)[0]
+
+
+def script_answer(user, body: dict[str, Any], kind: str, group: JobGroup, cells: list[Job]) -> dict[str, Any]:
+    """`/sdapi/v1`'s answer for a settled script group submitted from `body` (re-planned from the
+    body's fields: the plan's title, axes and options are what the answer needs; the images, seeds
+    and texts come from the cells)."""
+    script = find_script(body.get("script_name"))
+    assert script is not None
+    generation = parse_generation_request({**body, "kind": kind}, limits=generation_limits(), lenient_sampler=True)
+    return _answer(_plan(user, body, script, generation), group, cells, body, kind, generation)
 
 
 async def run_script(

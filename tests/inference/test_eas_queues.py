@@ -242,6 +242,32 @@ def test_a_put_request_runs_as_the_owners_job_and_its_result_lands_in_the_sink(s
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_script_put_runs_as_one_job_group_and_its_result_is_the_grid_and_cells(service, tiny_checkpoint_path):
+    """`script_name` through the queue, as on /sdapi/v1: the cells run as one group and the result,
+    written when the last cell ends, holds the grid then the cells' images (issue 21)."""
+    body = {**TINY_BODY, "script_name": "X/Y/Z plot", "script_args": [4, "1, 2", [], 0, "", [], 0, "", [], True, True]}
+    item = _put(service, body, task_id="plot")
+    group = EasItem.objects.get(pk=item.pk).job_group
+    assert group is not None and _item(item).job is None and _item(item).status == "submitted"
+    cells = list(group.jobs.order_by("group_index"))
+    assert [cell.params["steps"] for cell in cells] == [1, 2]
+    run_on_a_worker(cells[:1], name="eas-plot-1")
+    eas_sweep()  # one cell still to run: nothing is written, the item stays submitted
+    assert _results(service) == [] and _item(item).status == "submitted"
+    run_on_a_worker(cells[1:], name="eas-plot-2")
+    [(tags, result)] = _results(service)
+    assert tags == {"task_id": "plot", "requestId": item.request_id}
+    info = json.loads(result["info"])
+    assert len(result["images"]) == 3 and info["script"] == "x/y/z plot" and info["job_group"] == group.public_id
+    assert info["notes"] == [] and _item(item) is None
+    unknown = _put(service, {**TINY_BODY, "script_name": "no such script"}, task_id="unknown")
+    eas_pump()
+    [(tags, failed)] = [(t, r) for t, r in _results(service) if t["task_id"] == "unknown"]
+    assert tags["lastCode"] == "422" and "script 'no such script' not found" in failed["parameters"]["error_msg"]
+    assert _item(unknown) is None
+
+
+@pytest.mark.django_db(transaction=True)
 def test_save_dir_results_carry_urls_and_no_images(service, tiny_checkpoint_path, settings):
     item = _put(service, {**TINY_BODY, "alwayson_scripts": {"save_dir": "eas-test/outputs"}})
     try:

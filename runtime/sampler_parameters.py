@@ -35,6 +35,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from a1111.samplers import SamplerParameters
+from runtime.module_hooks import around_calls
 
 
 def configure_scheduler(scheduler: Any, params: SamplerParameters) -> None:
@@ -248,12 +249,5 @@ def negative_guidance_minimum_sigma(
         output.sample = torch.cat([output.sample, output.sample])
         return output
 
-    handles = [
-        unet.register_forward_pre_hook(before, with_kwargs=True),
-        unet.register_forward_hook(after, with_kwargs=True),
-    ]
-    try:
+    with around_calls(unet, before, after):
         yield
-    finally:
-        for handle in handles:
-            handle.remove()

@@ -40,6 +40,7 @@ from typing import Any, ContextManager
 import torch
 
 from a1111.prompt_schedules import PromptSchedule, composable_parts, conditioning_index, prompt_schedule
+from runtime.module_hooks import around_calls
 from runtime.conditioning import Embedding, encode_pair, encode_pair_xl, encode_prompts, encode_texts_xl
 
 __all__ = ["ChunkSchedules", "ScheduledConditioning", "chunk_conditioning", "denoising"]
@@ -232,15 +233,8 @@ class ScheduledConditioning:
             output.sample = result
             return output
 
-        handles = [
-            unet.register_forward_pre_hook(before, with_kwargs=True),
-            unet.register_forward_hook(after, with_kwargs=True),
-        ]
-        try:
+        with around_calls(unet, before, after):
             yield
-        finally:
-            for handle in handles:
-                handle.remove()
 
 
 def denoising(schedule: ScheduledConditioning | None, unet: torch.nn.Module) -> ContextManager[None]:

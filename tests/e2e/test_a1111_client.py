@@ -119,11 +119,11 @@ def test_another_member_sees_neither_alices_jobs_nor_her_options(platform: Platf
     assert bob.get_options()["sd_model_checkpoint"].startswith("atelier-tiny")
     charlie.set_options({"send_seed": False})  # any key of A1111's options object, stored per member
     assert charlie.get_options()["send_seed"] is False and bob.get_options()["send_seed"] is True
+    assert platform.get("charlie", "/api/v1/jobs").json()["jobs"] == []
     # A1111's override_settings_restore_afterwards=False: the overrides stay the member's options
     charlie.txt2img(prompt="x", width=64, height=64, steps=1, override_settings={"s_noise": 0.95, "samples_format": "jpg"},
                     override_settings_restore_afterwards=False)
     assert (charlie.get_options()["s_noise"], charlie.get_options()["samples_format"]) == (0.95, "jpg")
-    assert platform.get("charlie", "/api/v1/jobs").json()["jobs"] == []
     intruder = webuiapi.WebUIApi(baseurl=f"{platform.base_url}/sdapi/v1", username="charlie", password="wrong")
     with pytest.raises(RuntimeError, match="401"):  # webuiapi raises on a non-200 generation answer
         intruder.txt2img(prompt="x", width=64, height=64)

@@ -157,8 +157,18 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         for _suffix in ("", "-wal", "-shm", "-journal"):
             _make_private(Path(_sqlite_file + _suffix), PRIVATE_FILE_MODE)
 else:
-    DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
+    # A pool of connections per process (psycopg_pool, through Django), not persistent ones: under
+    # ASGI each request's sync code runs in a thread of its own, and a persistent connection is the
+    # thread's, so every request (a submit, a PNG download, a websocket's authentication) opened a
+    # new PostgreSQL connection (a server process forked, ~3-15 ms here) and left it to the garbage
+    # collector. Django requires CONN_MAX_AGE 0 with a pool; health checks are done at checkout.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": int(_at_least("DATABASE_POOL_MAX_SIZE", env.int("DATABASE_POOL_MAX_SIZE", default=20), 1)),
+        "timeout": 30.0,  # a checkout waits this long for a free connection before failing
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -1,16 +1,21 @@
 """Job events relayed from a worker process to the web process (`inference/events.py`, the
 embedded default's `http` transport): in order, over one kept-alive connection, signed, and a
-job's final event sent before `job_event_publish` returns."""
+job's final event sent before `job_event_publish` returns; in cluster mode the same on Redis."""
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import json
+import os
 import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.test import override_settings
 
 from inference.events import SIGNATURE_HEADER, event_relay, job_event_publish, verify
@@ -79,3 +84,22 @@ def test_a_web_process_that_is_gone_fails_no_job() -> None:
         job_event_publish(_job("failed"))  # logged, not raised
     event_relay(url).flush()
 
+
+
+@pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="the Redis channel layer: cluster mode")
+def test_on_redis_events_are_sent_in_order_from_the_relay_and_the_final_one_before_publish_returns() -> None:
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)("job.relayed-job", channel)
+    try:
+        with override_settings(ATELIER_EVENT_TRANSPORT="channel_layer"):
+            job_event_publish(_job("running"))  # queued: the caller goes on at once
+            job_event_publish(_job("succeeded", step=2))  # final: sent when this returns
+
+        async def two() -> list[dict]:
+            return [await asyncio.wait_for(layer.receive(channel), 30) for _ in range(2)]
+
+        received = async_to_sync(two)()
+        assert [message["event"]["status"] for message in received] == ["running", "succeeded"]
+    finally:
+        async_to_sync(layer.group_discard)("job.relayed-job", channel)

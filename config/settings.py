@@ -157,8 +157,18 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         for _suffix in ("", "-wal", "-shm", "-journal"):
             _make_private(Path(_sqlite_file + _suffix), PRIVATE_FILE_MODE)
 else:
-    DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
+    # A pool of connections per process (psycopg_pool, through Django), not persistent ones: under
+    # ASGI each request's sync code runs in a thread of its own, and a persistent connection is the
+    # thread's, so every request (a submit, a PNG download, a websocket's authentication) opened a
+    # new PostgreSQL connection (a server process forked, ~3-15 ms here) and left it to the garbage
+    # collector. Django requires CONN_MAX_AGE 0 with a pool; health checks are done at checkout.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": int(_at_least("DATABASE_POOL_MAX_SIZE", env.int("DATABASE_POOL_MAX_SIZE", default=20), 1)),
+        "timeout": 30.0,  # a checkout waits this long for a free connection before failing
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -461,6 +471,12 @@ ATELIER_SERVICE_HALF_LIFE_SECONDS = env.float("ATELIER_SERVICE_HALF_LIFE_SECONDS
 # matches how often A1111 clients poll progress and keeps a cancel under a second, at 2.5× fewer
 # writes per running job than 0.2 s (workers × jobs per batch × 2 writes/s at most).
 ATELIER_PROGRESS_INTERVAL_SECONDS = env.float("ATELIER_PROGRESS_INTERVAL_SECONDS", default=0.5)
+# zlib level (0-9) of the PNGs workers write (generations, Extras, plot grids). A1111 uses Pillow's
+# 6; 1 encodes a 512×512 image several times faster (tens of ms less per image, on the critical path
+# of every job) for files about 15% larger (docs/PERFORMANCE.md). The pixels and infotext are the same.
+ATELIER_PNG_COMPRESS_LEVEL = int(env.int("ATELIER_PNG_COMPRESS_LEVEL", default=1))
+if not 0 <= ATELIER_PNG_COMPRESS_LEVEL <= 9:
+    raise ImproperlyConfigured(f"ATELIER_PNG_COMPRESS_LEVEL must be 0 to 9, not {ATELIER_PNG_COMPRESS_LEVEL}")
 # A running job's live preview (a cheap latent-to-RGB picture) is refreshed every this many steps; 0: none.
 ATELIER_PREVIEW_EVERY_STEPS = env.int("ATELIER_PREVIEW_EVERY_STEPS", default=5)
 

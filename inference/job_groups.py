@@ -26,6 +26,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.db import transaction
 from django.utils import timezone
@@ -158,7 +159,7 @@ def _store_grid(group: JobGroup, cells: list[Job]) -> str:
     grid = draw_grid(images, plot.shape, grid_labels(group.spec, plot))
     infotext = next((job.infotexts[0] for job in cells if job.status == Job.Status.SUCCEEDED and job.infotexts), "")
     key = f"{user_outputs_key(group.owner.get_username())}/{group.created_at:%Y-%m-%d}/{group.public_id}-grid.png"
-    return member_file_save(key, png_bytes(grid, infotext))
+    return member_file_save(key, png_bytes(grid, infotext, compress_level=settings.ATELIER_PNG_COMPRESS_LEVEL))
 
 
 def grid_labels(spec: dict[str, Any], plot: XyzPlot) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:

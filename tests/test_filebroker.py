@@ -1,5 +1,7 @@
 """The embedded default's broker (`config/filebroker.py`): a consumer never reads half a message.
 
+And an idle consumer is woken by a put instead of sleeping out its poll interval.
+
 The consumer is kombu's own polling `_get`, run at the worst moment: while the producer is
 between creating its message file and writing it. kombu's `filesystem` transport loses the
 message there (the consumer takes the empty file and cannot parse it); ours shows nothing
@@ -9,6 +11,9 @@ until the whole message is in place.
 from __future__ import annotations
 
 import json
+import socket
+import threading
+import time
 from pathlib import Path
 from queue import Empty
 
@@ -19,8 +24,9 @@ from kombu.transport import filesystem
 from config import filebroker
 
 
-def _connection(folder: Path, transport: str) -> Connection:
-    options = {"data_folder_in": str(folder), "data_folder_out": str(folder), "control_folder": str(folder / "control")}
+def _connection(folder: Path, transport: str, **extra) -> Connection:
+    options = {"data_folder_in": str(folder), "data_folder_out": str(folder), "control_folder": str(folder / "control"),
+               **extra}
     return Connection(f"{transport}://", transport_options=options)
 
 
@@ -75,3 +81,45 @@ def test_messages_round_trip_in_order_through_a_kombu_queue(tmp_path) -> None:
             message.ack()
         assert received == [0, 1, 2, 3, 4]
         queue.close()
+
+
+def test_a_waiting_consumer_is_woken_by_a_put_instead_of_sleeping_out_its_poll_interval(tmp_path) -> None:
+    """With an hour between polls, only the wake-up can deliver the message within the get's minute."""
+    filebroker.register()
+    received: list = []
+    with _connection(tmp_path, filebroker.SCHEME, polling_interval=3600) as consumer_side, \
+            _connection(tmp_path, filebroker.SCHEME) as producer_side:
+        queue = consumer_side.SimpleQueue("atelier.wake")
+        getter = threading.Thread(target=lambda: received.append(queue.get(timeout=60)), daemon=True)
+        getter.start()
+        deadline = time.monotonic() + 60  # a bound on waiting for the consumer to start waiting, not a timing
+        while not list((tmp_path / filebroker.WAKE_FOLDER).glob(f"*{filebroker.WAKE_SUFFIX}")):
+            assert time.monotonic() < deadline, "the consumer never waited on a wake-up socket"
+            time.sleep(0.01)
+        producer_side.SimpleQueue("atelier.wake").put({"number": 7})
+        getter.join(timeout=60)
+        assert not getter.is_alive() and received, "the put did not wake the consumer"
+        assert received[0].payload == {"number": 7}
+        received[0].ack()
+        queue.close()
+    # closing the consumer's connection removes its socket
+    assert not list((tmp_path / filebroker.WAKE_FOLDER).glob(f"*{filebroker.WAKE_SUFFIX}"))
+
+
+def test_a_producer_removes_the_socket_of_a_consumer_that_is_gone(tmp_path) -> None:
+    wake_folder = tmp_path / filebroker.WAKE_FOLDER
+    wake_folder.mkdir()
+    gone = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    gone.bind(str(wake_folder / f"1-gone{filebroker.WAKE_SUFFIX}"))
+    gone.close()  # its consumer exited without cleaning up
+    alive = filebroker.WakeSocket(str(tmp_path))
+    try:
+        assert filebroker.wake_consumers(str(tmp_path)) == 1
+        assert [path.name for path in wake_folder.iterdir()] == [Path(alive.path).name]
+        alive.wait(60)  # returns at once: the wake-up is waiting in its socket
+    finally:
+        alive.close()
+
+
+def test_a_folder_without_consumers_is_no_error(tmp_path) -> None:
+    assert filebroker.wake_consumers(str(tmp_path)) == 0

@@ -614,7 +614,7 @@ def finish_members(members: list[BatchMember], outcome: GenerationOutcome, chunk
         folder = f"{_output_prefix(job, member.request)}/{job.created_at:%Y-%m-%d}"
         try:
             outputs = [
-                store_png(f"{folder}/{job.public_id}-{index}.png", png_bytes(image, infotext))
+                store_png(f"{folder}/{job.public_id}-{index}.png", png_bytes(image, infotext, compress_level=settings.ATELIER_PNG_COMPRESS_LEVEL))
                 for index, (image, infotext) in enumerate(zip(mine, infotexts, strict=True))
             ]
             maps = _store_control_maps(folder, job, member.request, outcome.control_maps)

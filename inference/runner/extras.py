@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 
+from django.conf import settings
 from django.core.files.storage import default_storage
 
 from inference.runner.batch import png_bytes, store_png
@@ -100,7 +101,8 @@ def extras_execute(*, job: Job, attempt: int, worker_name: str, runtime: WorkerR
             image = member_image_open(key)
             result = runtime.postprocess(image, postprocess_spec(request, *image.size))
             infotext = extras_infotext(request, *image.size)
-            outputs.append(store_png(f"{folder}/{job.public_id}-{index}.png", png_bytes(result, infotext, INFOTEXT_CHUNK)))
+            data = png_bytes(result, infotext, INFOTEXT_CHUNK, compress_level=settings.ATELIER_PNG_COMPRESS_LEVEL)
+            outputs.append(store_png(f"{folder}/{job.public_id}-{index}.png", data))
             infotexts.append(infotext)
             if not job_progress(job=job, attempt=attempt, step=index + 1):  # cancelled, or not ours any more
                 if job_mark_cancelled(job=job, attempt=attempt, gpu_seconds=time.perf_counter() - started):

@@ -19,6 +19,7 @@ import json
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 
 from a1111.errors import RequestError, RequestValidationError
 from a1111.generation import GenerationRequest, parse_generation_request
@@ -79,7 +80,7 @@ def _sub_grids(plan: ScriptPlan, group: JobGroup, cells: list[Job]) -> list[str]
             continue
         grid = draw_grid(tiles, (nx, ny, 1), (labels[0], labels[1], ("",)))
         infotext = next((job.infotexts[0] for job in cells[zi * nx * ny:] if job.infotexts), "")
-        grids.append(base64.b64encode(png_bytes(grid, infotext)).decode())
+        grids.append(base64.b64encode(png_bytes(grid, infotext, compress_level=settings.ATELIER_PNG_COMPRESS_LEVEL)).decode())
     return grids
 
 

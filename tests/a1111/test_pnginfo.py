@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from a1111.images import ImageInputError
-from a1111.pnginfo import parse_generation_parameters, read_png_info
+from a1111.pnginfo import parse_generation_parameters, png_bytes, read_png_info
 from a1111.infotext import generation_infotext
 
 A1111_EXAMPLE = (
@@ -267,3 +267,14 @@ def test_emphasis_default(prompt: str, emphasis: bool) -> None:
 def test_hypernet_is_added_to_the_prompt() -> None:
     params = parse_generation_parameters("p\nSteps: 20, Seed: 1, Hypernet: anime, Hypernet strength: 0.5")
     assert params["Prompt"] == "p<hypernet:anime:0.5>"
+
+
+@pytest.mark.parametrize("level", [0, 1, 6, 9])
+def test_png_bytes_keeps_the_pixels_and_the_infotext_at_every_compress_level(level: int) -> None:
+    """The platform writes its PNGs at zlib level 1 (ATELIER_PNG_COMPRESS_LEVEL), not Pillow's 6:
+    only the time and the size change."""
+    gradient = Image.linear_gradient("L").resize((64, 64)).convert("RGB")
+    data = png_bytes(gradient, A1111_EXAMPLE, compress_level=level)
+    assert read_png_info(data) == (A1111_EXAMPLE, {})
+    with Image.open(io.BytesIO(data)) as decoded:
+        assert decoded.convert("RGB").tobytes() == gradient.tobytes()

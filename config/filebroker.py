@@ -43,8 +43,40 @@ from kombu.utils.json import dumps
 SCHEME = "atelier-files"
 WAKE_FOLDER = ".wake"  # the consumers' wake-up sockets, inside the message folder
 WAKE_SUFFIX = ".sock"
-# A Unix socket's path must fit `sockaddr_un.sun_path` (108 bytes on Linux, 104 on macOS).
+# A Unix socket's path must fit `sockaddr_un.sun_path` (108 bytes on Linux, 104 on macOS). A deep
+# broker folder (a long DATA_DIR) would not, so on Linux each socket is named through the wake-up
+# folder's open descriptor, `/proc/self/fd/<n>/<name>`, which is short whatever the folder's path.
 MAX_SOCKET_PATH = 100
+_PROC_FD = "/proc/self/fd"
+
+
+class _WakeFolder:
+    """The `.wake/` folder of a broker folder, open: socket addresses for its entries that fit."""
+
+    def __init__(self, folder: str, *, create: bool) -> None:
+        self.path = os.path.join(folder, WAKE_FOLDER)
+        if create:
+            os.makedirs(self.path, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        self.short = os.path.isdir(_PROC_FD)
+
+    def address(self, name: str) -> str:
+        address = f"{_PROC_FD}/{self.fd}/{name}" if self.short else os.path.join(self.path, name)
+        if len(os.fsencode(address)) > MAX_SOCKET_PATH:
+            raise OSError(errno.ENAMETOOLONG, "the broker folder's path is too long for a Unix socket", address)
+        return address
+
+    def names(self) -> list[str]:
+        return [name for name in os.listdir(self.fd) if name.endswith(WAKE_SUFFIX)]
+
+    def unlink(self, name: str) -> None:
+        try:
+            os.unlink(name, dir_fd=self.fd)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 def wake_consumers(folder: str) -> int:
@@ -52,29 +84,28 @@ def wake_consumers(folder: str) -> int:
 
     Best effort and never blocking: a consumer that was not told still finds the message at its
     next poll. A socket nobody listens on any more (its consumer exited) is removed."""
-    wake_folder = os.path.join(folder, WAKE_FOLDER)
     try:
-        names = [name for name in os.listdir(wake_folder) if name.endswith(WAKE_SUFFIX)]
+        wake_folder = _WakeFolder(folder, create=False)
     except OSError:
         return 0
-    if not names:
-        return 0
     told = 0
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
-        sender.setblocking(False)
-        for name in names:
-            path = os.path.join(wake_folder, name)
-            try:
-                sender.sendto(b"\0", path)
-                told += 1
-            except BlockingIOError:
-                told += 1  # its queue of wake-ups is full: it is awake already
-            except OSError as exc:
-                if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
-                    try:
-                        os.unlink(path)  # its consumer is gone
-                    except OSError:
-                        pass
+    try:
+        names = wake_folder.names()
+        if not names:
+            return 0
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+            sender.setblocking(False)
+            for name in names:
+                try:
+                    sender.sendto(b"\0", wake_folder.address(name))
+                    told += 1
+                except BlockingIOError:
+                    told += 1  # its queue of wake-ups is full: it is awake already
+                except OSError as exc:
+                    if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
+                        wake_folder.unlink(name)  # its consumer is gone
+    finally:
+        wake_folder.close()
     return told
 
 
@@ -82,16 +113,15 @@ class WakeSocket:
     """A consumer's wake-up socket: `wait(seconds)` returns when a producer wrote, or after `seconds`."""
 
     def __init__(self, folder: str) -> None:
-        wake_folder = os.path.join(folder, WAKE_FOLDER)
-        os.makedirs(wake_folder, exist_ok=True)
-        self.path = os.path.join(wake_folder, f"{os.getpid()}-{uuid.uuid4().hex[:12]}{WAKE_SUFFIX}")
-        if len(os.fsencode(self.path)) > MAX_SOCKET_PATH:
-            raise OSError(errno.ENAMETOOLONG, "the broker folder's path is too long for a Unix socket", self.path)
+        self.folder = _WakeFolder(folder, create=True)  # kept open: the socket's name goes through it
+        self.name = f"{os.getpid()}-{uuid.uuid4().hex[:12]}{WAKE_SUFFIX}"
+        self.path = os.path.join(self.folder.path, self.name)
         self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
-            self.socket.bind(self.path)
+            self.socket.bind(self.folder.address(self.name))
         except OSError:
             self.socket.close()
+            self.folder.close()
             raise
         self.socket.setblocking(False)
 
@@ -111,10 +141,8 @@ class WakeSocket:
 
     def close(self) -> None:
         self.socket.close()
-        try:
-            os.unlink(self.path)
-        except OSError:
-            pass
+        self.folder.unlink(self.name)
+        self.folder.close()
 
 
 class Channel(filesystem.Channel):

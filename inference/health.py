@@ -3,7 +3,8 @@
 Three dependencies every process kind needs, each checked with a short deadline in its own
 thread (a database that does not answer must not hold the probe past its timeout):
 
-* `database`: one `SELECT 1` on a fresh connection of this thread;
+* `database`: one `SELECT 1` on a fresh connection of this thread (on PostgreSQL, one of its own
+  beside the pool, so a refused connection is reported as such, not as a pool timeout);
 * `broker`: a Redis `PING` (cluster mode), or the embedded file broker's folder writable;
 * `storage`: the default storage reachable (a local folder writable, or an S3 `HEAD`).
 
@@ -65,6 +66,14 @@ def check_database() -> None:
     from django.db import connections
 
     connection = connections["default"]
+    if connection.settings_dict.get("OPTIONS", {}).get("pool"):
+        # A pool's checkout waits out its timeout and says only that; a probe wants the
+        # database's own answer, from a connection of its own (closed at once, never pooled).
+        params = connection.get_connection_params()  # without the pool's options
+        params.setdefault("connect_timeout", max(1, int(settings.ATELIER_READINESS_TIMEOUT_SECONDS)))
+        with connection.Database.connect(**params) as direct:
+            direct.execute("SELECT 1").fetchone()
+        return
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")

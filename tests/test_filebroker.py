@@ -11,6 +11,7 @@ until the whole message is in place.
 from __future__ import annotations
 
 import json
+import select
 import socket
 import threading
 import time
@@ -123,3 +124,18 @@ def test_a_producer_removes_the_socket_of_a_consumer_that_is_gone(tmp_path) -> N
 
 def test_a_folder_without_consumers_is_no_error(tmp_path) -> None:
     assert filebroker.wake_consumers(str(tmp_path)) == 0
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="the short socket names go through /proc (Linux)")
+def test_a_broker_folder_deeper_than_a_socket_path_still_wakes_its_consumers(tmp_path: Path) -> None:
+    folder = tmp_path / ("deep-" * 30)  # far over the 108 bytes a Unix socket's path may have
+    folder.mkdir()
+    consumer = filebroker.WakeSocket(str(folder))
+    try:
+        assert len(str(folder)) > filebroker.MAX_SOCKET_PATH
+        assert filebroker.wake_consumers(str(folder)) == 1
+        readable, _, _ = select.select([consumer.socket], [], [], 5.0)
+        assert readable == [consumer.socket]  # the wake-up reached its socket
+    finally:
+        consumer.close()
+    assert not list((folder / filebroker.WAKE_FOLDER).iterdir())  # its socket is removed

@@ -21,7 +21,7 @@ import dataclasses
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, ContextManager
+from typing import Any
 
 import diffusers
 import torch
@@ -221,12 +221,7 @@ class WorkerRuntime:
                 schedule = schedule.starting_at(base_steps)
                 conditioning = schedule.pipeline_kwargs()
         handover = {"denoising_start": switch_point(refiner.switch_at)} if from_base else {"strength": strength}
-        with (
-            torch.inference_mode(),
-            denoising(schedule, pipeline.unet),
-            self._ngms(pipeline, spec, schedule),
-            sampler_noise_seeds(pipeline, spec.seeds, spec.noise_seed_deltas, chunk),
-        ):
+        with self._denoising_call(pipeline, spec, schedule, chunk):  # the refiner's UNet: no token merging
             return pipeline(
                 **conditioning,
                 image=image,
@@ -260,19 +255,36 @@ class WorkerRuntime:
         return pipeline
 
     @contextlib.contextmanager
-    def _networks_on_hires_checkpoint(
-        self, spec: GenerationSpec, pipeline: diffusers.DiffusionPipeline, base_sha256: str
-    ) -> Iterator[None]:
-        """On a hires checkpoint of its own, the batch's LoRAs, hypernetworks and tiling as `generate`
-        applies them to the first pass's (A1111's networks patch whichever weights are loaded)."""
-        if spec.checkpoint_sha256 == base_sha256:
-            yield
-            return
+    def _networks(self, spec: GenerationSpec, pipeline: diffusers.DiffusionPipeline) -> Iterator[None]:
+        """The batch's LoRAs, hypernetworks and tiling on the modules of `pipeline`'s checkpoint, for
+        the block only (the first pass's, or a hires checkpoint's: A1111's networks patch whichever
+        weights are loaded)."""
         hypernets = [(self._hypernetwork(path, sha), strength) for path, sha, strength in spec.hypernetworks]
         with (
             self.pipelines.loras_for(spec.checkpoint_sha256).applied(pipeline, spec.loras),
             hypernetwork.applied(pipeline.unet, hypernets),
             seamless(pipeline.unet, pipeline.vae, enabled=spec.tiling),
+        ):
+            yield
+
+    @contextlib.contextmanager
+    def _denoising_call(
+        self, pipeline: diffusers.DiffusionPipeline, spec: GenerationSpec, schedule: ScheduledConditioning | None,
+        chunk: range, *, token_merging_ratio: float = 0.0,
+    ) -> Iterator[None]:
+        """What every denoising pipeline call of a chunk runs inside: inference mode, the prompt
+        schedule's UNet hook (AND parts), A1111's negative-guidance minimum sigma
+        (`runtime/sampler_parameters.py`), the ENSD-reseeded sampler noise and token merging."""
+        guided = spec.cfg_scale > 1.0 and getattr(pipeline.unet.config, "time_cond_proj_dim", None) is None
+        composed = schedule is not None and schedule.schedules.is_composed
+        with (
+            torch.inference_mode(),
+            denoising(schedule, pipeline.unet),
+            negative_guidance_minimum_sigma(
+                pipeline.unet, pipeline.scheduler, spec.sampler_parameters, guided=guided, composed=composed
+            ),
+            sampler_noise_seeds(pipeline, spec.seeds, spec.noise_seed_deltas, chunk),
+            token_merging(pipeline.unet, token_merging_ratio),
         ):
             yield
 
@@ -346,16 +358,10 @@ class WorkerRuntime:
         """
         if spec.refiner is not None and spec.refiner.switch_at >= 1.0:
             spec = dataclasses.replace(spec, refiner=None)  # A1111: the switch is never reached, no refiner pass
-        hypernets = [(self._hypernetwork(path, sha), strength) for path, sha, strength in spec.hypernetworks]
         pipeline = self._pipeline_for(spec, "txt2img")  # loads the checkpoint; the task's pipeline comes next
         if spec.refiner is not None and (not is_xl(pipeline) or spec.controlnet or spec.sd_upscale):
             raise ValueError("a refiner runs after an SDXL base only, without ControlNet or SD upscale")
-        loras = self.pipelines.loras_for(spec.checkpoint_sha256)
-        with (
-            loras.applied(pipeline, spec.loras),
-            hypernetwork.applied(pipeline.unet, hypernets),
-            seamless(pipeline.unet, pipeline.vae, enabled=spec.tiling),
-        ):
+        with self._networks(spec, pipeline):
             images = self._generate(spec, on_step, on_preview)
         self._last_networks = spec
         return self.restore_faces(images, spec.face_restoration) if spec.face_restoration else images
@@ -392,16 +398,6 @@ class WorkerRuntime:
         verdicts = iter(self._safety_checker.flagged(present))
         flags = [next(verdicts) if image is not None else False for image in images]
         return [censor_image(image) if flag else image for image, flag in zip(images, flags, strict=True)], flags
-
-    def _ngms(
-        self, pipeline: diffusers.DiffusionPipeline, spec: GenerationSpec, schedule: ScheduledConditioning | None
-    ) -> ContextManager[None]:
-        """A1111's negative-guidance minimum sigma for one pipeline call (`runtime/sampler_parameters.py`)."""
-        guided = spec.cfg_scale > 1.0 and getattr(pipeline.unet.config, "time_cond_proj_dim", None) is None
-        composed = schedule is not None and schedule.schedules.is_composed
-        return negative_guidance_minimum_sigma(
-            pipeline.unet, pipeline.scheduler, spec.sampler_parameters, guided=guided, composed=composed
-        )
 
     def _step_callback(
         self, spec: GenerationSpec, chunk_index: int, chunk: range, on_step: StepCallback | None,
@@ -519,12 +515,8 @@ class WorkerRuntime:
             generators = image_generators(spec.seeds, chunk)
             plan = chunk_plan(pipeline, spec, chunk, prepared, generators, inpaint=task == "inpaint") if img2img else StartingLatents()
             with (
-                torch.inference_mode(),
-                denoising(schedule, pipeline.unet),
-                self._ngms(pipeline, spec, schedule),
+                self._denoising_call(pipeline, spec, schedule, chunk, token_merging_ratio=spec.token_merging_ratio),
                 starting_latents(pipeline, plan),
-                sampler_noise_seeds(pipeline, spec.seeds, spec.noise_seed_deltas, chunk),
-                token_merging(pipeline.unet, spec.token_merging_ratio),
             ):
                 generated = pipeline(
                     **conditioning,
@@ -594,19 +586,13 @@ class WorkerRuntime:
                 pipeline, spec.controlnet, self.controlnets, task="img2img", width=hires.width, height=hires.height
             )
         with (
-            self._networks_on_hires_checkpoint(spec, pipeline, base_sha256),
+            self._networks(spec, pipeline) if spec.checkpoint_sha256 != base_sha256 else contextlib.nullcontext(),
             soft_injection(pipeline.controlnet, spec.controlnet) if spec.controlnet else contextlib.nullcontext(),
         ):
             with torch.inference_mode():
                 # A1111 schedules the hires pass's prompts over its own steps, after the first pass's.
                 conditioning, schedule = self._conditioning(pipeline, spec, chunk, hires_steps=hires.steps)
-            with (
-                torch.inference_mode(),
-                denoising(schedule, pipeline.unet),
-                self._ngms(pipeline, spec, schedule),
-                sampler_noise_seeds(pipeline, spec.seeds, spec.noise_seed_deltas, chunk),
-                token_merging(pipeline.unet, hires.token_merging_ratio),
-            ):
+            with self._denoising_call(pipeline, spec, schedule, chunk, token_merging_ratio=hires.token_merging_ratio):
                 denoised = pipeline(
                     **conditioning,
                     image=image,

@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
+from diffusers.schedulers.scheduling_euler_ancestral_discrete import EulerAncestralDiscreteSchedulerOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from a1111.samplers import SamplerParameters
@@ -111,12 +112,6 @@ def _euler_ancestral_step(
     scheduler._step_index += 1
     if not return_dict:
         return prev_sample, denoised
-    return _output(prev_sample, denoised)
-
-
-def _output(prev_sample: torch.Tensor, denoised: torch.Tensor) -> Any:
-    from diffusers.schedulers.scheduling_euler_ancestral_discrete import EulerAncestralDiscreteSchedulerOutput
-
     return EulerAncestralDiscreteSchedulerOutput(prev_sample=prev_sample, pred_original_sample=denoised)
 
 

@@ -32,7 +32,7 @@ from inference.endings import job_ended
 from inference.errors import member_error
 from inference.events import job_event_publish
 from inference.models import Job, Worker
-from tenants.services import usage_record
+from tenants.services import usage_record_add
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def _finish(job: Job, attempt: int, status: str, **fields) -> bool:
         )
         if updated:
             job.refresh_from_db()
-            usage_record(job=job)
+            usage_record_add(job=job)
     if updated:
         job_event_publish(job)
         if job.worker_id:

@@ -260,7 +260,10 @@ class Platform:
         self.stop()
 
     def logs(self) -> str:
-        return "\n".join(f"===== {p.name} =====\n{p.read_text(errors='replace')[-4000:]}" for p in self.data_dir.glob("*.log"))
+        """The tail of each process's log: the web server's, the workers', and each member's
+        workspace process's (a workspace that stops answering leaves its reason only there)."""
+        paths = [*self.data_dir.glob("*.log"), *sorted((self.data_dir / "workspaces" / "logs").glob("*.log"))]
+        return "\n".join(f"===== {p.name} =====\n{p.read_text(errors='replace')[-4000:]}" for p in paths)
 
     # --- waiting and calling ------------------------------------------------------------
     @staticmethod

@@ -16,7 +16,8 @@ tiny model, then, for `--duration` seconds, from one asyncio loop with httpx:
 The worker is saturated: twenty clients keep more jobs queued than it can run. Printed: images
 submitted and finished, images/s through the platform beside the bare pipeline
 (`WorkerRuntime.generate` in this process, after the load, at the batch sizes the scheduler
-formed, read from the jobs' `batch_id`), the pollers' requests/s and p50/p99 latency per kind,
+formed, read from the jobs' `batch_id`; the worker and the bare calls on `--torch-threads`
+threads, 1 by default), the pollers' requests/s and p50/p99 latency per kind,
 p50/p99 of the sync call, the CPU the web process and the worker used, the load average, and
 one final JSON line. The issue's goal: a poll's p99 ≤ 50 ms while the workers are saturated.
 
@@ -194,6 +195,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--bare-runs", type=int, default=3, help="bare pipeline calls per batch size (median)")
+    parser.add_argument("--torch-threads", type=int, default=1,
+                        help="torch threads of the worker (OMP_NUM_THREADS) and of the bare pipeline here: on a "
+                             "busy 2-core machine two threads spin against each other (tests/conftest.py)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="an environment variable for the platform's processes (repeatable)")
     args = parser.parse_args()
@@ -209,7 +213,8 @@ def main() -> None:
     from runtime.specs import GenerationSpec
     from tests.harness import Platform
 
-    overrides = dict(item.split("=", 1) for item in args.env)
+    torch.set_num_threads(args.torch_threads)
+    overrides = {"OMP_NUM_THREADS": str(args.torch_threads), **dict(item.split("=", 1) for item in args.env)}
     platform = Platform(env_overrides=overrides)
     try:
         platform.start(workers=args.workers)
@@ -303,7 +308,7 @@ def main() -> None:
     figures.update({
         "mode": "cluster" if os.environ.get("REDIS_URL") else "embedded", "clients": args.clients,
         "pollers": args.pollers, "poll_interval_s": args.poll_interval, "duration_s": round(window, 1),
-        "workers": args.workers, "env": overrides,
+        "workers": args.workers, "torch_threads": args.torch_threads, "env": overrides,
         "images_submitted": load.submitted_images, "images_finished": finished_images, "sync_errors": len(load.sync_errors),
         "images_per_s": round(platform_rate, 2), "bare_images_per_s": round(bare_rate, 2),
         "batch_sizes": {str(key): value for key, value in sorted(sizes.items())}, "mean_batch": round(mean_batch, 2),

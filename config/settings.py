@@ -114,8 +114,11 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    # Last, as django-axes asks: turns a refused login into the lockout page.
+    # Last of the working ones, as django-axes asks: turns a refused login into the lockout page.
     "axes.middleware.AxesMiddleware",
+    # A sync-only no-op, innermost: the chain above runs in the request's one thread instead of
+    # hopping between it and the event loop around each middleware (config/middleware.py).
+    "config.middleware.SyncChainMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"

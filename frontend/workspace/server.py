@@ -49,15 +49,16 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 MOUNT_PATH = "/ui"
 # Imported by Gradio at its own import but used only by features the workspace has none of
-# (`gradio.caching` hashes DataFrames for `gr.cache`): loaded on first use instead, ~40 MiB less.
+# (`gradio.caching` hashes DataFrames for `gr.cache`): loaded on first use instead, ~31 MiB less.
 DEFERRED_IMPORTS = ("pandas",)
 
 
 class _DeferredModule(types.ModuleType):
     """Stands in sys.modules for a module not imported yet. `import name` gets it without running
-    anything (the import statement reads only `__spec__`, set here); the first other attribute
-    anyone reads imports the real module, which then replaces it everywhere it is held.
-    (importlib's LazyLoader cannot do this: the import statement's read of `__spec__` loads it.)"""
+    anything (the import statement reads only `__spec__`, set here, as `__file__` is); the first
+    other attribute anyone reads (`__path__` included: a submodule's import) imports the real
+    module, which then replaces it everywhere it is held. (importlib's LazyLoader cannot do
+    this: the import statement's own read of `__spec__` loads the module.)"""
 
     def __getattr__(self, attr: str) -> Any:
         name = self.__name__
@@ -77,6 +78,8 @@ def defer_import(name: str) -> None:
         return
     placeholder = _DeferredModule(name)
     placeholder.__spec__ = spec
+    # Code that walks sys.modules reads `__file__` (inspect.getmodule, for one): no reason to load.
+    placeholder.__file__ = spec.origin
     sys.modules[name] = placeholder
 
 

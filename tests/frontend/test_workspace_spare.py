@@ -41,6 +41,8 @@ def test_a_deferred_module_runs_only_when_first_read_and_then_once(module_that_c
     import counted_runs_mod  # the import statement alone runs nothing
 
     assert runs_of(tmp_path) == 0 and not deferred_module_loaded(module_that_counts)
+    assert counted_runs_mod.__file__.endswith("counted_runs_mod.py")  # what walkers of sys.modules read
+    assert runs_of(tmp_path) == 0
     assert counted_runs_mod.VALUE == 42  # the first read imports it
     assert runs_of(tmp_path) == 1 and deferred_module_loaded(module_that_counts)
     from counted_runs_mod import VALUE  # later imports and reads get the real module

@@ -162,7 +162,8 @@ def test_the_web_process_with_every_route_resolved_loads_no_torch() -> None:
 
 
 def test_a_workspace_process_loads_no_torch_and_leaves_pandas_unrun() -> None:
-    """What `python -m frontend.workspace.server --spare` does before and after its assignment."""
+    """What `python -m frontend.workspace.server --spare` does before and after its assignment,
+    and a first event through Gradio's queue."""
     _run(
         """
         from frontend.workspace import server
@@ -182,8 +183,23 @@ def test_a_workspace_process_loads_no_torch_and_leaves_pandas_unrun() -> None:
             tenant=tenant_create(slug="studio-a"), username="alice", password="pw-alice", role=Membership.Role.ADMIN
         )
         secret = "s" * 43
-        app = server.build_app(build_workspace(alice), secret=secret, allowed_paths=[], max_file_size=1)
+        blocks = build_workspace(alice)
+        app = server.build_app(blocks, secret=secret, allowed_paths=[], max_file_size=1)
         assert asyncio.run(_render_page(app, secret=secret, path="/ui/")) == 200
+
+        # One event through Gradio's queue, as a page load's `on_load` runs (its end used to
+        # import pandas: the queue's monitoring summary).
+        import json
+        from fastapi.testclient import TestClient
+
+        on_load = next(index for index, fn in blocks.fns.items() if fn.name == "on_load")
+        with TestClient(app, headers={"X-Atelier-Workspace-Secret": secret}) as client:
+            joined = client.post("/ui/gradio_api/queue/join",
+                                 json={"data": [], "fn_index": on_load, "session_hash": "s1", "event_data": None})
+            assert joined.status_code == 200, joined.text
+            with client.stream("GET", "/ui/gradio_api/queue/data?session_hash=s1") as stream:
+                messages = [json.loads(line[5:]) for line in stream.iter_lines() if line.startswith("data:")]
+        assert [m["success"] for m in messages if m.get("msg") == "process_completed"] == [True], messages
         assert not server.deferred_module_loaded("pandas"), "pandas was imported: see DEFERRED_IMPORTS"
         """
     )

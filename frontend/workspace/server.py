@@ -44,12 +44,18 @@ from typing import Any
 
 # Before Gradio is imported: its analytics would call home from every process.
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+# Gradio's queue also summarises its events for the monitoring dashboard, which the workspace
+# turns off (`enable_monitoring=False`, its routes blocked): a pandas DataFrame of up to 10,000
+# event records rebuilt after every event, and the one thing that imported pandas. Never.
+os.environ["GRADIO_ANALYTICS_CACHE_FREQUENCY"] = str(2**62)
+os.environ["GRADIO_ANALYTICS_MAX_EVENTS"] = "1"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 MOUNT_PATH = "/ui"
 # Imported by Gradio at its own import but used only by features the workspace has none of
-# (`gradio.caching` hashes DataFrames for `gr.cache`): loaded on first use instead, ~31 MiB less.
+# (`gradio.caching` hashes DataFrames for `gr.cache`; the queue's monitoring summary, off above):
+# loaded on first use instead, ~31 MiB less.
 DEFERRED_IMPORTS = ("pandas",)
 
 

@@ -10,9 +10,9 @@ Statically, over every .py file's AST (imports at module level *and* inside func
 
 Dynamically, in fresh interpreters: the web process (``django.setup()``, the URLconf with every
 route's view resolved, the ASGI application) and a workspace process (a spare's imports and
-rehearsal, then a member's Blocks built, mounted and rendered) load no torch, diffusers,
-transformers or cv2, and the workspace leaves pandas deferred (never run). A failure prints the
-chain of imports that pulled the module in.
+rehearsal, then a member's Blocks built, mounted and rendered, one queue event) load no torch,
+diffusers, transformers or cv2, and the workspace leaves pandas deferred (never run). A failure
+prints the chain of imports that pulled the module in.
 """
 
 from __future__ import annotations

@@ -297,6 +297,9 @@ def main(argv: list[str]) -> None:
             steps = ["failed"]
         if steps and not _assignment_waiting():
             _release_free_memory()
+        from django.db import connections
+
+        connections.close_all()  # a spare may wait long: it holds no database connection meanwhile
         print(
             f"workspace: spare ready, imports took {imported - started:.2f}s, "
             f"rehearsal {time.monotonic() - imported:.2f}s ({', '.join(steps) or 'skipped'})",

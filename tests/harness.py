@@ -115,6 +115,9 @@ class Platform:
             ATELIER_HEARTBEAT_SECONDS="1",
             ATELIER_WORKER_DEAD_AFTER_SECONDS="4",
             ATELIER_PROBE_DIR=str(self.data_dir / "probes"),  # liveness files: this platform's own
+            # The web process boots its spare workspace processes when it starts: a platform
+            # whose tests use workspaces asks for spares (env_overrides); the rest save the CPU.
+            ATELIER_WORKSPACE_SPARES="0",
         )
         if self._database:
             env["DATABASE_URL"] = self._database

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from a1111.deepcache import DeepCachePass, deepcache_mode, deepcache_pass, parse_deepcache_options
 from a1111.fields import (
     RequestValidationError,
     fields_of,
@@ -190,6 +191,16 @@ class GenerationRequest:
     token_merging_ratio: float = 0.0
     token_merging_ratio_img2img: float = 0.0  # img2img's, when not 0
     token_merging_ratio_hr: float = 0.0  # the hires pass's, when not 0
+    # A1111's "sd-webui-deepcache" extension's options (override_settings, or the member's;
+    # `a1111/deepcache.py`): which passes reuse the UNet's deep features between steps, at which
+    # cache level, after which share of the steps, and how often a call runs in full. What a pass
+    # runs: `deepcache_first_pass`, `deepcache_hires_pass`
+    deepcache_enable: bool = False
+    deepcache_enable_pass: str = "disable"
+    deepcache_cache_resnet_level: int = 0
+    deepcache_cache_enable_step_percentage: float = 0.4
+    deepcache_full_run_step_rate: int = 5
+    deepcache_cache_enable_step_percentage_hr: float = 0.0
 
     @property
     def refiner_runs(self) -> bool:
@@ -207,6 +218,32 @@ class GenerationRequest:
     def token_merging_hires_pass(self) -> float:
         """The hires pass's ratio (A1111's `token_merging_ratio_hr`, else the first pass's); 0 without hires fix."""
         return (self.token_merging_ratio_hr or self.token_merging_ratio) if self.hires else 0.0
+
+    @property
+    def deepcache_passes(self) -> str:
+        """Which passes cache: "disable", "second pass" or "both passes" (`deepcache_mode`)."""
+        return deepcache_mode(self.deepcache_enable, self.deepcache_enable_pass)
+
+    @property
+    def deepcache_first_pass(self) -> DeepCachePass | None:
+        """How the (first) pass caches, None when it does not: the extension hooks it with "both passes" only."""
+        if self.deepcache_passes != "both passes":
+            return None
+        return deepcache_pass(
+            level=self.deepcache_cache_resnet_level, share=self.deepcache_cache_enable_step_percentage,
+            steps=self.steps, full_run_step_rate=self.deepcache_full_run_step_rate,
+        )
+
+    @property
+    def deepcache_hires_pass(self) -> DeepCachePass | None:
+        """How the hires pass caches (either setting but "disable"; its own share of its own steps), None
+        when it does not or there is no hires pass."""
+        if not self.hires or self.deepcache_passes == "disable":
+            return None
+        return deepcache_pass(
+            level=self.deepcache_cache_resnet_level, share=self.deepcache_cache_enable_step_percentage_hr,
+            steps=self.hr_second_pass_steps or self.steps, full_run_step_rate=self.deepcache_full_run_step_rate,
+        )
 
     @property
     def hires(self) -> bool:
@@ -408,6 +445,7 @@ def parse_generation_request(
         token_merging = {
             key: read_float(override_settings, key, 0.0, 0.0, MAX_TOKEN_MERGING_RATIO) for key in TOKEN_MERGING_OPTIONS
         }
+        deepcache = parse_deepcache_options(override_settings)
     return GenerationRequest(
         kind=kind,
         prompt=_read_prompt(data, "prompt", limits),
@@ -432,6 +470,7 @@ def parse_generation_request(
         sampler_parameters=parse_sampler_parameters(data, override_settings, sampler.name),
         force_task_id=parse_task_id(data.get("force_task_id"), "force_task_id"),
         **token_merging,
+        **deepcache,
         override_settings=dict(override_settings),
         save_dir=parse_save_dir(alwayson.get("save_dir")),
         tiling=read_bool(data, "tiling", tiling_option),
@@ -660,8 +699,8 @@ def batch_key(request: GenerationRequest, *, model_key: str, lora_key: str, vae_
     """Jobs with equal keys can share one pipeline call: everything the UNet batch shares.
 
     Prompts, seeds, image counts and init images may differ (each image has its own generator
-    and its own init image); the model, VAE, LoRA set, size, steps, sampler, guidance and token
-    merging may not, nor, for img2img, the strength and how images and masks are prepared.
+    and its own init image); the model, VAE, LoRA set, size, steps, sampler, guidance, token
+    merging and DeepCache may not, nor, for img2img, the strength and how images and masks are prepared.
     """
     shared: tuple[Any, ...] = (
         request.kind, model_key, vae_key, lora_key, request.clip_skip, request.width, request.height, request.steps,
@@ -669,6 +708,8 @@ def batch_key(request: GenerationRequest, *, model_key: str, lora_key: str, vae_
     )
     if request.token_merging_first_pass or request.token_merging_hires_pass:  # one call merges every row alike
         shared += (("token merging", request.token_merging_first_pass, request.token_merging_hires_pass),)
+    if request.deepcache_first_pass or request.deepcache_hires_pass:  # one call caches every row alike
+        shared += (("deepcache", request.deepcache_first_pass, request.deepcache_hires_pass),)
     if request.seed_resize_from:
         shared += (request.seed_resize_from,)
     if request.sampler_parameters != SamplerParameters():  # one scheduler, one UNet call per step

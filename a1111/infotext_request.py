@@ -65,6 +65,7 @@ _SETTINGS: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("NGMS", "s_min_uncond", float),
     ("Token merging ratio", "token_merging_ratio", float),
     ("Token merging ratio hr", "token_merging_ratio_hr", float),
+    ("DeepCache pass", "deepcache_enable_pass", str),  # the DeepCache extension's one infotext key
     ("VAE", "sd_vae", str),
     ("Model hash", "sd_model_checkpoint", str),
 )

@@ -5,7 +5,8 @@ Where the table comes from: AUTOMATIC1111/stable-diffusion-webui v1.10.1 (commit
 `modules/shared_options.py` (every `OptionInfo`; `OptionHTML` explanations are never saved, so A1111
 never returns them), plus the options its built-in parts register: `modules/processing_scripts/
 comments.py`, `extensions-builtin/Lora/scripts/lora_script.py`, the LDSR, ScuNET and SwinIR
-upscaler scripts, `canvas-zoom-and-pan`, `extra-options-section` and `hypertile`. A1111 computes
+upscaler scripts, `canvas-zoom-and-pan`, `extra-options-section` and `hypertile`; and the options
+of the one extension the platform runs built in, DeepCache (`deepcache_*`, `a1111/deepcache.py`). A1111 computes
 a few defaults at start-up; they are written here as a default install has them (the output
 folders relative to its root, `enable_console_prompts` off). Left out: the
 `prioritized_callbacks_*` keys, which depend on the extensions an install has. To update: read
@@ -21,7 +22,8 @@ seed + delta, `runtime/noise.py`), the sampler parameters `eta_ddim`, `eta_ances
 `s_tmin`, `s_tmax`, `s_noise`, `s_min_uncond` and `s_min_uncond_all` (`a1111/generation.py`
 `parse_sampler_parameters`, `runtime/sampler_parameters.py`), `token_merging_ratio`,
 `token_merging_ratio_img2img` and `token_merging_ratio_hr` (ToMe on the UNet for the first,
-img2img's and the hires pass, `runtime/token_merging.py`; 0 to 0.9, as A1111's slider),
+img2img's and the hires pass, `runtime/token_merging.py`; 0 to 0.9, as A1111's slider), the
+DeepCache extension's `deepcache_*` (step caching per pass, `runtime/deepcache.py`),
 `face_restoration` (A1111 restores faces when a request leaves `restore_faces` out), `tiling`
 (likewise), `face_restoration_model` and `code_former_weight` (read where `job_submit` picks the
 restorer), `hires_fix_refiner_pass`, `initial_noise_multiplier` (img2img's noise) and
@@ -34,6 +36,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
+
+from a1111.deepcache import DEEPCACHE_OPTIONS
 
 __all__ = [
     "A1111_OPTIONS", "GENERATION_OPTIONS", "NULLABLE", "OPTION_TYPES", "READ_ONLY", "REQUEST_SETTINGS",
@@ -401,6 +405,8 @@ A1111_OPTIONS: Mapping[str, Any] = MappingProxyType({
     "hypertile_max_depth_vae": 3,
     "hypertile_max_tile_vae": 128,
     "hypertile_swap_size_vae": 3,
+    # DeepCache: the options the "sd-webui-deepcache" extension registers (`a1111/deepcache.py`)
+    **DEEPCACHE_OPTIONS,
 })
 
 # A string, or null: the keys whose default is None, and the hash (null while no checkpoint is installed).
@@ -416,7 +422,7 @@ GENERATION_OPTIONS: tuple[str, ...] = (
     "sd_model_checkpoint", "sd_vae", "CLIP_stop_at_last_layers", "eta_noise_seed_delta", "face_restoration",
     "face_restoration_model", "code_former_weight", "tiling", "hires_fix_refiner_pass", *SAMPLER_OPTIONS,
     "initial_noise_multiplier", "img2img_fix_steps",
-    "token_merging_ratio", "token_merging_ratio_img2img", "token_merging_ratio_hr",
+    "token_merging_ratio", "token_merging_ratio_img2img", "token_merging_ratio_hr", *DEEPCACHE_OPTIONS,
 )
 
 TYPE_NAMES: Mapping[type, str] = MappingProxyType({
@@ -432,7 +438,7 @@ OPTION_TYPES: Mapping[str, type] = MappingProxyType({
 REQUEST_SETTINGS: tuple[str, ...] = (
     "sd_model_checkpoint", "sd_vae", "CLIP_stop_at_last_layers", "eta_noise_seed_delta", "face_restoration", "tiling",
     "hires_fix_refiner_pass", *SAMPLER_OPTIONS, "initial_noise_multiplier", "img2img_fix_steps",
-    "token_merging_ratio", "token_merging_ratio_img2img", "token_merging_ratio_hr",
+    "token_merging_ratio", "token_merging_ratio_img2img", "token_merging_ratio_hr", *DEEPCACHE_OPTIONS,
 )
 
 

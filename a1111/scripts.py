@@ -215,6 +215,10 @@ XYZ_AXIS_OPTIONS: tuple[tuple[str, str], ...] = (
     ("Token merging ratio high-res", "both"), ("Always discard next-to-last sigma", "both"),
     ("SGM noise multiplier", "both"), ("Refiner checkpoint", "both"), ("Refiner switch at", "both"),
     ("RNG source", "both"), ("FP8 mode", "both"), ("Size", "both"),
+    # the DeepCache extension's axes, which it appends to A1111's (the one extension built in here)
+    ("[DeepCache] Enable DeepCache for", "both"), ("[DeepCache] Cache Resnet level", "both"),
+    ("[DeepCache] Cache Disable initial step percentage", "both"), ("[DeepCache] Cache Refresh Rate", "both"),
+    ("[DeepCache] HR Reuse", "both"), ("[DeepCache] HR Cache Disable initial step percentage", "both"),
 )
 # A1111's axis label → the workspace plot's axis type (`a1111/xyz.py`); the others are refused.
 XYZ_SUPPORTED_AXES: dict[str, str] = {
@@ -225,8 +229,13 @@ XYZ_SUPPORTED_AXES: dict[str, str] = {
     "Sigma noise": "s_noise", "Negative Guidance minimum sigma": "s_min_uncond",
     "Initial noise multiplier": "initial_noise_multiplier",
     "Token merging ratio": "token_merging_ratio", "Token merging ratio high-res": "token_merging_ratio_hr",
+    "[DeepCache] Enable DeepCache for": "deepcache_enable_pass",
+    "[DeepCache] Cache Resnet level": "deepcache_cache_resnet_level",
+    "[DeepCache] Cache Disable initial step percentage": "deepcache_cache_enable_step_percentage",
+    "[DeepCache] Cache Refresh Rate": "deepcache_full_run_step_rate",
+    "[DeepCache] HR Cache Disable initial step percentage": "deepcache_cache_enable_step_percentage_hr",
 }
-XYZ_CHOICE_AXES = frozenset({"Sampler", "Checkpoint name", "VAE", "Schedule type"})  # A1111 reads their dropdown list
+XYZ_CHOICE_AXES = frozenset({"Sampler", "Checkpoint name", "VAE", "Schedule type", "[DeepCache] Enable DeepCache for"})  # A1111 reads their dropdown list
 _XYZ_AXIS_ARGS = {name: (3 * i, 3 * i + 1, 3 * i + 2) for i, name in enumerate(AXIS_NAMES)}  # type, values, dropdown
 (XYZ_DRAW_LEGEND, XYZ_INCLUDE_LONE_IMAGES, XYZ_INCLUDE_SUB_GRIDS, XYZ_NO_FIXED_SEEDS, XYZ_VARY_X, XYZ_VARY_Y,
  XYZ_VARY_Z, XYZ_MARGIN_SIZE, XYZ_CSV_MODE) = range(9, 18)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from io import StringIO
 from typing import Any
 
+from a1111.deepcache import DEEPCACHE_PASSES, MAX_FULL_RUN_STEP_RATE, MAX_RESNET_LEVEL
 from a1111.errors import RequestValidationError
 from a1111.generation import MAX_SEED, MAX_TOKEN_MERGING_RATIO, SIGMA_PARAMETERS, GenerationRequest, Limits
 from a1111.prompts import MAX_NETWORK_WEIGHT
@@ -72,7 +73,20 @@ AXIS_TYPES: tuple[AxisType, ...] = (
     AxisType("initial_noise_multiplier", "Initial noise multiplier", "float", True),
     AxisType("token_merging_ratio", "Token merging ratio", "float", True),
     AxisType("token_merging_ratio_hr", "Token merging ratio high-res", "float", True),
+    # the DeepCache extension's axes (`a1111/deepcache.py`), with its labels
+    AxisType("deepcache_enable_pass", "[DeepCache] Enable DeepCache for", "str", True),
+    AxisType("deepcache_cache_resnet_level", "[DeepCache] Cache Resnet level", "int", True),
+    AxisType("deepcache_cache_enable_step_percentage", "[DeepCache] Cache Disable initial step percentage", "float", True),
+    AxisType("deepcache_full_run_step_rate", "[DeepCache] Cache Refresh Rate", "int", True),
+    AxisType("deepcache_cache_enable_step_percentage_hr", "[DeepCache] HR Cache Disable initial step percentage", "float", True),
 )
+# The DeepCache axes' bounds (the extension's sliders and `a1111.deepcache.parse_deepcache_options`)
+DEEPCACHE_AXES: dict[str, tuple[float, float]] = {
+    "deepcache_cache_resnet_level": (0, MAX_RESNET_LEVEL),
+    "deepcache_cache_enable_step_percentage": (0.0, 1.0),
+    "deepcache_full_run_step_rate": (0, MAX_FULL_RUN_STEP_RATE),
+    "deepcache_cache_enable_step_percentage_hr": (0.0, 1.0),
+}
 MAX_CLIP_SKIP = 12  # the parser's own bound (`a1111/generation.py`)
 AXIS_TYPE_IDS = tuple(axis_type.id for axis_type in AXIS_TYPES)
 # The sampler parameters' axes and their bounds (those of `a1111.generation.parse_sampler_parameters`).
@@ -320,6 +334,13 @@ def _checked_values(axis_type: AxisType, values: list[Any], where: str, limits: 
         _in_range(values, lo, hi, where, axis_type.label.lower())
     elif axis_type.id in ("token_merging_ratio", "token_merging_ratio_hr"):
         _in_range(values, 0.0, MAX_TOKEN_MERGING_RATIO, where, axis_type.label.lower())
+    elif axis_type.id in DEEPCACHE_AXES:
+        lo, hi = DEEPCACHE_AXES[axis_type.id]
+        _in_range(values, lo, hi, where, axis_type.label.lower())
+    elif axis_type.id == "deepcache_enable_pass":
+        for value in values:
+            if value not in DEEPCACHE_PASSES:
+                raise RequestValidationError(where, f"{value!r:.40} is not one of {', '.join(DEEPCACHE_PASSES)}")
     elif axis_type.id == "scheduler":
         labels = []
         for value in values:
@@ -418,6 +439,12 @@ def apply_axis_value(request: GenerationRequest, axis: Axis, value: Any, where: 
                 request, token_merging_ratio=float(value), token_merging_ratio_img2img=img2img, override_settings=settings
             )
         return dataclasses.replace(request, token_merging_ratio_hr=float(value), override_settings=settings)
+    if kind == "deepcache_enable_pass" or kind in DEEPCACHE_AXES:
+        # the extension's axes set its option; "disable" turns the earlier release's switch off too
+        value = str(value) if kind == "deepcache_enable_pass" else value
+        settings = {**request.override_settings, kind: value}
+        extra = {"deepcache_enable": False} if value == "disable" else {}
+        return dataclasses.replace(request, **{kind: value}, **extra, override_settings={**settings, **extra})
     if kind == "scheduler":
         choice = resolve_sampler(request.sampler_name, str(value))
         return dataclasses.replace(request, sampler_name=choice.name, scheduler=choice.schedule_label)

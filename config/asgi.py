@@ -76,6 +76,12 @@ class AtelierApplication:
             }
         )
 
+    def server_started(self) -> None:
+        """Called by the web server (`config/webserver.py`) on its event loop once it serves:
+        the session manager starts its monitor and boots the spare workspace processes now, not
+        at the first `/ui/` request."""
+        self.workspaces.prewarm()
+
     async def __call__(self, scope, receive, send):
         if scope["type"] in ("http", "websocket"):
             path = scope["path"]

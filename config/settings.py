@@ -114,8 +114,11 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    # Last, as django-axes asks: turns a refused login into the lockout page.
+    # Last of the working ones, as django-axes asks: turns a refused login into the lockout page.
     "axes.middleware.AxesMiddleware",
+    # A sync-only no-op, innermost: the chain above runs in the request's one thread instead of
+    # hopping between it and the event loop around each middleware (config/middleware.py).
+    "config.middleware.SyncChainMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -465,6 +468,13 @@ ATELIER_EAS_MAX_RESULT_RETENTION_HOURS = env.int("ATELIER_EAS_MAX_RESULT_RETENTI
 ATELIER_AFFINITY_GRACE_SECONDS = env.float("ATELIER_AFFINITY_GRACE_SECONDS", default=5.0)
 ATELIER_MAX_REORDER_WAIT_SECONDS = env.float("ATELIER_MAX_REORDER_WAIT_SECONDS", default=60.0)
 ATELIER_SERVICE_HALF_LIFE_SECONDS = env.float("ATELIER_SERVICE_HALF_LIFE_SECONDS", default=300.0)
+# Why a queued job waits and its place in line (the job JSON's `queue`, /sdapi/v1/progress's
+# textinfo, the workspace's bar) is read from one snapshot of the queue, kept this long in each
+# process's cache, instead of re-ordering the whole queued window on every poll (inference/waiting.py).
+# An answer is at most this old; 0 reads the queue on every call.
+ATELIER_QUEUE_STATE_TTL_SECONDS = env.float("ATELIER_QUEUE_STATE_TTL_SECONDS", default=1.0)
+if ATELIER_QUEUE_STATE_TTL_SECONDS < 0:
+    raise ImproperlyConfigured(f"ATELIER_QUEUE_STATE_TTL_SECONDS must be 0 or more, not {ATELIER_QUEUE_STATE_TTL_SECONDS}")
 # Progress is written and published at most this often while a job runs (and at its end). Each
 # write is an UPDATE of the job row (with the live preview, which /sdapi/v1/progress, the native
 # API and the workspace read from it), and it is also when the worker learns of a cancel. 0.5 s

@@ -17,5 +17,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 from config.settings import *  # noqa: E402,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed only
+# Places in line read fresh on every call, so tests that submit and look at once see exact places
+# (tests/inference/test_waiting.py sets a TTL to test the snapshot itself).
+ATELIER_QUEUE_STATE_TTL_SECONDS = 0.0
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}  # noqa: F405

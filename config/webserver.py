@@ -12,6 +12,10 @@ It also leaves request bodies to Django: twisted parses a POST's form body into 
 daphne never reads, and answers a malformed ``multipart/form-data`` body with a bare 400 and a
 dropped connection before the application sees it. With that parse off, the APIs answer such a
 request like any other body they cannot read, with a message that says what to send.
+
+Once the server runs, it calls the application's ``server_started()`` (if it has one) on the
+event loop: the platform's app boots the first spare workspace process then, so the first
+member to open ``/ui/`` finds one already importing Gradio (daphne speaks no ASGI lifespan).
 Run as ``python -m config.webserver <daphne arguments>``.
 """
 
@@ -91,6 +95,24 @@ class AtelierHTTPFactory(HTTPFactory):
         return http._GenericHTTPChannelProtocol(HeaderDeadlineChannel(self.header_timeout))
 
 
+class AtelierServer(daphne_server.Server):
+    """Daphne's server, telling the application when it has started serving."""
+
+    def run(self) -> None:
+        # Before the reactor runs, so this is queued on its asyncio loop: it runs once the loop does.
+        daphne_server.reactor.callLater(0, self._application_started)
+        super().run()
+
+    def _application_started(self) -> None:
+        started = getattr(self.application, "server_started", None)
+        if callable(started):
+            started()
+
+
+class AtelierCommandLine(CommandLineInterface):
+    server_class = AtelierServer
+
+
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     import django
@@ -98,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     django.setup(set_prefix=False)
     # daphne's Server builds `HTTPFactory(self)` by that module-level name and has no hook.
     daphne_server.HTTPFactory = AtelierHTTPFactory
-    CommandLineInterface().run(sys.argv[1:] if argv is None else argv)
+    AtelierCommandLine().run(sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ from a1111.extras import (
     check_output_sizes,
     with_inputs,
 )
+from a1111.deepcache import DEEPCACHE_OPTIONS, parse_deepcache_options
+from a1111.deepcache import input_block_count as deepcache_input_blocks
 from a1111.generation import (
     HIRES_UPSCALERS,
     MAX_SEED,
@@ -139,6 +141,7 @@ def job_submit(
         request = dataclasses.replace(request, hr_checkpoint_name=hr_title)
         if hires_checkpoint is not None and hires_checkpoint.sha256 == checkpoint.sha256:
             hires_checkpoint = None  # the first pass's own: no second model to load
+    _check_deepcache_level(request, checkpoint, hires_checkpoint)
     request = dataclasses.replace(request, networks=_extra_networks_for_user(user, request, tenant=tenant))
     degrade = degrade_missing_models and not settings.ATELIER_STRICT_MISSING_MODELS
     if request.hires and request.hr_upscaler not in HIRES_UPSCALERS:
@@ -702,6 +705,23 @@ def job_skip(*, job: Job) -> Job:
     return job
 
 
+def _check_deepcache_level(request: GenerationRequest, checkpoint: ModelEntry, hires_checkpoint: ModelEntry | None) -> None:
+    """A DeepCache level must name an input block of the UNet each caching pass runs on: the
+    parser takes the extension's 0-10, but SDXL's UNet has 9 (0-8). A 422, not a failed job."""
+    passes = ((checkpoint, request.deepcache_first_pass), (hires_checkpoint or checkpoint, request.deepcache_hires_pass))
+    for entry, plan in passes:
+        if plan is None:
+            continue
+        family = checkpoint_family(entry.path)
+        count = deepcache_input_blocks(family)
+        if count is not None and plan.level >= count:
+            raise RequestValidationError(
+                "override_settings.deepcache_cache_resnet_level",
+                f"{entry.title} is {FAMILY_TITLES[family]}, whose UNet has {count} input blocks: the DeepCache "
+                f"level must be from 0 to {count - 1}, not {plan.level}",
+            )
+
+
 def _checked_options(values: dict[str, Any]) -> dict[str, Any]:
     """The options a member sets, each checked: a key A1111 1.10 does not have is refused by name
     (A1111 answers a KeyError 500), a value of the wrong type names its key and the type; the
@@ -735,6 +755,9 @@ def _checked_options(values: dict[str, Any]) -> dict[str, Any]:
     for key in TOKEN_MERGING_OPTIONS:
         if key in checked:
             checked[key] = read_float(checked, key, 0.0, 0.0, MAX_TOKEN_MERGING_RATIO)
+    if any(key in checked for key in DEEPCACHE_OPTIONS):  # the extension's bounds and choices
+        deepcache = parse_deepcache_options(checked)
+        checked.update({key: deepcache[key] for key in DEEPCACHE_OPTIONS if key in checked})
     return checked
 
 

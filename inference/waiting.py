@@ -11,14 +11,27 @@ per user and team) and answers with the first reason that holds:
 | `in_line` | its turn has not come: `position` (1 = next) in fair-share order (`scheduler.policy.queue_order`) |
 
 The native job JSON carries it as `queue`, `/sdapi/v1/progress` as its `textinfo`, and the
-workspace's progress bar as its label. It costs a few queries, so followers refresh it every
-`REFRESH_SECONDS`, not on every poll.
+workspace's progress bar as its label.
+
+Reading the queue costs a few queries and the policy's order of the whole queued window, so it is
+computed once into a `QueueSnapshot` (`queue_snapshot()`: whether a worker is online, jobs on
+workers per member and team, the limits, every queued job's place, the queue's length) and every
+`queue_state` within `ATELIER_QUEUE_STATE_TTL_SECONDS` answers from it. The snapshot is kept in
+Django's default cache (local memory, one per process unless `CACHES` says otherwise), never in a
+module global. Staleness bound: an answer describes the queue as it was at most
+`ATELIER_QUEUE_STATE_TTL_SECONDS` ago (1 s by default; 0 computes it on every call). The job's own
+status is always current (a job no longer queued gets None at once); a job submitted after the
+snapshot was taken gets the place after the snapshot's last (`length + 1`), as a job past the
+policy's window always did. The workspace's own follower also re-reads it only every
+`REFRESH_SECONDS`.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from django.conf import settings
+from django.core.cache import cache
 from django.utils import timezone
 
 from inference.dispatch import QUEUED_WINDOW, fair_share_state, live_workers, pending_job, policy_config
@@ -26,6 +39,8 @@ from inference.models import Job
 from inference.scheduler.policy import queue_order
 
 REFRESH_SECONDS = 2.0
+# The cache key of the snapshot; the suffix changes when QueueSnapshot's fields do.
+SNAPSHOT_CACHE_KEY = "atelier:queue-snapshot:v1"
 
 
 @dataclass(frozen=True)
@@ -53,21 +68,61 @@ class QueueState:
         return {**asdict(self), "message": self.message}
 
 
-def queue_state(job: Job) -> QueueState | None:
-    """Why `job` waits, or None when it is not queued."""
-    if job.status != Job.Status.QUEUED:
-        return None
-    if not live_workers().exists():
-        return QueueState("no_worker", None)
+@dataclass(frozen=True)
+class QueueSnapshot:
+    """The queue as the scheduler saw it at one moment: what every `queue_state` answers from."""
+
+    no_worker: bool  # no worker online: the rest is empty
+    running_per_user: dict[int, int]  # owner id → jobs dispatched or running
+    running_per_tenant: dict[int, int]  # tenant id → jobs dispatched or running
+    max_running_per_user: int
+    max_running_per_tenant: int
+    positions: dict[int, int]  # queued job pk → its place in fair-share order (1 = next)
+    length: int  # queued jobs the policy ordered (its window)
+
+
+def queue_snapshot() -> QueueSnapshot:
+    """Read the queue now: live workers, the fair-share state and the order of the queued window."""
     config = policy_config()
+    if not live_workers().exists():
+        return QueueSnapshot(True, {}, {}, config.max_running_per_user, config.max_running_per_tenant, {}, 0)
     fair = fair_share_state(timezone.now(), config)
-    running = fair.running_per_user.get(job.owner_id, 0)
-    if running >= config.max_running_per_user:
-        return QueueState("user_limit", None, running, config.max_running_per_user)
-    team_running = fair.running_per_tenant.get(job.tenant_id, 0)
-    if team_running >= config.max_running_per_tenant:
-        return QueueState("tenant_limit", None, team_running, config.max_running_per_tenant)
     queued = Job.objects.filter(status=Job.Status.QUEUED).select_related("tenant").order_by("created_at", "pk")
     order = queue_order([pending_job(j) for j in queued[:QUEUED_WINDOW]], fair, config=config)
-    position = next((i for i, pending in enumerate(order, start=1) if pending.job_id == job.pk), len(order) + 1)
-    return QueueState("in_line", position)
+    return QueueSnapshot(
+        no_worker=False,
+        running_per_user=dict(fair.running_per_user),
+        running_per_tenant=dict(fair.running_per_tenant),
+        max_running_per_user=config.max_running_per_user,
+        max_running_per_tenant=config.max_running_per_tenant,
+        positions={pending.job_id: place for place, pending in enumerate(order, start=1)},
+        length=len(order),
+    )
+
+
+def current_queue_snapshot() -> QueueSnapshot:
+    """The cached snapshot while it is younger than `ATELIER_QUEUE_STATE_TTL_SECONDS`, else a new one."""
+    ttl = settings.ATELIER_QUEUE_STATE_TTL_SECONDS
+    if ttl <= 0:
+        return queue_snapshot()
+    snapshot = cache.get(SNAPSHOT_CACHE_KEY)
+    if not isinstance(snapshot, QueueSnapshot):
+        snapshot = queue_snapshot()
+        cache.set(SNAPSHOT_CACHE_KEY, snapshot, timeout=ttl)
+    return snapshot
+
+
+def queue_state(job: Job) -> QueueState | None:
+    """Why `job` waits, or None when it is not queued (from the snapshot: see the module's docstring)."""
+    if job.status != Job.Status.QUEUED:
+        return None
+    snapshot = current_queue_snapshot()
+    if snapshot.no_worker:
+        return QueueState("no_worker", None)
+    running = snapshot.running_per_user.get(job.owner_id, 0)
+    if running >= snapshot.max_running_per_user:
+        return QueueState("user_limit", None, running, snapshot.max_running_per_user)
+    team_running = snapshot.running_per_tenant.get(job.tenant_id, 0)
+    if team_running >= snapshot.max_running_per_tenant:
+        return QueueState("tenant_limit", None, team_running, snapshot.max_running_per_tenant)
+    return QueueState("in_line", snapshot.positions.get(job.pk, snapshot.length + 1))

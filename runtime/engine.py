@@ -8,7 +8,8 @@ image, with no pipeline) and returns PIL images, calling `on_step` after every d
 
 This module is the orchestration: which pipeline a batch runs on, in which chunks, with which
 conditioning, then the hires fix, face restoration and the censor; A1111's token merging is put on
-the base UNet around each pass's pipeline call (`token_merging.py`; the refiner's UNet runs without); img2img's SD upscale runs each
+the base UNet around each pass's pipeline call (`token_merging.py`; the refiner's UNet runs without), and DeepCache's
+step caching likewise (`deepcache.py`); img2img's SD upscale runs each
 image as a tile loop through the same chunks (tiles and blending: `a1111/sd_upscale.py`), and
 img2img's starting latents (variation seeds, latent fills) are hooked in by `init_latents.py`. What stays loaded between
 batches lives in `caches.py`; seeds, variation noise and latent resizing in `noise.py`.
@@ -27,12 +28,14 @@ import diffusers
 import torch
 from PIL import Image
 
+from a1111.deepcache import DeepCachePass
 from a1111.generation import img2img_steps
 from runtime.networks import hypernetwork
 from runtime.acceleration import Acceleration, configure_vae
 from runtime.caches import LruCache, PipelineCache, VaeCache
 from runtime.conditioning import Embedding, load_embedding_file
 from runtime.controlnet import ControlNetCache, controlnet_pipeline, soft_injection
+from runtime.deepcache import deep_cache
 from runtime.extras import postprocess
 from runtime.faces.detection import RetinaFace, load_face_detector
 from runtime.faces.restoration import FaceNet, load_face_net, restore_faces
@@ -221,7 +224,7 @@ class WorkerRuntime:
                 schedule = schedule.starting_at(base_steps)
                 conditioning = schedule.pipeline_kwargs()
         handover = {"denoising_start": switch_point(refiner.switch_at)} if from_base else {"strength": strength}
-        with self._denoising_call(pipeline, spec, schedule, chunk):  # the refiner's UNet: no token merging
+        with self._denoising_call(pipeline, spec, schedule, chunk):  # the refiner's UNet: no token merging, no DeepCache
             return pipeline(
                 **conditioning,
                 image=image,
@@ -270,11 +273,12 @@ class WorkerRuntime:
     @contextlib.contextmanager
     def _denoising_call(
         self, pipeline: diffusers.DiffusionPipeline, spec: GenerationSpec, schedule: ScheduledConditioning | None,
-        chunk: range, *, token_merging_ratio: float = 0.0,
+        chunk: range, *, token_merging_ratio: float = 0.0, deepcache: DeepCachePass | None = None,
     ) -> Iterator[None]:
         """What every denoising pipeline call of a chunk runs inside: inference mode, the prompt
         schedule's UNet hook (AND parts), A1111's negative-guidance minimum sigma
-        (`runtime/sampler_parameters.py`), the ENSD-reseeded sampler noise and token merging."""
+        (`runtime/sampler_parameters.py`), the ENSD-reseeded sampler noise, token merging and
+        DeepCache (its hook after NGMS's, so it sees the rows the UNet is really called with)."""
         guided = spec.cfg_scale > 1.0 and getattr(pipeline.unet.config, "time_cond_proj_dim", None) is None
         composed = schedule is not None and schedule.schedules.is_composed
         with (
@@ -285,6 +289,7 @@ class WorkerRuntime:
             ),
             sampler_noise_seeds(pipeline, spec.seeds, spec.noise_seed_deltas, chunk),
             token_merging(pipeline.unet, token_merging_ratio),
+            deep_cache(pipeline.unet, deepcache),
         ):
             yield
 
@@ -515,7 +520,9 @@ class WorkerRuntime:
             generators = image_generators(spec.seeds, chunk)
             plan = chunk_plan(pipeline, spec, chunk, prepared, generators, inpaint=task == "inpaint") if img2img else StartingLatents()
             with (
-                self._denoising_call(pipeline, spec, schedule, chunk, token_merging_ratio=spec.token_merging_ratio),
+                self._denoising_call(
+                    pipeline, spec, schedule, chunk, token_merging_ratio=spec.token_merging_ratio, deepcache=spec.deepcache
+                ),
                 starting_latents(pipeline, plan),
             ):
                 generated = pipeline(
@@ -592,7 +599,9 @@ class WorkerRuntime:
             with torch.inference_mode():
                 # A1111 schedules the hires pass's prompts over its own steps, after the first pass's.
                 conditioning, schedule = self._conditioning(pipeline, spec, chunk, hires_steps=hires.steps)
-            with self._denoising_call(pipeline, spec, schedule, chunk, token_merging_ratio=hires.token_merging_ratio):
+            with self._denoising_call(
+                pipeline, spec, schedule, chunk, token_merging_ratio=hires.token_merging_ratio, deepcache=hires.deepcache
+            ):
                 denoised = pipeline(
                     **conditioning,
                     image=image,

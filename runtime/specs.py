@@ -18,6 +18,7 @@ from typing import Any
 from PIL import Image
 
 from a1111.controlnet import ControlUnit
+from a1111.deepcache import DeepCachePass
 from a1111.samplers import SamplerParameters
 from runtime.img2img import InpaintSettings
 
@@ -116,6 +117,7 @@ class HiresSpec:
     checkpoint_path: str = ""
     checkpoint_sha256: str = ""
     token_merging_ratio: float = 0.0  # this pass's (A1111's token_merging_ratio_hr, else token_merging_ratio); 0: off
+    deepcache: DeepCachePass | None = None  # this pass's step caching (`runtime/deepcache.py`); None: off
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,9 @@ class GenerationSpec:
     # A1111's token merging in the (first) pass, `runtime/token_merging.py`; 0: off. Shared by the
     # whole batch: one pipeline call merges every row's tokens alike (part of the batch key)
     token_merging_ratio: float = 0.0
+    # DeepCache step caching in the (first) pass, `runtime/deepcache.py`; None: off. Shared by the
+    # whole batch like token merging (part of the batch key)
+    deepcache: DeepCachePass | None = None
     # A1111's eta_noise_seed_delta, one per image (empty: none): after the starting noise, the
     # sampler's own noise (ancestral and SDE samplers) comes from seed + delta
     noise_seed_deltas: list[int] = field(default_factory=list)

@@ -115,6 +115,9 @@ class Platform:
             ATELIER_HEARTBEAT_SECONDS="1",
             ATELIER_WORKER_DEAD_AFTER_SECONDS="4",
             ATELIER_PROBE_DIR=str(self.data_dir / "probes"),  # liveness files: this platform's own
+            # The web process boots its spare workspace processes when it starts: a platform
+            # whose tests use workspaces asks for spares (env_overrides); the rest save the CPU.
+            ATELIER_WORKSPACE_SPARES="0",
         )
         if self._database:
             env["DATABASE_URL"] = self._database
@@ -260,7 +263,10 @@ class Platform:
         self.stop()
 
     def logs(self) -> str:
-        return "\n".join(f"===== {p.name} =====\n{p.read_text(errors='replace')[-4000:]}" for p in self.data_dir.glob("*.log"))
+        """The tail of each process's log: the web server's, the workers', and each member's
+        workspace process's (a workspace that stops answering leaves its reason only there)."""
+        paths = [*self.data_dir.glob("*.log"), *sorted((self.data_dir / "workspaces" / "logs").glob("*.log"))]
+        return "\n".join(f"===== {p.name} =====\n{p.read_text(errors='replace')[-4000:]}" for p in paths)
 
     # --- waiting and calling ------------------------------------------------------------
     @staticmethod

@@ -9,8 +9,10 @@ Statically, over every .py file's AST (imports at module level *and* inside func
   command) never import torch, diffusers, transformers, cv2 or ``runtime``.
 
 Dynamically, in fresh interpreters: the web process (``django.setup()``, the URLconf with every
-route's view resolved, the ASGI application) and a member's built workspace load no torch,
-diffusers or cv2. A failure prints the chain of imports that pulled the module in.
+route's view resolved, the ASGI application) and a workspace process (a spare's imports and
+rehearsal, then a member's Blocks built, mounted and rendered, one queue event) load no torch,
+diffusers, transformers or cv2, and the workspace leaves pandas deferred (never run). A failure
+prints the chain of imports that pulled the module in.
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ def test_the_rules_see_the_layers() -> None:
 _TRACER = textwrap.dedent(
     """
     import sys, traceback
-    WATCHED = {"torch", "diffusers", "cv2"}
+    WATCHED = {"torch", "diffusers", "transformers", "cv2"}
     FIRST = {}
 
     class _Recorder:
@@ -159,21 +161,45 @@ def test_the_web_process_with_every_route_resolved_loads_no_torch() -> None:
     )
 
 
-def test_a_members_built_workspace_loads_no_torch() -> None:
+def test_a_workspace_process_loads_no_torch_and_leaves_pandas_unrun() -> None:
+    """What `python -m frontend.workspace.server --spare` does before and after its assignment,
+    and a first event through Gradio's queue."""
     _run(
         """
-        import django
-        django.setup()
+        from frontend.workspace import server
+        server._import_heavy()  # as a spare: Gradio, Django set up, the workspace's modules
         from django.core.management import call_command
         call_command("migrate", verbosity=0)
+        from frontend.workspace.rehearsal import rehearse
+        assert rehearse(interrupted=lambda: False) == ["database", "build", "mount", "page"]
+
+        import asyncio
         from tenants.models import Membership
         from tenants.services import member_create, tenant_create
+        from frontend.workspace.rehearsal import _render_page
         from frontend.workspace.ui import build_workspace
 
         alice = member_create(
             tenant=tenant_create(slug="studio-a"), username="alice", password="pw-alice", role=Membership.Role.ADMIN
         )
-        demo = build_workspace(alice)
-        assert demo is not None
+        secret = "s" * 43
+        blocks = build_workspace(alice)
+        app = server.build_app(blocks, secret=secret, allowed_paths=[], max_file_size=1)
+        assert asyncio.run(_render_page(app, secret=secret, path="/ui/")) == 200
+
+        # One event through Gradio's queue, as a page load's `on_load` runs (its end used to
+        # import pandas: the queue's monitoring summary).
+        import json
+        from fastapi.testclient import TestClient
+
+        on_load = next(index for index, fn in blocks.fns.items() if fn.name == "on_load")
+        with TestClient(app, headers={"X-Atelier-Workspace-Secret": secret}) as client:
+            joined = client.post("/ui/gradio_api/queue/join",
+                                 json={"data": [], "fn_index": on_load, "session_hash": "s1", "event_data": None})
+            assert joined.status_code == 200, joined.text
+            with client.stream("GET", "/ui/gradio_api/queue/data?session_hash=s1") as stream:
+                messages = [json.loads(line[5:]) for line in stream.iter_lines() if line.startswith("data:")]
+        assert [m["success"] for m in messages if m.get("msg") == "process_completed"] == [True], messages
+        assert not server.deferred_module_loaded("pandas"), "pandas was imported: see DEFERRED_IMPORTS"
         """
     )

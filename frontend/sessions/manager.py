@@ -7,6 +7,8 @@ it; everything here runs on the web process's event loop. What it does:
   (taking a warm spare if one is ready), restarting it if it crashed, and making room under
   ATELIER_WORKSPACE_MAX_SESSIONS by stopping the session idle the longest (never one that is
   serving a request). While a process boots its status is `starting`; `wait_ready` waits for it.
+* It starts when the web server starts serving (`prewarm`, from `config/asgi.py`), so the
+  first spare boots then rather than at the first `/ui/` request.
 * A monitor task (once a second) notices processes that died (`crashed`: the next request
   restarts them), stops sessions idle for ATELIER_WORKSPACE_IDLE_SECONDS, and keeps
   ATELIER_WORKSPACE_SPARES pre-imported spare processes ready.
@@ -163,8 +165,9 @@ class WorkspaceManager:
         return self._client
 
     def prewarm(self) -> None:
-        """Start the monitor and boot the spares now (the proxy calls this on any /ui/ request,
-        anonymous ones included: a spare boots while the member signs in)."""
+        """Start the monitor and boot the spares now, if not started yet. The web server calls it
+        when it starts serving (`config/asgi.py` `server_started`), and the proxy on any /ui/
+        request (for a server that did not: a spare then boots while the member signs in)."""
         self._ensure_started()
 
     def session_of(self, user_id: int) -> Workspace | None:

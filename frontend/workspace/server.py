@@ -4,8 +4,10 @@ Started by the session manager in the web process (`frontend/sessions/`), which 
 only through its reverse proxy (`frontend/proxy.py`). Two ways to start:
 
 * **Assigned** (how the manager does it): `python -m frontend.workspace.server --spare`
-  imports Gradio and sets Django up first (the slow part, ~3 s), then waits for one JSON line
-  on stdin: `{"user_id": 7, "secret": "…"}`. The listening socket is inherited as file
+  imports Gradio and sets Django up first (the slow part, ~3 s), rehearses a member's build
+  (`frontend/workspace/rehearsal.py`: every first-time cost of building, mounting and rendering a
+  workspace, spent on a throwaway one), then waits for one JSON line on stdin:
+  `{"user_id": 7, "secret": "…"}`. The listening socket is inherited as file
   descriptor `ATELIER_WORKSPACE_FD` (bound by the manager on 127.0.0.1, so no port race).
   A spare started ahead of time is handed to the next member who opens `/ui/`. When stdin
   closes (the web process went away) the workspace exits.
@@ -23,27 +25,80 @@ at ATELIER_MAX_UPLOAD_BYTES, analytics are off and nothing is ever shared public
 
 from __future__ import annotations
 
+import ctypes
+import gc
+import importlib
+import importlib.util
 import json
 import os
+import select
 import socket
 import sys
 import tempfile
 import threading
 import time
+import traceback
+import types
 from pathlib import Path
 from typing import Any
 
 # Before Gradio is imported: its analytics would call home from every process.
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+# Gradio's queue also summarises its events for the monitoring dashboard, which the workspace
+# turns off (`enable_monitoring=False`, its routes blocked): a pandas DataFrame of up to 10,000
+# event records rebuilt after every event, and the one thing that imported pandas. Never.
+os.environ["GRADIO_ANALYTICS_CACHE_FREQUENCY"] = str(2**62)
+os.environ["GRADIO_ANALYTICS_MAX_EVENTS"] = "1"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 MOUNT_PATH = "/ui"
+# Imported by Gradio at its own import but used only by features the workspace has none of
+# (`gradio.caching` hashes DataFrames for `gr.cache`; the queue's monitoring summary, off above):
+# loaded on first use instead, ~31 MiB less.
+DEFERRED_IMPORTS = ("pandas",)
+
+
+class _DeferredModule(types.ModuleType):
+    """Stands in sys.modules for a module not imported yet. `import name` gets it without running
+    anything (the import statement reads only `__spec__`, set here, as `__file__` is); the first
+    other attribute anyone reads (`__path__` included: a submodule's import) imports the real
+    module, which then replaces it everywhere it is held. (importlib's LazyLoader cannot do
+    this: the import statement's own read of `__spec__` loads the module.)"""
+
+    def __getattr__(self, attr: str) -> Any:
+        name = self.__name__
+        if sys.modules.get(name) is self:
+            del sys.modules[name]
+        real = importlib.import_module(name)
+        self.__dict__.update(real.__dict__)
+        return getattr(real, attr)
+
+
+def defer_import(name: str) -> None:
+    """Make `import name` cheap until the module is really used (see `_DeferredModule`)."""
+    if name in sys.modules:
+        return
+    spec = importlib.util.find_spec(name)
+    if spec is None:
+        return
+    placeholder = _DeferredModule(name)
+    placeholder.__spec__ = spec
+    # Code that walks sys.modules reads `__file__` (inspect.getmodule, for one): no reason to load.
+    placeholder.__file__ = spec.origin
+    sys.modules[name] = placeholder
+
+
+def deferred_module_loaded(name: str) -> bool:
+    """Whether `name` has really been imported (not merely deferred by `defer_import`)."""
+    return name in sys.modules and not isinstance(sys.modules[name], _DeferredModule)
 
 
 def _import_heavy() -> None:
     """Gradio first (2.7 s on this machine), then Django and the workspace's own modules: all
     before a member is assigned, so a spare only has to build the member's Blocks."""
+    for name in DEFERRED_IMPORTS:
+        defer_import(name)
     import django
     import gradio  # noqa: F401
     import uvicorn  # noqa: F401
@@ -170,6 +225,7 @@ def serve(*, user_id: int, secret: str, sock: socket.socket) -> None:
     from frontend.workspace.ui import build_workspace
 
     blocks = build_workspace(user)
+    built = time.monotonic()
     app = build_app(
         blocks,
         secret=secret,
@@ -189,7 +245,12 @@ def serve(*, user_id: int, secret: str, sock: socket.socket) -> None:
         timeout_keep_alive=75,  # longer than the proxy's idle pool timeout
         timeout_graceful_shutdown=5,
     )
-    print(f"workspace: {user.get_username()}'s app built in {time.monotonic() - assigned:.2f}s", file=sys.stderr, flush=True)
+    now = time.monotonic()
+    print(
+        f"workspace: {user.get_username()}'s app built in {now - assigned:.2f}s "
+        f"(Blocks {built - assigned:.2f}s, mount {now - built:.2f}s)",
+        file=sys.stderr, flush=True,
+    )
     uvicorn.Server(config).run(sockets=[sock])
 
 
@@ -206,11 +267,44 @@ def _exit_when_stdin_closes() -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
+def _release_free_memory() -> None:
+    """Collect the rehearsal's garbage and hand the freed heap back to the system (glibc's
+    malloc_trim: ~5 MiB of a spare's resident set); elsewhere, only the collection."""
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _assignment_waiting() -> bool:
+    """Whether the manager has written to our stdin (an assignment, or the close of a stop)."""
+    readable, _, _ = select.select([sys.stdin], [], [], 0)
+    return bool(readable)
+
+
 def main(argv: list[str]) -> None:
     started = time.monotonic()
     _import_heavy()
     if "--spare" in argv:
-        print(f"workspace: spare ready, imports took {time.monotonic() - started:.2f}s", file=sys.stderr, flush=True)
+        imported = time.monotonic()
+        from frontend.workspace.rehearsal import rehearse
+
+        try:
+            steps = rehearse(interrupted=_assignment_waiting)
+        except Exception:  # a warm-up only: the member's own build says what is wrong, if anything
+            traceback.print_exc()
+            steps = ["failed"]
+        if steps and not _assignment_waiting():
+            _release_free_memory()
+        from django.db import connections
+
+        connections.close_all()  # a spare may wait long: it holds no database connection meanwhile
+        print(
+            f"workspace: spare ready, imports took {imported - started:.2f}s, "
+            f"rehearsal {time.monotonic() - imported:.2f}s ({', '.join(steps) or 'skipped'})",
+            file=sys.stderr, flush=True,
+        )
         line = sys.stdin.readline()
         if not line:
             return  # the manager stopped this spare before using it

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from a1111 import options as a1111_options
 from a1111 import promptgen as pg
 from a1111 import xyz
+from a1111.deepcache import MAX_FULL_RUN_STEP_RATE, MAX_RESNET_LEVEL
 from a1111.generation import MAX_SEED, MAX_TOKEN_MERGING_RATIO, TOKEN_MERGING_OPTIONS
 from a1111.styles import MAX_STYLE_NAME_CHARS, MAX_STYLES
 
@@ -121,6 +122,26 @@ class OverrideSettings(Request):
     )
     token_merging_ratio_hr: float | None = Field(
         None, ge=0.0, le=MAX_TOKEN_MERGING_RATIO, description="The hires pass's token merging ratio (0: token_merging_ratio)."
+    )
+    deepcache_enable_pass: Literal["disable", "second pass", "both passes"] | None = Field(
+        None, description="DeepCache step caching (the sd-webui-deepcache extension): which passes cache (default disable).",
+    )
+    deepcache_enable: bool | None = Field(
+        None, description="The extension's earlier switch: true caches both passes when deepcache_enable_pass is disable.",
+    )
+    deepcache_cache_resnet_level: int | None = Field(
+        None, ge=0, le=MAX_RESNET_LEVEL,
+        description="The last LDM input block a cached step runs (default 0; SD 1.x/2.x up to 10, SDXL up to 8).",
+    )
+    deepcache_cache_enable_step_percentage: float | None = Field(
+        None, ge=0.0, le=1.0, description="The share of the first pass's steps that run in full before caching (default 0.4).",
+    )
+    deepcache_full_run_step_rate: int | None = Field(
+        None, ge=0, le=MAX_FULL_RUN_STEP_RATE,
+        description="Every UNet call whose index is a multiple of this runs in full (default 5; 0 or 1: no caching).",
+    )
+    deepcache_cache_enable_step_percentage_hr: float | None = Field(
+        None, ge=0.0, le=1.0, description="The share of the hires pass's steps that run in full before caching (default 0).",
     )
 
 
@@ -393,8 +414,15 @@ OPTION_FIELDS: dict[str, Any] = {
     "sd_checkpoint_hash": Field(None, description="Read-only: the SHA-256 of sd_model_checkpoint (ignored on a write)."),
     "code_former_weight": Field(0.5, ge=0.0, le=1.0),
     **{key: Field(0.0, ge=0.0, le=MAX_TOKEN_MERGING_RATIO) for key in TOKEN_MERGING_OPTIONS},
+    "deepcache_cache_resnet_level": Field(0, ge=0, le=MAX_RESNET_LEVEL),
+    "deepcache_cache_enable_step_percentage": Field(0.4, ge=0.0, le=1.0),
+    "deepcache_full_run_step_rate": Field(5, ge=0, le=MAX_FULL_RUN_STEP_RATE),
+    "deepcache_cache_enable_step_percentage_hr": Field(0.0, ge=0.0, le=1.0),
 }
-OPTION_ANNOTATIONS: dict[str, Any] = {"face_restoration_model": Literal["CodeFormer", "GFPGAN"]}
+OPTION_ANNOTATIONS: dict[str, Any] = {
+    "face_restoration_model": Literal["CodeFormer", "GFPGAN"],
+    "deepcache_enable_pass": Literal["disable", "second pass", "both passes"],
+}
 _OPTION_PYTHON_TYPES: dict[type, Any] = {bool: bool, int: int, float: float, str: str, list: list[Any], dict: dict[str, Any]}
 
 
@@ -605,6 +633,8 @@ class NativeExtrasJob(ExtrasBaseRequest):
 XyzAxisType = Literal[
     "nothing", "seed", "steps", "cfg_scale", "sampler", "checkpoint", "vae", "prompt_sr", "lora_weight", "subseed",
     "subseed_strength", "hr_steps", "denoising", "clip_skip", "scheduler", "token_merging_ratio", "token_merging_ratio_hr",
+    "deepcache_enable_pass", "deepcache_cache_resnet_level", "deepcache_cache_enable_step_percentage",
+    "deepcache_full_run_step_rate", "deepcache_cache_enable_step_percentage_hr",
 ]
 
 

@@ -36,6 +36,7 @@ from django.db import connection as db_connection
 from PIL import Image
 
 from inference.inputs.controlnet import controlnet_infotext_entries
+from a1111.deepcache import INFOTEXT_LABEL as DEEPCACHE_INFOTEXT
 from a1111.generation import GenerationRequest, img2img_steps
 from a1111.infotext import (
     generation_infotext,
@@ -413,6 +414,7 @@ def build_generation_spec(
         seed_resize_from=request.seed_resize_from,
         tiling=request.tiling,
         token_merging_ratio=request.token_merging_first_pass,  # in the batch key: every job's is the same
+        deepcache=request.deepcache_first_pass,  # likewise
         noise_seed_deltas=[p.spec.request.eta_noise_seed_delta for p in parts for _ in p.images],
         sampler_parameters=request.sampler_parameters,
         controlnet=_control_units(lead, inputs[0].control_images, local_path),
@@ -461,6 +463,7 @@ def _hires(parts: list[MemberPart], local_path: Callable[[str], str]) -> HiresSp
         checkpoint_path=local_path(checkpoint.key) if checkpoint else "",
         checkpoint_sha256=checkpoint.sha256 if checkpoint else "",
         token_merging_ratio=request.token_merging_hires_pass,
+        deepcache=request.deepcache_hires_pass,
     )
 
 
@@ -663,7 +666,10 @@ def _infotexts(job: Job, spec: JobSpec, seeds: list[int]) -> list[str]:
                    "Face restoration": spec.face_restorer.name if spec.face_restorer else None,
                    "Tiling": True if request.tiling else None,
                    **request.sampler_parameters.infotext(sampler.name),
-                   **_refiner_infotext(spec)},
+                   **_refiner_infotext(spec),
+                   # the extension's one infotext key (its `deepcache_enable_pass`), when a pass cached
+                   DEEPCACHE_INFOTEXT: request.deepcache_passes
+                   if request.deepcache_first_pass or request.deepcache_hires_pass else None},
         )
         for seed in seeds
     ]

@@ -9,6 +9,7 @@ import random
 
 import pytest
 
+from a1111.deepcache import DeepCachePass
 from a1111.errors import RequestValidationError
 from a1111.generation import GenerationRequest, Limits, parse_generation_request
 from a1111.scripts import (
@@ -84,13 +85,26 @@ def test_xyz_axis_indices_follow_a1111s_list_per_tab_and_cells_run_x_fastest() -
     plan = _plan("x/y/z plot", [33, "0.2, 0"], img2img)
     assert [c.token_merging_first_pass for c in plan.cells] == [0.2, 0.4]
     assert _refused("x/y/z plot", [34, "0.95"]).field == "script_args[1]"  # A1111's slider stops at 0.9
+    # the DeepCache extension's axes come after A1111's (43 in txt2img's list on): they set its options
+    assert txt2img[43:46] == ["[DeepCache] Enable DeepCache for", "[DeepCache] Cache Resnet level",
+                              "[DeepCache] Cache Disable initial step percentage"]
+    plan = _plan("x/y/z plot", [43, "", ["disable", "both passes"], 44, "0, 3", []],
+                 _base(steps=10, override_settings={"deepcache_enable": True}))
+    assert [(c.deepcache_passes, c.deepcache_cache_resnet_level) for c in plan.cells] == [
+        ("disable", 0), ("both passes", 0), ("disable", 3), ("both passes", 3)]
+    assert plan.cells[0].deepcache_first_pass is None and plan.cells[3].override_settings["deepcache_cache_resnet_level"] == 3
+    assert plan.cells[3].deepcache_first_pass == DeepCachePass(level=3, enable_after=4, full_run_step_rate=5)
+    assert _refused("x/y/z plot", [44, "11"]).field == "script_args[1]"  # the extension's slider stops at 10
+    assert _refused("x/y/z plot", [43, "always", [], 0, "", [], 0, "", [], True, False, False, False, False, False,
+                                   False, 0, True]).field == "script_args[1]"
+    assert "not available" in _refused("x/y/z plot", [47, "true"]).message  # HR Reuse: not offered
 
 
 @pytest.mark.parametrize(
     ("args", "field", "text"),
     [
         ([8, "a, b"], "script_args[0]", "'Prompt order' axis is not available"),
-        ([43, "1"], "script_args[0]", "0 to 42"),
+        ([49, "1"], "script_args[0]", "0 to 48"),  # A1111 1.10's 43 axes and the DeepCache extension's 6
         (["Speed", "1"], "script_args[0]", "axis type"),
         ([4, "0-2"], "script_args[1]", "out of range"),
         ([4, "1", [], 7, "horse, cow"], "script_args[4]", "did not find 'horse'"),

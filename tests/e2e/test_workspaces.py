@@ -107,6 +107,29 @@ def pid_alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+def spare_processes_of(parent_pid: int) -> list[int]:
+    """The pids of `parent_pid`'s children that are spare workspace processes."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent_pid and b"--spare" in command:
+            found.append(int(entry.name))
+    return found
+
+
+# --- the first spare --------------------------------------------------------------------
+def test_the_web_process_boots_a_spare_as_it_starts(platform: Platform) -> None:
+    """Not at the first /ui/ request: this test runs first on its platform, before any request
+    under /ui/ (the harness's start makes none)."""
+    web_pid = platform.processes["web"].pid
+    Platform.wait_until(lambda: spare_processes_of(web_pid), timeout=30, what="the web process's first spare")
+    assert not sessions(platform)  # nobody has opened a workspace
+
+
 # --- who gets in ------------------------------------------------------------------------
 def test_anonymous_ui_redirects_to_login_and_anonymous_websocket_is_closed(platform: Platform) -> None:
     for path in ("/ui/", "/ui/config", "/ui/gradio_api/info"):

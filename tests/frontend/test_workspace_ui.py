@@ -615,3 +615,50 @@ def test_a_reloaded_page_shows_the_last_finished_result_of_each_tab(personas, ti
     assert 'data-status="error"' in refused[0] and done.public_id not in refused[0] and refused[4] == ""
     with pytest.raises(gr.Error, match="ControlNet"):
         next(stream)
+
+
+def test_every_function_gradio_calls_is_a_workspace_callback(personas) -> None:
+    """Each function wired to the Blocks goes through `callback` (refusals, error toasts, and the
+    database connection handed back after each call; see the next test)."""
+    alice = workspace_for(personas["alice"])
+    functions = [block_fn.fn for block_fn in alice.blocks.fns.values() if block_fn.fn is not None]
+    assert functions
+    assert [fn for fn in functions if not getattr(fn, "atelier_callback", False)] == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_callback_and_each_step_of_a_generator_hand_their_connection_back(personas) -> None:
+    """Gradio runs a callback, and each step of a generator callback, on any of its long-lived
+    threads. A connection left with an idle thread is a PostgreSQL pool checkout nobody else can
+    use: a busy workspace once ran its pool dry and its page load waited for a connection. Each
+    step below runs on a thread of its own, as Gradio may run it, and leaves it holding none."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+
+    from frontend.workspace.tabs.base import callback
+
+    members = get_user_model().objects
+
+    @callback
+    def count() -> int:
+        return members.count()
+
+    @callback
+    def counts():
+        for _ in range(3):
+            yield members.count()
+
+    def on_a_thread_of_its_own(step):
+        def run():
+            value = step()
+            return value, connection.connection  # this thread's connection, after the step
+        with ThreadPoolExecutor(1) as thread:
+            return thread.submit(run).result()
+
+    assert on_a_thread_of_its_own(count) == (members.count(), None)
+    steps = counts()
+    for _ in range(3):
+        assert on_a_thread_of_its_own(lambda: next(steps)) == (members.count(), None)
+    assert on_a_thread_of_its_own(lambda: next(steps, "done")) == ("done", None)

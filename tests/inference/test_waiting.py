@@ -10,6 +10,7 @@ import pytest
 from a1111.generation import parse_generation_request
 from frontend.workspace.jobs import progress_html
 from inference.dispatch import dispatch_pending
+from inference.models import Worker
 from inference.services import job_submit
 from inference.transitions import worker_register
 from inference.waiting import QueueState, queue_state
@@ -84,3 +85,40 @@ def test_places_in_line_follow_fair_share_not_arrival(api, personas) -> None:
     busy.refresh_from_db()
     assert queue_state(busy) is None  # not queued: nothing to explain
     assert api("charlie").get(f"/api/v1/jobs/{busy.public_id}").json()["queue"] is None
+
+
+def test_within_the_ttl_polls_answer_from_one_snapshot_and_after_it_afresh(personas, settings) -> None:
+    """Issue 19, item 2: the queue is read once and served from Django's cache for the TTL."""
+    from django.core.cache import cache
+
+    from inference.waiting import SNAPSHOT_CACHE_KEY, current_queue_snapshot
+
+    cache.delete(SNAPSHOT_CACHE_KEY)
+    settings.ATELIER_QUEUE_STATE_TTL_SECONDS = 3600.0  # never expires within the test: no sleeps
+    worker = a_worker()
+    busy = new_job(personas["charlie"])
+    dispatch_pending()
+    first = new_job(personas["alice"], width=256)
+    assert queue_state(first) == QueueState("in_line", 1)  # reads the queue, keeps the snapshot
+    snapshot = cache.get(SNAPSHOT_CACHE_KEY)
+    assert snapshot is not None and snapshot.positions == {first.pk: 1} and snapshot.length == 1
+    assert snapshot.running_per_user == {personas["charlie"].pk: 1}
+
+    later = new_job(personas["bob"], width=256)  # submitted after the snapshot
+    worker.state = Worker.State.OFFLINE
+    worker.save(update_fields=["state"])
+    # Within the TTL: the snapshot answers, stale by design (the worker went, bob's job came after it).
+    assert queue_state(first) == QueueState("in_line", 1)
+    assert queue_state(later) == QueueState("in_line", 2)  # not in the snapshot: after its last
+    assert current_queue_snapshot() == snapshot
+    busy.refresh_from_db()
+    assert queue_state(busy) is None  # the job's own status is always current
+
+    cache.delete(SNAPSHOT_CACHE_KEY)  # what the TTL's end does
+    assert queue_state(later) == QueueState("no_worker", None)
+    settings.ATELIER_QUEUE_STATE_TTL_SECONDS = 0.0  # 0: every call reads the queue, nothing kept
+    cache.delete(SNAPSHOT_CACHE_KEY)
+    worker.state = Worker.State.ONLINE
+    worker.save(update_fields=["state"])
+    assert queue_state(later).reason == "in_line"
+    assert cache.get(SNAPSHOT_CACHE_KEY) is None

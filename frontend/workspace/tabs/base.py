@@ -1,13 +1,16 @@
 """What every workspace tab shares: the `Tab` base class and the `callback` wrapper.
 
 Gradio runs sync callbacks in worker threads; each callback is wrapped by `callback`, which
-drops stale database connections the way Django does around a request, refuses a function of a
+hands the thread's database connection back the way Django does around a request (before and
+after each call, and after each step of a generator, which Gradio may run on another thread),
+refuses a function of a
 tab the operators hid (checked at each call: hiding applies to running workspaces too), and
 turns a `WorkspaceError` into a `gr.Error` toast (never a traceback).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 from collections.abc import Callable, Iterator
@@ -26,8 +29,12 @@ if TYPE_CHECKING:
 
 
 def _fresh_connections() -> None:
-    """Django closes unusable or expired connections around each request; do the same around
-    each callback (Gradio's threads live long). Not inside a transaction (tests)."""
+    """Django closes unusable or expired connections before and after each request; do the same
+    around each callback and each step of a generator callback. Gradio's threads live long and a
+    generator's steps may each run on a different one: on PostgreSQL a connection is a pool
+    checkout (CONN_MAX_AGE 0), and one left with an idle thread is lost to every other thread
+    until that one runs again, so a busy workspace once ran its pool dry and its page load
+    waited 30 s for a connection. Not inside a transaction (tests)."""
     if not connection.in_atomic_block:
         close_old_connections()
 
@@ -68,14 +75,21 @@ def callback(
             try:
                 if (refused := _refusal(args, needs)) is not None:
                     if skip_when_refused is not None:
+                        _fresh_connections()
                         yield skipped()
                         return
                     raise WorkspaceError(refused)
-                yield from fn(*args, **kwargs)
+                with contextlib.closing(fn(*args, **kwargs)) as steps:
+                    for value in steps:
+                        _fresh_connections()  # this step's thread may not run the next one
+                        yield value
             except gr.Error:
                 raise
             except Exception as exc:
                 raise as_gradio_error(exc, args) from None
+            finally:
+                _fresh_connections()
+        generator.atelier_callback = True  # type: ignore[attr-defined]
         return generator
 
     @functools.wraps(fn)
@@ -91,6 +105,9 @@ def callback(
             raise
         except Exception as exc:
             raise as_gradio_error(exc, args) from None
+        finally:
+            _fresh_connections()
+    call.atelier_callback = True  # type: ignore[attr-defined]
     return call
 
 

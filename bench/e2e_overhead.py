@@ -25,6 +25,10 @@ platform's own code path. All processes share this machine's wall clock.
                  event relay, websocket)
     png get      final event → PNG bytes received
 
+After the runs, the request floors: the median wall time of requests that do almost nothing
+(`/healthz`, a 404 through every middleware, one job's GET) on the same platform and client, the
+cost any call pays before its own work.
+
 Usage (from the repository root):
 
     .venv/bin/python bench/e2e_overhead.py [--runs 7] [--cases small large sync] [--size 512] [--steps 20]
@@ -115,6 +119,28 @@ def job_rows(platform: Any, public_ids: list[str]) -> dict[str, dict[str, Any]]:
                  "finished": stamp(row[4]), "gpu_seconds": float(row[5])}
         for row in rows
     }
+
+
+def request_floors(client: Any, job_ids: list[str], runs: int = 30) -> dict[str, float]:
+    """Median wall time of requests that do (almost) nothing, on the same platform and client: what
+    any HTTP call costs here before the work it asks for (what the submit and PNG GET stand on)."""
+    paths = {
+        "GET /healthz (answered by the first middleware)": "/healthz",
+        "GET /api/v1/no-such-route (every middleware, URL resolver, 404)": "/api/v1/no-such-route",
+    }
+    if job_ids:
+        paths["GET /api/v1/jobs/<id> (token, one job query)"] = f"/api/v1/jobs/{job_ids[0]}"
+    floors = {}
+    for label, path in paths.items():
+        for _ in range(3):
+            client.get(path)
+        times = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            client.get(path)
+            times.append(time.perf_counter() - started)
+        floors[label] = ms(statistics.median(times))
+    return floors
 
 
 def main() -> None:
@@ -209,6 +235,7 @@ def main() -> None:
                 case.platform.append(sync_call(case) if case.name == "sync" else through_platform(case))
         rows = job_rows(platform, [mark[0] for case in chosen for mark in case.marks])
         received = received_times(platform)
+        floors = request_floors(client, [mark[0] for case in chosen for mark in case.marks if mark[1]][:1])
         client.close()
     finally:
         platform.stop()
@@ -269,6 +296,11 @@ def main() -> None:
             "overhead_vs_gpu_seconds_p95_ms": ms(percentile(own, 0.95)),
             "stages_median_ms": {name: ms(statistics.median(values)) for name, values in case.stages.items()},
         }
+    print("\nrequest floors on the same platform (median of 30, ms):")
+    for label, value in floors.items():
+        print(f"    {label:70}{value:8.1f}")
+    figures["request_floors_ms"] = floors
+    figures["loadavg"] = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else None
     print(json.dumps(figures))
 
 

@@ -1,5 +1,7 @@
-"""ASGI entry point (daphne): HTTP through Django, websockets through Channels, and `/ui/…`
-(HTTP and websockets) through the reverse proxy to each member's own Gradio workspace."""
+"""ASGI entry point (daphne): HTTP through Django, websockets through Channels, `/ui/…`
+(HTTP and websockets) through the reverse proxy to each member's own Gradio workspace, and the
+workers' signed job events (`/internal/events`, `inference/api/internal.py`) straight onto the
+channel layer."""
 
 import os
 
@@ -17,6 +19,7 @@ from django.urls import re_path  # noqa: E402
 
 from frontend.origins import origin_allowed  # noqa: E402
 from frontend.proxy import MOUNT, WorkspaceProxy  # noqa: E402
+from inference.api.internal import EVENTS_PATH, events_app  # noqa: E402
 from frontend.sessions.manager import WorkspaceManager  # noqa: E402
 from inference.routing import websocket_urlpatterns  # noqa: E402
 
@@ -84,6 +87,8 @@ class AtelierApplication:
             path = scope["path"]
             if path == MOUNT or path.startswith(MOUNT + "/"):
                 return await self.workspace_proxy(scope, receive, send)
+            if path == EVENTS_PATH and scope["type"] == "http":
+                return await events_app(scope, receive, send)
         return await self.platform(scope, receive, send)
 
 

@@ -190,12 +190,14 @@ def dispatch_pending(*, only_worker: str | None = None) -> int:
             queued = queued.select_for_update(of=("self",))
         elif connection.features.has_select_for_update_skip_locked:
             queued = queued.select_for_update(skip_locked=True, of=("self",))
-        pending = [pending_job(job) for job in queued[:QUEUED_WINDOW]]
-        if not pending:
+        window = list(queued[:QUEUED_WINDOW])
+        if not window:
             return 0
+        pending = [pending_job(job) for job in window]
         config = policy_config()
         plan = plan_assignments(pending, states, fair_share_state(now, config), now=now.timestamp(), config=config)
         by_id = {w.pk: w for w in workers}
+        window_by_id = {job.pk: job for job in window}
         for assignment in plan:
             batch_id = secrets.token_hex(8)
             moved = [
@@ -210,15 +212,20 @@ def dispatch_pending(*, only_worker: str | None = None) -> int:
                 )
             ]
             if moved:
-                batches.append((by_id[assignment.worker_id], moved))
-    for worker, job_ids in batches:
-        _send(worker, job_ids)
-    return sum(len(job_ids) for _, job_ids in batches)
+                # The rows as the UPDATE left them, from the window read in this transaction (its
+                # rows locked, or on SQLite the whole database): no second read before the send.
+                jobs = [window_by_id[job_id] for job_id in moved]
+                for job in jobs:
+                    job.status, job.worker_id, job.attempts = Job.Status.DISPATCHED, assignment.worker_id, job.attempts + 1
+                    job.dispatched_at, job.batch_id = now, batch_id
+                batches.append((by_id[assignment.worker_id], sorted(jobs, key=lambda job: (job.created_at, job.pk))))
+    for worker, jobs in batches:
+        _send(worker, jobs)
+    return sum(len(jobs) for _, jobs in batches)
 
 
-def _send(worker: Worker, job_ids: list[int]) -> None:
-    """Publish one task for the batch; if it cannot be sent, its jobs go back to the queue."""
-    jobs = list(Job.objects.filter(pk__in=job_ids).order_by("created_at", "pk"))
+def _send(worker: Worker, jobs: list[Job]) -> None:
+    """Publish one task for the batch (`jobs`, as dispatched); if it cannot be sent, its jobs go back to the queue."""
     try:
         _publish(worker.queue, [[job.public_id, job.attempts] for job in jobs])
     except Exception:  # noqa: BLE001 - the broker is down: leave the jobs for the next sweep

@@ -33,7 +33,7 @@ from django.utils import timezone
 
 from a1111.errors import RequestError, RequestValidationError
 from a1111.generation import GenerationRequest
-from a1111.pnginfo import png_bytes
+from a1111.pnginfo import PLATFORM_ZLIB_STRATEGY, png_bytes
 from a1111.xyz import AXIS_NAMES, XyzPlot, expand_cells
 from a1111.xyz_grid import draw_grid
 from inference.dispatch import dispatch_pending_safely
@@ -159,7 +159,8 @@ def _store_grid(group: JobGroup, cells: list[Job]) -> str:
     grid = draw_grid(images, plot.shape, grid_labels(group.spec, plot))
     infotext = next((job.infotexts[0] for job in cells if job.status == Job.Status.SUCCEEDED and job.infotexts), "")
     key = f"{user_outputs_key(group.owner.get_username())}/{group.created_at:%Y-%m-%d}/{group.public_id}-grid.png"
-    return member_file_save(key, png_bytes(grid, infotext, compress_level=settings.ATELIER_PNG_COMPRESS_LEVEL))
+    data = png_bytes(grid, infotext, compress_level=settings.ATELIER_PNG_COMPRESS_LEVEL, zlib_strategy=PLATFORM_ZLIB_STRATEGY)
+    return member_file_save(key, data)
 
 
 def grid_labels(spec: dict[str, Any], plot: XyzPlot) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:

@@ -2,7 +2,10 @@
 
 Entries carry A1111's identity forms (title `name.safetensors [hash10]`, model name, hash), so
 every API resolves a checkpoint the way A1111 does. The SHA-256 of each file is computed
-once and remembered by (path, size, mtime) in `ModelFileHash`.
+once and remembered by (path, size, mtime) in `ModelFileHash` (one query per folder scanned).
+
+A caller that already knows the member's tenant (a submit resolves it once) passes it as
+`tenant=`, so a scan does not look the membership up again.
 """
 
 from __future__ import annotations
@@ -11,11 +14,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import Final
+
 from django.contrib.auth.models import AbstractUser
 
 from inference.hashing import file_sha256
 from inference.models import ModelFileHash
 from a1111.errors import NotFound
+from tenants.models import Tenant
 from tenants.selectors import tenant_for_user
 from tenants.workdirs import public_model_dir, tenant_model_dir, user_model_dir
 
@@ -37,6 +43,18 @@ SCOPES = ("user", "tenant", "public")  # resolution precedence when names collid
 
 
 CHECKPOINT_FIELD = "override_settings.sd_model_checkpoint"
+
+
+class LookUp:
+    """The `tenant=` default: look the member's tenant up (callers that know it pass it)."""
+
+
+LOOK_UP: Final = LookUp()
+TenantArg = Tenant | None | LookUp
+
+
+def _tenant(user: AbstractUser, tenant: TenantArg) -> Tenant | None:
+    return tenant_for_user(user) if isinstance(tenant, LookUp) else tenant
 
 
 class ModelNotFound(NotFound):
@@ -88,22 +106,32 @@ class ModelEntry(HashTitled):
 
 
 def cached_sha256(path: Path) -> str:
-    stat = path.stat()
-    key = str(path.resolve())
-    row = ModelFileHash.objects.filter(path=key).first()
-    if row is not None and row.size == stat.st_size and row.mtime_ns == stat.st_mtime_ns:
-        return row.sha256
-    sha = file_sha256(path)
-    ModelFileHash.objects.update_or_create(
-        path=key, defaults={"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha}
-    )
-    return sha
+    return cached_sha256s([path])[0]
+
+
+def cached_sha256s(paths: list[Path]) -> list[str]:
+    """The SHA-256 of each file, from `ModelFileHash` where its size and mtime still match (one
+    query for all of them), else computed and remembered."""
+    stats = [(str(path.resolve()), path.stat()) for path in paths]
+    rows = {row.path: row for row in ModelFileHash.objects.filter(path__in=[key for key, _ in stats])} if stats else {}
+    hashes = []
+    for path, (key, stat) in zip(paths, stats, strict=True):
+        row = rows.get(key)
+        if row is not None and row.size == stat.st_size and row.mtime_ns == stat.st_mtime_ns:
+            hashes.append(row.sha256)
+            continue
+        sha = file_sha256(path)
+        ModelFileHash.objects.update_or_create(
+            path=key, defaults={"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha}
+        )
+        hashes.append(sha)
+    return hashes
 
 
 def _scan(folder: Path, kind: str, scope: str) -> list[ModelEntry]:
     if not folder.is_dir():
         return []
-    entries = []
+    found: list[tuple[str, Path]] = []
     root = folder.resolve()
     for path in sorted(folder.rglob("*")):
         if path.suffix.lower() not in SUFFIXES_BY_KIND.get(kind, MODEL_SUFFIXES) or not path.is_file():
@@ -111,14 +139,17 @@ def _scan(folder: Path, kind: str, scope: str) -> list[ModelEntry]:
         resolved = path.resolve()
         if not resolved.is_relative_to(root):  # a symlink out of the folder is ignored
             continue
-        name = path.relative_to(folder).as_posix()
-        entries.append(ModelEntry(kind=kind, name=name, path=resolved, sha256=cached_sha256(resolved), scope=scope))
-    return entries
+        found.append((path.relative_to(folder).as_posix(), resolved))
+    hashes = cached_sha256s([resolved for _, resolved in found])
+    return [
+        ModelEntry(kind=kind, name=name, path=resolved, sha256=sha, scope=scope)
+        for (name, resolved), sha in zip(found, hashes, strict=True)
+    ]
 
 
-def model_list_for_user(user: AbstractUser, kind: str = "Stable-diffusion") -> list[ModelEntry]:
+def model_list_for_user(user: AbstractUser, kind: str = "Stable-diffusion", *, tenant: TenantArg = LOOK_UP) -> list[ModelEntry]:
     """The user's own models first, then the tenant's, then the public ones."""
-    tenant = tenant_for_user(user)
+    tenant = _tenant(user, tenant)
     folders: list[tuple[Path, str]] = [(user_model_dir(user.get_username(), kind), "user")]
     if tenant is not None:
         folders.append((tenant_model_dir(tenant.slug, kind), "tenant"))
@@ -129,9 +160,9 @@ def model_list_for_user(user: AbstractUser, kind: str = "Stable-diffusion") -> l
     return entries
 
 
-def checkpoint_resolve_for_user(user: AbstractUser, ident: str | None) -> ModelEntry:
+def checkpoint_resolve_for_user(user: AbstractUser, ident: str | None, *, tenant: TenantArg = LOOK_UP) -> ModelEntry:
     """Find a checkpoint by any A1111 id form; None means the user's default (the first one)."""
-    entries = model_list_for_user(user, "Stable-diffusion")
+    entries = model_list_for_user(user, "Stable-diffusion", tenant=tenant)
     if not entries:
         raise ModelNotFound(
             "no checkpoint is available: put a .safetensors file in your models/Stable-diffusion folder "
@@ -145,13 +176,13 @@ def checkpoint_resolve_for_user(user: AbstractUser, ident: str | None) -> ModelE
     raise ModelNotFound(f"unknown checkpoint {ident!r}; GET /api/v1/models lists the ones you may use")
 
 
-def vae_resolve_for_user(user: AbstractUser, ident: str | None) -> ModelEntry | None:
+def vae_resolve_for_user(user: AbstractUser, ident: str | None, *, tenant: TenantArg = LOOK_UP) -> ModelEntry | None:
     """A VAE file by any A1111 id form; None for the checkpoint's own VAE ("Automatic", "None")."""
     from a1111.generation import NO_VAE
 
     if ident is None or ident.strip() in NO_VAE:
         return None
-    for entry in model_list_for_user(user, "VAE"):
+    for entry in model_list_for_user(user, "VAE", tenant=tenant):
         if entry.matches(ident):
             return entry
     raise ModelNotFound(

@@ -68,6 +68,7 @@ from a1111.prompts import ExtraNetwork, PromptError, find_embeddings, lora_key, 
 from inference.scheduler.keys import model_key, network_key, promptgen_batch_key, promptgen_model_key
 from inference.storage import UnsafeOutputPath, member_file_save, model_file_key
 from a1111.errors import Forbidden, TooMany
+from tenants.models import Tenant
 from tenants.selectors import tenant_for_user
 from tenants.workdirs import user_inputs_key
 
@@ -126,8 +127,9 @@ def job_submit(
     if tenant is None:
         raise NotAMember(f"{user.get_username()} is not a member of any tenant, so cannot generate")
     _check_queue_room(user)
-    checkpoint = checkpoint_resolve_for_user(user, request.checkpoint)
-    vae = vae_resolve_for_user(user, request.vae)
+    # The tenant, resolved once above, is handed to each model lookup (each folder scan would look it up again).
+    checkpoint = checkpoint_resolve_for_user(user, request.checkpoint, tenant=tenant)
+    vae = vae_resolve_for_user(user, request.vae, tenant=tenant)
     refiner = _refiner_for_user(user, request, checkpoint, inputs)
     if refiner is not None:  # named as A1111's infotext names it: its short title
         request = dataclasses.replace(request, refiner_checkpoint=f"{refiner.model_name} [{refiner.hash10}]")
@@ -140,7 +142,7 @@ def job_submit(
         if hires_checkpoint is not None and hires_checkpoint.sha256 == checkpoint.sha256:
             hires_checkpoint = None  # the first pass's own: no second model to load
     _check_deepcache_level(request, checkpoint, hires_checkpoint)
-    request = dataclasses.replace(request, networks=_extra_networks_for_user(user, request))
+    request = dataclasses.replace(request, networks=_extra_networks_for_user(user, request, tenant=tenant))
     degrade = degrade_missing_models and not settings.ATELIER_STRICT_MISSING_MODELS
     if request.hires and request.hr_upscaler not in HIRES_UPSCALERS:
         request = _with_hires_upscaler(user, request, degrade=degrade)
@@ -629,10 +631,11 @@ def _check_hires_networks(request: GenerationRequest, first_pass: list[ExtraNetw
     )
 
 
-def _extra_networks_for_user(user: AbstractUser, request: GenerationRequest) -> list[dict]:
+def _extra_networks_for_user(user: AbstractUser, request: GenerationRequest, *, tenant: Tenant | None) -> list[dict]:
     """The prompts' `<lora:…>` / `<hypernet:…>` tags, each resolved to a file the user may use
     (none with `disable_extra_networks`: the tags are only stripped), and the embeddings the prompts
-    name, the hires pass's prompts included."""
+    name, the hires pass's prompts included. A network folder is scanned only when a tag names
+    one of its kind; the embeddings folder always (any word of a prompt may name one)."""
     networks: list[ExtraNetwork] = []
     for field_name, text in (("prompt", request.prompt), ("negative_prompt", request.negative_prompt)):
         networks.extend(_prompt_networks(field_name, text))
@@ -640,7 +643,8 @@ def _extra_networks_for_user(user: AbstractUser, request: GenerationRequest) -> 
         _check_hires_networks(request, networks)
     if request.disable_extra_networks:
         networks = []
-    entries = {folder: model_list_for_user(user, folder) for folder in set(NETWORK_FOLDERS.values())}
+    wanted = {NETWORK_FOLDERS[network.kind] for network in networks if network.kind in NETWORK_FOLDERS}
+    entries = {folder: model_list_for_user(user, folder, tenant=tenant) for folder in wanted}
     resolved = []
     for network in networks:
         folder = NETWORK_FOLDERS.get(network.kind)
@@ -660,7 +664,7 @@ def _extra_networks_for_user(user: AbstractUser, request: GenerationRequest) -> 
             "te_weight": network.te_weight, "unet_weight": network.unet_weight,
         })
     # Textual-inversion embeddings are named by their file stem anywhere in either prompt.
-    by_name = {e.model_name.rsplit("/", 1)[-1]: e for e in reversed(model_list_for_user(user, "embeddings"))}
+    by_name = {e.model_name.rsplit("/", 1)[-1]: e for e in reversed(model_list_for_user(user, "embeddings", tenant=tenant))}
     texts = [request.prompt, request.negative_prompt]
     if request.hires:
         texts += [request.hires_prompt, request.hires_negative_prompt]

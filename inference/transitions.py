@@ -32,7 +32,7 @@ from inference.endings import job_ended
 from inference.errors import member_error
 from inference.events import job_event_publish
 from inference.models import Job, Worker
-from tenants.services import usage_record
+from tenants.services import usage_record_add
 
 logger = logging.getLogger(__name__)
 
@@ -78,15 +78,18 @@ def job_progress(*, job: Job, attempt: int, step: int, preview: str | None = Non
 
 
 def _finish(job: Job, attempt: int, status: str, **fields) -> bool:
-    """running → `status`, and the job's usage record, in one transaction (never one without the other)."""
-    now = timezone.now()
+    """running → `status`, and the job's usage record, in one transaction (never one without the other).
+    `job` is the object `job_claim` returned (the worker's own, kept up to date as it ran)."""
+    written = {"status": status, "finished_at": timezone.now(), "preview": "", **fields}  # the live preview is over
     with transaction.atomic():
-        updated = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, attempts=attempt).update(
-            status=status, finished_at=now, preview="", **fields  # the live preview is over
-        )
+        updated = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, attempts=attempt).update(**written)
         if updated:
-            job.refresh_from_db()
-            usage_record(job=job)
+            # The row as this UPDATE left it, without reading it back: while the job ran, only this
+            # worker wrote its other columns (progress through this same object), or a member's
+            # cancel and skip requests (`cancel_requested`, `skip_requested`), which nothing after a finish reads.
+            for name, value in written.items():
+                setattr(job, name, value)
+            usage_record_add(job=job)
     if updated:
         job_event_publish(job)
         if job.worker_id:

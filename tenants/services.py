@@ -122,6 +122,17 @@ def usage_record(*, job) -> UsageRecord:
     return record
 
 
+def usage_record_add(*, job) -> None:
+    """`usage_record` for a job whose ending this caller has just written (`transitions._finish`:
+    its compare-and-set makes it the job's one ending): one INSERT that a record already there
+    leaves as it is (the unique key), instead of get_or_create's SELECT, savepoint and INSERT."""
+    UsageRecord.objects.bulk_create(
+        [UsageRecord(job=job, user_id=job.owner_id, tenant_id=job.tenant_id, gpu_seconds=job.gpu_seconds,
+                     images=len(job.outputs), texts=len(job.texts), status=job.status)],
+        ignore_conflicts=True,
+    )
+
+
 STYLE_TEXT_MAX = PromptStyle._meta.get_field("prompt").max_length
 
 

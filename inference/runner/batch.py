@@ -47,7 +47,7 @@ from inference.jobspec import JobSpec, JobSpecError, ModelRef
 from inference.models import Job
 from inference.runner.chunks import ChunkLayout, layout_of
 from inference.scheduler.keys import model_key, promptgen_model_key
-from a1111.pnginfo import png_bytes
+from a1111.pnginfo import PLATFORM_ZLIB_STRATEGY, png_bytes
 from a1111.prompts import extract_extra_networks
 from a1111.samplers import ENSD_SAMPLERS, resolve_sampler
 from inference.selectors import job_skips_requested
@@ -617,7 +617,9 @@ def finish_members(members: list[BatchMember], outcome: GenerationOutcome, chunk
         folder = f"{_output_prefix(job, member.request)}/{job.created_at:%Y-%m-%d}"
         try:
             outputs = [
-                store_png(f"{folder}/{job.public_id}-{index}.png", png_bytes(image, infotext, compress_level=settings.ATELIER_PNG_COMPRESS_LEVEL))
+                store_png(f"{folder}/{job.public_id}-{index}.png", png_bytes(
+                    image, infotext, compress_level=settings.ATELIER_PNG_COMPRESS_LEVEL, zlib_strategy=PLATFORM_ZLIB_STRATEGY,
+                ))
                 for index, (image, infotext) in enumerate(zip(mine, infotexts, strict=True))
             ]
             maps = _store_control_maps(folder, job, member.request, outcome.control_maps)

@@ -19,6 +19,7 @@ import time
 from django.conf import settings
 from django.core.files.storage import default_storage
 
+from a1111.pnginfo import PLATFORM_ZLIB_STRATEGY
 from inference.runner.batch import png_bytes, store_png
 from a1111.extras import (
     ExtrasRequest,
@@ -101,7 +102,10 @@ def extras_execute(*, job: Job, attempt: int, worker_name: str, runtime: WorkerR
             image = member_image_open(key)
             result = runtime.postprocess(image, postprocess_spec(request, *image.size))
             infotext = extras_infotext(request, *image.size)
-            data = png_bytes(result, infotext, INFOTEXT_CHUNK, compress_level=settings.ATELIER_PNG_COMPRESS_LEVEL)
+            data = png_bytes(
+                result, infotext, INFOTEXT_CHUNK,
+                compress_level=settings.ATELIER_PNG_COMPRESS_LEVEL, zlib_strategy=PLATFORM_ZLIB_STRATEGY,
+            )
             outputs.append(store_png(f"{folder}/{job.public_id}-{index}.png", data))
             infotexts.append(infotext)
             if not job_progress(job=job, attempt=attempt, step=index + 1):  # cancelled, or not ours any more

@@ -109,9 +109,13 @@ async def wait_for_job(public_id: str) -> Job:
         await layer.group_discard(job_group(public_id), channel)
 
 
-def _with_member_defaults(user, generation: GenerationRequest) -> GenerationRequest:
-    """No model or VAE named: the member's own options, as A1111's loaded model and VAE."""
-    options = user_options_get(user)
+def _with_member_defaults(
+    user, generation: GenerationRequest, options: Mapping[str, Any] | None = None
+) -> GenerationRequest:
+    """No model or VAE named: the member's own options (`options`, when the caller read them
+    already: `user_options_get` resolves their checkpoint, a scan of the model folders), as
+    A1111's loaded model and VAE."""
+    options = user_options_get(user) if options is None else options
     if generation.checkpoint is None and options["sd_model_checkpoint"]:
         generation = dataclasses.replace(generation, checkpoint=str(options["sd_model_checkpoint"]))
     if generation.vae is None and options.get("sd_vae"):
@@ -122,9 +126,12 @@ def _with_member_defaults(user, generation: GenerationRequest) -> GenerationRequ
     return generation
 
 
-def _submit(user, generation: GenerationRequest, inputs: InputImages | None, priority: int = 0) -> Job:
+def _submit(
+    user, generation: GenerationRequest, inputs: InputImages | None, priority: int = 0,
+    options: Mapping[str, Any] | None = None,
+) -> Job:
     return job_submit(
-        user=user, request=_with_member_defaults(user, generation), inputs=inputs, priority=priority,
+        user=user, request=_with_member_defaults(user, generation, options), inputs=inputs, priority=priority,
         degrade_missing_models=True,  # as A1111: unrestored / Lanczos, with a note in `info`
     )
 
@@ -132,6 +139,12 @@ def _submit(user, generation: GenerationRequest, inputs: InputImages | None, pri
 def member_settings(user) -> dict[str, Any]:
     """The member's options a request's `override_settings` falls back to (`a1111/options.py`)."""
     return override_settings_defaults(user_options_get(user))
+
+
+def _member_context(user, body: dict[str, Any]) -> tuple[dict[str, StyleText], dict[str, object]]:
+    """The caller's styles (`styles_for_body`) and options (`user_options_get`), read in one go:
+    one hop to the request's thread, and the options kept for the submit (`_with_member_defaults`)."""
+    return styles_for_body(user, body), user_options_get(user)
 
 
 def styles_for_body(user, body: dict[str, Any]) -> dict[str, StyleText]:
@@ -313,16 +326,17 @@ async def _generate(request: HttpRequest, user, kind: str) -> dict[str, Any]:
     check_script_args(body.get("script_args"))
     check_alwayson_scripts(body.get("alwayson_scripts"))
     # URLs are fetched off the event loop and off Django's one sync thread (they may take seconds).
-    styles = await sync_to_async(styles_for_body)(user, body)
-    settings = await sync_to_async(member_settings)(user)
+    styles, options = await sync_to_async(_member_context)(user, body)
+    settings = override_settings_defaults(options)
     generation, inputs = await sync_to_async(parse_generation_body, thread_sensitive=False)(body, kind, styles, settings)
     if kept := kept_settings(body):  # A1111: the overrides stay the member's options
         await sync_to_async(user_options_update)(user=user, values=kept)
+        options = None  # changed: the submit reads them again
     if script is not None:
         from inference.sdapi.scripts import run_script  # it builds on this module's helpers
 
         return await run_script(user, body, kind, script, generation, inputs)
-    job = await sync_to_async(_submit)(user, generation, inputs)  # validates models and extra networks too
+    job = await sync_to_async(_submit)(user, generation, inputs, options=options)  # validates models and extra networks too
     notes = _notes(body, GenerationRequest.from_json(job.params))  # with what job_submit found missing
     job = await wait_for_job(job.public_id)
     if generation.save_dir:

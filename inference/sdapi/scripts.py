@@ -23,7 +23,7 @@ from django.conf import settings
 
 from a1111.errors import RequestError, RequestValidationError
 from a1111.generation import GenerationRequest, parse_generation_request
-from a1111.pnginfo import png_bytes
+from a1111.pnginfo import PLATFORM_ZLIB_STRATEGY, png_bytes
 from a1111.scripts import PlanContext, Script, ScriptPlan, find_script, plan_script
 from a1111.xyz_grid import draw_grid
 from inference.inputs.images import InputImages
@@ -80,7 +80,8 @@ def _sub_grids(plan: ScriptPlan, group: JobGroup, cells: list[Job]) -> list[str]
             continue
         grid = draw_grid(tiles, (nx, ny, 1), (labels[0], labels[1], ("",)))
         infotext = next((job.infotexts[0] for job in cells[zi * nx * ny:] if job.infotexts), "")
-        grids.append(base64.b64encode(png_bytes(grid, infotext, compress_level=settings.ATELIER_PNG_COMPRESS_LEVEL)).decode())
+        data = png_bytes(grid, infotext, compress_level=settings.ATELIER_PNG_COMPRESS_LEVEL, zlib_strategy=PLATFORM_ZLIB_STRATEGY)
+        grids.append(base64.b64encode(data).decode())
     return grids
 
 

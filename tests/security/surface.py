@@ -134,6 +134,9 @@ def enumerate_routes() -> list[Route]:
     proxy = f"{type(asgi.application.workspace_proxy).__module__}.{type(asgi.application.workspace_proxy).__name__}"
     routes.append(Route("asgi", MOUNT, proxy))  # `path == MOUNT or path.startswith(MOUNT + "/")`
     routes.append(Route("asgi", MOUNT + "/<path>", proxy))
+    from inference.api.internal import EVENTS_PATH
+
+    routes.append(Route("asgi", EVENTS_PATH, "inference.api.internal.events_app"))
     if settings.SERVE_STATIC:
         static = "/" + settings.STATIC_URL.strip("/") + "/<path>"
         routes.append(Route("asgi", static, "django.contrib.staticfiles.handlers.ASGIStaticFilesHandler"))
@@ -314,9 +317,9 @@ ROUTES: dict[str, Entry] = {
         "tests/a1111/test_controlnet_api.py::test_model_and_module_lists_are_the_extensions_and_scoped_to_the_member")),
     "http /controlnet/version": Entry(_A.AUTHENTICATED, HTTP_SWEEP),
     # --- worker to web ---
-    "http /internal/events": Entry(_A.INTERNAL, (
-        *HTTP_SWEEP, f"{S}test_surface_http.py::test_internal_routes_refuse_requests_without_the_worker_signature"),
-        methods=("POST",), note="HMAC-SHA256 of the body with SECRET_KEY in X-Atelier-Signature"),
+    "asgi /internal/events": Entry(_A.INTERNAL, (
+        f"{S}test_surface_asgi.py::test_the_event_ingress_refuses_requests_without_the_worker_signature",
+    ), methods=("POST",), note="HMAC-SHA256 of the body with SECRET_KEY in X-Atelier-Signature; served before Django"),
     # --- probes and metrics (config/observability.py) ---
     "http /healthz": Entry(_A.PUBLIC, (
         f"{S}test_surface_http.py::test_public_routes_answer_anonymous_callers",

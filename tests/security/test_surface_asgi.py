@@ -1,5 +1,6 @@
 """The mounts `config.asgi.AtelierApplication` serves before Django and Channels see a request:
-the workspace proxy at `/ui` and `/ui/…`, and static files.
+the workspace proxy at `/ui` and `/ui/…`, static files, and the workers' job events
+(`/internal/events`).
 
 Requests go through a real `AtelierApplication` (its dispatch, the real `WorkspaceProxy` and
 `WorkspaceManager`), built with no spare workspace processes so that an anonymous request, which
@@ -9,6 +10,9 @@ must start nothing, cannot start one either. Signed-in workspaces run in tests/e
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import json
 from urllib.parse import quote, unquote
 
 import pytest
@@ -45,7 +49,9 @@ async def _settled(app) -> None:
     assert app.workspaces.sessions() == [] and app.workspaces._spares == []
 
 
-async def _http(app, method: str, path: str, headers: list[tuple[bytes, bytes]] | None = None) -> dict:
+async def _http(
+    app, method: str, path: str, headers: list[tuple[bytes, bytes]] | None = None, body: bytes = b""
+) -> dict:
     """One HTTP exchange with an ASGI app, run to its end: {"status", "headers", "body"}.
 
     (Channels' HttpCommunicator insists on a `body` key in every body message, which ASGI lets
@@ -56,7 +62,7 @@ async def _http(app, method: str, path: str, headers: list[tuple[bytes, bytes]] 
              "path": unquote(path_only), "raw_path": path_only.encode(), "query_string": query.encode(),
              "root_path": "", "headers": [(b"host", b"testserver"), *(headers or [])],
              "client": ("127.0.0.1", 50000), "server": ("testserver", 80)}
-    requests = [{"type": "http.request", "body": b"", "more_body": False}]
+    requests = [{"type": "http.request", "body": body, "more_body": False}]
     never = asyncio.Event()
     sent: list[dict] = []
 
@@ -131,5 +137,49 @@ def test_static_files_are_public_and_only_static(settings) -> None:
             response = await _http(application, "GET", path)  # a `..` escape is a 404, not a 500
             assert response["status"] == 404, (path, response["status"])
             assert secret_file not in response["body"] and b"root:" not in response["body"]
+
+    async_to_sync(requests)()
+
+
+def test_the_event_ingress_refuses_requests_without_the_worker_signature(tokens) -> None:
+    """`/internal/events`, served before Django: a member's token, no signature, a signature of
+    another body or by another key are all refused (403), as is any other method than POST (405),
+    and nothing reaches the job's subscribers; the workers' signature is accepted (204) and the
+    event is published to the job's group, and to it alone."""
+    from channels.layers import get_channel_layer
+
+    from config.asgi import application
+    from inference.events import SIGNATURE_HEADER, sign
+
+    body = json.dumps({"group": "job.j_alices", "event": {"type": "job", "status": "succeeded"}}).encode()
+    header = SIGNATURE_HEADER.lower().encode()
+    forged = hmac.new(b"not-the-secret-key", body, hashlib.sha256).hexdigest().encode()
+    refused = {
+        "no signature": [],
+        "a member's token": [(b"authorization", f"Bearer {tokens['alice']}".encode())],
+        "another body's signature": [(header, sign(b"another body").encode())],
+        "a signature by another key": [(header, forged)],
+    }
+
+    async def requests() -> None:
+        layer = get_channel_layer()
+        channel = await layer.new_channel()
+        await layer.group_add("job.j_alices", channel)
+        for what, headers in refused.items():
+            response = await _http(application, "POST", "/internal/events", headers, body)
+            assert response["status"] == 403, what
+        for method in ("GET", "PUT", "DELETE"):
+            response = await _http(application, method, "/internal/events", [(header, sign(body).encode())], body)
+            assert response["status"] == 405, method
+        not_an_event = b'{"group": "users", "event": {}}'
+        response = await _http(application, "POST", "/internal/events", [(header, sign(not_an_event).encode())], not_an_event)
+        assert response["status"] == 400
+        with pytest.raises(asyncio.TimeoutError):  # nothing was published so far
+            await asyncio.wait_for(layer.receive(channel), timeout=0.2)
+        response = await _http(application, "POST", "/internal/events", [(header, sign(body).encode())], body)
+        assert response["status"] == 204
+        message = await asyncio.wait_for(layer.receive(channel), timeout=5)
+        assert message == {"type": "job.event", "event": {"type": "job", "status": "succeeded"}}
+        await layer.group_discard("job.j_alices", channel)
 
     async_to_sync(requests)()

@@ -1,6 +1,6 @@
 """Behavioural sweeps over every HTTP route of `config.urls`, through Django's test client on the
-real URLconf and database: anonymous callers, outsiders to alice's objects, members on operator
-routes, and worker-only routes without the worker's signature.
+real URLconf and database: anonymous callers, outsiders to alice's objects and members on operator
+routes. (The workers' `/internal/events` is served before Django: tests/security/test_surface_asgi.py.)
 
 The routes come from `enumerate_routes()`, so a route added tomorrow is swept without anyone
 editing this file; its class comes from the registry in `surface.py`.
@@ -8,8 +8,6 @@ editing this file; its class comes from the registry in `surface.py`.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 
 import pytest
@@ -17,7 +15,6 @@ from django.conf import settings
 from django.test import Client
 from django.urls import resolve
 
-from inference.events import SIGNATURE_HEADER, sign
 from inference.models import Job
 from tests.security.conftest import AlicesThings
 from tests.security.surface import Access, Entry, Route, concrete_path, entry_for, enumerate_routes
@@ -150,36 +147,6 @@ def test_members_never_get_a_2xx_from_operator_routes(
             response = _call(client, method, path)
             assert _refused(response, login_urls), f"{name} (session): {_describe(method, path, response)}"
         client.logout()
-
-
-# --- worker to web ----------------------------------------------------------------------------------
-
-@pytest.mark.parametrize(("route", "entry"), _routes(Access.INTERNAL))
-def test_internal_routes_refuse_requests_without_the_worker_signature(
-    client, tokens, personas, alices_things, route: Route, entry: Entry
-) -> None:
-    """A member's token, a session, no signature, a signature of another body or by another key:
-    all refused. The right signature is accepted (so the refusals are about the credential)."""
-    path = _path(route, alices_things)
-    body = json.dumps({"group": f"job.{alices_things.job_id}", "event": {"status": "succeeded"}}).encode()
-    other_key = sign(b"another body")
-    forged = hmac.new(b"not-the-secret-key", body, hashlib.sha256).hexdigest()
-    header = f"HTTP_{SIGNATURE_HEADER.upper().replace('-', '_')}"
-    attempts = {
-        "no signature": {},
-        "a member's token": {"HTTP_AUTHORIZATION": f"Bearer {tokens['alice']}"},
-        "another body's signature": {header: other_key},
-        "a signature by another key": {header: forged},
-    }
-    for what, headers in attempts.items():
-        response = client.post(path, data=body, content_type="application/json", **headers)
-        assert response.status_code in {401, 403}, f"{what}: {response.status_code}"
-    client.force_login(personas["admin"])  # not even an operator's session
-    assert client.post(path, data=body, content_type="application/json").status_code in {401, 403}
-    client.logout()
-    assert client.get(path).status_code == 405
-    signed = {header: sign(body)}
-    assert client.post(path, data=body, content_type="application/json", **signed).status_code == 204
 
 
 # --- what authenticated routes hand out ------------------------------------------------------------

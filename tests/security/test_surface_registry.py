@@ -42,7 +42,7 @@ def test_the_enumeration_sees_every_kind_of_route() -> None:
     """A guard on the walker itself: an enumeration that found nothing would pass the checks above."""
     routes = enumerate_routes()
     keys = {route.key for route in routes}
-    assert {"http /api/v1/jobs/<str:public_id>", "http /sdapi/v1/txt2img", "http /internal/events",
+    assert {"http /api/v1/jobs/<str:public_id>", "http /sdapi/v1/txt2img", "asgi /internal/events",
             "http /login/", "websocket /ws/jobs/<str:public_id>", "asgi /ui", "asgi /ui/<path>"} <= keys
     admin = [route for route in routes if route.family == "admin"]
     assert any(route.pattern == "/admin/inference/job/<path:object_id>/change/" for route in admin)

@@ -1,8 +1,10 @@
 """Mirror the session manager's state into `WorkspaceSession` rows, off the request path.
 
 The manager puts snapshots; one writer task coalesces them per member and writes them in a
-worker thread (never the thread the async ORM shares), so a slow or locked database never
-delays a proxied request.
+thread of their own (never the thread the async ORM shares), so a slow or locked database never
+delays a proxied request. That thread is a daemon: a write waiting on a database that is down
+(a pool checkout waits up to 30 s) never holds the web process's exit, and what it would have
+written is redone at the next start (`reset`: an earlier process's sessions are marked stopped).
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.db import close_old_connections
 
 logger = logging.getLogger(__name__)
@@ -57,6 +61,35 @@ def write_snapshots(snapshots: list[Snapshot], *, reset: bool = False) -> None:
         close_old_connections()
 
 
+async def in_daemon_thread(call: Callable[[], Any]) -> Any:
+    """`call()` run in a daemon thread of its own, awaited: unlike the event loop's executor,
+    whose threads the interpreter joins at exit, a call stuck there does not keep the process
+    alive after the server stopped."""
+    loop = asyncio.get_running_loop()
+    outcome: asyncio.Future[Any] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if outcome.done():
+            return
+        if error is not None:
+            outcome.set_exception(error)
+        else:
+            outcome.set_result(result)
+
+    def run() -> None:
+        try:
+            result, error = call(), None
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+            result, error = None, exc
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:
+            pass  # the loop closed while the call ran: nobody awaits it any more
+
+    threading.Thread(target=run, name="workspace-records", daemon=True).start()
+    return await outcome
+
+
 class SessionRecords:
     def __init__(self) -> None:
         self._pending: dict[int, Snapshot] = {}
@@ -85,6 +118,6 @@ class SessionRecords:
             batch, self._pending = list(self._pending.values()), {}
             reset, self._reset = self._reset, False
             try:
-                await sync_to_async(write_snapshots, thread_sensitive=False)(batch, reset=reset)
+                await in_daemon_thread(lambda: write_snapshots(batch, reset=reset))
             except Exception:
                 logger.exception("could not record workspace sessions")

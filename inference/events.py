@@ -84,11 +84,17 @@ def verify(body: bytes, signature: str) -> bool:
     return hmac.compare_digest(sign(body), signature or "")
 
 
-def group_publish(group: str, event: dict[str, Any]) -> None:
-    """Publish on this process's channel layer."""
+async def group_publish_async(group: str, event: dict[str, Any]) -> None:
+    """Publish on this process's channel layer, from its event loop: the one place a job event
+    becomes a channel-layer message (`consumers.py` handles its `job.event` type)."""
     layer = get_channel_layer()
     if layer is not None:
-        async_to_sync(layer.group_send)(group, {"type": "job.event", "event": event})
+        await layer.group_send(group, {"type": "job.event", "event": event})
+
+
+def group_publish(group: str, event: dict[str, Any]) -> None:
+    """Publish on this process's channel layer, from sync code."""
+    async_to_sync(group_publish_async)(group, event)
 
 
 class EventRelay:
@@ -183,10 +189,8 @@ class LayerRelay:
         while True:
             group, event, sent = self._queue.get()
             try:
-                layer = get_channel_layer()
-                if event is not None and layer is not None:
-                    message = {"type": "job.event", "event": event}
-                    loop.run_until_complete(asyncio.wait_for(layer.group_send(group, message), RELAY_TIMEOUT_SECONDS))
+                if event is not None:
+                    loop.run_until_complete(asyncio.wait_for(group_publish_async(group, event), RELAY_TIMEOUT_SECONDS))
             except Exception:  # noqa: BLE001 - events are advisory; the job row is the truth
                 logger.warning("could not publish an event on %s", group, exc_info=True)
             finally:

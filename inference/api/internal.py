@@ -18,11 +18,10 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from channels.layers import get_channel_layer
 from django.conf import settings
 
 from inference.api.errors import JsonBodyError, parse_json
-from inference.events import SIGNATURE_HEADER, verify
+from inference.events import SIGNATURE_HEADER, group_publish_async, verify
 
 EVENTS_PATH = "/internal/events"
 _SIGNATURE = SIGNATURE_HEADER.lower().encode("latin-1")
@@ -54,9 +53,7 @@ async def events_app(scope: dict[str, Any], receive: Receive, send: Send) -> Non
     if not isinstance(group, str) or not group.startswith("job.") or not isinstance(event, dict):
         await _answer(send, 400, {"error": _SHAPE})
         return
-    layer = get_channel_layer()
-    if layer is not None:
-        await layer.group_send(group, {"type": "job.event", "event": event})
+    await group_publish_async(group, event)
     await send({"type": "http.response.start", "status": 204, "headers": []})
     await send({"type": "http.response.body", "body": b""})
 

@@ -32,7 +32,7 @@ from inference.endings import job_ended
 from inference.errors import member_error
 from inference.events import job_event_publish
 from inference.models import Job, Worker
-from tenants.services import usage_record_add
+from tenants.services import usage_record
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def _finish(job: Job, attempt: int, status: str, **fields) -> bool:
             # cancel and skip requests (`cancel_requested`, `skip_requested`), which nothing after a finish reads.
             for name, value in written.items():
                 setattr(job, name, value)
-            usage_record_add(job=job)
+            usage_record(job=job)
     if updated:
         job_event_publish(job)
         if job.worker_id:

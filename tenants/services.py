@@ -106,26 +106,10 @@ def token_revoke(*, token: ApiToken) -> None:
         token.save(update_fields=["revoked_at"])
 
 
-def usage_record(*, job) -> UsageRecord:
-    """The one usage record of a finished job (idempotent: a second call returns the first)."""
-    record, _ = UsageRecord.objects.get_or_create(
-        job=job,
-        defaults={
-            "user_id": job.owner_id,
-            "tenant_id": job.tenant_id,
-            "gpu_seconds": job.gpu_seconds,
-            "images": len(job.outputs),
-            "texts": len(job.texts),
-            "status": job.status,
-        },
-    )
-    return record
-
-
-def usage_record_add(*, job) -> None:
-    """`usage_record` for a job whose ending this caller has just written (`transitions._finish`:
-    its compare-and-set makes it the job's one ending): one INSERT that a record already there
-    leaves as it is (the unique key), instead of get_or_create's SELECT, savepoint and INSERT."""
+def usage_record(*, job) -> None:
+    """The one usage record of a finished job: one INSERT that a record already there leaves as it
+    is (the unique key on `job`), so a second call changes nothing. The finish transaction
+    (`transitions._finish`) calls it right after its compare-and-set made this the job's ending."""
     UsageRecord.objects.bulk_create(
         [UsageRecord(job=job, user_id=job.owner_id, tenant_id=job.tenant_id, gpu_seconds=job.gpu_seconds,
                      images=len(job.outputs), texts=len(job.texts), status=job.status)],

@@ -19,7 +19,8 @@ def record(api, tiny_checkpoint_path) -> UsageRecord:
     job = Job.objects.get(public_id=response.json()["id"])
     Job.objects.filter(pk=job.pk).update(status=Job.Status.SUCCEEDED, gpu_seconds=1.5, outputs=["a.png"])
     job.refresh_from_db()
-    return usage_record(job=job)
+    usage_record(job=job)
+    return UsageRecord.objects.get(job=job)
 
 
 def test_a_superuser_sees_usage_records_read_only_and_cannot_delete_or_change_them(client, personas, record) -> None:

@@ -97,105 +97,109 @@ def group_publish(group: str, event: dict[str, Any]) -> None:
     async_to_sync(group_publish_async)(group, event)
 
 
-class EventRelay:
-    """POSTs signed events to the web process's `/internal/events`, one at a time and in order,
-    from a thread of its own over one kept-alive connection (made again when the server closed it).
+class _OrderedSender:
+    """A thread of its own that sends queued items one at a time and in order. `_enqueue(item,
+    wait=True)` returns once that item was sent (or could not be); `wait=False` returns at once.
+    Best effort as every event: a failure is logged, never raised. `None` is a marker that
+    `flush` waits for; subclasses send the rest (`_send`)."""
 
-    `publish(body, wait=True)` returns once that event was sent (or could not be); `wait=False`
-    returns at once. Best effort as every event: a failure is logged, never raised."""
+    thread_name = "event-relay"
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[Any, threading.Event | None]] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+        self._thread.start()
+
+    def _enqueue(self, item: Any, *, wait: bool) -> None:
+        sent = threading.Event() if wait else None
+        self._queue.put((item, sent))
+        if sent is not None:
+            sent.wait(RELAY_TIMEOUT_SECONDS)
+
+    def flush(self) -> None:
+        """Wait (up to the relay timeout) until every event published so far has been sent."""
+        self._enqueue(None, wait=True)
+
+    def _run(self) -> None:
+        while True:
+            item, sent = self._queue.get()
+            try:
+                if item is not None:
+                    self._send(item)
+            except Exception:  # noqa: BLE001 - events are advisory; the job row is the truth
+                logger.warning("could not relay a job event (%s)", self.thread_name, exc_info=True)
+            finally:
+                if sent is not None:
+                    sent.set()
+
+    def _send(self, item: Any) -> None:
+        raise NotImplementedError
+
+
+class EventRelay(_OrderedSender):
+    """POSTs signed events to the web process's `/internal/events`, one at a time and in order,
+    from a thread of its own over one kept-alive connection (made again when the server closed it)."""
 
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
         self.url = url
         self._host, self._port = parts.hostname or "127.0.0.1", parts.port or 80
         self._path = parts.path or "/"
-        self._queue: queue.SimpleQueue[tuple[bytes, threading.Event | None]] = queue.SimpleQueue()
         self._connection: http.client.HTTPConnection | None = None
-        self._thread = threading.Thread(target=self._run, name="event-relay", daemon=True)
-        self._thread.start()
+        super().__init__()
 
     def publish(self, body: bytes, *, wait: bool) -> None:
-        sent = threading.Event() if wait else None
-        self._queue.put((body, sent))
-        if sent is not None:
-            sent.wait(RELAY_TIMEOUT_SECONDS)
+        self._enqueue(body, wait=wait)
 
-    def flush(self) -> None:
-        """Wait (up to the relay timeout) until every event published so far has been sent."""
-        self.publish(b"", wait=True)
-
-    def _run(self) -> None:
-        while True:
-            body, sent = self._queue.get()
-            try:
-                if body:
-                    self._post(body)
-            except Exception:  # noqa: BLE001 - events are advisory; the job row is the truth
-                logger.warning("could not relay a job event to %s", self.url, exc_info=True)
-            finally:
-                if sent is not None:
-                    sent.set()
-
-    def _post(self, body: bytes) -> None:
+    def _send(self, body: bytes) -> None:
         # http.client, not httpx: plain-HTTP loopback that builds no TLS context (httpx makes one
         # per client, which showed up as 5% of a worker's CPU during a job); never via a proxy.
         reused = self._connection is not None
-        connection = self._connection or http.client.HTTPConnection(self._host, self._port, timeout=RELAY_TIMEOUT_SECONDS)
+        connection = self._connection or self._connect()
         try:
-            connection.request(
-                "POST", self._path, body=body, headers={SIGNATURE_HEADER: sign(body), "Content-Type": "application/json"}
-            )
-            response = connection.getresponse()
-            response.read()
+            response = self._post(connection, body)
         except (http.client.HTTPException, OSError):
             connection.close()
             self._connection = None
             if not reused:
                 raise
             # The server closed the kept-alive connection while it was idle: once more, on a new one.
-            connection = http.client.HTTPConnection(self._host, self._port, timeout=RELAY_TIMEOUT_SECONDS)
-            connection.request(
-                "POST", self._path, body=body, headers={SIGNATURE_HEADER: sign(body), "Content-Type": "application/json"}
-            )
-            response = connection.getresponse()
-            response.read()
+            connection = self._connect()
+            response = self._post(connection, body)
         self._connection = connection
         if response.status >= 400:
             logger.warning("the web process refused a job event: HTTP %s", response.status)
 
+    def _connect(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection(self._host, self._port, timeout=RELAY_TIMEOUT_SECONDS)
 
-class LayerRelay:
+    def _post(self, connection: http.client.HTTPConnection, body: bytes) -> http.client.HTTPResponse:
+        connection.request(
+            "POST", self._path, body=body, headers={SIGNATURE_HEADER: sign(body), "Content-Type": "application/json"}
+        )
+        response = connection.getresponse()
+        response.read()
+        return response
+
+
+class LayerRelay(_OrderedSender):
     """Sends events on the process's channel layer (Redis) from a thread with its own event loop,
     one at a time and in order; `publish(group, event, wait=…)` as `EventRelay.publish`.
 
     Not for the in-memory layer: its queues belong to the web server's own loop."""
 
+    thread_name = "event-relay-layer"
+
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[tuple[str, dict[str, Any] | None, threading.Event | None]] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="event-relay-layer", daemon=True)
-        self._thread.start()
+        self._loop = asyncio.new_event_loop()  # used only by the relay's thread
+        super().__init__()
 
-    def publish(self, group: str, event: dict[str, Any] | None, *, wait: bool) -> None:
-        sent = threading.Event() if wait else None
-        self._queue.put((group, event, sent))
-        if sent is not None:
-            sent.wait(RELAY_TIMEOUT_SECONDS)
+    def publish(self, group: str, event: dict[str, Any], *, wait: bool) -> None:
+        self._enqueue((group, event), wait=wait)
 
-    def flush(self) -> None:
-        self.publish("", None, wait=True)
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        while True:
-            group, event, sent = self._queue.get()
-            try:
-                if event is not None:
-                    loop.run_until_complete(asyncio.wait_for(group_publish_async(group, event), RELAY_TIMEOUT_SECONDS))
-            except Exception:  # noqa: BLE001 - events are advisory; the job row is the truth
-                logger.warning("could not publish an event on %s", group, exc_info=True)
-            finally:
-                if sent is not None:
-                    sent.set()
+    def _send(self, item: tuple[str, dict[str, Any]]) -> None:
+        group, event = item
+        self._loop.run_until_complete(asyncio.wait_for(group_publish_async(group, event), RELAY_TIMEOUT_SECONDS))
 
 
 _relays: dict[tuple[int, str], EventRelay | LayerRelay] = {}

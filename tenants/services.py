@@ -110,9 +110,16 @@ def usage_record(*, job) -> None:
     """The one usage record of a finished job: one INSERT that a record already there leaves as it
     is (the unique key on `job`), so a second call changes nothing. The finish transaction
     (`transitions._finish`) calls it right after its compare-and-set made this the job's ending."""
+    ended = job.finished_at or timezone.now()
+    started = job.started_at
     UsageRecord.objects.bulk_create(
-        [UsageRecord(job=job, user_id=job.owner_id, tenant_id=job.tenant_id, gpu_seconds=job.gpu_seconds,
-                     images=len(job.outputs), texts=len(job.texts), status=job.status)],
+        [UsageRecord(
+            job=job, user_id=job.owner_id, tenant_id=job.tenant_id, kind=job.kind,
+            checkpoint_title=job.checkpoint_title, checkpoint_sha256=job.checkpoint_sha256,
+            gpu_seconds=job.gpu_seconds, images=len(job.outputs), texts=len(job.texts), status=job.status,
+            queue_wait_seconds=max(((started or ended) - job.created_at).total_seconds(), 0.0) if job.created_at else 0.0,
+            started_at=started, ended_at=ended,
+        )],
         ignore_conflicts=True,
     )
 

@@ -13,11 +13,10 @@ from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import render
 from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
-from django.views.decorators.http import require_safe
 
 from frontend.charts import Bar, bar_chart
 from frontend.member_selectors import language_for_user
@@ -55,6 +54,12 @@ def _month(request: HttpRequest, time_zone: str) -> tuple[str, str]:
     return f"{year:04d}-{number:02d}", ""
 
 
+def _read_only(request: HttpRequest) -> HttpResponse | None:
+    """A 405 for anything but GET and HEAD: asked after the authorisation, so that whoever may
+    not see a page gets its 404 for every method."""
+    return None if request.method in ("GET", "HEAD") else HttpResponseNotAllowed(["GET", "HEAD"])
+
+
 def _render(request: HttpRequest, template_name: str, context: dict[str, Any], error: str) -> HttpResponse:
     return render(request, template_name, {**context, "month_error": error}, status=400 if error else 200)
 
@@ -76,12 +81,13 @@ def _day_charts(days: Sequence[DayUsage], t: dict[str, str], prefix: str) -> dic
 
 
 @login_required
-@require_safe
 def my_usage(request: HttpRequest) -> HttpResponse:
     """A member's own usage in a month: GPU-seconds and images per day, jobs by kind and checkpoint."""
     membership = membership_for_user(request.user)
     if membership is None:
         raise Http404("operators have no usage of their own: see /ops/")
+    if refused := _read_only(request):
+        return refused
     tenant = membership.tenant
     t = strings(language_for_user(request.user))
     month, error = _month(request, tenant.time_zone)
@@ -100,12 +106,13 @@ def my_usage(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
-@require_safe
 def team_usage(request: HttpRequest) -> HttpResponse:
     """Tenant admins: their team's usage in a month, per day and per member (members get 404)."""
     membership = membership_for_user(request.user)
     if membership is None or membership.role != Membership.Role.ADMIN:
         raise Http404("no team usage for you")
+    if refused := _read_only(request):
+        return refused
     tenant = membership.tenant
     t = strings(language_for_user(request.user))
     month, error = _month(request, tenant.time_zone)
@@ -127,12 +134,13 @@ def team_usage(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
-@require_safe
 def operations(request: HttpRequest) -> HttpResponse:
     """Operators (staff): usage by tenant, queue waits by day and tenant, worker utilisation over
     the last 24 hours and the jobs queued and running now. Everyone else gets 404. UTC."""
     if not request.user.is_staff:
         raise Http404("operators only")
+    if refused := _read_only(request):
+        return refused
     t = strings(language_for_user(request.user))
     month, error = _month(request, "UTC")
     now = timezone.now()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import timedelta
+from datetime import timezone as dt_timezone
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
@@ -23,7 +24,7 @@ from frontend.member_selectors import language_for_user
 from frontend.templatetags.atelier_format import gpu_seconds, percent
 from frontend.workspace.i18n import strings
 from tenants.models import Membership
-from tenants.money import InvalidPeriod, parse_month
+from tenants.money import InvalidPeriod, month_bounds, parse_month
 from tenants.selectors import membership_for_user
 from tenants.usage_selectors import (
     DayUsage,
@@ -51,7 +52,13 @@ def _month(request: HttpRequest, time_zone: str) -> tuple[str, str]:
         year, number = parse_month(asked)
     except InvalidPeriod as exc:
         return asked, str(exc)
-    return f"{year:04d}-{number:02d}", ""
+    month = f"{year:04d}-{number:02d}"
+    try:  # the year 9999's last month ends in the year 10000, which no datetime holds
+        start, end = month_bounds(month, time_zone)
+        start.astimezone(dt_timezone.utc), end.astimezone(dt_timezone.utc)
+    except (OverflowError, ValueError):
+        return asked, f"{asked!r} is too far ahead: write YYYY-MM with a year from 2000 to 9998"
+    return month, ""
 
 
 def _read_only(request: HttpRequest) -> HttpResponse | None:

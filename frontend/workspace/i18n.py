@@ -275,7 +275,6 @@ STRINGS: dict[str, dict[str, str]] = {
     "usage_checkpoint": {"en": "Checkpoint", "ja": "チェックポイント"},
     "usage_total": {"en": "Total", "ja": "合計"},
     "usage_left": {"en": "(left the team)", "ja": "(チームを離れたメンバー)"},
-    "usage_quota": {"en": "Your quotas now", "ja": "現在のクォータ"},
     "ops_title": {"en": "Operations", "ja": "運用ダッシュボード"},
     "ops_link": {"en": "Operations: usage by tenant, queue waits, workers", "ja": "運用: テナント別利用量・待ち時間・ワーカー"},
     "ops_utc": {"en": "Days and times in UTC.", "ja": "日付と時刻は UTC です。"},

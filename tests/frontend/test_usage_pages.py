@@ -9,7 +9,10 @@ from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 
 import pytest
+from django.test import Client
 from django.utils import timezone
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from inference.models import Job
 from inference.transitions import worker_register
@@ -130,7 +133,7 @@ def test_an_empty_month_is_zeros_and_the_present_month_is_the_default(client, pe
         assert response.status_code == 200 and "No usage in this month." in response.content.decode()
 
 
-@pytest.mark.parametrize("month", ["2026-13", "2026-1", "november", "1999-12", "<b>x</b>", "2026-11-01"])
+@pytest.mark.parametrize("month", ["2026-13", "2026-1", "november", "1999-12", "<b>x</b>", "2026-11-01", "9999-12"])
 def test_a_bad_month_is_a_400_with_the_form_saying_what_to_write(client, personas, month) -> None:
     for user, path in ((personas["bob"], "/usage/"), (personas["alice"], "/team/usage/"), (personas["admin"], "/ops/")):
         client.force_login(user)
@@ -210,3 +213,16 @@ def test_home_page_formats_numbers_and_links_the_usage_pages(client, personas, r
     client.force_login(personas["admin"])
     page = client.get("/").content.decode()
     assert 'href="/ops/"' in page and 'href="/usage/"' not in page
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(month=st.one_of(st.text(max_size=40), st.from_regex(r"\A[0-9]{4}-[0-9]{2}\Z"),
+                       st.sampled_from(["9999-12", "9999-11", "2000-01", "0000-00", "\x00", "%00"])))
+def test_any_month_is_a_page_never_a_server_error(personas, month: str) -> None:
+    """Whatever `?month=` says, in any time zone: 200 for a month, 400 with the form for anything else."""
+    Tenant.objects.filter(slug="studio-a").update(time_zone="Pacific/Kiritimati")  # UTC+14: the far edge
+    client = Client()
+    for user, path in ((personas["bob"], "/usage/"), (personas["alice"], "/team/usage/"), (personas["admin"], "/ops/")):
+        client.force_login(user)
+        response = client.get(path, {"month": month})
+        assert response.status_code in (200, 400), (path, month, response.status_code)

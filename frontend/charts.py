@@ -22,6 +22,7 @@ _TOP = 12
 _BOTTOM = 34  # room for the category labels
 _TICKS = 4
 _LABEL_CHARS = 10
+_MAX_BAR_WIDTH = 48  # a few bars (tenants, workers) stay bars, not blocks
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,8 @@ def nice_scale(largest: float, ticks: int = _TICKS, *, whole: bool = False) -> t
     return 10.0 ** (exponent + 1), ticks  # pragma: no cover (10 × 10ⁿ always qualifies)
 
 
-def _plain(value: float) -> str:
+def plain_number(value: float) -> str:
+    """`1,234.5`, `600` (no `.0`): the value axis' labels unless the caller says otherwise."""
     text = f"{value:,.1f}"
     return text[:-2] if text.endswith(".0") else text
 
@@ -63,7 +65,8 @@ def bar_chart(
     title: str,
     chart_id: str,
     unit: str = "",
-    value_format: Callable[[float], str] = _plain,
+    value_format: Callable[[float], str] = plain_number,
+    axis_format: Callable[[float], str] = plain_number,
     label_every: int = 1,
     empty_text: str = "no data",
     whole: bool = False,
@@ -72,7 +75,8 @@ def bar_chart(
 
     `chart_id` makes the title's and description's ids unique on the page; `unit` follows each
     value in the tooltips and the description; `label_every` labels every n-th bar only (a month's
-    31 days); `whole` keeps the axis' steps whole numbers (counts). Negative values (an adjustment) are drawn as 0 high; their tooltip says the value.
+    31 days); `value_format` writes the values in tooltips and the description, `axis_format`
+    the axis' round steps; `whole` keeps the axis' steps whole numbers (counts). Negative values (an adjustment) are drawn as 0 high; their tooltip says the value.
     """
     step, steps = nice_scale(max((bar.value for bar in bars), default=0.0), whole=whole)
     top = step * steps
@@ -92,10 +96,10 @@ def bar_chart(
         y = _TOP + plot_height - plot_height * tick / steps
         parts.append(f'<line class="chart-grid" x1="{_LEFT}" x2="{WIDTH - _RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>')
         parts.append(f'<text class="chart-axis" x="{_LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">'
-                     f'{escape(value_format(value))}</text>')
+                     f'{escape(axis_format(value))}</text>')
     if bars:
         slot = plot_width / len(bars)
-        bar_width = max(slot * 0.7, 1.0)
+        bar_width = min(max(slot * 0.7, 1.0), _MAX_BAR_WIDTH)
         for index, bar in enumerate(bars):
             height = plot_height * max(bar.value, 0.0) / top
             x = _LEFT + slot * index + (slot - bar_width) / 2

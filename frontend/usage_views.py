@@ -157,7 +157,7 @@ def operations(request: HttpRequest) -> HttpResponse:
         "workers": workers, "active": active_jobs_per_tenant(),
         "worker_chart": mark_safe(bar_chart(  # noqa: S308 (bar_chart escapes every text)
             [Bar(row.name, row.busy_fraction) for row in workers], title=t["ops_worker_busy"],
-            chart_id="ops-workers", value_format=percent, empty_text=t["usage_no_data"])),
+            chart_id="ops-workers", value_format=percent, axis_format=percent, empty_text=t["usage_no_data"])),
     }
     if not error:
         tenants = usage_per_tenant(month=month)

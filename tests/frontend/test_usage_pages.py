@@ -226,3 +226,16 @@ def test_any_month_is_a_page_never_a_server_error(personas, month: str) -> None:
         client.force_login(user)
         response = client.get(path, {"month": month})
         assert response.status_code in (200, 400), (path, month, response.status_code)
+
+
+def test_the_pages_and_their_charts_have_nothing_inline_under_the_csp(client, personas, recorder) -> None:
+    from tests.security.test_platform_headers import INLINE
+
+    recorder.add(personas["alice"], ended_at=timezone.now(), gpu_seconds=3.0, images=2)
+    worker_register(name="gpu0@h", device="cpu", device_memory_bytes=None)
+    for user, path in ((personas["alice"], "/usage/"), (personas["alice"], "/team/usage/"), (personas["admin"], "/ops/")):
+        client.force_login(user)
+        response = client.get(path)
+        body = response.content.decode()
+        assert "script-src 'self'" in response["Content-Security-Policy"] and '<svg class="chart"' in body
+        assert not INLINE.search(body), (path, INLINE.search(body))

@@ -8,7 +8,7 @@ operators' page). A month that is not one is a 400 with the month form and what 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from datetime import timezone as dt_timezone
 from typing import Any
@@ -21,7 +21,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from frontend.charts import Bar, bar_chart
 from frontend.member_selectors import language_for_user
-from frontend.templatetags.atelier_format import gpu_seconds, percent
+from frontend.templatetags.atelier_format import count, gpu_seconds, percent
 from frontend.workspace.i18n import strings
 from tenants.models import Membership
 from tenants.money import InvalidPeriod, month_bounds, parse_month
@@ -57,7 +57,7 @@ def _month(request: HttpRequest, time_zone: str) -> tuple[str, str]:
         start, end = month_bounds(month, time_zone)
         start.astimezone(dt_timezone.utc), end.astimezone(dt_timezone.utc)
     except (OverflowError, ValueError):
-        return asked, f"{asked!r} is too far ahead: write YYYY-MM with a year from 2000 to 9998"
+        return asked, f"{asked!r} is too far ahead: write YYYY-MM, a month from 2000-01 to 9999-11"
     return month, ""
 
 
@@ -71,19 +71,22 @@ def _render(request: HttpRequest, template_name: str, context: dict[str, Any], e
     return render(request, template_name, {**context, "month_error": error}, status=400 if error else 200)
 
 
-def _day_charts(days: Sequence[DayUsage], t: dict[str, str], prefix: str) -> dict[str, SafeString]:
-    def chart(name: str, title: str, value: Callable[[DayUsage], float], unit: str,
-              value_format: Callable[[float], str], whole: bool = False) -> SafeString:
-        bars = [Bar(str(day.day.day), value(day), day.day.isoformat()) for day in days]
-        return mark_safe(bar_chart(bars, title=title, chart_id=f"{prefix}-{name}", unit=unit,  # noqa: S308 (escaped)
-                                   value_format=value_format, label_every=2, empty_text=t["usage_no_data"],
-                                   whole=whole))
+def _chart(bars: Sequence[Bar], t: dict[str, str], **options: Any) -> SafeString:
+    """`bar_chart`'s markup, safe to insert as it is: it escapes every text it writes."""
+    return mark_safe(bar_chart(bars, empty_text=t["usage_no_data"], **options))  # noqa: S308
 
+
+def _day_charts(days: Sequence[DayUsage], t: dict[str, str], prefix: str) -> dict[str, SafeString]:
+    """The month's GPU-seconds and images per day, one bar a day, labelled by the day's number."""
     return {
-        "gpu_chart": chart("gpu-seconds", t["usage_gpu_per_day"], lambda day: day.totals.gpu_seconds,
-                           t["usage_gpu_unit"], gpu_seconds),
-        "images_chart": chart("images", t["usage_images_per_day"], lambda day: day.totals.images,
-                              "", lambda value: f"{value:,.0f}", whole=True),
+        "gpu_chart": _chart(
+            [Bar(str(day.day.day), day.totals.gpu_seconds, day.day.isoformat()) for day in days], t,
+            title=t["usage_gpu_per_day"], chart_id=f"{prefix}-gpu-seconds", unit=t["usage_gpu_unit"],
+            value_format=gpu_seconds, label_every=2),
+        "images_chart": _chart(
+            [Bar(str(day.day.day), day.totals.images, day.day.isoformat()) for day in days], t,
+            title=t["usage_images_per_day"], chart_id=f"{prefix}-images", value_format=count, label_every=2,
+            whole=True),
     }
 
 
@@ -131,9 +134,8 @@ def team_usage(request: HttpRequest) -> HttpResponse:
         member_bars = [Bar(row.username, row.totals.gpu_seconds) for row in members]
         context.update(
             days=days, **_day_charts(days, t, "team-usage"), members=members,
-            member_chart=mark_safe(bar_chart(  # noqa: S308 (bar_chart escapes every text)
-                member_bars, title=t["usage_gpu_per_member"], chart_id="team-usage-members",
-                unit=t["usage_gpu_unit"], value_format=gpu_seconds, empty_text=t["usage_no_data"])),
+            member_chart=_chart(member_bars, t, title=t["usage_gpu_per_member"], chart_id="team-usage-members",
+                                unit=t["usage_gpu_unit"], value_format=gpu_seconds),
             totals=usage_month_totals(month=month, tenant=tenant),
             kinds=usage_per_kind(month=month, tenant=tenant),
         )
@@ -155,22 +157,19 @@ def operations(request: HttpRequest) -> HttpResponse:
     context: dict[str, Any] = {
         "t": t, "month": month, "time_zone": "UTC", "now": now, "window_start": now - UTILISATION_WINDOW,
         "workers": workers, "active": active_jobs_per_tenant(),
-        "worker_chart": mark_safe(bar_chart(  # noqa: S308 (bar_chart escapes every text)
-            [Bar(row.name, row.busy_fraction) for row in workers], title=t["ops_worker_busy"],
-            chart_id="ops-workers", value_format=percent, axis_format=percent, empty_text=t["usage_no_data"])),
+        "worker_chart": _chart([Bar(row.name, row.busy_fraction) for row in workers], t, title=t["ops_worker_busy"],
+                               chart_id="ops-workers", value_format=percent, axis_format=percent),
     }
     if not error:
         tenants = usage_per_tenant(month=month)
         waits = queue_wait_per_day(month=month)
         context.update(
             tenants=tenants, waits=waits, tenant_waits=queue_wait_per_tenant(month=month),
-            tenant_chart=mark_safe(bar_chart(  # noqa: S308 (bar_chart escapes every text)
-                [Bar(row.slug, row.totals.gpu_seconds, row.name or row.slug) for row in tenants],
-                title=t["ops_gpu_per_tenant"], chart_id="ops-tenants", unit=t["usage_gpu_unit"],
-                value_format=gpu_seconds, empty_text=t["usage_no_data"])),
-            wait_chart=mark_safe(bar_chart(  # noqa: S308
-                [Bar(row.label[-2:].lstrip("0"), row.p95_seconds, row.label) for row in waits],
-                title=t["ops_wait_p95_per_day"], chart_id="ops-waits", unit="s", value_format=gpu_seconds,
-                label_every=2, empty_text=t["usage_no_data"])),
+            tenant_chart=_chart([Bar(row.slug, row.totals.gpu_seconds, row.name or row.slug) for row in tenants], t,
+                                title=t["ops_gpu_per_tenant"], chart_id="ops-tenants", unit=t["usage_gpu_unit"],
+                                value_format=gpu_seconds),
+            wait_chart=_chart([Bar(row.label[-2:].lstrip("0"), row.p95_seconds, row.label) for row in waits], t,
+                              title=t["ops_wait_p95_per_day"], chart_id="ops-waits", unit="s",
+                              value_format=gpu_seconds, label_every=2),
         )
     return _render(request, "frontend/ops.html", context, error)

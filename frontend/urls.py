@@ -3,11 +3,15 @@ from django.templatetags.static import static
 from django.urls import path
 from django.views.generic import RedirectView
 
-from frontend import eas_views, token_views, views
+from frontend import eas_views, token_views, usage_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("team/", views.team, name="team"),
+    # usage pages: a member's own, their team's (tenant admins), the operators' dashboard (staff)
+    path("usage/", usage_views.my_usage, name="usage"),
+    path("team/usage/", usage_views.team_usage, name="team-usage"),
+    path("ops/", usage_views.operations, name="ops"),
     path("services/", eas_views.services_page, name="eas-services"),
     path("services/<str:service_id>/tokens/", eas_views.token_create, name="eas-token-create"),
     path("services/<str:service_id>/tokens/<int:token_id>/revoke/", eas_views.token_revoke, name="eas-token-revoke"),

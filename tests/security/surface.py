@@ -343,6 +343,17 @@ ROUTES: dict[str, Entry] = {
     "http /team/": Entry(_A.AUTHENTICATED, (
         *HTTP_SWEEP, "tests/frontend/test_home.py::test_team_page_is_the_tenant_admins_own_team"),
         note="tenant admins only: members get 404; shows the admin's own tenant"),
+    "http /usage/": Entry(_A.AUTHENTICATED, (
+        *HTTP_SWEEP, f"{S}test_usage_pages_scope.py::test_a_member_sees_only_their_own_usage",
+        f"{S}test_usage_pages_scope.py::test_the_usage_pages_need_a_sign_in_and_operators_have_no_usage_of_their_own",
+        "tests/frontend/test_usage_pages.py::test_a_bad_month_is_a_400_with_the_form_saying_what_to_write"),
+        note="the caller's own usage only; no parameter names anyone else"),
+    "http /team/usage/": Entry(_A.AUTHENTICATED, (
+        *HTTP_SWEEP, f"{S}test_usage_pages_scope.py::test_team_usage_is_the_tenant_admins_own_team_only",
+        "tests/frontend/test_usage_pages.py::test_team_usage_is_per_day_and_per_member_and_sums_to_the_records"),
+        note="tenant admins only: members get 404; shows the admin's own tenant"),
+    "http /ops/": Entry(_A.OPERATOR, (
+        *OPERATOR_SWEEP, f"{S}test_usage_pages_scope.py::test_only_operators_reach_the_operations_page")),
     "http /services/": Entry(_A.AUTHENTICATED, (
         *HTTP_SWEEP, "tests/frontend/test_eas_services_page.py::test_alice_creates_a_service_and_a_token_shown_once_that_works_until_revoked",
         "tests/frontend/test_eas_services_page.py::test_bob_does_not_see_alices_service_and_charlie_gets_404_on_every_url",

@@ -3,11 +3,12 @@ from django.templatetags.static import static
 from django.urls import path
 from django.views.generic import RedirectView
 
-from frontend import eas_views, token_views, views
+from frontend import billing_views, eas_views, token_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("team/", views.team, name="team"),
+    path("team/bill/", billing_views.bill_page, name="team-bill"),
     path("services/", eas_views.services_page, name="eas-services"),
     path("services/<str:service_id>/tokens/", eas_views.token_create, name="eas-token-create"),
     path("services/<str:service_id>/tokens/<int:token_id>/revoke/", eas_views.token_revoke, name="eas-token-revoke"),

@@ -115,17 +115,7 @@ def usage_scope_for_user(viewer: AbstractUser, *, tenant_slug: str | None = None
     tenant_slug, username = (tenant_slug or "").strip() or None, (username or "").strip() or None
     user_model = get_user_model()
     if viewer.is_staff:
-        tenant = None
-        if tenant_slug is not None:
-            tenant = Tenant.objects.filter(slug=tenant_slug).first()
-            if tenant is None:
-                raise NotFound(f"no tenant {tenant_slug!r}", field="tenant")
-        user = None
-        if username is not None:
-            user = user_model.objects.filter(username=username).first()
-            if user is None or (tenant is not None and not _member_of(user, tenant)):
-                raise NotFound(f"no member {username!r}" + (f" in {tenant.slug}" if tenant else ""), field="user")
-        return UsageScope(tenant=tenant, user=user)
+        return usage_scope_for_operator(tenant_slug=tenant_slug, username=username)
     membership = Membership.objects.select_related("tenant").filter(user=viewer).first()
     if membership is None or (tenant_slug is not None and tenant_slug != membership.tenant.slug):
         raise NotFound(f"no tenant {tenant_slug!r}" if tenant_slug else "you belong to no tenant", field="tenant")
@@ -139,6 +129,23 @@ def usage_scope_for_user(viewer: AbstractUser, *, tenant_slug: str | None = None
         user = user_model.objects.filter(username=username).first()
         if user is None or not _member_of(user, tenant):
             raise NotFound(f"no member {username!r} in {tenant.slug}", field="user")
+    return UsageScope(tenant=tenant, user=user)
+
+
+def usage_scope_for_operator(*, tenant_slug: str | None = None, username: str | None = None) -> UsageScope:
+    """Any tenant's or user's records (operators, and `manage.py export_usage`); `NotFound` for an
+    unknown tenant, an unknown user, or a user who never was in the named tenant."""
+    tenant_slug, username = (tenant_slug or "").strip() or None, (username or "").strip() or None
+    tenant = None
+    if tenant_slug is not None:
+        tenant = Tenant.objects.filter(slug=tenant_slug).first()
+        if tenant is None:
+            raise NotFound(f"no tenant {tenant_slug!r}", field="tenant")
+    user = None
+    if username is not None:
+        user = get_user_model().objects.filter(username=username).first()
+        if user is None or (tenant is not None and not _member_of(user, tenant)):
+            raise NotFound(f"no member {username!r}" + (f" in {tenant.slug}" if tenant else ""), field="user")
     return UsageScope(tenant=tenant, user=user)
 
 

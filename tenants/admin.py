@@ -175,6 +175,10 @@ class UsageRecordAdmin(admin.ModelAdmin):
         if "month" not in request.GET:
             return self._page(request, "Export usage", UsageExportForm(initial={"format": "csv"}))
         form = UsageExportForm(request.GET)
+        if any("\x00" in value for value in request.GET.values()):  # PostgreSQL cannot even look such a name up
+            form = UsageExportForm(initial={"format": "csv"})
+            form.add_error(None, "remove the NUL characters")
+            return self._page(request, "Export usage", form, status=400)
         if not form.is_valid():
             return self._page(request, "Export usage", form, status=400)
         month, tenant, fmt = form.cleaned_data["month"], form.cleaned_data["tenant"], form.cleaned_data["format"]
@@ -199,6 +203,10 @@ class UsageRecordAdmin(admin.ModelAdmin):
     def adjust_view(self, request: HttpRequest) -> HttpResponse:
         if not request.user.has_perm("tenants.add_usagerecord"):
             raise PermissionDenied
+        if any("\x00" in value for value in request.POST.values()):  # PostgreSQL cannot even look such a name up
+            form = UsageAdjustmentForm()
+            form.add_error(None, "remove the NUL characters")
+            return self._page(request, "Add adjustment", form, status=400)
         form = UsageAdjustmentForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data

@@ -112,7 +112,7 @@ def usage_scope_for_user(viewer: AbstractUser, *, tenant_slug: str | None = None
     """What `viewer` asks for, if they may see it; `NotFound` otherwise (an unknown tenant or member
     and someone else's are the same answer). Members: their own records (no `tenant`/`username`, or
     their own); tenant admins: their tenant and its members; operators (staff): any tenant or user."""
-    tenant_slug, username = (tenant_slug or "").strip() or None, (username or "").strip() or None
+    tenant_slug, username = _name(tenant_slug, "tenant"), _name(username, "user")
     user_model = get_user_model()
     if viewer.is_staff:
         return usage_scope_for_operator(tenant_slug=tenant_slug, username=username)
@@ -135,7 +135,7 @@ def usage_scope_for_user(viewer: AbstractUser, *, tenant_slug: str | None = None
 def usage_scope_for_operator(*, tenant_slug: str | None = None, username: str | None = None) -> UsageScope:
     """Any tenant's or user's records (operators, and `manage.py export_usage`); `NotFound` for an
     unknown tenant, an unknown user, or a user who never was in the named tenant."""
-    tenant_slug, username = (tenant_slug or "").strip() or None, (username or "").strip() or None
+    tenant_slug, username = _name(tenant_slug, "tenant"), _name(username, "user")
     tenant = None
     if tenant_slug is not None:
         tenant = Tenant.objects.filter(slug=tenant_slug).first()
@@ -159,6 +159,17 @@ def statement_tenant_for_user(viewer: AbstractUser, *, tenant_slug: str | None =
     if scope.tenant is None:
         raise InvalidField("name the tenant (its slug) whose statement you want", field="tenant")
     return scope.tenant
+
+
+def _name(value: str | None, field: str) -> str | None:
+    """A slug or username as asked for (None: not asked); one no record could have (a NUL, which
+    PostgreSQL cannot even compare, or past any length stored) is `NotFound` like any unknown name."""
+    value = (value or "").strip()
+    if not value:
+        return None
+    if "\x00" in value or len(value) > 150:
+        raise NotFound(f"no {field} of that name", field=field)
+    return value
 
 
 def _member_of(user: AbstractUser, tenant: Tenant) -> bool:

@@ -32,6 +32,8 @@ def _period(request: HttpRequest, *, dates: bool) -> UsagePeriod:
         if dates:
             return UsagePeriod.parse(month=request.GET.get("month"), date_from=request.GET.get("from"),
                                      date_to=request.GET.get("to"))
+        if request.GET.get("from") or request.GET.get("to"):
+            raise InvalidPeriod("a statement is of a month: give month=YYYY-MM, not from/to dates")
         return UsagePeriod.parse(month=request.GET.get("month") or "-")
     except InvalidPeriod as exc:
         raise InvalidField(str(exc), field="month") from None

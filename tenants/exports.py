@@ -34,7 +34,7 @@ from tenants.money import InvalidPeriod, month_bounds, parse_month, validate_tim
 from tenants.statements import STATEMENT_CSV_HEADER, PriceBook, Statement, record_amount, statement_csv_rows
 
 FORMATS = ("csv", "json")
-CHUNK_ROWS = 2000  # rows per database fetch and per streamed chunk
+CHUNK_ROWS = 5000  # rows per database fetch and per streamed chunk
 
 RECORD_COLUMNS: tuple[str, ...] = (
     "record_id", "job_id", "tenant", "user", "service", "kind", "checkpoint", "status", "images", "gpu_seconds",

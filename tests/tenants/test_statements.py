@@ -107,3 +107,20 @@ def test_records_in_two_currencies_in_one_month_are_refused(personas) -> None:
 def test_a_malformed_month_is_refused_saying_the_format(personas, month) -> None:
     with pytest.raises(InvalidPeriod, match="YYYY-MM"):
         statement_for(tenant=Tenant.objects.get(slug="studio-a"), month=month)
+
+
+def test_the_allowance_is_used_in_end_order_and_credited_at_the_prices_of_the_records_it_covered(personas) -> None:
+    tenant = Tenant.objects.get(slug="studio-a")
+    pro = plan(tenant, since=at("2026-01-01 00:00"))
+    price(pro, since=at("2026-01-01 00:00"), per_hour="2.50", gpu_free=3600)
+    price(pro, since=at("2026-11-15 00:00"), per_hour="3.00", gpu_free=0)
+    # written out of order: the allowance follows the ends, not the insertion
+    job_record(personas["bob"], ended=at("2026-11-20 10:00"), gpu_seconds=1000, images=0)  # 600 s covered, at 3.00
+    job_record(personas["alice"], ended=at("2026-11-03 10:00"), gpu_seconds=3000, images=0)  # all covered, at 2.50
+    job_record(personas["alice"], ended=at("2026-11-25 10:00"), gpu_seconds=360, images=0)  # none left
+    statement = statement_for(tenant=tenant, month="2026-11")
+    assert statement.allowance_gpu_seconds_used == 3600.0
+    assert statement.allowance_credit == Decimal("-2.58")  # 3000 s at 2.50 (2.0833…) + 600 s at 3.00 (0.50)
+    # 4000 s at 2.50/3.00 (2.0833… + 0.8333…) + 360 s at 3.00 (0.30) − 2.5833…: 0.6333… for 760 s billed
+    assert statement.total == Decimal("0.63")
+    assert {line.username: line.amount for line in statement.members} == {"alice": Decimal("2.38"), "bob": Decimal("0.83")}

@@ -240,6 +240,20 @@ def _batched(rows: Iterator[tuple[Any, ...]]) -> Iterator[list[tuple[Any, ...]]]
         yield batch
 
 
+_TEXT_COLUMNS = frozenset(index for index, name in enumerate(RECORD_COLUMNS)
+                          if name in {"tenant", "user", "service", "kind", "checkpoint", "status", "reason"})
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_safe(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A text cell a spreadsheet would run as a formula (a checkpoint named `=HYPERLINK(…)`) gets a
+    leading `'` (OWASP's CSV injection advice); numbers and times are left as they are."""
+    return tuple(
+        "'" + value if index in _TEXT_COLUMNS and isinstance(value, str) and value.startswith(_FORMULA_STARTS) else value
+        for index, value in enumerate(row)
+    )
+
+
 def record_chunks(records: QuerySet[UsageRecord], fmt: str, *, header: dict[str, Any] | None = None) -> Iterator[str]:
     """The records as text chunks of `CHUNK_ROWS` rows: CSV (a header line, then one line per
     record) or JSON (`{...header, "records": [{column: value}, ...]}`)."""
@@ -247,7 +261,7 @@ def record_chunks(records: QuerySet[UsageRecord], fmt: str, *, header: dict[str,
     if fmt == "csv":
         yield _csv_text([RECORD_COLUMNS])
         for batch in _batched(rows):
-            yield _csv_text(batch)
+            yield _csv_text(map(_csv_safe, batch))
         return
     opening = json.dumps(header or {})[:-1]
     yield (opening + ", " if header else "{") + '"records": ['
@@ -260,8 +274,12 @@ def record_chunks(records: QuerySet[UsageRecord], fmt: str, *, header: dict[str,
 
 
 def statement_chunks(statement: Statement, fmt: str) -> Iterator[str]:
+    """The statement as JSON, or as CSV (`STATEMENT_CSV_HEADER`; its reason and who columns formula-safe)."""
     if fmt == "csv":
-        yield _csv_text([STATEMENT_CSV_HEADER, *statement_csv_rows(statement)])
+        yield _csv_text([STATEMENT_CSV_HEADER, *(
+            (*row[:7], *(("'" + text) if str(text).startswith(_FORMULA_STARTS) else text for text in row[7:]))
+            for row in statement_csv_rows(statement)
+        )])
     else:
         yield json.dumps(statement.as_json(), indent=1) + "\n"
 

@@ -174,3 +174,17 @@ def test_the_adjustment_service_refuses_what_it_cannot_record(personas) -> None:
         assert refused.value.field == field
     assert not UsageRecord.objects.exists() and not AuditEntry.objects.exists()
     assert usage_adjust(**call).gpu_seconds == Decimal("1.0")
+
+
+def test_text_a_spreadsheet_would_run_as_a_formula_is_quoted_in_csv_and_left_as_is_in_json(api, personas) -> None:
+    from tests.tenants.usage_helpers import adjustment, at, job_record
+
+    job_record(personas["alice"], ended=at("2026-11-03 10:00"), gpu_seconds=5, images=1, checkpoint='=HYPERLINK("x")')
+    adjustment(personas["bob"], ended=at("2026-11-04 10:00"), gpu_seconds=-5, images=0, reason="@SUM(A1)", by=personas["admin"])
+    rows = list(csv.DictReader(io.StringIO(_body(api("alice").get("/api/v1/usage/records?month=2026-11&format=csv")))))
+    assert [row["checkpoint"] for row in rows] == ["'=HYPERLINK(\"x\")", ""]
+    assert rows[1]["reason"] == "'@SUM(A1)" and rows[1]["gpu_seconds"] == "-5.0"  # numbers keep their sign
+    as_json = json.loads(_body(api("alice").get("/api/v1/usage/records?month=2026-11")))["records"]
+    assert as_json[0]["checkpoint"] == '=HYPERLINK("x")'
+    statement = _body(api("alice").get("/api/v1/usage/statement?month=2026-11&format=csv"))
+    assert "'@SUM(A1)" in statement

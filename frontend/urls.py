@@ -3,7 +3,7 @@ from django.templatetags.static import static
 from django.urls import path
 from django.views.generic import RedirectView
 
-from frontend import eas_views, token_views, usage_views, views
+from frontend import billing_views, eas_views, token_views, usage_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -12,6 +12,7 @@ urlpatterns = [
     path("usage/", usage_views.my_usage, name="usage"),
     path("team/usage/", usage_views.team_usage, name="team-usage"),
     path("ops/", usage_views.operations, name="ops"),
+    path("team/bill/", billing_views.bill_page, name="team-bill"),
     path("services/", eas_views.services_page, name="eas-services"),
     path("services/<str:service_id>/tokens/", eas_views.token_create, name="eas-token-create"),
     path("services/<str:service_id>/tokens/<int:token_id>/revoke/", eas_views.token_revoke, name="eas-token-revoke"),

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
-from django.http import HttpRequest
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+
+from a1111.errors import RequestError
 
 from frontend.workspace.tab_ids import HIDEABLE_TABS, hidden_tab_ids
 from tenants.models import ApiToken, Membership, PromptStyle, Tenant, UsageRecord
-from tenants.services import token_create, token_revoke
+from tenants.exports import FORMATS, UsagePeriod, UsageScope, export_filename, record_chunks, statement_chunks, usage_records
+from tenants.money import InvalidPeriod, parse_month
+from tenants.services import ADJUSTMENT_REASON_MAX, token_create, token_revoke, usage_adjust
+from tenants.statements import statement_for
 from tenants.workdirs import workdir_ensure
 
 
@@ -93,12 +102,47 @@ class ApiTokenAdmin(admin.ModelAdmin):
             token_revoke(token=token)
 
 
+class UsageExportForm(forms.Form):
+    month = forms.CharField(max_length=7, help_text="YYYY-MM, in each tenant's time zone")
+    tenant = forms.ModelChoiceField(queryset=Tenant.objects.all(), required=False, empty_label="every tenant",
+                                    to_field_name="slug")
+    format = forms.ChoiceField(choices=[(fmt, fmt.upper()) for fmt in FORMATS], initial="csv")
+    statement = forms.BooleanField(required=False, help_text="the tenant's statement instead of its records")
+
+    def clean_month(self) -> str:
+        try:
+            year, number = parse_month(self.cleaned_data["month"])
+        except InvalidPeriod as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return f"{year:04d}-{number:02d}"
+
+    def clean(self):
+        data = super().clean()
+        if data.get("statement") and not data.get("tenant"):
+            self.add_error("tenant", "a statement is one tenant's: choose it")
+        return data
+
+
+class UsageAdjustmentForm(forms.Form):
+    tenant = forms.ModelChoiceField(queryset=Tenant.objects.all())
+    member = forms.ModelChoiceField(queryset=get_user_model().objects.filter(membership__isnull=False)
+                                    .order_by("username"), to_field_name="username")
+    gpu_seconds = forms.FloatField(initial=0, help_text="GPU-seconds to add (negative: to take off)")
+    images = forms.IntegerField(initial=0, help_text="Images to add (negative: to take off)")
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), max_length=ADJUSTMENT_REASON_MAX)
+
+
 @admin.register(UsageRecord)
 class UsageRecordAdmin(admin.ModelAdmin):
-    list_display = ["job", "user", "tenant", "gpu_seconds", "images", "status", "created_at"]
-    list_filter = ["tenant", "status"]
-    search_fields = ["user__username", "job__public_id"]
-    date_hierarchy = "created_at"
+    """Usage records, read-only, with two operator views of their own: "Export usage" (a month's
+    records or a tenant's statement, as the API writes them) and "Add adjustment" (a correction as a
+    new adjusting record through `tenants.services.usage_adjust`, audited)."""
+
+    list_display = ["job", "kind", "user", "tenant", "gpu_seconds", "images", "status", "ended_at", "reason"]
+    list_filter = ["tenant", "kind", "status"]
+    search_fields = ["user__username", "job__public_id", "reason"]
+    date_hierarchy = "ended_at"
+    change_list_template = "admin/tenants/usagerecord/change_list.html"
 
     # Append-only for everyone, superusers included: records are written by the job lifecycle only
     # (a correction is a new adjusting record, never an edit). The admin shows them read-only.
@@ -112,6 +156,70 @@ class UsageRecordAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
+
+    def get_urls(self):
+        own = [
+            path("export/", self.admin_site.admin_view(self.export_view), name="tenants_usagerecord_export"),
+            path("adjust/", self.admin_site.admin_view(self.adjust_view), name="tenants_usagerecord_adjust"),
+        ]
+        return own + super().get_urls()
+
+    def _page(self, request: HttpRequest, title: str, form: forms.Form, status: int = 200) -> HttpResponse:
+        context = {**self.admin_site.each_context(request), "title": title, "form": form,
+                   "opts": self.model._meta}
+        return TemplateResponse(request, "admin/tenants/usagerecord/form.html", context, status=status)
+
+    def export_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        if "month" not in request.GET:
+            return self._page(request, "Export usage", UsageExportForm(initial={"format": "csv"}))
+        form = UsageExportForm(request.GET)
+        if any("\x00" in value for value in request.GET.values()):  # PostgreSQL cannot even look such a name up
+            form = UsageExportForm(initial={"format": "csv"})
+            form.add_error(None, "remove the NUL characters")
+            return self._page(request, "Export usage", form, status=400)
+        if not form.is_valid():
+            return self._page(request, "Export usage", form, status=400)
+        month, tenant, fmt = form.cleaned_data["month"], form.cleaned_data["tenant"], form.cleaned_data["format"]
+        period = UsagePeriod(month=month)
+        if form.cleaned_data["statement"]:
+            try:
+                chunks = statement_chunks(statement_for(tenant=tenant, month=month), fmt)
+            except RequestError as exc:
+                form.add_error(None, exc.message)
+                return self._page(request, "Export usage", form, status=400)
+            filename = export_filename("statement", period, tenant.slug, fmt)
+        else:
+            scope = UsageScope(tenant=tenant, user=None)
+            header = {**period.as_json(), "tenant": tenant.slug if tenant else None, "user": None}
+            chunks = record_chunks(usage_records(period, scope), fmt, header=header)
+            filename = export_filename("usage", period, tenant.slug if tenant else "all", fmt)
+        content_type = "text/csv; charset=utf-8" if fmt == "csv" else "application/json"
+        response = StreamingHttpResponse(chunks, content_type=content_type)
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+        return response
+
+    def adjust_view(self, request: HttpRequest) -> HttpResponse:
+        if not request.user.has_perm("tenants.add_usagerecord"):
+            raise PermissionDenied
+        if any("\x00" in value for value in request.POST.values()):  # PostgreSQL cannot even look such a name up
+            form = UsageAdjustmentForm()
+            form.add_error(None, "remove the NUL characters")
+            return self._page(request, "Add adjustment", form, status=400)
+        form = UsageAdjustmentForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                record = usage_adjust(actor=request.user, tenant=data["tenant"], user=data["member"],
+                                      gpu_seconds=data["gpu_seconds"], images=data["images"], reason=data["reason"])
+            except RequestError as exc:
+                form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+            else:
+                self.message_user(request, f"Adjustment {record.pk} recorded for {data['member']} in {data['tenant']}.",
+                                  messages.SUCCESS)
+                return HttpResponseRedirect(reverse("admin:tenants_usagerecord_changelist"))
+        return self._page(request, "Add adjustment", form, status=400 if request.method == "POST" else 200)
 
 
 @admin.register(PromptStyle)

@@ -171,3 +171,46 @@ def prompt_style_delete(*, user: AbstractUser, name: str) -> None:
         raise Forbidden(f"{name!r} is a team or public style: only your own styles can be deleted here "
                         "(operators manage the others)", field="style_name")
     raise NotFound(f"you have no style named {name!r}", field="style_name")
+
+
+ADJUSTMENT_REASON_MAX = 2000
+
+
+@transaction.atomic
+def usage_adjust(*, actor: AbstractUser, tenant: Tenant, user: AbstractUser, gpu_seconds: float, images: int,
+                 reason: str) -> UsageRecord:
+    """A correction of `user`'s usage in `tenant`: a new `kind="adjustment"` record (no job; signed
+    GPU-seconds and images; dated now, so it counts in the current period and is priced at the
+    current price) and its `AuditEntry`, in one transaction. Records are never edited.
+    `InvalidField` naming `reason`, `gpu_seconds`, `images` or `user`."""
+    import math
+
+    from tenants.audit import audit_record, snapshot
+
+    reason = (reason or "").strip()
+    if not reason:
+        raise InvalidField("say why the usage is adjusted", field="reason")
+    if len(reason) > ADJUSTMENT_REASON_MAX:
+        raise InvalidField(f"use at most {ADJUSTMENT_REASON_MAX} characters", field="reason")
+    try:
+        gpu_seconds = float(gpu_seconds)
+    except (TypeError, ValueError):
+        raise InvalidField("must be a number of GPU-seconds (negative to take off)", field="gpu_seconds") from None
+    if not math.isfinite(gpu_seconds) or abs(gpu_seconds) > 1e9:
+        raise InvalidField("must be a finite number of GPU-seconds within ±1e9", field="gpu_seconds")
+    if isinstance(images, bool) or not isinstance(images, int) or abs(images) > 10**9:
+        raise InvalidField("must be a whole number of images within ±1e9", field="images")
+    if gpu_seconds == 0 and images == 0:
+        raise InvalidField("adjust the GPU-seconds, the images or both", field="gpu_seconds")
+    if not (Membership.objects.filter(user=user, tenant=tenant).exists()
+            or UsageRecord.objects.filter(user=user, tenant=tenant).exists()):
+        raise InvalidField(f"{user.get_username()} is not a member of {tenant.slug}", field="user")
+    record = UsageRecord.objects.create(
+        user=user, tenant=tenant, kind=UsageRecord.ADJUSTMENT, gpu_seconds=gpu_seconds, images=images,
+        status=UsageRecord.ADJUSTMENT, ended_at=timezone.now(), reason=reason, created_by=actor,
+    )
+    audit_record(
+        actor=actor, action="usage.adjust", target=f"usage of {user.get_username()}", tenant=tenant,
+        after=snapshot(record, ("pk", "kind", "gpu_seconds", "images", "ended_at")), reason=reason,
+    )
+    return record

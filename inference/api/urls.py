@@ -3,6 +3,7 @@ from django.urls import path
 from inference.api import job_groups
 from inference.api import native as api
 from inference.api import promptgen
+from inference.api import usage as usage_api
 
 urlpatterns = [
     path("jobs", api.jobs, name="api-jobs"),
@@ -18,5 +19,7 @@ urlpatterns = [
     path("promptgen", promptgen.promptgen, name="api-promptgen"),
     path("promptgen/models", promptgen.promptgen_models, name="api-promptgen-models"),
     path("usage", api.usage, name="api-usage"),
+    path("usage/records", usage_api.usage_records_view, name="api-usage-records"),
+    path("usage/statement", usage_api.usage_statement_view, name="api-usage-statement"),
     path("workers", api.workers, name="api-workers"),
 ]

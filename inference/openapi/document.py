@@ -84,6 +84,8 @@ def _operation(op: Operation) -> dict[str, Any]:
     else:
         ok_schema = {"type": "string", "format": "binary"}
     content = {op.content_type: {"schema": ok_schema}}
+    for media_type in op.also_content_types:
+        content[media_type] = {"schema": {"type": "string"}}
     if op.tag == EAS and op.method == "GET":  # the SDK asks for protobuf; JSON otherwise
         content["application/vnd.google.protobuf"] = {"schema": {"type": "string", "format": "binary"}}
     responses: dict[str, Any] = {str(op.status): {"description": "OK", "content": content}}

@@ -35,6 +35,7 @@ class Operation:
     error_content_type: str = "application/json"  # the EAS queue answers errors as plain text
     also: tuple[int, ...] = ()  # other success statuses without a body (the queue's 204)
     also_with_body: tuple[tuple[int, str], ...] = ()  # other success statuses with the same body: (status, when)
+    also_content_types: tuple[str, ...] = ()  # other media types of the 200 (text), e.g. CSV for `format=csv`
 
     @property
     def operation_id(self) -> str:
@@ -84,6 +85,11 @@ def _eas(path: str, what: str, *, route: bool = False) -> tuple[Operation, ...]:
                   errors=(400, 401), **common),
     )
 _READ = (401,)
+_USAGE_QUERY = (
+    ("month", {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"}, "The month, YYYY-MM, in the tenant's time zone."),
+    ("tenant", {"type": "string"}, "A tenant's slug (operators: any; tenant admins: their own)."),
+    ("format", {"type": "string", "enum": ["json", "csv"], "default": "json"}, "json or csv."),
+)
 _WRITE = (400, 401, 403, 404, 413, 429)
 
 OPERATIONS: tuple[Operation, ...] = (
@@ -122,6 +128,18 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "/api/v1/promptgen/models", "The prompt-generation models you may use", NATIVE,
               s.PromptgenModelList, errors=_READ),
     Operation("GET", "/api/v1/usage", "Your usage this month", NATIVE, s.Usage, errors=_READ),
+    Operation("GET", "/api/v1/usage/records", "Usage records of a month or of dates (yours; an admin's tenant's; any for operators)",
+              NATIVE, s.UsageExport, query=_USAGE_QUERY + (
+                  ("from", {"type": "string", "format": "date"}, "First day (YYYY-MM-DD), with `to`, instead of `month`."),
+                  ("to", {"type": "string", "format": "date"}, "Last day (YYYY-MM-DD), inclusive."),
+                  ("user", {"type": "string"}, "One member (tenant admins: of their tenant; members: only themselves)."),
+              ), errors=(400, 401, 404), also_content_types=("text/csv",),
+              description="Streamed; one row per record, `amount` at the record's own price. Members get their own "
+                          "records only: naming another member or tenant is a 404."),
+    Operation("GET", "/api/v1/usage/statement", "A tenant's monthly statement (tenant admins; operators)", NATIVE,
+              s.UsageStatement, query=_USAGE_QUERY, errors=(400, 401, 404), also_content_types=("text/csv",),
+              description="Lines per member, adjustments, the monthly fee, the allowance credit and the total, "
+                          "exact to the currency's minor unit. Members get 404."),
     Operation("GET", "/api/v1/workers", "The worker pool (operators only)", NATIVE, s.WorkerList,
               errors=(401, 403)),
     # --- /sdapi/v1 -------------------------------------------------------------------------

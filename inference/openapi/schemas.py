@@ -847,3 +847,69 @@ class WorkerItem(Response):
 
 class WorkerList(Response):
     workers: list[WorkerItem]
+
+
+class UsageExportRecord(Response):
+    """One usage record in an export (`tenants/exports.py` RECORD_COLUMNS); times in the tenant's zone."""
+
+    record_id: int
+    job_id: str = Field(description="Empty for an adjustment.")
+    tenant: str
+    user: str
+    service: str
+    kind: str
+    checkpoint: str
+    status: str
+    images: int
+    gpu_seconds: float
+    pixel_steps: int
+    queue_wait_seconds: float
+    started_at: str
+    ended_at: str
+    amount: str = Field(description="At the record's own price, in the currency's minor unit; empty without a plan.")
+    currency: str
+    reason: str
+
+
+class UsageExport(Response):
+    month: str | None
+    to: str | None
+    tenant: str | None
+    user: str | None
+    records: list[UsageExportRecord]
+
+
+class StatementMember(Response):
+    user: str
+    jobs: int
+    images: int
+    gpu_seconds: float
+    amount: str
+
+
+class StatementAdjustment(Response):
+    id: int
+    user: str
+    gpu_seconds: float
+    images: int
+    reason: str
+    created_by: str
+    ended_at: str
+    amount: str
+
+
+class UsageStatement(Response):
+    tenant: str
+    month: str
+    time_zone: str
+    period_start: str
+    period_end: str
+    plan: str | None
+    currency: str | None
+    billing_mode: str | None
+    members: list[StatementMember]
+    adjustments: list[StatementAdjustment]
+    monthly_fee: str
+    allowance_credit: str
+    total: str
+    note: str

@@ -185,6 +185,12 @@ JOBS_404 = "tests/inference/test_api.py::test_alices_job_is_404_to_other_members
 E2E_404 = "tests/e2e/test_platform.py::test_other_users_get_404_for_every_job_endpoint"
 GROUPS_404 = "tests/inference/test_job_groups.py::test_alices_plot_is_404_to_other_members_on_every_endpoint"
 
+USAGE_SCOPE = (
+    "tests/security/test_usage_api.py::test_bob_and_charlie_get_404_for_alices_usage_and_studio_as_statement",
+    "tests/security/test_usage_api.py::test_a_tenant_admin_sees_her_tenant_and_its_members_and_nothing_else",
+    "tests/security/test_usage_api.py::test_operators_see_any_tenant_and_must_name_the_statements",
+)
+
 _A = Access
 ROUTES: dict[str, Entry] = {
     # --- the native jobs API (token; a session cookie may read) ---
@@ -226,6 +232,10 @@ ROUTES: dict[str, Entry] = {
         "tests/inference/test_promptgen_api.py::test_another_tenants_model_is_a_404_and_never_listed",
     )),
     "http /api/v1/usage": Entry(_A.AUTHENTICATED, HTTP_SWEEP, note="the caller's own usage records only"),
+    "http /api/v1/usage/records": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, *USAGE_SCOPE), note=(
+        "members: their own records; tenant admins: their tenant's; operators: any; anyone else's is a 404")),
+    "http /api/v1/usage/statement": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, *USAGE_SCOPE), note=(
+        "tenant admins: their tenant's; operators: any; members and other tenants get 404")),
     "http /api/v1/workers": Entry(_A.OPERATOR, (
         *OPERATOR_SWEEP, "tests/inference/test_api.py::test_operators_without_a_tenant_cannot_submit_but_may_list_workers")),
     # --- the EAS async queue (PAI-EAS API Edition; a token of the named service, raw or Bearer) ---
@@ -354,6 +364,11 @@ ROUTES: dict[str, Entry] = {
         note="tenant admins only: members get 404; shows the admin's own tenant"),
     "http /ops/": Entry(_A.OPERATOR, (
         *OPERATOR_SWEEP, f"{S}test_usage_pages_scope.py::test_only_operators_reach_the_operations_page")),
+    "http /team/bill/": Entry(_A.AUTHENTICATED, (
+        *HTTP_SWEEP, *USAGE_SCOPE,
+        "tests/security/test_usage_api.py::test_the_bill_page_defaults_to_this_month_and_explains_a_bad_month",
+        "tests/tenants/test_exports.py::test_the_commands_csv_is_the_apis_and_the_statement_matches_the_bill_page"),
+        note="tenant admins only (operators name the tenant): members and other tenants get 404"),
     "http /services/": Entry(_A.AUTHENTICATED, (
         *HTTP_SWEEP, "tests/frontend/test_eas_services_page.py::test_alice_creates_a_service_and_a_token_shown_once_that_works_until_revoked",
         "tests/frontend/test_eas_services_page.py::test_bob_does_not_see_alices_service_and_charlie_gets_404_on_every_url",

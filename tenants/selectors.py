@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from a1111.styles import StyleText
 from tenants.models import ApiToken, Membership, PromptStyle, Tenant, UsageRecord
+from tenants.money import validate_time_zone
 from tenants.services import token_digest
 
 _LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -59,21 +60,32 @@ def is_tenant_admin(user: AbstractUser, tenant: Tenant) -> bool:
     return Membership.objects.filter(user=user, tenant=tenant, role=Membership.Role.ADMIN).exists()
 
 
+def _this_month(tenant: Tenant | None) -> tuple:
+    """This month's bounds in the tenant's time zone (UTC without a tenant): what bills count."""
+    from tenants.money import month_bounds
+
+    zone = tenant.time_zone if tenant else "UTC"
+    now = timezone.localtime(timezone.now(), validate_time_zone(zone))
+    return month_bounds(f"{now.year:04d}-{now.month:02d}", zone)
+
+
 def usage_this_month(user: AbstractUser) -> list[UsageRecord]:
-    start = timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    return list(UsageRecord.objects.filter(user=user, created_at__gte=start).select_related("job"))
+    """The member's usage records (adjustments included) of this month in their tenant's time zone,
+    by end time: the records their bill counts."""
+    start, end = _this_month(tenant_for_user(user))
+    return list(UsageRecord.objects.filter(user=user, ended_at__gte=start, ended_at__lt=end).select_related("job"))
 
 
 def tenant_usage_this_month(tenant: Tenant) -> list[dict]:
     """Per member of `tenant`: images, GPU-seconds and jobs billed this month (every member, zeros included)."""
     from django.db.models import Count, Sum
 
-    start = timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    start, end = _this_month(tenant)
     totals = {
         row["user"]: row
-        for row in UsageRecord.objects.filter(tenant=tenant, created_at__gte=start)
+        for row in UsageRecord.objects.filter(tenant=tenant, ended_at__gte=start, ended_at__lt=end)
         .values("user")
-        .annotate(images=Sum("images"), gpu_seconds=Sum("gpu_seconds"), jobs=Count("id"))
+        .annotate(images=Sum("images"), gpu_seconds=Sum("gpu_seconds"), jobs=Count("job"))
     }
     return [
         {

@@ -817,13 +817,14 @@ class ModelList(Response):
 
 
 class UsageRecord(Response):
-    job: str
-    kind: str
+    job: str | None = Field(description="The job's id; null for an adjustment.")
+    kind: str = Field(description="The job's kind, or 'adjustment'.")
     gpu_seconds: float
     images: int
     texts: int = Field(description="Prompts a prompt expansion generated.")
     status: str
     created_at: str
+    ended_at: str = Field(description="The month a record counts in is its end's, in the tenant's time zone.")
 
 
 class Usage(Response):

@@ -517,8 +517,11 @@ def tenant_onboard(
         validate_time_zone(time_zone)
     except InvalidPeriod as exc:
         raise InvalidField(str(exc), field="time_zone") from None
-    username = _new_username(admin_username)
-    email = _email(admin_email)
+    try:
+        username = _new_username(admin_username)
+        email = _email(admin_email)
+    except InvalidField as exc:
+        raise InvalidField(exc.message, field=f"admin_{exc.field}") from None
     password = _password(admin_password, get_user_model()(username=username, email=email), field="admin_password")
     tenant = Tenant.objects.create(slug=slug, name=name, time_zone=time_zone)
     if plan is not None:

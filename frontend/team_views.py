@@ -18,11 +18,12 @@ token in the `Authorization` header (`frontend.eas_views.member_page`).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.contrib.auth import login
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from a1111.errors import RequestError
@@ -49,6 +50,7 @@ from tenants.selectors import (
 from tenants.services import (
     TOKEN_NAME_MAX,
     invitation_accept,
+    invitation_create,
     invitation_open,
     member_add,
     member_limits_set,
@@ -122,7 +124,7 @@ def _limit_rows(membership: Membership, plan_values: dict, form: dict | None) ->
 
 def _member_page(request: HttpRequest, admin: Membership, member: Membership, *, status: int = 200,
                  form: dict | None = None, errors: dict | None = None, message: str = "",
-                 new_token: dict | None = None) -> HttpResponse:
+                 new_token: dict | None = None, invitation: dict | None = None) -> HttpResponse:
     plan = plan_limits_for_tenant(admin.tenant)
     return _render(request, "frontend/team_member.html", {
         "membership": admin,
@@ -135,7 +137,8 @@ def _member_page(request: HttpRequest, admin: Membership, member: Membership, *,
         "errors": errors or {},
         "message": message,
         "new_token": new_token,
-    }, status=status, secret=new_token is not None)
+        "invitation": invitation,
+    }, status=status, secret=new_token is not None or invitation is not None)
 
 
 def _rules_page(request: HttpRequest, admin: Membership, *, status: int = 200, form: dict | None = None,
@@ -190,6 +193,8 @@ def member(request: HttpRequest, member: str) -> HttpResponse:
     try:
         if "role" in form:
             target = member_role_set(actor=request.user, tenant=admin.tenant, username=member, role=form["role"])
+            if target.user_id == request.user.pk and target.role != Membership.Role.ADMIN:
+                return redirect("/")  # no longer an admin: the Team pages are not theirs any more
         present = {key: form[key].strip() for key in MEMBER_KEYS if key in form}
         if present:
             target = member_limits_set(actor=request.user, tenant=admin.tenant, username=member,
@@ -212,6 +217,18 @@ def member_remove_view(request: HttpRequest, member: str) -> HttpResponse:
         return _member_page(request, admin, target, status=400, errors=_errors(exc))
     t = strings(language_for_user(request.user))
     return _team_page(request, admin, message=t["team_member_removed"].format(member=member))
+
+
+@member_page
+@require_POST
+def member_invite_view(request: HttpRequest, member: str) -> HttpResponse:
+    """A new invitation link for a member (one who lost theirs, or forgot their password): opening it
+    sets their password. Shown in this answer only."""
+    admin = team_admin_membership(request.user)
+    target = team_member_get(admin.tenant, member)
+    _, raw = invitation_create(actor=request.user, tenant=admin.tenant, username=member)
+    invitation = {"username": member, "url": request.build_absolute_uri(f"/invite/{raw}/")}
+    return _member_page(request, admin, target, invitation=invitation)
 
 
 @member_page
@@ -293,7 +310,14 @@ def jobs(request: HttpRequest) -> HttpResponse:
 def audit(request: HttpRequest) -> HttpResponse:
     """The team's audit log: who did what, when, before and after."""
     admin = team_admin_membership(request.user)
-    return _render(request, "frontend/team_audit.html", {"membership": admin, "entries": team_audit(admin.tenant)})
+    entries = [
+        {"entry": entry, "before": _json(entry.before), "after": _json(entry.after)} for entry in team_audit(admin.tenant)
+    ]
+    return _render(request, "frontend/team_audit.html", {"membership": admin, "entries": entries})
+
+
+def _json(value: object) -> str:
+    return "" if value is None else json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 
 @require_http_methods(["GET", "POST"])

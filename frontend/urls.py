@@ -10,6 +10,7 @@ urlpatterns = [
     path("team/", team_views.team, name="team"),
     path("team/members/<str:member>/", team_views.member, name="team-member"),
     path("team/members/<str:member>/remove/", team_views.member_remove_view, name="team-member-remove"),
+    path("team/members/<str:member>/invite/", team_views.member_invite_view, name="team-member-invite"),
     path("team/tokens/", team_views.token_create_view, name="team-token-create"),
     path("team/tokens/<str:api_token_id>/revoke/", team_views.token_revoke_view, name="team-token-revoke"),
     path("team/rules/", team_views.rules, name="team-rules"),

@@ -281,6 +281,11 @@ STRINGS: dict[str, dict[str, str]] = {
         "ja": "{member} をチームから外しました。アカウントは無効化され、トークンも無効になりました。",
     },
     "team_save": {"en": "Save", "ja": "保存"},
+    "team_new_invitation": {"en": "New invitation link", "ja": "新しい招待リンク"},
+    "team_new_invitation_hint": {
+        "en": "For a member who lost their link or forgot their password: opening the link sets a new password.",
+        "ja": "リンクをなくした、またはパスワードを忘れたメンバー向け。リンクを開くと新しいパスワードを設定できます。",
+    },
     "team_save_limits": {"en": "Save limits", "ja": "上限を保存"},
     "team_limits_hint": {
         "en": "Blank: the plan's limit. A member's limit cannot be above the plan's.",

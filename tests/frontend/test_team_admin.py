@@ -270,3 +270,27 @@ def test_the_team_jobs_and_audit_log_in_the_tenants_time_zone(alice_client, api,
                    pattern="studio-b-secret", effect="deny", role="member")  # an operator, for studio-b
     audit = alice_client.get("/team/audit/").content.decode()
     assert "member.role" in audit and "member bob" in audit and "studio-b-secret" not in audit
+
+
+def test_a_new_invitation_link_resets_a_members_password(alice_client, personas) -> None:
+    response = alice_client.post("/team/members/bob/invite/")
+    assert response.status_code == 200 and "no-store" in response["Cache-Control"]
+    link = INVITATION.search(response.content.decode())[1]
+    assert last_audit("invitation.create").target == "member bob"
+    done = Client().post(link, {"password": "bob-new-pass", "password_again": "bob-new-pass"})
+    assert done.status_code == 200
+    assert Client().login(username="bob", password="bob-new-pass")
+
+
+def test_an_admin_who_demotes_herself_leaves_the_team_pages(alice_client, personas) -> None:
+    alice_client.post("/team/members/bob/", {"role": "admin"})
+    response = alice_client.post("/team/members/alice/", {"role": "member"})
+    assert response.status_code == 302 and response["Location"] == "/"
+    assert alice_client.get("/team/").status_code == 404
+
+
+def test_a_member_removed_loses_the_invitation_link_too(alice_client) -> None:
+    response = alice_client.post("/team/", {"username": "erin", "role": "member", "access": "invite"})
+    link = INVITATION.search(response.content.decode())[1]
+    assert alice_client.post("/team/members/erin/remove/").status_code == 200
+    assert Client().get(link).status_code == 404

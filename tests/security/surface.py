@@ -361,6 +361,9 @@ ROUTES: dict[str, Entry] = {
         *OWNER_SWEEP, *TEAM_SCOPE,
         "tests/frontend/test_team_admin.py::test_removing_a_member_deactivates_them_revokes_tokens_and_keeps_their_jobs",
         "tests/frontend/test_team_admin.py::test_an_admin_cannot_remove_herself_or_the_last_admin"), methods=("POST",)),
+    "http /team/members/<str:member>/invite/": Entry(_A.OWNER_SCOPED, (
+        *OWNER_SWEEP, *TEAM_SCOPE, "tests/frontend/test_team_admin.py::test_a_new_invitation_link_resets_a_members_password"),
+        methods=("POST",), note="a new invitation link for a member of the admin's own team, shown once"),
     "http /team/tokens/": Entry(_A.AUTHENTICATED, (
         *HTTP_SWEEP, *TEAM_SCOPE, "tests/frontend/test_team_admin.py::test_an_admin_creates_a_members_token_shown_once_and_revokes_it"),
         methods=("POST",), note="a token for the member named in the form, of the admin's own team only (else 404)"),

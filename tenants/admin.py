@@ -10,6 +10,8 @@ list) is one form: the tenant, its plan and its first admin, through `tenants.se
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django import forms
 from django.contrib import admin, messages
 from django.db import models, transaction
@@ -109,16 +111,94 @@ class AuditedAdmin(admin.ModelAdmin):
                          action=f"admin.{obj._meta.model_name}.delete", before=befores.get(obj.pk))
 
 
+# --- effective-dated rows: plans' prices, tenants' plans ----------------------------------------------
+
+PRICE_FIELDS = ("price_per_gpu_hour", "price_per_image", "monthly_fee")
+START_GRACE = timedelta(minutes=10)  # the time an operator takes between the admin's "Now" and Save
+
+
+def _in_effect(row: models.Model) -> bool:
+    return row.pk is not None and row.effective_from is not None and row.effective_from <= timezone.now()
+
+
+class EffectiveDatedForm(forms.ModelForm):
+    """A row that holds from its `effective_from` (a plan's price, a tenant's plan); once in effect it
+    is shown read-only (its fields disabled: what is posted for them is ignored)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if _in_effect(self.instance):
+            for field in self.fields.values():
+                field.disabled = True
+
+
+class EffectiveDatedFormSet(forms.BaseInlineFormSet):
+    """Rows in effect are never changed or deleted, and a new or changed row starts now or later: a
+    change is a new row, so a bill of a month already made stays what it was."""
+
+    def add_fields(self, form, index) -> None:
+        super().add_fields(form, index)
+        if "DELETE" in form.fields and _in_effect(form.instance):
+            form.fields["DELETE"].disabled = True
+
+    def rows_to_check(self) -> list[forms.ModelForm]:
+        """The forms of new or future rows (a row in effect, as stored, is not changed)."""
+        now = timezone.now()
+        model = self.model
+        stored_in_effect = set(model.objects.filter(**{self.fk.name: self.instance.pk}, effective_from__lte=now)
+                               .values_list("pk", flat=True)) if self.instance.pk else set()
+        return [form for form in self.forms
+                if getattr(form, "cleaned_data", None) and form.instance.pk not in stored_in_effect]
+
+    def clean(self) -> None:
+        super().clean()
+        for form in self.rows_to_check():
+            starts = form.cleaned_data.get("effective_from")
+            if form.has_changed() and starts is not None and starts < timezone.now() - START_GRACE:
+                form.add_error("effective_from", "a new row starts now or later: one from the past would change "
+                                                 "bills of months already made")
+
+
+class PlanPriceForm(EffectiveDatedForm):
+    class Meta:
+        model = PlanPrice
+        fields = "__all__"
+
+
+class PlanPriceFormSet(EffectiveDatedFormSet):
+    """…and prices have at most the plan currency's decimals."""
+
+    def clean(self) -> None:
+        super().clean()
+        currency = self.instance.currency or "USD"
+        for form in self.rows_to_check():
+            for name in PRICE_FIELDS:
+                if form.cleaned_data.get(name) is not None:
+                    try:
+                        parse_price(form.cleaned_data[name], currency, field=name)
+                    except InvalidMoney as exc:
+                        form.add_error(name, str(exc))
+
+
 class MembershipInline(admin.TabularInline):
     model = Membership
     extra = 0
     autocomplete_fields = ["user"]
 
 
+class TenantPlanForm(EffectiveDatedForm):
+    class Meta:
+        model = TenantPlan
+        fields = ["plan", "effective_from"]
+
+
 class TenantPlanInline(admin.TabularInline):
-    """Which plan the tenant is on from which date (a change of plan is a new row)."""
+    """Which plan the tenant is on from which date: a change of plan is a new row from now or later
+    (a row in effect is read-only, `EffectiveDatedFormSet`)."""
 
     model = TenantPlan
+    form = TenantPlanForm
+    formset = EffectiveDatedFormSet
     extra = 0
     fields = ["plan", "effective_from"]
 
@@ -270,40 +350,9 @@ class PromptStyleAdmin(AuditedAdmin):
 
 # --- plans and prices ---------------------------------------------------------------------------------
 
-PRICE_FIELDS = ("price_per_gpu_hour", "price_per_image", "monthly_fee")
-
-
-class PlanPriceFormSet(forms.BaseInlineFormSet):
-    """A price row in effect (its date has come) is never changed or deleted: a new price is a new
-    row, so a past month's bill stays what it was. Prices have at most the currency's decimals."""
-
-    def clean(self) -> None:
-        super().clean()
-        currency = self.instance.currency or "USD"
-        now = timezone.now()
-        for form in self.forms:
-            if not hasattr(form, "cleaned_data") or not form.cleaned_data:
-                continue
-            stored = form.instance if form.instance.pk else None
-            if stored is not None:
-                original = PlanPrice.objects.get(pk=stored.pk)
-                in_effect = original.effective_from <= now
-                if in_effect and form.cleaned_data.get("DELETE"):
-                    form.add_error(None, "this price is in effect: it cannot be deleted (add a new row instead)")
-                    continue
-                if in_effect and form.has_changed() and set(form.changed_data) - {"DELETE"}:
-                    form.add_error(None, "this price is in effect: it cannot change; add a row with a later date")
-                    continue
-            for name in PRICE_FIELDS:
-                if name in form.cleaned_data and form.cleaned_data[name] is not None:
-                    try:
-                        parse_price(form.cleaned_data[name], currency, field=name)
-                    except InvalidMoney as exc:
-                        form.add_error(name, str(exc))
-
-
 class PlanPriceInline(admin.TabularInline):
     model = PlanPrice
+    form = PlanPriceForm
     formset = PlanPriceFormSet
     extra = 1
     fields = ["effective_from", "price_per_gpu_hour", "price_per_image", "included_gpu_seconds", "included_images",

@@ -100,19 +100,28 @@ def test_a_price_in_effect_is_never_edited_and_prices_keep_the_currencys_decimal
             "prices-0-price_per_gpu_hour": "100", "prices-0-price_per_image": "0",
             "prices-0-included_gpu_seconds": "0", "prices-0-included_images": "0", "prices-0-monthly_fee": "0",
             "prices-1-plan": str(plan.pk)}
-    changed = operator.post(url, {**form, "prices-0-price_per_gpu_hour": "80"})
-    assert changed.status_code == 200 and "in effect" in changed.content.decode()
-    past.refresh_from_db()
-    assert past.price_per_gpu_hour == Decimal("100")
-
-    deleted = operator.post(url, {**form, "prices-0-DELETE": "on"})
-    assert deleted.status_code == 200 and "in effect" in deleted.content.decode()
-    assert PlanPrice.objects.filter(pk=past.pk).exists()
+    page = operator.get(url).content.decode()
+    shown = re.search(r'<input[^>]*name="prices-0-price_per_gpu_hour"[^>]*>', page)[0]
+    assert "disabled" in shown  # read-only on the page
+    deletable = re.search(r'<input[^>]*name="prices-0-DELETE"[^>]*>', page)[0]
+    assert "disabled" in deletable
+    for attempt in ({"prices-0-price_per_gpu_hour": "80"}, {"prices-0-DELETE": "on"}):
+        operator.post(url, {**form, **attempt})  # what is posted for a row in effect is ignored
+        past.refresh_from_db()
+        assert past.price_per_gpu_hour == Decimal("100")
+    assert not AuditEntry.objects.filter(action__in=["admin.planprice.change", "admin.planprice.delete"]).exists()
 
     later = timezone.localtime(timezone.now() + timedelta(days=10))
     new_row = {"prices-1-effective_from_0": later.strftime("%Y-%m-%d"), "prices-1-effective_from_1": "00:00:00",
                "prices-1-price_per_image": "0", "prices-1-included_gpu_seconds": "0",
                "prices-1-included_images": "0", "prices-1-monthly_fee": "0"}
+    earlier = timezone.localtime(timezone.now() - timedelta(days=1))
+    backdated = operator.post(url, {**form, **new_row, "prices-1-effective_from_0": earlier.strftime("%Y-%m-%d"),
+                                    "prices-1-effective_from_1": earlier.strftime("%H:%M:%S"),
+                                    "prices-1-price_per_gpu_hour": "80"})
+    assert backdated.status_code == 200 and "starts now or later" in backdated.content.decode()
+    assert plan.prices.count() == 1
+
     yen_cents = operator.post(url, {**form, **new_row, "prices-1-price_per_gpu_hour": "80.5"})
     assert yen_cents.status_code == 200 and "decimal" in yen_cents.content.decode().lower()
     assert plan.prices.count() == 1
@@ -171,3 +180,37 @@ def test_the_audit_log_is_read_only_for_everyone(operator, personas) -> None:
     assert operator.post(f"{base}/{entry.pk}/change/", {"action": "x", "target": "y"}).status_code == 403
     entry.refresh_from_db()
     assert entry.action == "tenant.onboard"
+
+
+def test_a_tenants_plan_changes_by_a_new_row_from_now_on(operator, personas, plan) -> None:
+    tenant = Tenant.objects.get(slug="studio-a")
+    current = TenantPlan.objects.create(tenant=tenant, plan=plan, effective_from=timezone.now() - timedelta(days=40))
+    other = Plan.objects.create(slug="pro", name="Pro")
+    url = f"/admin/tenants/tenant/{tenant.pk}/change/"
+    page = operator.get(url).content.decode()
+    assert "disabled" in re.search(r'<select[^>]*name="plan_assignments-0-plan"[^>]*>', page)[0]
+
+    def post(starts):
+        local = timezone.localtime(starts)
+        return operator.post(url, {
+            "slug": "studio-a", "name": tenant.name, "share_weight": "1.0", "time_zone": "UTC",
+            "plan_assignments-TOTAL_FORMS": "2", "plan_assignments-INITIAL_FORMS": "1",
+            "plan_assignments-MIN_NUM_FORMS": "0", "plan_assignments-MAX_NUM_FORMS": "1000",
+            "plan_assignments-0-id": str(current.pk), "plan_assignments-0-tenant": str(tenant.pk),
+            "plan_assignments-0-plan": str(other.pk),  # ignored: the row is in effect
+            "plan_assignments-1-tenant": str(tenant.pk), "plan_assignments-1-plan": str(other.pk),
+            "plan_assignments-1-effective_from_0": local.strftime("%Y-%m-%d"),
+            "plan_assignments-1-effective_from_1": local.strftime("%H:%M:%S"),
+            "memberships-TOTAL_FORMS": "0", "memberships-INITIAL_FORMS": "0",
+            "memberships-MIN_NUM_FORMS": "0", "memberships-MAX_NUM_FORMS": "1000",
+        })
+
+    backdated = post(timezone.now() - timedelta(days=3))
+    assert backdated.status_code == 200 and "starts now or later" in backdated.content.decode()
+    assert tenant.plan_assignments.count() == 1
+    moved = post(timezone.now() + timedelta(days=3))
+    assert moved.status_code == 302, moved.content.decode()[:2000]
+    assert list(tenant.plan_assignments.values_list("plan__slug", flat=True)) == ["pro", "studio"]
+    assert plan_for_tenant(tenant) == plan  # until the new row's date
+    entry = AuditEntry.objects.get(action="admin.tenantplan.add")
+    assert entry.tenant == tenant and entry.after["plan"] == "Pro"

@@ -16,6 +16,7 @@ from django.test import Client
 from django.utils import timezone
 
 from a1111.errors import Forbidden
+from frontend.member_services import language_set
 from inference.models import Job
 from tenants.models import ApiToken, AuditEntry, Invitation, Membership, ModelAccessRule, Plan, Tenant, TenantPlan
 from tenants.selectors import token_user
@@ -51,12 +52,15 @@ def plan(personas) -> Plan:
     return plan
 
 
-def test_the_team_page_lists_members_and_links_the_usage_and_bill_pages(alice_client) -> None:
+def test_the_team_page_lists_members_and_links_the_usage_and_bill_pages(alice_client, personas) -> None:
     page = alice_client.get("/team/").content.decode()
     for link in ('href="/team/usage/"', 'href="/team/bill/"', 'href="/team/audit/"', 'href="/team/jobs/"',
                  'href="/team/rules/"', 'href="/team/members/bob/"'):
         assert link in page, link
     assert "charlie" not in page
+    language_set(user=personas["alice"], language="ja")
+    page = alice_client.get("/team/members/bob/").content.decode()
+    assert "メンバー" in page and "上限を保存" in page and "監査ログ" in page
 
 
 def test_an_admin_adds_a_member_with_an_initial_password(alice_client, personas) -> None:

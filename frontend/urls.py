@@ -3,11 +3,21 @@ from django.templatetags.static import static
 from django.urls import path
 from django.views.generic import RedirectView
 
-from frontend import billing_views, eas_views, token_views, usage_views, views
+from frontend import billing_views, eas_views, team_views, token_views, usage_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
-    path("team/", views.team, name="team"),
+    path("team/", team_views.team, name="team"),
+    path("team/members/<str:member>/", team_views.member, name="team-member"),
+    path("team/members/<str:member>/remove/", team_views.member_remove_view, name="team-member-remove"),
+    path("team/members/<str:member>/invite/", team_views.member_invite_view, name="team-member-invite"),
+    path("team/tokens/", team_views.token_create_view, name="team-token-create"),
+    path("team/tokens/<str:api_token_id>/revoke/", team_views.token_revoke_view, name="team-token-revoke"),
+    path("team/rules/", team_views.rules, name="team-rules"),
+    path("team/rules/<str:rule_id>/delete/", team_views.rule_delete_view, name="team-rule-delete"),
+    path("team/jobs/", team_views.jobs, name="team-jobs"),
+    path("team/audit/", team_views.audit, name="team-audit"),
+    path("invite/<str:token>/", team_views.invitation, name="invite"),
     # usage pages: a member's own, their team's (tenant admins), the operators' dashboard (staff)
     path("usage/", usage_views.my_usage, name="usage"),
     path("team/usage/", usage_views.team_usage, name="team-usage"),

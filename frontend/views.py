@@ -1,4 +1,4 @@
-"""Home page, team page, the language switch and the login lockout page: plain Django views."""
+"""Home page, the language switch and the login lockout page: plain Django views."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from axes.helpers import get_cool_off
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
@@ -20,7 +20,7 @@ from frontend.workspace.i18n import strings
 from inference.model_registry import model_list_for_user
 from inference.selectors import job_list_for_user
 from tenants.models import Membership
-from tenants.selectors import membership_for_user, tenant_usage_this_month, usage_this_month
+from tenants.selectors import membership_for_user, usage_this_month
 
 RECENT_IMAGES = 12
 
@@ -46,31 +46,6 @@ def home(request: HttpRequest) -> HttpResponse:
             "usage_gpu_seconds": sum(record.gpu_seconds for record in usage),
             "usage_images": sum(record.images for record in usage),
             "usage_jobs": len(usage),
-        },
-    )
-
-
-@login_required
-def team(request: HttpRequest) -> HttpResponse:
-    """Tenant admins: their team's members, usage this month and shared models (read-only)."""
-    membership = membership_for_user(request.user)
-    if membership is None or membership.role != Membership.Role.ADMIN:
-        raise Http404("no team administration for you")
-    models = [
-        entry for kind in ("Stable-diffusion", "Lora", "VAE", "embeddings", "hypernetworks")
-        for entry in model_list_for_user(request.user, kind) if entry.scope == "tenant"
-    ]
-    usage = tenant_usage_this_month(membership.tenant)
-    return render(
-        request,
-        "frontend/team.html",
-        {
-            "t": strings(language_for_user(request.user)),
-            "tenant": membership.tenant,
-            "members": usage,
-            "total_images": sum(row["images"] for row in usage),
-            "total_gpu_seconds": sum(row["gpu_seconds"] for row in usage),
-            "models": models,
         },
     )
 

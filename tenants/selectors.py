@@ -128,3 +128,95 @@ def prompt_style_texts_for_user(user: AbstractUser) -> dict[str, StyleText]:
 def prompt_style_own_get_for_user(user: AbstractUser, name: str) -> PromptStyle | None:
     """`user`'s own style `name`, or None (a team or public style of that name is not theirs)."""
     return PromptStyle.objects.filter(scope=PromptStyle.Scope.USER, owner=user, name=name).first()
+
+
+# --- team administration (issue 16): what a tenant admin's pages read, scoped to their own team ---
+
+def team_admin_membership(user: AbstractUser) -> Membership:
+    """The caller's membership if they are their tenant's admin; `Http404` for anyone else (members,
+    operators without a team, anonymous callers): the one scope check of every `/team/` page."""
+    membership = membership_for_user(user) if user is not None and user.is_authenticated else None
+    if membership is None or membership.role != Membership.Role.ADMIN:
+        raise Http404("no team administration for you")
+    return membership
+
+
+def team_member_get(tenant: Tenant, username: str) -> Membership:
+    """Member `username` of `tenant`; `Http404` for anyone else's."""
+    membership = Membership.objects.select_related("user").filter(tenant=tenant, user__username=username).first()
+    if membership is None:
+        raise Http404("no such member")
+    return membership
+
+
+def team_members(tenant: Tenant) -> list[Membership]:
+    return list(Membership.objects.filter(tenant=tenant).select_related("user").order_by("user__username"))
+
+
+def team_token_get(tenant: Tenant, public_id: str) -> ApiToken:
+    """An API token of a member of `tenant`; `Http404` for any other."""
+    token = ApiToken.objects.select_related("user").filter(public_id=public_id, user__membership__tenant=tenant).first()
+    if token is None:
+        raise Http404("no such token")
+    return token
+
+
+def team_tokens(tenant: Tenant, user: AbstractUser | None = None) -> list[ApiToken]:
+    """The API tokens of `tenant`'s members (or of one of them), newest first, revoked ones included."""
+    tokens = ApiToken.objects.select_related("user").filter(user__membership__tenant=tenant)
+    if user is not None:
+        tokens = tokens.filter(user=user)
+    return list(tokens.order_by("-created_at", "-pk"))
+
+
+def team_rule_get(tenant: Tenant, public_id: str):
+    """A model access rule of `tenant`; `Http404` for any other."""
+    from tenants.models import ModelAccessRule
+
+    rule = ModelAccessRule.objects.select_related("user", "tenant").filter(tenant=tenant, public_id=public_id).first()
+    if rule is None:
+        raise Http404("no such rule")
+    return rule
+
+
+def team_rules(tenant: Tenant, *, user: AbstractUser | None = None, roles_only: bool = False) -> list:
+    """`tenant`'s model access rules: all, one member's, or the per-role ones."""
+    from tenants.models import ModelAccessRule
+
+    rules = ModelAccessRule.objects.select_related("user").filter(tenant=tenant)
+    if user is not None:
+        rules = rules.filter(user=user)
+    elif roles_only:
+        rules = rules.filter(user__isnull=True)
+    return list(rules.order_by("kind", "pattern", "pk"))
+
+
+def team_jobs(tenant: Tenant, limit: int = 50) -> list:
+    """`tenant`'s most recent jobs, newest first, with their owners."""
+    from inference.models import Job
+
+    return list(Job.objects.filter(tenant=tenant).select_related("owner").order_by("-created_at", "-pk")[:limit])
+
+
+def team_audit(tenant: Tenant, limit: int = 200) -> list:
+    """`tenant`'s audit log, newest first."""
+    from tenants.models import AuditEntry
+
+    return list(AuditEntry.objects.filter(tenant=tenant).order_by("-created_at", "-pk")[:limit])
+
+
+def team_invitations_open(tenant: Tenant) -> list:
+    from tenants.models import Invitation
+
+    return list(Invitation.objects.select_related("user").filter(
+        tenant=tenant, accepted_at__isnull=True, expires_at__gt=timezone.now()).order_by("-created_at"))
+
+
+def plan_for_tenant(tenant: Tenant, at=None):
+    """The `Plan` `tenant` is on at `at` (default: now), or None if it was never put on one."""
+    from tenants.models import TenantPlan
+
+    assignment = (TenantPlan.objects.select_related("plan")
+                  .filter(tenant=tenant, effective_from__lte=at or timezone.now())
+                  .order_by("-effective_from").first())
+    return assignment.plan if assignment else None

@@ -1,7 +1,8 @@
-"""Writes for tenants, members and API tokens."""
+"""Writes for tenants, members and API tokens, and the team administration (each audited)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import secrets
 from collections.abc import Iterable
@@ -15,7 +16,21 @@ from django.utils import timezone
 from frontend.workspace.tab_ids import UnknownTab, hidden_tab_ids
 from a1111.errors import Forbidden, InvalidField, NotFound
 from a1111.styles import MAX_STYLE_NAME_CHARS
-from tenants.models import ApiToken, Membership, PromptStyle, Tenant, UsageRecord, username_validator
+from tenants.audit import audit_record, snapshot
+from tenants.limits import MEMBER_KEYS, InvalidLimits, Limits
+from tenants.models import (
+    ApiToken,
+    Invitation,
+    Membership,
+    ModelAccessRule,
+    Plan,
+    PromptStyle,
+    Tenant,
+    TenantPlan,
+    UsageRecord,
+    username_validator,
+)
+from tenants.money import InvalidPeriod, validate_time_zone
 from tenants.workdirs import workdir_ensure
 
 TOKEN_PREFIX = "atl_"
@@ -214,3 +229,347 @@ def usage_adjust(*, actor: AbstractUser, tenant: Tenant, user: AbstractUser, gpu
         after=snapshot(record, ("pk", "kind", "gpu_seconds", "images", "ended_at")), reason=reason,
     )
     return record
+# --- team administration (issue 16): a tenant admin's writes on the Team page, an operator's onboarding ---
+# Each checks that `actor` may do it (the tenant's admin, or a platform operator) and writes its
+# `AuditEntry` (tenants/audit.py) in the same transaction, with the object before and after.
+# Refusals are `a1111.errors` naming the form field at fault, so a page re-renders its form with it.
+
+INVITATION_DAYS = 7
+INVITATION_PREFIX = "inv_"
+RULE_PATTERN_MAX = 200
+
+
+def _may_administer(actor: AbstractUser, tenant: Tenant) -> None:
+    """`Forbidden` unless `actor` is `tenant`'s admin or an active platform operator."""
+    if actor is not None and actor.is_active and actor.is_staff:
+        return
+    if actor is None or not Membership.objects.filter(user=actor, tenant=tenant, role=Membership.Role.ADMIN).exists():
+        raise Forbidden("only this team's admins may do this", field="")
+
+
+def _member_of(tenant: Tenant, username: str, *, lock: bool = False) -> Membership:
+    """The membership of `username` in `tenant`; `NotFound` (field "member") for anyone else."""
+    memberships = Membership.objects.select_related("user", "tenant")
+    if lock:
+        memberships = memberships.select_for_update()
+    membership = memberships.filter(tenant=tenant, user__username=username).first()
+    if membership is None:
+        raise NotFound(f"{username!r} is not a member of this team", field="member")
+    return membership
+
+
+def _one_line(value: object, *, field: str, max_chars: int, required: bool = True) -> str:
+    if not isinstance(value, str):
+        raise InvalidField("must be text", field=field)
+    value = value.strip()
+    if required and not value:
+        raise InvalidField("this field is required", field=field)
+    if len(value) > max_chars:
+        raise InvalidField(f"use at most {max_chars} characters", field=field)
+    if any(ord(char) < 32 or ord(char) == 127 for char in value):
+        raise InvalidField("one line of text, without control characters", field=field)
+    return value
+
+
+def _role(value: object, *, field: str = "role") -> str:
+    if value not in Membership.Role.values:
+        raise InvalidField(f"choose one of {', '.join(Membership.Role.values)}", field=field)
+    return str(value)
+
+
+def _password(value: object, user: AbstractUser | None = None, *, field: str = "password") -> str:
+    from django.contrib.auth.password_validation import validate_password
+
+    if not isinstance(value, str) or not value:
+        raise InvalidField("give a password", field=field)
+    if "\x00" in value or len(value) > 256:
+        raise InvalidField("use at most 256 characters, without NUL", field=field)
+    try:
+        validate_password(value, user)
+    except ValidationError as exc:
+        raise InvalidField(" ".join(exc.messages), field=field) from None
+    return value
+
+
+def _new_username(value: object) -> str:
+    username = _one_line(value, field="username", max_chars=64)
+    try:
+        username_validator(username)
+    except ValidationError as exc:
+        raise InvalidField(" ".join(exc.messages), field="username") from None
+    if get_user_model().objects.filter(username__iexact=username).exists():
+        raise InvalidField(f"the username {username!r} is taken", field="username")
+    return username
+
+
+def _email(value: object, *, required: bool = False) -> str:
+    from django.core.validators import validate_email
+
+    email = _one_line(value if value is not None else "", field="email", max_chars=254, required=required)
+    if email:
+        try:
+            validate_email(email)
+        except ValidationError:
+            raise InvalidField("not an email address", field="email") from None
+    return email
+
+
+def _member_snapshot(membership: Membership) -> dict:
+    return {"username": membership.user.get_username(), "email": membership.user.email,
+            "role": membership.role, "limits": membership.limits or {}}
+
+
+def _admins_left_after(tenant: Tenant, leaving: Membership) -> int:
+    admins = Membership.objects.select_for_update().filter(tenant=tenant, role=Membership.Role.ADMIN)
+    return sum(1 for admin in admins if admin.pk != leaving.pk)
+
+
+def plan_limits_for_tenant(tenant: Tenant) -> Limits:
+    """The limits of the plan `tenant` is on now (none: no limits)."""
+    from tenants.selectors import plan_for_tenant
+
+    plan = plan_for_tenant(tenant)
+    return Limits.from_json(plan.limits) if plan is not None else Limits({})
+
+
+@transaction.atomic
+def invitation_create(*, actor: AbstractUser, tenant: Tenant, username: str) -> tuple[Invitation, str]:
+    """A link for member `username` to set their password, valid once for `INVITATION_DAYS` days.
+    The raw token is returned once; only its SHA-256 is stored."""
+    _may_administer(actor, tenant)
+    membership = _member_of(tenant, username)
+    raw = INVITATION_PREFIX + secrets.token_urlsafe(32)
+    invitation = Invitation.objects.create(
+        tenant=tenant, user=membership.user, digest=token_digest(raw), created_by=actor,
+        expires_at=timezone.now() + dt.timedelta(days=INVITATION_DAYS),
+    )
+    audit_record(actor=actor, tenant=tenant, action="invitation.create", target=f"member {username}",
+                 after=snapshot(invitation, ("public_id", "expires_at")))
+    return invitation, raw
+
+
+def invitation_open(raw_token: str) -> Invitation | None:
+    """The invitation `raw_token` opens: not accepted, not expired, its member still in its team."""
+    if not isinstance(raw_token, str) or not raw_token.startswith(INVITATION_PREFIX) or len(raw_token) > 100:
+        return None
+    invitation = (Invitation.objects.select_related("user", "tenant")
+                  .filter(digest=token_digest(raw_token), accepted_at__isnull=True, expires_at__gt=timezone.now(),
+                          user__is_active=True).first())
+    if invitation is None or not Membership.objects.filter(user=invitation.user, tenant=invitation.tenant).exists():
+        return None
+    return invitation
+
+
+@transaction.atomic
+def invitation_accept(*, raw_token: str, password: str) -> AbstractUser:
+    """Set the invited member's password (once). `NotFound` (field "token") for an unknown, used
+    or expired link; `InvalidField` (field "password") for a password the validators refuse."""
+    invitation = invitation_open(raw_token)
+    if invitation is None:
+        raise NotFound("this invitation link is unknown, used or expired", field="token")
+    invitation = Invitation.objects.select_for_update().get(pk=invitation.pk)
+    if invitation.accepted_at is not None:
+        raise NotFound("this invitation link is unknown, used or expired", field="token")
+    user = invitation.user
+    user.set_password(_password(password, user))
+    user.save(update_fields=["password"])
+    invitation.accepted_at = timezone.now()
+    invitation.save(update_fields=["accepted_at"])
+    audit_record(actor=user, tenant=invitation.tenant, action="invitation.accept",
+                 target=f"member {user.get_username()}", after={"accepted_at": invitation.accepted_at.isoformat()})
+    return user
+
+
+@transaction.atomic
+def member_add(
+    *, actor: AbstractUser, tenant: Tenant, username: str, email: str = "", role: str = Membership.Role.MEMBER,
+    password: str = "", invite: bool = False,
+) -> tuple[AbstractUser, str | None]:
+    """Add a new account to the team: with an initial `password`, or (`invite`) an unusable one and an
+    invitation link, whose raw token is returned (once; None with a password)."""
+    _may_administer(actor, tenant)
+    username = _new_username(username)
+    email = _email(email)
+    role = _role(role)
+    if not invite:
+        password = _password(password, get_user_model()(username=username, email=email))
+    user = member_create(tenant=tenant, username=username, password=None if invite else password, role=role,
+                         email=email)
+    audit_record(actor=actor, tenant=tenant, action="member.add", target=f"member {username}",
+                 after={**_member_snapshot(user.membership), "invited": bool(invite)})
+    raw = None
+    if invite:
+        _, raw = invitation_create(actor=actor, tenant=tenant, username=username)
+    return user, raw
+
+
+@transaction.atomic
+def member_remove(*, actor: AbstractUser, tenant: Tenant, username: str) -> None:
+    """Take `username` off the team: their membership goes, their account is deactivated and their API
+    tokens and open invitations revoked. Their jobs and usage records stay (they still count in bills).
+    `Forbidden` for removing oneself or the team's last admin."""
+    _may_administer(actor, tenant)
+    membership = _member_of(tenant, username, lock=True)
+    if actor is not None and membership.user_id == actor.pk:
+        raise Forbidden("you cannot remove yourself; ask another admin of the team", field="member")
+    if membership.role == Membership.Role.ADMIN and _admins_left_after(tenant, membership) == 0:
+        raise Forbidden("the team's last admin cannot be removed", field="member")
+    before = _member_snapshot(membership)
+    user = membership.user
+    now = timezone.now()
+    revoked = ApiToken.objects.filter(user=user, revoked_at__isnull=True).update(revoked_at=now)
+    Invitation.objects.filter(user=user, accepted_at__isnull=True).update(expires_at=now)
+    membership.delete()
+    user.is_active = False
+    user.save(update_fields=["is_active"])
+    audit_record(actor=actor, tenant=tenant, action="member.remove", target=f"member {username}",
+                 before=before, after={"is_active": False, "tokens_revoked": revoked})
+
+
+@transaction.atomic
+def member_role_set(*, actor: AbstractUser, tenant: Tenant, username: str, role: str) -> Membership:
+    """Make `username` an admin or a member. `Forbidden` (field "role") for demoting the last admin."""
+    _may_administer(actor, tenant)
+    role = _role(role)
+    membership = _member_of(tenant, username, lock=True)
+    if membership.role == role:
+        return membership
+    if membership.role == Membership.Role.ADMIN and _admins_left_after(tenant, membership) == 0:
+        raise Forbidden("the team's last admin cannot be made a member; make another member an admin first",
+                        field="role")
+    before = {"role": membership.role}
+    membership.role = role
+    membership.save(update_fields=["role"])
+    audit_record(actor=actor, tenant=tenant, action="member.role", target=f"member {username}",
+                 before=before, after={"role": role})
+    return membership
+
+
+@transaction.atomic
+def member_limits_set(*, actor: AbstractUser, tenant: Tenant, username: str, limits: object) -> Membership:
+    """Replace `username`'s own limits (keys of `tenants.limits.MEMBER_KEYS`; a blank one: the plan's).
+    `InvalidField` naming the key that is malformed or above the tenant's plan."""
+    _may_administer(actor, tenant)
+    membership = _member_of(tenant, username, lock=True)
+    try:
+        parsed = Limits.from_json(limits, allowed=MEMBER_KEYS)
+        parsed.check_within(plan_limits_for_tenant(tenant))
+    except InvalidLimits as exc:
+        raise InvalidField(str(exc), field=exc.key or "limits") from None
+    before = {"limits": membership.limits or {}}
+    membership.limits = parsed.to_json()
+    membership.save(update_fields=["limits"])
+    if before["limits"] != membership.limits:
+        audit_record(actor=actor, tenant=tenant, action="limits.set", target=f"member {username}",
+                     before=before, after={"limits": membership.limits})
+    return membership
+
+
+_RULE_FIELDS = ("public_id", "user", "role", "kind", "pattern", "effect")
+
+
+@transaction.atomic
+def model_rule_add(
+    *, actor: AbstractUser, tenant: Tenant, kind: str, pattern: str, effect: str,
+    username: str = "", role: str = "",
+) -> ModelAccessRule:
+    """Allow or deny checkpoints or LoRAs matching `pattern` (fnmatch) for one member (`username`)
+    or for every member of a `role` (exactly one of the two). `tenants/access.py` evaluates them."""
+    _may_administer(actor, tenant)
+    if bool(username) == bool(role):
+        raise InvalidField("name one member or one role", field="member" if not role else "role")
+    user = _member_of(tenant, username).user if username else None
+    role = _role(role) if role else ""
+    if kind not in ModelAccessRule.Kind.values:
+        raise InvalidField(f"choose one of {', '.join(ModelAccessRule.Kind.values)}", field="kind")
+    if effect not in ModelAccessRule.Effect.values:
+        raise InvalidField(f"choose one of {', '.join(ModelAccessRule.Effect.values)}", field="effect")
+    pattern = _one_line(pattern, field="pattern", max_chars=RULE_PATTERN_MAX)
+    rule = ModelAccessRule.objects.create(tenant=tenant, user=user, role=role, kind=kind, pattern=pattern,
+                                          effect=effect)
+    who = f"member {username}" if username else f"role {role}"
+    audit_record(actor=actor, tenant=tenant, action="model_rule.add", target=f"{kind} rule {pattern!r} for {who}",
+                 after=snapshot(rule, _RULE_FIELDS))
+    return rule
+
+
+@transaction.atomic
+def model_rule_delete(*, actor: AbstractUser, rule: ModelAccessRule) -> None:
+    _may_administer(actor, rule.tenant)
+    before = snapshot(rule, _RULE_FIELDS)
+    who = f"member {rule.user.get_username()}" if rule.user_id else f"role {rule.role}"
+    rule.delete()
+    audit_record(actor=actor, tenant=rule.tenant, action="model_rule.delete",
+                 target=f"{rule.kind} rule {rule.pattern!r} for {who}", before=before)
+
+
+_TOKEN_FIELDS = ("public_id", "name", "prefix", "user", "revoked_at")
+
+
+@transaction.atomic
+def token_create_for_member(*, actor: AbstractUser, tenant: Tenant, username: str, name: str) -> tuple[ApiToken, str]:
+    """An API token of member `username`, made by their admin; the raw token is returned once."""
+    _may_administer(actor, tenant)
+    user = _member_of(tenant, username).user
+    try:
+        token, raw = token_create(user=user, name=name if isinstance(name, str) else "")
+    except ValidationError as exc:
+        raise InvalidField(" ".join(exc.messages), field="name") from None
+    audit_record(actor=actor, tenant=tenant, action="token.create", target=f"token {token.prefix}… of {username}",
+                 after=snapshot(token, _TOKEN_FIELDS))
+    return token, raw
+
+
+@transaction.atomic
+def token_revoke_for_member(*, actor: AbstractUser, token: ApiToken) -> None:
+    """Revoke a team member's token (again: nothing changes, nothing is logged)."""
+    membership = Membership.objects.select_related("tenant").filter(user=token.user).first()
+    if membership is None:
+        raise NotFound("no such token", field="token")
+    _may_administer(actor, membership.tenant)
+    if token.revoked_at is not None:
+        return
+    before = snapshot(token, _TOKEN_FIELDS)
+    token_revoke(token=token)
+    audit_record(actor=actor, tenant=membership.tenant, action="token.revoke",
+                 target=f"token {token.prefix}… of {token.user.get_username()}", before=before,
+                 after=snapshot(token, _TOKEN_FIELDS))
+
+
+@transaction.atomic
+def tenant_onboard(
+    *, actor: AbstractUser, slug: str, name: str, time_zone: str, plan: Plan | None,
+    admin_username: str, admin_email: str, admin_password: str, with_token: bool = False,
+) -> tuple[Tenant, AbstractUser, str | None]:
+    """An operator's one form: a new tenant on `plan` from now, its first admin with an initial
+    password and, optionally, an API token for them (the raw token returned once). All or nothing,
+    with one audit entry. `InvalidField` naming the field at fault."""
+    if actor is None or not (actor.is_active and actor.is_staff):
+        raise Forbidden("only platform operators onboard tenants")
+    slug = _one_line(slug, field="slug", max_chars=64)
+    try:
+        Tenant._meta.get_field("slug").run_validators(slug)
+    except ValidationError as exc:
+        raise InvalidField(" ".join(exc.messages), field="slug") from None
+    if Tenant.objects.filter(slug__iexact=slug).exists():
+        raise InvalidField(f"a tenant {slug!r} exists", field="slug")
+    name = _one_line(name or slug, field="name", max_chars=200)
+    try:
+        validate_time_zone(time_zone)
+    except InvalidPeriod as exc:
+        raise InvalidField(str(exc), field="time_zone") from None
+    try:
+        username = _new_username(admin_username)
+        email = _email(admin_email)
+    except InvalidField as exc:
+        raise InvalidField(exc.message, field=f"admin_{exc.field}") from None
+    password = _password(admin_password, get_user_model()(username=username, email=email), field="admin_password")
+    tenant = Tenant.objects.create(slug=slug, name=name, time_zone=time_zone)
+    if plan is not None:
+        TenantPlan.objects.create(tenant=tenant, plan=plan, effective_from=timezone.now())
+    user = member_create(tenant=tenant, username=username, password=password, role=Membership.Role.ADMIN, email=email)
+    raw = token_create(user=user, name="onboarding")[1] if with_token else None
+    audit_record(actor=actor, tenant=tenant, action="tenant.onboard", target=f"tenant {slug}",
+                 after={**snapshot(tenant, ("slug", "name", "time_zone")), "plan": plan.slug if plan else None,
+                        "admin": username, "token": bool(with_token)})
+    return tenant, user, raw

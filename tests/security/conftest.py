@@ -75,12 +75,18 @@ def alices_things(api, personas, tiny_checkpoint_path) -> AlicesThings:
     from tenants.services import token_create
 
     api_token, _ = token_create(user=personas["alice"], name="surface")  # not the one `api` calls with
+    from tenants.models import ModelAccessRule
+
+    rule = ModelAccessRule.objects.create(tenant=personas["alice"].membership.tenant, user=personas["bob"],
+                                          kind="checkpoint", pattern="sdxl-*", effect="deny")  # alice's team's
     values = {
         "public_id": job_id,
         "group_id": group.json()["id"],
         "service_id": service.public_id,
         "token_id": str(token.pk),
         "api_token_id": api_token.public_id,
+        "member": "bob",  # a member of alice's team, on her Team pages
+        "rule_id": rule.public_id,
         "index": "0",
         "object_id": str(personas["alice"].pk),
         "content_type_id": "1",

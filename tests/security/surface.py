@@ -190,6 +190,12 @@ USAGE_SCOPE = (
     "tests/security/test_usage_api.py::test_a_tenant_admin_sees_her_tenant_and_its_members_and_nothing_else",
     "tests/security/test_usage_api.py::test_operators_see_any_tenant_and_must_name_the_statements",
 )
+TEAM_SCOPE = (  # every /team/ route: studio-a's admin only (tests/security/test_team_admin_scope.py)
+    f"{S}test_team_admin_scope.py::test_members_other_teams_admins_and_operators_get_404_on_every_team_route",
+    f"{S}test_team_admin_scope.py::test_dana_cannot_reach_studio_a_through_her_own_team_pages",
+    f"{S}test_team_admin_scope.py::test_every_post_needs_the_csrf_token_with_a_session",
+    f"{S}test_team_admin_scope.py::test_anonymous_callers_are_sent_to_sign_in",
+)
 
 _A = Access
 ROUTES: dict[str, Entry] = {
@@ -351,8 +357,43 @@ ROUTES: dict[str, Entry] = {
         *HTTP_SWEEP, "tests/test_frontend.py::test_home_requires_sign_in_and_shows_the_members_team_and_models",
         "tests/frontend/test_home.py::test_home_links_the_workspace_and_shows_own_images_and_usage")),
     "http /team/": Entry(_A.AUTHENTICATED, (
-        *HTTP_SWEEP, "tests/frontend/test_home.py::test_team_page_is_the_tenant_admins_own_team"),
-        note="tenant admins only: members get 404; shows the admin's own tenant"),
+        *HTTP_SWEEP, "tests/frontend/test_home.py::test_team_page_is_the_tenant_admins_own_team", *TEAM_SCOPE,
+        "tests/frontend/test_team_admin.py::test_an_admin_adds_a_member_with_an_initial_password",
+        "tests/frontend/test_team_admin.py::test_bad_input_re_renders_the_add_form_naming_the_field"),
+        methods=("GET", "POST"),
+        note="tenant admins only (everyone else: 404); the admin's own team; POST adds a member to it"),
+    "http /team/members/<str:member>/": Entry(_A.OWNER_SCOPED, (
+        *OWNER_SWEEP, *TEAM_SCOPE, "tests/frontend/test_team_admin.py::test_member_limits_are_held_within_the_plan",
+        "tests/frontend/test_team_admin.py::test_an_admin_sets_roles_but_never_demotes_the_last_admin"),
+        methods=("GET", "POST"), note="a member of the admin's own team; POST sets the fields it carries"),
+    "http /team/members/<str:member>/remove/": Entry(_A.OWNER_SCOPED, (
+        *OWNER_SWEEP, *TEAM_SCOPE,
+        "tests/frontend/test_team_admin.py::test_removing_a_member_deactivates_them_revokes_tokens_and_keeps_their_jobs",
+        "tests/frontend/test_team_admin.py::test_an_admin_cannot_remove_herself_or_the_last_admin"), methods=("POST",)),
+    "http /team/members/<str:member>/invite/": Entry(_A.OWNER_SCOPED, (
+        *OWNER_SWEEP, *TEAM_SCOPE, "tests/frontend/test_team_admin.py::test_a_new_invitation_link_resets_a_members_password"),
+        methods=("POST",), note="a new invitation link for a member of the admin's own team, shown once"),
+    "http /team/tokens/": Entry(_A.AUTHENTICATED, (
+        *HTTP_SWEEP, *TEAM_SCOPE, "tests/frontend/test_team_admin.py::test_an_admin_creates_a_members_token_shown_once_and_revokes_it"),
+        methods=("POST",), note="a token for the member named in the form, of the admin's own team only (else 404)"),
+    "http /team/tokens/<str:api_token_id>/revoke/": Entry(_A.OWNER_SCOPED, (
+        *OWNER_SWEEP, *TEAM_SCOPE, "tests/frontend/test_team_admin.py::test_an_admin_creates_a_members_token_shown_once_and_revokes_it"),
+        methods=("POST",), note="any token of a member of the admin's own team"),
+    "http /team/rules/": Entry(_A.AUTHENTICATED, (
+        *HTTP_SWEEP, *TEAM_SCOPE, "tests/frontend/test_team_admin.py::test_model_rules_for_a_member_and_a_role"),
+        methods=("GET", "POST"), note="the team's model access rules; POST adds one for a member of the team or a role"),
+    "http /team/rules/<str:rule_id>/delete/": Entry(_A.OWNER_SCOPED, (
+        *OWNER_SWEEP, *TEAM_SCOPE, "tests/frontend/test_team_admin.py::test_model_rules_for_a_member_and_a_role"), methods=("POST",)),
+    "http /team/jobs/": Entry(_A.AUTHENTICATED, (
+        *HTTP_SWEEP, *TEAM_SCOPE, "tests/frontend/test_team_admin.py::test_the_team_jobs_and_audit_log_in_the_tenants_time_zone")),
+    "http /team/audit/": Entry(_A.AUTHENTICATED, (
+        *HTTP_SWEEP, *TEAM_SCOPE, "tests/frontend/test_team_admin.py::test_the_team_jobs_and_audit_log_in_the_tenants_time_zone")),
+    "http /invite/<str:token>/": Entry(_A.PUBLIC, (
+        f"{S}test_surface_http.py::test_public_routes_answer_anonymous_callers",
+        f"{S}test_team_admin_scope.py::test_the_invitation_page_is_public_but_needs_csrf_and_a_live_link",
+        "tests/frontend/test_team_admin.py::test_an_invitation_link_works_once_and_signs_the_member_in",
+        "tests/frontend/test_team_admin.py::test_unknown_invitation_links_are_a_clear_404", "tests/frontend/test_team_admin.py::test_an_expired_invitation_is_a_404"),
+        methods=("GET", "POST"), note="an invited member sets their password once (hashed token, 7 days); else a 404 page"),
     "http /usage/": Entry(_A.AUTHENTICATED, (
         *HTTP_SWEEP, f"{S}test_usage_pages_scope.py::test_a_member_sees_only_their_own_usage",
         f"{S}test_usage_pages_scope.py::test_the_usage_pages_need_a_sign_in_and_operators_have_no_usage_of_their_own",

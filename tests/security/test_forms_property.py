@@ -3,7 +3,7 @@ the answer is a page or a redirect, never a 5xx.
 
 Hypothesis draws the fields (any text: control characters, NUL, right-to-left marks, very long
 strings, values that look like paths, URLs or view names) for the sign-in form, the language
-switch, the tokens and services forms, and every Django admin changelist action, posted by the
+switch, the tokens and services forms, the Team pages' forms, and every Django admin changelist action, posted by the
 people who may post them. Deterministic (`derandomize`) and bounded, so CI repeats itself; the
 database is the real one of the run (PostgreSQL in the cluster pass, which refuses NUL bytes
 that SQLite stores).
@@ -78,6 +78,27 @@ def test_the_tokens_and_services_forms_never_fail(personas, name: str, extra: st
     response = client.post("/services/", {"name": name, "owner": extra, "checkpoint": extra,
                                           "max_queue_length": extra, "max_payload_bytes": extra})
     _no_server_error(response, "POST /services/")
+
+
+@FORM_SETTINGS
+@given(name=text, extra=text, number=st.one_of(text, st.sampled_from(["1e400", "nan", "-0", "1e18", "0.5", "inf"])))
+def test_the_team_admin_forms_never_fail(personas, name: str, extra: str, number: str) -> None:
+    """A tenant admin's forms (frontend/team_views.py) and the public invitation form."""
+    client = Client()
+    client.force_login(personas["alice"])
+    posts = (
+        ("/team/", {"username": name, "email": extra, "role": extra, "password": name, "access": extra}),
+        ("/team/members/bob/", {"role": extra, "max_steps": number, "user_gpu_seconds_per_day": number,
+                                "max_pixels": extra}),
+        ("/team/tokens/", {"member": extra, "name": name}),
+        ("/team/tokens/", {"member": "bob", "name": name}),
+        ("/team/rules/", {"member": extra, "role": name, "kind": extra, "pattern": name, "effect": extra}),
+        ("/team/rules/", {"role": "member", "kind": "lora", "pattern": name, "effect": "deny"}),
+    )
+    for path, post in posts:
+        _no_server_error(client.post(path, post), f"POST {path}")
+    invite = f"/invite/{name.replace('/', '')}/"
+    _no_server_error(Client().post(invite, {"password": name, "password_again": name}), f"POST {invite!r}")
 
 
 def _changelists() -> list[str]:

@@ -8,18 +8,18 @@ from __future__ import annotations
 import datetime as dt
 from urllib.parse import urlencode
 
-from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
 from a1111.errors import InvalidField, NotFound
+from frontend.eas_views import member_page
 from tenants.exports import statement_tenant_for_user
 from tenants.money import InvalidPeriod, format_money, parse_month, validate_time_zone
 from tenants.statements import statement_for
 
 
-@login_required
+@member_page  # a session or a member's API token, as every member page
 def bill_page(request: HttpRequest) -> HttpResponse:
     try:
         tenant = statement_tenant_for_user(request.user, tenant_slug=request.GET.get("tenant"))

@@ -13,13 +13,13 @@ from datetime import timedelta
 from datetime import timezone as dt_timezone
 from typing import Any
 
-from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import render
 from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
 
 from frontend.charts import Bar, bar_chart
+from frontend.eas_views import member_page
 from frontend.member_selectors import language_for_user
 from frontend.templatetags.atelier_format import count, gpu_seconds, percent
 from frontend.workspace.i18n import strings
@@ -90,7 +90,7 @@ def _day_charts(days: Sequence[DayUsage], t: dict[str, str], prefix: str) -> dic
     }
 
 
-@login_required
+@member_page  # a session or a member's API token, as every member page
 def my_usage(request: HttpRequest) -> HttpResponse:
     """A member's own usage in a month: GPU-seconds and images per day, jobs by kind and checkpoint."""
     membership = membership_for_user(request.user)
@@ -115,7 +115,7 @@ def my_usage(request: HttpRequest) -> HttpResponse:
     return _render(request, "frontend/usage.html", context, error)
 
 
-@login_required
+@member_page  # a session or a member's API token, as every member page
 def team_usage(request: HttpRequest) -> HttpResponse:
     """Tenant admins: their team's usage in a month, per day and per member (members get 404)."""
     membership = membership_for_user(request.user)
@@ -142,7 +142,7 @@ def team_usage(request: HttpRequest) -> HttpResponse:
     return _render(request, "frontend/team_usage.html", context, error)
 
 
-@login_required
+@member_page  # a session or a member's API token, as every member page
 def operations(request: HttpRequest) -> HttpResponse:
     """Operators (staff): usage by tenant, queue waits by day and tenant, worker utilisation over
     the last 24 hours and the jobs queued and running now. Everyone else gets 404. UTC."""

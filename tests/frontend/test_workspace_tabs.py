@@ -58,13 +58,13 @@ def test_a_tenant_s_list_is_validated_in_admin_and_in_the_service(personas) -> N
     from tenants.admin import TenantForm
 
     studio_a = Tenant.objects.get(slug="studio-a")
-    form = TenantForm(instance=studio_a, data={"slug": "studio-a", "name": "Studio A", "share_weight": 1.0,
+    form = TenantForm(instance=studio_a, data={"slug": "studio-a", "name": "Studio A", "share_weight": 1.0, "time_zone": "UTC",
                                                "hidden_workspace_tabs": ["pnginfo", "extensions"]})
     assert form.is_valid(), form.errors
     form.save()
     studio_a.refresh_from_db()
     assert studio_a.hidden_workspace_tabs == ["pnginfo", "extensions"]
-    refused = TenantForm(instance=studio_a, data={"slug": "studio-a", "name": "Studio A", "share_weight": 1.0,
+    refused = TenantForm(instance=studio_a, data={"slug": "studio-a", "name": "Studio A", "share_weight": 1.0, "time_zone": "UTC",
                                                   "hidden_workspace_tabs": ["txt2img"]})
     assert not refused.is_valid() and "hidden_workspace_tabs" in refused.errors
     with pytest.raises(ValidationError, match="unknown workspace tab 'upscale'"):

@@ -83,7 +83,7 @@ def test_the_commands_csv_is_the_apis_and_the_statement_matches_the_bill_page(ap
     page = client.get("/team/bill/?month=2026-11")
     assert page.status_code == 200
     html = page.content.decode()
-    for shown in ("21.90 USD", "2.21 USD", "2.39 USD", "-0.10 USD", "20.00 USD", "-2.60 USD", "3300.5", "2810.3",
+    for shown in ("21.90 USD", "2.21 USD", "2.39 USD", "-0.10 USD", "20.00 USD", "-2.60 USD", "3,300.5", "2,810.3",
                   "2026-11-01 to 2026-11-30 (Asia/Shanghai)", "2026-11-25 09:00", "refund of a failed batch"):
         assert shown in html, shown
     assert 'id="download-csv" href="/api/v1/usage/statement?month=2026-11&amp;format=csv"' in html

@@ -39,7 +39,9 @@ def gpu_seconds(value: object) -> str:
     number = _number(value)
     if number is None:
         return MISSING
-    text = f"{number:,.1f}"
+    # half up on the decimal value written (2810.25 → 2,810.3), as bills round, not half-even on the binary float
+    rounded = Decimal(repr(number)).quantize(Decimal("0.1"), rounding="ROUND_HALF_UP")
+    text = f"{rounded:,.1f}"
     return "0.0" if text == "-0.0" else text
 
 

@@ -126,7 +126,7 @@ def test_an_empty_month_is_zeros_and_the_present_month_is_the_default(client, pe
     assert figure(page, "usage-gpu-seconds") == "0.0" and figure(page, "usage-jobs") == "0"
     assert page.count('<tr><td class="nowrap">') == 28 and "No usage in this month." in page
     page = client.get("/usage/").content.decode()
-    assert figure(page, "usage-gpu-seconds") == "1.2" and f'value="{timezone.now():%Y-%m}"' in page
+    assert figure(page, "usage-gpu-seconds") == "1.3" and f'value="{timezone.now():%Y-%m}"' in page
     for path in ("/team/usage/?month=2001-02", "/ops/?month=2001-02"):
         client.force_login(personas["admin"] if path.startswith("/ops") else alice)
         response = client.get(path)

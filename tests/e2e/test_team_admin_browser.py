@@ -5,15 +5,18 @@ daphne over loopback, the demo accounts of `bootstrap_demo`, where alice is stud
   creates an API token for them: shown once, then listed by name, and it works on the API.
 * The new member signs in with that password, creates their own token on /tokens/, sees it
   listed beside the one their admin made, and revokes it.
+* alice opens the team's bill for this month (studio-a on a plan an operator set up before the
+  start, with one finished job of hers) and downloads it as CSV: the file's lines are the page's.
 
-Each step is a function of its own, so the month's bill and its CSV download (on the bill page)
-join as one more step of the same flow. Screenshots go to `artifacts/workspace_browser/`
+Each step is a function of its own. Screenshots go to `artifacts/workspace_browser/`
 (ignored by git). Needs Playwright and Chromium, as `tests/e2e/test_workspace_browser.py`, whose
 browser fixture and helpers this module shares.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from pathlib import Path
 
@@ -41,9 +44,33 @@ pytestmark = [
 MEMBER, MEMBER_PASSWORD = "frank", "frank-pass-2026"
 
 
+# What an operator sets up (admin: a plan, its price, studio-a on it) and one job of alice's that
+# finished this month with its usage record (no worker runs here: the row is written as a worker's
+# finish transaction writes it).
+BILLING_SETUP = """
+from decimal import Decimal
+from django.utils import timezone
+from inference.models import Job
+from tenants.models import Plan, PlanPrice, Tenant, TenantPlan, UsageRecord
+from django.contrib.auth import get_user_model
+now = timezone.now()
+tenant = Tenant.objects.get(slug="studio-a")
+plan = Plan.objects.create(slug="team", name="Team", currency="USD")
+PlanPrice.objects.create(plan=plan, effective_from=now.replace(year=now.year - 1), price_per_gpu_hour=Decimal("3.60"),
+                         price_per_image=Decimal("0.05"), monthly_fee=Decimal("10.00"))
+TenantPlan.objects.create(tenant=tenant, plan=plan, effective_from=now.replace(year=now.year - 1))
+alice = get_user_model().objects.get(username="alice")
+job = Job.objects.create(owner=alice, tenant=tenant, params={}, checkpoint_title="tiny", checkpoint_path="tiny.safetensors",
+                         checkpoint_sha256="0" * 64, model_key="k", batch_key="b", status="succeeded", gpu_seconds=100,
+                         started_at=now, finished_at=now)
+UsageRecord.objects.create(job=job, user=alice, tenant=tenant, kind="txt2img", gpu_seconds=100, images=4,
+                           status="succeeded", started_at=now, ended_at=now)
+"""
+
+
 @pytest.fixture(scope="module")
 def platform():
-    with running_platform(workers=0) as running:
+    with running_platform(workers=0, before_start=lambda p: p.manage("shell", "-c", BILLING_SETUP)) as running:
         yield running
 
 
@@ -114,6 +141,22 @@ def member_manages_their_own_token(browser, platform) -> None:
     context.close()
 
 
+def admin_downloads_the_months_bill_as_csv(page) -> None:
+    page.goto("/team/")
+    page.click("a[href='/team/bill/']")
+    page.wait_for_url(re.compile(r"/team/bill/"))
+    # 100 GPU-s at 3.60/hour = 0.10, 4 images at 0.05 = 0.20, the 10.00 fee
+    assert page.locator("#bill-total").inner_text().strip() == "10.30 USD"
+    assert "0.30 USD" in page.locator("#bill-members tr.member[data-user='alice']").inner_text()
+    shot(page, "66_team_bill")
+    with page.expect_download() as download:
+        page.click("#download-csv")
+    assert download.value.suggested_filename.endswith(".csv")
+    lines = {(row["line"], row["user"]): row for row in csv.DictReader(io.StringIO(Path(download.value.path()).read_text()))}
+    assert (lines[("member", "alice")]["amount"], lines[("member", "alice")]["images"]) == ("0.30", "4")
+    assert (lines[("monthly_fee", "")]["amount"], lines[("total", "")]["amount"]) == ("10.00", "10.30")
+
+
 def test_an_admin_adds_a_member_who_then_manages_their_own_tokens(platform, browser) -> None:
     alice, page = sign_in(browser, platform, "alice")
     admin_adds_a_member(page)
@@ -124,4 +167,5 @@ def test_an_admin_adds_a_member_who_then_manages_their_own_tokens(platform, brow
     actions = page.locator("#audit-log").inner_text()
     assert "member.add" in actions and "limits.set" in actions and "token.create" in actions
     shot(page, "65_team_audit")
+    admin_downloads_the_months_bill_as_csv(page)
     alice.close()

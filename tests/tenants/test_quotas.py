@@ -264,3 +264,26 @@ def test_eight_concurrent_submissions_fill_the_team_s_queue_exactly(personas) ->
     assert (accepted, len(refusals)) == (3, 5)
     assert all(isinstance(exc, TooManyQueuedJobs) and exc.key == "tenant_queued_jobs" for exc in refusals)
     assert Job.objects.filter(tenant=_studio(personas)).count() == 3
+
+
+def test_a_quota_refusal_on_both_apis_names_the_limit_in_their_shapes(api, personas) -> None:
+    _plan(_studio(personas), {"user_images_per_day": 1, "max_steps": 20})
+    body = {"prompt": "x", "steps": 4, "width": 64, "height": 64}
+    assert api("alice").post("/api/v1/jobs", body).status_code == 201
+    native = api("alice").post("/api/v1/jobs", body)
+    sdapi = api("alice").post("/sdapi/v1/txt2img", body)
+    assert native.status_code == sdapi.status_code == 429
+    assert native.json()["field"] == "quota"
+    assert native.json()["error"].startswith("quota: quota reached: images per day (user_images_per_day): 1 of 1 used")
+    assert "resets at " in native.json()["error"]
+    answer = sdapi.json()
+    assert set(answer) == {"error", "detail", "body", "errors"} and answer["error"] == "TooManyRequests"
+    assert "user_images_per_day" in answer["detail"] and "resets at" in answer["detail"]
+    # a request limit: 403 on both, naming the field to fix
+    native = api("bob").post("/api/v1/jobs", {**body, "steps": 21})
+    sdapi = api("bob").post("/sdapi/v1/txt2img", {**body, "steps": 21})
+    assert native.status_code == sdapi.status_code == 403
+    assert native.json()["field"] == "steps" and "max_steps" in native.json()["error"]
+    assert sdapi.json()["error"] == "PermissionDenied" and "max_steps" in sdapi.json()["detail"]
+    # charlie's team has no plan: untouched
+    assert api("charlie").post("/api/v1/jobs", body).status_code == 201

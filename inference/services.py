@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from django.conf import settings
@@ -69,9 +70,17 @@ from a1111.prompts import ExtraNetwork, PromptError, find_embeddings, lora_key, 
 from inference.scheduler.keys import model_key, network_key, promptgen_batch_key, promptgen_model_key
 from inference.storage import UnsafeOutputPath, member_file_save, model_file_key
 from a1111.errors import Forbidden, TooMany
-from tenants.access import ModelAccess
+from tenants.access import ModelAccess, model_access_with
 from tenants.models import Membership, Tenant
-from tenants.quotas import QuotaExceeded, Terms, check_request_limits, demand_of, quota_check, terms_for_membership
+from tenants.quotas import (
+    QuotaExceeded,
+    Terms,
+    check_request_limits,
+    demand_of,
+    quota_check,
+    quota_needs_lock,
+    terms_for_membership,
+)
 from tenants.selectors import membership_for_user
 from tenants.workdirs import user_inputs_key
 
@@ -112,6 +121,12 @@ def _member_terms(user: AbstractUser, doing: str) -> tuple[Membership, Terms]:
     if membership is None:
         raise NotAMember(f"{user.get_username()} is not a member of any tenant, so cannot {doing}")
     return membership, terms_for_membership(membership)
+
+
+def _quota_transaction(terms: Terms) -> AbstractContextManager:
+    """The transaction a quota check and its job's INSERT share: only where the check locks the
+    tenant's row (a rate or queued limit in force); otherwise the INSERT commits alone, as before."""
+    return transaction.atomic() if quota_needs_lock(terms.limits) else nullcontext()
 
 
 def _quota_checked(user: AbstractUser, membership: Membership, request: Any, terms: Terms) -> None:
@@ -157,7 +172,8 @@ def job_submit(
     _check_queue_room(user)
     check_request_limits(terms.limits, demand_of(request))  # before anything is resolved or stored
     # The tenant, resolved once above, is handed to each model lookup (each folder scan would look it up again).
-    access = model_access_for_user(user, tenant=tenant)  # the team admin's model rules, read once
+    # the team admin's model rules (read only when some apply) and the plan's checkpoints, once
+    access = model_access_with(user, tenant, allowed_checkpoints=terms.allowed_checkpoints, has_rules=terms.has_model_rules)
     checkpoint = checkpoint_resolve_for_user(user, request.checkpoint, tenant=tenant, access=access)
     vae = vae_resolve_for_user(user, request.vae, tenant=tenant)
     refiner = _refiner_for_user(user, request, checkpoint, inputs)
@@ -201,7 +217,7 @@ def job_submit(
         hires_checkpoint=ModelRef(model_file_key(hires_checkpoint.path), hires_checkpoint.sha256) if hires_checkpoint else None,
     )
     public_id = new_job_id()
-    with transaction.atomic():  # the quota's check and the job's INSERT, serialised per tenant
+    with _quota_transaction(terms):  # the quota's check and the job's INSERT, serialised per tenant
         _quota_checked(user, membership, request, terms)
         job = _job_create(
             request, spec, public_id=public_id, user=user, tenant=tenant, checkpoint=checkpoint, vae=vae, model=model,
@@ -363,7 +379,7 @@ def extras_submit(
     keys = [_store_input(user, data) for data in inputs.images]
     request = with_inputs(request, keys=keys, names=inputs.names, sizes=inputs.sizes)
     public_id = new_job_id()
-    with transaction.atomic():
+    with _quota_transaction(terms):
         _quota_checked(user, membership, request, terms)
         job = Job.objects.create(
             public_id=public_id, owner=user, tenant=tenant, kind=EXTRAS_KIND, params=request.to_json(),
@@ -446,7 +462,7 @@ def promptgen_submit(*, user: AbstractUser, request: PromptgenRequest, priority:
             "model_type": entry.model_type, "pickled": entry.pickled,
         },
     }
-    with transaction.atomic():
+    with _quota_transaction(terms):
         _quota_checked(user, membership, request, terms)
         job = Job.objects.create(
             owner=user, tenant=tenant, kind=PROMPTGEN_KIND, params=params,
@@ -484,7 +500,7 @@ def interrogate_submit(*, user: AbstractUser, model: str, image: bytes, size: tu
         resolved_models=resolved,
     )
     public_id = new_job_id()
-    with transaction.atomic():
+    with _quota_transaction(terms):
         _quota_checked(user, membership, request, terms)
         job = Job.objects.create(
             public_id=public_id, owner=user, tenant=tenant, kind=INTERROGATE_KIND, params=request.to_json(),

@@ -107,9 +107,34 @@ class ModelAccess:
 UNRESTRICTED = ModelAccess()
 
 
-def _member_rules(user: AbstractUser):
-    role = Membership.objects.filter(user=user, tenant=OuterRef("tenant")).values("role")
-    return ModelAccessRule.objects.filter(Q(user=user) | Q(user__isnull=True, role__in=Subquery(role)))
+def _member_rules(user_id: int):
+    role = Membership.objects.filter(user_id=user_id, tenant=OuterRef("tenant")).values("role")
+    return ModelAccessRule.objects.filter(Q(user_id=user_id) | Q(user__isnull=True, role__in=Subquery(role)))
+
+
+def member_rules_exist(user_id: int) -> Exists:
+    """An `Exists` over a `Tenant` query: whether any of its rules applies to member `user_id`."""
+    return Exists(_member_rules(user_id).filter(tenant=OuterRef("pk")))
+
+
+def json_value(value: object) -> object:
+    """A JSON column read through a subquery: decoded where the backend hands back its text."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def model_access_with(user: AbstractUser, tenant: Tenant, *, allowed_checkpoints: tuple[str, ...],
+                      has_rules: bool) -> ModelAccess:
+    """`model_access_for` when the plan's patterns and whether rules apply are known already (a
+    submit read them with the member's limits, `tenants.quotas.terms_for_membership`): no query
+    without rules."""
+    own: list[Rule] = []
+    by_role: list[Rule] = []
+    if has_rules:
+        for user_id, kind, pattern, effect in (
+            _member_rules(user.pk).filter(tenant=tenant).order_by("pk").values_list("user_id", "kind", "pattern", "effect")
+        ):
+            (own if user_id is not None else by_role).append(Rule(kind, pattern, effect))
+    return ModelAccess(own_rules=tuple(own), role_rules=tuple(by_role), allowed_checkpoints=tuple(allowed_checkpoints))
 
 
 def model_access_for(user: AbstractUser, tenant: Tenant | None) -> ModelAccess:
@@ -122,24 +147,14 @@ def model_access_for(user: AbstractUser, tenant: Tenant | None) -> ModelAccess:
     )
     row = (
         Tenant.objects.filter(pk=tenant.pk)
-        .annotate(patterns=Subquery(plan_patterns, output_field=JSONField()),
-                  has_rules=Exists(_member_rules(user).filter(tenant=OuterRef("pk"))))
+        .annotate(patterns=Subquery(plan_patterns, output_field=JSONField()), has_rules=member_rules_exist(user.pk))
         .values_list("patterns", "has_rules").first()
     )
     if row is None:
         return UNRESTRICTED
     patterns, has_rules = row
-    if isinstance(patterns, str):  # a JSON text where the backend does not decode a subquery's JSON
-        patterns = json.loads(patterns)
-    allowed = tuple(str(pattern) for pattern in patterns or ())
-    own: list[Rule] = []
-    by_role: list[Rule] = []
-    if has_rules:
-        for user_id, kind, pattern, effect in (
-            _member_rules(user).filter(tenant=tenant).order_by("pk").values_list("user_id", "kind", "pattern", "effect")
-        ):
-            (own if user_id is not None else by_role).append(Rule(kind, pattern, effect))
-    return ModelAccess(own_rules=tuple(own), role_rules=tuple(by_role), allowed_checkpoints=allowed)
+    allowed = tuple(str(pattern) for pattern in json_value(patterns) or ())
+    return model_access_with(user, tenant, allowed_checkpoints=allowed, has_rules=has_rules)
 
 
 def model_allowed(user: AbstractUser, kind: str, name: str) -> bool:

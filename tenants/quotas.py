@@ -41,7 +41,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.contrib.auth.models import AbstractUser
-from django.db.models import Case, F, FloatField, Q, Sum, Value, When
+from django.db.models import JSONField, OuterRef, Subquery
 from django.utils import timezone
 
 from a1111.errors import Forbidden, TooMany
@@ -81,7 +81,8 @@ class Terms:
     limits: Limits
     allowed_checkpoints: tuple[str, ...]
     time_zone: str
-    plan: Plan | None = None
+    plan_id: int | None = None
+    has_model_rules: bool = False  # whether a team admin's model access rule applies to the member
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,15 +130,29 @@ def plan_in_force(tenant: Tenant, at: dt.datetime | None = None) -> Plan | None:
 
 
 def terms_for_membership(membership: Membership, *, at: dt.datetime | None = None) -> Terms:
-    """The member's plan limits tightened by their own, and the plan's allowed checkpoints (one query)."""
-    plan = plan_in_force(membership.tenant, at)
-    plan_limits = Limits.from_json(plan.limits) if plan else Limits()
-    own = Limits.from_json(membership.limits or {})
+    """The member's plan limits tightened by their own, the plan's allowed checkpoints, and whether
+    any model access rule applies to them (`tenants/access.py`): ONE query, so a submit with no
+    limits and no rules costs that query alone."""
+    from tenants.access import member_rules_exist, json_value
+
+    assignments = TenantPlan.objects.filter(tenant=OuterRef("pk"), effective_from__lte=at or timezone.now()).order_by(
+        "-effective_from")
+    row = (
+        Tenant.objects.filter(pk=membership.tenant_id)
+        .annotate(plan_id=Subquery(assignments.values("plan_id")[:1]),
+                  plan_limits=Subquery(assignments.values("plan__limits")[:1], output_field=JSONField()),
+                  plan_patterns=Subquery(assignments.values("plan__allowed_checkpoints")[:1], output_field=JSONField()),
+                  has_rules=member_rules_exist(membership.user_id))
+        .values_list("plan_id", "plan_limits", "plan_patterns", "has_rules").first()
+    )
+    plan_id, plan_limits, patterns, has_rules = row or (None, None, None, False)
+    limits = Limits.from_json(json_value(plan_limits) or {}) if plan_id else Limits()
     return Terms(
-        limits=plan_limits.tightened_by(own),
-        allowed_checkpoints=tuple(plan.allowed_checkpoints or ()) if plan else (),
+        limits=limits.tightened_by(Limits.from_json(membership.limits or {})),
+        allowed_checkpoints=tuple(str(p) for p in json_value(patterns) or ()) if plan_id else (),
         time_zone=membership.tenant.time_zone or "UTC",
-        plan=plan,
+        plan_id=plan_id,
+        has_model_rules=bool(has_rules),
     )
 
 
@@ -214,23 +229,7 @@ def usage_for(user_id: int, tenant: Tenant, keys: Iterable[str], *, now: dt.date
     gpu_per_pixel_step = 0.0
     needs_gpu = any(_metric_of(key) == "gpu_seconds" for key in rate_keys)
     if rate_keys:
-        earliest = min(start for start, _ in windows.values())
-        sums = {
-            key: Sum(Case(
-                When(Q(ended_at__gte=windows[_window_of(key)][0]) & (Q(user_id=user_id) if key.startswith("user_") else Q()),
-                     then=F(_metric_of(key))),
-                default=Value(0), output_field=FloatField(),
-            ))
-            for key in rate_keys
-        }
-        if needs_gpu:  # the tenant's GPU-seconds per pixel-step, over its records read here
-            sums["_rate_gpu"] = Sum(Case(When(pixel_steps__gt=0, then=F("gpu_seconds")), default=Value(0.0),
-                                         output_field=FloatField()))
-            sums["_rate_pixel_steps"] = Sum("pixel_steps", output_field=FloatField())
-        row = UsageRecord.objects.filter(tenant=tenant, ended_at__gte=earliest).aggregate(**sums)
-        used = {key: float(row[key] or 0) for key in rate_keys}
-        if needs_gpu and row["_rate_pixel_steps"]:
-            gpu_per_pixel_step = float(row["_rate_gpu"] or 0) / float(row["_rate_pixel_steps"])
+        used, gpu_per_pixel_step = _window_sums(user_id, tenant, rate_keys, windows, with_rate=needs_gpu)
     usage = Usage(used=used, windows=windows)
     fields = ["pk", "owner_id", "status", "kind", "seeds", "total_steps"] + (["params"] if needs_gpu else [])
     usage.gpu_per_pixel_step = gpu_per_pixel_step
@@ -253,6 +252,41 @@ def usage_for(user_id: int, tenant: Tenant, keys: Iterable[str], *, now: dt.date
             usage.user_images_in_flight += images
             usage.user_gpu_in_flight += gpu
     return usage
+
+
+def _window_sums(
+    user_id: int, tenant: Tenant, rate_keys: list[str], windows: dict[str, tuple[dt.datetime, dt.datetime]],
+    *, with_rate: bool,
+) -> tuple[dict[str, float], float]:
+    """Σ of each rate key's metric over the tenant's records in its window (the user's own for a
+    `user_` key), and the tenant's GPU-seconds per pixel-step over the records read: ONE query.
+
+    Written as SQL: the ORM spelling (a `Sum(Case(When(...)))` per key) cost several milliseconds
+    of expression building per submit with every limit set (`bench/quota_check.py`)."""
+    from django.db import connection
+
+    ops = connection.ops
+    table = connection.ops.quote_name(UsageRecord._meta.db_table)
+    columns, params = [], []
+    for key in rate_keys:
+        mine = key.startswith("user_")
+        columns.append(f"SUM(CASE WHEN ended_at >= %s{' AND user_id = %s' if mine else ''} "
+                       f"THEN {_metric_of(key)} ELSE 0 END)")
+        params.append(ops.adapt_datetimefield_value(windows[_window_of(key)][0]))
+        if mine:
+            params.append(user_id)
+    if with_rate:
+        columns += ["SUM(CASE WHEN pixel_steps > 0 THEN gpu_seconds ELSE 0 END)", "SUM(pixel_steps)"]
+    earliest = min(start for start, _ in windows.values())
+    params += [tenant.pk, ops.adapt_datetimefield_value(earliest)]
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {', '.join(columns)} FROM {table} WHERE tenant_id = %s AND ended_at >= %s", params)
+        row = cursor.fetchone()
+    used = {key: float(value or 0) for key, value in zip(rate_keys, row, strict=False)}
+    rate = 0.0
+    if with_rate and row[-1]:
+        rate = float(row[-2] or 0) / float(row[-1])
+    return used, rate
 
 
 def _images_of(kind: str, seeds: Any, total_steps: int) -> int:
@@ -317,7 +351,8 @@ def check_queued(terms: Terms, usage: Usage) -> None:
             )
 
 
-def _needs_usage(limits: Limits) -> bool:
+def quota_needs_lock(limits: Limits) -> bool:
+    """Whether checking `limits` reads usage (and so locks the tenant's row): a rate or queued limit."""
     return any(limits.get(key) is not None for key in (*RATE_KEYS, *QUEUED_KEYS))
 
 
@@ -338,7 +373,7 @@ def quota_check(*, user: AbstractUser, tenant: Tenant, request: Any, membership:
         return terms
     demand = demand_of(request)
     check_request_limits(terms.limits, demand)
-    if not _needs_usage(terms.limits):
+    if not quota_needs_lock(terms.limits):
         return terms
     list(Tenant.objects.select_for_update().filter(pk=tenant.pk).values_list("pk", flat=True))
     usage = usage_for(user.pk, tenant, terms.limits.values.keys())
@@ -411,7 +446,7 @@ def terms_for_members(user_ids: Iterable[int], *, at: dt.datetime | None = None)
         terms[membership.user_id] = Terms(
             limits=plan_limits.tightened_by(Limits.from_json(membership.limits or {})),
             allowed_checkpoints=tuple(plan.allowed_checkpoints or ()) if plan else (),
-            time_zone=membership.tenant.time_zone or "UTC", plan=plan,
+            time_zone=membership.tenant.time_zone or "UTC", plan_id=plan.pk if plan else None,
         )
     return terms
 

@@ -287,3 +287,21 @@ def test_a_quota_refusal_on_both_apis_names_the_limit_in_their_shapes(api, perso
     assert sdapi.json()["error"] == "PermissionDenied" and "max_steps" in sdapi.json()["detail"]
     # charlie's team has no plan: untouched
     assert api("charlie").post("/api/v1/jobs", body).status_code == 201
+
+
+def test_the_quota_partial_renders_bars_figures_and_resets_in_the_tenant_s_zone(personas, settings) -> None:
+    from django.template.loader import render_to_string
+
+    settings.TIME_ZONE = "UTC"  # the page's zone is not the tenant's: the partial keeps the tenant's
+    tenant = _studio(personas)
+    tenant.time_zone = "Asia/Tokyo"
+    tenant.save()
+    _plan(tenant, {"user_images_per_day": 10, "user_gpu_seconds_per_month": 3600, "max_steps": 50})
+    alice = personas["alice"]
+    _record(alice, images=4, gpu_seconds=12.34)
+    html = render_to_string("frontend/_quota_status.html", {"quota_rows": quota_status(alice)})
+    assert 'data-key="user_images_per_day"' in html and 'value="4"' in html and 'max="10"' in html
+    assert ">12.3<" in html and ">3600.0<" in html  # GPU-seconds to 0.1
+    assert "JST" in html and "+09:00" in html and " 00:00 " in html  # midnight in Tokyo
+    assert 'data-key="max_steps"' in html
+    assert "No limits apply" in render_to_string("frontend/_quota_status.html", {"quota_rows": []})

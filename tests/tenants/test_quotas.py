@@ -305,3 +305,16 @@ def test_the_quota_partial_renders_bars_figures_and_resets_in_the_tenant_s_zone(
     assert "JST" in html and "+09:00" in html and " 00:00 " in html  # midnight in Tokyo
     assert 'data-key="max_steps"' in html
     assert "No limits apply" in render_to_string("frontend/_quota_status.html", {"quota_rows": []})
+
+
+def test_a_plot_s_cells_are_checked_together_all_or_none(api, personas) -> None:
+    from inference.models import JobGroup
+
+    _plan(_studio(personas), {"user_images_per_day": 3})
+    body = {"prompt": "a red bicycle", "steps": 2, "width": 64, "height": 64, "seed": 42}
+    plot = {"x": {"type": "seed", "values": "1, 2"}, "y": {"type": "steps", "values": "1-2"}}  # 4 cells
+    response = api("alice").post("/api/v1/job-groups", {**body, "xyz": plot})
+    assert response.status_code == 429 and "user_images_per_day" in response.json()["error"]
+    assert not Job.objects.exists() and not JobGroup.objects.exists()
+    assert api("alice").post("/api/v1/job-groups", {**body, "xyz": {"x": plot["x"]}}).status_code == 201  # 2 fit
+    assert Job.objects.count() == 2

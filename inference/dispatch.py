@@ -52,6 +52,7 @@ from inference.scheduler import (
     plan_assignments,
 )
 from tenants.quotas import Terms, dispatch_refusals, running_caps, terms_for_members
+from tenants.services import usage_record
 
 logger = logging.getLogger(__name__)
 
@@ -309,11 +310,15 @@ def requeue_or_fail(jobs, reason: str) -> int:
     for job in jobs:
         base = Job.objects.filter(pk=job.pk, status=job.status, attempts=job.attempts)
         if job.attempts >= settings.ATELIER_JOB_MAX_ATTEMPTS:
-            moved = base.update(
-                status=Job.Status.FAILED,
-                finished_at=timezone.now(),
-                error=f"{reason}; gave up after {job.attempts} attempts",
-            )
+            with transaction.atomic():  # a job that had started ends with its usage record, as any other
+                moved = base.update(
+                    status=Job.Status.FAILED,
+                    finished_at=timezone.now(),
+                    error=f"{reason}; gave up after {job.attempts} attempts",
+                )
+                if moved and job.started_at is not None:
+                    job.refresh_from_db()
+                    usage_record(job=job)
         else:
             moved = base.update(
                 status=Job.Status.QUEUED, worker=None, progress=0.0, step=0, dispatched_at=None, batch_id=""

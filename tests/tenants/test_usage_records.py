@@ -123,7 +123,7 @@ def test_a_redelivered_finish_writes_nothing_more(personas, tiny_checkpoint_path
     assert (again.pk, again.gpu_seconds, again.images, again.status) == (first.pk, first.gpu_seconds, 1, "succeeded")
 
 
-def test_a_failure_after_starting_keeps_its_gpu_time_and_pixel_steps(personas) -> None:
+def test_a_failure_after_starting_keeps_its_gpu_time_and_pixel_steps(personas, tiny_checkpoint_path) -> None:
     """Through the worker's transitions alone: claimed, then failed with the time it used."""
     from django.utils import timezone
 
@@ -171,3 +171,31 @@ def test_shares_follow_pixel_steps_and_add_up_to_the_batch_time_exactly() -> Non
     assert job_pixel_steps("promptgen", {"max_length": 40}) == 0
     assert job_pixel_steps("extras", {"sizes": [[64, 32], [10, 10]]}) == 64 * 32 + 100
     assert job_pixel_steps("interrogate", {"size": [30, 20]}) == 600
+
+
+def test_a_started_job_failed_at_the_attempt_cap_by_a_lost_worker_has_its_record(
+    personas, settings, tiny_checkpoint_path,
+) -> None:
+    from django.utils import timezone
+
+    from inference.dispatch import worker_exited
+    from inference.models import Worker
+    from inference.transitions import worker_register
+
+    settings.ATELIER_JOB_MAX_ATTEMPTS = 1
+    job = _submit(personas, "bob", 8, batch_size=2)
+    worker = worker_register(name="lost@host", device="cpu", device_memory_bytes=None)
+    Job.objects.filter(pk=job.pk).update(status=Job.Status.DISPATCHED, worker=worker, attempts=1,
+                                         dispatched_at=timezone.now())
+    assert job_claim(public_id=job.public_id, attempt=1, worker_name=worker.name, total_steps=STEPS)
+    assert worker_exited(name=worker.name, pid=Worker.objects.get(pk=worker.pk).pid) == 1
+    record = _record(job)
+    assert (record.status, record.images, record.gpu_seconds) == ("failed", 0, 0.0)
+    assert record.pixel_steps == 2 * SIDE * SIDE * STEPS and record.started_at is not None
+    # a job that never started ends without one
+    never = _submit(personas, "bob", 9)
+    worker = worker_register(name="lost@host", device="cpu", device_memory_bytes=None)
+    Job.objects.filter(pk=never.pk).update(status=Job.Status.DISPATCHED, worker=worker, attempts=1,
+                                           dispatched_at=timezone.now())
+    assert worker_exited(name=worker.name, pid=Worker.objects.get(pk=worker.pk).pid) == 1
+    assert Job.objects.get(pk=never.pk).status == "failed" and not UsageRecord.objects.filter(job=never).exists()

@@ -3,7 +3,7 @@
 A job's pixel-steps are Σ width × height × denoising steps over its images: the unit the batch
 runner shares a batch's measured GPU time by (`inference/runner/batch.py`), a usage record
 carries (`UsageRecord.pixel_steps`) and a quota estimates an unfinished job's GPU-seconds from
-(`tenants/quotas.py`). Read from the job's stored params (`Job.params`, a `JobSpec`'s request at
+(`tenants/quotas/`). Read from the job's stored params (`Job.params`, a `JobSpec`'s request at
 the top level, or an Extras / interrogate request), never from the worker's files.
 
 - txt2img: each image's first pass (width × height × steps), plus with the hires fix its second

@@ -1,4 +1,4 @@
-"""Quotas and limits (`tenants/quotas.py`) through `job_submit`, the dispatcher and real rows: the
+"""Quotas and limits (`tenants/quotas/`) through `job_submit`, the dispatcher and real rows: the
 limits in force (plan tightened by member), request limits (403), rate windows and queued caps
 (429 naming the limit, used/limit and the reset in the tenant's zone), running caps and rate
 re-checks at dispatch, `quota_status`, and real concurrency on PostgreSQL."""

@@ -51,6 +51,8 @@ from inference.scheduler import (
     decayed_service,
     plan_assignments,
 )
+from tenants.quotas import Terms, dispatch_refusals, running_caps, terms_for_members
+from tenants.services import usage_record
 
 logger = logging.getLogger(__name__)
 
@@ -119,8 +121,9 @@ def _worker_state(worker: Worker, on_worker: list[Job], now: datetime, *, may_ta
     )
 
 
-def pending_job(job: Job) -> PendingJob:
-    """A queued job as the scheduler sees it."""
+def pending_job(job: Job, terms: Terms | None = None) -> PendingJob:
+    """A queued job as the scheduler sees it; `terms`, its owner's (`tenants.quotas`): their
+    `user_running_jobs` / `tenant_running_jobs` caps hold it queued while they are full."""
     if job.kind == Job.Kind.EXTRAS:
         # No denoising: counted as one step per image at the input's size, a rough guess of an
         # upscaler pass (what the job really costs is charged when it finishes).
@@ -137,6 +140,7 @@ def pending_job(job: Job) -> PendingJob:
     else:
         images, steps = len(job.seeds), job.params.get("steps", 20)
         pixels = job.params.get("width", 512) * job.params.get("height", 512)
+    user_cap, tenant_cap = running_caps(terms.limits) if terms is not None else (None, None)
     return PendingJob(
         job_id=job.pk,
         owner_id=job.owner_id,
@@ -150,6 +154,8 @@ def pending_job(job: Job) -> PendingJob:
         pixels=pixels,
         priority=job.priority,
         tenant_weight=job.tenant.share_weight,
+        user_running_cap=user_cap,
+        tenant_running_cap=tenant_cap,
     )
 
 
@@ -164,64 +170,100 @@ def dispatch_pending(*, only_worker: str | None = None) -> int:
     may be given work and only its row is locked (the others are read, for affinity).
     """
     now = timezone.now()
-    batches: list[tuple[Worker, list[int]]] = []
+    over_quota: list[Job] = []
     with transaction.atomic():
-        if only_worker is None:
-            workers = list(live_workers().select_for_update())
-        else:
-            workers = list(live_workers().select_for_update().filter(name=only_worker))
-            if not workers:
-                return 0
-            workers += list(live_workers().exclude(name=only_worker))
-        on_worker: dict[int, list[Job]] = {w.pk: [] for w in workers}
-        for job in Job.objects.filter(worker__in=workers, status__in=ON_WORKER).order_by("started_at"):
-            on_worker[job.worker_id].append(job)
-        states = [
-            _worker_state(w, on_worker[w.pk], now, may_take=only_worker is None or w.name == only_worker)
-            for w in workers
-        ]
-        if not any(state.free for state in states):
-            return 0
-        queued = Job.objects.filter(status=Job.Status.QUEUED).select_related("tenant").order_by("created_at", "pk")
-        if only_worker is not None and connection.features.has_select_for_update:
-            # Workers finishing together wait for each other here (each locks the window in the same
-            # order: no deadlock) and then see what is still queued; skipping would let the first
-            # one's lock hide the whole queue from the others until the next sweep.
-            queued = queued.select_for_update(of=("self",))
-        elif connection.features.has_select_for_update_skip_locked:
-            queued = queued.select_for_update(skip_locked=True, of=("self",))
-        window = list(queued[:QUEUED_WINDOW])
-        if not window:
-            return 0
-        pending = [pending_job(job) for job in window]
-        config = policy_config()
-        plan = plan_assignments(pending, states, fair_share_state(now, config), now=now.timestamp(), config=config)
-        by_id = {w.pk: w for w in workers}
-        window_by_id = {job.pk: job for job in window}
-        for assignment in plan:
-            batch_id = secrets.token_hex(8)
-            moved = [
-                job_id
-                for job_id in assignment.job_ids
-                if Job.objects.filter(pk=job_id, status=Job.Status.QUEUED).update(
-                    status=Job.Status.DISPATCHED,
-                    worker_id=assignment.worker_id,
-                    attempts=F("attempts") + 1,
-                    dispatched_at=now,
-                    batch_id=batch_id,
-                )
-            ]
-            if moved:
-                # The rows as the UPDATE left them, from the window read in this transaction (its
-                # rows locked, or on SQLite the whole database): no second read before the send.
-                jobs = [window_by_id[job_id] for job_id in moved]
-                for job in jobs:
-                    job.status, job.worker_id, job.attempts = Job.Status.DISPATCHED, assignment.worker_id, job.attempts + 1
-                    job.dispatched_at, job.batch_id = now, batch_id
-                batches.append((by_id[assignment.worker_id], sorted(jobs, key=lambda job: (job.created_at, job.pk))))
+        batches = _planned_batches(now, only_worker, over_quota)
+    for job in over_quota:  # their ending, once their failure is committed
+        job_event_publish(job)
+        job_ended(job)
     for worker, jobs in batches:
         _send(worker, jobs)
     return sum(len(jobs) for _, jobs in batches)
+
+
+def _planned_batches(now: datetime, only_worker: str | None, over_quota: list[Job]) -> list[tuple[Worker, list[Job]]]:
+    """`dispatch_pending`'s transaction: lock, read, plan and move the jobs to dispatched (the
+    jobs failed for a rate window are added to `over_quota`)."""
+    batches: list[tuple[Worker, list[Job]]] = []
+    if only_worker is None:
+        workers = list(live_workers().select_for_update())
+    else:
+        workers = list(live_workers().select_for_update().filter(name=only_worker))
+        if not workers:
+            return batches
+        workers += list(live_workers().exclude(name=only_worker))
+    on_worker: dict[int, list[Job]] = {w.pk: [] for w in workers}
+    for job in Job.objects.filter(worker__in=workers, status__in=ON_WORKER).order_by("started_at"):
+        on_worker[job.worker_id].append(job)
+    states = [
+        _worker_state(w, on_worker[w.pk], now, may_take=only_worker is None or w.name == only_worker)
+        for w in workers
+    ]
+    if not any(state.free for state in states):
+        return batches
+    queued = Job.objects.filter(status=Job.Status.QUEUED).select_related("tenant").order_by("created_at", "pk")
+    if only_worker is not None and connection.features.has_select_for_update:
+        # Workers finishing together wait for each other here (each locks the window in the same
+        # order: no deadlock) and then see what is still queued; skipping would let the first
+        # one's lock hide the whole queue from the others until the next sweep.
+        queued = queued.select_for_update(of=("self",))
+    elif connection.features.has_select_for_update_skip_locked:
+        queued = queued.select_for_update(skip_locked=True, of=("self",))
+    window = list(queued[:QUEUED_WINDOW])
+    if not window:
+        return batches
+    # The owners' limits in force: running caps for the policy, and rate windows re-checked
+    # (a limit lowered, or GPU time over its estimate, since the job was queued).
+    terms = terms_for_members({job.owner_id for job in window}, at=now)
+    refused = dispatch_refusals(window, terms, now=now)
+    if refused:
+        over_quota.extend(_fail_over_quota(window, refused, now))
+        window = [job for job in window if job.pk not in refused]
+        if not window:
+            return batches
+    pending = [pending_job(job, terms.get(job.owner_id)) for job in window]
+    config = policy_config()
+    plan = plan_assignments(pending, states, fair_share_state(now, config), now=now.timestamp(), config=config)
+    by_id = {w.pk: w for w in workers}
+    window_by_id = {job.pk: job for job in window}
+    for assignment in plan:
+        batch_id = secrets.token_hex(8)
+        moved = [
+            job_id
+            for job_id in assignment.job_ids
+            if Job.objects.filter(pk=job_id, status=Job.Status.QUEUED).update(
+                status=Job.Status.DISPATCHED,
+                worker_id=assignment.worker_id,
+                attempts=F("attempts") + 1,
+                dispatched_at=now,
+                batch_id=batch_id,
+            )
+        ]
+        if moved:
+            # The rows as the UPDATE left them, from the window read in this transaction (its
+            # rows locked, or on SQLite the whole database): no second read before the send.
+            jobs = [window_by_id[job_id] for job_id in moved]
+            for job in jobs:
+                job.status, job.worker_id, job.attempts = Job.Status.DISPATCHED, assignment.worker_id, job.attempts + 1
+                job.dispatched_at, job.batch_id = now, batch_id
+            batches.append((by_id[assignment.worker_id], sorted(jobs, key=lambda job: (job.created_at, job.pk))))
+    return batches
+
+
+def _fail_over_quota(window: list[Job], refused: dict[int, str], now: datetime) -> list[Job]:
+    """Fail the queued jobs `refused` names (pk → the quota's message), by compare-and-set: a job
+    the owner cancelled meanwhile stays cancelled. Returns the jobs failed here, as failed."""
+    failed = []
+    for job in window:
+        message = refused.get(job.pk)
+        if message is None:
+            continue
+        if Job.objects.filter(pk=job.pk, status=Job.Status.QUEUED).update(
+            status=Job.Status.FAILED, finished_at=now, error=message,
+        ):
+            job.status, job.finished_at, job.error = Job.Status.FAILED, now, message
+            failed.append(job)
+    return failed
 
 
 def _send(worker: Worker, jobs: list[Job]) -> None:
@@ -268,11 +310,15 @@ def requeue_or_fail(jobs, reason: str) -> int:
     for job in jobs:
         base = Job.objects.filter(pk=job.pk, status=job.status, attempts=job.attempts)
         if job.attempts >= settings.ATELIER_JOB_MAX_ATTEMPTS:
-            moved = base.update(
-                status=Job.Status.FAILED,
-                finished_at=timezone.now(),
-                error=f"{reason}; gave up after {job.attempts} attempts",
-            )
+            with transaction.atomic():  # a job that had started ends with its usage record, as any other
+                moved = base.update(
+                    status=Job.Status.FAILED,
+                    finished_at=timezone.now(),
+                    error=f"{reason}; gave up after {job.attempts} attempts",
+                )
+                if moved and job.started_at is not None:
+                    job.refresh_from_db()
+                    usage_record(job=job)
         else:
             moved = base.update(
                 status=Job.Status.QUEUED, worker=None, progress=0.0, step=0, dispatched_at=None, batch_id=""

@@ -6,6 +6,11 @@ once and remembered by (path, size, mtime) in `ModelFileHash` (one query per fol
 
 A caller that already knows the member's tenant (a submit resolves it once) passes it as
 `tenant=`, so a scan does not look the membership up again.
+
+Checkpoints and LoRAs are also subject to the team admin's model access rules and the plan's
+allowed checkpoints (`tenants/access.py`): a model the member may not use is left out of every
+list, and naming one is `ModelDenied` (403, saying who denied it). A caller resolving several
+models for one request reads the rules once and passes them as `access=`.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from django.contrib.auth.models import AbstractUser
 from inference.hashing import file_sha256
 from inference.models import ModelFileHash
 from a1111.errors import NotFound
+from tenants.access import FOLDER_RULE_KINDS, ModelAccess, ModelDenied, model_access_for
 from tenants.models import Tenant
 from tenants.selectors import tenant_for_user
 from tenants.workdirs import public_model_dir, tenant_model_dir, user_model_dir
@@ -147,9 +153,30 @@ def _scan(folder: Path, kind: str, scope: str) -> list[ModelEntry]:
     ]
 
 
-def model_list_for_user(user: AbstractUser, kind: str = "Stable-diffusion", *, tenant: TenantArg = LOOK_UP) -> list[ModelEntry]:
-    """The user's own models first, then the tenant's, then the public ones."""
+def model_list_for_user(
+    user: AbstractUser, kind: str = "Stable-diffusion", *, tenant: TenantArg = LOOK_UP,
+    access: ModelAccess | None = None, include_denied: bool = False,
+) -> list[ModelEntry]:
+    """The user's own models first, then the tenant's, then the public ones; checkpoints and
+    LoRAs the member may not use (`tenants/access.py`) left out, unless `include_denied`."""
     tenant = _tenant(user, tenant)
+    entries = _model_list(user, kind, tenant)
+    rule_kind = FOLDER_RULE_KINDS.get(kind)
+    if rule_kind is None or include_denied:
+        return entries
+    if access is None:
+        access = model_access_for(user, tenant)
+    if access.unrestricted:
+        return entries
+    return [entry for entry in entries if access.allows(rule_kind, entry.name)]
+
+
+def model_access_for_user(user: AbstractUser, *, tenant: TenantArg = LOOK_UP) -> ModelAccess:
+    """The model access rules for `user` (read once per request by a caller resolving several models)."""
+    return model_access_for(user, _tenant(user, tenant))
+
+
+def _model_list(user: AbstractUser, kind: str, tenant: Tenant | None) -> list[ModelEntry]:
     folders: list[tuple[Path, str]] = [(user_model_dir(user.get_username(), kind), "user")]
     if tenant is not None:
         folders.append((tenant_model_dir(tenant.slug, kind), "tenant"))
@@ -160,18 +187,32 @@ def model_list_for_user(user: AbstractUser, kind: str = "Stable-diffusion", *, t
     return entries
 
 
-def checkpoint_resolve_for_user(user: AbstractUser, ident: str | None, *, tenant: TenantArg = LOOK_UP) -> ModelEntry:
-    """Find a checkpoint by any A1111 id form; None means the user's default (the first one)."""
-    entries = model_list_for_user(user, "Stable-diffusion", tenant=tenant)
+def checkpoint_resolve_for_user(
+    user: AbstractUser, ident: str | None, *, tenant: TenantArg = LOOK_UP, access: ModelAccess | None = None,
+    field: str = CHECKPOINT_FIELD,
+) -> ModelEntry:
+    """Find a checkpoint by any A1111 id form; None means the user's default (the first one they
+    may use). `ModelDenied` (403) for one the team's admin or the plan does not allow them."""
+    tenant = _tenant(user, tenant)
+    entries = model_list_for_user(user, "Stable-diffusion", tenant=tenant, include_denied=True)
+    if access is None:
+        access = model_access_for(user, tenant)
     if not entries:
         raise ModelNotFound(
             "no checkpoint is available: put a .safetensors file in your models/Stable-diffusion folder "
             "or run `manage.py make_tiny_model`"
         )
     if ident is None or not ident.strip():
-        return entries[0]
+        allowed = [entry for entry in entries if access.allows("checkpoint", entry.name)]
+        if not allowed:
+            raise ModelDenied(
+                "none of the checkpoints you can see is allowed for you by your team's admin or plan: ask your team's admin",
+                field=field,
+            )
+        return allowed[0]
     for entry in entries:
         if entry.matches(ident):
+            access.check("checkpoint", entry.name, field=field)
             return entry
     raise ModelNotFound(f"unknown checkpoint {ident!r}; GET /api/v1/models lists the ones you may use")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from django.conf import settings
@@ -46,7 +47,7 @@ from a1111.sd_upscale import BUILTIN_UPSCALERS, tile_count, upscaled_size
 from a1111.upscalers import A1111_MODEL_UPSCALERS
 from inference.inputs.images import ExtrasInputs, InputImages
 from inference.interrogate_models import interrogate_models_resolve
-from inference.jobspec import ModelRef, request_to_spec
+from inference.jobspec import JobSpec, ModelRef, request_to_spec
 from inference.model_registry import (
     FAMILY_TITLES,
     SDXL_LATENT_FAMILIES,
@@ -57,6 +58,7 @@ from inference.model_registry import (
     controlnet_resolve_for_user,
     face_detector_for_user,
     face_restorer_resolve_for_user,
+    model_access_for_user,
     model_list_for_user,
     promptgen_resolve_for_user,
     upscaler_resolve_for_user,
@@ -68,8 +70,18 @@ from a1111.prompts import ExtraNetwork, PromptError, find_embeddings, lora_key, 
 from inference.scheduler.keys import model_key, network_key, promptgen_batch_key, promptgen_model_key
 from inference.storage import UnsafeOutputPath, member_file_save, model_file_key
 from a1111.errors import Forbidden, TooMany
-from tenants.models import Tenant
-from tenants.selectors import tenant_for_user
+from tenants.access import ModelAccess, model_access_with
+from tenants.models import Membership, Tenant
+from tenants.quotas import (
+    QuotaExceeded,
+    Terms,
+    check_request_limits,
+    demand_of,
+    quota_check,
+    quota_needs_lock,
+    terms_for_membership,
+)
+from tenants.selectors import membership_for_user
 from tenants.workdirs import user_inputs_key
 
 logger = logging.getLogger(__name__)
@@ -99,6 +111,38 @@ def _check_queue_room(user: AbstractUser) -> None:
         )
 
 
+class QueuedJobsQuotaFull(TooManyQueuedJobs):
+    """The member's or team's `user_queued_jobs` / `tenant_queued_jobs` is full (429; an EAS item waits)."""
+
+
+def _member_terms(user: AbstractUser, doing: str) -> tuple[Membership, Terms]:
+    """The member's membership (`NotAMember` outside any tenant) and the terms in force for them."""
+    membership = membership_for_user(user)
+    if membership is None:
+        raise NotAMember(f"{user.get_username()} is not a member of any tenant, so cannot {doing}")
+    return membership, terms_for_membership(membership)
+
+
+def _quota_transaction(terms: Terms) -> AbstractContextManager:
+    """The transaction a quota check and its job's INSERT share: only where the check locks the
+    tenant's row (a rate or queued limit in force); otherwise the INSERT commits alone, as before."""
+    return transaction.atomic() if quota_needs_lock(terms.limits) else nullcontext()
+
+
+def _quota_checked(user: AbstractUser, membership: Membership, request: Any, terms: Terms) -> None:
+    """`quota_check` in the caller's transaction (the one that inserts the job: it locks the
+    tenant's row when a rate or queue limit is in force); a full queued cap as `TooManyQueuedJobs`."""
+    try:
+        quota_check(user=user, tenant=membership.tenant, request=request, membership=membership, terms=terms)
+    except QuotaExceeded as exc:
+        if not exc.waits:
+            raise
+        full = QueuedJobsQuotaFull(exc.message, field=exc.field)
+        full.key, full.used, full.limit, full.resets_at, full.retry_after = (
+            exc.key, exc.used, exc.limit, exc.resets_at, exc.retry_after)
+        raise full from None
+
+
 def job_submit(
     *, user: AbstractUser, request: GenerationRequest, inputs: InputImages | None = None, priority: int = 0,
     group: JobGroup | None = None, group_index: int | None = None, dispatch: bool = True,
@@ -123,12 +167,14 @@ def job_submit(
     """
     from inference.dispatch import dispatch_pending_safely
 
-    tenant = tenant_for_user(user)
-    if tenant is None:
-        raise NotAMember(f"{user.get_username()} is not a member of any tenant, so cannot generate")
+    membership, terms = _member_terms(user, "generate")
+    tenant = membership.tenant
     _check_queue_room(user)
+    check_request_limits(terms.limits, demand_of(request))  # before anything is resolved or stored
     # The tenant, resolved once above, is handed to each model lookup (each folder scan would look it up again).
-    checkpoint = checkpoint_resolve_for_user(user, request.checkpoint, tenant=tenant)
+    # the team admin's model rules (read only when some apply) and the plan's checkpoints, once
+    access = model_access_with(user, tenant, allowed_checkpoints=terms.allowed_checkpoints, has_rules=terms.has_model_rules)
+    checkpoint = checkpoint_resolve_for_user(user, request.checkpoint, tenant=tenant, access=access)
     vae = vae_resolve_for_user(user, request.vae, tenant=tenant)
     refiner = _refiner_for_user(user, request, checkpoint, inputs)
     if refiner is not None:  # named as A1111's infotext names it: its short title
@@ -142,7 +188,7 @@ def job_submit(
         if hires_checkpoint is not None and hires_checkpoint.sha256 == checkpoint.sha256:
             hires_checkpoint = None  # the first pass's own: no second model to load
     _check_deepcache_level(request, checkpoint, hires_checkpoint)
-    request = dataclasses.replace(request, networks=_extra_networks_for_user(user, request, tenant=tenant))
+    request = dataclasses.replace(request, networks=_extra_networks_for_user(user, request, tenant=tenant, access=access))
     degrade = degrade_missing_models and not settings.ATELIER_STRICT_MISSING_MODELS
     if request.hires and request.hr_upscaler not in HIRES_UPSCALERS:
         request = _with_hires_upscaler(user, request, degrade=degrade)
@@ -171,7 +217,23 @@ def job_submit(
         hires_checkpoint=ModelRef(model_file_key(hires_checkpoint.path), hires_checkpoint.sha256) if hires_checkpoint else None,
     )
     public_id = new_job_id()
-    job = Job.objects.create(
+    with _quota_transaction(terms):  # the quota's check and the job's INSERT, serialised per tenant
+        _quota_checked(user, membership, request, terms)
+        job = _job_create(
+            request, spec, public_id=public_id, user=user, tenant=tenant, checkpoint=checkpoint, vae=vae, model=model,
+            networks=networks, vae_key=vae_key, priority=priority, group=group, group_index=group_index,
+        )
+    if dispatch:
+        transaction.on_commit(dispatch_pending_safely)
+    return job
+
+
+def _job_create(
+    request: GenerationRequest, spec: JobSpec, *, public_id: str, user: AbstractUser, tenant: Tenant, checkpoint: ModelEntry,
+    vae: ModelEntry | None, model: str, networks: str, vae_key: str, priority: int, group: JobGroup | None,
+    group_index: int | None,
+) -> Job:
+    return Job.objects.create(
         public_id=public_id,
         owner=user,
         tenant=tenant,
@@ -197,9 +259,6 @@ def job_submit(
         group=group,
         group_index=group_index,
     )
-    if dispatch:
-        transaction.on_commit(dispatch_pending_safely)
-    return job
 
 
 def _checkpoint_named(user: AbstractUser, field_name: str, name: str) -> ModelEntry:
@@ -312,20 +371,21 @@ def extras_submit(
     """
     from inference.dispatch import dispatch_pending_safely
 
-    tenant = tenant_for_user(user)
-    if tenant is None:
-        raise NotAMember(f"{user.get_username()} is not a member of any tenant, so cannot run extras")
+    membership, terms = _member_terms(user, "run extras")
+    tenant = membership.tenant
     _check_queue_room(user)
     check_output_sizes(request, inputs.sizes, max_pixels=settings.ATELIER_MAX_INPUT_PIXELS)
     request = _with_extras_models(user, request, degrade=degrade_missing_models and not settings.ATELIER_STRICT_MISSING_MODELS)
     keys = [_store_input(user, data) for data in inputs.images]
     request = with_inputs(request, keys=keys, names=inputs.names, sizes=inputs.sizes)
     public_id = new_job_id()
-    job = Job.objects.create(
-        public_id=public_id, owner=user, tenant=tenant, kind=EXTRAS_KIND, params=request.to_json(),
-        checkpoint_title="", checkpoint_path="", checkpoint_sha256="", model_key="", network_key="",
-        batch_key=f"extras:{public_id}", total_steps=len(keys),  # one step per image
-    )
+    with _quota_transaction(terms):
+        _quota_checked(user, membership, request, terms)
+        job = Job.objects.create(
+            public_id=public_id, owner=user, tenant=tenant, kind=EXTRAS_KIND, params=request.to_json(),
+            checkpoint_title="", checkpoint_path="", checkpoint_sha256="", model_key="", network_key="",
+            batch_key=f"extras:{public_id}", total_steps=len(keys),  # one step per image
+        )
     transaction.on_commit(dispatch_pending_safely)
     return job
 
@@ -390,9 +450,8 @@ def promptgen_submit(*, user: AbstractUser, request: PromptgenRequest, priority:
     """
     from inference.dispatch import dispatch_pending_safely
 
-    tenant = tenant_for_user(user)
-    if tenant is None:
-        raise NotAMember(f"{user.get_username()} is not a member of any tenant, so cannot expand prompts")
+    membership, terms = _member_terms(user, "expand prompts")
+    tenant = membership.tenant
     _check_queue_room(user)
     entry = promptgen_resolve_for_user(user, request.model)
     request = request.with_seed()
@@ -403,13 +462,15 @@ def promptgen_submit(*, user: AbstractUser, request: PromptgenRequest, priority:
             "model_type": entry.model_type, "pickled": entry.pickled,
         },
     }
-    job = Job.objects.create(
-        owner=user, tenant=tenant, kind=PROMPTGEN_KIND, params=params,
-        checkpoint_title="", checkpoint_path="", checkpoint_sha256="",
-        model_key=promptgen_model_key(entry.sha256), network_key="",
-        batch_key=promptgen_batch_key(entry.sha256),
-        total_steps=request.max_length, seeds=[request.seed], priority=priority,
-    )
+    with _quota_transaction(terms):
+        _quota_checked(user, membership, request, terms)
+        job = Job.objects.create(
+            owner=user, tenant=tenant, kind=PROMPTGEN_KIND, params=params,
+            checkpoint_title="", checkpoint_path="", checkpoint_sha256="",
+            model_key=promptgen_model_key(entry.sha256), network_key="",
+            batch_key=promptgen_batch_key(entry.sha256),
+            total_steps=request.max_length, seeds=[request.seed], priority=priority,
+        )
     transaction.on_commit(dispatch_pending_safely)
     return job
 
@@ -429,9 +490,8 @@ def interrogate_submit(*, user: AbstractUser, model: str, image: bytes, size: tu
     from inference.dispatch import dispatch_pending_safely
     from inference.selectors import user_options_get
 
-    tenant = tenant_for_user(user)
-    if tenant is None:
-        raise NotAMember(f"{user.get_username()} is not a member of any tenant, so cannot interrogate")
+    membership, terms = _member_terms(user, "interrogate")
+    tenant = membership.tenant
     _check_queue_room(user)
     chosen = InterrogateSettings.from_options(user_options_get(user))
     resolved = interrogate_models_resolve(model, skip_categories=chosen.clip_skip_categories)
@@ -440,11 +500,13 @@ def interrogate_submit(*, user: AbstractUser, model: str, image: bytes, size: tu
         resolved_models=resolved,
     )
     public_id = new_job_id()
-    job = Job.objects.create(
-        public_id=public_id, owner=user, tenant=tenant, kind=INTERROGATE_KIND, params=request.to_json(),
-        checkpoint_title="", checkpoint_path="", checkpoint_sha256="", model_key="", network_key="",
-        batch_key=f"interrogate:{public_id}", total_steps=1,
-    )
+    with _quota_transaction(terms):
+        _quota_checked(user, membership, request, terms)
+        job = Job.objects.create(
+            public_id=public_id, owner=user, tenant=tenant, kind=INTERROGATE_KIND, params=request.to_json(),
+            checkpoint_title="", checkpoint_path="", checkpoint_sha256="", model_key="", network_key="",
+            batch_key=f"interrogate:{public_id}", total_steps=1,
+        )
     transaction.on_commit(dispatch_pending_safely)
     return job
 
@@ -631,11 +693,14 @@ def _check_hires_networks(request: GenerationRequest, first_pass: list[ExtraNetw
     )
 
 
-def _extra_networks_for_user(user: AbstractUser, request: GenerationRequest, *, tenant: Tenant | None) -> list[dict]:
+def _extra_networks_for_user(
+    user: AbstractUser, request: GenerationRequest, *, tenant: Tenant | None, access: ModelAccess | None = None,
+) -> list[dict]:
     """The prompts' `<lora:…>` / `<hypernet:…>` tags, each resolved to a file the user may use
     (none with `disable_extra_networks`: the tags are only stripped), and the embeddings the prompts
     name, the hires pass's prompts included. A network folder is scanned only when a tag names
-    one of its kind; the embeddings folder always (any word of a prompt may name one)."""
+    one of its kind; the embeddings folder always (any word of a prompt may name one). A LoRA the
+    team's admin does not allow the member is `ModelDenied` (403) naming `prompt`."""
     networks: list[ExtraNetwork] = []
     for field_name, text in (("prompt", request.prompt), ("negative_prompt", request.negative_prompt)):
         networks.extend(_prompt_networks(field_name, text))
@@ -644,7 +709,9 @@ def _extra_networks_for_user(user: AbstractUser, request: GenerationRequest, *, 
     if request.disable_extra_networks:
         networks = []
     wanted = {NETWORK_FOLDERS[network.kind] for network in networks if network.kind in NETWORK_FOLDERS}
-    entries = {folder: model_list_for_user(user, folder, tenant=tenant) for folder in wanted}
+    entries = {folder: model_list_for_user(user, folder, tenant=tenant, include_denied=True) for folder in wanted}
+    if "Lora" in wanted and access is None:
+        access = model_access_for_user(user, tenant=tenant)
     resolved = []
     for network in networks:
         folder = NETWORK_FOLDERS.get(network.kind)
@@ -658,6 +725,8 @@ def _extra_networks_for_user(user: AbstractUser, request: GenerationRequest, *, 
             raise RequestValidationError(
                 "prompt", f"unknown {network.kind} {network.name!r}: put it in your models/{folder} folder, or pick one you have"
             )
+        if folder == "Lora" and access is not None:
+            access.check("lora", entry.name, field="prompt")
         resolved.append({
             "kind": "hypernet" if network.kind == "hypernet" else "lora", "name": network.name,
             "path": str(entry.path), "sha256": entry.sha256,

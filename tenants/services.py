@@ -124,19 +124,42 @@ def token_revoke(*, token: ApiToken) -> None:
 def usage_record(*, job) -> None:
     """The one usage record of a finished job: one INSERT that a record already there leaves as it
     is (the unique key on `job`), so a second call changes nothing. The finish transaction
-    (`transitions._finish`) calls it right after its compare-and-set made this the job's ending."""
+    (`transitions._finish`) calls it right after its compare-and-set made this the job's ending.
+
+    It carries what a bill and a quota read: the job's kind, checkpoint, measured GPU-seconds
+    (a shared batch's time split by pixel-steps, `inference/runner/batch.py`), images kept,
+    texts, pixel-steps (`inference.metering.job_pixel_steps`), the time it waited in the queue,
+    its start and end, and the EAS service it came through (one indexed query on its input item)."""
+    from inference.metering import job_pixel_steps
+
     ended = job.finished_at or timezone.now()
     started = job.started_at
     UsageRecord.objects.bulk_create(
         [UsageRecord(
             job=job, user_id=job.owner_id, tenant_id=job.tenant_id, kind=job.kind,
+            service_name=_eas_service_name(job),
             checkpoint_title=job.checkpoint_title, checkpoint_sha256=job.checkpoint_sha256,
             gpu_seconds=job.gpu_seconds, images=len(job.outputs), texts=len(job.texts), status=job.status,
+            pixel_steps=job_pixel_steps(job.kind, job.params),
             queue_wait_seconds=max(((started or ended) - job.created_at).total_seconds(), 0.0) if job.created_at else 0.0,
             started_at=started, ended_at=ended,
         )],
         ignore_conflicts=True,
     )
+
+
+def _eas_service_name(job) -> str:
+    """The EAS service whose input item `job` ran (the item names the job, or the job's group for a
+    script's cells); "" for a job submitted any other way."""
+    from django.db.models import Q
+
+    from inference.eas.models import EasItem
+
+    which = Q(job_id=job.pk)
+    if job.group_id:
+        which |= Q(job_group_id=job.group_id)
+    name = EasItem.objects.filter(which, queue=EasItem.Queue.INPUT).values_list("service__name", flat=True).first()
+    return name or ""
 
 
 STYLE_TEXT_MAX = PromptStyle._meta.get_field("prompt").max_length

@@ -44,6 +44,7 @@ from a1111.infotext import (
     img2img_infotext_params,
 )
 from inference.jobspec import JobSpec, JobSpecError, ModelRef
+from inference.metering import request_pixel_steps
 from inference.models import Job
 from inference.runner.chunks import ChunkLayout, layout_of
 from inference.scheduler.keys import model_key, promptgen_model_key
@@ -595,14 +596,27 @@ def generate(spec: GenerationSpec, members: list[BatchMember], runtime: WorkerRu
 # --- 4. store and finish -------------------------------------------------------------------------
 
 
+def gpu_seconds_shares(elapsed: float, requests: list[GenerationRequest]) -> list[float]:
+    """A batch's measured time split among its jobs pro rata by pixel-steps (a 1024² job of 30
+    steps costs what its pixels × steps cost, not one image's share), the last job taking what the
+    others leave, so the shares add up to `elapsed` exactly. By image count if none has any."""
+    if not requests:
+        return []
+    weights = [request_pixel_steps(request) for request in requests]
+    if sum(weights) <= 0:
+        weights = [max(request.image_count, 1) for request in requests]
+    total = sum(weights)
+    shares = [elapsed * weight / total for weight in weights[:-1]]
+    return [*shares, elapsed - sum(shares)]
+
+
 def finish_members(members: list[BatchMember], outcome: GenerationOutcome, chunks: list[range] | None = None) -> None:
     """Each job's own images stored and the job finished; `job_fail` scrubs server paths from errors.
     `chunks`: the batch's chunks, for the images a skipped chunk drops (a job that skipped every
     chunk it had ends cancelled: nothing is left of it)."""
-    total_images = sum(len(member.images) for member in members)
-    for member in members:
+    shares = gpu_seconds_shares(outcome.elapsed, [member.request for member in members])
+    for member, gpu_seconds in zip(members, shares, strict=True):
         job, attempt = member.job, member.attempt
-        gpu_seconds = outcome.elapsed * len(member.images) / total_images  # the batch's time, shared by image
         if outcome.error is not None:
             job_fail(job=job, attempt=attempt, error=outcome.error, gpu_seconds=gpu_seconds)
             continue

@@ -145,9 +145,16 @@ class _Book:
         # Per tenant, a heap of (user virtual time, user id); stale entries are skipped lazily.
         self.user_heaps: dict[int, list[tuple[float, int]]] = {}
         user_service = fair.user_service
+        # Caps on jobs at once: the config's, within each owner's and tenant's own (their limits).
+        self.user_cap: dict[int, int] = {}
+        self.tenant_cap: dict[int, int] = {}
         for user_id, jobs in jobs_by_user.items():
             tenant_id = jobs[0].tenant_id
             self.tenant_of_user[user_id] = tenant_id
+            own = [job.user_running_cap for job in jobs if job.user_running_cap is not None]
+            self.user_cap[user_id] = min([config.max_running_per_user, *own])
+            team = [job.tenant_running_cap for job in jobs if job.tenant_running_cap is not None]
+            self.tenant_cap[tenant_id] = min([self.tenant_cap.get(tenant_id, config.max_running_per_tenant), *team])
             vtime = float(user_service.get(user_id, 0.0))
             self.user_vtime[user_id] = vtime
             heap = self.user_heaps.get(tenant_id)
@@ -173,12 +180,12 @@ class _Book:
 
     def user_open(self, user_id: int) -> bool:
         """Whether the user (and its tenant) may get one more job running."""
-        if self.running_per_user.get(user_id, 0) >= self.config.max_running_per_user:
+        if self.running_per_user.get(user_id, 0) >= self.user_cap[user_id]:
             return False
         return self.tenant_open(self.tenant_of_user[user_id])
 
     def tenant_open(self, tenant_id: int) -> bool:
-        return self.running_per_tenant.get(tenant_id, 0) < self.config.max_running_per_tenant
+        return self.running_per_tenant.get(tenant_id, 0) < self.tenant_cap[tenant_id]
 
     # Fair-share order -------------------------------------------------------------------
 
@@ -394,7 +401,6 @@ def _fill_batch(book: _Book, lead: PendingJob, worker: WorkerState) -> list[Pend
         jobs.reverse()  # pop() gives the user's next job
         heap.append((key(user_id), user_id))
     heapq.heapify(heap)
-    limits = book.config
     while heap and room > 0:
         entry_key, user_id = heapq.heappop(heap)
         current = key(user_id)
@@ -403,9 +409,9 @@ def _fill_batch(book: _Book, lead: PendingJob, worker: WorkerState) -> list[Pend
             continue
         tenant_id = book.tenant_of_user[user_id]
         if (
-            book.running_per_user.get(user_id, 0) + running_user.get(user_id, 0) >= limits.max_running_per_user
+            book.running_per_user.get(user_id, 0) + running_user.get(user_id, 0) >= book.user_cap[user_id]
             or book.running_per_tenant.get(tenant_id, 0) + running_tenant.get(tenant_id, 0)
-            >= limits.max_running_per_tenant
+            >= book.tenant_cap[tenant_id]
         ):
             continue  # at a limit: none of this user's jobs join
         jobs = by_user[user_id]

@@ -24,6 +24,10 @@ class PendingJob:
     pixels: int  # width × height
     priority: int = 0  # orders only this owner's own jobs; higher first
     tenant_weight: float = 1.0  # the tenant's plan weight in fair share
+    # the owner's and tenant's own caps on jobs running at once (their plan's and member limits:
+    # `user_running_jobs`, `tenant_running_jobs`), within the config's; None: the config's alone
+    user_running_cap: int | None = None
+    tenant_running_cap: int | None = None
 
 
 @dataclass(frozen=True)

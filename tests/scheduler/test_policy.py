@@ -167,6 +167,24 @@ def test_a_batch_stops_filling_at_the_user_limit() -> None:
     assert len(assignment.job_ids) == 3
 
 
+def test_a_member_s_and_a_team_s_own_running_caps_hold_within_the_config_s() -> None:
+    """`user_running_jobs` / `tenant_running_jobs` (the plan's and the member's limits) ride on the
+    jobs: a cap of 1 leaves the member's other jobs queued while other members go on."""
+    import dataclasses
+
+    capped = [dataclasses.replace(job(index, owner=1), user_running_cap=1) for index in (1, 2, 3)]
+    others = [job(4, owner=2), job(5, owner=2)]
+    workers = [worker(index, "m1") for index in range(1, 6)]
+    assert sorted(owners(plan(capped + others, workers), capped + others)) == [1, 2, 2]
+    fair = FairShareState(running_per_user={1: 1}, running_per_tenant={1: 1})
+    assert sorted(owners(plan(capped + others, workers, fair), capped + others)) == [2, 2]  # its slot is taken
+    team = [dataclasses.replace(job(index, owner=index), tenant_running_cap=2) for index in (1, 2, 3)]
+    assert len(plan(team, workers)) == 2
+    batch = [dataclasses.replace(job(index, owner=1, key="k"), user_running_cap=2) for index in range(1, 6)]
+    [assignment] = plan(batch, [worker(1, "m1")])
+    assert len(assignment.job_ids) == 2  # a batch fills up to the cap, too
+
+
 # --- Model affinity --------------------------------------------------------------------------
 
 

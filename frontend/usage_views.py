@@ -25,6 +25,7 @@ from frontend.templatetags.atelier_format import count, gpu_seconds, percent
 from frontend.workspace.i18n import strings
 from tenants.models import Membership
 from tenants.money import InvalidPeriod, month_bounds, parse_month
+from tenants.quotas import quota_status
 from tenants.selectors import membership_for_user
 from tenants.usage_selectors import (
     DayUsage,
@@ -112,6 +113,7 @@ def my_usage(request: HttpRequest) -> HttpResponse:
             totals=usage_month_totals(month=month, tenant=tenant, user=request.user),
             kinds=usage_per_kind(month=month, tenant=tenant, user=request.user),
         )
+    context["quota_rows"] = quota_status(request.user)  # now, whatever month is shown
     return _render(request, "frontend/usage.html", context, error)
 
 

@@ -262,6 +262,7 @@ STRINGS: dict[str, dict[str, str]] = {
     "usage_month": {"en": "Month", "ja": "月"},
     "usage_show": {"en": "Show", "ja": "表示"},
     "usage_time_zone": {"en": "Days are in the time zone", "ja": "日付のタイムゾーン"},
+    "usage_quotas": {"en": "Your limits now", "ja": "現在の上限"},
     "usage_no_data": {"en": "No usage in this month.", "ja": "この月の利用はありません。"},
     "usage_gpu_unit": {"en": "GPU-s", "ja": "GPU 秒"},
     "usage_gpu_per_day": {"en": "GPU-seconds per day", "ja": "日ごとの GPU 秒数"},

@@ -65,10 +65,18 @@ def error_answer(exc: RequestError) -> ErrorAnswer:
     return next(answer for kind, answer in ERROR_TABLE if isinstance(exc, kind))
 
 
+def with_retry_after(response: HttpResponse, exc: RequestError) -> HttpResponse:
+    """A quota refusal (`tenants.quotas`) says in seconds when its window resets: HTTP's Retry-After."""
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after:
+        response["Retry-After"] = str(max(int(retry_after), 1))
+    return response
+
+
 def request_error_response(exc: RequestError) -> JsonResponse:
     """The native API's answer: `{"error": "<field>: <message>", "field": "<field>"}` (no `field` without one)."""
     extra = {"field": exc.field} if exc.field else {}
-    return error(error_answer(exc).status, str(exc), **extra)
+    return with_retry_after(error(error_answer(exc).status, str(exc), **extra), exc)
 
 
 class PayloadTooLarge(TooLarge):

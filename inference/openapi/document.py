@@ -22,12 +22,12 @@ TITLE = "Atelier"
 ERROR_TEXT = {
     400: "The request is malformed or a value is refused; the body says which field and why.",
     401: "No valid token (the EAS queue: not one of the service's tokens, or no such service): send `Authorization: Bearer <your API token>` (or Basic `username:token`).",
-    403: "You may not do this (not a member of a team, or an operator-only route).",
+    403: "You may not do this (not a member of a team, an operator-only route, a model your team denies you, or a request over your plan's size limits).",
     404: "Not found, or not yours: objects of other members are never shown to you.",
     409: "Conflicts with the current state.",
     413: "The body is over the size limit: send large images as http(s) URLs.",
     422: "A field is refused (A1111's status for a failed validation); `body` names it.",
-    429: "Too many jobs queued: wait for some to finish.",
+    429: "Too many jobs queued, or a quota of your plan or team is used up: the message names the limit, what is used and when it resets (`Retry-After`, in seconds).",
     500: "The job failed on the worker (A1111 answers 500 too); `detail` says why.",
 }
 SECURITY_SCHEMES = {

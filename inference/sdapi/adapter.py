@@ -18,7 +18,7 @@ from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from inference.api.errors import JsonBodyError, body_bytes, error_answer, parse_json
+from inference.api.errors import JsonBodyError, body_bytes, error_answer, parse_json, with_retry_after
 from a1111.errors import RequestError
 from tenants.auth import request_user
 
@@ -38,7 +38,7 @@ def error_response(status: int, detail: str, error: str = "HTTPException", body:
 def _error_for(exc: Exception) -> JsonResponse | None:
     if isinstance(exc, RequestError):
         answer = error_answer(exc)
-        return error_response(answer.sdapi_status, str(exc), answer.sdapi_error, body=exc.field)
+        return with_retry_after(error_response(answer.sdapi_status, str(exc), answer.sdapi_error, body=exc.field), exc)
     if isinstance(exc, SdapiError):
         return error_response(exc.status, exc.detail, exc.error)
     return None

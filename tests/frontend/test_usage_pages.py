@@ -239,3 +239,18 @@ def test_the_pages_and_their_charts_have_nothing_inline_under_the_csp(client, pe
         body = response.content.decode()
         assert "script-src 'self'" in response["Content-Security-Policy"] and '<svg class="chart"' in body
         assert not INLINE.search(body), (path, INLINE.search(body))
+
+
+def test_the_usage_page_shows_the_members_limits_and_what_is_used_of_them_now(client, personas) -> None:
+    from tenants.models import Membership, Plan, TenantPlan
+
+    tenant = Tenant.objects.get(slug="studio-a")
+    plan = Plan.objects.create(slug="small", name="Small", limits={"user_images_per_day": 50, "max_steps": 30})
+    TenantPlan.objects.create(tenant=tenant, plan=plan, effective_from=timezone.now() - timedelta(days=1))
+    Membership.objects.filter(user=personas["bob"]).update(limits={"user_images_per_day": 10})
+    client.force_login(personas["bob"])
+    page = client.get("/usage/").content.decode()
+    assert 'id="usage-quotas"' in page
+    assert 'data-key="user_images_per_day"' in page and 'data-key="max_steps"' in page
+    client.force_login(personas["charlie"])  # studio-b has no plan: no limits to show
+    assert 'id="usage-quotas"' not in client.get("/usage/").content.decode()

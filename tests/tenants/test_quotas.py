@@ -276,6 +276,8 @@ def test_a_quota_refusal_on_both_apis_names_the_limit_in_their_shapes(api, perso
     assert native.json()["field"] == "quota"
     assert native.json()["error"].startswith("quota: quota reached: images per day (user_images_per_day): 1 of 1 used")
     assert "resets at " in native.json()["error"]
+    # HTTP's Retry-After: seconds until the tenant's day ends (at most a day and a second)
+    assert 1 <= int(native["Retry-After"]) <= 86_401 and 1 <= int(sdapi["Retry-After"]) <= 86_401
     answer = sdapi.json()
     assert set(answer) == {"error", "detail", "body", "errors"} and answer["error"] == "TooManyRequests"
     assert "user_images_per_day" in answer["detail"] and "resets at" in answer["detail"]

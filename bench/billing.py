@@ -15,6 +15,10 @@ then:
      queryset evaluated into a list, no iterator, `csv.writer` over attributes) of a `--subset`
      (100,000) records, beside the streamed export of that same subset.
 
+  5. how much quota checking adds to one submission: `bench/quota_check.py` (its own scratch
+     database; `job_submit` with no plan beside a plan carrying every limit), run as a child
+     process after the export, its figures folded in (`--no-quota` skips it).
+
 Printed side by side, then one JSON line.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/atelier_bench .venv/bin/python bench/billing.py
@@ -156,6 +160,7 @@ def main() -> None:
     parser.add_argument("--tenants", type=int, default=50)
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--subset", type=int, default=100_000, help="records of the baseline comparison")
+    parser.add_argument("--no-quota", action="store_true", help="skip the quota check's cost (bench/quota_check.py)")
     args = parser.parse_args()
     if not os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
         sys.exit("bench/billing.py runs on PostgreSQL only: set DATABASE_URL=postgres://user@host:5432/name "
@@ -174,7 +179,21 @@ def main() -> None:
         figures = run(args)
     finally:
         creation.destroy_test_db(old_name, verbosity=0, keepdb=False)
+    if not args.no_quota:
+        figures["quota_check"] = quota_check_figures()
     print(json.dumps(figures))
+
+
+def quota_check_figures() -> dict:
+    """`bench/quota_check.py`'s figures (its table printed as it runs; its last line is its JSON)."""
+    import subprocess
+
+    print("\nwhat quota checking adds to a submission (bench/quota_check.py):", flush=True)
+    child = subprocess.run([sys.executable, str(REPO / "bench" / "quota_check.py")], capture_output=True, text=True,
+                           check=True)
+    lines = child.stdout.strip().splitlines()
+    print("\n".join(lines[:-1]), flush=True)
+    return json.loads(lines[-1])
 
 
 def run(args: argparse.Namespace) -> dict:

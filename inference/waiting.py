@@ -6,8 +6,8 @@ per user and team) and answers with the first reason that holds:
 | reason | when |
 |---|---|
 | `no_worker` | no worker is online: nothing runs until one starts |
-| `user_limit` | the member already has `ATELIER_MAX_RUNNING_PER_USER` jobs on workers |
-| `tenant_limit` | the member's team has `ATELIER_MAX_RUNNING_PER_TENANT` jobs on workers |
+| `user_limit` | the member already has `ATELIER_MAX_RUNNING_PER_USER` jobs on workers, or their own `user_running_jobs` limit (`tenants/quotas`) if lower |
+| `tenant_limit` | the member's team has `ATELIER_MAX_RUNNING_PER_TENANT` jobs on workers, or its plan's `tenant_running_jobs` if lower |
 | `in_line` | its turn has not come: `position` (1 = next) in fair-share order (`scheduler.policy.queue_order`) |
 
 The native job JSON carries it as `queue`, `/sdapi/v1/progress` as its `textinfo`, and the
@@ -37,10 +37,11 @@ from django.utils import timezone
 from inference.dispatch import QUEUED_WINDOW, fair_share_state, live_workers, pending_job, policy_config
 from inference.models import Job
 from inference.scheduler.policy import queue_order
+from tenants.quotas import running_caps, terms_for_members
 
 REFRESH_SECONDS = 2.0
 # The cache key of the snapshot; the suffix changes when QueueSnapshot's fields do.
-SNAPSHOT_CACHE_KEY = "atelier:queue-snapshot:v1"
+SNAPSHOT_CACHE_KEY = "atelier:queue-snapshot:v2"
 
 
 @dataclass(frozen=True)
@@ -79,16 +80,29 @@ class QueueSnapshot:
     max_running_per_tenant: int
     positions: dict[int, int]  # queued job pk → its place in fair-share order (1 = next)
     length: int  # queued jobs the policy ordered (its window)
+    user_caps: dict[int, int]  # owner id → their own running cap where below the platform's
+    tenant_caps: dict[int, int]  # tenant id → its plan's running cap where below the platform's
 
 
 def queue_snapshot() -> QueueSnapshot:
     """Read the queue now: live workers, the fair-share state and the order of the queued window."""
     config = policy_config()
     if not live_workers().exists():
-        return QueueSnapshot(True, {}, {}, config.max_running_per_user, config.max_running_per_tenant, {}, 0)
-    fair = fair_share_state(timezone.now(), config)
-    queued = Job.objects.filter(status=Job.Status.QUEUED).select_related("tenant").order_by("created_at", "pk")
-    order = queue_order([pending_job(j) for j in queued[:QUEUED_WINDOW]], fair, config=config)
+        return QueueSnapshot(True, {}, {}, config.max_running_per_user, config.max_running_per_tenant, {}, 0, {}, {})
+    now = timezone.now()
+    fair = fair_share_state(now, config)
+    queued = list(Job.objects.filter(status=Job.Status.QUEUED).select_related("tenant").order_by("created_at", "pk")
+                  [:QUEUED_WINDOW])
+    terms = terms_for_members({job.owner_id for job in queued}, at=now)  # as the dispatcher reads them
+    order = queue_order([pending_job(j, terms.get(j.owner_id)) for j in queued], fair, config=config)
+    user_caps: dict[int, int] = {}
+    tenant_caps: dict[int, int] = {}
+    for job in queued:
+        user_cap, tenant_cap = running_caps(terms[job.owner_id].limits) if job.owner_id in terms else (None, None)
+        if user_cap is not None and user_cap < config.max_running_per_user:
+            user_caps[job.owner_id] = user_cap
+        if tenant_cap is not None and tenant_cap < tenant_caps.get(job.tenant_id, config.max_running_per_tenant):
+            tenant_caps[job.tenant_id] = tenant_cap
     return QueueSnapshot(
         no_worker=False,
         running_per_user=dict(fair.running_per_user),
@@ -97,6 +111,8 @@ def queue_snapshot() -> QueueSnapshot:
         max_running_per_tenant=config.max_running_per_tenant,
         positions={pending.job_id: place for place, pending in enumerate(order, start=1)},
         length=len(order),
+        user_caps=user_caps,
+        tenant_caps=tenant_caps,
     )
 
 
@@ -120,9 +136,11 @@ def queue_state(job: Job) -> QueueState | None:
     if snapshot.no_worker:
         return QueueState("no_worker", None)
     running = snapshot.running_per_user.get(job.owner_id, 0)
-    if running >= snapshot.max_running_per_user:
-        return QueueState("user_limit", None, running, snapshot.max_running_per_user)
+    user_cap = snapshot.user_caps.get(job.owner_id, snapshot.max_running_per_user)
+    if running >= user_cap:
+        return QueueState("user_limit", None, running, user_cap)
     team_running = snapshot.running_per_tenant.get(job.tenant_id, 0)
-    if team_running >= snapshot.max_running_per_tenant:
-        return QueueState("tenant_limit", None, team_running, snapshot.max_running_per_tenant)
+    tenant_cap = snapshot.tenant_caps.get(job.tenant_id, snapshot.max_running_per_tenant)
+    if team_running >= tenant_cap:
+        return QueueState("tenant_limit", None, team_running, tenant_cap)
     return QueueState("in_line", snapshot.positions.get(job.pk, snapshot.length + 1))

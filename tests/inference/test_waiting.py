@@ -68,6 +68,32 @@ def test_a_team_at_its_running_limit_is_told_so(personas, settings) -> None:
     assert queue_state(new_job(personas["charlie"], width=320)).reason == "in_line"  # another team
 
 
+def test_a_members_own_running_limit_and_their_plans_team_cap_are_what_they_are_told(personas) -> None:
+    from django.utils import timezone
+
+    from tenants.models import Membership, Plan, Tenant, TenantPlan
+
+    studio_a = Tenant.objects.get(slug="studio-a")
+    plan = Plan.objects.create(slug="caps", name="Caps", limits={"tenant_running_jobs": 2})
+    TenantPlan.objects.create(tenant=studio_a, plan=plan, effective_from=timezone.now())
+    Membership.objects.filter(user=personas["alice"]).update(limits={"user_running_jobs": 1})
+    a_worker()
+    new_job(personas["alice"])
+    dispatch_pending()
+    waiting = new_job(personas["alice"], width=256)  # the platform allows more; her own limit is 1
+    dispatch_pending()
+    waiting.refresh_from_db()
+    assert waiting.status == "queued"
+    assert queue_state(waiting) == QueueState("user_limit", None, running=1, limit=1)
+    a_worker()
+    bob_first = new_job(personas["bob"], width=320)
+    dispatch_pending()  # bob's goes to the second worker: the team has 2 on workers, its plan's cap
+    bob_first.refresh_from_db()
+    assert bob_first.status == "dispatched"
+    held = new_job(personas["bob"], width=384)
+    assert queue_state(held) == QueueState("tenant_limit", None, running=2, limit=2)
+
+
 def test_places_in_line_follow_fair_share_not_arrival(api, personas) -> None:
     a_worker()
     busy = new_job(personas["charlie"])

@@ -63,7 +63,7 @@ def test_the_metrics_match_a_known_set_of_jobs_workers_and_images(client, settin
     finish(running, "running", worker=busy)
     for job, images in ((done, 2), (slow, 1)):
         UsageRecord.objects.create(job=job, user=alice, tenant=alice.membership.tenant, gpu_seconds=1, images=images,
-                                   status="succeeded")
+                                   status="succeeded", ended_at=timezone.now())
     group = queued_a[0].checkpoint_title
     assert group  # the tiny checkpoint's title
 

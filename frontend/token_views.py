@@ -20,7 +20,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from frontend.eas_views import member_page
 from frontend.member_selectors import language_for_user
 from frontend.workspace.i18n import strings
-from tenants.selectors import api_token_get_for_user, api_tokens_for_user
+from tenants.selectors import api_token_get_for_user, api_tokens_for_user, tenant_for_user
 from tenants.services import TOKEN_NAME_MAX, token_create, token_revoke
 
 
@@ -35,6 +35,7 @@ def _page(request: HttpRequest, *, status: int = 200, form: dict[str, str] | Non
         "new_token": new_token,
         "message": message,
         "name_max": TOKEN_NAME_MAX,
+        "time_zone": tenant.time_zone if (tenant := tenant_for_user(request.user)) else "UTC",
     }
     response = render(request, "frontend/tokens.html", context, status=status)
     if new_token:

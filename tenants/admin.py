@@ -84,6 +84,22 @@ def _stored_snapshot(obj: models.Model) -> dict | None:
     return snapshot(stored, _audit_fields(stored)) if stored is not None else None
 
 
+class AppendOnlyAdmin(admin.ModelAdmin):
+    """Rows nobody adds, changes or deletes here, superusers included (usage records, the audit
+    log): the platform writes them, the admin shows them."""
+
+    actions = None  # no "delete selected" either
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
 class AuditedAdmin(admin.ModelAdmin):
     """A ModelAdmin whose saves and deletes (one object, a bulk delete, inline rows) are audited."""
 
@@ -350,7 +366,7 @@ class UsageAdjustmentForm(forms.Form):
 
 
 @admin.register(UsageRecord)
-class UsageRecordAdmin(admin.ModelAdmin):
+class UsageRecordAdmin(AppendOnlyAdmin):
     """Usage records, read-only, with two operator views of their own: "Export usage" (a month's
     records or a tenant's statement, as the API writes them) and "Add adjustment" (a correction as a
     new adjusting record through `tenants.services.usage_adjust`, audited)."""
@@ -365,14 +381,6 @@ class UsageRecordAdmin(admin.ModelAdmin):
     # (a correction is a new adjusting record, never an edit). The admin shows them read-only.
     actions = None  # no "delete selected" either
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
     def get_urls(self):
         own = [
@@ -499,7 +507,7 @@ class InvitationAdmin(AuditedAdmin):
 
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(admin.ModelAdmin):
+class AuditEntryAdmin(AppendOnlyAdmin):
     """The audit log, read-only for everyone (superusers included): entries are only ever appended."""
 
     list_display = ["created_at", "actor_name", "tenant", "action", "target"]
@@ -508,14 +516,6 @@ class AuditEntryAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     actions = None
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
 
 class OnboardForm(forms.Form):

@@ -174,7 +174,10 @@ def folder_display(download: ModelDownload) -> str:
 def downloads_requeue_stale() -> int:
     """Queue again the downloads whose downloader stopped reporting (a sweeper that died)."""
     cutoff = timezone.now() - timedelta(seconds=settings.ATELIER_MODEL_DOWNLOAD_STALE_SECONDS)
-    return ModelDownload.objects.filter(state__in=ACTIVE, updated_at__lt=cutoff).update(
+    stale = ModelDownload.objects.filter(state__in=ACTIVE, updated_at__lt=cutoff)
+    if not stale.exists():  # a read first: on SQLite an UPDATE takes the write lock even when it changes nothing
+        return 0
+    return stale.update(
         state=State.QUEUED, bytes_done=0, runner="", error="its downloader stopped reporting; started again",
         updated_at=timezone.now())
 

@@ -143,6 +143,15 @@ def register(personas, url: str, file_name: str, **kwargs) -> ModelDownload:
                                    **kwargs)
 
 
+def run_one_in_its_own_thread() -> None:
+    from django.db import connection
+
+    try:
+        model_download_run_next(progress_every_s=0)
+    finally:
+        connection.close()  # the thread's own connection (PostgreSQL drops the test database after)
+
+
 def wait_for(condition, what: str, timeout_s: float = 20.0):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -176,7 +185,7 @@ def test_a_download_completes_verified_and_is_listed_by_sd_models(client, person
 @pytest.mark.django_db(transaction=True)  # the download runs in its own thread, with its own connection
 def test_progress_is_written_while_the_download_runs(personas, mirror, name) -> None:
     download = register(personas, mirror.url("/held.safetensors"), name, sha256=MODEL_SHA)
-    runner = threading.Thread(target=model_download_run_next, kwargs={"progress_every_s": 0})
+    runner = threading.Thread(target=run_one_in_its_own_thread)
     runner.start()
     try:
         row = wait_for(lambda: ModelDownload.objects.filter(pk=download.pk, bytes_done__gte=len(MODEL) // 2).first(),
@@ -309,7 +318,7 @@ def test_cancelling_a_queued_download(personas, mirror, name) -> None:
 @pytest.mark.django_db(transaction=True)
 def test_cancelling_a_running_download_stops_it_and_leaves_nothing(personas, mirror, name) -> None:
     download = register(personas, mirror.url("/held.safetensors"), name)
-    runner = threading.Thread(target=model_download_run_next, kwargs={"progress_every_s": 0})
+    runner = threading.Thread(target=run_one_in_its_own_thread)
     runner.start()
     try:
         wait_for(lambda: ModelDownload.objects.filter(pk=download.pk, bytes_done__gt=0).exists(), "progress")
@@ -386,3 +395,21 @@ def test_only_operators_reach_the_model_download_admin(client, personas) -> None
     client.post("/admin/inference/modeldownload/", {"action": "retry", "_selected_action": [download.pk]})
     download.refresh_from_db()
     assert download.state == State.QUEUED
+
+
+def test_a_download_whose_downloader_stopped_reporting_is_taken_again(personas, settings, name) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from inference.model_downloads import model_download_claim_next
+
+    download = register(personas, "https://models.example.com/x.safetensors", name)
+    first = model_download_claim_next()
+    assert first is not None and first.pk == download.pk and first.state == State.DOWNLOADING
+    assert model_download_claim_next() is None  # taken: no second downloader gets it
+    stale = timezone.now() - timedelta(seconds=settings.ATELIER_MODEL_DOWNLOAD_STALE_SECONDS + 1)
+    ModelDownload.objects.filter(pk=download.pk).update(updated_at=stale, bytes_done=123)
+    second = model_download_claim_next()
+    assert second is not None and second.pk == download.pk
+    assert second.runner != first.runner and second.bytes_done == 0

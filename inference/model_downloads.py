@@ -14,7 +14,8 @@ folder or a team's; a tenant admin may register one into their own team's folder
    a cancel) about once a second;
 3. verifies it: the size the server declared, the expected SHA-256 when one was given, and that a
    `.safetensors` file is one (its header parses); pickled formats (`.ckpt`, `.pt`, `.pth`,
-   `.bin`) are refused at registration unless `ATELIER_ALLOW_PICKLED_MODELS`;
+   `.bin`) are refused at registration unless `ATELIER_ALLOW_PICKLED_MODELS` (upscalers' and face
+   models' `.pth` always pass: workers read them weights-only);
 4. places it with a hard link from the part file, which never replaces an existing name (a name
    already taken fails the download, saying so), every folder opened without following links
    (`tenants.filespace.open_dir_nofollow`); the hash is remembered in `ModelFileHash`, so the
@@ -59,6 +60,8 @@ logger = logging.getLogger(__name__)
 
 STAGING_FOLDER = ".atelier-downloads"
 PICKLED_SUFFIXES = frozenset({".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"})
+# A1111's upscalers and face models ship as .pth and are read weights-only by workers: always allowed.
+WEIGHTS_ONLY_PICKLE_KINDS = frozenset({"ESRGAN", "GFPGAN", "Codeformer"})
 # Folders whose models are folders (transformers layouts), not single files: not downloadable here.
 FOLDER_KINDS = frozenset({"promptgen", "BLIP", "CLIP", "interrogate", "deepbooru"})
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -109,7 +112,8 @@ def model_download_check(*, actor: AbstractUser, download: ModelDownload) -> Non
         raise InvalidField("give a plain file name, without folders", field="file_name")
     suffix = PurePosixPath(download.file_name).suffix.lower()
     allowed = SUFFIXES_BY_KIND.get(download.kind, MODEL_SUFFIXES)
-    if suffix in PICKLED_SUFFIXES and not settings.ATELIER_ALLOW_PICKLED_MODELS:
+    pickles_allowed = settings.ATELIER_ALLOW_PICKLED_MODELS or download.kind in WEIGHTS_ONLY_PICKLE_KINDS
+    if suffix in PICKLED_SUFFIXES and not pickles_allowed:
         raise InvalidField(
             f"{suffix} files are pickled and can run code when loaded; this platform does not allow them "
             "(ATELIER_ALLOW_PICKLED_MODELS): download the .safetensors version", field="file_name",

@@ -362,6 +362,8 @@ def test_pickled_files_only_when_the_operator_allows_them(personas, settings) ->
     with pytest.raises(InvalidField, match="pickled"):
         model_download_register(actor=personas["admin"], url="https://e.example/x.pt", kind="embeddings",
                                 file_name="x.pt")
+    model_download_register(actor=personas["admin"], url="https://e.example/4x.pth", kind="ESRGAN",
+                            file_name="4x.pth")  # upscalers ship as .pth, read weights-only
     settings.ATELIER_ALLOW_PICKLED_MODELS = True
     model_download_register(actor=personas["admin"], url="https://e.example/x.pt", kind="embeddings", file_name="x.pt")
 

@@ -10,7 +10,7 @@ folder or a team's; a tenant admin may register one into their own team's folder
    only, public addresses only, except hosts on `ATELIER_MODEL_DOWNLOAD_ALLOWED_HOSTS` (internal
    mirrors); each redirect hop is checked again; at most `ATELIER_MODEL_DOWNLOAD_MAX_BYTES`;
 2. streams it to a part file in the target folder's staging folder (`.atelier-downloads/`, on
-   the same file system as the target), hashing as it goes and writing its progress (and reading
+   the same file system as the target, removed again when empty), hashing as it goes and writing its progress (and reading
    a cancel) about once a second;
 3. verifies it: the size the server declared, the expected SHA-256 when one was given, and that a
    `.safetensors` file is one (its header parses); pickled formats (`.ckpt`, `.pt`, `.pth`,
@@ -283,6 +283,8 @@ def _download(download: ModelDownload, progress_every_s: float) -> str:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(part_name, dir_fd=staging_fd)
             os.close(staging_fd)
+            with contextlib.suppress(OSError):  # not left in the folder's listing (unless another download uses it)
+                os.rmdir(STAGING_FOLDER, dir_fd=folder_fd)
         os.close(folder_fd)
 
 

@@ -134,8 +134,9 @@ def public_folder() -> Path:
 
 
 def leftovers(folder: Path) -> list[str]:
+    """What a download left behind: its part file, or the staging folder itself."""
     staging = folder / STAGING_FOLDER
-    return sorted(path.name for path in staging.iterdir()) if staging.is_dir() else []
+    return [STAGING_FOLDER, *sorted(path.name for path in staging.iterdir())] if staging.exists() else []
 
 
 def register(personas, url: str, file_name: str, **kwargs) -> ModelDownload:
@@ -217,6 +218,7 @@ def test_the_sweepers_downloader_thread_places_a_team_model_only_its_team_sees(c
     download.refresh_from_db()
     assert download.bytes_total is None and download.bytes_done == len(MODEL)  # no Content-Length: no total
     assert (tenant_model_dir("studio-a", "Stable-diffusion") / name).read_bytes() == MODEL
+    assert leftovers(tenant_model_dir("studio-a", "Stable-diffusion")) == []
 
     def titles(persona: str) -> list[str]:
         answer = client.get("/sdapi/v1/sd-models", HTTP_AUTHORIZATION=f"Bearer {tokens[persona]}")

@@ -140,7 +140,7 @@ class ModelDownloadAdmin(admin.ModelAdmin):
     def short_error(self, download: ModelDownload) -> str:
         return download.error[:120]
 
-    @admin.action(description="Retry (download again from the start)")
+    @admin.action(description="Retry (resumes where a broken connection stopped)")
     def retry(self, request: HttpRequest, queryset: QuerySet[ModelDownload]) -> None:
         queued = sum(model_download_retry(download=download) for download in queryset)
         self.message_user(request, f"{queued} download(s) queued again (only failed or cancelled ones are retried).",

@@ -21,14 +21,19 @@ folder or a team's; a tenant admin may register one into their own team's folder
    (`tenants.filespace.open_dir_nofollow`); the hash is remembered in `ModelFileHash`, so the
    registry, which scans folders per request, lists it at once without hashing it again.
 
-Any failure deletes the part file and records a message an operator can act on. A download whose
-downloader stopped reporting (its sweeper died) for `ATELIER_MODEL_DOWNLOAD_STALE_SECONDS` is
-queued again, from the start (downloads do not resume).
+A failure records a message an operator can act on and deletes the part file, except when the
+connection broke off halfway: the part (`<public id>.part`) is kept and a retry resumes it with
+a `Range` request (a server that ignores it sends the whole file, which replaces the part; the
+hash covers the whole file either way). A download whose downloader stopped reporting (its
+sweeper died) for `ATELIER_MODEL_DOWNLOAD_STALE_SECONDS` is queued again and resumes the same way;
+the downloader holds an exclusive `flock` on the part while it writes, so a downloader wrongly
+thought dead is never written over (the download goes back to the queue until it lets go).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -80,10 +85,22 @@ class DownloadStopped(Exception):
     """The download was cancelled (or taken over by another downloader) while it ran."""
 
 
+class DownloadBusy(Exception):
+    """Another downloader still holds the part file (a download wrongly thought stale)."""
+
+
+class DownloadTooLarge(ImageInputError):
+    """Over `ATELIER_MODEL_DOWNLOAD_MAX_BYTES`: refused, and the part is not kept for a retry."""
+
+
 class ModelFetcher(Fetcher):
     subject = "model"
     accept = "*/*"
     user_agent = "atelier-model-download/1"
+
+    def _too_large(self) -> ImageInputError:
+        return DownloadTooLarge(
+            f"the model at the URL is larger than the limit of {settings.ATELIER_MODEL_DOWNLOAD_MAX_BYTES} bytes")
 
 
 # --- registering ----------------------------------------------------------------------------
@@ -150,7 +167,8 @@ def model_download_cancel(*, download: ModelDownload) -> None:
 
 
 def model_download_retry(*, download: ModelDownload) -> bool:
-    """Queue a failed or cancelled download again, from the start; False for any other state."""
+    """Queue a failed or cancelled download again (resuming a part kept from a broken connection);
+    False for any other state."""
     return bool(ModelDownload.objects.filter(pk=download.pk, state__in=(State.FAILED, State.CANCELLED)).update(
         state=State.QUEUED, error="", bytes_done=0, bytes_total=None, actual_sha256="", cancel_requested=False,
         runner="", started_at=None, finished_at=None, updated_at=timezone.now(),
@@ -201,18 +219,22 @@ def model_download_claim_next() -> ModelDownload | None:
 
 
 def model_download_run_next(*, progress_every_s: float = _CHUNK_PROGRESS_SECONDS) -> bool:
-    """Download the oldest queued model, if any (False when none waits)."""
+    """Download the oldest queued model, if any (False when none waits, or it is busy elsewhere)."""
     download = model_download_claim_next()
     if download is None:
         return False
-    model_download_run(download, progress_every_s=progress_every_s)
-    return True
+    return model_download_run(download, progress_every_s=progress_every_s)
 
 
-def model_download_run(download: ModelDownload, *, progress_every_s: float = _CHUNK_PROGRESS_SECONDS) -> None:
-    """Run a claimed download to its end: done, failed (with the reason) or cancelled."""
+def model_download_run(download: ModelDownload, *, progress_every_s: float = _CHUNK_PROGRESS_SECONDS) -> bool:
+    """Run a claimed download to its end: done, failed (with the reason) or cancelled. False if
+    another downloader still holds its part file (it goes back to the queue)."""
     try:
-        placed_as = _download(download, progress_every_s)
+        _download(download, progress_every_s)
+    except DownloadBusy:
+        ModelDownload.objects.filter(pk=download.pk, runner=download.runner).update(
+            state=State.QUEUED, runner="", updated_at=timezone.now())
+        return False
     except DownloadStopped:
         _finish(download, State.CANCELLED, "cancelled", from_states=(*ACTIVE,), stopped=True)
     except (DownloadFailed, ImageInputError) as exc:
@@ -221,11 +243,11 @@ def model_download_run(download: ModelDownload, *, progress_every_s: float = _CH
         logger.exception("model download %s failed", download.public_id)
         _finish(download, State.FAILED, f"the download failed: {exc.__class__.__name__}")
     else:
-        _finish(download, State.DONE, "", placed_as=placed_as)
+        _finish(download, State.DONE, "")
+    return True
 
 
-def _finish(download: ModelDownload, state: str, error: str, *, from_states=ACTIVE, stopped: bool = False,
-            placed_as: str = "") -> None:
+def _finish(download: ModelDownload, state: str, error: str, *, from_states=ACTIVE, stopped: bool = False) -> None:
     rows = ModelDownload.objects.filter(pk=download.pk, runner=download.runner, state__in=from_states)
     if stopped:  # cancelled, or taken over by another downloader (whose row this no longer is)
         rows = rows.filter(cancel_requested=True)
@@ -253,7 +275,7 @@ class _Progress:
             raise DownloadStopped()
 
 
-def _download(download: ModelDownload, progress_every_s: float) -> str:
+def _download(download: ModelDownload, progress_every_s: float) -> None:
     folder = target_folder(download)
     folder.mkdir(parents=True, exist_ok=True)
     root = folder.resolve()
@@ -263,56 +285,105 @@ def _download(download: ModelDownload, progress_every_s: float) -> str:
         max_redirects=5,
         allowed_hosts=settings.ATELIER_MODEL_DOWNLOAD_ALLOWED_HOSTS,
     )
-    part_name = f"{download.public_id}-{download.runner.rsplit(':', 1)[-1]}.part"
+    part_name = f"{download.public_id}.part"
     folder_fd = open_dir_nofollow(root, PurePosixPath("."))
     staging_fd = None
+    keep_part = False  # a part another downloader holds, or one a retry resumes
     try:
         staging_fd = open_dir_nofollow(root, PurePosixPath(STAGING_FOLDER), create=True)
-        part_fd = os.open(part_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=staging_fd)
+        part_fd = os.open(part_name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644, dir_fd=staging_fd)
         try:
-            digest = _fetch_into(download, fetcher, part_fd, progress_every_s)
+            try:
+                fcntl.flock(part_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when closed (or the process ends)
+            except BlockingIOError:
+                keep_part = True
+                raise DownloadBusy() from None
+            try:
+                digest = _fetch_into(download, fetcher, part_fd, progress_every_s)
+            except DownloadStopped:
+                keep_part = not ModelDownload.objects.filter(pk=download.pk, cancel_requested=True).exists()
+                raise
+            except DownloadTooLarge:
+                raise
+            except ImageInputError:
+                keep_part = os.fstat(part_fd).st_size > 0  # cut off halfway: a retry resumes it
+                raise
             os.fsync(part_fd)
         finally:
             os.close(part_fd)
         _verify(download, digest, staging_fd, part_name)
         _place(download, staging_fd, part_name, folder_fd)
         _remember_hash(root / download.file_name, download.actual_sha256)
-        return download.file_name
     finally:
         if staging_fd is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(part_name, dir_fd=staging_fd)
+            if not keep_part:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(part_name, dir_fd=staging_fd)
             os.close(staging_fd)
             with contextlib.suppress(OSError):  # not left in the folder's listing (unless another download uses it)
                 os.rmdir(STAGING_FOLDER, dir_fd=folder_fd)
         os.close(folder_fd)
 
 
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+
+
 def _fetch_into(download: ModelDownload, fetcher: Fetcher, part_fd: int, progress_every_s: float) -> str:
-    digest = hashlib.sha256()
-    progress = _Progress(download, progress_every_s, last_report=time.monotonic())
+    """Fetch into the part file, resuming after the bytes it already holds (Range) where the
+    server allows; returns the whole file's SHA-256."""
+    hashing = [hashlib.sha256()]  # replaced when the server sends the whole file again
+    have = _hash_existing(part_fd, hashing[0])
+    progress = _Progress(download, progress_every_s, done=have, last_report=time.monotonic())
+    expected_total: list[int | None] = [None]
+
+    def on_answer(status: int, headers) -> None:
+        length = headers.get("content-length", "").strip()
+        declared = int(length) if length.isdigit() else None
+        match = _CONTENT_RANGE.match(headers.get("content-range", "").strip())
+        if status == 206 and have and match and int(match.group(1)) == have:
+            total = int(match.group(3)) if match.group(3) != "*" else None
+            expected_total[0] = total if total is not None else (have + declared if declared is not None else None)
+        elif status == 206:
+            raise DownloadFailed("the server answered with a part of the file that was not asked for")
+        else:  # the whole file (a server without ranges, or a first attempt): start over
+            os.ftruncate(part_fd, 0)
+            os.lseek(part_fd, 0, os.SEEK_SET)
+            hashing[0] = hashlib.sha256()
+            progress.done = 0
+            expected_total[0] = declared
+        ModelDownload.objects.filter(pk=download.pk, runner=download.runner).update(
+            bytes_total=expected_total[0], bytes_done=progress.done)
 
     def write(chunk: bytes) -> None:
         view = memoryview(chunk)
         while view:
             written = os.write(part_fd, view)
             view = view[written:]
-        digest.update(chunk)
+        hashing[0].update(chunk)
         progress.done += len(chunk)
         progress.report()
 
-    declared: list[int | None] = [None]
-
-    def on_size(size: int | None) -> None:  # progress shows "x of y"
-        declared[0] = size
-        ModelDownload.objects.filter(pk=download.pk, runner=download.runner).update(bytes_total=size)
-
-    size = fetcher.stream(download.url, write, on_size=on_size)
-    progress.done = size
+    fetcher.max_bytes = max(settings.ATELIER_MODEL_DOWNLOAD_MAX_BYTES - have, 0)  # the cap is on the whole file
+    fetcher.stream(download.url, write, on_answer=on_answer,
+                   headers={"Range": f"bytes={have}-"} if have else None)
     progress.report(force=True)
-    if declared[0] is not None and declared[0] != size:
-        raise DownloadFailed(f"the server announced {declared[0]} bytes but sent {size}")
-    return digest.hexdigest()
+    size = os.fstat(part_fd).st_size
+    if expected_total[0] is not None and expected_total[0] != size:
+        raise DownloadFailed(f"the server announced {expected_total[0]} bytes but sent {size}")
+    if size > settings.ATELIER_MODEL_DOWNLOAD_MAX_BYTES:
+        raise DownloadTooLarge(f"the model at the URL is larger than the limit of "
+                               f"{settings.ATELIER_MODEL_DOWNLOAD_MAX_BYTES} bytes")
+    return hashing[0].hexdigest()
+
+
+def _hash_existing(part_fd: int, digest) -> int:
+    """Feed what the part file already holds (an earlier attempt's bytes) to `digest`; its size."""
+    os.lseek(part_fd, 0, os.SEEK_SET)
+    have = 0
+    while chunk := os.read(part_fd, 1024 * 1024):
+        digest.update(chunk)
+        have += len(chunk)
+    return have
 
 
 def _verify(download: ModelDownload, digest: str, staging_fd: int, part_name: str) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from urllib.parse import urljoin
 
 import httpx
@@ -139,13 +139,16 @@ class Fetcher:
         return bytes(body)
 
     def stream(
-        self, url: str, write: Callable[[bytes], object], *, on_size: Callable[[int | None], object] | None = None
+        self, url: str, write: Callable[[bytes], object], *,
+        on_answer: Callable[[int, httpx.Headers], object] | None = None, headers: Mapping[str, str] | None = None,
     ) -> int:
         """GET ``url`` and hand its body to ``write`` chunk by chunk (under the same checks as
-        :meth:`fetch`); returns the number of bytes written. ``on_size`` hears the final answer's
-        Content-Length (None if it sent none) before its body. An exception ``write`` raises (a
-        cancelled download) ends the fetch and propagates unchanged."""
-        self._on_size = on_size
+        :meth:`fetch`); returns the number of bytes written. ``on_answer`` hears the final answer's
+        status and headers before its body; ``headers`` are sent on every hop (a ``Range`` to
+        resume). An exception ``write`` or ``on_answer`` raises (a cancelled download) ends the
+        fetch and propagates unchanged."""
+        self._on_answer = on_answer
+        self._extra_headers = dict(headers or {})
         deadline = time.monotonic() + self.timeout_s
         current = url
         for _hop in range(self.max_redirects + 1):
@@ -213,6 +216,7 @@ class Fetcher:
                             "Accept": self.accept,
                             "Accept-Encoding": "identity",
                             "User-Agent": self.user_agent,
+                            **self._extra_headers,
                         },
                         extensions=extensions,
                     )
@@ -230,7 +234,8 @@ class Fetcher:
                 raise ImageInputError(f"could not fetch the {self.subject} URL") from exc
         raise ImageInputError(f"could not connect to the {self.subject} URL's host") from last_error
 
-    _on_size: Callable[[int | None], object] | None = None
+    _on_answer: Callable[[int, httpx.Headers], object] | None = None
+    _extra_headers: dict[str, str] = {}
 
     def _read(
         self, response: httpx.Response, deadline: float, write: Callable[[bytes], object]
@@ -246,8 +251,8 @@ class Fetcher:
         declared = response.headers.get("content-length")
         if declared is not None and declared.strip().isdigit() and int(declared) > self.max_bytes:
             raise self._too_large()
-        if self._on_size is not None:
-            self._on_size(int(declared) if declared is not None and declared.strip().isdigit() else None)
+        if self._on_answer is not None:
+            self._on_answer(status, response.headers)
         size = 0
         for chunk in response.iter_raw():
             size += len(chunk)

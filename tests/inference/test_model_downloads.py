@@ -52,6 +52,8 @@ class ModelServer:
 
     def __init__(self) -> None:
         self.requests: list[str] = []
+        self.ranges: list[str | None] = []  # the Range header of each /cut request
+        self.serves_ranges = True
         self.hold = threading.Event()  # set: the next /held download pauses halfway
         self.release = threading.Event()
         server = self
@@ -75,6 +77,21 @@ class ModelServer:
                     self.send_response(200)
                     self.end_headers()
                     self.wfile.write(MODEL)
+                elif self.path == "/cut.safetensors":  # the first answer breaks off halfway
+                    asked = self.headers.get("Range")
+                    server.ranges.append(asked)
+                    if len(server.ranges) == 1:
+                        self._head(len(MODEL))
+                        self.wfile.write(MODEL[: len(MODEL) // 2])
+                    elif asked and server.serves_ranges:
+                        start = int(asked.removeprefix("bytes=").removesuffix("-"))
+                        self.send_response(206)
+                        self.send_header("Content-Range", f"bytes {start}-{len(MODEL) - 1}/{len(MODEL)}")
+                        self.send_header("Content-Length", str(len(MODEL) - start))
+                        self.end_headers()
+                        self.wfile.write(MODEL[start:])
+                    else:
+                        self._send(MODEL)
                 elif self.path == "/junk.safetensors":
                     self._send(b"this is not a safetensors file at all, just text" * 100)
                 elif self.path.startswith("/redirect-to/"):
@@ -227,6 +244,25 @@ def test_the_sweepers_downloader_thread_places_a_team_model_only_its_team_sees(c
     title = f"{name} [{MODEL_SHA[:10]}]"
     assert title in titles("alice") and title in titles("bob")
     assert title not in titles("charlie")
+
+
+@pytest.mark.parametrize("serves_ranges", [True, False])
+def test_a_download_cut_off_halfway_resumes_on_retry(personas, mirror, name, serves_ranges) -> None:
+    mirror.serves_ranges = serves_ranges
+    download = register(personas, mirror.url("/cut.safetensors"), name, sha256=MODEL_SHA)
+    model_download_run_next(progress_every_s=0)
+    download.refresh_from_db()
+    assert download.state == State.FAILED and "could not fetch the model URL" in download.error
+    assert leftovers(public_folder()) == [STAGING_FOLDER, f"{download.public_id}.part"]  # kept for the retry
+    assert not (public_folder() / name).exists()
+
+    assert model_download_retry(download=download) is True
+    model_download_run_next(progress_every_s=0)
+    download.refresh_from_db()
+    assert download.state == State.DONE, download.error
+    assert mirror.ranges == [None, f"bytes={len(MODEL) // 2}-"]  # asked for the rest only
+    assert (public_folder() / name).read_bytes() == MODEL  # whole, whether the server sent the rest or all again
+    assert download.bytes_done == download.bytes_total == len(MODEL) and leftovers(public_folder()) == []
 
 
 # --- downloads that fail, leaving nothing ------------------------------------------------------------
@@ -417,3 +453,23 @@ def test_a_download_whose_downloader_stopped_reporting_is_taken_again(personas, 
     second = model_download_claim_next()
     assert second is not None and second.pk == download.pk
     assert second.runner != first.runner and second.bytes_done == 0
+
+
+def test_a_part_file_another_downloader_holds_is_left_to_it(personas, mirror, name) -> None:
+    import fcntl
+
+    download = register(personas, mirror.url("/model.safetensors"), name)
+    staging = public_folder() / STAGING_FOLDER
+    staging.mkdir(exist_ok=True)
+    part = staging / f"{download.public_id}.part"
+    part.write_bytes(b"half of it")
+    try:
+        with part.open("rb") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)  # as a downloader still running elsewhere holds it
+            assert model_download_run_next() is False
+            download.refresh_from_db()
+            assert (download.state, download.runner) == (State.QUEUED, "")
+            assert part.read_bytes() == b"half of it" and mirror.requests == []
+    finally:
+        part.unlink()
+        staging.rmdir()

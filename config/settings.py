@@ -433,6 +433,15 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = ATELIER_MAX_REQUEST_BYTES
 # single-machine demos only and must stay off wherever the platform can reach a private network.
 ATELIER_FETCH_TIMEOUT_SECONDS = env.float("ATELIER_FETCH_TIMEOUT_SECONDS", default=10.0)
 ATELIER_FETCH_ALLOW_PRIVATE = env.bool("ATELIER_FETCH_ALLOW_PRIVATE", default=False)
+# Model downloads (the ModelZoo, inference/model_downloads.py): operators register a model by URL
+# and the sweeper's downloader thread fetches it, one at a time per sweeper, under the same SSRF
+# rules. ALLOWED_HOSTS names internal mirrors (`mirror.internal`, `10.0.0.5:8080`) whose addresses
+# may be private; every other host, and every redirect away from a mirror, must be public.
+ATELIER_MODEL_DOWNLOAD_ALLOWED_HOSTS = env.list("ATELIER_MODEL_DOWNLOAD_ALLOWED_HOSTS", default=[])
+ATELIER_MODEL_DOWNLOAD_MAX_BYTES = env.int("ATELIER_MODEL_DOWNLOAD_MAX_BYTES", default=64 * 1024**3)
+ATELIER_MODEL_DOWNLOAD_TIMEOUT_SECONDS = env.float("ATELIER_MODEL_DOWNLOAD_TIMEOUT_SECONDS", default=6 * 3600.0)
+# A download whose downloader has not reported for this long (its sweeper died) is queued again.
+ATELIER_MODEL_DOWNLOAD_STALE_SECONDS = env.float("ATELIER_MODEL_DOWNLOAD_STALE_SECONDS", default=120.0)
 
 # --- workers and dispatch -----------------------------------------------------------
 ATELIER_DEVICE = env.str("ATELIER_DEVICE", default="auto")  # auto, cpu, cuda, cuda:1, mps

@@ -202,3 +202,60 @@ class UserOptions(models.Model):
 
 # The EAS queue service's rows live in their own module; imported here so the app registers them.
 from inference.eas.models import EasConsumer, EasItem, EasService, EasServiceToken  # noqa: F401
+
+
+def new_model_download_id() -> str:
+    return "md_" + secrets.token_urlsafe(12)
+
+
+class ModelDownload(models.Model):
+    """A model an operator (or a tenant admin, into their team's folder) registered by URL
+    (`inference/model_downloads.py`): downloaded in the background by the sweeper's downloader
+    thread, verified, and placed in a public or team model folder. Its state moves forward only:
+
+        queued → downloading → verifying → done | failed | cancelled
+           ↑________ retry (from failed or cancelled) ___|
+    """
+
+    class Area(models.TextChoices):
+        PUBLIC = "public", "public (every tenant)"
+        TEAM = "team", "a team's shared folder"
+
+    class State(models.TextChoices):
+        QUEUED = "queued"
+        DOWNLOADING = "downloading"
+        VERIFYING = "verifying"
+        DONE = "done"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    public_id = models.CharField(max_length=32, unique=True, default=new_model_download_id, editable=False)
+    url = models.URLField(max_length=2000, help_text="http(s); private addresses only for hosts on "
+                          "ATELIER_MODEL_DOWNLOAD_ALLOWED_HOSTS (internal mirrors).")
+    area = models.CharField(max_length=8, choices=Area.choices, default=Area.PUBLIC)
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, null=True, blank=True,
+                               related_name="model_downloads", help_text="The team, for the team area.")
+    kind = models.CharField(max_length=32, help_text="The model folder: Stable-diffusion, Lora, VAE, …")
+    file_name = models.CharField(max_length=255, help_text="The name the file gets in its folder.")
+    sha256 = models.CharField(max_length=64, blank=True, default="",
+                              help_text="The expected SHA-256 (64 hex digits): recommended; a mismatch fails the download.")
+    state = models.CharField(max_length=12, choices=State.choices, default=State.QUEUED)
+    bytes_done = models.BigIntegerField(default=0)
+    bytes_total = models.BigIntegerField(null=True, blank=True, help_text="From Content-Length, when sent.")
+    actual_sha256 = models.CharField(max_length=64, blank=True, default="")
+    error = models.TextField(blank=True, default="")
+    cancel_requested = models.BooleanField(default=False)
+    runner = models.CharField(max_length=200, blank=True, default="", help_text="The process downloading it.")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True,
+                                   related_name="model_downloads")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)  # the downloader's heartbeat while downloading
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["state", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.file_name} ({self.state})"

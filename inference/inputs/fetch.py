@@ -6,6 +6,11 @@ DNS lookup, so DNS rebinding does not help), redirects are followed by hand and 
 hop, and the body is streamed under a byte cap and an overall deadline. Every refusal is an
 :class:`a1111.images.ImageInputError` whose message can be shown to the client.
 
+`Fetcher.fetch` returns a (small) body; `Fetcher.stream` hands a large one (a model download,
+`inference/model_downloads.py`) to a callable chunk by chunk. `allowed_hosts` names internal
+mirrors an operator trusts (`host` or `host:port`): their addresses may be private, every other
+host's must still be public - per hop, so a redirect from a mirror elsewhere is checked again.
+
 The module does not import Django; callers pass limits from settings as arguments.
 """
 
@@ -14,7 +19,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from urllib.parse import urljoin
 
 import httpx
@@ -94,7 +99,14 @@ class Fetcher:
     every chunk, so a trickling (slow-loris) body ends within about one read of the deadline.
     Responses with a ``Content-Encoding`` are refused (``identity`` is requested), so the byte cap
     counts the bytes actually received and no decompression bomb is inflated.
+
+    ``subject`` names what is fetched in messages ("the image URL …"); subclasses change it with
+    ``accept`` and ``user_agent``.
     """
+
+    subject = "image"
+    accept = "image/*"
+    user_agent = "atelier-image-fetch/1"
 
     def __init__(
         self,
@@ -104,6 +116,7 @@ class Fetcher:
         max_redirects: int = 3,
         allow_private: bool = False,
         is_allowed_address: Callable[[IPAddress], bool] | None = None,
+        allowed_hosts: Iterable[str] = (),
     ) -> None:
         if is_allowed_address is not None and allow_private:
             raise ValueError("pass allow_private or is_allowed_address, not both")
@@ -116,23 +129,38 @@ class Fetcher:
             self._is_allowed = lambda _address: True
         else:
             self._is_allowed = is_public_address
+        self._allowed_hosts = frozenset(_host_key(entry) for entry in allowed_hosts if entry.strip())
 
     def fetch(self, url: str) -> bytes:
         """GET ``url`` and return its body; raises :class:`ImageInputError` on refusal, a non-2xx
         answer, too many redirects, a body over ``max_bytes`` or the ``timeout_s`` deadline."""
+        body = bytearray()
+        self.stream(url, body.extend)
+        return bytes(body)
+
+    def stream(
+        self, url: str, write: Callable[[bytes], object], *,
+        on_answer: Callable[[int, httpx.Headers], object] | None = None, headers: Mapping[str, str] | None = None,
+    ) -> int:
+        """GET ``url`` and hand its body to ``write`` chunk by chunk (under the same checks as
+        :meth:`fetch`); returns the number of bytes written. ``on_answer`` hears the final answer's
+        status and headers before its body; ``headers`` are sent on every hop (a ``Range`` to
+        resume). An exception ``write`` or ``on_answer`` raises (a cancelled download) ends the
+        fetch and propagates unchanged."""
+        self._on_answer = on_answer
+        self._extra_headers = dict(headers or {})
         deadline = time.monotonic() + self.timeout_s
         current = url
         for _hop in range(self.max_redirects + 1):
             target = self._check_url(current)
-            status, location, body = self._request(target, deadline)
+            status, location, size = self._request(target, deadline, write)
             if status in _REDIRECT_STATUSES and location is not None:
                 current = urljoin(str(target), location)
                 continue
             if status in _REDIRECT_STATUSES:
-                raise ImageInputError(f"the image URL answered HTTP {status} without a Location")
-            assert body is not None
-            return body
-        raise ImageInputError(f"the image URL redirected more than {self.max_redirects} times")
+                raise ImageInputError(f"the {self.subject} URL answered HTTP {status} without a Location")
+            return size
+        raise ImageInputError(f"the {self.subject} URL redirected more than {self.max_redirects} times")
 
     # -- one hop ------------------------------------------------------------------------------
 
@@ -151,15 +179,20 @@ class Fetcher:
 
     def _addresses(self, url: httpx.URL) -> list[IPAddress]:
         port = url.port or (443 if url.scheme == "https" else 80)
-        addresses = resolve_host(url.raw_host.decode("ascii"), port)  # IDNA-encoded
+        host = url.raw_host.decode("ascii").lower()
+        addresses = resolve_host(host, port)  # IDNA-encoded
+        if host in self._allowed_hosts or f"{host}:{port}" in self._allowed_hosts:
+            return addresses  # an internal mirror the operator named
         if not all(self._is_allowed(address) for address in addresses):
             raise ImageInputError("URL not allowed: its host resolves to a non-public address")
         return addresses
 
-    def _request(self, url: httpx.URL, deadline: float) -> tuple[int, str | None, bytes | None]:
+    def _request(
+        self, url: httpx.URL, deadline: float, write: Callable[[bytes], object]
+    ) -> tuple[int, str | None, int]:
         """Connect to a checked address of ``url``'s host (never re-resolving it) and GET it,
         presenting the original host name in ``Host`` and, for https, in SNI and certificate
-        verification. Returns (status, Location, body); the body is None for redirects."""
+        verification. Returns (status, Location, bytes written); nothing is written for redirects."""
         addresses = self._addresses(url)
         host_header = url.netloc.decode("ascii")
         extensions = {"sni_hostname": url.raw_host.decode("ascii")} if url.scheme == "https" else {}
@@ -167,7 +200,7 @@ class Fetcher:
         for address in addresses:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise ImageInputError("fetching the image URL timed out")
+                raise ImageInputError(f"fetching the {self.subject} URL timed out")
             pinned = url.copy_with(host=str(address))
             try:
                 with httpx.Client(
@@ -180,47 +213,66 @@ class Fetcher:
                         pinned,
                         headers={
                             "Host": host_header,
-                            "Accept": "image/*",
+                            "Accept": self.accept,
                             "Accept-Encoding": "identity",
-                            "User-Agent": "atelier-image-fetch/1",
+                            "User-Agent": self.user_agent,
+                            **self._extra_headers,
                         },
                         extensions=extensions,
                     )
                     response = client.send(request, stream=True)
                     try:
-                        return self._read(response, deadline)
+                        return self._read(response, deadline, write)
                     finally:
                         response.close()
             except httpx.ConnectError as exc:
                 last_error = exc  # try the host's next (also checked) address
                 continue
             except httpx.TimeoutException as exc:
-                raise ImageInputError("fetching the image URL timed out") from exc
+                raise ImageInputError(f"fetching the {self.subject} URL timed out") from exc
             except httpx.HTTPError as exc:
-                raise ImageInputError("could not fetch the image URL") from exc
-        raise ImageInputError("could not connect to the image URL's host") from last_error
+                raise ImageInputError(f"could not fetch the {self.subject} URL") from exc
+        raise ImageInputError(f"could not connect to the {self.subject} URL's host") from last_error
 
-    def _read(self, response: httpx.Response, deadline: float) -> tuple[int, str | None, bytes | None]:
+    _on_answer: Callable[[int, httpx.Headers], object] | None = None
+    _extra_headers: dict[str, str] = {}
+
+    def _read(
+        self, response: httpx.Response, deadline: float, write: Callable[[bytes], object]
+    ) -> tuple[int, str | None, int]:
         status = response.status_code
         if status in _REDIRECT_STATUSES:
-            return status, response.headers.get("location"), None
+            return status, response.headers.get("location"), 0
         if not 200 <= status < 300:
-            raise ImageInputError(f"the image URL answered HTTP {status}")
+            raise ImageInputError(f"the {self.subject} URL answered HTTP {status}")
         encoding = response.headers.get("content-encoding", "identity").strip().lower()
         if encoding not in ("", "identity"):
-            raise ImageInputError("the image URL sent a compressed (Content-Encoding) response")
+            raise ImageInputError(f"the {self.subject} URL sent a compressed (Content-Encoding) response")
         declared = response.headers.get("content-length")
         if declared is not None and declared.strip().isdigit() and int(declared) > self.max_bytes:
-            raise _too_large_download(self.max_bytes)
-        body = bytearray()
+            raise self._too_large()
+        if self._on_answer is not None:
+            self._on_answer(status, response.headers)
+        size = 0
         for chunk in response.iter_raw():
-            body += chunk
-            if len(body) > self.max_bytes:
-                raise _too_large_download(self.max_bytes)
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise self._too_large()
+            write(chunk)
             if time.monotonic() > deadline:
-                raise ImageInputError("fetching the image URL timed out")
-        return status, None, bytes(body)
+                raise ImageInputError(f"fetching the {self.subject} URL timed out")
+        return status, None, size
+
+    def _too_large(self) -> ImageInputError:
+        return ImageInputError(f"the {self.subject} at the URL is larger than the limit of {self.max_bytes} bytes")
 
 
-def _too_large_download(max_bytes: int) -> ImageInputError:
-    return ImageInputError(f"the image at the URL is larger than the limit of {max_bytes} bytes")
+def _host_key(entry: str) -> str:
+    """An allow-list entry as `host` or `host:port`, lower case (`[::1]:8080` keeps its brackets off)."""
+    entry = entry.strip().lower()
+    try:
+        parsed = httpx.URL(f"http://{entry}")
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise ValueError(f"not a host or host:port: {entry!r}") from exc
+    host = parsed.raw_host.decode("ascii").lower()
+    return f"{host}:{parsed.port}" if parsed.port is not None else host

@@ -530,6 +530,7 @@ def entry_for(route: Route) -> Entry | None:
 
 W = "tests/worker/"
 IMAGES = "tests/a1111/test_images.py::"
+ZOO = "tests/inference/test_model_downloads.py::"  # model downloads by URL (the ModelZoo)
 ATTACKS: dict[str, tuple[str, ...] | None] = {
     # SSRF through URL-valued image inputs (A1111 verify_url TOCTOU; Gradio CVE-2024-4325; B.5 #3-#6)
     "ssrf: private, loopback and link-local addresses in image URLs": (
@@ -538,12 +539,14 @@ ATTACKS: dict[str, tuple[str, ...] | None] = {
         f"{IMAGES}test_private_addresses_are_refused",
         f"{IMAGES}test_every_resolved_address_must_be_allowed",
         "tests/a1111/test_sdapi_routes.py::test_image_link_to_a_private_address_is_refused_unfetched",
+        f"{ZOO}test_a_private_address_not_on_the_allow_list_is_refused",
     ),
     "ssrf: check-then-fetch (DNS rebinding) and redirects to private hosts": (
         f"{IMAGES}test_connection_goes_to_the_checked_address_with_the_original_host",
         f"{IMAGES}test_redirect_to_a_private_address_is_refused_at_the_hop",
         f"{IMAGES}test_redirect_to_a_refused_scheme",
         f"{IMAGES}test_redirects_are_followed_and_capped",
+        f"{ZOO}test_a_redirect_from_the_mirror_to_a_forbidden_host_is_refused",
     ),
     "ssrf: file://, gopher:// and other schemes": (
         f"{IMAGES}test_only_http_and_https_schemes",
@@ -557,6 +560,7 @@ ATTACKS: dict[str, tuple[str, ...] | None] = {
         f"{IMAGES}test_compressed_responses_are_refused",
         f"{IMAGES}test_slow_loris_body_hits_the_overall_deadline",
         f"{IMAGES}test_silent_server_times_out",
+        f"{ZOO}test_an_oversize_download_is_stopped",
     ),
     "decompression bomb in an uploaded image (Pillow MAX_IMAGE_PIXELS)": (
         f"{IMAGES}test_decompression_bomb_is_refused_from_the_header_without_decoding",

@@ -5,6 +5,8 @@ queued jobs (`inference.dispatch.sweep`). Workers do not sweep (see `inference/d
 for why); `manage.py serve` and the end-to-end harness start this process beside them.
 A failed pass (the database away) is logged and retried on the next beat instead of ending the
 process; each beat touches the liveness file `manage.py probe sweeper --live` reads.
+Beside its loop it runs the model downloader thread (`inference/model_downloads.py`), one
+download at a time, so a multi-GB model never holds up a scheduler pass (not with `--once`).
 """
 
 import logging
@@ -16,6 +18,7 @@ from django.db import close_old_connections
 
 from inference.dispatch import sweep
 from inference.health import sweeper_name, touch_heartbeat
+from inference.model_downloads import ModelDownloader
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +31,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, once: bool, **options):
         name = sweeper_name()
+        if not once:
+            ModelDownloader().start()  # a daemon thread: it ends with the process
         while True:
             touch_heartbeat("sweeper", name)  # `manage.py probe sweeper --live` reads it
             close_old_connections()

@@ -26,7 +26,7 @@ from typing import Final
 from django.contrib.auth.models import AbstractUser
 
 from inference.hashing import file_sha256
-from inference.model_files import model_file_check
+from inference.model_files import model_file_check, read_safetensors_header
 from inference.models import ModelFileHash
 from a1111.errors import InvalidField, NotFound
 from tenants.access import FOLDER_RULE_KINDS, ModelAccess, ModelDenied, model_access_for
@@ -525,7 +525,6 @@ def promptgen_resolve_for_user(user: AbstractUser, ident: str) -> PromptgenModel
 
 # --- a checkpoint's family, from its safetensors header (the refiner's latent-space check) -------
 
-MAX_HEADER_BYTES = 100 * 1024 * 1024
 # The text-encoder key prefix that tells each family apart in an LDM/SGM single file, checked in order.
 _FAMILY_MARKERS = (
     ("sdxl", "conditioner.embedders.1.model."),  # SDXL base: CLIP-L and OpenCLIP bigG
@@ -541,18 +540,13 @@ SDXL_LATENT_FAMILIES = ("sdxl", "sdxl-refiner")  # SDXL's VAE: one latent space
 
 def checkpoint_family(path: Path) -> str:
     """"sdxl", "sdxl-refiner", "sd2" or "sd1" from the tensor names in a ``.safetensors`` header
-    (no weight is read, no torch); "" when the header cannot be read or matches none."""
+    (no weight is read, no torch; the parse is `inference.model_files`' cached one); "" when the
+    header cannot be read or matches none."""
     try:
-        with open(path, "rb") as handle:
-            length = int.from_bytes(handle.read(8), "little")
-            if not 0 < length <= MAX_HEADER_BYTES:
-                return ""
-            header = json.loads(handle.read(length))
-    except (OSError, ValueError):
-        return ""
-    if not isinstance(header, dict):
+        shapes = read_safetensors_header(path).shapes
+    except (InvalidField, OSError):
         return ""
     for family, prefix in _FAMILY_MARKERS:
-        if any(key.startswith(prefix) for key in header):
+        if any(key.startswith(prefix) for key in shapes):
             return family
     return ""

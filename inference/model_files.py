@@ -150,6 +150,48 @@ def model_name_check(name: str, kind: str | None) -> None:
         raise InvalidField(_pickle_refusal(Path(name).name, kind), field=FIELD)
 
 
+def model_kind_for(area: str, relative: str) -> str | None:
+    """The model kind a FileBrowser place holds files of (`home/models/Lora/x` → "Lora", `public/VAE/x`
+    → "VAE"), or None outside the model folders."""
+    from django.conf import settings
+
+    parts = [part for part in relative.replace("\\", "/").split("/") if part not in ("", ".")]
+    if area not in ("public",) and parts[:1] == ["models"]:
+        parts = parts[1:]
+    elif area != "public":
+        return None
+    kind = parts[0] if len(parts) > 1 else None
+    return kind if kind in settings.ATELIER_PUBLIC_MODEL_DIRS else None
+
+
+def model_upload_check(area: str, relative: str, received: Path | None = None) -> None:
+    """What an upload (or a move, or a ModelZoo download) into a model folder must pass: before any
+    byte is stored, the name (`received` None: a pickle the kind may not hold is refused); once the
+    file is complete, its content (`model_file_check`, before it is placed). Outside the model
+    folders nothing is checked."""
+    kind = model_kind_for(area, relative)
+    if kind is None:
+        return
+    name = relative.rsplit("/", 1)[-1]
+    model_name_check(name, kind)
+    if received is not None and (name.lower().endswith(".safetensors") or is_pickle_name(name)):
+        try:
+            model_file_check(received, kind, name=name)
+        except InvalidField as refusal:
+            raise InvalidField(refusal.message.replace(received.name, name, 1), field=FIELD) from None
+
+
+def model_file_problem(path: Path, kind: str | None) -> str:
+    """Why a file in a model folder is not listed ("" when it is fine), for pages that show the files."""
+    try:
+        model_file_check(path, kind)
+    except InvalidField as refusal:
+        return refusal.message
+    except OSError as exc:
+        return f"{path.name} cannot be read ({type(exc).__name__})"
+    return ""
+
+
 def _pickle_refusal(name: str, kind: str | None) -> str:
     where = f" in {kind}" if kind else ""
     return (
@@ -243,19 +285,20 @@ def _parse_safetensors(path: Path, size: int) -> _Header:
     return _Header(shapes=shapes, metadata=metadata)
 
 
-def model_file_check(path: Path, kind: str | None = None) -> None:
+def model_file_check(path: Path, kind: str | None = None, *, name: str | None = None) -> None:
     """Refuse (`InvalidField`, a message saying why and what to do) a file the platform must not
-    list or hand to a worker: see the module's docstring. A diffusers folder is checked file by file."""
+    list or hand to a worker: see the module's docstring. A diffusers folder is checked file by file.
+    `name`: the name the file will have, when `path` is a temporary one (its suffix says the format)."""
     if path.is_dir():
         _check_folder(path, kind)
         return
-    suffix = path.suffix.lower()
+    suffix = Path(name or path.name).suffix.lower()
     if suffix == ".safetensors":
         read_safetensors_header(path)
         return
     if suffix in PICKLE_SUFFIXES:
         if not pickles_allowed(kind):
-            raise InvalidField(_pickle_refusal(path.name, kind), field=FIELD)
+            raise InvalidField(_pickle_refusal(name or path.name, kind), field=FIELD)
         _check_pickle(path)
         return
     raise InvalidField(f"{path.name}: {suffix or 'no extension'} is not a model file format (use .safetensors)", field=FIELD)

@@ -298,3 +298,49 @@ def test_diffusers_folders_are_described_and_checked(tmp_path, settings, class_n
     settings.ATELIER_ALLOW_PICKLED_MODELS = True
     with pytest.raises(InvalidField, match="not a valid safetensors"):
         model_file_check(folder, "Stable-diffusion")
+
+
+# --- what uploads and the FileBrowser call ------------------------------------------------------
+
+
+@pytest.mark.parametrize(("area", "relative", "kind"), [
+    ("home", "models/Lora/styles/ink.safetensors", "Lora"), ("team", "models/Stable-diffusion/x.ckpt", "Stable-diffusion"),
+    ("public", "VAE/x.pt", "VAE"), ("home", "outputs/x.ckpt", None), ("home", "models/Lora", None),
+    ("home", "models/NotAKind/x.pt", None), ("public", "ESRGAN/4x.pth", "ESRGAN"),
+])
+def test_the_model_kind_of_a_filebrowser_place(area, relative, kind) -> None:
+    from inference.model_files import model_kind_for
+
+    assert model_kind_for(area, relative) == kind
+
+
+def test_an_upload_into_a_model_folder_is_checked_by_name_then_by_content(tmp_path, settings) -> None:
+    from inference.model_files import model_file_problem, model_upload_check
+
+    settings.ATELIER_ALLOW_PICKLED_MODELS = False
+    with pytest.raises(InvalidField, match="convert it to .safetensors"):
+        model_upload_check("home", "models/Stable-diffusion/old.ckpt")
+    model_upload_check("home", "outputs/old.ckpt")  # not a model folder: not a model
+    model_upload_check("public", "ESRGAN/4x.pth")
+    model_upload_check("home", "models/Lora/ink.safetensors")  # the name is fine; the bytes come later
+    received = tmp_path / "upload-part-0001"
+    received.write_bytes(b"<!doctype html> a login page saved as a model")
+    with pytest.raises(InvalidField, match="ink.safetensors is not a valid safetensors file"):
+        model_upload_check("home", "models/Lora/ink.safetensors", received)
+    assert "not a valid safetensors file" in model_file_problem(received.rename(tmp_path / "ink.safetensors"), "Lora")
+    good = write_safetensors(tmp_path / "good.safetensors", {"x": ("U8", (1,))})
+    model_upload_check("home", "models/Lora/ink.safetensors", good)
+    assert model_file_problem(good, "Lora") == ""
+
+
+def test_an_allowed_pickle_upload_is_still_refused_when_its_pickle_would_run_code(tmp_path, settings) -> None:
+    from inference.model_files import model_upload_check
+
+    settings.ATELIER_ALLOW_PICKLED_MODELS = True
+    target = tmp_path / "pwned"
+    received = tmp_path / "upload-part"
+    received.write_bytes(pickle.dumps({"x": _Exploit(target)}))
+    model_upload_check("home", "models/embeddings/style.pt")
+    with pytest.raises(InvalidField, match="style.pt is refused: its pickle would call posix.system"):
+        model_upload_check("home", "models/embeddings/style.pt", received)
+    assert not target.exists()

@@ -15,7 +15,6 @@ models for one request reads the rules once and passes them as `access=`.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from dataclasses import dataclass

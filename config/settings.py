@@ -395,8 +395,14 @@ ATELIER_PUBLIC_MODEL_DIRS: dict[str, Path] = {
     "interrogate": Path(env.str("ATELIER_INTERROGATE_DIR", default=str(_PUBLIC_MODELS / "interrogate"))),
     "deepbooru": Path(env.str("ATELIER_DEEPBOORU_DIR", default=str(_PUBLIC_MODELS / "deepbooru"))),
 }
-# Pickled weights (a promptgen folder's pytorch_model.bin) can run code when read: refused unless
-# the operator allows them, and then read with torch's weights-only unpickler.
+# Pickled weights (.ckpt, .pt, .bin, .pth: unpickling can run code) are refused for every model kind
+# unless the operator allows them: off, such files are not listed and uploads of them are refused
+# (convert to .safetensors). On, embeddings and hypernetworks (.pt/.bin) and promptgen folders'
+# pytorch_model.bin are listed too, each pickle first read statically (its opcodes, never run) and
+# refused if it names any Python global beyond tensors and plain containers, then read by workers
+# with torch's weights-only unpickler only (inference/model_files.py). Upscalers and face models
+# (ESRGAN, GFPGAN, CodeFormer ship as .pth) are always allowed, under the same two checks.
+# Checkpoints, LoRAs, VAEs and ControlNets load from .safetensors or diffusers folders only.
 ATELIER_ALLOW_PICKLED_MODELS = env.bool("ATELIER_ALLOW_PICKLED_MODELS", default=False)
 # The APIs (/sdapi, /api/v1, the EAS queue) degrade as A1111 does when a model is missing (the
 # workspace says what to install instead): `restore_faces` without face-restoration weights

@@ -15,7 +15,8 @@ models for one request reads the rules once and passes them as `access=`.
 
 from __future__ import annotations
 
-import json
+import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,16 +25,22 @@ from typing import Final
 from django.contrib.auth.models import AbstractUser
 
 from inference.hashing import file_sha256
+from inference.model_files import model_file_check, read_safetensors_header
 from inference.models import ModelFileHash
-from a1111.errors import NotFound
+from a1111.errors import InvalidField, NotFound
 from tenants.access import FOLDER_RULE_KINDS, ModelAccess, ModelDenied, model_access_for
 from tenants.models import Tenant
 from tenants.selectors import tenant_for_user
 from tenants.workdirs import public_model_dir, tenant_model_dir, user_model_dir
 
+logger = logging.getLogger(__name__)
+
 MODEL_SUFFIXES = (".safetensors",)
-# A1111 ships hypernetworks and embeddings as .pt; workers load those with torch's weights-only
-# unpickler, which refuses anything but tensors and plain containers.
+# The suffixes each kind's loader in the runtime reads. A1111 ships hypernetworks and embeddings
+# as .pt: those are listed only when the operator allows pickles (ATELIER_ALLOW_PICKLED_MODELS),
+# upscalers and face models (.pth) always; `inference.model_files.model_file_check` decides, and
+# workers read every pickle with torch's weights-only unpickler. Checkpoints, LoRAs, VAEs and
+# ControlNets load as .safetensors (or diffusers folders) only: a .ckpt is never listed.
 SUFFIXES_BY_KIND = {
     "hypernetworks": (".safetensors", ".pt"),
     "embeddings": (".safetensors", ".pt", ".bin"),
@@ -134,6 +141,42 @@ def cached_sha256s(paths: list[Path]) -> list[str]:
     return hashes
 
 
+class _RefusalLog:
+    """Logs each refused file once per (path, size, mtime), not on every scan."""
+
+    def __init__(self) -> None:
+        self._seen: set[tuple[str, int, int]] = set()
+        self._lock = threading.Lock()
+
+    def once(self, path: Path, reason: str) -> None:
+        try:
+            stat = path.stat()
+        except OSError:
+            return
+        key = (str(path), stat.st_size, stat.st_mtime_ns)
+        with self._lock:
+            if key in self._seen:
+                return
+            self._seen.add(key)
+        logger.warning("model file not listed: %s (%s)", path, reason)
+
+
+_REFUSALS = _RefusalLog()
+
+
+def _usable(path: Path, kind: str) -> bool:
+    """Whether a model file passes `model_file_check` (a valid safetensors file, or a pickle this
+    kind may hold); a refused one is logged once and left out of every list."""
+    try:
+        model_file_check(path, kind)
+    except InvalidField as refusal:
+        _REFUSALS.once(path, refusal.message)
+        return False
+    except OSError:
+        return False
+    return True
+
+
 def _scan(folder: Path, kind: str, scope: str) -> list[ModelEntry]:
     if not folder.is_dir():
         return []
@@ -144,6 +187,8 @@ def _scan(folder: Path, kind: str, scope: str) -> list[ModelEntry]:
             continue
         resolved = path.resolve()
         if not resolved.is_relative_to(root):  # a symlink out of the folder is ignored
+            continue
+        if not _usable(resolved, kind):  # not a safetensors file, or a pickle not allowed here
             continue
         found.append((path.relative_to(folder).as_posix(), resolved))
     hashes = cached_sha256s([resolved for _, resolved in found])
@@ -408,6 +453,11 @@ def _promptgen_entry(folder: Path, base: Path, scope: str) -> PromptgenModelEntr
             f"it holds pickled weights ({weights.name}), which can run code when read, and this platform "
             "does not allow them (ATELIER_ALLOW_PICKLED_MODELS): convert them to model.safetensors"
         )
+    if not problem and weights.suffix.lower() in (".safetensors", ".bin"):  # an index (.json) names its shards
+        try:
+            model_file_check(weights.resolve(), PROMPTGEN_KIND)
+        except InvalidField as refusal:
+            problem = refusal.message
     name = folder.relative_to(base).as_posix()
     return PromptgenModelEntry(
         name=name, path=folder.resolve(), weights=weights.resolve(), sha256=cached_sha256(weights.resolve()),
@@ -474,7 +524,6 @@ def promptgen_resolve_for_user(user: AbstractUser, ident: str) -> PromptgenModel
 
 # --- a checkpoint's family, from its safetensors header (the refiner's latent-space check) -------
 
-MAX_HEADER_BYTES = 100 * 1024 * 1024
 # The text-encoder key prefix that tells each family apart in an LDM/SGM single file, checked in order.
 _FAMILY_MARKERS = (
     ("sdxl", "conditioner.embedders.1.model."),  # SDXL base: CLIP-L and OpenCLIP bigG
@@ -490,18 +539,13 @@ SDXL_LATENT_FAMILIES = ("sdxl", "sdxl-refiner")  # SDXL's VAE: one latent space
 
 def checkpoint_family(path: Path) -> str:
     """"sdxl", "sdxl-refiner", "sd2" or "sd1" from the tensor names in a ``.safetensors`` header
-    (no weight is read, no torch); "" when the header cannot be read or matches none."""
+    (no weight is read, no torch; the parse is `inference.model_files`' cached one); "" when the
+    header cannot be read or matches none."""
     try:
-        with open(path, "rb") as handle:
-            length = int.from_bytes(handle.read(8), "little")
-            if not 0 < length <= MAX_HEADER_BYTES:
-                return ""
-            header = json.loads(handle.read(length))
-    except (OSError, ValueError):
-        return ""
-    if not isinstance(header, dict):
+        shapes = read_safetensors_header(path).shapes
+    except (InvalidField, OSError):
         return ""
     for family, prefix in _FAMILY_MARKERS:
-        if any(key.startswith(prefix) for key in header):
+        if any(key.startswith(prefix) for key in shapes):
             return family
     return ""

@@ -13,6 +13,7 @@ from inference.events import job_event_payload
 from inference.inputs.controlnet import with_controlnet_inputs
 from inference.inputs.images import read_extras_images, read_input_images
 from inference.limits import generation_limits
+from inference.model_files import model_file_info
 from inference.model_registry import model_list_for_user
 from inference.models import Job
 from a1111.errors import RequestValidationError
@@ -129,15 +130,17 @@ def _png_response(key: str, *, what: str) -> FileResponse | JsonResponse:
 
 @api_view("GET")
 def models(request: HttpRequest, user) -> JsonResponse:
-    """The checkpoints this user may use: their own, their team's, then the public ones."""
-    return JsonResponse(
-        {
-            "models": [
-                {"title": e.title, "model_name": e.model_name, "hash": e.hash10, "sha256": e.sha256, "scope": e.scope}
-                for e in model_list_for_user(user)
-            ]
-        }
-    )
+    """The checkpoints this user may use: their own, their team's, then the public ones, each with
+    its size and architecture read from its header (`inference.model_files`)."""
+    entries = []
+    for e in model_list_for_user(user):
+        info = model_file_info(e.path, with_hash=False)
+        entries.append({
+            "title": e.title, "model_name": e.model_name, "hash": e.hash10, "sha256": e.sha256, "scope": e.scope,
+            "format": info.format, "size": info.size, "architecture": info.architecture,
+            "architecture_title": info.architecture_title,
+        })
+    return JsonResponse({"models": entries})
 
 
 @api_view("GET")

@@ -810,6 +810,13 @@ class ModelEntry(Response):
     hash: str | None
     sha256: str | None
     scope: Literal["user", "tenant", "public"]
+    format: Literal["safetensors", "diffusers-folder", "pickle"] = Field(description="How the weights are stored.")
+    size: int = Field(description="Bytes on disk.")
+    architecture: str = Field(
+        description="What the file's tensor names and shapes say it is (its header only): sd1, sd2, sdxl, "
+                    "sdxl-refiner for checkpoints; lora, vae, controlnet, upscaler, embedding or unknown otherwise."
+    )
+    architecture_title: str = Field(description="The family as shown to people: 'SD 1.x', 'SD 2.x', 'SDXL', …")
 
 
 class ModelList(Response):

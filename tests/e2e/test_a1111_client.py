@@ -28,7 +28,7 @@ def _install_public_models(platform: Platform) -> None:
     models = platform.data_dir / "public" / "models"
     write_tiny_vae(models / "VAE" / "tiny-vae.safetensors", seed=1)
     write_tiny_lora(models / "Lora" / "tiny-style.safetensors", seed=2)
-    write_tiny_hypernetwork(models / "hypernetworks" / "tiny-hyper.pt", width=32, seed=3)
+    write_tiny_hypernetwork(models / "hypernetworks" / "tiny-hyper.safetensors", width=32, seed=3, fmt="safetensors")
     write_tiny_controlnet(models / "ControlNet" / "control_tiny_canny.safetensors", seed=4)
 
 

@@ -9,6 +9,7 @@ checked in a fresh interpreter by `tests/test_layers.py`.)
 
 from __future__ import annotations
 
+from tests.safetensors_files import write_placeholder_model
 import os
 import sys
 import tempfile
@@ -69,7 +70,7 @@ def test_the_stand_in_member_owns_nothing_and_sees_no_member_s_things(personas, 
 
     lora = user_model_dir("alice", "Lora") / "alice-secret-style.safetensors"
     lora.parent.mkdir(parents=True, exist_ok=True)
-    lora.write_bytes(b"not really a LoRA")
+    write_placeholder_model(lora, "not really a LoRA")
     stand_in = stand_in_member()
     assert stand_in.pk == 0 and not stand_in.__class__.objects.filter(pk=0).exists()
     assert not user_workdir(stand_in.get_username()).exists()

@@ -8,6 +8,7 @@ as the APIs' `alwayson_scripts.controlnet.args`, with models from the member's o
 
 from __future__ import annotations
 
+from tests.safetensors_files import write_placeholder_model
 import io
 
 import gradio as gr
@@ -296,7 +297,7 @@ def test_the_network_browser_lists_the_members_own_and_shared_models_only(person
              settings.ATELIER_PUBLIC_MODEL_DIRS["Lora"] / "public-detail.safetensors"]
     for path in files:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"not loaded here, only listed")
+        write_placeholder_model(path, "not loaded here, only listed")
     try:
         alice, charlie = workspace_for(personas["alice"]), workspace_for(personas["charlie"])
         inserts = [insert for _label, insert in alice.network_choices()]

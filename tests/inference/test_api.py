@@ -5,6 +5,7 @@ Jobs stay queued here (no worker is registered); the end-to-end tests run them.
 
 from __future__ import annotations
 
+from tests.safetensors_files import write_placeholder_model
 import base64
 
 import pytest
@@ -156,14 +157,14 @@ def test_prompt_loras_must_be_ones_the_user_has(api, personas) -> None:
     from django.conf import settings
 
     lora = settings.DATA_DIR / "tenants" / "studio-a" / "models" / "Lora" / "inkwash.safetensors"
-    lora.write_bytes(b"placeholder")
+    write_placeholder_model(lora)
     try:
         response = api("alice").post("/api/v1/jobs", {**BODY, "prompt": "a boat <lora:inkwash:0.7>"})
         assert response.status_code == 201
         job = Job.objects.get(public_id=response.json()["id"])
         import hashlib
 
-        sha = hashlib.sha256(b"placeholder").hexdigest()
+        sha = hashlib.sha256(lora.read_bytes()).hexdigest()
         assert job.network_key == f"{sha}@te=0.7,unet=0.7"  # by content: two files named alike never batch
         (network,) = JobSpec.from_json(job.params).networks
         assert (network.name, network.model.key) == ("inkwash", "tenants/studio-a/models/Lora/inkwash.safetensors")

@@ -137,7 +137,12 @@ def test_a_folder_that_is_not_a_causal_lm_is_a_400_saying_so(api, tiny_promptgen
 def test_pickled_weights_are_refused_unless_the_operator_allows_them(api, tiny_promptgen_models, settings) -> None:
     folder = user_model_dir("alice", "promptgen") / "pickled-gpt2"
     shutil.copytree(tiny_promptgen_models["gpt2"], folder)
-    (folder / "model.safetensors").rename(folder / "pytorch_model.bin")  # what it holds does not matter here
+    # the same tensors, pickled as transformers used to save them (the registry reads a pickle's opcodes)
+    import torch
+    from safetensors.torch import load_file
+
+    torch.save(load_file(str(folder / "model.safetensors")), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
     try:
         response = submit(api, model="pickled-gpt2")
         assert response.status_code == 400 and response.json()["field"] == "model"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tests.safetensors_files import write_placeholder_model
 import pytest
 
 from inference.models import Job
@@ -89,14 +90,18 @@ def test_many_lora_tags_make_a_bounded_network_key_not_a_500(api, personas) -> N
     folder.mkdir(parents=True, exist_ok=True)
     names = [f"style{index}" for index in range(9)]
     for name in names:
-        (folder / f"{name}.safetensors").write_bytes(f"placeholder {name}".encode())
+        write_placeholder_model(folder / f"{name}.safetensors", f"placeholder {name}")
     prompt = "a boat " + " ".join(f"<lora:{name}:0.{index + 1}>" for index, name in enumerate(names))
     body = {"prompt": prompt, "steps": 2, "width": 64, "height": 64}
-    first, second = (api("alice").post("/api/v1/jobs", body) for _ in range(2))
+    try:
+        first, second = (api("alice").post("/api/v1/jobs", body) for _ in range(2))
+        shorter = api("alice").post("/api/v1/jobs", {**body, "prompt": "a boat <lora:style0:0.5>"})
+    finally:  # alice's LoRA folder is shared by later tests (test_access_rules lists it)
+        for name in names:
+            (folder / f"{name}.safetensors").unlink()
     assert first.status_code == 201, first.content
     assert second.status_code == 201, second.content
     keys = {job.network_key for job in Job.objects.filter(public_id__in=[first.json()["id"], second.json()["id"]])}
     [key] = keys
     assert key.startswith("sha256:") and len(key) <= Job._meta.get_field("network_key").max_length
-    shorter = api("alice").post("/api/v1/jobs", {**body, "prompt": "a boat <lora:style0:0.5>"})
     assert Job.objects.get(public_id=shorter.json()["id"]).network_key.endswith("@te=0.5,unet=0.5")  # short: readable

@@ -5,6 +5,7 @@ team's rules never touch charlie; the rule order; the registry's fast path."""
 
 from __future__ import annotations
 
+from tests.safetensors_files import write_placeholder_model
 import shutil
 
 import pytest
@@ -32,7 +33,7 @@ def team_models(personas, tiny_checkpoint_path):
              tenant_model_dir("studio-a", "Lora") / "pastel.safetensors"]
     for index, path in enumerate(loras):
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"lora %d" % index)
+        write_placeholder_model(path, f"lora {index}")
     yield checkpoint, loras
     checkpoint.unlink()
     for path in loras:

@@ -294,7 +294,13 @@ def model_file_check(path: Path, kind: str | None = None, *, name: str | None = 
         return
     suffix = Path(name or path.name).suffix.lower()
     if suffix == ".safetensors":
-        read_safetensors_header(path)
+        try:
+            read_safetensors_header(path)
+        except InvalidField as refusal:
+            if name is None:
+                raise
+            # the message names the file as its user does, not by its temporary name
+            raise InvalidField(refusal.message.replace(path.name, Path(name).name, 1), field=FIELD) from None
         return
     if suffix in PICKLE_SUFFIXES:
         if not pickles_allowed(kind):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import json
 import os
 import re
 import time
@@ -15,14 +14,15 @@ from pathlib import Path, PurePosixPath
 from django.conf import settings
 from django.utils import timezone
 
+from a1111.errors import InvalidField
 from a1111.images import ImageInputError
 from inference.inputs.fetch import Fetcher
+from inference.model_files import model_file_check
 from inference.models import ModelDownload, ModelFileHash
 from tenants.filespace import open_dir_nofollow
 from tenants.workdirs import public_model_dir, tenant_model_dir
 
 STAGING_FOLDER = ".atelier-downloads"
-_MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
 
 State = ModelDownload.State
 ACTIVE = (State.DOWNLOADING, State.VERIFYING)
@@ -210,32 +210,10 @@ def _verify(download: ModelDownload, digest: str, staging_fd: int, part_name: st
         raise DownloadFailed(
             f"the file's SHA-256 is {digest}, not the expected {download.sha256}: it was deleted "
             "(check the URL, or the hash you gave)")
-    if PurePosixPath(download.file_name).suffix.lower() == ".safetensors":
-        problem = _safetensors_problem(staging_fd, part_name)
-        if problem:
-            raise DownloadFailed(f"the file is not a safetensors file ({problem}): it was deleted")
-
-
-def _safetensors_problem(staging_fd: int, part_name: str) -> str:
-    """Why the file is not a safetensors file ('' if its header parses): 8 bytes of header length, a JSON object."""
-    fd = os.open(part_name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=staging_fd)
-    try:
-        size = os.fstat(fd).st_size
-        head = os.pread(fd, 8, 0)
-        if len(head) < 8:
-            return "too short"
-        length = int.from_bytes(head, "little")
-        if length < 2 or length > _MAX_SAFETENSORS_HEADER or 8 + length > size:
-            return "no valid header length"
-        try:
-            header = json.loads(os.pread(fd, length, 8))
-        except (UnicodeDecodeError, ValueError):
-            return "its header is not JSON"
-        if not isinstance(header, dict):
-            return "its header is not a JSON object"
-        return ""
-    finally:
-        os.close(fd)
+    try:  # the platform's one gate on a model file's content, from its header (inference/model_files.py)
+        model_file_check(Path(f"/proc/self/fd/{staging_fd}") / part_name, download.kind, name=download.file_name)
+    except InvalidField as refusal:
+        raise DownloadFailed(f"{refusal.message}: it was deleted") from None
 
 
 def _place(download: ModelDownload, staging_fd: int, part_name: str, folder_fd: int) -> None:

@@ -11,14 +11,13 @@ from django.utils import timezone
 
 from a1111.errors import Forbidden, InvalidField
 from inference.model_downloads.fetching import ACTIVE, State
+from inference.model_files import model_name_check
 from inference.model_registry import MODEL_SUFFIXES, SUFFIXES_BY_KIND
 from inference.models import ModelDownload
 from tenants.filespace import clean_relative
 from tenants.models import Membership, Tenant
 
-PICKLED_SUFFIXES = frozenset({".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"})
 # A1111's upscalers and face models ship as .pth and are read weights-only by workers: always allowed.
-WEIGHTS_ONLY_PICKLE_KINDS = frozenset({"ESRGAN", "GFPGAN", "Codeformer"})
 # Folders whose models are folders (transformers layouts), not single files: not downloadable here.
 FOLDER_KINDS = frozenset({"promptgen", "BLIP", "CLIP", "interrogate", "deepbooru"})
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -47,12 +46,10 @@ def model_download_check(*, actor: AbstractUser, download: ModelDownload) -> Non
         raise InvalidField("give a plain file name, without folders", field="file_name")
     suffix = PurePosixPath(download.file_name).suffix.lower()
     allowed = SUFFIXES_BY_KIND.get(download.kind, MODEL_SUFFIXES)
-    pickles_allowed = settings.ATELIER_ALLOW_PICKLED_MODELS or download.kind in WEIGHTS_ONLY_PICKLE_KINDS
-    if suffix in PICKLED_SUFFIXES and not pickles_allowed:
-        raise InvalidField(
-            f"{suffix} files are pickled and can run code when loaded; this platform does not allow them "
-            "(ATELIER_ALLOW_PICKLED_MODELS): download the .safetensors version", field="file_name",
-        )
+    try:  # the platform's one rule on pickled files (inference/model_files.py)
+        model_name_check(download.file_name, download.kind)
+    except InvalidField as refusal:
+        raise InvalidField(refusal.message, field="file_name") from None
     if suffix not in allowed:
         raise InvalidField(f"a {download.kind} model is a {' or '.join(allowed)} file", field="file_name")
     download.sha256 = download.sha256.strip().lower()

@@ -285,7 +285,7 @@ def test_a_file_that_is_not_safetensors_is_refused(personas, mirror, name) -> No
     download = register(personas, mirror.url("/junk.safetensors"), name)
     model_download_run_next()
     download.refresh_from_db()
-    assert download.state == State.FAILED and "not a safetensors file" in download.error
+    assert download.state == State.FAILED and "not a valid safetensors file" in download.error and download.file_name in download.error
     assert not (public_folder() / name).exists() and leftovers(public_folder()) == []
 
 

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import json
 import shutil
+from urllib.parse import quote
 
 import pytest
 from django.conf import settings
 from django.test import Client
+from hypothesis import HealthCheck, given
+from hypothesis import settings as h_settings
+from hypothesis import strategies as st
 
 pytestmark = pytest.mark.django_db
 
@@ -113,3 +117,26 @@ def test_no_answer_names_a_server_path(client, tokens, alices_file, tmp_path) ->
             assert 400 <= response.status_code < 500, (method, path, response.status_code)
             text = response.content.decode()
             assert str(settings.DATA_DIR) not in text and str(tmp_path) not in text, (method, path, text)
+
+
+@h_settings(max_examples=60, deadline=None, derandomize=True,
+            suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(area=st.sampled_from(["home", "team", "public", "x"]),
+       path=st.one_of(st.text(max_size=80), st.sampled_from(
+           ["..", "../..", "%2e%2e", "%252e", "/etc/passwd", "a\x00b", "models", "outputs", "models/Lora", "a" * 300,
+            "Lora/../..", "\u202e", "a/./b", "~", "a\\b"])),
+       to=st.one_of(st.none(), st.text(max_size=40), st.sampled_from(["..", "models", "/abs", "outputs/x"])))
+def test_any_path_is_answered_without_a_server_error(client, tokens, personas, area: str, path: str, to) -> None:
+    """Whatever the path (encoded once into the URL, as a browser does), no 5xx, and no built-in folder is lost."""
+    url = f"/api/v1/files/{area}/{quote(path, safe='/')}"
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {tokens['alice']}"}
+    for method, body in (("GET", None), ("POST", {"action": "mkdir"}), ("POST", {"action": "move", "to": to}),
+                         ("DELETE", None)):
+        response = client.generic(method, url, json.dumps(body) if body else "", content_type="application/json",
+                                  **headers)
+        assert response.status_code < 500, (method, url, response.status_code)
+    client.force_login(personas["alice"])
+    page = client.get("/files/", {"area": area, "path": path})
+    assert page.status_code < 500 and (page.status_code != 200 or 'id="files"' in page.content.decode())
+    home = settings.DATA_DIR / "users" / "alice"
+    assert (home / "models" / "Lora").is_dir() and (home / "outputs").is_dir()

@@ -32,6 +32,7 @@ from a1111.errors import InvalidField, RequestError
 from inference.api.errors import error, json_body, request_error_response
 from tenants.auth import user_from_authorization
 from tenants.files import (
+    COPY_CHUNK_BYTES,
     entry_delete,
     entry_move,
     file_open,
@@ -119,6 +120,7 @@ def _get(request: HttpRequest, user, area: str, relative: str) -> HttpResponse:
     handle, name, size = file_open(user, area, relative)
     response = FileResponse(handle, as_attachment=True, filename=name, content_type="application/octet-stream")
     response["Content-Length"] = str(size)
+    response.block_size = COPY_CHUNK_BYTES  # multi-GB checkpoints: 1 MiB reads, not Django's 4 KiB
     return _private(response)
 
 

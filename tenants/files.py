@@ -200,8 +200,7 @@ def is_folder(user: AbstractUser, area: str, relative: str) -> bool:
 
 def folder_list(user: AbstractUser, area: str, relative: str) -> Listing:
     """The folders and files in a folder the caller may read."""
-    if _is_public_root(area, relative):
-        resolve_place(user, area, next(iter(settings.ATELIER_PUBLIC_MODEL_DIRS)))  # signed in: everyone may read
+    if _is_public_root(area, relative):  # everyone signed in reads the public folders
         return _public_root_listing()
     place = resolve_place(user, area, relative)
     descriptor = _open_folder(place)

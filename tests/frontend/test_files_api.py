@@ -331,3 +331,16 @@ def test_the_page_needs_a_sign_in_and_is_linked_from_home_and_the_header(client,
     client.force_login(personas["alice"])
     home = client.get("/").content.decode()
     assert 'id="files-link" href="/files/"' in home and '<a href="/files/">Files</a>' in home
+
+
+def test_a_zip_streams_in_chunks_and_a_file_downloads_in_big_reads(files, alices_file) -> None:
+    """A 3 MiB folder leaves as several chunks of about 1 MiB: the zip is never built whole in memory."""
+    (alices_file.parent / "weights.safetensors").write_bytes(bytes(range(256)) * 12288)  # 3 MiB
+    response = files("alice").get("home/designs", zip="1")
+    chunks = [chunk for chunk in response.streaming_content if chunk]
+    assert len(chunks) >= 3 and max(map(len, chunks)) <= 1024 * 1024 + 64 * 1024
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(chunks)))
+    assert archive.read("designs/weights.safetensors") == bytes(range(256)) * 12288
+    download = files("alice").get("home/designs/weights.safetensors")
+    assert download["Content-Length"] == str(3 * 1024 * 1024)
+    assert [len(chunk) for chunk in download.streaming_content] == [1024 * 1024] * 3

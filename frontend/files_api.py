@@ -45,6 +45,9 @@ from tenants.files import (
 )
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS", "TRACE")
+# A path in a URL or in `to`, in characters: percent-encoded, longer ones would pass the web server's
+# 16 KiB request-line limit (the file system's own limit, 4096 bytes, is `resolve_place`'s).
+MAX_PATH_CHARS = 1024
 
 
 def _csrf_refusal(request: HttpRequest) -> HttpResponse | None:
@@ -102,12 +105,18 @@ def _private(response: HttpResponse) -> HttpResponse:
     return response
 
 
-def _flag(value: str | None) -> bool:
-    return (value or "").lower() in ("1", "true", "yes")
+ZIP_VALUES = {"1": True, "true": True, "0": False, "false": False, "": False}
+AREAS = ("home", "team", "public")
+
+
+def _zip_wanted(value: str | None) -> bool:
+    if (value or "").lower() not in ZIP_VALUES:
+        raise InvalidField("must be 1 (download the folder as a zip) or left out", field="zip")
+    return ZIP_VALUES[(value or "").lower()]
 
 
 def _get(request: HttpRequest, user, area: str, relative: str) -> HttpResponse:
-    wants_zip = _flag(request.GET.get("zip"))
+    wants_zip = _zip_wanted(request.GET.get("zip"))
     if is_folder(user, area, relative):
         if wants_zip:
             plan = zip_plan(user, area, relative)  # refusals (413 included) before the response starts
@@ -129,15 +138,17 @@ def _post(request: HttpRequest, user, area: str, relative: str) -> HttpResponse:
     if not isinstance(body, dict):
         raise InvalidField("send a JSON object: {\"action\": \"mkdir\"} or {\"action\": \"move\", \"to\": \"…\"}",
                            field="body")
-    action = body.get("action")
+    action, to, to_area = body.get("action"), body.get("to"), body.get("to_area")
+    if to is not None and (not isinstance(to, str) or len(to) > MAX_PATH_CHARS):
+        raise InvalidField(f"must be a path in the same area, as text of at most {MAX_PATH_CHARS} characters",
+                           field="to")
+    if to_area is not None and to_area not in AREAS:
+        raise InvalidField("must be home, team or public (and the URL's own area)", field="to_area")
     if action == "mkdir":
         place, entry = folder_create(user, area, relative)
         return JsonResponse({"area": area, "path": place_path(place), "entry": entry.as_json()}, status=201)
     if action == "move":
-        to_area = body.get("to_area")
-        if to_area is not None and not isinstance(to_area, str):
-            raise InvalidField("must be an area name", field="to_area")
-        target = entry_move(user, area, relative, to=body.get("to"), to_area=to_area)
+        target = entry_move(user, area, relative, to=to or "", to_area=to_area)
         return JsonResponse({"area": area, "path": place_path(target), "moved_from": relative.strip("/")})
     raise InvalidField("must be \"mkdir\" or \"move\" (DELETE deletes)", field="action")
 
@@ -145,6 +156,8 @@ def _post(request: HttpRequest, user, area: str, relative: str) -> HttpResponse:
 @files_api_view("GET", "POST", "DELETE")
 def files_view(request: HttpRequest, user, area: str, relative: str = "") -> HttpResponse:
     """One file or folder of the caller's areas (see the module's docstring)."""
+    if len(relative) > MAX_PATH_CHARS:
+        raise InvalidField(f"a path may be at most {MAX_PATH_CHARS} characters here", field="path")
     if request.method == "GET":
         return _get(request, user, area, relative)
     if request.method == "POST":

@@ -87,13 +87,13 @@ def _eas(path: str, what: str, *, route: bool = False) -> tuple[Operation, ...]:
 _FILE_AREA = {"name": "area", "in": "path", "required": True, "description": "home (yours), team (your team's) or public.",
               "schema": {"type": "string", "enum": ["home", "team", "public"]}}
 _FILE_PATH = {"name": "relative", "in": "path", "required": True, "description": "A path inside the area ('/' between names).",
-              "schema": {"type": "string", "minLength": 1, "maxLength": 4096}}
+              "schema": {"type": "string", "maxLength": 1024}}
 
 
 def _files_operations(path: str) -> tuple[Operation, ...]:
     """The FileBrowser's three methods on an area's root or on a path inside it."""
     params = [_FILE_AREA, _FILE_PATH] if "{relative}" in path else [_FILE_AREA]
-    zip_query = {"name": "zip", "in": "query", "required": False, "schema": {"type": "string", "enum": ["1", "true", "0", ""]},
+    zip_query = {"name": "zip", "in": "query", "required": False, "schema": {"type": "string", "enum": ["1", "true", "0", "false", ""]},
                  "description": "1: download the folder as a zip (streamed; 413 over ATELIER_ZIP_MAX_BYTES)."}
     return (
         Operation("GET", path, "List a folder, download a file, or download a folder as a zip", NATIVE, s.FileListing,

@@ -941,7 +941,7 @@ class FileListing(Response):
 class FileAction(Request):
     action: Literal["mkdir", "move"] = Field(description="mkdir: create the folder the URL names; move: rename or "
                                                          "move what the URL names to `to`.")
-    to: str | None = Field(None, max_length=4096, description="move: the new path, in the same area.")
+    to: str | None = Field(None, max_length=1024, description="move: the new path, in the same area.")
     to_area: Literal["home", "team", "public"] | None = Field(
         None, description="Optional; anything but the URL's own area is refused (moves stay within one area).")
 

@@ -344,3 +344,14 @@ def test_a_zip_streams_in_chunks_and_a_file_downloads_in_big_reads(files, alices
     download = files("alice").get("home/designs/weights.safetensors")
     assert download["Content-Length"] == str(3 * 1024 * 1024)
     assert [len(chunk) for chunk in download.streaming_content] == [1024 * 1024] * 3
+
+
+def test_what_the_schema_forbids_is_refused_naming_the_field(files) -> None:
+    alice = files("alice")
+    assert alice.get("home/", zip="maybe").json()["field"] == "zip"
+    assert alice.post("home/x", {"action": "mkdir", "to": 5}).json()["field"] == "to"
+    assert alice.post("home/x", {"action": "mkdir", "to": "a" * 1025}).json()["field"] == "to"
+    assert alice.post("home/x", {"action": "mkdir", "to_area": "elsewhere"}).json()["field"] == "to_area"
+    assert alice.post("home/x", ["mkdir"]).json()["field"] == "body"
+    assert alice.get("home/" + "a/" * 600).json()["field"] == "path"
+    assert not (_home("alice") / "x").exists()

@@ -5,11 +5,15 @@ from django.urls import include, path
 
 from config.observability import healthz, metrics, readyz
 from frontend.extensions_api import sdapi_extensions
+from frontend.files_api import files_view
 from frontend.views import api_docs
 from inference.openapi.views import openapi_json
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    # the FileBrowser's API (frontend/files_api.py; an area's root, then a path inside it)
+    path("api/v1/files/<str:area>/", files_view, name="api-files-root"),
+    path("api/v1/files/<str:area>/<path:relative>", files_view, name="api-files"),
     path("api/v1/", include("inference.api.urls")),
     path("api/predict/", include("inference.eas.urls")),  # PAI-EAS's async queue service
     # the workspace's extensions, in A1111's shape (frontend owns them; the adapter cannot import it)

@@ -257,3 +257,32 @@ def test_an_uploaded_checkpoint_is_alices_at_once_and_invisible_to_charlie(
     assert detail["checkpoint"].startswith("alices-own.safetensors")
     refused = api("charlie").post("/api/v1/jobs", job)
     assert refused.status_code == 404 and "alices-own" in json.loads(refused.content)["error"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_chunks_of_one_session_sent_at_once_never_interleave(personas, tokens) -> None:
+    """The same chunk sent twice at once (a client retrying while the first is still in flight):
+    one is written, the other is told where the upload stands; the part holds the chunk once."""
+    import threading
+
+    from django.db import connections
+    from django.test import Client
+
+    upload_id = Uploader(Client(), tokens["alice"]).start("race.bin", DATA).json()["id"]
+    answers: list = []
+
+    def send() -> None:
+        try:
+            answers.append(Uploader(Client(), tokens["alice"]).put(upload_id, DATA[:CHUNK], 0, len(DATA)))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=send) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(answer.status_code for answer in answers) == [200, 409]
+    assert [answer.json()["offset"] for answer in answers if answer.status_code == 409] == [CHUNK]
+    assert staged()[0].read_bytes() == DATA[:CHUNK]
+    assert FileUpload.objects.get(public_id=upload_id).offset == CHUNK

@@ -411,6 +411,9 @@ ATELIER_MODEL_CACHE_DIR = DATA_DIR / "cache"
 ATELIER_NSFW_CENSOR = env.bool("ATELIER_NSFW_CENSOR", default=False)
 ATELIER_SAFETY_CHECKER_DIR = Path(env.str("ATELIER_SAFETY_CHECKER_DIR", default=str(_PUBLIC_MODELS / "safety_checker")))
 ATELIER_TINY_MODEL_NAME = "atelier-tiny.safetensors"
+# The FileBrowser's "download folder as zip": a folder holding more than this many bytes is refused
+# (413) before the download starts; its subfolders and files download one by one.
+ATELIER_ZIP_MAX_BYTES = env.int("ATELIER_ZIP_MAX_BYTES", default=20 * 1024**3)
 
 # --- generation limits (a 400 names the field past them) ----------------------------
 ATELIER_MAX_STEPS = env.int("ATELIER_MAX_STEPS", default=150)

@@ -5,6 +5,7 @@ from django.urls import include, path
 
 from config.observability import healthz, metrics, readyz
 from frontend.extensions_api import sdapi_extensions
+from frontend.files_api import files_view
 from frontend.uploads_api import upload_detail, uploads
 from frontend.views import api_docs
 from inference.openapi.views import openapi_json
@@ -14,6 +15,9 @@ urlpatterns = [
     # resumable uploads into the file areas (frontend owns them: tenants/uploads.py does the work)
     path("api/v1/uploads", uploads, name="api-uploads"),
     path("api/v1/uploads/<str:upload_id>", upload_detail, name="api-upload"),
+    # the FileBrowser's API (frontend/files_api.py; an area's root, then a path inside it)
+    path("api/v1/files/<str:area>/", files_view, name="api-files-root"),
+    path("api/v1/files/<str:area>/<path:relative>", files_view, name="api-files"),
     path("api/v1/", include("inference.api.urls")),
     path("api/predict/", include("inference.eas.urls")),  # PAI-EAS's async queue service
     # the workspace's extensions, in A1111's shape (frontend owns them; the adapter cannot import it)

@@ -3,7 +3,7 @@ from django.templatetags.static import static
 from django.urls import path
 from django.views.generic import RedirectView
 
-from frontend import billing_views, eas_views, team_views, token_views, usage_views, views
+from frontend import billing_views, eas_views, files_views, team_views, token_views, usage_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -27,6 +27,7 @@ urlpatterns = [
     path("services/<str:service_id>/tokens/", eas_views.token_create, name="eas-token-create"),
     path("services/<str:service_id>/tokens/<int:token_id>/revoke/", eas_views.token_revoke, name="eas-token-revoke"),
     path("services/<str:service_id>/delete/", eas_views.service_delete, name="eas-service-delete"),
+    path("files/", files_views.files_page, name="files"),  # the FileBrowser (its API: /api/v1/files/…)
     path("tokens/", token_views.tokens_page, name="api-tokens"),
     path("tokens/<str:api_token_id>/revoke/", token_views.token_revoke_page, name="api-token-revoke"),
     path("language/", views.set_language, name="set-language"),

@@ -396,6 +396,8 @@ STRINGS: dict[str, dict[str, str]] = {
     "invite_sign_in": {"en": "Sign in", "ja": "サインイン"},
     # the API tokens page (/tokens/)
     "home_tokens": {"en": "Your API tokens", "ja": "API トークン"},
+    "files": {"en": "Files", "ja": "ファイル"},
+    "home_files": {"en": "Your files: models, outputs, uploads and downloads", "ja": "ファイル: モデル、出力、アップロードとダウンロード"},
     "home_api_docs": {"en": "API documentation (try it with your token)", "ja": "API ドキュメント（トークンで試せます）"},
     "home_tokens_hint": {
         "en": "Create a token on the API tokens page, then:",

@@ -172,6 +172,7 @@ class Workspace:
             f'<strong style="font-size:1.15rem">{escape(self.t("title"))}</strong>'
             f'<span><span class="atelier-user">{escape(self.user.get_username())}</span>{escape(team)} · '
             f'<a href="/" target="_top">{escape(self.t("home"))}</a> · '
+            f'<a href="/files/" target="_top" class="atelier-files">{escape(self.t("files"))}</a> · '
             f'<a href="/docs" target="_top" class="atelier-api-docs">{escape(self.t("api_docs"))}</a></span></div>'
         )
 

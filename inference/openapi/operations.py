@@ -84,6 +84,35 @@ def _eas(path: str, what: str, *, route: bool = False) -> tuple[Operation, ...]:
                          ("_trunc_", _FLAG, "Delete everything up to _index_."), ("_index_", _INT, "With _trunc_.")),
                   errors=(400, 401), **common),
     )
+_FILE_AREA = {"name": "area", "in": "path", "required": True, "description": "home (yours), team (your team's) or public.",
+              "schema": {"type": "string", "enum": ["home", "team", "public"]}}
+_FILE_PATH = {"name": "relative", "in": "path", "required": True, "description": "A path inside the area ('/' between names).",
+              "schema": {"type": "string", "minLength": 1, "maxLength": 4096}}
+
+
+def _files_operations(path: str) -> tuple[Operation, ...]:
+    """The FileBrowser's three methods on an area's root or on a path inside it."""
+    params = [_FILE_AREA, _FILE_PATH] if "{relative}" in path else [_FILE_AREA]
+    zip_query = {"name": "zip", "in": "query", "required": False, "schema": {"type": "string", "enum": ["1", "true", "0", ""]},
+                 "description": "1: download the folder as a zip (streamed; 413 over ATELIER_ZIP_MAX_BYTES)."}
+    return (
+        Operation("GET", path, "List a folder, download a file, or download a folder as a zip", NATIVE, s.FileListing,
+                  errors=(400, 401, 403, 404, 413), also_content_types=("application/octet-stream", "application/zip"),
+                  extra={"parameters": [*params, zip_query]},
+                  description="A folder: its entries as JSON. A file: the file itself, as an attachment. "
+                              "Another member's or another team's files are never reachable: 404."),
+        Operation("POST", path, "Create a folder, or rename/move a file or folder within the area", NATIVE,
+                  s.FileActionResult, request=s.FileAction, errors=(400, 401, 403, 404, 409),
+                  also_with_body=((201, "mkdir: the folder was created."),), extra={"parameters": params},
+                  description="Never overwrites (409). Built-in folders (models, models/<kind>, outputs) stay. "
+                              "Team: its admins; public: operators (403 for anyone else). With the session cookie "
+                              "send the CSRF token in X-CSRFToken."),
+        Operation("DELETE", path, "Delete a file, or a folder with everything in it", NATIVE, s.FileDeleted,
+                  errors=(400, 401, 403, 404), extra={"parameters": params},
+                  description="A symbolic link is removed itself, never followed. Built-in folders stay (403)."),
+    )
+
+
 _READ = (401,)
 _USAGE_QUERY = (
     ("month", {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"}, "The month, YYYY-MM, in the tenant's time zone."),
@@ -140,6 +169,8 @@ OPERATIONS: tuple[Operation, ...] = (
               s.UsageStatement, query=_USAGE_QUERY, errors=(400, 401, 404), also_content_types=("text/csv",),
               description="Lines per member, adjustments, the monthly fee, the allowance credit and the total, "
                           "exact to the currency's minor unit. Members get 404."),
+    *_files_operations("/api/v1/files/{area}/"),
+    *_files_operations("/api/v1/files/{area}/{relative}"),
     Operation("GET", "/api/v1/workers", "The worker pool (operators only)", NATIVE, s.WorkerList,
               errors=(401, 403)),
     Operation("POST", "/api/v1/uploads", "Start a resumable upload into one of your file areas", NATIVE, s.Upload,

@@ -940,3 +940,46 @@ class UsageStatement(Response):
     allowance_credit: str
     total: str
     note: str
+
+
+# --- /api/v1/files (the FileBrowser: frontend/files_api.py) -----------------------------------
+
+class FileEntry(Response):
+    name: str
+    type: Literal["file", "folder"]
+    size: int | None = Field(description="Bytes; null for a folder.")
+    modified: str = Field(description="ISO 8601, UTC.")
+
+
+class FileUsage(Response):
+    used_bytes: int
+    limit_bytes: int | None
+
+
+class FileListing(Response):
+    area: Literal["home", "team", "public"]
+    path: str = Field(description="Inside the area; empty for its root (the public area: starts with the model folder).")
+    writable: bool = Field(description="Whether you may create, rename, move and delete here.")
+    entries: list[FileEntry] = Field(description="Folders first, then files; symbolic links are not listed.")
+    usage: FileUsage | None = None
+
+
+class FileAction(Request):
+    action: Literal["mkdir", "move"] = Field(description="mkdir: create the folder the URL names; move: rename or "
+                                                         "move what the URL names to `to`.")
+    to: str | None = Field(None, max_length=4096, description="move: the new path, in the same area.")
+    to_area: Literal["home", "team", "public"] | None = Field(
+        None, description="Optional; anything but the URL's own area is refused (moves stay within one area).")
+
+
+class FileActionResult(Response):
+    area: str
+    path: str = Field(description="The folder created, or where the moved file or folder is now.")
+    entry: FileEntry | None = None
+    moved_from: str | None = None
+
+
+class FileDeleted(Response):
+    area: str
+    path: str
+    deleted: bool

@@ -205,6 +205,18 @@ TEAM_SCOPE = (  # every /team/ route: studio-a's admin only (tests/security/test
     f"{S}test_team_admin_scope.py::test_anonymous_callers_are_sent_to_sign_in",
 )
 
+FILES_SCOPE = (  # every FileBrowser route (tests/security/test_files_scope.py)
+    f"{S}test_files_scope.py::test_outsiders_get_the_404_of_a_missing_file_for_alices_by_token_and_session",
+    f"{S}test_files_scope.py::test_the_team_area_is_always_the_callers_own_team",
+    f"{S}test_files_scope.py::test_a_member_writing_into_public_or_a_member_into_the_team_is_403_and_nothing_is_written",
+    f"{S}test_files_scope.py::test_anonymous_callers_are_refused_on_every_method_and_the_page_sends_them_to_sign_in",
+    f"{S}test_files_scope.py::test_session_writes_need_the_csrf_token",
+    f"{S}test_files_scope.py::test_no_answer_names_a_server_path",
+)
+FILES_NOTE = ("an area (home: the caller's own folder; team: their own team's, written by its admins; public: "
+              "written by operators) and a path inside it, resolved by tenants.filespace.resolve_place: no URL "
+              "names another member's or team's file; a session writes with the CSRF token only")
+
 _A = Access
 ROUTES: dict[str, Entry] = {
     # --- the native jobs API (token; a session cookie may read) ---
@@ -258,6 +270,17 @@ ROUTES: dict[str, Entry] = {
     "http /api/v1/uploads/<str:upload_id>": Entry(_A.OWNER_SCOPED, (*OWNER_SWEEP, *UPLOADS_SCOPE), note=(
         "also PUT (a chunk) and DELETE (cancel): the sweep sends GET and POST, "
         "tests/security/test_uploads_scope.py sends every method as bob and charlie (404) and anonymously (401)")),
+    # --- the FileBrowser (frontend/files_api.py): paths name the caller's own areas only ---
+    "http /api/v1/files/<str:area>/": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, *FILES_SCOPE),
+                                            methods=("GET", "POST", "DELETE"), note=FILES_NOTE),
+    "http /api/v1/files/<str:area>/<path:relative>": Entry(_A.AUTHENTICATED, (
+        *HTTP_SWEEP, *FILES_SCOPE,
+        "tests/frontend/test_files_api.py::test_bob_and_charlie_get_404_for_alices_files",
+        "tests/frontend/test_files_api.py::test_bad_paths_are_refused_with_a_message",
+        "tests/frontend/test_files_api.py::test_symbolic_links_out_are_never_followed",
+        "tests/frontend/test_files_api.py::test_bob_reads_the_team_folder_and_alice_its_admin_writes_it",
+        "tests/frontend/test_files_api.py::test_public_folders_are_read_only_to_members_and_writable_by_operators",
+    ), methods=("GET", "POST", "DELETE"), note=FILES_NOTE),
     "http /api/v1/workers": Entry(_A.OPERATOR, (
         *OPERATOR_SWEEP, "tests/inference/test_api.py::test_operators_without_a_tenant_cannot_submit_but_may_list_workers")),
     # --- the EAS async queue (PAI-EAS API Edition; a token of the named service, raw or Bearer) ---
@@ -426,6 +449,11 @@ ROUTES: dict[str, Entry] = {
         "tests/security/test_usage_api.py::test_the_bill_page_defaults_to_this_month_and_explains_a_bad_month",
         "tests/tenants/test_exports.py::test_the_commands_csv_is_the_apis_and_the_statement_matches_the_bill_page"),
         note="tenant admins only (operators name the tenant): members and other tenants get 404"),
+    "http /files/": Entry(_A.AUTHENTICATED, (
+        *HTTP_SWEEP, *FILES_SCOPE,
+        "tests/frontend/test_files_api.py::test_the_page_needs_a_sign_in_and_is_linked_from_home_and_the_header",
+        "tests/frontend/test_files_api.py::test_the_page_shows_team_and_public_read_only_to_members_and_refusals_with_their_status"),
+        note="the FileBrowser page: one folder of the caller's own areas, read through the same service as the API"),
     "http /services/": Entry(_A.AUTHENTICATED, (
         *HTTP_SWEEP, "tests/frontend/test_eas_services_page.py::test_alice_creates_a_service_and_a_token_shown_once_that_works_until_revoked",
         "tests/frontend/test_eas_services_page.py::test_bob_does_not_see_alices_service_and_charlie_gets_404_on_every_url",

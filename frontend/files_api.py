@@ -1,0 +1,151 @@
+"""`/api/v1/files/<area>/<path>`: the FileBrowser's JSON API (thin adapters over `tenants/files.py`).
+
+- `GET` a folder: its entries as JSON; a file: the file, streamed as an attachment; a folder with
+  `?zip=1`: the folder as a zip, streamed (413 before the first byte past `ATELIER_ZIP_MAX_BYTES`).
+- `POST` `{"action": "mkdir"}` creates the folder; `{"action": "move", "to": "<path>"}` renames or
+  moves within the area (201 / 200).
+- `DELETE` deletes a file or a folder with what it holds.
+
+Areas are `home` (the caller's own working directory), `team` (their team's shared folder: its
+admins write) and `public` (the public model folders: operators write); every path goes through
+`tenants.filespace.resolve_place`, so no URL can name another member's or another team's file.
+
+Callers: an API token (`Authorization`), or the browser session — then a write (POST, DELETE)
+needs Django's CSRF token in `X-CSRFToken`, as the `/files/` page sends it. Downloads are always
+`application/octet-stream` attachments with `nosniff`: a member's file is never rendered by the
+browser on this site (an uploaded `.html` or `.svg` cannot run script here).
+Routed in `config/urls.py` (the `/api/v1` adapter does not import `frontend`).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.middleware.csrf import CsrfViewMiddleware
+from django.utils.http import content_disposition_header
+from django.views.decorators.csrf import csrf_exempt
+
+from a1111.errors import InvalidField, RequestError
+from inference.api.errors import error, json_body, request_error_response
+from tenants.auth import user_from_authorization
+from tenants.files import (
+    entry_delete,
+    entry_move,
+    file_open,
+    folder_create,
+    folder_list,
+    is_folder,
+    place_path,
+    zip_chunks,
+    zip_plan,
+)
+
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS", "TRACE")
+
+
+def _csrf_refusal(request: HttpRequest) -> HttpResponse | None:
+    """None when the session request carries a valid CSRF token (Django's own check), else a JSON 403."""
+    refused = CsrfViewMiddleware(lambda _: HttpResponse()).process_view(request, None, (), {})
+    if refused is None:
+        return None
+    return error(403, "CSRF check failed: a write with the session cookie needs the page's CSRF token "
+                      "in the X-CSRFToken header (or use an API token)")
+
+
+def _unauthenticated() -> JsonResponse:
+    response = error(401, "authentication required: send 'Authorization: Bearer <your API token>' or sign in")
+    response["WWW-Authenticate"] = 'Bearer realm="atelier"'
+    return response
+
+
+def files_api_view(*methods: str) -> Callable:
+    """A file route: a token, or the session with CSRF checked on writes; `RequestError`s as JSON."""
+
+    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @csrf_exempt
+        @functools.wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if request.method not in methods:
+                response = error(405, f"method {request.method} not allowed; use {', '.join(methods)}")
+                response["Allow"] = ", ".join(methods)
+                return response
+            header = request.headers.get("Authorization", "")
+            if header:
+                user = user_from_authorization(header)
+            else:
+                session_user = getattr(request, "user", None)
+                user = session_user if session_user is not None and session_user.is_authenticated else None
+                if user is not None and request.method not in SAFE_METHODS:
+                    refused = _csrf_refusal(request)
+                    if refused is not None:
+                        return refused
+            if user is None:
+                return _unauthenticated()
+            try:
+                return view(request, user, *args, **kwargs)
+            except RequestError as exc:
+                return request_error_response(exc)
+
+        wrapper.allowed_methods = methods  # type: ignore[attr-defined]  # read by the OpenAPI tests
+        return wrapper
+
+    return decorator
+
+
+def _private(response: HttpResponse) -> HttpResponse:
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").lower() in ("1", "true", "yes")
+
+
+def _get(request: HttpRequest, user, area: str, relative: str) -> HttpResponse:
+    wants_zip = _flag(request.GET.get("zip"))
+    if is_folder(user, area, relative):
+        if wants_zip:
+            plan = zip_plan(user, area, relative)  # refusals (413 included) before the response starts
+            response = StreamingHttpResponse(zip_chunks(plan), content_type="application/zip")
+            response["Content-Disposition"] = content_disposition_header(True, plan.archive_name)
+            return _private(response)
+        return _private(JsonResponse(folder_list(user, area, relative).as_json()))
+    if wants_zip:
+        raise InvalidField("zip=1 downloads a folder; this is a file: leave zip out", field="zip")
+    handle, name, size = file_open(user, area, relative)
+    response = FileResponse(handle, as_attachment=True, filename=name, content_type="application/octet-stream")
+    response["Content-Length"] = str(size)
+    return _private(response)
+
+
+def _post(request: HttpRequest, user, area: str, relative: str) -> HttpResponse:
+    body = json_body(request)
+    if not isinstance(body, dict):
+        raise InvalidField("send a JSON object: {\"action\": \"mkdir\"} or {\"action\": \"move\", \"to\": \"…\"}",
+                           field="body")
+    action = body.get("action")
+    if action == "mkdir":
+        place, entry = folder_create(user, area, relative)
+        return JsonResponse({"area": area, "path": place_path(place), "entry": entry.as_json()}, status=201)
+    if action == "move":
+        to_area = body.get("to_area")
+        if to_area is not None and not isinstance(to_area, str):
+            raise InvalidField("must be an area name", field="to_area")
+        target = entry_move(user, area, relative, to=body.get("to"), to_area=to_area)
+        return JsonResponse({"area": area, "path": place_path(target), "moved_from": relative.strip("/")})
+    raise InvalidField("must be \"mkdir\" or \"move\" (DELETE deletes)", field="action")
+
+
+@files_api_view("GET", "POST", "DELETE")
+def files_view(request: HttpRequest, user, area: str, relative: str = "") -> HttpResponse:
+    """One file or folder of the caller's areas (see the module's docstring)."""
+    if request.method == "GET":
+        return _get(request, user, area, relative)
+    if request.method == "POST":
+        return _post(request, user, area, relative)
+    place = entry_delete(user, area, relative)
+    return JsonResponse({"area": area, "path": place_path(place), "deleted": True})

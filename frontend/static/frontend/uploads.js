@@ -38,9 +38,14 @@
   var status = element("p", {id: "upload-status", role: "status", "aria-live": "polite"});
   var resume = element("button", {type: "button", id: "upload-resume", "class": "button"}, "Resume");
   var cancel = element("button", {type: "button", id: "upload-cancel", "class": "button"}, "Cancel upload");
-  resume.hidden = true;
-  cancel.hidden = true;
-  progress.hidden = true;
+  // `hidden` alone loses to the site's `.button { display: … }`: set the display too (CSSOM, allowed by the CSP)
+  function show(node, visible) {
+    node.hidden = !visible;
+    node.style.display = visible ? "" : "none";
+  }
+  show(resume, false);
+  show(cancel, false);
+  show(progress, false);
   section.appendChild(heading);
   if (!writable) {
     section.appendChild(element("p", {"class": "muted", id: "upload-read-only"}, "You cannot upload into this folder."));
@@ -62,7 +67,7 @@
   }
 
   function showProgress(offset, size) {
-    progress.hidden = false;
+    show(progress, true);
     progress.max = size || 1;
     progress.value = size ? offset : 1;
   }
@@ -184,8 +189,8 @@
   function finished(session, file) {
     forget();
     showProgress(file.size, file.size);
-    cancel.hidden = true;
-    resume.hidden = true;
+    show(cancel, false);
+    show(resume, false);
     window.sessionStorage.setItem(DONE_KEY, "Uploaded " + session.area + "/" + session.path + " (" + sizeText(file.size) + ").");
     window.location.reload();
   }
@@ -197,8 +202,8 @@
 
   function send(session, file) {
     current = {session: session, file: file};
-    cancel.hidden = false;
-    resume.hidden = true;
+    show(cancel, true);
+    show(resume, false);
     input.disabled = true;
     var offset = session.offset;
     showProgress(offset, file.size);
@@ -216,11 +221,11 @@
         }
         if (!answer.ok) {
           if (answer.status >= 500) {  // the server's trouble: the session stands, try again from it
-            resume.hidden = false;
+            show(resume, true);
             return failed("The server could not store the chunk (HTTP " + answer.status + "): press Resume to try again.");
           }
           forget();  // refused for good: failed verification, the name taken meanwhile, a cancelled session
-          cancel.hidden = true;
+          show(cancel, false);
           return failed("The upload was refused: " + (answer.data.error || "HTTP " + answer.status));
         }
         offset = answer.data.offset;
@@ -228,7 +233,7 @@
         if (answer.data.state === "complete") { return finished(session, file); }
         return next();
       }, function () {
-        resume.hidden = false;
+        show(resume, true);
         failed("The connection was interrupted at " + sizeText(offset) + " of " + sizeText(file.size) +
                ": press Resume to go on from there.");
       });
@@ -284,9 +289,9 @@
     request("DELETE", API + "/" + encodeURIComponent(pending)).then(function () {
       forget();
       current = null;
-      cancel.hidden = true;
-      resume.hidden = true;
-      progress.hidden = true;
+      show(cancel, false);
+      show(resume, false);
+      show(progress, false);
       input.disabled = false;
       input.value = "";
       say("The upload was cancelled.");
@@ -303,7 +308,7 @@
     request("GET", API + "/" + encodeURIComponent(interrupted.id)).then(function (answer) {
       if (!answer.ok || answer.data.state !== "open") { forget(); return; }
       showProgress(answer.data.offset, answer.data.size);
-      cancel.hidden = false;
+      show(cancel, true);
       say("The upload of " + interrupted.name + " to " + answer.data.area + "/" + answer.data.path + " stopped at " +
           sizeText(answer.data.offset) + " of " + sizeText(answer.data.size) + ": choose the same file again to resume.");
     });

@@ -286,3 +286,29 @@ def test_two_chunks_of_one_session_sent_at_once_never_interleave(personas, token
     assert [answer.json()["offset"] for answer in answers if answer.status_code == 409] == [CHUNK]
     assert staged()[0].read_bytes() == DATA[:CHUNK]
     assert FileUpload.objects.get(public_id=upload_id).offset == CHUNK
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_starts_at_once_cannot_both_take_the_last_space(personas, tokens) -> None:
+    """Each upload fits the limit alone, not both: the tenant's row lock checks them one after the other."""
+    import threading
+
+    from django.db import connections
+    from django.test import Client
+
+    Membership.objects.filter(user=personas["alice"]).update(limits={"user_storage_bytes": len(DATA) * 3 // 2})
+    answers: list = []
+
+    def start(name: str) -> None:
+        try:
+            answers.append(Uploader(Client(), tokens["alice"]).start(name, DATA).status_code)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=start, args=(f"f{n}.bin",)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(answers) == [201, 413]
+    assert FileUpload.objects.count() == 1

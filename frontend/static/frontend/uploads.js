@@ -298,6 +298,16 @@
     });
   });
 
+  // The member's storage use and limit, where the FileBrowser's listing reports it (`usage`).
+  var usageLine = element("p", {id: "upload-usage", "class": "muted"});
+  section.appendChild(usageLine);
+  request("GET", "/api/v1/files/home/").then(function (answer) {
+    var usage = answer.ok && answer.data.usage;
+    if (!usage) { return; }
+    usageLine.textContent = "Your storage: " + sizeText(usage.used_bytes) +
+      (usage.limit_bytes === null || usage.limit_bytes === undefined ? " used (no limit)" : " of " + sizeText(usage.limit_bytes) + " used");
+  });
+
   var done = window.sessionStorage.getItem(DONE_KEY);
   if (done) {
     window.sessionStorage.removeItem(DONE_KEY);

@@ -30,9 +30,9 @@ from django.views.decorators.csrf import csrf_exempt
 from a1111.errors import RequestError
 from inference.api.errors import error, json_body, request_error_response
 from tenants.auth import user_from_authorization
+from tenants.storage_usage import StorageQuotaExceeded
 from tenants.uploads import (
     OffsetConflict,
-    StorageQuotaExceeded,
     VerificationFailed,
     upload_abort,
     upload_append,

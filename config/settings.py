@@ -437,6 +437,12 @@ ATELIER_MAX_INPUT_PIXELS = env.int("ATELIER_MAX_INPUT_PIXELS", default=4096 * 40
 # A whole JSON request body (base64 images included); bigger images go by URL, as PAI advises.
 ATELIER_MAX_REQUEST_BYTES = env.int("ATELIER_MAX_REQUEST_BYTES", default=24 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = ATELIER_MAX_REQUEST_BYTES
+# Resumable uploads (`/api/v1/uploads`, tenants/uploads.py): one PUT's body at most CHUNK bytes
+# (413 past it), one file at most MAX bytes; a session not written to for EXPIRY hours is dropped.
+ATELIER_UPLOAD_CHUNK_BYTES = int(_at_least("ATELIER_UPLOAD_CHUNK_BYTES", env.int("ATELIER_UPLOAD_CHUNK_BYTES", default=8 * 1024 * 1024), 1))
+ATELIER_UPLOAD_MAX_BYTES = int(_at_least("ATELIER_UPLOAD_MAX_BYTES", env.int("ATELIER_UPLOAD_MAX_BYTES", default=20 * 1024**3), 1))
+ATELIER_UPLOAD_EXPIRY_HOURS = _at_least("ATELIER_UPLOAD_EXPIRY_HOURS", env.float("ATELIER_UPLOAD_EXPIRY_HOURS", default=24.0), 0.01)
+ATELIER_UPLOAD_MAX_OPEN_PER_USER = int(_at_least("ATELIER_UPLOAD_MAX_OPEN_PER_USER", env.int("ATELIER_UPLOAD_MAX_OPEN_PER_USER", default=8), 1))
 # Image URLs (img2img `init_images`, PAI's `image_link`) are fetched with a deadline. Private,
 # loopback and link-local addresses are refused (SSRF); ALLOW_PRIVATE exists for tests and
 # single-machine demos only and must stay off wherever the platform can reach a private network.

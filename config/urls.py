@@ -6,11 +6,15 @@ from django.urls import include, path
 from config.observability import healthz, metrics, readyz
 from frontend.extensions_api import sdapi_extensions
 from frontend.files_api import files_view
+from frontend.uploads_api import upload_detail, uploads
 from frontend.views import api_docs
 from inference.openapi.views import openapi_json
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    # resumable uploads into the file areas (frontend owns them: tenants/uploads.py does the work)
+    path("api/v1/uploads", uploads, name="api-uploads"),
+    path("api/v1/uploads/<str:upload_id>", upload_detail, name="api-upload"),
     # the FileBrowser's API (frontend/files_api.py; an area's root, then a path inside it)
     path("api/v1/files/<str:area>/", files_view, name="api-files-root"),
     path("api/v1/files/<str:area>/<path:relative>", files_view, name="api-files"),

@@ -12,6 +12,9 @@ Keys:
 - `tenant_gpu_seconds_per_{…}`, `tenant_images_per_{…}`: the whole team's (plan only).
 - `user_queued_jobs`, `user_running_jobs`, `tenant_queued_jobs`, `tenant_running_jobs`: jobs at once.
 - `max_pixels` (width × height of one image), `max_steps`, `max_batch_size` (images in one job).
+- `user_storage_bytes` (a member's working directory plus their open uploads into it) and
+  `tenant_storage_bytes` (every member's working directory plus the team folder, plan only): checked
+  when an upload starts (`tenants/uploads.py`), with its declared size, before anything is stored.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ RATE_KEYS: tuple[str, ...] = tuple(
 )
 CONCURRENCY_KEYS: tuple[str, ...] = ("user_queued_jobs", "user_running_jobs", "tenant_queued_jobs", "tenant_running_jobs")
 REQUEST_KEYS: tuple[str, ...] = ("max_pixels", "max_steps", "max_batch_size")
-ALL_KEYS: tuple[str, ...] = RATE_KEYS + CONCURRENCY_KEYS + REQUEST_KEYS
+STORAGE_KEYS: tuple[str, ...] = ("user_storage_bytes", "tenant_storage_bytes")
+ALL_KEYS: tuple[str, ...] = RATE_KEYS + CONCURRENCY_KEYS + REQUEST_KEYS + STORAGE_KEYS
 # What a tenant admin may set for one member: the member's own limits, never the team's.
 MEMBER_KEYS: tuple[str, ...] = tuple(key for key in ALL_KEYS if not key.startswith("tenant_"))
 FLOAT_KEYS = frozenset(key for key in RATE_KEYS if "_gpu_seconds_" in key)
@@ -48,6 +52,8 @@ LABELS: dict[str, str] = {
     "max_pixels": "pixels per image (width × height)",
     "max_steps": "sampling steps per job",
     "max_batch_size": "images per job",
+    "user_storage_bytes": "storage in bytes (working directory and open uploads)",
+    "tenant_storage_bytes": "storage in bytes (whole team: members' and team folders)",
 }
 
 

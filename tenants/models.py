@@ -406,3 +406,6 @@ class PromptStyle(models.Model):
             errors["name"] = "give the style a name"
         if errors:
             raise ValidationError(errors)
+
+
+from tenants.upload_models import FileUpload  # noqa: E402,F401  (registered with the app: resumable uploads)

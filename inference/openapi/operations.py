@@ -173,6 +173,24 @@ OPERATIONS: tuple[Operation, ...] = (
     *_files_operations("/api/v1/files/{area}/{relative}"),
     Operation("GET", "/api/v1/workers", "The worker pool (operators only)", NATIVE, s.WorkerList,
               errors=(401, 403)),
+    Operation("POST", "/api/v1/uploads", "Start a resumable upload into one of your file areas", NATIVE, s.Upload,
+              request=s.UploadStart, errors=(400, 401, 403, 404, 409, 413, 429), status=201,
+              description="Refused before anything is stored when the name exists (409), the size is over the "
+                          "maximum or over a storage limit (413; a limit's refusal adds `limit`, `used_bytes` and "
+                          "`limit_bytes`), or you have too many unfinished uploads (429). A browser session needs "
+                          "the CSRF token in X-CSRFToken."),
+    Operation("GET", "/api/v1/uploads/{upload_id}", "One of your uploads: where to resume (`offset`) and its state",
+              NATIVE, s.Upload, errors=(401, 404)),
+    Operation("PUT", "/api/v1/uploads/{upload_id}", "Send the next chunk of your upload (raw bytes)", NATIVE, s.Upload,
+              errors=(400, 401, 403, 404, 409, 413, 422),
+              description="Header `Content-Range: bytes <first>-<last>/<size>`; `first` must be the session's "
+                          "`offset` (else 409 with `offset`), the chunk at most `chunk_size` bytes (413). The last "
+                          "chunk verifies the size and SHA-256 (422: the bytes are dropped) and places the file; "
+                          "409 when the name was taken meanwhile (the first upload to finish wins).",
+              extra={"requestBody": {"required": True, "content": {"application/octet-stream": {
+                  "schema": {"type": "string", "format": "binary"}}}}}),
+    Operation("DELETE", "/api/v1/uploads/{upload_id}", "Cancel your unfinished upload (its bytes are deleted)", NATIVE,
+              s.Upload, errors=(401, 403, 404, 409)),
     # --- /sdapi/v1 -------------------------------------------------------------------------
     Operation("POST", "/sdapi/v1/txt2img", "Text to image (waits for the images)", SDAPI, s.TextToImageResponse,
               request=s.StableDiffusionTxt2ImgProcessingAPI, errors=(*_WRITE, 422), long_running=True),

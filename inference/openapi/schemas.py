@@ -610,6 +610,32 @@ class NativeError(Response):
 # --- /api/v1 ----------------------------------------------------------------------------------
 
 
+class UploadStart(Request):
+    """`POST /api/v1/uploads`: what will be uploaded, and where (`frontend/uploads_api.py`)."""
+
+    area: Literal["home", "team", "public"] = Field(description="home: your working directory; team: your team's "
+                                                    "folder (its admins); public: the public model folders (operators).")
+    path: str = Field(description="The file's path inside the area, e.g. models/Stable-diffusion/mine.safetensors; "
+                                  "missing folders are created. A name that exists is refused (409).")
+    size: int = Field(ge=0, description="The file's size in bytes (at most ATELIER_UPLOAD_MAX_BYTES).")
+    sha256: str = Field(pattern="^[0-9a-fA-F]{64}$", description="The file's SHA-256: checked before it appears.")
+
+
+class Upload(Response):
+    """An upload session: send chunks from `offset` until it is `complete`."""
+
+    id: str
+    area: str
+    path: str
+    size: int
+    sha256: str
+    offset: int = Field(description="Bytes received and stored; the next chunk starts here.")
+    chunk_size: int = Field(description="The largest chunk a PUT may send (ATELIER_UPLOAD_CHUNK_BYTES).")
+    state: Literal["open", "verifying", "complete", "failed", "aborted"]
+    message: str = Field(description="Why it failed or was aborted; empty otherwise.")
+
+
+
 class NativeTxt2ImgJob(StableDiffusionTxt2ImgProcessingAPI):
     """A txt2img job: A1111's txt2img fields."""
 

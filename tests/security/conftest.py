@@ -79,7 +79,12 @@ def alices_things(api, personas, tiny_checkpoint_path) -> AlicesThings:
 
     rule = ModelAccessRule.objects.create(tenant=personas["alice"].membership.tenant, user=personas["bob"],
                                           kind="checkpoint", pattern="sdxl-*", effect="deny")  # alice's team's
+    from tenants.uploads import upload_start
+
+    upload = upload_start(user=personas["alice"], area="home", path=f"surface/{job_id}.bin", size=3,
+                          sha256="0" * 64)  # open, nothing sent yet: a real session of alice's
     values = {
+        "upload_id": upload.public_id,
         "public_id": job_id,
         "group_id": group.json()["id"],
         "service_id": service.public_id,

@@ -190,6 +190,14 @@ USAGE_SCOPE = (
     "tests/security/test_usage_api.py::test_a_tenant_admin_sees_her_tenant_and_its_members_and_nothing_else",
     "tests/security/test_usage_api.py::test_operators_see_any_tenant_and_must_name_the_statements",
 )
+UPLOADS_SCOPE = (  # /api/v1/uploads: tests/security/test_uploads_scope.py
+    f"{S}test_uploads_scope.py::test_bob_and_charlie_get_404_for_alices_upload_on_every_method",
+    f"{S}test_uploads_scope.py::test_anonymous_callers_and_wrong_tokens_are_401",
+    f"{S}test_uploads_scope.py::test_a_session_may_upload_with_the_csrf_token_and_not_without",
+    f"{S}test_uploads_scope.py::test_bad_paths_are_refused_before_anything_is_stored",
+    f"{S}test_uploads_scope.py::test_members_write_only_where_they_may",
+    f"{S}test_uploads_scope.py::test_a_link_out_of_the_home_is_refused_at_start_and_when_swapped_in_later",
+)
 TEAM_SCOPE = (  # every /team/ route: studio-a's admin only (tests/security/test_team_admin_scope.py)
     f"{S}test_team_admin_scope.py::test_members_other_teams_admins_and_operators_get_404_on_every_team_route",
     f"{S}test_team_admin_scope.py::test_dana_cannot_reach_studio_a_through_her_own_team_pages",
@@ -254,6 +262,14 @@ ROUTES: dict[str, Entry] = {
         "members: their own records; tenant admins: their tenant's; operators: any; anyone else's is a 404")),
     "http /api/v1/usage/statement": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, *USAGE_SCOPE), note=(
         "tenant admins: their tenant's; operators: any; members and other tenants get 404")),
+    # --- resumable uploads into the file areas (token, or a session with the CSRF token on writes) ---
+    "http /api/v1/uploads": Entry(_A.AUTHENTICATED, (
+        *HTTP_SWEEP, *UPLOADS_SCOPE,
+        "tests/tenants/test_uploads.py::test_a_member_over_her_storage_limit_is_refused_before_anything_is_stored",
+    ), methods=("POST",), note="starts an upload as the caller, to where tenants.filespace lets them write"),
+    "http /api/v1/uploads/<str:upload_id>": Entry(_A.OWNER_SCOPED, (*OWNER_SWEEP, *UPLOADS_SCOPE), note=(
+        "also PUT (a chunk) and DELETE (cancel): the sweep sends GET and POST, "
+        "tests/security/test_uploads_scope.py sends every method as bob and charlie (404) and anonymously (401)")),
     # --- the FileBrowser (frontend/files_api.py): paths name the caller's own areas only ---
     "http /api/v1/files/<str:area>/": Entry(_A.AUTHENTICATED, (*HTTP_SWEEP, *FILES_SCOPE),
                                             methods=("GET", "POST", "DELETE"), note=FILES_NOTE),
@@ -623,6 +639,8 @@ ATTACKS: dict[str, tuple[str, ...] | None] = {
         "tests/a1111/test_sdapi_routes.py::test_save_dir_outside_the_members_directory_is_refused",
         "tests/tenants/test_tenants.py::test_usernames_that_are_not_folder_names_are_refused",
         "tests/e2e/test_workspaces.py::test_members_fetch_their_own_files_and_nobody_else_s",
+        f"{S}test_uploads_scope.py::test_bad_paths_are_refused_before_anything_is_stored",
+        f"{S}test_uploads_scope.py::test_a_link_out_of_the_home_is_refused_at_start_and_when_swapped_in_later",
     ),
     "vulnerable Gradio internal routes (component_server CVE-2024-1561/34511, /proxy=, /queue/join URLs)": (
         "tests/frontend/test_workspace_proxy_rules.py::test_risky_gradio_routes_are_blocked",
@@ -687,7 +705,12 @@ ATTACKS: dict[str, tuple[str, ...] | None] = {
         f"{S}test_surface_http.py::test_redirects_stay_on_this_site",
     ),
     "user-installed extensions and custom nodes (code execution; ComfyUI-Manager #1125)": None,
-    "model upload through the web (InvokeAI /models/install)": None,
+    "model upload through the web (InvokeAI /models/install)": (
+        *UPLOADS_SCOPE,
+        "tests/tenants/test_uploads.py::test_a_file_whose_sha256_differs_is_deleted_with_a_422",
+        "tests/tenants/test_uploads.py::test_two_uploads_of_one_name_at_once_the_first_to_finish_wins",
+        "tests/tenants/test_uploads.py::test_an_uploaded_checkpoint_is_alices_at_once_and_invisible_to_charlie",
+    ),
     "Gradio share=True tunnels (CVE-2024-47871)": None,
     "idempotency keys for retried submits (B.5 #17)": None,
 }
@@ -695,8 +718,6 @@ ATTACKS: dict[str, tuple[str, ...] | None] = {
 ATTACKS_OUT_OF_SCOPE_REASONS: dict[str, str] = {
     "user-installed extensions and custom nodes (code execution; ComfyUI-Manager #1125)":
         "no route installs code: extensions are an operator-managed allow-list in Django admin (operator routes above)",
-    "model upload through the web (InvokeAI /models/install)":
-        "no upload route exists; models are files an operator places in DATA_DIR, and loaders refuse pickles (above)",
     "Gradio share=True tunnels (CVE-2024-47871)":
         "workspaces bind loopback behind the proxy; no code path calls launch(share=True)",
     "idempotency keys for retried submits (B.5 #17)":

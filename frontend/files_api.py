@@ -43,6 +43,7 @@ from tenants.files import (
     zip_chunks,
     zip_plan,
 )
+from tenants.storage_usage import storage_usage
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS", "TRACE")
 # A path in a URL or in `to`, in characters: percent-encoded, longer ones would pass the web server's
@@ -123,7 +124,8 @@ def _get(request: HttpRequest, user, area: str, relative: str) -> HttpResponse:
             response = StreamingHttpResponse(zip_chunks(plan), content_type="application/zip")
             response["Content-Disposition"] = content_disposition_header(True, plan.archive_name)
             return _private(response)
-        return _private(JsonResponse(folder_list(user, area, relative).as_json()))
+        listing = {**folder_list(user, area, relative).as_json(), "usage": storage_usage(user).as_json()}
+        return _private(JsonResponse(listing))
     if wants_zip:
         raise InvalidField("zip=1 downloads a folder; this is a file: leave zip out", field="zip")
     handle, name, size = file_open(user, area, relative)

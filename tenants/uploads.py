@@ -44,6 +44,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from a1111.errors import Conflict, Forbidden, InvalidField, NotFound, RequestError, TooLarge, TooMany
+from inference.model_files import model_upload_check
 from tenants.filespace import Area, Place, open_dir_nofollow, resolve_place
 from tenants.models import Membership, Tenant
 from tenants.storage_usage import (  # noqa: F401  (re-exported: the FileBrowser shows `storage_usage(user)`)
@@ -135,6 +136,7 @@ def upload_start(*, user: AbstractUser, area: object, path: object, size: object
     if not isinstance(area, str):
         raise InvalidField("must be home, team or public", field="area")
     place = _target(user, area, path if isinstance(path, str) else None)  # type: ignore[arg-type]
+    model_upload_check(area, str(place.relative))  # a pickle into a model folder: refused before any byte
     if place.path.exists() or place.path.is_symlink():
         raise Conflict(f"{place.display} already exists: upload under another name, or delete it first", field="path")
     uploads_expire()
@@ -259,6 +261,10 @@ def _verify(upload: FileUpload, part: Path) -> None:
     if digest != upload.sha256:
         raise VerificationFailed(f"the bytes received have SHA-256 {digest}, not the {upload.sha256} declared: "
                                  "the file changed or was damaged on the way; upload it again", field="sha256")
+    try:  # into a models/<kind> folder: the platform's one gate on a model file's content
+        model_upload_check(upload.area, upload.path, received=part)
+    except InvalidField as refusal:
+        raise VerificationFailed(refusal.message, field="path") from None
 
 
 def _link_into(part: Path, descriptor: int, name: str, upload: FileUpload, display: str) -> None:

@@ -959,8 +959,10 @@ class FileEntry(Response):
 
 
 class FileUsage(Response):
-    used_bytes: int
-    limit_bytes: int | None
+    used_bytes: int = Field(description="Bytes in your working directory and your open uploads.")
+    limit_bytes: int | None = Field(description="Your storage limit (`user_storage_bytes`); null: none.")
+    tenant_used_bytes: int | None = Field(description="Your team's, where the team has a limit; else null.")
+    tenant_limit_bytes: int | None = Field(description="`tenant_storage_bytes` of the team's plan; null: none.")
 
 
 class FileListing(Response):

@@ -18,12 +18,16 @@ from tenants.limits import MEMBER_KEYS, Limits
 from tenants.models import Membership, Plan, TenantPlan
 from tenants.upload_models import FileUpload
 from tenants.uploads import storage_usage, uploads_expire
+from tests.safetensors_files import safetensors_bytes
 from tests.tenants.upload_helpers import Uploader, sha
 
 pytestmark = pytest.mark.django_db
 
 CHUNK = 1024
-DATA = bytes(range(256)) * 10  # 2,560 bytes: three chunks of 1,024, 1,024 and 512
+# A real safetensors file (what a model folder accepts: tests/safetensors_files.py) of 2,560 bytes:
+# three chunks of 1,024, 1,024 and 512
+DATA = safetensors_bytes({"w": ("U8", (2560 - 80,))}, fill=bytes(range(256)))
+assert len(DATA) == 2560
 
 
 @pytest.fixture(autouse=True)
@@ -120,7 +124,7 @@ def test_two_uploads_of_one_name_at_once_the_first_to_finish_wins(uploader, pers
     """alice and bob (both admins of studio-a's team folder) upload the same name at once."""
     Membership.objects.filter(user=personas["bob"]).update(role=Membership.Role.ADMIN)
     alice, bob = uploader("alice"), uploader("bob")
-    other = DATA[::-1]
+    other = safetensors_bytes({"w": ("U8", (2560 - 80,))}, fill=b"other")
     first = alice.start("models/Lora/shared.safetensors", DATA, area="team").json()["id"]
     second = bob.start("models/Lora/shared.safetensors", other, area="team").json()["id"]
     assert bob.put(second, other[:CHUNK], 0, len(other)).status_code == 200
@@ -227,7 +231,7 @@ def test_a_member_over_her_storage_limit_is_refused_before_anything_is_stored(up
 def test_the_team_limit_counts_every_members_home_and_the_team_folder(uploader, personas) -> None:
     _plan(personas, tenant_storage_bytes=3 * len(DATA))
     assert uploader("bob").upload("bobs.bin", DATA, CHUNK).json()["state"] == "complete"
-    assert uploader("alice").upload("models/Lora/team.bin", DATA, CHUNK, area="team").json()["state"] == "complete"
+    assert uploader("alice").upload("models/Lora/team.safetensors", DATA, CHUNK, area="team").json()["state"] == "complete"
     refused = uploader("alice").start("more.bin", DATA + b"!")
     assert refused.status_code == 413 and refused.json()["limit"] == "tenant_storage_bytes"
     usage = storage_usage(personas["bob"])
@@ -312,3 +316,17 @@ def test_two_starts_at_once_cannot_both_take_the_last_space(personas, tokens) ->
         thread.join()
     assert sorted(answers) == [201, 413]
     assert FileUpload.objects.count() == 1
+
+
+def test_a_model_folder_takes_only_real_safetensors_and_no_pickles(uploader) -> None:
+    """The one model-file gate (inference/model_files.py) on uploads: a pickle's name is refused
+    before any byte; a file claiming to be .safetensors that is not is refused at its last byte,
+    and nothing is placed. Outside the model folders any file is fine."""
+    alice = uploader("alice")
+    pickle = alice.start("models/Lora/style.ckpt", DATA)
+    assert pickle.status_code == 400 and ".safetensors" in pickle.json()["error"]
+    fake = b"not a model at all" * 100
+    refused = alice.upload("models/Lora/fake.safetensors", fake, CHUNK)
+    assert refused.status_code == 422 and "not a valid safetensors file" in refused.json()["error"]
+    assert not (home("alice") / "models" / "Lora" / "fake.safetensors").exists()
+    assert alice.upload("notes/fake.safetensors", fake, CHUNK).json()["state"] == "complete"

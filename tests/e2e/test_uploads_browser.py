@@ -25,6 +25,7 @@ from tests.e2e.test_workspace_browser import (  # noqa: F401  (browser, chromium
     sign_in,
 )
 from tests.harness import running_platform
+from tests.safetensors_files import safetensors_bytes
 
 pytestmark = [
     pytest.mark.e2e,
@@ -46,7 +47,8 @@ def platform():
 
 
 def test_alice_uploads_a_checkpoint_in_chunks_interrupted_twice_and_resumed(platform, browser, tmp_path) -> None:
-    data = os.urandom(3 * MIB + 12_345)  # four chunks
+    # four chunks of a real (random-weight) safetensors file: a model folder takes nothing else
+    data = safetensors_bytes({"model.diffusion_model.w": ("U8", (3 * MIB + 12_000,))}, fill=os.urandom(4096))
     source = tmp_path / NAME
     source.write_bytes(data)
     context, page = sign_in(browser, platform, "alice")

@@ -19,18 +19,11 @@ Routed in `config/urls.py` (the `/api/v1` adapter does not import `frontend`).
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import Any
-
 from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
-from django.middleware.csrf import CsrfViewMiddleware
 from django.utils.http import content_disposition_header
-from django.views.decorators.csrf import csrf_exempt
 
-from a1111.errors import InvalidField, RequestError
-from inference.api.errors import error, json_body, request_error_response
-from tenants.auth import user_from_authorization
+from a1111.errors import InvalidField
+from inference.api.errors import json_body, session_api_view
 from tenants.files import (
     COPY_CHUNK_BYTES,
     entry_delete,
@@ -45,59 +38,9 @@ from tenants.files import (
 )
 from tenants.storage_usage import storage_usage
 
-SAFE_METHODS = ("GET", "HEAD", "OPTIONS", "TRACE")
 # A path in a URL or in `to`, in characters: percent-encoded, longer ones would pass the web server's
 # 16 KiB request-line limit (the file system's own limit, 4096 bytes, is `resolve_place`'s).
 MAX_PATH_CHARS = 1024
-
-
-def _csrf_refusal(request: HttpRequest) -> HttpResponse | None:
-    """None when the session request carries a valid CSRF token (Django's own check), else a JSON 403."""
-    refused = CsrfViewMiddleware(lambda _: HttpResponse()).process_view(request, None, (), {})
-    if refused is None:
-        return None
-    return error(403, "CSRF check failed: a write with the session cookie needs the page's CSRF token "
-                      "in the X-CSRFToken header (or use an API token)")
-
-
-def _unauthenticated() -> JsonResponse:
-    response = error(401, "authentication required: send 'Authorization: Bearer <your API token>' or sign in")
-    response["WWW-Authenticate"] = 'Bearer realm="atelier"'
-    return response
-
-
-def files_api_view(*methods: str) -> Callable:
-    """A file route: a token, or the session with CSRF checked on writes; `RequestError`s as JSON."""
-
-    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-        @csrf_exempt
-        @functools.wraps(view)
-        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            if request.method not in methods:
-                response = error(405, f"method {request.method} not allowed; use {', '.join(methods)}")
-                response["Allow"] = ", ".join(methods)
-                return response
-            header = request.headers.get("Authorization", "")
-            if header:
-                user = user_from_authorization(header)
-            else:
-                session_user = getattr(request, "user", None)
-                user = session_user if session_user is not None and session_user.is_authenticated else None
-                if user is not None and request.method not in SAFE_METHODS:
-                    refused = _csrf_refusal(request)
-                    if refused is not None:
-                        return refused
-            if user is None:
-                return _unauthenticated()
-            try:
-                return view(request, user, *args, **kwargs)
-            except RequestError as exc:
-                return request_error_response(exc)
-
-        wrapper.allowed_methods = methods  # type: ignore[attr-defined]  # read by the OpenAPI tests
-        return wrapper
-
-    return decorator
 
 
 def _private(response: HttpResponse) -> HttpResponse:
@@ -155,7 +98,7 @@ def _post(request: HttpRequest, user, area: str, relative: str) -> HttpResponse:
     raise InvalidField("must be \"mkdir\" or \"move\" (DELETE deletes)", field="action")
 
 
-@files_api_view("GET", "POST", "DELETE")
+@session_api_view("GET", "POST", "DELETE")
 def files_view(request: HttpRequest, user, area: str, relative: str = "") -> HttpResponse:
     """One file or folder of the caller's areas (see the module's docstring)."""
     if len(relative) > MAX_PATH_CHARS:

@@ -19,17 +19,10 @@ Routed in `config/urls.py`.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import Any
-
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.middleware.csrf import CsrfViewMiddleware
-from django.views.decorators.csrf import csrf_exempt
+from django.http import HttpRequest, JsonResponse
 
 from a1111.errors import RequestError
-from inference.api.errors import error, json_body, request_error_response
-from tenants.auth import user_from_authorization
+from inference.api.errors import error, json_body, request_error_response, session_api_view
 from tenants.storage_usage import StorageQuotaExceeded
 from tenants.uploads import (
     OffsetConflict,
@@ -40,19 +33,6 @@ from tenants.uploads import (
     upload_json,
     upload_start,
 )
-
-_SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
-
-
-def _unauthenticated() -> JsonResponse:
-    response = error(401, "authentication required: send 'Authorization: Bearer <your API token>' or sign in")
-    response["WWW-Authenticate"] = 'Bearer realm="atelier"'
-    return response
-
-
-def _csrf_refusal(request: HttpRequest) -> HttpResponse | None:
-    """Django's own CSRF check (origin, token in `X-CSRFToken`), for a session's unsafe method."""
-    return CsrfViewMiddleware(lambda _request: HttpResponse()).process_view(request, None, (), {})
 
 
 def _answer(exc: RequestError) -> JsonResponse:
@@ -65,39 +45,7 @@ def _answer(exc: RequestError) -> JsonResponse:
     return request_error_response(exc)
 
 
-def upload_view(*methods: str) -> Callable:
-    """A token or a session (CSRF-checked on writes); the view receives (request, user, *args)."""
-
-    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-        @csrf_exempt
-        @functools.wraps(view)
-        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            if request.method not in methods:
-                response = error(405, f"method {request.method} not allowed; use {', '.join(methods)}")
-                response["Allow"] = ", ".join(methods)
-                return response
-            header = request.headers.get("Authorization", "")
-            if header:
-                user = user_from_authorization(header)
-            else:
-                session_user = getattr(request, "user", None)
-                user = session_user if session_user is not None and session_user.is_authenticated else None
-                if user is not None and request.method not in _SAFE_METHODS and _csrf_refusal(request) is not None:
-                    return error(403, "the CSRF token is missing or wrong: reload the page (or use an API token)")
-            if user is None:
-                return _unauthenticated()
-            try:
-                return view(request, user, *args, **kwargs)
-            except RequestError as exc:
-                return _answer(exc)
-
-        wrapper.allowed_methods = methods  # type: ignore[attr-defined]  # read by the OpenAPI tests
-        return wrapper
-
-    return decorator
-
-
-@upload_view("POST")
+@session_api_view("POST", answer=_answer)
 def uploads(request: HttpRequest, user) -> JsonResponse:
     body = json_body(request)
     if not isinstance(body, dict):
@@ -112,7 +60,7 @@ def _content_length(request: HttpRequest) -> int | None:
     return int(raw) if raw.isdigit() else None
 
 
-@upload_view("GET", "PUT", "DELETE")
+@session_api_view("GET", "PUT", "DELETE", answer=_answer)
 def upload_detail(request: HttpRequest, user, upload_id: str) -> JsonResponse:
     if request.method == "PUT":
         upload = upload_append(user=user, public_id=upload_id, content_range=request.headers.get("Content-Range", ""),

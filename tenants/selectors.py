@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from a1111.styles import StyleText
 from tenants.models import ApiToken, Membership, PromptStyle, Tenant, UsageRecord
-from tenants.money import validate_time_zone
+from tenants.money import window_bounds
 from tenants.services import token_digest
 
 _LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -62,11 +62,7 @@ def is_tenant_admin(user: AbstractUser, tenant: Tenant) -> bool:
 
 def _this_month(tenant: Tenant | None) -> tuple:
     """This month's bounds in the tenant's time zone (UTC without a tenant): what bills count."""
-    from tenants.money import month_bounds
-
-    zone = tenant.time_zone if tenant else "UTC"
-    now = timezone.localtime(timezone.now(), validate_time_zone(zone))
-    return month_bounds(f"{now.year:04d}-{now.month:02d}", zone)
+    return window_bounds("month", timezone.now(), tenant.time_zone if tenant else "UTC")
 
 
 def usage_this_month(user: AbstractUser) -> list[UsageRecord]:

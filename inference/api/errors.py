@@ -23,6 +23,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
 from a1111.errors import (
@@ -35,7 +36,7 @@ from a1111.errors import (
     TooLarge,
     TooMany,
 )
-from tenants.auth import request_user
+from tenants.auth import request_user, user_from_authorization
 
 
 @dataclass(frozen=True)
@@ -158,10 +159,57 @@ def _method_not_allowed(request: HttpRequest, methods: tuple[str, ...]) -> JsonR
     return response
 
 
-def _unauthenticated() -> JsonResponse:
-    response = error(401, "authentication required: send 'Authorization: Bearer <your API token>'")
+def _unauthenticated(also: str = "") -> JsonResponse:
+    response = error(401, f"authentication required: send 'Authorization: Bearer <your API token>'{also}")
     response["WWW-Authenticate"] = 'Bearer realm="atelier"'
     return response
+
+
+def _csrf_refusal(request: HttpRequest) -> JsonResponse | None:
+    """None when a write with the session cookie carries Django's CSRF token, else a JSON 403."""
+    if CsrfViewMiddleware(lambda _request: HttpResponse()).process_view(request, None, (), {}) is None:
+        return None
+    return error(403, "CSRF check failed: a write with the session cookie needs the page's CSRF token "
+                      "in the X-CSRFToken header (or use an API token)")
+
+
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS", "TRACE")
+
+
+def session_api_view(
+    *methods: str, answer: Callable[[RequestError], HttpResponse] = request_error_response,
+) -> Callable:
+    """As `api_view`, for the routes the site's own pages call (the FileBrowser's files and
+    uploads): a token, or the session cookie, a write with it CSRF-checked (the `X-CSRFToken`
+    header). `answer` writes a `RequestError` (a route with statuses of its own passes its own)."""
+
+    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @csrf_exempt
+        @functools.wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if request.method not in methods:
+                return _method_not_allowed(request, methods)
+            header = request.headers.get("Authorization", "")
+            if header:
+                user = user_from_authorization(header)
+            else:
+                session_user = getattr(request, "user", None)
+                user = session_user if session_user is not None and session_user.is_authenticated else None
+                if user is not None and request.method not in SAFE_METHODS:
+                    refused = _csrf_refusal(request)
+                    if refused is not None:
+                        return refused
+            if user is None:
+                return _unauthenticated(" or sign in")
+            try:
+                return view(request, user, *args, **kwargs)
+            except RequestError as exc:
+                return answer(exc)
+
+        wrapper.allowed_methods = methods  # type: ignore[attr-defined]  # read by the OpenAPI tests
+        return wrapper
+
+    return decorator
 
 
 def api_view(*methods: str) -> Callable:

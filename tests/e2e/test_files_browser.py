@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import re
 import zipfile
-from pathlib import Path
 
 import pytest
 
 from tests.e2e.test_workspace_browser import (  # noqa: F401  (browser, chromium_present: fixtures)
-    CHROMIUM,
-    IN_CI,
+    BROWSER_TEST_MARKS,
     browser,
     chromium_present,
     shot,
@@ -26,14 +24,7 @@ from tests.e2e.test_workspace_browser import (  # noqa: F401  (browser, chromium
 )
 from tests.harness import running_platform
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.single_mode,  # the page is the subject; tests/frontend/test_files_api.py runs each action in both modes
-    pytest.mark.skipif(
-        not IN_CI and not Path(CHROMIUM).exists(),
-        reason=f"no Chromium at {CHROMIUM} (apt-get install chromium, or set ATELIER_CHROMIUM); in CI this fails",
-    ),
-]
+pytestmark = BROWSER_TEST_MARKS
 
 FILES = {"poster.png": b"\x89PNG alice's poster", "notes.txt": b"ink, paper", "draft.txt": b"to be deleted"}
 

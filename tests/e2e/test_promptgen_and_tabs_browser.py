@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 
 from tests.e2e.test_workspace_browser import (  # noqa: F401  (browser, chromium_present: fixtures)
-    CHROMIUM,
-    IN_CI,
+    BROWSER_TEST_MARKS,
     browser,
     chromium_present,
     open_workspace,
@@ -39,14 +37,7 @@ from tests.harness import running_platform
 
 GENERATION_MS = 180_000
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.single_mode,  # the pages are the subject; CI runs it in cluster mode only (tests/conftest.py)
-    pytest.mark.skipif(
-        not IN_CI and not Path(CHROMIUM).exists(),
-        reason=f"no Chromium at {CHROMIUM} (apt-get install chromium, or set ATELIER_CHROMIUM); in CI this fails",
-    ),
-]
+pytestmark = BROWSER_TEST_MARKS
 
 
 def set_hidden_tabs(platform, tenant: str, tabs: list[str]) -> None:

@@ -23,8 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.test_workspace_browser import (  # noqa: F401  (browser, chromium_present: fixtures)
-    CHROMIUM,
-    IN_CI,
+    BROWSER_TEST_MARKS,
     browser,
     chromium_present,
     shot,
@@ -32,14 +31,7 @@ from tests.e2e.test_workspace_browser import (  # noqa: F401  (browser, chromium
 )
 from tests.harness import running_platform
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.single_mode,  # the pages are the subject; tests/frontend/test_team_admin.py runs each action in both modes
-    pytest.mark.skipif(
-        not IN_CI and not Path(CHROMIUM).exists(),
-        reason=f"no Chromium at {CHROMIUM} (apt-get install chromium, or set ATELIER_CHROMIUM); in CI this fails",
-    ),
-]
+pytestmark = BROWSER_TEST_MARKS
 
 MEMBER, MEMBER_PASSWORD = "frank", "frank-pass-2026"
 

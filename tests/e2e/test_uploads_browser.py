@@ -12,13 +12,11 @@ as `tests/e2e/test_workspace_browser.py`, whose browser fixture and helpers this
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
 from tests.e2e.test_workspace_browser import (  # noqa: F401  (browser, chromium_present: fixtures)
-    CHROMIUM,
-    IN_CI,
+    BROWSER_TEST_MARKS,
     browser,
     chromium_present,
     shot,
@@ -27,14 +25,7 @@ from tests.e2e.test_workspace_browser import (  # noqa: F401  (browser, chromium
 from tests.harness import running_platform
 from tests.safetensors_files import safetensors_bytes
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.single_mode,  # the page is the subject; tests/tenants/test_uploads.py runs the API in both modes
-    pytest.mark.skipif(
-        not IN_CI and not Path(CHROMIUM).exists(),
-        reason=f"no Chromium at {CHROMIUM} (apt-get install chromium, or set ATELIER_CHROMIUM); in CI this fails",
-    ),
-]
+pytestmark = BROWSER_TEST_MARKS
 
 MIB = 1024 * 1024
 NAME = "alices-upload.safetensors"

@@ -49,14 +49,18 @@ ARTIFACTS = REPO / "artifacts" / "workspace_browser"
 WORKSPACE_BOOT_MS = 120_000
 GENERATION_MS = 180_000
 
-pytestmark = [
+# Every browser test's marks (the other browser modules take them from here): e2e; the first CI mode
+# only, since the pages are the subject and each flow they drive has an HTTP test run in both modes
+# (tests/conftest.py); skipped without Chromium only outside CI, where it would test nothing.
+BROWSER_TEST_MARKS = [
     pytest.mark.e2e,
-    pytest.mark.single_mode,  # the pages are the subject; CI runs it in cluster mode only (tests/conftest.py)
+    pytest.mark.single_mode,
     pytest.mark.skipif(
         not IN_CI and not Path(CHROMIUM).exists(),
         reason=f"no Chromium at {CHROMIUM} (apt-get install chromium, or set ATELIER_CHROMIUM); in CI this fails",
     ),
 ]
+pytestmark = BROWSER_TEST_MARKS
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -289,13 +289,36 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
+# Members' files (outputs, stored inputs: keys `users/<name>/…`) in DATA_DIR, or with
+# ATELIER_S3_BUCKET in S3-compatible object storage (AWS, Alibaba OSS, MinIO) through
+# django-storages, which also holds model files by content for workers that share no file system
+# with the web process (`config/object_storage.py` says what goes where).
+ATELIER_S3_BUCKET = env.str("ATELIER_S3_BUCKET", default="")
+ATELIER_S3_SIGNED_URL_SECONDS = int(_at_least(
+    "ATELIER_S3_SIGNED_URL_SECONDS", env.int("ATELIER_S3_SIGNED_URL_SECONDS", default=300), 1
+))
+if ATELIER_S3_BUCKET:
+    from config.object_storage import ObjectStorageConfig, object_storages
+
+    _style = env.str("ATELIER_S3_ADDRESSING_STYLE", default="")
+    if _style not in ("", "path", "virtual"):
+        raise ImproperlyConfigured(f"ATELIER_S3_ADDRESSING_STYLE={_style!r}: expected path or virtual")
+    _object_storages = object_storages(ObjectStorageConfig(
+        bucket=ATELIER_S3_BUCKET,
+        endpoint_url=env.str("ATELIER_S3_ENDPOINT_URL", default=""),
+        region=env.str("ATELIER_S3_REGION", default=""),
+        access_key=env.str("ATELIER_S3_ACCESS_KEY_ID", default=""),
+        secret_key=env.str("ATELIER_S3_SECRET_ACCESS_KEY", default=""),
+        prefix=env.str("ATELIER_S3_PREFIX", default=""),
+        addressing_style=_style,
+        signed_url_seconds=ATELIER_S3_SIGNED_URL_SECONDS,
+    ))
+else:
+    from config.object_storage import local_storages
+
+    _object_storages = local_storages(str(DATA_DIR))
 STORAGES = {
-    # Generated images and other user files. Keys are `users/<username>/outputs/...`,
-    # so switching this backend to django-storages' S3 (OSS, MinIO, AWS) keeps the layout.
-    "default": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": str(DATA_DIR)},
-    },
+    **_object_storages,
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 # The ASGI app serves static files itself unless a front proxy does (set to false then).
@@ -412,6 +435,9 @@ ATELIER_ALLOW_PICKLED_MODELS = env.bool("ATELIER_ALLOW_PICKLED_MODELS", default=
 # and the file to install) instead.
 ATELIER_STRICT_MISSING_MODELS = env.bool("ATELIER_STRICT_MISSING_MODELS", default=False)
 ATELIER_MODEL_CACHE_DIR = DATA_DIR / "cache"
+# A worker's local copies of model files fetched from object storage (by sha256, least recently
+# used evicted past this many bytes; a file in use is never evicted). Unused without a bucket.
+ATELIER_MODEL_CACHE_MAX_BYTES = env.int("ATELIER_MODEL_CACHE_MAX_BYTES", default=100 * 1024**3)
 # PAI's --enable-nsfw-censor: workers run a safety checker (a StableDiffusionSafetyChecker folder
 # here) over every image and blur what it flags; with it on and no model there, jobs fail saying so.
 ATELIER_NSFW_CENSOR = env.bool("ATELIER_NSFW_CENSOR", default=False)

@@ -100,6 +100,28 @@ def api(client, tokens):
 
 
 @pytest.fixture(scope="session")
+def s3_server():
+    """A real S3-compatible server (moto's server mode) on loopback, for the whole session."""
+    from tests.objectstore import MotoServer
+
+    server = MotoServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_storage(s3_server, settings):
+    """This test's members' files and model blobs in a fresh bucket of the moto server, as
+    ATELIER_S3_BUCKET makes them (`config/object_storage.py`). Yields the bucket's name."""
+    from config.object_storage import object_storages
+
+    bucket = s3_server.bucket_create()
+    settings.STORAGES = {**settings.STORAGES, **object_storages(s3_server.storage_config(bucket))}
+    settings.ATELIER_S3_BUCKET = bucket
+    yield bucket
+
+
+@pytest.fixture(scope="session")
 def tiny_promptgen_models() -> dict[str, Path]:
     """Tiny random-weight GPT-2 and BLOOM prompt-generation models in the public promptgen folder,
     placed as an operator would (`manage.py make_tiny_model --promptgen all` writes the same)."""

@@ -15,7 +15,10 @@ another member's `outputs/`, or anywhere the server may write. So on local stora
 Reads (`member_file_open`, and `member_file_read` / `member_image_open` on top of it) are held to the same rule: a key whose file resolves outside the
 member's directory (an output replaced by a link to another member's render) reads as missing.
 
-Object storage (S3, OSS, MinIO) has no links: keys are written and read as they are.
+Object storage (S3, OSS, MinIO) has no links: keys are written and read as they are, and a
+write never replaces anything: a taken name gets a suffix from the storage (`file_overwrite=False`)
+and `member_file_save` returns the key it chose, which its callers store. `member_file_url` is a
+short-lived signed URL of a stored key (None on local storage, where the platform streams it).
 """
 
 from __future__ import annotations
@@ -54,19 +57,20 @@ def _member_root(key: str) -> str:
 
 
 def member_file_save(key: str, data: bytes, *, skip_if_stored: bool = False) -> str:
-    """Write `data` at `key` (`users/<name>/…`), replacing any file there; returns the key.
+    """Write `data` at `key` (`users/<name>/…`); returns the key it was stored under.
 
-    `skip_if_stored` (content-named keys): object storage skips the upload when the key exists.
-    Local storage always writes, since what is there may be a link the member put in its place.
+    Object storage never overwrites: a taken key gets a suffix and the new key is returned (callers
+    keep what this returns, never `key`). `skip_if_stored` (content-named keys, the same bytes
+    whatever the name holds): object storage skips the upload when the key exists and returns it.
+    Local storage always writes at `key`, since what is there may be a link the member put in its
+    place (replaced, never followed).
     """
     root_key = _member_root(key)
     path = _local_path(key)
     if path is None:
-        if default_storage.exists(key):
-            if skip_if_stored:
-                return key
-            default_storage.delete(key)
-        return default_storage.save(key, ContentFile(data))
+        if skip_if_stored and default_storage.exists(key):
+            return key
+        return default_storage.save(key, ContentFile(data))  # a taken key: a suffixed one, returned
     root_path = _local_path(root_key)
     assert root_path is not None
     root_path.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
@@ -130,6 +134,29 @@ def member_file_open(key: str) -> IO[bytes]:
     if not resolved.is_relative_to(root_path.resolve()) or not resolved.is_file():
         raise FileNotFoundError(key)
     return open(resolved, "rb")  # noqa: SIM115 (the caller closes it)
+
+
+def member_file_url(key: str, *, download_name: str | None = None) -> str | None:
+    """A short-lived signed URL of the member's stored `key` on object storage (None on local
+    storage: the platform streams the file itself); FileNotFoundError when nothing is stored there.
+
+    `download_name`: the URL answers `application/octet-stream` as an attachment of that name
+    (the FileBrowser's downloads); without it, the object's own type (`image/png` for images).
+    The caller has checked that the key is the caller's own: the URL is a bearer credential
+    until it expires (`ATELIER_S3_SIGNED_URL_SECONDS`).
+    """
+    _member_root(key)
+    if _local_path(key) is not None:
+        return None
+    if not default_storage.exists(key):
+        raise FileNotFoundError(key)
+    parameters = None
+    if download_name is not None:
+        from django.utils.http import content_disposition_header
+
+        parameters = {"ResponseContentType": "application/octet-stream",
+                      "ResponseContentDisposition": content_disposition_header(True, download_name)}
+    return default_storage.url(key, parameters=parameters)
 
 
 def member_file_read(key: str) -> bytes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import FileResponse, HttpRequest, JsonResponse
+from django.http import FileResponse, HttpRequest, HttpResponseRedirect, JsonResponse
 
 from a1111.extras import EXTRAS_KIND, parse_extras_request
 from a1111.generation import parse_generation_request
@@ -24,7 +24,7 @@ from inference.selectors import (
     worker_list,
 )
 from inference.services import extras_submit, job_cancel, job_submit
-from inference.storage import member_file_open
+from inference.storage import member_file_open, member_file_url
 from inference.waiting import queue_state
 from tenants.selectors import usage_this_month
 
@@ -115,10 +115,20 @@ def job_control_map(request: HttpRequest, user, public_id: str, index: int):
     return _png_response(job.control_maps[index], what=f"ControlNet map {index} of job {public_id}")
 
 
-def _png_response(key: str, *, what: str) -> FileResponse | JsonResponse:
-    """The stored PNG, or a 404 when its file is gone (cleaned up, or removed by its owner)."""
+def _png_response(key: str, *, what: str) -> FileResponse | HttpResponseRedirect | JsonResponse:
+    """The stored PNG, or a 404 when its file is gone (cleaned up, or removed by its owner).
+
+    The caller has checked the job is the caller's own. On object storage the answer is a 302 to
+    a short-lived signed URL of the image where it really is (clients that follow redirects, as
+    `requests`, `httpx`'s `follow_redirects` and browsers do, get the PNG); locally the file is
+    streamed from here."""
     gone = error(404, f"{what} is no longer stored (its file was removed): generate it again")
     try:
+        url = member_file_url(key)
+        if url is not None:
+            response = HttpResponseRedirect(url)
+            response["Cache-Control"] = "private, no-store"  # the signed URL is a short-lived credential
+            return response
         handle = member_file_open(key)
     except FileNotFoundError:
         return gone

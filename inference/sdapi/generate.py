@@ -304,6 +304,9 @@ def _eas_parameters(absolute: Callable[[str], str], job: Job, body: dict[str, An
         "status": 0 if ok else 1,
         # PAI answers paths on its mount; ours are URLs the same token can download, plus the
         # paths relative to the member's working directory (the folder they mount or sync).
+        # Always the platform's URL (it checks the token, then streams the PNG, or on object
+        # storage redirects to a short-lived signed URL of where it lies): a signed URL put here
+        # would expire while the result waits in a queue.
         "image_url": ",".join(
             absolute(f"/api/v1/jobs/{job.public_id}/images/{index}") for index in range(len(job.outputs))
         ),

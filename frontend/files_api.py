@@ -13,13 +13,22 @@ admins write) and `public` (the public model folders: operators write); every pa
 Callers: an API token (`Authorization`), or the browser session — then a write (POST, DELETE)
 needs Django's CSRF token in `X-CSRFToken`, as the `/files/` page sends it. Downloads are always
 `application/octet-stream` attachments with `nosniff`: a member's file is never rendered by the
-browser on this site (an uploaded `.html` or `.svg` cannot run script here).
+browser on this site (an uploaded `.html` or `.svg` cannot run script here). A file of the home
+`outputs` folder kept in object storage is a 302 to a short-lived signed URL that answers it as
+such an attachment (`response-content-disposition`), fetched from the bucket, not through here.
 Routed in `config/urls.py` (the `/api/v1` adapter does not import `frontend`).
 """
 
 from __future__ import annotations
 
-from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import (
+    FileResponse,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseRedirect,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 from django.utils.http import content_disposition_header
 
 from a1111.errors import InvalidField
@@ -29,6 +38,7 @@ from tenants.files import (
     entry_delete,
     entry_move,
     file_open,
+    file_url,
     folder_create,
     folder_list,
     is_folder,
@@ -71,6 +81,9 @@ def _get(request: HttpRequest, user, area: str, relative: str) -> HttpResponse:
         return _private(JsonResponse(listing))
     if wants_zip:
         raise InvalidField("zip=1 downloads a folder; this is a file: leave zip out", field="zip")
+    url = file_url(user, area, relative)
+    if url is not None:  # in object storage: fetched from there, as an attachment, through a short-lived URL
+        return _private(HttpResponseRedirect(url))
     handle, name, size = file_open(user, area, relative)
     response = FileResponse(handle, as_attachment=True, filename=name, content_type="application/octet-stream")
     response["Content-Length"] = str(size)

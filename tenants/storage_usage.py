@@ -4,7 +4,9 @@ Keys (`tenants/limits.py` STORAGE_KEYS): `user_storage_bytes` against the bytes 
 working directory plus their unfinished uploads into it; `tenant_storage_bytes` against every
 member's working directory, the team folder and the team's unfinished uploads into them. Usage is
 measured by walking the folders at check time (no counter to drift; links are neither followed nor
-counted). Outputs kept in object storage are not counted here. Operators' uploads into the public
+counted). Members' files kept in object storage (`ATELIER_S3_BUCKET`) count too: the sizes of the
+objects under the member's prefix (`users/<name>/`), and under the tenant's (`tenants/<slug>/`) for
+the team: one listing each, at check time. Operators' uploads into the public
 folders have no quota. A refusal is `StorageQuotaExceeded` (413, with the used and limit figures).
 """
 
@@ -19,6 +21,7 @@ from django.contrib.auth.models import AbstractUser
 from django.db.models import Sum
 
 from a1111.errors import TooLarge
+from tenants.files.objects import object_storage, prefix_bytes
 from tenants.filespace import Area
 from tenants.models import Membership, Tenant
 from tenants.upload_models import FileUpload
@@ -76,7 +79,8 @@ def _open_bytes(uploads) -> int:
 def user_storage_used(user: AbstractUser) -> int:
     """The member's working directory plus their unfinished uploads into it."""
     home = user_workdir(user.get_username())
-    return tree_bytes(home) + _open_bytes(FileUpload.objects.filter(owner=user, area=Area.HOME))
+    stored = prefix_bytes(f"users/{home.name}/") if object_storage() is not None else 0
+    return tree_bytes(home) + stored + _open_bytes(FileUpload.objects.filter(owner=user, area=Area.HOME))
 
 
 def tenant_storage_used(tenant: Tenant) -> int:
@@ -84,7 +88,8 @@ def tenant_storage_used(tenant: Tenant) -> int:
     usernames = Membership.objects.filter(tenant=tenant).values_list("user__username", flat=True)
     folders = [user_workdir(name) for name in usernames] + [settings.DATA_DIR / "tenants" / tenant.slug]
     pending = FileUpload.objects.filter(owner__membership__tenant=tenant, area__in=(Area.HOME, Area.TEAM))
-    return sum(tree_bytes(folder) for folder in folders) + _open_bytes(pending)
+    stored = prefix_bytes(f"tenants/{tenant.slug}/") if object_storage() is not None else 0
+    return sum(tree_bytes(folder) for folder in folders) + stored + _open_bytes(pending)
 
 
 def _limits(membership: Membership):

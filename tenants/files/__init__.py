@@ -19,6 +19,10 @@ one removes the link itself.
   `renameat2(RENAME_NOREPLACE)` where the kernel has it), `entry_delete` (folders recursively,
   `shutil.rmtree` on descriptors, which never follows a link).
 
+On object storage the home area's `outputs` folder lies in the bucket: `objects.py` serves it
+(chosen by `objects.bucket_key(place)`, from the checked place), downloads there are redirects to
+short-lived signed URLs (`file_url`), and everything else stays on the file system.
+
 The built-in folders of home and team (`models`, `models/<kind>`, `outputs`) and an area's own
 root cannot be renamed, moved or deleted. Refusals are `a1111.errors` with a message that names
 the place as its user sees it (`Place.display`), never a server path.
@@ -29,6 +33,7 @@ from tenants.files.reading import (
     Entry,
     Listing,
     file_open,
+    file_url,
     folder_list,
     is_folder,
     place_get,
@@ -39,5 +44,5 @@ from tenants.files.zips import ZipMember, ZipPlan, zip_chunks, zip_plan
 
 __all__ = [
     "COPY_CHUNK_BYTES", "Entry", "Listing", "ZipMember", "ZipPlan", "builtin_folders", "entry_delete", "entry_move",
-    "file_open", "folder_create", "folder_list", "is_folder", "place_get", "place_path", "zip_chunks", "zip_plan",
+    "file_open", "file_url", "folder_create", "folder_list", "is_folder", "place_get", "place_path", "zip_chunks", "zip_plan",
 ]

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 
 from a1111.errors import Forbidden, InvalidField, NotFound
+from tenants.files import objects
 from tenants.filespace import Area, Place, clean_relative, open_dir_nofollow, resolve_place
 
 COPY_CHUNK_BYTES = 1024 * 1024
@@ -169,6 +170,9 @@ def is_folder(user: AbstractUser, area: str, relative: str) -> bool:
     place = resolve_place(user, area, relative)
     if str(place.relative) == ".":
         return True
+    key = objects.bucket_key(place)
+    if key is not None:
+        return objects.kind_of(place, key)
     parent, _, info = stat_place(place)
     os.close(parent)
     return stat.S_ISDIR(info.st_mode)
@@ -179,14 +183,33 @@ def folder_list(user: AbstractUser, area: str, relative: str) -> Listing:
     if is_public_root(area, relative):  # everyone signed in reads the public folders
         return _public_root_listing()
     place = resolve_place(user, area, relative)
-    descriptor = open_folder(place)
-    try:
-        entries = [Entry(name, stat.S_ISDIR(info.st_mode), None if stat.S_ISDIR(info.st_mode) else info.st_size,
-                         modified_at(info.st_mtime)) for name, info in scan(descriptor)]
-    finally:
-        os.close(descriptor)
+    key = objects.bucket_key(place)
+    if key is not None:
+        entries = [Entry(*row) for row in objects.folder_entries(place, key) if _listable(row[0])]
+    else:
+        descriptor = open_folder(place)
+        try:
+            entries = [Entry(name, stat.S_ISDIR(info.st_mode), None if stat.S_ISDIR(info.st_mode) else info.st_size,
+                             modified_at(info.st_mtime)) for name, info in scan(descriptor)]
+        finally:
+            os.close(descriptor)
+        if place.area == Area.HOME and str(place.relative) == "." and objects.object_storage() is not None:
+            if all(entry.name != objects.OUTPUTS for entry in entries):  # outputs lie in the bucket
+                entries.append(Entry(objects.OUTPUTS, True, None, modified_at(0)))
     entries.sort(key=lambda entry: (not entry.is_folder, entry.name.lower(), entry.name))
     return Listing(place.area, place_path(place), place.display, place.writable, entries)
+
+
+def file_url(user: AbstractUser, area: str, relative: str) -> str | None:
+    """A short-lived signed URL that downloads the file when it lies in object storage (an
+    attachment, octet-stream); None when the file is served from the file system (`file_open`)."""
+    place = place_get(user, area, relative)
+    key = objects.bucket_key(place)
+    if key is None:
+        return None
+    if objects.kind_of(place, key):
+        raise InvalidField(f"{place.display} is a folder: add ?zip=1 to download it as a zip", field="path")
+    return objects.download_url(place, key)
 
 
 def file_open(user: AbstractUser, area: str, relative: str) -> tuple[IO[bytes], str, int]:

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 
 from a1111.errors import Conflict, Forbidden, InvalidField, NotFound
+from tenants.files import objects
 from tenants.filespace import Area, Place, open_dir_nofollow
 from tenants.files.reading import Entry, lstat_entry, modified_at, open_parent, parent_display, place_get, stat_place
 
@@ -38,6 +39,9 @@ def folder_create(user: AbstractUser, area: str, relative: str) -> tuple[Place, 
     place = place_get(user, area, relative, write=True)
     if str(place.relative) == ".":
         raise Conflict(f"{place.display} exists already", field="path")
+    key = objects.bucket_key(place)
+    if key is not None:
+        return place, Entry(place.relative.name, True, None, objects.folder_make(place, key))
     parent, name = open_parent(place, what=": create it first")
     try:
         try:
@@ -99,6 +103,13 @@ def entry_move(user: AbstractUser, area: str, relative: str, *, to: str, to_area
         raise Conflict(f"{target.display} is where it is already", field="to")
     if target.relative.is_relative_to(source.relative):
         raise InvalidField(f"{source.display} cannot move into itself ({target.display})", field="to")
+    source_key, target_key = objects.bucket_key(source), objects.bucket_key(target)
+    if (source_key is None) != (target_key is None):
+        raise InvalidField("outputs are kept in object storage: move files within outputs, or download and "
+                           "upload them to copy them elsewhere", field="to")
+    if source_key is not None and target_key is not None:
+        objects.entry_relocate(source, source_key, target, target_key)
+        return target
     source_parent, source_name, _ = stat_place(source)
     try:
         try:
@@ -122,6 +133,10 @@ def entry_delete(user: AbstractUser, area: str, relative: str) -> Place:
     """Delete a file, or a folder with everything in it; a link is removed itself, never followed."""
     place = place_get(user, area, relative, write=True)
     _refuse_fixed(place, "deleted")
+    key = objects.bucket_key(place)
+    if key is not None:
+        objects.entry_remove(place, key)
+        return place
     parent, name = open_parent(place)
     try:
         info = lstat_entry(parent, name)

@@ -8,6 +8,7 @@ import os
 import stat
 import zipfile
 from collections.abc import Iterator
+from typing import IO
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import PurePosixPath
@@ -15,7 +16,8 @@ from pathlib import PurePosixPath
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 
-from a1111.errors import TooLarge
+from a1111.errors import InvalidField, TooLarge
+from tenants.files import objects
 from tenants.filespace import Area, Place, open_dir_nofollow
 from tenants.files.reading import COPY_CHUNK_BYTES, open_folder, place_get, scan
 
@@ -35,6 +37,7 @@ class ZipPlan:
     archive_name: str  # the download's file name
     members: list[ZipMember]
     total_bytes: int
+    bucket_key: str | None = None  # the folder's storage key when it lies in object storage
 
 
 def _walk(descriptor: int, prefix: PurePosixPath) -> Iterator[ZipMember]:
@@ -58,11 +61,17 @@ def _walk(descriptor: int, prefix: PurePosixPath) -> Iterator[ZipMember]:
 def zip_plan(user: AbstractUser, area: str, relative: str) -> ZipPlan:
     """The folder's zip, planned: `TooLarge` (413) past `ATELIER_ZIP_MAX_BYTES`, before any byte is sent."""
     place = place_get(user, area, relative)
-    descriptor = open_folder(place)
-    try:
-        members = list(_walk(descriptor, PurePosixPath(".")))
-    finally:
-        os.close(descriptor)
+    key = objects.bucket_key(place)
+    if key is not None:
+        if not objects.kind_of(place, key):
+            raise InvalidField(f"{place.display} is a file: leave zip out to download it", field="zip")
+        members = _bucket_members(key)
+    else:
+        descriptor = open_folder(place)
+        try:
+            members = list(_walk(descriptor, PurePosixPath(".")))
+        finally:
+            os.close(descriptor)
     total = sum(member.size for member in members)
     limit = settings.ATELIER_ZIP_MAX_BYTES
     if total > limit:
@@ -70,7 +79,21 @@ def zip_plan(user: AbstractUser, area: str, relative: str) -> ZipPlan:
             f"{place.display} holds {total:,} bytes, over the {limit:,}-byte limit of a zip download: "
             "download its subfolders or files one at a time", field="path")
     stem = place.relative.name if str(place.relative) != "." else place.root.name if place.area == Area.PUBLIC else str(place.area)
-    return ZipPlan(place, f"{stem}.zip", members, total)
+    return ZipPlan(place, f"{stem}.zip", members, total, key)
+
+
+def _bucket_members(key: str) -> list[ZipMember]:
+    """The objects below a folder in the bucket as zip members, their folders first (markers left out)."""
+    folders: dict[PurePosixPath, float] = {}
+    files: list[ZipMember] = []
+    for item in objects.objects_below(key):
+        when = item.modified.timestamp()
+        for folder in item.relative.parents[:-1]:
+            folders[folder] = max(folders.get(folder, 0.0), when)
+        if item.relative.name != objects.FOLDER_MARKER:
+            files.append(ZipMember(item.relative, False, item.size, when))
+    members = [ZipMember(folder, True, 0, when) for folder, when in folders.items()] + files
+    return sorted(members, key=lambda member: str(member.name))
 
 
 class _ChunkSink:
@@ -113,6 +136,14 @@ def _member_open(plan: ZipPlan, member: ZipMember) -> int | None:
         os.close(parent)
 
 
+def _source_open(plan: ZipPlan, member: ZipMember) -> IO[bytes] | None:
+    """The member's bytes, from the bucket or the file system; None when it is gone or changed."""
+    if plan.bucket_key is not None:
+        return objects.object_open(f"{plan.bucket_key}/{member.name}")
+    descriptor = _member_open(plan, member)
+    return None if descriptor is None else os.fdopen(descriptor, "rb")
+
+
 def zip_chunks(plan: ZipPlan) -> Iterator[bytes]:
     """The zip of `plan`, a chunk at a time (about 1 MiB each); each file holds at most the bytes
     it had when planned, and a file gone or swapped for a link since is left out."""
@@ -126,13 +157,13 @@ def zip_chunks(plan: ZipPlan) -> Iterator[bytes]:
                 info.external_attr = (0o40755 << 16) | 0x10
                 archive.writestr(info, b"")
                 continue
-            descriptor = _member_open(plan, member)
-            if descriptor is None:
+            source = _source_open(plan, member)
+            if source is None:
                 continue
             info = zipfile.ZipInfo(str(top / member.name), date_time=moment)
             info.external_attr = 0o100644 << 16
             info.file_size = member.size
-            with os.fdopen(descriptor, "rb") as source, archive.open(info, "w", force_zip64=member.size > 2**31) as target:
+            with source, archive.open(info, "w", force_zip64=member.size > 2**31) as target:
                 left = member.size
                 while left > 0:
                     data = source.read(min(COPY_CHUNK_BYTES, left))

@@ -98,8 +98,10 @@ def _files_operations(path: str) -> tuple[Operation, ...]:
     return (
         Operation("GET", path, "List a folder, download a file, or download a folder as a zip", NATIVE, s.FileListing,
                   errors=(400, 401, 403, 404, 413), also_content_types=("application/octet-stream", "application/zip"),
-                  extra={"parameters": [*params, zip_query]},
-                  description="A folder: its entries as JSON. A file: the file itself, as an attachment. "
+                  extra={"parameters": [*params, zip_query]}, also=(302,),
+                  description="A folder: its entries as JSON. A file: the file itself, as an attachment (a file of "
+                              "home/outputs kept in object storage: a 302 to a short-lived signed URL answering it "
+                              "as an attachment). "
                               "Another member's or another team's files are never reachable: 404."),
         Operation("POST", path, "Create a folder, or rename/move a file or folder within the area", NATIVE,
                   s.FileActionResult, request=s.FileAction, errors=(400, 401, 403, 404, 409),
@@ -113,6 +115,8 @@ def _files_operations(path: str) -> tuple[Operation, ...]:
     )
 
 
+_SIGNED_REDIRECT = ("With outputs in object storage (ATELIER_S3_BUCKET): a 302 to a short-lived signed URL of the "
+                    "image where it lies; follow redirects to get it.")
 _READ = (401,)
 _USAGE_QUERY = (
     ("month", {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"}, "The month, YYYY-MM, in the tenant's time zone."),
@@ -134,9 +138,9 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("POST", "/api/v1/jobs/{public_id}/cancel", "Cancel one of your jobs", NATIVE, s.Job,
               errors=(401, 404)),
     Operation("GET", "/api/v1/jobs/{public_id}/images/{index}", "An image of your job (PNG)", NATIVE, None,
-              errors=(401, 404), content_type="image/png"),
+              errors=(401, 404), content_type="image/png", also=(302,), description=_SIGNED_REDIRECT),
     Operation("GET", "/api/v1/jobs/{public_id}/control-maps/{index}", "A ControlNet detect map of your job (PNG)",
-              NATIVE, None, errors=(401, 404), content_type="image/png"),
+              NATIVE, None, errors=(401, 404), content_type="image/png", also=(302,), description=_SIGNED_REDIRECT),
     Operation("POST", "/api/v1/job-groups", "Submit an X/Y/Z plot: one job per cell; poll the group by id", NATIVE,
               s.JobGroupCreated, request=s.NativeXyzPlot, errors=_WRITE, status=201,
               description="All cells or none are queued; each is an ordinary job (metered, scheduled, "

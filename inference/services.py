@@ -617,7 +617,7 @@ def _store_input(user: AbstractUser, data: bytes, *, field: str = "init_images")
     """A PNG the member sent, stored in their `inputs/` folder under its content hash (once)."""
     key = f"{user_inputs_key(user.get_username())}/{hashlib.sha256(data).hexdigest()[:40]}.png"
     try:
-        member_file_save(key, data, skip_if_stored=True)
+        key = member_file_save(key, data, skip_if_stored=True)  # a racing twin's suffixed key holds the same bytes
     except UnsafeOutputPath:
         raise RequestValidationError(
             field, "your inputs folder leads outside your working directory (a symbolic link?): remove the link"

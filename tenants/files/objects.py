@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import IO, Any
 
+from botocore.exceptions import ClientError
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
@@ -133,13 +134,14 @@ def download_url(place: Place, key: str) -> str:
 
 
 def object_open(key: str) -> IO[bytes] | None:
-    """The stored object for reading; None when it is gone."""
+    """The stored object's bytes as a stream read straight from the store (a chunk at a time, never
+    spooled whole); None when it is gone since it was listed."""
+    storage = object_storage()
+    assert storage is not None
     try:
-        return object_storage().open(key, "rb")  # type: ignore[union-attr]
-    except FileNotFoundError:
-        return None
-    except Exception as exc:  # botocore's ClientError for a key deleted since it was listed
-        if "NoSuchKey" in str(exc) or "404" in str(exc):
+        return storage.bucket.Object(_full(key)).get()["Body"]
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
             return None
         raise
 

@@ -5,6 +5,7 @@ not deflated (images and weights are compressed already); links neither listed n
 from __future__ import annotations
 
 import os
+from contextlib import closing
 import stat
 import zipfile
 from collections.abc import Iterator
@@ -163,7 +164,7 @@ def zip_chunks(plan: ZipPlan) -> Iterator[bytes]:
             info = zipfile.ZipInfo(str(top / member.name), date_time=moment)
             info.external_attr = 0o100644 << 16
             info.file_size = member.size
-            with source, archive.open(info, "w", force_zip64=member.size > 2**31) as target:
+            with closing(source), archive.open(info, "w", force_zip64=member.size > 2**31) as target:
                 left = member.size
                 while left > 0:
                     data = source.read(min(COPY_CHUNK_BYTES, left))

@@ -6,7 +6,8 @@ job names (`ModelRef(key, sha256)`) from
 1. the file at `model_file_path(key)` when this machine has it and its sha256 matches (a worker
    that mounts DATA_DIR, or the public folders baked into its image), else
 2. its cache, `<root>/<sha256>/<file name>` (a folder: `<root>/<sha256>/<folder name>/…`), filled
-   from the "models" storage (`inference/model_blobs.py` publishes there) once per machine:
+   from the "models" storage (`inference/model_blobs.py` publishes there; the bucket's listing
+   says whether a blob is a file or a folder, so a worker needs no table for it) once per machine:
    downloaded under a temporary name, its sha256 verified, renamed into place. A per-sha256 file
    lock (`fcntl.flock`) makes two worker processes on one host fetch it once.
 
@@ -34,9 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.core.files.storage import Storage
+from storages.utils import clean_name
 
 from inference.jobspec import ModelRef
-from inference.models import ModelBlob
 from inference.storage import model_file_path
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,14 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".onnx")
 
 class ModelUnavailable(RuntimeError):
     """A model this worker cannot get: the message names the model (for the job's owner)."""
+
+
+@dataclass(frozen=True)
+class BlobListing:
+    """A blob as the store lists it: a folder's relative paths (none: a single file), its bytes."""
+
+    files: tuple[str, ...]
+    size: int
 
 
 def _model_name(ref: ModelRef) -> str:
@@ -146,7 +155,7 @@ class ModelCache:
         try:
             if (self.root / ref.sha256).is_dir():  # another process fetched it while we waited
                 return
-            blob = ModelBlob.objects.filter(sha256=ref.sha256).first()
+            blob = self._blob(ref)
             if blob is None:
                 raise ModelUnavailable(
                     f"the model {_model_name(ref)!r} is not on this worker and not in the model store "
@@ -165,7 +174,27 @@ class ModelCache:
         finally:
             os.close(fetch_lock)
 
-    def _download(self, ref: ModelRef, blob: ModelBlob, staging: Path) -> None:
+    def _object_key(self, object_name: str) -> str:
+        return self.storage._normalize_name(clean_name(object_name))  # type: ignore[attr-defined]
+
+    def _blob(self, ref: ModelRef) -> BlobListing | None:
+        """What the store holds under `ref.sha256` (one LIST request), or None."""
+        try:
+            prefix = self._object_key(ref.sha256)
+            objects = list(self.storage.bucket.objects.filter(Prefix=prefix))  # type: ignore[attr-defined]
+        except Exception as exc:  # noqa: BLE001 - boto's errors, said in the job's words
+            raise ModelUnavailable(
+                f"the model store could not be reached for {_model_name(ref)!r} ({type(exc).__name__})"
+            ) from exc
+        for item in objects:
+            if item.key == prefix:
+                return BlobListing(files=(), size=item.size)
+        inside = [item for item in objects if item.key.startswith(prefix + "/")]
+        if not inside:
+            return None
+        return BlobListing(files=tuple(item.key[len(prefix) + 1:] for item in inside), size=sum(i.size for i in inside))
+
+    def _download(self, ref: ModelRef, blob: BlobListing, staging: Path) -> None:
         name = _model_name(ref)
         if blob.files:  # a folder: its files under its own name, the weights among them by sha256
             matched = False
@@ -184,9 +213,8 @@ class ModelCache:
 
     def _download_object(self, object_name: str, target: Path, name: str) -> None:
         try:
-            key = self.storage._normalize_name(self.storage._clean_name(object_name))  # type: ignore[attr-defined]
             with target.open("wb") as handle:
-                self.storage.bucket.Object(key).download_fileobj(handle)  # type: ignore[attr-defined]
+                self.storage.bucket.Object(self._object_key(object_name)).download_fileobj(handle)  # type: ignore[attr-defined]
         except Exception as exc:  # noqa: BLE001 - boto's errors, said in the job's words
             raise ModelUnavailable(f"the model {name!r} could not be fetched from the model store ({type(exc).__name__})") from exc
 

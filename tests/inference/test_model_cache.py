@@ -149,10 +149,9 @@ def test_a_model_in_use_is_never_evicted(s3_storage, tmp_path) -> None:
     assert cache.cached() == [d.sha256]
 
 
-def _fetch_in_child(root: str, sha256: str, barrier) -> None:  # runs in a forked process
-    from django.db import connections
-
-    connections.close_all()  # the parent's connections are not ours to use
+def _fetch_in_child(root: str, sha256: str, barrier) -> None:
+    """Runs in a forked process: it never touches the database (the parent's connection is not its
+    own) and leaves with os._exit, so nothing of the parent's is closed or flushed from here."""
     storage = storages.create_storage(settings.STORAGES["models"])
     cache = ModelCache(root=Path(root), max_bytes=10**9, storage=storage)
     barrier.wait()

@@ -25,6 +25,7 @@ from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import Storage, storages
 
+from a1111.errors import Conflict
 from inference.jobspec import JobSpecError, ModelRef, check_model_key
 from inference.models import ModelBlob
 from inference.storage import model_file_path
@@ -34,8 +35,9 @@ logger = logging.getLogger(__name__)
 MODELS_STORAGE = "models"
 
 
-class ModelBlobError(RuntimeError):
-    """A model file could not be published; the message names the model, never a server path."""
+class ModelBlobError(Conflict):
+    """A model file could not be published (a 409 at submit); the message names the model, never a
+    server path."""
 
 
 def models_storage() -> Storage | None:
@@ -108,6 +110,10 @@ def model_blob_publish(path: Path, sha256: str, *, storage: Storage | None = Non
             raise ModelBlobError(f"the model folder {name!r} holds no files")
         objects = [(f"{sha256}/{relative}", file) for relative, file in files]
     elif path.is_file():
+        from inference.model_registry import cached_sha256
+
+        if cached_sha256(path) != sha256:  # replaced since the job named it: never store it under the old name
+            raise ModelBlobError(f"the model {name!r} changed after it was chosen: submit the job again")
         files, objects = [], [(sha256, path)]
     else:
         raise ModelBlobError(f"the model {name!r} is missing from the model folders")

@@ -178,3 +178,12 @@ def test_without_a_blob_store_files_are_read_where_they_are(tmp_path) -> None:
     assert files.cache is None
     ref = ModelRef("public/models/Lora/anything.safetensors", "0" * 64)
     assert files.path(ref).endswith("anything.safetensors")
+
+
+def test_a_file_is_never_published_under_a_hash_it_does_not_have(s3_server, s3_storage, tmp_path) -> None:
+    from inference.model_blobs import ModelBlobError
+
+    path, _ = _model(tmp_path / "web", "swapped.safetensors", b"new content")
+    with pytest.raises(ModelBlobError, match="'swapped.safetensors' changed"):
+        model_blob_publish(path, hashlib.sha256(b"old content").hexdigest())
+    assert s3_server.keys(s3_storage, "model-blobs/") == []

@@ -1,4 +1,4 @@
-"""Jobs, GPU workers and the model-hash cache.
+"""Jobs, GPU workers, the model-hash cache and the published model blobs.
 
 A Job's status moves only forward, by compare-and-set updates in `inference/services.py`:
 
@@ -187,6 +187,18 @@ class ModelFileHash(models.Model):
     size = models.BigIntegerField()
     mtime_ns = models.BigIntegerField()
     sha256 = models.CharField(max_length=64)
+
+
+class ModelBlob(models.Model):
+    """A model file (or a diffusers/transformers folder) published to the "models" object storage
+    by its sha256 (`inference/model_blobs.py`): workers on other machines fetch it from there.
+    A row exists only once every file of the blob is stored, so a submit whose models all have
+    rows costs one query and uploads nothing."""
+
+    sha256 = models.CharField(max_length=64, primary_key=True)
+    size = models.BigIntegerField()  # bytes, all files together
+    files = models.JSONField(default=list, blank=True)  # a folder's relative paths; [] for one file
+    stored_at = models.DateTimeField(auto_now_add=True)
 
 
 class UserOptions(models.Model):

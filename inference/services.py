@@ -48,6 +48,7 @@ from a1111.upscalers import A1111_MODEL_UPSCALERS
 from inference.inputs.images import ExtrasInputs, InputImages
 from inference.interrogate_models import interrogate_models_resolve
 from inference.jobspec import JobSpec, ModelRef, request_to_spec
+from inference.model_blobs import model_params_publish
 from inference.model_registry import (
     FAMILY_TITLES,
     SDXL_LATENT_FAMILIES,
@@ -216,6 +217,7 @@ def job_submit(
         refiner=ModelRef(model_file_key(refiner.path), refiner.sha256) if refiner else None,
         hires_checkpoint=ModelRef(model_file_key(hires_checkpoint.path), hires_checkpoint.sha256) if hires_checkpoint else None,
     )
+    model_params_publish(spec.to_json())  # in the blob store before any worker is asked to run it
     public_id = new_job_id()
     with _quota_transaction(terms):  # the quota's check and the job's INSERT, serialised per tenant
         _quota_checked(user, membership, request, terms)
@@ -378,6 +380,7 @@ def extras_submit(
     request = _with_extras_models(user, request, degrade=degrade_missing_models and not settings.ATELIER_STRICT_MISSING_MODELS)
     keys = [_store_input(user, data) for data in inputs.images]
     request = with_inputs(request, keys=keys, names=inputs.names, sizes=inputs.sizes)
+    model_params_publish(request.to_json())
     public_id = new_job_id()
     with _quota_transaction(terms):
         _quota_checked(user, membership, request, terms)
@@ -462,6 +465,7 @@ def promptgen_submit(*, user: AbstractUser, request: PromptgenRequest, priority:
             "model_type": entry.model_type, "pickled": entry.pickled,
         },
     }
+    model_params_publish(params)
     with _quota_transaction(terms):
         _quota_checked(user, membership, request, terms)
         job = Job.objects.create(
@@ -499,6 +503,7 @@ def interrogate_submit(*, user: AbstractUser, model: str, image: bytes, size: tu
         model=model, image=_store_input(user, image, field="image"), size=size, settings=chosen,
         resolved_models=resolved,
     )
+    model_params_publish(request.to_json())
     public_id = new_job_id()
     with _quota_transaction(terms):
         _quota_checked(user, membership, request, terms)

@@ -44,7 +44,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from a1111.errors import Conflict, Forbidden, InvalidField, NotFound, RequestError, TooLarge, TooMany
-from inference.model_files import model_upload_check
+from inference.model_blobs import model_file_placed
+from inference.model_files import model_kind_for, model_upload_check
 from tenants.filespace import Area, Place, open_dir_nofollow, resolve_place
 from tenants.models import Membership, Tenant
 from tenants.storage_usage import (  # noqa: F401  (re-exported: the FileBrowser shows `storage_usage(user)`)
@@ -327,3 +328,5 @@ def _finish(upload: FileUpload) -> None:
     part.unlink(missing_ok=True)
     upload.state, upload.message = FileUpload.State.COMPLETE, ""
     upload.save(update_fields=["state", "message", "updated_at"])
+    if model_kind_for(upload.area, upload.path) is not None:  # for workers on other machines
+        model_file_placed(_target(upload.owner, upload.area, upload.path).path, upload.sha256)

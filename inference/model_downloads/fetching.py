@@ -17,6 +17,7 @@ from django.utils import timezone
 from a1111.errors import InvalidField
 from a1111.images import ImageInputError
 from inference.inputs.fetch import Fetcher
+from inference.model_blobs import model_file_placed
 from inference.model_files import model_file_check
 from inference.models import ModelDownload, ModelFileHash
 from tenants.filespace import open_dir_nofollow
@@ -130,6 +131,7 @@ def download_into_place(download: ModelDownload, *, progress_every_s: float) -> 
         _verify(download, digest, staging_fd, part_name)
         _place(download, staging_fd, part_name, folder_fd)
         _remember_hash(root / download.file_name, download.actual_sha256)
+        model_file_placed(root / download.file_name, download.actual_sha256)  # for workers elsewhere
     finally:
         if staging_fd is not None:
             if not keep_part:

@@ -45,6 +45,7 @@ from a1111.infotext import (
 )
 from inference.jobspec import JobSpec, JobSpecError, ModelRef
 from inference.metering import request_pixel_steps
+from inference.model_cache import ModelFiles
 from inference.models import Job
 from inference.runner.chunks import ChunkLayout, layout_of
 from inference.scheduler.keys import model_key, promptgen_model_key
@@ -66,7 +67,6 @@ from inference.storage import (
     member_file_save,
     member_image_open,
     model_file_key,
-    model_file_path,
 )
 from a1111.controlnet import ControlUnit
 from runtime.controlnet import prepare_control_image
@@ -176,18 +176,23 @@ def held_models(runtime: WorkerRuntime) -> list[str]:
     )
 
 
-def batch_execute(*, jobs: list[tuple[str, int]], worker_name: str, runtime: WorkerRuntime) -> None:
-    """Run the (public id, attempt) pairs this worker was handed as one batch."""
+def batch_execute(
+    *, jobs: list[tuple[str, int]], worker_name: str, runtime: WorkerRuntime, model_files: ModelFiles | None = None
+) -> None:
+    """Run the (public id, attempt) pairs this worker was handed as one batch. `model_files` is the
+    worker process's (its model cache); none given: one from the settings (its state is on disk)."""
+    model_files = model_files or ModelFiles.from_settings()
     try:
         kinds = dict(Job.objects.filter(public_id__in=[public_id for public_id, _ in jobs]).values_list("public_id", "kind"))
         expansions = [pair for pair in jobs if kinds.get(pair[0]) == Job.Kind.PROMPTGEN]
         if expansions:  # a language model's batch: its own runner (imported here: it imports this module)
             from inference.runner.promptgen import promptgen_execute
 
-            promptgen_execute(jobs=expansions, worker_name=worker_name, runtime=runtime)
+            promptgen_execute(jobs=expansions, worker_name=worker_name, runtime=runtime, model_files=model_files)
         others = [pair for pair in jobs if kinds.get(pair[0]) != Job.Kind.PROMPTGEN]
         if others:
-            _run_batch(others, worker_name, runtime)
+            with model_files.batch():  # the batch's models are never evicted while it runs
+                _run_batch(others, worker_name, runtime, model_files)
     finally:
         # Tell the scheduler what is loaded now, and take the next batch for this worker.
         worker_batch_done(
@@ -196,18 +201,20 @@ def batch_execute(*, jobs: list[tuple[str, int]], worker_name: str, runtime: Wor
         )
 
 
-def _run_batch(jobs: list[tuple[str, int]], worker_name: str, runtime: WorkerRuntime) -> None:
+def _run_batch(jobs: list[tuple[str, int]], worker_name: str, runtime: WorkerRuntime, model_files: ModelFiles) -> None:
     """The stages of one batch, in order (each below, under its number)."""
     max_batch = settings.ATELIER_WORKER_MAX_BATCH
     # 1. Claim the jobs that are still ours, each with its typed spec and its images' positions.
-    members = claim_members(jobs, worker_name=worker_name, runtime=runtime, max_batch=max_batch)
+    members = claim_members(
+        jobs, worker_name=worker_name, runtime=runtime, max_batch=max_batch, model_files=model_files
+    )
     if not members:
         return
     # 2. Build the runtime's spec: the members' inputs read from storage, then a pure mapping.
     try:
         spec = build_generation_spec(
             [member.part for member in members], max_batch=max_batch,
-            inputs=[load_member_inputs(member.spec) for member in members], local_path=local_model_path,
+            inputs=[load_member_inputs(member.spec) for member in members], local_path=model_files.path,
         )
     except Exception as exc:  # noqa: BLE001 - a missing input or model key fails the batch, not the worker
         logger.exception("batch of %s could not be prepared", [m.job.public_id for m in members])
@@ -283,11 +290,13 @@ def job_spec_of(job: Job) -> JobSpec:
 
 
 def claim_members(
-    jobs: list[tuple[str, int]], *, worker_name: str, runtime: WorkerRuntime, max_batch: int
+    jobs: list[tuple[str, int]], *, worker_name: str, runtime: WorkerRuntime, max_batch: int,
+    model_files: ModelFiles | None = None,
 ) -> list[BatchMember]:
     """Claim each (public id, attempt) still ours, in order; an extras or interrogate job runs here
     on its own path, a job whose spec this worker cannot read is failed with the reason."""
     interval = settings.ATELIER_PROGRESS_INTERVAL_SECONDS
+    model_files = model_files or ModelFiles.from_settings()
     members: list[BatchMember] = []
     layout = ChunkLayout(max_batch)
     for public_id, attempt in jobs:
@@ -298,12 +307,14 @@ def claim_members(
             # imported here: that module imports this one's PNG helpers
             from inference.runner.extras import extras_execute
 
-            extras_execute(job=job, attempt=attempt, worker_name=worker_name, runtime=runtime)
+            extras_execute(job=job, attempt=attempt, worker_name=worker_name, runtime=runtime, model_files=model_files)
             continue
         if job.kind == Job.Kind.INTERROGATE:  # no pipeline either: a caption or tags of one image
             from inference.runner.interrogate import interrogate_execute
 
-            interrogate_execute(job=job, attempt=attempt, worker_name=worker_name, runtime=runtime)
+            interrogate_execute(
+                job=job, attempt=attempt, worker_name=worker_name, runtime=runtime, model_files=model_files
+            )
             continue
         try:
             spec = job_spec_of(job)
@@ -351,11 +362,6 @@ def load_member_inputs(spec: JobSpec) -> MemberInputs:
     )
 
 
-def local_model_path(key: str) -> str:
-    """A model key resolved on this machine (refused if it leads outside its folder)."""
-    return str(model_file_path(key))
-
-
 def chunk_layout(parts: list[MemberPart], max_batch: int) -> ChunkLayout:
     """The batch's chunks, as `claim_members` laid them out."""
     return layout_of([(len(part.images), part.spec.request.images_per_iteration) for part in parts], max_batch)
@@ -373,10 +379,10 @@ def preview_positions(parts: list[MemberPart], max_batch: int) -> tuple[int, ...
 
 
 def build_generation_spec(
-    parts: list[MemberPart], *, max_batch: int, inputs: list[MemberInputs], local_path: Callable[[str], str]
+    parts: list[MemberPart], *, max_batch: int, inputs: list[MemberInputs], local_path: Callable[[ModelRef], str]
 ) -> GenerationSpec:
     """The runtime's `GenerationSpec` for a batch of job specs (pure: `inputs` are already read,
-    `local_path` maps a model key to this machine's file).
+    `local_path` maps a model reference to this machine's file).
 
     Every member shares the batch key (size, steps, sampler, guidance, models, ControlNet units,
     face restoration), so those come from the first; prompts, seeds and init images are per image.
@@ -385,9 +391,9 @@ def build_generation_spec(
     request = lead.request
     sampler = resolve_sampler(request.sampler_name, request.scheduler)
     return GenerationSpec(
-        checkpoint_path=local_path(lead.checkpoint.key),
+        checkpoint_path=local_path(lead.checkpoint),
         checkpoint_sha256=lead.checkpoint.sha256,
-        vae_path=local_path(lead.vae.key) if lead.vae else "",
+        vae_path=local_path(lead.vae) if lead.vae else "",
         vae_sha256=lead.vae.sha256 if lead.vae else "",
         # Extra-network tags (<lora:…>) are instructions, not words for the text encoder.
         prompts=[extract_extra_networks(p.spec.request.prompt)[0] for p in parts for _ in p.images],
@@ -404,11 +410,11 @@ def build_generation_spec(
         sd_upscale=_sd_upscale(lead, local_path),
         hires=_hires(parts, local_path) if request.hires else None,
         loras=[
-            LoraSpec(path=local_path(n.model.key), sha256=n.model.sha256, te_weight=n.te_weight, unet_weight=n.unet_weight)
+            LoraSpec(path=local_path(n.model), sha256=n.model.sha256, te_weight=n.te_weight, unet_weight=n.unet_weight)
             for n in lead.networks if n.kind == "lora"
         ],
-        hypernetworks=[(local_path(n.model.key), n.model.sha256, n.unet_weight) for n in lead.networks if n.kind == "hypernet"],
-        embeddings=[(n.name, local_path(n.model.key), n.model.sha256) for n in lead.networks if n.kind == "embedding"],
+        hypernetworks=[(local_path(n.model), n.model.sha256, n.unet_weight) for n in lead.networks if n.kind == "hypernet"],
+        embeddings=[(n.name, local_path(n.model), n.model.sha256) for n in lead.networks if n.kind == "embedding"],
         clip_skip=request.clip_skip,
         subseeds=[subseed for p in parts for subseed in p.spec.request.all_subseeds()],
         subseed_strength=request.subseed_strength,
@@ -421,7 +427,7 @@ def build_generation_spec(
         controlnet=_control_units(lead, inputs[0].control_images, local_path),
         face_restoration=_face_restoration(lead, local_path),
         refiner=RefinerSpec(
-            path=local_path(lead.refiner.key), sha256=lead.refiner.sha256, switch_at=request.refiner_switch_at,
+            path=local_path(lead.refiner), sha256=lead.refiner.sha256, switch_at=request.refiner_switch_at,
             hires_passes=request.hires_refiner_pass,
         ) if lead.refiner is not None and request.refiner_runs else None,
         preview_images=preview_positions(parts, max_batch),
@@ -438,7 +444,7 @@ def _img2img_steps(request: GenerationRequest) -> tuple[int, float]:
     return request.steps, request.denoising_strength
 
 
-def _hires(parts: list[MemberPart], local_path: Callable[[str], str]) -> HiresSpec:
+def _hires(parts: list[MemberPart], local_path: Callable[[ModelRef], str]) -> HiresSpec:
     """The hires fix of a batch: the lead's settings (shared: the batch key), each image's own
     second-pass prompts (A1111's hr_prompt / hr_negative_prompt, "" for the first pass's), tags stripped."""
     lead = parts[0].spec
@@ -451,7 +457,7 @@ def _hires(parts: list[MemberPart], local_path: Callable[[str], str]) -> HiresSp
     return HiresSpec(
         width=request.hr_width, height=request.hr_height, upscaler=request.hr_upscaler,
         steps=request.hr_second_pass_steps or request.steps, denoising_strength=request.denoising_strength,
-        upscaler_path=local_path(upscaler.model.key) if upscaler else "",
+        upscaler_path=local_path(upscaler.model) if upscaler else "",
         upscaler_sha256=upscaler.model.sha256 if upscaler else "",
         prompts=[
             extract_extra_networks(p.spec.request.hires_prompt)[0] for p in parts for _ in p.images
@@ -461,7 +467,7 @@ def _hires(parts: list[MemberPart], local_path: Callable[[str], str]) -> HiresSp
         ] if own_prompts else [],
         scheduler_class=hires_sampler.scheduler_class if own_sampler else "",
         scheduler_kwargs=hires_sampler.scheduler_kwargs if own_sampler else {},
-        checkpoint_path=local_path(checkpoint.key) if checkpoint else "",
+        checkpoint_path=local_path(checkpoint) if checkpoint else "",
         checkpoint_sha256=checkpoint.sha256 if checkpoint else "",
         token_merging_ratio=request.token_merging_hires_pass,
         deepcache=request.deepcache_hires_pass,
@@ -499,37 +505,37 @@ def _img2img_inputs(parts: list[MemberPart], inputs: list[MemberInputs]) -> Img2
     )
 
 
-def _sd_upscale(spec: JobSpec, local_path: Callable[[str], str]) -> SdUpscaleSpec | None:
+def _sd_upscale(spec: JobSpec, local_path: Callable[[ModelRef], str]) -> SdUpscaleSpec | None:
     """The SD upscale script's settings (its model upscaler resolved at submit into `spec.upscaler`)."""
     run = spec.request.sd_upscale
     if run is None:
         return None
     return SdUpscaleSpec(
         scale_factor=run.scale_factor, overlap=run.overlap, upscaler=run.upscaler, batch_size=spec.request.batch_size,
-        upscaler_path=local_path(spec.upscaler.model.key) if spec.upscaler else "",
+        upscaler_path=local_path(spec.upscaler.model) if spec.upscaler else "",
         upscaler_sha256=spec.upscaler.model.sha256 if spec.upscaler else "",
     )
 
 
 def _control_units(
-    spec: JobSpec, images: tuple[Image.Image, ...], local_path: Callable[[str], str]
+    spec: JobSpec, images: tuple[Image.Image, ...], local_path: Callable[[ModelRef], str]
 ) -> list[ControlUnit]:
     """The ControlNet units (part of the batch key: every member has the same ones)."""
     return [
         ControlUnit.from_args(
-            dataclasses.asdict(unit), model_path=local_path(model.key), model_sha256=model.sha256, image=image
+            dataclasses.asdict(unit), model_path=local_path(model), model_sha256=model.sha256, image=image
         )
         for unit, model, image in zip(spec.request.controlnet_units, spec.controlnet_models, images, strict=True)
     ]
 
 
-def _face_restoration(spec: JobSpec, local_path: Callable[[str], str]) -> FaceRestorationSpec | None:
+def _face_restoration(spec: JobSpec, local_path: Callable[[ModelRef], str]) -> FaceRestorationSpec | None:
     restorer = spec.face_restorer  # part of the batch key too
     if restorer is None:
         return None
     return FaceRestorationSpec(
-        restorer=restorer.name, model_path=local_path(restorer.model.key), model_sha256=restorer.model.sha256,
-        detector_path=local_path(restorer.detector.key), detector_sha256=restorer.detector.sha256,
+        restorer=restorer.name, model_path=local_path(restorer.model), model_sha256=restorer.model.sha256,
+        detector_path=local_path(restorer.detector), detector_sha256=restorer.detector.sha256,
         fidelity=restorer.weight,
     )
 

@@ -36,7 +36,8 @@ from inference.transitions import (
     job_progress,
     job_succeed,
 )
-from inference.storage import member_image_open, model_file_path
+from inference.model_cache import ModelFiles
+from inference.storage import member_image_open
 from runtime.engine import WorkerRuntime
 from runtime.specs import PostprocessSpec, Resizer, RestoreStep, UpscaleStep
 from tenants.workdirs import user_outputs_key
@@ -47,19 +48,19 @@ INFOTEXT_CHUNK = "postprocessing"  # A1111's key for the extras infotext in a PN
 EXTRAS_FOLDER = "extras-images"  # A1111's outputs/extras-images
 
 
-def _local_path(model: dict[str, str]) -> str:
+def _local_path(model: dict[str, str], model_files: ModelFiles) -> str:
     """A resolved model's file on this machine: its storage key resolved here (jobs queued before
     keys were stored carry the submitting machine's path)."""
-    return str(model_file_path(model["key"])) if "key" in model else model.get("path", "")
+    return model_files.path_of(model) if "key" in model else model.get("path", "")
 
 
-def _resizer(request: ExtrasRequest, slot: str) -> Resizer:
+def _resizer(request: ExtrasRequest, slot: str, model_files: ModelFiles) -> Resizer:
     model = request.resolved_models.get(slot)
     name = getattr(request, slot)
-    return Resizer(name, _local_path(model), model["sha256"]) if model else Resizer(name)
+    return Resizer(name, _local_path(model, model_files), model["sha256"]) if model else Resizer(name)
 
 
-def postprocess_spec(request: ExtrasRequest, width: int, height: int) -> PostprocessSpec:
+def postprocess_spec(request: ExtrasRequest, width: int, height: int, model_files: ModelFiles) -> PostprocessSpec:
     """What the worker does to one image of `width`×`height` (plain data for `WorkerRuntime.postprocess`)."""
     upscale = None
     if request.upscales:
@@ -67,8 +68,8 @@ def postprocess_spec(request: ExtrasRequest, width: int, height: int) -> Postpro
         out_w, out_h = output_size(request, width, height)
         upscale = UpscaleStep(
             factor=upscale_factor(request, width, height), width=scaled_w, height=scaled_h,
-            upscaler=_resizer(request, "upscaler_1"),
-            second=_resizer(request, "upscaler_2") if request.blends_upscaler_2 else None,
+            upscaler=_resizer(request, "upscaler_1", model_files),
+            second=_resizer(request, "upscaler_2", model_files) if request.blends_upscaler_2 else None,
             second_visibility=request.extras_upscaler_2_visibility,
             crop=(out_w, out_h) if (out_w, out_h) != (scaled_w, scaled_h) else None,
         )
@@ -77,17 +78,20 @@ def postprocess_spec(request: ExtrasRequest, width: int, height: int) -> Postpro
     return PostprocessSpec(
         upscale=upscale,
         restore=tuple(
-            RestoreStep(name, _local_path(models[name]), models[name]["sha256"], request.visibility(name),
+            RestoreStep(name, _local_path(models[name], model_files), models[name]["sha256"], request.visibility(name),
                         request.codeformer_weight)
             for name in request.restorers
         ),
-        detector_path=_local_path(detector) if detector else "",
+        detector_path=_local_path(detector, model_files) if detector else "",
         detector_sha256=detector.get("sha256", ""),
     )
 
 
-def extras_execute(*, job: Job, attempt: int, worker_name: str, runtime: WorkerRuntime) -> None:
+def extras_execute(
+    *, job: Job, attempt: int, worker_name: str, runtime: WorkerRuntime, model_files: ModelFiles | None = None
+) -> None:
     """Run one dispatched extras job (a stale or redelivered message for it does nothing)."""
+    model_files = model_files or ModelFiles.from_settings()
     request = ExtrasRequest.from_json(job.params)
     claimed = job_claim(public_id=job.public_id, attempt=attempt, worker_name=worker_name, total_steps=len(request.images))
     if claimed is None:
@@ -100,7 +104,7 @@ def extras_execute(*, job: Job, attempt: int, worker_name: str, runtime: WorkerR
     try:
         for index, key in enumerate(request.images):
             image = member_image_open(key)
-            result = runtime.postprocess(image, postprocess_spec(request, *image.size))
+            result = runtime.postprocess(image, postprocess_spec(request, *image.size, model_files))
             infotext = extras_infotext(request, *image.size)
             data = png_bytes(
                 result, infotext, INFOTEXT_CHUNK,

@@ -22,7 +22,9 @@ from django.conf import settings
 from a1111.promptgen import PromptgenRequest, model_input, result_text
 from inference.models import Job
 from inference.runner.batch import ProgressReporter
-from inference.storage import UnsafeModelKey, model_file_path
+from inference.jobspec import ModelRef
+from inference.model_cache import ModelFiles, ModelUnavailable
+from inference.storage import UnsafeModelKey
 from inference.transitions import job_claim, job_fail, job_mark_cancelled, job_succeed
 from runtime.engine import WorkerRuntime
 from runtime.promptgen import PromptgenModelError
@@ -64,15 +66,19 @@ class PromptgenMember:
     reporter: ProgressReporter
 
 
-def promptgen_execute(*, jobs: list[tuple[str, int]], worker_name: str, runtime: WorkerRuntime) -> None:
+def promptgen_execute(
+    *, jobs: list[tuple[str, int]], worker_name: str, runtime: WorkerRuntime, model_files: ModelFiles | None = None
+) -> None:
     """Run the (public id, attempt) pairs of promptgen jobs this worker was handed; jobs on
     different models (never batched together by the scheduler) run one model after another."""
+    model_files = model_files or ModelFiles.from_settings()
     members = _claim(jobs, worker_name)
     by_model: dict[str, list[PromptgenMember]] = {}
     for member in members:
         by_model.setdefault(member.model.sha256, []).append(member)
     for group in by_model.values():
-        _run_group(group, runtime)
+        with model_files.batch():
+            _run_group(group, runtime, model_files)
 
 
 def _claim(jobs: list[tuple[str, int]], worker_name: str) -> list[PromptgenMember]:
@@ -121,7 +127,7 @@ def build_promptgen_spec(members: list[PromptgenMember], *, model_path: str, all
     )
 
 
-def _run_group(members: list[PromptgenMember], runtime: WorkerRuntime) -> None:
+def _run_group(members: list[PromptgenMember], runtime: WorkerRuntime, model_files: ModelFiles) -> None:
     allow_pickled = settings.ATELIER_ALLOW_PICKLED_MODELS
     total_rows = sum(m.request.num_results for m in members)
 
@@ -134,8 +140,8 @@ def _run_group(members: list[PromptgenMember], runtime: WorkerRuntime) -> None:
                 "the model holds pickled weights (pytorch_model.bin) and this worker does not allow them "
                 "(ATELIER_ALLOW_PICKLED_MODELS): convert them to model.safetensors"
             )
-        spec = build_promptgen_spec(members, model_path=str(model_file_path(members[0].model.key)), allow_pickled=allow_pickled)
-    except (PromptgenModelError, UnsafeModelKey) as exc:
+        spec = build_promptgen_spec(members, model_path=model_files.path(ModelRef(members[0].model.key, members[0].model.sha256)), allow_pickled=allow_pickled)
+    except (PromptgenModelError, UnsafeModelKey, ModelUnavailable) as exc:
         for member in members:
             job_fail(job=member.job, attempt=member.attempt, error=f"prompt expansion failed: {exc}")
         return

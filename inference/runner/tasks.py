@@ -1,7 +1,8 @@
 """Celery tasks: thin shims over `inference.runner.batch`.
 
-The runtime (pipeline cache) belongs to the task object, which Celery instantiates once per
-worker process: the documented place for per-process resources.
+The runtime (pipeline cache) and the model files (the local cache of the blob store) belong to
+the task object, which Celery instantiates once per worker process: the documented place for
+per-process resources.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from celery import Task, shared_task
 from django.conf import settings
 
 from inference.dispatch import RUN_BATCH_TASK
+from inference.model_cache import ModelFiles
 from runtime.acceleration import Acceleration
 from runtime.engine import WorkerRuntime
 
@@ -27,6 +29,14 @@ def acceleration_from_settings() -> Acceleration:
 
 class RuntimeTask(Task):
     _runtime: WorkerRuntime | None = None
+    _model_files: ModelFiles | None = None
+
+    @property
+    def model_files(self) -> ModelFiles:
+        """The worker process's model files: its cache of the blob store's models, if one is set."""
+        if self._model_files is None:
+            self._model_files = ModelFiles.from_settings()
+        return self._model_files
 
     @property
     def runtime(self) -> WorkerRuntime:
@@ -51,4 +61,4 @@ def run_batch(self: RuntimeTask, jobs: list[list]) -> None:
     from inference.runner.batch import batch_execute
 
     batch = [(str(public_id), int(attempt)) for public_id, attempt in jobs]
-    batch_execute(jobs=batch, worker_name=self.request.hostname, runtime=self.runtime)
+    batch_execute(jobs=batch, worker_name=self.request.hostname, runtime=self.runtime, model_files=self.model_files)

@@ -132,7 +132,7 @@ def test_the_runtime_spec_is_a_pure_mapping_of_the_members_specs() -> None:
         MemberPart(charlie, seeds=(20,), images=range(2, 3), chunks=range(1, 2)),
     ]
     spec = build_generation_spec(parts, max_batch=2, inputs=[MemberInputs(), MemberInputs()],
-                                 local_path=lambda key: f"/mnt/worker-7/{key}")
+                                 local_path=lambda ref: f"/mnt/worker-7/{ref.key}")
     assert spec.checkpoint_path == "/mnt/worker-7/public/models/Stable-diffusion/tiny.safetensors"
     assert spec.prompts == ["a boat ", "a boat ", "a cat"]  # the tags are instructions, not words
     assert spec.seeds == [10, 11, 20] and spec.steps == 4 and spec.max_batch == 2

@@ -69,6 +69,11 @@ class Conflict(RequestError):
     """The request clashes with the current state of what it names."""
 
 
+class Unavailable(RequestError):
+    """A service the request needs (the model store, …) does not answer now: retry later. Not the
+    client's fault, but not a 500 either: the request was understood and nothing was stored."""
+
+
 class RequestValidationError(InvalidField):
     """A bad value of one request field (the readers in `a1111/fields.py` raise it)."""
 

@@ -21,11 +21,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import Storage, storages
 
-from a1111.errors import Conflict
+from a1111.errors import Conflict, Unavailable
 from inference.jobspec import JobSpecError, ModelRef, check_model_key
 from inference.models import ModelBlob
 from inference.storage import model_file_path
@@ -82,7 +83,14 @@ def model_blobs_publish(refs: Iterable[ModelRef]) -> None:
     published = set(ModelBlob.objects.filter(sha256__in=list(wanted)).values_list("sha256", flat=True))
     for sha256, ref in wanted.items():
         if sha256 not in published:
-            model_blob_publish(model_file_path(ref.key), sha256, storage=storage, name=ref.key.rsplit("/", 1)[-1])
+            name = ref.key.rsplit("/", 1)[-1]
+            try:
+                model_blob_publish(model_file_path(ref.key), sha256, storage=storage, name=name)
+            except (BotoCoreError, ClientError, OSError) as exc:  # the store is down, or refuses us
+                logger.warning("model blob %s (%s) not published: %s", sha256, name, exc)
+                raise Unavailable(
+                    f"the model store does not answer, so {name!r} cannot reach the workers yet: try again shortly"
+                ) from None
 
 
 def model_params_publish(params: Any) -> None:

@@ -35,6 +35,7 @@ from a1111.errors import (
     RequestValidationError,
     TooLarge,
     TooMany,
+    Unavailable,
 )
 from tenants.auth import request_user, user_from_authorization
 
@@ -57,6 +58,7 @@ ERROR_TABLE: tuple[tuple[type[RequestError], ErrorAnswer], ...] = (
     (TooLarge, ErrorAnswer(413, 413, "PayloadTooLarge")),
     (TooMany, ErrorAnswer(429, 429, "TooManyRequests")),
     (Conflict, ErrorAnswer(409, 409, "Conflict")),
+    (Unavailable, ErrorAnswer(503, 503, "ServiceUnavailable")),
     (RequestError, ErrorAnswer(400, 422, "RequestError")),
 )
 

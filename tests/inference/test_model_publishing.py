@@ -49,3 +49,19 @@ def test_an_upload_into_a_model_folder_is_published_when_it_completes(client, to
 def test_without_a_bucket_nothing_is_published(api, personas, tiny_checkpoint_path) -> None:
     assert api("alice").post("/api/v1/jobs", BODY).status_code == 201
     assert not ModelBlob.objects.exists()
+
+
+def test_a_model_store_that_does_not_answer_is_a_503_and_stores_no_job(api, personas, tiny_checkpoint_path, settings) -> None:
+    from config.object_storage import ObjectStorageConfig, object_storages
+    from tests.harness import free_port
+
+    unreachable = ObjectStorageConfig(
+        bucket="gone", endpoint_url=f"http://127.0.0.1:{free_port()}", region="us-east-1", access_key="k", secret_key="s",
+    )
+    settings.STORAGES = {**settings.STORAGES, "models": object_storages(unreachable)["models"]}
+    before = Job.objects.count()
+    native = api("alice").post("/api/v1/jobs", BODY)
+    assert native.status_code == 503 and "model store does not answer" in native.json()["error"]
+    sdapi = api("alice").post("/sdapi/v1/txt2img", BODY)
+    assert sdapi.status_code == 503 and sdapi.json()["error"] == "ServiceUnavailable"
+    assert Job.objects.count() == before  # nothing half-submitted

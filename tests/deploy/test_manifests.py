@@ -37,7 +37,7 @@ from inference.processes import sweeper_command, web_command, worker_command
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
 KUSTOMIZATIONS = ("docker/k8s/base", "docker/k8s/overlays/gpu")
-THIRD_PARTY_IMAGES = ("postgres", "redis", "minio/minio")  # servers the compose file runs as they are
+THIRD_PARTY_IMAGES = ("postgres", "redis", "minio/minio", "minio/mc")  # servers the compose file runs as they are
 RUNTIME_ENV = {"DJANGO_SETTINGS_MODULE", "PYTHONUNBUFFERED", "PIP_NO_CACHE_DIR", "PATH",
                "NVIDIA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES"}
 WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "Job")

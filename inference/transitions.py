@@ -27,7 +27,6 @@ import socket
 from django.db import transaction
 from django.db.models import F, Q
 from django.db.models.functions import Now
-from django.utils import timezone
 
 from inference.clock import database_now, live_since
 from inference.dispatch import dispatch_pending_safely, worker_queue_name
@@ -89,7 +88,8 @@ def job_progress(*, job: Job, attempt: int, step: int, preview: str | None = Non
 def _finish(job: Job, attempt: int, status: str, **fields) -> bool:
     """running → `status`, and the job's usage record, in one transaction (never one without the other).
     `job` is the object `job_claim` returned (the worker's own, kept up to date as it ran)."""
-    written = {"status": status, "finished_at": timezone.now(), "preview": "", **fields}  # the live preview is over
+    # The database's clock, as the claim's `started_at`: a job's run time never mixes two hosts' clocks.
+    written = {"status": status, "finished_at": database_now(), "preview": "", **fields}  # the live preview is over
     with transaction.atomic():
         updated = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, attempts=attempt).update(**written)
         if updated:

@@ -269,3 +269,18 @@ def test_the_reaper_judges_by_the_databases_clock_not_its_own(worker, monkeypatc
         assert set(live_workers()) == {worker}  # the fresh one stays alive (ahead), the silent one does not (behind)
     assert Worker.objects.get(pk=worker.pk).state == "online"
     assert Worker.objects.get(pk=silent.pk).state == "dead"
+
+
+def test_a_job_run_on_a_skewed_worker_host_is_timed_by_the_databases_clock(personas, worker, monkeypatch) -> None:
+    job = new_job(personas["alice"])
+    assert dispatch_pending() == 1
+    real_now = timezone.now
+    with monkeypatch.context() as patched:  # the worker host's clock 10 minutes behind
+        patched.setattr(timezone, "now", lambda: real_now() - timedelta(minutes=10))
+        claimed = job_claim(public_id=job.public_id, attempt=1, worker_name=worker.name, total_steps=4)
+        assert claimed is not None
+        assert job_succeed(job=claimed, attempt=1, outputs=["a.png"], infotexts=["t"], gpu_seconds=1.0)
+    job.refresh_from_db()
+    assert job.started_at <= job.finished_at <= database_now()
+    assert database_now() - job.finished_at < timedelta(minutes=1)
+    broker_messages(worker.queue)

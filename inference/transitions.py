@@ -189,8 +189,7 @@ def worker_register(
                 f"(last heartbeat {age:.0f} s ago, by the database's clock): this process (pid {pid} on {host}) "
                 f"will not run under it. Stop the other process or give this one another name (celery -n)."
             )
-            logger.error("%s", message)
-            raise WorkerNameTaken(message)
+            raise WorkerNameTaken(message)  # the caller logs it (the worker's lifecycle: then stops)
         worker, _ = Worker.objects.update_or_create(
             name=name,
             defaults={

@@ -3,9 +3,10 @@
 Heartbeats are written by worker hosts and read by the dispatcher on another host; comparing
 one machine's `timezone.now()` with another's would make a worker whose clock runs minutes
 behind look dead (its jobs taken away while it runs them) and one whose clock runs ahead look
-alive long after it stopped. So every liveness timestamp is written as the database's `now`
-(`Now()` in the UPDATE) and every cut-off is computed from `database_now()`, read from the same
-server: no process's own clock takes part.
+alive long after it stopped. So every liveness timestamp is written as `database_now()` and every cut-off is
+computed from it, read from the same server: no process's own clock takes part. (A value read
+from the server rather than `Now()` in the UPDATE: on SQLite, `Now()` stores milliseconds while
+Django stores microseconds, and equal instants would compare unequal as text.)
 """
 
 from __future__ import annotations

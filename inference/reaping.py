@@ -23,7 +23,6 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
-from django.db.models.functions import Now
 
 from inference.clock import database_now, live_since
 from inference.endings import job_ended
@@ -59,7 +58,7 @@ def requeue_or_fail(jobs, reason: str) -> int:
             with transaction.atomic():  # a job that had started ends with its usage record, as any other
                 moved = base.update(
                     status=Job.Status.FAILED,
-                    finished_at=Now(),
+                    finished_at=database_now(),
                     error=cap_reached_error(reason, attempt=job.attempts, started=job.attempts_started),
                 )
                 if moved and job.started_at is not None:
@@ -88,10 +87,10 @@ def workers_reap() -> int:
     dispatches never started."""
     reaped = 0
     now = database_now()
-    for worker in Worker.objects.filter(
-        state__in=[Worker.State.ONLINE, Worker.State.DRAINING], last_heartbeat__lt=live_since(now)
-    ):
-        if Worker.objects.filter(pk=worker.pk, last_heartbeat=worker.last_heartbeat).update(state=Worker.State.DEAD):
+    silent = Worker.objects.filter(state__in=[Worker.State.ONLINE, Worker.State.DRAINING], last_heartbeat__lt=live_since(now))
+    for worker in silent:
+        # Compare-and-set: dead only if still silent (a heartbeat that landed meanwhile keeps it).
+        if silent.filter(pk=worker.pk).update(state=Worker.State.DEAD):
             logger.warning("worker %s missed its heartbeats: declared dead", worker.name)
             reaped += requeue_or_fail(
                 Job.objects.filter(worker=worker, status__in=ON_WORKER), f"worker {worker.name} was lost"

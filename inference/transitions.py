@@ -26,7 +26,6 @@ import socket
 
 from django.db import transaction
 from django.db.models import F, Q
-from django.db.models.functions import Now
 
 from inference.clock import database_now, live_since
 from inference.dispatch import dispatch_pending_safely, worker_queue_name
@@ -57,7 +56,7 @@ def job_claim(*, public_id: str, attempt: int, worker_name: str, total_steps: in
         worker__name=worker_name,
         cancel_requested=False,
     ).update(
-        status=Job.Status.RUNNING, started_at=Now(), progress=0.0, step=0, total_steps=total_steps,
+        status=Job.Status.RUNNING, started_at=database_now(), progress=0.0, step=0, total_steps=total_steps,
         attempts_started=F("attempts_started") + 1,
     )
     if not claimed:
@@ -225,10 +224,10 @@ def worker_heartbeat(
     """Still alive, holding these checkpoints and (`active_networks`, a `Job.network_key`) the
     networks of its last batch. A worker wrongly declared dead (a long pause) comes back online.
     One UPDATE of its own row: a heartbeat runs no scheduler pass (see `inference/dispatch.py`).
-    Stamped with the database's clock (`Now()`), so a worker host whose clock is off by minutes is
+    Stamped with the database's clock (`inference/clock.py`), so a worker host whose clock is off by minutes is
     neither reaped early nor kept alive late; a replaced life (another pid) touches nothing."""
     _own_row(name).update(
-        last_heartbeat=Now(), loaded_models=loaded_models, cached_models=cached_models or [],
+        last_heartbeat=database_now(), loaded_models=loaded_models, cached_models=cached_models or [],
         active_networks=active_networks,
     )
     _own_row(name).filter(state=Worker.State.DEAD).update(state=Worker.State.ONLINE)

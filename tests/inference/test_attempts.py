@@ -258,6 +258,24 @@ def test_heartbeats_carry_the_databases_clock_not_the_worker_hosts(personas, wor
     broker_messages(worker.queue)
 
 
+def test_a_worker_that_stopped_beating_with_its_clock_ahead_is_still_declared_dead(personas, worker, monkeypatch, settings) -> None:
+    real_now = timezone.now
+    with monkeypatch.context() as patched:
+        patched.setattr(timezone, "now", lambda: real_now() + timedelta(minutes=10))
+        worker_heartbeat(name=worker.name, loaded_models=[])
+    job = new_job(personas["alice"])
+    assert dispatch_pending() == 1
+    assert job_claim(public_id=job.public_id, attempt=1, worker_name=worker.name, total_steps=4)
+    # Its last beat, by the database's clock, is now older than the limit (a limit of -60 s: as if a
+    # minute of silence past it had gone by; no test waits on the wall clock).
+    settings.ATELIER_WORKER_DEAD_AFTER_SECONDS = -60
+    assert workers_reap() == 1
+    assert Worker.objects.get(pk=worker.pk).state == "dead"
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.attempts_started) == ("queued", 1, 1)
+    broker_messages(worker.queue)
+
+
 @pytest.mark.parametrize("skew", [timedelta(minutes=-10), timedelta(minutes=10)], ids=["behind", "ahead"])
 def test_the_reaper_judges_by_the_databases_clock_not_its_own(worker, monkeypatch, skew) -> None:
     silent = worker_register(name=_name("silent"), device="cpu", device_memory_bytes=None)

@@ -52,7 +52,7 @@ class WorkerAdmin(admin.ModelAdmin):
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
     list_display = [
-        "public_id", "owner", "tenant", "kind", "status", "progress", "attempts", "worker", "batch_id", "created_at",
+        "public_id", "owner", "tenant", "kind", "status", "progress", "attempts", "attempts_started", "worker", "batch_id", "created_at",
     ]
     list_filter = ["status", "kind", "tenant"]
     search_fields = ["public_id", "owner__username"]

@@ -1,4 +1,5 @@
-"""Applies the scheduler's decisions, and reaps dead workers: the dispatcher side of the job lifecycle.
+"""Applies the scheduler's decisions: the dispatcher side of the job lifecycle (reaping dead
+workers lives in `inference/reaping.py`; its functions are importable from here too).
 
 Where dispatch runs, and why there. A full pass (`dispatch_pending()`) reads every live worker,
 locks their rows and the queued window, and runs the policy once over all of them. It runs:
@@ -11,7 +12,10 @@ locks their rows and the queued window, and runs the policy once over all of the
 
 A worker is dead for dispatch when its heartbeat is `ATELIER_WORKER_DEAD_AFTER_SECONDS` old
 (`workers_reap`), or at once when the supervisor that started it saw its process exit
-(`worker_exited`, called by `manage.py serve`); both take its jobs back through `requeue_or_fail`.
+(`worker_exited`, called by `manage.py serve`); both take its jobs back through `requeue_or_fail`
+(`inference/reaping.py`: a job only dispatched goes back for free, a running one spends a started
+attempt). Every dispatch gives a job a new dispatch number (`Job.attempts`), never reused: it
+is the token of the message and of the worker's compare-and-set.
 
 A GPU worker runs no full pass: its heartbeat only writes its own row (`inference/transitions.py`).
 When it finishes a batch it must not wait up to a sweep period for the next one, so its
@@ -36,13 +40,14 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q
-from django.utils import timezone
+from django.db.models import F
 
 from config.celery import app as celery_app
+from inference.clock import database_now, live_since
 from inference.endings import job_ended
 from inference.events import job_event_publish
 from inference.models import Job, Worker
+from inference.reaping import ON_WORKER, requeue_or_fail, worker_exited, workers_reap  # noqa: F401 - their home was here
 from inference.scheduler import (
     FairShareState,
     PendingJob,
@@ -52,23 +57,17 @@ from inference.scheduler import (
     plan_assignments,
 )
 from tenants.quotas import Terms, dispatch_refusals, running_caps, terms_for_members
-from tenants.services import usage_record
 
 logger = logging.getLogger(__name__)
 
 RUN_BATCH_TASK = "atelier.run_batch"
 QUEUED_WINDOW = 5000  # queued jobs the policy sees per pass (oldest first)
-ON_WORKER = (Job.Status.DISPATCHED, Job.Status.RUNNING)
 UNKNOWN_REMAINING_SECONDS = 10.0  # a batch's expected remaining time before any progress
 
 
 def worker_queue_name(worker_name: str) -> str:
     """`gpu0@host-1` → `atelier.worker.gpu0.host-1` (every broker accepts these characters)."""
     return "atelier.worker." + re.sub(r"[^A-Za-z0-9_-]", ".", worker_name)
-
-
-def _live_since():
-    return timezone.now() - timedelta(seconds=settings.ATELIER_WORKER_DEAD_AFTER_SECONDS)
 
 
 def policy_config() -> PolicyConfig:
@@ -159,8 +158,9 @@ def pending_job(job: Job, terms: Terms | None = None) -> PendingJob:
     )
 
 
-def live_workers():
-    return Worker.objects.filter(state=Worker.State.ONLINE, last_heartbeat__gte=_live_since())
+def live_workers(now: datetime | None = None):
+    """Online workers whose last heartbeat is recent by the database's clock (`inference/clock.py`)."""
+    return Worker.objects.filter(state=Worker.State.ONLINE, last_heartbeat__gte=live_since(now))
 
 
 def dispatch_pending(*, only_worker: str | None = None) -> int:
@@ -169,7 +169,7 @@ def dispatch_pending(*, only_worker: str | None = None) -> int:
     `only_worker`: the cheap pass a worker asks for when it finishes a batch: only that worker
     may be given work and only its row is locked (the others are read, for affinity).
     """
-    now = timezone.now()
+    now = database_now()  # one clock for dispatched_at and liveness, whichever host runs the pass
     over_quota: list[Job] = []
     with transaction.atomic():
         batches = _planned_batches(now, only_worker, over_quota)
@@ -186,12 +186,12 @@ def _planned_batches(now: datetime, only_worker: str | None, over_quota: list[Jo
     jobs failed for a rate window are added to `over_quota`)."""
     batches: list[tuple[Worker, list[Job]]] = []
     if only_worker is None:
-        workers = list(live_workers().select_for_update())
+        workers = list(live_workers(now).select_for_update())
     else:
-        workers = list(live_workers().select_for_update().filter(name=only_worker))
+        workers = list(live_workers(now).select_for_update().filter(name=only_worker))
         if not workers:
             return batches
-        workers += list(live_workers().exclude(name=only_worker))
+        workers += list(live_workers(now).exclude(name=only_worker))
     on_worker: dict[int, list[Job]] = {w.pk: [] for w in workers}
     for job in Job.objects.filter(worker__in=workers, status__in=ON_WORKER).order_by("started_at"):
         on_worker[job.worker_id].append(job)
@@ -267,14 +267,18 @@ def _fail_over_quota(window: list[Job], refused: dict[int, str], now: datetime) 
 
 
 def _send(worker: Worker, jobs: list[Job]) -> None:
-    """Publish one task for the batch (`jobs`, as dispatched); if it cannot be sent, its jobs go back to the queue."""
+    """Publish one task for the batch (`jobs`, as dispatched); if it cannot be sent, its jobs go
+    back to the queue. Their dispatch numbers are not given back: the next dispatch takes a new
+    one, so no two messages ever carry the same (job, number). No attempt was started: none is spent."""
     try:
         _publish(worker.queue, [[job.public_id, job.attempts] for job in jobs])
     except Exception:  # noqa: BLE001 - the broker is down: leave the jobs for the next sweep
-        logger.exception("could not send %s to %s: back to the queue", [j.public_id for j in jobs], worker.name)
+        logger.exception(
+            "could not send %s to %s: back to the queue", [f"{j.public_id} attempt {j.attempts}" for j in jobs], worker.name
+        )
         for job in jobs:
             Job.objects.filter(pk=job.pk, status=Job.Status.DISPATCHED, attempts=job.attempts).update(
-                status=Job.Status.QUEUED, worker=None, attempts=F("attempts") - 1, dispatched_at=None, batch_id=""
+                status=Job.Status.QUEUED, worker=None, dispatched_at=None, batch_id=""
             )
         return
     for job in jobs:
@@ -302,80 +306,6 @@ def dispatch_pending_safely(*, only_worker: str | None = None) -> None:
         dispatch_pending(only_worker=only_worker)
     except Exception:  # noqa: BLE001
         logger.exception("dispatch failed; the next sweep will retry")
-
-
-def requeue_or_fail(jobs, reason: str) -> int:
-    """Send interrupted jobs back to the queue, or fail them at the attempt cap."""
-    changed = 0
-    for job in jobs:
-        base = Job.objects.filter(pk=job.pk, status=job.status, attempts=job.attempts)
-        if job.attempts >= settings.ATELIER_JOB_MAX_ATTEMPTS:
-            with transaction.atomic():  # a job that had started ends with its usage record, as any other
-                moved = base.update(
-                    status=Job.Status.FAILED,
-                    finished_at=timezone.now(),
-                    error=f"{reason}; gave up after {job.attempts} attempts",
-                )
-                if moved and job.started_at is not None:
-                    job.refresh_from_db()
-                    usage_record(job=job)
-        else:
-            moved = base.update(
-                status=Job.Status.QUEUED, worker=None, progress=0.0, step=0, dispatched_at=None, batch_id=""
-            )
-        if moved:
-            changed += 1
-            logger.warning("job %s: %s (attempt %s)", job.public_id, reason, job.attempts)
-            job.refresh_from_db()
-            job_event_publish(job)
-            if job.status == Job.Status.FAILED:
-                job_ended(job)
-    return changed
-
-
-def workers_reap() -> int:
-    """Declare silent workers dead and take their jobs back; requeue dispatches never started."""
-    reaped = 0
-    for worker in Worker.objects.filter(
-        state__in=[Worker.State.ONLINE, Worker.State.DRAINING], last_heartbeat__lt=_live_since()
-    ):
-        if Worker.objects.filter(pk=worker.pk, last_heartbeat=worker.last_heartbeat).update(state=Worker.State.DEAD):
-            logger.warning("worker %s missed its heartbeats: declared dead", worker.name)
-            reaped += requeue_or_fail(
-                Job.objects.filter(worker=worker, status__in=[Job.Status.DISPATCHED, Job.Status.RUNNING]),
-                f"worker {worker.name} was lost",
-            )
-    # Jobs assigned to a worker that is gone, or that never picked them up.
-    stale_dispatch = timezone.now() - timedelta(seconds=settings.ATELIER_DISPATCH_TIMEOUT_SECONDS)
-    orphans = Job.objects.filter(status__in=[Job.Status.DISPATCHED, Job.Status.RUNNING]).filter(
-        Q(worker__isnull=True)
-        | Q(worker__state__in=[Worker.State.DEAD, Worker.State.OFFLINE])
-        | Q(status=Job.Status.DISPATCHED, dispatched_at__lt=stale_dispatch)
-    )
-    reaped += requeue_or_fail(orphans, "its worker stopped before finishing it")
-    return reaped
-
-
-def worker_exited(*, name: str, pid: int) -> int:
-    """The process supervising a worker (`manage.py serve`) saw it exit: declare it offline now,
-    not after `ATELIER_WORKER_DEAD_AFTER_SECONDS` of silence, so no pass sends it more work, and
-    take back what it held the way the reaper does (`requeue_or_fail`: requeued, or failed at the
-    attempt cap). Only the life with this pid: a restarted life that registered already (a new
-    pid) is left alone. Returns how many jobs were requeued or failed."""
-    exited_at = timezone.now()
-    worker = Worker.objects.filter(name=name, pid=pid, state__in=[Worker.State.ONLINE, Worker.State.DRAINING]).first()
-    if worker is None:  # it stopped cleanly (`worker_stopped`), was reaped, or a new life registered
-        return 0
-    if not Worker.objects.filter(pk=worker.pk, pid=pid, state=worker.state).update(state=Worker.State.OFFLINE):
-        return 0
-    logger.warning("worker %s (pid %s) exited: offline", name, pid)
-    return requeue_or_fail(
-        # Dispatched to this life (a new life registering meanwhile may already hold newer jobs).
-        Job.objects.filter(worker=worker, status__in=ON_WORKER).filter(
-            Q(dispatched_at__isnull=True) | Q(dispatched_at__lte=exited_at)
-        ),
-        f"worker {name} exited",
-    )
 
 
 # The advisory lock a dispatcher holds for its pass ("atelier" in ASCII, as a bigint).

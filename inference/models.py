@@ -3,7 +3,8 @@
 A Job's status moves only forward, by compare-and-set updates in `inference/services.py`:
 
     queued → dispatched → running → succeeded | failed | cancelled
-       ↑_________|___________|  (requeued when its worker dies, up to the attempt cap)
+       ↑_________|___________|  (requeued when its worker dies: free while only dispatched,
+                                  up to the attempt cap of started attempts once running)
 """
 
 from __future__ import annotations
@@ -133,7 +134,16 @@ class Job(models.Model):
     progress = models.FloatField(default=0.0)
     step = models.PositiveIntegerField(default=0)
     total_steps = models.PositiveIntegerField(default=0)
-    attempts = models.PositiveSmallIntegerField(default=0)
+    # Two numbers (inference/reaping.py): `attempts` is the dispatch number, one more at every
+    # dispatch and never reused (the token of the run_batch message and of the worker's
+    # compare-and-set); `attempts_started` counts the dispatches a worker really claimed, and only
+    # it is held against ATELIER_JOB_MAX_ATTEMPTS.
+    attempts = models.PositiveIntegerField(
+        default=0, help_text="The number of this job's latest dispatch (unique: never lowered or reused)."
+    )
+    attempts_started = models.PositiveSmallIntegerField(
+        default=0, help_text="Attempts a worker really started (claimed); the attempt cap counts these."
+    )
     worker = models.ForeignKey(Worker, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
     cancel_requested = models.BooleanField(default=False)
     skip_requested = models.PositiveIntegerField(

@@ -33,7 +33,7 @@ from tenants.selectors import usage_this_month
 def job_json(job: Job, *, viewer=None) -> dict[str, Any]:
     data = {
         **job_event_payload(job),
-        "attempts": job.attempts,
+        "attempts": job.attempts_started,
         "checkpoint": job.checkpoint_title,
         "seeds": job.seeds,
         "infotexts": job.infotexts,
@@ -48,6 +48,7 @@ def job_json(job: Job, *, viewer=None) -> dict[str, Any]:
     if viewer is not None and viewer.is_staff:
         data["worker"] = job.worker.name if job.worker else None
         data["batch_id"] = job.batch_id or None
+        data["attempt"] = job.attempts or None
     return data
 
 

@@ -760,7 +760,7 @@ class Job(Response):
     error: str | None
     images: list[str] = Field(description="URLs of the images (/api/v1/jobs/<id>/images/<n>).")
     censored: list[int]
-    attempts: int
+    attempts: int = Field(description="Attempts a worker started (a dispatch never started is not one).")
     checkpoint: str
     seeds: list[int]
     infotexts: list[str]
@@ -773,6 +773,7 @@ class Job(Response):
     gpu_seconds: float
     worker: str | None = Field(None, description="Operators only.")
     batch_id: str | None = Field(None, description="Operators only.")
+    attempt: int | None = Field(None, description="Operators only: the number of the latest dispatch, unique per job.")
     texts: list[str] | None = Field(
         None, description="Prompt expansions (kind promptgen): the prompts, in order; interrogate jobs: the caption.")
 

@@ -1,7 +1,8 @@
 """Worker process lifecycle, hooked on Celery's signals (inactive in web processes).
 
 * after setup: listen on this worker's own queue, `atelier.worker.<node name>`;
-* when ready: register in the `Worker` table, ask for work for itself, and start the heartbeat
+* when ready: register in the `Worker` table (or stop at once, saying why, when another live
+  process holds this worker's name: `WorkerNameTaken`), ask for work for itself, and start the heartbeat
   thread, which every few seconds reports the loaded checkpoints and held networks (one UPDATE
   of its own row: the scheduler's passes run in the dispatcher, `manage.py sweeper`, see
   `inference/dispatch.py`);
@@ -14,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from celery.exceptions import WorkerShutdown
 from celery.signals import celeryd_after_setup, worker_ready, worker_shutdown
 from django.conf import settings
 from django.db import close_old_connections
@@ -58,13 +60,20 @@ def listen_on_own_queue(sender: str, instance, **kwargs) -> None:
 def register(sender, **kwargs) -> None:
     from inference.dispatch import dispatch_pending_safely
     from inference.runner.tasks import run_batch
-    from inference.transitions import worker_register
+    from inference.transitions import WorkerNameTaken, worker_register
 
     name = sender.hostname
     device, memory = run_batch.runtime.describe_device()
-    worker_register(
-        name=name, device=device, device_memory_bytes=memory, max_batch=settings.ATELIER_WORKER_MAX_BATCH
-    )
+    try:
+        worker_register(
+            name=name, device=device, device_memory_bytes=memory, max_batch=settings.ATELIER_WORKER_MAX_BATCH
+        )
+    except WorkerNameTaken as exc:
+        # Celery logs and swallows a handler's Exception; a WorkerShutdown (a SystemExit) stops
+        # this worker before it takes a message. No heartbeat was set: the shutdown hook leaves
+        # the other life's row and jobs alone.
+        logger.critical("%s", exc)
+        raise WorkerShutdown(str(exc)) from exc
     heartbeat = Heartbeat(name)
     sender.controller.atelier_heartbeat = heartbeat
     heartbeat.start()

@@ -111,7 +111,8 @@ def test_a_silent_worker_is_declared_dead_and_its_job_requeued_then_failed_at_th
         if attempt == 1:
             assert (job.status, job.worker, job.attempts) == ("queued", None, 1)
     assert job.status == "failed"
-    assert "was lost" in job.error and "gave up after 2 attempts" in job.error
+    assert "was lost (attempt 2)" in job.error and "gave up after 2 started attempts" in job.error
+    assert "the cap was reached (ATELIER_JOB_MAX_ATTEMPTS=2)" in job.error
     broker_messages(worker.queue)  # drain
 
 
@@ -134,7 +135,7 @@ def test_a_worker_seen_exiting_by_its_supervisor_is_offline_at_once_and_its_job_
             assert (job.status, job.worker, job.attempts) == ("queued", None, 1)
             assert dispatch_pending() == 0  # nothing more is sent to it
     assert job.status == "failed"
-    assert f"worker {worker.name} exited" in job.error and "gave up after 2 attempts" in job.error
+    assert f"worker {worker.name} exited (attempt 2)" in job.error and "gave up after 2 started attempts" in job.error
     assert worker_exited(name=worker.name, pid=worker.pid) == 0  # reported twice: nothing more
     broker_messages(worker.queue)  # drain
 

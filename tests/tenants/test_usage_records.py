@@ -192,10 +192,10 @@ def test_a_started_job_failed_at_the_attempt_cap_by_a_lost_worker_has_its_record
     record = _record(job)
     assert (record.status, record.images, record.gpu_seconds) == ("failed", 0, 0.0)
     assert record.pixel_steps == 2 * SIDE * SIDE * STEPS and record.started_at is not None
-    # a job that never started ends without one
+    # a job that never started spends no attempt: back to the queue, without a record
     never = _submit(personas, "bob", 9)
     worker = worker_register(name="lost@host", device="cpu", device_memory_bytes=None)
     Job.objects.filter(pk=never.pk).update(status=Job.Status.DISPATCHED, worker=worker, attempts=1,
                                            dispatched_at=timezone.now())
     assert worker_exited(name=worker.name, pid=Worker.objects.get(pk=worker.pk).pid) == 1
-    assert Job.objects.get(pk=never.pk).status == "failed" and not UsageRecord.objects.filter(job=never).exists()
+    assert Job.objects.get(pk=never.pk).status == "queued" and not UsageRecord.objects.filter(job=never).exists()

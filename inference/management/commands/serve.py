@@ -8,7 +8,7 @@ keeps them up:
   restarts since it last ran for a healthy minute), and the monitor loop never sleeps it out:
   it keeps watching the other children and starts the dead one when its time comes;
 * when a worker exits, its `Worker` row goes offline at once and the jobs it held are requeued
-  (or failed at the attempt cap) by `inference.dispatch.worker_exited`, the reaper's own path,
+  (or failed at the attempt cap) by `inference.reaping.worker_exited`, the reaper's own path,
   instead of after `ATELIER_WORKER_DEAD_AFTER_SECONDS`; it runs on a thread of its own so a slow
   database cannot stall the loop;
 * on Ctrl-C (or SIGTERM) everything stops cleanly: workers first, with a warm shutdown (the
@@ -29,7 +29,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import connections
 
-from inference.dispatch import worker_exited
+from inference.reaping import worker_exited
 from inference.processes import child_env, sweeper_command, web_command, worker_command, worker_name
 from inference.supervisor import RestartBackoff
 

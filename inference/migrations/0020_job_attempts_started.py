@@ -12,7 +12,7 @@ def count_started_attempts(apps, schema_editor) -> None:
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("inference", "0018_model_download"),
+        ("inference", "0019_model_blob"),
     ]
 
     operations = [

@@ -1,29 +1,32 @@
 """Applies the scheduler's decisions, and reaps dead workers: the dispatcher side of the job lifecycle.
 
-Where dispatch runs, and why there. A full pass (`dispatch_pending()`) reads every live worker,
-locks their rows and the queued window, and runs the policy once over all of them. It runs:
+Where dispatch runs: in ONE place, `manage.py sweeper` (started by `manage.py serve`, the
+end-to-end harness and docker/). A pass (`dispatch_pending()`) reads every live worker, locks
+their rows and the queued window, and runs the policy once over all of them. The sweeper runs
+`sweep()`: every `ATELIER_HEARTBEAT_SECONDS` a full pass (reap dead workers, the EAS pump, then
+dispatch), and in between a dispatch-only pass as soon as it is woken.
 
-* on submit, in the web process (`job_submit`), so a job meets a free worker at once;
-* in ONE dispatcher loop, `manage.py sweeper` (started by `manage.py serve` and by the
-  end-to-end harness), every `ATELIER_HEARTBEAT_SECONDS`: reap dead workers, then dispatch.
-  That loop holds a PostgreSQL advisory lock for its pass (`sweep`), so a second sweeper
-  replica (kept for availability) skips its pass instead of repeating it.
+Nobody else runs a pass. A submission (`job_submit`, a job group), a worker finishing a batch,
+registering, stopping or seen exiting *wakes* the dispatcher (`inference/dispatch_wake.py`:
+`NOTIFY atelier_dispatch` in the committing transaction on PostgreSQL, a datagram to the
+sweeper's Unix socket under `DATA_DIR` on SQLite); wakes that arrive together make one pass.
+Workers only claim, report and finish (`inference/transitions.py`). Before this, the web process
+ran a pass on every submit and each worker one over its own slot after every batch, so passes
+overlapped and contended for the same rows (`bench/dispatch_load.py`, `bench/dispatch_scale.py`).
+
+Failover: each pass holds a PostgreSQL session advisory lock (`DISPATCHER_LOCK`), so a second
+sweeper replica skips its pass while the first is in one: only one decides. A sweeper killed
+mid-pass loses the lock with its connection and the other takes over at its next wake or beat;
+its uncommitted plan rolls back (the jobs stay queued), and a batch committed but never sent is
+requeued by the reaper after `ATELIER_DISPATCH_TIMEOUT_SECONDS`.
 
 A worker is dead for dispatch when its heartbeat is `ATELIER_WORKER_DEAD_AFTER_SECONDS` old
 (`workers_reap`), or at once when the supervisor that started it saw its process exit
 (`worker_exited`, called by `manage.py serve`); both take its jobs back through `requeue_or_fail`.
 
-A GPU worker runs no full pass: its heartbeat only writes its own row (`inference/transitions.py`).
-When it finishes a batch it must not wait up to a sweep period for the next one, so its
-post-batch report asks for a *cheap* pass, `dispatch_pending(only_worker=name)`: the policy
-sees every worker (busy ones for affinity), but only that worker is free in it and only its row
-is locked, so N workers finishing batches no longer lock N×N rows. Before this, every worker
-swept on every 2 s heartbeat and after every batch, i.e. N full passes every 2 s (see
-`bench/dispatch_load.py` for the figures).
-
-Any number of passes may still overlap (a submit, the sweeper, workers finishing): worker rows
-are locked while a plan is applied, queued jobs are locked with SKIP LOCKED, and each job moves
-queued → dispatched by compare-and-set, so a job is never handed out twice.
+Passes may still overlap (a test calling `dispatch_pending()` beside a sweeper, two sweepers on
+SQLite): worker rows are locked while a plan is applied, queued jobs are locked with SKIP LOCKED,
+and each job moves queued → dispatched by compare-and-set, so a job is never handed out twice.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from config.celery import app as celery_app
+from inference.dispatch_wake import dispatch_wake
 from inference.endings import job_ended
 from inference.events import job_event_publish
 from inference.models import Job, Worker
@@ -100,7 +104,7 @@ def fair_share_state(now: datetime, config: PolicyConfig) -> FairShareState:
     )
 
 
-def _worker_state(worker: Worker, on_worker: list[Job], now: datetime, *, may_take: bool = True) -> WorkerState:
+def _worker_state(worker: Worker, on_worker: list[Job], now: datetime) -> WorkerState:
     busy_until = None
     running = [job for job in on_worker if job.status == Job.Status.RUNNING and job.started_at]
     if on_worker:
@@ -111,7 +115,7 @@ def _worker_state(worker: Worker, on_worker: list[Job], now: datetime, *, may_ta
         busy_until = now.timestamp() + remaining
     return WorkerState(
         worker_id=worker.pk,
-        free=may_take and not on_worker,
+        free=not on_worker,
         max_batch=worker.max_batch,
         resident_models=tuple(worker.loaded_models),
         cached_models=tuple(worker.cached_models),
@@ -163,16 +167,13 @@ def live_workers():
     return Worker.objects.filter(state=Worker.State.ONLINE, last_heartbeat__gte=_live_since())
 
 
-def dispatch_pending(*, only_worker: str | None = None) -> int:
+def dispatch_pending() -> int:
     """Place queued jobs on free live workers, as batches; returns how many jobs were dispatched.
-
-    `only_worker`: the cheap pass a worker asks for when it finishes a batch: only that worker
-    may be given work and only its row is locked (the others are read, for affinity).
-    """
+    The dispatcher's pass (`sweep`); everyone else calls `dispatch_wake()` instead."""
     now = timezone.now()
     over_quota: list[Job] = []
     with transaction.atomic():
-        batches = _planned_batches(now, only_worker, over_quota)
+        batches = _planned_batches(now, over_quota)
     for job in over_quota:  # their ending, once their failure is committed
         job_event_publish(job)
         job_ended(job)
@@ -181,33 +182,19 @@ def dispatch_pending(*, only_worker: str | None = None) -> int:
     return sum(len(jobs) for _, jobs in batches)
 
 
-def _planned_batches(now: datetime, only_worker: str | None, over_quota: list[Job]) -> list[tuple[Worker, list[Job]]]:
+def _planned_batches(now: datetime, over_quota: list[Job]) -> list[tuple[Worker, list[Job]]]:
     """`dispatch_pending`'s transaction: lock, read, plan and move the jobs to dispatched (the
     jobs failed for a rate window are added to `over_quota`)."""
     batches: list[tuple[Worker, list[Job]]] = []
-    if only_worker is None:
-        workers = list(live_workers().select_for_update())
-    else:
-        workers = list(live_workers().select_for_update().filter(name=only_worker))
-        if not workers:
-            return batches
-        workers += list(live_workers().exclude(name=only_worker))
+    workers = list(live_workers().select_for_update())
     on_worker: dict[int, list[Job]] = {w.pk: [] for w in workers}
     for job in Job.objects.filter(worker__in=workers, status__in=ON_WORKER).order_by("started_at"):
         on_worker[job.worker_id].append(job)
-    states = [
-        _worker_state(w, on_worker[w.pk], now, may_take=only_worker is None or w.name == only_worker)
-        for w in workers
-    ]
+    states = [_worker_state(w, on_worker[w.pk], now) for w in workers]
     if not any(state.free for state in states):
         return batches
     queued = Job.objects.filter(status=Job.Status.QUEUED).select_related("tenant").order_by("created_at", "pk")
-    if only_worker is not None and connection.features.has_select_for_update:
-        # Workers finishing together wait for each other here (each locks the window in the same
-        # order: no deadlock) and then see what is still queued; skipping would let the first
-        # one's lock hide the whole queue from the others until the next sweep.
-        queued = queued.select_for_update(of=("self",))
-    elif connection.features.has_select_for_update_skip_locked:
+    if connection.features.has_select_for_update_skip_locked:
         queued = queued.select_for_update(skip_locked=True, of=("self",))
     window = list(queued[:QUEUED_WINDOW])
     if not window:
@@ -296,10 +283,10 @@ def _publish(queue: str, batch: list[list]) -> None:
         celery_app.send_task(RUN_BATCH_TASK, args=[batch], queue=queue, connection=broker)
 
 
-def dispatch_pending_safely(*, only_worker: str | None = None) -> None:
-    """For callers that must not fail because of scheduling (a submit: the job is stored, a sweep will place it)."""
+def dispatch_pending_safely() -> None:
+    """A pass for callers that must not fail because of scheduling (the next sweep will retry)."""
     try:
-        dispatch_pending(only_worker=only_worker)
+        dispatch_pending()
     except Exception:  # noqa: BLE001
         logger.exception("dispatch failed; the next sweep will retry")
 
@@ -369,6 +356,7 @@ def worker_exited(*, name: str, pid: int) -> int:
     if not Worker.objects.filter(pk=worker.pk, pid=pid, state=worker.state).update(state=Worker.State.OFFLINE):
         return 0
     logger.warning("worker %s (pid %s) exited: offline", name, pid)
+    dispatch_wake()  # on commit: its jobs are requeued below, placed by the next pass
     return requeue_or_fail(
         # Dispatched to this life (a new life registering meanwhile may already hold newer jobs).
         Job.objects.filter(worker=worker, status__in=ON_WORKER).filter(
@@ -382,26 +370,31 @@ def worker_exited(*, name: str, pid: int) -> int:
 DISPATCHER_LOCK = 0x61_74_65_6C_69_65_72
 
 
-def sweep() -> bool:
-    """The dispatcher's periodic pass: reap, then dispatch. False (nothing done) while another
-    dispatcher is in its pass: on PostgreSQL the pass holds a session advisory lock. (It is not
-    one transaction: a batch's message must leave only after its jobs are committed.)"""
+def sweep(*, reap: bool = True) -> bool:
+    """One dispatcher pass: reap (the periodic pass; `reap=False` for a wake's), then dispatch.
+    False (nothing done) while another dispatcher is in its pass: on PostgreSQL the pass holds a
+    session advisory lock, so of two sweepers (failover) only one decides at a time, and one
+    killed mid-pass loses the lock with its connection. (It is not one transaction: a batch's
+    message must leave only after its jobs are committed.)"""
     from inference.eas.bridge import eas_sweep_safely
 
     if connection.vendor != "postgresql":  # SQLite: the embedded default runs one sweeper
-        workers_reap()
-        eas_sweep_safely()  # EAS input items that may run now become queued jobs
-        dispatch_pending()
+        _pass(reap, eas_sweep_safely)
         return True
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_try_advisory_lock(%s)", [DISPATCHER_LOCK])
         if not cursor.fetchone()[0]:
             return False
     try:
-        workers_reap()
-        eas_sweep_safely()
-        dispatch_pending()
+        _pass(reap, eas_sweep_safely)
     finally:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_unlock(%s)", [DISPATCHER_LOCK])
     return True
+
+
+def _pass(reap: bool, eas_sweep_safely) -> None:
+    if reap:
+        workers_reap()
+        eas_sweep_safely()  # EAS input items that may run now become queued jobs
+    dispatch_pending()

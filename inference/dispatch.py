@@ -14,11 +14,12 @@ Workers only claim, report and finish (`inference/transitions.py`). Before this,
 ran a pass on every submit and each worker one over its own slot after every batch, so passes
 overlapped and contended for the same rows (`bench/dispatch_load.py`, `bench/dispatch_scale.py`).
 
-Failover: each pass holds a PostgreSQL session advisory lock (`DISPATCHER_LOCK`), so a second
-sweeper replica skips its pass while the first is in one: only one decides. A sweeper killed
-mid-pass loses the lock with its connection and the other takes over at its next wake or beat;
-its uncommitted plan rolls back (the jobs stay queued), and a batch committed but never sent is
-requeued by the reaper after `ATELIER_DISPATCH_TIMEOUT_SECONDS`.
+Failover: the sweeper that holds the leadership lock (`inference.dispatch_wake.LEADER_LOCK`, on
+its LISTEN connection) runs the passes; a second replica waits, trying the lock at each beat and
+wake, so only one decides. A leader killed (`kill -9`) loses the lock with its connection and the
+other takes over: an uncommitted plan rolls back (its jobs stay queued), a batch committed but
+never sent is requeued by the reaper after `ATELIER_DISPATCH_TIMEOUT_SECONDS`. Each pass also
+holds `DISPATCHER_LOCK` (`sweep`), so a `manage.py sweeper --once` beside it skips instead.
 
 A worker is dead for dispatch when its heartbeat is `ATELIER_WORKER_DEAD_AFTER_SECONDS` old
 (`workers_reap`), or at once when the supervisor that started it saw its process exit

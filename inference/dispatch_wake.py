@@ -12,6 +12,13 @@ between its periodic passes and runs a pass as soon as one arrives.
 * SQLite (the embedded default, one machine): after the commit, one datagram to each Unix socket
   in `DATA_DIR/.dispatcher/.wake/` (the file broker's wake-up sockets, `config/filebroker.py`).
 
+Failover: on PostgreSQL the waiter's connection also holds the dispatcher's leadership, a session
+advisory lock (`LEADER_LOCK`): of two sweepers the one holding it runs the passes and the other
+waits, trying the lock at each beat and wake. A leader killed (`kill -9`) or cut off loses its
+connection, so PostgreSQL releases the lock and the other takes over. The connection's
+`application_name` carries the process id, so an operator (or a test) can see who leads:
+`SELECT application_name FROM pg_stat_activity JOIN pg_locks USING (pid) WHERE locktype = 'advisory'`.
+
 Wakes are coalesced: a waiter drains every wake-up that has arrived before it returns, so a
 thousand submits while a pass runs cost one more pass, not a thousand. A wake that is lost (the
 sweeper restarting, a full socket buffer) costs at most one period: the periodic pass stays
@@ -21,6 +28,7 @@ underneath as the fallback.
 from __future__ import annotations
 
 import logging
+import os
 import select
 import time
 
@@ -32,6 +40,10 @@ from config.filebroker import WakeSocket, wake_consumers
 logger = logging.getLogger(__name__)
 
 CHANNEL = "atelier_dispatch"
+# Held by the leading sweeper for its life, beside `inference.dispatch.DISPATCHER_LOCK` (held per
+# pass): "atelies" in ASCII, as a bigint.
+LEADER_LOCK = 0x61_74_65_6C_69_65_73
+APPLICATION_NAME = "atelier-dispatcher"
 
 
 def _wake_folder() -> str:
@@ -59,11 +71,13 @@ def _wake_local() -> None:
 
 
 class DispatchWaiter:
-    """The dispatcher's side: `wait(seconds)` returns True when woken (every wake-up so far
-    drained: one pass answers them all), False after `seconds` without one."""
+    """The dispatcher's side: `lead()` says whether this process may run passes now, `wait(seconds)`
+    returns True when woken (every wake-up so far drained: one pass answers them all), False after
+    `seconds` without one."""
 
     def __init__(self) -> None:
         self._pg = None
+        self._leading = False
         self._socket: WakeSocket | None = None
         if connection.vendor != "postgresql":
             try:
@@ -78,9 +92,27 @@ class DispatchWaiter:
         import psycopg
 
         params = {k: v for k, v in connection.get_connection_params().items() if k not in ("cursor_factory", "context")}
-        self._pg = psycopg.connect(**params, autocommit=True)
+        self._leading = False  # a new session holds no lock
+        self._pg = psycopg.connect(**params, autocommit=True, application_name=f"{APPLICATION_NAME} pid={os.getpid()}")
         self._pg.execute(f"LISTEN {CHANNEL}")
         return self._pg
+
+    def lead(self) -> bool:
+        """True while this process is the dispatcher (always on SQLite: one machine, one sweeper);
+        on PostgreSQL, takes the leadership lock when it is free."""
+        if connection.vendor != "postgresql":
+            return True
+        try:
+            listener = self._listener()
+            if not self._leading:
+                self._leading = bool(listener.execute("SELECT pg_try_advisory_lock(%s)", [LEADER_LOCK]).fetchone()[0])
+                if self._leading:
+                    logger.info("this sweeper (pid %s) now leads dispatch", os.getpid())
+            return self._leading
+        except Exception:  # noqa: BLE001 - the database away: not leading until it is back
+            logger.exception("could not take the dispatcher's lock")
+            self.close()
+            return False
 
     def wait(self, seconds: float) -> bool:
         if connection.vendor == "postgresql":
@@ -110,6 +142,7 @@ class DispatchWaiter:
             return False
 
     def close(self) -> None:
+        self._leading = False  # the lock goes with the connection
         if self._pg is not None:
             try:
                 self._pg.close()

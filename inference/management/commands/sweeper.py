@@ -6,9 +6,9 @@ woken (`inference/dispatch_wake.py`: a `NOTIFY` on PostgreSQL, a datagram on SQL
 submission, a finished batch or a worker coming or going, and then runs a dispatch-only pass at
 once; wakes that arrive during a pass make one more pass, not one each. Workers and the web
 process never run a pass (see `inference/dispatch.py` for why); `manage.py serve`, docker/ and
-the end-to-end harness start this process beside them. Two of them may run (failover): each pass
-holds a PostgreSQL advisory lock, so only one decides, and a killed one's lock goes with its
-connection. A failed pass (the database away) is logged and retried on the next beat instead of
+the end-to-end harness start this process beside them. Two of them may run (failover): the one
+holding the leadership lock (`DispatchWaiter.lead`) decides, the other waits for it; a killed
+leader's lock goes with its connection. A failed pass (the database away) is logged and retried on the next beat instead of
 ending the process; each beat touches the liveness file `manage.py probe sweeper --live` reads.
 Beside its loop it runs the model downloader thread (`inference/model_downloads.py`), one
 download at a time, so a multi-GB model never holds up a scheduler pass (not with `--once`).
@@ -53,7 +53,8 @@ class Command(BaseCommand):
                 next_beat = now + period
             close_old_connections()
             try:
-                sweep(reap=full)
+                if waiter.lead():  # a standby (failover) only waits for the leader's lock
+                    sweep(reap=full)
             except Exception:  # noqa: BLE001 - a database hiccup: the next pass retries
                 logger.exception("sweep failed; retrying in %s s", period)
                 time.sleep(max(0.0, next_beat - time.monotonic()))

@@ -59,79 +59,88 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
-def populate(args: argparse.Namespace) -> None:
-    """Tenants, members, live workers, the queue, and recent history for fair share."""
-    from django.contrib.auth import get_user_model
-    from django.utils import timezone
+class Rows:
+    """Makes the bench's rows: tenants, members, live workers, jobs."""
 
-    from inference.dispatch import worker_queue_name
-    from inference.models import Job, Worker
-    from tenants.models import Membership, Tenant
+    def __init__(self, args: argparse.Namespace) -> None:
+        from django.contrib.auth import get_user_model
+        from django.utils import timezone
 
-    rng = random.Random(7)
-    now = timezone.now()
-    tenants = Tenant.objects.bulk_create(
-        [Tenant(slug=f"t{index}", name=f"t{index}", share_weight=1.0 + index % 3) for index in range(args.tenants)]
-    )
-    users = get_user_model().objects.bulk_create(
-        [get_user_model()(username=f"u{index}") for index in range(args.users)]
-    )
-    Membership.objects.bulk_create(
-        [Membership(user=user, tenant=tenants[index % len(tenants)]) for index, user in enumerate(users)]
-    )
-    Worker.objects.bulk_create([
-        Worker(name=f"gpu{index}@bench", queue=worker_queue_name(f"gpu{index}@bench"), max_batch=4,
-               state=Worker.State.ONLINE, last_heartbeat=now, loaded_models=[MODELS[index % len(MODELS)]])
-        for index in range(args.workers)
-    ])
+        from inference.dispatch import worker_queue_name
+        from inference.models import Worker
+        from tenants.models import Membership, Tenant
 
-    def job(status: str, created, **fields) -> Job:
-        owner = rng.randrange(len(users))
-        model = MODELS[min(int(rng.expovariate(0.5)), len(MODELS) - 1)]  # a few popular checkpoints
-        width, height = rng.choice(SIZES)
+        self.rng = random.Random(7)
+        now = timezone.now()
+        self.tenants = Tenant.objects.bulk_create(
+            [Tenant(slug=f"t{index}", name=f"t{index}", share_weight=1.0 + index % 3) for index in range(args.tenants)]
+        )
+        self.users = get_user_model().objects.bulk_create(
+            [get_user_model()(username=f"u{index}") for index in range(args.users)]
+        )
+        Membership.objects.bulk_create(
+            [Membership(user=user, tenant=self.tenants[index % len(self.tenants)]) for index, user in enumerate(self.users)]
+        )
+        Worker.objects.bulk_create([
+            Worker(name=f"gpu{index}@bench", queue=worker_queue_name(f"gpu{index}@bench"), max_batch=4,
+                   state=Worker.State.ONLINE, last_heartbeat=now, loaded_models=[MODELS[index % len(MODELS)]])
+            for index in range(args.workers)
+        ])
+
+    def job(self, status: str, **fields):
+        from inference.models import Job
+
+        owner = self.rng.randrange(len(self.users))
+        model = MODELS[min(int(self.rng.expovariate(0.5)), len(MODELS) - 1)]  # a few popular checkpoints
+        width, height = self.rng.choice(SIZES)
         return Job(
-            owner_id=users[owner].pk, tenant_id=tenants[owner % len(tenants)].pk, status=status,
+            owner_id=self.users[owner].pk, tenant_id=self.tenants[owner % len(self.tenants)].pk, status=status,
             params={"steps": 20, "width": width, "height": height, "prompt": "a lighthouse at dusk, " * 8},
             checkpoint_title="c", checkpoint_path="c", checkpoint_sha256=model, model_key=model,
-            batch_key=f"m{MODELS.index(model)}-{width}x{height}", seeds=[rng.randrange(2**31)], total_steps=20,
-            created_at=created, **fields,
+            batch_key=f"m{MODELS.index(model)}-{width}x{height}", seeds=[self.rng.randrange(2**31)], total_steps=20,
+            **fields,
         )
 
-    history = [
-        job(Job.Status.SUCCEEDED, now - timedelta(seconds=rng.uniform(60, 3600)), gpu_seconds=rng.uniform(1, 20),
-            finished_at=now - timedelta(seconds=rng.uniform(0, 3600)))
-        for _ in range(args.history)
-    ]
-    queued = [job(Job.Status.QUEUED, now - timedelta(seconds=args.jobs - index)) for index in range(args.jobs)]
-    workers = list(Worker.objects.order_by("pk"))
-    running = [  # what keeps every worker but the first busy in the steady scenario
-        job(Job.Status.RUNNING, now, worker=worker, attempts=1, started_at=now - timedelta(seconds=5), progress=0.5,
-            batch_id="busy")
-        for worker in workers[1:] for _ in range(worker.max_batch)
-    ]
-    Job.objects.bulk_create(history, batch_size=1000)
-    Job.objects.bulk_create(queued, batch_size=1000)
-    Job.objects.bulk_create(running, batch_size=1000)
-    from django.db import connection
+    def populate(self, args: argparse.Namespace) -> None:
+        """The queue, the busy workers' jobs, and recent history for fair share."""
+        from django.db import connection
+        from django.utils import timezone
 
-    with connection.cursor() as cursor:  # created_at is auto_now_add: spread the queue over time
-        cursor.execute(
-            "UPDATE inference_job SET created_at = now() - (interval '1 second' * (%s - id)) WHERE status = 'queued'",
-            [max(job.pk for job in queued) + 1],
-        )
-        cursor.execute("ANALYZE")
+        from inference.models import Job, Worker
 
+        now = timezone.now()
+        rng = self.rng
+        history = [
+            self.job(Job.Status.SUCCEEDED, gpu_seconds=rng.uniform(1, 20), finished_at=now - timedelta(seconds=rng.uniform(0, 3600)))
+            for _ in range(args.history)
+        ]
+        workers = list(Worker.objects.order_by("pk"))
+        running = [  # what keeps every worker but the first busy in the steady scenario
+            self.job(Job.Status.RUNNING, worker=worker, attempts=1, started_at=now - timedelta(seconds=5), progress=0.5,
+                     batch_id="busy")
+            for worker in workers[1:] for _ in range(worker.max_batch)
+        ]
+        Job.objects.bulk_create(history, batch_size=1000)
+        Job.objects.bulk_create(running, batch_size=1000)
+        Job.objects.bulk_create([self.job(Job.Status.QUEUED) for _ in range(args.jobs)], batch_size=1000)
+        with connection.cursor() as cursor:  # created_at is auto_now_add: spread the queue over the last hour
+            cursor.execute("UPDATE inference_job SET created_at = now() - interval '1 hour' + (interval '1 second' * (id % 3600))"
+                           " WHERE status = 'queued'")
+            cursor.execute("ANALYZE")
 
-def reset() -> None:
-    """Untimed, between decisions: what was dispatched goes back to the queue, every worker free."""
-    from django.db import connection
+    def advance(self) -> None:
+        """Untimed, between decisions: the batches the last decision placed end (their worker is
+        free again; out of the fair-share horizon: no finished_at) and as many new jobs are
+        queued, so the next decision sees 5000 queued jobs again, as in a steady state."""
+        from django.db import connection
 
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "UPDATE inference_job SET status = 'queued', worker_id = NULL, attempts = 0, dispatched_at = NULL,"
-            " batch_id = '' WHERE status = 'dispatched'"
-        )
-        cursor.execute("UPDATE inference_worker SET last_heartbeat = now()")
+        from inference.models import Job
+
+        with connection.cursor() as cursor:
+            cursor.execute("UPDATE inference_job SET status = 'cancelled' WHERE status = 'dispatched'")
+            ended = cursor.rowcount
+            cursor.execute("UPDATE inference_worker SET last_heartbeat = now()")
+        Job.objects.bulk_create([self.job(Job.Status.QUEUED) for _ in range(ended)])
 
 
 def all_free() -> None:
@@ -143,10 +152,14 @@ def all_free() -> None:
         cursor.execute("UPDATE inference_job SET status = 'cancelled' WHERE batch_id = 'busy'")
 
 
-def time_decisions(decisions: int) -> tuple[list[float], list[int], int]:
+def time_decisions(rows: Rows, decisions: int, *, remember: bool) -> tuple[list[float], list[int], int, int]:
+    """`decisions` passes, each timed with its queries counted; `remember`: with the sweeper's
+    `QueueMemory` kept between them (else each reads the window in full). Returns the durations
+    (ms), the query counts, the jobs placed and the memory's full reads."""
     from django.db import connection
 
     from inference.dispatch import dispatch_pending
+    from inference.dispatch_memory import QueueMemory
 
     queries = [0]
 
@@ -154,37 +167,38 @@ def time_decisions(decisions: int) -> tuple[list[float], list[int], int]:
         queries[0] += 1
         return execute(sql, params, many, context)
 
+    memory = QueueMemory()
     durations, counts, placed = [], [], 0
-    for _ in range(decisions):
-        reset()
+    for index in range(decisions + 1):  # the first one, untimed, fills the memory (the sweeper's beat does)
+        rows.advance()
         queries[0] = 0
         with connection.execute_wrapper(count):
             started = time.perf_counter()
-            placed += dispatch_pending()
-            durations.append((time.perf_counter() - started) * 1000)
-        counts.append(queries[0])
-    return durations, counts, placed
+            moved = dispatch_pending(memory=memory if remember else None)
+            elapsed = (time.perf_counter() - started) * 1000
+        if index:
+            durations.append(elapsed)
+            counts.append(queries[0])
+            placed += moved
+    return durations, counts, placed, memory.reloads - 1
 
 
-def time_policy(decisions: int) -> list[float]:
-    """The floor: `plan_assignments` alone over the same rows, read once before the timing."""
+def time_policy(decisions: int, *, free: int) -> list[float]:
+    """The floor: `plan_assignments` alone over the same rows, read once before the timing,
+    with `free` workers free."""
     from django.utils import timezone
 
-    from inference.dispatch import fair_share_state, live_workers, pending_job, policy_config
-    from inference.models import Job
+    from inference.dispatch import fair_share_state, live_workers, policy_config
+    from inference.dispatch_memory import QueueMemory
     from inference.scheduler import WorkerState, plan_assignments
-    from tenants.quotas import terms_for_members
 
-    reset()
-    all_free()
     now = timezone.now()
-    window = list(Job.objects.filter(status=Job.Status.QUEUED).select_related("tenant").order_by("created_at", "pk")[:5000])
-    terms = terms_for_members({job.owner_id for job in window}, at=now)
-    pending = [pending_job(job, terms.get(job.owner_id)) for job in window]
+    pending = QueueMemory().window(now)
     states = [
-        WorkerState(worker_id=w.pk, free=True, max_batch=w.max_batch, resident_models=tuple(w.loaded_models),
-                    cached_models=tuple(w.cached_models), active_networks=w.active_networks, busy_until=None, busy_model=None)
-        for w in live_workers()
+        WorkerState(worker_id=w.pk, free=index < free, max_batch=w.max_batch, resident_models=tuple(w.loaded_models),
+                    cached_models=tuple(w.cached_models), active_networks=w.active_networks,
+                    busy_until=None if index < free else now.timestamp() + 5, busy_model=None if index < free else w.loaded_models[0])
+        for index, w in enumerate(live_workers().order_by("pk"))
     ]
     config = policy_config()
     fair = fair_share_state(now, config)
@@ -194,6 +208,11 @@ def time_policy(decisions: int) -> list[float]:
         plan_assignments(pending, states, fair, now=now.timestamp(), config=config)
         durations.append((time.perf_counter() - started) * 1000)
     return durations
+
+
+def _figures(durations: list[float], queries: list[int], placed: int) -> dict:
+    return {"p50_ms": round(statistics.median(durations), 2), "p95_ms": round(_percentile(durations, 0.95), 2),
+            "queries": statistics.median(queries) if queries else 0, "placed": round(placed / len(durations), 1)}
 
 
 def main() -> None:
@@ -223,45 +242,34 @@ def main() -> None:
 
     celery_app.conf.broker_url = "memory://"  # batches go nowhere: only the decision is timed
     call_command("migrate", verbosity=0)
+    cold_decisions = max(args.decisions // 4, 3)
+    results: dict[str, dict] = {}
     try:
-        populate(args)
-        time_decisions(3)  # warm-up: connections, plans, caches
-        passes, queries, placed = time_decisions(args.decisions)
+        rows = Rows(args)
+        rows.populate(args)
+        time_decisions(rows, 3, remember=True)  # warm-up: connections, plans, caches
+        *steady, reloads = time_decisions(rows, args.decisions, remember=True)
+        results["steady, with the sweeper's memory"] = {**_figures(*steady), "full_reads": reloads}
+        results["steady, window read every pass"] = _figures(*time_decisions(rows, args.decisions, remember=False)[:3])
+        results["steady, policy alone"] = _figures(time_policy(args.decisions, free=1), [], 0)
         all_free()
-        cold, cold_queries, cold_placed = time_decisions(max(args.decisions // 4, 3))
-        policy = time_policy(max(args.decisions // 4, 3))  # the policy over the same all-free rows
+        *cold, reloads = time_decisions(rows, cold_decisions, remember=True)
+        results["all free, with the sweeper's memory"] = {**_figures(*cold), "full_reads": reloads}
+        results["all free, window read every pass"] = _figures(*time_decisions(rows, cold_decisions, remember=False)[:3])
+        results["all free, policy alone"] = _figures(time_policy(cold_decisions, free=args.workers), [], 0)
     finally:
         from django.db import connections
 
         connections.close_all()
         _recreate(args.database_url)  # leave an empty scratch database behind, not bench rows
-    cold_batches = cold_placed / len(cold) / 4  # max_batch 4: full batches
-    figures = {
-        "steady": {
-            "decision_ms": {"p50": round(statistics.median(passes), 2), "p95": round(_percentile(passes, 0.95), 2)},
-            "queries_per_decision": statistics.median(queries),
-            "jobs_placed_per_decision": round(placed / len(passes), 1),
-        },
-        "all_free": {
-            "pass_ms": {"p50": round(statistics.median(cold), 2), "p95": round(_percentile(cold, 0.95), 2)},
-            "per_batch_ms_p50": round(statistics.median(cold) / max(cold_batches, 1), 2),
-            "queries_per_pass": statistics.median(cold_queries),
-            "jobs_placed_per_pass": round(cold_placed / len(cold), 1),
-            "policy_only_ms": {"p50": round(statistics.median(policy), 2), "p95": round(_percentile(policy, 0.95), 2)},
-        },
-    }
-    steady, free = figures["steady"], figures["all_free"]
     print(f"{args.workers} workers, {args.users} users in {args.tenants} tenants, {args.jobs} queued jobs, "
-          f"{args.history} recently finished")
-    print(f"{'':<44} {'p50 ms':>8} {'p95 ms':>8} {'queries':>8} {'placed':>7}")
-    print(f"{'steady: one worker free, whole decision':<44} {steady['decision_ms']['p50']:>8} "
-          f"{steady['decision_ms']['p95']:>8} {steady['queries_per_decision']:>8} {steady['jobs_placed_per_decision']:>7}")
-    print(f"{'all 64 free: whole pass':<44} {free['pass_ms']['p50']:>8} {free['pass_ms']['p95']:>8} "
-          f"{free['queries_per_pass']:>8} {free['jobs_placed_per_pass']:>7}")
-    print(f"{'all 64 free: policy alone (baseline)':<44} {free['policy_only_ms']['p50']:>8} "
-          f"{free['policy_only_ms']['p95']:>8} {0:>8}")
-    print(f"all 64 free: {free['per_batch_ms_p50']} ms per batch placed (p50 pass / batches)")
-    print(json.dumps({"workers": args.workers, "users": args.users, "tenants": args.tenants, "queued": args.jobs, **figures}))
+          f"{args.history} recently finished; steady: one worker free per decision, {args.decisions} decisions; "
+          f"all free: {args.workers} free, {cold_decisions} decisions")
+    print(f"{'':<40} {'p50 ms':>8} {'p95 ms':>8} {'queries':>8} {'placed':>7}")
+    for name, figures in results.items():
+        print(f"{name:<40} {figures['p50_ms']:>8} {figures['p95_ms']:>8} {figures['queries']:>8} {figures['placed']:>7}")
+    print(json.dumps({"workers": args.workers, "users": args.users, "tenants": args.tenants, "queued": args.jobs,
+                      "results": results}))
 
 
 if __name__ == "__main__":

@@ -35,7 +35,6 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-from collections import Counter
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -47,24 +46,29 @@ from config.celery import app as celery_app
 from inference.dispatch_wake import dispatch_wake
 from inference.endings import job_ended
 from inference.events import job_event_publish
-from inference.models import Job, Worker
-from inference.scheduler import (
-    FairShareState,
-    PendingJob,
-    PolicyConfig,
-    WorkerState,
-    decayed_service,
-    plan_assignments,
+from inference.dispatch_memory import QueueMemory
+from inference.dispatch_reads import (  # noqa: F401 - QUEUED_WINDOW, pending_job: read from here too
+    ON_WORKER,
+    QUEUED_WINDOW,
+    fair_share_state,
+    jobs_on_workers,
+    live_since,
+    live_workers,
+    pending_job,
+    policy_config,
+    worker_state,
 )
-from tenants.quotas import Terms, dispatch_refusals, running_caps, terms_for_members
+from inference.models import Job, Worker
+from inference.scheduler import plan_assignments
+from tenants.limits import RATE_KEYS
+from tenants.quotas import dispatch_refusals
 from tenants.services import usage_record
 
 logger = logging.getLogger(__name__)
 
 RUN_BATCH_TASK = "atelier.run_batch"
-QUEUED_WINDOW = 5000  # queued jobs the policy sees per pass (oldest first)
-ON_WORKER = (Job.Status.DISPATCHED, Job.Status.RUNNING)
-UNKNOWN_REMAINING_SECONDS = 10.0  # a batch's expected remaining time before any progress
+# A worker's columns a pass reads (its row locked).
+WORKER_COLUMNS = ("id", "name", "queue", "max_batch", "loaded_models", "cached_models", "active_networks")
 
 
 def worker_queue_name(worker_name: str) -> str:
@@ -72,109 +76,16 @@ def worker_queue_name(worker_name: str) -> str:
     return "atelier.worker." + re.sub(r"[^A-Za-z0-9_-]", ".", worker_name)
 
 
-def _live_since():
-    return timezone.now() - timedelta(seconds=settings.ATELIER_WORKER_DEAD_AFTER_SECONDS)
-
-
-def policy_config() -> PolicyConfig:
-    return PolicyConfig(
-        max_running_per_user=settings.ATELIER_MAX_RUNNING_PER_USER,
-        max_running_per_tenant=settings.ATELIER_MAX_RUNNING_PER_TENANT,
-        affinity_grace_s=settings.ATELIER_AFFINITY_GRACE_SECONDS,
-        max_reorder_wait_s=settings.ATELIER_MAX_REORDER_WAIT_SECONDS,
-        service_half_life_s=settings.ATELIER_SERVICE_HALF_LIFE_SECONDS,
-    )
-
-
-def fair_share_state(now: datetime, config: PolicyConfig) -> FairShareState:
-    """Recent GPU time per user and tenant (finished jobs, and running ones so far), and what runs now."""
-    horizon = now - timedelta(seconds=4 * config.service_half_life_s)
-    charges = [
-        (owner, tenant, gpu_seconds, finished.timestamp())
-        for owner, tenant, gpu_seconds, finished in Job.objects.filter(finished_at__gte=horizon)
-        .values_list("owner_id", "tenant_id", "gpu_seconds", "finished_at")
-    ]
-    active = list(Job.objects.filter(status__in=ON_WORKER).values_list("owner_id", "tenant_id", "started_at"))
-    charges += [(owner, tenant, (now - started).total_seconds(), now.timestamp()) for owner, tenant, started in active if started]
-    user_service, tenant_service = decayed_service(charges, now=now.timestamp(), half_life_s=config.service_half_life_s)
-    return FairShareState(
-        user_service=user_service,
-        tenant_service=tenant_service,
-        running_per_user=Counter(owner for owner, _, _ in active),
-        running_per_tenant=Counter(tenant for _, tenant, _ in active),
-    )
-
-
-def _worker_state(worker: Worker, on_worker: list[Job], now: datetime) -> WorkerState:
-    busy_until = None
-    running = [job for job in on_worker if job.status == Job.Status.RUNNING and job.started_at]
-    if on_worker:
-        remaining = UNKNOWN_REMAINING_SECONDS
-        if running and running[0].progress > 0:
-            elapsed = (now - running[0].started_at).total_seconds()
-            remaining = elapsed / running[0].progress * (1 - running[0].progress)
-        busy_until = now.timestamp() + remaining
-    return WorkerState(
-        worker_id=worker.pk,
-        free=not on_worker,
-        max_batch=worker.max_batch,
-        resident_models=tuple(worker.loaded_models),
-        cached_models=tuple(worker.cached_models),
-        active_networks=worker.active_networks,
-        busy_until=busy_until,
-        busy_model=on_worker[0].model_key if on_worker else None,
-    )
-
-
-def pending_job(job: Job, terms: Terms | None = None) -> PendingJob:
-    """A queued job as the scheduler sees it; `terms`, its owner's (`tenants.quotas`): their
-    `user_running_jobs` / `tenant_running_jobs` caps hold it queued while they are full."""
-    if job.kind == Job.Kind.EXTRAS:
-        # No denoising: counted as one step per image at the input's size, a rough guess of an
-        # upscaler pass (what the job really costs is charged when it finishes).
-        sizes = job.params.get("sizes") or [[512, 512]]
-        images, steps, pixels = len(sizes), 1, max(width * height for width, height in sizes)
-    elif job.kind == Job.Kind.INTERROGATE:
-        # One image through a captioning model and CLIP (or a tagger): about one upscaler pass.
-        width, height = job.params.get("size") or [512, 512]
-        images, steps, pixels = 1, 1, max(int(width) * int(height), 64 * 64)
-    elif job.kind == Job.Kind.PROMPTGEN:
-        # One batch row per job (the runtime samples its results side by side), one step per new
-        # token; a token step of a small language model costs about what a 64×64 UNet step does.
-        images, steps, pixels = 1, max(job.total_steps, 1), 64 * 64
-    else:
-        images, steps = len(job.seeds), job.params.get("steps", 20)
-        pixels = job.params.get("width", 512) * job.params.get("height", 512)
-    user_cap, tenant_cap = running_caps(terms.limits) if terms is not None else (None, None)
-    return PendingJob(
-        job_id=job.pk,
-        owner_id=job.owner_id,
-        tenant_id=job.tenant_id,
-        submitted_at=job.created_at.timestamp(),
-        model_key=job.model_key,
-        network_key=job.network_key,
-        batch_key=job.batch_key,
-        images=images,
-        steps=steps,
-        pixels=pixels,
-        priority=job.priority,
-        tenant_weight=job.tenant.share_weight,
-        user_running_cap=user_cap,
-        tenant_running_cap=tenant_cap,
-    )
-
-
-def live_workers():
-    return Worker.objects.filter(state=Worker.State.ONLINE, last_heartbeat__gte=_live_since())
-
-
-def dispatch_pending() -> int:
+def dispatch_pending(*, memory: QueueMemory | None = None) -> int:
     """Place queued jobs on free live workers, as batches; returns how many jobs were dispatched.
-    The dispatcher's pass (`sweep`); everyone else calls `dispatch_wake()` instead."""
+    The dispatcher's pass (`sweep`); everyone else calls `dispatch_wake()` instead. `memory`: the
+    queued window as the dispatcher's last pass left it (`inference/dispatch_memory.py`); without
+    one, the window is read in full."""
     now = timezone.now()
+    memory = memory if memory is not None else QueueMemory()
     over_quota: list[Job] = []
     with transaction.atomic():
-        batches = _planned_batches(now, over_quota)
+        batches = _planned_batches(now, memory, over_quota)
     for job in over_quota:  # their ending, once their failure is committed
         job_event_publish(job)
         job_ended(job)
@@ -183,59 +94,64 @@ def dispatch_pending() -> int:
     return sum(len(jobs) for _, jobs in batches)
 
 
-def _planned_batches(now: datetime, over_quota: list[Job]) -> list[tuple[Worker, list[Job]]]:
-    """`dispatch_pending`'s transaction: lock, read, plan and move the jobs to dispatched (the
-    jobs failed for a rate window are added to `over_quota`)."""
-    batches: list[tuple[Worker, list[Job]]] = []
-    workers = list(live_workers().select_for_update())
-    on_worker: dict[int, list[Job]] = {w.pk: [] for w in workers}
-    for job in Job.objects.filter(worker__in=workers, status__in=ON_WORKER).order_by("started_at"):
-        on_worker[job.worker_id].append(job)
-    states = [_worker_state(w, on_worker[w.pk], now) for w in workers]
+def _planned_batches(now: datetime, memory: QueueMemory, over_quota: list[Job]) -> list[tuple[Worker, list[Job]]]:
+    """`dispatch_pending`'s transaction: lock the live workers, read, plan and move the jobs to
+    dispatched (the jobs failed for a rate window are added to `over_quota`).
+
+    The queued jobs are not locked: each moves queued → dispatched by compare-and-set, so a job
+    cancelled meanwhile, or taken by another pass, is simply not moved (and is forgotten)."""
+    workers = list(live_workers().select_for_update().only(*WORKER_COLUMNS))
+    on_worker = jobs_on_workers(w.pk for w in workers)
+    states = [worker_state(w, on_worker[w.pk], now) for w in workers]
     if not any(state.free for state in states):
-        return batches
-    queued = Job.objects.filter(status=Job.Status.QUEUED).select_related("tenant").order_by("created_at", "pk")
-    if connection.features.has_select_for_update_skip_locked:
-        queued = queued.select_for_update(skip_locked=True, of=("self",))
-    window = list(queued[:QUEUED_WINDOW])
-    if not window:
-        return batches
-    # The owners' limits in force: running caps for the policy, and rate windows re-checked
-    # (a limit lowered, or GPU time over its estimate, since the job was queued).
-    terms = terms_for_members({job.owner_id for job in window}, at=now)
-    refused = dispatch_refusals(window, terms, now=now)
-    if refused:
-        over_quota.extend(_fail_over_quota(window, refused, now))
-        window = [job for job in window if job.pk not in refused]
-        if not window:
-            return batches
-    pending = [pending_job(job, terms.get(job.owner_id)) for job in window]
+        return []
+    pending = memory.window(now)
+    if not pending:
+        return []
+    # The owners' limits in force: running caps for the policy (in `pending`), and rate windows
+    # re-checked (a limit lowered, or GPU time over its estimate, since the job was queued).
+    limited = {owner for owner in memory.owners() if _has_rate_limit(memory, owner)}
+    if limited:
+        rows = list(Job.objects.filter(status=Job.Status.QUEUED, owner_id__in=limited, pk__in=[j.job_id for j in pending])
+                    .select_related("tenant").order_by("created_at", "pk"))
+        refused = dispatch_refusals(rows, {owner: memory.terms[owner] for owner in limited}, now=now)
+        if refused:
+            over_quota.extend(_fail_over_quota(rows, refused, now))
+            memory.forget(refused)
+            pending = [job for job in pending if job.job_id not in refused]
+            if not pending:
+                return []
     config = policy_config()
     plan = plan_assignments(pending, states, fair_share_state(now, config), now=now.timestamp(), config=config)
     by_id = {w.pk: w for w in workers}
-    window_by_id = {job.pk: job for job in window}
+    placed: dict[int, tuple[Worker, str]] = {}  # job pk → (its worker, its batch)
     for assignment in plan:
         batch_id = secrets.token_hex(8)
-        moved = [
-            job_id
-            for job_id in assignment.job_ids
-            if Job.objects.filter(pk=job_id, status=Job.Status.QUEUED).update(
-                status=Job.Status.DISPATCHED,
-                worker_id=assignment.worker_id,
-                attempts=F("attempts") + 1,
-                dispatched_at=now,
-                batch_id=batch_id,
-            )
-        ]
-        if moved:
-            # The rows as the UPDATE left them, from the window read in this transaction (its
-            # rows locked, or on SQLite the whole database): no second read before the send.
-            jobs = [window_by_id[job_id] for job_id in moved]
-            for job in jobs:
-                job.status, job.worker_id, job.attempts = Job.Status.DISPATCHED, assignment.worker_id, job.attempts + 1
-                job.dispatched_at, job.batch_id = now, batch_id
-            batches.append((by_id[assignment.worker_id], sorted(jobs, key=lambda job: (job.created_at, job.pk))))
-    return batches
+        ids = list(assignment.job_ids)
+        moved = Job.objects.filter(pk__in=ids, status=Job.Status.QUEUED).update(
+            status=Job.Status.DISPATCHED,
+            worker_id=assignment.worker_id,
+            attempts=F("attempts") + 1,
+            dispatched_at=now,
+            batch_id=batch_id,
+        )
+        if moved != len(ids):  # some were cancelled meanwhile: which did move, by the batch's own id
+            ids = list(Job.objects.filter(pk__in=ids, batch_id=batch_id).values_list("pk", flat=True))
+        memory.forget(assignment.job_ids)
+        placed.update((job_id, (by_id[assignment.worker_id], batch_id)) for job_id in ids)
+    if not placed:
+        return []
+    # The rows as the UPDATEs left them (for the message and the event), in one read.
+    batches: dict[str, tuple[Worker, list[Job]]] = {}
+    for job in Job.objects.filter(pk__in=list(placed)).defer("params").order_by("created_at", "pk"):
+        worker, batch_id = placed[job.pk]
+        batches.setdefault(batch_id, (worker, []))[1].append(job)
+    return list(batches.values())
+
+
+def _has_rate_limit(memory: QueueMemory, owner_id: int) -> bool:
+    terms = memory.terms.get(owner_id)
+    return terms is not None and any(terms.limits.get(key) is not None for key in RATE_KEYS)
 
 
 def _fail_over_quota(window: list[Job], refused: dict[int, str], now: datetime) -> list[Job]:
@@ -325,7 +241,7 @@ def workers_reap() -> int:
     """Declare silent workers dead and take their jobs back; requeue dispatches never started."""
     reaped = 0
     for worker in Worker.objects.filter(
-        state__in=[Worker.State.ONLINE, Worker.State.DRAINING], last_heartbeat__lt=_live_since()
+        state__in=[Worker.State.ONLINE, Worker.State.DRAINING], last_heartbeat__lt=live_since()
     ):
         if Worker.objects.filter(pk=worker.pk, last_heartbeat=worker.last_heartbeat).update(state=Worker.State.DEAD):
             logger.warning("worker %s missed its heartbeats: declared dead", worker.name)
@@ -371,8 +287,9 @@ def worker_exited(*, name: str, pid: int) -> int:
 DISPATCHER_LOCK = 0x61_74_65_6C_69_65_72
 
 
-def sweep(*, reap: bool = True) -> bool:
-    """One dispatcher pass: reap (the periodic pass; `reap=False` for a wake's), then dispatch.
+def sweep(*, reap: bool = True, memory: QueueMemory | None = None) -> bool:
+    """One dispatcher pass: reap (the periodic pass; `reap=False` for a wake's), then dispatch
+    (with the sweeper's `memory` of the queue, read again in full on the periodic pass).
     False (nothing done) while another dispatcher is in its pass: on PostgreSQL the pass holds a
     session advisory lock, so of two sweepers (failover) only one decides at a time, and one
     killed mid-pass loses the lock with its connection. (It is not one transaction: a batch's
@@ -380,22 +297,24 @@ def sweep(*, reap: bool = True) -> bool:
     from inference.eas.bridge import eas_sweep_safely
 
     if connection.vendor != "postgresql":  # SQLite: the embedded default runs one sweeper
-        _pass(reap, eas_sweep_safely)
+        _pass(reap, memory, eas_sweep_safely)
         return True
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_try_advisory_lock(%s)", [DISPATCHER_LOCK])
         if not cursor.fetchone()[0]:
             return False
     try:
-        _pass(reap, eas_sweep_safely)
+        _pass(reap, memory, eas_sweep_safely)
     finally:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_unlock(%s)", [DISPATCHER_LOCK])
     return True
 
 
-def _pass(reap: bool, eas_sweep_safely) -> None:
+def _pass(reap: bool, memory: QueueMemory | None, eas_sweep_safely) -> None:
     if reap:
         workers_reap()
         eas_sweep_safely()  # EAS input items that may run now become queued jobs
-    dispatch_pending()
+        if memory is not None:
+            memory.invalidate()  # each beat, the window, terms and weights read again in full
+    dispatch_pending(memory=memory)

@@ -22,6 +22,7 @@ from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 
 from inference.dispatch import sweep
+from inference.dispatch_memory import QueueMemory
 from inference.dispatch_wake import DispatchWaiter
 from inference.health import sweeper_name, touch_heartbeat
 from inference.model_downloads import ModelDownloader
@@ -43,6 +44,7 @@ class Command(BaseCommand):
             return
         ModelDownloader().start()  # a daemon thread: it ends with the process
         waiter = DispatchWaiter()  # listening before the first pass: no wake falls between
+        memory = QueueMemory()  # the queued window between passes (inference/dispatch_memory.py)
         period = settings.ATELIER_HEARTBEAT_SECONDS
         next_beat = 0.0  # the first pass is a full one
         while True:
@@ -54,7 +56,7 @@ class Command(BaseCommand):
             close_old_connections()
             try:
                 if waiter.lead():  # a standby (failover) only waits for the leader's lock
-                    sweep(reap=full)
+                    sweep(reap=full, memory=memory)
             except Exception:  # noqa: BLE001 - a database hiccup: the next pass retries
                 logger.exception("sweep failed; retrying in %s s", period)
                 time.sleep(max(0.0, next_beat - time.monotonic()))

@@ -60,7 +60,6 @@ from inference.dispatch_reads import (  # noqa: F401 - QUEUED_WINDOW, pending_jo
 )
 from inference.models import Job, Worker
 from inference.scheduler import plan_assignments
-from tenants.limits import RATE_KEYS
 from tenants.quotas import dispatch_refusals
 from tenants.services import usage_record
 
@@ -101,8 +100,8 @@ def _planned_batches(now: datetime, memory: QueueMemory, over_quota: list[Job]) 
     The queued jobs are not locked: each moves queued → dispatched by compare-and-set, so a job
     cancelled meanwhile, or taken by another pass, is simply not moved (and is forgotten)."""
     workers = list(live_workers().select_for_update().only(*WORKER_COLUMNS))
-    on_worker = jobs_on_workers(w.pk for w in workers)
-    states = [worker_state(w, on_worker[w.pk], now) for w in workers]
+    on_worker = jobs_on_workers()
+    states = [worker_state(w, on_worker.get(w.pk, []), now) for w in workers]
     if not any(state.free for state in states):
         return []
     pending = memory.window(now)
@@ -110,11 +109,11 @@ def _planned_batches(now: datetime, memory: QueueMemory, over_quota: list[Job]) 
         return []
     # The owners' limits in force: running caps for the policy (in `pending`), and rate windows
     # re-checked (a limit lowered, or GPU time over its estimate, since the job was queued).
-    limited = {owner for owner in memory.owners() if _has_rate_limit(memory, owner)}
-    if limited:
-        rows = list(Job.objects.filter(status=Job.Status.QUEUED, owner_id__in=limited, pk__in=[j.job_id for j in pending])
-                    .select_related("tenant").order_by("created_at", "pk"))
-        refused = dispatch_refusals(rows, {owner: memory.terms[owner] for owner in limited}, now=now)
+    if memory.rate_limited:
+        in_window = {job.job_id for job in pending}
+        rows = [job for job in Job.objects.filter(status=Job.Status.QUEUED, owner_id__in=memory.rate_limited)
+                .select_related("tenant").order_by("created_at", "pk") if job.pk in in_window]
+        refused = dispatch_refusals(rows, memory.terms, now=now)
         if refused:
             over_quota.extend(_fail_over_quota(rows, refused, now))
             memory.forget(refused)
@@ -122,7 +121,9 @@ def _planned_batches(now: datetime, memory: QueueMemory, over_quota: list[Job]) 
             if not pending:
                 return []
     config = policy_config()
-    plan = plan_assignments(pending, states, fair_share_state(now, config), now=now.timestamp(), config=config)
+    active = [job for jobs in on_worker.values() for job in jobs]
+    fair = fair_share_state(now, config, finished=memory.finished_service(now, config), active=active)
+    plan = plan_assignments(pending, states, fair, now=now.timestamp(), config=config)
     by_id = {w.pk: w for w in workers}
     placed: dict[int, tuple[Worker, str]] = {}  # job pk → (its worker, its batch)
     for assignment in plan:
@@ -147,11 +148,6 @@ def _planned_batches(now: datetime, memory: QueueMemory, over_quota: list[Job]) 
         worker, batch_id = placed[job.pk]
         batches.setdefault(batch_id, (worker, []))[1].append(job)
     return list(batches.values())
-
-
-def _has_rate_limit(memory: QueueMemory, owner_id: int) -> bool:
-    terms = memory.terms.get(owner_id)
-    return terms is not None and any(terms.limits.get(key) is not None for key in RATE_KEYS)
 
 
 def _fail_over_quota(window: list[Job], refused: dict[int, str], now: datetime) -> list[Job]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -53,42 +53,62 @@ def live_workers() -> QuerySet[Worker]:
     return Worker.objects.filter(state=Worker.State.ONLINE, last_heartbeat__gte=live_since())
 
 
-def fair_share_state(now: datetime, config: PolicyConfig) -> FairShareState:
-    """Recent GPU time per user and tenant (finished jobs, and running ones so far), and what runs now."""
-    horizon = now - timedelta(seconds=4 * config.service_half_life_s)
-    charges = [
-        (owner, tenant, gpu_seconds, finished.timestamp())
-        for owner, tenant, gpu_seconds, finished in Job.objects.filter(finished_at__gte=horizon)
-        .values_list("owner_id", "tenant_id", "gpu_seconds", "finished_at")
+def finished_charges(since: datetime) -> list[tuple[int, int, int, float, float]]:
+    """(pk, owner, tenant, GPU seconds, finished at as a timestamp) of the jobs finished since `since`."""
+    return [
+        (pk, owner, tenant, gpu_seconds, finished.timestamp())
+        for pk, owner, tenant, gpu_seconds, finished in Job.objects.filter(finished_at__gte=since)
+        .values_list("pk", "owner_id", "tenant_id", "gpu_seconds", "finished_at")
     ]
-    active = list(Job.objects.filter(status__in=ON_WORKER).values_list("owner_id", "tenant_id", "started_at"))
-    charges += [(owner, tenant, (now - started).total_seconds(), now.timestamp()) for owner, tenant, started in active if started]
-    user_service, tenant_service = decayed_service(charges, now=now.timestamp(), half_life_s=config.service_half_life_s)
+
+
+def fair_share_state(
+    now: datetime, config: PolicyConfig, *, finished: tuple[dict[int, float], dict[int, float]] | None = None,
+    active: list[OnWorker] | None = None,
+) -> FairShareState:
+    """Recent GPU time per user and tenant (finished jobs, and running ones so far), and what runs now.
+    `finished`: the finished jobs' service already decayed to `now` (the dispatcher's memory keeps
+    it, `inference/dispatch_memory.py`); `active`: the jobs on workers, already read."""
+    if finished is None:
+        horizon = now - timedelta(seconds=4 * config.service_half_life_s)
+        charges = [charge[1:] for charge in finished_charges(horizon)]
+        finished = decayed_service(charges, now=now.timestamp(), half_life_s=config.service_half_life_s)
+    if active is None:
+        active = [job for jobs in jobs_on_workers().values() for job in jobs]
+    user_service, tenant_service = dict(finished[0]), dict(finished[1])
+    for job in active:
+        if job.started_at:  # running so far, in full
+            seconds = (now - job.started_at).total_seconds()
+            user_service[job.owner_id] = user_service.get(job.owner_id, 0.0) + seconds
+            tenant_service[job.tenant_id] = tenant_service.get(job.tenant_id, 0.0) + seconds
     return FairShareState(
         user_service=user_service,
         tenant_service=tenant_service,
-        running_per_user=Counter(owner for owner, _, _ in active),
-        running_per_tenant=Counter(tenant for _, tenant, _ in active),
+        running_per_user=Counter(job.owner_id for job in active),
+        running_per_tenant=Counter(job.tenant_id for job in active),
     )
 
 
 class OnWorker(NamedTuple):
-    """A job dispatched to or running on a worker, as its worker's state needs it."""
+    """A job dispatched to or running on a worker, as its worker's state and fair share need it."""
 
-    worker_id: int
+    worker_id: int | None
     status: str
     started_at: datetime | None
     progress: float
     model_key: str
+    owner_id: int
+    tenant_id: int
 
 
-def jobs_on_workers(worker_ids: Iterable[int]) -> dict[int, list[OnWorker]]:
-    """Worker id → its dispatched and running jobs, earliest started first."""
-    on_worker: dict[int, list[OnWorker]] = {worker_id: [] for worker_id in worker_ids}
-    rows = (Job.objects.filter(worker_id__in=list(on_worker), status__in=ON_WORKER).order_by("started_at")
-            .values_list("worker_id", "status", "started_at", "progress", "model_key"))
+def jobs_on_workers() -> dict[int | None, list[OnWorker]]:
+    """Worker id → its dispatched and running jobs, earliest started first (every such job, a
+    worker's that is no longer live too: they count in fair share)."""
+    on_worker: dict[int | None, list[OnWorker]] = {}
+    rows = (Job.objects.filter(status__in=ON_WORKER).order_by("started_at")
+            .values_list("worker_id", "status", "started_at", "progress", "model_key", "owner_id", "tenant_id"))
     for row in rows:
-        on_worker[row[0]].append(OnWorker(*row))
+        on_worker.setdefault(row[0], []).append(OnWorker(*row))
     return on_worker
 
 

@@ -6,6 +6,12 @@ their rows and the queued window, and runs the policy once over all of them. The
 `sweep()`: every `ATELIER_HEARTBEAT_SECONDS` a full pass (reap dead workers, the EAS pump, then
 dispatch), and in between a dispatch-only pass as soon as it is woken.
 
+The sweeper hands each pass its `QueueMemory` (`inference/dispatch_memory.py`): the queued window
+as its last pass left it, so a woken pass reads only what changed (new jobs, one aggregate to
+see any other change) instead of 5000 rows; the periodic pass reads everything again. A pass
+reads the window as tuples (`inference/dispatch_reads.py`), moves each batch with one UPDATE and
+commits without waiting for the disk (`bench/dispatch_scale.py` has the figures).
+
 Nobody else runs a pass. A submission (`job_submit`, a job group), a worker finishing a batch,
 registering, stopping or seen exiting *wakes* the dispatcher (`inference/dispatch_wake.py`:
 `NOTIFY atelier_dispatch` in the committing transaction on PostgreSQL, a datagram to the

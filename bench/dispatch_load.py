@@ -8,12 +8,12 @@ every worker busy. Two wirings of the same code are timed side by side:
 
 * before: every heartbeat ran a full pass (`sweep()`: reap + dispatch, locking every live worker
   row) and so did every finished batch (`dispatch_pending()`), plus the sweeper's loop;
-* after: a heartbeat is one UPDATE of the worker's own row, a finished batch runs a pass over
-  that worker's slot only (`worker_batch_done`: one row locked), and the sweeper alone runs the
-  full pass every heartbeat period.
+* after: a heartbeat is one UPDATE of the worker's own row, a finished batch only wakes the
+  dispatcher (`worker_batch_done`: a NOTIFY), and the sweeper alone runs passes: every heartbeat
+  period, and at once when woken (`inference/dispatch_wake.py`; wakes together make one pass).
 
 A "pass" is one `dispatch_pending` call; "row locks" counts the worker rows it locked (all live
-workers for a full pass, one for a worker's own-slot pass). The heartbeat period is scaled down
+workers: every pass is a full one). `bench/dispatch_scale.py` times one pass at scale. The heartbeat period is scaled down
 (`--heartbeat-s`, 0.5 s instead of production's 2 s) so a short run sees many of them; the
 ratio is what matters. The last line printed is one JSON object.
 
@@ -61,12 +61,12 @@ class Counter:
     def install(self, dispatch, workers: int) -> None:
         original = dispatch.dispatch_pending
 
-        def counted(*, only_worker: str | None = None) -> int:
+        def counted() -> int:
             with self.lock:
                 self.passes += 1
-                self.full_passes += only_worker is None
-                self.row_locks += 1 if only_worker else workers
-            return original(only_worker=only_worker)
+                self.full_passes += 1
+                self.row_locks += workers
+            return original()
 
         dispatch.dispatch_pending = counted
         self.restore = lambda: setattr(dispatch, "dispatch_pending", original)
@@ -138,12 +138,25 @@ def run(mode: str, workers: int, args: argparse.Namespace) -> dict[str, float]:
             connection.close()
 
     def sweeper_loop() -> None:
+        from inference.dispatch_wake import DispatchWaiter
+
+        waiter = DispatchWaiter() if mode == "after" else None
+        next_beat = time.monotonic() + args.heartbeat_s
         try:
-            while not stop.wait(args.heartbeat_s):
+            while not stop.is_set():
+                if waiter is None:
+                    stop.wait(args.heartbeat_s)
+                else:
+                    waiter.wait(max(0.0, next_beat - time.monotonic()))
                 close_old_connections()
-                dispatch.sweep()
-                top_up()
+                full = time.monotonic() >= next_beat
+                dispatch.sweep(reap=full)
+                if full:
+                    next_beat = time.monotonic() + args.heartbeat_s
+                    top_up()
         finally:
+            if waiter is not None:
+                waiter.close()
             connection.close()
 
     threads = [threading.Thread(target=worker_loop, args=(name,)) for name in names]

@@ -16,8 +16,9 @@ takes itself (submit response, final websocket event, PNG received); nothing is 
 platform's own code path. All processes share this machine's wall clock.
 
     submit       request sent → job row inserted (parse, resolve, insert)
-    dispatch     row inserted → submit response (the scheduler pass in on_commit, broker publish)
-    broker       submit response → the worker logs the task received (broker delivery)
+    dispatch     row inserted → submit response (the commit and the dispatcher's wake-up)
+    broker       submit response → the worker logs the task received (the sweeper's pass, woken,
+                 the broker publish and delivery)
     claim        task received → claimed (task start, the claim UPDATE)
     pipeline     the worker's gpu_seconds (spec built, pipeline call, NSFW check)
     store+finish claimed + gpu_seconds → finished_at (PNG encode, store)

@@ -36,7 +36,7 @@ from a1111.generation import GenerationRequest
 from a1111.pnginfo import PLATFORM_ZLIB_STRATEGY, png_bytes
 from a1111.xyz import AXIS_NAMES, XyzPlot, expand_cells
 from a1111.xyz_grid import draw_grid
-from inference.dispatch import dispatch_pending_safely
+from inference.dispatch_wake import dispatch_wake
 from inference.inputs.images import InputImages
 from inference.limits import generation_limits
 from inference.model_registry import checkpoint_resolve_for_user, vae_resolve_for_user
@@ -92,7 +92,7 @@ def job_group_submit_cells(
         group = JobGroup.objects.create(owner=user, tenant=tenant, kind=JobGroup.Kind.XYZ, spec=spec)
         for index, cell in enumerate(cells):
             job_submit(user=user, request=cell, inputs=inputs, group=group, group_index=index, dispatch=False)
-        transaction.on_commit(dispatch_pending_safely)  # one scheduling pass for every cell
+        dispatch_wake()  # one wake (one scheduling pass) for every cell
     return group
 
 

@@ -180,6 +180,9 @@ class Job(models.Model):
         indexes = [
             models.Index(fields=["status", "created_at"]),
             models.Index(fields=["owner", "-created_at"]),
+            # The queue in the dispatcher's order, only while queued (a few thousand entries, not
+            # every job ever run): its window and its checksum (inference/dispatch_memory.py).
+            models.Index(fields=["created_at", "id"], condition=models.Q(status="queued"), name="job_queued_order"),
         ]
 
     def __str__(self) -> str:

@@ -25,6 +25,7 @@ from django.db import transaction
 from django.db.models import Q
 
 from inference.clock import database_now, live_since
+from inference.dispatch_wake import dispatch_wake
 from inference.endings import job_ended
 from inference.events import job_event_publish
 from inference.models import Job, Worker
@@ -119,6 +120,7 @@ def worker_exited(*, name: str, pid: int) -> int:
     if not Worker.objects.filter(pk=worker.pk, pid=pid, state=worker.state).update(state=Worker.State.OFFLINE):
         return 0
     logger.warning("worker %s (pid %s) exited: offline", name, pid)
+    dispatch_wake()  # on commit: its jobs are requeued below, placed by the next pass
     return requeue_or_fail(
         # Dispatched to this life (a new life registering meanwhile may already hold newer jobs).
         Job.objects.filter(worker=worker, status__in=ON_WORKER).filter(

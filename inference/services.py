@@ -160,13 +160,13 @@ def job_submit(
     `priority` orders only this member's own jobs (higher first; the scheduler never lets it
     pass another member's fair share): the EAS queue's `_priority_=1`. `group`, `group_index`: the
     job is that cell of a job group (`inference/job_groups.py`), otherwise an ordinary job;
-    `dispatch=False`: the caller asks for the scheduling pass itself (once for all a group's cells).
+    `dispatch=False`: the caller wakes the dispatcher itself (once for all a group's cells).
     `degrade_missing_models` (the APIs, as A1111): `restore_faces` without a restorer installed
     runs unrestored, one of A1111's upscalers that is not installed upscales with Lanczos, each
     with a note in the request's `missing_models`; otherwise (the workspace, or with the operator's
     `ATELIER_STRICT_MISSING_MODELS`) they are `ModelNotFound` saying what to install.
     """
-    from inference.dispatch import dispatch_pending_safely
+    from inference.dispatch_wake import dispatch_wake
 
     membership, terms = _member_terms(user, "generate")
     tenant = membership.tenant
@@ -226,7 +226,7 @@ def job_submit(
             networks=networks, vae_key=vae_key, priority=priority, group=group, group_index=group_index,
         )
     if dispatch:
-        transaction.on_commit(dispatch_pending_safely)
+        dispatch_wake()
     return job
 
 
@@ -371,7 +371,7 @@ def extras_submit(
     `model_key`: any worker may run it) and its own batch key (it is never batched with another:
     its images run one after another anyway); it is billed and scheduled like any other.
     """
-    from inference.dispatch import dispatch_pending_safely
+    from inference.dispatch_wake import dispatch_wake
 
     membership, terms = _member_terms(user, "run extras")
     tenant = membership.tenant
@@ -389,7 +389,7 @@ def extras_submit(
             checkpoint_title="", checkpoint_path="", checkpoint_sha256="", model_key="", network_key="",
             batch_key=f"extras:{public_id}", total_steps=len(keys),  # one step per image
         )
-    transaction.on_commit(dispatch_pending_safely)
+    dispatch_wake()
     return job
 
 
@@ -451,7 +451,7 @@ def promptgen_submit(*, user: AbstractUser, request: PromptgenRequest, priority:
     worker holding it) and its batch key is the model's alone: the runtime samples each row with
     its own settings and seed, so any expansions on one model share a batch, from any member.
     """
-    from inference.dispatch import dispatch_pending_safely
+    from inference.dispatch_wake import dispatch_wake
 
     membership, terms = _member_terms(user, "expand prompts")
     tenant = membership.tenant
@@ -475,7 +475,7 @@ def promptgen_submit(*, user: AbstractUser, request: PromptgenRequest, priority:
             batch_key=promptgen_batch_key(entry.sha256),
             total_steps=request.max_length, seeds=[request.seed], priority=priority,
         )
-    transaction.on_commit(dispatch_pending_safely)
+    dispatch_wake()
     return job
 
 
@@ -491,7 +491,7 @@ def interrogate_submit(*, user: AbstractUser, model: str, image: bytes, size: tu
     one step, billed like any other job. The worker writes the caption to `Job.texts`, as
     promptgen writes its prompts.
     """
-    from inference.dispatch import dispatch_pending_safely
+    from inference.dispatch_wake import dispatch_wake
     from inference.selectors import user_options_get
 
     membership, terms = _member_terms(user, "interrogate")
@@ -512,7 +512,7 @@ def interrogate_submit(*, user: AbstractUser, model: str, image: bytes, size: tu
             checkpoint_title="", checkpoint_path="", checkpoint_sha256="", model_key="", network_key="",
             batch_key=f"interrogate:{public_id}", total_steps=1,
         )
-    transaction.on_commit(dispatch_pending_safely)
+    dispatch_wake()
     return job
 
 

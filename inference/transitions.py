@@ -11,9 +11,10 @@ completion can never move a job twice or record two sets of images. The claim al
 attempt as started (`attempts_started`, what the attempt cap counts: `inference/reaping.py`).
 
 The worker's own row: `worker_register` at start, `worker_heartbeat` every few seconds (one
-UPDATE, no scheduler pass), `worker_batch_done` after each batch (the heartbeat, then a pass
-over this worker's own free slot only), `worker_stopped` at shutdown. The row belongs to one
-life, its (host, pid): a second live process under the same name is refused
+UPDATE, no scheduler pass), `worker_batch_done` after each batch (the heartbeat, then a wake of
+the dispatcher, `manage.py sweeper`, which places its next batch), `worker_stopped` at shutdown.
+A worker never runs a scheduler pass itself: it claims, reports and finishes. The row belongs to
+one life, its (host, pid): a second live process under the same name is refused
 (`WorkerNameTaken`), and the heartbeats and the stop of a life that was replaced touch nothing.
 Heartbeats carry the database's clock, never the worker host's (`inference/clock.py`).
 """
@@ -28,7 +29,8 @@ from django.db import transaction
 from django.db.models import F, Q
 
 from inference.clock import database_now, live_since
-from inference.dispatch import dispatch_pending_safely, worker_queue_name
+from inference.dispatch import worker_queue_name
+from inference.dispatch_wake import dispatch_wake
 from inference.endings import job_ended
 from inference.errors import member_error
 from inference.events import job_event_publish
@@ -210,6 +212,7 @@ def worker_register(
         logger.warning("worker %s: pid %s on %s takes over from pid %s on %s, whose life is over",
                        name, pid, host, current.pid, current.host)
     requeue_or_fail(Job.objects.filter(worker=worker, status__in=ON_WORKER), f"worker {name} restarted")
+    dispatch_wake()  # a free worker, and maybe its previous life's jobs back in the queue
     return worker
 
 
@@ -236,10 +239,10 @@ def worker_heartbeat(
 def worker_batch_done(
     *, name: str, loaded_models: list[str], cached_models: list[str] | None = None, active_networks: str = ""
 ) -> None:
-    """A batch ended: report what the worker holds now, then ask for its next batch at once with
-    the cheap pass over its own free slot (the dispatcher's loop would only come by later)."""
+    """A batch ended: report what the worker holds now, then wake the dispatcher so its next batch
+    is placed at once (with what it holds now: the report comes first), not at the next beat."""
     worker_heartbeat(name=name, loaded_models=loaded_models, cached_models=cached_models, active_networks=active_networks)
-    dispatch_pending_safely(only_worker=name)
+    dispatch_wake()
 
 
 def worker_stopped(*, name: str) -> None:
@@ -254,3 +257,4 @@ def worker_stopped(*, name: str) -> None:
         Job.objects.filter(worker__name=name, status__in=ON_WORKER),
         f"worker {name} stopped",
     )
+    dispatch_wake()  # what it held is queued again

@@ -1,8 +1,8 @@
 """Worker process lifecycle, hooked on Celery's signals (inactive in web processes).
 
 * after setup: listen on this worker's own queue, `atelier.worker.<node name>`;
-* when ready: register in the `Worker` table (or stop at once, saying why, when another live
-  process holds this worker's name: `WorkerNameTaken`), ask for work for itself, and start the heartbeat
+* when ready: register in the `Worker` table (which wakes the dispatcher; or stop at once, saying
+  why, when another live process holds this worker's name: `WorkerNameTaken`), and start the heartbeat
   thread, which every few seconds reports the loaded checkpoints and held networks (one UPDATE
   of its own row: the scheduler's passes run in the dispatcher, `manage.py sweeper`, see
   `inference/dispatch.py`);
@@ -58,7 +58,6 @@ def listen_on_own_queue(sender: str, instance, **kwargs) -> None:
 
 @worker_ready.connect
 def register(sender, **kwargs) -> None:
-    from inference.dispatch import dispatch_pending_safely
     from inference.runner.tasks import run_batch
     from inference.transitions import WorkerNameTaken, worker_register
 
@@ -77,8 +76,7 @@ def register(sender, **kwargs) -> None:
     heartbeat = Heartbeat(name)
     sender.controller.atelier_heartbeat = heartbeat
     heartbeat.start()
-    logger.info("worker %s ready on %s", name, device)
-    dispatch_pending_safely(only_worker=name)  # what waits in the queue need not wait for the sweeper
+    logger.info("worker %s ready on %s", name, device)  # `worker_register` woke the dispatcher
 
 
 @worker_shutdown.connect

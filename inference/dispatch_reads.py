@@ -1,0 +1,195 @@
+"""What a dispatch pass reads, as the scheduler's plain data, with only the columns it needs.
+
+A pass sees up to `QUEUED_WINDOW` queued jobs, every live worker and what runs on it, and the
+recent GPU time per user and tenant. Read as model instances, the window alone cost most of a
+pass at scale (every job's JSON columns decoded: `bench/dispatch_scale.py`); here the queued
+jobs are read as tuples, a job's sizing from its JSON parameters picked out by the database
+(`KT`), and become `PendingJob`s directly. `pending_job(job)` gives the same `PendingJob` for a
+`Job` instance (the queue-position page reads those), through the same sizing rules.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
+
+from django.conf import settings
+from django.db.models import QuerySet
+from django.db.models.fields.json import KT
+
+from inference.clock import live_since  # noqa: F401 - the dispatcher's readers take it from here too
+
+from inference.models import Job, Worker
+from inference.scheduler import FairShareState, PendingJob, PolicyConfig, WorkerState, decayed_service
+from tenants.quotas import Terms, running_caps
+
+QUEUED_WINDOW = 5000  # queued jobs the policy sees per pass (oldest first)
+ON_WORKER = (Job.Status.DISPATCHED, Job.Status.RUNNING)
+UNKNOWN_REMAINING_SECONDS = 10.0  # a batch's expected remaining time before any progress
+# A queued job's columns a pass reads (then its sizing, picked out of `params`: `_SIZING`).
+QUEUED_COLUMNS = ("pk", "owner_id", "tenant_id", "created_at", "model_key", "network_key", "batch_key", "priority",
+                  "kind", "total_steps", "seeds")
+_SIZING = {"steps": KT("params__steps"), "width": KT("params__width"), "height": KT("params__height"),
+           "sizes": KT("params__sizes"), "size": KT("params__size")}
+
+
+def policy_config() -> PolicyConfig:
+    return PolicyConfig(
+        max_running_per_user=settings.ATELIER_MAX_RUNNING_PER_USER,
+        max_running_per_tenant=settings.ATELIER_MAX_RUNNING_PER_TENANT,
+        affinity_grace_s=settings.ATELIER_AFFINITY_GRACE_SECONDS,
+        max_reorder_wait_s=settings.ATELIER_MAX_REORDER_WAIT_SECONDS,
+        service_half_life_s=settings.ATELIER_SERVICE_HALF_LIFE_SECONDS,
+    )
+
+
+def live_workers(now: datetime | None = None) -> QuerySet[Worker]:
+    """Online workers whose last heartbeat is recent by the database's clock (`inference/clock.py`)."""
+    return Worker.objects.filter(state=Worker.State.ONLINE, last_heartbeat__gte=live_since(now))
+
+
+def finished_charges(since: datetime) -> list[tuple[int, int, int, float, float]]:
+    """(pk, owner, tenant, GPU seconds, finished at as a timestamp) of the jobs finished since `since`."""
+    return [
+        (pk, owner, tenant, gpu_seconds, finished.timestamp())
+        for pk, owner, tenant, gpu_seconds, finished in Job.objects.filter(finished_at__gte=since)
+        .values_list("pk", "owner_id", "tenant_id", "gpu_seconds", "finished_at")
+    ]
+
+
+def fair_share_state(
+    now: datetime, config: PolicyConfig, *, finished: tuple[dict[int, float], dict[int, float]] | None = None,
+    active: list[OnWorker] | None = None,
+) -> FairShareState:
+    """Recent GPU time per user and tenant (finished jobs, and running ones so far), and what runs now.
+    `finished`: the finished jobs' service already decayed to `now` (the dispatcher's memory keeps
+    it, `inference/dispatch_memory.py`); `active`: the jobs on workers, already read."""
+    if finished is None:
+        horizon = now - timedelta(seconds=4 * config.service_half_life_s)
+        charges = [charge[1:] for charge in finished_charges(horizon)]
+        finished = decayed_service(charges, now=now.timestamp(), half_life_s=config.service_half_life_s)
+    if active is None:
+        active = [job for jobs in jobs_on_workers().values() for job in jobs]
+    user_service, tenant_service = dict(finished[0]), dict(finished[1])
+    for job in active:
+        if job.started_at:  # running so far, in full
+            seconds = (now - job.started_at).total_seconds()
+            user_service[job.owner_id] = user_service.get(job.owner_id, 0.0) + seconds
+            tenant_service[job.tenant_id] = tenant_service.get(job.tenant_id, 0.0) + seconds
+    return FairShareState(
+        user_service=user_service,
+        tenant_service=tenant_service,
+        running_per_user=Counter(job.owner_id for job in active),
+        running_per_tenant=Counter(job.tenant_id for job in active),
+    )
+
+
+class OnWorker(NamedTuple):
+    """A job dispatched to or running on a worker, as its worker's state and fair share need it."""
+
+    worker_id: int | None
+    status: str
+    started_at: datetime | None
+    progress: float
+    model_key: str
+    owner_id: int
+    tenant_id: int
+
+
+def jobs_on_workers() -> dict[int | None, list[OnWorker]]:
+    """Worker id → its dispatched and running jobs, earliest started first (every such job, a
+    worker's that is no longer live too: they count in fair share)."""
+    on_worker: dict[int | None, list[OnWorker]] = {}
+    rows = (Job.objects.filter(status__in=ON_WORKER).order_by("started_at")
+            .values_list("worker_id", "status", "started_at", "progress", "model_key", "owner_id", "tenant_id"))
+    for row in rows:
+        on_worker.setdefault(row[0], []).append(OnWorker(*row))
+    return on_worker
+
+
+def worker_state(worker: Worker, on_worker: list[OnWorker], now: datetime) -> WorkerState:
+    busy_until = None
+    running = [job for job in on_worker if job.status == Job.Status.RUNNING and job.started_at]
+    if on_worker:
+        remaining = UNKNOWN_REMAINING_SECONDS
+        if running and running[0].progress > 0:
+            elapsed = (now - running[0].started_at).total_seconds()
+            remaining = elapsed / running[0].progress * (1 - running[0].progress)
+        busy_until = now.timestamp() + remaining
+    return WorkerState(
+        worker_id=worker.pk,
+        free=not on_worker,
+        max_batch=worker.max_batch,
+        resident_models=tuple(worker.loaded_models),
+        cached_models=tuple(worker.cached_models),
+        active_networks=worker.active_networks,
+        busy_until=busy_until,
+        busy_model=on_worker[0].model_key if on_worker else None,
+    )
+
+
+def _number(value: Any, default: int) -> int:
+    return default if value is None else int(float(value))
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _sizing(kind: str, seeds: list, total_steps: int, params: Mapping[str, Any]) -> tuple[int, int, int]:
+    """(images, steps, pixels) as the scheduler estimates a job's cost."""
+    if kind == Job.Kind.EXTRAS:
+        # No denoising: counted as one step per image at the input's size, a rough guess of an
+        # upscaler pass (what the job really costs is charged when it finishes).
+        sizes = _json(params.get("sizes")) or [[512, 512]]
+        return len(sizes), 1, max(width * height for width, height in sizes)
+    if kind == Job.Kind.INTERROGATE:
+        # One image through a captioning model and CLIP (or a tagger): about one upscaler pass.
+        width, height = _json(params.get("size")) or [512, 512]
+        return 1, 1, max(int(width) * int(height), 64 * 64)
+    if kind == Job.Kind.PROMPTGEN:
+        # One batch row per job (the runtime samples its results side by side), one step per new
+        # token; a token step of a small language model costs about what a 64×64 UNet step does.
+        return 1, max(total_steps, 1), 64 * 64
+    steps = _number(params.get("steps"), 20)
+    return len(seeds), steps, _number(params.get("width"), 512) * _number(params.get("height"), 512)
+
+
+def _pending(row: Mapping[str, Any], params: Mapping[str, Any], terms: Terms | None, tenant_weight: float) -> PendingJob:
+    images, steps, pixels = _sizing(row["kind"], row["seeds"], row["total_steps"], params)
+    user_cap, tenant_cap = running_caps(terms.limits) if terms is not None else (None, None)
+    return PendingJob(
+        job_id=row["pk"],
+        owner_id=row["owner_id"],
+        tenant_id=row["tenant_id"],
+        submitted_at=row["created_at"].timestamp(),
+        model_key=row["model_key"],
+        network_key=row["network_key"],
+        batch_key=row["batch_key"],
+        images=images,
+        steps=steps,
+        pixels=pixels,
+        priority=row["priority"],
+        tenant_weight=tenant_weight,
+        user_running_cap=user_cap,
+        tenant_running_cap=tenant_cap,
+    )
+
+
+def pending_job(job: Job, terms: Terms | None = None) -> PendingJob:
+    """A queued job as the scheduler sees it; `terms`, its owner's (`tenants.quotas`): their
+    `user_running_jobs` / `tenant_running_jobs` caps hold it queued while they are full."""
+    row = {name: getattr(job, name) for name in QUEUED_COLUMNS}
+    return _pending(row, job.params, terms, job.tenant.share_weight)
+
+
+def queued_rows(queryset: QuerySet[Job]) -> list[dict[str, Any]]:
+    """The queued jobs of `queryset` as plain rows: `QUEUED_COLUMNS` and their sizing parameters."""
+    return list(queryset.annotate(**_SIZING).values(*QUEUED_COLUMNS, *_SIZING))
+
+
+def pending_from_rows(rows: list[dict[str, Any]], terms: Mapping[int, Terms], weights: Mapping[int, float]) -> list[PendingJob]:
+    return [_pending(row, row, terms.get(row["owner_id"]), weights[row["tenant_id"]]) for row in rows]

@@ -63,6 +63,7 @@ from inference.transitions import (
 from inference.storage import (
     UnsafeModelKey,
     UnsafeOutputPath,
+    member_file_discard,
     member_file_save,
     member_image_open,
     model_file_key,
@@ -646,6 +647,7 @@ def finish_members(members: list[BatchMember], outcome: GenerationOutcome, chunk
             censored=censored, control_maps=maps, seeds=seeds if dropped else None,
         ):
             logger.warning("job %s finished here but was no longer ours: result discarded", job.public_id)
+            member_file_discard([*outputs, *maps])
 
 
 def _infotexts(job: Job, spec: JobSpec, seeds: list[int]) -> list[str]:

@@ -36,7 +36,7 @@ from inference.transitions import (
     job_progress,
     job_succeed,
 )
-from inference.storage import member_image_open, model_file_path
+from inference.storage import member_file_discard, member_image_open, model_file_path
 from runtime.engine import WorkerRuntime
 from runtime.specs import PostprocessSpec, Resizer, RestoreStep, UpscaleStep
 from tenants.workdirs import user_outputs_key
@@ -121,3 +121,4 @@ def extras_execute(*, job: Job, attempt: int, worker_name: str, runtime: WorkerR
         job=job, attempt=attempt, outputs=outputs, infotexts=infotexts, gpu_seconds=time.perf_counter() - started
     ):
         logger.warning("job %s finished here but was no longer ours: result discarded", job.public_id)
+        member_file_discard(outputs)

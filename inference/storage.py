@@ -121,6 +121,18 @@ def _write_beneath(root: Path, parts: tuple[str, ...], data: bytes) -> None:
         os.close(folder)
 
 
+def storage_error(exc: BaseException) -> str:
+    """What a member may read of a storage failure: the kind of failure, never an address or a key."""
+    text = str(exc).lower()
+    if "could not connect" in text or "connection" in text or "timed out" in text or "timeout" in text:
+        return "the storage server could not be reached"
+    if "access denied" in text or "forbidden" in text or "credentials" in text or "signature" in text:
+        return "the storage refused the worker's credentials"
+    if "nosuchbucket" in text or "no such bucket" in text:
+        return "the storage bucket does not exist"
+    return f"the storage answered {type(exc).__name__}"
+
+
 def member_file_discard(keys: list[str]) -> None:
     """Remove what a worker stored for a job that turned out not to be its own any more (a stale
     attempt: its worker was declared dead and the job re-ran elsewhere), so no image is left that

@@ -68,6 +68,7 @@ from inference.storage import (
     member_image_open,
     model_file_key,
     model_file_path,
+    storage_error,
 )
 from a1111.controlnet import ControlUnit
 from runtime.controlnet import prepare_control_image
@@ -640,6 +641,11 @@ def finish_members(members: list[BatchMember], outcome: GenerationOutcome, chunk
             maps = _store_control_maps(folder, job, member.request, outcome.control_maps)
         except UnsafeOutputPath as exc:  # nothing is written outside the member's directory
             job_fail(job=job, attempt=attempt, error=str(exc), gpu_seconds=gpu_seconds)
+            continue
+        except Exception as exc:  # noqa: BLE001 - storage unreachable: the job ends failed, never stuck running
+            logger.exception("job %s: its images could not be stored", job.public_id)
+            job_fail(job=job, attempt=attempt, gpu_seconds=gpu_seconds,
+                     error=f"the worker could not store the images: {storage_error(exc)}")
             continue
         censored = [index for index, position in enumerate(kept) if outcome.flagged[position]]
         if not job_succeed(

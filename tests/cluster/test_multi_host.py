@@ -214,3 +214,23 @@ def assert_each_job_ended_once(cluster: Cluster, ledger: Ledger, *, finished_onl
         named |= set(keys)
     pngs = {key for key in cluster.moto.keys(cluster.bucket) if key.endswith(".png")}
     assert pngs == named, f"orphan PNGs: {sorted(pngs - named)}"
+
+
+def test_a_worker_that_cannot_reach_storage_fails_the_job_with_a_message(cluster: Cluster) -> None:
+    """Both hosts cut from S3 only: the job runs, its images cannot be stored, and it ends failed
+    with a message saying so (before, it stayed `running` for ever on a live worker); nothing is
+    left in the bucket. Storage back: the next job succeeds."""
+    platform = cluster.platform
+    for host in cluster.hosts:
+        host.relays["s3"].cut()
+    try:
+        job_id = platform.submit("charlie", **SMALL, prompt="a lighthouse nobody can store")
+        job = platform.wait_job("charlie", job_id, timeout=120)
+    finally:
+        for host in cluster.hosts:
+            host.relays["s3"].restore()
+    assert job["status"] == "failed", job
+    assert job["error"] == "the worker could not store the images: the storage server could not be reached", job
+    assert not [key for key in cluster.moto.keys(cluster.bucket) if job_id in key]
+    again = platform.submit("charlie", **SMALL, prompt="a lighthouse stored at last")
+    assert platform.wait_job("charlie", again, timeout=120)["status"] == "succeeded"

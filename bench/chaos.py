@@ -4,13 +4,14 @@ The same cluster as tests/cluster/test_multi_host.py (tests/cluster/netns.py: ne
 relays, a private Redis, moto S3). Two phases on one cluster, so the figures compare:
 
 1. baseline: N jobs, no fault;
-2. chaos: N jobs, and while they run: kill -9 the worker on host 1 (restarted at once, as a
-   supervisor would), cut host 2's link for a few seconds, restart Redis (its data lost).
+2. chaos: N jobs again, and while they are submitted (one every `--spacing` s) a fault every
+   `--gap` s: kill -9 the worker on host 1 (restarted at once, as a supervisor would), cut host
+   2's link for `--cut-seconds`, restart Redis (its data lost).
 
 Prints per phase: jobs submitted / succeeded / lost (not succeeded by the deadline) / duplicated
 (more than one usage record, or more images in S3 than asked for), latency p50/p95/max (submit
 to finish, from the jobs' own timestamps), and for the chaos phase the drain time from the last
-fault to the last job's end. Ends with one JSON line.
+fault to the last job's end (0 when every job had ended by then). Ends with one JSON line.
 
 Needs root, `ip netns`, PostgreSQL (DATABASE_URL) and redis-server. Run:
 
@@ -23,6 +24,7 @@ import argparse
 import json
 import statistics
 import sys
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -36,11 +38,43 @@ JOB = {"width": 64, "height": 64, "steps": 8, "sampler_name": "Euler"}
 DEAD_AFTER = 4.0  # ATELIER_WORKER_DEAD_AFTER_SECONDS the harness sets
 
 
-def submit_all(cluster: Cluster, count: int, tag: str) -> list[tuple[str, str]]:
-    return [
-        (owner, cluster.platform.submit(owner, **JOB, prompt=f"{tag} {i} a lighthouse"))
-        for i in range(count) for owner in [PERSONAS[i % len(PERSONAS)]]
-    ]
+def submit_spread(cluster: Cluster, count: int, tag: str, spacing: float) -> list[tuple[str, str]]:
+    """`count` jobs, one every `spacing` seconds, the personas in turn (so faults meet queued,
+    dispatched and running jobs alike)."""
+    jobs = []
+    for i in range(count):
+        owner = PERSONAS[i % len(PERSONAS)]
+        jobs.append((owner, cluster.platform.submit(owner, **JOB, prompt=f"{tag} {i} a lighthouse")))
+        time.sleep(spacing)
+    return jobs
+
+
+def warm_up(cluster: Cluster) -> None:
+    """One held job on each worker, so both load the model before anything is timed."""
+    jobs = [(owner, cluster.platform.submit(owner, **JOB, prompt="hold:warm-up")) for owner in ("alice", "charlie")]
+    cluster.platform.wait_until(
+        lambda: all(cluster.platform.get(o, f"/api/v1/jobs/{j}").json()["status"] == "running" for o, j in jobs),
+        timeout=120, what="the warm-up jobs running")
+    cluster.platform.release("warm-up")
+    for owner, job_id in jobs:
+        cluster.platform.wait_job(owner, job_id, timeout=120)
+
+
+def timeline(cluster: Cluster, jobs: list[tuple[str, str]], faults: dict[str, float]) -> None:
+    """Each chaos job's life relative to the first fault, on stderr: where the time went."""
+    import psycopg
+
+    origin = time.time() - (time.monotonic() - min(faults.values()))
+    for name, at in faults.items():
+        print(f"  fault at {at - min(faults.values()):6.1f} s: {name}", file=sys.stderr)
+    with psycopg.connect(cluster.platform._database) as conn:
+        rows = conn.execute(
+            "SELECT public_id, attempts, extract(epoch from created_at), extract(epoch from dispatched_at), "
+            "extract(epoch from started_at), extract(epoch from finished_at) FROM inference_job "
+            "WHERE public_id = ANY(%s) ORDER BY created_at", [[job_id for _, job_id in jobs]]).fetchall()
+    for public_id, attempts, *times in rows:
+        cells = " ".join(f"{float(t) - origin:7.1f}" if t is not None else "      -" for t in times)
+        print(f"  {public_id} attempts={attempts} created/dispatched/started/finished: {cells}", file=sys.stderr)
 
 
 def ended(cluster: Cluster, jobs: list[tuple[str, str]]) -> dict[str, dict]:
@@ -88,6 +122,8 @@ def figures(cluster: Cluster, jobs: list[tuple[str, str]], done: dict[str, dict]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=12, help="jobs per phase (default 12)")
+    parser.add_argument("--spacing", type=float, default=1.5, help="seconds between submissions")
+    parser.add_argument("--gap", type=float, default=5.0, help="seconds between faults (the first after this too)")
     parser.add_argument("--cut-seconds", type=float, default=6.0, help="how long host 2's link stays down")
     parser.add_argument("--timeout", type=float, default=240.0, help="per phase: a job not ended by then is lost")
     args = parser.parse_args()
@@ -100,27 +136,38 @@ def main() -> None:
         cluster.platform.wait_for_workers(2)
         host1, host2 = cluster.hosts
 
-        baseline_jobs = submit_all(cluster, args.jobs, "baseline")
-        baseline = figures(cluster, baseline_jobs, wait_all(cluster, baseline_jobs, time.monotonic() + args.timeout))
+        warm_up(cluster)
+        started = time.monotonic()
+        baseline_jobs = submit_spread(cluster, args.jobs, "baseline", args.spacing)
+        baseline = figures(cluster, baseline_jobs, wait_all(cluster, baseline_jobs, started + args.timeout))
 
-        chaos_jobs = submit_all(cluster, args.jobs, "chaos")
-        deadline = time.monotonic() + args.timeout
-        # The script: each fault once a few more of the jobs have ended, so every fault lands mid-run.
-        step = max(1, args.jobs // 4)
+        # The script runs beside the submissions: one fault every `gap` seconds from the first job on.
         faults = [
             ("kill -9 worker on host 1", lambda: (cluster.platform.kill("w1"), cluster.start_worker(host1, "w1"))),
             ("cut host 2's link", lambda: (host2.link_down(), time.sleep(args.cut_seconds), host2.link_up())),
             ("restart Redis (data lost)", cluster.redis.restart),
         ]
-        last_fault = time.monotonic()
-        for number, (name, fault) in enumerate(faults, start=1):
-            while time.monotonic() < deadline and len(ended(cluster, chaos_jobs)) < min(step * number, len(chaos_jobs) - 1):
-                time.sleep(0.3)
-            print(f"fault: {name}", flush=True)
-            fault()
-            last_fault = time.monotonic()
+        fault_times: list[float] = []
+
+        def script() -> None:
+            for name, fault in faults:
+                time.sleep(args.gap)
+                print(f"fault: {name}", flush=True)
+                fault()
+                fault_times.append(time.monotonic())
+
+        started = time.monotonic()
+        deadline = started + args.timeout
+        runner = threading.Thread(target=script, name="faults")
+        runner.start()
+        chaos_jobs = submit_spread(cluster, args.jobs, "chaos", args.spacing)
+        runner.join()
+        last_fault = fault_times[-1]
         done = wait_all(cluster, chaos_jobs, deadline)
-        drain = round(time.monotonic() - last_fault, 2)
+        timeline(cluster, chaos_jobs, {name: at for (name, _), at in zip(faults, fault_times, strict=True)})
+        last_end = max((datetime.fromisoformat(j["finished_at"]).timestamp() for j in done.values() if j["finished_at"]),
+                       default=time.time())
+        drain = round(max(0.0, last_end - (time.time() - (time.monotonic() - last_fault))), 2)
         chaos = {**figures(cluster, chaos_jobs, done), "drain_s": drain}
     except BaseException:
         print(cluster.platform.logs(), file=sys.stderr)

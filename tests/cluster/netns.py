@@ -37,8 +37,6 @@ from inference.processes import sweeper_command, web_command, worker_command
 from tests.harness import Platform, free_port, tiny_checkpoint
 from tests.objectstore import MotoServer
 
-REPO = Path(__file__).resolve().parent.parent.parent
-
 
 def netns_available() -> str | None:
     """Why this machine cannot build hosts (None: it can): root and a working `ip netns`."""
@@ -224,18 +222,18 @@ class Cluster:
         self.platform.env_overrides.update(REDIS_URL=self.redis.url, **self.moto.storage_environment(self.bucket))
         try:
             for index in range(1, hosts + 1):
-                self.hosts.append(self._host(index))
+                self._host_add(index)
         except BaseException:
             self.close()
             raise
 
-    def _host(self, index: int) -> WorkerHost:
+    def _host_add(self, index: int) -> WorkerHost:
         name, veth = f"atl{self.suffix}h{index}", f"atl{self.suffix}v{index}"
         control, inside = f"10.{self.net}.{index}.1", f"10.{self.net}.{index}.2"
         _ip("netns", "add", name)
         host = WorkerHost(name=name, index=index, control_address=control, address=inside, veth=veth,
                           data_dir=self.platform.data_dir / "hosts" / f"host{index}")
-        self.hosts.append(host)  # torn down by close() from here on
+        self.hosts.append(host)  # torn down by close() from here on, even if a step below fails
         _ip("link", "add", veth, "type", "veth", "peer", "name", f"{veth}p")
         _ip("link", "set", f"{veth}p", "netns", name)
         _ip("addr", "add", f"{control}/30", "dev", veth)
@@ -243,7 +241,6 @@ class Cluster:
         _ip("netns", "exec", name, "ip", "addr", "add", f"{inside}/30", "dev", f"{veth}p")
         _ip("netns", "exec", name, "ip", "link", "set", f"{veth}p", "up")
         _ip("netns", "exec", name, "ip", "link", "set", "lo", "up")
-        self.hosts.pop()
         return host
 
     # --- the platform's processes ---------------------------------------------------------
@@ -296,12 +293,8 @@ class Cluster:
     def start_worker(self, host: WorkerHost, short: str | None = None) -> str:
         """A Celery worker (the holding app, tests/e2e/holding.py) on `host`; returns its role name."""
         role = short or f"w{host.index}"
-        name = self.platform.worker_name(role)
-        log = open(self.platform.data_dir / f"{role}.log", "ab")  # noqa: SIM115 - closed with the process
-        self.platform.processes[role] = subprocess.Popen(
-            host.command(worker_command(name, app="tests.e2e.holding")), cwd=REPO, env=self.host_env(host),
-            stdout=log, stderr=subprocess.STDOUT,
-        )
+        command = worker_command(self.platform.worker_name(role), app="tests.e2e.holding")
+        self.platform._spawn(role, host.command(command), env=self.host_env(host))  # `ip netns exec` execs it: same pid
         return role
 
     def worker_log(self, role: str) -> str:

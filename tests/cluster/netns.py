@@ -287,6 +287,9 @@ class Cluster:
                                      database.path, database.query, "")),
             REDIS_URL=f"redis://{relay['redis']}/0",
             ATELIER_S3_ENDPOINT_URL=f"http://{relay['s3']}",
+            # Several workers share this machine's few cores, where torch's spinning intra-op
+            # threads make the tiny model 10-50x slower (tests/conftest.py `one_torch_thread`).
+            OMP_NUM_THREADS="1",
         )
         return env
 

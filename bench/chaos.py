@@ -15,7 +15,7 @@ fault to the last job's end (0 when every job had ended by then). Ends with one 
 
 Needs root, `ip netns`, PostgreSQL (DATABASE_URL) and redis-server. Run:
 
-    DATABASE_URL=postgres://postgres@127.0.0.1:5432/atelier_bench PYTHONPATH=. python bench/chaos.py --jobs 12
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/atelier_bench PYTHONPATH=. python bench/chaos.py
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def figures(cluster: Cluster, jobs: list[tuple[str, str]], done: dict[str, dict]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=12, help="jobs per phase (default 12)")
+    parser.add_argument("--jobs", type=int, default=24, help="jobs per phase: submissions outlast the faults")
     parser.add_argument("--spacing", type=float, default=1.5, help="seconds between submissions")
     parser.add_argument("--gap", type=float, default=5.0, help="seconds between faults (the first after this too)")
     parser.add_argument("--cut-seconds", type=float, default=6.0, help="how long host 2's link stays down")

@@ -11,7 +11,7 @@ relays, a private Redis, moto S3). Two phases on one cluster, so the figures com
 Prints per phase: jobs submitted / succeeded / lost (not succeeded by the deadline) / duplicated
 (more than one usage record, or more images in S3 than asked for), latency p50/p95/max (submit
 to finish, from the jobs' own timestamps), and for the chaos phase the drain time from the last
-fault to the last job's end (0 when every job had ended by then). Ends with one JSON line.
+fault until every job submitted before it had ended (0 when they all had by then). Ends with one JSON line.
 
 Needs root, `ip netns`, PostgreSQL (DATABASE_URL) and redis-server. Run:
 
@@ -165,9 +165,13 @@ def main() -> None:
         last_fault = fault_times[-1]
         done = wait_all(cluster, chaos_jobs, deadline)
         timeline(cluster, chaos_jobs, {name: at for (name, _), at in zip(faults, fault_times, strict=True)})
-        last_end = max((datetime.fromisoformat(j["finished_at"]).timestamp() for j in done.values() if j["finished_at"]),
-                       default=time.time())
-        drain = round(max(0.0, last_end - (time.time() - (time.monotonic() - last_fault))), 2)
+        # Drain: how long after the last fault the jobs submitted before it took to end (those
+        # submitted later measure latency, not recovery).
+        fault_at = time.time() - (time.monotonic() - last_fault)
+        before = [j for j in done.values() if datetime.fromisoformat(j["created_at"]).timestamp() <= fault_at]
+        last_end = max((datetime.fromisoformat(j["finished_at"]).timestamp() for j in before if j["finished_at"]),
+                       default=fault_at)
+        drain = round(max(0.0, last_end - fault_at), 2)  # a job that never ended is counted as lost
         chaos = {**figures(cluster, chaos_jobs, done), "drain_s": drain}
     except BaseException:
         print(cluster.platform.logs(), file=sys.stderr)

@@ -330,7 +330,11 @@ BROKER_DIR = DATA_DIR / "broker"
 
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
-    # Redis redelivers an unacked message after this; keep it above any job's run time.
+    # Redis redelivers an unacked message after this; keep it above any job's run time. It is NOT
+    # how a lost worker's jobs come back: messages go to each worker's own queue, so a redelivery
+    # would only reach the same worker. Jobs come back through the database (the dispatcher's
+    # reaper, ATELIER_WORKER_DEAD_AFTER_SECONDS), as a new attempt in a new message; a redelivered
+    # old message then fails `job_claim`'s compare-and-set on (status, attempts) and is skipped.
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 4 * 3600}
     CHANNEL_LAYERS = {
         "default": {
@@ -362,12 +366,27 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_IGNORE_RESULT = True  # the Job row is the result
+# Delivery is at least once; "exactly once" is the database's job (inference/transitions.py: every
+# transition a compare-and-set on (status, attempts)). Why each switch (tests/cluster/test_multi_host.py
+# runs the faults):
+# - acks late: a message is acked after its batch ran, so a worker killed mid-batch (kill -9, OOM)
+#   leaves it unacked rather than silently consumed;
 CELERY_TASK_ACKS_LATE = True
+# - reject on worker lost: a batch whose process died is rejected (requeued), not acked as failed;
+#   the redelivery is harmless (its attempt is stale once the reaper requeued the jobs);
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# - prefetch 1: a worker holds one message besides the one it runs, so a dead worker strands at most
+#   that one (and the reaper takes its jobs back anyway);
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_CONCURRENCY = 1  # one GPU job at a time per worker process
 CELERY_WORKER_POOL = "solo"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# - cancel on connection loss: a worker that loses the broker mid-task cannot ack the message, which
+#   Redis would redeliver; Celery cancels it rather than finishing into a lost ack. (The solo pool
+#   only notices between tasks.) A worker that cannot reach Redis also stops writing its heartbeat
+#   (inference/runner/lifecycle.py): the dispatcher must not send batches to a queue it cannot hear.
+# The attempt cap (ATELIER_JOB_MAX_ATTEMPTS) and the dead-worker timeout (ATELIER_WORKER_DEAD_AFTER_SECONDS)
+# are below, with the scheduling settings.
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = "atelier.default"
@@ -500,10 +519,16 @@ ATELIER_WORKER_COMPILE = env.str("ATELIER_WORKER_COMPILE", default="")
 ATELIER_VAE_SLICING_FROM_BATCH = env.int("ATELIER_VAE_SLICING_FROM_BATCH", default=8)
 ATELIER_VAE_TILING_FROM_PIXELS = env.int("ATELIER_VAE_TILING_FROM_PIXELS", default=1536 * 1536)
 ATELIER_HEARTBEAT_SECONDS = env.float("ATELIER_HEARTBEAT_SECONDS", default=2.0)
-# A worker silent this long is dead: its jobs are requeued (or failed at the attempt cap).
+# A worker silent this long is dead: its jobs are requeued (or failed at the attempt cap). It is
+# the floor of every fault's recovery (a cut link, a kill -9 outside `manage.py serve`, a worker cut
+# from Redis): a job on a lost worker waits this long, plus one job's time to re-run. Shorter
+# reaps sooner but declares a paused worker dead sooner (harmless: its late finish loses the CAS).
 ATELIER_WORKER_DEAD_AFTER_SECONDS = env.float("ATELIER_WORKER_DEAD_AFTER_SECONDS", default=20.0)
-# A job handed to a live worker that has not started it by then goes back to the queue.
+# A job handed to a live worker that has not started it by then goes back to the queue (a message
+# lost with a Redis that restarted without its data ends here at the latest).
 ATELIER_DISPATCH_TIMEOUT_SECONDS = env.float("ATELIER_DISPATCH_TIMEOUT_SECONDS", default=120.0)
+# A job is handed out at most this many times (each dispatch is an attempt): a job that kills every
+# worker it lands on fails with a message instead of taking the pool down in turn.
 ATELIER_JOB_MAX_ATTEMPTS = env.int("ATELIER_JOB_MAX_ATTEMPTS", default=3)
 # Scheduling (see inference/scheduler/types.py PolicyConfig for what each one does).
 ATELIER_WORKER_MAX_BATCH = env.int("ATELIER_WORKER_MAX_BATCH", default=8)  # images per pipeline call

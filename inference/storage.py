@@ -121,6 +121,30 @@ def _write_beneath(root: Path, parts: tuple[str, ...], data: bytes) -> None:
         os.close(folder)
 
 
+def storage_error(exc: BaseException) -> str:
+    """What a member may read of a storage failure: the kind of failure, never an address or a key."""
+    text = str(exc).lower()
+    if "could not connect" in text or "connection" in text or "timed out" in text or "timeout" in text:
+        return "the storage server could not be reached"
+    if "access denied" in text or "forbidden" in text or "credentials" in text or "signature" in text:
+        return "the storage refused the worker's credentials"
+    if "nosuchbucket" in text or "no such bucket" in text:
+        return "the storage bucket does not exist"
+    return f"the storage answered {type(exc).__name__}"
+
+
+def member_file_discard(keys: list[str]) -> None:
+    """Remove what a worker stored for a job that turned out not to be its own any more (a stale
+    attempt: its worker was declared dead and the job re-ran elsewhere), so no image is left that
+    no job names. Object storage only: there each save has a key of its own (a taken key gets a
+    suffix), so these keys are this attempt's alone. Local storage writes at the job's own name,
+    which the attempt that won names too: nothing there is this attempt's alone, nothing is removed."""
+    for key in keys:
+        _member_root(key)  # only ever inside a member's working directory
+        if _local_path(key) is None:
+            default_storage.delete(key)
+
+
 def member_file_open(key: str) -> IO[bytes]:
     """Open the file at `key` (`users/<name>/…`) for reading; FileNotFoundError when it is gone,
     or when it resolves (through a link) outside the member's working directory."""

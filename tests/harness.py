@@ -215,11 +215,14 @@ class Platform:
         self.wait_for_workers(workers)
         return process
 
-    def _spawn(self, role: str, command: list[str], *, worker: bool = False) -> subprocess.Popen:
-        """Start a child process; its output goes to DATA_DIR/<role>.log."""
+    def _spawn(
+        self, role: str, command: list[str], *, worker: bool = False, env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
+        """Start a child process; its output goes to DATA_DIR/<role>.log. `env`: in place of
+        `self.env()` (tests/cluster/netns.py: a worker on another host, with its own addresses)."""
         log = open(self.data_dir / f"{role}.log", "ab")  # noqa: SIM115 - closed with the process
         process = subprocess.Popen(
-            command, cwd=REPO, env=self.env(worker=worker), stdout=log, stderr=subprocess.STDOUT
+            command, cwd=REPO, env=env if env is not None else self.env(worker=worker), stdout=log, stderr=subprocess.STDOUT
         )
         self.processes[role] = process
         return process

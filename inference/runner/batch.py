@@ -64,9 +64,11 @@ from inference.transitions import (
 from inference.storage import (
     UnsafeModelKey,
     UnsafeOutputPath,
+    member_file_discard,
     member_file_save,
     member_image_open,
     model_file_key,
+    storage_error,
 )
 from a1111.controlnet import ControlUnit
 from runtime.controlnet import prepare_control_image
@@ -646,12 +648,18 @@ def finish_members(members: list[BatchMember], outcome: GenerationOutcome, chunk
         except UnsafeOutputPath as exc:  # nothing is written outside the member's directory
             job_fail(job=job, attempt=attempt, error=str(exc), gpu_seconds=gpu_seconds)
             continue
+        except Exception as exc:  # noqa: BLE001 - storage unreachable: the job ends failed, never stuck running
+            logger.exception("job %s: its images could not be stored", job.public_id)
+            job_fail(job=job, attempt=attempt, gpu_seconds=gpu_seconds,
+                     error=f"the worker could not store the images: {storage_error(exc)}")
+            continue
         censored = [index for index, position in enumerate(kept) if outcome.flagged[position]]
         if not job_succeed(
             job=job, attempt=attempt, outputs=outputs, infotexts=infotexts, gpu_seconds=gpu_seconds,
             censored=censored, control_maps=maps, seeds=seeds if dropped else None,
         ):
             logger.warning("job %s finished here but was no longer ours: result discarded", job.public_id)
+            member_file_discard([*outputs, *maps])
 
 
 def _infotexts(job: Job, spec: JobSpec, seeds: list[int]) -> list[str]:

@@ -37,7 +37,7 @@ from inference.transitions import (
     job_succeed,
 )
 from inference.model_cache import ModelFiles
-from inference.storage import member_image_open
+from inference.storage import member_file_discard, member_image_open
 from runtime.engine import WorkerRuntime
 from runtime.specs import PostprocessSpec, Resizer, RestoreStep, UpscaleStep
 from tenants.workdirs import user_outputs_key
@@ -125,3 +125,4 @@ def extras_execute(
         job=job, attempt=attempt, outputs=outputs, infotexts=infotexts, gpu_seconds=time.perf_counter() - started
     ):
         logger.warning("job %s finished here but was no longer ours: result discarded", job.public_id)
+        member_file_discard(outputs)

@@ -7,6 +7,11 @@
   of its own row: the scheduler's passes run in the dispatcher, `manage.py sweeper`, see
   `inference/dispatch.py`);
 * every beat, touch the liveness file `manage.py probe worker --live` reads (`inference/health.py`);
+* in cluster mode, a beat is written only while the broker answers a PING: a worker cut from
+  Redis (but not from the database) cannot hear its queue, so it must not look alive to the
+  dispatcher, which would keep sending it batches that wait until the dispatch timeout. Silent,
+  it is declared dead after `ATELIER_WORKER_DEAD_AFTER_SECONDS` and its jobs re-run elsewhere;
+  its first beat once Redis answers again brings it back online;
 * on shutdown: stop the heartbeat, mark the worker offline and requeue what it held.
 """
 
@@ -30,7 +35,7 @@ class Heartbeat(threading.Thread):
         self.stopping = threading.Event()
 
     def run(self) -> None:
-        from inference.health import touch_heartbeat
+        from inference.health import check_broker, touch_heartbeat
         from inference.runner.batch import held_models
         from inference.runner.tasks import run_batch
         from inference.transitions import worker_heartbeat
@@ -41,12 +46,14 @@ class Heartbeat(threading.Thread):
             # database says: a database outage must not make Kubernetes restart every worker.
             touch_heartbeat("worker", self.worker_name)
             try:
+                if settings.REDIS_URL:
+                    check_broker()  # raises while this worker cannot reach its queue
                 close_old_connections()
                 runtime = run_batch.runtime
                 worker_heartbeat(name=self.worker_name, loaded_models=held_models(runtime),
                                  cached_models=runtime.pipelines.cached(), active_networks=runtime.held_network_key())
-            except Exception:  # noqa: BLE001 - keep beating through a database hiccup
-                logger.exception("heartbeat failed")
+            except Exception as exc:  # noqa: BLE001 - keep beating through a database or broker hiccup
+                logger.warning("heartbeat not written (database or broker unreachable): %s", exc)
 
 
 @celeryd_after_setup.connect

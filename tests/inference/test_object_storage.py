@@ -8,7 +8,7 @@ import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage, storages
 
-from inference.storage import member_file_read, member_file_save
+from inference.storage import member_file_discard, member_file_read, member_file_save, storage_error
 
 pytestmark = pytest.mark.django_db
 
@@ -43,3 +43,24 @@ def test_urls_are_signed_and_short_lived(personas, s3_storage) -> None:
 def test_model_blobs_live_under_their_own_prefix(s3_server, s3_storage) -> None:
     storages["models"].save("0123abcd", ContentFile(b"weights"))
     assert s3_server.keys(s3_storage, "model-blobs/") == ["model-blobs/0123abcd"]
+
+
+def test_a_stale_attempts_images_are_discarded_and_the_winners_kept(personas, s3_server, s3_storage) -> None:
+    """Two attempts of one job store the same name; the one whose finish lost the compare-and-set
+    removes its own (suffixed) key only, whichever stored first (inference/runner/batch.py)."""
+    winner = member_file_save("users/alice/outputs/j_x-0.png", b"winner")
+    stale = member_file_save("users/alice/outputs/j_x-0.png", b"stale")
+    assert stale != winner
+    member_file_discard([stale])
+    assert s3_server.keys(s3_storage, "tenants/studio-a/users/alice/outputs/") == [
+        "tenants/studio-a/users/alice/outputs/j_x-0.png"
+    ]
+    assert member_file_read(winner) == b"winner"
+
+
+def test_a_storage_failure_reads_as_what_went_wrong_without_the_address() -> None:
+    from botocore.exceptions import EndpointConnectionError
+
+    error = EndpointConnectionError(endpoint_url="http://10.0.0.1:9000/bucket/users/alice/outputs/a.png")
+    assert storage_error(error) == "the storage server could not be reached"
+    assert storage_error(RuntimeError("boom")) == "the storage answered RuntimeError"

@@ -34,7 +34,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from inference.processes import sweeper_command, web_command, worker_command
-from tests.harness import Platform, free_port, tiny_checkpoint
+from tests.harness import Platform, free_port
 from tests.objectstore import MotoServer
 
 

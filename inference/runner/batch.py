@@ -22,6 +22,7 @@ instead of adding a second set; only one run can record them (see `inference/ser
 from __future__ import annotations
 
 import base64
+import contextvars
 import dataclasses
 import io
 import logging
@@ -117,6 +118,7 @@ class ProgressReporter(threading.Thread):
         self._preview: str | None = None  # the newest live preview not yet written (base64 JPEG)
         self._closing = False
         self._changed = threading.Condition()
+        self._log_context = contextvars.copy_context()  # its log lines name the batch's job and worker too
 
     def report(self, step: int) -> None:
         with self._changed:
@@ -144,6 +146,9 @@ class ProgressReporter(threading.Thread):
         self.join()
 
     def run(self) -> None:
+        self._log_context.run(self._write_until_closed)
+
+    def _write_until_closed(self) -> None:
         try:
             while True:
                 with self._changed:

@@ -156,3 +156,15 @@ def test_two_batches_on_one_checkpoint_are_one_load_and_one_hit_in_the_row_and_i
     assert samples[("atelier_model_cache_hits_total", labels)] == 1
     assert samples[("atelier_model_blob_fetches_total", labels)] == 0
     assert samples[("atelier_model_blob_fetched_bytes_total", labels)] == 0
+
+
+def test_a_log_format_that_is_not_one_stops_the_process_saying_what_to_write() -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "LOG_FORMAT": "xml", "DJANGO_SETTINGS_MODULE": "config.settings"}
+    result = subprocess.run([sys.executable, "-c", "import config.settings"], env=env, capture_output=True, text=True,
+                            cwd=settings.BASE_DIR, check=False)
+    assert result.returncode != 0
+    assert "LOG_FORMAT='xml': expected one of plain, json" in result.stderr

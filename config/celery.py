@@ -1,9 +1,12 @@
 """The Celery app. Workers start with `celery -A config worker` (see inference/runner/lifecycle.py
 for how each worker registers itself and listens on its own queue)."""
 
+import logging
+import logging.config
 import os
 
 from celery import Celery
+from celery.signals import setup_logging
 
 from config import filebroker
 
@@ -17,3 +20,15 @@ app.autodiscover_tasks()
 # (settings.CELERY_IMPORTS imports it too). Its name, "atelier.run_batch", is explicit
 # (inference.dispatch.RUN_BATCH_TASK), so queued messages survive module moves.
 app.autodiscover_tasks(["inference.runner"])
+
+
+@setup_logging.connect
+def use_the_platform_logging(loglevel: int | str | None = None, **kwargs) -> None:
+    """A worker logs as every other process does (`LOGGING`: `LOG_FORMAT`, the job/worker fields of
+    `config/logcontext.py`) instead of Celery's own format: connecting this signal stops Celery from
+    configuring the root logger itself. `--loglevel` still sets the root level."""
+    from django.conf import settings
+
+    logging.config.dictConfig(settings.LOGGING)
+    if loglevel:
+        logging.getLogger().setLevel(loglevel)

@@ -590,11 +590,23 @@ def _hidden_tabs(raw: str) -> tuple[str, ...]:
 # (`frontend/workspace/tab_ids.py`); a tenant hides more with `Tenant.hidden_workspace_tabs`.
 ATELIER_HIDDEN_TABS = _hidden_tabs(env.str("ATELIER_HIDDEN_TABS", default=""))
 
+# LOG_FORMAT: `plain` (the default: a line per record, then `[worker=… batch=… job=…]` when set) or
+# `json` (one JSON object per line: time, level, logger, message, exception, worker, batch, job).
+# The fields come from `config/logcontext.py`'s `log_context`, set where work happens.
+LOG_FORMATS = ("plain", "json")
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain").strip().lower()
+if LOG_FORMAT not in LOG_FORMATS:
+    raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r}: expected one of {', '.join(LOG_FORMATS)}")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"context": {"()": "config.logcontext.ContextFilter"}},
+    "formatters": {
+        "plain": {"()": "config.logcontext.PlainFormatter", "format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "config.logcontext.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context"]}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     # httpx logs every request at INFO: the workspace proxy makes dozens per page.
     "loggers": {"django.db.backends": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},

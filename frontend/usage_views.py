@@ -23,6 +23,7 @@ from frontend.eas_views import member_page
 from frontend.member_selectors import language_for_user
 from frontend.templatetags.atelier_format import count, gpu_seconds, percent
 from frontend.workspace.i18n import strings
+from inference.ops_selectors import failures_by_reason, model_cache_per_worker
 from tenants.models import Membership
 from tenants.money import InvalidPeriod, month_bounds, parse_month
 from tenants.quotas import quota_status
@@ -144,6 +145,18 @@ def team_usage(request: HttpRequest) -> HttpResponse:
     return _render(request, "frontend/team_usage.html", context, error)
 
 
+def _model_cache_charts(t: dict[str, str]) -> dict[str, Any]:
+    """Each worker's checkpoint loads and cache hits (`inference/ops_selectors.py`), two charts and the rows."""
+    rows = model_cache_per_worker()
+    return {
+        "model_cache": rows,
+        "model_loads_chart": _chart([Bar(row.name, row.loads) for row in rows], t, title=t["ops_model_loads_per_worker"],
+                                    chart_id="ops-model-loads", value_format=count, whole=True),
+        "model_hits_chart": _chart([Bar(row.name, row.hits) for row in rows], t, title=t["ops_model_hits_per_worker"],
+                                   chart_id="ops-model-hits", value_format=count, whole=True),
+    }
+
+
 @member_page  # a session or a member's API token, as every member page
 def operations(request: HttpRequest) -> HttpResponse:
     """Operators (staff): usage by tenant, queue waits by day and tenant, worker utilisation over
@@ -161,11 +174,17 @@ def operations(request: HttpRequest) -> HttpResponse:
         "workers": workers, "active": active_jobs_per_tenant(),
         "worker_chart": _chart([Bar(row.name, row.busy_fraction) for row in workers], t, title=t["ops_worker_busy"],
                                chart_id="ops-workers", value_format=percent, axis_format=percent),
+        **_model_cache_charts(t),
     }
     if not error:
         tenants = usage_per_tenant(month=month)
         waits = queue_wait_per_day(month=month)
+        start, end = month_bounds(month, "UTC")
+        failures = failures_by_reason(since=start, until=end)
         context.update(
+            failures=failures,
+            failure_chart=_chart([Bar(row.reason, row.jobs) for row in failures], t, title=t["ops_failures_chart"],
+                                 chart_id="ops-failures", value_format=count, whole=True),
             tenants=tenants, waits=waits, tenant_waits=queue_wait_per_tenant(month=month),
             tenant_chart=_chart([Bar(row.slug, row.totals.gpu_seconds, row.name or row.slug) for row in tenants], t,
                                 title=t["ops_gpu_per_tenant"], chart_id="ops-tenants", unit=t["usage_gpu_unit"],

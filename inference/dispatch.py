@@ -52,6 +52,7 @@ from django.db import connection, transaction
 from django.db.models import F
 
 from config.celery import app as celery_app
+from config.logcontext import log_context
 from inference.clock import database_now
 from inference.dispatch_memory import QueueMemory
 from inference.dispatch_reads import (  # noqa: F401 - QUEUED_WINDOW, pending_job: read from here too
@@ -103,7 +104,10 @@ def dispatch_pending(*, memory: QueueMemory | None = None) -> int:
         job_event_publish(job)
         job_ended(job)
     for worker, jobs in batches:
-        _send(worker, jobs)
+        # The placement's log lines name the worker, the batch and its jobs (config/logcontext.py).
+        with log_context(worker=worker.name, batch=jobs[0].batch_id, job=[job.public_id for job in jobs]):
+            logger.info("dispatched %d job(s) to %s", len(jobs), worker.name)
+            _send(worker, jobs)
     return sum(len(jobs) for _, jobs in batches)
 
 

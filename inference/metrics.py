@@ -18,6 +18,16 @@ only go down when rows are deleted, which Prometheus' `rate()` reads as a counte
 | `atelier_workers_online` | gauge | | online workers with a recent heartbeat (what dispatch uses) |
 | `atelier_workers_busy` | gauge | | of those, the ones holding a dispatched or running job |
 | `atelier_worker_busy_fraction` | gauge | | busy / online (0 when none is online) |
+| `atelier_model_loads_total` | counter | `worker` | checkpoints this worker's life loaded from disk |
+| `atelier_model_restores_total` | counter | `worker` | checkpoints moved back from its host RAM tier |
+| `atelier_model_cache_hits_total` | counter | `worker` | batches whose checkpoint was on its device already |
+| `atelier_model_blob_fetches_total` | counter | `worker` | model blobs its host cache fetched from object storage |
+| `atelier_model_blob_fetched_bytes_total` | counter | `worker` | their bytes |
+| `atelier_model_blob_cache_hits_total` | counter | `worker` | model files its host cache answered without a fetch |
+
+The `atelier_model_*` counters are each worker process's own, as its last heartbeat or finished
+batch reported them (`Worker.model_counters`); a worker that restarts starts again from 0, which
+`rate()` reads as a counter reset. Workers offline or dead keep their last report until they come back.
 
 `model_group` is what a worker must hold to run the job: the checkpoint's title for txt2img and
 img2img, `extras` for Extras jobs, `promptgen` for prompt expansion, `interrogate` for
@@ -48,6 +58,25 @@ FAILURE_REASONS = (
     ("interrogate_error", Q(error__startswith="interrogate failed")),
 )
 OTHER_FAILURE = "generation_error"
+
+
+# (key in `Worker.model_counters`, metric name without `_total`, help)
+MODEL_COUNTERS = (
+    ("loads", "atelier_model_loads", "Checkpoints loaded from disk by each worker process."),
+    ("restores", "atelier_model_restores", "Checkpoints moved back from host RAM by each worker process."),
+    ("hits", "atelier_model_cache_hits", "Batches whose checkpoint was already on the worker's device."),
+    ("blob_fetches", "atelier_model_blob_fetches", "Model blobs fetched from object storage by each worker process."),
+    ("blob_fetched_bytes", "atelier_model_blob_fetched_bytes", "Bytes of the model blobs fetched from object storage."),
+    ("blob_hits", "atelier_model_blob_cache_hits", "Model files the worker's host cache answered without a fetch."),
+)
+
+
+def _count(value: object) -> int:
+    """A reported counter as a non-negative integer (a row edited by hand reads as 0, never a 500)."""
+    try:
+        return max(0, int(value))  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return 0
 
 
 def model_group(kind: str, checkpoint_title: str) -> str:
@@ -136,3 +165,13 @@ class PlatformCollector:
         yield GaugeMetricFamily("atelier_workers_busy", "Online workers holding a dispatched or running job.", value=busy)
         yield GaugeMetricFamily("atelier_worker_busy_fraction", "Busy online workers / online workers.",
                                 value=busy / online if online else 0.0)
+        yield from self._model_counters()
+
+    def _model_counters(self) -> Iterator[Metric]:
+        families = [(key, CounterMetricFamily(name, help_text, labels=["worker"])) for key, name, help_text in MODEL_COUNTERS]
+        for name, counters in Worker.objects.order_by("name").values_list("name", "model_counters"):
+            counters = counters if isinstance(counters, dict) else {}
+            for key, family in families:
+                family.add_metric([name], _count(counters.get(key)))
+        for _, family in families:
+            yield family

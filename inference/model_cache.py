@@ -84,7 +84,9 @@ class ModelCache:
     root: Path
     max_bytes: int
     storage: Storage
-    fetches: int = 0  # blobs this object downloaded (what tests and the worker's log count)
+    fetches: int = 0  # blobs this object downloaded (what tests, the worker's log and its report count)
+    fetched_bytes: int = 0  # their bytes
+    hits: int = 0  # uses answered by an entry already in the cache (fetched earlier, or by another process)
     _held: dict[str, int] = field(default_factory=dict)  # sha256 → the use lock's descriptor, this batch
     _in_batch: bool = False
 
@@ -113,7 +115,9 @@ class ModelCache:
         use_lock = self._lock(ref.sha256, "use", fcntl.LOCK_SH)  # before looking: eviction waits for no one
         try:
             entry = self.root / ref.sha256
-            if not entry.is_dir():
+            if entry.is_dir():
+                self.hits += 1
+            else:
                 self._fetch_once(ref)
             os.utime(entry)  # touched: the most recently used
         except BaseException:
@@ -154,6 +158,7 @@ class ModelCache:
         fetch_lock = self._lock(ref.sha256, "fetch", fcntl.LOCK_EX)  # one fetcher per host
         try:
             if (self.root / ref.sha256).is_dir():  # another process fetched it while we waited
+                self.hits += 1
                 return
             blob = self._blob(ref)
             if blob is None:
@@ -170,6 +175,7 @@ class ModelCache:
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
             self.fetches += 1
+            self.fetched_bytes += blob.size
             logger.info("model cache fetched %s (%s, %d bytes)", ref.sha256, _model_name(ref), blob.size)
         finally:
             os.close(fetch_lock)
@@ -274,6 +280,14 @@ class ModelFiles:
             return cls(None)
         root = Path(settings.ATELIER_MODEL_CACHE_DIR) / "models"
         return cls(ModelCache(root=root, max_bytes=settings.ATELIER_MODEL_CACHE_MAX_BYTES, storage=storage))
+
+    def counts(self) -> dict[str, int]:
+        """The blob cache's `blob_hits`, `blob_fetches` and `blob_fetched_bytes` since this process
+        made it (all zero without a blob store)."""
+        if self.cache is None:
+            return {"blob_hits": 0, "blob_fetches": 0, "blob_fetched_bytes": 0}
+        return {"blob_hits": self.cache.hits, "blob_fetches": self.cache.fetches,
+                "blob_fetched_bytes": self.cache.fetched_bytes}
 
     def path(self, ref: ModelRef) -> str:
         if self.cache is None:

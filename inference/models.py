@@ -78,6 +78,10 @@ class Worker(models.Model):
     started_at = models.DateTimeField(auto_now_add=True)
     last_heartbeat = models.DateTimeField()
     jobs_done = models.PositiveIntegerField(default=0)
+    # This life's model cache counters as the worker last reported them (`transitions.worker_heartbeat`):
+    # checkpoint hits/loads/restores, promptgen_loads, blob_hits/fetches/fetched_bytes. Reset when a
+    # new life registers; `/metrics` reads them as counters (inference/metrics.py).
+    model_counters = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["name"]

@@ -24,6 +24,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 
+from config.logcontext import log_context
 from inference.clock import database_now, live_since
 from inference.dispatch_wake import dispatch_wake
 from inference.endings import job_ended
@@ -50,37 +51,44 @@ def requeue_or_fail(jobs, reason: str) -> int:
     attempt. A job still only dispatched costs no attempt. Each move is a compare-and-set on
     (status, dispatch number): a job that moved on meanwhile is left alone. Returns how many moved."""
     changed = 0
-    cap = settings.ATELIER_JOB_MAX_ATTEMPTS
     for job in jobs:
-        base = Job.objects.filter(pk=job.pk, status=job.status, attempts=job.attempts)
-        started = job.status == Job.Status.RUNNING
-        at_cap = started and job.attempts_started >= cap
-        if at_cap:
-            with transaction.atomic():  # a job that had started ends with its usage record, as any other
-                moved = base.update(
-                    status=Job.Status.FAILED,
-                    finished_at=database_now(),
-                    error=cap_reached_error(reason, attempt=job.attempts, started=job.attempts_started),
-                )
-                if moved and job.started_at is not None:
-                    job.refresh_from_db()
-                    usage_record(job=job)
-        else:
-            moved = base.update(
-                status=Job.Status.QUEUED, worker=None, progress=0.0, step=0, dispatched_at=None, batch_id=""
-            )
-        if moved:
-            changed += 1
-            outcome = "failed at the attempt cap" if at_cap else "requeued" if started else "requeued (never started: no attempt spent)"
-            logger.warning(
-                "job %s attempt %s: %s; %s (%s of %s started attempts used)",
-                job.public_id, job.attempts, reason, outcome, job.attempts_started, cap,
-            )
-            job.refresh_from_db()
-            job_event_publish(job)
-            if job.status == Job.Status.FAILED:
-                job_ended(job)
+        with log_context(job=job.public_id, batch=job.batch_id or None):  # config/logcontext.py
+            changed += _requeue_or_fail_one(job, reason)
     return changed
+
+
+def _requeue_or_fail_one(job: Job, reason: str) -> int:
+    """`requeue_or_fail` of one job: 1 if it moved, else 0."""
+    cap = settings.ATELIER_JOB_MAX_ATTEMPTS
+    base = Job.objects.filter(pk=job.pk, status=job.status, attempts=job.attempts)
+    started = job.status == Job.Status.RUNNING
+    at_cap = started and job.attempts_started >= cap
+    if at_cap:
+        with transaction.atomic():  # a job that had started ends with its usage record, as any other
+            moved = base.update(
+                status=Job.Status.FAILED,
+                finished_at=database_now(),
+                error=cap_reached_error(reason, attempt=job.attempts, started=job.attempts_started),
+            )
+            if moved and job.started_at is not None:
+                job.refresh_from_db()
+                usage_record(job=job)
+    else:
+        moved = base.update(
+            status=Job.Status.QUEUED, worker=None, progress=0.0, step=0, dispatched_at=None, batch_id=""
+        )
+    if not moved:
+        return 0
+    outcome = "failed at the attempt cap" if at_cap else "requeued" if started else "requeued (never started: no attempt spent)"
+    logger.warning(
+        "job %s attempt %s: %s; %s (%s of %s started attempts used)",
+        job.public_id, job.attempts, reason, outcome, job.attempts_started, cap,
+    )
+    job.refresh_from_db()
+    job_event_publish(job)
+    if job.status == Job.Status.FAILED:
+        job_ended(job)
+    return 1
 
 
 def workers_reap() -> int:
@@ -92,10 +100,11 @@ def workers_reap() -> int:
     for worker in silent:
         # Compare-and-set: dead only if still silent (a heartbeat that landed meanwhile keeps it).
         if silent.filter(pk=worker.pk).update(state=Worker.State.DEAD):
-            logger.warning("worker %s missed its heartbeats: declared dead", worker.name)
-            reaped += requeue_or_fail(
-                Job.objects.filter(worker=worker, status__in=ON_WORKER), f"worker {worker.name} was lost"
-            )
+            with log_context(worker=worker.name):
+                logger.warning("worker %s missed its heartbeats: declared dead", worker.name)
+                reaped += requeue_or_fail(
+                    Job.objects.filter(worker=worker, status__in=ON_WORKER), f"worker {worker.name} was lost"
+                )
     # Jobs assigned to a worker that is gone, or that never picked them up.
     stale_dispatch = now - timedelta(seconds=settings.ATELIER_DISPATCH_TIMEOUT_SECONDS)
     orphans = Job.objects.filter(status__in=ON_WORKER).filter(

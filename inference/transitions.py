@@ -28,6 +28,7 @@ import socket
 from django.db import transaction
 from django.db.models import F, Q
 
+from config.logcontext import log_context
 from inference.clock import database_now, live_since
 from inference.dispatch import worker_queue_name
 from inference.dispatch_wake import dispatch_wake
@@ -51,6 +52,11 @@ def job_claim(*, public_id: str, attempt: int, worker_name: str, total_steps: in
     `total_steps` is the steps this job will report, as the worker will run it (its images
     may span several pipeline calls).
     """
+    with log_context(job=public_id, worker=worker_name):  # its log lines name both (config/logcontext.py)
+        return _claim(public_id=public_id, attempt=attempt, worker_name=worker_name, total_steps=total_steps)
+
+
+def _claim(*, public_id: str, attempt: int, worker_name: str, total_steps: int) -> Job | None:
     claimed = Job.objects.filter(
         public_id=public_id,
         status=Job.Status.DISPATCHED,
@@ -89,6 +95,11 @@ def job_progress(*, job: Job, attempt: int, step: int, preview: str | None = Non
 def _finish(job: Job, attempt: int, status: str, **fields) -> bool:
     """running → `status`, and the job's usage record, in one transaction (never one without the other).
     `job` is the object `job_claim` returned (the worker's own, kept up to date as it ran)."""
+    with log_context(job=job.public_id):
+        return _finish_in_context(job, attempt, status, **fields)
+
+
+def _finish_in_context(job: Job, attempt: int, status: str, **fields) -> bool:
     # The database's clock, as the claim's `started_at`: a job's run time never mixes two hosts' clocks.
     written = {"status": status, "finished_at": database_now(), "preview": "", **fields}  # the live preview is over
     with transaction.atomic():
@@ -205,6 +216,7 @@ def worker_register(
                 "loaded_models": [],
                 "cached_models": [],
                 "active_networks": "",
+                "model_counters": {},
                 "started_at": now,
             },
         )
@@ -222,26 +234,31 @@ def _own_row(name: str):
 
 
 def worker_heartbeat(
-    *, name: str, loaded_models: list[str], cached_models: list[str] | None = None, active_networks: str = ""
+    *, name: str, loaded_models: list[str], cached_models: list[str] | None = None, active_networks: str = "",
+    model_counters: dict[str, int] | None = None,
 ) -> None:
     """Still alive, holding these checkpoints and (`active_networks`, a `Job.network_key`) the
     networks of its last batch. A worker wrongly declared dead (a long pause) comes back online.
     One UPDATE of its own row: a heartbeat runs no scheduler pass (see `inference/dispatch.py`).
     Stamped with the database's clock (`inference/clock.py`), so a worker host whose clock is off by minutes is
-    neither reaped early nor kept alive late; a replaced life (another pid) touches nothing."""
+    neither reaped early nor kept alive late; a replaced life (another pid) touches nothing.
+    `model_counters`: this life's model cache counters so far (`Worker.model_counters`), if given."""
+    counters = {"model_counters": dict(model_counters)} if model_counters is not None else {}
     _own_row(name).update(
         last_heartbeat=database_now(), loaded_models=loaded_models, cached_models=cached_models or [],
-        active_networks=active_networks,
+        active_networks=active_networks, **counters,
     )
     _own_row(name).filter(state=Worker.State.DEAD).update(state=Worker.State.ONLINE)
 
 
 def worker_batch_done(
-    *, name: str, loaded_models: list[str], cached_models: list[str] | None = None, active_networks: str = ""
+    *, name: str, loaded_models: list[str], cached_models: list[str] | None = None, active_networks: str = "",
+    model_counters: dict[str, int] | None = None,
 ) -> None:
     """A batch ended: report what the worker holds now, then wake the dispatcher so its next batch
     is placed at once (with what it holds now: the report comes first), not at the next beat."""
-    worker_heartbeat(name=name, loaded_models=loaded_models, cached_models=cached_models, active_networks=active_networks)
+    worker_heartbeat(name=name, loaded_models=loaded_models, cached_models=cached_models, active_networks=active_networks,
+                     model_counters=model_counters)
     dispatch_wake()
 
 

@@ -61,8 +61,23 @@ class PipelineCache:
         self._host: OrderedDict[str, diffusers.StableDiffusionPipeline] = OrderedDict()  # in host RAM
         self._loras: dict[str, LoraSet] = {}  # the LoRA adapters loaded into each cached pipeline
         self._pairs: OrderedDict[tuple[str, str], None] = OrderedDict()  # (base, refiner) pairs run, recent last
+        # What this cache did, for the worker's report (`counts`): a batch's checkpoint found on the
+        # device (`acquire`), loaded from disk, or moved back from host RAM.
+        self.hits = 0
         self.loads = 0  # from disk
         self.restores = 0  # from host RAM
+
+    def acquire(self, path: str, sha256: str) -> diffusers.StableDiffusionPipeline:
+        """`get` for a batch's own checkpoint, counted once per batch: a hit when it was on the device
+        (a load or a restore is counted by `get` itself)."""
+        if sha256 in self._pipelines:
+            self.hits += 1
+        return self.get(path, sha256)
+
+    def counts(self) -> dict[str, int]:
+        """Checkpoint uses since this cache was made: `hits` (on the device already), `loads` (from
+        disk), `restores` (from host RAM)."""
+        return {"hits": self.hits, "loads": self.loads, "restores": self.restores}
 
     def get(self, path: str, sha256: str) -> diffusers.StableDiffusionPipeline:
         pipeline = self._pipelines.get(sha256)

@@ -156,6 +156,11 @@ class WorkerRuntime:
         self.interrogate = InterrogateRuntime(device=self.device, dtype=self.dtype)
         self._last_networks: GenerationSpec | None = None  # the spec whose networks were applied last
 
+    def model_counts(self) -> dict[str, int]:
+        """What the worker reports of its model loading since it started: checkpoint `hits`, `loads`
+        and `restores` (`PipelineCache.counts`), and `promptgen_loads` (language models loaded)."""
+        return {**self.pipelines.counts(), "promptgen_loads": self.promptgen.loads}
+
     def describe_device(self) -> tuple[str, int | None]:
         if self.device.type == "cuda":
             props = torch.cuda.get_device_properties(self.device)
@@ -363,7 +368,8 @@ class WorkerRuntime:
         """
         if spec.refiner is not None and spec.refiner.switch_at >= 1.0:
             spec = dataclasses.replace(spec, refiner=None)  # A1111: the switch is never reached, no refiner pass
-        pipeline = self._pipeline_for(spec, "txt2img")  # loads the checkpoint; the task's pipeline comes next
+        self.pipelines.acquire(spec.checkpoint_path, spec.checkpoint_sha256)  # a hit, a load or a restore, counted once
+        pipeline = self._pipeline_for(spec, "txt2img")  # the task's pipeline comes next
         if spec.refiner is not None and (not is_xl(pipeline) or spec.controlnet or spec.sd_upscale):
             raise ValueError("a refiner runs after an SDXL base only, without ControlNet or SD upscale")
         with self._networks(spec, pipeline):

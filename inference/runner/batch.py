@@ -22,6 +22,7 @@ instead of adding a second set; only one run can record them (see `inference/ser
 from __future__ import annotations
 
 import base64
+import contextvars
 import dataclasses
 import io
 import logging
@@ -35,6 +36,7 @@ from django.conf import settings
 from django.db import connection as db_connection
 from PIL import Image
 
+from config.logcontext import log_context
 from inference.inputs.controlnet import controlnet_infotext_entries
 from a1111.deepcache import INFOTEXT_LABEL as DEEPCACHE_INFOTEXT
 from a1111.generation import GenerationRequest, img2img_steps
@@ -118,6 +120,7 @@ class ProgressReporter(threading.Thread):
         self._preview: str | None = None  # the newest live preview not yet written (base64 JPEG)
         self._closing = False
         self._changed = threading.Condition()
+        self._log_context = contextvars.copy_context()  # its log lines name the batch's job and worker too
 
     def report(self, step: int) -> None:
         with self._changed:
@@ -145,6 +148,9 @@ class ProgressReporter(threading.Thread):
         self.join()
 
     def run(self) -> None:
+        self._log_context.run(self._write_until_closed)
+
+    def _write_until_closed(self) -> None:
         try:
             while True:
                 with self._changed:
@@ -178,14 +184,30 @@ def held_models(runtime: WorkerRuntime) -> list[str]:
     )
 
 
+def model_counters(runtime: WorkerRuntime, model_files: ModelFiles) -> dict[str, int]:
+    """This worker process's model counters so far (`Worker.model_counters`): the runtime's checkpoint
+    hits, loads and restores and promptgen loads, and its blob cache's hits, fetches and bytes."""
+    return {**runtime.model_counts(), **model_files.counts()}
+
+
 def batch_execute(
     *, jobs: list[tuple[str, int]], worker_name: str, runtime: WorkerRuntime, model_files: ModelFiles | None = None
 ) -> None:
     """Run the (public id, attempt) pairs this worker was handed as one batch. `model_files` is the
     worker process's (its model cache); none given: one from the settings (its state is on disk)."""
     model_files = model_files or ModelFiles.from_settings()
+    rows = Job.objects.filter(public_id__in=[public_id for public_id, _ in jobs]).values_list("public_id", "kind", "batch_id")
+    kinds = {public_id: kind for public_id, kind, _ in rows}
+    batch_ids = sorted({batch_id for _, _, batch_id in rows if batch_id})
+    # Every log line of the batch says which worker, batch and jobs it is about (config/logcontext.py).
+    with log_context(worker=worker_name, batch=batch_ids, job=[public_id for public_id, _ in jobs]):
+        _execute(jobs, kinds, worker_name=worker_name, runtime=runtime, model_files=model_files)
+
+
+def _execute(
+    jobs: list[tuple[str, int]], kinds: dict[str, str], *, worker_name: str, runtime: WorkerRuntime, model_files: ModelFiles
+) -> None:
     try:
-        kinds = dict(Job.objects.filter(public_id__in=[public_id for public_id, _ in jobs]).values_list("public_id", "kind"))
         expansions = [pair for pair in jobs if kinds.get(pair[0]) == Job.Kind.PROMPTGEN]
         if expansions:  # a language model's batch: its own runner (imported here: it imports this module)
             from inference.runner.promptgen import promptgen_execute
@@ -199,7 +221,7 @@ def batch_execute(
         # Tell the scheduler what is loaded now, and take the next batch for this worker.
         worker_batch_done(
             name=worker_name, loaded_models=held_models(runtime), cached_models=runtime.pipelines.cached(),
-            active_networks=runtime.held_network_key(),
+            active_networks=runtime.held_network_key(), model_counters=model_counters(runtime, model_files),
         )
 
 

@@ -25,6 +25,8 @@ from celery.signals import celeryd_after_setup, worker_ready, worker_shutdown
 from django.conf import settings
 from django.db import close_old_connections
 
+from config.logcontext import log_context
+
 logger = logging.getLogger(__name__)
 
 
@@ -35,8 +37,12 @@ class Heartbeat(threading.Thread):
         self.stopping = threading.Event()
 
     def run(self) -> None:
+        with log_context(worker=self.worker_name):  # its log lines name the worker (config/logcontext.py)
+            self._beat()
+
+    def _beat(self) -> None:
         from inference.health import check_broker, touch_heartbeat
-        from inference.runner.batch import held_models
+        from inference.runner.batch import held_models, model_counters
         from inference.runner.tasks import run_batch
         from inference.transitions import worker_heartbeat
 
@@ -51,7 +57,8 @@ class Heartbeat(threading.Thread):
                 close_old_connections()
                 runtime = run_batch.runtime
                 worker_heartbeat(name=self.worker_name, loaded_models=held_models(runtime),
-                                 cached_models=runtime.pipelines.cached(), active_networks=runtime.held_network_key())
+                                 cached_models=runtime.pipelines.cached(), active_networks=runtime.held_network_key(),
+                                 model_counters=model_counters(runtime, run_batch.model_files))
             except Exception as exc:  # noqa: BLE001 - keep beating through a database or broker hiccup
                 logger.warning("heartbeat not written (database or broker unreachable): %s", exc)
 
@@ -65,10 +72,15 @@ def listen_on_own_queue(sender: str, instance, **kwargs) -> None:
 
 @worker_ready.connect
 def register(sender, **kwargs) -> None:
+    name = sender.hostname
+    with log_context(worker=name):
+        _register(sender, name)
+
+
+def _register(sender, name: str) -> None:
     from inference.runner.tasks import run_batch
     from inference.transitions import WorkerNameTaken, worker_register
 
-    name = sender.hostname
     device, memory = run_batch.runtime.describe_device()
     try:
         worker_register(

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from inference.models import Job
-from inference.transitions import worker_register
+from inference.transitions import worker_heartbeat, worker_register
 from tenants.models import Tenant
 from tenants.usage_selectors import (
     queue_wait_per_day,
@@ -184,9 +184,24 @@ def test_the_operators_page_shows_usage_by_tenant_queue_waits_workers_and_jobs_n
     recorder.job(alice, status=Job.Status.QUEUED)
     recorder.job(bob, status=Job.Status.QUEUED)
     recorder.job(charlie, status=Job.Status.RUNNING, worker=busy)
+    # the model cache counters as the busy worker's heartbeat reports them (Worker.model_counters)
+    worker_heartbeat(name="gpu-busy@h", loaded_models=[], model_counters={
+        "loads": 2, "restores": 1, "hits": 7, "blob_fetches": 3, "blob_fetched_bytes": 2_000_000, "blob_hits": 5})
+    # failed jobs by reason, this month's only (one in October is not counted)
+    for error, finished in (("CUDA out of memory", utc(2026, 11, 7)), ("worker w lost; gave up after 3 attempts", utc(2026, 11, 8)),
+                            ("out of memory again", utc(2026, 11, 9)), ("generation failed: boom", utc(2026, 10, 30))):
+        Job.objects.filter(pk=recorder.job(alice, status=Job.Status.FAILED, finished_at=finished).pk).update(error=error)
 
     client.force_login(personas["admin"])
     page = client.get("/ops/?month=2026-11").content.decode()
+    assert row(page, "ops-model-cache-table", "gpu-busy@h") == [
+        "gpu-busy@h", "2", "1", "7", "70.0 %", "3", "2,000,000", "5"]
+    assert row(page, "ops-model-cache-table", "gpu-idle@h")[1:] == ["0", "0", "0", "0.0 %", "0", "0", "0"]
+    assert "<title>gpu-busy@h: 2</title>" in page and "<title>gpu-busy@h: 7</title>" in page  # the two charts' bars
+    assert row(page, "ops-failures-table", "out_of_memory") == ["out_of_memory", "2"]
+    assert row(page, "ops-failures-table", "attempts_exhausted") == ["attempts_exhausted", "1"]
+    assert row(page, "ops-failures-table", "generation_error") == ["generation_error", "0"]
+    assert 'id="ops-failures"' in page and 'id="ops-model-loads"' in page and 'id="ops-model-hits"' in page
     assert row(page, "ops-tenants-table", "studio-a") == ["studio-a", "4.0", "5", "5"]
     assert row(page, "ops-tenants-table", "studio-b") == ["studio-b", "2.0", "2", "1"]
     assert row(page, "ops-waits-tenants", "studio-a") == ["studio-a", "5", "3.0", "8.8"]

@@ -80,6 +80,8 @@ def test_a_model_is_fetched_once_for_two_jobs_and_keeps_its_name(s3_storage, tmp
     assert first == second and first.name == "style.safetensors" and first.parent.name == ref.sha256
     assert first.read_bytes() == b"lora weights"
     assert cache.fetches == 1
+    # what the worker reports (`ModelFiles.counts` → Worker.model_counters → /metrics)
+    assert ModelFiles(cache).counts() == {"blob_hits": 1, "blob_fetches": 1, "blob_fetched_bytes": len(b"lora weights")}
 
 
 def test_a_folder_is_fetched_as_a_folder(s3_storage, tmp_path) -> None:

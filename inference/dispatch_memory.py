@@ -19,6 +19,10 @@ It also keeps the fair-share service of finished jobs (`finished_service`): read
 reload, decayed to a reference time, and then only the jobs finished since (by `finished_at`,
 with a margin for late commits, each counted once) are added; each pass scales it to its `now`.
 
+Beside the window it keeps the policy's index of it (`index`, a `scheduler.book.QueueIndex`,
+handed to `plan_assignments`) and the ids' two sums, both updated job by job as jobs arrive and
+leave, so a pass neither regroups the 5000 jobs for the policy nor sums their ids again.
+
 What the pass itself moves (dispatched, failed over quota, lost to a compare-and-set) it removes
 with `forget`. The periodic pass calls `invalidate()`: everything is read again then, so a change
 the aggregate cannot see (a member's limits, a tenant's weight) takes effect within a beat.
@@ -37,6 +41,7 @@ from django.db.models.functions import Mod
 from inference.dispatch_reads import QUEUED_WINDOW, finished_charges, pending_from_rows, queued_rows
 from inference.models import Job
 from inference.scheduler import PendingJob, PolicyConfig, decayed_service
+from inference.scheduler.book import QueueIndex
 from tenants.limits import RATE_KEYS
 from tenants.models import Tenant
 from tenants.quotas import Terms, terms_for_members
@@ -54,6 +59,8 @@ class QueueMemory:
 
     def __init__(self) -> None:
         self.jobs: dict[int, PendingJob] = {}  # in queue order (created_at, pk) unless `unsorted`
+        self.index = QueueIndex()  # the same jobs as the policy reads them, kept with `jobs`
+        self._sums = (0, 0)  # the ids' sum and mixed sum, kept with `jobs` (the aggregate's other side)
         self.terms: dict[int, Terms] = {}
         self.weights: dict[int, float] = {}
         self.rate_limited: set[int] = set()  # owners whose terms have a rate window (re-checked each pass)
@@ -69,7 +76,15 @@ class QueueMemory:
 
     def forget(self, job_ids: Iterable[int]) -> None:
         for job_id in job_ids:
-            self.jobs.pop(job_id, None)
+            if self.jobs.pop(job_id, None) is not None:
+                self.index.remove(job_id)
+                self._sums = (self._sums[0] - job_id, self._sums[1] - job_id * _MIX % _MODULUS)
+
+    def _keep(self, jobs: dict[int, PendingJob]) -> None:
+        """Make `jobs` the window (its index and sums made again from them)."""
+        self.jobs = jobs
+        self.index = QueueIndex(jobs.values())
+        self._sums = (sum(jobs), sum(job_id * _MIX % _MODULUS for job_id in jobs))
 
     def window(self, now: datetime) -> list[PendingJob]:
         """The queued window, oldest first, up to `QUEUED_WINDOW` jobs."""
@@ -81,8 +96,9 @@ class QueueMemory:
                 self._reload(now)
         return list(self.jobs.values())
 
-    def finished_service(self, now: datetime, config: PolicyConfig) -> tuple[dict[int, float], dict[int, float]]:
-        """The finished jobs' decayed GPU time per user and per tenant at `now`."""
+    def finished_service(self, now: datetime, config: PolicyConfig) -> tuple[dict[int, float], dict[int, float], float]:
+        """The finished jobs' decayed GPU time per user and per tenant, and the factor that takes
+        them to `now` (applied per user as the policy reads it: `dispatch_reads.ServiceView`)."""
         return self._service.at(now, config)
 
     def _set_terms(self, terms: dict[int, Terms]) -> None:
@@ -99,7 +115,7 @@ class QueueMemory:
         self._set_terms(terms_for_members({row["owner_id"] for row in rows}, at=now))
         self._service.stale = True
         self.weights = dict(Tenant.objects.filter(pk__in={row["tenant_id"] for row in rows}).values_list("pk", "share_weight"))
-        self.jobs = {job.job_id: job for job in pending_from_rows(rows, self.terms, self.weights)}
+        self._keep({job.job_id: job for job in pending_from_rows(rows, self.terms, self.weights)})
         self.max_id = max((row["pk"] for row in rows), default=0)
         self.full = len(rows) == QUEUED_WINDOW and bool(
             list(_queued().values_list("pk", flat=True)[QUEUED_WINDOW:QUEUED_WINDOW + 1]))
@@ -122,8 +138,13 @@ class QueueMemory:
         if tenants:
             self.weights.update(Tenant.objects.filter(pk__in=tenants).values_list("pk", "share_weight"))
         last = next(reversed(self.jobs.values()), None)
+        total, mixed = self._sums
         for job in pending_from_rows(rows, self.terms, self.weights):
+            if job.job_id not in self.jobs:
+                total, mixed = total + job.job_id, mixed + job.job_id * _MIX % _MODULUS
             self.jobs[job.job_id] = job
+            self.index.add(job)
+        self._sums = (total, mixed)
         if last is not None and rows[0]["created_at"].timestamp() < last.submitted_at:
             self.unsorted = True
         self.max_id = max(self.max_id, *(row["pk"] for row in rows))
@@ -132,7 +153,7 @@ class QueueMemory:
             self.jobs = {job.job_id: job for job in ordered}
             self.unsorted = False
         if len(self.jobs) > QUEUED_WINDOW:  # the oldest stay in the window, as a full read keeps them
-            self.jobs = dict(list(self.jobs.items())[:QUEUED_WINDOW])
+            self.forget(list(self.jobs)[QUEUED_WINDOW:])
             self.full = True
 
     def _checksum_differs(self) -> bool:
@@ -142,8 +163,7 @@ class QueueMemory:
         database = queued.aggregate(
             count=Count("pk"), total=Sum("pk"), mixed=Sum(Mod(F("pk") * _MIX, _MODULUS)),
         )
-        ids = self.jobs.keys()
-        mine = (len(ids), sum(ids), sum(job_id * _MIX % _MODULUS for job_id in ids))
+        mine = (len(self.jobs), *self._sums)
         return (database["count"], database["total"] or 0, database["mixed"] or 0) != mine
 
 
@@ -158,15 +178,13 @@ class _FinishedService:
         self.counted: dict[int, float] = {}  # pk → finished at, for the jobs within the margin
         self.read_at = 0.0
 
-    def at(self, now: datetime, config: PolicyConfig) -> tuple[dict[int, float], dict[int, float]]:
+    def at(self, now: datetime, config: PolicyConfig) -> tuple[dict[int, float], dict[int, float], float]:
         rate = math.log(2.0) / config.service_half_life_s
         if self.stale:
             self._reload(now, config)
         else:
             self._catch_up(now, rate)
-        factor = math.exp(-rate * max(now.timestamp() - self.reference, 0.0))
-        return ({user: value * factor for user, value in self.user.items()},
-                {tenant: value * factor for tenant, value in self.tenant.items()})
+        return self.user, self.tenant, math.exp(-rate * max(now.timestamp() - self.reference, 0.0))
 
     def _reload(self, now: datetime, config: PolicyConfig) -> None:
         charges = finished_charges(now - timedelta(seconds=4 * config.service_half_life_s))

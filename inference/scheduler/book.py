@@ -43,7 +43,8 @@ def own_order(job: PendingJob) -> tuple[int, float, int]:
 
 
 class QueueIndex:
-    """The pending jobs, indexed as the policy reads them; updated one job at a time."""
+    """The pending jobs, indexed as the policy reads them; updated one job at a time. `jobs_by_user`'s
+    lists are read through `user_jobs` (a list built in bulk is sorted when first read)."""
 
     def __init__(self, jobs: Iterable[PendingJob] = ()) -> None:
         self.jobs: dict[int, PendingJob] = {}
@@ -57,9 +58,45 @@ class QueueIndex:
         self.user_own_cap: dict[int, int | None] = {}
         self.user_team_cap: dict[int, int | None] = {}
         self._tenant_team_cap: dict[int, int | None] = {}  # made from its users' when first read after a change
+        self._unsorted: set[int] = set()  # users whose jobs `_build` left in arrival order (sorted when first read)
+        self._build(jobs)
+
+    def _build(self, jobs: Iterable[PendingJob]) -> None:
+        """The index of `jobs` at once (as `add` of each would make it, in one pass and a sort per user)."""
         for job in jobs:
-            if job.job_id not in self.jobs:  # a job listed twice counts once
-                self.add(job)
+            if job.job_id in self.jobs:  # a job listed twice counts once
+                continue
+            self.jobs[job.job_id] = job
+            user_jobs = self.jobs_by_user.get(job.owner_id)
+            if user_jobs is None:
+                self.jobs_by_user[job.owner_id] = [job]
+            else:
+                user_jobs.append(job)
+            key_jobs = self.jobs_by_batch_key.get(job.batch_key)
+            if key_jobs is None:
+                self.jobs_by_batch_key[job.batch_key] = {job.job_id: job}
+            else:
+                key_jobs[job.job_id] = job
+            self.model_demand[job.model_key] = self.model_demand.get(job.model_key, 0) + 1
+        for user_id, user_jobs in self.jobs_by_user.items():
+            first = user_jobs[0]
+            self.tenant_of_user[user_id] = first.tenant_id
+            self.users_of_tenant.setdefault(first.tenant_id, set()).add(user_id)
+            self.tenant_weight.setdefault(first.tenant_id, max(first.tenant_weight, _MIN_WEIGHT))
+            if len(user_jobs) > 1:
+                self._unsorted.add(user_id)
+            own = [job.user_running_cap for job in user_jobs if job.user_running_cap is not None]
+            self.user_own_cap[user_id] = min(own) if own else None
+            team = [job.tenant_running_cap for job in user_jobs if job.tenant_running_cap is not None]
+            self.user_team_cap[user_id] = min(team) if team else None
+
+    def user_jobs(self, user_id: int) -> list[PendingJob]:
+        """A user's pending jobs in its own order (`own_order`)."""
+        jobs = self.jobs_by_user[user_id]
+        if user_id in self._unsorted:
+            jobs.sort(key=own_order)
+            self._unsorted.discard(user_id)
+        return jobs
 
     def __len__(self) -> int:
         return len(self.jobs)
@@ -77,7 +114,7 @@ class QueueIndex:
             self.user_own_cap[user_id] = job.user_running_cap
             self.user_team_cap[user_id] = job.tenant_running_cap
         else:
-            insort(user_jobs, job, key=own_order)
+            insort(self.user_jobs(user_id), job, key=own_order)
             self.user_own_cap[user_id] = _lower(self.user_own_cap[user_id], job.user_running_cap)
             self.user_team_cap[user_id] = _lower(self.user_team_cap[user_id], job.tenant_running_cap)
         self.tenant_weight.setdefault(tenant_id, max(job.tenant_weight, _MIN_WEIGHT))
@@ -92,13 +129,14 @@ class QueueIndex:
             return
         user_id = job.owner_id
         tenant_id = self.tenant_of_user[user_id]
-        user_jobs = self.jobs_by_user[user_id]
+        user_jobs = self.user_jobs(user_id)
         del user_jobs[bisect_left(user_jobs, own_order(job), key=own_order)]
         if user_jobs:
             self.user_own_cap[user_id] = _lowest(other.user_running_cap for other in user_jobs)
             self.user_team_cap[user_id] = _lowest(other.tenant_running_cap for other in user_jobs)
         else:
             del self.jobs_by_user[user_id], self.tenant_of_user[user_id]
+            self._unsorted.discard(user_id)
             del self.user_own_cap[user_id], self.user_team_cap[user_id]
             users = self.users_of_tenant[tenant_id]
             users.discard(user_id)
@@ -178,7 +216,7 @@ class Book:
 
     def user_jobs(self, user_id: int) -> list[PendingJob]:
         """A user's pending jobs in its own order: higher priority first, then first come, first served."""
-        return self.index.jobs_by_user[user_id]
+        return self.index.user_jobs(user_id)
 
     # Limits ------------------------------------------------------------------------------
 

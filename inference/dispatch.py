@@ -45,11 +45,12 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+from collections.abc import Callable
 from datetime import datetime
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import Case, CharField, F, Field, IntegerField, Value, When
 
 from config.celery import app as celery_app
 from config.logcontext import log_context
@@ -66,7 +67,7 @@ from inference.dispatch_reads import (  # noqa: F401 - QUEUED_WINDOW, pending_jo
     worker_state,
 )
 from inference.endings import job_ended
-from inference.events import job_event_publish
+from inference.events import job_event_publish, job_events_publish
 from inference.models import Job, Worker
 from inference.reaping import requeue_or_fail, worker_exited, workers_reap  # noqa: F401 - their home was here
 from inference.scheduler import plan_assignments
@@ -103,11 +104,14 @@ def dispatch_pending(*, memory: QueueMemory | None = None) -> int:
     for job in over_quota:  # their ending, once their failure is committed
         job_event_publish(job)
         job_ended(job)
+    sent: list[Job] = []
     for worker, jobs in batches:
         # The placement's log lines name the worker, the batch and its jobs (config/logcontext.py).
         with log_context(worker=worker.name, batch=jobs[0].batch_id, job=[job.public_id for job in jobs]):
             logger.info("dispatched %d job(s) to %s", len(jobs), worker.name)
-            _send(worker, jobs)
+            if _send(worker, jobs):
+                sent.extend(jobs)
+    job_events_publish(sent)  # after every batch left: a worker's claim need not wait for them
     return sum(len(jobs) for _, jobs in batches)
 
 
@@ -117,7 +121,7 @@ def _planned_batches(now: datetime, memory: QueueMemory, over_quota: list[Job]) 
 
     The queued jobs are not locked: each moves queued → dispatched by compare-and-set, so a job
     cancelled meanwhile, or taken by another pass, is simply not moved (and is forgotten)."""
-    workers = list(live_workers().select_for_update().only(*WORKER_COLUMNS))
+    workers = list(live_workers(now).select_for_update().only(*WORKER_COLUMNS))
     on_worker = jobs_on_workers()
     states = [worker_state(w, on_worker.get(w.pk, []), now) for w in workers]
     if not any(state.free for state in states):
@@ -141,31 +145,42 @@ def _planned_batches(now: datetime, memory: QueueMemory, over_quota: list[Job]) 
     config = policy_config()
     active = [job for jobs in on_worker.values() for job in jobs]
     fair = fair_share_state(now, config, finished=memory.finished_service(now, config), active=active)
-    plan = plan_assignments(pending, states, fair, now=now.timestamp(), config=config)
+    plan = plan_assignments(memory.index, states, fair, now=now.timestamp(), config=config)
     by_id = {w.pk: w for w in workers}
-    placed: dict[int, tuple[Worker, str]] = {}  # job pk → (its worker, its batch)
+    planned: dict[int, tuple[Worker, str]] = {}  # job pk → (its worker, its batch)
     for assignment in plan:
         batch_id = secrets.token_hex(8)
-        ids = list(assignment.job_ids)
-        moved = Job.objects.filter(pk__in=ids, status=Job.Status.QUEUED).update(
-            status=Job.Status.DISPATCHED,
-            worker_id=assignment.worker_id,
-            attempts=F("attempts") + 1,
-            dispatched_at=now,
-            batch_id=batch_id,
-        )
-        if moved != len(ids):  # some were cancelled meanwhile: which did move, by the batch's own id
-            ids = list(Job.objects.filter(pk__in=ids, batch_id=batch_id).values_list("pk", flat=True))
+        planned.update((job_id, (by_id[assignment.worker_id], batch_id)) for job_id in assignment.job_ids)
         memory.forget(assignment.job_ids)
-        placed.update((job_id, (by_id[assignment.worker_id], batch_id)) for job_id in ids)
-    if not placed:
+    if not planned:
         return []
-    # The rows as the UPDATEs left them (for the message and the event), in one read.
+    # Every batch moved by one UPDATE (compare-and-set on the status: a job cancelled meanwhile,
+    # or taken by another pass, is not moved), each job given its worker and batch by a CASE.
+    ids = list(planned)
+    Job.objects.filter(pk__in=ids, status=Job.Status.QUEUED).update(
+        status=Job.Status.DISPATCHED,
+        worker_id=_by_job(planned, lambda target: target[0].pk, IntegerField()),
+        attempts=F("attempts") + 1,
+        dispatched_at=now,
+        batch_id=_by_job(planned, lambda target: target[1], CharField()),
+    )
+    # The rows as the UPDATE left them (for the message and the event), in one read; a job that
+    # did not move does not carry its planned batch's (new, random) id.
     batches: dict[str, tuple[Worker, list[Job]]] = {}
-    for job in Job.objects.filter(pk__in=list(placed)).defer("params").order_by("created_at", "pk"):
-        worker, batch_id = placed[job.pk]
-        batches.setdefault(batch_id, (worker, []))[1].append(job)
+    for job in Job.objects.filter(pk__in=ids).defer("params").order_by("created_at", "pk"):
+        worker, batch_id = planned[job.pk]
+        if job.batch_id == batch_id and job.status == Job.Status.DISPATCHED:
+            batches.setdefault(batch_id, (worker, []))[1].append(job)
     return list(batches.values())
+
+
+def _by_job(planned: dict[int, tuple[Worker, str]], value: Callable[[tuple[Worker, str]], object], output_field: Field) -> Case:
+    """A CASE giving each planned job its batch's `value` (its worker's id, its batch's id)."""
+    by_value: dict[object, list[int]] = {}
+    for job_id, target in planned.items():
+        by_value.setdefault(value(target), []).append(job_id)
+    return Case(*(When(pk__in=job_ids, then=Value(each)) for each, job_ids in by_value.items()),
+                output_field=output_field)
 
 
 def _fail_over_quota(window: list[Job], refused: dict[int, str], now: datetime) -> list[Job]:
@@ -184,10 +199,11 @@ def _fail_over_quota(window: list[Job], refused: dict[int, str], now: datetime) 
     return failed
 
 
-def _send(worker: Worker, jobs: list[Job]) -> None:
-    """Publish one task for the batch (`jobs`, as dispatched); if it cannot be sent, its jobs go
-    back to the queue. Their dispatch numbers are not given back: the next dispatch takes a new
-    one, so no two messages ever carry the same (job, number). No attempt was started: none is spent."""
+def _send(worker: Worker, jobs: list[Job]) -> bool:
+    """Publish one task for the batch (`jobs`, as dispatched); True when it left. If it cannot be
+    sent, its jobs go back to the queue (and False: no event for them). Their dispatch numbers are
+    not given back: the next dispatch takes a new one, so no two messages ever carry the same
+    (job, number). No attempt was started: none is spent."""
     try:
         _publish(worker.queue, [[job.public_id, job.attempts] for job in jobs])
     except Exception:  # noqa: BLE001 - the broker is down: leave the jobs for the next sweep
@@ -198,9 +214,8 @@ def _send(worker: Worker, jobs: list[Job]) -> None:
             Job.objects.filter(pk=job.pk, status=Job.Status.DISPATCHED, attempts=job.attempts).update(
                 status=Job.Status.QUEUED, worker=None, dispatched_at=None, batch_id=""
             )
-        return
-    for job in jobs:
-        job_event_publish(job)
+        return False
+    return True
 
 
 def _publish(queue: str, batch: list[list]) -> None:

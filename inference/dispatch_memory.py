@@ -19,6 +19,10 @@ It also keeps the fair-share service of finished jobs (`finished_service`): read
 reload, decayed to a reference time, and then only the jobs finished since (by `finished_at`,
 with a margin for late commits, each counted once) are added; each pass scales it to its `now`.
 
+Beside the window it keeps the policy's index of it (`index`, a `scheduler.book.QueueIndex`,
+handed to `plan_assignments`) and the ids' two sums, both updated job by job as jobs arrive and
+leave, so a pass neither regroups the 5000 jobs for the policy nor sums their ids again.
+
 What the pass itself moves (dispatched, failed over quota, lost to a compare-and-set) it removes
 with `forget`. The periodic pass calls `invalidate()`: everything is read again then, so a change
 the aggregate cannot see (a member's limits, a tenant's weight) takes effect within a beat.
@@ -31,18 +35,26 @@ import math
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
+from django.db import connection
 from django.db.models import Count, F, Sum
 from django.db.models.functions import Mod
 
-from inference.dispatch_reads import QUEUED_WINDOW, finished_charges, pending_from_rows, queued_rows
+from inference.dispatch_reads import (
+    QUEUED_WINDOW, CompiledValues, finished_charges, pending_from_rows, queued_rows, queued_values,
+)
 from inference.models import Job
 from inference.scheduler import PendingJob, PolicyConfig, decayed_service
+from inference.scheduler.book import QueueIndex
 from tenants.limits import RATE_KEYS
 from tenants.models import Tenant
 from tenants.quotas import Terms, terms_for_members
 
 _MIX, _MODULUS = 7919, 1_000_003  # the second sum: of (pk × _MIX) mod _MODULUS
 LATE_COMMIT_MARGIN_S = 30.0  # how far back each pass looks for finished jobs it has not counted
+_NEWER_THAN = -7_919_000_003  # the catch-up read's one parameter while it is made into SQL
+# The aggregate while the queue fits in the window, as plain SQL (the same on PostgreSQL and SQLite).
+_QUEUED_SUMS = (f"SELECT COUNT(id), SUM(id), SUM((id * {_MIX}) %% {_MODULUS}) FROM {Job._meta.db_table}"
+                " WHERE status = %s")
 
 
 def _queued():
@@ -54,6 +66,8 @@ class QueueMemory:
 
     def __init__(self) -> None:
         self.jobs: dict[int, PendingJob] = {}  # in queue order (created_at, pk) unless `unsorted`
+        self.index = QueueIndex()  # the same jobs as the policy reads them, kept with `jobs`
+        self._sums = (0, 0)  # the ids' sum and mixed sum, kept with `jobs` (the aggregate's other side)
         self.terms: dict[int, Terms] = {}
         self.weights: dict[int, float] = {}
         self.rate_limited: set[int] = set()  # owners whose terms have a rate window (re-checked each pass)
@@ -63,13 +77,22 @@ class QueueMemory:
         self.unsorted = False
         self.reloads = 0  # full reads so far (the bench and tests look)
         self._service = _FinishedService()
+        self._newer: CompiledValues | None = None  # the catch-up read, made into SQL once
 
     def invalidate(self) -> None:
         self.stale = True
 
     def forget(self, job_ids: Iterable[int]) -> None:
         for job_id in job_ids:
-            self.jobs.pop(job_id, None)
+            if self.jobs.pop(job_id, None) is not None:
+                self.index.remove(job_id)
+                self._sums = (self._sums[0] - job_id, self._sums[1] - job_id * _MIX % _MODULUS)
+
+    def _keep(self, jobs: dict[int, PendingJob]) -> None:
+        """Make `jobs` the window (its index and sums made again from them)."""
+        self.jobs = jobs
+        self.index = QueueIndex(jobs.values())
+        self._sums = (sum(jobs), sum(job_id * _MIX % _MODULUS for job_id in jobs))
 
     def window(self, now: datetime) -> list[PendingJob]:
         """The queued window, oldest first, up to `QUEUED_WINDOW` jobs."""
@@ -81,8 +104,9 @@ class QueueMemory:
                 self._reload(now)
         return list(self.jobs.values())
 
-    def finished_service(self, now: datetime, config: PolicyConfig) -> tuple[dict[int, float], dict[int, float]]:
-        """The finished jobs' decayed GPU time per user and per tenant at `now`."""
+    def finished_service(self, now: datetime, config: PolicyConfig) -> tuple[dict[int, float], dict[int, float], float]:
+        """The finished jobs' decayed GPU time per user and per tenant, and the factor that takes
+        them to `now` (applied per user as the policy reads it: `dispatch_reads.ServiceView`)."""
         return self._service.at(now, config)
 
     def _set_terms(self, terms: dict[int, Terms]) -> None:
@@ -99,7 +123,7 @@ class QueueMemory:
         self._set_terms(terms_for_members({row["owner_id"] for row in rows}, at=now))
         self._service.stale = True
         self.weights = dict(Tenant.objects.filter(pk__in={row["tenant_id"] for row in rows}).values_list("pk", "share_weight"))
-        self.jobs = {job.job_id: job for job in pending_from_rows(rows, self.terms, self.weights)}
+        self._keep({job.job_id: job for job in pending_from_rows(rows, self.terms, self.weights)})
         self.max_id = max((row["pk"] for row in rows), default=0)
         self.full = len(rows) == QUEUED_WINDOW and bool(
             list(_queued().values_list("pk", flat=True)[QUEUED_WINDOW:QUEUED_WINDOW + 1]))
@@ -112,7 +136,9 @@ class QueueMemory:
 
     def _catch_up(self, now: datetime) -> None:
         """Add the jobs queued since the last read (those with a higher pk than any seen)."""
-        rows = queued_rows(_queued().filter(pk__gt=self.max_id)[:QUEUED_WINDOW])
+        if self._newer is None:
+            self._newer = CompiledValues(queued_values(_queued().filter(pk__gt=_NEWER_THAN)[:QUEUED_WINDOW]), _NEWER_THAN)
+        rows = self._newer.rows(self.max_id)
         if not rows:
             return
         owners = {row["owner_id"] for row in rows} - self.terms.keys()
@@ -122,8 +148,13 @@ class QueueMemory:
         if tenants:
             self.weights.update(Tenant.objects.filter(pk__in=tenants).values_list("pk", "share_weight"))
         last = next(reversed(self.jobs.values()), None)
+        total, mixed = self._sums
         for job in pending_from_rows(rows, self.terms, self.weights):
+            if job.job_id not in self.jobs:
+                total, mixed = total + job.job_id, mixed + job.job_id * _MIX % _MODULUS
             self.jobs[job.job_id] = job
+            self.index.add(job)
+        self._sums = (total, mixed)
         if last is not None and rows[0]["created_at"].timestamp() < last.submitted_at:
             self.unsorted = True
         self.max_id = max(self.max_id, *(row["pk"] for row in rows))
@@ -132,19 +163,21 @@ class QueueMemory:
             self.jobs = {job.job_id: job for job in ordered}
             self.unsorted = False
         if len(self.jobs) > QUEUED_WINDOW:  # the oldest stay in the window, as a full read keeps them
-            self.jobs = dict(list(self.jobs.items())[:QUEUED_WINDOW])
+            self.forget(list(self.jobs)[QUEUED_WINDOW:])
             self.full = True
 
     def _checksum_differs(self) -> bool:
-        queued = Job.objects.filter(status=Job.Status.QUEUED)
+        mine = (len(self.jobs), *self._sums)
         if self.full:
             queued = Job.objects.filter(pk__in=_queued().values("pk")[:QUEUED_WINDOW])
-        database = queued.aggregate(
-            count=Count("pk"), total=Sum("pk"), mixed=Sum(Mod(F("pk") * _MIX, _MODULUS)),
-        )
-        ids = self.jobs.keys()
-        mine = (len(ids), sum(ids), sum(job_id * _MIX % _MODULUS for job_id in ids))
-        return (database["count"], database["total"] or 0, database["mixed"] or 0) != mine
+            database = queued.aggregate(
+                count=Count("pk"), total=Sum("pk"), mixed=Sum(Mod(F("pk") * _MIX, _MODULUS)),
+            )
+            return (database["count"], database["total"] or 0, database["mixed"] or 0) != mine
+        with connection.cursor() as cursor:
+            cursor.execute(_QUEUED_SUMS, [Job.Status.QUEUED])
+            count, total, mixed = cursor.fetchone()
+        return (count, total or 0, mixed or 0) != mine
 
 
 class _FinishedService:
@@ -158,15 +191,13 @@ class _FinishedService:
         self.counted: dict[int, float] = {}  # pk → finished at, for the jobs within the margin
         self.read_at = 0.0
 
-    def at(self, now: datetime, config: PolicyConfig) -> tuple[dict[int, float], dict[int, float]]:
+    def at(self, now: datetime, config: PolicyConfig) -> tuple[dict[int, float], dict[int, float], float]:
         rate = math.log(2.0) / config.service_half_life_s
         if self.stale:
             self._reload(now, config)
         else:
             self._catch_up(now, rate)
-        factor = math.exp(-rate * max(now.timestamp() - self.reference, 0.0))
-        return ({user: value * factor for user, value in self.user.items()},
-                {tenant: value * factor for tenant, value in self.tenant.items()})
+        return self.user, self.tenant, math.exp(-rate * max(now.timestamp() - self.reference, 0.0))
 
     def _reload(self, now: datetime, config: PolicyConfig) -> None:
         charges = finished_charges(now - timedelta(seconds=4 * config.service_half_life_s))

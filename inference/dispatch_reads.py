@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from django.conf import settings
+from django.db import connections
 from django.db.models import QuerySet
 from django.db.models.fields.json import KT
 
@@ -61,30 +62,61 @@ def finished_charges(since: datetime) -> list[tuple[int, int, int, float, float]
 
 
 def fair_share_state(
-    now: datetime, config: PolicyConfig, *, finished: tuple[dict[int, float], dict[int, float]] | None = None,
-    active: list[OnWorker] | None = None,
+    now: datetime, config: PolicyConfig, *,
+    finished: tuple[Mapping[int, float], Mapping[int, float], float] | None = None, active: list[OnWorker] | None = None,
 ) -> FairShareState:
     """Recent GPU time per user and tenant (finished jobs, and running ones so far), and what runs now.
-    `finished`: the finished jobs' service already decayed to `now` (the dispatcher's memory keeps
-    it, `inference/dispatch_memory.py`); `active`: the jobs on workers, already read."""
+    `finished`: the finished jobs' service per user and per tenant, and the factor that decays it to
+    `now` (the dispatcher's memory keeps it, `inference/dispatch_memory.py`); `active`: the jobs on
+    workers, already read. The service is computed per user when the policy reads it (`ServiceView`)."""
     if finished is None:
         horizon = now - timedelta(seconds=4 * config.service_half_life_s)
         charges = [charge[1:] for charge in finished_charges(horizon)]
-        finished = decayed_service(charges, now=now.timestamp(), half_life_s=config.service_half_life_s)
+        finished = (*decayed_service(charges, now=now.timestamp(), half_life_s=config.service_half_life_s), 1.0)
     if active is None:
         active = [job for jobs in jobs_on_workers().values() for job in jobs]
-    user_service, tenant_service = dict(finished[0]), dict(finished[1])
+    user_running: dict[int, list[float]] = {}
+    tenant_running: dict[int, list[float]] = {}
     for job in active:
         if job.started_at:  # running so far, in full
             seconds = (now - job.started_at).total_seconds()
-            user_service[job.owner_id] = user_service.get(job.owner_id, 0.0) + seconds
-            tenant_service[job.tenant_id] = tenant_service.get(job.tenant_id, 0.0) + seconds
+            user_running.setdefault(job.owner_id, []).append(seconds)
+            tenant_running.setdefault(job.tenant_id, []).append(seconds)
     return FairShareState(
-        user_service=user_service,
-        tenant_service=tenant_service,
+        user_service=ServiceView(finished[0], user_running, finished[2]),
+        tenant_service=ServiceView(finished[1], tenant_running, finished[2]),
         running_per_user=Counter(job.owner_id for job in active),
         running_per_tenant=Counter(job.tenant_id for job in active),
     )
+
+
+class ServiceView(Mapping[int, float]):
+    """Decayed service per user (or tenant): `finished` × `factor`, plus each running job's
+    seconds, added in turn, computed for a key when it is read. The policy reads a few users'
+    service per pass, not the 1000 a dict made in full would cost."""
+
+    def __init__(self, finished: Mapping[int, float], running: Mapping[int, list[float]],
+                 factor: float = 1.0) -> None:
+        self._finished, self._running, self._factor = finished, running, factor
+
+    def __getitem__(self, key: int) -> float:
+        running = self._running.get(key)
+        if key in self._finished:
+            value = self._finished[key] * self._factor
+        elif running is None:
+            raise KeyError(key)
+        else:
+            value = 0.0
+        for seconds in running or ():
+            value = value + seconds
+        return value
+
+    def __iter__(self) -> Iterator[int]:
+        yield from self._finished
+        yield from (key for key in self._running if key not in self._finished)
+
+    def __len__(self) -> int:
+        return len(self._finished) + sum(1 for key in self._running if key not in self._finished)
 
 
 class OnWorker(NamedTuple):
@@ -186,9 +218,38 @@ def pending_job(job: Job, terms: Terms | None = None) -> PendingJob:
     return _pending(row, job.params, terms, job.tenant.share_weight)
 
 
+def queued_values(queryset: QuerySet[Job]) -> QuerySet[Job]:
+    """`queryset`'s rows as `queued_rows` reads them."""
+    return queryset.annotate(**_SIZING).values(*QUEUED_COLUMNS, *_SIZING)
+
+
 def queued_rows(queryset: QuerySet[Job]) -> list[dict[str, Any]]:
     """The queued jobs of `queryset` as plain rows: `QUEUED_COLUMNS` and their sizing parameters."""
-    return list(queryset.annotate(**_SIZING).values(*QUEUED_COLUMNS, *_SIZING))
+    return list(queued_values(queryset))
+
+
+class CompiledValues:
+    """A `values()` queryset made into SQL once, then run again with one parameter changed (the
+    one given as `marker`): the dispatcher's catch-up read runs every pass, and making its SQL
+    through the ORM (the JSON key lookups above all) cost more than running it. Rows come back
+    through the query's own converters, as the queryset gives them."""
+
+    def __init__(self, queryset: QuerySet, marker: Any) -> None:
+        self._db = queryset.db
+        self._compiler = queryset.query.get_compiler(self._db)
+        self._sql, params = self._compiler.as_sql()
+        self._params = list(params)
+        self._slot = self._params.index(marker)
+        query = queryset.query
+        self._names = [*query.extra_select, *query.values_select, *query.annotation_select]
+
+    def rows(self, value: Any) -> list[dict[str, Any]]:
+        params = list(self._params)
+        params[self._slot] = value
+        with connections[self._db].cursor() as cursor:
+            cursor.execute(self._sql, params)
+            fetched = cursor.fetchall()
+        return [dict(zip(self._names, row)) for row in self._compiler.results_iter(results=[fetched])]
 
 
 def pending_from_rows(rows: list[dict[str, Any]], terms: Mapping[int, Terms], weights: Mapping[int, float]) -> list[PendingJob]:

@@ -8,12 +8,13 @@ input always gives the same plan. The Django side (`inference/dispatch.py`) and 
 
 One call runs in three phases.
 
-1. **Index** (`_Book`): one pass groups the pending jobs by owner (an owner's jobs are ordered by
-   its own priority, then FIFO, when first needed) and by batch key, and counts the jobs that want
-   each model (its demand). Every tenant gets a "virtual time"
+1. **Index** (`book.py`): the pending jobs grouped by owner (in the owner's own order: priority,
+   then FIFO) and by batch key, and the jobs that want each model counted (its demand): a
+   `QueueIndex`, which the dispatcher keeps between calls and updates job by job (a call given a
+   plain sequence builds one). Every tenant gets a "virtual time"
    (its decayed service ÷ its weight) and every user one (its decayed service). Whatever this call
    hands out is added to them at once (`estimated_gpu_seconds`), so one call spreads free workers
-   over users instead of giving all of them to whoever was first.
+   over users instead of giving all of them to whoever was first (the call's `Book`).
 
 2. **Choose** (`_choose`), once per free worker: walk the open jobs in fair-share order (the
    tenant with least weighted service, in it the user with least service, that user's next job;
@@ -39,18 +40,18 @@ One call runs in three phases.
    ≤ the worker's `max_batch`) and their users and tenants stay under their limits. A job with more
    images than `max_batch` runs alone.
 
-Cost: one pass over the pending jobs plus, per free worker, a walk of at most `LOOKAHEAD_JOBS`
+Cost: building the index is one pass over the pending jobs (none when the caller keeps it); then,
+per free worker, a walk of at most `LOOKAHEAD_JOBS`
 jobs and one scan of the chosen batch key's jobs.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from inference.scheduler.fairshare import estimated_gpu_seconds
+from inference.scheduler.book import Book, QueueIndex, job_cost, own_order
 from inference.scheduler.types import Assignment, FairShareState, PendingJob, PolicyConfig, WorkerState
 
 # How many candidate jobs (open, not held for a busy worker) one decision looks at, from the
@@ -59,22 +60,21 @@ LOOKAHEAD_JOBS = 48
 # A cold model's load pressure grows by this many seconds for each other pending job that wants it.
 DEMAND_WEIGHT_S = 10.0
 
-_MIN_WEIGHT = 1e-6
-
 
 def plan_assignments(
-    pending: Sequence[PendingJob],
+    pending: Sequence[PendingJob] | QueueIndex,
     workers: Sequence[WorkerState],
     fair: FairShareState,
     *,
     now: float,
     config: PolicyConfig = PolicyConfig(),
 ) -> list[Assignment]:
-    """Plan at most one batch for each free worker. See the module docstring for the rules."""
+    """Plan at most one batch for each free worker. See the module docstring for the rules.
+    `pending`: the jobs, or the caller's `QueueIndex` of them, kept between calls (read, never changed)."""
     free = [worker for worker in sorted(workers, key=lambda w: w.worker_id) if worker.free]
     if not free or not pending:
         return []
-    book = _Book(pending, fair, config)
+    book = Book(pending if isinstance(pending, QueueIndex) else QueueIndex(pending), fair, config)
     pool = _WorkerPool(free, workers, now=now, grace_s=config.affinity_grace_s)
     plan: list[Assignment] = []
     while pool.free:
@@ -99,158 +99,7 @@ def queue_order(pending: Sequence[PendingJob], fair: FairShareState, *, config: 
     """The pending jobs in the order fair share would serve them, for telling a member their place
     in line. Jobs of users or tenants at their running limit are left out (they wait for that, not
     for their turn); placement (affinity, batching) can still start a job a little out of turn."""
-    return list(_Book(pending, fair, config).fair_order())
-
-
-# --- Phase 1: index --------------------------------------------------------------------------
-
-
-def _job_cost(job: PendingJob) -> float:
-    return estimated_gpu_seconds(steps=job.steps, pixels=job.pixels, images=job.images)
-
-
-class _Book:
-    """The pending jobs of one call, indexed, plus what this call has handed out so far."""
-
-    def __init__(self, pending: Sequence[PendingJob], fair: FairShareState, config: PolicyConfig) -> None:
-        self.config = config
-        # One pass over the pending jobs (the only per-job work of a call); a job listed twice counts once.
-        jobs_by_user: defaultdict[int, list[PendingJob]] = defaultdict(list)
-        jobs_by_batch_key: defaultdict[str, list[PendingJob]] = defaultdict(list)
-        seen: set[int] = set()
-        for job in pending:
-            if job.job_id in seen:
-                continue
-            seen.add(job.job_id)
-            jobs_by_user[job.owner_id].append(job)
-            jobs_by_batch_key[job.batch_key].append(job)
-        self.jobs_by_user: dict[int, list[PendingJob]] = jobs_by_user
-        self.jobs_by_batch_key: dict[str, list[PendingJob]] = jobs_by_batch_key
-        self.sorted_users: set[int] = set()  # users whose jobs are in their own order (sorted when first read)
-
-        # How many pending jobs want each model: what a load serves, and what an eviction costs.
-        self.model_demand: dict[str, int] = {}
-        for key_jobs in jobs_by_batch_key.values():
-            model = key_jobs[0].model_key
-            self.model_demand[model] = self.model_demand.get(model, 0) + len(key_jobs)
-
-        self.taken: set[int] = set()
-        self.running_per_user: dict[int, int] = dict(fair.running_per_user)
-        self.running_per_tenant: dict[int, int] = dict(fair.running_per_tenant)
-        # Virtual times: recent service (a tenant's divided by its weight) plus this call's charges.
-        self.user_vtime: dict[int, float] = {}
-        self.tenant_vtime: dict[int, float] = {}
-        self.tenant_weight: dict[int, float] = {}
-        self.tenant_of_user: dict[int, int] = {}  # a user's jobs all carry its one tenant
-        # Per tenant, a heap of (user virtual time, user id); stale entries are skipped lazily.
-        self.user_heaps: dict[int, list[tuple[float, int]]] = {}
-        user_service = fair.user_service
-        # Caps on jobs at once: the config's, within each owner's and tenant's own (their limits).
-        self.user_cap: dict[int, int] = {}
-        self.tenant_cap: dict[int, int] = {}
-        for user_id, jobs in jobs_by_user.items():
-            tenant_id = jobs[0].tenant_id
-            self.tenant_of_user[user_id] = tenant_id
-            own = [job.user_running_cap for job in jobs if job.user_running_cap is not None]
-            self.user_cap[user_id] = min([config.max_running_per_user, *own])
-            team = [job.tenant_running_cap for job in jobs if job.tenant_running_cap is not None]
-            self.tenant_cap[tenant_id] = min([self.tenant_cap.get(tenant_id, config.max_running_per_tenant), *team])
-            vtime = float(user_service.get(user_id, 0.0))
-            self.user_vtime[user_id] = vtime
-            heap = self.user_heaps.get(tenant_id)
-            if heap is None:
-                self.user_heaps[tenant_id] = [(vtime, user_id)]
-                weight = max(jobs[0].tenant_weight, _MIN_WEIGHT)
-                self.tenant_weight[tenant_id] = weight
-                self.tenant_vtime[tenant_id] = float(fair.tenant_service.get(tenant_id, 0.0)) / weight
-            else:
-                heap.append((vtime, user_id))
-        for heap in self.user_heaps.values():
-            heapq.heapify(heap)
-
-    def user_jobs(self, user_id: int) -> list[PendingJob]:
-        """A user's pending jobs in its own order: higher priority first, then first come, first served."""
-        jobs = self.jobs_by_user[user_id]
-        if user_id not in self.sorted_users:
-            jobs.sort(key=_own_order)
-            self.sorted_users.add(user_id)
-        return jobs
-
-    # Limits ------------------------------------------------------------------------------
-
-    def user_open(self, user_id: int) -> bool:
-        """Whether the user (and its tenant) may get one more job running."""
-        if self.running_per_user.get(user_id, 0) >= self.user_cap[user_id]:
-            return False
-        return self.tenant_open(self.tenant_of_user[user_id])
-
-    def tenant_open(self, tenant_id: int) -> bool:
-        return self.running_per_tenant.get(tenant_id, 0) < self.tenant_cap[tenant_id]
-
-    # Fair-share order -------------------------------------------------------------------
-
-    def fair_order(self) -> Iterator[PendingJob]:
-        """The open jobs in fair-share order, as if each were served in turn. Changes nothing.
-
-        Repeatedly: the tenant with the least virtual time, in it the user with the least, that
-        user's next job; then both virtual times grow by the job's estimated cost.
-        """
-        tenants = [
-            (vtime, tenant_id) for tenant_id, vtime in self.tenant_vtime.items() if self.tenant_open(tenant_id)
-        ]
-        heapq.heapify(tenants)
-        user_heaps: dict[int, list[tuple[float, int]]] = {}  # copies, made when first needed
-        user_vtime: dict[int, float] = {}  # this walk's own charges
-        next_index: dict[int, int] = {}
-        while tenants:
-            tenant_vtime, tenant_id = tenants[0]
-            heap = user_heaps.get(tenant_id)
-            if heap is None:
-                heap = user_heaps[tenant_id] = list(self.user_heaps[tenant_id])
-            found: PendingJob | None = None
-            while heap:
-                vtime, user_id = heap[0]
-                if vtime != user_vtime.get(user_id, self.user_vtime[user_id]) or not self.user_open(user_id):
-                    heapq.heappop(heap)  # stale entry, or the user is at its limit
-                    continue
-                jobs = self.user_jobs(user_id)
-                index = next_index.get(user_id, 0)
-                while index < len(jobs) and jobs[index].job_id in self.taken:
-                    index += 1
-                if index == len(jobs):
-                    heapq.heappop(heap)
-                    continue
-                found = jobs[index]
-                break
-            if found is None:
-                heapq.heappop(tenants)
-                continue
-            yield found
-            cost = _job_cost(found)
-            next_index[user_id] = index + 1
-            user_vtime[user_id] = vtime + cost
-            heapq.heapreplace(heap, (vtime + cost, user_id))
-            heapq.heapreplace(tenants, (tenant_vtime + cost / self.tenant_weight[tenant_id], tenant_id))
-
-    # Handing out ------------------------------------------------------------------------
-
-    def take(self, job: PendingJob) -> None:
-        """Record that `job` is handed out in this call: limits, service and demand move."""
-        self.taken.add(job.job_id)
-        user_id = job.owner_id
-        tenant_id = self.tenant_of_user[user_id]
-        self.running_per_user[user_id] = self.running_per_user.get(user_id, 0) + 1
-        self.running_per_tenant[tenant_id] = self.running_per_tenant.get(tenant_id, 0) + 1
-        cost = _job_cost(job)
-        self.user_vtime[user_id] += cost
-        heapq.heappush(self.user_heaps[tenant_id], (self.user_vtime[user_id], user_id))
-        self.tenant_vtime[tenant_id] += cost / self.tenant_weight[tenant_id]
-        self.model_demand[job.model_key] -= 1
-
-
-def _own_order(job: PendingJob) -> tuple[int, float, int]:
-    """A user's own jobs: higher priority first, then first come, first served."""
-    return (-job.priority, job.submitted_at, job.job_id)
+    return list(Book(QueueIndex(pending), fair, config).fair_order())
 
 
 class _WorkerPool:
@@ -320,7 +169,7 @@ class _ColdModel:
     must_place: bool  # it has waited max_reorder_wait_s
 
 
-def _choose(book: _Book, pool: _WorkerPool, *, now: float, config: PolicyConfig) -> _Choice | None:
+def _choose(book: Book, pool: _WorkerPool, *, now: float, config: PolicyConfig) -> _Choice | None:
     """The next (job, free worker) pair, or None when every open job is held or none is left."""
     grace_left = dict(pool.grace_capacity)
     first_warm: _Choice | None = None
@@ -366,22 +215,22 @@ def _choose(book: _Book, pool: _WorkerPool, *, now: float, config: PolicyConfig)
 # --- Phase 3: batch --------------------------------------------------------------------------
 
 
-def _fill_batch(book: _Book, lead: PendingJob, worker: WorkerState) -> list[PendingJob]:
+def _fill_batch(book: Book, lead: PendingJob, worker: WorkerState) -> list[PendingJob]:
     """The lead job plus open jobs with its batch key, in fair-share order, up to max_batch images."""
     room = worker.max_batch - lead.images
     if room <= 0:
         return [lead]  # full already, or a lone job larger than a batch
     by_user: dict[int, list[PendingJob]] = {}
-    for job in book.jobs_by_batch_key[lead.batch_key]:
+    for job in book.jobs_by_batch_key[lead.batch_key].values():
         if job.job_id != lead.job_id and job.job_id not in book.taken and job.images <= room:
             by_user.setdefault(job.owner_id, []).append(job)
     batch = [lead]
     if not by_user:
         return batch
     # Charges made while filling, so that users take turns; the lead's is counted first.
-    user_extra: dict[int, float] = {lead.owner_id: _job_cost(lead)}
+    user_extra: dict[int, float] = {lead.owner_id: job_cost(lead)}
     tenant_extra: dict[int, float] = {
-        book.tenant_of_user[lead.owner_id]: _job_cost(lead) / book.tenant_weight[book.tenant_of_user[lead.owner_id]]
+        book.tenant_of_user[lead.owner_id]: job_cost(lead) / book.tenant_weight[book.tenant_of_user[lead.owner_id]]
     }
     running_user: dict[int, int] = {lead.owner_id: 1}
     running_tenant: dict[int, int] = {book.tenant_of_user[lead.owner_id]: 1}
@@ -397,7 +246,7 @@ def _fill_batch(book: _Book, lead: PendingJob, worker: WorkerState) -> list[Pend
 
     heap: list[tuple[tuple[float, int, float, int], int]] = []
     for user_id, jobs in by_user.items():
-        jobs.sort(key=_own_order)
+        jobs.sort(key=own_order)
         jobs.reverse()  # pop() gives the user's next job
         heap.append((key(user_id), user_id))
     heapq.heapify(heap)
@@ -422,7 +271,7 @@ def _fill_batch(book: _Book, lead: PendingJob, worker: WorkerState) -> list[Pend
         job = jobs.pop()
         batch.append(job)
         room -= job.images
-        cost = _job_cost(job)
+        cost = job_cost(job)
         user_extra[user_id] = user_extra.get(user_id, 0.0) + cost
         tenant_extra[tenant_id] = tenant_extra.get(tenant_id, 0.0) + cost / book.tenant_weight[tenant_id]
         running_user[user_id] = running_user.get(user_id, 0) + 1

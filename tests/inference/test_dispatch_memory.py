@@ -28,7 +28,9 @@ def submit(user, prompt: str = "x") -> Job:
 
 
 def ids(memory: QueueMemory) -> list[int]:
-    return [job.job_id for job in memory.window(timezone.now())]
+    window = memory.window(timezone.now())
+    assert memory.index.jobs == {job.job_id: job for job in window}  # the policy's index follows the window
+    return [job.job_id for job in window]
 
 
 def test_a_cancel_behind_its_back_is_seen_and_the_cancelled_job_never_placed(personas) -> None:

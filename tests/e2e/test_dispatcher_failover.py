@@ -31,7 +31,9 @@ def platform():
 
 
 def dispatchers(platform: Platform) -> dict[int, bool]:
-    """The sweepers' LISTEN sessions: their process id → whether it holds the leadership lock."""
+    """This platform's sweepers' LISTEN sessions: their process id → whether it holds the leadership
+    lock. Only this platform's database: an advisory lock is per database, and other platforms
+    (other tests, other deployments on the server) have leaders of their own."""
     import psycopg
 
     key = LEADER_LOCK
@@ -40,7 +42,7 @@ def dispatchers(platform: Platform) -> dict[int, bool]:
             """SELECT a.application_name, EXISTS (
                    SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted
                    AND l.classid = %s AND l.objid = %s)
-               FROM pg_stat_activity a WHERE a.application_name LIKE %s""",
+               FROM pg_stat_activity a WHERE a.application_name LIKE %s AND a.datname = current_database()""",
             [key >> 32, key & 0xFFFFFFFF, f"{APPLICATION_NAME} pid=%"],
         ).fetchall()
     return {int(name.rsplit("=", 1)[1]): leads for name, leads in rows}

@@ -527,6 +527,13 @@ ATELIER_WORKER_DEAD_AFTER_SECONDS = env.float("ATELIER_WORKER_DEAD_AFTER_SECONDS
 # A job handed to a live worker that has not started it by then goes back to the queue (a message
 # lost with a Redis that restarted without its data ends here at the latest).
 ATELIER_DISPATCH_TIMEOUT_SECONDS = env.float("ATELIER_DISPATCH_TIMEOUT_SECONDS", default=120.0)
+# A batch sent to a live worker that is running nothing, and not claimed after this long, was most
+# likely lost by the broker (a Redis restarted without its data): the dispatcher sends the same
+# message again, once (inference/dispatch.py `lost_batches_resend`). A duplicate is harmless: a
+# claim is a compare-and-set on the dispatch number, so the second copy is skipped.
+ATELIER_RESEND_UNCLAIMED_SECONDS = env.float(
+    "ATELIER_RESEND_UNCLAIMED_SECONDS", default=max(3 * ATELIER_HEARTBEAT_SECONDS, 5.0)
+)
 # A job is handed out at most this many times (each dispatch is an attempt): a job that kills every
 # worker it lands on fails with a message instead of taking the pool down in turn.
 ATELIER_JOB_MAX_ATTEMPTS = env.int("ATELIER_JOB_MAX_ATTEMPTS", default=3)

@@ -46,7 +46,7 @@ import logging
 import re
 import secrets
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -272,7 +272,43 @@ def sweep(*, reap: bool = True, memory: QueueMemory | None = None) -> bool:
 def _pass(reap: bool, memory: QueueMemory | None, eas_sweep_safely) -> None:
     if reap:
         workers_reap()
+        lost_batches_resend()
         eas_sweep_safely()  # EAS input items that may run now become queued jobs
         if memory is not None:
             memory.invalidate()  # each beat, the window, terms and weights read again in full
     dispatch_pending(memory=memory)
+
+
+def lost_batches_resend(now: datetime | None = None) -> int:
+    """Send again, once, the batches a broker lost: jobs dispatched to a live worker that runs
+    nothing, unclaimed for `ATELIER_RESEND_UNCLAIMED_SECONDS` (a Redis restarted without its data
+    drops the messages waiting in the workers' queues; without this they would wait
+    `ATELIER_DISPATCH_TIMEOUT_SECONDS`). The same message: the same jobs with the same dispatch
+    numbers, so if the first copy was not lost after all, the worker's claim of the second is a
+    compare-and-set that fails and the copy is skipped. "Once": only jobs whose dispatch falls in
+    the last sweep period past the delay (the periodic pass runs once a period), so a worker that
+    never reads its queue is left to the dispatch timeout. Returns how many jobs were sent again."""
+    now = now or database_now()
+    after = timedelta(seconds=settings.ATELIER_RESEND_UNCLAIMED_SECONDS)
+    period = timedelta(seconds=settings.ATELIER_HEARTBEAT_SECONDS)
+    idle_live_workers = live_workers(now).exclude(jobs__status=Job.Status.RUNNING)
+    stuck = (
+        Job.objects.filter(
+            status=Job.Status.DISPATCHED, worker__in=idle_live_workers,
+            dispatched_at__lte=now - after, dispatched_at__gt=now - after - period,
+        )
+        .order_by("worker_id", "batch_id", "id")
+        .values_list("worker__name", "worker__queue", "batch_id", "public_id", "attempts")
+    )
+    batches: dict[tuple[str, str, str], list[list]] = {}
+    for worker_name, queue, batch_id, public_id, attempt in stuck:
+        batches.setdefault((worker_name, queue, batch_id), []).append([public_id, attempt])
+    for (worker_name, queue, batch_id), batch in batches.items():
+        with log_context(worker=worker_name, batch=batch_id, job=[public_id for public_id, _ in batch]):
+            logger.warning("batch %s to %s not claimed after %.0f s while the worker runs nothing: sent again",
+                           batch_id, worker_name, after.total_seconds())
+            try:
+                _publish(queue, batch)
+            except Exception:  # noqa: BLE001 - the broker is still down: the dispatch timeout remains
+                logger.exception("could not send batch %s to %s again", batch_id, worker_name)
+    return sum(len(batch) for batch in batches.values())

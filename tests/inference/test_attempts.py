@@ -302,3 +302,40 @@ def test_a_job_run_on_a_skewed_worker_host_is_timed_by_the_databases_clock(perso
     assert job.started_at <= job.finished_at <= database_now()
     assert database_now() - job.finished_at < timedelta(minutes=1)
     broker_messages(worker.queue)
+
+
+# --- a batch the broker lost (a Redis restarted without its data) is sent again, once -----------
+
+def test_a_batch_lost_by_the_broker_is_sent_again_once_with_the_same_numbers(personas, worker, settings) -> None:
+    from inference.dispatch import lost_batches_resend
+
+    job = new_job(personas["alice"])
+    assert dispatch_pending() == 1
+    job.refresh_from_db()
+    sent = [{"task": "atelier.run_batch", "args": [[[job.public_id, job.attempts]]]}]
+    assert broker_messages(worker.queue) == sent  # read here: as if the broker had lost it
+    after = timedelta(seconds=settings.ATELIER_RESEND_UNCLAIMED_SECONDS)
+    period = timedelta(seconds=settings.ATELIER_HEARTBEAT_SECONDS)
+    assert lost_batches_resend(now=job.dispatched_at + after / 2) == 0  # not yet: maybe on its way
+    assert lost_batches_resend(now=job.dispatched_at + after + period / 2) == 1
+    assert broker_messages(worker.queue) == sent  # the same message: a duplicate's claim would fail
+    assert lost_batches_resend(now=job.dispatched_at + after + period * 1.5) == 0  # once
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.attempts_started) == ("dispatched", 1, 0)  # nothing spent
+
+
+def test_a_worker_busy_with_a_batch_is_not_sent_its_next_again(personas, worker, settings) -> None:
+    from inference.dispatch import lost_batches_resend
+
+    running, waiting = new_job(personas["alice"]), new_job(personas["bob"], width=256)
+    Job.objects.filter(pk=running.pk).update(status="running", worker=worker)
+    Job.objects.filter(pk=waiting.pk).update(status="dispatched", worker=worker, dispatched_at=database_now(), attempts=1)
+    waiting.refresh_from_db()
+    late = waiting.dispatched_at + timedelta(seconds=settings.ATELIER_RESEND_UNCLAIMED_SECONDS + 0.1)
+    assert lost_batches_resend(now=late) == 0  # its queue is only waiting for the running batch
+    Job.objects.filter(pk=running.pk).update(status="succeeded")
+    _silence(worker)
+    assert lost_batches_resend(now=late) == 0  # nor to a worker that is gone (the reaper's case)
+    _revive(worker)
+    assert lost_batches_resend(now=late) == 1  # idle, live, and the batch still unclaimed: lost
+    assert broker_messages(worker.queue) == [{"task": "atelier.run_batch", "args": [[[waiting.public_id, 1]]]}]

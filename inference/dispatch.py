@@ -54,10 +54,11 @@ from django.db.models import Case, CharField, F, Field, IntegerField, Value, Whe
 
 from config.celery import app as celery_app
 from config.logcontext import log_context
-from inference.clock import database_now
+from inference.clock import database_now, live_since
 from inference.dispatch_memory import QueueMemory
 from inference.dispatch_reads import (  # noqa: F401 - QUEUED_WINDOW, pending_job: read from here too
     ON_WORKER,
+    LiveWorker,
     QUEUED_WINDOW,
     fair_share_state,
     jobs_on_workers,
@@ -66,6 +67,7 @@ from inference.dispatch_reads import (  # noqa: F401 - QUEUED_WINDOW, pending_jo
     policy_config,
     worker_state,
 )
+from inference.dispatch_sql import jobs_move, live_workers_and_jobs, pass_begin
 from inference.endings import job_ended
 from inference.events import job_event_publish, job_events_publish
 from inference.models import Job, Worker
@@ -90,17 +92,10 @@ def dispatch_pending(*, memory: QueueMemory | None = None) -> int:
     The dispatcher's pass (`sweep`); everyone else calls `dispatch_wake()` instead. `memory`: the
     queued window as the dispatcher's last pass left it (`inference/dispatch_memory.py`); without
     one, the window is read in full."""
-    now = database_now()  # one clock for dispatched_at and liveness, whichever host runs the pass
     memory = memory if memory is not None else QueueMemory()
     over_quota: list[Job] = []
     with transaction.atomic():
-        if connection.vendor == "postgresql":
-            # Its commit need not wait for the disk: were the database to crash and lose it, the
-            # jobs are queued again and a worker's claim of the lost attempt finds nothing to
-            # claim (compare-and-set on status and attempt), so nothing runs twice or is lost.
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL synchronous_commit = off")
-        batches = _planned_batches(now, memory, over_quota)
+        batches = _planned_batches(memory, over_quota)
     for job in over_quota:  # their ending, once their failure is committed
         job_event_publish(job)
         job_ended(job)
@@ -115,14 +110,24 @@ def dispatch_pending(*, memory: QueueMemory | None = None) -> int:
     return sum(len(jobs) for _, jobs in batches)
 
 
-def _planned_batches(now: datetime, memory: QueueMemory, over_quota: list[Job]) -> list[tuple[Worker, list[Job]]]:
+def _planned_batches(memory: QueueMemory, over_quota: list[Job]) -> list[tuple[LiveWorker | Worker, list[Job]]]:
     """`dispatch_pending`'s transaction: lock the live workers, read, plan and move the jobs to
-    dispatched (the jobs failed for a rate window are added to `over_quota`).
+    dispatched (the jobs failed for a rate window are added to `over_quota`). One clock, the
+    database's, for dispatched_at and liveness, whichever host runs the pass.
 
     The queued jobs are not locked: each moves queued → dispatched by compare-and-set, so a job
     cancelled meanwhile, or taken by another pass, is simply not moved (and is forgotten)."""
-    workers = list(live_workers(now).select_for_update().only(*WORKER_COLUMNS))
-    on_worker = jobs_on_workers()
+    workers: list[LiveWorker] | list[Worker]
+    if connection.vendor == "postgresql":
+        # Its commit need not wait for the disk (`pass_begin` sets it): were the database to crash
+        # and lose it, the jobs are queued again and a worker's claim of the lost attempt finds
+        # nothing to claim (compare-and-set on status and attempt), so nothing runs twice or is lost.
+        now, locked = pass_begin()
+        workers, on_worker = live_workers_and_jobs(locked, live_since(now))
+    else:
+        now = database_now()
+        workers = list(live_workers(now).select_for_update().only(*WORKER_COLUMNS))
+        on_worker = jobs_on_workers()
     states = [worker_state(w, on_worker.get(w.pk, []), now) for w in workers]
     if not any(state.free for state in states):
         return []
@@ -147,7 +152,7 @@ def _planned_batches(now: datetime, memory: QueueMemory, over_quota: list[Job]) 
     fair = fair_share_state(now, config, finished=memory.finished_service(now, config), active=active)
     plan = plan_assignments(memory.index, states, fair, now=now.timestamp(), config=config)
     by_id = {w.pk: w for w in workers}
-    planned: dict[int, tuple[Worker, str]] = {}  # job pk → (its worker, its batch)
+    planned: dict[int, tuple[LiveWorker | Worker, str]] = {}  # job pk → (its worker, its batch)
     for assignment in plan:
         batch_id = secrets.token_hex(8)
         planned.update((job_id, (by_id[assignment.worker_id], batch_id)) for job_id in assignment.job_ids)
@@ -155,7 +160,20 @@ def _planned_batches(now: datetime, memory: QueueMemory, over_quota: list[Job]) 
     if not planned:
         return []
     # Every batch moved by one UPDATE (compare-and-set on the status: a job cancelled meanwhile,
-    # or taken by another pass, is not moved), each job given its worker and batch by a CASE.
+    # or taken by another pass, is not moved), read as it left them (for the message and the
+    # event); a job that did not move does not carry its planned batch's (new, random) id.
+    moved = jobs_move(planned, now) if connection.vendor == "postgresql" else _jobs_move_orm(planned, now)
+    batches: dict[str, tuple[LiveWorker | Worker, list[Job]]] = {}
+    for job in moved:
+        worker, batch_id = planned[job.pk]
+        if job.batch_id == batch_id and job.status == Job.Status.DISPATCHED:
+            batches.setdefault(batch_id, (worker, []))[1].append(job)
+    return list(batches.values())
+
+
+def _jobs_move_orm(planned: dict[int, tuple[Worker, str]], now: datetime) -> list[Job]:
+    """`jobs_move` on SQLite: the UPDATE, each job given its worker and batch by a CASE, then
+    the planned rows read back (without `params`), in queue order."""
     ids = list(planned)
     Job.objects.filter(pk__in=ids, status=Job.Status.QUEUED).update(
         status=Job.Status.DISPATCHED,
@@ -164,14 +182,7 @@ def _planned_batches(now: datetime, memory: QueueMemory, over_quota: list[Job]) 
         dispatched_at=now,
         batch_id=_by_job(planned, lambda target: target[1], CharField()),
     )
-    # The rows as the UPDATE left them (for the message and the event), in one read; a job that
-    # did not move does not carry its planned batch's (new, random) id.
-    batches: dict[str, tuple[Worker, list[Job]]] = {}
-    for job in Job.objects.filter(pk__in=ids).defer("params").order_by("created_at", "pk"):
-        worker, batch_id = planned[job.pk]
-        if job.batch_id == batch_id and job.status == Job.Status.DISPATCHED:
-            batches.setdefault(batch_id, (worker, []))[1].append(job)
-    return list(batches.values())
+    return list(Job.objects.filter(pk__in=ids).defer("params").order_by("created_at", "pk"))
 
 
 def _by_job(planned: dict[int, tuple[Worker, str]], value: Callable[[tuple[Worker, str]], object], output_field: Field) -> Case:
@@ -199,7 +210,7 @@ def _fail_over_quota(window: list[Job], refused: dict[int, str], now: datetime) 
     return failed
 
 
-def _send(worker: Worker, jobs: list[Job]) -> bool:
+def _send(worker: LiveWorker | Worker, jobs: list[Job]) -> bool:
     """Publish one task for the batch (`jobs`, as dispatched); True when it left. If it cannot be
     sent, its jobs go back to the queue (and False: no event for them). Their dispatch numbers are
     not given back: the next dispatch takes a new one, so no two messages ever carry the same

@@ -40,7 +40,7 @@ from django.db.models import Count, F, Sum
 from django.db.models.functions import Mod
 
 from inference.dispatch_reads import (
-    QUEUED_WINDOW, CompiledValues, finished_charges, pending_from_rows, queued_rows, queued_values,
+    QUEUED_WINDOW, CompiledValues, FinishedCharges, finished_charges, pending_from_rows, queued_rows, queued_values,
 )
 from inference.models import Job
 from inference.scheduler import PendingJob, PolicyConfig, decayed_service
@@ -190,6 +190,7 @@ class _FinishedService:
         self.tenant: dict[int, float] = {}
         self.counted: dict[int, float] = {}  # pk → finished at, for the jobs within the margin
         self.read_at = 0.0
+        self._newly_finished: FinishedCharges | None = None  # `_catch_up`'s read, made into SQL once
 
     def at(self, now: datetime, config: PolicyConfig) -> tuple[dict[int, float], dict[int, float], float]:
         rate = math.log(2.0) / config.service_half_life_s
@@ -210,7 +211,9 @@ class _FinishedService:
     def _catch_up(self, now: datetime, rate: float) -> None:
         since = self.read_at - LATE_COMMIT_MARGIN_S
         self.read_at = now.timestamp()
-        for pk, owner, tenant, gpu_seconds, at in finished_charges(datetime.fromtimestamp(since, tz=now.tzinfo)):
+        if self._newly_finished is None:
+            self._newly_finished = FinishedCharges()
+        for pk, owner, tenant, gpu_seconds, at in self._newly_finished.since(datetime.fromtimestamp(since, tz=now.tzinfo)):
             if pk in self.counted:
                 continue
             self.counted[pk] = at

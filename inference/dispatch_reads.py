@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator, Mapping
-from datetime import datetime, timedelta
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime, timedelta, timezone as dt_timezone
 from typing import Any, NamedTuple
 
 from django.conf import settings
@@ -52,13 +52,29 @@ def live_workers(now: datetime | None = None) -> QuerySet[Worker]:
     return Worker.objects.filter(state=Worker.State.ONLINE, last_heartbeat__gte=live_since(now))
 
 
+_FINISHED_SINCE = datetime(1970, 1, 2, 3, 4, 5, 678901, tzinfo=dt_timezone.utc)  # the marker while made into SQL
+_CHARGE_COLUMNS = ("pk", "owner_id", "tenant_id", "gpu_seconds", "finished_at")
+
+
 def finished_charges(since: datetime) -> list[tuple[int, int, int, float, float]]:
     """(pk, owner, tenant, GPU seconds, finished at as a timestamp) of the jobs finished since `since`."""
     return [
         (pk, owner, tenant, gpu_seconds, finished.timestamp())
-        for pk, owner, tenant, gpu_seconds, finished in Job.objects.filter(finished_at__gte=since)
-        .values_list("pk", "owner_id", "tenant_id", "gpu_seconds", "finished_at")
+        for pk, owner, tenant, gpu_seconds, finished in Job.objects.filter(finished_at__gte=since).values_list(*_CHARGE_COLUMNS)
     ]
+
+
+class FinishedCharges:
+    """`finished_charges`, its SQL made once (the dispatcher's memory reads the newly finished
+    jobs every pass: making the query through the ORM cost more than running it)."""
+
+    def __init__(self) -> None:
+        queryset = Job.objects.filter(finished_at__gte=_FINISHED_SINCE).values(*_CHARGE_COLUMNS)
+        self._compiled = CompiledValues(queryset, _FINISHED_SINCE, connections[queryset.db].ops.adapt_datetimefield_value)
+
+    def since(self, since: datetime) -> list[tuple[int, int, int, float, float]]:
+        return [(row["pk"], row["owner_id"], row["tenant_id"], row["gpu_seconds"], row["finished_at"].timestamp())
+                for row in self._compiled.rows(since)]
 
 
 def fair_share_state(
@@ -131,6 +147,19 @@ class OnWorker(NamedTuple):
     tenant_id: int
 
 
+class LiveWorker(NamedTuple):
+    """A live worker's row as a pass reads it (locked): what its `WorkerState` and its batch's
+    message need, the attributes `worker_state` and `_send` read from a `Worker`."""
+
+    pk: int
+    name: str
+    queue: str
+    max_batch: int
+    loaded_models: list
+    cached_models: list
+    active_networks: str
+
+
 def jobs_on_workers() -> dict[int | None, list[OnWorker]]:
     """Worker id → its dispatched and running jobs, earliest started first (every such job, a
     worker's that is no longer live too: they count in fair share)."""
@@ -142,7 +171,7 @@ def jobs_on_workers() -> dict[int | None, list[OnWorker]]:
     return on_worker
 
 
-def worker_state(worker: Worker, on_worker: list[OnWorker], now: datetime) -> WorkerState:
+def worker_state(worker: Worker | LiveWorker, on_worker: list[OnWorker], now: datetime) -> WorkerState:
     busy_until = None
     running = [job for job in on_worker if job.status == Job.Status.RUNNING and job.started_at]
     if on_worker:
@@ -234,18 +263,21 @@ class CompiledValues:
     through the ORM (the JSON key lookups above all) cost more than running it. Rows come back
     through the query's own converters, as the queryset gives them."""
 
-    def __init__(self, queryset: QuerySet, marker: Any) -> None:
+    def __init__(self, queryset: QuerySet, marker: Any, adapt: Callable[[Any], Any] | None = None) -> None:
+        """`adapt`: what the database's operations make of the parameter (a datetime's
+        `adapt_datetimefield_value`), applied to the marker and to each value run with."""
         self._db = queryset.db
         self._compiler = queryset.query.get_compiler(self._db)
         self._sql, params = self._compiler.as_sql()
         self._params = list(params)
-        self._slot = self._params.index(marker)
+        self._adapt = adapt or (lambda value: value)
+        self._slot = self._params.index(self._adapt(marker))
         query = queryset.query
         self._names = [*query.extra_select, *query.values_select, *query.annotation_select]
 
     def rows(self, value: Any) -> list[dict[str, Any]]:
         params = list(self._params)
-        params[self._slot] = value
+        params[self._slot] = self._adapt(value)
         with connections[self._db].cursor() as cursor:
             cursor.execute(self._sql, params)
             fetched = cursor.fetchall()

@@ -13,7 +13,8 @@ pass. A pass then reads only:
   again in full.
 
 The aggregate runs over the partial index `job_queued_order` (queued jobs only); while the queue
-fits in the window it is over every queued job, beyond that over the window's ids.
+fits in the window it is over every queued job, and read by the catch-up's own statement (one
+round trip, one snapshot); beyond that it is over the window's ids, a statement of its own.
 
 It also keeps the fair-share service of finished jobs (`finished_service`): read in full on a
 reload, decayed to a reference time, and then only the jobs finished since (by `finished_at`,
@@ -53,8 +54,8 @@ _MIX, _MODULUS = 7919, 1_000_003  # the second sum: of (pk × _MIX) mod _MODULUS
 LATE_COMMIT_MARGIN_S = 30.0  # how far back each pass looks for finished jobs it has not counted
 _NEWER_THAN = -7_919_000_003  # the catch-up read's one parameter while it is made into SQL
 # The aggregate while the queue fits in the window, as plain SQL (the same on PostgreSQL and SQLite).
-_QUEUED_SUMS = (f"SELECT COUNT(id), SUM(id), SUM((id * {_MIX}) %% {_MODULUS}) FROM {Job._meta.db_table}"
-                " WHERE status = %s")
+_QUEUED_SUMS = (f"SELECT COUNT(id) AS queued_count, SUM(id) AS queued_total, SUM((id * {_MIX}) %% {_MODULUS})"
+                f" AS queued_mixed FROM {Job._meta.db_table} WHERE status = %s")
 
 
 def _queued():
@@ -99,8 +100,8 @@ class QueueMemory:
         if self.stale:
             self._reload(now)
         else:
-            self._catch_up(now)
-            if self._checksum_differs():
+            queued = self._catch_up(now)
+            if self._checksum_differs(queued):
                 self._reload(now)
         return list(self.jobs.values())
 
@@ -134,13 +135,19 @@ class QueueMemory:
         self.stale = self.unsorted = False
         self.reloads += 1
 
-    def _catch_up(self, now: datetime) -> None:
-        """Add the jobs queued since the last read (those with a higher pk than any seen)."""
+    def _catch_up(self, now: datetime) -> tuple | None:
+        """Add the jobs queued since the last read (those with a higher pk than any seen). While
+        the queue fits in the window, the aggregate over it is read by the same statement, in the
+        same snapshot, and returned (count, sum, mixed sum); else None."""
         if self._newer is None:
             self._newer = CompiledValues(queued_values(_queued().filter(pk__gt=_NEWER_THAN)[:QUEUED_WINDOW]), _NEWER_THAN)
-        rows = self._newer.rows(self.max_id)
+        queued = None
+        if self.full:
+            rows = self._newer.rows(self.max_id)
+        else:
+            queued, rows = self._newer.rows_beside(_QUEUED_SUMS, [Job.Status.QUEUED], self.max_id, ("created_at", "pk"))
         if not rows:
-            return
+            return queued
         owners = {row["owner_id"] for row in rows} - self.terms.keys()
         if owners:
             self._set_terms(terms_for_members(owners, at=now))
@@ -165,8 +172,11 @@ class QueueMemory:
         if len(self.jobs) > QUEUED_WINDOW:  # the oldest stay in the window, as a full read keeps them
             self.forget(list(self.jobs)[QUEUED_WINDOW:])
             self.full = True
+        return queued
 
-    def _checksum_differs(self) -> bool:
+    def _checksum_differs(self, queued: tuple | None) -> bool:
+        """Whether the queue in the database differs from the window: `queued`, the aggregate
+        `_catch_up` read beside the new jobs, if it did (and the queue still fits the window)."""
         mine = (len(self.jobs), *self._sums)
         if self.full:
             queued = Job.objects.filter(pk__in=_queued().values("pk")[:QUEUED_WINDOW])
@@ -174,9 +184,11 @@ class QueueMemory:
                 count=Count("pk"), total=Sum("pk"), mixed=Sum(Mod(F("pk") * _MIX, _MODULUS)),
             )
             return (database["count"], database["total"] or 0, database["mixed"] or 0) != mine
-        with connection.cursor() as cursor:
-            cursor.execute(_QUEUED_SUMS, [Job.Status.QUEUED])
-            count, total, mixed = cursor.fetchone()
+        if queued is None:
+            with connection.cursor() as cursor:
+                cursor.execute(_QUEUED_SUMS, [Job.Status.QUEUED])
+                queued = cursor.fetchone()
+        count, total, mixed = queued
         return (count, total or 0, mixed or 0) != mine
 
 

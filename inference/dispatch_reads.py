@@ -283,6 +283,20 @@ class CompiledValues:
             fetched = cursor.fetchall()
         return [dict(zip(self._names, row)) for row in self._compiler.results_iter(results=[fetched])]
 
+    def rows_beside(self, head: str, head_params: list[Any], value: Any, order: tuple[str, ...]) -> tuple[tuple, list[dict[str, Any]]]:
+        """`rows(value)` and the one row of `head` (an aggregate), read by one statement in one
+        snapshot (a round trip less); the rows ordered by the columns `order` names."""
+        params = list(self._params)
+        params[self._slot] = self._adapt(value)
+        sql = (f"SELECT head.*, body.* FROM ({head}) AS head LEFT JOIN ({self._sql}) AS body ON 1 = 1"
+               " ORDER BY " + ", ".join(f"body.{name}" for name in order))
+        with connections[self._db].cursor() as cursor:
+            cursor.execute(sql, [*head_params, *params])
+            fetched = cursor.fetchall()
+        width = len(fetched[0]) - len(self._names)
+        body = [row[width:] for row in fetched if row[width + self._names.index(order[-1])] is not None]
+        return fetched[0][:width], [dict(zip(self._names, row)) for row in self._compiler.results_iter(results=[body])]
+
 
 def pending_from_rows(rows: list[dict[str, Any]], terms: Mapping[int, Terms], weights: Mapping[int, float]) -> list[PendingJob]:
     return [_pending(row, row, terms.get(row["owner_id"]), weights[row["tenant_id"]]) for row in rows]

@@ -11,7 +11,9 @@ The sweeper hands each pass its `QueueMemory` (`inference/dispatch_memory.py`): 
 as its last pass left it, so a woken pass reads only what changed (new jobs, one aggregate to
 see any other change) instead of 5000 rows; the periodic pass reads everything again. A pass
 reads the window as tuples (`inference/dispatch_reads.py`), moves each batch with one UPDATE and
-commits without waiting for the disk (`bench/dispatch_scale.py` has the figures).
+commits without waiting for the disk (`bench/dispatch_scale.py` has the figures). On PostgreSQL
+its hot statements are SQL written once, five round trips in a steady pass
+(`inference/dispatch_sql.py`); SQLite keeps the ORM's.
 
 Nobody else runs a pass. A submission (`job_submit`, a job group), a worker finishing a batch,
 registering, stopping or seen exiting *wakes* the dispatcher (`inference/dispatch_wake.py`:

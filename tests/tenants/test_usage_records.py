@@ -176,17 +176,18 @@ def test_shares_follow_pixel_steps_and_add_up_to_the_batch_time_exactly() -> Non
 def test_a_started_job_failed_at_the_attempt_cap_by_a_lost_worker_has_its_record(
     personas, settings, tiny_checkpoint_path,
 ) -> None:
-    from django.utils import timezone
-
+    from inference.clock import database_now
     from inference.dispatch import worker_exited
     from inference.models import Worker
     from inference.transitions import worker_register
 
+    # dispatched_at on the database's clock, as dispatch writes it: worker_exited compares it with
+    # that clock (SQLite's has milliseconds, so a Python timestamp could fall just after it)
     settings.ATELIER_JOB_MAX_ATTEMPTS = 1
     job = _submit(personas, "bob", 8, batch_size=2)
     worker = worker_register(name="lost@host", device="cpu", device_memory_bytes=None)
     Job.objects.filter(pk=job.pk).update(status=Job.Status.DISPATCHED, worker=worker, attempts=1,
-                                         dispatched_at=timezone.now())
+                                         dispatched_at=database_now())
     assert job_claim(public_id=job.public_id, attempt=1, worker_name=worker.name, total_steps=STEPS)
     assert worker_exited(name=worker.name, pid=Worker.objects.get(pk=worker.pk).pid) == 1
     record = _record(job)
@@ -196,6 +197,6 @@ def test_a_started_job_failed_at_the_attempt_cap_by_a_lost_worker_has_its_record
     never = _submit(personas, "bob", 9)
     worker = worker_register(name="lost@host", device="cpu", device_memory_bytes=None)
     Job.objects.filter(pk=never.pk).update(status=Job.Status.DISPATCHED, worker=worker, attempts=1,
-                                           dispatched_at=timezone.now())
+                                           dispatched_at=database_now())
     assert worker_exited(name=worker.name, pid=Worker.objects.get(pk=worker.pk).pid) == 1
     assert Job.objects.get(pk=never.pk).status == "queued" and not UsageRecord.objects.filter(job=never).exists()

@@ -130,10 +130,7 @@ def main() -> None:
 
     cluster = Cluster(hosts=2)
     try:
-        cluster.start()
-        for host in cluster.hosts:
-            cluster.start_worker(host)
-        cluster.platform.wait_for_workers(2)
+        cluster.start_with_workers()
         host1, host2 = cluster.hosts
 
         warm_up(cluster)

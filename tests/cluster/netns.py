@@ -286,6 +286,14 @@ class Cluster:
         )
         return env
 
+    def start_with_workers(self) -> Cluster:
+        """`start()`, then one worker on each host, and wait until all are online."""
+        self.start()
+        for host in self.hosts:
+            self.start_worker(host)
+        self.platform.wait_for_workers(len(self.hosts))
+        return self
+
     def start_worker(self, host: WorkerHost, short: str | None = None) -> str:
         """A Celery worker (the holding app, tests/e2e/holding.py) on `host`; returns its role name."""
         role = short or f"w{host.index}"

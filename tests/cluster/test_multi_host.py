@@ -50,10 +50,7 @@ PERSONAS = ("alice", "bob", "charlie")
 def cluster() -> Iterator[Cluster]:
     cluster = Cluster(hosts=2)
     try:
-        cluster.start()
-        for host in cluster.hosts:
-            cluster.start_worker(host)
-        cluster.platform.wait_for_workers(2)
+        cluster.start_with_workers()
         yield cluster
     except BaseException:
         print(cluster.platform.logs())
